@@ -1,0 +1,462 @@
+//! `fidelis.toml`: every number a user might change, with its default.
+//!
+//! `fidelis.example.toml` at the repository root documents every key; a test checks that it
+//! parses to exactly these defaults, so the documentation cannot drift from the code.
+//!
+//! Path values may use `${VAR}` or `${VAR:-default}` (environment variables, expanded when
+//! the config is loaded). Relative paths are resolved against the working directory, like
+//! `make` and `dbt` do: run fidelis from the project root (cron: `cd /srv/fidelis && ...`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub input: InputConfig,
+    pub snapshots: SnapshotConfig,
+    pub features: FeatureConfig,
+    pub model: GbdtConfig,
+    pub baselines: BaselineConfig,
+    pub paths: PathsConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    pub transactions: TransactionsInput,
+}
+
+/// Input file format. `auto` decides by file extension (`.csv`, `.tsv`, `.parquet`, `.pq`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    #[default]
+    Auto,
+    Csv,
+    Parquet,
+    /// Text columns separated by runs of spaces or tabs (e.g. the CDNOW files).
+    Whitespace,
+}
+
+/// Where the transaction log is and how its columns map onto the data contract.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransactionsInput {
+    pub path: String,
+    pub format: FileFormat,
+    /// CSV / whitespace files: does the first line hold column names?
+    pub has_header: bool,
+    /// CSV field separator (one character).
+    pub delimiter: String,
+    /// Column holding the customer id.
+    pub customer_id: String,
+    /// Column holding the transaction date or datetime.
+    pub timestamp: String,
+    /// strftime format of `timestamp` when it is text (e.g. `%Y%m%d`); empty = ISO 8601
+    /// (`2024-01-31`, `2024-01-31 12:00:00`, `2024-01-31T12:00:00`).
+    pub timestamp_format: String,
+    /// Column holding the transaction amount; leave empty and set `quantity` and
+    /// `unit_price` to use their product instead.
+    pub amount: String,
+    pub quantity: String,
+    pub unit_price: String,
+    /// Optional order id: line items with the same (customer, order) become one transaction.
+    pub order_id: String,
+    /// Column names for a headerless file, in order (empty = use the header or column_1..).
+    pub column_names: Vec<String>,
+    /// Fail when more than this share of rows is invalid (rows are never dropped silently:
+    /// the validation summary counts them by reason).
+    pub max_invalid_share: f64,
+}
+
+impl Default for TransactionsInput {
+    fn default() -> Self {
+        TransactionsInput {
+            path: "data/generated/transactions.parquet".into(),
+            format: FileFormat::Auto,
+            has_header: true,
+            delimiter: ",".into(),
+            customer_id: "customer_id".into(),
+            timestamp: "ts".into(),
+            timestamp_format: String::new(),
+            amount: "amount".into(),
+            quantity: String::new(),
+            unit_price: String::new(),
+            order_id: String::new(),
+            column_names: Vec::new(),
+            max_invalid_share: 0.05,
+        }
+    }
+}
+
+/// The chronological snapshot protocol (see `split`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Days between snapshots: t_k = origin + step_days * k.
+    pub step_days: i32,
+    /// Label horizon: churn = no transaction in [t, t + horizon_days).
+    pub horizon_days: i32,
+    /// First training snapshot is at least this many days after the origin.
+    pub min_history_days: i32,
+    /// Eligible at t: at least one transaction in [t - eligibility_days, t).
+    pub eligibility_days: i32,
+    /// Grid origin (YYYY-MM-DD); empty = the date of the first transaction.
+    pub origin: String,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            step_days: 28,
+            horizon_days: 90,
+            min_history_days: 90,
+            eligibility_days: 90,
+            origin: String::new(),
+        }
+    }
+}
+
+/// Feature windows (days before the snapshot).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureConfig {
+    /// Count, amount sum, mean amount and active days over [t - w, t) for each w.
+    pub windows: Vec<i32>,
+    /// Trend ratio = count in [t - d, t) / (count in [t - 2d, t - d) + 1).
+    pub trend_days: i32,
+    /// Spend ratio = sum over the short window / (sum over the long window * short/long).
+    pub spend_short_days: i32,
+    pub spend_long_days: i32,
+}
+
+impl Default for FeatureConfig {
+    fn default() -> Self {
+        FeatureConfig {
+            windows: vec![30, 90, 365],
+            trend_days: 45,
+            spend_short_days: 30,
+            spend_long_days: 90,
+        }
+    }
+}
+
+/// Gradient-boosted trees, used for both the churn classifier and the CLV regressor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GbdtConfig {
+    /// Upper bound on trees; early stopping on the validation snapshot picks the number.
+    pub iterations: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    /// Minimum hessian sum in a leaf (for log loss about p(1-p) per row).
+    pub min_leaf_weight: f64,
+    pub l2: f64,
+    /// Histogram bins per feature (at most 65535).
+    pub nbins: u16,
+    /// Stop when the validation metric has not improved for this many trees.
+    pub early_stopping_rounds: usize,
+    /// Row subsample per tree, in (0, 1].
+    pub subsample: f64,
+    /// Column subsample per tree, in (0, 1].
+    pub colsample_bytree: f64,
+    pub seed: u64,
+}
+
+impl Default for GbdtConfig {
+    fn default() -> Self {
+        GbdtConfig {
+            iterations: 1000,
+            learning_rate: 0.03,
+            max_depth: 4,
+            min_leaf_weight: 5.0,
+            l2: 1.0,
+            nbins: 256,
+            early_stopping_rounds: 50,
+            subsample: 1.0,
+            colsample_bytree: 1.0,
+            seed: 42,
+        }
+    }
+}
+
+/// Reference models trained on the same split, for comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselineConfig {
+    pub enabled: bool,
+    pub logistic_max_iterations: u64,
+    pub decision_tree_max_depth: usize,
+    pub random_forest_trees: usize,
+    pub random_forest_max_depth: u16,
+    pub random_forest_min_samples_leaf: usize,
+    /// Rows the random forest is fitted on at most (a seeded sample), to bound its time.
+    pub random_forest_max_rows: usize,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig {
+            enabled: true,
+            logistic_max_iterations: 200,
+            decision_tree_max_depth: 6,
+            random_forest_trees: 100,
+            random_forest_max_depth: 10,
+            random_forest_min_samples_leaf: 20,
+            random_forest_max_rows: 200_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// Trained model artifacts: `<models_dir>/<model_id>/` and `<models_dir>/latest`.
+    pub models_dir: String,
+    /// Generated evaluation and weekly reports.
+    pub reports_dir: String,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            models_dir: "models".into(),
+            reports_dir: "reports".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse, expand `${VAR}` in paths, and validate a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(&shown, "(file)", format!("cannot read the config file: {e}"))
+        })?;
+        Config::from_toml(&text, &shown)
+    }
+
+    /// Parse and validate TOML text; `origin` names the source in error messages.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config> {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            let msg = e.message().to_string();
+            let key = toml_error_key(text, &e);
+            Error::config(origin, key, msg)
+        })?;
+        cfg.input.transactions.path =
+            expand_env(&cfg.input.transactions.path).map_err(|m| {
+                Error::config(origin, "input.transactions.path", m)
+            })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    /// Check every value's range; the error names the key.
+    pub fn validate(&self, origin: &str) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::config(origin, key, msg));
+        let t = &self.input.transactions;
+        if t.path.trim().is_empty() {
+            return bad("input.transactions.path", "must name the transaction file".into());
+        }
+        if t.customer_id.is_empty() {
+            return bad("input.transactions.customer_id", "must name a column".into());
+        }
+        if t.timestamp.is_empty() {
+            return bad("input.transactions.timestamp", "must name a column".into());
+        }
+        let has_product = !t.quantity.is_empty() || !t.unit_price.is_empty();
+        if t.amount.is_empty() && !(!t.quantity.is_empty() && !t.unit_price.is_empty()) {
+            return bad(
+                "input.transactions.amount",
+                "set `amount`, or both `quantity` and `unit_price`".into(),
+            );
+        }
+        if !t.amount.is_empty() && has_product {
+            return bad(
+                "input.transactions.amount",
+                "set either `amount` or `quantity` + `unit_price`, not both".into(),
+            );
+        }
+        if t.delimiter.len() != 1 {
+            return bad(
+                "input.transactions.delimiter",
+                format!("must be one ASCII character, got {:?}", t.delimiter),
+            );
+        }
+        if !(0.0..=1.0).contains(&t.max_invalid_share) {
+            return bad(
+                "input.transactions.max_invalid_share",
+                format!("must be in [0, 1], got {}", t.max_invalid_share),
+            );
+        }
+        let s = &self.snapshots;
+        for (key, v) in [
+            ("snapshots.step_days", s.step_days),
+            ("snapshots.horizon_days", s.horizon_days),
+            ("snapshots.eligibility_days", s.eligibility_days),
+        ] {
+            if v <= 0 {
+                return bad(key, format!("must be a positive number of days, got {v}"));
+            }
+        }
+        if s.min_history_days < 0 {
+            return bad("snapshots.min_history_days", format!("must be >= 0, got {}", s.min_history_days));
+        }
+        if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err() {
+            return bad("snapshots.origin", format!("expected YYYY-MM-DD, got {:?}", s.origin));
+        }
+        let f = &self.features;
+        if f.windows.is_empty() || f.windows.iter().any(|&w| w <= 0) {
+            return bad("features.windows", format!("must be positive day counts, got {:?}", f.windows));
+        }
+        let mut sorted = f.windows.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != f.windows.len() {
+            return bad("features.windows", format!("must not repeat a window, got {:?}", f.windows));
+        }
+        for (key, v) in [
+            ("features.trend_days", f.trend_days),
+            ("features.spend_short_days", f.spend_short_days),
+            ("features.spend_long_days", f.spend_long_days),
+        ] {
+            if v <= 0 {
+                return bad(key, format!("must be a positive number of days, got {v}"));
+            }
+        }
+        if f.spend_short_days >= f.spend_long_days {
+            return bad(
+                "features.spend_short_days",
+                format!("must be shorter than spend_long_days ({})", f.spend_long_days),
+            );
+        }
+        let m = &self.model;
+        if m.iterations == 0 {
+            return bad("model.iterations", "must be at least 1".into());
+        }
+        if !(m.learning_rate > 0.0 && m.learning_rate <= 1.0) {
+            return bad("model.learning_rate", format!("must be in (0, 1], got {}", m.learning_rate));
+        }
+        if m.max_depth == 0 {
+            return bad("model.max_depth", "must be at least 1".into());
+        }
+        if !(m.min_leaf_weight >= 0.0) {
+            return bad("model.min_leaf_weight", format!("must be >= 0, got {}", m.min_leaf_weight));
+        }
+        if !(m.l2 >= 0.0) {
+            return bad("model.l2", format!("must be >= 0, got {}", m.l2));
+        }
+        if m.nbins < 2 {
+            return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
+        }
+        for (key, v) in [("model.subsample", m.subsample), ("model.colsample_bytree", m.colsample_bytree)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return bad(key, format!("must be in (0, 1], got {v}"));
+            }
+        }
+        let b = &self.baselines;
+        if b.random_forest_trees == 0 {
+            return bad("baselines.random_forest_trees", "must be at least 1".into());
+        }
+        if b.decision_tree_max_depth == 0 {
+            return bad("baselines.decision_tree_max_depth", "must be at least 1".into());
+        }
+        if b.random_forest_max_rows < 100 {
+            return bad("baselines.random_forest_max_rows", "must be at least 100".into());
+        }
+        Ok(())
+    }
+
+    pub fn models_dir(&self) -> PathBuf {
+        PathBuf::from(&self.paths.models_dir)
+    }
+}
+
+/// Best-effort name of the key a TOML error points at: the key on the offending line.
+fn toml_error_key(text: &str, err: &toml::de::Error) -> String {
+    let Some(span) = err.span() else {
+        return "(file)".into();
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line = text[line_start..line_end].trim();
+    let line_no = text[..start].matches('\n').count() + 1;
+    let key = line.split('=').next().unwrap_or("").trim();
+    if key.is_empty() || line.starts_with('[') {
+        format!("line {line_no}")
+    } else {
+        format!("{key} (line {line_no})")
+    }
+}
+
+/// Expand `${VAR}` and `${VAR:-default}` with environment variables.
+pub fn expand_env(s: &str) -> std::result::Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed `${{` in {s:?}"));
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match std::env::var(name) {
+            Ok(v) if !v.is_empty() => out.push_str(&v),
+            _ => match default {
+                Some(d) => out.push_str(d),
+                None => return Err(format!("environment variable {name} is not set (used in {s:?})")),
+            },
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        let cfg = Config::from_toml("", "test").unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("[model]\nlearning_rat = 0.1\n", "f.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("f.toml") && msg.contains("learning_rat"), "{msg}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key() {
+        let err = Config::from_toml("[model]\nlearning_rate = 0.0\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("model.learning_rate"), "{err}");
+        let err = Config::from_toml("[features]\nwindows = [30, 30]\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("features.windows"), "{err}");
+        let err = Config::from_toml("[snapshots]\nhorizon_days = -1\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("snapshots.horizon_days"), "{err}");
+    }
+
+    #[test]
+    fn env_expansion() {
+        std::env::set_var("FIDELIS_TEST_DIR_X", "/data");
+        assert_eq!(expand_env("${FIDELIS_TEST_DIR_X}/a.csv").unwrap(), "/data/a.csv");
+        assert_eq!(expand_env("${FIDELIS_TEST_UNSET_Y:-../d}/a.csv").unwrap(), "../d/a.csv");
+        assert!(expand_env("${FIDELIS_TEST_UNSET_Y}/a.csv").is_err());
+        assert!(expand_env("${OPEN").is_err());
+        assert_eq!(expand_env("plain").unwrap(), "plain");
+    }
+}

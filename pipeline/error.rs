@@ -1,0 +1,122 @@
+//! The library's error type. Every variant says what went wrong in terms a user can act on:
+//! the file, the config key, the column and row, and what was expected.
+//!
+//! Bad input or configuration maps to exit code 2, everything else to 1 (see
+//! [`Error::exit_code`]); the CLI edge turns these into process exit codes.
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The configuration file is unreadable, malformed, or a value is out of range.
+    #[error("config {path}: {key}: {message}")]
+    Config {
+        path: String,
+        key: String,
+        message: String,
+    },
+
+    /// An input file cannot be used at all (missing, empty, wrong format).
+    #[error("{}: {message}", path.display())]
+    InputFile { path: PathBuf, message: String },
+
+    /// A column named in the config's column mapping is not in the file.
+    #[error(
+        "{}: column `{column}` not found (mapped by config key [{section}].{key}); \
+         columns in the file: {found}",
+        path.display()
+    )]
+    MissingColumn {
+        path: PathBuf,
+        section: String,
+        key: String,
+        column: String,
+        found: String,
+    },
+
+    /// Too many rows failed validation (the summary lists them by reason).
+    #[error("{}: {message}", path.display())]
+    InvalidRows { path: PathBuf, message: String },
+
+    /// The data does not support the requested operation (e.g. too little history).
+    #[error("{0}")]
+    Data(String),
+
+    /// A model artifact is missing, unreadable or inconsistent with the data.
+    #[error("model artifact {}: {message}", path.display())]
+    Artifact { path: PathBuf, message: String },
+
+    /// Model fitting failed.
+    #[error("training {model}: {message}")]
+    Model { model: String, message: String },
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{context}: {source}")]
+    Polars {
+        context: String,
+        #[source]
+        source: polars::error::PolarsError,
+    },
+
+    #[error("{context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Error {
+    /// Process exit code for this error: 2 for bad input or configuration, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config { .. }
+            | Error::InputFile { .. }
+            | Error::MissingColumn { .. }
+            | Error::InvalidRows { .. }
+            | Error::Data(_)
+            | Error::Artifact { .. } => 2,
+            Error::Model { .. } | Error::Io { .. } | Error::Polars { .. } | Error::Json { .. } => 1,
+        }
+    }
+
+    pub fn config(path: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config {
+            path: path.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Attach a short context to polars errors: `df.collect().polars("building features")?`.
+pub trait PolarsContext<T> {
+    fn polars(self, context: &str) -> Result<T>;
+}
+
+impl<T> PolarsContext<T> for polars::error::PolarsResult<T> {
+    fn polars(self, context: &str) -> Result<T> {
+        self.map_err(|source| Error::Polars {
+            context: context.to_string(),
+            source,
+        })
+    }
+}

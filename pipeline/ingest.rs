@@ -1,0 +1,768 @@
+//! Ingest: read the transaction log (CSV, Parquet, or whitespace-separated text), map the
+//! user's columns onto the data contract, and validate every row.
+//!
+//! Output frame (the contract every later stage sees), sorted by customer and time:
+//!
+//! | column | type | meaning |
+//! |---|---|---|
+//! | `customer_id` | String | trimmed, never empty |
+//! | `ts` | Datetime(ms), naive UTC | time of the transaction (of the first line of an order) |
+//! | `amount` | Float64 | finite; negative = refund or cancellation (kept) |
+//!
+//! Rows that cannot be used (no customer id, missing or unparsable timestamp, missing or
+//! non-numeric amount) are dropped, and counted by reason with example row numbers in the
+//! [`ValidationSummary`]; when more than `max_invalid_share` of rows fail, ingest fails.
+//! Structural problems (missing file or column, empty file, unknown format) are errors.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDateTime};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{FileFormat, TransactionsInput};
+use crate::error::{Error, PolarsContext, Result};
+
+/// Timestamp formats tried, in order, when `timestamp_format` is empty and the column is text.
+const ISO_FORMATS: &[&str] = &[
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d",
+];
+
+const ROW: &str = "__row";
+const REASON: &str = "__reason";
+
+/// Why a row was dropped. The order is the order of the checks: a row is counted under the
+/// first check it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    MissingCustomerId,
+    MissingTimestamp,
+    UnparsableTimestamp,
+    MissingAmount,
+    NonNumericAmount,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 5] = [
+        DropReason::MissingCustomerId,
+        DropReason::MissingTimestamp,
+        DropReason::UnparsableTimestamp,
+        DropReason::MissingAmount,
+        DropReason::NonNumericAmount,
+    ];
+
+    fn code(self) -> i32 {
+        self as i32 + 1
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            DropReason::MissingCustomerId => "missing customer id",
+            DropReason::MissingTimestamp => "missing timestamp",
+            DropReason::UnparsableTimestamp => "unparsable timestamp",
+            DropReason::MissingAmount => "missing amount",
+            DropReason::NonNumericAmount => "non-numeric or non-finite amount",
+        }
+    }
+}
+
+/// Dropped rows of one reason: how many, and the first few as (row number, raw value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DroppedRows {
+    pub reason: DropReason,
+    /// The mapped column the check looked at.
+    pub column: String,
+    pub count: usize,
+    /// 1-based data row numbers (the header is not counted) and the raw value found.
+    pub examples: Vec<(u64, String)>,
+}
+
+/// What ingest read, kept and dropped. Printed by `fidelis validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ValidationSummary {
+    pub path: PathBuf,
+    pub format: String,
+    pub rows_read: usize,
+    pub rows_valid: usize,
+    pub dropped: Vec<DroppedRows>,
+    /// Kept rows with a negative amount (refunds, cancellations).
+    pub negative_amounts: usize,
+    pub zero_amounts: usize,
+    /// Set when an order id is mapped: line items were summed into this many orders.
+    pub orders: Option<usize>,
+    /// Transactions after order aggregation.
+    pub transactions: usize,
+    pub customers: usize,
+    pub first_ts: Option<NaiveDateTime>,
+    pub last_ts: Option<NaiveDateTime>,
+    pub total_amount: f64,
+}
+
+impl ValidationSummary {
+    pub fn rows_dropped(&self) -> usize {
+        self.dropped.iter().map(|d| d.count).sum()
+    }
+}
+
+/// The validated transaction log and the summary of how it was read.
+#[derive(Debug, Clone)]
+pub struct Transactions {
+    pub frame: DataFrame,
+    pub summary: ValidationSummary,
+}
+
+/// Read, map and validate the transaction file described by `input`.
+pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
+    let path = PathBuf::from(&input.path);
+    let (raw, format) = read_raw(&path, input)?;
+    let columns = Mapping::new(input);
+    columns.check_present(&path, &raw)?;
+    validate_frame(&path, format, raw, &columns, input.max_invalid_share)
+}
+
+/// Which file columns play which contract role.
+struct Mapping {
+    customer_id: String,
+    timestamp: String,
+    timestamp_format: String,
+    amount: Option<String>,
+    quantity_price: Option<(String, String)>,
+    order_id: Option<String>,
+}
+
+impl Mapping {
+    fn new(input: &TransactionsInput) -> Self {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        Mapping {
+            customer_id: input.customer_id.clone(),
+            timestamp: input.timestamp.clone(),
+            timestamp_format: input.timestamp_format.clone(),
+            amount: nonempty(&input.amount),
+            quantity_price: match (nonempty(&input.quantity), nonempty(&input.unit_price)) {
+                (Some(q), Some(p)) => Some((q, p)),
+                _ => None,
+            },
+            order_id: nonempty(&input.order_id),
+        }
+    }
+
+    fn keys(&self) -> Vec<(&'static str, &str)> {
+        let mut keys = vec![("customer_id", self.customer_id.as_str()), ("timestamp", self.timestamp.as_str())];
+        if let Some(a) = &self.amount {
+            keys.push(("amount", a));
+        }
+        if let Some((q, p)) = &self.quantity_price {
+            keys.push(("quantity", q));
+            keys.push(("unit_price", p));
+        }
+        if let Some(o) = &self.order_id {
+            keys.push(("order_id", o));
+        }
+        keys
+    }
+
+    fn check_present(&self, path: &Path, df: &DataFrame) -> Result<()> {
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        for (key, column) in self.keys() {
+            if !names.iter().any(|n| n == column) {
+                return Err(Error::MissingColumn {
+                    path: path.to_path_buf(),
+                    section: "input.transactions".into(),
+                    key: key.into(),
+                    column: column.into(),
+                    found: names.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
+    if format != FileFormat::Auto {
+        return Ok(format);
+    }
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "csv" | "tsv" => Ok(FileFormat::Csv),
+        "parquet" | "pq" => Ok(FileFormat::Parquet),
+        _ => Err(Error::InputFile {
+            path: path.to_path_buf(),
+            message: format!(
+                "cannot tell the format from the extension {ext:?}: expected .csv, .tsv, \
+                 .parquet or .pq, or set [input.transactions].format to \"csv\", \"parquet\" \
+                 or \"whitespace\""
+            ),
+        }),
+    }
+}
+
+fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFormat)> {
+    let input_err = |message: String| Error::InputFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| {
+        input_err(format!("cannot open the transaction file ({e}); check [input.transactions].path"))
+    })?;
+    if meta.is_dir() {
+        return Err(input_err("is a directory, expected a CSV or Parquet file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(input_err("the file is empty (0 bytes), expected a CSV or Parquet file".into()));
+    }
+    let format = resolve_format(path, input.format)?;
+    let mut head = [0u8; 4096];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| Error::io(path, e))?;
+    let head = &head[..n];
+    let df = match format {
+        FileFormat::Parquet => {
+            if !head.starts_with(b"PAR1") {
+                return Err(input_err(
+                    "is not a Parquet file (it does not start with the PAR1 magic bytes)".into(),
+                ));
+            }
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            ParquetReader::new(file)
+                .finish()
+                .map_err(|e| input_err(format!("cannot be read as Parquet: {e}")))?
+        }
+        FileFormat::Csv | FileFormat::Whitespace => {
+            if head.contains(&0) {
+                return Err(input_err(
+                    "looks like a binary file (it contains NUL bytes), expected CSV text".into(),
+                ));
+            }
+            if format == FileFormat::Csv {
+                read_csv(path, input).map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
+            } else {
+                read_whitespace(path, input)?
+            }
+        }
+        FileFormat::Auto => unreachable!("resolved above"),
+    };
+    let mut df = df;
+    if !input.column_names.is_empty() {
+        if input.column_names.len() != df.width() {
+            return Err(input_err(format!(
+                "[input.transactions].column_names lists {} names but the file has {} columns",
+                input.column_names.len(),
+                df.width()
+            )));
+        }
+        df.set_column_names(&input.column_names)
+            .polars("renaming columns")?;
+    }
+    if df.height() == 0 {
+        return Err(input_err("the file has no data rows".into()));
+    }
+    Ok((df, format))
+}
+
+fn read_csv(path: &Path, input: &TransactionsInput) -> PolarsResult<DataFrame> {
+    let sep = input.delimiter.as_bytes()[0];
+    CsvReadOptions::default()
+        .with_has_header(input.has_header)
+        // Every column as text: parsing (and counting what fails to parse) is ours.
+        .with_infer_schema_length(Some(0))
+        .map_parse_options(|o| o.with_separator(sep))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))?
+        .finish()
+}
+
+/// Columns separated by runs of blanks; `\r\n` line ends and blank lines are tolerated.
+fn read_whitespace(path: &Path, input: &TransactionsInput) -> Result<DataFrame> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::InputFile {
+        path: path.to_path_buf(),
+        message: format!("cannot be read as text: {e}"),
+    })?;
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut names: Vec<String> = Vec::new();
+    if input.has_header {
+        if let Some((_, header)) = lines.next() {
+            names = header.split_whitespace().map(str::to_string).collect();
+        }
+    }
+    let mut columns: Vec<Vec<String>> = Vec::new();
+    for (line_no, line) in lines {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if columns.is_empty() {
+            if names.is_empty() {
+                names = (1..=fields.len()).map(|i| format!("column_{i}")).collect();
+            }
+            columns = vec![Vec::new(); names.len()];
+        }
+        if fields.len() != names.len() {
+            return Err(Error::InputFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "line {}: {} fields, expected {} ({})",
+                    line_no + 1,
+                    fields.len(),
+                    names.len(),
+                    names.join(", ")
+                ),
+            });
+        }
+        for (col, field) in columns.iter_mut().zip(fields) {
+            col.push(field.to_string());
+        }
+    }
+    if columns.is_empty() {
+        columns = vec![Vec::new(); names.len()];
+    }
+    let cols: Vec<Column> = names
+        .iter()
+        .zip(columns)
+        .map(|(n, v)| Column::new(n.as_str().into(), v))
+        .collect();
+    DataFrame::new_infer_height(cols).polars("building a frame from the whitespace file")
+}
+
+/// An expression that parses a text column to Datetime(ms) with the given formats (nulls
+/// where nothing matches).
+fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
+    let attempts: Vec<Expr> = formats
+        .iter()
+        .map(|f| {
+            c.clone().str().to_datetime(
+                Some(TimeUnit::Milliseconds),
+                None,
+                StrptimeOptions {
+                    format: Some((*f).into()),
+                    strict: false,
+                    exact: true,
+                    cache: true,
+                },
+                lit("raise"),
+            )
+        })
+        .collect();
+    if attempts.len() == 1 {
+        attempts.into_iter().next().expect("one attempt")
+    } else {
+        coalesce(&attempts)
+    }
+}
+
+fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
+    let name = m.timestamp.as_str();
+    let dtype = df.column(name).polars("reading the timestamp column")?.dtype().clone();
+    let c = col(name);
+    let datetime_ms = DataType::Datetime(TimeUnit::Milliseconds, None);
+    let formats: Vec<&str> = if m.timestamp_format.is_empty() {
+        ISO_FORMATS.to_vec()
+    } else {
+        vec![m.timestamp_format.as_str()]
+    };
+    Ok(match dtype {
+        // Polars stores datetimes as UTC instants: dropping the zone keeps the UTC time.
+        DataType::Datetime(_, _) | DataType::Date => c.cast(datetime_ms),
+        DataType::String => parse_text_ts(c.str().strip_chars(lit(NULL)), &formats),
+        dt if dt.is_integer() && !m.timestamp_format.is_empty() => {
+            parse_text_ts(c.cast(DataType::String), &formats)
+        }
+        other => {
+            return Err(Error::InputFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "column `{name}` (config key [input.transactions].timestamp) has type \
+                     {other}; expected a date, a datetime, or text with timestamp_format"
+                ),
+            })
+        }
+    })
+}
+
+/// A numeric view of a column: numbers cast to f64, text trimmed and parsed (null when not
+/// a number). Non-finite values become null too.
+fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
+    let dtype = df.column(name).polars("reading a numeric column")?.dtype().clone();
+    let c = col(name);
+    let v = if dtype == DataType::String {
+        c.str().strip_chars(lit(NULL)).cast(DataType::Float64)
+    } else {
+        c.cast(DataType::Float64)
+    };
+    Ok(when(v.clone().is_finite()).then(v).otherwise(lit(NULL).cast(DataType::Float64)))
+}
+
+fn validate_frame(
+    path: &Path,
+    format: FileFormat,
+    raw: DataFrame,
+    m: &Mapping,
+    max_invalid_share: f64,
+) -> Result<Transactions> {
+    let rows_read = raw.height();
+    let raw = raw
+        .with_row_index(ROW.into(), Some(1))
+        .polars("numbering rows")?;
+
+    let cid_text = col(&m.customer_id).cast(DataType::String).str().strip_chars(lit(NULL));
+    let cid = when(cid_text.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(cid_text);
+    let ts = ts_expr(path, &raw, m)?;
+    let (amount, amount_raw_null) = match (&m.amount, &m.quantity_price) {
+        (Some(a), _) => (numeric_expr(&raw, a)?, col(a).is_null()),
+        (None, Some((q, p))) => (
+            numeric_expr(&raw, q)? * numeric_expr(&raw, p)?,
+            col(q).is_null().or(col(p).is_null()),
+        ),
+        (None, None) => unreachable!("config validation requires an amount mapping"),
+    };
+    let ts_raw_null = col(&m.timestamp).is_null();
+    let reason = when(col("__cid").is_null())
+        .then(lit(DropReason::MissingCustomerId.code()))
+        .when(ts_raw_null)
+        .then(lit(DropReason::MissingTimestamp.code()))
+        .when(col("__ts").is_null())
+        .then(lit(DropReason::UnparsableTimestamp.code()))
+        .when(amount_raw_null)
+        .then(lit(DropReason::MissingAmount.code()))
+        .when(col("__amount").is_null())
+        .then(lit(DropReason::NonNumericAmount.code()))
+        .otherwise(lit(0i32))
+        .cast(DataType::Int32)
+        .alias(REASON);
+
+    // Parsed values get internal names: the raw columns stay for the null checks above.
+    let mut parsed_cols = vec![cid.alias("__cid"), ts.alias("__ts"), amount.alias("__amount")];
+    if let Some(o) = &m.order_id {
+        parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
+    }
+    let parsed = raw
+        .clone()
+        .lazy()
+        .with_columns(parsed_cols)
+        .with_column(reason)
+        .collect()
+        .polars("validating transactions")?;
+
+    let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
+    let mut dropped = Vec::new();
+    let mut n_dropped = 0usize;
+    for r in DropReason::ALL {
+        let mask = reasons.equal(r.code());
+        let count = mask.sum().unwrap_or(0) as usize;
+        if count == 0 {
+            continue;
+        }
+        n_dropped += count;
+        let column = match r {
+            DropReason::MissingCustomerId => m.customer_id.clone(),
+            DropReason::MissingTimestamp | DropReason::UnparsableTimestamp => m.timestamp.clone(),
+            DropReason::MissingAmount | DropReason::NonNumericAmount => match (&m.amount, &m.quantity_price) {
+                (Some(a), _) => a.clone(),
+                (None, Some((q, p))) => format!("{q} x {p}"),
+                _ => String::new(),
+            },
+        };
+        let examples = examples(&raw, &mask, &column)?;
+        dropped.push(DroppedRows {
+            reason: r,
+            column,
+            count,
+            examples,
+        });
+    }
+
+    let mut keep: Vec<Expr> = vec![
+        col("__cid").alias("customer_id"),
+        col("__ts").alias("ts"),
+        col("__amount").alias("amount"),
+    ];
+    if m.order_id.is_some() {
+        keep.push(col("__order").alias("order_id"));
+    }
+    let valid = parsed
+        .lazy()
+        .filter(col(REASON).eq(lit(0i32)))
+        .select(keep)
+        .collect()
+        .polars("keeping valid rows")?;
+    let rows_valid = valid.height();
+
+    let amounts = valid.column("amount").polars("amount")?.f64().polars("amount")?.clone();
+    let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
+    let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
+
+    let (frame, orders) = if m.order_id.is_some() {
+        let df = valid
+            .lazy()
+            .group_by([col("customer_id"), col("order_id")])
+            .agg([col("ts").min(), col("amount").sum()])
+            .select([col("customer_id"), col("ts"), col("amount")])
+            .collect()
+            .polars("summing order lines")?;
+        let n = df.height();
+        (df, Some(n))
+    } else {
+        (valid, None)
+    };
+    let frame = frame
+        .lazy()
+        .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
+        .collect()
+        .polars("sorting transactions")?;
+
+    let ts_col = frame.column("ts").polars("ts")?.datetime().polars("ts")?.clone();
+    let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
+    let first_ts = to_dt(ts_col.physical().min());
+    let last_ts = to_dt(ts_col.physical().max());
+    let customers = frame.column("customer_id").polars("customer_id")?.n_unique().polars("counting customers")?;
+    let total_amount = frame.column("amount").polars("amount")?.f64().polars("amount")?.sum().unwrap_or(0.0);
+
+    let summary = ValidationSummary {
+        path: path.to_path_buf(),
+        format: format!("{format:?}").to_lowercase(),
+        rows_read,
+        rows_valid,
+        dropped,
+        negative_amounts,
+        zero_amounts,
+        orders,
+        transactions: frame.height(),
+        customers,
+        first_ts,
+        last_ts,
+        total_amount,
+    };
+    if rows_read > 0 && (n_dropped as f64 / rows_read as f64) > max_invalid_share {
+        return Err(Error::InvalidRows {
+            path: path.to_path_buf(),
+            message: format!(
+                "{n_dropped} of {rows_read} rows ({:.1}%) are invalid, more than \
+                 [input.transactions].max_invalid_share = {}; is the column mapping right?\n{summary}",
+                100.0 * n_dropped as f64 / rows_read as f64,
+                max_invalid_share
+            ),
+        });
+    }
+    if frame.height() == 0 {
+        return Err(Error::InvalidRows {
+            path: path.to_path_buf(),
+            message: format!("no valid transactions remain\n{summary}"),
+        });
+    }
+    Ok(Transactions { frame, summary })
+}
+
+/// Up to three (row number, raw value) pairs of the rows selected by `mask`.
+fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
+    let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
+    let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
+    let rows = rows.u64().polars("row numbers")?.clone();
+    let first_col = column.split(" x ").next().unwrap_or(column);
+    let values = picked
+        .column(first_col)
+        .and_then(|c| c.cast(&DataType::String))
+        .polars("raw values")?;
+    let values = values.str().polars("raw values")?.clone();
+    Ok(rows
+        .iter()
+        .zip(values.iter())
+        .map(|(r, v)| (r.unwrap_or(0), v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}"))))
+        .collect())
+}
+
+fn thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+impl fmt::Display for ValidationSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "transactions: {} ({})", self.path.display(), self.format)?;
+        writeln!(f, "  rows read           {:>12}", thousands(self.rows_read))?;
+        writeln!(f, "  rows valid          {:>12}", thousands(self.rows_valid))?;
+        writeln!(f, "  rows dropped        {:>12}", thousands(self.rows_dropped()))?;
+        for d in &self.dropped {
+            let ex: Vec<String> = d.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+            writeln!(
+                f,
+                "    {:<34} {:>8}  column `{}`, e.g. {}",
+                d.reason.describe(),
+                thousands(d.count),
+                d.column,
+                ex.join("; ")
+            )?;
+        }
+        writeln!(
+            f,
+            "  negative amounts    {:>12}  (refunds/cancellations, kept)",
+            thousands(self.negative_amounts)
+        )?;
+        writeln!(f, "  zero amounts        {:>12}  (kept)", thousands(self.zero_amounts))?;
+        if let Some(o) = self.orders {
+            writeln!(f, "  orders              {:>12}  (line items summed per customer and order id)", thousands(o))?;
+        }
+        writeln!(f, "  transactions        {:>12}", thousands(self.transactions))?;
+        writeln!(f, "  customers           {:>12}", thousands(self.customers))?;
+        if let (Some(a), Some(b)) = (self.first_ts, self.last_ts) {
+            writeln!(f, "  period              {} .. {}", a, b)?;
+        }
+        write!(f, "  total amount        {:>15.2}", self.total_amount)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn input_for(path: &Path) -> TransactionsInput {
+        TransactionsInput {
+            path: path.display().to_string(),
+            ..TransactionsInput::default()
+        }
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        let mut f = File::create(&p).unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        p
+    }
+
+    #[test]
+    fn csv_with_bad_rows_counts_each_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "t.csv",
+            "customer_id,ts,amount\n\
+             a,2024-01-01,10\n\
+             ,2024-01-02,5\n\
+             b,not a date,3\n\
+             c,2024-01-03,abc\n\
+             c,2024-01-04 10:30:00,-2.5\n\
+             d,,1\n\
+             e,2024-01-05,\n",
+        );
+        let mut input = input_for(&p);
+        input.max_invalid_share = 1.0;
+        let t = load_transactions(&input).unwrap();
+        let s = &t.summary;
+        assert_eq!(s.rows_read, 7);
+        assert_eq!(s.rows_valid, 2);
+        let count = |r| s.dropped.iter().find(|d| d.reason == r).map_or(0, |d| d.count);
+        assert_eq!(count(DropReason::MissingCustomerId), 1);
+        assert_eq!(count(DropReason::UnparsableTimestamp), 1);
+        assert_eq!(count(DropReason::MissingTimestamp), 1);
+        assert_eq!(count(DropReason::NonNumericAmount), 1);
+        assert_eq!(count(DropReason::MissingAmount), 1);
+        let bad_ts = s.dropped.iter().find(|d| d.reason == DropReason::UnparsableTimestamp).unwrap();
+        assert_eq!(bad_ts.examples, vec![(3, "\"not a date\"".to_string())]);
+        assert_eq!(s.negative_amounts, 1);
+        assert_eq!(t.frame.height(), 2);
+    }
+
+    #[test]
+    fn too_many_invalid_rows_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "t.csv", "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n");
+        let err = load_transactions(&input_for(&p)).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("max_invalid_share"), "{err}");
+    }
+
+    #[test]
+    fn order_lines_are_summed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "t.csv",
+            "cust,when,qty,price,basket\n\
+             a,2024-01-01 10:00:00,2,1.5,b1\n\
+             a,2024-01-01 10:00:00,1,4,b1\n\
+             a,2024-01-03 09:00:00,1,2,b2\n",
+        );
+        let input = TransactionsInput {
+            customer_id: "cust".into(),
+            timestamp: "when".into(),
+            amount: String::new(),
+            quantity: "qty".into(),
+            unit_price: "price".into(),
+            order_id: "basket".into(),
+            ..input_for(&p)
+        };
+        let t = load_transactions(&input).unwrap();
+        assert_eq!(t.summary.orders, Some(2));
+        let amounts: Vec<f64> = t.frame.column("amount").unwrap().f64().unwrap().into_no_null_iter().collect();
+        assert_eq!(amounts, vec![7.0, 2.0]);
+    }
+
+    #[test]
+    fn whitespace_file_with_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "cd.txt",
+            " id  date n value\r\n 00001 19970101  1   11.77\r\n 00002 19970112  5   77.00\r\n",
+        );
+        let input = TransactionsInput {
+            format: FileFormat::Whitespace,
+            customer_id: "id".into(),
+            timestamp: "date".into(),
+            timestamp_format: "%Y%m%d".into(),
+            amount: "value".into(),
+            ..input_for(&p)
+        };
+        let t = load_transactions(&input).unwrap();
+        assert_eq!(t.summary.rows_valid, 2);
+        assert_eq!(t.summary.customers, 2);
+        assert_eq!(
+            t.summary.first_ts.unwrap(),
+            chrono::NaiveDate::from_ymd_opt(1997, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn structural_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = write(dir.path(), "e.csv", "");
+        let err = load_transactions(&input_for(&empty)).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+
+        let header_only = write(dir.path(), "h.csv", "customer_id,ts,amount\n");
+        let err = load_transactions(&input_for(&header_only)).unwrap_err();
+        assert!(err.to_string().contains("no data rows"), "{err}");
+
+        let missing = write(dir.path(), "m.csv", "customer_id,date,amount\na,2024-01-01,1\n");
+        let err = load_transactions(&input_for(&missing)).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"), "{msg}");
+
+        let odd = write(dir.path(), "x.json", "{}");
+        let err = load_transactions(&input_for(&odd)).unwrap_err();
+        assert!(err.to_string().contains("cannot tell the format"), "{err}");
+
+        let fake = write(dir.path(), "f.parquet", "customer_id,ts,amount\n");
+        let err = load_transactions(&input_for(&fake)).unwrap_err();
+        assert!(err.to_string().contains("not a Parquet file"), "{err}");
+    }
+}

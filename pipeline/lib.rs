@@ -1,0 +1,21 @@
+//! fidelis: churn and customer-lifetime-value models from transaction logs.
+//!
+//! Data flows one way (see DESIGN.md):
+//! `ingest` -> `split` (snapshot protocol) -> `features` (point-in-time features and labels)
+//! -> `train` (GBDT + baselines, `metrics`) -> `artifact` (versioned model directory).
+//! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
+
+pub mod artifact;
+pub mod config;
+pub mod error;
+pub mod features;
+pub mod generate;
+pub mod ingest;
+pub mod metrics;
+pub mod progress;
+pub mod rng;
+pub mod split;
+pub mod train;
+
+pub use config::Config;
+pub use error::{Error, Result};

@@ -1,0 +1,145 @@
+//! Split: the chronological snapshot protocol every evaluation in fidelis uses.
+//!
+//! - Grid: `t_k = origin + step_days * k`, origin = date of the first transaction (or
+//!   `snapshots.origin`).
+//! - Holdout `t_h`: the latest `t_k` with `t_k + horizon_days <= last transaction time`
+//!   (its labels are fully observed).
+//! - Training snapshots: every `t_k >= origin + min_history_days` with
+//!   `t_k + horizon_days <= t_h`, so no training label window overlaps the holdout's.
+//!   The last of them is the validation snapshot (early stopping, threshold choice);
+//!   the others are fitted on.
+//!
+//! Snapshot dates are calendar dates; `t` means midnight at the start of that day.
+
+use chrono::{Duration, NaiveDate, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+
+use crate::config::SnapshotConfig;
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPlan {
+    pub origin: NaiveDate,
+    pub last_ts: NaiveDateTime,
+    /// Snapshots the models are fitted on, oldest first.
+    pub fit: Vec<NaiveDate>,
+    pub validation: NaiveDate,
+    pub holdout: NaiveDate,
+}
+
+impl SnapshotPlan {
+    /// Every snapshot features are needed for: fit, validation, holdout.
+    pub fn all(&self) -> Vec<NaiveDate> {
+        let mut v = self.fit.clone();
+        v.push(self.validation);
+        v.push(self.holdout);
+        v
+    }
+}
+
+/// Build the snapshot plan for data spanning `first_ts ..= last_ts`.
+pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfig) -> Result<SnapshotPlan> {
+    let origin = if cfg.origin.is_empty() {
+        first_ts.date()
+    } else {
+        NaiveDate::parse_from_str(&cfg.origin, "%Y-%m-%d")
+            .map_err(|_| Error::config("(config)", "snapshots.origin", "expected YYYY-MM-DD"))?
+    };
+    let step = Duration::days(cfg.step_days as i64);
+    let horizon = Duration::days(cfg.horizon_days as i64);
+    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight exists");
+
+    let mut grid = Vec::new();
+    let mut t = origin;
+    while at(t) + horizon <= last_ts {
+        grid.push(t);
+        t += step;
+    }
+    let span_days = (last_ts - at(origin)).num_days();
+    let need = cfg.min_history_days as i64 + 2 * cfg.horizon_days as i64 + 2 * cfg.step_days as i64;
+    let too_short = || {
+        Error::Data(format!(
+            "the data spans {span_days} days ({} .. {}); the snapshot protocol needs at least \
+             about {need} days (min_history_days + 2 x horizon_days + 2 x step_days) to have a \
+             fit snapshot, a validation snapshot and a holdout snapshot",
+            origin, last_ts
+        ))
+    };
+    let holdout = *grid.last().ok_or_else(too_short)?;
+    let first_allowed = origin + Duration::days(cfg.min_history_days as i64);
+    let training: Vec<NaiveDate> = grid
+        .iter()
+        .copied()
+        .filter(|&t| t >= first_allowed && t + horizon <= holdout)
+        .collect();
+    if training.len() < 2 {
+        return Err(too_short());
+    }
+    let (validation, fit) = training.split_last().expect("at least two");
+    Ok(SnapshotPlan {
+        origin,
+        last_ts,
+        fit: fit.to_vec(),
+        validation: *validation,
+        holdout,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn cdnow_protocol() {
+        // CDNOW: first purchase 1997-01-01, last 1998-06-30.
+        let p = plan(
+            d("1997-01-01").and_hms_opt(0, 0, 0).unwrap(),
+            d("1998-06-30").and_hms_opt(0, 0, 0).unwrap(),
+            &SnapshotConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(p.holdout, d("1998-03-25"));
+        assert_eq!(p.validation, d("1997-12-03"));
+        assert_eq!(p.fit.first(), Some(&d("1997-04-23")));
+        assert_eq!(p.fit.len(), 8);
+        for t in p.all() {
+            assert_eq!((t - p.origin).num_days() % 28, 0);
+        }
+        assert!(p.validation + Duration::days(90) <= p.holdout);
+    }
+
+    #[test]
+    fn holdout_needs_full_label_window() {
+        let cfg = SnapshotConfig::default();
+        // Last transaction exactly at t_k + 90 days: t_k is allowed.
+        let origin = d("2020-01-01");
+        let t_k = origin + Duration::days(28 * 20);
+        let p = plan(origin.and_hms_opt(0, 0, 0).unwrap(), (t_k + Duration::days(90)).and_hms_opt(0, 0, 0).unwrap(), &cfg)
+            .unwrap();
+        assert_eq!(p.holdout, t_k);
+        // One second earlier: it is not.
+        let p = plan(
+            origin.and_hms_opt(0, 0, 0).unwrap(),
+            (t_k + Duration::days(90)).and_hms_opt(0, 0, 0).unwrap() - Duration::seconds(1),
+            &cfg,
+        )
+        .unwrap();
+        assert_eq!(p.holdout, t_k - Duration::days(28));
+    }
+
+    #[test]
+    fn short_history_is_a_clear_error() {
+        let err = plan(
+            d("2020-01-01").and_hms_opt(0, 0, 0).unwrap(),
+            d("2020-06-01").and_hms_opt(0, 0, 0).unwrap(),
+            &SnapshotConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("spans"), "{err}");
+        assert_eq!(err.exit_code(), 2);
+    }
+}

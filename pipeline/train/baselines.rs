@@ -1,0 +1,228 @@
+//! Reference models trained on the same split as the GBDT, for the comparison table.
+//!
+//! Churn: logistic regression (linfa-logistic, on signed-log1p standardized features),
+//! a decision tree (linfa-trees; probabilities are the churn share of the training rows in
+//! each leaf) and a random forest (smartcore; a regression forest on the 0/1 label, i.e. a
+//! probability forest). CLV: the same random forest on revenue, and the naive "revenue of the
+//! last horizon repeats" heuristic.
+
+use std::collections::HashMap;
+
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use linfa_trees::{DecisionTree, TreeNode};
+use ndarray::{Array1, Array2};
+use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+
+use crate::config::BaselineConfig;
+use crate::error::{Error, Result};
+use crate::features::FeatureMatrix;
+use crate::rng::Rng;
+
+/// One baseline's predictions on each evaluation matrix, in the order given.
+pub struct BaselinePredictions {
+    pub name: String,
+    pub predictions: Vec<Vec<f64>>,
+}
+
+fn model_err(model: &str, e: impl std::fmt::Display) -> Error {
+    Error::Model {
+        model: model.into(),
+        message: e.to_string(),
+    }
+}
+
+fn signed_log1p(v: f64) -> f64 {
+    v.signum() * v.abs().ln_1p()
+}
+
+/// Column means and standard deviations of the transformed training features.
+struct Scaler {
+    mean: Vec<f64>,
+    std: Vec<f64>,
+}
+
+impl Scaler {
+    fn fit(x: &FeatureMatrix) -> Self {
+        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        for c in 0..x.cols() {
+            let col: Vec<f64> = x.column(c).iter().map(|&v| signed_log1p(v)).collect();
+            let m = col.iter().sum::<f64>() / col.len().max(1) as f64;
+            let var = col.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / col.len().max(1) as f64;
+            mean.push(m);
+            std.push(if var > 0.0 { var.sqrt() } else { 1.0 });
+        }
+        Scaler { mean, std }
+    }
+
+    fn transform(&self, x: &FeatureMatrix) -> Array2<f64> {
+        Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| (signed_log1p(x.get(r, c)) - self.mean[c]) / self.std[c])
+    }
+}
+
+fn to_array(x: &FeatureMatrix) -> Array2<f64> {
+    Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| x.get(r, c))
+}
+
+fn to_dense(x: &FeatureMatrix) -> Result<DenseMatrix<f64>> {
+    DenseMatrix::new(x.rows, x.cols(), x.data.clone(), true).map_err(|e| model_err("random_forest", e))
+}
+
+fn labels(y: &[f64]) -> Array1<usize> {
+    y.iter().map(|&v| usize::from(v > 0.5)).collect()
+}
+
+pub fn logistic_regression(
+    cfg: &BaselineConfig,
+    x: &FeatureMatrix,
+    y: &[f64],
+    eval: &[&FeatureMatrix],
+) -> Result<BaselinePredictions> {
+    let scaler = Scaler::fit(x);
+    let ds = Dataset::new(scaler.transform(x), labels(y));
+    let model = LogisticRegression::default()
+        .max_iterations(cfg.logistic_max_iterations)
+        .fit(&ds)
+        .map_err(|e| model_err("logistic_regression", e))?;
+    // linfa reports the probability of its "positive" label; make it P(churn = 1).
+    let positive_is_churn = model.labels().pos.class == 1;
+    let predictions = eval
+        .iter()
+        .map(|m| {
+            let p = model.predict_probabilities(&scaler.transform(m));
+            p.iter().map(|&q| if positive_is_churn { q } else { 1.0 - q }).collect()
+        })
+        .collect();
+    Ok(BaselinePredictions {
+        name: "logistic_regression".into(),
+        predictions,
+    })
+}
+
+/// Leaf reached by a row, following linfa-trees' rule (`x < split` goes left).
+fn leaf_of<'a>(node: &'a TreeNode<f64, usize>, x: &FeatureMatrix, r: usize) -> &'a TreeNode<f64, usize> {
+    let mut node = node;
+    while !node.is_leaf() {
+        let (feature, value, _) = node.split();
+        let children = node.children();
+        let next = if x.get(r, feature) < value { children[0] } else { children[1] };
+        match next {
+            Some(child) => node = child,
+            None => break,
+        }
+    }
+    node
+}
+
+pub fn decision_tree(
+    cfg: &BaselineConfig,
+    x: &FeatureMatrix,
+    y: &[f64],
+    eval: &[&FeatureMatrix],
+) -> Result<BaselinePredictions> {
+    let ds = Dataset::new(to_array(x), labels(y));
+    let tree = DecisionTree::params()
+        .max_depth(Some(cfg.decision_tree_max_depth))
+        .min_weight_leaf(20.0)
+        .fit(&ds)
+        .map_err(|e| model_err("decision_tree", e))?;
+    // Leaf churn shares from the training rows (what predict_proba means for a tree).
+    let mut leaves: HashMap<*const TreeNode<f64, usize>, (f64, f64)> = HashMap::new();
+    let root = tree.root_node();
+    for (r, &label) in y.iter().enumerate() {
+        let e = leaves.entry(leaf_of(root, x, r) as *const _).or_insert((0.0, 0.0));
+        e.0 += label;
+        e.1 += 1.0;
+    }
+    let base = y.iter().sum::<f64>() / y.len().max(1) as f64;
+    let predictions = eval
+        .iter()
+        .map(|m| {
+            (0..m.rows)
+                .map(|r| {
+                    leaves
+                        .get(&(leaf_of(root, m, r) as *const _))
+                        .map_or(base, |(pos, n)| pos / n)
+                })
+                .collect()
+        })
+        .collect();
+    Ok(BaselinePredictions {
+        name: "decision_tree".into(),
+        predictions,
+    })
+}
+
+/// Random forest regression (on 0/1 for churn: a probability forest), fitted on at most
+/// `random_forest_max_rows` training rows drawn with the seed.
+pub fn random_forest(
+    cfg: &BaselineConfig,
+    seed: u64,
+    x: &FeatureMatrix,
+    y: &[f64],
+    eval: &[&FeatureMatrix],
+) -> Result<BaselinePredictions> {
+    let idx = Rng::new(seed).sample_indices(x.rows, cfg.random_forest_max_rows);
+    let xs = x.select_rows(&idx);
+    let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
+    let params = RandomForestRegressorParameters::default()
+        .with_n_trees(cfg.random_forest_trees)
+        .with_max_depth(cfg.random_forest_max_depth)
+        .with_min_samples_leaf(cfg.random_forest_min_samples_leaf)
+        .with_seed(seed);
+    let model: RandomForestRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>> =
+        RandomForestRegressor::fit(&to_dense(&xs)?, &ys, params).map_err(|e| model_err("random_forest", e))?;
+    let mut predictions = Vec::new();
+    for m in eval {
+        predictions.push(model.predict(&to_dense(m)?).map_err(|e| model_err("random_forest", e))?);
+    }
+    Ok(BaselinePredictions {
+        name: "random_forest".into(),
+        predictions,
+    })
+}
+
+/// CLV heuristic: the revenue of the last `horizon` days repeats over the next `horizon`.
+pub fn last_period_revenue(column: &str, eval: &[&FeatureMatrix]) -> Option<BaselinePredictions> {
+    let c = eval.first()?.names.iter().position(|n| n == column)?;
+    Some(BaselinePredictions {
+        name: format!("last_period_revenue ({column})"),
+        predictions: eval.iter().map(|m| m.column(c).to_vec()).collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baselines_rank_a_simple_signal() {
+        // y = 1 exactly when feature a > 0.5; b is noise.
+        let mut r = Rng::new(3);
+        let n = 2000;
+        let a: Vec<f64> = (0..n).map(|_| r.uniform()).collect();
+        let b: Vec<f64> = (0..n).map(|_| r.uniform()).collect();
+        let y: Vec<f64> = a.iter().map(|&v| f64::from(u8::from(v > 0.5))).collect();
+        let mut data = a;
+        data.extend(b);
+        let x = FeatureMatrix {
+            names: vec!["a".into(), "b".into()],
+            rows: n,
+            data,
+        };
+        let cfg = BaselineConfig {
+            random_forest_trees: 10,
+            ..BaselineConfig::default()
+        };
+        for p in [
+            logistic_regression(&cfg, &x, &y, &[&x]).unwrap(),
+            decision_tree(&cfg, &x, &y, &[&x]).unwrap(),
+            random_forest(&cfg, 1, &x, &y, &[&x]).unwrap(),
+        ] {
+            let auc = crate::metrics::roc_auc(&y, &p.predictions[0]);
+            assert!(auc > 0.95, "{}: auc {auc}", p.name);
+            assert!(p.predictions[0].iter().all(|v| (0.0..=1.0).contains(v)), "{}", p.name);
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! Train: fit the churn classifier and the CLV regressor on the fit snapshots, early-stop on
+//! the validation snapshot, evaluate everything (and the baselines) on the holdout, and
+//! write a versioned model artifact.
+
+pub mod baselines;
+pub mod gbdt;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::artifact::{self, FileFingerprint};
+use crate::config::Config;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::{self, FeatureMatrix, FeatureSpec, CHURN, CLV, CUSTOMER, SNAPSHOT};
+use crate::ingest::{self, ValidationSummary};
+use crate::metrics::{self, ChurnMetrics, ClvMetrics};
+use crate::progress::Progress;
+use crate::split::{self, SnapshotPlan};
+use gbdt::{ForustGbdt, Gbdt, Task};
+
+/// The engine behind the [`Gbdt`] trait in this build.
+pub type Engine = ForustGbdt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Fit,
+    Validation,
+    Holdout,
+}
+
+/// Eligible customers and label rates at one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub snapshot: NaiveDate,
+    pub role: Role,
+    pub eligible: usize,
+    pub churn_rate: f64,
+    pub mean_clv: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChurnEval {
+    pub holdout: ChurnMetrics,
+    pub validation: ChurnMetrics,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClvEval {
+    pub holdout: ClvMetrics,
+    pub validation: ClvMetrics,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineEval {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub churn: Option<ChurnEval>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clv: Option<ClvEval>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GbdtInfo {
+    pub engine: String,
+    pub churn_trees: usize,
+    pub clv_trees: usize,
+    /// Total gain per feature (normalized), by feature name.
+    pub churn_importance: BTreeMap<String, f64>,
+    pub clv_importance: BTreeMap<String, f64>,
+}
+
+/// `metrics.json`: the fixed-schema evaluation of one trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub model_id: String,
+    pub holdout_snapshot: NaiveDate,
+    pub validation_snapshot: NaiveDate,
+    pub n_holdout: usize,
+    pub n_validation: usize,
+    pub n_fit: usize,
+    pub churn: ChurnEval,
+    pub clv: ClvEval,
+    pub baselines: BTreeMap<String, BaselineEval>,
+    pub gbdt: GbdtInfo,
+    pub snapshots: Vec<SnapshotStats>,
+    pub timings_s: BTreeMap<String, f64>,
+}
+
+/// `model.json`: everything needed to use and reproduce the model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub model_id: String,
+    pub created_at: NaiveDateTime,
+    pub fidelis_version: String,
+    pub engine: String,
+    /// Feature names in model column order.
+    pub features: Vec<String>,
+    pub config: Config,
+    pub data: FileFingerprint,
+    pub validation: ValidationSummary,
+    /// Transactions used: first transaction up to the end of the holdout label window.
+    pub training_window: (NaiveDate, NaiveDate),
+    pub snapshots: SnapshotPlan,
+    pub libraries: BTreeMap<String, String>,
+}
+
+pub struct TrainOutcome {
+    pub model_id: String,
+    pub dir: PathBuf,
+    pub info: ModelInfo,
+    pub metrics: TrainMetrics,
+}
+
+/// Library versions recorded in `model.json` (from Cargo.lock at build time).
+pub fn library_versions() -> BTreeMap<String, String> {
+    [
+        ("fidelis", env!("CARGO_PKG_VERSION")),
+        ("polars", env!("FIDELIS_DEP_POLARS")),
+        ("forust-ml", env!("FIDELIS_DEP_FORUST")),
+        ("linfa", env!("FIDELIS_DEP_LINFA")),
+        ("smartcore", env!("FIDELIS_DEP_SMARTCORE")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Rows of the dataset per role, in dataset order.
+struct Split {
+    fit: Vec<usize>,
+    validation: Vec<usize>,
+    holdout: Vec<usize>,
+}
+
+fn snapshot_days(df: &DataFrame) -> Result<Vec<i32>> {
+    let c = df
+        .column(SNAPSHOT)
+        .polars("snapshot column")?
+        .cast(&DataType::Int32)
+        .polars("snapshot as days")?;
+    Ok(c.i32().polars("snapshot days")?.into_no_null_iter().collect())
+}
+
+fn split_rows(days: &[i32], plan: &SnapshotPlan) -> Split {
+    let v = features::epoch_day(plan.validation);
+    let h = features::epoch_day(plan.holdout);
+    let mut s = Split {
+        fit: Vec::new(),
+        validation: Vec::new(),
+        holdout: Vec::new(),
+    };
+    for (i, &d) in days.iter().enumerate() {
+        if d == v {
+            s.validation.push(i);
+        } else if d == h {
+            s.holdout.push(i);
+        } else {
+            s.fit.push(i);
+        }
+    }
+    s
+}
+
+fn pick(v: &[f64], idx: &[usize]) -> Vec<f64> {
+    idx.iter().map(|&i| v[i]).collect()
+}
+
+fn snapshot_stats(plan: &SnapshotPlan, days: &[i32], churn: &[f64], clv: &[f64]) -> Vec<SnapshotStats> {
+    let mut out = Vec::new();
+    for t in plan.all() {
+        let d = features::epoch_day(t);
+        let idx: Vec<usize> = (0..days.len()).filter(|&i| days[i] == d).collect();
+        let role = if t == plan.holdout {
+            Role::Holdout
+        } else if t == plan.validation {
+            Role::Validation
+        } else {
+            Role::Fit
+        };
+        out.push(SnapshotStats {
+            snapshot: t,
+            role,
+            eligible: idx.len(),
+            churn_rate: metrics::mean(&pick(churn, &idx)),
+            mean_clv: metrics::mean(&pick(clv, &idx)),
+        });
+    }
+    out
+}
+
+/// Run the whole training pipeline for `cfg` and write the artifact.
+pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
+    let input_path = PathBuf::from(&cfg.input.transactions.path);
+    let tx = progress.step("ingest", "reading and validating transactions", || {
+        ingest::load_transactions(&cfg.input.transactions)
+    })?;
+    let (first, last) = match (tx.summary.first_ts, tx.summary.last_ts) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(Error::Data("no valid transactions".into())),
+    };
+    let plan = split::plan(first, last, &cfg.snapshots)?;
+    let spec = FeatureSpec::from_config(cfg);
+    let names = spec.names();
+    let snapshots = plan.all();
+    let data = progress.step(
+        "features",
+        &format!("building features and labels at {} snapshots", snapshots.len()),
+        || -> Result<DataFrame> {
+            let daily = features::daily_activity(&tx.frame)?;
+            features::dataset_at(&daily, &spec, &snapshots)
+        },
+    )?;
+    let x = FeatureMatrix::from_frame(&data, &names)?;
+    let churn = features::column_f64(&data, CHURN)?;
+    let clv = features::column_f64(&data, CLV)?;
+    let days = snapshot_days(&data)?;
+    let rows = split_rows(&days, &plan);
+    for (what, idx) in [("fit", &rows.fit), ("validation", &rows.validation), ("holdout", &rows.holdout)] {
+        if idx.is_empty() {
+            return Err(Error::Data(format!("no eligible customers at the {what} snapshot(s)")));
+        }
+    }
+    let (x_fit, x_val, x_hold) = (x.select_rows(&rows.fit), x.select_rows(&rows.validation), x.select_rows(&rows.holdout));
+    let (y_fit, y_val, y_hold) = (pick(&churn, &rows.fit), pick(&churn, &rows.validation), pick(&churn, &rows.holdout));
+    let (v_fit, v_val, v_hold) = (pick(&clv, &rows.fit), pick(&clv, &rows.validation), pick(&clv, &rows.holdout));
+
+    let churn_model = progress.step("train_churn", "training the churn model (GBDT)", || {
+        Engine::fit(&cfg.model, Task::Churn, &x_fit, &y_fit, (&x_val, &y_val))
+    })?;
+    let clv_model = progress.step("train_clv", "training the CLV model (GBDT)", || {
+        Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, (&x_val, &v_val))
+    })?;
+    let p_val = churn_model.predict(&x_val);
+    let p_hold = churn_model.predict(&x_hold);
+    let c_val = clv_model.predict(&x_val);
+    let c_hold = clv_model.predict(&x_hold);
+
+    let mut baseline_evals: BTreeMap<String, BaselineEval> = BTreeMap::new();
+    let mut baseline_preds: Vec<(String, &'static str, Vec<f64>)> = Vec::new();
+    if cfg.baselines.enabled {
+        let b = &cfg.baselines;
+        let seed = cfg.model.seed;
+        let eval = [&x_val, &x_hold];
+        let churn_runs = progress.step("baselines", "training baselines", || -> Result<_> {
+            let churn = vec![
+                baselines::logistic_regression(b, &x_fit, &y_fit, &eval)?,
+                baselines::decision_tree(b, &x_fit, &y_fit, &eval)?,
+                baselines::random_forest(b, seed, &x_fit, &y_fit, &eval)?,
+            ];
+            let mut clv = vec![baselines::random_forest(b, seed, &x_fit, &v_fit, &eval)?];
+            clv.extend(baselines::last_period_revenue(
+                &format!("amount_{}d", cfg.snapshots.horizon_days),
+                &eval,
+            ));
+            Ok((churn, clv))
+        })?;
+        let (churn_b, clv_b) = churn_runs;
+        for p in churn_b {
+            let e = baseline_evals.entry(p.name.clone()).or_default();
+            e.churn = Some(ChurnEval {
+                validation: metrics::churn_metrics(&y_val, &p.predictions[0]),
+                holdout: metrics::churn_metrics(&y_hold, &p.predictions[1]),
+            });
+            baseline_preds.push((p.name, "churn", p.predictions[1].clone()));
+        }
+        for p in clv_b {
+            let e = baseline_evals.entry(p.name.clone()).or_default();
+            e.clv = Some(ClvEval {
+                validation: metrics::clv_metrics(&v_val, &p.predictions[0]),
+                holdout: metrics::clv_metrics(&v_hold, &p.predictions[1]),
+            });
+            baseline_preds.push((p.name, "clv", p.predictions[1].clone()));
+        }
+    }
+
+    let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
+    let fingerprint = artifact::fingerprint_file(&input_path)?;
+    let config_text = toml::to_string(cfg).unwrap_or_default();
+    let hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{}", fingerprint.xxh3, config_text).as_bytes());
+    let now = Utc::now();
+    let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), hash as u32);
+
+    let metrics = TrainMetrics {
+        model_id: model_id.clone(),
+        holdout_snapshot: plan.holdout,
+        validation_snapshot: plan.validation,
+        n_holdout: rows.holdout.len(),
+        n_validation: rows.validation.len(),
+        n_fit: rows.fit.len(),
+        churn: ChurnEval {
+            holdout: metrics::churn_metrics(&y_hold, &p_hold),
+            validation: metrics::churn_metrics(&y_val, &p_val),
+        },
+        clv: ClvEval {
+            holdout: metrics::clv_metrics(&v_hold, &c_hold),
+            validation: metrics::clv_metrics(&v_val, &c_val),
+        },
+        baselines: baseline_evals,
+        gbdt: GbdtInfo {
+            engine: Engine::ENGINE.into(),
+            churn_trees: churn_model.n_trees(),
+            clv_trees: clv_model.n_trees(),
+            churn_importance: importance(churn_model.importance_gain(names.len())),
+            clv_importance: importance(clv_model.importance_gain(names.len())),
+        },
+        snapshots: snapshot_stats(&plan, &days, &churn, &clv),
+        timings_s: progress.timings(),
+    };
+    let horizon = chrono::Duration::days(cfg.snapshots.horizon_days as i64);
+    let info = ModelInfo {
+        model_id: model_id.clone(),
+        created_at: now.naive_utc(),
+        fidelis_version: env!("CARGO_PKG_VERSION").into(),
+        engine: Engine::ENGINE.into(),
+        features: names.clone(),
+        config: cfg.clone(),
+        data: fingerprint,
+        validation: tx.summary.clone(),
+        training_window: (first.date(), plan.holdout + horizon),
+        snapshots: plan.clone(),
+        libraries: library_versions(),
+    };
+
+    let predictions = predictions_frame(&data, &rows, &p_val, &p_hold, &c_val, &c_hold, &baseline_preds)?;
+    let files = vec![
+        ("model.json", artifact::to_json_bytes(&info, "model.json")?),
+        ("metrics.json", artifact::to_json_bytes(&metrics, "metrics.json")?),
+        ("churn.json", churn_model.to_json()?.into_bytes()),
+        ("clv.json", clv_model.to_json()?.into_bytes()),
+        ("predictions.parquet", parquet_bytes(predictions)?),
+    ];
+    let models_dir = cfg.models_dir();
+    let dir = progress.step("write", "writing the model artifact", || {
+        let dir = artifact::write_model_dir(&models_dir, &model_id, &files)?;
+        artifact::set_latest(&models_dir, &model_id)?;
+        Ok::<_, Error>(dir)
+    })?;
+    Ok(TrainOutcome {
+        model_id,
+        dir,
+        info,
+        metrics,
+    })
+}
+
+/// Validation and holdout predictions with labels (for reports, calibration, threshold).
+fn predictions_frame(
+    data: &DataFrame,
+    rows: &Split,
+    p_val: &[f64],
+    p_hold: &[f64],
+    c_val: &[f64],
+    c_hold: &[f64],
+    baseline_holdout: &[(String, &'static str, Vec<f64>)],
+) -> Result<DataFrame> {
+    let idx: Vec<IdxSize> = rows.validation.iter().chain(&rows.holdout).map(|&i| i as IdxSize).collect();
+    let idx = IdxCa::from_vec("idx".into(), idx);
+    let mut df = data
+        .select([CUSTOMER, SNAPSHOT, CHURN, CLV])
+        .and_then(|d| d.take(&idx))
+        .polars("selecting prediction rows")?;
+    let role: Vec<&str> = std::iter::repeat_n("validation", rows.validation.len())
+        .chain(std::iter::repeat_n("holdout", rows.holdout.len()))
+        .collect();
+    let cat = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().chain(b).copied().collect() };
+    let mut cols = vec![
+        Column::new("role".into(), role),
+        Column::new("churn_probability".into(), cat(p_val, p_hold)),
+        Column::new("predicted_clv".into(), cat(c_val, c_hold)),
+    ];
+    for (name, task, hold) in baseline_holdout {
+        // Baselines are kept for the holdout rows only (null on validation rows).
+        let v: Vec<Option<f64>> = std::iter::repeat_n(None, rows.validation.len())
+            .chain(hold.iter().map(|&x| Some(x)))
+            .collect();
+        let key: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        cols.push(Column::new(format!("baseline_{task}_{}", key.trim_end_matches('_')).into(), v));
+    }
+    for c in cols {
+        df.with_column(c).polars("adding prediction columns")?;
+    }
+    Ok(df)
+}
+
+pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(&mut df).polars("writing parquet")?;
+    Ok(buf)
+}
+
+/// Load the metrics of a trained model directory.
+pub fn load_metrics(dir: &Path) -> Result<TrainMetrics> {
+    artifact::read_json(&dir.join("metrics.json"))
+}
+
+/// Load `model.json` of a trained model directory.
+pub fn load_info(dir: &Path) -> Result<ModelInfo> {
+    artifact::read_json(&dir.join("model.json"))
+}
+
+fn fmt_metric(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.4}"),
+        _ => "-".into(),
+    }
+}
+
+/// The comparison table printed at the end of `fidelis train`.
+pub fn summary_table(m: &TrainMetrics) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "holdout {} ({} customers, churn rate {:.1}%); validation {} ({}); fit rows {}\n",
+        m.holdout_snapshot,
+        m.n_holdout,
+        100.0 * m.churn.holdout.churn_rate,
+        m.validation_snapshot,
+        m.n_validation,
+        m.n_fit
+    ));
+    out.push_str(&format!(
+        "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
+        "model (holdout)", "ROC AUC", "PR AUC", "Brier", "lift@10%", "CLV Gini", "Spearman", "MAE"
+    ));
+    let row = |name: &str, c: Option<&ChurnMetrics>, v: Option<&ClvMetrics>| {
+        format!(
+            "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
+            name,
+            fmt_metric(c.map(|c| c.roc_auc)),
+            fmt_metric(c.map(|c| c.pr_auc)),
+            fmt_metric(c.map(|c| c.brier)),
+            fmt_metric(c.map(|c| c.top10_lift)),
+            fmt_metric(v.map(|v| v.normalized_gini)),
+            fmt_metric(v.map(|v| v.spearman)),
+            fmt_metric(v.map(|v| v.mae)),
+        )
+    };
+    out.push_str(&row(
+        &format!("gbdt ({})", m.gbdt.engine),
+        Some(&m.churn.holdout),
+        Some(&m.clv.holdout),
+    ));
+    for (name, b) in &m.baselines {
+        out.push_str(&row(
+            name,
+            b.churn.as_ref().map(|c| &c.holdout),
+            b.clv.as_ref().map(|c| &c.holdout),
+        ));
+    }
+    out
+}
