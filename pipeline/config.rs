@@ -194,8 +194,9 @@ pub struct BaselineConfig {
     pub random_forest_trees: usize,
     pub random_forest_max_depth: u16,
     pub random_forest_min_samples_leaf: usize,
-    /// Rows the random forest is fitted on at most (a seeded sample), to bound its time.
-    pub random_forest_max_rows: usize,
+    /// Rows each baseline is fitted on at most (a seeded sample of the fit snapshots), to
+    /// bound their time on large bases; the GBDT always sees every row.
+    pub max_rows: usize,
 }
 
 impl Default for BaselineConfig {
@@ -207,7 +208,7 @@ impl Default for BaselineConfig {
             random_forest_trees: 100,
             random_forest_max_depth: 10,
             random_forest_min_samples_leaf: 20,
-            random_forest_max_rows: 200_000,
+            max_rows: 100_000,
         }
     }
 }
@@ -365,8 +366,8 @@ impl Config {
         if b.decision_tree_max_depth == 0 {
             return bad("baselines.decision_tree_max_depth", "must be at least 1".into());
         }
-        if b.random_forest_max_rows < 100 {
-            return bad("baselines.random_forest_max_rows", "must be at least 100".into());
+        if b.max_rows < 100 {
+            return bad("baselines.max_rows", "must be at least 100".into());
         }
         Ok(())
     }

@@ -137,9 +137,17 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let code = err.downcast_ref::<fidelis::Error>().map_or(1, |e| e.exit_code());
-            eprintln!("error: {err:#}");
-            ExitCode::from(code)
+            // Library errors already carry their cause in the message.
+            match err.downcast_ref::<fidelis::Error>() {
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+                None => {
+                    eprintln!("error: {err:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

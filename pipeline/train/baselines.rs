@@ -20,6 +20,13 @@ use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
 use crate::rng::Rng;
 
+/// At most `max_rows` rows of (x, y), drawn without replacement with `seed` (all rows when
+/// there are fewer).
+pub fn sample(x: &FeatureMatrix, y: &[f64], max_rows: usize, seed: u64) -> (FeatureMatrix, Vec<f64>) {
+    let idx = Rng::new(seed).sample_indices(x.rows, max_rows);
+    (x.select_rows(&idx), idx.iter().map(|&i| y[i]).collect())
+}
+
 /// One baseline's predictions on each evaluation matrix, in the order given.
 pub struct BaselinePredictions {
     pub name: String,
@@ -100,13 +107,14 @@ pub fn logistic_regression(
     })
 }
 
-/// Leaf reached by a row, following linfa-trees' rule (`x < split` goes left).
+/// Leaf reached by a row. linfa-trees partitions its training rows with `x <= split` going
+/// left (its own `predict` uses `<`); we follow the partition it was fitted with.
 fn leaf_of<'a>(node: &'a TreeNode<f64, usize>, x: &FeatureMatrix, r: usize) -> &'a TreeNode<f64, usize> {
     let mut node = node;
     while !node.is_leaf() {
         let (feature, value, _) = node.split();
         let children = node.children();
-        let next = if x.get(r, feature) < value { children[0] } else { children[1] };
+        let next = if x.get(r, feature) <= value { children[0] } else { children[1] };
         match next {
             Some(child) => node = child,
             None => break,
@@ -121,7 +129,16 @@ pub fn decision_tree(
     y: &[f64],
     eval: &[&FeatureMatrix],
 ) -> Result<BaselinePredictions> {
-    let ds = Dataset::new(to_array(x), labels(y));
+    // Balanced class weights: linfa prunes subtrees whose leaves all predict the same class,
+    // which on rare churn would collapse the tree to its root. Leaf probabilities below are
+    // still the unweighted churn shares of the training rows.
+    let pos = y.iter().filter(|&&v| v > 0.5).count().max(1) as f32;
+    let neg = (y.len() as f32 - pos).max(1.0);
+    let weights: Array1<f32> = y
+        .iter()
+        .map(|&v| if v > 0.5 { y.len() as f32 / (2.0 * pos) } else { y.len() as f32 / (2.0 * neg) })
+        .collect();
+    let ds = Dataset::new(to_array(x), labels(y)).with_weights(weights);
     let tree = DecisionTree::params()
         .max_depth(Some(cfg.decision_tree_max_depth))
         .min_weight_leaf(20.0)
@@ -154,8 +171,7 @@ pub fn decision_tree(
     })
 }
 
-/// Random forest regression (on 0/1 for churn: a probability forest), fitted on at most
-/// `random_forest_max_rows` training rows drawn with the seed.
+/// Random forest regression (on 0/1 for churn: a probability forest).
 pub fn random_forest(
     cfg: &BaselineConfig,
     seed: u64,
@@ -163,16 +179,13 @@ pub fn random_forest(
     y: &[f64],
     eval: &[&FeatureMatrix],
 ) -> Result<BaselinePredictions> {
-    let idx = Rng::new(seed).sample_indices(x.rows, cfg.random_forest_max_rows);
-    let xs = x.select_rows(&idx);
-    let ys: Vec<f64> = idx.iter().map(|&i| y[i]).collect();
     let params = RandomForestRegressorParameters::default()
         .with_n_trees(cfg.random_forest_trees)
         .with_max_depth(cfg.random_forest_max_depth)
         .with_min_samples_leaf(cfg.random_forest_min_samples_leaf)
         .with_seed(seed);
     let model: RandomForestRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>> =
-        RandomForestRegressor::fit(&to_dense(&xs)?, &ys, params).map_err(|e| model_err("random_forest", e))?;
+        RandomForestRegressor::fit(&to_dense(x)?, &y.to_vec(), params).map_err(|e| model_err("random_forest", e))?;
     let mut predictions = Vec::new();
     for m in eval {
         predictions.push(model.predict(&to_dense(m)?).map_err(|e| model_err("random_forest", e))?);

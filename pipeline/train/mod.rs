@@ -245,20 +245,26 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         let b = &cfg.baselines;
         let seed = cfg.model.seed;
         let eval = [&x_val, &x_hold];
-        let churn_runs = progress.step("baselines", "training baselines", || -> Result<_> {
-            let churn = vec![
-                baselines::logistic_regression(b, &x_fit, &y_fit, &eval)?,
-                baselines::decision_tree(b, &x_fit, &y_fit, &eval)?,
-                baselines::random_forest(b, seed, &x_fit, &y_fit, &eval)?,
-            ];
-            let mut clv = vec![baselines::random_forest(b, seed, &x_fit, &v_fit, &eval)?];
-            clv.extend(baselines::last_period_revenue(
-                &format!("amount_{}d", cfg.snapshots.horizon_days),
-                &eval,
-            ));
-            Ok((churn, clv))
-        })?;
-        let (churn_b, clv_b) = churn_runs;
+        let (xb, yb) = baselines::sample(&x_fit, &y_fit, b.max_rows, seed);
+        let (xb_clv, vb) = baselines::sample(&x_fit, &v_fit, b.max_rows, seed);
+        let churn_b = vec![
+            progress.step("baseline_logistic", "baseline: logistic regression", || {
+                baselines::logistic_regression(b, &xb, &yb, &eval)
+            })?,
+            progress.step("baseline_tree", "baseline: decision tree", || {
+                baselines::decision_tree(b, &xb, &yb, &eval)
+            })?,
+            progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
+                baselines::random_forest(b, seed, &xb, &yb, &eval)
+            })?,
+        ];
+        let mut clv_b = vec![progress.step("baseline_forest_clv", "baseline: random forest (CLV)", || {
+            baselines::random_forest(b, seed, &xb_clv, &vb, &eval)
+        })?];
+        clv_b.extend(baselines::last_period_revenue(
+            &format!("amount_{}d", cfg.snapshots.horizon_days),
+            &eval,
+        ));
         for p in churn_b {
             let e = baseline_evals.entry(p.name.clone()).or_default();
             e.churn = Some(ChurnEval {
