@@ -20,7 +20,10 @@ pub const LATEST: &str = "latest";
 
 /// Write `bytes` to `path` via a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -32,7 +35,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Create `models_dir/<model_id>/` from `files` (name, contents) atomically.
-pub fn write_model_dir(models_dir: &Path, model_id: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
+pub fn write_model_dir(
+    models_dir: &Path,
+    model_id: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Result<PathBuf> {
     fs::create_dir_all(models_dir).map_err(|e| Error::io(models_dir, e))?;
     let final_dir = models_dir.join(model_id);
     if final_dir.exists() {
@@ -143,7 +150,10 @@ mod tests {
         write_model_dir(&m, "a1", &[("model.json", b"{}".to_vec())]).unwrap();
         set_latest(&m, "a1").unwrap();
         assert_eq!(resolve(&m, None).unwrap(), m.join("a1"));
-        assert!(write_model_dir(&m, "a1", &[]).is_err(), "never overwrites a model");
+        assert!(
+            write_model_dir(&m, "a1", &[]).is_err(),
+            "never overwrites a model"
+        );
         write_model_dir(&m, "b2", &[("model.json", b"{}".to_vec())]).unwrap();
         set_latest(&m, "b2").unwrap();
         assert_eq!(resolve(&m, None).unwrap(), m.join("b2"));

@@ -4,8 +4,8 @@
 //!
 //! The process per customer:
 //! - acquisition day spread over the period (more customers join later: `u^0.8` shape);
-//! - purchase rate ~ Gamma(0.9, 1/12 per day), spend level ~ Gamma(2, 30);
-//! - after every purchase the customer may decide to leave (probability ~ Beta(1, 30) per
+//! - purchase rate ~ Gamma(0.9, 1/7.5 per day), spend level ~ Gamma(2, 30);
+//! - after every purchase the customer may decide to leave (probability ~ Beta(1, 60) per
 //!   customer, the BG/NBD story); 60% of leavers first fade out (rate x 0.35 for about six
 //!   weeks) before the last purchase, the usage drop retention teams look for;
 //! - yearly seasonality (+-25%) and a pre-Christmas peak, by thinning a Poisson process;
@@ -55,8 +55,13 @@ struct Chunk {
 }
 
 fn season(day_of_year: u32) -> f64 {
-    let yearly = 1.0 + 0.25 * (2.0 * std::f64::consts::PI * (day_of_year as f64 - 80.0) / 365.0).sin();
-    let xmas = if (335..=358).contains(&day_of_year) { 0.5 } else { 0.0 };
+    let yearly =
+        1.0 + 0.25 * (2.0 * std::f64::consts::PI * (day_of_year as f64 - 80.0) / 365.0).sin();
+    let xmas = if (335..=358).contains(&day_of_year) {
+        0.5
+    } else {
+        0.0
+    };
     yearly + xmas
 }
 
@@ -66,9 +71,9 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let mut r = Rng::for_item(opts.seed, idx as u64);
     let days = opts.days as f64;
     let signup = (r.uniform().powf(0.8) * 0.9 * days).floor();
-    let rate = r.gamma(0.9, 1.0 / 12.0).max(1e-4);
+    let rate = r.gamma(0.9, 1.0 / 7.5).max(1e-4);
     let level = r.gamma(2.0, 30.0).max(2.0);
-    let p_leave = r.beta(1.0, 30.0);
+    let p_leave = r.beta(1.0, 60.0);
     let start_ms = opts
         .start
         .and_hms_opt(0, 0, 0)
@@ -78,7 +83,11 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let emit = |r: &mut Rng, day: f64, amount: f64, out: &mut Chunk| {
         let secs = 8.0 * 3600.0 + r.uniform() * 14.0 * 3600.0;
         let ts = start_ms + (day.floor() as i64) * 86_400_000 + (secs * 1000.0) as i64;
-        let mess = if r.bernoulli(opts.messy_share) { 1 + r.below(3) as u8 } else { 0 };
+        let mess = if r.bernoulli(opts.messy_share) {
+            1 + r.below(3) as u8
+        } else {
+            0
+        };
         out.customer.push(idx);
         out.ts_ms.push(ts);
         out.amount.push(amount);
@@ -89,7 +98,11 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let mut fade_until: Option<f64> = None;
     loop {
         if !first {
-            let current = if fade_until.is_some() { rate * 0.35 } else { rate };
+            let current = if fade_until.is_some() {
+                rate * 0.35
+            } else {
+                rate
+            };
             t += r.exponential(current * SEASON_MAX);
             if t >= days {
                 break;
@@ -126,10 +139,16 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
 /// Generate the transaction log in memory.
 pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
     if opts.customers == 0 || opts.customers > u32::MAX as usize {
-        return Err(Error::Data(format!("--customers must be in 1..=4294967295, got {}", opts.customers)));
+        return Err(Error::Data(format!(
+            "--customers must be in 1..=4294967295, got {}",
+            opts.customers
+        )));
     }
     if opts.days < 30 {
-        return Err(Error::Data(format!("--days must be at least 30, got {}", opts.days)));
+        return Err(Error::Data(format!(
+            "--days must be at least 30, got {}",
+            opts.days
+        )));
     }
     let season_by_day: Vec<f64> = (0..opts.days)
         .map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal()))
@@ -172,7 +191,10 @@ pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
 
 /// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -180,7 +202,9 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
         std::process::id()
     ));
     let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let res = ParquetWriter::new(file).finish(df).polars("writing parquet");
+    let res = ParquetWriter::new(file)
+        .finish(df)
+        .polars("writing parquet");
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -203,10 +227,16 @@ mod tests {
         let b = generate(&opts).unwrap();
         assert!(a.equals_missing(&b), "same seed, same data");
         let per_customer = a.height() as f64 / 2000.0;
-        assert!((10.0..60.0).contains(&per_customer), "{per_customer} transactions per customer");
+        assert!(
+            (10.0..60.0).contains(&per_customer),
+            "{per_customer} transactions per customer"
+        );
         let amounts = a.column("amount").unwrap().f64().unwrap();
         assert!(amounts.iter().flatten().any(|v| v < 0.0), "has refunds");
-        assert!(a.column("customer_id").unwrap().null_count() > 0, "has messy rows");
+        assert!(
+            a.column("customer_id").unwrap().null_count() > 0,
+            "has messy rows"
+        );
         let other = generate(&GenerateOptions { seed: 7, ..opts }).unwrap();
         assert!(!a.equals_missing(&other));
     }

@@ -157,7 +157,10 @@ impl Mapping {
     }
 
     fn keys(&self) -> Vec<(&'static str, &str)> {
-        let mut keys = vec![("customer_id", self.customer_id.as_str()), ("timestamp", self.timestamp.as_str())];
+        let mut keys = vec![
+            ("customer_id", self.customer_id.as_str()),
+            ("timestamp", self.timestamp.as_str()),
+        ];
         if let Some(a) = &self.amount {
             keys.push(("amount", a));
         }
@@ -172,7 +175,11 @@ impl Mapping {
     }
 
     fn check_present(&self, path: &Path, df: &DataFrame) -> Result<()> {
-        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+        let names: Vec<String> = df
+            .get_column_names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for (key, column) in self.keys() {
             if !names.iter().any(|n| n == column) {
                 return Err(Error::MissingColumn {
@@ -217,13 +224,19 @@ fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFo
         message,
     };
     let meta = std::fs::metadata(path).map_err(|e| {
-        input_err(format!("cannot open the transaction file ({e}); check [input.transactions].path"))
+        input_err(format!(
+            "cannot open the transaction file ({e}); check [input.transactions].path"
+        ))
     })?;
     if meta.is_dir() {
-        return Err(input_err("is a directory, expected a CSV or Parquet file".into()));
+        return Err(input_err(
+            "is a directory, expected a CSV or Parquet file".into(),
+        ));
     }
     if meta.len() == 0 {
-        return Err(input_err("the file is empty (0 bytes), expected a CSV or Parquet file".into()));
+        return Err(input_err(
+            "the file is empty (0 bytes), expected a CSV or Parquet file".into(),
+        ));
     }
     let format = resolve_format(path, input.format)?;
     let mut head = [0u8; 4096];
@@ -250,7 +263,8 @@ fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFo
                 ));
             }
             if format == FileFormat::Csv {
-                read_csv(path, input).map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
+                read_csv(path, input)
+                    .map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
             } else {
                 read_whitespace(path, input)?
             }
@@ -292,7 +306,10 @@ fn read_whitespace(path: &Path, input: &TransactionsInput) -> Result<DataFrame> 
         path: path.to_path_buf(),
         message: format!("cannot be read as text: {e}"),
     })?;
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let mut names: Vec<String> = Vec::new();
     if input.has_header {
         if let Some((_, header)) = lines.next() {
@@ -363,7 +380,11 @@ fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
 
 fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
     let name = m.timestamp.as_str();
-    let dtype = df.column(name).polars("reading the timestamp column")?.dtype().clone();
+    let dtype = df
+        .column(name)
+        .polars("reading the timestamp column")?
+        .dtype()
+        .clone();
     let c = col(name);
     let datetime_ms = DataType::Datetime(TimeUnit::Milliseconds, None);
     let formats: Vec<&str> = if m.timestamp_format.is_empty() {
@@ -393,14 +414,20 @@ fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
 /// A numeric view of a column: numbers cast to f64, text trimmed and parsed (null when not
 /// a number). Non-finite values become null too.
 fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
-    let dtype = df.column(name).polars("reading a numeric column")?.dtype().clone();
+    let dtype = df
+        .column(name)
+        .polars("reading a numeric column")?
+        .dtype()
+        .clone();
     let c = col(name);
     let v = if dtype == DataType::String {
         c.str().strip_chars(lit(NULL)).cast(DataType::Float64)
     } else {
         c.cast(DataType::Float64)
     };
-    Ok(when(v.clone().is_finite()).then(v).otherwise(lit(NULL).cast(DataType::Float64)))
+    Ok(when(v.clone().is_finite())
+        .then(v)
+        .otherwise(lit(NULL).cast(DataType::Float64)))
 }
 
 fn validate_frame(
@@ -415,8 +442,13 @@ fn validate_frame(
         .with_row_index(ROW.into(), Some(1))
         .polars("numbering rows")?;
 
-    let cid_text = col(&m.customer_id).cast(DataType::String).str().strip_chars(lit(NULL));
-    let cid = when(cid_text.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(cid_text);
+    let cid_text = col(&m.customer_id)
+        .cast(DataType::String)
+        .str()
+        .strip_chars(lit(NULL));
+    let cid = when(cid_text.clone().eq(lit("")))
+        .then(lit(NULL).cast(DataType::String))
+        .otherwise(cid_text);
     let ts = ts_expr(path, &raw, m)?;
     let (amount, amount_raw_null) = match (&m.amount, &m.quantity_price) {
         (Some(a), _) => (numeric_expr(&raw, a)?, col(a).is_null()),
@@ -442,7 +474,11 @@ fn validate_frame(
         .alias(REASON);
 
     // Parsed values get internal names: the raw columns stay for the null checks above.
-    let mut parsed_cols = vec![cid.alias("__cid"), ts.alias("__ts"), amount.alias("__amount")];
+    let mut parsed_cols = vec![
+        cid.alias("__cid"),
+        ts.alias("__ts"),
+        amount.alias("__amount"),
+    ];
     if let Some(o) = &m.order_id {
         parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
     }
@@ -454,7 +490,12 @@ fn validate_frame(
         .collect()
         .polars("validating transactions")?;
 
-    let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
+    let reasons = parsed
+        .column(REASON)
+        .polars("reading reasons")?
+        .i32()
+        .polars("reason codes")?
+        .clone();
     let mut dropped = Vec::new();
     let mut n_dropped = 0usize;
     for r in DropReason::ALL {
@@ -467,11 +508,13 @@ fn validate_frame(
         let column = match r {
             DropReason::MissingCustomerId => m.customer_id.clone(),
             DropReason::MissingTimestamp | DropReason::UnparsableTimestamp => m.timestamp.clone(),
-            DropReason::MissingAmount | DropReason::NonNumericAmount => match (&m.amount, &m.quantity_price) {
-                (Some(a), _) => a.clone(),
-                (None, Some((q, p))) => format!("{q} x {p}"),
-                _ => String::new(),
-            },
+            DropReason::MissingAmount | DropReason::NonNumericAmount => {
+                match (&m.amount, &m.quantity_price) {
+                    (Some(a), _) => a.clone(),
+                    (None, Some((q, p))) => format!("{q} x {p}"),
+                    _ => String::new(),
+                }
+            }
         };
         let examples = examples(&raw, &mask, &column)?;
         dropped.push(DroppedRows {
@@ -498,7 +541,12 @@ fn validate_frame(
         .polars("keeping valid rows")?;
     let rows_valid = valid.height();
 
-    let amounts = valid.column("amount").polars("amount")?.f64().polars("amount")?.clone();
+    let amounts = valid
+        .column("amount")
+        .polars("amount")?
+        .f64()
+        .polars("amount")?
+        .clone();
     let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
     let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
 
@@ -517,16 +565,37 @@ fn validate_frame(
     };
     let frame = frame
         .lazy()
-        .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
+        .sort(
+            ["customer_id", "ts"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
         .collect()
         .polars("sorting transactions")?;
 
-    let ts_col = frame.column("ts").polars("ts")?.datetime().polars("ts")?.clone();
-    let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
+    let ts_col = frame
+        .column("ts")
+        .polars("ts")?
+        .datetime()
+        .polars("ts")?
+        .clone();
+    let to_dt = |ms: Option<i64>| {
+        ms.and_then(DateTime::from_timestamp_millis)
+            .map(|d| d.naive_utc())
+    };
     let first_ts = to_dt(ts_col.physical().min());
     let last_ts = to_dt(ts_col.physical().max());
-    let customers = frame.column("customer_id").polars("customer_id")?.n_unique().polars("counting customers")?;
-    let total_amount = frame.column("amount").polars("amount")?.f64().polars("amount")?.sum().unwrap_or(0.0);
+    let customers = frame
+        .column("customer_id")
+        .polars("customer_id")?
+        .n_unique()
+        .polars("counting customers")?;
+    let total_amount = frame
+        .column("amount")
+        .polars("amount")?
+        .f64()
+        .polars("amount")?
+        .sum()
+        .unwrap_or(0.0);
 
     let summary = ValidationSummary {
         path: path.to_path_buf(),
@@ -565,8 +634,15 @@ fn validate_frame(
 
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
 fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
-    let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
-    let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
+    let picked = raw
+        .filter(mask)
+        .polars("selecting invalid rows")?
+        .head(Some(3));
+    let rows = picked
+        .column(ROW)
+        .polars("row numbers")?
+        .cast(&DataType::UInt64)
+        .polars("row numbers")?;
     let rows = rows.u64().polars("row numbers")?.clone();
     let first_col = column.split(" x ").next().unwrap_or(column);
     let values = picked
@@ -577,7 +653,12 @@ fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<
     Ok(rows
         .iter()
         .zip(values.iter())
-        .map(|(r, v)| (r.unwrap_or(0), v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}"))))
+        .map(|(r, v)| {
+            (
+                r.unwrap_or(0),
+                v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}")),
+            )
+        })
         .collect())
 }
 
@@ -597,10 +678,22 @@ impl fmt::Display for ValidationSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "transactions: {} ({})", self.path.display(), self.format)?;
         writeln!(f, "  rows read           {:>12}", thousands(self.rows_read))?;
-        writeln!(f, "  rows valid          {:>12}", thousands(self.rows_valid))?;
-        writeln!(f, "  rows dropped        {:>12}", thousands(self.rows_dropped()))?;
+        writeln!(
+            f,
+            "  rows valid          {:>12}",
+            thousands(self.rows_valid)
+        )?;
+        writeln!(
+            f,
+            "  rows dropped        {:>12}",
+            thousands(self.rows_dropped())
+        )?;
         for d in &self.dropped {
-            let ex: Vec<String> = d.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+            let ex: Vec<String> = d
+                .examples
+                .iter()
+                .map(|(r, v)| format!("row {r}: {v}"))
+                .collect();
             writeln!(
                 f,
                 "    {:<34} {:>8}  column `{}`, e.g. {}",
@@ -615,11 +708,23 @@ impl fmt::Display for ValidationSummary {
             "  negative amounts    {:>12}  (refunds/cancellations, kept)",
             thousands(self.negative_amounts)
         )?;
-        writeln!(f, "  zero amounts        {:>12}  (kept)", thousands(self.zero_amounts))?;
+        writeln!(
+            f,
+            "  zero amounts        {:>12}  (kept)",
+            thousands(self.zero_amounts)
+        )?;
         if let Some(o) = self.orders {
-            writeln!(f, "  orders              {:>12}  (line items summed per customer and order id)", thousands(o))?;
+            writeln!(
+                f,
+                "  orders              {:>12}  (line items summed per customer and order id)",
+                thousands(o)
+            )?;
         }
-        writeln!(f, "  transactions        {:>12}", thousands(self.transactions))?;
+        writeln!(
+            f,
+            "  transactions        {:>12}",
+            thousands(self.transactions)
+        )?;
         writeln!(f, "  customers           {:>12}", thousands(self.customers))?;
         if let (Some(a), Some(b)) = (self.first_ts, self.last_ts) {
             writeln!(f, "  period              {} .. {}", a, b)?;
@@ -668,13 +773,22 @@ mod tests {
         let s = &t.summary;
         assert_eq!(s.rows_read, 7);
         assert_eq!(s.rows_valid, 2);
-        let count = |r| s.dropped.iter().find(|d| d.reason == r).map_or(0, |d| d.count);
+        let count = |r| {
+            s.dropped
+                .iter()
+                .find(|d| d.reason == r)
+                .map_or(0, |d| d.count)
+        };
         assert_eq!(count(DropReason::MissingCustomerId), 1);
         assert_eq!(count(DropReason::UnparsableTimestamp), 1);
         assert_eq!(count(DropReason::MissingTimestamp), 1);
         assert_eq!(count(DropReason::NonNumericAmount), 1);
         assert_eq!(count(DropReason::MissingAmount), 1);
-        let bad_ts = s.dropped.iter().find(|d| d.reason == DropReason::UnparsableTimestamp).unwrap();
+        let bad_ts = s
+            .dropped
+            .iter()
+            .find(|d| d.reason == DropReason::UnparsableTimestamp)
+            .unwrap();
         assert_eq!(bad_ts.examples, vec![(3, "\"not a date\"".to_string())]);
         assert_eq!(s.negative_amounts, 1);
         assert_eq!(t.frame.height(), 2);
@@ -683,7 +797,11 @@ mod tests {
     #[test]
     fn too_many_invalid_rows_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "t.csv", "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n");
+        let p = write(
+            dir.path(),
+            "t.csv",
+            "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n",
+        );
         let err = load_transactions(&input_for(&p)).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("max_invalid_share"), "{err}");
@@ -711,7 +829,14 @@ mod tests {
         };
         let t = load_transactions(&input).unwrap();
         assert_eq!(t.summary.orders, Some(2));
-        let amounts: Vec<f64> = t.frame.column("amount").unwrap().f64().unwrap().into_no_null_iter().collect();
+        let amounts: Vec<f64> = t
+            .frame
+            .column("amount")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
         assert_eq!(amounts, vec![7.0, 2.0]);
     }
 
@@ -736,7 +861,10 @@ mod tests {
         assert_eq!(t.summary.customers, 2);
         assert_eq!(
             t.summary.first_ts.unwrap(),
-            chrono::NaiveDate::from_ymd_opt(1997, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
+            chrono::NaiveDate::from_ymd_opt(1997, 1, 1)
+                .unwrap()
+                .and_hms_opt(0, 0, 0)
+                .unwrap()
         );
     }
 
@@ -752,10 +880,17 @@ mod tests {
         let err = load_transactions(&input_for(&header_only)).unwrap_err();
         assert!(err.to_string().contains("no data rows"), "{err}");
 
-        let missing = write(dir.path(), "m.csv", "customer_id,date,amount\na,2024-01-01,1\n");
+        let missing = write(
+            dir.path(),
+            "m.csv",
+            "customer_id,date,amount\na,2024-01-01,1\n",
+        );
         let err = load_transactions(&input_for(&missing)).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"), "{msg}");
+        assert!(
+            msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"),
+            "{msg}"
+        );
 
         let odd = write(dir.path(), "x.json", "{}");
         let err = load_transactions(&input_for(&odd)).unwrap_err();

@@ -78,7 +78,7 @@ enum Command {
     },
 }
 
-fn load_config(path: &PathBuf) -> anyhow::Result<Config> {
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
@@ -100,12 +100,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 days,
                 messy_share,
             };
-            let mut df = progress.step("generate", &format!("generating {customers} customers"), || {
-                generate::generate(&opts)
-            })?;
+            let mut df = progress.step(
+                "generate",
+                &format!("generating {customers} customers"),
+                || generate::generate(&opts),
+            )?;
             let path = out.join("transactions.parquet");
-            progress.step("write", "writing parquet", || generate::write_parquet(&mut df, &path))?;
-            println!("wrote {} ({} transactions, {} customers)", path.display(), df.height(), customers);
+            progress.step("write", "writing parquet", || {
+                generate::write_parquet(&mut df, &path)
+            })?;
+            println!(
+                "wrote {} ({} transactions, {} customers)",
+                path.display(),
+                df.height(),
+                customers
+            );
         }
         Command::Validate { config, json } => {
             let cfg = load_config(&config)?;
@@ -113,7 +122,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ingest::load_transactions(&cfg.input.transactions)
             })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?
+                );
             } else {
                 println!("{}", tx.summary);
             }
@@ -122,7 +134,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&config)?;
             let outcome = train::train(&cfg, &progress)?;
             print!("{}", train::summary_table(&outcome.metrics));
-            println!("model {} written to {}", outcome.model_id, outcome.dir.display());
+            println!(
+                "model {} written to {}",
+                outcome.model_id,
+                outcome.dir.display()
+            );
         }
     }
     Ok(())

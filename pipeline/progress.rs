@@ -44,7 +44,12 @@ impl Progress {
     }
 
     /// Run one named step under a spinner; records its wall time under `key`.
-    pub fn step<T, E>(&self, key: &str, msg: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    pub fn step<T, E>(
+        &self,
+        key: &str,
+        msg: &str,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let pb = self.spinner(msg);
         let start = Instant::now();
         let out = f();

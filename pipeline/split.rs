@@ -38,7 +38,11 @@ impl SnapshotPlan {
 }
 
 /// Build the snapshot plan for data spanning `first_ts ..= last_ts`.
-pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfig) -> Result<SnapshotPlan> {
+pub fn plan(
+    first_ts: NaiveDateTime,
+    last_ts: NaiveDateTime,
+    cfg: &SnapshotConfig,
+) -> Result<SnapshotPlan> {
     let origin = if cfg.origin.is_empty() {
         first_ts.date()
     } else {
@@ -118,8 +122,12 @@ mod tests {
         // Last transaction exactly at t_k + 90 days: t_k is allowed.
         let origin = d("2020-01-01");
         let t_k = origin + Duration::days(28 * 20);
-        let p = plan(origin.and_hms_opt(0, 0, 0).unwrap(), (t_k + Duration::days(90)).and_hms_opt(0, 0, 0).unwrap(), &cfg)
-            .unwrap();
+        let p = plan(
+            origin.and_hms_opt(0, 0, 0).unwrap(),
+            (t_k + Duration::days(90)).and_hms_opt(0, 0, 0).unwrap(),
+            &cfg,
+        )
+        .unwrap();
         assert_eq!(p.holdout, t_k);
         // One second earlier: it is not.
         let p = plan(

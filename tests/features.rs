@@ -17,14 +17,23 @@ fn log(rows: &[(&str, NaiveDate, u32, f64)]) -> DataFrame {
     let ids: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
     let ts: Vec<i64> = rows
         .iter()
-        .map(|r| r.1.and_hms_opt(r.2, 0, 0).unwrap().and_utc().timestamp_millis())
+        .map(|r| {
+            r.1.and_hms_opt(r.2, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_millis()
+        })
         .collect();
     let amount: Vec<f64> = rows.iter().map(|r| r.3).collect();
     let ts = Int64Chunked::from_vec("ts".into(), ts)
         .into_datetime(TimeUnit::Milliseconds, None)
         .into_column();
-    DataFrame::new_infer_height(vec![Column::new("customer_id".into(), ids), ts, Column::new("amount".into(), amount)])
-        .unwrap()
+    DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), ids),
+        ts,
+        Column::new("amount".into(), amount),
+    ])
+    .unwrap()
 }
 
 fn spec() -> FeatureSpec {
@@ -33,7 +42,10 @@ fn spec() -> FeatureSpec {
 
 fn value(df: &DataFrame, customer: &str, column: &str) -> f64 {
     let ids = df.column("customer_id").unwrap().str().unwrap().clone();
-    let row = ids.iter().position(|v| v == Some(customer)).unwrap_or_else(|| panic!("{customer} not found"));
+    let row = ids
+        .iter()
+        .position(|v| v == Some(customer))
+        .unwrap_or_else(|| panic!("{customer} not found"));
     df.column(column)
         .unwrap()
         .cast(&DataType::Float64)
@@ -65,7 +77,10 @@ fn tiny_log_matches_hand_computed_features_and_labels() {
     assert_eq!(df.height(), 2);
     let expect = |c: &str, col: &str, want: f64| {
         let got = value(&df, c, col);
-        assert!((got - want).abs() < 1e-9, "{c}.{col}: got {got}, want {want}");
+        assert!(
+            (got - want).abs() < 1e-9,
+            "{c}.{col}: got {got}, want {want}"
+        );
     };
     // t-30 = 2024-03-02, t-45 = 2024-02-16, t-90 = 2024-01-02 (2024 is a leap year):
     // the two 2024-01-01 purchases are outside the 90-day window.
@@ -137,9 +152,14 @@ fn arb_log() -> impl Strategy<Value = Vec<(u8, i64, u32, f64)>> {
 
 fn to_frame(rows: &[(u8, i64, u32, f64)]) -> DataFrame {
     let base = d("2023-01-01");
-    let named: Vec<(String, NaiveDate, u32, f64)> =
-        rows.iter().map(|r| (format!("c{}", r.0), base + Duration::days(r.1), r.2, r.3)).collect();
-    let refs: Vec<(&str, NaiveDate, u32, f64)> = named.iter().map(|r| (r.0.as_str(), r.1, r.2, r.3)).collect();
+    let named: Vec<(String, NaiveDate, u32, f64)> = rows
+        .iter()
+        .map(|r| (format!("c{}", r.0), base + Duration::days(r.1), r.2, r.3))
+        .collect();
+    let refs: Vec<(&str, NaiveDate, u32, f64)> = named
+        .iter()
+        .map(|r| (r.0.as_str(), r.1, r.2, r.3))
+        .collect();
     log(&refs)
 }
 

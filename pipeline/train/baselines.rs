@@ -12,7 +12,9 @@ use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use linfa_trees::{DecisionTree, TreeNode};
 use ndarray::{Array1, Array2};
-use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
+use smartcore::ensemble::random_forest_regressor::{
+    RandomForestRegressor, RandomForestRegressorParameters,
+};
 use smartcore::linalg::basic::matrix::DenseMatrix;
 
 use crate::config::BaselineConfig;
@@ -22,7 +24,12 @@ use crate::rng::Rng;
 
 /// At most `max_rows` rows of (x, y), drawn without replacement with `seed` (all rows when
 /// there are fewer).
-pub fn sample(x: &FeatureMatrix, y: &[f64], max_rows: usize, seed: u64) -> (FeatureMatrix, Vec<f64>) {
+pub fn sample(
+    x: &FeatureMatrix,
+    y: &[f64],
+    max_rows: usize,
+    seed: u64,
+) -> (FeatureMatrix, Vec<f64>) {
     let idx = Rng::new(seed).sample_indices(x.rows, max_rows);
     (x.select_rows(&idx), idx.iter().map(|&i| y[i]).collect())
 }
@@ -64,7 +71,9 @@ impl Scaler {
     }
 
     fn transform(&self, x: &FeatureMatrix) -> Array2<f64> {
-        Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| (signed_log1p(x.get(r, c)) - self.mean[c]) / self.std[c])
+        Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| {
+            (signed_log1p(x.get(r, c)) - self.mean[c]) / self.std[c]
+        })
     }
 }
 
@@ -73,7 +82,8 @@ fn to_array(x: &FeatureMatrix) -> Array2<f64> {
 }
 
 fn to_dense(x: &FeatureMatrix) -> Result<DenseMatrix<f64>> {
-    DenseMatrix::new(x.rows, x.cols(), x.data.clone(), true).map_err(|e| model_err("random_forest", e))
+    DenseMatrix::new(x.rows, x.cols(), x.data.clone(), true)
+        .map_err(|e| model_err("random_forest", e))
 }
 
 fn labels(y: &[f64]) -> Array1<usize> {
@@ -98,7 +108,9 @@ pub fn logistic_regression(
         .iter()
         .map(|m| {
             let p = model.predict_probabilities(&scaler.transform(m));
-            p.iter().map(|&q| if positive_is_churn { q } else { 1.0 - q }).collect()
+            p.iter()
+                .map(|&q| if positive_is_churn { q } else { 1.0 - q })
+                .collect()
         })
         .collect();
     Ok(BaselinePredictions {
@@ -109,12 +121,20 @@ pub fn logistic_regression(
 
 /// Leaf reached by a row. linfa-trees partitions its training rows with `x <= split` going
 /// left (its own `predict` uses `<`); we follow the partition it was fitted with.
-fn leaf_of<'a>(node: &'a TreeNode<f64, usize>, x: &FeatureMatrix, r: usize) -> &'a TreeNode<f64, usize> {
+fn leaf_of<'a>(
+    node: &'a TreeNode<f64, usize>,
+    x: &FeatureMatrix,
+    r: usize,
+) -> &'a TreeNode<f64, usize> {
     let mut node = node;
     while !node.is_leaf() {
         let (feature, value, _) = node.split();
         let children = node.children();
-        let next = if x.get(r, feature) <= value { children[0] } else { children[1] };
+        let next = if x.get(r, feature) <= value {
+            children[0]
+        } else {
+            children[1]
+        };
         match next {
             Some(child) => node = child,
             None => break,
@@ -136,7 +156,13 @@ pub fn decision_tree(
     let neg = (y.len() as f32 - pos).max(1.0);
     let weights: Array1<f32> = y
         .iter()
-        .map(|&v| if v > 0.5 { y.len() as f32 / (2.0 * pos) } else { y.len() as f32 / (2.0 * neg) })
+        .map(|&v| {
+            if v > 0.5 {
+                y.len() as f32 / (2.0 * pos)
+            } else {
+                y.len() as f32 / (2.0 * neg)
+            }
+        })
         .collect();
     let ds = Dataset::new(to_array(x), labels(y)).with_weights(weights);
     let tree = DecisionTree::params()
@@ -148,7 +174,9 @@ pub fn decision_tree(
     let mut leaves: HashMap<*const TreeNode<f64, usize>, (f64, f64)> = HashMap::new();
     let root = tree.root_node();
     for (r, &label) in y.iter().enumerate() {
-        let e = leaves.entry(leaf_of(root, x, r) as *const _).or_insert((0.0, 0.0));
+        let e = leaves
+            .entry(leaf_of(root, x, r) as *const _)
+            .or_insert((0.0, 0.0));
         e.0 += label;
         e.1 += 1.0;
     }
@@ -185,10 +213,15 @@ pub fn random_forest(
         .with_min_samples_leaf(cfg.random_forest_min_samples_leaf)
         .with_seed(seed);
     let model: RandomForestRegressor<f64, f64, DenseMatrix<f64>, Vec<f64>> =
-        RandomForestRegressor::fit(&to_dense(x)?, &y.to_vec(), params).map_err(|e| model_err("random_forest", e))?;
+        RandomForestRegressor::fit(&to_dense(x)?, &y.to_vec(), params)
+            .map_err(|e| model_err("random_forest", e))?;
     let mut predictions = Vec::new();
     for m in eval {
-        predictions.push(model.predict(&to_dense(m)?).map_err(|e| model_err("random_forest", e))?);
+        predictions.push(
+            model
+                .predict(&to_dense(m)?)
+                .map_err(|e| model_err("random_forest", e))?,
+        );
     }
     Ok(BaselinePredictions {
         name: "random_forest".into(),
@@ -235,7 +268,11 @@ mod tests {
         ] {
             let auc = crate::metrics::roc_auc(&y, &p.predictions[0]);
             assert!(auc > 0.95, "{}: auc {auc}", p.name);
-            assert!(p.predictions[0].iter().all(|v| (0.0..=1.0).contains(v)), "{}", p.name);
+            assert!(
+                p.predictions[0].iter().all(|v| (0.0..=1.0).contains(v)),
+                "{}",
+                p.name
+            );
         }
     }
 }

@@ -37,8 +37,13 @@ pub trait Gbdt: Sized + Send + Sync {
 
     /// Fit on `x`/`y`, early-stopped on `valid` (validation metric: log loss for churn,
     /// RMSE for CLV). Seeded and deterministic.
-    fn fit(params: &GbdtConfig, task: Task, x: &FeatureMatrix, y: &[f64], valid: (&FeatureMatrix, &[f64]))
-        -> Result<Self>;
+    fn fit(
+        params: &GbdtConfig,
+        task: Task,
+        x: &FeatureMatrix,
+        y: &[f64],
+        valid: (&FeatureMatrix, &[f64]),
+    ) -> Result<Self>;
 
     /// Probability of churn (churn task) or predicted value (CLV task), one per row.
     fn predict(&self, x: &FeatureMatrix) -> Vec<f64>;
@@ -131,16 +136,23 @@ impl Gbdt for ForustGbdt {
     }
 
     fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.booster.predict_contributions(&matrix(x), ContributionsMethod::Shapley, true)
+        self.booster
+            .predict_contributions(&matrix(x), ContributionsMethod::Shapley, true)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
-        let imp = self.booster.calculate_feature_importance(ImportanceMethod::TotalGain, true);
-        (0..n_features).map(|i| imp.get(&i).copied().unwrap_or(0.0) as f64).collect()
+        let imp = self
+            .booster
+            .calculate_feature_importance(ImportanceMethod::TotalGain, true);
+        (0..n_features)
+            .map(|i| imp.get(&i).copied().unwrap_or(0.0) as f64)
+            .collect()
     }
 
     fn n_trees(&self) -> usize {
-        self.booster.prediction_iteration.unwrap_or(self.booster.trees.len())
+        self.booster
+            .prediction_iteration
+            .unwrap_or(self.booster.trees.len())
     }
 
     fn to_json(&self) -> Result<String> {
@@ -148,11 +160,16 @@ impl Gbdt for ForustGbdt {
             model: "forust".into(),
             message: format!("cannot serialize: {e}"),
         })?;
-        let booster: serde_json::Value = serde_json::from_str(&booster).map_err(|source| Error::Json {
-            context: "re-reading the forust model".into(),
-            source,
-        })?;
-        serde_json::to_string(&ForustFile { task: self.task, booster }).map_err(|source| Error::Json {
+        let booster: serde_json::Value =
+            serde_json::from_str(&booster).map_err(|source| Error::Json {
+                context: "re-reading the forust model".into(),
+                source,
+            })?;
+        serde_json::to_string(&ForustFile {
+            task: self.task,
+            booster,
+        })
+        .map_err(|source| Error::Json {
             context: "writing the model".into(),
             source,
         })
@@ -163,10 +180,11 @@ impl Gbdt for ForustGbdt {
             context: "reading the model".into(),
             source,
         })?;
-        let booster = GradientBooster::from_json(&file.booster.to_string()).map_err(|e| Error::Model {
-            model: "forust".into(),
-            message: format!("cannot load: {e}"),
-        })?;
+        let booster =
+            GradientBooster::from_json(&file.booster.to_string()).map_err(|e| Error::Model {
+                model: "forust".into(),
+                message: format!("cannot load: {e}"),
+            })?;
         Ok(ForustGbdt {
             task: file.task,
             booster,
@@ -186,7 +204,13 @@ mod tests {
         let y = a
             .iter()
             .zip(&b)
-            .map(|(x, z)| if r.uniform() < sigmoid(4.0 * x - 2.0 * z - 1.0) { 1.0 } else { 0.0 })
+            .map(|(x, z)| {
+                if r.uniform() < sigmoid(4.0 * x - 2.0 * z - 1.0) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mut data = a;
         data.extend(b);

