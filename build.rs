@@ -15,11 +15,7 @@ fn main() {
             .split("[[package]]")
             .find(|block| block.contains(&format!("name = \"{krate}\"\n")))
             .and_then(|block| block.lines().find(|l| l.starts_with("version = ")))
-            .map(|l| {
-                l.trim_start_matches("version = ")
-                    .trim_matches('"')
-                    .to_string()
-            })
+            .map(|l| l.trim_start_matches("version = ").trim_matches('"').to_string())
             .unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env={var}={version}");
     }

@@ -20,10 +20,7 @@ pub const LATEST: &str = "latest";
 
 /// Write `bytes` to `path` via a temporary file in the same directory and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -35,18 +32,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Create `models_dir/<model_id>/` from `files` (name, contents) atomically.
-pub fn write_model_dir(
-    models_dir: &Path,
-    model_id: &str,
-    files: &[(&str, Vec<u8>)],
-) -> Result<PathBuf> {
+pub fn write_model_dir(models_dir: &Path, model_id: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
     fs::create_dir_all(models_dir).map_err(|e| Error::io(models_dir, e))?;
     let final_dir = models_dir.join(model_id);
     if final_dir.exists() {
-        return Err(Error::Artifact {
-            path: final_dir,
-            message: "already exists".into(),
-        });
+        return Err(Error::Artifact { path: final_dir, message: "already exists".into() });
     }
     let tmp = models_dir.join(format!(".{model_id}.partial"));
     if tmp.exists() {
@@ -93,21 +83,15 @@ pub fn resolve(models_dir: &Path, model_id: Option<&str>) -> Result<PathBuf> {
 
 /// Read and parse a JSON file of an artifact.
 pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = fs::read_to_string(path).map_err(|e| Error::Artifact {
-        path: path.to_path_buf(),
-        message: format!("cannot read: {e}"),
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Artifact {
-        path: path.to_path_buf(),
-        message: format!("invalid JSON: {e}"),
-    })
+    let text = fs::read_to_string(path)
+        .map_err(|e| Error::Artifact { path: path.to_path_buf(), message: format!("cannot read: {e}") })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Artifact { path: path.to_path_buf(), message: format!("invalid JSON: {e}") })
 }
 
 pub fn to_json_bytes<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
-    serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
-        context: format!("serializing {what}"),
-        source,
-    })
+    serde_json::to_vec_pretty(value)
+        .map_err(|source| Error::Json { context: format!("serializing {what}"), source })
 }
 
 /// Size and xxh3-64 hash of a file's bytes: identifies the exact input a model saw.
@@ -131,11 +115,7 @@ pub fn fingerprint_file(path: &Path) -> Result<FileFingerprint> {
         bytes += n as u64;
         hasher.update(&buf[..n]);
     }
-    Ok(FileFingerprint {
-        path: path.display().to_string(),
-        bytes,
-        xxh3: format!("{:016x}", hasher.digest()),
-    })
+    Ok(FileFingerprint { path: path.display().to_string(), bytes, xxh3: format!("{:016x}", hasher.digest()) })
 }
 
 #[cfg(test)]
@@ -150,10 +130,7 @@ mod tests {
         write_model_dir(&m, "a1", &[("model.json", b"{}".to_vec())]).unwrap();
         set_latest(&m, "a1").unwrap();
         assert_eq!(resolve(&m, None).unwrap(), m.join("a1"));
-        assert!(
-            write_model_dir(&m, "a1", &[]).is_err(),
-            "never overwrites a model"
-        );
+        assert!(write_model_dir(&m, "a1", &[]).is_err(), "never overwrites a model");
         write_model_dir(&m, "b2", &[("model.json", b"{}".to_vec())]).unwrap();
         set_latest(&m, "b2").unwrap();
         assert_eq!(resolve(&m, None).unwrap(), m.join("b2"));

@@ -224,10 +224,7 @@ pub struct PathsConfig {
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        PathsConfig {
-            models_dir: "models".into(),
-            reports_dir: "reports".into(),
-        }
+        PathsConfig { models_dir: "models".into(), reports_dir: "reports".into() }
     }
 }
 
@@ -235,13 +232,8 @@ impl Config {
     /// Read, parse, expand `${VAR}` in paths, and validate a config file.
     pub fn load(path: &Path) -> Result<Config> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(
-                &shown,
-                "(file)",
-                format!("cannot read the config file: {e}"),
-            )
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(&shown, "(file)", format!("cannot read the config file: {e}")))?;
         Config::from_toml(&text, &shown)
     }
 
@@ -263,16 +255,10 @@ impl Config {
         let bad = |key: &str, msg: String| Err(Error::config(origin, key, msg));
         let t = &self.input.transactions;
         if t.path.trim().is_empty() {
-            return bad(
-                "input.transactions.path",
-                "must name the transaction file".into(),
-            );
+            return bad("input.transactions.path", "must name the transaction file".into());
         }
         if t.customer_id.is_empty() {
-            return bad(
-                "input.transactions.customer_id",
-                "must name a column".into(),
-            );
+            return bad("input.transactions.customer_id", "must name a column".into());
         }
         if t.timestamp.is_empty() {
             return bad("input.transactions.timestamp", "must name a column".into());
@@ -313,33 +299,20 @@ impl Config {
             }
         }
         if s.min_history_days < 0 {
-            return bad(
-                "snapshots.min_history_days",
-                format!("must be >= 0, got {}", s.min_history_days),
-            );
+            return bad("snapshots.min_history_days", format!("must be >= 0, got {}", s.min_history_days));
         }
-        if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err()
-        {
-            return bad(
-                "snapshots.origin",
-                format!("expected YYYY-MM-DD, got {:?}", s.origin),
-            );
+        if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err() {
+            return bad("snapshots.origin", format!("expected YYYY-MM-DD, got {:?}", s.origin));
         }
         let f = &self.features;
         if f.windows.is_empty() || f.windows.iter().any(|&w| w <= 0) {
-            return bad(
-                "features.windows",
-                format!("must be positive day counts, got {:?}", f.windows),
-            );
+            return bad("features.windows", format!("must be positive day counts, got {:?}", f.windows));
         }
         let mut sorted = f.windows.clone();
         sorted.sort_unstable();
         sorted.dedup();
         if sorted.len() != f.windows.len() {
-            return bad(
-                "features.windows",
-                format!("must not repeat a window, got {:?}", f.windows),
-            );
+            return bad("features.windows", format!("must not repeat a window, got {:?}", f.windows));
         }
         for (key, v) in [
             ("features.trend_days", f.trend_days),
@@ -353,10 +326,7 @@ impl Config {
         if f.spend_short_days >= f.spend_long_days {
             return bad(
                 "features.spend_short_days",
-                format!(
-                    "must be shorter than spend_long_days ({})",
-                    f.spend_long_days
-                ),
+                format!("must be shorter than spend_long_days ({})", f.spend_long_days),
             );
         }
         let m = &self.model;
@@ -364,33 +334,21 @@ impl Config {
             return bad("model.iterations", "must be at least 1".into());
         }
         if !(m.learning_rate > 0.0 && m.learning_rate <= 1.0) {
-            return bad(
-                "model.learning_rate",
-                format!("must be in (0, 1], got {}", m.learning_rate),
-            );
+            return bad("model.learning_rate", format!("must be in (0, 1], got {}", m.learning_rate));
         }
         if m.max_depth == 0 {
             return bad("model.max_depth", "must be at least 1".into());
         }
         if m.min_leaf_weight.is_nan() || m.min_leaf_weight < 0.0 {
-            return bad(
-                "model.min_leaf_weight",
-                format!("must be >= 0, got {}", m.min_leaf_weight),
-            );
+            return bad("model.min_leaf_weight", format!("must be >= 0, got {}", m.min_leaf_weight));
         }
         if m.l2.is_nan() || m.l2 < 0.0 {
             return bad("model.l2", format!("must be >= 0, got {}", m.l2));
         }
         if m.nbins < 2 {
-            return bad(
-                "model.nbins",
-                format!("must be at least 2, got {}", m.nbins),
-            );
+            return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
         }
-        for (key, v) in [
-            ("model.subsample", m.subsample),
-            ("model.colsample_bytree", m.colsample_bytree),
-        ] {
+        for (key, v) in [("model.subsample", m.subsample), ("model.colsample_bytree", m.colsample_bytree)] {
             if !(v > 0.0 && v <= 1.0) {
                 return bad(key, format!("must be in (0, 1], got {v}"));
             }
@@ -400,10 +358,7 @@ impl Config {
             return bad("baselines.random_forest_trees", "must be at least 1".into());
         }
         if b.decision_tree_max_depth == 0 {
-            return bad(
-                "baselines.decision_tree_max_depth",
-                "must be at least 1".into(),
-            );
+            return bad("baselines.decision_tree_max_depth", "must be at least 1".into());
         }
         if b.max_rows < 100 {
             return bad("baselines.max_rows", "must be at least 100".into());
@@ -453,11 +408,7 @@ pub fn expand_env(s: &str) -> std::result::Result<String, String> {
             Ok(v) if !v.is_empty() => out.push_str(&v),
             _ => match default {
                 Some(d) => out.push_str(d),
-                None => {
-                    return Err(format!(
-                        "environment variable {name} is not set (used in {s:?})"
-                    ))
-                }
+                None => return Err(format!("environment variable {name} is not set (used in {s:?})")),
             },
         }
         rest = &after[end + 1..];
@@ -478,21 +429,14 @@ mod tests {
 
     #[test]
     fn example_file_documents_exactly_the_defaults() {
-        let cfg = Config::from_toml(
-            include_str!("../fidelis.example.toml"),
-            "fidelis.example.toml",
-        )
-        .unwrap();
+        let cfg = Config::from_toml(include_str!("../fidelis.example.toml"), "fidelis.example.toml").unwrap();
         assert_eq!(cfg, Config::default());
         // And it names every key: serializing the defaults yields no key the example lacks.
         let example = include_str!("../fidelis.example.toml");
         let defaults = toml::to_string(&Config::default()).unwrap();
         for line in defaults.lines() {
             if let Some((key, _)) = line.split_once(" = ") {
-                assert!(
-                    example.contains(&format!("\n{key} = ")),
-                    "fidelis.example.toml lacks `{key}`"
-                );
+                assert!(example.contains(&format!("\n{key} = ")), "fidelis.example.toml lacks `{key}`");
             }
         }
     }
@@ -501,10 +445,7 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Config::from_toml("[model]\nlearning_rat = 0.1\n", "f.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("f.toml") && msg.contains("learning_rat"),
-            "{msg}"
-        );
+        assert!(msg.contains("f.toml") && msg.contains("learning_rat"), "{msg}");
         assert_eq!(err.exit_code(), 2);
     }
 
@@ -521,14 +462,8 @@ mod tests {
     #[test]
     fn env_expansion() {
         std::env::set_var("FIDELIS_TEST_DIR_X", "/data");
-        assert_eq!(
-            expand_env("${FIDELIS_TEST_DIR_X}/a.csv").unwrap(),
-            "/data/a.csv"
-        );
-        assert_eq!(
-            expand_env("${FIDELIS_TEST_UNSET_Y:-../d}/a.csv").unwrap(),
-            "../d/a.csv"
-        );
+        assert_eq!(expand_env("${FIDELIS_TEST_DIR_X}/a.csv").unwrap(), "/data/a.csv");
+        assert_eq!(expand_env("${FIDELIS_TEST_UNSET_Y:-../d}/a.csv").unwrap(), "../d/a.csv");
         assert!(expand_env("${FIDELIS_TEST_UNSET_Y}/a.csv").is_err());
         assert!(expand_env("${OPEN").is_err());
         assert_eq!(expand_env("plain").unwrap(), "plain");

@@ -15,11 +15,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// The configuration file is unreadable, malformed, or a value is out of range.
     #[error("config {path}: {key}: {message}")]
-    Config {
-        path: String,
-        key: String,
-        message: String,
-    },
+    Config { path: String, key: String, message: String },
 
     /// An input file cannot be used at all (missing, empty, wrong format).
     #[error("{}: {message}", path.display())]
@@ -31,13 +27,7 @@ pub enum Error {
          columns in the file: {found}",
         path.display()
     )]
-    MissingColumn {
-        path: PathBuf,
-        section: String,
-        key: String,
-        column: String,
-        found: String,
-    },
+    MissingColumn { path: PathBuf, section: String, key: String, column: String, found: String },
 
     /// Too many rows failed validation (the summary lists them by reason).
     #[error("{}: {message}", path.display())]
@@ -91,23 +81,12 @@ impl Error {
         }
     }
 
-    pub fn config(
-        path: impl Into<String>,
-        key: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Error::Config {
-            path: path.into(),
-            key: key.into(),
-            message: message.into(),
-        }
+    pub fn config(path: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Config { path: path.into(), key: key.into(), message: message.into() }
     }
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 
@@ -118,9 +97,6 @@ pub trait PolarsContext<T> {
 
 impl<T> PolarsContext<T> for polars::error::PolarsResult<T> {
     fn polars(self, context: &str) -> Result<T> {
-        self.map_err(|source| Error::Polars {
-            context: context.to_string(),
-            source,
-        })
+        self.map_err(|source| Error::Polars { context: context.to_string(), source })
     }
 }

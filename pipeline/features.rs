@@ -101,10 +101,7 @@ pub fn epoch_day(d: NaiveDate) -> i32 {
 /// One row per (customer, active day): `n_tx`, `amount`, `n_neg`, `gap` (days since the
 /// customer's previous active day; null on the first). Input: the ingest contract frame.
 pub fn daily_activity(tx: &DataFrame) -> Result<DataFrame> {
-    let previous_day = col(DAY)
-        .shift(lit(1))
-        .over([col(CUSTOMER)])
-        .polars("previous active day")?;
+    let previous_day = col(DAY).shift(lit(1)).over([col(CUSTOMER)]).polars("previous active day")?;
     tx.clone()
         .lazy()
         .with_column(col("ts").dt().date().cast(DataType::Int32).alias(DAY))
@@ -112,18 +109,10 @@ pub fn daily_activity(tx: &DataFrame) -> Result<DataFrame> {
         .agg([
             len().cast(DataType::Float64).alias("n_tx"),
             col("amount").sum().alias("amount"),
-            col("amount")
-                .lt(lit(0.0))
-                .cast(DataType::Float64)
-                .sum()
-                .alias("n_neg"),
+            col("amount").lt(lit(0.0)).cast(DataType::Float64).sum().alias("n_neg"),
         ])
         .sort([CUSTOMER, DAY], SortMultipleOptions::default())
-        .with_column(
-            (col(DAY) - previous_day)
-                .cast(DataType::Float64)
-                .alias("gap"),
-        )
+        .with_column((col(DAY) - previous_day).cast(DataType::Float64).alias("gap"))
         .collect()
         .polars("aggregating transactions per customer and day")
 }
@@ -133,9 +122,7 @@ fn sum_if(cond: Expr, value: &str) -> Expr {
 }
 
 fn safe_div(num: Expr, den: Expr, default: f64) -> Expr {
-    when(den.clone().gt(lit(0.0)))
-        .then(num / den)
-        .otherwise(lit(default))
+    when(den.clone().gt(lit(0.0))).then(num / den).otherwise(lit(default))
 }
 
 /// The per-snapshot feature plan: aggregates of daily rows strictly before `t`.
@@ -147,12 +134,7 @@ fn features_plan(daily: &DataFrame, spec: &FeatureSpec, t: NaiveDate) -> LazyFra
     for &w in &spec.windows {
         aggs.push(sum_if(since(w), "n_tx").alias(format!("count_{w}d")));
         aggs.push(sum_if(since(w), "amount").alias(format!("amount_{w}d")));
-        aggs.push(
-            since(w)
-                .cast(DataType::Float64)
-                .sum()
-                .alias(format!("active_days_{w}d")),
-        );
+        aggs.push(since(w).cast(DataType::Float64).sum().alias(format!("active_days_{w}d")));
     }
     let d = spec.trend_days;
     aggs.push(sum_if(since(d), "n_tx").alias("__trend_recent"));
@@ -161,8 +143,7 @@ fn features_plan(daily: &DataFrame, spec: &FeatureSpec, t: NaiveDate) -> LazyFra
     aggs.push(sum_if(since(spec.spend_long_days), "amount").alias("__spend_long"));
     aggs.push(sum_if(since(spec.eligibility_days), "n_tx").alias("__eligible"));
     aggs.push(
-        sum_if(since(spec.eligibility_days), "n_neg")
-            .alias(format!("refunds_{}d", spec.eligibility_days)),
+        sum_if(since(spec.eligibility_days), "n_neg").alias(format!("refunds_{}d", spec.eligibility_days)),
     );
     aggs.extend([
         col("n_tx").sum().alias("count_life"),
@@ -176,12 +157,8 @@ fn features_plan(daily: &DataFrame, spec: &FeatureSpec, t: NaiveDate) -> LazyFra
     ]);
 
     let mut derived = vec![
-        (lit(td) - col("__last_day"))
-            .cast(DataType::Float64)
-            .alias("recency_days"),
-        (lit(td) - col("__first_day"))
-            .cast(DataType::Float64)
-            .alias("tenure_days"),
+        (lit(td) - col("__last_day")).cast(DataType::Float64).alias("recency_days"),
+        (lit(td) - col("__first_day")).cast(DataType::Float64).alias("tenure_days"),
         safe_div(col("amount_life"), col("count_life"), 0.0).alias("mean_amount_life"),
         (col("__trend_recent") / (col("__trend_prior") + lit(1.0))).alias("trend_ratio"),
         safe_div(col("__gap_sum"), col("__n_gaps"), -1.0).alias("gap_mean_days"),
@@ -202,11 +179,7 @@ fn features_plan(daily: &DataFrame, spec: &FeatureSpec, t: NaiveDate) -> LazyFra
     let variance = col("__gap_sq") / col("__n_gaps") - col("gap_mean_days") * col("gap_mean_days");
     let second = vec![
         when(has_gaps())
-            .then(
-                when(variance.clone().gt(lit(0.0)))
-                    .then(variance.sqrt())
-                    .otherwise(lit(0.0)),
-            )
+            .then(when(variance.clone().gt(lit(0.0))).then(variance.sqrt()).otherwise(lit(0.0)))
             .otherwise(lit(-1.0))
             .alias("gap_std_days"),
         when(has_gaps())
@@ -235,16 +208,9 @@ fn labels_plan(daily: &DataFrame, horizon_days: i32, t: NaiveDate) -> LazyFrame 
     daily
         .clone()
         .lazy()
-        .filter(
-            col(DAY)
-                .gt_eq(lit(td))
-                .and(col(DAY).lt(lit(td + horizon_days))),
-        )
+        .filter(col(DAY).gt_eq(lit(td)).and(col(DAY).lt(lit(td + horizon_days))))
         .group_by([col(CUSTOMER)])
-        .agg([
-            col("amount").sum().alias(CLV),
-            col("n_tx").sum().alias("__future_tx"),
-        ])
+        .agg([col("amount").sum().alias(CLV), col("n_tx").sum().alias("__future_tx")])
         .with_column(lit(td).alias(SNAP_DAY))
 }
 
@@ -260,49 +226,25 @@ fn finish(lf: LazyFrame) -> Result<DataFrame> {
         .polars("building features")
 }
 
+/// The union of the per-snapshot feature plans (one polars plan for the whole grid).
+fn features_union(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<LazyFrame> {
+    if snapshots.is_empty() {
+        return Err(Error::Data("no snapshot dates to build features for".into()));
+    }
+    union(snapshots.iter().map(|&t| features_plan(daily, spec, t)).collect())
+}
+
 /// Features of every eligible customer at each snapshot: `customer_id`, `snapshot` (Date),
 /// then [`FeatureSpec::names`]. Sorted by snapshot, then customer.
-pub fn features_at(
-    daily: &DataFrame,
-    spec: &FeatureSpec,
-    snapshots: &[NaiveDate],
-) -> Result<DataFrame> {
-    if snapshots.is_empty() {
-        return Err(Error::Data(
-            "no snapshot dates to build features for".into(),
-        ));
-    }
-    let plans = snapshots
-        .iter()
-        .map(|&t| features_plan(daily, spec, t))
-        .collect();
-    finish(union(plans)?)
+pub fn features_at(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
+    finish(features_union(daily, spec, snapshots)?)
 }
 
 /// Features and labels (`churn`: 0/1 as Int32, `clv`: f64) of every eligible customer at each
 /// snapshot. Every snapshot needs `horizon_days` of observed data after it.
-pub fn dataset_at(
-    daily: &DataFrame,
-    spec: &FeatureSpec,
-    snapshots: &[NaiveDate],
-) -> Result<DataFrame> {
-    if snapshots.is_empty() {
-        return Err(Error::Data(
-            "no snapshot dates to build features for".into(),
-        ));
-    }
-    let features = union(
-        snapshots
-            .iter()
-            .map(|&t| features_plan(daily, spec, t))
-            .collect(),
-    )?;
-    let labels = union(
-        snapshots
-            .iter()
-            .map(|&t| labels_plan(daily, spec.horizon_days, t))
-            .collect(),
-    )?;
+pub fn dataset_at(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
+    let features = features_union(daily, spec, snapshots)?;
+    let labels = union(snapshots.iter().map(|&t| labels_plan(daily, spec.horizon_days, t)).collect())?;
     let joined = features
         .join(
             labels,
@@ -311,10 +253,7 @@ pub fn dataset_at(
             JoinArgs::new(JoinType::Left),
         )
         .with_columns([
-            col("__future_tx")
-                .is_null()
-                .cast(DataType::Int32)
-                .alias(CHURN),
+            col("__future_tx").is_null().cast(DataType::Int32).alias(CHURN),
             col(CLV).fill_null(lit(0.0)),
         ])
         .drop(by_name(["__future_tx"], true, false));
@@ -338,25 +277,16 @@ impl FeatureMatrix {
         for name in names {
             let c = df
                 .column(name)
-                .map_err(|_| {
-                    Error::Data(format!("feature column `{name}` is missing from the frame"))
-                })?
+                .map_err(|_| Error::Data(format!("feature column `{name}` is missing from the frame")))?
                 .cast(&DataType::Float64)
                 .polars("casting a feature to f64")?;
             let ca = c.f64().polars("reading a feature")?;
             if ca.null_count() > 0 {
-                return Err(Error::Data(format!(
-                    "feature column `{name}` has {} nulls",
-                    ca.null_count()
-                )));
+                return Err(Error::Data(format!("feature column `{name}` has {} nulls", ca.null_count())));
             }
             data.extend(ca.into_no_null_iter());
         }
-        Ok(FeatureMatrix {
-            names: names.to_vec(),
-            rows,
-            data,
-        })
+        Ok(FeatureMatrix { names: names.to_vec(), rows, data })
     }
 
     pub fn cols(&self) -> usize {
@@ -390,11 +320,7 @@ impl FeatureMatrix {
             let col = self.column(c);
             data.extend(idx.iter().map(|&r| col[r]));
         }
-        FeatureMatrix {
-            names: self.names.clone(),
-            rows: idx.len(),
-            data,
-        }
+        FeatureMatrix { names: self.names.clone(), rows: idx.len(), data }
     }
 }
 
@@ -407,10 +333,7 @@ pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         .polars("casting to f64")?;
     let ca = c.f64().polars("reading a column")?;
     if ca.null_count() > 0 {
-        return Err(Error::Data(format!(
-            "column `{name}` has {} nulls",
-            ca.null_count()
-        )));
+        return Err(Error::Data(format!("column `{name}` has {} nulls", ca.null_count())));
     }
     Ok(ca.into_no_null_iter().collect())
 }

@@ -55,13 +55,8 @@ struct Chunk {
 }
 
 fn season(day_of_year: u32) -> f64 {
-    let yearly =
-        1.0 + 0.25 * (2.0 * std::f64::consts::PI * (day_of_year as f64 - 80.0) / 365.0).sin();
-    let xmas = if (335..=358).contains(&day_of_year) {
-        0.5
-    } else {
-        0.0
-    };
+    let yearly = 1.0 + 0.25 * (2.0 * std::f64::consts::PI * (day_of_year as f64 - 80.0) / 365.0).sin();
+    let xmas = if (335..=358).contains(&day_of_year) { 0.5 } else { 0.0 };
     yearly + xmas
 }
 
@@ -74,20 +69,11 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let rate = r.gamma(0.9, 1.0 / 7.5).max(1e-4);
     let level = r.gamma(2.0, 30.0).max(2.0);
     let p_leave = r.beta(1.0, 60.0);
-    let start_ms = opts
-        .start
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc()
-        .timestamp_millis();
+    let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let emit = |r: &mut Rng, day: f64, amount: f64, out: &mut Chunk| {
         let secs = 8.0 * 3600.0 + r.uniform() * 14.0 * 3600.0;
         let ts = start_ms + (day.floor() as i64) * 86_400_000 + (secs * 1000.0) as i64;
-        let mess = if r.bernoulli(opts.messy_share) {
-            1 + r.below(3) as u8
-        } else {
-            0
-        };
+        let mess = if r.bernoulli(opts.messy_share) { 1 + r.below(3) as u8 } else { 0 };
         out.customer.push(idx);
         out.ts_ms.push(ts);
         out.amount.push(amount);
@@ -98,11 +84,7 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let mut fade_until: Option<f64> = None;
     loop {
         if !first {
-            let current = if fade_until.is_some() {
-                rate * 0.35
-            } else {
-                rate
-            };
+            let current = if fade_until.is_some() { rate * 0.35 } else { rate };
             t += r.exponential(current * SEASON_MAX);
             if t >= days {
                 break;
@@ -139,20 +121,13 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
 /// Generate the transaction log in memory.
 pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
     if opts.customers == 0 || opts.customers > u32::MAX as usize {
-        return Err(Error::Data(format!(
-            "--customers must be in 1..=4294967295, got {}",
-            opts.customers
-        )));
+        return Err(Error::Data(format!("--customers must be in 1..=4294967295, got {}", opts.customers)));
     }
     if opts.days < 30 {
-        return Err(Error::Data(format!(
-            "--days must be at least 30, got {}",
-            opts.days
-        )));
+        return Err(Error::Data(format!("--days must be at least 30, got {}", opts.days)));
     }
-    let season_by_day: Vec<f64> = (0..opts.days)
-        .map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal()))
-        .collect();
+    let season_by_day: Vec<f64> =
+        (0..opts.days).map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal())).collect();
     let n = opts.customers as u32;
     let chunk = 4096u32;
     let chunks: Vec<Chunk> = (0..n.div_ceil(chunk))
@@ -191,10 +166,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
 
 /// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
 pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
@@ -202,9 +174,7 @@ pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
         std::process::id()
     ));
     let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let res = ParquetWriter::new(file)
-        .finish(df)
-        .polars("writing parquet");
+    let res = ParquetWriter::new(file).finish(df).polars("writing parquet");
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -218,25 +188,15 @@ mod tests {
 
     #[test]
     fn deterministic_and_plausible() {
-        let opts = GenerateOptions {
-            customers: 2000,
-            messy_share: 0.01,
-            ..GenerateOptions::default()
-        };
+        let opts = GenerateOptions { customers: 2000, messy_share: 0.01, ..GenerateOptions::default() };
         let a = generate(&opts).unwrap();
         let b = generate(&opts).unwrap();
         assert!(a.equals_missing(&b), "same seed, same data");
         let per_customer = a.height() as f64 / 2000.0;
-        assert!(
-            (10.0..60.0).contains(&per_customer),
-            "{per_customer} transactions per customer"
-        );
+        assert!((10.0..60.0).contains(&per_customer), "{per_customer} transactions per customer");
         let amounts = a.column("amount").unwrap().f64().unwrap();
         assert!(amounts.iter().flatten().any(|v| v < 0.0), "has refunds");
-        assert!(
-            a.column("customer_id").unwrap().null_count() > 0,
-            "has messy rows"
-        );
+        assert!(a.column("customer_id").unwrap().null_count() > 0, "has messy rows");
         let other = generate(&GenerateOptions { seed: 7, ..opts }).unwrap();
         assert!(!a.equals_missing(&other));
     }

@@ -157,10 +157,8 @@ impl Mapping {
     }
 
     fn keys(&self) -> Vec<(&'static str, &str)> {
-        let mut keys = vec![
-            ("customer_id", self.customer_id.as_str()),
-            ("timestamp", self.timestamp.as_str()),
-        ];
+        let mut keys =
+            vec![("customer_id", self.customer_id.as_str()), ("timestamp", self.timestamp.as_str())];
         if let Some(a) = &self.amount {
             keys.push(("amount", a));
         }
@@ -175,11 +173,7 @@ impl Mapping {
     }
 
     fn check_present(&self, path: &Path, df: &DataFrame) -> Result<()> {
-        let names: Vec<String> = df
-            .get_column_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
         for (key, column) in self.keys() {
             if !names.iter().any(|n| n == column) {
                 return Err(Error::MissingColumn {
@@ -199,11 +193,7 @@ fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
     if format != FileFormat::Auto {
         return Ok(format);
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .unwrap_or_default();
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
     match ext.as_str() {
         "csv" | "tsv" => Ok(FileFormat::Csv),
         "parquet" | "pq" => Ok(FileFormat::Parquet),
@@ -219,30 +209,19 @@ fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
 }
 
 fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFormat)> {
-    let input_err = |message: String| Error::InputFile {
-        path: path.to_path_buf(),
-        message,
-    };
+    let input_err = |message: String| Error::InputFile { path: path.to_path_buf(), message };
     let meta = std::fs::metadata(path).map_err(|e| {
-        input_err(format!(
-            "cannot open the transaction file ({e}); check [input.transactions].path"
-        ))
+        input_err(format!("cannot open the transaction file ({e}); check [input.transactions].path"))
     })?;
     if meta.is_dir() {
-        return Err(input_err(
-            "is a directory, expected a CSV or Parquet file".into(),
-        ));
+        return Err(input_err("is a directory, expected a CSV or Parquet file".into()));
     }
     if meta.len() == 0 {
-        return Err(input_err(
-            "the file is empty (0 bytes), expected a CSV or Parquet file".into(),
-        ));
+        return Err(input_err("the file is empty (0 bytes), expected a CSV or Parquet file".into()));
     }
     let format = resolve_format(path, input.format)?;
     let mut head = [0u8; 4096];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|e| Error::io(path, e))?;
+    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
     let head = &head[..n];
     let df = match format {
         FileFormat::Parquet => {
@@ -263,8 +242,7 @@ fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFo
                 ));
             }
             if format == FileFormat::Csv {
-                read_csv(path, input)
-                    .map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
+                read_csv(path, input).map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
             } else {
                 read_whitespace(path, input)?
             }
@@ -280,8 +258,7 @@ fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFo
                 df.width()
             )));
         }
-        df.set_column_names(&input.column_names)
-            .polars("renaming columns")?;
+        df.set_column_names(&input.column_names).polars("renaming columns")?;
     }
     if df.height() == 0 {
         return Err(input_err("the file has no data rows".into()));
@@ -306,10 +283,7 @@ fn read_whitespace(path: &Path, input: &TransactionsInput) -> Result<DataFrame> 
         path: path.to_path_buf(),
         message: format!("cannot be read as text: {e}"),
     })?;
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     let mut names: Vec<String> = Vec::new();
     if input.has_header {
         if let Some((_, header)) = lines.next() {
@@ -344,11 +318,8 @@ fn read_whitespace(path: &Path, input: &TransactionsInput) -> Result<DataFrame> 
     if columns.is_empty() {
         columns = vec![Vec::new(); names.len()];
     }
-    let cols: Vec<Column> = names
-        .iter()
-        .zip(columns)
-        .map(|(n, v)| Column::new(n.as_str().into(), v))
-        .collect();
+    let cols: Vec<Column> =
+        names.iter().zip(columns).map(|(n, v)| Column::new(n.as_str().into(), v)).collect();
     DataFrame::new_infer_height(cols).polars("building a frame from the whitespace file")
 }
 
@@ -361,12 +332,7 @@ fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
             c.clone().str().to_datetime(
                 Some(TimeUnit::Milliseconds),
                 None,
-                StrptimeOptions {
-                    format: Some((*f).into()),
-                    strict: false,
-                    exact: true,
-                    cache: true,
-                },
+                StrptimeOptions { format: Some((*f).into()), strict: false, exact: true, cache: true },
                 lit("raise"),
             )
         })
@@ -380,18 +346,11 @@ fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
 
 fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
     let name = m.timestamp.as_str();
-    let dtype = df
-        .column(name)
-        .polars("reading the timestamp column")?
-        .dtype()
-        .clone();
+    let dtype = df.column(name).polars("reading the timestamp column")?.dtype().clone();
     let c = col(name);
     let datetime_ms = DataType::Datetime(TimeUnit::Milliseconds, None);
-    let formats: Vec<&str> = if m.timestamp_format.is_empty() {
-        ISO_FORMATS.to_vec()
-    } else {
-        vec![m.timestamp_format.as_str()]
-    };
+    let formats: Vec<&str> =
+        if m.timestamp_format.is_empty() { ISO_FORMATS.to_vec() } else { vec![m.timestamp_format.as_str()] };
     Ok(match dtype {
         // Polars stores datetimes as UTC instants: dropping the zone keeps the UTC time.
         DataType::Datetime(_, _) | DataType::Date => c.cast(datetime_ms),
@@ -414,20 +373,14 @@ fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
 /// A numeric view of a column: numbers cast to f64, text trimmed and parsed (null when not
 /// a number). Non-finite values become null too.
 fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
-    let dtype = df
-        .column(name)
-        .polars("reading a numeric column")?
-        .dtype()
-        .clone();
+    let dtype = df.column(name).polars("reading a numeric column")?.dtype().clone();
     let c = col(name);
     let v = if dtype == DataType::String {
         c.str().strip_chars(lit(NULL)).cast(DataType::Float64)
     } else {
         c.cast(DataType::Float64)
     };
-    Ok(when(v.clone().is_finite())
-        .then(v)
-        .otherwise(lit(NULL).cast(DataType::Float64)))
+    Ok(when(v.clone().is_finite()).then(v).otherwise(lit(NULL).cast(DataType::Float64)))
 }
 
 fn validate_frame(
@@ -438,24 +391,16 @@ fn validate_frame(
     max_invalid_share: f64,
 ) -> Result<Transactions> {
     let rows_read = raw.height();
-    let raw = raw
-        .with_row_index(ROW.into(), Some(1))
-        .polars("numbering rows")?;
+    let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
 
-    let cid_text = col(&m.customer_id)
-        .cast(DataType::String)
-        .str()
-        .strip_chars(lit(NULL));
-    let cid = when(cid_text.clone().eq(lit("")))
-        .then(lit(NULL).cast(DataType::String))
-        .otherwise(cid_text);
+    let cid_text = col(&m.customer_id).cast(DataType::String).str().strip_chars(lit(NULL));
+    let cid = when(cid_text.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(cid_text);
     let ts = ts_expr(path, &raw, m)?;
     let (amount, amount_raw_null) = match (&m.amount, &m.quantity_price) {
         (Some(a), _) => (numeric_expr(&raw, a)?, col(a).is_null()),
-        (None, Some((q, p))) => (
-            numeric_expr(&raw, q)? * numeric_expr(&raw, p)?,
-            col(q).is_null().or(col(p).is_null()),
-        ),
+        (None, Some((q, p))) => {
+            (numeric_expr(&raw, q)? * numeric_expr(&raw, p)?, col(q).is_null().or(col(p).is_null()))
+        }
         (None, None) => unreachable!("config validation requires an amount mapping"),
     };
     let ts_raw_null = col(&m.timestamp).is_null();
@@ -474,11 +419,7 @@ fn validate_frame(
         .alias(REASON);
 
     // Parsed values get internal names: the raw columns stay for the null checks above.
-    let mut parsed_cols = vec![
-        cid.alias("__cid"),
-        ts.alias("__ts"),
-        amount.alias("__amount"),
-    ];
+    let mut parsed_cols = vec![cid.alias("__cid"), ts.alias("__ts"), amount.alias("__amount")];
     if let Some(o) = &m.order_id {
         parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
     }
@@ -490,12 +431,7 @@ fn validate_frame(
         .collect()
         .polars("validating transactions")?;
 
-    let reasons = parsed
-        .column(REASON)
-        .polars("reading reasons")?
-        .i32()
-        .polars("reason codes")?
-        .clone();
+    let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
     let mut dropped = Vec::new();
     let mut n_dropped = 0usize;
     for r in DropReason::ALL {
@@ -517,19 +453,11 @@ fn validate_frame(
             }
         };
         let examples = examples(&raw, &mask, &column)?;
-        dropped.push(DroppedRows {
-            reason: r,
-            column,
-            count,
-            examples,
-        });
+        dropped.push(DroppedRows { reason: r, column, count, examples });
     }
 
-    let mut keep: Vec<Expr> = vec![
-        col("__cid").alias("customer_id"),
-        col("__ts").alias("ts"),
-        col("__amount").alias("amount"),
-    ];
+    let mut keep: Vec<Expr> =
+        vec![col("__cid").alias("customer_id"), col("__ts").alias("ts"), col("__amount").alias("amount")];
     if m.order_id.is_some() {
         keep.push(col("__order").alias("order_id"));
     }
@@ -541,12 +469,7 @@ fn validate_frame(
         .polars("keeping valid rows")?;
     let rows_valid = valid.height();
 
-    let amounts = valid
-        .column("amount")
-        .polars("amount")?
-        .f64()
-        .polars("amount")?
-        .clone();
+    let amounts = valid.column("amount").polars("amount")?.f64().polars("amount")?.clone();
     let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
     let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
 
@@ -565,37 +488,17 @@ fn validate_frame(
     };
     let frame = frame
         .lazy()
-        .sort(
-            ["customer_id", "ts"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
+        .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
         .collect()
         .polars("sorting transactions")?;
 
-    let ts_col = frame
-        .column("ts")
-        .polars("ts")?
-        .datetime()
-        .polars("ts")?
-        .clone();
-    let to_dt = |ms: Option<i64>| {
-        ms.and_then(DateTime::from_timestamp_millis)
-            .map(|d| d.naive_utc())
-    };
+    let ts_col = frame.column("ts").polars("ts")?.datetime().polars("ts")?.clone();
+    let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
     let first_ts = to_dt(ts_col.physical().min());
     let last_ts = to_dt(ts_col.physical().max());
-    let customers = frame
-        .column("customer_id")
-        .polars("customer_id")?
-        .n_unique()
-        .polars("counting customers")?;
-    let total_amount = frame
-        .column("amount")
-        .polars("amount")?
-        .f64()
-        .polars("amount")?
-        .sum()
-        .unwrap_or(0.0);
+    let customers =
+        frame.column("customer_id").polars("customer_id")?.n_unique().polars("counting customers")?;
+    let total_amount = frame.column("amount").polars("amount")?.f64().polars("amount")?.sum().unwrap_or(0.0);
 
     let summary = ValidationSummary {
         path: path.to_path_buf(),
@@ -634,31 +537,16 @@ fn validate_frame(
 
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
 fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
-    let picked = raw
-        .filter(mask)
-        .polars("selecting invalid rows")?
-        .head(Some(3));
-    let rows = picked
-        .column(ROW)
-        .polars("row numbers")?
-        .cast(&DataType::UInt64)
-        .polars("row numbers")?;
+    let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
+    let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
     let rows = rows.u64().polars("row numbers")?.clone();
     let first_col = column.split(" x ").next().unwrap_or(column);
-    let values = picked
-        .column(first_col)
-        .and_then(|c| c.cast(&DataType::String))
-        .polars("raw values")?;
+    let values = picked.column(first_col).and_then(|c| c.cast(&DataType::String)).polars("raw values")?;
     let values = values.str().polars("raw values")?.clone();
     Ok(rows
         .iter()
         .zip(values.iter())
-        .map(|(r, v)| {
-            (
-                r.unwrap_or(0),
-                v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}")),
-            )
-        })
+        .map(|(r, v)| (r.unwrap_or(0), v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}"))))
         .collect())
 }
 
@@ -678,22 +566,10 @@ impl fmt::Display for ValidationSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "transactions: {} ({})", self.path.display(), self.format)?;
         writeln!(f, "  rows read           {:>12}", thousands(self.rows_read))?;
-        writeln!(
-            f,
-            "  rows valid          {:>12}",
-            thousands(self.rows_valid)
-        )?;
-        writeln!(
-            f,
-            "  rows dropped        {:>12}",
-            thousands(self.rows_dropped())
-        )?;
+        writeln!(f, "  rows valid          {:>12}", thousands(self.rows_valid))?;
+        writeln!(f, "  rows dropped        {:>12}", thousands(self.rows_dropped()))?;
         for d in &self.dropped {
-            let ex: Vec<String> = d
-                .examples
-                .iter()
-                .map(|(r, v)| format!("row {r}: {v}"))
-                .collect();
+            let ex: Vec<String> = d.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
             writeln!(
                 f,
                 "    {:<34} {:>8}  column `{}`, e.g. {}",
@@ -708,11 +584,7 @@ impl fmt::Display for ValidationSummary {
             "  negative amounts    {:>12}  (refunds/cancellations, kept)",
             thousands(self.negative_amounts)
         )?;
-        writeln!(
-            f,
-            "  zero amounts        {:>12}  (kept)",
-            thousands(self.zero_amounts)
-        )?;
+        writeln!(f, "  zero amounts        {:>12}  (kept)", thousands(self.zero_amounts))?;
         if let Some(o) = self.orders {
             writeln!(
                 f,
@@ -720,11 +592,7 @@ impl fmt::Display for ValidationSummary {
                 thousands(o)
             )?;
         }
-        writeln!(
-            f,
-            "  transactions        {:>12}",
-            thousands(self.transactions)
-        )?;
+        writeln!(f, "  transactions        {:>12}", thousands(self.transactions))?;
         writeln!(f, "  customers           {:>12}", thousands(self.customers))?;
         if let (Some(a), Some(b)) = (self.first_ts, self.last_ts) {
             writeln!(f, "  period              {} .. {}", a, b)?;
@@ -739,10 +607,7 @@ mod tests {
     use std::io::Write;
 
     fn input_for(path: &Path) -> TransactionsInput {
-        TransactionsInput {
-            path: path.display().to_string(),
-            ..TransactionsInput::default()
-        }
+        TransactionsInput { path: path.display().to_string(), ..TransactionsInput::default() }
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -773,22 +638,13 @@ mod tests {
         let s = &t.summary;
         assert_eq!(s.rows_read, 7);
         assert_eq!(s.rows_valid, 2);
-        let count = |r| {
-            s.dropped
-                .iter()
-                .find(|d| d.reason == r)
-                .map_or(0, |d| d.count)
-        };
+        let count = |r| s.dropped.iter().find(|d| d.reason == r).map_or(0, |d| d.count);
         assert_eq!(count(DropReason::MissingCustomerId), 1);
         assert_eq!(count(DropReason::UnparsableTimestamp), 1);
         assert_eq!(count(DropReason::MissingTimestamp), 1);
         assert_eq!(count(DropReason::NonNumericAmount), 1);
         assert_eq!(count(DropReason::MissingAmount), 1);
-        let bad_ts = s
-            .dropped
-            .iter()
-            .find(|d| d.reason == DropReason::UnparsableTimestamp)
-            .unwrap();
+        let bad_ts = s.dropped.iter().find(|d| d.reason == DropReason::UnparsableTimestamp).unwrap();
         assert_eq!(bad_ts.examples, vec![(3, "\"not a date\"".to_string())]);
         assert_eq!(s.negative_amounts, 1);
         assert_eq!(t.frame.height(), 2);
@@ -797,11 +653,7 @@ mod tests {
     #[test]
     fn too_many_invalid_rows_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(
-            dir.path(),
-            "t.csv",
-            "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n",
-        );
+        let p = write(dir.path(), "t.csv", "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n");
         let err = load_transactions(&input_for(&p)).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("max_invalid_share"), "{err}");
@@ -829,14 +681,8 @@ mod tests {
         };
         let t = load_transactions(&input).unwrap();
         assert_eq!(t.summary.orders, Some(2));
-        let amounts: Vec<f64> = t
-            .frame
-            .column("amount")
-            .unwrap()
-            .f64()
-            .unwrap()
-            .into_no_null_iter()
-            .collect();
+        let amounts: Vec<f64> =
+            t.frame.column("amount").unwrap().f64().unwrap().into_no_null_iter().collect();
         assert_eq!(amounts, vec![7.0, 2.0]);
     }
 
@@ -861,10 +707,7 @@ mod tests {
         assert_eq!(t.summary.customers, 2);
         assert_eq!(
             t.summary.first_ts.unwrap(),
-            chrono::NaiveDate::from_ymd_opt(1997, 1, 1)
-                .unwrap()
-                .and_hms_opt(0, 0, 0)
-                .unwrap()
+            chrono::NaiveDate::from_ymd_opt(1997, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap()
         );
     }
 
@@ -880,17 +723,10 @@ mod tests {
         let err = load_transactions(&input_for(&header_only)).unwrap_err();
         assert!(err.to_string().contains("no data rows"), "{err}");
 
-        let missing = write(
-            dir.path(),
-            "m.csv",
-            "customer_id,date,amount\na,2024-01-01,1\n",
-        );
+        let missing = write(dir.path(), "m.csv", "customer_id,date,amount\na,2024-01-01,1\n");
         let err = load_transactions(&input_for(&missing)).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"),
-            "{msg}"
-        );
+        assert!(msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"), "{msg}");
 
         let odd = write(dir.path(), "x.json", "{}");
         let err = load_transactions(&input_for(&odd)).unwrap_err();

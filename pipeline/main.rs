@@ -85,36 +85,14 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let progress = Progress::new(cli.quiet);
     match cli.command {
-        Command::Generate {
-            customers,
-            seed,
-            out,
-            start,
-            days,
-            messy_share,
-        } => {
-            let opts = GenerateOptions {
-                customers,
-                seed,
-                start,
-                days,
-                messy_share,
-            };
-            let mut df = progress.step(
-                "generate",
-                &format!("generating {customers} customers"),
-                || generate::generate(&opts),
-            )?;
-            let path = out.join("transactions.parquet");
-            progress.step("write", "writing parquet", || {
-                generate::write_parquet(&mut df, &path)
+        Command::Generate { customers, seed, out, start, days, messy_share } => {
+            let opts = GenerateOptions { customers, seed, start, days, messy_share };
+            let mut df = progress.step("generate", &format!("generating {customers} customers"), || {
+                generate::generate(&opts)
             })?;
-            println!(
-                "wrote {} ({} transactions, {} customers)",
-                path.display(),
-                df.height(),
-                customers
-            );
+            let path = out.join("transactions.parquet");
+            progress.step("write", "writing parquet", || generate::write_parquet(&mut df, &path))?;
+            println!("wrote {} ({} transactions, {} customers)", path.display(), df.height(), customers);
         }
         Command::Validate { config, json } => {
             let cfg = load_config(&config)?;
@@ -122,10 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ingest::load_transactions(&cfg.input.transactions)
             })?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?
-                );
+                println!("{}", serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?);
             } else {
                 println!("{}", tx.summary);
             }
@@ -134,11 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let cfg = load_config(&config)?;
             let outcome = train::train(&cfg, &progress)?;
             print!("{}", train::summary_table(&outcome.metrics));
-            println!(
-                "model {} written to {}",
-                outcome.model_id,
-                outcome.dir.display()
-            );
+            println!("model {} written to {}", outcome.model_id, outcome.dir.display());
         }
     }
     Ok(())

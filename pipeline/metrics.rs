@@ -112,12 +112,7 @@ pub fn roc_auc(y: &[f64], score: &[f64]) -> f64 {
         return f64::NAN;
     }
     let ranks = average_ranks(score);
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(y)
-        .filter(|(_, &t)| t > 0.5)
-        .map(|(r, _)| r)
-        .sum();
+    let rank_sum: f64 = ranks.iter().zip(y).filter(|(_, &t)| t > 0.5).map(|(r, _)| r).sum();
     (rank_sum - n_pos * (n_pos + 1.0) / 2.0) / (n_pos * n_neg)
 }
 
@@ -140,12 +135,7 @@ pub fn average_precision(y: &[f64], score: &[f64]) -> f64 {
 }
 
 pub fn brier(y: &[f64], p: &[f64]) -> f64 {
-    mean(
-        &y.iter()
-            .zip(p)
-            .map(|(t, q)| (q - t) * (q - t))
-            .collect::<Vec<_>>(),
-    )
+    mean(&y.iter().zip(p).map(|(t, q)| (q - t) * (q - t)).collect::<Vec<_>>())
 }
 
 /// Mean negative log-likelihood, probabilities clipped to [1e-15, 1 - 1e-15].
@@ -202,22 +192,11 @@ pub fn top_fraction_share(actual: &[f64], pred: &[f64], frac: f64) -> f64 {
 }
 
 pub fn mae(a: &[f64], p: &[f64]) -> f64 {
-    mean(
-        &a.iter()
-            .zip(p)
-            .map(|(x, y)| (x - y).abs())
-            .collect::<Vec<_>>(),
-    )
+    mean(&a.iter().zip(p).map(|(x, y)| (x - y).abs()).collect::<Vec<_>>())
 }
 
 pub fn rmse(a: &[f64], p: &[f64]) -> f64 {
-    mean(
-        &a.iter()
-            .zip(p)
-            .map(|(x, y)| (x - y) * (x - y))
-            .collect::<Vec<_>>(),
-    )
-    .sqrt()
+    mean(&a.iter().zip(p).map(|(x, y)| (x - y) * (x - y)).collect::<Vec<_>>()).sqrt()
 }
 
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
@@ -336,10 +315,7 @@ mod tests {
         assert!(close(normalized_gini(&a, &[5.0; 4]), 0.0));
         // Hand computed: a = [1,2,3], pred orders 3,1,2 -> cumsums 3,4,6 = 13/6 - 2 = 1/6,
         // /3 = 1/18; perfect: 3,5,6 = 14/6 - 2 = 1/3, /3 = 1/9; normalized = 0.5.
-        assert!(close(
-            normalized_gini(&[1.0, 2.0, 3.0], &[2.0, 1.0, 3.0]),
-            0.5
-        ));
+        assert!(close(normalized_gini(&[1.0, 2.0, 3.0], &[2.0, 1.0, 3.0]), 0.5));
     }
 
     #[test]
@@ -356,9 +332,6 @@ mod tests {
 
     #[test]
     fn average_ranks_ties() {
-        assert_eq!(
-            average_ranks(&[10.0, 20.0, 10.0, 30.0]),
-            vec![1.5, 3.0, 1.5, 4.0]
-        );
+        assert_eq!(average_ranks(&[10.0, 20.0, 10.0, 30.0]), vec![1.5, 3.0, 1.5, 4.0]);
     }
 }

@@ -16,10 +16,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(quiet: bool) -> Self {
-        Progress {
-            quiet,
-            timings: Mutex::new(BTreeMap::new()),
-        }
+        Progress { quiet, timings: Mutex::new(BTreeMap::new()) }
     }
 
     /// A progress reporter that never draws (tests, library use).
@@ -28,11 +25,7 @@ impl Progress {
     }
 
     fn spinner(&self, msg: &str) -> ProgressBar {
-        let target = if self.quiet {
-            ProgressDrawTarget::hidden()
-        } else {
-            ProgressDrawTarget::stderr()
-        };
+        let target = if self.quiet { ProgressDrawTarget::hidden() } else { ProgressDrawTarget::stderr() };
         let pb = ProgressBar::with_draw_target(None, target);
         pb.set_style(
             ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
@@ -44,12 +37,7 @@ impl Progress {
     }
 
     /// Run one named step under a spinner; records its wall time under `key`.
-    pub fn step<T, E>(
-        &self,
-        key: &str,
-        msg: &str,
-        f: impl FnOnce() -> Result<T, E>,
-    ) -> Result<T, E> {
+    pub fn step<T, E>(&self, key: &str, msg: &str, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         let pb = self.spinner(msg);
         let start = Instant::now();
         let out = f();

@@ -38,11 +38,7 @@ impl SnapshotPlan {
 }
 
 /// Build the snapshot plan for data spanning `first_ts ..= last_ts`.
-pub fn plan(
-    first_ts: NaiveDateTime,
-    last_ts: NaiveDateTime,
-    cfg: &SnapshotConfig,
-) -> Result<SnapshotPlan> {
+pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfig) -> Result<SnapshotPlan> {
     let origin = if cfg.origin.is_empty() {
         first_ts.date()
     } else {
@@ -71,22 +67,13 @@ pub fn plan(
     };
     let holdout = *grid.last().ok_or_else(too_short)?;
     let first_allowed = origin + Duration::days(cfg.min_history_days as i64);
-    let training: Vec<NaiveDate> = grid
-        .iter()
-        .copied()
-        .filter(|&t| t >= first_allowed && t + horizon <= holdout)
-        .collect();
+    let training: Vec<NaiveDate> =
+        grid.iter().copied().filter(|&t| t >= first_allowed && t + horizon <= holdout).collect();
     if training.len() < 2 {
         return Err(too_short());
     }
     let (validation, fit) = training.split_last().expect("at least two");
-    Ok(SnapshotPlan {
-        origin,
-        last_ts,
-        fit: fit.to_vec(),
-        validation: *validation,
-        holdout,
-    })
+    Ok(SnapshotPlan { origin, last_ts, fit: fit.to_vec(), validation: *validation, holdout })
 }
 
 #[cfg(test)]

@@ -26,64 +26,30 @@ fn expect_bad_input(name: &str, content: &[u8], extra: &str, needles: &[&str]) {
     let cfg = config(dir.path(), name, extra);
     let out = fidelis(&["validate", "--config", &cfg], dir.path());
     let err = stderr(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{name}: exit code, stderr: {err}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{name}: exit code, stderr: {err}");
     for n in needles {
-        assert!(
-            err.contains(n),
-            "{name}: stderr should mention {n:?}: {err}"
-        );
+        assert!(err.contains(n), "{name}: stderr should mention {n:?}: {err}");
     }
 }
 
 #[test]
 fn bad_input_is_exit_code_2_with_a_clear_message() {
     expect_bad_input("empty.csv", b"", "", &["empty.csv", "empty"]);
-    expect_bad_input(
-        "header.csv",
-        b"customer_id,ts,amount\n",
-        "",
-        &["header.csv", "no data rows"],
-    );
+    expect_bad_input("header.csv", b"customer_id,ts,amount\n", "", &["header.csv", "no data rows"]);
     expect_bad_input(
         "cols.csv",
         b"customer_id,date,amount\na,2024-01-01,3\n",
         "",
-        &[
-            "cols.csv",
-            "`ts`",
-            "[input.transactions].timestamp",
-            "customer_id, date, amount",
-        ],
+        &["cols.csv", "`ts`", "[input.transactions].timestamp", "customer_id, date, amount"],
     );
-    expect_bad_input(
-        "data.xlsx",
-        b"PK\x03\x04",
-        "",
-        &["data.xlsx", "cannot tell the format"],
-    );
-    expect_bad_input(
-        "fake.parquet",
-        b"customer_id,ts,amount\n",
-        "",
-        &["fake.parquet", "not a Parquet file"],
-    );
+    expect_bad_input("data.xlsx", b"PK\x03\x04", "", &["data.xlsx", "cannot tell the format"]);
+    expect_bad_input("fake.parquet", b"customer_id,ts,amount\n", "", &["fake.parquet", "not a Parquet file"]);
     expect_bad_input("bin.csv", b"\x00\x01\x02", "", &["bin.csv", "binary"]);
     expect_bad_input(
         "mostly_bad.csv",
         b"customer_id,ts,amount\na,2024-01-01,x\nb,yesterday,1\nc,2024-01-02,2\n",
         "",
-        &[
-            "mostly_bad.csv",
-            "2 of 3 rows",
-            "unparsable timestamp",
-            "row 2",
-            "non-numeric",
-            "row 1",
-        ],
+        &["mostly_bad.csv", "2 of 3 rows", "unparsable timestamp", "row 2", "non-numeric", "row 1"],
     );
     // A file that does not exist.
     let dir = tempfile::tempdir().unwrap();
@@ -96,11 +62,7 @@ fn bad_input_is_exit_code_2_with_a_clear_message() {
 #[test]
 fn bad_config_is_exit_code_2_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(
-        dir.path().join("t.csv"),
-        "customer_id,ts,amount\na,2024-01-01,1\n",
-    )
-    .unwrap();
+    fs::write(dir.path().join("t.csv"), "customer_id,ts,amount\na,2024-01-01,1\n").unwrap();
     let cfg = config(dir.path(), "t.csv", "[model]\nmax_depth = 0\n");
     let out = fidelis(&["validate", "--config", &cfg], dir.path());
     assert_eq!(out.status.code(), Some(2));
@@ -115,12 +77,7 @@ fn validate_reports_dropped_rows_by_reason() {
     let dir = tempfile::tempdir().unwrap();
     let mut csv = String::from("customer_id,ts,amount\n");
     for i in 0..98 {
-        csv.push_str(&format!(
-            "c{},2024-01-{:02},{}\n",
-            i % 7,
-            1 + i % 28,
-            10 + i
-        ));
+        csv.push_str(&format!("c{},2024-01-{:02},{}\n", i % 7, 1 + i % 28, 10 + i));
     }
     csv.push_str(",2024-01-05,3\nc1,2024-13-45,3\n");
     fs::write(dir.path().join("t.csv"), csv).unwrap();
@@ -142,117 +99,47 @@ fn validate_reports_dropped_rows_by_reason() {
 fn generate_then_train_writes_a_complete_artifact() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    let out = fidelis(
-        &[
-            "generate",
-            "--customers",
-            "3000",
-            "--seed",
-            "5",
-            "--out",
-            "gen",
-        ],
-        p,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    for out_dir in ["gen", "gen2"] {
+        let out = fidelis(&["generate", "--customers", "3000", "--seed", "5", "--out", out_dir], p);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
     let first = fs::read(p.join("gen/transactions.parquet")).unwrap();
-    let out = fidelis(
-        &[
-            "generate",
-            "--customers",
-            "3000",
-            "--seed",
-            "5",
-            "--out",
-            "gen2",
-        ],
-        p,
-    );
-    assert!(out.status.success());
-    assert_eq!(
-        first,
-        fs::read(p.join("gen2/transactions.parquet")).unwrap(),
-        "generate is deterministic"
-    );
+    assert_eq!(first, fs::read(p.join("gen2/transactions.parquet")).unwrap(), "generate is deterministic");
 
     let cfg = config(p, "gen/transactions.parquet", "");
     let out = fidelis(&["train", "--config", &cfg, "--quiet"], p);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(
-        stderr(&out).is_empty(),
-        "--quiet and no terminal: nothing on stderr, got {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).is_empty(), "--quiet and no terminal: nothing on stderr, got {}", stderr(&out));
     let table = stdout(&out);
-    assert!(
-        table.contains("gbdt (forust-ml)") && table.contains("logistic_regression"),
-        "{table}"
-    );
+    assert!(table.contains("gbdt (forust-ml)") && table.contains("logistic_regression"), "{table}");
 
-    let id = fs::read_to_string(p.join("models/latest"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = fs::read_to_string(p.join("models/latest")).unwrap().trim().to_string();
     let m = p.join("models").join(&id);
-    for f in [
-        "model.json",
-        "metrics.json",
-        "churn.json",
-        "clv.json",
-        "predictions.parquet",
-    ] {
+    for f in ["model.json", "metrics.json", "churn.json", "clv.json", "predictions.parquet"] {
         assert!(m.join(f).is_file(), "{f} missing");
     }
     let metrics: serde_json::Value =
         serde_json::from_slice(&fs::read(m.join("metrics.json")).unwrap()).unwrap();
-    for k in [
-        "roc_auc",
-        "pr_auc",
-        "brier",
-        "log_loss",
-        "top10_lift",
-        "top10_capture",
-    ] {
-        assert!(
-            metrics["churn"]["holdout"][k].is_number(),
-            "churn.holdout.{k}"
-        );
-        assert!(
-            metrics["churn"]["validation"][k].is_number(),
-            "churn.validation.{k}"
-        );
+    for k in ["roc_auc", "pr_auc", "brier", "log_loss", "top10_lift", "top10_capture"] {
+        assert!(metrics["churn"]["holdout"][k].is_number(), "churn.holdout.{k}");
+        assert!(metrics["churn"]["validation"][k].is_number(), "churn.validation.{k}");
     }
-    for k in [
-        "mae",
-        "rmse",
-        "spearman",
-        "normalized_gini",
-        "top10_revenue_share",
-    ] {
+    for k in ["mae", "rmse", "spearman", "normalized_gini", "top10_revenue_share"] {
         assert!(metrics["clv"]["holdout"][k].is_number(), "clv.holdout.{k}");
     }
     for b in ["logistic_regression", "decision_tree", "random_forest"] {
-        assert!(
-            metrics["baselines"][b]["churn"]["holdout"]["roc_auc"].is_number(),
-            "baseline {b}"
-        );
+        assert!(metrics["baselines"][b]["churn"]["holdout"]["roc_auc"].is_number(), "baseline {b}");
     }
-    assert!(
-        metrics["holdout_snapshot"].is_string() && metrics["n_holdout"].as_u64().unwrap() > 100
-    );
+    assert!(metrics["holdout_snapshot"].is_string() && metrics["n_holdout"].as_u64().unwrap() > 100);
     // The generator plants real signal: the churn model must find it.
     assert!(
         metrics["churn"]["holdout"]["roc_auc"].as_f64().unwrap() > 0.75,
         "{}",
         metrics["churn"]["holdout"]
     );
-    let info: serde_json::Value =
-        serde_json::from_slice(&fs::read(m.join("model.json")).unwrap()).unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&fs::read(m.join("model.json")).unwrap()).unwrap();
     assert_eq!(info["model_id"], id.as_str());
     assert!(info["features"].as_array().unwrap().len() >= 20);
     assert_eq!(info["data"]["bytes"].as_u64().unwrap(), first.len() as u64);
-    assert!(info["libraries"]["polars"]
-        .as_str()
-        .unwrap()
-        .starts_with("0."));
+    assert!(info["libraries"]["polars"].as_str().unwrap().starts_with("0."));
 }

@@ -15,19 +15,11 @@ fn d(s: &str) -> NaiveDate {
 /// A transaction frame in the ingest contract from (customer, date, hour, amount).
 fn log(rows: &[(&str, NaiveDate, u32, f64)]) -> DataFrame {
     let ids: Vec<String> = rows.iter().map(|r| r.0.to_string()).collect();
-    let ts: Vec<i64> = rows
-        .iter()
-        .map(|r| {
-            r.1.and_hms_opt(r.2, 0, 0)
-                .unwrap()
-                .and_utc()
-                .timestamp_millis()
-        })
-        .collect();
+    let ts: Vec<i64> =
+        rows.iter().map(|r| r.1.and_hms_opt(r.2, 0, 0).unwrap().and_utc().timestamp_millis()).collect();
     let amount: Vec<f64> = rows.iter().map(|r| r.3).collect();
-    let ts = Int64Chunked::from_vec("ts".into(), ts)
-        .into_datetime(TimeUnit::Milliseconds, None)
-        .into_column();
+    let ts =
+        Int64Chunked::from_vec("ts".into(), ts).into_datetime(TimeUnit::Milliseconds, None).into_column();
     DataFrame::new_infer_height(vec![
         Column::new("customer_id".into(), ids),
         ts,
@@ -42,18 +34,8 @@ fn spec() -> FeatureSpec {
 
 fn value(df: &DataFrame, customer: &str, column: &str) -> f64 {
     let ids = df.column("customer_id").unwrap().str().unwrap().clone();
-    let row = ids
-        .iter()
-        .position(|v| v == Some(customer))
-        .unwrap_or_else(|| panic!("{customer} not found"));
-    df.column(column)
-        .unwrap()
-        .cast(&DataType::Float64)
-        .unwrap()
-        .f64()
-        .unwrap()
-        .get(row)
-        .unwrap()
+    let row = ids.iter().position(|v| v == Some(customer)).unwrap_or_else(|| panic!("{customer} not found"));
+    df.column(column).unwrap().cast(&DataType::Float64).unwrap().f64().unwrap().get(row).unwrap()
 }
 
 #[test]
@@ -77,10 +59,7 @@ fn tiny_log_matches_hand_computed_features_and_labels() {
     assert_eq!(df.height(), 2);
     let expect = |c: &str, col: &str, want: f64| {
         let got = value(&df, c, col);
-        assert!(
-            (got - want).abs() < 1e-9,
-            "{c}.{col}: got {got}, want {want}"
-        );
+        assert!((got - want).abs() < 1e-9, "{c}.{col}: got {got}, want {want}");
     };
     // t-30 = 2024-03-02, t-45 = 2024-02-16, t-90 = 2024-01-02 (2024 is a leap year):
     // the two 2024-01-01 purchases are outside the 90-day window.
@@ -145,6 +124,29 @@ fn features_at_several_snapshots_equal_one_at_a_time() {
     assert!(all.equals(&stacked));
 }
 
+/// Frames equal in shape, keys and labels, numbers equal up to 1e-9 relative: polars' sum
+/// kernels may round differently in the last bit when the rest of the table changes, which
+/// is not leakage.
+fn frames_close(a: &DataFrame, b: &DataFrame) -> Result<(), String> {
+    if a.shape() != b.shape() || a.get_column_names() != b.get_column_names() {
+        return Err(format!("shape or columns differ:\n{a}\n{b}"));
+    }
+    for (ca, cb) in a.columns().iter().zip(b.columns()) {
+        if ca.dtype().is_float() {
+            let (x, y) = (ca.f64().unwrap(), cb.f64().unwrap());
+            for (i, (u, v)) in x.iter().zip(y.iter()).enumerate() {
+                let (u, v) = (u.unwrap(), v.unwrap());
+                if (u - v).abs() > 1e-9 * u.abs().max(v.abs()).max(1.0) {
+                    return Err(format!("{} row {i}: {u} vs {v}\n{a}\n{b}", ca.name()));
+                }
+            }
+        } else if !ca.as_materialized_series().equals_missing(cb.as_materialized_series()) {
+            return Err(format!("{} differs:\n{a}\n{b}", ca.name()));
+        }
+    }
+    Ok(())
+}
+
 /// Random logs: customers c0..c5, days 0..400 after 2023-01-01, amounts in [-50, 200).
 fn arb_log() -> impl Strategy<Value = Vec<(u8, i64, u32, f64)>> {
     prop::collection::vec((0u8..6, 0i64..400, 0u32..24, -50.0f64..200.0), 1..60)
@@ -152,14 +154,10 @@ fn arb_log() -> impl Strategy<Value = Vec<(u8, i64, u32, f64)>> {
 
 fn to_frame(rows: &[(u8, i64, u32, f64)]) -> DataFrame {
     let base = d("2023-01-01");
-    let named: Vec<(String, NaiveDate, u32, f64)> = rows
-        .iter()
-        .map(|r| (format!("c{}", r.0), base + Duration::days(r.1), r.2, r.3))
-        .collect();
-    let refs: Vec<(&str, NaiveDate, u32, f64)> = named
-        .iter()
-        .map(|r| (r.0.as_str(), r.1, r.2, r.3))
-        .collect();
+    let named: Vec<(String, NaiveDate, u32, f64)> =
+        rows.iter().map(|r| (format!("c{}", r.0), base + Duration::days(r.1), r.2, r.3)).collect();
+    let refs: Vec<(&str, NaiveDate, u32, f64)> =
+        named.iter().map(|r| (r.0.as_str(), r.1, r.2, r.3)).collect();
     log(&refs)
 }
 
@@ -192,7 +190,7 @@ proptest! {
         changed.extend(future);
         let after = features::features_at(&features::daily_activity(&to_frame(&changed)).unwrap(), &spec(), &[t]);
         match after {
-            Ok(after) => prop_assert!(before.equals(&after), "features changed:\n{before}\n{after}"),
+            Ok(after) => prop_assert!(frames_close(&before, &after).is_ok(), "features changed: {:?}", frames_close(&before, &after)),
             Err(e) => prop_assert!(false, "{e}"),
         }
     }
@@ -223,6 +221,6 @@ proptest! {
         // Half of the late additions land exactly on day t + horizon (first day outside).
         changed.extend(late.iter().enumerate().map(|(i, (c, off, a))| (*c, t_day + h + if i % 2 == 0 { 0 } else { *off }, 0, *a)));
         let after = labels(&changed);
-        prop_assert!(before.equals(&after), "labels changed:\n{before}\n{after}");
+        prop_assert!(frames_close(&before, &after).is_ok(), "labels changed: {:?}", frames_close(&before, &after));
     }
 }

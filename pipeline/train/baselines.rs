@@ -12,9 +12,7 @@ use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
 use linfa_trees::{DecisionTree, TreeNode};
 use ndarray::{Array1, Array2};
-use smartcore::ensemble::random_forest_regressor::{
-    RandomForestRegressor, RandomForestRegressorParameters,
-};
+use smartcore::ensemble::random_forest_regressor::{RandomForestRegressor, RandomForestRegressorParameters};
 use smartcore::linalg::basic::matrix::DenseMatrix;
 
 use crate::config::BaselineConfig;
@@ -24,12 +22,7 @@ use crate::rng::Rng;
 
 /// At most `max_rows` rows of (x, y), drawn without replacement with `seed` (all rows when
 /// there are fewer).
-pub fn sample(
-    x: &FeatureMatrix,
-    y: &[f64],
-    max_rows: usize,
-    seed: u64,
-) -> (FeatureMatrix, Vec<f64>) {
+pub fn sample(x: &FeatureMatrix, y: &[f64], max_rows: usize, seed: u64) -> (FeatureMatrix, Vec<f64>) {
     let idx = Rng::new(seed).sample_indices(x.rows, max_rows);
     (x.select_rows(&idx), idx.iter().map(|&i| y[i]).collect())
 }
@@ -41,10 +34,7 @@ pub struct BaselinePredictions {
 }
 
 fn model_err(model: &str, e: impl std::fmt::Display) -> Error {
-    Error::Model {
-        model: model.into(),
-        message: e.to_string(),
-    }
+    Error::Model { model: model.into(), message: e.to_string() }
 }
 
 fn signed_log1p(v: f64) -> f64 {
@@ -82,8 +72,7 @@ fn to_array(x: &FeatureMatrix) -> Array2<f64> {
 }
 
 fn to_dense(x: &FeatureMatrix) -> Result<DenseMatrix<f64>> {
-    DenseMatrix::new(x.rows, x.cols(), x.data.clone(), true)
-        .map_err(|e| model_err("random_forest", e))
+    DenseMatrix::new(x.rows, x.cols(), x.data.clone(), true).map_err(|e| model_err("random_forest", e))
 }
 
 fn labels(y: &[f64]) -> Array1<usize> {
@@ -108,33 +97,20 @@ pub fn logistic_regression(
         .iter()
         .map(|m| {
             let p = model.predict_probabilities(&scaler.transform(m));
-            p.iter()
-                .map(|&q| if positive_is_churn { q } else { 1.0 - q })
-                .collect()
+            p.iter().map(|&q| if positive_is_churn { q } else { 1.0 - q }).collect()
         })
         .collect();
-    Ok(BaselinePredictions {
-        name: "logistic_regression".into(),
-        predictions,
-    })
+    Ok(BaselinePredictions { name: "logistic_regression".into(), predictions })
 }
 
 /// Leaf reached by a row. linfa-trees partitions its training rows with `x <= split` going
 /// left (its own `predict` uses `<`); we follow the partition it was fitted with.
-fn leaf_of<'a>(
-    node: &'a TreeNode<f64, usize>,
-    x: &FeatureMatrix,
-    r: usize,
-) -> &'a TreeNode<f64, usize> {
+fn leaf_of<'a>(node: &'a TreeNode<f64, usize>, x: &FeatureMatrix, r: usize) -> &'a TreeNode<f64, usize> {
     let mut node = node;
     while !node.is_leaf() {
         let (feature, value, _) = node.split();
         let children = node.children();
-        let next = if x.get(r, feature) <= value {
-            children[0]
-        } else {
-            children[1]
-        };
+        let next = if x.get(r, feature) <= value { children[0] } else { children[1] };
         match next {
             Some(child) => node = child,
             None => break,
@@ -156,13 +132,7 @@ pub fn decision_tree(
     let neg = (y.len() as f32 - pos).max(1.0);
     let weights: Array1<f32> = y
         .iter()
-        .map(|&v| {
-            if v > 0.5 {
-                y.len() as f32 / (2.0 * pos)
-            } else {
-                y.len() as f32 / (2.0 * neg)
-            }
-        })
+        .map(|&v| if v > 0.5 { y.len() as f32 / (2.0 * pos) } else { y.len() as f32 / (2.0 * neg) })
         .collect();
     let ds = Dataset::new(to_array(x), labels(y)).with_weights(weights);
     let tree = DecisionTree::params()
@@ -174,9 +144,7 @@ pub fn decision_tree(
     let mut leaves: HashMap<*const TreeNode<f64, usize>, (f64, f64)> = HashMap::new();
     let root = tree.root_node();
     for (r, &label) in y.iter().enumerate() {
-        let e = leaves
-            .entry(leaf_of(root, x, r) as *const _)
-            .or_insert((0.0, 0.0));
+        let e = leaves.entry(leaf_of(root, x, r) as *const _).or_insert((0.0, 0.0));
         e.0 += label;
         e.1 += 1.0;
     }
@@ -185,18 +153,11 @@ pub fn decision_tree(
         .iter()
         .map(|m| {
             (0..m.rows)
-                .map(|r| {
-                    leaves
-                        .get(&(leaf_of(root, m, r) as *const _))
-                        .map_or(base, |(pos, n)| pos / n)
-                })
+                .map(|r| leaves.get(&(leaf_of(root, m, r) as *const _)).map_or(base, |(pos, n)| pos / n))
                 .collect()
         })
         .collect();
-    Ok(BaselinePredictions {
-        name: "decision_tree".into(),
-        predictions,
-    })
+    Ok(BaselinePredictions { name: "decision_tree".into(), predictions })
 }
 
 /// Random forest regression (on 0/1 for churn: a probability forest).
@@ -217,16 +178,9 @@ pub fn random_forest(
             .map_err(|e| model_err("random_forest", e))?;
     let mut predictions = Vec::new();
     for m in eval {
-        predictions.push(
-            model
-                .predict(&to_dense(m)?)
-                .map_err(|e| model_err("random_forest", e))?,
-        );
+        predictions.push(model.predict(&to_dense(m)?).map_err(|e| model_err("random_forest", e))?);
     }
-    Ok(BaselinePredictions {
-        name: "random_forest".into(),
-        predictions,
-    })
+    Ok(BaselinePredictions { name: "random_forest".into(), predictions })
 }
 
 /// CLV heuristic: the revenue of the last `horizon` days repeats over the next `horizon`.
@@ -252,15 +206,8 @@ mod tests {
         let y: Vec<f64> = a.iter().map(|&v| f64::from(u8::from(v > 0.5))).collect();
         let mut data = a;
         data.extend(b);
-        let x = FeatureMatrix {
-            names: vec!["a".into(), "b".into()],
-            rows: n,
-            data,
-        };
-        let cfg = BaselineConfig {
-            random_forest_trees: 10,
-            ..BaselineConfig::default()
-        };
+        let x = FeatureMatrix { names: vec!["a".into(), "b".into()], rows: n, data };
+        let cfg = BaselineConfig { random_forest_trees: 10, ..BaselineConfig::default() };
         for p in [
             logistic_regression(&cfg, &x, &y, &[&x]).unwrap(),
             decision_tree(&cfg, &x, &y, &[&x]).unwrap(),
@@ -268,11 +215,7 @@ mod tests {
         ] {
             let auc = crate::metrics::roc_auc(&y, &p.predictions[0]);
             assert!(auc > 0.95, "{}: auc {auc}", p.name);
-            assert!(
-                p.predictions[0].iter().all(|v| (0.0..=1.0).contains(v)),
-                "{}",
-                p.name
-            );
+            assert!(p.predictions[0].iter().all(|v| (0.0..=1.0).contains(v)), "{}", p.name);
         }
     }
 }

@@ -92,10 +92,7 @@ impl Gbdt for ForustGbdt {
         y: &[f64],
         valid: (&FeatureMatrix, &[f64]),
     ) -> Result<Self> {
-        let model_err = |message: String| Error::Model {
-            model: format!("{} gbdt", task.name()),
-            message,
-        };
+        let model_err = |message: String| Error::Model { model: format!("{} gbdt", task.name()), message };
         if x.rows == 0 || valid.0.rows == 0 {
             return Err(model_err("no training or validation rows".into()));
         }
@@ -121,9 +118,7 @@ impl Gbdt for ForustGbdt {
         let weights = vec![1.0; x.rows];
         let valid_weights = vec![1.0; valid.0.rows];
         let eval = vec![(matrix(valid.0), valid.1, valid_weights.as_slice())];
-        booster
-            .fit(&matrix(x), y, &weights, Some(eval))
-            .map_err(|e| model_err(e.to_string()))?;
+        booster.fit(&matrix(x), y, &weights, Some(eval)).map_err(|e| model_err(e.to_string()))?;
         Ok(ForustGbdt { task, booster })
     }
 
@@ -136,23 +131,16 @@ impl Gbdt for ForustGbdt {
     }
 
     fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.booster
-            .predict_contributions(&matrix(x), ContributionsMethod::Shapley, true)
+        self.booster.predict_contributions(&matrix(x), ContributionsMethod::Shapley, true)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
-        let imp = self
-            .booster
-            .calculate_feature_importance(ImportanceMethod::TotalGain, true);
-        (0..n_features)
-            .map(|i| imp.get(&i).copied().unwrap_or(0.0) as f64)
-            .collect()
+        let imp = self.booster.calculate_feature_importance(ImportanceMethod::TotalGain, true);
+        (0..n_features).map(|i| imp.get(&i).copied().unwrap_or(0.0) as f64).collect()
     }
 
     fn n_trees(&self) -> usize {
-        self.booster
-            .prediction_iteration
-            .unwrap_or(self.booster.trees.len())
+        self.booster.prediction_iteration.unwrap_or(self.booster.trees.len())
     }
 
     fn to_json(&self) -> Result<String> {
@@ -160,35 +148,18 @@ impl Gbdt for ForustGbdt {
             model: "forust".into(),
             message: format!("cannot serialize: {e}"),
         })?;
-        let booster: serde_json::Value =
-            serde_json::from_str(&booster).map_err(|source| Error::Json {
-                context: "re-reading the forust model".into(),
-                source,
-            })?;
-        serde_json::to_string(&ForustFile {
-            task: self.task,
-            booster,
-        })
-        .map_err(|source| Error::Json {
-            context: "writing the model".into(),
-            source,
-        })
+        let booster: serde_json::Value = serde_json::from_str(&booster)
+            .map_err(|source| Error::Json { context: "re-reading the forust model".into(), source })?;
+        serde_json::to_string(&ForustFile { task: self.task, booster })
+            .map_err(|source| Error::Json { context: "writing the model".into(), source })
     }
 
     fn from_json(s: &str) -> Result<Self> {
-        let file: ForustFile = serde_json::from_str(s).map_err(|source| Error::Json {
-            context: "reading the model".into(),
-            source,
-        })?;
-        let booster =
-            GradientBooster::from_json(&file.booster.to_string()).map_err(|e| Error::Model {
-                model: "forust".into(),
-                message: format!("cannot load: {e}"),
-            })?;
-        Ok(ForustGbdt {
-            task: file.task,
-            booster,
-        })
+        let file: ForustFile = serde_json::from_str(s)
+            .map_err(|source| Error::Json { context: "reading the model".into(), source })?;
+        let booster = GradientBooster::from_json(&file.booster.to_string())
+            .map_err(|e| Error::Model { model: "forust".into(), message: format!("cannot load: {e}") })?;
+        Ok(ForustGbdt { task: file.task, booster })
     }
 }
 
@@ -204,35 +175,18 @@ mod tests {
         let y = a
             .iter()
             .zip(&b)
-            .map(|(x, z)| {
-                if r.uniform() < sigmoid(4.0 * x - 2.0 * z - 1.0) {
-                    1.0
-                } else {
-                    0.0
-                }
-            })
+            .map(|(x, z)| if r.uniform() < sigmoid(4.0 * x - 2.0 * z - 1.0) { 1.0 } else { 0.0 })
             .collect();
         let mut data = a;
         data.extend(b);
-        (
-            FeatureMatrix {
-                names: vec!["a".into(), "b".into()],
-                rows: n,
-                data,
-            },
-            y,
-        )
+        (FeatureMatrix { names: vec!["a".into(), "b".into()], rows: n, data }, y)
     }
 
     #[test]
     fn fit_predict_roundtrip_and_determinism() {
         let (x, y) = toy(3000, 1);
         let (xv, yv) = toy(1000, 2);
-        let params = GbdtConfig {
-            iterations: 200,
-            learning_rate: 0.1,
-            ..GbdtConfig::default()
-        };
+        let params = GbdtConfig { iterations: 200, learning_rate: 0.1, ..GbdtConfig::default() };
         let m = ForustGbdt::fit(&params, Task::Churn, &x, &y, (&xv, &yv)).unwrap();
         let p = m.predict(&xv);
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));

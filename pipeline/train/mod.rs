@@ -137,25 +137,15 @@ struct Split {
 }
 
 fn snapshot_days(df: &DataFrame) -> Result<Vec<i32>> {
-    let c = df
-        .column(SNAPSHOT)
-        .polars("snapshot column")?
-        .cast(&DataType::Int32)
-        .polars("snapshot as days")?;
-    Ok(c.i32()
-        .polars("snapshot days")?
-        .into_no_null_iter()
-        .collect())
+    let c =
+        df.column(SNAPSHOT).polars("snapshot column")?.cast(&DataType::Int32).polars("snapshot as days")?;
+    Ok(c.i32().polars("snapshot days")?.into_no_null_iter().collect())
 }
 
 fn split_rows(days: &[i32], plan: &SnapshotPlan) -> Split {
     let v = features::epoch_day(plan.validation);
     let h = features::epoch_day(plan.holdout);
-    let mut s = Split {
-        fit: Vec::new(),
-        validation: Vec::new(),
-        holdout: Vec::new(),
-    };
+    let mut s = Split { fit: Vec::new(), validation: Vec::new(), holdout: Vec::new() };
     for (i, &d) in days.iter().enumerate() {
         if d == v {
             s.validation.push(i);
@@ -172,12 +162,7 @@ fn pick(v: &[f64], idx: &[usize]) -> Vec<f64> {
     idx.iter().map(|&i| v[i]).collect()
 }
 
-fn snapshot_stats(
-    plan: &SnapshotPlan,
-    days: &[i32],
-    churn: &[f64],
-    clv: &[f64],
-) -> Vec<SnapshotStats> {
+fn snapshot_stats(plan: &SnapshotPlan, days: &[i32], churn: &[f64], clv: &[f64]) -> Vec<SnapshotStats> {
     let mut out = Vec::new();
     for t in plan.all() {
         let d = features::epoch_day(t);
@@ -216,10 +201,7 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let snapshots = plan.all();
     let data = progress.step(
         "features",
-        &format!(
-            "building features and labels at {} snapshots",
-            snapshots.len()
-        ),
+        &format!("building features and labels at {} snapshots", snapshots.len()),
         || -> Result<DataFrame> {
             let daily = features::daily_activity(&tx.frame)?;
             features::dataset_at(&daily, &spec, &snapshots)
@@ -230,32 +212,17 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let clv = features::column_f64(&data, CLV)?;
     let days = snapshot_days(&data)?;
     let rows = split_rows(&days, &plan);
-    for (what, idx) in [
-        ("fit", &rows.fit),
-        ("validation", &rows.validation),
-        ("holdout", &rows.holdout),
-    ] {
+    for (what, idx) in [("fit", &rows.fit), ("validation", &rows.validation), ("holdout", &rows.holdout)] {
         if idx.is_empty() {
-            return Err(Error::Data(format!(
-                "no eligible customers at the {what} snapshot(s)"
-            )));
+            return Err(Error::Data(format!("no eligible customers at the {what} snapshot(s)")));
         }
     }
-    let (x_fit, x_val, x_hold) = (
-        x.select_rows(&rows.fit),
-        x.select_rows(&rows.validation),
-        x.select_rows(&rows.holdout),
-    );
-    let (y_fit, y_val, y_hold) = (
-        pick(&churn, &rows.fit),
-        pick(&churn, &rows.validation),
-        pick(&churn, &rows.holdout),
-    );
-    let (v_fit, v_val, v_hold) = (
-        pick(&clv, &rows.fit),
-        pick(&clv, &rows.validation),
-        pick(&clv, &rows.holdout),
-    );
+    let (x_fit, x_val, x_hold) =
+        (x.select_rows(&rows.fit), x.select_rows(&rows.validation), x.select_rows(&rows.holdout));
+    let (y_fit, y_val, y_hold) =
+        (pick(&churn, &rows.fit), pick(&churn, &rows.validation), pick(&churn, &rows.holdout));
+    let (v_fit, v_val, v_hold) =
+        (pick(&clv, &rows.fit), pick(&clv, &rows.validation), pick(&clv, &rows.holdout));
 
     let churn_model = progress.step("train_churn", "training the churn model (GBDT)", || {
         Engine::fit(&cfg.model, Task::Churn, &x_fit, &y_fit, (&x_val, &y_val))
@@ -283,17 +250,14 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
             progress.step("baseline_tree", "baseline: decision tree", || {
                 baselines::decision_tree(b, &xb, &yb, &eval)
             })?,
-            progress.step(
-                "baseline_forest_churn",
-                "baseline: random forest (churn)",
-                || baselines::random_forest(b, seed, &xb, &yb, &eval),
-            )?,
+            progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
+                baselines::random_forest(b, seed, &xb, &yb, &eval)
+            })?,
         ];
-        let mut clv_b = vec![progress.step(
-            "baseline_forest_clv",
-            "baseline: random forest (CLV)",
-            || baselines::random_forest(b, seed, &xb_clv, &vb, &eval),
-        )?];
+        let mut clv_b =
+            vec![progress.step("baseline_forest_clv", "baseline: random forest (CLV)", || {
+                baselines::random_forest(b, seed, &xb_clv, &vb, &eval)
+            })?];
         clv_b.extend(baselines::last_period_revenue(
             &format!("amount_{}d", cfg.snapshots.horizon_days),
             &eval,
@@ -316,12 +280,10 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         }
     }
 
-    let importance =
-        |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
+    let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
     let fingerprint = artifact::fingerprint_file(&input_path)?;
     let config_text = toml::to_string(cfg).unwrap_or_default();
-    let hash =
-        xxhash_rust::xxh3::xxh3_64(format!("{}|{}", fingerprint.xxh3, config_text).as_bytes());
+    let hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{}", fingerprint.xxh3, config_text).as_bytes());
     let now = Utc::now();
     let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), hash as u32);
 
@@ -366,21 +328,10 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         libraries: library_versions(),
     };
 
-    let predictions = predictions_frame(
-        &data,
-        &rows,
-        &p_val,
-        &p_hold,
-        &c_val,
-        &c_hold,
-        &baseline_preds,
-    )?;
+    let predictions = predictions_frame(&data, &rows, &p_val, &p_hold, &c_val, &c_hold, &baseline_preds)?;
     let files = vec![
         ("model.json", artifact::to_json_bytes(&info, "model.json")?),
-        (
-            "metrics.json",
-            artifact::to_json_bytes(&metrics, "metrics.json")?,
-        ),
+        ("metrics.json", artifact::to_json_bytes(&metrics, "metrics.json")?),
         ("churn.json", churn_model.to_json()?.into_bytes()),
         ("clv.json", clv_model.to_json()?.into_bytes()),
         ("predictions.parquet", parquet_bytes(predictions)?),
@@ -391,12 +342,7 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         artifact::set_latest(&models_dir, &model_id)?;
         Ok::<_, Error>(dir)
     })?;
-    Ok(TrainOutcome {
-        model_id,
-        dir,
-        info,
-        metrics,
-    })
+    Ok(TrainOutcome { model_id, dir, info, metrics })
 }
 
 /// Validation and holdout predictions with labels (for reports, calibration, threshold).
@@ -409,12 +355,7 @@ fn predictions_frame(
     c_hold: &[f64],
     baseline_holdout: &[(String, &'static str, Vec<f64>)],
 ) -> Result<DataFrame> {
-    let idx: Vec<IdxSize> = rows
-        .validation
-        .iter()
-        .chain(&rows.holdout)
-        .map(|&i| i as IdxSize)
-        .collect();
+    let idx: Vec<IdxSize> = rows.validation.iter().chain(&rows.holdout).map(|&i| i as IdxSize).collect();
     let idx = IdxCa::from_vec("idx".into(), idx);
     let mut df = data
         .select([CUSTOMER, SNAPSHOT, CHURN, CLV])
@@ -431,17 +372,10 @@ fn predictions_frame(
     ];
     for (name, task, hold) in baseline_holdout {
         // Baselines are kept for the holdout rows only (null on validation rows).
-        let v: Vec<Option<f64>> = std::iter::repeat_n(None, rows.validation.len())
-            .chain(hold.iter().map(|&x| Some(x)))
-            .collect();
-        let key: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        cols.push(Column::new(
-            format!("baseline_{task}_{}", key.trim_end_matches('_')).into(),
-            v,
-        ));
+        let v: Vec<Option<f64>> =
+            std::iter::repeat_n(None, rows.validation.len()).chain(hold.iter().map(|&x| Some(x))).collect();
+        let key: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        cols.push(Column::new(format!("baseline_{task}_{}", key.trim_end_matches('_')).into(), v));
     }
     for c in cols {
         df.with_column(c).polars("adding prediction columns")?;
@@ -451,9 +385,7 @@ fn predictions_frame(
 
 pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf)
-        .finish(&mut df)
-        .polars("writing parquet")?;
+    ParquetWriter::new(&mut buf).finish(&mut df).polars("writing parquet")?;
     Ok(buf)
 }
 
@@ -503,17 +435,9 @@ pub fn summary_table(m: &TrainMetrics) -> String {
             fmt_metric(v.map(|v| v.mae)),
         )
     };
-    out.push_str(&row(
-        &format!("gbdt ({})", m.gbdt.engine),
-        Some(&m.churn.holdout),
-        Some(&m.clv.holdout),
-    ));
+    out.push_str(&row(&format!("gbdt ({})", m.gbdt.engine), Some(&m.churn.holdout), Some(&m.clv.holdout)));
     for (name, b) in &m.baselines {
-        out.push_str(&row(
-            name,
-            b.churn.as_ref().map(|c| &c.holdout),
-            b.clv.as_ref().map(|c| &c.holdout),
-        ));
+        out.push_str(&row(name, b.churn.as_ref().map(|c| &c.holdout), b.clv.as_ref().map(|c| &c.holdout)));
     }
     out
 }

@@ -13,11 +13,7 @@ pub fn datasets_dir() -> PathBuf {
         .map(PathBuf::from)
         .or_else(|| ["../shared/datasets", "data/external"].iter().map(PathBuf::from).find(|p| p.join("cdnow").is_dir()))
         .expect("real datasets not found: set FIDELIS_DATASETS, or run `make datasets` to fetch them into data/external");
-    assert!(
-        dir.join("cdnow/CDNOW_master.txt").is_file(),
-        "{} has no cdnow/CDNOW_master.txt",
-        dir.display()
-    );
+    assert!(dir.join("cdnow/CDNOW_master.txt").is_file(), "{} has no cdnow/CDNOW_master.txt", dir.display());
     std::env::set_var("FIDELIS_DATASETS", &dir);
     dir
 }
