@@ -21,6 +21,7 @@ pub struct Config {
     pub features: FeatureConfig,
     pub model: GbdtConfig,
     pub baselines: BaselineConfig,
+    pub decision: DecisionConfig,
     pub paths: PathsConfig,
 }
 
@@ -213,6 +214,70 @@ impl Default for BaselineConfig {
     }
 }
 
+/// How the value of a correctly contacted churner is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValuePolicy {
+    /// Every saved churner is worth `tp_value`.
+    #[default]
+    Flat,
+    /// A saved churner is worth its predicted CLV x `save_rate`.
+    Clv,
+}
+
+/// The retention decision: who to contact, and the 0-100 risk score's bands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecisionConfig {
+    /// Revenue saved by contacting a customer who would have churned (flat policy).
+    pub tp_value: f64,
+    /// Cost of contacting a customer who would have stayed anyway.
+    pub fp_cost: f64,
+    /// Cost charged on every contact, churner or not.
+    pub contact_cost: f64,
+    /// Share of contacted churners actually retained, in (0, 1] (clv policy).
+    pub save_rate: f64,
+    pub value: ValuePolicy,
+    /// Cross-validation folds used to choose the calibrator on the validation snapshot.
+    pub calibration_folds: usize,
+    /// Risk bands, lowest first; each covers churn probabilities below its
+    /// `upper_probability` (the last must be 1.0) and an equal share of the 0-100 score.
+    pub bands: Vec<BandConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BandConfig {
+    pub name: String,
+    pub upper_probability: f64,
+    pub playbook: String,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        let band = |name: &str, upper: f64, playbook: &str| BandConfig {
+            name: name.into(),
+            upper_probability: upper,
+            playbook: playbook.into(),
+        };
+        DecisionConfig {
+            tp_value: 65.0,
+            fp_cost: 3.0,
+            contact_cost: 0.0,
+            save_rate: 1.0,
+            value: ValuePolicy::Flat,
+            calibration_folds: 5,
+            bands: vec![
+                band("low", 0.10, "passive monitoring"),
+                band("moderate", 0.30, "21-day re-engagement sequence"),
+                band("high", 0.60, "14-day active intervention, CSM call within 24 h"),
+                band("critical", 0.85, "7-day rescue, contact within 4 h"),
+                band("imminent", 1.0, "3-day exit prevention and positive offboarding"),
+            ],
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathsConfig {
@@ -363,6 +428,54 @@ impl Config {
         if b.max_rows < 100 {
             return bad("baselines.max_rows", "must be at least 100".into());
         }
+        let d = &self.decision;
+        for (key, v) in [
+            ("decision.tp_value", d.tp_value),
+            ("decision.fp_cost", d.fp_cost),
+            ("decision.contact_cost", d.contact_cost),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return bad(key, format!("must be a non-negative amount, got {v}"));
+            }
+        }
+        if !(d.save_rate > 0.0 && d.save_rate <= 1.0) {
+            return bad("decision.save_rate", format!("must be in (0, 1], got {}", d.save_rate));
+        }
+        if d.calibration_folds < 2 {
+            return bad(
+                "decision.calibration_folds",
+                format!("must be at least 2, got {}", d.calibration_folds),
+            );
+        }
+        if d.bands.is_empty() {
+            return bad("decision.bands", "needs at least one band".into());
+        }
+        let mut previous = 0.0;
+        for (i, b) in d.bands.iter().enumerate() {
+            let key = format!("decision.bands[{i}]");
+            if b.name.trim().is_empty() {
+                return bad(&format!("{key}.name"), "must not be empty".into());
+            }
+            if d.bands[..i].iter().any(|o| o.name == b.name) {
+                return bad(&format!("{key}.name"), format!("band name {:?} is used twice", b.name));
+            }
+            if !(b.upper_probability > previous && b.upper_probability <= 1.0) {
+                return bad(
+                    &format!("{key}.upper_probability"),
+                    format!(
+                        "band edges must increase strictly within (0, 1]: got {} after {previous}",
+                        b.upper_probability
+                    ),
+                );
+            }
+            previous = b.upper_probability;
+        }
+        if previous != 1.0 {
+            return bad(
+                &format!("decision.bands[{}].upper_probability", d.bands.len() - 1),
+                format!("the last band must end at 1.0, got {previous}"),
+            );
+        }
         Ok(())
     }
 
@@ -457,6 +570,37 @@ mod tests {
         assert!(err.to_string().contains("features.windows"), "{err}");
         let err = Config::from_toml("[snapshots]\nhorizon_days = -1\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("snapshots.horizon_days"), "{err}");
+    }
+
+    #[test]
+    fn bad_decision_config_names_the_key() {
+        let cases = [
+            ("[decision]\nfp_cost = -3\n", "decision.fp_cost"),
+            ("[decision]\ntp_value = -1\n", "decision.tp_value"),
+            ("[decision]\ncontact_cost = -0.5\n", "decision.contact_cost"),
+            ("[decision]\nsave_rate = 0\n", "decision.save_rate"),
+            ("[decision]\nsave_rate = 1.5\n", "decision.save_rate"),
+            ("[decision]\nvalue = \"margin\"\n", "value"),
+            (
+                "[[decision.bands]]\nname = \"a\"\nupper_probability = 0.5\nplaybook = \"x\"\n\
+                 [[decision.bands]]\nname = \"b\"\nupper_probability = 0.4\nplaybook = \"y\"\n",
+                "decision.bands[1].upper_probability",
+            ),
+            (
+                "[[decision.bands]]\nname = \"a\"\nupper_probability = 0.5\nplaybook = \"x\"\n",
+                "decision.bands[0].upper_probability",
+            ),
+            (
+                "[[decision.bands]]\nname = \"a\"\nupper_probability = 0.5\nplaybook = \"x\"\n\
+                 [[decision.bands]]\nname = \"a\"\nupper_probability = 1.0\nplaybook = \"y\"\n",
+                "decision.bands[1].name",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml(text, "f.toml").unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+            assert_eq!(err.exit_code(), 2);
+        }
     }
 
     #[test]

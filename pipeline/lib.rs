@@ -2,10 +2,13 @@
 //!
 //! Data flows one way (see DESIGN.md):
 //! `ingest` -> `split` (snapshot protocol) -> `features` (point-in-time features and labels)
-//! -> `train` (GBDT + baselines, `metrics`) -> `artifact` (versioned model directory).
+//! -> `train` (GBDT + baselines, `metrics`) -> `calibration` + `threshold` (the decision:
+//! calibrated probabilities, cost-weighted contact threshold, risk bands) -> `artifact`
+//! (versioned model directory).
 //! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
 
 pub mod artifact;
+pub mod calibration;
 pub mod config;
 pub mod error;
 pub mod features;
@@ -15,6 +18,7 @@ pub mod metrics;
 pub mod progress;
 pub mod rng;
 pub mod split;
+pub mod threshold;
 pub mod train;
 
 pub use config::Config;

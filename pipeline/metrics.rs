@@ -170,6 +170,11 @@ fn top_sum(value: &[f64], score: &[f64], frac: f64) -> (f64, usize) {
     (total, k)
 }
 
+/// Expected sum of `value` over the top `round(frac * n)` rows by `score` (ties pro rata).
+pub fn top_fraction_sum(value: &[f64], score: &[f64], frac: f64) -> f64 {
+    top_sum(value, score, frac).0
+}
+
 /// (lift, capture) of the top `frac` by score: churn rate in the top over the overall churn
 /// rate, and the share of all churners that are in the top.
 pub fn top_fraction_lift_capture(y: &[f64], score: &[f64], frac: f64) -> (f64, f64) {

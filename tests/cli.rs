@@ -115,7 +115,15 @@ fn generate_then_train_writes_a_complete_artifact() {
 
     let id = fs::read_to_string(p.join("models/latest")).unwrap().trim().to_string();
     let m = p.join("models").join(&id);
-    for f in ["model.json", "metrics.json", "churn.json", "clv.json", "predictions.parquet"] {
+    for f in [
+        "model.json",
+        "metrics.json",
+        "churn.json",
+        "clv.json",
+        "calibration.json",
+        "decision.json",
+        "predictions.parquet",
+    ] {
         assert!(m.join(f).is_file(), "{f} missing");
     }
     let metrics: serde_json::Value =
@@ -130,6 +138,18 @@ fn generate_then_train_writes_a_complete_artifact() {
     for b in ["logistic_regression", "decision_tree", "random_forest"] {
         assert!(metrics["baselines"][b]["churn"]["holdout"]["roc_auc"].is_number(), "baseline {b}");
     }
+    for k in
+        ["net_value", "net_all", "net_none", "net_top10", "net_oracle", "precision", "recall", "contacted"]
+    {
+        assert!(metrics["decision"]["holdout"][k].is_number(), "decision.holdout.{k}");
+    }
+    assert!(metrics["decision"]["threshold"].is_number());
+    assert_eq!(metrics["decision"]["policy"], "flat");
+    for k in ["holdout_ece_before", "holdout_ece_after"] {
+        assert!(metrics["calibration"][k].is_number(), "calibration.{k}");
+    }
+    assert!(["platt", "isotonic"].contains(&metrics["calibration"]["method"].as_str().unwrap()));
+    assert!(table.contains("contact when churn probability >="), "{table}");
     assert!(metrics["holdout_snapshot"].is_string() && metrics["n_holdout"].as_u64().unwrap() > 100);
     // The generator plants real signal: the churn model must find it.
     assert!(

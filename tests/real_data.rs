@@ -24,6 +24,17 @@ fn cdnow_holdout() {
     // LightGBM on the same protocol: 0.715 AUC, 0.682 Gini.
     assert!(m.churn.holdout.roc_auc >= 0.71, "CDNOW churn AUC {}", m.churn.holdout.roc_auc);
     assert!(m.clv.holdout.normalized_gini >= 0.66, "CDNOW CLV Gini {}", m.clv.holdout.normalized_gini);
+    // Calibration keeps the ranking.
+    let c = &m.calibration;
+    assert!((c.holdout_roc_auc_before - c.holdout_roc_auc_after).abs() < 1e-3, "{c:?}");
+    // Defaults (65 saved per churner, 3 per needless contact): break-even 3/68, and with 53%
+    // churn the right answer is to contact almost everyone.
+    let d = &m.decision;
+    assert!((d.break_even_probability - 3.0 / 68.0).abs() < 1e-12);
+    assert!(d.holdout.contacted_share > 0.9, "{:?}", d.holdout);
+    assert!(d.holdout.net_value > d.holdout.net_top10, "{:?}", d.holdout);
+    assert!(d.holdout.net_value <= d.holdout.net_oracle);
+    assert!(d.explanation.contains("0.044"), "{}", d.explanation);
     for b in ["logistic_regression", "decision_tree", "random_forest"] {
         let auc = m.baselines[b].churn.as_ref().unwrap().holdout.roc_auc;
         assert!(auc > 0.65, "baseline {b} AUC {auc}");
@@ -37,6 +48,13 @@ fn completejourney_holdout_and_determinism() {
     assert_eq!(m.n_holdout, 2315);
     assert!(m.churn.holdout.roc_auc >= 0.87, "CJ churn AUC {}", m.churn.holdout.roc_auc);
     assert!(m.clv.holdout.normalized_gini >= 0.84, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
+    // Calibration keeps the ranking and does not worsen the holdout ECE here.
+    let c = &m.calibration;
+    assert!((c.holdout_roc_auc_before - c.holdout_roc_auc_after).abs() < 1e-3, "{c:?}");
+    assert!(c.holdout_ece_after <= c.holdout_ece_before, "{c:?}");
+    // 4% churn: the cost-weighted threshold contacts a minority and beats contacting everyone.
+    let d = &m.decision.holdout;
+    assert!(d.contacted_share < 0.5 && d.net_value > d.net_all && d.net_value > 0.0, "{d:?}");
     // Seeded and deterministic: a second run gives the same numbers.
     let again = train_on("configs/completejourney.toml");
     assert_eq!(m.churn.holdout, again.churn.holdout);

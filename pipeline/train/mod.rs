@@ -13,6 +13,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::{self, FileFingerprint};
+use crate::calibration::{self, CalibrationChoice, Calibrator};
 use crate::config::Config;
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec, CHURN, CLV, CUSTOMER, SNAPSHOT};
@@ -20,6 +21,7 @@ use crate::ingest::{self, ValidationSummary};
 use crate::metrics::{self, ChurnMetrics, ClvMetrics};
 use crate::progress::Progress;
 use crate::split::{self, SnapshotPlan};
+use crate::threshold::{self, BandOutcome, CurvePoint, PolicyOutcome, RiskBands};
 use gbdt::{ForustGbdt, Gbdt, Task};
 
 /// The engine behind the [`Gbdt`] trait in this build.
@@ -86,8 +88,52 @@ pub struct TrainMetrics {
     pub clv: ClvEval,
     pub baselines: BTreeMap<String, BaselineEval>,
     pub gbdt: GbdtInfo,
+    pub calibration: CalibrationReport,
+    pub decision: DecisionReport,
     pub snapshots: Vec<SnapshotStats>,
     pub timings_s: BTreeMap<String, f64>,
+}
+
+/// Calibration of the churn probabilities: the method chosen on validation and its effect
+/// on the holdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    pub method: String,
+    pub choice: CalibrationChoice,
+    pub holdout_ece_before: f64,
+    pub holdout_ece_after: f64,
+    pub holdout_brier_before: f64,
+    pub holdout_brier_after: f64,
+    pub holdout_log_loss_before: f64,
+    pub holdout_log_loss_after: f64,
+    /// Ranking is unchanged by a monotone calibrator (isotonic may only add ties).
+    pub holdout_roc_auc_before: f64,
+    pub holdout_roc_auc_after: f64,
+}
+
+/// The contact decision chosen on validation, evaluated on the holdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionReport {
+    /// Contact when calibrated churn probability >= threshold (null = nobody).
+    pub threshold: Option<f64>,
+    pub policy: crate::config::ValuePolicy,
+    pub break_even_probability: f64,
+    pub validation_net_value: f64,
+    pub holdout: PolicyOutcome,
+    pub explanation: String,
+    /// Holdout customers and realized churn rate per risk band.
+    pub holdout_bands: Vec<BandOutcome>,
+}
+
+/// `decision.json`: the rule `score` applies, with the curve it was chosen from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionArtifact {
+    pub threshold: Option<f64>,
+    pub config: crate::config::DecisionConfig,
+    pub bands: RiskBands,
+    /// Net value vs threshold on the validation snapshot (at most 201 points).
+    pub validation_curve: Vec<CurvePoint>,
+    pub explanation: String,
 }
 
 /// `model.json`: everything needed to use and reproduce the model.
@@ -230,10 +276,53 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let clv_model = progress.step("train_clv", "training the CLV model (GBDT)", || {
         Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, (&x_val, &v_val))
     })?;
-    let p_val = churn_model.predict(&x_val);
-    let p_hold = churn_model.predict(&x_hold);
+    let raw_val = churn_model.predict(&x_val);
+    let raw_hold = churn_model.predict(&x_hold);
     let c_val = clv_model.predict(&x_val);
     let c_hold = clv_model.predict(&x_hold);
+
+    // Decision layer: calibrate on validation, choose the threshold on validation, and
+    // report both on the holdout. Every churn probability from here on is calibrated.
+    let d = &cfg.decision;
+    let (calibrator, choice) =
+        progress.step("calibrate", "calibrating probabilities and choosing the threshold", || {
+            Ok::<_, Error>(calibration::choose(&raw_val, &y_val, d.calibration_folds, cfg.model.seed))
+        })?;
+    let p_val = calibrator.apply_all(&raw_val);
+    let p_hold = calibrator.apply_all(&raw_hold);
+    let calibration_report = CalibrationReport {
+        method: calibrator.method().into(),
+        choice,
+        holdout_ece_before: calibration::ece(&y_hold, &raw_hold, 10),
+        holdout_ece_after: calibration::ece(&y_hold, &p_hold, 10),
+        holdout_brier_before: metrics::brier(&y_hold, &raw_hold),
+        holdout_brier_after: metrics::brier(&y_hold, &p_hold),
+        holdout_log_loss_before: metrics::log_loss(&y_hold, &raw_hold),
+        holdout_log_loss_after: metrics::log_loss(&y_hold, &p_hold),
+        holdout_roc_auc_before: metrics::roc_auc(&y_hold, &raw_hold),
+        holdout_roc_auc_after: metrics::roc_auc(&y_hold, &p_hold),
+    };
+    let chosen = threshold::choose_threshold(&p_val, &y_val, &threshold::tp_values(d, &c_val), d);
+    let outcome =
+        threshold::evaluate(&p_hold, &y_hold, &threshold::tp_values(d, &c_hold), chosen.threshold, d);
+    let bands = RiskBands::from_config(d);
+    let explanation = threshold::explain(d, &outcome);
+    let decision_report = DecisionReport {
+        threshold: chosen.threshold,
+        policy: d.value,
+        break_even_probability: threshold::break_even(d),
+        validation_net_value: chosen.net_value,
+        holdout: outcome,
+        explanation: explanation.clone(),
+        holdout_bands: threshold::band_outcomes(&bands, &p_hold, &y_hold),
+    };
+    let decision_artifact = DecisionArtifact {
+        threshold: chosen.threshold,
+        config: d.clone(),
+        bands,
+        validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, 201),
+        explanation,
+    };
 
     let mut baseline_evals: BTreeMap<String, BaselineEval> = BTreeMap::new();
     let mut baseline_preds: Vec<(String, &'static str, Vec<f64>)> = Vec::new();
@@ -310,6 +399,8 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
             churn_importance: importance(churn_model.importance_gain(names.len())),
             clv_importance: importance(clv_model.importance_gain(names.len())),
         },
+        calibration: calibration_report,
+        decision: decision_report,
         snapshots: snapshot_stats(&plan, &days, &churn, &clv),
         timings_s: progress.timings(),
     };
@@ -328,12 +419,21 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         libraries: library_versions(),
     };
 
-    let predictions = predictions_frame(&data, &rows, &p_val, &p_hold, &c_val, &c_hold, &baseline_preds)?;
+    let predictions = predictions_frame(
+        &data,
+        &rows,
+        (&p_val, &p_hold),
+        (&raw_val, &raw_hold),
+        (&c_val, &c_hold),
+        &baseline_preds,
+    )?;
     let files = vec![
         ("model.json", artifact::to_json_bytes(&info, "model.json")?),
         ("metrics.json", artifact::to_json_bytes(&metrics, "metrics.json")?),
         ("churn.json", churn_model.to_json()?.into_bytes()),
         ("clv.json", clv_model.to_json()?.into_bytes()),
+        ("calibration.json", artifact::to_json_bytes(&calibrator, "calibration.json")?),
+        ("decision.json", artifact::to_json_bytes(&decision_artifact, "decision.json")?),
         ("predictions.parquet", parquet_bytes(predictions)?),
     ];
     let models_dir = cfg.models_dir();
@@ -349,10 +449,9 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
 fn predictions_frame(
     data: &DataFrame,
     rows: &Split,
-    p_val: &[f64],
-    p_hold: &[f64],
-    c_val: &[f64],
-    c_hold: &[f64],
+    (p_val, p_hold): (&[f64], &[f64]),
+    (raw_val, raw_hold): (&[f64], &[f64]),
+    (c_val, c_hold): (&[f64], &[f64]),
     baseline_holdout: &[(String, &'static str, Vec<f64>)],
 ) -> Result<DataFrame> {
     let idx: Vec<IdxSize> = rows.validation.iter().chain(&rows.holdout).map(|&i| i as IdxSize).collect();
@@ -368,6 +467,7 @@ fn predictions_frame(
     let mut cols = vec![
         Column::new("role".into(), role),
         Column::new("churn_probability".into(), cat(p_val, p_hold)),
+        Column::new("churn_probability_raw".into(), cat(raw_val, raw_hold)),
         Column::new("predicted_clv".into(), cat(c_val, c_hold)),
     ];
     for (name, task, hold) in baseline_holdout {
@@ -392,6 +492,11 @@ pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
 /// Load the metrics of a trained model directory.
 pub fn load_metrics(dir: &Path) -> Result<TrainMetrics> {
     artifact::read_json(&dir.join("metrics.json"))
+}
+
+/// Load the calibrator of a trained model directory.
+pub fn load_calibrator(dir: &Path) -> Result<Calibrator> {
+    artifact::read_json(&dir.join("calibration.json"))
 }
 
 /// Load `model.json` of a trained model directory.
@@ -439,5 +544,42 @@ pub fn summary_table(m: &TrainMetrics) -> String {
     for (name, b) in &m.baselines {
         out.push_str(&row(name, b.churn.as_ref().map(|c| &c.holdout), b.clv.as_ref().map(|c| &c.holdout)));
     }
+    out.push_str(&decision_summary(m));
+    out
+}
+
+/// The calibration and decision lines of the summary.
+pub fn decision_summary(m: &TrainMetrics) -> String {
+    let c = &m.calibration;
+    let d = &m.decision;
+    let h = &d.holdout;
+    let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
+    let mut out = format!(
+        "calibration: {} (chosen by {}-fold CV log loss on validation); holdout ECE {:.4} -> {:.4}, \
+         Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
+        c.method,
+        c.choice.cv_folds,
+        c.holdout_ece_before,
+        c.holdout_ece_after,
+        c.holdout_brier_before,
+        c.holdout_brier_after,
+        c.holdout_log_loss_before,
+        c.holdout_log_loss_after
+    );
+    out.push_str(&format!(
+        "decision ({:?} value): contact when churn probability >= {threshold}; holdout: {} contacted \
+         ({:.1}%), precision {:.3}, recall {:.3}, net value {:.0} (everyone {:.0}, nobody 0, \
+         top 10% {:.0}, oracle {:.0})\n",
+        d.policy,
+        h.contacted,
+        100.0 * h.contacted_share,
+        h.precision,
+        h.recall,
+        h.net_value,
+        h.net_all,
+        h.net_top10,
+        h.net_oracle
+    ));
+    out.push_str(&format!("  {}\n", d.explanation));
     out
 }

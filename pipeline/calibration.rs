@@ -1,0 +1,271 @@
+//! Calibration of churn probabilities, fitted on the validation snapshot.
+//!
+//! Two calibrators: Platt scaling (a logistic regression on the logit of the raw
+//! probability) and isotonic regression (pool-adjacent-violators, linear interpolation
+//! between blocks, clipped outside the fitted range). The method is chosen by 5-fold
+//! cross-validated log loss *within* the validation snapshot (choosing by in-sample log loss
+//! would always pick isotonic, which memorizes), then refitted on the whole snapshot.
+//! Both are monotone non-decreasing, so ranking is kept (isotonic may create ties).
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics;
+use crate::rng::Rng;
+
+/// Probabilities leaving a calibrator are kept inside [EPS, 1 - EPS].
+const EPS: f64 = 1e-6;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case")]
+pub enum Calibrator {
+    /// p' = sigmoid(a * logit(p) + b)
+    Platt { a: f64, b: f64 },
+    /// Piecewise-linear through (x, y) knots, x increasing, y non-decreasing.
+    Isotonic { x: Vec<f64>, y: Vec<f64> },
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-7, 1.0 - 1e-7);
+    (p / (1.0 - p)).ln()
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl Calibrator {
+    pub fn method(&self) -> &'static str {
+        match self {
+            Calibrator::Platt { .. } => "platt",
+            Calibrator::Isotonic { .. } => "isotonic",
+        }
+    }
+
+    pub fn apply(&self, p: f64) -> f64 {
+        let q = match self {
+            Calibrator::Platt { a, b } => sigmoid(a * logit(p) + b),
+            Calibrator::Isotonic { x, y } => {
+                if x.is_empty() {
+                    p
+                } else if p <= x[0] {
+                    y[0]
+                } else if p >= x[x.len() - 1] {
+                    y[y.len() - 1]
+                } else {
+                    let i = x.partition_point(|&v| v <= p);
+                    let (x0, x1, y0, y1) = (x[i - 1], x[i], y[i - 1], y[i]);
+                    if x1 > x0 {
+                        y0 + (y1 - y0) * (p - x0) / (x1 - x0)
+                    } else {
+                        y1
+                    }
+                }
+            }
+        };
+        q.clamp(EPS, 1.0 - EPS)
+    }
+
+    pub fn apply_all(&self, p: &[f64]) -> Vec<f64> {
+        p.iter().map(|&v| self.apply(v)).collect()
+    }
+}
+
+/// Platt scaling by Newton's method on (a, b), with a tiny ridge for separable data.
+pub fn fit_platt(p: &[f64], y: &[f64]) -> Calibrator {
+    let z: Vec<f64> = p.iter().map(|&v| logit(v)).collect();
+    let (mut a, mut b) = (1.0, 0.0);
+    let ridge = 1e-6;
+    for _ in 0..100 {
+        let (mut ga, mut gb, mut haa, mut hab, mut hbb) = (ridge * a, 0.0, ridge, 0.0, 1e-12);
+        for (zi, yi) in z.iter().zip(y) {
+            let q = sigmoid(a * zi + b);
+            let r = q - yi;
+            let w = q * (1.0 - q);
+            ga += r * zi;
+            gb += r;
+            haa += w * zi * zi;
+            hab += w * zi;
+            hbb += w;
+        }
+        let det = haa * hbb - hab * hab;
+        if det.abs() < 1e-300 {
+            break;
+        }
+        let da = (hbb * ga - hab * gb) / det;
+        let db = (haa * gb - hab * ga) / det;
+        a -= da;
+        b -= db;
+        if da.abs() < 1e-10 && db.abs() < 1e-10 {
+            break;
+        }
+    }
+    Calibrator::Platt { a, b }
+}
+
+/// Isotonic regression of y on p (pool adjacent violators).
+pub fn fit_isotonic(p: &[f64], y: &[f64]) -> Calibrator {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    // Blocks: (sum y, count, min x, max x).
+    let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
+    for &i in &idx {
+        let mut blk = (y[i], 1.0, p[i], p[i]);
+        // Equal x values belong in one block.
+        if let Some(last) = blocks.last() {
+            if last.3 == p[i] {
+                let l = blocks.pop().expect("non-empty");
+                blk = (l.0 + blk.0, l.1 + 1.0, l.2, p[i]);
+            }
+        }
+        while let Some(last) = blocks.last() {
+            if last.0 / last.1 >= blk.0 / blk.1 {
+                let l = blocks.pop().expect("non-empty");
+                blk = (l.0 + blk.0, l.1 + blk.1, l.2, blk.3);
+            } else {
+                break;
+            }
+        }
+        blocks.push(blk);
+    }
+    let (mut x, mut v) = (Vec::new(), Vec::new());
+    for (s, n, lo, hi) in blocks {
+        x.push(lo);
+        v.push(s / n);
+        if hi > lo {
+            x.push(hi);
+            v.push(s / n);
+        }
+    }
+    Calibrator::Isotonic { x, y: v }
+}
+
+/// Expected calibration error with `bins` equal-count bins (by predicted probability):
+/// sum over bins of (bin share) x |mean prediction - observed rate|.
+pub fn ece(y: &[f64], p: &[f64], bins: usize) -> f64 {
+    let n = p.len();
+    if n == 0 || bins == 0 {
+        return f64::NAN;
+    }
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+    let mut total = 0.0;
+    for b in 0..bins {
+        let (lo, hi) = (b * n / bins, (b + 1) * n / bins);
+        if hi <= lo {
+            continue;
+        }
+        let (mut sp, mut sy) = (0.0, 0.0);
+        for &i in &idx[lo..hi] {
+            sp += p[i];
+            sy += y[i];
+        }
+        let m = (hi - lo) as f64;
+        total += (m / n as f64) * (sp / m - sy / m).abs();
+    }
+    total
+}
+
+/// Why a calibrator was chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationChoice {
+    pub method: String,
+    pub cv_folds: usize,
+    pub cv_log_loss_platt: f64,
+    pub cv_log_loss_isotonic: f64,
+    pub cv_log_loss_uncalibrated: f64,
+}
+
+/// Choose Platt or isotonic by `folds`-fold cross-validated log loss on (p, y), then refit
+/// the winner on all of it.
+pub fn choose(p: &[f64], y: &[f64], folds: usize, seed: u64) -> (Calibrator, CalibrationChoice) {
+    let n = p.len();
+    let folds = folds.clamp(2, n.max(2));
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut r = Rng::new(seed);
+    for i in (1..n).rev() {
+        order.swap(i, r.below(i as u64 + 1) as usize);
+    }
+    let mut fold = vec![0usize; n];
+    for (k, &i) in order.iter().enumerate() {
+        fold[i] = k % folds;
+    }
+    let mut out_platt = vec![0.0; n];
+    let mut out_iso = vec![0.0; n];
+    for f in 0..folds {
+        let (train, test): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold[i] != f);
+        let tp: Vec<f64> = train.iter().map(|&i| p[i]).collect();
+        let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
+        let platt = fit_platt(&tp, &ty);
+        let iso = fit_isotonic(&tp, &ty);
+        for &i in &test {
+            out_platt[i] = platt.apply(p[i]);
+            out_iso[i] = iso.apply(p[i]);
+        }
+    }
+    let cv_platt = metrics::log_loss(y, &out_platt);
+    let cv_iso = metrics::log_loss(y, &out_iso);
+    let chosen = if cv_iso < cv_platt { fit_isotonic(p, y) } else { fit_platt(p, y) };
+    let choice = CalibrationChoice {
+        method: chosen.method().into(),
+        cv_folds: folds,
+        cv_log_loss_platt: cv_platt,
+        cv_log_loss_isotonic: cv_iso,
+        cv_log_loss_uncalibrated: metrics::log_loss(y, p),
+    };
+    (chosen, choice)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isotonic_pools_violators() {
+        // Sorted by p: y = 1, 0, 1, 1 -> first two pool to 0.5.
+        let c = fit_isotonic(&[0.1, 0.2, 0.3, 0.4], &[1.0, 0.0, 1.0, 1.0]);
+        assert!((c.apply(0.1) - 0.5).abs() < 1e-12);
+        assert!((c.apply(0.2) - 0.5).abs() < 1e-12);
+        assert!((c.apply(0.35) - (1.0 - EPS)).abs() < 1e-12);
+        // Interpolates between blocks and clips outside.
+        assert!((c.apply(0.25) - 0.75).abs() < 1e-12);
+        assert!((c.apply(0.0) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn platt_recovers_a_known_map() {
+        // Labels drawn from sigmoid(2 * logit(p) - 1): Platt should find a ~ 2, b ~ -1.
+        let mut r = Rng::new(9);
+        let p: Vec<f64> = (0..20000).map(|_| 0.02 + 0.96 * r.uniform()).collect();
+        let y: Vec<f64> =
+            p.iter().map(|&v| f64::from(u8::from(r.uniform() < sigmoid(2.0 * logit(v) - 1.0)))).collect();
+        match fit_platt(&p, &y) {
+            Calibrator::Platt { a, b } => {
+                assert!((a - 2.0).abs() < 0.1 && (b + 1.0).abs() < 0.1, "a {a} b {b}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn ece_hand_computed() {
+        // Two bins of two: bin 1 mean p 0.15 vs rate 0.5; bin 2 mean p 0.85 vs rate 0.5.
+        let e = ece(&[0.0, 1.0, 1.0, 0.0], &[0.1, 0.2, 0.8, 0.9], 2);
+        assert!((e - (0.5 * 0.35 + 0.5 * 0.35)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn calibration_keeps_ranking_and_fixes_a_distortion() {
+        // True probability q; the model reports q^3 (too low): calibration should fix it.
+        let mut r = Rng::new(4);
+        let q: Vec<f64> = (0..8000).map(|_| r.uniform()).collect();
+        let y: Vec<f64> = q.iter().map(|&v| f64::from(u8::from(r.uniform() < v))).collect();
+        let p: Vec<f64> = q.iter().map(|v| v.powi(3)).collect();
+        let (c, choice) = choose(&p, &y, 5, 1);
+        let cal = c.apply_all(&p);
+        assert!(ece(&y, &cal, 10) < ece(&y, &p, 10) / 3.0, "{choice:?}");
+        // Monotone: sorting by p never decreases the calibrated value.
+        let mut idx: Vec<usize> = (0..p.len()).collect();
+        idx.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
+        assert!(idx.windows(2).all(|w| cal[w[0]] <= cal[w[1]]));
+    }
+}
