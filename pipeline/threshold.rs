@@ -141,11 +141,12 @@ pub fn break_even(cfg: &DecisionConfig) -> f64 {
 /// One sentence that says why the chosen policy contacts as many customers as it does.
 pub fn explain(cfg: &DecisionConfig, outcome: &PolicyOutcome) -> String {
     let share = 100.0 * outcome.contacted_share;
+    let threshold = outcome.threshold.map_or("none".to_string(), |t| format!("{t:.3}"));
     match cfg.value {
         ValuePolicy::Flat => format!(
             "A contact pays off when the churn probability exceeds the break-even \
-             (fp_cost + contact_cost) / (tp_value + fp_cost) = ({} + {}) / ({} + {}) = {:.3}, \
-             so the best policy contacts the {share:.1}% of customers above it{}.",
+             (fp_cost + contact_cost) / (tp_value + fp_cost) = ({} + {}) / ({} + {}) = {:.3}; the threshold \
+             chosen on validation ({threshold}) contacts {share:.1}% of customers{}.",
             cfg.fp_cost,
             cfg.contact_cost,
             cfg.tp_value,
@@ -159,7 +160,8 @@ pub fn explain(cfg: &DecisionConfig, outcome: &PolicyOutcome) -> String {
         ),
         ValuePolicy::Clv => format!(
             "Each customer is worth contacting when churn probability x predicted CLV x save rate \
-             ({}) exceeds the cost of a needless contact ({}); the best policy contacts {share:.1}% of customers.",
+             ({}) exceeds the cost of a needless contact ({}); the threshold chosen on validation \
+             ({threshold}) contacts {share:.1}% of customers.",
             cfg.save_rate, cfg.fp_cost
         ),
     }
