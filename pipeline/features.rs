@@ -301,18 +301,6 @@ impl FeatureMatrix {
         self.data[c * self.rows + r]
     }
 
-    /// Row-major copy (for libraries that want rows).
-    pub fn to_row_major(&self) -> Vec<f64> {
-        let cols = self.cols();
-        let mut out = vec![0.0; self.rows * cols];
-        for c in 0..cols {
-            for (r, v) in self.column(c).iter().enumerate() {
-                out[r * cols + c] = *v;
-            }
-        }
-        out
-    }
-
     /// The rows at `idx`, in that order.
     pub fn select_rows(&self, idx: &[usize]) -> FeatureMatrix {
         let mut data = Vec::with_capacity(idx.len() * self.cols());
