@@ -134,22 +134,24 @@ pub fn average_precision(y: &[f64], score: &[f64]) -> f64 {
     ap
 }
 
+/// Mean of `f(a_i, b_i)` over paired values (NaN when empty).
+fn mean_pairwise(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> f64 {
+    if a.is_empty() {
+        return f64::NAN;
+    }
+    a.iter().zip(b).map(|(&x, &y)| f(x, y)).sum::<f64>() / a.len() as f64
+}
+
 pub fn brier(y: &[f64], p: &[f64]) -> f64 {
-    mean(&y.iter().zip(p).map(|(t, q)| (q - t) * (q - t)).collect::<Vec<_>>())
+    mean_pairwise(y, p, |t, q| (q - t) * (q - t))
 }
 
 /// Mean negative log-likelihood, probabilities clipped to [1e-15, 1 - 1e-15].
 pub fn log_loss(y: &[f64], p: &[f64]) -> f64 {
-    let eps = 1e-15;
-    mean(
-        &y.iter()
-            .zip(p)
-            .map(|(t, q)| {
-                let q = q.clamp(eps, 1.0 - eps);
-                -(t * q.ln() + (1.0 - t) * (1.0 - q).ln())
-            })
-            .collect::<Vec<_>>(),
-    )
+    mean_pairwise(y, p, |t, q| {
+        let q = q.clamp(1e-15, 1.0 - 1e-15);
+        -(t * q.ln() + (1.0 - t) * (1.0 - q).ln())
+    })
 }
 
 /// Expected sum of `value` over the top `round(frac * n)` rows by `score`, with a tie group
@@ -197,11 +199,11 @@ pub fn top_fraction_share(actual: &[f64], pred: &[f64], frac: f64) -> f64 {
 }
 
 pub fn mae(a: &[f64], p: &[f64]) -> f64 {
-    mean(&a.iter().zip(p).map(|(x, y)| (x - y).abs()).collect::<Vec<_>>())
+    mean_pairwise(a, p, |x, y| (x - y).abs())
 }
 
 pub fn rmse(a: &[f64], p: &[f64]) -> f64 {
-    mean(&a.iter().zip(p).map(|(x, y)| (x - y) * (x - y)).collect::<Vec<_>>()).sqrt()
+    mean_pairwise(a, p, |x, y| (x - y) * (x - y)).sqrt()
 }
 
 pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
