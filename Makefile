@@ -12,12 +12,12 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo generate validate train test lint fmt datasets clean
+.PHONY: help demo generate validate train score weekly test lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-demo: generate validate train ## generate 50,000 customers and run every stage on them
+demo: generate validate train score ## generate 50,000 customers and run every stage on them
 
 generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
 	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated
@@ -28,8 +28,14 @@ validate: ## check the input of CONFIG and print what is kept and dropped
 train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
 	$(FIDELIS) train --config $(CONFIG)
 
-test: datasets ## run every test (unit, integration, real-data regressions)
-	cargo test --all-targets
+score: ## score every eligible customer with models/latest; Parquet + SQLite under output/
+	$(FIDELIS) score --config $(CONFIG)
+
+weekly: ## the scheduled job: score (then monitor and report) for CONFIG
+	$(FIDELIS) weekly --config $(CONFIG)
+
+test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
+	scripts/with_postgres.sh cargo test --all-targets
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --check

@@ -22,6 +22,7 @@ pub struct Config {
     pub model: GbdtConfig,
     pub baselines: BaselineConfig,
     pub decision: DecisionConfig,
+    pub output: OutputConfig,
     pub paths: PathsConfig,
 }
 
@@ -278,6 +279,100 @@ impl Default for DecisionConfig {
     }
 }
 
+/// What orders the customers of a scoring run (risk_rank, the top-10% segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// Calibrated churn probability.
+    #[default]
+    Probability,
+    /// Churn probability x predicted CLV.
+    ExpectedLoss,
+}
+
+/// Scoring output: which sinks a run writes and how the top-risk segment is chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Root of the outputs: `<dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`, and the
+    /// lock file `<dir>/.fidelis.lock` held while a run writes.
+    pub dir: String,
+    /// Write the Parquet partitions.
+    pub parquet: bool,
+    /// SQL sinks: `sqlite://PATH` and/or `postgres://USER:PASSWORD@HOST:PORT/DB`. Entries may
+    /// use `${VAR}`; an entry that expands to "" is skipped. A non-empty `FIDELIS_PG_URL`
+    /// environment variable adds a PostgreSQL sink (keeps the password out of the file).
+    pub sql: Vec<String>,
+    /// PostgreSQL schema of the tables (created when missing).
+    pub pg_schema: String,
+    pub tables: TableNames,
+    pub rank_by: RankBy,
+    /// Share of scored customers in the top-risk segment (round(share x n) customers).
+    pub top_share: f64,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig {
+            dir: "output".into(),
+            parquet: true,
+            sql: vec!["sqlite://output/fidelis.sqlite".into()],
+            pg_schema: "public".into(),
+            tables: TableNames::default(),
+            rank_by: RankBy::Probability,
+            top_share: 0.1,
+        }
+    }
+}
+
+/// SQL table names (plain identifiers: letters, digits, `_`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableNames {
+    pub scores: String,
+    pub top_risk: String,
+    pub runs: String,
+}
+
+impl Default for TableNames {
+    fn default() -> Self {
+        let t = crate::sink::sql::Tables::default();
+        TableNames { scores: t.scores, top_risk: t.top_risk, runs: t.runs }
+    }
+}
+
+impl OutputConfig {
+    /// The SQL sinks of a run: `sql` (expanded, empty entries skipped) plus `FIDELIS_PG_URL`.
+    pub fn sql_targets(&self) -> Result<Vec<crate::sink::sql::SqlTarget>> {
+        use crate::sink::sql::SqlTarget;
+        let mut targets = Vec::new();
+        for url in self.sql.iter().filter(|u| !u.is_empty()) {
+            // Checked when the config was validated.
+            targets.push(SqlTarget::parse(url).map_err(|m| Error::config("(config)", "output.sql", m))?);
+        }
+        if let Ok(url) = std::env::var("FIDELIS_PG_URL") {
+            if !url.is_empty() && !self.sql.contains(&url) {
+                let t =
+                    SqlTarget::parse(&url).map_err(|m| Error::config("environment", "FIDELIS_PG_URL", m))?;
+                if !matches!(t, SqlTarget::Postgres(_)) {
+                    return Err(Error::config("environment", "FIDELIS_PG_URL", "must be a postgres:// URL"));
+                }
+                targets.push(t);
+            }
+        }
+        Ok(targets)
+    }
+
+    pub fn sql_tables(&self) -> crate::sink::sql::Tables {
+        crate::sink::sql::Tables {
+            scores: self.tables.scores.clone(),
+            top_risk: self.tables.top_risk.clone(),
+            runs: self.tables.runs.clone(),
+            schema: self.pg_schema.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathsConfig {
@@ -311,6 +406,10 @@ impl Config {
         })?;
         cfg.input.transactions.path = expand_env(&cfg.input.transactions.path)
             .map_err(|m| Error::config(origin, "input.transactions.path", m))?;
+        cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
+        for (i, url) in cfg.output.sql.iter_mut().enumerate() {
+            *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
+        }
         cfg.validate(origin)?;
         Ok(cfg)
     }
@@ -427,6 +526,43 @@ impl Config {
         }
         if b.max_rows < 100 {
             return bad("baselines.max_rows", "must be at least 100".into());
+        }
+        let o = &self.output;
+        if !(o.top_share > 0.0 && o.top_share <= 1.0) {
+            return bad("output.top_share", format!("must be in (0, 1], got {}", o.top_share));
+        }
+        if o.dir.trim().is_empty() {
+            return bad("output.dir", "must name a directory".into());
+        }
+        for (i, url) in o.sql.iter().enumerate() {
+            if !url.is_empty() {
+                if let Err(m) = crate::sink::sql::SqlTarget::parse(url) {
+                    return bad(&format!("output.sql[{i}]"), m);
+                }
+            }
+        }
+        for (key, name) in [
+            ("output.pg_schema", &o.pg_schema),
+            ("output.tables.scores", &o.tables.scores),
+            ("output.tables.top_risk", &o.tables.top_risk),
+            ("output.tables.runs", &o.tables.runs),
+        ] {
+            if !crate::sink::sql::valid_identifier(name) {
+                return bad(
+                    key,
+                    format!(
+                        "{name:?} is not a plain SQL identifier (a letter or _, then letters, digits or _)"
+                    ),
+                );
+            }
+        }
+        if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs]
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            < 3
+        {
+            return bad("output.tables", "the three table names must differ".into());
         }
         let d = &self.decision;
         for (key, v) in [

@@ -1,8 +1,9 @@
 //! The library's error type. Every variant says what went wrong in terms a user can act on:
 //! the file, the config key, the column and row, and what was expected.
 //!
-//! Bad input or configuration maps to exit code 2, everything else to 1 (see
-//! [`Error::exit_code`]); the CLI edge turns these into process exit codes.
+//! Exit codes (see [`Error::exit_code`]; the CLI edge turns errors into them): 1 internal
+//! error, 2 bad input, configuration or model artifact, 4 another run holds the output lock,
+//! 5 an output sink failed (its transaction rolled back). 3 is the monitoring alert code.
 
 use std::path::PathBuf;
 
@@ -41,6 +42,14 @@ pub enum Error {
     #[error("model artifact {}: {message}", path.display())]
     Artifact { path: PathBuf, message: String },
 
+    /// Writing to an output sink failed; that sink keeps its previous run.
+    #[error("output {sink}: {message}")]
+    Sink { sink: String, message: String },
+
+    /// Another fidelis run holds the lock on this output directory.
+    #[error("{}: {message}", path.display())]
+    Locked { path: PathBuf, message: String },
+
     /// Model fitting failed.
     #[error("training {model}: {message}")]
     Model { model: String, message: String },
@@ -68,7 +77,7 @@ pub enum Error {
 }
 
 impl Error {
-    /// Process exit code for this error: 2 for bad input or configuration, 1 otherwise.
+    /// Process exit code for this error (see the module docs).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config { .. }
@@ -77,6 +86,8 @@ impl Error {
             | Error::InvalidRows { .. }
             | Error::Data(_)
             | Error::Artifact { .. } => 2,
+            Error::Locked { .. } => 4,
+            Error::Sink { .. } => 5,
             Error::Model { .. } | Error::Io { .. } | Error::Polars { .. } | Error::Json { .. } => 1,
         }
     }

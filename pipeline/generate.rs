@@ -14,8 +14,6 @@
 //!
 //! Output columns: `customer_id` (String, `C0000001`...), `ts` (Datetime ms), `amount` (f64).
 
-use std::path::Path;
-
 use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 use rayon::prelude::*;
@@ -162,24 +160,6 @@ pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
         Column::new("amount".into(), amount),
     ])
     .polars("assembling generated data")
-}
-
-/// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
-pub fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out"),
-        std::process::id()
-    ));
-    let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let res = ParquetWriter::new(file).finish(df).polars("writing parquet");
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! -> `train` (GBDT + baselines, `metrics`) -> `calibration` + `threshold` (the decision:
 //! calibrated probabilities, cost-weighted contact threshold, risk bands) -> `artifact`
 //! (versioned model directory).
+//! `score` (the weekly batch: every eligible customer at `as_of`) -> `sink` (Parquet
+//! partitions, SQLite, PostgreSQL), under the output `lock`.
 //! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
 
 pub mod artifact;
@@ -14,9 +16,12 @@ pub mod error;
 pub mod features;
 pub mod generate;
 pub mod ingest;
+pub mod lock;
 pub mod metrics;
 pub mod progress;
 pub mod rng;
+pub mod score;
+pub mod sink;
 pub mod split;
 pub mod threshold;
 pub mod train;

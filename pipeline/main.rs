@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use fidelis::generate::{self, GenerateOptions};
 use fidelis::progress::Progress;
-use fidelis::{ingest, train, Config};
+use fidelis::{ingest, score, train, Config};
 
 #[derive(Parser)]
 #[command(
@@ -23,8 +23,10 @@ use fidelis::{ingest, train, Config};
                   Quick start:\n  \
                   fidelis generate --customers 50000 --out data/generated\n  \
                   fidelis validate --config fidelis.toml\n  \
-                  fidelis train --config fidelis.toml\n\n\
-                  Exit codes: 0 ok, 1 internal error, 2 bad input or configuration.\n\
+                  fidelis train --config fidelis.toml\n  \
+                  fidelis score --config fidelis.toml\n\n\
+                  Exit codes: 0 ok, 1 internal error, 2 bad input, configuration or model, \
+                  4 another run holds the output lock, 5 an output sink failed (rolled back).\n\
                   Progress goes to stderr (only on a terminal); results go to stdout.\n\
                   Set RUST_LOG=info for step timings in logs."
 )]
@@ -76,6 +78,27 @@ enum Command {
         #[arg(long, short, default_value = "fidelis.toml")]
         config: PathBuf,
     },
+    /// Score every customer eligible at AS_OF with a trained model and write the configured
+    /// sinks: <output>/scores/as_of=DATE/{scores,top_risk}.parquet, SQLite, PostgreSQL.
+    /// A rerun for the same date replaces that date's rows.
+    Score(BatchArgs),
+    /// The scheduled job (cron, systemd timer, Airflow): the weekly batch of `score`; monitoring
+    /// and reports join it as they are built. Exit codes: 0 ok, 2 bad input/config/model,
+    /// 4 another run holds the output lock, 5 an output sink failed (rolled back).
+    Weekly(BatchArgs),
+}
+
+#[derive(clap::Args)]
+struct BatchArgs {
+    /// Configuration file (input and output; features come from the model's own config).
+    #[arg(long, short, default_value = "fidelis.toml")]
+    config: PathBuf,
+    /// Score as of this date (YYYY-MM-DD); default: the day after the last transaction.
+    #[arg(long)]
+    as_of: Option<NaiveDate>,
+    /// Model id under the models directory; default: the one models/latest names.
+    #[arg(long)]
+    model: Option<String>,
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -91,7 +114,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 generate::generate(&opts)
             })?;
             let path = out.join("transactions.parquet");
-            progress.step("write", "writing parquet", || generate::write_parquet(&mut df, &path))?;
+            progress
+                .step("write", "writing parquet", || fidelis::sink::write_parquet_atomic(&mut df, &path))?;
             println!("wrote {} ({} transactions, {} customers)", path.display(), df.height(), customers);
         }
         Command::Validate { config, json } => {
@@ -110,6 +134,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let outcome = train::train(&cfg, &progress)?;
             print!("{}", train::summary_table(&outcome.metrics));
             println!("model {} written to {}", outcome.model_id, outcome.dir.display());
+        }
+        Command::Score(args) | Command::Weekly(args) => {
+            let cfg = load_config(&args.config)?;
+            let opts = score::BatchOptions { as_of: args.as_of, model: args.model };
+            let outcome = score::run_batch(&cfg, &opts, &progress)?;
+            println!("{}", outcome.summary);
+            for w in &outcome.written {
+                println!("written to {w}");
+            }
         }
     }
     Ok(())

@@ -131,7 +131,7 @@ impl Gbdt for ForustGbdt {
     }
 
     fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.booster.predict_contributions(&matrix(x), ContributionsMethod::Shapley, true)
+        self.booster.predict_contributions(&matrix(x), ContributionsMethod::Average, true)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {

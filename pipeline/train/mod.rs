@@ -434,7 +434,7 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         ("clv.json", clv_model.to_json()?.into_bytes()),
         ("calibration.json", artifact::to_json_bytes(&calibrator, "calibration.json")?),
         ("decision.json", artifact::to_json_bytes(&decision_artifact, "decision.json")?),
-        ("predictions.parquet", parquet_bytes(predictions)?),
+        ("predictions.parquet", crate::sink::parquet_bytes(predictions)?),
     ];
     let models_dir = cfg.models_dir();
     let dir = progress.step("write", "writing the model artifact", || {
@@ -481,12 +481,6 @@ fn predictions_frame(
         df.with_column(c).polars("adding prediction columns")?;
     }
     Ok(df)
-}
-
-pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(&mut df).polars("writing parquet")?;
-    Ok(buf)
 }
 
 /// Load the metrics of a trained model directory.

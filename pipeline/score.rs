@@ -1,0 +1,416 @@
+//! Score: apply a trained model to every customer eligible at `as_of` (at least one
+//! transaction in the eligibility window before it), with the same features the model was
+//! trained on, and turn the predictions into what a retention team acts on.
+//!
+//! One row per customer:
+//!
+//! | column | meaning |
+//! |---|---|
+//! | `as_of`, `customer_id`, `model_id` | |
+//! | `churn_probability` | calibrated probability of no transaction in the next horizon |
+//! | `risk_score`, `risk_level`, `playbook` | 0-100 score, its band and the band's playbook |
+//! | `predicted_clv` | revenue predicted over the next horizon |
+//! | `expected_loss` | `churn_probability * max(predicted_clv, 0)` |
+//! | `contact` | the model's cost-weighted threshold applied |
+//! | `risk_rank`, `in_top_decile` | 1 = riskiest by `output.rank_by`; in the top `round(top_share * n)` |
+//! | `score_change` | risk score minus the customer's score in the previous run (null if none) |
+//! | `rfm_r`, `rfm_f`, `rfm_m`, `rfm_segment` | quintiles 1-5 over the scored base, and the segment |
+//! | `top_reasons` | up to three features pushing this customer's churn score up the most |
+//!
+//! `top_reasons` come from path attributions (forust's `Average` method, Saabas-style): each
+//! split on a customer's decision path credits its feature with the change in the tree's
+//! expected value; contributions sum to the churn log-odds. Exact TreeSHAP gives the same
+//! kind of answer but took 44 s instead of 1.5 s for 31,825 customers and 868 trees.
+//!
+//! RFM: R from `recency_days` (recent = 5), F from `count_life`, M from `amount_life`, each
+//! the quintile of the customer's average rank. Segments by (R, F), the usual table:
+//! Champions R5 F4-5; Loyal R3-4 F4-5; Potential Loyalists R4-5 F2-3; New R5 F1;
+//! Promising R4 F1; Need Attention R3 F3; About to Sleep R3 F1-2; Can't Lose Them R1-2 F5;
+//! At Risk R1-2 F3-4; Hibernating R1-2 F1-2 except Lost R1 F1.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, Utc};
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::artifact;
+use crate::calibration::Calibrator;
+use crate::config::{Config, RankBy};
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::{self, FeatureMatrix, FeatureSpec, CUSTOMER};
+use crate::ingest;
+use crate::lock::RunLock;
+use crate::metrics;
+use crate::progress::Progress;
+use crate::sink::sql::{self, SqlRun};
+use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
+use crate::train::gbdt::Gbdt;
+use crate::train::{DecisionArtifact, Engine, ModelInfo};
+
+/// A trained model loaded from its artifact directory.
+pub struct LoadedModel {
+    pub dir: PathBuf,
+    pub info: ModelInfo,
+    pub churn: Engine,
+    pub clv: Engine,
+    pub calibrator: Calibrator,
+    pub decision: DecisionArtifact,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::Artifact { path: path.to_path_buf(), message: format!("cannot read: {e}") })
+}
+
+/// Load `models_dir/<id>` (or the model `latest` names).
+pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
+    let dir = artifact::resolve(models_dir, id)?;
+    let info: ModelInfo = artifact::read_json(&dir.join("model.json"))?;
+    let model = |name: &str| -> Result<Engine> {
+        let p = dir.join(name);
+        Engine::from_json(&read_text(&p)?)
+            .map_err(|e| Error::Artifact { path: p.clone(), message: e.to_string() })
+    };
+    Ok(LoadedModel {
+        churn: model("churn.json")?,
+        clv: model("clv.json")?,
+        calibrator: artifact::read_json(&dir.join("calibration.json"))?,
+        decision: artifact::read_json(&dir.join("decision.json"))?,
+        info,
+        dir,
+    })
+}
+
+/// Customers per risk level, the top segment and its expected loss: the run's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoreSummary {
+    pub as_of: NaiveDate,
+    pub model_id: String,
+    pub scored: usize,
+    pub contacted: usize,
+    pub per_level: Vec<(String, usize)>,
+    pub top_size: usize,
+    pub top_expected_loss: f64,
+    pub previous_run: Option<NaiveDate>,
+}
+
+pub struct ScoreRun {
+    pub scores: DataFrame,
+    pub top_risk: DataFrame,
+    pub summary: ScoreSummary,
+}
+
+/// The default `as_of`: the day after the last transaction.
+pub fn default_as_of(tx: &DataFrame) -> Result<NaiveDate> {
+    let ts = tx.column("ts").polars("ts")?.datetime().polars("ts")?.physical().max();
+    ts.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|d| d.date_naive() + chrono::Duration::days(1))
+        .ok_or_else(|| Error::Data("no transactions to score".into()))
+}
+
+/// Quintile 1-5 of each value by average rank (ties share a quintile).
+pub fn quintiles(v: &[f64]) -> Vec<i32> {
+    let n = v.len() as f64;
+    metrics::average_ranks(v).into_iter().map(|r| ((5.0 * r / n).ceil() as i32).clamp(1, 5)).collect()
+}
+
+/// The RFM segment of an (R, F) pair of quintile scores (see the module docs).
+pub fn rfm_segment(r: i32, f: i32) -> &'static str {
+    match (r, f) {
+        (5, 4..=5) => "Champions",
+        (3..=4, 4..=5) => "Loyal",
+        (4..=5, 2..=3) => "Potential Loyalists",
+        (5, 1) => "New",
+        (4, 1) => "Promising",
+        (3, 3) => "Need Attention",
+        (3, 1..=2) => "About to Sleep",
+        (1..=2, 5) => "Can't Lose Them",
+        (1..=2, 3..=4) => "At Risk",
+        (1, 1) => "Lost",
+        _ => "Hibernating",
+    }
+}
+
+/// Names of up to `k` features with the largest positive contributions in a SHAP row
+/// (`names.len() + 1` values, the last being the bias).
+fn top_reasons(row: &[f64], names: &[String], k: usize) -> String {
+    let mut idx: Vec<usize> = (0..names.len()).filter(|&i| row[i] > 0.0).collect();
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
+    idx.iter().take(k).map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Score every customer eligible at `as_of` in `tx` (the ingest contract frame).
+/// `previous` is the previous run's scores (for `score_change`).
+pub fn score(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    as_of: NaiveDate,
+    previous: Option<&PreviousRun>,
+) -> Result<ScoreRun> {
+    // The features the model was trained with, by its own configuration.
+    let spec = FeatureSpec::from_config(&model.info.config);
+    let names = spec.names();
+    if names != model.info.features {
+        return Err(Error::Artifact {
+            path: model.dir.join("model.json"),
+            message: format!(
+                "the model was trained on features [{}] but this fidelis builds [{}] from its \
+                 configuration; retrain the model",
+                model.info.features.join(", "),
+                names.join(", ")
+            ),
+        });
+    }
+    let daily = features::daily_activity(tx)?;
+    let frame = features::features_at(&daily, &spec, &[as_of])?;
+    if frame.height() == 0 {
+        return Err(Error::Data(format!(
+            "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
+            spec.eligibility_days
+        )));
+    }
+    let x = FeatureMatrix::from_frame(&frame, &names)?;
+    let n = x.rows;
+    let p = model.calibrator.apply_all(&model.churn.predict(&x));
+    let clv = model.clv.predict(&x);
+    let contributions = model.churn.contributions(&x);
+    let bands = &model.decision.bands;
+    let expected_loss: Vec<f64> = p.iter().zip(&clv).map(|(q, c)| q * c.max(0.0)).collect();
+    let key = match cfg.output.rank_by {
+        RankBy::Probability => &p,
+        RankBy::ExpectedLoss => &expected_loss,
+    };
+    // Rank 1 = riskiest; ties keep customer order (the frame is sorted by customer).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| key[b].total_cmp(&key[a]));
+    let mut rank = vec![0u32; n];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r as u32 + 1;
+    }
+    let top_n = (cfg.output.top_share * n as f64).round() as u32;
+
+    let feature = |name: &str| features::column_f64(&frame, name);
+    let r = quintiles(&feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>());
+    let f = quintiles(&feature("count_life")?);
+    let m = quintiles(&feature("amount_life")?);
+    let risk_scores: Vec<i32> = p.iter().map(|&q| i32::from(bands.score(q))).collect();
+    let ids: Vec<String> = frame
+        .column(CUSTOMER)
+        .polars("customer ids")?
+        .str()
+        .polars("customer ids")?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect();
+    let score_change: Vec<Option<i32>> = match previous {
+        Some(prev) => {
+            ids.iter().zip(&risk_scores).map(|(id, s)| prev.risk_scores.get(id).map(|old| s - old)).collect()
+        }
+        None => vec![None; n],
+    };
+    let k = names.len() + 1;
+    let reasons: Vec<String> =
+        (0..n).map(|i| top_reasons(&contributions[i * k..(i + 1) * k], &names, 3)).collect();
+    let threshold = model.decision.threshold;
+    let contact: Vec<bool> = p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect();
+    let level: Vec<&str> = p.iter().map(|&q| bands.band(q).name.as_str()).collect();
+    let playbook: Vec<&str> = p.iter().map(|&q| bands.band(q).playbook.as_str()).collect();
+    let model_id = model.info.model_id.as_str();
+
+    let as_of_col = Column::new("as_of".into(), vec![features::epoch_day(as_of); n])
+        .cast(&DataType::Date)
+        .polars("as_of column")?;
+    let scores = DataFrame::new_infer_height(vec![
+        as_of_col,
+        Column::new(CUSTOMER.into(), ids),
+        Column::new("churn_probability".into(), p.clone()),
+        Column::new("risk_score".into(), risk_scores),
+        Column::new("risk_level".into(), level.clone()),
+        Column::new("playbook".into(), playbook),
+        Column::new("predicted_clv".into(), clv),
+        Column::new("expected_loss".into(), expected_loss.clone()),
+        Column::new("contact".into(), contact.clone()),
+        Column::new("risk_rank".into(), rank.clone()),
+        Column::new("in_top_decile".into(), rank.iter().map(|&r| r <= top_n).collect::<Vec<_>>()),
+        Column::new("score_change".into(), score_change),
+        Column::new("rfm_r".into(), r.clone()),
+        Column::new("rfm_f".into(), f.clone()),
+        Column::new("rfm_m".into(), m),
+        Column::new(
+            "rfm_segment".into(),
+            r.iter().zip(&f).map(|(&a, &b)| rfm_segment(a, b)).collect::<Vec<_>>(),
+        ),
+        Column::new("top_reasons".into(), reasons),
+        Column::new("model_id".into(), vec![model_id; n]),
+    ])
+    .polars("assembling scores")?;
+    let top_risk = scores
+        .clone()
+        .lazy()
+        .filter(col("in_top_decile"))
+        .sort(["risk_rank"], SortMultipleOptions::default())
+        .collect()
+        .polars("selecting the top-risk segment")?;
+    let per_level = bands
+        .bands
+        .iter()
+        .map(|b| (b.name.clone(), level.iter().filter(|&&l| l == b.name).count()))
+        .collect();
+    let summary = ScoreSummary {
+        as_of,
+        model_id: model_id.to_string(),
+        scored: n,
+        contacted: contact.iter().filter(|&&c| c).count(),
+        per_level,
+        top_size: top_risk.height(),
+        top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
+        previous_run: previous.map(|p| p.as_of),
+    };
+    Ok(ScoreRun { scores, top_risk, summary })
+}
+
+/// What `fidelis score` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOptions {
+    /// Default: the day after the last transaction.
+    pub as_of: Option<NaiveDate>,
+    /// Model id; default: the one `models/latest` names.
+    pub model: Option<String>,
+}
+
+pub struct BatchOutcome {
+    pub summary: ScoreSummary,
+    /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
+    pub written: Vec<String>,
+}
+
+/// The weekly batch: hold the output lock, load the model and the transactions, score every
+/// eligible customer at `as_of`, and write every configured sink.
+pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
+    let started = Utc::now();
+    let out_dir = Path::new(&cfg.output.dir);
+    let targets = cfg.output.sql_targets()?;
+    let tables = cfg.output.sql_tables();
+    if !cfg.output.parquet && targets.is_empty() {
+        return Err(Error::config(
+            "(config)",
+            "output",
+            "no sink: set parquet = true or list a SQL URL in sql",
+        ));
+    }
+    let _lock = RunLock::acquire(out_dir)?;
+    let model = load_model(&cfg.models_dir(), opts.model.as_deref())?;
+    let tx = progress.step("ingest", "reading and validating transactions", || {
+        ingest::load_transactions(&cfg.input.transactions)
+    })?;
+    let as_of = match opts.as_of {
+        Some(d) => d,
+        None => default_as_of(&tx.frame)?,
+    };
+    let parquet = ScoreParquet::new(out_dir);
+    let previous = match targets.first() {
+        _ if cfg.output.parquet => parquet.previous_run(as_of)?,
+        Some(t) => sql::previous_run(t, &tables, as_of)?,
+        None => None,
+    };
+    let mut run = progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
+        score(cfg, &model, &tx.frame, as_of, previous.as_ref())
+    })?;
+    let mut written = Vec::new();
+    if cfg.output.parquet {
+        let dir = progress.step("parquet", "writing parquet", || {
+            parquet.write_run(as_of, &mut run.scores, &mut run.top_risk)
+        })?;
+        written.push(dir.display().to_string());
+    }
+    let s = &run.summary;
+    let record = RunRecord {
+        as_of,
+        model_id: s.model_id.clone(),
+        scored: s.scored as i64,
+        top_size: s.top_size as i64,
+        contacted: s.contacted as i64,
+        started,
+        finished: Utc::now(),
+        status: "ok".into(),
+    };
+    for target in &targets {
+        let shown = target.display();
+        progress.step("sql", &format!("writing {shown}"), || {
+            sql::write_run(
+                target,
+                &tables,
+                &SqlRun { scores: &run.scores, top_risk: &run.top_risk, record: &record },
+            )
+        })?;
+        written.push(shown);
+    }
+    Ok(BatchOutcome { summary: run.summary, written })
+}
+
+impl std::fmt::Display for ScoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "scored {} customers eligible at {} with model {}",
+            self.scored, self.as_of, self.model_id
+        )?;
+        for (level, count) in &self.per_level {
+            let share = if self.scored > 0 { 100.0 * *count as f64 / self.scored as f64 } else { 0.0 };
+            writeln!(f, "  {level:<10} {count:>9}  ({share:.1}%)")?;
+        }
+        writeln!(f, "  to contact (cost-weighted threshold): {}", self.contacted)?;
+        write!(
+            f,
+            "  top-risk segment: {} customers, expected loss {:.0}",
+            self.top_size, self.top_expected_loss
+        )?;
+        if let Some(d) = self.previous_run {
+            write!(f, "\n  score_change against the run of {d}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfm_segments_cover_the_grid() {
+        assert_eq!(rfm_segment(5, 5), "Champions");
+        assert_eq!(rfm_segment(4, 5), "Loyal");
+        assert_eq!(rfm_segment(5, 2), "Potential Loyalists");
+        assert_eq!(rfm_segment(5, 1), "New");
+        assert_eq!(rfm_segment(4, 1), "Promising");
+        assert_eq!(rfm_segment(3, 3), "Need Attention");
+        assert_eq!(rfm_segment(3, 2), "About to Sleep");
+        assert_eq!(rfm_segment(2, 5), "Can't Lose Them");
+        assert_eq!(rfm_segment(1, 4), "At Risk");
+        assert_eq!(rfm_segment(2, 1), "Hibernating");
+        assert_eq!(rfm_segment(1, 1), "Lost");
+        // Every cell has a segment.
+        for r in 1..=5 {
+            for f in 1..=5 {
+                assert!(!rfm_segment(r, f).is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn quintiles_with_ties() {
+        let q = quintiles(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0]);
+        assert_eq!(q, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+        // All equal: one shared (middle) quintile.
+        assert_eq!(quintiles(&[3.0; 4]), vec![3; 4]);
+    }
+
+    #[test]
+    fn top_reasons_are_the_largest_positive_contributions() {
+        let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(top_reasons(&[0.1, -0.5, 0.7, 0.3, 9.0], &names, 3), "c, d, a");
+        assert_eq!(top_reasons(&[-0.1, -0.5, 0.7, 0.0, 9.0], &names, 3), "c");
+    }
+}

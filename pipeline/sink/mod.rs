@@ -1,0 +1,56 @@
+//! Sinks: where a scoring run is written. Every sink is all-or-nothing per run and
+//! idempotent per `as_of`: a rerun for the same date replaces that date's rows, and a run that
+//! fails (or a process that is killed) leaves the previous run's data intact.
+//!
+//! - [`parquet`]: Hive-style partitions `<dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`,
+//!   written to a hidden temporary directory and swapped into place.
+//! - [`sql`]: SQLite (embedded, `sqlite://path`) and PostgreSQL (`postgres://...`): tables
+//!   `churn_scores`, `churn_top_risk`, `scoring_runs`, one transaction per run, bulk-loaded
+//!   (prepared inserts in SQLite, `COPY` in PostgreSQL).
+//!
+//! Sinks are written in order (Parquet, then each SQL URL); the first failure stops the run
+//! with exit code 5 and the sinks already written keep this run, the others the previous one.
+//! Rerunning the same `as_of` brings them all level.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+pub mod parquet;
+pub mod sql;
+
+pub use parquet::{
+    parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, SCORES_FILE, TOP_RISK_FILE,
+};
+
+/// One scoring run, as recorded in `scoring_runs`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub as_of: NaiveDate,
+    pub model_id: String,
+    pub scored: i64,
+    pub top_size: i64,
+    pub contacted: i64,
+    pub started: DateTime<Utc>,
+    pub finished: DateTime<Utc>,
+    pub status: String,
+}
+
+/// The risk scores of the latest earlier run, for `score_change`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreviousRun {
+    pub as_of: NaiveDate,
+    pub risk_scores: HashMap<String, i32>,
+}
+
+/// Test hook: abort the process (as a kill would) at a named point when the environment
+/// variable `FIDELIS_FAULT` names it. The fault tests use it to show that an interrupted
+/// write leaves the previous run intact. Points: `parquet-write` (one file of a run written),
+/// `sql-write` (half of the rows sent inside the open transaction).
+pub fn fault_point(name: &str) {
+    if std::env::var("FIDELIS_FAULT").is_ok_and(|v| v == name) {
+        eprintln!("FIDELIS_FAULT={name}: aborting the process here");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,181 @@
+//! Parquet: single files written to a temporary file in the same directory and renamed into
+//! place (a crash never leaves a half-written file), and scoring runs as Hive-style
+//! partitions readable by polars, DuckDB and Spark:
+//! `<output_dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+
+use super::PreviousRun;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::CUSTOMER;
+
+/// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
+pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    if let Err(e) = write_parquet(df, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// A frame as Parquet bytes (for small files written together, e.g. model artifacts).
+pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    ParquetWriter::new(&mut buf).finish(&mut df).polars("writing parquet")?;
+    Ok(buf)
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    ParquetReader::new(file).finish().polars(&format!("reading {}", path.display()))
+}
+
+/// The Parquet partitions of scoring runs under `<output_dir>/scores`.
+#[derive(Debug, Clone)]
+pub struct ScoreParquet {
+    pub root: PathBuf,
+}
+
+pub const SCORES_FILE: &str = "scores.parquet";
+pub const TOP_RISK_FILE: &str = "top_risk.parquet";
+
+fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    ParquetWriter::new(file).finish(df).map(|_| ()).polars(&format!("writing {}", path.display()))
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+}
+
+impl ScoreParquet {
+    pub fn new(output_dir: &Path) -> Self {
+        ScoreParquet { root: output_dir.join("scores") }
+    }
+
+    pub fn partition(&self, as_of: NaiveDate) -> PathBuf {
+        self.root.join(format!("as_of={as_of}"))
+    }
+
+    /// Write one run. Both files go to a hidden temporary directory first, which then replaces
+    /// the partition by two renames (old partition aside, new one in, old one removed). A
+    /// process killed at any point leaves the previous partition readable: either still in
+    /// place, or set aside and restored by [`ScoreParquet::recover`] on the next run.
+    pub fn write_run(
+        &self,
+        as_of: NaiveDate,
+        scores: &mut DataFrame,
+        top: &mut DataFrame,
+    ) -> Result<PathBuf> {
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        self.recover()?;
+        let pid = std::process::id();
+        let tmp = self.root.join(format!(".as_of={as_of}.tmp-{pid}"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let written = (|| {
+            write_parquet(scores, &tmp.join(SCORES_FILE))?;
+            super::fault_point("parquet-write");
+            write_parquet(top, &tmp.join(TOP_RISK_FILE))?;
+            sync_file(&tmp.join(SCORES_FILE))?;
+            sync_file(&tmp.join(TOP_RISK_FILE))
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        let dir = self.partition(as_of);
+        let old = self.root.join(format!(".as_of={as_of}.old-{pid}"));
+        if dir.exists() {
+            std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
+        }
+        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        Ok(dir)
+    }
+
+    /// Undo what an interrupted [`ScoreParquet::write_run`] left: restore a partition that was
+    /// set aside but not replaced, and remove temporary directories. Runs hold the output
+    /// lock, so no other run is writing here.
+    pub fn recover(&self) -> Result<()> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".as_of=") else { continue };
+            let path = entry.path();
+            if let Some((date, _)) = rest.split_once(".old-") {
+                let dir = self.root.join(format!("as_of={date}"));
+                if !dir.exists() {
+                    log::warn!("restoring {} left by an interrupted run", dir.display());
+                    std::fs::rename(&path, &dir).map_err(|e| Error::io(&dir, e))?;
+                    continue;
+                }
+            }
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Dates of the runs present, oldest first.
+    pub fn run_dates(&self) -> Result<Vec<NaiveDate>> {
+        let mut dates = Vec::new();
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(dates),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(d) =
+                name.strip_prefix("as_of=").and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            {
+                if entry.path().join(SCORES_FILE).is_file() {
+                    dates.push(d);
+                }
+            }
+        }
+        dates.sort_unstable();
+        Ok(dates)
+    }
+
+    /// The scores of one run.
+    pub fn read_scores(&self, as_of: NaiveDate) -> Result<DataFrame> {
+        read_parquet(&self.partition(as_of).join(SCORES_FILE))
+    }
+
+    /// The risk scores of the latest run strictly before `as_of`, if any.
+    pub fn previous_run(&self, as_of: NaiveDate) -> Result<Option<PreviousRun>> {
+        let Some(d) = self.run_dates()?.into_iter().rfind(|&d| d < as_of) else {
+            return Ok(None);
+        };
+        let path = self.partition(d).join(SCORES_FILE);
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let ctx = format!("reading {}", path.display());
+        let df = ParquetReader::new(file)
+            .with_columns(Some(vec![CUSTOMER.into(), "risk_score".into()]))
+            .finish()
+            .polars(&ctx)?;
+        let ids = df.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
+        let scores = df.column("risk_score").polars(&ctx)?.cast(&DataType::Int32).polars(&ctx)?;
+        let scores = scores.i32().polars(&ctx)?;
+        let risk_scores =
+            ids.iter().zip(scores.iter()).filter_map(|(id, s)| Some((id?.to_string(), s?))).collect();
+        Ok(Some(PreviousRun { as_of: d, risk_scores }))
+    }
+}
