@@ -109,10 +109,11 @@ pub fn default_as_of(tx: &DataFrame) -> Result<NaiveDate> {
         .ok_or_else(|| Error::Data("no transactions to score".into()))
 }
 
-/// Quintile 1-5 of each value by average rank (ties share a quintile).
+/// Quintile 1-5 of each value by its mid-rank percentile `(rank - 0.5) / n`, with average
+/// ranks for ties (tied values share a quintile; all equal values land in the middle one).
 pub fn quintiles(v: &[f64]) -> Vec<i32> {
     let n = v.len() as f64;
-    metrics::average_ranks(v).into_iter().map(|r| ((5.0 * r / n).ceil() as i32).clamp(1, 5)).collect()
+    metrics::average_ranks(v).into_iter().map(|r| ((5.0 * (r - 0.5) / n).ceil() as i32).clamp(1, 5)).collect()
 }
 
 /// The RFM segment of an (R, F) pair of quintile scores (see the module docs).
@@ -405,6 +406,9 @@ mod tests {
         assert_eq!(q, vec![1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
         // All equal: one shared (middle) quintile.
         assert_eq!(quintiles(&[3.0; 4]), vec![3; 4]);
+        // Ties share the quintile of their average rank; one value is the middle quintile.
+        assert_eq!(quintiles(&[1.0, 1.0, 2.0, 3.0, 4.0]), vec![1, 1, 3, 4, 5]);
+        assert_eq!(quintiles(&[7.0]), vec![3]);
     }
 
     #[test]

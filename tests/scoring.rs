@@ -565,3 +565,20 @@ fn postgres_failures_roll_back_and_keep_the_previous_run() {
     assert_eq!(pg.count("SELECT count(*) FROM churn_scores"), before.len() as i64);
     assert_eq!(pg.count("SELECT count(*) FROM scoring_runs"), 1);
 }
+
+#[test]
+fn weekly_runs_the_batch_for_the_scheduler() {
+    let ws = workspace("sql = [\"sqlite://output/fidelis.sqlite\"]");
+    let out = fidelis(&["weekly", "--config", "fidelis.toml", "-q"], ws.path());
+    ok(&out);
+    // Default as_of: the day after the last transaction.
+    let (_, _, tx) = load(ws.path());
+    let last = tx.column("ts").unwrap().datetime().unwrap().physical().max().unwrap();
+    let as_of =
+        chrono::DateTime::from_timestamp_millis(last).unwrap().date_naive() + chrono::Duration::days(1);
+    assert!(stdout(&out).contains(&format!("eligible at {as_of}")), "{}", stdout(&out));
+    assert!(ws.path().join(format!("output/scores/as_of={as_of}")).join(SCORES_FILE).is_file());
+    let db = ws.path().join("output/fidelis.sqlite");
+    let sql = format!("SELECT count(*) FROM scoring_runs WHERE as_of = '{as_of}' AND status = 'ok'");
+    assert_eq!(sqlite_count(&db, &sql), 1);
+}
