@@ -1,11 +1,14 @@
-//! Calibration of churn probabilities, fitted on the validation snapshot.
+//! Calibration of churn probabilities, fitted on out-of-time predictions.
 //!
-//! Two calibrators: Platt scaling (a logistic regression on the logit of the raw
-//! probability) and isotonic regression (pool-adjacent-violators, linear interpolation
-//! between blocks, clipped outside the fitted range). The method is chosen by 5-fold
-//! cross-validated log loss *within* the validation snapshot (choosing by in-sample log loss
-//! would always pick isotonic, which memorizes), then refitted on the whole snapshot.
-//! Both are monotone non-decreasing, so ranking is kept (isotonic may create ties).
+//! Candidates: none (the model's own probabilities), Platt scaling (a logistic regression on
+//! the logit of the raw probability) and isotonic regression (pool-adjacent-violators,
+//! linear interpolation between blocks, clipped outside the fitted range). The training
+//! pipeline hands [`choose`] predictions from several snapshots (see `train`), and the
+//! method is chosen by leave-one-snapshot-out log loss: a calibrator must improve a snapshot
+//! it was not fitted on, as it will have to in production. With one snapshot the folds are
+//! random within it. Choosing by in-sample log loss would always pick isotonic, which
+//! memorizes. The winner is refitted on everything. All candidates are monotone
+//! non-decreasing, so ranking is kept (isotonic may create ties).
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,8 @@ const EPS: f64 = 1e-6;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
 pub enum Calibrator {
+    /// p' = p: calibration did not help out of time.
+    None,
     /// p' = sigmoid(a * logit(p) + b)
     Platt { a: f64, b: f64 },
     /// Piecewise-linear through (x, y) knots, x increasing, y non-decreasing.
@@ -36,6 +41,7 @@ fn sigmoid(z: f64) -> f64 {
 impl Calibrator {
     pub fn method(&self) -> &'static str {
         match self {
+            Calibrator::None => "none",
             Calibrator::Platt { .. } => "platt",
             Calibrator::Isotonic { .. } => "isotonic",
         }
@@ -43,6 +49,7 @@ impl Calibrator {
 
     pub fn apply(&self, p: f64) -> f64 {
         let q = match self {
+            Calibrator::None => p,
             Calibrator::Platt { a, b } => sigmoid(a * logit(p) + b),
             Calibrator::Isotonic { x, y } => {
                 if x.is_empty() {
@@ -169,30 +176,60 @@ pub fn ece(y: &[f64], p: &[f64], bins: usize) -> f64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CalibrationChoice {
     pub method: String,
+    /// `leave-one-snapshot-out` or `k-fold` (one snapshot only).
+    #[serde(default)]
+    pub scheme: String,
     pub cv_folds: usize,
+    /// Snapshots the calibration predictions come from (empty in old artifacts).
+    #[serde(default)]
+    pub snapshots: Vec<chrono::NaiveDate>,
+    #[serde(default)]
+    pub n_rows: usize,
+    /// Where the predictions come from: `purged models` (one per snapshot, fitted only on
+    /// labels closed by then) or `main model at validation` (too little history for that).
+    #[serde(default)]
+    pub source: String,
     pub cv_log_loss_platt: f64,
     pub cv_log_loss_isotonic: f64,
     pub cv_log_loss_uncalibrated: f64,
 }
 
-/// Choose Platt or isotonic by `folds`-fold cross-validated log loss on (p, y), then refit
-/// the winner on all of it.
-pub fn choose(p: &[f64], y: &[f64], folds: usize, seed: u64) -> (Calibrator, CalibrationChoice) {
+/// Choose none, Platt or isotonic by cross-validated log loss on (p, y), then refit the
+/// winner on all of it. `group[i]` is the index of the snapshot row `i` comes from: with two
+/// or more groups the folds are the groups (leave one snapshot out), otherwise `folds`
+/// random folds. A calibrator wins only if it beats the uncalibrated probabilities.
+pub fn choose(
+    p: &[f64],
+    y: &[f64],
+    group: &[usize],
+    snapshots: &[chrono::NaiveDate],
+    folds: usize,
+    seed: u64,
+) -> (Calibrator, CalibrationChoice) {
     let n = p.len();
-    let folds = folds.clamp(2, n.max(2));
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut r = Rng::new(seed);
-    for i in (1..n).rev() {
-        order.swap(i, r.below(i as u64 + 1) as usize);
-    }
-    let mut fold = vec![0usize; n];
-    for (k, &i) in order.iter().enumerate() {
-        fold[i] = k % folds;
-    }
+    let groups = group.iter().copied().max().map_or(0, |g| g + 1);
+    let (fold, folds, scheme) = if groups >= 2 {
+        (group.to_vec(), groups, "leave-one-snapshot-out")
+    } else {
+        let folds = folds.clamp(2, n.max(2));
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut r = Rng::new(seed);
+        for i in (1..n).rev() {
+            order.swap(i, r.below(i as u64 + 1) as usize);
+        }
+        let mut fold = vec![0usize; n];
+        for (k, &i) in order.iter().enumerate() {
+            fold[i] = k % folds;
+        }
+        (fold, folds, "k-fold")
+    };
     let mut out_platt = vec![0.0; n];
     let mut out_iso = vec![0.0; n];
     for f in 0..folds {
         let (train, test): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| fold[i] != f);
+        if train.is_empty() || test.is_empty() {
+            continue;
+        }
         let tp: Vec<f64> = train.iter().map(|&i| p[i]).collect();
         let ty: Vec<f64> = train.iter().map(|&i| y[i]).collect();
         let platt = fit_platt(&tp, &ty);
@@ -204,13 +241,24 @@ pub fn choose(p: &[f64], y: &[f64], folds: usize, seed: u64) -> (Calibrator, Cal
     }
     let cv_platt = metrics::log_loss(y, &out_platt);
     let cv_iso = metrics::log_loss(y, &out_iso);
-    let chosen = if cv_iso < cv_platt { fit_isotonic(p, y) } else { fit_platt(p, y) };
+    let cv_none = metrics::log_loss(y, &Calibrator::None.apply_all(p));
+    let chosen = if cv_none <= cv_platt && cv_none <= cv_iso {
+        Calibrator::None
+    } else if cv_iso < cv_platt {
+        fit_isotonic(p, y)
+    } else {
+        fit_platt(p, y)
+    };
     let choice = CalibrationChoice {
         method: chosen.method().into(),
+        scheme: scheme.into(),
         cv_folds: folds,
+        snapshots: snapshots.to_vec(),
+        n_rows: n,
+        source: String::new(),
         cv_log_loss_platt: cv_platt,
         cv_log_loss_isotonic: cv_iso,
-        cv_log_loss_uncalibrated: metrics::log_loss(y, p),
+        cv_log_loss_uncalibrated: cv_none,
     };
     (chosen, choice)
 }
@@ -260,12 +308,54 @@ mod tests {
         let q: Vec<f64> = (0..8000).map(|_| r.uniform()).collect();
         let y: Vec<f64> = q.iter().map(|&v| f64::from(u8::from(r.uniform() < v))).collect();
         let p: Vec<f64> = q.iter().map(|v| v.powi(3)).collect();
-        let (c, choice) = choose(&p, &y, 5, 1);
+        let (c, choice) = choose(&p, &y, &vec![0; p.len()], &[], 5, 1);
+        assert_eq!(choice.scheme, "k-fold");
         let cal = c.apply_all(&p);
         assert!(ece(&y, &cal, 10) < ece(&y, &p, 10) / 3.0, "{choice:?}");
         // Monotone: sorting by p never decreases the calibrated value.
         let mut idx: Vec<usize> = (0..p.len()).collect();
         idx.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
         assert!(idx.windows(2).all(|w| cal[w[0]] <= cal[w[1]]));
+    }
+
+    /// Labels drawn from sigmoid(logit(p) + shift[group]).
+    fn shifted(n: usize, shifts: &[f64], seed: u64) -> (Vec<f64>, Vec<f64>, Vec<usize>) {
+        let mut r = Rng::new(seed);
+        let (mut p, mut y, mut g) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, &shift) in shifts.iter().enumerate() {
+            for _ in 0..n {
+                let v = 0.05 + 0.9 * r.uniform();
+                p.push(v);
+                y.push(f64::from(u8::from(r.uniform() < sigmoid(logit(v) + shift))));
+                g.push(k);
+            }
+        }
+        (p, y, g)
+    }
+
+    #[test]
+    fn calibrated_probabilities_are_left_alone() {
+        let (p, y, g) = shifted(4000, &[0.0, 0.0, 0.0], 5);
+        let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
+        assert_eq!(c, Calibrator::None, "{choice:?}");
+        assert_eq!(choice.scheme, "leave-one-snapshot-out");
+        assert_eq!(choice.cv_folds, 3);
+        assert_eq!(c.apply(0.3), 0.3);
+    }
+
+    #[test]
+    fn a_shift_shared_by_every_snapshot_is_fixed_one_that_flips_is_not() {
+        // Every snapshot under-predicts by one logit: Platt learns it out of snapshot.
+        let (p, y, g) = shifted(4000, &[1.0, 1.0, 1.0], 6);
+        let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
+        assert_ne!(c, Calibrator::None, "{choice:?}");
+        assert!(ece(&y, &c.apply_all(&p), 10) < ece(&y, &p, 10) / 3.0);
+        // The shift changes sign from snapshot to snapshot: a calibrator fitted on the others
+        // hurts the left-out one, so none is chosen, although k-fold within the pool (which
+        // mixes snapshots) would have found a "fix".
+        let (p, y, g) = shifted(4000, &[0.8, -0.8, 0.8, -0.8], 7);
+        let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
+        assert_eq!(c, Calibrator::None, "{choice:?}");
+        assert!(choice.cv_log_loss_platt > choice.cv_log_loss_uncalibrated, "{choice:?}");
     }
 }

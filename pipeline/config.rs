@@ -239,7 +239,10 @@ pub struct DecisionConfig {
     /// Share of contacted churners actually retained, in (0, 1] (clv policy).
     pub save_rate: f64,
     pub value: ValuePolicy,
-    /// Cross-validation folds used to choose the calibrator on the validation snapshot.
+    /// Training snapshots (the last ones, validation included) whose out-of-time predictions
+    /// the calibrator is fitted on; 1 = the validation snapshot only.
+    pub calibration_snapshots: usize,
+    /// Cross-validation folds used to choose the calibrator when it has one snapshot only.
     pub calibration_folds: usize,
     /// Risk bands, lowest first; each covers churn probabilities below its
     /// `upper_probability` (the last must be 1.0) and an equal share of the 0-100 score.
@@ -267,6 +270,7 @@ impl Default for DecisionConfig {
             contact_cost: 0.0,
             save_rate: 1.0,
             value: ValuePolicy::Flat,
+            calibration_snapshots: 3,
             calibration_folds: 5,
             bands: vec![
                 band("low", 0.10, "passive monitoring"),
@@ -576,6 +580,12 @@ impl Config {
         }
         if !(d.save_rate > 0.0 && d.save_rate <= 1.0) {
             return bad("decision.save_rate", format!("must be in (0, 1], got {}", d.save_rate));
+        }
+        if d.calibration_snapshots < 1 {
+            return bad(
+                "decision.calibration_snapshots",
+                format!("must be at least 1, got {}", d.calibration_snapshots),
+            );
         }
         if d.calibration_folds < 2 {
             return bad(

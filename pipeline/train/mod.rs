@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::{self, FileFingerprint};
 use crate::calibration::{self, CalibrationChoice, Calibrator};
-use crate::config::Config;
+use crate::config::{Config, GbdtConfig};
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec, CHURN, CLV, CUSTOMER, SNAPSHOT};
 use crate::ingest::{self, ValidationSummary};
@@ -204,6 +204,56 @@ fn split_rows(days: &[i32], plan: &SnapshotPlan) -> Split {
     s
 }
 
+/// Out-of-time churn predictions to fit the calibrator on: (probabilities, labels, snapshot
+/// index per row, snapshot dates).
+///
+/// The main model's validation predictions are not what a live run sees: the fit snapshots
+/// just before validation have label windows overlapping the validation's, while the holdout
+/// (and every real scoring date) lies a full horizon after the last label the model learned
+/// from. So for each of the last `decision.calibration_snapshots` training snapshots `s`,
+/// a model with the main model's settings and tree count is fitted only on snapshots whose
+/// label windows closed by `s` (`t + horizon <= s`) and predicts `s`. Snapshots without
+/// such history are skipped; `None` when none is left.
+type CalibrationSet = (Vec<f64>, Vec<f64>, Vec<usize>, Vec<NaiveDate>);
+
+fn calibration_set(
+    cfg: &Config,
+    plan: &SnapshotPlan,
+    days: &[i32],
+    x: &FeatureMatrix,
+    churn: &[f64],
+    n_trees: usize,
+) -> Result<Option<CalibrationSet>> {
+    let horizon = cfg.snapshots.horizon_days;
+    let mut training: Vec<NaiveDate> = plan.fit.clone();
+    training.push(plan.validation);
+    let k = cfg.decision.calibration_snapshots.min(training.len());
+    let params = GbdtConfig {
+        iterations: n_trees.max(1),
+        early_stopping_rounds: n_trees.max(1) + 1,
+        ..cfg.model.clone()
+    };
+    let (mut p, mut y, mut group, mut dates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for &s in &training[training.len() - k..] {
+        let sd = features::epoch_day(s);
+        let fit: Vec<usize> = (0..days.len()).filter(|&i| days[i] + horizon <= sd).collect();
+        let at: Vec<usize> = (0..days.len()).filter(|&i| days[i] == sd).collect();
+        let y_at = pick(churn, &at);
+        let y_fit = pick(churn, &fit);
+        // A purged model needs both classes to learn from.
+        if at.is_empty() || y_fit.iter().all(|&v| v == y_fit[0]) {
+            continue;
+        }
+        let x_at = x.select_rows(&at);
+        let model = Engine::fit(&params, Task::Churn, &x.select_rows(&fit), &y_fit, (&x_at, &y_at))?;
+        group.extend(std::iter::repeat_n(dates.len(), at.len()));
+        p.extend(model.predict(&x_at));
+        y.extend(y_at);
+        dates.push(s);
+    }
+    Ok((!dates.is_empty()).then_some((p, y, group, dates)))
+}
+
 fn pick(v: &[f64], idx: &[usize]) -> Vec<f64> {
     idx.iter().map(|&i| v[i]).collect()
 }
@@ -281,13 +331,29 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let c_val = clv_model.predict(&x_val);
     let c_hold = clv_model.predict(&x_hold);
 
-    // Decision layer: calibrate on validation, choose the threshold on validation, and
-    // report both on the holdout. Every churn probability from here on is calibrated.
+    // Decision layer: calibrate on out-of-time predictions, choose the threshold on
+    // validation, and report both on the holdout. Every churn probability from here on is
+    // calibrated.
     let d = &cfg.decision;
-    let (calibrator, choice) =
-        progress.step("calibrate", "calibrating probabilities and choosing the threshold", || {
-            Ok::<_, Error>(calibration::choose(&raw_val, &y_val, d.calibration_folds, cfg.model.seed))
-        })?;
+    let (calibrator, choice) = progress.step(
+        "calibrate",
+        &format!("calibrating probabilities on up to {} out-of-time snapshots", d.calibration_snapshots),
+        || -> Result<_> {
+            let set = calibration_set(cfg, &plan, &days, &x, &churn, churn_model.n_trees())?;
+            let ((p, y, group, dates), source) = match set {
+                Some(set) => (set, "purged models"),
+                // Too little history for a purged model: the validation snapshot alone.
+                None => (
+                    (raw_val.clone(), y_val.clone(), vec![0; raw_val.len()], vec![plan.validation]),
+                    "main model at validation",
+                ),
+            };
+            let (c, mut choice) =
+                calibration::choose(&p, &y, &group, &dates, d.calibration_folds, cfg.model.seed);
+            choice.source = source.into();
+            Ok((c, choice))
+        },
+    )?;
     let p_val = calibrator.apply_all(&raw_val);
     let p_hold = calibrator.apply_all(&raw_hold);
     let calibration_report = CalibrationReport {
@@ -549,10 +615,13 @@ pub fn decision_summary(m: &TrainMetrics) -> String {
     let h = &d.holdout;
     let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
     let mut out = format!(
-        "calibration: {} (chosen by {}-fold CV log loss on validation); holdout ECE {:.4} -> {:.4}, \
-         Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
+        "calibration: {} (chosen by {} log loss over {} predictions of {} at {}); holdout ECE \
+         {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
         c.method,
-        c.choice.cv_folds,
+        c.choice.scheme,
+        c.choice.n_rows,
+        c.choice.source,
+        c.choice.snapshots.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
         c.holdout_ece_before,
         c.holdout_ece_after,
         c.holdout_brier_before,
