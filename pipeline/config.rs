@@ -23,6 +23,7 @@ pub struct Config {
     pub baselines: BaselineConfig,
     pub decision: DecisionConfig,
     pub output: OutputConfig,
+    pub monitor: MonitorConfig,
     pub paths: PathsConfig,
 }
 
@@ -313,6 +314,9 @@ pub struct OutputConfig {
     pub rank_by: RankBy,
     /// Share of scored customers in the top-risk segment (round(share x n) customers).
     pub top_share: f64,
+    /// Set by `backtest`: ignore `FIDELIS_PG_URL` (not a config key).
+    #[serde(skip)]
+    pub no_env_sinks: bool,
 }
 
 impl Default for OutputConfig {
@@ -325,6 +329,7 @@ impl Default for OutputConfig {
             tables: TableNames::default(),
             rank_by: RankBy::Probability,
             top_share: 0.1,
+            no_env_sinks: false,
         }
     }
 }
@@ -336,12 +341,34 @@ pub struct TableNames {
     pub scores: String,
     pub top_risk: String,
     pub runs: String,
+    /// Monitoring history: one row per as_of x metric x item.
+    pub monitoring: String,
 }
 
 impl Default for TableNames {
     fn default() -> Self {
         let t = crate::sink::sql::Tables::default();
-        TableNames { scores: t.scores, top_risk: t.top_risk, runs: t.runs }
+        TableNames { scores: t.scores, top_risk: t.top_risk, runs: t.runs, monitoring: t.monitoring }
+    }
+}
+
+/// Monitoring: drift thresholds, the realized-AUC alert, retrain advice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// PSI at or above this is `warn`.
+    pub psi_warn: f64,
+    /// PSI above this is `alert`.
+    pub psi_alert: f64,
+    /// Alert when a run's realized ROC AUC is more than this below the holdout AUC.
+    pub auc_drop_alert: f64,
+    /// Advise retraining when the model's data ends more than this many days before as_of.
+    pub max_model_age_days: i64,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig { psi_warn: 0.1, psi_alert: 0.25, auc_drop_alert: 0.05, max_model_age_days: 35 }
     }
 }
 
@@ -355,7 +382,7 @@ impl OutputConfig {
             targets.push(SqlTarget::parse(url).map_err(|m| Error::config("(config)", "output.sql", m))?);
         }
         if let Ok(url) = std::env::var("FIDELIS_PG_URL") {
-            if !url.is_empty() && !self.sql.contains(&url) {
+            if !self.no_env_sinks && !url.is_empty() && !self.sql.contains(&url) {
                 let t =
                     SqlTarget::parse(&url).map_err(|m| Error::config("environment", "FIDELIS_PG_URL", m))?;
                 if !matches!(t, SqlTarget::Postgres(_)) {
@@ -372,6 +399,7 @@ impl OutputConfig {
             scores: self.tables.scores.clone(),
             top_risk: self.tables.top_risk.clone(),
             runs: self.tables.runs.clone(),
+            monitoring: self.tables.monitoring.clone(),
             schema: self.pg_schema.clone(),
         }
     }
@@ -550,6 +578,7 @@ impl Config {
             ("output.tables.scores", &o.tables.scores),
             ("output.tables.top_risk", &o.tables.top_risk),
             ("output.tables.runs", &o.tables.runs),
+            ("output.tables.monitoring", &o.tables.monitoring),
         ] {
             if !crate::sink::sql::valid_identifier(name) {
                 return bad(
@@ -560,13 +589,32 @@ impl Config {
                 );
             }
         }
-        if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs]
+        if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs, &o.tables.monitoring]
             .iter()
             .collect::<std::collections::HashSet<_>>()
             .len()
-            < 3
+            < 4
         {
-            return bad("output.tables", "the three table names must differ".into());
+            return bad("output.tables", "the four table names must differ".into());
+        }
+        let m = &self.monitor;
+        if !(m.psi_warn > 0.0 && m.psi_warn.is_finite()) {
+            return bad("monitor.psi_warn", format!("must be positive, got {}", m.psi_warn));
+        }
+        if !(m.psi_alert >= m.psi_warn && m.psi_alert.is_finite()) {
+            return bad(
+                "monitor.psi_alert",
+                format!("must be at least monitor.psi_warn ({}), got {}", m.psi_warn, m.psi_alert),
+            );
+        }
+        if !(m.auc_drop_alert > 0.0 && m.auc_drop_alert < 1.0) {
+            return bad("monitor.auc_drop_alert", format!("must be in (0, 1), got {}", m.auc_drop_alert));
+        }
+        if m.max_model_age_days < 1 {
+            return bad(
+                "monitor.max_model_age_days",
+                format!("must be at least 1, got {}", m.max_model_age_days),
+            );
         }
         let d = &self.decision;
         for (key, v) in [

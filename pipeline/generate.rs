@@ -10,7 +10,11 @@
 //!   weeks) before the last purchase, the usage drop retention teams look for;
 //! - yearly seasonality (+-25%) and a pre-Christmas peak, by thinning a Poisson process;
 //! - amounts ~ Gamma(4, level/4); 2% of purchases are refunded 1-20 days later (negative);
-//! - a few messy rows (default 0.02%): missing customer id, missing timestamp, NaN amount.
+//! - a few messy rows (default 0.02%): missing customer id, missing timestamp, NaN amount;
+//! - optionally a behaviour change (`shift`, off by default): from a given day, a share of
+//!   the customers (drawn from a separate stream, so the rest of the data is unchanged) buy
+//!   at a fraction of their rate, e.g. a competitor taking most of their business. Used to
+//!   test that monitoring sees drift and a realized-AUC drop after it and not before.
 //!
 //! Output columns: `customer_id` (String, `C0000001`...), `ts` (Datetime ms), `amount` (f64).
 
@@ -29,6 +33,17 @@ pub struct GenerateOptions {
     pub days: i32,
     /// Share of rows made invalid on purpose (to exercise validation).
     pub messy_share: f64,
+    /// A behaviour change from a given day (none by default).
+    pub shift: Option<Shift>,
+}
+
+/// From `day` (days after the start), a `share` of the customers buy at `rate_factor` times
+/// their rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shift {
+    pub day: i32,
+    pub share: f64,
+    pub rate_factor: f64,
 }
 
 impl Default for GenerateOptions {
@@ -39,6 +54,7 @@ impl Default for GenerateOptions {
             start: NaiveDate::from_ymd_opt(2023, 1, 1).expect("valid date"),
             days: 730,
             messy_share: 0.0002,
+            shift: None,
         }
     }
 }
@@ -77,12 +93,21 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
         out.amount.push(amount);
         out.mess.push(mess);
     };
+    // Drawn from its own stream: the default data does not depend on whether a shift is set.
+    let shifted = opts
+        .shift
+        .filter(|s| Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64).uniform() < s.share);
     let mut t = signup;
     let mut first = true;
     let mut fade_until: Option<f64> = None;
     loop {
         if !first {
-            let current = if fade_until.is_some() { rate * 0.35 } else { rate };
+            let mut current = if fade_until.is_some() { rate * 0.35 } else { rate };
+            if let Some(s) = shifted {
+                if t >= s.day as f64 {
+                    current *= s.rate_factor;
+                }
+            }
             t += r.exponential(current * SEASON_MAX);
             if t >= days {
                 break;
@@ -120,6 +145,15 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
 pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
     if opts.customers == 0 || opts.customers > u32::MAX as usize {
         return Err(Error::Data(format!("--customers must be in 1..=4294967295, got {}", opts.customers)));
+    }
+    if let Some(s) = opts.shift {
+        let valid = s.share > 0.0 && s.share <= 1.0 && s.rate_factor >= 0.0 && s.rate_factor.is_finite();
+        if !valid {
+            return Err(Error::Data(format!(
+                "--shift-share must be in (0, 1] and --shift-rate >= 0, got {} and {}",
+                s.share, s.rate_factor
+            )));
+        }
     }
     if opts.days < 30 {
         return Err(Error::Data(format!("--days must be at least 30, got {}", opts.days)));
@@ -177,7 +211,22 @@ mod tests {
         let amounts = a.column("amount").unwrap().f64().unwrap();
         assert!(amounts.iter().flatten().any(|v| v < 0.0), "has refunds");
         assert!(a.column("customer_id").unwrap().null_count() > 0, "has messy rows");
-        let other = generate(&GenerateOptions { seed: 7, ..opts }).unwrap();
+        let other = generate(&GenerateOptions { seed: 7, ..opts.clone() }).unwrap();
         assert!(!a.equals_missing(&other));
+        // A shift changes only what happens after its day, and only for its share.
+        let shift = Shift { day: 400, share: 0.5, rate_factor: 0.1 };
+        let s = generate(&GenerateOptions { shift: Some(shift), ..opts.clone() }).unwrap();
+        let cut = (opts.start + chrono::Duration::days(400))
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_millis();
+        let count = |df: &DataFrame, before: bool| {
+            let ts = df.column("ts").unwrap().datetime().unwrap().physical().clone();
+            ts.iter().flatten().filter(|&t| (t < cut) == before).count()
+        };
+        assert_eq!(count(&a, true), count(&s, true), "nothing changes before the shift");
+        let (after_a, after_s) = (count(&a, false) as f64, count(&s, false) as f64);
+        assert!(after_s < 0.7 * after_a, "{after_s} vs {after_a} transactions after the shift");
     }
 }

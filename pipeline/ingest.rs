@@ -121,6 +121,22 @@ pub struct Transactions {
     pub summary: ValidationSummary,
 }
 
+/// Keep the transactions before `cutoff` (midnight) only, as if the log had been read then
+/// (a backtest's training data). The summary's first and last timestamps follow.
+pub fn truncate(tx: Transactions, cutoff: chrono::NaiveDate) -> Result<Transactions> {
+    let ms = cutoff.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+    let frame = tx
+        .frame
+        .lazy()
+        .filter(col("ts").cast(DataType::Int64).lt(lit(ms)))
+        .collect()
+        .polars("truncating the transactions")?;
+    let ts = frame.column("ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
+    let to_dt = |v: Option<i64>| v.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.naive_utc());
+    let summary = ValidationSummary { first_ts: to_dt(ts.min()), last_ts: to_dt(ts.max()), ..tx.summary };
+    Ok(Transactions { frame, summary })
+}
+
 /// Read, map and validate the transaction file described by `input`.
 pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
     let path = PathBuf::from(&input.path);

@@ -6,7 +6,8 @@
 //! calibrated probabilities, cost-weighted contact threshold, risk bands) -> `artifact`
 //! (versioned model directory).
 //! `score` (the weekly batch: every eligible customer at `as_of`) -> `sink` (Parquet
-//! partitions, SQLite, PostgreSQL), under the output `lock`.
+//! partitions, SQLite, PostgreSQL), under the output `lock` -> `monitor` (drift against the
+//! model's reference, realized performance of matured runs, retrain advice).
 //! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
 
 pub mod artifact;
@@ -18,6 +19,7 @@ pub mod generate;
 pub mod ingest;
 pub mod lock;
 pub mod metrics;
+pub mod monitor;
 pub mod progress;
 pub mod rng;
 pub mod score;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use fidelis::generate::{self, GenerateOptions};
 use fidelis::progress::Progress;
-use fidelis::{ingest, score, train, Config};
+use fidelis::{ingest, monitor, score, train, Config};
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +26,8 @@ use fidelis::{ingest, score, train, Config};
                   fidelis train --config fidelis.toml\n  \
                   fidelis score --config fidelis.toml\n\n\
                   Exit codes: 0 ok, 1 internal error, 2 bad input, configuration or model, \
-                  4 another run holds the output lock, 5 an output sink failed (rolled back).\n\
+                  3 monitoring alert (with --fail-on-alert), 4 another run holds the output \
+                  lock, 5 an output sink failed (rolled back).\n\
                   Progress goes to stderr (only on a terminal); results go to stdout.\n\
                   Set RUST_LOG=info for step timings in logs."
 )]
@@ -61,6 +62,16 @@ enum Command {
         /// Share of rows made invalid on purpose (missing ids, timestamps, amounts).
         #[arg(long, default_value_t = 0.0002)]
         messy_share: f64,
+        /// Behaviour change: from this date a share of the customers buy less (for
+        /// monitoring demos and tests).
+        #[arg(long)]
+        shift_date: Option<NaiveDate>,
+        /// Share of the customers the change affects.
+        #[arg(long, default_value_t = 0.3, requires = "shift_date")]
+        shift_share: f64,
+        /// Their purchase rate is multiplied by this from the shift date.
+        #[arg(long, default_value_t = 0.1, requires = "shift_date")]
+        shift_rate: f64,
     },
     /// Read and validate the transaction log; print what was kept and dropped, by reason.
     Validate {
@@ -82,10 +93,45 @@ enum Command {
     /// sinks: <output>/scores/as_of=DATE/{scores,top_risk}.parquet, SQLite, PostgreSQL.
     /// A rerun for the same date replaces that date's rows.
     Score(BatchArgs),
-    /// The scheduled job (cron, systemd timer, Airflow): the weekly batch of `score`; monitoring
-    /// and reports join it as they are built. Exit codes: 0 ok, 2 bad input/config/model,
-    /// 4 another run holds the output lock, 5 an output sink failed (rolled back).
-    Weekly(BatchArgs),
+    /// The scheduled job (cron, systemd timer, Airflow): `score` then `monitor` at the same
+    /// date, under one lock. Exit codes: 0 ok, 2 bad input/config/model, 3 an alert with
+    /// --fail-on-alert, 4 another run holds the output lock, 5 an output sink failed.
+    Weekly {
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Exit with code 3 when monitoring raises an alert (to page someone).
+        #[arg(long)]
+        fail_on_alert: bool,
+    },
+    /// Drift of the features and scores at AS_OF against the model's reference, realized
+    /// performance of past runs whose outcome window has closed, retrain advice; appended to
+    /// <output>/monitoring/metrics_history.parquet and the SQL table model_monitoring.
+    Monitor {
+        #[command(flatten)]
+        batch: BatchArgs,
+        /// Exit with code 3 when there is an alert.
+        #[arg(long)]
+        fail_on_alert: bool,
+    },
+    /// Replay the weekly job over history with one model trained on the data before --from,
+    /// and fill a monitoring history: how AUC and drift would have evolved.
+    Backtest {
+        /// Configuration file.
+        #[arg(long, short, default_value = "fidelis.toml")]
+        config: PathBuf,
+        /// First replayed date; the model is trained on the transactions before it.
+        #[arg(long)]
+        from: NaiveDate,
+        /// Last replayed date; default: the last date whose outcome window the data covers.
+        #[arg(long)]
+        to: Option<NaiveDate>,
+        /// Days between replayed runs.
+        #[arg(long, default_value_t = 7)]
+        every: i64,
+        /// Output directory; default <output.dir>/backtest.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -105,11 +151,35 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+/// Exit code of a monitoring result: 3 with alerts when asked to fail on them.
+fn alert_exit(alerts: bool, fail_on_alert: bool) -> ExitCode {
+    if alerts && fail_on_alert {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(cli.quiet);
     match cli.command {
-        Command::Generate { customers, seed, out, start, days, messy_share } => {
-            let opts = GenerateOptions { customers, seed, start, days, messy_share };
+        Command::Generate {
+            customers,
+            seed,
+            out,
+            start,
+            days,
+            messy_share,
+            shift_date,
+            shift_share,
+            shift_rate,
+        } => {
+            let shift = shift_date.map(|d| generate::Shift {
+                day: (d - start).num_days() as i32,
+                share: shift_share,
+                rate_factor: shift_rate,
+            });
+            let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
             let mut df = progress.step("generate", &format!("generating {customers} customers"), || {
                 generate::generate(&opts)
             })?;
@@ -135,17 +205,42 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", train::summary_table(&outcome.metrics));
             println!("model {} written to {}", outcome.model_id, outcome.dir.display());
         }
-        Command::Score(args) | Command::Weekly(args) => {
+        Command::Score(args) => {
             let cfg = load_config(&args.config)?;
             let opts = score::BatchOptions { as_of: args.as_of, model: args.model };
             let outcome = score::run_batch(&cfg, &opts, &progress)?;
-            println!("{}", outcome.summary);
-            for w in &outcome.written {
-                println!("written to {w}");
-            }
+            print_batch(&outcome);
+        }
+        Command::Weekly { batch, fail_on_alert } => {
+            let cfg = load_config(&batch.config)?;
+            let opts = score::BatchOptions { as_of: batch.as_of, model: batch.model };
+            let outcome = score::run_weekly(&cfg, &opts, &progress)?;
+            print_batch(&outcome.batch);
+            println!("{}", monitor::summary(&outcome.monitor));
+            return Ok(alert_exit(outcome.monitor.has_alert(), fail_on_alert));
+        }
+        Command::Monitor { batch, fail_on_alert } => {
+            let cfg = load_config(&batch.config)?;
+            let opts = monitor::MonitorOptions { as_of: batch.as_of, model: batch.model };
+            let report = monitor::run_monitor(&cfg, &opts, &progress)?;
+            println!("{}", monitor::summary(&report));
+            return Ok(alert_exit(report.has_alert(), fail_on_alert));
+        }
+        Command::Backtest { config, from, to, every, out } => {
+            let cfg = load_config(&config)?;
+            let opts = monitor::BacktestOptions { from, to, every_days: every, out };
+            let outcome = monitor::run_backtest(&cfg, &opts, &progress)?;
+            println!("{}", monitor::backtest_summary(&outcome));
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_batch(outcome: &score::BatchOutcome) {
+    println!("{}", outcome.summary);
+    for w in &outcome.written {
+        println!("written to {w}");
+    }
 }
 
 fn main() -> ExitCode {
@@ -155,7 +250,7 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             // Library errors already carry their cause in the message.
             match err.downcast_ref::<fidelis::Error>() {

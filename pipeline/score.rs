@@ -141,17 +141,8 @@ fn top_reasons(row: &[f64], names: &[String], k: usize) -> String {
     idx.iter().take(k).map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// Score every customer eligible at `as_of` in `tx` (the ingest contract frame).
-/// `previous` is the previous run's scores (for `score_change`).
-pub fn score(
-    cfg: &Config,
-    model: &LoadedModel,
-    tx: &DataFrame,
-    as_of: NaiveDate,
-    previous: Option<&PreviousRun>,
-) -> Result<ScoreRun> {
-    // The features the model was trained with, by its own configuration.
-    let spec = FeatureSpec::from_config(&model.info.config);
+/// The feature names `spec` builds, which must be the model's own (in order).
+pub fn check_features(model: &LoadedModel, spec: &FeatureSpec) -> Result<Vec<String>> {
     let names = spec.names();
     if names != model.info.features {
         return Err(Error::Artifact {
@@ -164,6 +155,21 @@ pub fn score(
             ),
         });
     }
+    Ok(names)
+}
+
+/// Score every customer eligible at `as_of` in `tx` (the ingest contract frame).
+/// `previous` is the previous run's scores (for `score_change`).
+pub fn score(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    as_of: NaiveDate,
+    previous: Option<&PreviousRun>,
+) -> Result<ScoreRun> {
+    // The features the model was trained with, by its own configuration.
+    let spec = FeatureSpec::from_config(&model.info.config);
+    let names = check_features(model, &spec)?;
     let daily = features::daily_activity(tx)?;
     let frame = features::features_at(&daily, &spec, &[as_of])?;
     if frame.height() == 0 {
@@ -287,21 +293,23 @@ pub struct BatchOutcome {
     pub written: Vec<String>,
 }
 
-/// The weekly batch: hold the output lock, load the model and the transactions, score every
-/// eligible customer at `as_of`, and write every configured sink.
-pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
-    let started = Utc::now();
-    let out_dir = Path::new(&cfg.output.dir);
-    let targets = cfg.output.sql_targets()?;
-    let tables = cfg.output.sql_tables();
-    if !cfg.output.parquet && targets.is_empty() {
+/// Refuse an output configuration without any sink.
+fn check_sinks(cfg: &Config) -> Result<()> {
+    if !cfg.output.parquet && cfg.output.sql_targets()?.is_empty() {
         return Err(Error::config(
             "(config)",
             "output",
             "no sink: set parquet = true or list a SQL URL in sql",
         ));
     }
-    let _lock = RunLock::acquire(out_dir)?;
+    Ok(())
+}
+
+/// `fidelis score`: hold the output lock, load the model and the transactions, score every
+/// eligible customer at `as_of`, and write every configured sink.
+pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
+    check_sinks(cfg)?;
+    let _lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
     let model = load_model(&cfg.models_dir(), opts.model.as_deref())?;
     let tx = progress.step("ingest", "reading and validating transactions", || {
         ingest::load_transactions(&cfg.input.transactions)
@@ -310,6 +318,44 @@ pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Resu
         Some(d) => d,
         None => default_as_of(&tx.frame)?,
     };
+    score_and_write(cfg, &model, &tx.frame, as_of, progress)
+}
+
+/// What `fidelis weekly` did: the batch, then monitoring.
+pub struct WeeklyOutcome {
+    pub batch: BatchOutcome,
+    pub monitor: crate::monitor::MonitorReport,
+}
+
+/// `fidelis weekly`: under one lock and one read of the data, the batch of `score` and then
+/// `monitor` at the same `as_of`.
+pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
+    check_sinks(cfg)?;
+    let _lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
+    let model = load_model(&cfg.models_dir(), opts.model.as_deref())?;
+    let tx = progress.step("ingest", "reading and validating transactions", || {
+        ingest::load_transactions(&cfg.input.transactions)
+    })?;
+    let data_end = default_as_of(&tx.frame)?;
+    let as_of = opts.as_of.unwrap_or(data_end);
+    let batch = score_and_write(cfg, &model, &tx.frame, as_of, progress)?;
+    let inputs = crate::monitor::MonitorInputs { model: &model, tx: &tx.frame, data_end };
+    let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
+    Ok(WeeklyOutcome { batch, monitor })
+}
+
+/// Score at `as_of` and write every configured sink (the caller holds the lock).
+pub fn score_and_write(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    as_of: NaiveDate,
+    progress: &Progress,
+) -> Result<BatchOutcome> {
+    let started = Utc::now();
+    let out_dir = Path::new(&cfg.output.dir);
+    let targets = cfg.output.sql_targets()?;
+    let tables = cfg.output.sql_tables();
     let parquet = ScoreParquet::new(out_dir);
     let previous = match targets.first() {
         _ if cfg.output.parquet => parquet.previous_run(as_of)?,
@@ -317,7 +363,7 @@ pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Resu
         None => None,
     };
     let mut run = progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-        score(cfg, &model, &tx.frame, as_of, previous.as_ref())
+        score(cfg, model, tx, as_of, previous.as_ref())
     })?;
     let mut written = Vec::new();
     if cfg.output.parquet {

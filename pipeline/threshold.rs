@@ -27,6 +27,11 @@ fn gains(y: &[f64], value: &[f64], cfg: &DecisionConfig) -> Vec<f64> {
     y.iter().zip(value).map(|(&t, &v)| if t > 0.5 { v } else { -cfg.fp_cost } - cfg.contact_cost).collect()
 }
 
+/// Realized net value of contacting exactly the customers flagged in `contact`.
+pub fn net_value_of(contact: &[bool], y: &[f64], value: &[f64], cfg: &DecisionConfig) -> f64 {
+    gains(y, value, cfg).iter().zip(contact).filter(|(_, &c)| c).map(|(g, _)| g).sum()
+}
+
 /// One point of the net-value curve: contact everyone with probability >= threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CurvePoint {

@@ -85,6 +85,7 @@ pub struct Tables {
     pub scores: String,
     pub top_risk: String,
     pub runs: String,
+    pub monitoring: String,
     /// PostgreSQL schema (created when missing); SQLite has none.
     pub schema: String,
 }
@@ -95,6 +96,7 @@ impl Default for Tables {
             scores: "churn_scores".into(),
             top_risk: "churn_top_risk".into(),
             runs: "scoring_runs".into(),
+            monitoring: "model_monitoring".into(),
             schema: "public".into(),
         }
     }
@@ -146,6 +148,28 @@ pub fn write_run(target: &SqlTarget, tables: &Tables, run: &SqlRun) -> Result<()
         }
         sink_error(target, format!("{message}; the transaction was rolled back, earlier runs are intact"))
     })
+}
+
+/// Replace the rows of `as_of` in `table` by `df` in one transaction (the table is created,
+/// or extended with new columns, to fit the frame). Used for the monitoring history.
+pub fn replace_as_of(
+    target: &SqlTarget,
+    tables: &Tables,
+    table: &str,
+    df: &DataFrame,
+    key: &[&str],
+    as_of: NaiveDate,
+) -> Result<()> {
+    for name in [table, &tables.schema] {
+        if !valid_identifier(name) {
+            return Err(sink_error(target, format!("{name:?} is not a valid table or schema name")));
+        }
+    }
+    let result = match target {
+        SqlTarget::Sqlite(path) => sqlite::replace_as_of(path, table, df, key, as_of),
+        SqlTarget::Postgres(url) => postgres_sink::replace_as_of(url, tables, table, df, key, as_of),
+    };
+    result.map_err(|m| sink_error(target, format!("{m}; the transaction was rolled back")))
 }
 
 /// The risk scores of the latest successful run strictly before `as_of`, if any.
@@ -246,20 +270,28 @@ fn sql_columns(df: &DataFrame) -> Result<Vec<SqlColumn<'_>>> {
 }
 
 /// The primary key of the score tables.
-const KEY: [&str; 2] = ["as_of", CUSTOMER];
+/// Primary key of the score tables.
+pub const SCORE_KEY: &[&str] = &["as_of", CUSTOMER];
+/// Primary key of the monitoring history.
+pub const MONITORING_KEY: &[&str] = &["as_of", "kind", "item", "metric"];
 
-fn create_table_sql(table: &str, cols: &[SqlColumn], type_name: fn(SqlType) -> &'static str) -> String {
+fn create_table_sql(
+    table: &str,
+    cols: &[SqlColumn],
+    key: &[&str],
+    type_name: fn(SqlType) -> &'static str,
+) -> String {
     let defs: Vec<String> = cols
         .iter()
         .map(|c| {
-            let not_null = if KEY.contains(&c.name.as_str()) { " NOT NULL" } else { "" };
+            let not_null = if key.contains(&c.name.as_str()) { " NOT NULL" } else { "" };
             format!("{} {}{not_null}", quote(&c.name), type_name(c.ty))
         })
         .collect();
     format!(
         "CREATE TABLE IF NOT EXISTS {table} ({}, PRIMARY KEY ({}))",
         defs.join(", "),
-        KEY.map(quote).join(", ")
+        key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ")
     )
 }
 
@@ -339,13 +371,14 @@ mod sqlite {
         conn: &Connection,
         table: &str,
         df: &DataFrame,
+        key: &[&str],
         as_of: &str,
         fault: bool,
     ) -> std::result::Result<(), String> {
         let e = |err: rusqlite::Error| format!("table {table}: {err}");
         let mut cols = sql_columns(df).map_err(|err| err.to_string())?;
         let q = quote(table);
-        conn.execute(&create_table_sql(&q, &cols, type_name), []).map_err(e)?;
+        conn.execute(&create_table_sql(&q, &cols, key, type_name), []).map_err(e)?;
         for c in missing(&cols, &existing_columns(conn, table).map_err(e)?) {
             conn.execute(&format!("ALTER TABLE {q} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)), [])
                 .map_err(e)?;
@@ -377,9 +410,24 @@ mod sqlite {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| e.to_string())?;
         let as_of = run.record.as_of.to_string();
-        load_table(&tx, &tables.scores, run.scores, &as_of, true)?;
-        load_table(&tx, &tables.top_risk, run.top_risk, &as_of, false)?;
+        load_table(&tx, &tables.scores, run.scores, SCORE_KEY, &as_of, true)?;
+        load_table(&tx, &tables.top_risk, run.top_risk, SCORE_KEY, &as_of, false)?;
         upsert_run(&tx, tables, run.record, None, true)?;
+        tx.commit().map_err(|e| e.to_string())
+    }
+
+    pub(super) fn replace_as_of(
+        path: &Path,
+        table: &str,
+        df: &DataFrame,
+        key: &[&str],
+        as_of: NaiveDate,
+    ) -> std::result::Result<(), String> {
+        let mut conn = open(path).map_err(|e| e.to_string())?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| e.to_string())?;
+        load_table(&tx, table, df, key, &as_of.to_string(), false)?;
         tx.commit().map_err(|e| e.to_string())
     }
 
@@ -561,13 +609,14 @@ mod postgres_sink {
         tables: &Tables,
         name: &str,
         df: &DataFrame,
+        key: &[&str],
         as_of: NaiveDate,
         fault: bool,
     ) -> std::result::Result<(), String> {
         let e = |err: postgres::Error| format!("table {name}: {}", msg(&err));
         let mut cols = sql_columns(df).map_err(|err| err.to_string())?;
         let t = table(tables, name);
-        tx.batch_execute(&create_table_sql(&t, &cols, type_name)).map_err(e)?;
+        tx.batch_execute(&create_table_sql(&t, &cols, key, type_name)).map_err(e)?;
         let existing = existing_columns(tx, tables, name)?;
         for c in missing(&cols, &existing) {
             tx.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)))
@@ -644,9 +693,26 @@ mod postgres_sink {
         lock(&mut tx, tables)?;
         tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&tables.schema)))
             .map_err(|e| format!("schema {}: {}", tables.schema, msg(&e)))?;
-        load_table(&mut tx, tables, &tables.scores, run.scores, run.record.as_of, true)?;
-        load_table(&mut tx, tables, &tables.top_risk, run.top_risk, run.record.as_of, false)?;
+        load_table(&mut tx, tables, &tables.scores, run.scores, SCORE_KEY, run.record.as_of, true)?;
+        load_table(&mut tx, tables, &tables.top_risk, run.top_risk, SCORE_KEY, run.record.as_of, false)?;
         upsert_run(&mut tx, tables, run.record, None, true)?;
+        tx.commit().map_err(|e| format!("commit: {}", msg(&e)))
+    }
+
+    pub(super) fn replace_as_of(
+        url: &str,
+        tables: &Tables,
+        table: &str,
+        df: &DataFrame,
+        key: &[&str],
+        as_of: NaiveDate,
+    ) -> std::result::Result<(), String> {
+        let mut client = connect(url)?;
+        let mut tx = client.transaction().map_err(|e| msg(&e))?;
+        lock(&mut tx, tables)?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&tables.schema)))
+            .map_err(|e| format!("schema {}: {}", tables.schema, msg(&e)))?;
+        load_table(&mut tx, tables, table, df, key, as_of, false)?;
         tx.commit().map_err(|e| format!("commit: {}", msg(&e)))
     }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec, CHURN, CLV, CUSTOMER, SNAPSHOT};
 use crate::ingest::{self, ValidationSummary};
 use crate::metrics::{self, ChurnMetrics, ClvMetrics};
+use crate::monitor;
 use crate::progress::Progress;
 use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, BandOutcome, CurvePoint, PolicyOutcome, RiskBands};
@@ -283,10 +284,19 @@ fn snapshot_stats(plan: &SnapshotPlan, days: &[i32], churn: &[f64], clv: &[f64])
 
 /// Run the whole training pipeline for `cfg` and write the artifact.
 pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
+    train_until(cfg, None, progress)
+}
+
+/// Train on the transactions before `cutoff` only (a backtest's model, as if trained that
+/// day); `None` = all of them.
+pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Result<TrainOutcome> {
     let input_path = PathBuf::from(&cfg.input.transactions.path);
-    let tx = progress.step("ingest", "reading and validating transactions", || {
+    let mut tx = progress.step("ingest", "reading and validating transactions", || {
         ingest::load_transactions(&cfg.input.transactions)
     })?;
+    if let Some(c) = cutoff {
+        tx = ingest::truncate(tx, c)?;
+    }
     let (first, last) = match (tx.summary.first_ts, tx.summary.last_ts) {
         (Some(a), Some(b)) => (a, b),
         _ => return Err(Error::Data("no valid transactions".into())),
@@ -295,12 +305,18 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let spec = FeatureSpec::from_config(cfg);
     let names = spec.names();
     let snapshots = plan.all();
-    let data = progress.step(
+    // Training data, and the population at the end of the data (the drift reference: what
+    // the first scoring run after training sees).
+    let data_end = last.date() + chrono::Duration::days(1);
+    let (data, at_end) = progress.step(
         "features",
         &format!("building features and labels at {} snapshots", snapshots.len()),
-        || -> Result<DataFrame> {
+        || -> Result<(DataFrame, DataFrame)> {
             let daily = features::daily_activity(&tx.frame)?;
-            features::dataset_at(&daily, &spec, &snapshots)
+            Ok((
+                features::dataset_at(&daily, &spec, &snapshots)?,
+                features::features_at(&daily, &spec, &[data_end])?,
+            ))
         },
     )?;
     let x = FeatureMatrix::from_frame(&data, &names)?;
@@ -438,7 +454,8 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
     let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
     let fingerprint = artifact::fingerprint_file(&input_path)?;
     let config_text = toml::to_string(cfg).unwrap_or_default();
-    let hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{}", fingerprint.xxh3, config_text).as_bytes());
+    let cut = cutoff.map(|c| format!("|before {c}")).unwrap_or_default();
+    let hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{}{cut}", fingerprint.xxh3, config_text).as_bytes());
     let now = Utc::now();
     let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), hash as u32);
 
@@ -485,6 +502,14 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         libraries: library_versions(),
     };
 
+    // Drift reference: the customers eligible at the end of the data and their scores.
+    let x_end = FeatureMatrix::from_frame(&at_end, &names)?;
+    let reference = monitor::Reference::build(
+        data_end,
+        &x_end,
+        &calibrator.apply_all(&churn_model.predict(&x_end)),
+        &clv_model.predict(&x_end),
+    );
     let predictions = predictions_frame(
         &data,
         &rows,
@@ -500,6 +525,7 @@ pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
         ("clv.json", clv_model.to_json()?.into_bytes()),
         ("calibration.json", artifact::to_json_bytes(&calibrator, "calibration.json")?),
         ("decision.json", artifact::to_json_bytes(&decision_artifact, "decision.json")?),
+        (monitor::REFERENCE_FILE, artifact::to_json_bytes(&reference, monitor::REFERENCE_FILE)?),
         ("predictions.parquet", crate::sink::parquet_bytes(predictions)?),
     ];
     let models_dir = cfg.models_dir();
