@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo generate validate train score weekly test bench bench-score lint fmt datasets clean
+.PHONY: help demo generate validate train score weekly test bench bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,10 +37,13 @@ weekly: ## the scheduled job: score (then monitor and report) for CONFIG
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
 	scripts/with_postgres.sh cargo test --all-targets
 
-bench: bench-score ## every benchmark (release build; inputs cached under data/bench/)
+bench: bench-score bench-monitor ## every benchmark (release build; inputs cached under data/bench/)
 
 bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, peak RSS, stages
 	cargo bench --bench score
+
+bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
+	cargo bench --bench monitor
 
 lint: ## formatting and clippy, warnings are errors
 	cargo fmt --check

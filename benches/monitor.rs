@@ -1,0 +1,105 @@
+//! Drift at scale: PSI, KS, missing share and mean of every feature for 1,000,000 customers
+//! against a reference of 1,000,000, in process. The reference is the eligible base of a
+//! 1,000,000-customer generated log at 2024-06-30, the current population the base at
+//! 2024-12-31 (features computed once, not timed); each is about 640,000 eligible customers,
+//! so its rows are repeated cyclically up to exactly 1,000,000. Prints a table (median of 5)
+//! and writes reports/bench/monitor.json.
+//!
+//! `make bench-monitor` (or `cargo bench --bench monitor`); `FIDELIS_BENCH_CUSTOMERS`
+//! changes the size. Under `cargo test` it is a smoke run on 20,000 customers.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use fidelis::config::MonitorConfig;
+use fidelis::features::{self, FeatureMatrix, FeatureSpec};
+use fidelis::generate::{self, GenerateOptions};
+use fidelis::monitor::{self, Reference, Status};
+use fidelis::Config;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let default_size = if bench { 1_000_000 } else { 20_000 };
+    let customers: usize =
+        std::env::var("FIDELIS_BENCH_CUSTOMERS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_size);
+    let root = PathBuf::from(if bench { "data/bench" } else { "data/bench/smoke" });
+    let file = root.join(format!("customers_{customers}")).join("transactions.parquet");
+    if !file.is_file() {
+        eprintln!("generating {customers} customers into {} (cached)", file.display());
+        let mut df = generate::generate(&GenerateOptions { customers, ..GenerateOptions::default() }).unwrap();
+        fidelis::sink::write_parquet_atomic(&mut df, &file).unwrap();
+    }
+    let mut cfg = Config::default();
+    cfg.input.transactions.path = file.display().to_string();
+    let tx = fidelis::ingest::load_transactions(&cfg.input.transactions).unwrap();
+    let spec = FeatureSpec::from_config(&cfg);
+    let names = spec.names();
+    let daily = features::daily_activity(&tx.frame).unwrap();
+    let at = |d: &str| {
+        let d = NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        FeatureMatrix::from_frame(&features::features_at(&daily, &spec, &[d]).unwrap(), &names).unwrap()
+    };
+    let tile = |x: FeatureMatrix| {
+        let idx: Vec<usize> = (0..customers).map(|i| i % x.rows).collect();
+        x.select_rows(&idx)
+    };
+    let (x_ref, x_cur) = (tile(at("2024-06-30")), tile(at("2024-12-31")));
+    drop(daily);
+
+    let mcfg = MonitorConfig::default();
+    let (mut build, mut drift_s) = (Vec::new(), Vec::new());
+    let mut last = Vec::new();
+    for _ in 0..5 {
+        let t = Instant::now();
+        // Scores are not part of this benchmark: the first feature stands in for both.
+        let reference = Reference::build(
+            NaiveDate::from_ymd_opt(2024, 6, 30).unwrap(),
+            &x_ref,
+            x_ref.column(0),
+            x_ref.column(0),
+        );
+        build.push(t.elapsed().as_secs_f64());
+        let current: BTreeMap<&str, &[f64]> =
+            names.iter().enumerate().map(|(c, n)| (n.as_str(), x_cur.column(c))).collect();
+        let t = Instant::now();
+        last = monitor::drift(&reference, &current, &mcfg);
+        drift_s.push(t.elapsed().as_secs_f64());
+    }
+    let alerts = last.iter().filter(|d| d.status == Status::Alert).count();
+    println!();
+    println!(
+        "drift of {} features: {} current customers vs {} reference customers (median of 5)",
+        last.len(),
+        x_cur.rows,
+        x_ref.rows
+    );
+    println!("{:<46} {:>10}", "step", "seconds");
+    println!("{:<46} {:>10.3}", "reference (deciles, shares, sample)", median(build.clone()));
+    println!("{:<46} {:>10.3}", "drift (PSI, KS, missing, mean; all features)", median(drift_s.clone()));
+    println!("items in alert between the two dates: {alerts} of {}", last.len());
+    if !bench {
+        println!("(smoke run under cargo test: not recorded)");
+        return;
+    }
+    let report = serde_json::json!({
+        "benchmark": "monitor",
+        "customers": customers,
+        "current_rows": x_cur.rows,
+        "reference_rows": x_ref.rows,
+        "features": last.len(),
+        "reference_seconds_median": median(build),
+        "drift_seconds_median": median(drift_s.clone()),
+        "drift_seconds_runs": drift_s,
+        "targets": {"drift_seconds": 5.0},
+    });
+    std::fs::create_dir_all("reports/bench").unwrap();
+    std::fs::write("reports/bench/monitor.json", serde_json::to_vec_pretty(&report).unwrap()).unwrap();
+    println!("written to reports/bench/monitor.json");
+}
