@@ -12,12 +12,12 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo generate validate train score weekly test bench bench-score bench-monitor lint fmt datasets clean
+.PHONY: help demo generate validate train score weekly monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-demo: generate validate train score ## generate 50,000 customers and run every stage on them
+demo: generate validate train weekly backtest ## generate 50,000 customers and run every stage on them
 
 generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
 	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated
@@ -31,8 +31,16 @@ train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
 score: ## score every eligible customer with models/latest; Parquet + SQLite under output/
 	$(FIDELIS) score --config $(CONFIG)
 
-weekly: ## the scheduled job: score (then monitor and report) for CONFIG
+weekly: ## the scheduled job: score, then monitor (drift, realized AUC, retrain advice)
 	$(FIDELIS) weekly --config $(CONFIG)
+
+monitor: ## drift and realized performance at the end of the data, history under output/monitoring
+	$(FIDELIS) monitor --config $(CONFIG)
+
+FROM ?= 2024-06-01
+EVERY ?= 14
+backtest: ## replay the weekly job from FROM every EVERY days with a model trained before FROM
+	$(FIDELIS) backtest --config $(CONFIG) --from $(FROM) --every $(EVERY)
 
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
 	scripts/with_postgres.sh cargo test --all-targets

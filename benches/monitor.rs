@@ -33,7 +33,8 @@ fn main() {
     let file = root.join(format!("customers_{customers}")).join("transactions.parquet");
     if !file.is_file() {
         eprintln!("generating {customers} customers into {} (cached)", file.display());
-        let mut df = generate::generate(&GenerateOptions { customers, ..GenerateOptions::default() }).unwrap();
+        let mut df =
+            generate::generate(&GenerateOptions { customers, ..GenerateOptions::default() }).unwrap();
         fidelis::sink::write_parquet_atomic(&mut df, &file).unwrap();
     }
     let mut cfg = Config::default();

@@ -99,22 +99,82 @@ pub fn epoch_day(d: NaiveDate) -> i32 {
 }
 
 /// One row per (customer, active day): `n_tx`, `amount`, `n_neg`, `gap` (days since the
-/// customer's previous active day; null on the first). Input: the ingest contract frame.
+/// customer's previous active day; null on the first), sorted by customer and day. Input:
+/// the ingest contract frame (rows with a null id or timestamp are skipped).
+///
+/// One linear pass over the rows in (customer, ts) order, which is how `ingest` leaves them
+/// (other frames are sorted first): no hashing of 30 million string keys.
 pub fn daily_activity(tx: &DataFrame) -> Result<DataFrame> {
-    let previous_day = col(DAY).shift(lit(1)).over([col(CUSTOMER)]).polars("previous active day")?;
-    tx.clone()
-        .lazy()
-        .with_column(col("ts").dt().date().cast(DataType::Int32).alias(DAY))
-        .group_by([col(CUSTOMER), col(DAY)])
-        .agg([
-            len().cast(DataType::Float64).alias("n_tx"),
-            col("amount").sum().alias("amount"),
-            col("amount").lt(lit(0.0)).cast(DataType::Float64).sum().alias("n_neg"),
-        ])
-        .sort([CUSTOMER, DAY], SortMultipleOptions::default())
-        .with_column((col(DAY) - previous_day).cast(DataType::Float64).alias("gap"))
-        .collect()
-        .polars("aggregating transactions per customer and day")
+    let ctx = "aggregating transactions per customer and day";
+    let ms_type = DataType::Datetime(TimeUnit::Milliseconds, None);
+    let ts_of = |df: &DataFrame| -> Result<Int64Chunked> {
+        let c = df.column("ts").polars(ctx)?.cast(&ms_type).polars(ctx)?;
+        Ok(c.datetime().polars(ctx)?.physical().clone())
+    };
+    let in_order = {
+        let ids = tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+        let ts = ts_of(tx)?;
+        let mut prev: Option<(&str, i64)> = None;
+        let mut ok = true;
+        for (id, t) in ids.iter().zip(ts.iter()) {
+            if let (Some(id), Some(t)) = (id, t) {
+                if prev.is_some_and(|(pid, pt)| (pid, pt) > (id, t)) {
+                    ok = false;
+                    break;
+                }
+                prev = Some((id, t));
+            }
+        }
+        ok
+    };
+    let sorted;
+    let tx = if in_order {
+        tx
+    } else {
+        sorted = tx
+            .clone()
+            .lazy()
+            .sort([CUSTOMER, "ts"], SortMultipleOptions::default().with_maintain_order(true))
+            .collect()
+            .polars(ctx)?;
+        &sorted
+    };
+    let ids = tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+    let ts = ts_of(tx)?;
+    let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
+    let amount = amount.f64().polars(ctx)?;
+
+    let mut cust: Vec<&str> = Vec::new();
+    let (mut days, mut n_tx, mut sum, mut n_neg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut gap: Vec<Option<f64>> = Vec::new();
+    for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
+        let (Some(id), Some(t)) = (id, t) else { continue };
+        let a = a.unwrap_or(0.0);
+        let day = t.div_euclid(86_400_000) as i32;
+        let last = days.len().wrapping_sub(1);
+        if !days.is_empty() && cust[last] == id && days[last] == day {
+            n_tx[last] += 1.0;
+            sum[last] += a;
+            n_neg[last] += f64::from(u8::from(a < 0.0));
+            continue;
+        }
+        let same_customer = !days.is_empty() && cust[last] == id;
+        gap.push(same_customer.then(|| f64::from(day - days[last])));
+        cust.push(id);
+        days.push(day);
+        n_tx.push(1.0);
+        sum.push(a);
+        n_neg.push(f64::from(u8::from(a < 0.0)));
+    }
+    DataFrame::new_infer_height(vec![
+        Column::new(CUSTOMER.into(), cust),
+        Column::new(DAY.into(), days),
+        Column::new("n_tx".into(), n_tx),
+        Column::new("amount".into(), sum),
+        Column::new("n_neg".into(), n_neg),
+        Column::new("gap".into(), gap),
+    ])
+    .polars(ctx)
 }
 
 fn sum_if(cond: Expr, value: &str) -> Expr {

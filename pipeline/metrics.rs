@@ -252,6 +252,24 @@ pub fn normalized_gini(actual: &[f64], pred: &[f64]) -> f64 {
     gini(actual, pred) / gini(actual, actual)
 }
 
+/// Serde for an `f64` that may be NaN (undefined, e.g. the churn rate of an empty group):
+/// written as JSON `null`, read back as NaN.
+pub mod nan_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else {
+            s.serialize_none()
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

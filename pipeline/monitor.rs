@@ -244,6 +244,13 @@ pub struct Drift {
     pub status: Status,
 }
 
+/// Features that grow by one a day for every customer by definition: their drift is
+/// reported (PSI, KS, mean) with status `info` and never alerts. Compared as observed, a
+/// closed cohort's tenure "drifts" every week; compared net of the elapsed days, every new
+/// customer of a growing base does. Neither is a change in behaviour; a real change in the
+/// acquisition mix shows in the lifetime and recency features, which do alert.
+pub const CLOCK_FEATURES: &[&str] = &["tenure_days"];
+
 /// Drift of every reference item found in `current` (name -> values), in reference order.
 pub fn drift(reference: &Reference, current: &BTreeMap<&str, &[f64]>, cfg: &MonitorConfig) -> Vec<Drift> {
     reference
@@ -257,6 +264,11 @@ pub fn drift(reference: &Reference, current: &BTreeMap<&str, &[f64]>, cfg: &Moni
                 &Distribution::with_missing(&cur, missing),
             );
             let ks = ks(&r.sample, &sorted_present(values));
+            let status = if CLOCK_FEATURES.contains(&r.name.as_str()) {
+                Status::Info
+            } else {
+                Status::of_psi(psi, cfg)
+            };
             Some(Drift {
                 item: r.name.clone(),
                 kind: r.kind.clone(),
@@ -266,7 +278,7 @@ pub fn drift(reference: &Reference, current: &BTreeMap<&str, &[f64]>, cfg: &Moni
                 missing_current: missing,
                 mean_reference: r.mean,
                 mean_current: mean,
-                status: Status::of_psi(psi, cfg),
+                status,
             })
         })
         .collect()
@@ -913,6 +925,20 @@ mod tests {
         let d = drift(&reference, &BTreeMap::from([(CHURN_SCORE, base.as_slice())]), &cfg);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].item, CHURN_SCORE);
+    }
+
+    #[test]
+    fn tenure_drift_is_reported_but_never_alerts() {
+        // A closed cohort 70 days later: everyone's tenure is 70 days longer.
+        let mut r = Rng::new(8);
+        let tenure: Vec<f64> = (0..5000).map(|_| (r.uniform() * 90.0).floor()).collect();
+        let x = FeatureMatrix { names: vec!["tenure_days".into()], rows: tenure.len(), data: tenure.clone() };
+        let reference = Reference::build(NaiveDate::from_ymd_opt(2024, 1, 1).unwrap(), &x, &tenure, &tenure);
+        let later: Vec<f64> = tenure.iter().map(|t| t + 70.0).collect();
+        let cfg = MonitorConfig::default();
+        let d = drift(&reference, &BTreeMap::from([("tenure_days", later.as_slice())]), &cfg);
+        assert!(d[0].psi > 0.25 && d[0].status == Status::Info, "{d:?}");
+        assert!((d[0].mean_current - d[0].mean_reference - 70.0).abs() < 1e-9, "{d:?}");
     }
 
     #[test]

@@ -170,8 +170,13 @@ pub fn score(
     // The features the model was trained with, by its own configuration.
     let spec = FeatureSpec::from_config(&model.info.config);
     let names = check_features(model, &spec)?;
+    let clock = std::time::Instant::now();
+    let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
     let daily = features::daily_activity(tx)?;
+    lap("daily activity");
     let frame = features::features_at(&daily, &spec, &[as_of])?;
+    drop(daily);
+    lap("features");
     if frame.height() == 0 {
         return Err(Error::Data(format!(
             "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
@@ -182,7 +187,9 @@ pub fn score(
     let n = x.rows;
     let p = model.calibrator.apply_all(&model.churn.predict(&x));
     let clv = model.clv.predict(&x);
+    lap("predictions");
     let contributions = model.churn.contributions(&x);
+    lap("contributions");
     let bands = &model.decision.bands;
     let expected_loss: Vec<f64> = p.iter().zip(&clv).map(|(q, c)| q * c.max(0.0)).collect();
     let key = match cfg.output.rank_by {

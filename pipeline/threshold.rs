@@ -240,7 +240,10 @@ impl RiskBands {
 pub struct BandOutcome {
     pub name: String,
     pub customers: usize,
+    /// NaN (null in JSON) for an empty band.
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub mean_probability: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub churn_rate: f64,
 }
 
@@ -264,6 +267,21 @@ pub fn band_outcomes(bands: &RiskBands, p: &[f64], y: &[f64]) -> Vec<BandOutcome
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_band_survives_a_json_round_trip() {
+        // No probability reaches the top band: its mean and churn rate are undefined, and
+        // metrics.json must still read back (it was written as null and refused on reading).
+        let bands = RiskBands::from_config(&DecisionConfig::default());
+        let out = band_outcomes(&bands, &[0.05, 0.2, 0.5], &[0.0, 1.0, 1.0]);
+        let top = out.last().unwrap();
+        assert_eq!(top.customers, 0);
+        let json = serde_json::to_string(&out).unwrap();
+        assert!(json.contains("null"), "{json}");
+        let back: Vec<BandOutcome> = serde_json::from_str(&json).unwrap();
+        assert!(back.last().unwrap().churn_rate.is_nan());
+        assert_eq!(back[0], out[0]);
+    }
 
     fn cfg(tp: f64, fp: f64) -> DecisionConfig {
         DecisionConfig { tp_value: tp, fp_cost: fp, ..DecisionConfig::default() }
