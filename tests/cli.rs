@@ -122,6 +122,7 @@ fn generate_then_train_writes_a_complete_artifact() {
         "clv.json",
         "calibration.json",
         "decision.json",
+        "reference.json",
         "predictions.parquet",
     ] {
         assert!(m.join(f).is_file(), "{f} missing");
@@ -148,7 +149,7 @@ fn generate_then_train_writes_a_complete_artifact() {
     for k in ["holdout_ece_before", "holdout_ece_after"] {
         assert!(metrics["calibration"][k].is_number(), "calibration.{k}");
     }
-    assert!(["platt", "isotonic"].contains(&metrics["calibration"]["method"].as_str().unwrap()));
+    assert!(["none", "platt", "isotonic"].contains(&metrics["calibration"]["method"].as_str().unwrap()));
     assert!(table.contains("contact when churn probability >="), "{table}");
     assert!(metrics["holdout_snapshot"].is_string() && metrics["n_holdout"].as_u64().unwrap() > 100);
     // The generator plants real signal: the churn model must find it.

@@ -286,3 +286,41 @@ fn a_model_without_a_reference_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("reference.json") && stderr(&out).contains("retrain"), "{}", stderr(&out));
 }
+
+#[test]
+fn postgres_holds_the_same_monitoring_rows_and_reruns_replace_them() {
+    let Some(db) = common::PgDb::create("monitoring") else { return };
+    let f = fixture();
+    let ws = tempfile::tempdir().unwrap();
+    let out_dir = ws.path().join("output");
+    fs::write(
+        ws.path().join("fidelis.toml"),
+        format!(
+            "[input.transactions]\npath = \"{}\"\n\n[output]\ndir = \"{}\"\nsql = []\npg_schema = \"retention\"\n\n\
+             [paths]\nmodels_dir = \"{}\"\n",
+            f.dir.join("gen/transactions.parquet").display(),
+            out_dir.display(),
+            f.backtest.out_dir.join("models").display()
+        ),
+    )
+    .unwrap();
+    let as_of = "2024-07-01";
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
+            .args(["weekly", "--config", "fidelis.toml", "--as-of", as_of, "-q"])
+            .current_dir(ws.path())
+            .env("FIDELIS_PG_URL", &db.url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let (parquet_all, parquet_day) = history_rows(&out_dir.join("monitoring/metrics_history.parquet"), as_of);
+    let pg_day =
+        db.count(&format!("SELECT COUNT(*) FROM retention.model_monitoring WHERE as_of = DATE '{as_of}'"));
+    let pg_all = db.count("SELECT COUNT(*) FROM retention.model_monitoring");
+    assert_eq!((pg_all as usize, pg_day as usize), (parquet_all, parquet_day));
+    let alerts = db.count(&format!(
+        "SELECT COUNT(*) FROM retention.model_monitoring WHERE as_of = DATE '{as_of}' AND status = 'alert'"
+    ));
+    assert!(alerts > 0, "the drift alerts of {as_of} are in PostgreSQL");
+}

@@ -415,64 +415,7 @@ fn bad_output_config_names_the_key() {
 // ---------------------------------------------------------------------------------------
 // PostgreSQL, against a real server.
 
-/// A database of its own for one test, dropped at the end.
-struct PgDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgDb {
-    fn create(tag: &str) -> Option<PgDb> {
-        let admin = match std::env::var("FIDELIS_TEST_PG_URL") {
-            Ok(u) if !u.is_empty() => u,
-            _ => {
-                assert!(
-                    std::env::var("FIDELIS_REQUIRE_PG").map_or(true, |v| v != "1"),
-                    "FIDELIS_REQUIRE_PG=1 but FIDELIS_TEST_PG_URL is not set"
-                );
-                eprintln!("skipped: FIDELIS_TEST_PG_URL is not set (make test starts a server)");
-                return None;
-            }
-        };
-        let name = format!("fidelis_test_{tag}_{}", std::process::id());
-        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
-        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
-        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-        let (base, _) = admin.rsplit_once('/').unwrap();
-        let url = format!("{base}/{name}");
-        Some(PgDb { admin, name, url })
-    }
-
-    fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
-    }
-
-    fn rows(&self, table: &str, as_of: &str) -> BTreeMap<String, (i64, f64)> {
-        let as_of = date(as_of);
-        self.client()
-            .query(
-                &format!("SELECT customer_id, risk_score, churn_probability FROM {table} WHERE as_of = $1"),
-                &[&as_of],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| (r.get::<_, String>(0), (i64::from(r.get::<_, i32>(1)), r.get::<_, f64>(2))))
-            .collect()
-    }
-
-    fn count(&self, sql: &str) -> i64 {
-        self.client().query_one(sql, &[]).unwrap().get(0)
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
-        }
-    }
-}
+use common::PgDb;
 
 #[test]
 fn postgres_parquet_and_sqlite_hold_the_same_rows() {

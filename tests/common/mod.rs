@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -33,4 +34,63 @@ pub fn stderr(o: &Output) -> String {
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A database of its own for one test, dropped at the end.
+pub struct PgDb {
+    pub admin: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDb {
+    pub fn create(tag: &str) -> Option<PgDb> {
+        let admin = match std::env::var("FIDELIS_TEST_PG_URL") {
+            Ok(u) if !u.is_empty() => u,
+            _ => {
+                assert!(
+                    std::env::var("FIDELIS_REQUIRE_PG").map_or(true, |v| v != "1"),
+                    "FIDELIS_REQUIRE_PG=1 but FIDELIS_TEST_PG_URL is not set"
+                );
+                eprintln!("skipped: FIDELIS_TEST_PG_URL is not set (make test starts a server)");
+                return None;
+            }
+        };
+        let name = format!("fidelis_test_{tag}_{}", std::process::id());
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls).unwrap();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+        c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+        let (base, _) = admin.rsplit_once('/').unwrap();
+        let url = format!("{base}/{name}");
+        Some(PgDb { admin, name, url })
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.url, postgres::NoTls).unwrap()
+    }
+
+    pub fn rows(&self, table: &str, as_of: &str) -> BTreeMap<String, (i64, f64)> {
+        let as_of = chrono::NaiveDate::parse_from_str(as_of, "%Y-%m-%d").unwrap();
+        self.client()
+            .query(
+                &format!("SELECT customer_id, risk_score, churn_probability FROM {table} WHERE as_of = $1"),
+                &[&as_of],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), (i64::from(r.get::<_, i32>(1)), r.get::<_, f64>(2))))
+            .collect()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.client().query_one(sql, &[]).unwrap().get(0)
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.admin, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+        }
+    }
 }
