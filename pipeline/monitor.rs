@@ -682,14 +682,9 @@ fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Resu
 /// `fidelis monitor`: load, lock, monitor at `as_of` (default: the day after the last
 /// transaction).
 pub fn run_monitor(cfg: &Config, opts: &MonitorOptions, progress: &Progress) -> Result<MonitorReport> {
-    let _lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
-    let model = score::load_model(&cfg.models_dir(), opts.model.as_deref())?;
-    let tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
-    })?;
-    let data_end = score::default_as_of(&tx.frame)?;
-    let as_of = opts.as_of.unwrap_or(data_end);
-    monitor_at(cfg, &MonitorInputs { model: &model, tx: &tx.frame, data_end }, as_of, progress)
+    let s = score::open_session(cfg, opts.model.as_deref(), progress)?;
+    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end };
+    monitor_at(cfg, &inputs, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
 #[derive(Debug, Clone)]

@@ -312,20 +312,33 @@ fn check_sinks(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// `fidelis score`: hold the output lock, load the model and the transactions, score every
-/// eligible customer at `as_of`, and write every configured sink.
-pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
-    check_sinks(cfg)?;
-    let _lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
-    let model = load_model(&cfg.models_dir(), opts.model.as_deref())?;
+/// What a scheduled command holds while it runs: the output lock, the model, the log.
+pub struct Session {
+    _lock: RunLock,
+    pub model: LoadedModel,
+    pub tx: ingest::Transactions,
+    /// The day after the last transaction (the default `as_of`).
+    pub data_end: NaiveDate,
+}
+
+/// Take the output lock, load the model (`latest` unless `model`) and read and validate the
+/// transaction log.
+pub fn open_session(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
+    let lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
+    let model = load_model(&cfg.models_dir(), model)?;
     let tx = progress.step("ingest", "reading and validating transactions", || {
         ingest::load_transactions(&cfg.input.transactions)
     })?;
-    let as_of = match opts.as_of {
-        Some(d) => d,
-        None => default_as_of(&tx.frame)?,
-    };
-    score_and_write(cfg, &model, &tx.frame, as_of, progress)
+    let data_end = default_as_of(&tx.frame)?;
+    Ok(Session { _lock: lock, model, tx, data_end })
+}
+
+/// `fidelis score`: score every customer eligible at `as_of` and write every configured
+/// sink, under the output lock.
+pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
+    check_sinks(cfg)?;
+    let s = open_session(cfg, opts.model.as_deref(), progress)?;
+    score_and_write(cfg, &s.model, &s.tx.frame, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
 /// What `fidelis weekly` did: the batch, then monitoring.
@@ -338,15 +351,11 @@ pub struct WeeklyOutcome {
 /// `monitor` at the same `as_of`.
 pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
     check_sinks(cfg)?;
-    let _lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
-    let model = load_model(&cfg.models_dir(), opts.model.as_deref())?;
-    let tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
-    })?;
-    let data_end = default_as_of(&tx.frame)?;
+    let s = open_session(cfg, opts.model.as_deref(), progress)?;
+    let (model, tx, data_end) = (&s.model, &s.tx, s.data_end);
     let as_of = opts.as_of.unwrap_or(data_end);
-    let batch = score_and_write(cfg, &model, &tx.frame, as_of, progress)?;
-    let inputs = crate::monitor::MonitorInputs { model: &model, tx: &tx.frame, data_end };
+    let batch = score_and_write(cfg, model, &tx.frame, as_of, progress)?;
+    let inputs = crate::monitor::MonitorInputs { model, tx: &tx.frame, data_end };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     Ok(WeeklyOutcome { batch, monitor })
 }
