@@ -210,24 +210,30 @@ fn sqlite_rows(path: &Path, as_of: &str) -> (i64, i64) {
     (all, day)
 }
 
+/// A live workspace on the fixture's log: output under `<ws>/output` with the extra
+/// `[output]` lines `output` (`{out}` stands for that directory), models from `models`.
+fn workspace(output: &str, models: &Path) -> tempfile::TempDir {
+    let ws = tempfile::tempdir().unwrap();
+    let output = output.replace("{out}", &ws.path().join("output").display().to_string());
+    fs::write(
+        ws.path().join("fidelis.toml"),
+        format!(
+            "[input.transactions]\npath = \"{}\"\n\n[output]\ndir = \"{}\"\n{output}\n\n[paths]\nmodels_dir = \"{}\"\n",
+            fixture().dir.join("gen/transactions.parquet").display(),
+            ws.path().join("output").display(),
+            models.display()
+        ),
+    )
+    .unwrap();
+    ws
+}
+
 #[test]
 fn monitor_exit_codes_and_reruns_do_not_duplicate_history() {
     let f = fixture();
     // The live output: the backtest's model, weekly runs after the change.
-    let ws = tempfile::tempdir().unwrap();
+    let ws = workspace("sql = [\"sqlite://{out}/fidelis.sqlite\"]", &f.backtest.out_dir.join("models"));
     let out_dir = ws.path().join("output");
-    fs::write(
-        ws.path().join("fidelis.toml"),
-        format!(
-            "[input.transactions]\npath = \"{}\"\n\n[output]\ndir = \"{}\"\nsql = [\"sqlite://{}\"]\n\n\
-             [paths]\nmodels_dir = \"{}\"\n",
-            f.dir.join("gen/transactions.parquet").display(),
-            out_dir.display(),
-            out_dir.join("fidelis.sqlite").display(),
-            f.backtest.out_dir.join("models").display()
-        ),
-    )
-    .unwrap();
     let run = |args: &[&str]| fidelis(args, ws.path());
     let weekly =
         run(&["weekly", "--config", "fidelis.toml", "--as-of", "2024-01-08", "--fail-on-alert", "-q"]);
@@ -272,16 +278,7 @@ fn a_model_without_a_reference_is_a_clear_error() {
         }
     }
     fs::write(models.path().join("latest"), id.trim()).unwrap();
-    let ws = tempfile::tempdir().unwrap();
-    fs::write(
-        ws.path().join("fidelis.toml"),
-        format!(
-            "[input.transactions]\npath = \"{}\"\n\n[output]\ndir = \"out\"\n\n[paths]\nmodels_dir = \"{}\"\n",
-            f.dir.join("gen/transactions.parquet").display(),
-            models.path().display()
-        ),
-    )
-    .unwrap();
+    let ws = workspace("", models.path());
     let out = fidelis(&["monitor", "--config", "fidelis.toml", "-q"], ws.path());
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("reference.json") && stderr(&out).contains("retrain"), "{}", stderr(&out));
@@ -291,19 +288,8 @@ fn a_model_without_a_reference_is_a_clear_error() {
 fn postgres_holds_the_same_monitoring_rows_and_reruns_replace_them() {
     let Some(db) = common::PgDb::create("monitoring") else { return };
     let f = fixture();
-    let ws = tempfile::tempdir().unwrap();
+    let ws = workspace("sql = []\npg_schema = \"retention\"", &f.backtest.out_dir.join("models"));
     let out_dir = ws.path().join("output");
-    fs::write(
-        ws.path().join("fidelis.toml"),
-        format!(
-            "[input.transactions]\npath = \"{}\"\n\n[output]\ndir = \"{}\"\nsql = []\npg_schema = \"retention\"\n\n\
-             [paths]\nmodels_dir = \"{}\"\n",
-            f.dir.join("gen/transactions.parquet").display(),
-            out_dir.display(),
-            f.backtest.out_dir.join("models").display()
-        ),
-    )
-    .unwrap();
     let as_of = "2024-07-01";
     for _ in 0..2 {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
