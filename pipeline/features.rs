@@ -1,11 +1,11 @@
 //! Features and labels, point-in-time correct.
 //!
-//! Transactions are first reduced to one row per customer and active day (`daily`): the
-//! number of transactions, their amount, how many were negative, and the gap in days to the
-//! customer's previous active day (which depends only on earlier days). For each snapshot `t`
-//! the features aggregate the daily rows with `day < t` only; the labels aggregate the rows
-//! with `t <= day < t + horizon` only. All snapshots form one polars plan (a union of
-//! per-snapshot group-bys that polars runs in parallel), not a loop over customers.
+//! Transactions are first reduced to one row per customer and active day ([`Daily`]): the
+//! number of transactions, their amount and how many were negative, grouped by customer and
+//! sorted by day. For each snapshot `t` the features aggregate the daily rows with `day < t`
+//! only; the labels aggregate the rows with `t <= day < t + horizon` only. A customer's
+//! features at `t` are one pass over a prefix of its own days (found by binary search), so
+//! they never depend on other customers' rows; customers are processed in parallel chunks.
 //!
 //! Windows `[t - w, t)` are on calendar days: `ts >= t - w days` and `ts < t`, at midnight.
 //!
@@ -37,9 +37,6 @@ pub const CUSTOMER: &str = "customer_id";
 pub const SNAPSHOT: &str = "snapshot";
 pub const CHURN: &str = "churn";
 pub const CLV: &str = "clv";
-
-const DAY: &str = "day";
-const SNAP_DAY: &str = "__snapshot_day";
 
 /// The feature definitions that vary with configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,13 +95,40 @@ pub fn epoch_day(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
 }
 
-/// One row per (customer, active day): `n_tx`, `amount`, `n_neg`, `gap` (days since the
-/// customer's previous active day; null on the first), sorted by customer and day. Input:
-/// the ingest contract frame (rows with a null id or timestamp are skipped).
+/// Per (customer, active day) activity, grouped by customer: the customers in id order, and
+/// for each its active days in day order (`start[c]..start[c + 1]` indexes the day columns).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Daily {
+    pub customers: Vec<String>,
+    pub start: Vec<usize>,
+    pub day: Vec<i32>,
+    pub n_tx: Vec<u32>,
+    pub amount: Vec<f64>,
+    pub n_neg: Vec<u32>,
+}
+
+impl Daily {
+    /// Number of (customer, day) rows.
+    pub fn len(&self) -> usize {
+        self.day.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.day.is_empty()
+    }
+
+    fn range(&self, c: usize) -> std::ops::Range<usize> {
+        self.start[c]..self.start[c + 1]
+    }
+}
+
+/// One row per (customer, active day): transactions, amount, negative-amount transactions. Input: the ingest contract frame (rows with a
+/// null id or timestamp are skipped).
 ///
 /// One linear pass over the rows in (customer, ts) order, which is how `ingest` leaves them
-/// (other frames are sorted first): no hashing of 30 million string keys.
-pub fn daily_activity(tx: &DataFrame) -> Result<DataFrame> {
+/// (other frames are sorted first): no hashing of 30 million string keys, and each customer
+/// id is stored once.
+pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
     let ctx = "aggregating transactions per customer and day";
     let ms_type = DataType::Datetime(TimeUnit::Milliseconds, None);
     let ts_of = |df: &DataFrame| -> Result<Int64Chunked> {
@@ -144,180 +168,229 @@ pub fn daily_activity(tx: &DataFrame) -> Result<DataFrame> {
     let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
     let amount = amount.f64().polars(ctx)?;
 
-    let mut cust: Vec<&str> = Vec::new();
-    let (mut days, mut n_tx, mut sum, mut n_neg) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut gap: Vec<Option<f64>> = Vec::new();
+    let mut d = Daily::default();
+    let mut current: Option<&str> = None;
     for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
         let (Some(id), Some(t)) = (id, t) else { continue };
         let a = a.unwrap_or(0.0);
+        let neg = u32::from(a < 0.0);
         let day = t.div_euclid(86_400_000) as i32;
-        let last = days.len().wrapping_sub(1);
-        if !days.is_empty() && cust[last] == id && days[last] == day {
-            n_tx[last] += 1.0;
-            sum[last] += a;
-            n_neg[last] += f64::from(u8::from(a < 0.0));
-            continue;
+        if current == Some(id) {
+            let last = d.day.len() - 1;
+            if d.day[last] == day {
+                d.n_tx[last] += 1;
+                d.amount[last] += a;
+                d.n_neg[last] += neg;
+                continue;
+            }
+        } else {
+            current = Some(id);
+            d.customers.push(id.to_string());
+            d.start.push(d.day.len());
         }
-        let same_customer = !days.is_empty() && cust[last] == id;
-        gap.push(same_customer.then(|| f64::from(day - days[last])));
-        cust.push(id);
-        days.push(day);
-        n_tx.push(1.0);
-        sum.push(a);
-        n_neg.push(f64::from(u8::from(a < 0.0)));
+        d.day.push(day);
+        d.n_tx.push(1);
+        d.amount.push(a);
+        d.n_neg.push(neg);
     }
-    DataFrame::new_infer_height(vec![
-        Column::new(CUSTOMER.into(), cust),
-        Column::new(DAY.into(), days),
-        Column::new("n_tx".into(), n_tx),
-        Column::new("amount".into(), sum),
-        Column::new("n_neg".into(), n_neg),
-        Column::new("gap".into(), gap),
-    ])
-    .polars(ctx)
+    d.start.push(d.day.len());
+    Ok(d)
 }
 
-fn sum_if(cond: Expr, value: &str) -> Expr {
-    when(cond).then(col(value)).otherwise(lit(0.0)).sum()
-}
-
-fn safe_div(num: Expr, den: Expr, default: f64) -> Expr {
-    when(den.clone().gt(lit(0.0))).then(num / den).otherwise(lit(default))
-}
-
-/// The per-snapshot feature plan: aggregates of daily rows strictly before `t`.
-fn features_plan(daily: &DataFrame, spec: &FeatureSpec, t: NaiveDate) -> LazyFrame {
-    let td = epoch_day(t);
-    let day = || col(DAY);
-    let since = |w: i32| day().gt_eq(lit(td - w));
-    let mut aggs = Vec::new();
-    for &w in &spec.windows {
-        aggs.push(sum_if(since(w), "n_tx").alias(format!("count_{w}d")));
-        aggs.push(sum_if(since(w), "amount").alias(format!("amount_{w}d")));
-        aggs.push(since(w).cast(DataType::Float64).sum().alias(format!("active_days_{w}d")));
+/// The features of one customer at snapshot day `td` from its days `rows` (day-sorted), or
+/// `None` when it is not eligible. Writes `out` in [`FeatureSpec::names`] order; returns the
+/// number of rows before `td` (where the label window starts).
+/// `acc` is scratch space of `3 * spec.windows.len()` values.
+fn customer_features(
+    daily: &Daily,
+    rows: std::ops::Range<usize>,
+    spec: &FeatureSpec,
+    td: i32,
+    acc: &mut [f64],
+    out: &mut [f64],
+) -> Option<usize> {
+    let days = &daily.day[rows.clone()];
+    let before = days.partition_point(|&d| d < td);
+    if before == 0 || days[before - 1] < td - spec.eligibility_days {
+        return None;
     }
+    let nw = spec.windows.len();
+    acc.fill(0.0);
+    let (count, rest) = acc.split_at_mut(nw);
+    let (amount, active) = rest.split_at_mut(nw);
+    let (mut life_n, mut life_amount) = (0.0, 0.0);
+    let (mut recent, mut prior, mut short, mut long, mut refunds) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let (mut gap_sum, mut gap_sq) = (0.0, 0.0);
     let d = spec.trend_days;
-    aggs.push(sum_if(since(d), "n_tx").alias("__trend_recent"));
-    aggs.push(sum_if(since(2 * d).and(day().lt(lit(td - d))), "n_tx").alias("__trend_prior"));
-    aggs.push(sum_if(since(spec.spend_short_days), "amount").alias("__spend_short"));
-    aggs.push(sum_if(since(spec.spend_long_days), "amount").alias("__spend_long"));
-    aggs.push(sum_if(since(spec.eligibility_days), "n_tx").alias("__eligible"));
-    aggs.push(
-        sum_if(since(spec.eligibility_days), "n_neg").alias(format!("refunds_{}d", spec.eligibility_days)),
-    );
-    aggs.extend([
-        col("n_tx").sum().alias("count_life"),
-        col("amount").sum().alias("amount_life"),
-        len().cast(DataType::Float64).alias("active_days_life"),
-        day().min().alias("__first_day"),
-        day().max().alias("__last_day"),
-        col("gap").sum().alias("__gap_sum"),
-        (col("gap") * col("gap")).sum().alias("__gap_sq"),
-        col("gap").count().cast(DataType::Float64).alias("__n_gaps"),
-    ]);
-
-    let mut derived = vec![
-        (lit(td) - col("__last_day")).cast(DataType::Float64).alias("recency_days"),
-        (lit(td) - col("__first_day")).cast(DataType::Float64).alias("tenure_days"),
-        safe_div(col("amount_life"), col("count_life"), 0.0).alias("mean_amount_life"),
-        (col("__trend_recent") / (col("__trend_prior") + lit(1.0))).alias("trend_ratio"),
-        safe_div(col("__gap_sum"), col("__n_gaps"), -1.0).alias("gap_mean_days"),
-        safe_div(
-            col("__spend_short"),
-            col("__spend_long") * lit(spec.spend_short_days as f64 / spec.spend_long_days as f64),
-            0.0,
-        )
-        .alias("spend_ratio"),
-    ];
-    for &w in &spec.windows {
-        derived.push(
-            safe_div(col(format!("amount_{w}d")), col(format!("count_{w}d")), 0.0)
-                .alias(format!("mean_amount_{w}d")),
-        );
+    for i in rows.start..rows.start + before {
+        let (day, n, a) = (daily.day[i], f64::from(daily.n_tx[i]), daily.amount[i]);
+        life_n += n;
+        life_amount += a;
+        if i > rows.start {
+            let g = f64::from(day - daily.day[i - 1]);
+            gap_sum += g;
+            gap_sq += g * g;
+        }
+        for (k, &w) in spec.windows.iter().enumerate() {
+            if day >= td - w {
+                count[k] += n;
+                amount[k] += a;
+                active[k] += 1.0;
+            }
+        }
+        if day >= td - d {
+            recent += n;
+        } else if day >= td - 2 * d {
+            prior += n;
+        }
+        if day >= td - spec.spend_short_days {
+            short += a;
+        }
+        if day >= td - spec.spend_long_days {
+            long += a;
+        }
+        if day >= td - spec.eligibility_days {
+            refunds += f64::from(daily.n_neg[i]);
+        }
     }
-    let has_gaps = || col("__n_gaps").gt(lit(0.0));
-    let variance = col("__gap_sq") / col("__n_gaps") - col("gap_mean_days") * col("gap_mean_days");
-    let second = vec![
-        when(has_gaps())
-            .then(when(variance.clone().gt(lit(0.0))).then(variance.sqrt()).otherwise(lit(0.0)))
-            .otherwise(lit(-1.0))
-            .alias("gap_std_days"),
-        when(has_gaps())
-            .then(col("recency_days") / col("gap_mean_days"))
-            .otherwise(lit(-1.0))
-            .alias("recency_over_gap"),
-    ];
-
-    let mut out = vec![col(CUSTOMER), lit(td).alias(SNAP_DAY)];
-    out.extend(spec.names().into_iter().map(col));
-    daily
-        .clone()
-        .lazy()
-        .filter(day().lt(lit(td)))
-        .group_by([col(CUSTOMER)])
-        .agg(aggs)
-        .filter(col("__eligible").gt(lit(0.0)))
-        .with_columns(derived)
-        .with_columns(second)
-        .select(out)
+    let safe_div = |num: f64, den: f64, default: f64| if den > 0.0 { num / den } else { default };
+    let mut o = 0;
+    let mut put = |v: f64| {
+        out[o] = v;
+        o += 1;
+    };
+    for k in 0..nw {
+        put(count[k]);
+        put(amount[k]);
+        put(safe_div(amount[k], count[k], 0.0));
+        put(active[k]);
+    }
+    let recency = f64::from(td - days[before - 1]);
+    let n_gaps = (before - 1) as f64;
+    let gap_mean = safe_div(gap_sum, n_gaps, -1.0);
+    put(recency);
+    put(f64::from(td - days[0]));
+    put(life_n);
+    put(life_amount);
+    put(safe_div(life_amount, life_n, 0.0));
+    put(before as f64);
+    put(recent / (prior + 1.0));
+    put(gap_mean);
+    put(if n_gaps > 0.0 {
+        let variance = gap_sq / n_gaps - gap_mean * gap_mean;
+        if variance > 0.0 {
+            variance.sqrt()
+        } else {
+            0.0
+        }
+    } else {
+        -1.0
+    });
+    put(if n_gaps > 0.0 { recency / gap_mean } else { -1.0 });
+    put(safe_div(short, long * (spec.spend_short_days as f64 / spec.spend_long_days as f64), 0.0));
+    put(refunds);
+    Some(before)
 }
 
-/// The label plan: aggregates of daily rows in `[t, t + horizon)`.
-fn labels_plan(daily: &DataFrame, horizon_days: i32, t: NaiveDate) -> LazyFrame {
-    let td = epoch_day(t);
-    daily
-        .clone()
-        .lazy()
-        .filter(col(DAY).gt_eq(lit(td)).and(col(DAY).lt(lit(td + horizon_days))))
-        .group_by([col(CUSTOMER)])
-        .agg([col("amount").sum().alias(CLV), col("n_tx").sum().alias("__future_tx")])
-        .with_column(lit(td).alias(SNAP_DAY))
+/// The rows one chunk of customers contributes at one snapshot.
+#[derive(Default)]
+struct Part {
+    customer: Vec<u32>,
+    /// Row-major, `names().len()` values per row.
+    values: Vec<f64>,
+    churn: Vec<i32>,
+    clv: Vec<f64>,
 }
 
-fn union(plans: Vec<LazyFrame>) -> Result<LazyFrame> {
-    concat(plans, UnionArgs::default()).polars("combining snapshots")
-}
+const CHUNK: usize = 4096;
 
-fn finish(lf: LazyFrame) -> Result<DataFrame> {
-    lf.sort([SNAP_DAY, CUSTOMER], SortMultipleOptions::default())
-        .with_column(col(SNAP_DAY).cast(DataType::Date).alias(SNAPSHOT))
-        .drop(by_name([SNAP_DAY], true, false))
-        .collect()
-        .polars("building features")
-}
-
-/// The union of the per-snapshot feature plans (one polars plan for the whole grid).
-fn features_union(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<LazyFrame> {
+/// Features (and labels when `labels`) of every eligible customer at each snapshot, in
+/// (snapshot, customer) order. Customers are processed in parallel chunks, each customer in
+/// one pass over its own days: no per-row allocation, sums in day order (so a customer's
+/// features never depend on other customers' rows).
+fn build(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate], labels: bool) -> Result<DataFrame> {
+    use rayon::prelude::*;
     if snapshots.is_empty() {
         return Err(Error::Data("no snapshot dates to build features for".into()));
     }
-    union(snapshots.iter().map(|&t| features_plan(daily, spec, t)).collect())
+    let names = spec.names();
+    let f = names.len();
+    let mut snaps: Vec<i32> = snapshots.iter().map(|&t| epoch_day(t)).collect();
+    snaps.sort_unstable();
+    let n_customers = daily.customers.len();
+    let chunks = n_customers.div_ceil(CHUNK);
+    let mut parts: Vec<(i32, Part)> = Vec::new();
+    for &td in &snaps {
+        let per_chunk: Vec<Part> = (0..chunks)
+            .into_par_iter()
+            .map(|ch| {
+                let mut part = Part::default();
+                let mut acc = vec![0.0; 3 * spec.windows.len()];
+                let mut row = vec![0.0; f];
+                for c in ch * CHUNK..((ch + 1) * CHUNK).min(n_customers) {
+                    let range = daily.range(c);
+                    let Some(before) = customer_features(daily, range.clone(), spec, td, &mut acc, &mut row)
+                    else {
+                        continue;
+                    };
+                    part.customer.push(c as u32);
+                    part.values.extend_from_slice(&row);
+                    if labels {
+                        let (mut future_tx, mut clv) = (0.0, 0.0);
+                        for i in range.start + before..range.end {
+                            if daily.day[i] >= td + spec.horizon_days {
+                                break;
+                            }
+                            future_tx += f64::from(daily.n_tx[i]);
+                            clv += daily.amount[i];
+                        }
+                        part.churn.push(i32::from(future_tx == 0.0));
+                        part.clv.push(clv);
+                    }
+                }
+                part
+            })
+            .collect();
+        parts.extend(per_chunk.into_iter().map(|p| (td, p)));
+    }
+    let total: usize = parts.iter().map(|(_, p)| p.customer.len()).sum();
+    let mut ids: Vec<&str> = Vec::with_capacity(total);
+    let mut snapshot: Vec<i32> = Vec::with_capacity(total);
+    for (td, p) in &parts {
+        ids.extend(p.customer.iter().map(|&c| daily.customers[c as usize].as_str()));
+        snapshot.extend(std::iter::repeat_n(*td, p.customer.len()));
+    }
+    let ctx = "assembling features";
+    let mut columns = vec![
+        Column::new(CUSTOMER.into(), ids),
+        Column::new(SNAPSHOT.into(), snapshot).cast(&DataType::Date).polars(ctx)?,
+    ];
+    for (j, name) in names.iter().enumerate() {
+        let mut v: Vec<f64> = Vec::with_capacity(total);
+        for (_, p) in &parts {
+            v.extend(p.values.iter().skip(j).step_by(f));
+        }
+        columns.push(Column::new(name.into(), v));
+    }
+    if labels {
+        let churn: Vec<i32> = parts.iter().flat_map(|(_, p)| p.churn.iter().copied()).collect();
+        let clv: Vec<f64> = parts.iter().flat_map(|(_, p)| p.clv.iter().copied()).collect();
+        columns.push(Column::new(CHURN.into(), churn));
+        columns.push(Column::new(CLV.into(), clv));
+    }
+    DataFrame::new_infer_height(columns).polars(ctx)
 }
 
 /// Features of every eligible customer at each snapshot: `customer_id`, `snapshot` (Date),
 /// then [`FeatureSpec::names`]. Sorted by snapshot, then customer.
-pub fn features_at(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    finish(features_union(daily, spec, snapshots)?)
+pub fn features_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
+    build(daily, spec, snapshots, false)
 }
 
 /// Features and labels (`churn`: 0/1 as Int32, `clv`: f64) of every eligible customer at each
 /// snapshot. Every snapshot needs `horizon_days` of observed data after it.
-pub fn dataset_at(daily: &DataFrame, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    let features = features_union(daily, spec, snapshots)?;
-    let labels = union(snapshots.iter().map(|&t| labels_plan(daily, spec.horizon_days, t)).collect())?;
-    let joined = features
-        .join(
-            labels,
-            [col(CUSTOMER), col(SNAP_DAY)],
-            [col(CUSTOMER), col(SNAP_DAY)],
-            JoinArgs::new(JoinType::Left),
-        )
-        .with_columns([
-            col("__future_tx").is_null().cast(DataType::Int32).alias(CHURN),
-            col(CLV).fill_null(lit(0.0)),
-        ])
-        .drop(by_name(["__future_tx"], true, false));
-    finish(joined)
+pub fn dataset_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
+    build(daily, spec, snapshots, true)
 }
 
 /// A dense column-major f64 matrix of features, the hand-off to the models.

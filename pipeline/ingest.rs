@@ -409,8 +409,18 @@ fn validate_frame(
     let rows_read = raw.height();
     let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
 
-    let cid_text = col(&m.customer_id).cast(DataType::String).str().strip_chars(lit(NULL));
-    let cid = when(cid_text.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(cid_text);
+    // Ids are trimmed and empty ones are missing; a text column that needs neither (the usual
+    // case) is used as it is rather than copied.
+    let clean_text = match raw.column(&m.customer_id).polars("customer ids")?.str() {
+        Ok(ids) => ids.iter().flatten().all(|v| !v.is_empty() && v.trim() == v),
+        Err(_) => false,
+    };
+    let cid = if clean_text {
+        col(&m.customer_id)
+    } else {
+        let cid_text = col(&m.customer_id).cast(DataType::String).str().strip_chars(lit(NULL));
+        when(cid_text.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(cid_text)
+    };
     let ts = ts_expr(path, &raw, m)?;
     let (amount, amount_raw_null) = match (&m.amount, &m.quantity_price) {
         (Some(a), _) => (numeric_expr(&raw, a)?, col(a).is_null()),
@@ -440,7 +450,6 @@ fn validate_frame(
         parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
     }
     let parsed = raw
-        .clone()
         .lazy()
         .with_columns(parsed_cols)
         .with_column(reason)
@@ -468,7 +477,7 @@ fn validate_frame(
                 }
             }
         };
-        let examples = examples(&raw, &mask, &column)?;
+        let examples = examples(&parsed, &mask, &column)?;
         dropped.push(DroppedRows { reason: r, column, count, examples });
     }
 
@@ -477,19 +486,20 @@ fn validate_frame(
     if m.order_id.is_some() {
         keep.push(col("__order").alias("order_id"));
     }
-    let valid = parsed
-        .lazy()
-        .filter(col(REASON).eq(lit(0i32)))
-        .select(keep)
-        .collect()
-        .polars("keeping valid rows")?;
-    let rows_valid = valid.height();
-
-    let amounts = valid.column("amount").polars("amount")?.f64().polars("amount")?.clone();
-    let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
-    let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
-
-    let (frame, orders) = if m.order_id.is_some() {
+    let sort_lines = |df: DataFrame| -> Result<DataFrame> {
+        df.lazy()
+            .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
+            .collect()
+            .polars("sorting transactions")
+    };
+    let (frame, rows_valid, orders) = if m.order_id.is_some() {
+        let valid = parsed
+            .lazy()
+            .filter(col(REASON).eq(lit(0i32)))
+            .select(keep)
+            .collect()
+            .polars("keeping valid rows")?;
+        let rows_valid = valid.height();
         let df = valid
             .lazy()
             .group_by([col("customer_id"), col("order_id")])
@@ -498,22 +508,29 @@ fn validate_frame(
             .collect()
             .polars("summing order lines")?;
         let n = df.height();
-        (df, Some(n))
+        (sort_lines(df)?, rows_valid, Some(n))
     } else {
-        (valid, None)
+        // The valid rows in (customer, ts) order with one gather (no copy at all when the
+        // file is already in that order), unless customers are scattered over the file
+        // (a time-ordered log): then a general sort.
+        let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
+        let frame = match customer_order(&all, &reasons)? {
+            Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
+            Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
+            None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
+        };
+        let rows = frame.height();
+        (frame, rows, None)
     };
-    let frame = frame
-        .lazy()
-        .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
-        .collect()
-        .polars("sorting transactions")?;
+    let customers = count_customers(&frame)?;
+    let amounts = frame.column("amount").polars("amount")?.f64().polars("amount")?.clone();
+    let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
+    let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
 
     let ts_col = frame.column("ts").polars("ts")?.datetime().polars("ts")?.clone();
     let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
     let first_ts = to_dt(ts_col.physical().min());
     let last_ts = to_dt(ts_col.physical().max());
-    let customers =
-        frame.column("customer_id").polars("customer_id")?.n_unique().polars("counting customers")?;
     let total_amount = frame.column("amount").polars("amount")?.f64().polars("amount")?.sum().unwrap_or(0.0);
 
     let summary = ValidationSummary {
@@ -552,6 +569,61 @@ fn validate_frame(
 }
 
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
+/// The rows with reason code 0 in (customer_id, ts) order (stable), when each customer's
+/// rows form few runs in the file (a log exported per customer, even with unordered times);
+/// `None` when customers are scattered (more runs than half the rows).
+fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Vec<IdxSize>>> {
+    let ids = frame.column("customer_id").polars("customer_id")?.str().polars("customer_id")?;
+    let ts = frame.column("ts").polars("ts")?.datetime().polars("ts")?.physical();
+    // Runs of one customer: (id, range of `valid`), in one sequential pass.
+    let mut valid: Vec<IdxSize> = Vec::with_capacity(ids.len());
+    let mut runs: Vec<(&str, usize, usize)> = Vec::new();
+    for (i, (id, r)) in ids.iter().zip(reasons.iter()).enumerate() {
+        if r != Some(0) {
+            continue;
+        }
+        let id = id.unwrap_or_default();
+        match runs.last_mut() {
+            Some(run) if run.0 == id => run.2 += 1,
+            _ => {
+                if runs.len() > ids.len() / 2 {
+                    return Ok(None);
+                }
+                runs.push((id, valid.len(), valid.len() + 1));
+            }
+        }
+        valid.push(i as IdxSize);
+    }
+    runs.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
+    let ts: Vec<i64> = ts.iter().map(|t| t.unwrap_or(i64::MIN)).collect();
+    let mut out = Vec::with_capacity(valid.len());
+    let mut g = 0;
+    while g < runs.len() {
+        let customer = runs[g].0;
+        let start = out.len();
+        while g < runs.len() && runs[g].0 == customer {
+            out.extend_from_slice(&valid[runs[g].1..runs[g].2]);
+            g += 1;
+        }
+        out[start..].sort_by_key(|&i| ts[i as usize]);
+    }
+    Ok(Some(out))
+}
+
+/// Distinct customers of a frame in customer order.
+fn count_customers(frame: &DataFrame) -> Result<usize> {
+    let ids = frame.column("customer_id").polars("customer_id")?.str().polars("customer_id")?;
+    let mut prev: Option<&str> = None;
+    let mut n = 0;
+    for id in ids.iter() {
+        if id != prev {
+            n += 1;
+            prev = id;
+        }
+    }
+    Ok(n)
+}
+
 fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
     let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
     let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;

@@ -45,7 +45,7 @@ use crate::ingest;
 use crate::lock::RunLock;
 use crate::metrics;
 use crate::progress::Progress;
-use crate::score::{self, LoadedModel};
+use crate::score::{self, LoadedModel, Scored};
 use crate::sink::sql;
 use crate::sink::ScoreParquet;
 use crate::threshold;
@@ -529,11 +529,29 @@ pub struct MonitorOptions {
 }
 
 /// Everything `monitor` needs that a caller may already hold.
+#[derive(Clone, Copy)]
 pub struct MonitorInputs<'a> {
     pub model: &'a LoadedModel,
     pub tx: &'a DataFrame,
     /// Day after the last transaction: outcome windows must end by then.
     pub data_end: NaiveDate,
+    /// Features and predictions already made at the monitored date (by the weekly batch).
+    pub scored: Option<&'a Scored>,
+}
+
+/// Features and predictions of every customer eligible at `as_of`.
+fn predict_at(model: &LoadedModel, tx: &DataFrame, as_of: NaiveDate) -> Result<Scored> {
+    let spec = FeatureSpec::from_config(&model.info.config);
+    let names = score::check_features(model, &spec)?;
+    let daily = features::daily_activity(tx)?;
+    let frame = features::features_at(&daily, &spec, &[as_of])?;
+    if frame.height() == 0 {
+        return Err(Error::Data(format!("no customer is eligible at {as_of}: nothing to monitor")));
+    }
+    let x = FeatureMatrix::from_frame(&frame, &names)?;
+    let churn_probability = model.calibrator.apply_all(&model.churn.predict(&x));
+    let predicted_clv = model.clv.predict(&x);
+    Ok(Scored { as_of, x, churn_probability, predicted_clv })
 }
 
 /// Load the reference of a model directory.
@@ -563,20 +581,19 @@ pub fn monitor_at(
     let holdout_auc = train_metrics.churn.holdout.roc_auc;
 
     let drift = progress.step("drift", &format!("drift at {as_of}"), || -> Result<Vec<Drift>> {
-        let spec = FeatureSpec::from_config(&model.info.config);
-        let names = score::check_features(model, &spec)?;
-        let daily = features::daily_activity(inputs.tx)?;
-        let frame = features::features_at(&daily, &spec, &[as_of])?;
-        if frame.height() == 0 {
-            return Err(Error::Data(format!("no customer is eligible at {as_of}: nothing to monitor")));
-        }
-        let x = FeatureMatrix::from_frame(&frame, &names)?;
-        let p = model.calibrator.apply_all(&model.churn.predict(&x));
-        let clv = model.clv.predict(&x);
+        let computed;
+        let s = match inputs.scored.filter(|s| s.as_of == as_of) {
+            Some(s) => s,
+            None => {
+                computed = predict_at(model, inputs.tx, as_of)?;
+                &computed
+            }
+        };
+        let x = &s.x;
         let mut current: BTreeMap<&str, &[f64]> =
-            names.iter().enumerate().map(|(c, n)| (n.as_str(), x.column(c))).collect();
-        current.insert(CHURN_SCORE, &p);
-        current.insert(CLV_SCORE, &clv);
+            x.names.iter().enumerate().map(|(c, n)| (n.as_str(), x.column(c))).collect();
+        current.insert(CHURN_SCORE, &s.churn_probability);
+        current.insert(CLV_SCORE, &s.predicted_clv);
         Ok(drift(&reference, &current, mcfg))
     })?;
 
@@ -683,7 +700,7 @@ fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Resu
 /// transaction).
 pub fn run_monitor(cfg: &Config, opts: &MonitorOptions, progress: &Progress) -> Result<MonitorReport> {
     let s = score::open_session(cfg, opts.model.as_deref(), progress)?;
-    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end };
+    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end, scored: None };
     monitor_at(cfg, &inputs, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
@@ -753,7 +770,7 @@ pub fn run_backtest(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -
             horizon.num_days()
         )));
     }
-    let inputs = MonitorInputs { model: &model, tx: &tx.frame, data_end };
+    let inputs = MonitorInputs { model: &model, tx: &tx.frame, data_end, scored: None };
     let quiet = Progress::hidden();
     let (mut reports, mut scored) = (Vec::new(), Vec::new());
     let mut d = opts.from;
@@ -762,6 +779,7 @@ pub fn run_backtest(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -
             score::score_and_write(&bcfg, &model, &tx.frame, d, &quiet)
         })?;
         scored.push((d, batch.summary.scored));
+        let inputs = MonitorInputs { scored: Some(&batch.scored), ..inputs };
         reports.push(monitor_at(&bcfg, &inputs, d, &quiet)?);
         d += Duration::days(opts.every_days);
     }

@@ -99,6 +99,16 @@ pub struct ScoreRun {
     pub scores: DataFrame,
     pub top_risk: DataFrame,
     pub summary: ScoreSummary,
+    pub scored: Scored,
+}
+
+/// The model's view of one run: features and predictions at `as_of`, in scores order (what
+/// monitoring needs for drift at the same date, without building it again).
+pub struct Scored {
+    pub as_of: NaiveDate,
+    pub x: FeatureMatrix,
+    pub churn_probability: Vec<f64>,
+    pub predicted_clv: Vec<f64>,
 }
 
 /// The default `as_of`: the day after the last transaction.
@@ -185,11 +195,10 @@ pub fn score(
     }
     let x = FeatureMatrix::from_frame(&frame, &names)?;
     let n = x.rows;
-    let p = model.calibrator.apply_all(&model.churn.predict(&x));
+    let (raw, contributions) = model.churn.predict_with_contributions(&x);
+    let p = model.calibrator.apply_all(&raw);
     let clv = model.clv.predict(&x);
-    lap("predictions");
-    let contributions = model.churn.contributions(&x);
-    lap("contributions");
+    lap("predictions and contributions");
     let bands = &model.decision.bands;
     let expected_loss: Vec<f64> = p.iter().zip(&clv).map(|(q, c)| q * c.max(0.0)).collect();
     let key = match cfg.output.rank_by {
@@ -243,7 +252,7 @@ pub fn score(
         Column::new("risk_score".into(), risk_scores),
         Column::new("risk_level".into(), level.clone()),
         Column::new("playbook".into(), playbook),
-        Column::new("predicted_clv".into(), clv),
+        Column::new("predicted_clv".into(), clv.clone()),
         Column::new("expected_loss".into(), expected_loss.clone()),
         Column::new("contact".into(), contact.clone()),
         Column::new("risk_rank".into(), rank.clone()),
@@ -282,7 +291,8 @@ pub fn score(
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
         previous_run: previous.map(|p| p.as_of),
     };
-    Ok(ScoreRun { scores, top_risk, summary })
+    let scored = Scored { as_of, x, churn_probability: p, predicted_clv: clv };
+    Ok(ScoreRun { scores, top_risk, summary, scored })
 }
 
 /// What `fidelis score` is asked for.
@@ -296,6 +306,7 @@ pub struct BatchOptions {
 
 pub struct BatchOutcome {
     pub summary: ScoreSummary,
+    pub scored: Scored,
     /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
     pub written: Vec<String>,
 }
@@ -355,7 +366,8 @@ pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Res
     let (model, tx, data_end) = (&s.model, &s.tx, s.data_end);
     let as_of = opts.as_of.unwrap_or(data_end);
     let batch = score_and_write(cfg, model, &tx.frame, as_of, progress)?;
-    let inputs = crate::monitor::MonitorInputs { model, tx: &tx.frame, data_end };
+    let inputs =
+        crate::monitor::MonitorInputs { model, tx: &tx.frame, data_end, scored: Some(&batch.scored) };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     Ok(WeeklyOutcome { batch, monitor })
 }
@@ -410,7 +422,7 @@ pub fn score_and_write(
         })?;
         written.push(shown);
     }
-    Ok(BatchOutcome { summary: run.summary, written })
+    Ok(BatchOutcome { summary: run.summary, scored: run.scored, written })
 }
 
 impl std::fmt::Display for ScoreSummary {

@@ -1,7 +1,7 @@
 //! Gradient-boosted trees behind one small trait of ours, so the engine can be swapped
 //! (DESIGN.md: forust-ml first; our own histogram GBDT if benchmarks call for it).
 
-use forust_ml::gradientbooster::{ContributionsMethod, ImportanceMethod};
+use forust_ml::gradientbooster::ImportanceMethod;
 use forust_ml::metric::Metric;
 use forust_ml::objective::ObjectiveType;
 use forust_ml::{GradientBooster, Matrix};
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GbdtConfig;
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
+use crate::train::forest::FlatForest;
 
 /// What a model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +53,11 @@ pub trait Gbdt: Sized + Send + Sync {
     /// `rows x (cols + 1)`, the last column being the bias; each row sums to the margin.
     fn contributions(&self, x: &FeatureMatrix) -> Vec<f64>;
 
+    /// `predict` and `contributions` together (engines may share the tree walk).
+    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        (self.predict(x), self.contributions(x))
+    }
+
     /// Total split gain per feature, normalized to sum to 1.
     fn importance_gain(&self, n_features: usize) -> Vec<f64>;
 
@@ -62,10 +68,12 @@ pub trait Gbdt: Sized + Send + Sync {
     fn from_json(s: &str) -> Result<Self>;
 }
 
-/// forust-ml's `GradientBooster` (pure Rust, XGBoost-style histogram trees).
+/// forust-ml's `GradientBooster` (pure Rust, XGBoost-style histogram trees) for fitting,
+/// and its trees compiled into a [`FlatForest`] for prediction (same numbers, faster).
 pub struct ForustGbdt {
     task: Task,
     booster: GradientBooster,
+    flat: FlatForest,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,19 +127,20 @@ impl Gbdt for ForustGbdt {
         let valid_weights = vec![1.0; valid.0.rows];
         let eval = vec![(matrix(valid.0), valid.1, valid_weights.as_slice())];
         booster.fit(&matrix(x), y, &weights, Some(eval)).map_err(|e| model_err(e.to_string()))?;
-        Ok(ForustGbdt { task, booster })
+        Ok(ForustGbdt::new(task, booster))
     }
 
     fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        let raw = self.booster.predict(&matrix(x), true);
-        match self.task {
-            Task::Churn => raw.into_iter().map(sigmoid).collect(),
-            Task::Clv => raw,
-        }
+        self.output(self.flat.predict(x))
     }
 
     fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.booster.predict_contributions(&matrix(x), ContributionsMethod::Average, true)
+        self.flat.predict_with_contributions(x).1
+    }
+
+    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        let (margin, contributions) = self.flat.predict_with_contributions(x);
+        (self.output(margin), contributions)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
@@ -159,7 +168,22 @@ impl Gbdt for ForustGbdt {
             .map_err(|source| Error::Json { context: "reading the model".into(), source })?;
         let booster = GradientBooster::from_json(&file.booster.to_string())
             .map_err(|e| Error::Model { model: "forust".into(), message: format!("cannot load: {e}") })?;
-        Ok(ForustGbdt { task: file.task, booster })
+        Ok(ForustGbdt::new(file.task, booster))
+    }
+}
+
+impl ForustGbdt {
+    fn new(task: Task, booster: GradientBooster) -> Self {
+        let flat = FlatForest::compile(&booster);
+        ForustGbdt { task, booster, flat }
+    }
+
+    /// Margins to the task's output (probability for churn).
+    fn output(&self, margin: Vec<f64>) -> Vec<f64> {
+        match self.task {
+            Task::Churn => margin.into_iter().map(sigmoid).collect(),
+            Task::Clv => margin,
+        }
     }
 }
 
@@ -167,6 +191,7 @@ impl Gbdt for ForustGbdt {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use forust_ml::gradientbooster::ContributionsMethod;
 
     fn toy(n: usize, seed: u64) -> (FeatureMatrix, Vec<f64>) {
         let mut r = Rng::new(seed);
@@ -205,6 +230,19 @@ mod tests {
             let margin: f64 = c[r * 3..r * 3 + 3].iter().sum();
             assert!((sigmoid(margin) - p[r]).abs() < 1e-6);
         }
+        // The flat evaluator gives forust's own numbers, bit for bit, also on missing values.
+        let mut xm = xv.clone();
+        for r in (0..xm.rows).step_by(7) {
+            xm.data[r] = f64::NAN;
+        }
+        let raw = m.booster.predict(&matrix(&xm), true);
+        let (flat_p, flat_c) = m.predict_with_contributions(&xm);
+        assert_eq!(flat_p, raw.iter().map(|&z| sigmoid(z)).collect::<Vec<_>>());
+        let forust_c = m.booster.predict_contributions(&matrix(&xm), ContributionsMethod::Average, true);
+        assert_eq!(flat_c, forust_c);
+        assert_eq!(m.flat.n_trees(), m.n_trees());
+        let clv = ForustGbdt::fit(&params, Task::Clv, &x, &y, (&xv, &yv)).unwrap();
+        assert_eq!(clv.predict(&xm), clv.booster.predict(&matrix(&xm), true));
         // Feature a matters more than b in the generating model.
         let imp = m.importance_gain(2);
         assert!(imp[0] > imp[1], "{imp:?}");

@@ -3,6 +3,7 @@
 //! write a versioned model artifact.
 
 pub mod baselines;
+pub mod forest;
 pub mod gbdt;
 
 use std::collections::BTreeMap;
