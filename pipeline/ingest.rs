@@ -705,6 +705,60 @@ mod tests {
         p
     }
 
+    /// The three ways rows get ordered (already in order, grouped per customer, scattered)
+    /// give the same frame: (customer, ts) order, stable, invalid rows gone, ids trimmed.
+    #[test]
+    fn every_row_order_gives_the_customer_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            ("b", "2024-01-03", "1"),
+            ("b", "2024-01-01", "2"),
+            ("x", "bad", "9"),
+            ("b", "2024-01-01", "3"),
+            ("a", "2024-01-05", "4"),
+            ("a", "2024-01-02", "5"),
+            ("c", "2024-01-01", "6"),
+        ];
+        let want = vec![
+            ("a", "2024-01-02", 5.0),
+            ("a", "2024-01-05", 4.0),
+            ("b", "2024-01-01", 2.0),
+            ("b", "2024-01-01", 3.0),
+            ("b", "2024-01-03", 1.0),
+            ("c", "2024-01-01", 6.0),
+        ];
+        let load = |name: &str, order: &[usize], pad: bool| {
+            let mut text = String::from("customer_id,ts,amount\n");
+            for &i in order {
+                let (c, t, a) = rows[i];
+                let c = if pad { format!(" {c} ") } else { c.to_string() };
+                text.push_str(&format!("{c},{t},{a}\n"));
+            }
+            let mut input = input_for(&write(dir.path(), name, &text));
+            input.max_invalid_share = 1.0;
+            let t = load_transactions(&input).unwrap();
+            assert_eq!(t.summary.customers, 3, "{name}");
+            let f = &t.frame;
+            let ids = f.column("customer_id").unwrap().str().unwrap().clone();
+            let ts = f.column("ts").unwrap().datetime().unwrap().physical().clone();
+            let amount = f.column("amount").unwrap().f64().unwrap().clone();
+            (0..f.height())
+                .map(|i| {
+                    let day = DateTime::from_timestamp_millis(ts.get(i).unwrap()).unwrap().date_naive();
+                    (ids.get(i).unwrap().to_string(), day.to_string(), amount.get(i).unwrap())
+                })
+                .collect::<Vec<_>>()
+        };
+        let want: Vec<(String, String, f64)> =
+            want.into_iter().map(|(c, t, a)| (c.to_string(), t.to_string(), a)).collect();
+        // Grouped per customer (b, x, a, c runs), times unordered within each.
+        assert_eq!(load("grouped.csv", &[0, 1, 2, 3, 4, 5, 6], false), want);
+        // Scattered: customers interleave, so more runs than half the rows.
+        assert_eq!(load("scattered.csv", &[1, 5, 3, 6, 0, 4, 2], false), want);
+        // Already in order, and ids that need trimming.
+        assert_eq!(load("sorted.csv", &[5, 4, 1, 3, 0, 6, 2], true), want);
+    }
+
     #[test]
     fn csv_with_bad_rows_counts_each_reason() {
         let dir = tempfile::tempdir().unwrap();
