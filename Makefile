@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo generate validate train score weekly monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
+.PHONY: help demo generate validate train score weekly report monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,8 +31,11 @@ train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
 score: ## score every eligible customer with models/latest; Parquet + SQLite under output/
 	$(FIDELIS) score --config $(CONFIG)
 
-weekly: ## the scheduled job: score, then monitor (drift, realized AUC, retrain advice)
+weekly: ## the scheduled job: score, monitor (drift, realized AUC), weekly report
 	$(FIDELIS) weekly --config $(CONFIG)
+
+report: ## regenerate the evaluation report of models/latest and the weekly report of the latest run
+	$(FIDELIS) report --config $(CONFIG) --weekly
 
 monitor: ## drift and realized performance at the end of the data, history under output/monitoring
 	$(FIDELIS) monitor --config $(CONFIG)

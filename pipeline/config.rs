@@ -24,6 +24,7 @@ pub struct Config {
     pub decision: DecisionConfig,
     pub output: OutputConfig,
     pub monitor: MonitorConfig,
+    pub report: ReportConfig,
     pub paths: PathsConfig,
 }
 
@@ -366,6 +367,20 @@ pub struct MonitorConfig {
     pub max_model_age_days: i64,
 }
 
+/// Reports (`reports_dir` is under `[paths]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Gross margin on revenue for the weekly report's simple LTV (1.0 = LTV in revenue).
+    pub gross_margin: f64,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig { gross_margin: 1.0 }
+    }
+}
+
 impl Default for MonitorConfig {
     fn default() -> Self {
         MonitorConfig { psi_warn: 0.1, psi_alert: 0.25, auc_drop_alert: 0.05, max_model_age_days: 35 }
@@ -616,6 +631,10 @@ impl Config {
                 format!("must be at least 1, got {}", m.max_model_age_days),
             );
         }
+        let g = self.report.gross_margin;
+        if !(g > 0.0 && g <= 1.0) {
+            return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
+        }
         let d = &self.decision;
         for (key, v) in [
             ("decision.tp_value", d.tp_value),
@@ -675,6 +694,10 @@ impl Config {
 
     pub fn models_dir(&self) -> PathBuf {
         PathBuf::from(&self.paths.models_dir)
+    }
+
+    pub fn reports_dir(&self) -> PathBuf {
+        PathBuf::from(&self.paths.reports_dir)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod metrics;
 pub mod monitor;
 pub mod progress;
+pub mod report;
 pub mod rng;
 pub mod score;
 pub mod sink;

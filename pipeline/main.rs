@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use fidelis::generate::{self, GenerateOptions};
 use fidelis::progress::Progress;
-use fidelis::{ingest, monitor, score, train, Config};
+use fidelis::{ingest, monitor, report, score, train, Config};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +113,24 @@ enum Command {
         #[arg(long)]
         fail_on_alert: bool,
     },
+    /// Regenerate reports: the evaluation of a model (reports/<model_id>/evaluation.html,
+    /// .md, .json) and, with --weekly, the weekly report of a scoring run
+    /// (reports/weekly/<as_of>.html, .md, .json).
+    Report {
+        /// Configuration file.
+        #[arg(long, short, default_value = "fidelis.toml")]
+        config: PathBuf,
+        /// Model id; default: the one models/latest names.
+        #[arg(long)]
+        model: Option<String>,
+        /// Also regenerate the weekly report of the latest scoring run (re-runs its
+        /// monitoring, which replaces that date's history rows).
+        #[arg(long)]
+        weekly: bool,
+        /// The scoring run to report on (with --weekly); default: the latest.
+        #[arg(long, requires = "weekly")]
+        as_of: Option<NaiveDate>,
+    },
     /// Replay the weekly job over history with one model trained on the data before --from,
     /// and fill a monitoring history: how AUC and drift would have evolved.
     Backtest {
@@ -204,6 +222,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = train::train(&cfg, &progress)?;
             print!("{}", train::summary_table(&outcome.metrics));
             println!("model {} written to {}", outcome.model_id, outcome.dir.display());
+            if let Some(r) = &outcome.report {
+                println!("evaluation report: {}", r.display());
+            }
         }
         Command::Score(args) => {
             let cfg = load_config(&args.config)?;
@@ -217,6 +238,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = score::run_weekly(&cfg, &opts, &progress)?;
             print_batch(&outcome.batch);
             println!("{}", monitor::summary(&outcome.monitor));
+            println!("weekly report: {}", outcome.report.display());
             return Ok(alert_exit(outcome.monitor.has_alert(), fail_on_alert));
         }
         Command::Monitor { batch, fail_on_alert } => {
@@ -225,6 +247,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = monitor::run_monitor(&cfg, &opts, &progress)?;
             println!("{}", monitor::summary(&report));
             return Ok(alert_exit(report.has_alert(), fail_on_alert));
+        }
+        Command::Report { config, model, weekly, as_of } => {
+            let cfg = load_config(&config)?;
+            let dir = fidelis::artifact::resolve(&cfg.models_dir(), model.as_deref())?;
+            let path = progress.step("report", "writing the evaluation report", || {
+                report::evaluation::write_evaluation(&dir, &cfg.models_dir(), &cfg.reports_dir())
+            })?;
+            println!("evaluation report: {}", path.display());
+            if weekly {
+                let path = report::weekly::regenerate(&cfg, as_of, &progress)?;
+                println!("weekly report: {}", path.display());
+            }
         }
         Command::Backtest { config, from, to, every, out } => {
             let cfg = load_config(&config)?;

@@ -306,6 +306,7 @@ pub struct BatchOptions {
 
 pub struct BatchOutcome {
     pub summary: ScoreSummary,
+    pub scores: DataFrame,
     pub scored: Scored,
     /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
     pub written: Vec<String>,
@@ -352,14 +353,16 @@ pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Resu
     score_and_write(cfg, &s.model, &s.tx.frame, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
-/// What `fidelis weekly` did: the batch, then monitoring.
+/// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
 pub struct WeeklyOutcome {
     pub batch: BatchOutcome,
     pub monitor: crate::monitor::MonitorReport,
+    /// `<reports_dir>/weekly/<as_of>.html` (`.md`, `.json` beside it).
+    pub report: PathBuf,
 }
 
-/// `fidelis weekly`: under one lock and one read of the data, the batch of `score` and then
-/// `monitor` at the same `as_of`.
+/// `fidelis weekly`: under one lock and one read of the data, the batch of `score`, then
+/// `monitor` at the same `as_of`, then the weekly report.
 pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
     check_sinks(cfg)?;
     let s = open_session(cfg, opts.model.as_deref(), progress)?;
@@ -369,7 +372,10 @@ pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Res
     let inputs =
         crate::monitor::MonitorInputs { model, tx: &tx.frame, data_end, scored: Some(&batch.scored) };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
-    Ok(WeeklyOutcome { batch, monitor })
+    let report = progress.step("report", "writing the weekly report", || {
+        crate::report::weekly::for_run(cfg, model, &tx.frame, &batch.scores, &monitor)
+    })?;
+    Ok(WeeklyOutcome { batch, monitor, report })
 }
 
 /// Score at `as_of` and write every configured sink (the caller holds the lock).
@@ -422,7 +428,7 @@ pub fn score_and_write(
         })?;
         written.push(shown);
     }
-    Ok(BatchOutcome { summary: run.summary, scored: run.scored, written })
+    Ok(BatchOutcome { summary: run.summary, scores: run.scores, scored: run.scored, written })
 }
 
 impl std::fmt::Display for ScoreSummary {

@@ -75,6 +75,10 @@ pub struct GbdtInfo {
     /// Total gain per feature (normalized), by feature name.
     pub churn_importance: BTreeMap<String, f64>,
     pub clv_importance: BTreeMap<String, f64>,
+    /// Mean absolute contribution to the churn log-odds per feature on the holdout (how much
+    /// a feature moves individual scores, the per-customer view of importance).
+    #[serde(default)]
+    pub churn_mean_abs_contribution: BTreeMap<String, f64>,
 }
 
 /// `metrics.json`: the fixed-schema evaluation of one trained model.
@@ -159,6 +163,8 @@ pub struct ModelInfo {
 pub struct TrainOutcome {
     pub model_id: String,
     pub dir: PathBuf,
+    /// The evaluation report (HTML; `.md` and `.json` beside it), when written.
+    pub report: Option<PathBuf>,
     pub info: ModelInfo,
     pub metrics: TrainMetrics,
 }
@@ -283,9 +289,15 @@ fn snapshot_stats(plan: &SnapshotPlan, days: &[i32], churn: &[f64], clv: &[f64])
     out
 }
 
-/// Run the whole training pipeline for `cfg` and write the artifact.
+/// Run the whole training pipeline for `cfg`, write the artifact and the evaluation report
+/// (`<reports_dir>/<model_id>/evaluation.{html,md,json}`).
 pub fn train(cfg: &Config, progress: &Progress) -> Result<TrainOutcome> {
-    train_until(cfg, None, progress)
+    let mut outcome = train_until(cfg, None, progress)?;
+    let report = progress.step("report", "writing the evaluation report", || {
+        crate::report::evaluation::write_evaluation(&outcome.dir, &cfg.models_dir(), &cfg.reports_dir())
+    })?;
+    outcome.report = Some(report);
+    Ok(outcome)
 }
 
 /// Train on the transactions before `cutoff` only (a backtest's model, as if trained that
@@ -344,7 +356,7 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
         Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, (&x_val, &v_val))
     })?;
     let raw_val = churn_model.predict(&x_val);
-    let raw_hold = churn_model.predict(&x_hold);
+    let (raw_hold, contributions_hold) = churn_model.predict_with_contributions(&x_hold);
     let c_val = clv_model.predict(&x_val);
     let c_hold = clv_model.predict(&x_hold);
 
@@ -482,6 +494,7 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
             clv_trees: clv_model.n_trees(),
             churn_importance: importance(churn_model.importance_gain(names.len())),
             clv_importance: importance(clv_model.importance_gain(names.len())),
+            churn_mean_abs_contribution: importance(mean_abs_columns(&contributions_hold, names.len())),
         },
         calibration: calibration_report,
         decision: decision_report,
@@ -535,7 +548,13 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
         artifact::set_latest(&models_dir, &model_id)?;
         Ok::<_, Error>(dir)
     })?;
-    Ok(TrainOutcome { model_id, dir, info, metrics })
+    Ok(TrainOutcome { model_id, dir, report: None, info, metrics })
+}
+
+/// The `predictions.parquet` column of a baseline's holdout predictions.
+pub fn baseline_column(task: &str, name: &str) -> String {
+    let key: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("baseline_{task}_{}", key.trim_end_matches('_'))
 }
 
 /// Validation and holdout predictions with labels (for reports, calibration, threshold).
@@ -567,13 +586,25 @@ fn predictions_frame(
         // Baselines are kept for the holdout rows only (null on validation rows).
         let v: Vec<Option<f64>> =
             std::iter::repeat_n(None, rows.validation.len()).chain(hold.iter().map(|&x| Some(x))).collect();
-        let key: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        cols.push(Column::new(format!("baseline_{task}_{}", key.trim_end_matches('_')).into(), v));
+        cols.push(Column::new(baseline_column(task, name).into(), v));
     }
     for c in cols {
         df.with_column(c).polars("adding prediction columns")?;
     }
     Ok(df)
+}
+
+/// Mean absolute value of each of the first `cols` columns of a row-major matrix with
+/// `cols + 1` columns (contributions plus bias).
+fn mean_abs_columns(m: &[f64], cols: usize) -> Vec<f64> {
+    let rows = m.len() / (cols + 1);
+    let mut sum = vec![0.0; cols];
+    for row in m.chunks_exact(cols + 1) {
+        for (s, v) in sum.iter_mut().zip(row) {
+            *s += v.abs();
+        }
+    }
+    sum.into_iter().map(|s| if rows > 0 { s / rows as f64 } else { 0.0 }).collect()
 }
 
 /// Load the metrics of a trained model directory.

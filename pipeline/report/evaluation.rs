@@ -1,0 +1,1036 @@
+//! The model evaluation report: what a data scientist would put in a notebook before
+//! trusting a model, computed from the model directory alone (`metrics.json`,
+//! `predictions.parquet` with the validation and holdout rows, `decision.json`,
+//! `model.json`), so `fidelis report --model ID` can regenerate it at any time.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::chart::{self, BarChart, HBarChart, HLine, Line, LineChart, Marker};
+use super::{f4, int, money, pct, Doc, Tone};
+use crate::artifact;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::epoch_day;
+use crate::metrics::{ChurnMetrics, ClvMetrics};
+use crate::sink::read_parquet;
+use crate::threshold::{self, CurvePoint, PolicyOutcome};
+use crate::train::{self, DecisionArtifact, ModelInfo, SnapshotStats, TrainMetrics};
+
+/// A curve with the metric that summarizes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Curve {
+    pub model: String,
+    pub metric: f64,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Bin {
+    pub customers: usize,
+    pub mean_probability: f64,
+    pub churn_rate: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationView {
+    pub method: String,
+    pub ece_before: f64,
+    pub ece_after: f64,
+    pub before: Vec<Bin>,
+    pub after: Vec<Bin>,
+}
+
+/// Customers ranked by churn probability, in tenths.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GainsRow {
+    pub decile: usize,
+    pub customers: usize,
+    pub churners: usize,
+    pub churn_rate: f64,
+    pub cumulative_capture: f64,
+    pub cumulative_lift: f64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Confusion {
+    pub threshold: Option<f64>,
+    pub true_positive: usize,
+    pub false_positive: usize,
+    pub false_negative: usize,
+    pub true_negative: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DecisionView {
+    pub threshold: Option<f64>,
+    pub break_even_probability: f64,
+    pub holdout: PolicyOutcome,
+    pub confusion: Confusion,
+    pub validation_curve: Vec<CurvePoint>,
+    pub holdout_curve: Vec<CurvePoint>,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureRow {
+    pub feature: String,
+    pub churn_gain: f64,
+    pub clv_gain: f64,
+    pub churn_mean_abs_contribution: Option<f64>,
+}
+
+/// Customers ranked by predicted CLV, in tenths.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ClvDecile {
+    pub decile: usize,
+    pub customers: usize,
+    pub mean_predicted: f64,
+    pub mean_actual: f64,
+    pub revenue_share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelRow {
+    pub model: String,
+    pub churn_validation: Option<ChurnMetrics>,
+    pub churn_holdout: Option<ChurnMetrics>,
+    pub clv_validation: Option<ClvMetrics>,
+    pub clv_holdout: Option<ClvMetrics>,
+}
+
+/// The previous model (the champion this one challenges), by its own metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviousModel {
+    pub model_id: String,
+    pub holdout_snapshot: NaiveDate,
+    pub churn_holdout: ChurnMetrics,
+    pub clv_holdout: ClvMetrics,
+    pub threshold: Option<f64>,
+    pub holdout_net_value: f64,
+}
+
+/// `evaluation.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluationReport {
+    pub model_id: String,
+    pub created_at: chrono::NaiveDateTime,
+    pub engine: String,
+    pub churn_trees: usize,
+    pub clv_trees: usize,
+    pub data_path: String,
+    pub transactions: usize,
+    pub customers: usize,
+    pub validation_snapshot: NaiveDate,
+    pub holdout_snapshot: NaiveDate,
+    pub snapshots: Vec<SnapshotStats>,
+    pub churn: ChurnMetrics,
+    pub clv: ClvMetrics,
+    pub roc: Vec<Curve>,
+    pub precision_recall: Vec<Curve>,
+    pub calibration: CalibrationView,
+    pub gains: Vec<GainsRow>,
+    pub decision: DecisionView,
+    pub features: Vec<FeatureRow>,
+    pub clv_deciles: Vec<ClvDecile>,
+    pub revenue_capture: Vec<Curve>,
+    pub comparison: Vec<ModelRow>,
+    pub previous: Option<PreviousModel>,
+}
+
+const MAX_POINTS: usize = 200;
+
+/// Keep at most `max` points, evenly spaced, always the first and last.
+fn thin(points: Vec<(f64, f64)>, max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max {
+        return points;
+    }
+    let n = points.len();
+    (0..max).map(|i| points[i * (n - 1) / (max - 1)]).collect()
+}
+
+/// Indices by score, highest first, with tie groups (equal scores) kept together.
+fn order_desc(score: &[f64]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..score.len()).collect();
+    idx.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    idx
+}
+
+/// ROC points (false positive rate, true positive rate), one per distinct score.
+pub fn roc_points(y: &[f64], score: &[f64]) -> Vec<(f64, f64)> {
+    let pos = y.iter().filter(|&&v| v > 0.5).count() as f64;
+    let neg = y.len() as f64 - pos;
+    let idx = order_desc(score);
+    let mut pts = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        if y[i] > 0.5 {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let last_of_tie = k + 1 == idx.len() || score[idx[k + 1]] != score[i];
+        if last_of_tie {
+            pts.push((if neg > 0.0 { fp / neg } else { 0.0 }, if pos > 0.0 { tp / pos } else { 0.0 }));
+        }
+    }
+    thin(pts, MAX_POINTS)
+}
+
+/// Precision-recall points (recall, precision), one per distinct score.
+pub fn pr_points(y: &[f64], score: &[f64]) -> Vec<(f64, f64)> {
+    let pos = y.iter().filter(|&&v| v > 0.5).count() as f64;
+    let idx = order_desc(score);
+    let mut pts = Vec::new();
+    let (mut tp, mut n) = (0.0, 0.0);
+    for (k, &i) in idx.iter().enumerate() {
+        n += 1.0;
+        if y[i] > 0.5 {
+            tp += 1.0;
+        }
+        let last_of_tie = k + 1 == idx.len() || score[idx[k + 1]] != score[i];
+        if last_of_tie && pos > 0.0 {
+            pts.push((tp / pos, tp / n));
+        }
+    }
+    thin(pts, MAX_POINTS)
+}
+
+/// Reliability bins: `bins` groups of (nearly) equal size by probability.
+pub fn reliability(y: &[f64], p: &[f64], bins: usize) -> Vec<Bin> {
+    let mut idx: Vec<usize> = (0..p.len()).collect();
+    idx.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let n = idx.len();
+    (0..bins)
+        .filter_map(|b| {
+            let part = &idx[b * n / bins..(b + 1) * n / bins];
+            if part.is_empty() {
+                return None;
+            }
+            let m = part.len() as f64;
+            Some(Bin {
+                customers: part.len(),
+                mean_probability: part.iter().map(|&i| p[i]).sum::<f64>() / m,
+                churn_rate: part.iter().map(|&i| y[i]).sum::<f64>() / m,
+            })
+        })
+        .collect()
+}
+
+/// Cumulative gains by decile of churn probability.
+pub fn gains(y: &[f64], p: &[f64]) -> Vec<GainsRow> {
+    let idx = order_desc(p);
+    let n = idx.len();
+    let total: f64 = y.iter().sum();
+    let mut cum = 0.0;
+    (0..10)
+        .map(|d| {
+            let part = &idx[d * n / 10..(d + 1) * n / 10];
+            let churners: f64 = part.iter().map(|&i| y[i]).sum();
+            cum += churners;
+            let capture = if total > 0.0 { cum / total } else { 0.0 };
+            GainsRow {
+                decile: d + 1,
+                customers: part.len(),
+                churners: churners as usize,
+                churn_rate: if part.is_empty() { 0.0 } else { churners / part.len() as f64 },
+                cumulative_capture: capture,
+                cumulative_lift: capture / ((d + 1) as f64 / 10.0),
+            }
+        })
+        .collect()
+}
+
+/// CLV deciles by predicted value.
+pub fn clv_deciles(actual: &[f64], predicted: &[f64]) -> Vec<ClvDecile> {
+    let idx = order_desc(predicted);
+    let n = idx.len();
+    let total: f64 = actual.iter().sum();
+    (0..10)
+        .map(|d| {
+            let part = &idx[d * n / 10..(d + 1) * n / 10];
+            let m = part.len().max(1) as f64;
+            let revenue: f64 = part.iter().map(|&i| actual[i]).sum();
+            ClvDecile {
+                decile: d + 1,
+                customers: part.len(),
+                mean_predicted: part.iter().map(|&i| predicted[i]).sum::<f64>() / m,
+                mean_actual: revenue / m,
+                revenue_share: if total != 0.0 { revenue / total } else { 0.0 },
+            }
+        })
+        .collect()
+}
+
+/// Share of realized revenue captured by the top x share of customers ranked by `rank`.
+pub fn capture_curve(actual: &[f64], rank: &[f64]) -> Vec<(f64, f64)> {
+    let idx = order_desc(rank);
+    let total: f64 = actual.iter().sum();
+    let n = idx.len() as f64;
+    let mut cum = 0.0;
+    let mut pts = vec![(0.0, 0.0)];
+    for (k, &i) in idx.iter().enumerate() {
+        cum += actual[i];
+        pts.push(((k + 1) as f64 / n, if total != 0.0 { cum / total } else { 0.0 }));
+    }
+    thin(pts, MAX_POINTS)
+}
+
+fn column(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df.column(name).polars(name)?.cast(&DataType::Float64).polars(name)?;
+    Ok(c.f64().polars(name)?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// The most recent other model in `models_dir` created before `model_id` (ids start with
+/// their UTC creation time).
+fn previous_model(models_dir: &Path, model_id: &str) -> Option<PreviousModel> {
+    let mut ids: Vec<String> = std::fs::read_dir(models_dir)
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().join("metrics.json").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|id| id.as_str() < model_id)
+        .collect();
+    ids.sort();
+    let id = ids.pop()?;
+    let m: TrainMetrics = train::load_metrics(&models_dir.join(&id)).ok()?;
+    Some(PreviousModel {
+        model_id: id,
+        holdout_snapshot: m.holdout_snapshot,
+        churn_holdout: m.churn.holdout,
+        clv_holdout: m.clv.holdout,
+        threshold: m.decision.threshold,
+        holdout_net_value: m.decision.holdout.net_value,
+    })
+}
+
+/// Compute the evaluation of the model in `model_dir` (`models_dir` is searched for the
+/// previous model).
+pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport> {
+    let info: ModelInfo = train::load_info(model_dir)?;
+    let m: TrainMetrics = train::load_metrics(model_dir)?;
+    let decision: DecisionArtifact = artifact::read_json(&model_dir.join("decision.json"))?;
+    let path = model_dir.join("predictions.parquet");
+    let pred =
+        read_parquet(&path).map_err(|e| Error::Artifact { path: path.clone(), message: e.to_string() })?;
+    let holdout =
+        pred.clone().lazy().filter(col("role").eq(lit("holdout"))).collect().polars("holdout predictions")?;
+    if holdout.height() == 0 {
+        return Err(Error::Artifact { path, message: "no holdout rows".into() });
+    }
+    let y = column(&holdout, "churn")?;
+    let p = column(&holdout, "churn_probability")?;
+    let raw = column(&holdout, "churn_probability_raw")?;
+    let clv_actual = column(&holdout, "clv")?;
+    let clv_pred = column(&holdout, "predicted_clv")?;
+
+    // Curves: the GBDT and every churn baseline on one chart.
+    let mut roc =
+        vec![Curve { model: "GBDT".into(), metric: m.churn.holdout.roc_auc, points: roc_points(&y, &p) }];
+    let mut pr =
+        vec![Curve { model: "GBDT".into(), metric: m.churn.holdout.pr_auc, points: pr_points(&y, &p) }];
+    let mut comparison = vec![ModelRow {
+        model: "GBDT".into(),
+        churn_validation: Some(m.churn.validation),
+        churn_holdout: Some(m.churn.holdout),
+        clv_validation: Some(m.clv.validation),
+        clv_holdout: Some(m.clv.holdout),
+    }];
+    let mut revenue_capture = vec![
+        Curve {
+            model: "GBDT".into(),
+            metric: m.clv.holdout.normalized_gini,
+            points: capture_curve(&clv_actual, &clv_pred),
+        },
+        Curve {
+            model: "oracle (actual revenue)".into(),
+            metric: 1.0,
+            points: capture_curve(&clv_actual, &clv_actual),
+        },
+    ];
+    for (name, b) in &m.baselines {
+        if let Some(c) = &b.churn {
+            if let Ok(s) = column(&holdout, &train::baseline_column("churn", name)) {
+                roc.push(Curve {
+                    model: name.clone(),
+                    metric: c.holdout.roc_auc,
+                    points: roc_points(&y, &s),
+                });
+                pr.push(Curve { model: name.clone(), metric: c.holdout.pr_auc, points: pr_points(&y, &s) });
+            }
+        }
+        if let Some(c) = &b.clv {
+            if let Ok(s) = column(&holdout, &train::baseline_column("clv", name)) {
+                revenue_capture.push(Curve {
+                    model: name.clone(),
+                    metric: c.holdout.normalized_gini,
+                    points: capture_curve(&clv_actual, &s),
+                });
+            }
+        }
+        comparison.push(ModelRow {
+            model: name.clone(),
+            churn_validation: b.churn.as_ref().map(|c| c.validation),
+            churn_holdout: b.churn.as_ref().map(|c| c.holdout),
+            clv_validation: b.clv.as_ref().map(|c| c.validation),
+            clv_holdout: b.clv.as_ref().map(|c| c.holdout),
+        });
+    }
+
+    // The decision: the holdout's own net-value curve beside the validation one it was
+    // chosen on.
+    let cfg = &decision.config;
+    let values = threshold::tp_values(cfg, &clv_pred);
+    let swept = threshold::choose_threshold(&p, &y, &values, cfg);
+    let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, 201);
+    let contact: Vec<bool> = p.iter().map(|&q| decision.threshold.is_some_and(|t| q >= t)).collect();
+    let count = |c: bool, churned: bool| {
+        contact.iter().zip(&y).filter(|(&k, &v)| k == c && (v > 0.5) == churned).count()
+    };
+    let confusion = Confusion {
+        threshold: decision.threshold,
+        true_positive: count(true, true),
+        false_positive: count(true, false),
+        false_negative: count(false, true),
+        true_negative: count(false, false),
+    };
+
+    let mut features: Vec<FeatureRow> = info
+        .features
+        .iter()
+        .map(|f| FeatureRow {
+            feature: f.clone(),
+            churn_gain: m.gbdt.churn_importance.get(f).copied().unwrap_or(0.0),
+            clv_gain: m.gbdt.clv_importance.get(f).copied().unwrap_or(0.0),
+            churn_mean_abs_contribution: m.gbdt.churn_mean_abs_contribution.get(f).copied(),
+        })
+        .collect();
+    features.sort_by(|a, b| b.churn_gain.total_cmp(&a.churn_gain));
+
+    Ok(EvaluationReport {
+        model_id: m.model_id.clone(),
+        created_at: info.created_at,
+        engine: m.gbdt.engine.clone(),
+        churn_trees: m.gbdt.churn_trees,
+        clv_trees: m.gbdt.clv_trees,
+        data_path: info.validation.path.display().to_string(),
+        transactions: info.validation.transactions,
+        customers: info.validation.customers,
+        validation_snapshot: m.validation_snapshot,
+        holdout_snapshot: m.holdout_snapshot,
+        snapshots: m.snapshots.clone(),
+        churn: m.churn.holdout,
+        clv: m.clv.holdout,
+        roc,
+        precision_recall: pr,
+        calibration: CalibrationView {
+            method: m.calibration.method.clone(),
+            ece_before: m.calibration.holdout_ece_before,
+            ece_after: m.calibration.holdout_ece_after,
+            before: reliability(&y, &raw, 10),
+            after: reliability(&y, &p, 10),
+        },
+        gains: gains(&y, &p),
+        decision: DecisionView {
+            threshold: decision.threshold,
+            break_even_probability: m.decision.break_even_probability,
+            holdout: m.decision.holdout.clone(),
+            confusion,
+            validation_curve: decision.validation_curve.clone(),
+            holdout_curve,
+            explanation: m.decision.explanation.clone(),
+        },
+        features,
+        clv_deciles: clv_deciles(&clv_actual, &clv_pred),
+        revenue_capture,
+        comparison,
+        previous: previous_model(models_dir, &m.model_id),
+    })
+}
+
+fn day(d: NaiveDate) -> f64 {
+    f64::from(epoch_day(d))
+}
+
+fn opt4(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), f4)
+}
+
+/// Render the report.
+pub fn render(r: &EvaluationReport) -> Result<Doc> {
+    let mut d = Doc::new(
+        &format!("Model evaluation: {}", r.model_id),
+        &format!(
+            "Trained {} with {} ({} churn trees, {} CLV trees) on {} ({} transactions, {} customers). \
+             Holdout snapshot {}: {} customers.",
+            r.created_at.format("%Y-%m-%d %H:%M UTC"),
+            r.engine,
+            r.churn_trees,
+            r.clv_trees,
+            r.data_path,
+            int(r.transactions as i64),
+            int(r.customers as i64),
+            r.holdout_snapshot,
+            int(r.churn.n as i64)
+        ),
+    );
+
+    // Summary.
+    d.section("summary", "Summary");
+    let best_baseline = r
+        .comparison
+        .iter()
+        .skip(1)
+        .filter_map(|m| m.churn_holdout.map(|c| (m.model.as_str(), c.roc_auc)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    let mut summary = vec![
+        vec!["churn ROC AUC (holdout)".into(), f4(r.churn.roc_auc)],
+        vec!["churn PR AUC (holdout)".into(), f4(r.churn.pr_auc)],
+        vec!["churn Brier score".into(), f4(r.churn.brier)],
+        vec!["holdout churn rate".into(), pct(r.churn.churn_rate)],
+        vec![
+            "top-10% capture / lift".into(),
+            format!("{} / {:.2}", pct(r.churn.top10_capture), r.churn.top10_lift),
+        ],
+        vec!["CLV normalized Gini (holdout)".into(), f4(r.clv.normalized_gini)],
+        vec!["CLV Spearman / RMSE".into(), format!("{} / {:.1}", f4(r.clv.spearman), r.clv.rmse)],
+        vec![
+            "calibration".into(),
+            format!(
+                "{} (ECE {} -> {})",
+                r.calibration.method,
+                f4(r.calibration.ece_before),
+                f4(r.calibration.ece_after)
+            ),
+        ],
+        vec!["contact threshold".into(), opt4(r.decision.threshold)],
+        vec!["holdout net value at the threshold".into(), money(r.decision.holdout.net_value)],
+    ];
+    if let Some((name, auc)) = best_baseline {
+        summary.push(vec![format!("best churn baseline ({name})"), f4(auc)]);
+    }
+    d.table(&["metric", "value"], &summary, None);
+    if let Some((name, auc)) = best_baseline {
+        let diff = r.churn.roc_auc - auc;
+        d.reading(&format!(
+            "The GBDT ranks a random churner above a random stayer {:.1}% of the time, {} the best baseline ({name}, {:.1}%) by {:.4}.",
+            100.0 * r.churn.roc_auc,
+            if diff >= 0.0 { "ahead of" } else { "behind" },
+            100.0 * auc,
+            diff.abs()
+        ));
+    }
+
+    // Data and split.
+    d.section("data", "Data and split");
+    let rows: Vec<Vec<String>> = r
+        .snapshots
+        .iter()
+        .map(|s| {
+            vec![
+                s.snapshot.to_string(),
+                format!("{:?}", s.role).to_lowercase(),
+                int(s.eligible as i64),
+                pct(s.churn_rate),
+                money(s.mean_clv),
+            ]
+        })
+        .collect();
+    let fit: Vec<&SnapshotStats> =
+        r.snapshots.iter().filter(|s| format!("{:?}", s.role).to_lowercase() == "fit").collect();
+    let rates: Vec<f64> = r.snapshots.iter().map(|s| s.churn_rate).collect();
+    let svg = chart::line_chart(&LineChart {
+        title: "Eligible customers' churn rate per snapshot".into(),
+        x_label: "snapshot".into(),
+        y_label: "churn rate".into(),
+        lines: vec![Line::new(
+            "churn rate",
+            r.snapshots.iter().map(|s| (day(s.snapshot), s.churn_rate)).collect(),
+            0,
+        )
+        .dots()],
+        markers: vec![
+            Marker {
+                x: day(r.validation_snapshot),
+                label: format!("validation {}", r.validation_snapshot),
+                color: 1,
+            },
+            Marker { x: day(r.holdout_snapshot), label: format!("holdout {}", r.holdout_snapshot), color: 5 },
+        ],
+        dates: true,
+        y: Some(0.0..(rates.iter().cloned().fold(0.0, f64::max) * 1.15).max(0.05)),
+        ..LineChart::default()
+    })?;
+    let reading = format!(
+        "{} fit snapshots from {} to {}, validation at {}, holdout at {}; churn rate between {} and {} across snapshots.",
+        fit.len(),
+        fit.first().map_or("-".into(), |s| s.snapshot.to_string()),
+        fit.last().map_or("-".into(), |s| s.snapshot.to_string()),
+        r.validation_snapshot,
+        r.holdout_snapshot,
+        pct(rates.iter().cloned().fold(f64::INFINITY, f64::min)),
+        pct(rates.iter().cloned().fold(0.0, f64::max)),
+    );
+    d.chart("snapshots", svg, &reading);
+    d.table(&["snapshot", "role", "eligible customers", "churn rate", "mean CLV"], &rows, None);
+
+    // ROC and PR.
+    d.section("roc", "ROC and precision-recall");
+    let lines = |curves: &[Curve], name: &str| -> Vec<Line> {
+        curves
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Line::new(format!("{} ({name} {})", c.model, f4(c.metric)), c.points.clone(), i))
+            .collect()
+    };
+    let mut roc_lines = lines(&r.roc, "AUC");
+    roc_lines.push(Line::new("", vec![(0.0, 0.0), (1.0, 1.0)], 6).dashed());
+    let svg = chart::line_chart(&LineChart {
+        title: "ROC curve, holdout".into(),
+        x_label: "false positive rate".into(),
+        y_label: "true positive rate".into(),
+        x: Some(0.0..1.0),
+        y: Some(0.0..1.0),
+        lines: roc_lines,
+        legend_low: true,
+        ..LineChart::default()
+    })?;
+    let best = r
+        .roc
+        .iter()
+        .max_by(|a, b| a.metric.total_cmp(&b.metric))
+        .map_or("-".to_string(), |c| c.model.clone());
+    d.chart(
+        "roc",
+        svg,
+        &format!("Highest ROC AUC on the holdout: {best}. The dashed diagonal is a random ranking (0.5)."),
+    );
+    let svg = chart::line_chart(&LineChart {
+        title: "Precision-recall curve, holdout".into(),
+        x_label: "recall (share of churners found)".into(),
+        y_label: "precision (share of flagged who churn)".into(),
+        x: Some(0.0..1.0),
+        y: Some(0.0..1.0),
+        lines: lines(&r.precision_recall, "PR AUC"),
+        hlines: vec![HLine {
+            y: r.churn.churn_rate,
+            label: format!("base rate {}", pct(r.churn.churn_rate)),
+            color: 6,
+        }],
+        ..LineChart::default()
+    })?;
+    d.chart(
+        "precision_recall",
+        svg,
+        &format!(
+            "GBDT PR AUC {} against a base rate of {}: flagging at random would be right {} of the time.",
+            f4(r.churn.pr_auc),
+            pct(r.churn.churn_rate),
+            pct(r.churn.churn_rate)
+        ),
+    );
+
+    // Calibration.
+    d.section("calibration", "Calibration");
+    let bins = |b: &[Bin]| b.iter().map(|x| (x.mean_probability, x.churn_rate)).collect::<Vec<_>>();
+    let svg = chart::line_chart(&LineChart {
+        title: "Reliability diagram, holdout (10 equal-size bins)".into(),
+        x_label: "mean predicted churn probability".into(),
+        y_label: "observed churn rate".into(),
+        x: Some(0.0..1.0),
+        y: Some(0.0..1.0),
+        lines: vec![
+            Line::new(
+                format!("raw GBDT (ECE {})", f4(r.calibration.ece_before)),
+                bins(&r.calibration.before),
+                1,
+            )
+            .dots(),
+            Line::new(
+                format!("calibrated: {} (ECE {})", r.calibration.method, f4(r.calibration.ece_after)),
+                bins(&r.calibration.after),
+                0,
+            )
+            .dots(),
+            Line::new("", vec![(0.0, 0.0), (1.0, 1.0)], 6).dashed(),
+        ],
+        legend_low: true,
+        ..LineChart::default()
+    })?;
+    let verdict =
+        if r.calibration.ece_after <= r.calibration.ece_before { "kept or improved" } else { "worsened" };
+    d.chart(
+        "calibration",
+        svg,
+        &format!(
+            "Points on the diagonal mean \"a 30% score churns 30% of the time\". Calibration ({}) {verdict} the expected calibration error: {} -> {}.",
+            r.calibration.method,
+            f4(r.calibration.ece_before),
+            f4(r.calibration.ece_after)
+        ),
+    );
+
+    // Gains and lift.
+    d.section("lift", "Cumulative gains and lift");
+    let cats: Vec<String> = r.gains.iter().map(|g| format!("{}", g.decile * 10)).collect();
+    let svg = chart::bar_chart(&BarChart {
+        title: "Churners captured, by riskiest share of customers".into(),
+        x_label: "top % of customers by churn probability".into(),
+        y_label: "share of all churners".into(),
+        categories: cats,
+        series: vec![(
+            "GBDT cumulative capture".into(),
+            r.gains.iter().map(|g| g.cumulative_capture).collect(),
+        )],
+        overlay: Some(("random".into(), r.gains.iter().map(|g| g.decile as f64 / 10.0).collect())),
+    })?;
+    let g1 = r.gains.first();
+    d.chart(
+        "gains",
+        svg,
+        &format!(
+            "The riskiest 10% hold {} of the churners (lift {:.2}); the riskiest 30% hold {}.",
+            g1.map_or("-".into(), |g| pct(g.cumulative_capture)),
+            g1.map_or(f64::NAN, |g| g.cumulative_lift),
+            r.gains.get(2).map_or("-".into(), |g| pct(g.cumulative_capture))
+        ),
+    );
+    let rows: Vec<Vec<String>> = r
+        .gains
+        .iter()
+        .map(|g| {
+            vec![
+                format!("{}", g.decile),
+                int(g.customers as i64),
+                int(g.churners as i64),
+                pct(g.churn_rate),
+                pct(g.cumulative_capture),
+                format!("{:.2}", g.cumulative_lift),
+            ]
+        })
+        .collect();
+    d.table(
+        &["decile", "customers", "churners", "churn rate", "cumulative capture", "cumulative lift"],
+        &rows,
+        None,
+    );
+
+    // Decision.
+    d.section("decision", "Net value and the contact threshold");
+    let h = &r.decision.holdout;
+    let curve_pts = |c: &[CurvePoint]| c.iter().map(|p| (p.threshold, p.net_value)).collect::<Vec<_>>();
+    let mut markers = vec![];
+    if let Some(t) = r.decision.threshold {
+        markers.push(Marker { x: t, label: format!("chosen threshold {}", f4(t)), color: 5 });
+    }
+    let svg = chart::line_chart(&LineChart {
+        title: "Net value of contacting everyone above a threshold".into(),
+        x_label: "churn probability threshold".into(),
+        y_label: "net value".into(),
+        x: Some(0.0..1.0),
+        lines: vec![
+            Line::new("holdout", curve_pts(&r.decision.holdout_curve), 0),
+            Line::new("validation (chosen on)", curve_pts(&r.decision.validation_curve), 1).dashed(),
+        ],
+        markers,
+        hlines: vec![
+            HLine { y: h.net_all, label: format!("contact everyone {}", money(h.net_all)), color: 2 },
+            HLine { y: h.net_top10, label: format!("top 10% {}", money(h.net_top10)), color: 3 },
+        ],
+        ..LineChart::default()
+    })?;
+    d.chart(
+        "net_value",
+        svg,
+        &format!(
+            "At the threshold chosen on validation ({}), the holdout nets {} by contacting {} customers ({}); contacting everyone nets {}, the top 10% {}, a perfect oracle {}.",
+            opt4(r.decision.threshold),
+            money(h.net_value),
+            int(h.contacted as i64),
+            pct(h.contacted_share),
+            money(h.net_all),
+            money(h.net_top10),
+            money(h.net_oracle)
+        ),
+    );
+    d.para(&r.decision.explanation);
+    let c = &r.decision.confusion;
+    d.table(
+        &["at the threshold", "churned", "stayed", "total"],
+        &[
+            vec![
+                "contacted".into(),
+                int(c.true_positive as i64),
+                int(c.false_positive as i64),
+                int((c.true_positive + c.false_positive) as i64),
+            ],
+            vec![
+                "not contacted".into(),
+                int(c.false_negative as i64),
+                int(c.true_negative as i64),
+                int((c.false_negative + c.true_negative) as i64),
+            ],
+        ],
+        Some(&[
+            vec![Tone::Plain, Tone::Good, Tone::Warn, Tone::Plain],
+            vec![Tone::Plain, Tone::Bad, Tone::Good, Tone::Plain],
+        ]),
+    );
+    d.reading(&format!(
+        "Confusion matrix on the holdout: precision {} (contacted who churned), recall {} (churners contacted).",
+        pct(h.precision),
+        pct(h.recall)
+    ));
+
+    // Features.
+    d.section("features", "What drives the scores");
+    let top: Vec<&FeatureRow> = r.features.iter().take(15).collect();
+    let mut series = vec![
+        ("churn: share of split gain".to_string(), top.iter().map(|f| f.churn_gain).collect::<Vec<_>>()),
+        ("CLV: share of split gain".to_string(), top.iter().map(|f| f.clv_gain).collect()),
+    ];
+    let svg = chart::hbar_chart(&HBarChart {
+        title: "Feature importance (total gain, normalized)".into(),
+        x_label: "share of total gain".into(),
+        labels: top.iter().map(|f| f.feature.clone()).collect(),
+        series: std::mem::take(&mut series),
+    })?;
+    d.chart(
+        "importance",
+        svg,
+        &format!(
+            "{} carries {} of the churn model's split gain; the CLV model leans most on {}.",
+            top.first().map_or("-", |f| f.feature.as_str()),
+            top.first().map_or("-".into(), |f| pct(f.churn_gain)),
+            r.features
+                .iter()
+                .max_by(|a, b| a.clv_gain.total_cmp(&b.clv_gain))
+                .map_or("-", |f| f.feature.as_str())
+        ),
+    );
+    if r.features.iter().any(|f| f.churn_mean_abs_contribution.is_some()) {
+        let mut by_contrib: Vec<&FeatureRow> = r.features.iter().collect();
+        by_contrib.sort_by(|a, b| {
+            b.churn_mean_abs_contribution
+                .unwrap_or(0.0)
+                .total_cmp(&a.churn_mean_abs_contribution.unwrap_or(0.0))
+        });
+        let top: Vec<&FeatureRow> = by_contrib.into_iter().take(15).collect();
+        let svg = chart::hbar_chart(&HBarChart {
+            title: "Mean |contribution| to the churn log-odds, holdout".into(),
+            x_label: "mean absolute contribution (log-odds)".into(),
+            labels: top.iter().map(|f| f.feature.clone()).collect(),
+            series: vec![(
+                "churn".into(),
+                top.iter().map(|f| f.churn_mean_abs_contribution.unwrap_or(0.0)).collect(),
+            )],
+        })?;
+        d.chart(
+            "contributions",
+            svg,
+            &format!(
+                "Per customer, {} moves the churn score the most (on average {:.3} log-odds); these contributions are the `top_reasons` of the weekly scores.",
+                top.first().map_or("-", |f| f.feature.as_str()),
+                top.first().and_then(|f| f.churn_mean_abs_contribution).unwrap_or(f64::NAN)
+            ),
+        );
+    }
+
+    // CLV.
+    d.section("clv", "Customer lifetime value");
+    let svg = chart::bar_chart(&BarChart {
+        title: "Predicted vs actual revenue by predicted-CLV decile, holdout".into(),
+        x_label: "decile of predicted CLV (1 = highest)".into(),
+        y_label: "mean revenue over the horizon".into(),
+        categories: r.clv_deciles.iter().map(|c| c.decile.to_string()).collect(),
+        series: vec![
+            ("predicted".into(), r.clv_deciles.iter().map(|c| c.mean_predicted).collect()),
+            ("actual".into(), r.clv_deciles.iter().map(|c| c.mean_actual).collect()),
+        ],
+        overlay: None,
+    })?;
+    d.chart(
+        "clv_deciles",
+        svg,
+        &format!(
+            "The top predicted decile spent {} on average against {} predicted and brought {} of the holdout revenue.",
+            money(r.clv_deciles.first().map_or(f64::NAN, |c| c.mean_actual)),
+            money(r.clv_deciles.first().map_or(f64::NAN, |c| c.mean_predicted)),
+            pct(r.clv_deciles.first().map_or(f64::NAN, |c| c.revenue_share))
+        ),
+    );
+    let mut cap_lines: Vec<Line> = r
+        .revenue_capture
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = if c.model.starts_with("oracle") {
+                c.model.clone()
+            } else {
+                format!("{} (Gini {})", c.model, f4(c.metric))
+            };
+            let l =
+                Line::new(name, c.points.clone(), if c.model.starts_with("oracle") { 6 } else { i.min(5) });
+            if c.model.starts_with("oracle") {
+                l.dashed()
+            } else {
+                l
+            }
+        })
+        .collect();
+    cap_lines.push(Line::new("", vec![(0.0, 0.0), (1.0, 1.0)], 6).dashed());
+    let svg = chart::line_chart(&LineChart {
+        title: "Revenue capture, holdout".into(),
+        x_label: "share of customers, highest predicted CLV first".into(),
+        y_label: "share of realized revenue".into(),
+        x: Some(0.0..1.0),
+        lines: cap_lines,
+        legend_low: true,
+        ..LineChart::default()
+    })?;
+    d.chart(
+        "revenue_capture",
+        svg,
+        &format!(
+            "The 10% of customers with the highest predicted CLV brought {} of the holdout revenue (normalized Gini {}; 1 = the oracle ordering).",
+            pct(r.clv.top10_revenue_share),
+            f4(r.clv.normalized_gini)
+        ),
+    );
+    d.table(
+        &["decile", "customers", "mean predicted", "mean actual", "revenue share"],
+        &r.clv_deciles
+            .iter()
+            .map(|c| {
+                vec![
+                    c.decile.to_string(),
+                    int(c.customers as i64),
+                    money(c.mean_predicted),
+                    money(c.mean_actual),
+                    pct(c.revenue_share),
+                ]
+            })
+            .collect::<Vec<_>>(),
+        None,
+    );
+
+    // Comparison.
+    d.section("comparison", "Model comparison");
+    let churn = |m: Option<ChurnMetrics>, f: fn(&ChurnMetrics) -> f64| {
+        m.as_ref().map_or("-".to_string(), |c| f4(f(c)))
+    };
+    let clv =
+        |m: Option<ClvMetrics>, f: fn(&ClvMetrics) -> f64| m.as_ref().map_or("-".to_string(), |c| f4(f(c)));
+    let rows: Vec<Vec<String>> = r
+        .comparison
+        .iter()
+        .map(|m| {
+            vec![
+                m.model.clone(),
+                churn(m.churn_validation, |c| c.roc_auc),
+                churn(m.churn_holdout, |c| c.roc_auc),
+                churn(m.churn_holdout, |c| c.pr_auc),
+                churn(m.churn_holdout, |c| c.brier),
+                churn(m.churn_holdout, |c| c.top10_capture),
+                clv(m.clv_validation, |c| c.normalized_gini),
+                clv(m.clv_holdout, |c| c.normalized_gini),
+                clv(m.clv_holdout, |c| c.spearman),
+            ]
+        })
+        .collect();
+    d.table(
+        &[
+            "model",
+            "churn AUC (validation)",
+            "churn AUC (holdout)",
+            "PR AUC",
+            "Brier",
+            "top-10% capture",
+            "CLV Gini (validation)",
+            "CLV Gini (holdout)",
+            "CLV Spearman",
+        ],
+        &rows,
+        None,
+    );
+    d.reading("Every model is fitted on the same snapshots and judged on the same holdout customers; the shipped model is chosen on validation, never on the holdout.");
+    match &r.previous {
+        Some(p) => {
+            d.section("champion", "Champion vs challenger");
+            let rows = vec![
+                vec!["model".into(), p.model_id.clone(), r.model_id.clone()],
+                vec![
+                    "holdout snapshot".into(),
+                    p.holdout_snapshot.to_string(),
+                    r.holdout_snapshot.to_string(),
+                ],
+                vec!["churn ROC AUC".into(), f4(p.churn_holdout.roc_auc), f4(r.churn.roc_auc)],
+                vec!["churn PR AUC".into(), f4(p.churn_holdout.pr_auc), f4(r.churn.pr_auc)],
+                vec!["churn Brier".into(), f4(p.churn_holdout.brier), f4(r.churn.brier)],
+                vec![
+                    "CLV normalized Gini".into(),
+                    f4(p.clv_holdout.normalized_gini),
+                    f4(r.clv.normalized_gini),
+                ],
+                vec!["threshold".into(), opt4(p.threshold), opt4(r.decision.threshold)],
+                vec!["holdout net value".into(), money(p.holdout_net_value), money(h.net_value)],
+            ];
+            d.table(&["", "previous (champion)", "this model (challenger)"], &rows, None);
+            let same = p.holdout_snapshot == r.holdout_snapshot;
+            d.reading(&format!(
+                "Churn ROC AUC {} by {:.4}{}",
+                if r.churn.roc_auc >= p.churn_holdout.roc_auc { "up" } else { "down" },
+                (r.churn.roc_auc - p.churn_holdout.roc_auc).abs(),
+                if same {
+                    " on the same holdout snapshot."
+                } else {
+                    "; the holdout snapshots differ, so part of the change is the period, not the model."
+                }
+            ));
+        }
+        None => {
+            d.section("champion", "Champion vs challenger");
+            d.para("No earlier model in this models directory: this is the first.");
+        }
+    }
+    Ok(d)
+}
+
+/// Evaluate the model in `model_dir` and write `reports_dir/<model_id>/evaluation.*`.
+pub fn write_evaluation(model_dir: &Path, models_dir: &Path, reports_dir: &Path) -> Result<PathBuf> {
+    let report = evaluate(model_dir, models_dir)?;
+    let doc = render(&report)?;
+    super::write(&reports_dir.join(&report.model_id), "evaluation", &doc, &report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_by_hand() {
+        let y = [1.0, 0.0, 1.0, 0.0];
+        let s = [0.9, 0.8, 0.8, 0.1];
+        // Tie at 0.8 is one step.
+        assert_eq!(roc_points(&y, &s), vec![(0.0, 0.0), (0.0, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        assert_eq!(pr_points(&y, &s), vec![(0.5, 1.0), (1.0, 2.0 / 3.0), (1.0, 0.5)]);
+        let g = gains(&[1.0; 10], &[0.5; 10]);
+        assert!((g[9].cumulative_capture - 1.0).abs() < 1e-12);
+        let bins = reliability(&[0.0, 1.0, 0.0, 1.0], &[0.1, 0.2, 0.3, 0.9], 2);
+        assert_eq!(bins.len(), 2);
+        assert!((bins[0].mean_probability - 0.15).abs() < 1e-12 && (bins[0].churn_rate - 0.5).abs() < 1e-12);
+        let cap = capture_curve(&[10.0, 0.0, 30.0], &[1.0, 2.0, 3.0]);
+        assert_eq!(cap.last(), Some(&(1.0, 1.0)));
+        assert!((cap[1].1 - 0.75).abs() < 1e-12);
+        // ECE from these bins equals the library's ECE.
+        let (yy, pp): (Vec<f64>, Vec<f64>) =
+            (0..100).map(|i| (f64::from(i % 3 == 0), f64::from(i) / 100.0)).unzip();
+        let bins = reliability(&yy, &pp, 10);
+        let ece: f64 =
+            bins.iter().map(|b| b.customers as f64 / 100.0 * (b.mean_probability - b.churn_rate).abs()).sum();
+        assert!((ece - crate::calibration::ece(&yy, &pp, 10)).abs() < 1e-12);
+    }
+}

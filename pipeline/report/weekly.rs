@@ -1,0 +1,647 @@
+//! The weekly page: who to call this week and why, what changed since last week, whether
+//! the model can still be trusted (drift, realized AUC), and the base's retention KPIs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::chart::{self, BarChart, HLine, Line, LineChart};
+use super::kpi::{self, Kpis, COHORT_OFFSETS};
+use super::{f4, int, money, pct, Doc, Tone};
+use crate::config::Config;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::{epoch_day, Daily, CUSTOMER};
+use crate::monitor::MonitorInputs;
+use crate::monitor::{Drift, MonitorReport, Status};
+use crate::progress::Progress;
+use crate::score::{self, LoadedModel};
+use crate::sink::ScoreParquet;
+use crate::threshold::RiskBands;
+
+/// Score rise (points) since last week that puts a customer on the risers list.
+pub const RISE_POINTS: i32 = 20;
+/// Rows shown in the top-risk and risers tables (the files hold them all).
+pub const SHOWN: usize = 50;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelRow {
+    pub level: String,
+    pub playbook: String,
+    pub customers: usize,
+    pub previous: Option<usize>,
+    pub change: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CustomerRow {
+    pub risk_rank: u32,
+    pub customer_id: String,
+    pub churn_probability: f64,
+    pub risk_score: i32,
+    pub risk_level: String,
+    pub score_change: Option<i32>,
+    pub predicted_clv: f64,
+    pub expected_loss: f64,
+    pub rfm_segment: String,
+    pub top_reasons: String,
+    pub playbook: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentRow {
+    pub segment: String,
+    pub customers: usize,
+    pub revenue_share_365d: f64,
+    pub mean_churn_probability: f64,
+    pub action: String,
+}
+
+/// `reports/weekly/<as_of>.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WeeklyReport {
+    pub as_of: NaiveDate,
+    pub model_id: String,
+    pub model_age_days: i64,
+    pub previous_run: Option<NaiveDate>,
+    pub scored: usize,
+    pub contacted: usize,
+    pub top_size: usize,
+    pub top_expected_loss: f64,
+    pub levels: Vec<LevelRow>,
+    pub top: Vec<CustomerRow>,
+    pub risers_total: usize,
+    pub risers: Vec<CustomerRow>,
+    pub segments: Vec<SegmentRow>,
+    pub drift: Vec<Drift>,
+    pub auc_history: Vec<(NaiveDate, f64)>,
+    pub holdout_auc: f64,
+    pub auc_alert_below: f64,
+    pub alerts: Vec<String>,
+    pub retrain: bool,
+    pub advice: String,
+    pub kpis: Kpis,
+}
+
+/// What marketing does with each RFM segment (the usual playbook).
+pub fn segment_action(segment: &str) -> &'static str {
+    match segment {
+        "Champions" => "Reward them; ask for reviews and referrals; early access to new products.",
+        "Loyal" => "Upsell higher-value products; loyalty programme; ask for reviews.",
+        "Potential Loyalists" => "Membership or loyalty offer; personalised recommendations.",
+        "New" => "Onboarding and early success; build the relationship.",
+        "Promising" => "Create brand awareness; free trials or samples.",
+        "Need Attention" => "Limited-time offers based on past purchases; reactivate them.",
+        "About to Sleep" => "Share popular products; renewed discounts; reconnect.",
+        "At Risk" => "Personalised win-back messages; renewals; helpful resources.",
+        "Can't Lose Them" => "Win them back with renewals or newer products; talk to them.",
+        "Hibernating" => "Offer other relevant products and special discounts.",
+        "Lost" => "One reach-out campaign to revive interest; otherwise do not spend.",
+        _ => "",
+    }
+}
+
+fn str_col(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let c = df.column(name).polars(name)?.cast(&DataType::String).polars(name)?;
+    Ok(c.str().polars(name)?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+fn f64_col(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let c = df.column(name).polars(name)?.cast(&DataType::Float64).polars(name)?;
+    Ok(c.f64().polars(name)?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+fn i32_col(df: &DataFrame, name: &str) -> Result<Vec<Option<i32>>> {
+    let c = df.column(name).polars(name)?.cast(&DataType::Int32).polars(name)?;
+    Ok(c.i32().polars(name)?.iter().collect())
+}
+
+/// The scores table as rows.
+fn customer_rows(scores: &DataFrame) -> Result<Vec<CustomerRow>> {
+    let ids = str_col(scores, CUSTOMER)?;
+    let p = f64_col(scores, "churn_probability")?;
+    let score = i32_col(scores, "risk_score")?;
+    let level = str_col(scores, "risk_level")?;
+    let change = i32_col(scores, "score_change")?;
+    let clv = f64_col(scores, "predicted_clv")?;
+    let loss = f64_col(scores, "expected_loss")?;
+    let rank = i32_col(scores, "risk_rank")?;
+    let segment = str_col(scores, "rfm_segment")?;
+    let reasons = str_col(scores, "top_reasons")?;
+    let playbook = str_col(scores, "playbook")?;
+    Ok((0..scores.height())
+        .map(|i| CustomerRow {
+            risk_rank: rank[i].unwrap_or(0) as u32,
+            customer_id: ids[i].clone(),
+            churn_probability: p[i],
+            risk_score: score[i].unwrap_or(0),
+            risk_level: level[i].clone(),
+            score_change: change[i],
+            predicted_clv: clv[i],
+            expected_loss: loss[i],
+            rfm_segment: segment[i].clone(),
+            top_reasons: reasons[i].clone(),
+            playbook: playbook[i].clone(),
+        })
+        .collect())
+}
+
+/// Everything the weekly page is made of.
+pub struct WeeklyInputs<'a> {
+    pub scores: &'a DataFrame,
+    /// The previous run's scores (for the per-level change), with its date.
+    pub previous: Option<(NaiveDate, DataFrame)>,
+    pub monitor: &'a MonitorReport,
+    pub bands: &'a RiskBands,
+    pub daily: &'a Daily,
+    pub active_days: i32,
+    pub gross_margin: f64,
+    pub top_share: f64,
+}
+
+pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
+    let m = w.monitor;
+    let rows = customer_rows(w.scores)?;
+    let n = rows.len();
+    let level_counts = |levels: &[String]| {
+        let mut c: HashMap<&str, usize> = HashMap::new();
+        for l in levels {
+            *c.entry(l.as_str()).or_default() += 1;
+        }
+        w.bands.bands.iter().map(|b| c.get(b.name.as_str()).copied().unwrap_or(0)).collect::<Vec<_>>()
+    };
+    let now = level_counts(&rows.iter().map(|r| r.risk_level.clone()).collect::<Vec<_>>());
+    let before = match &w.previous {
+        Some((_, df)) => Some(level_counts(&str_col(df, "risk_level")?)),
+        None => None,
+    };
+    let levels = w
+        .bands
+        .bands
+        .iter()
+        .enumerate()
+        .map(|(i, b)| LevelRow {
+            level: b.name.clone(),
+            playbook: b.playbook.clone(),
+            customers: now[i],
+            previous: before.as_ref().map(|p| p[i]),
+            change: before.as_ref().map(|p| now[i] as i64 - p[i] as i64),
+        })
+        .collect();
+
+    let top_n = (w.top_share * n as f64).round() as u32;
+    let mut by_rank: Vec<&CustomerRow> = rows.iter().collect();
+    by_rank.sort_by_key(|r| r.risk_rank);
+    let top: Vec<CustomerRow> =
+        by_rank.iter().take(SHOWN.min(top_n as usize)).map(|r| (*r).clone()).collect();
+    let top_expected_loss = rows.iter().filter(|r| r.risk_rank <= top_n).map(|r| r.expected_loss).sum();
+    let mut risers: Vec<&CustomerRow> =
+        rows.iter().filter(|r| r.score_change.is_some_and(|c| c >= RISE_POINTS)).collect();
+    risers.sort_by(|a, b| b.score_change.cmp(&a.score_change).then(a.risk_rank.cmp(&b.risk_rank)));
+    let risers_total = risers.len();
+    let risers = risers.into_iter().take(SHOWN).cloned().collect();
+
+    let (kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
+    let total_revenue: f64 = rows.iter().map(|r| revenue.get(&r.customer_id).copied().unwrap_or(0.0)).sum();
+    let mut seg: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for r in &rows {
+        let e = seg.entry(r.rfm_segment.as_str()).or_default();
+        e.0 += 1;
+        e.1 += revenue.get(&r.customer_id).copied().unwrap_or(0.0);
+        e.2 += r.churn_probability;
+    }
+    let mut segments: Vec<SegmentRow> = seg
+        .into_iter()
+        .map(|(s, (count, rev, p))| SegmentRow {
+            segment: s.to_string(),
+            customers: count,
+            revenue_share_365d: if total_revenue != 0.0 { rev / total_revenue } else { f64::NAN },
+            mean_churn_probability: p / count as f64,
+            action: segment_action(s).to_string(),
+        })
+        .collect();
+    segments.sort_by(|a, b| b.customers.cmp(&a.customers));
+
+    Ok(WeeklyReport {
+        as_of: m.as_of,
+        model_id: m.model_id.clone(),
+        model_age_days: m.model_age_days,
+        previous_run: w.previous.as_ref().map(|p| p.0),
+        scored: n,
+        contacted: w
+            .scores
+            .column("contact")
+            .ok()
+            .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
+            .unwrap_or(0),
+        top_size: top_n as usize,
+        top_expected_loss,
+        levels,
+        top,
+        risers_total,
+        risers,
+        segments,
+        drift: m.drift.clone(),
+        auc_history: m.auc_history.clone(),
+        holdout_auc: m.holdout_auc,
+        auc_alert_below: m.holdout_auc - m.auc_drop,
+        alerts: m.alerts.clone(),
+        retrain: m.retrain,
+        advice: m.advice.clone(),
+        kpis,
+    })
+}
+
+fn status_tone(s: Status) -> Tone {
+    match s {
+        Status::Ok => Tone::Good,
+        Status::Warn => Tone::Warn,
+        Status::Alert => Tone::Bad,
+        Status::Info => Tone::Plain,
+    }
+}
+
+fn customer_table(d: &mut Doc, rows: &[CustomerRow]) {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.risk_rank.to_string(),
+                r.customer_id.clone(),
+                pct(r.churn_probability),
+                r.risk_score.to_string(),
+                r.risk_level.clone(),
+                r.score_change.map_or("new".into(), |c| format!("{c:+}")),
+                money(r.predicted_clv),
+                money(r.expected_loss),
+                r.rfm_segment.clone(),
+                r.top_reasons.clone(),
+                r.playbook.clone(),
+            ]
+        })
+        .collect();
+    d.table(
+        &[
+            "rank",
+            "customer",
+            "churn prob.",
+            "score",
+            "level",
+            "change",
+            "predicted CLV",
+            "expected loss",
+            "RFM segment",
+            "top reasons",
+            "playbook",
+        ],
+        &body,
+        None,
+    );
+}
+
+pub fn render(r: &WeeklyReport) -> Result<Doc> {
+    let mut d = Doc::new(
+        &format!("Weekly retention report: {}", r.as_of),
+        &format!(
+            "{} customers scored with model {} (data ends {} days before this run){}.",
+            int(r.scored as i64),
+            r.model_id,
+            r.model_age_days,
+            r.previous_run.map_or(String::new(), |p| format!("; compared with the run of {p}"))
+        ),
+    );
+
+    d.section("status", "Alerts and advice");
+    if r.alerts.is_empty() {
+        d.alert(
+            "No alert: no feature or score drifted past the alert line and no matured run lost AUC.",
+            Tone::Good,
+        );
+    }
+    for a in &r.alerts {
+        d.alert(a, Tone::Bad);
+    }
+    d.alert(&r.advice, if r.retrain { Tone::Warn } else { Tone::Plain });
+
+    d.section("levels", "Customers per risk level");
+    let rows: Vec<Vec<String>> = r
+        .levels
+        .iter()
+        .map(|l| {
+            vec![
+                l.level.clone(),
+                int(l.customers as i64),
+                pct(l.customers as f64 / r.scored.max(1) as f64),
+                l.previous.map_or("-".into(), |p| int(p as i64)),
+                l.change.map_or("-".into(), |c| format!("{c:+}")),
+                l.playbook.clone(),
+            ]
+        })
+        .collect();
+    d.table(&["risk level", "customers", "share", "last week", "change", "playbook"], &rows, None);
+    let svg = chart::bar_chart(&BarChart {
+        title: "Customers per risk level".into(),
+        x_label: "risk level".into(),
+        y_label: "customers".into(),
+        categories: r.levels.iter().map(|l| l.level.clone()).collect(),
+        series: {
+            let mut s = vec![(
+                "this week".to_string(),
+                r.levels.iter().map(|l| l.customers as f64).collect::<Vec<_>>(),
+            )];
+            if r.levels.iter().all(|l| l.previous.is_some()) {
+                s.insert(
+                    0,
+                    ("last week".into(), r.levels.iter().map(|l| l.previous.unwrap_or(0) as f64).collect()),
+                );
+            }
+            s
+        },
+        overlay: None,
+    })?;
+    let worst = r.levels.iter().rev().take(2).map(|l| l.customers).sum::<usize>();
+    d.chart(
+        "levels",
+        svg,
+        &format!(
+            "{} customers are critical or imminent; {} are flagged for contact by the cost-weighted threshold.",
+            int(worst as i64),
+            int(r.contacted as i64)
+        ),
+    );
+
+    d.section("top", "Top 10% risk segment");
+    d.reading(&format!(
+        "{} customers in the top-risk segment, expected loss {} (churn probability x predicted CLV). The {} riskiest are listed; the full list is in top_risk.parquet / churn_top_risk.",
+        int(r.top_size as i64),
+        money(r.top_expected_loss),
+        r.top.len()
+    ));
+    customer_table(&mut d, &r.top);
+
+    d.section("risers", &format!("Scores up {RISE_POINTS} points or more since last week"));
+    if r.previous_run.is_none() {
+        d.para("No previous run to compare with: this list starts next week.");
+    } else {
+        d.reading(&format!(
+            "{} customers' risk score rose by {RISE_POINTS} points or more since {}; a jump is a signal even below the top 10%.",
+            int(r.risers_total as i64),
+            r.previous_run.map_or("-".into(), |p| p.to_string())
+        ));
+        customer_table(&mut d, &r.risers);
+    }
+
+    d.section("rfm", "RFM segments");
+    let rows: Vec<Vec<String>> = r
+        .segments
+        .iter()
+        .map(|s| {
+            vec![
+                s.segment.clone(),
+                int(s.customers as i64),
+                pct(s.revenue_share_365d),
+                pct(s.mean_churn_probability),
+                s.action.clone(),
+            ]
+        })
+        .collect();
+    d.table(
+        &["segment", "customers", "revenue share (365 d)", "expected churn rate", "suggested action"],
+        &rows,
+        None,
+    );
+    if let Some(big) = r.segments.iter().max_by(|a, b| a.revenue_share_365d.total_cmp(&b.revenue_share_365d))
+    {
+        d.reading(&format!(
+            "{} bring {} of the last year's revenue with an expected churn rate of {}.",
+            big.segment,
+            pct(big.revenue_share_365d),
+            pct(big.mean_churn_probability)
+        ));
+    }
+
+    d.section("drift", "Drift against the training reference");
+    let mut drift = r.drift.clone();
+    drift.sort_by(|a, b| b.psi.total_cmp(&a.psi));
+    let rows: Vec<Vec<String>> = drift
+        .iter()
+        .map(|x| {
+            vec![
+                x.item.clone(),
+                x.kind.clone(),
+                f4(x.psi),
+                f4(x.ks),
+                format!("{:.3}", x.mean_reference),
+                format!("{:.3}", x.mean_current),
+                x.status.as_str().to_string(),
+            ]
+        })
+        .collect();
+    let tones: Vec<Vec<Tone>> = drift
+        .iter()
+        .map(|x| {
+            vec![
+                Tone::Plain,
+                Tone::Plain,
+                status_tone(x.status),
+                Tone::Plain,
+                Tone::Plain,
+                Tone::Plain,
+                status_tone(x.status),
+            ]
+        })
+        .collect();
+    d.table(&["item", "kind", "PSI", "KS", "mean (reference)", "mean (now)", "status"], &rows, Some(&tones));
+    let worst = drift.iter().find(|x| x.status != Status::Info);
+    d.reading(&worst.map_or("Nothing to compare.".into(), |w| {
+        format!("Largest shift: {} (PSI {}, status {}); PSI < 0.1 is stable, 0.1-0.25 a moderate shift, > 0.25 a large one.", w.item, f4(w.psi), w.status.as_str())
+    }));
+
+    d.section("auc", "Realized AUC over time");
+    if r.auc_history.is_empty() {
+        d.para(
+            "No run has matured yet: a run's AUC is known once its outcome window (the horizon) has passed.",
+        );
+    } else {
+        let pts: Vec<(f64, f64)> =
+            r.auc_history.iter().map(|(d, a)| (f64::from(epoch_day(*d)), *a)).collect();
+        let lo = pts.iter().map(|p| p.1).fold(r.auc_alert_below, f64::min) - 0.03;
+        let hi = pts.iter().map(|p| p.1).fold(r.holdout_auc, f64::max) + 0.03;
+        let svg = chart::line_chart(&LineChart {
+            title: "Realized churn ROC AUC of past runs".into(),
+            x_label: "run date".into(),
+            y_label: "ROC AUC".into(),
+            y: Some(lo.max(0.0)..hi.min(1.0)),
+            lines: vec![Line::new("realized", pts, 0).dots()],
+            hlines: vec![
+                HLine { y: r.holdout_auc, label: format!("holdout {}", f4(r.holdout_auc)), color: 2 },
+                HLine {
+                    y: r.auc_alert_below,
+                    label: format!("alert below {}", f4(r.auc_alert_below)),
+                    color: 5,
+                },
+            ],
+            dates: true,
+            legend_low: true,
+            ..LineChart::default()
+        })?;
+        let last = r.auc_history.last().copied().unwrap_or((r.as_of, f64::NAN));
+        d.chart(
+            "realized_auc",
+            svg,
+            &format!(
+                "The latest matured run ({}) realized AUC {} against {} on the holdout.",
+                last.0,
+                f4(last.1),
+                f4(r.holdout_auc)
+            ),
+        );
+    }
+
+    d.section("kpis", "Retention KPIs");
+    let k = &r.kpis;
+    let rows = vec![
+        vec![
+            "customer retention rate, last 90 days".into(),
+            pct(k.retention_rate_90d),
+            format!(
+                "(active now {} - new {}) / active 90 days ago {}",
+                int(k.active_at_end as i64),
+                int(k.new_customers as i64),
+                int(k.active_at_start as i64)
+            ),
+        ],
+        vec![
+            "churn rate, monthly".into(),
+            pct(k.churn_rate_monthly),
+            format!(
+                "lapsed in the last 30 days {} / active 30 days ago {}",
+                int(k.lapsed_in_30_days as i64),
+                int(k.active_30_days_ago as i64)
+            ),
+        ],
+        vec![
+            "churn rate, annualized".into(),
+            pct(k.churn_rate_annualized),
+            "1 - (1 - monthly churn)^12".into(),
+        ],
+        vec![
+            "repeat purchase rate".into(),
+            pct(k.repeat_purchase_rate),
+            "customers with 2+ purchase days / customers with 1+ (last 365 days)".into(),
+        ],
+        vec![
+            "purchase frequency".into(),
+            format!("{:.2}", k.purchase_frequency),
+            "transactions / purchasing customers (last 365 days)".into(),
+        ],
+        vec![
+            "average order value".into(),
+            format!("{:.2}", k.average_order_value),
+            "revenue / transactions (last 365 days)".into(),
+        ],
+        vec![
+            "ARPU, monthly".into(),
+            format!("{:.2}", k.arpu_monthly),
+            "revenue of the last 90 days / 3 / active customers".into(),
+        ],
+        vec![
+            "simple LTV".into(),
+            format!("{:.2}", k.simple_ltv),
+            format!("ARPU x gross margin ({}) / monthly churn", k.gross_margin),
+        ],
+        vec![
+            "NRR / GRR".into(),
+            "-".into(),
+            "need recurring revenue (MRR) per customer, not in a transaction log".into(),
+        ],
+    ];
+    d.table(&["KPI", "value", "formula"], &rows, None);
+    d.para(&format!(
+        "\"Active\" means at least one transaction in the {} days before the date, the rule that decides who is scored.",
+        k.active_days
+    ));
+    let mut headers = vec!["first purchase month".to_string(), "customers".to_string()];
+    headers.extend(COHORT_OFFSETS.iter().map(|o| format!("+{o} d")));
+    let header_refs: Vec<&str> = headers.iter().map(String::as_str).collect();
+    let rows: Vec<Vec<String>> = k
+        .cohorts
+        .iter()
+        .map(|c| {
+            let mut row = vec![c.month.clone(), int(c.customers as i64)];
+            row.extend(c.retained.iter().map(|v| v.map_or("".into(), pct)));
+            row
+        })
+        .collect();
+    d.table(&header_refs, &rows, None);
+    d.reading("Cohort retention: the share of each first-purchase month's customers with a purchase in the 30 days up to +N days after their first one; blank until every member has reached +N.");
+    Ok(d)
+}
+
+/// Write `reports_dir/weekly/<as_of>.{html,md,json}`.
+pub fn write_weekly(report: &WeeklyReport, reports_dir: &Path) -> Result<PathBuf> {
+    let doc = render(report)?;
+    super::write(&reports_dir.join("weekly"), &report.as_of.to_string(), &doc, report)
+}
+
+/// The weekly report of a run that just happened (or is regenerated): `scores` is the run's
+/// scores table, `monitor` its monitoring result; last week's scores come from the Parquet
+/// partitions when that sink is on.
+pub fn for_run(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    scores: &DataFrame,
+    monitor: &MonitorReport,
+) -> Result<PathBuf> {
+    let as_of = monitor.as_of;
+    let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
+    let previous = match parquet.run_dates()?.into_iter().rfind(|&d| d < as_of) {
+        Some(d) if cfg.output.parquet => Some((d, parquet.read_scores(d)?)),
+        _ => None,
+    };
+    let daily = crate::features::daily_activity(tx)?;
+    let report = build(&WeeklyInputs {
+        scores,
+        previous,
+        monitor,
+        bands: &model.decision.bands,
+        daily: &daily,
+        active_days: model.info.config.snapshots.eligibility_days,
+        gross_margin: cfg.report.gross_margin,
+        top_share: cfg.output.top_share,
+    })?;
+    write_weekly(&report, &cfg.reports_dir())
+}
+
+/// `fidelis report --weekly`: regenerate the weekly report of the run at `as_of` (default:
+/// the latest Parquet partition), re-running its monitoring (which replaces that date's
+/// history rows, so nothing is duplicated).
+pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -> Result<PathBuf> {
+    let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
+    let dates = parquet.run_dates()?;
+    let as_of = match as_of.or_else(|| dates.last().copied()) {
+        Some(d) if dates.contains(&d) => d,
+        Some(d) => {
+            return Err(Error::Data(format!(
+                "no scoring run at {d} under {}/scores (runs: {})",
+                cfg.output.dir,
+                dates.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            )))
+        }
+        None => {
+            return Err(Error::Data(format!(
+                "no scoring run under {}/scores to report on: run `fidelis weekly` first",
+                cfg.output.dir
+            )))
+        }
+    };
+    let scores = parquet.read_scores(as_of)?;
+    let model_id = str_col(&scores, "model_id")?.into_iter().next();
+    let s = score::open_session(cfg, model_id.as_deref(), progress)?;
+    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end, scored: None };
+    let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
+    for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor)
+}
