@@ -85,6 +85,12 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// Cells that read as numbers are right-aligned.
+fn is_number(s: &str) -> bool {
+    let t = s.trim_start_matches(['+', '-']).trim_end_matches('%');
+    !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.' || c == '/' || c == ' ')
+}
+
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }
@@ -181,12 +187,18 @@ impl Doc {
             for (c, cell) in row.iter().enumerate() {
                 let tone =
                     tones.and_then(|t| t.get(r)).and_then(|t| t.get(c)).copied().unwrap_or(Tone::Plain);
-                let class = match tone {
-                    Tone::Plain => "",
-                    Tone::Good => " class=\"good\"",
-                    Tone::Warn => " class=\"warn\"",
-                    Tone::Bad => " class=\"bad\"",
-                };
+                let mut classes = Vec::new();
+                if is_number(cell) {
+                    classes.push("num");
+                }
+                match tone {
+                    Tone::Plain => {}
+                    Tone::Good => classes.push("good"),
+                    Tone::Warn => classes.push("warn"),
+                    Tone::Bad => classes.push("bad"),
+                }
+                let class =
+                    if classes.is_empty() { String::new() } else { format!(" class=\"{}\"", classes.join(" ")) };
                 let _ = write!(self.html, "<td{class}>{}</td>", escape(cell));
             }
             let _ = write!(self.html, "</tr>\n");
@@ -239,8 +251,8 @@ figure{background:#fff;border:1px solid #dde2ea;border-radius:6px;margin:12px 0;
 figure svg{max-width:100%;height:auto}\
 figcaption,.reading{font-size:14px;color:#2f3a4d;margin:6px 4px}.reading{font-style:italic}\
 table{border-collapse:collapse;background:#fff;margin:10px 0;font-size:13px}\
-th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:right}th{background:#eef1f5}\
-td:first-child,th:first-child{text-align:left}\
+th,td{border:1px solid #dde2ea;padding:4px 8px;text-align:left;vertical-align:top}th{background:#eef1f5}\
+td.num{text-align:right;white-space:nowrap}\
 td.good{background:#e3f4e8}td.warn{background:#fff3d6}td.bad{background:#fde2e1}\
 .alert{padding:8px 12px;border-radius:4px;background:#eef1f5}.alert.bad{background:#fde2e1}\
 .alert.warn{background:#fff3d6}.alert.good{background:#e3f4e8}\

@@ -305,7 +305,7 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     let mut d = Doc::new(
         &format!("Weekly retention report: {}", r.as_of),
         &format!(
-            "{} customers scored with model {} (data ends {} days before this run){}.",
+            "{} customers scored with model {} (its data ends {} day(s) before this run){}.",
             int(r.scored as i64),
             r.model_id,
             r.model_age_days,
