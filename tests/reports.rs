@@ -29,7 +29,8 @@ fn fixture() -> &'static Path {
             assert!(out.status.success(), "fidelis {args:?}: {}", stderr(&out));
         };
         ok(&["generate", "--customers", "3000", "--seed", "5", "--out", "gen", "-q"]);
-        fs::write(dir.join("fidelis.toml"), "[input.transactions]\npath = \"gen/transactions.parquet\"\n").unwrap();
+        fs::write(dir.join("fidelis.toml"), "[input.transactions]\npath = \"gen/transactions.parquet\"\n")
+            .unwrap();
         ok(&["train", "--config", "fidelis.toml", "-q"]);
         for d in RUNS {
             ok(&["weekly", "--config", "fidelis.toml", "--as-of", d, "-q"]);
@@ -70,7 +71,8 @@ fn check_self_contained(html: &str) -> usize {
     for part in html.split("<svg").skip(1) {
         let end = part.find("</svg>").expect("svg closed");
         let svg = format!("<svg{}</svg>", &part[..end]);
-        roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("chart {charts} is not well-formed XML: {e}"));
+        roxmltree::Document::parse(&svg)
+            .unwrap_or_else(|e| panic!("chart {charts} is not well-formed XML: {e}"));
         charts += 1;
     }
     charts
@@ -80,7 +82,8 @@ fn check_chart_files(dir: &Path) {
     let mut n = 0;
     for e in fs::read_dir(dir.join("charts")).unwrap().flatten() {
         let text = fs::read_to_string(e.path()).unwrap();
-        let doc = roxmltree::Document::parse(&text).unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
+        let doc =
+            roxmltree::Document::parse(&text).unwrap_or_else(|err| panic!("{}: {err}", e.path().display()));
         assert_eq!(doc.root_element().tag_name().name(), "svg");
         n += 1;
     }
@@ -145,7 +148,10 @@ fn evaluation_report_is_self_contained_and_prints_the_metrics() {
         cell("true_positive") + cell("false_positive") + cell("false_negative") + cell("true_negative"),
         m["n_holdout"].as_u64().unwrap()
     );
-    assert_eq!(cell("true_positive") + cell("false_positive"), m["decision"]["holdout"]["contacted"].as_u64().unwrap());
+    assert_eq!(
+        cell("true_positive") + cell("false_positive"),
+        m["decision"]["holdout"]["contacted"].as_u64().unwrap()
+    );
     // The ROC curve of the GBDT ends at (1, 1).
     let roc = j["roc"][0]["points"].as_array().unwrap();
     assert_eq!(roc.last().unwrap(), &serde_json::json!([1.0, 1.0]));
@@ -184,7 +190,8 @@ fn weekly_report_shows_the_run() {
     let risers = change.i32().unwrap().iter().filter(|c| c.is_some_and(|c| c >= 20)).count();
     assert_eq!(j["risers_total"].as_u64().unwrap() as usize, risers);
     // Segments cover every scored customer.
-    let seg_total: u64 = j["segments"].as_array().unwrap().iter().map(|s| s["customers"].as_u64().unwrap()).sum();
+    let seg_total: u64 =
+        j["segments"].as_array().unwrap().iter().map(|s| s["customers"].as_u64().unwrap()).sum();
     assert_eq!(seg_total as usize, df.height());
     // Realized AUC of the matured September runs, as the monitoring history holds them.
     let hist = read_parquet(&dir.join("output/monitoring/metrics_history.parquet")).unwrap();
@@ -236,7 +243,10 @@ fn report_command_regenerates_the_same_files() {
         assert!(before == after, "{a} differs after `fidelis report`");
     }
     // A date without a run is a clear error.
-    let out = fidelis(&["report", "--config", "fidelis.toml", "--weekly", "--as-of", "2020-01-01", "-q"], ws.path());
+    let out = fidelis(
+        &["report", "--config", "fidelis.toml", "--weekly", "--as-of", "2020-01-01", "-q"],
+        ws.path(),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no scoring run at 2020-01-01"), "{}", stderr(&out));
 }
@@ -281,7 +291,14 @@ fn reports_render_in_headless_chromium() {
         let charts = html.matches("<svg").count();
         let shot = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
         let url = format!("file://{}", page.canonicalize().unwrap().display());
-        let base = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"];
+        let base = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ];
         let out = Command::new(&browser)
             .args(base)
             .args(["--window-size=1100,3000", &format!("--screenshot={}", shot.path().display()), &url])

@@ -437,7 +437,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         decision: DecisionView {
             threshold: decision.threshold,
             break_even_probability: m.decision.break_even_probability,
-            holdout: m.decision.holdout.clone(),
+            holdout: m.decision.holdout,
             confusion,
             validation_curve: decision.validation_curve.clone(),
             holdout_curve,

@@ -117,37 +117,37 @@ impl Doc {
     pub fn new(title: &str, subtitle: &str) -> Doc {
         let mut d =
             Doc { title: title.into(), html: String::new(), md: String::new(), toc: vec![], charts: vec![] };
-        let _ = write!(
+        let _ = writeln!(
             d.html,
-            "<header><h1>{}</h1><p class=\"sub\">{}</p></header>\n",
+            "<header><h1>{}</h1><p class=\"sub\">{}</p></header>",
             escape(title),
             escape(subtitle)
         );
-        let _ = write!(d.md, "# {title}\n\n{subtitle}\n\n");
+        let _ = writeln!(d.md, "# {title}\n\n{subtitle}\n");
         d
     }
 
     pub fn section(&mut self, id: &str, title: &str) {
         self.toc.push((id.into(), title.into()));
-        let _ = write!(self.html, "<h2 id=\"{id}\">{}</h2>\n", escape(title));
-        let _ = write!(self.md, "## {title}\n\n");
+        let _ = writeln!(self.html, "<h2 id=\"{id}\">{}</h2>", escape(title));
+        let _ = writeln!(self.md, "## {title}\n");
     }
 
     pub fn para(&mut self, text: &str) {
-        let _ = write!(self.html, "<p>{}</p>\n", escape(text));
-        let _ = write!(self.md, "{text}\n\n");
+        let _ = writeln!(self.html, "<p>{}</p>", escape(text));
+        let _ = writeln!(self.md, "{text}\n");
     }
 
     /// The one-line plain-language reading of a chart or table.
     pub fn reading(&mut self, text: &str) {
-        let _ = write!(self.html, "<p class=\"reading\">{}</p>\n", escape(text));
-        let _ = write!(self.md, "> {text}\n\n");
+        let _ = writeln!(self.html, "<p class=\"reading\">{}</p>", escape(text));
+        let _ = writeln!(self.md, "> {text}\n");
     }
 
     /// A formula shown as code.
     pub fn formula(&mut self, text: &str) {
-        let _ = write!(self.html, "<p class=\"formula\"><code>{}</code></p>\n", escape(text));
-        let _ = write!(self.md, "`{text}`\n\n");
+        let _ = writeln!(self.html, "<p class=\"formula\"><code>{}</code></p>", escape(text));
+        let _ = writeln!(self.md, "`{text}`\n");
     }
 
     pub fn alert(&mut self, text: &str, tone: Tone) {
@@ -157,21 +157,21 @@ impl Doc {
             Tone::Good => "alert good",
             Tone::Plain => "alert",
         };
-        let _ = write!(self.html, "<p class=\"{class}\">{}</p>\n", escape(text));
+        let _ = writeln!(self.html, "<p class=\"{class}\">{}</p>", escape(text));
         let mark = match tone {
             Tone::Bad => "**ALERT** ",
             Tone::Warn => "**warning** ",
             _ => "",
         };
-        let _ = write!(self.md, "{mark}{text}\n\n");
+        let _ = writeln!(self.md, "{mark}{text}\n");
     }
 
     /// An inline SVG chart (`name` is the Markdown file name under `charts/`) with its
     /// reading below.
     pub fn chart(&mut self, name: &str, svg: String, reading: &str) {
         let inline = svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
-        let _ = write!(self.html, "<figure>{inline}<figcaption>{}</figcaption></figure>\n", escape(reading));
-        let _ = write!(self.md, "![{name}](charts/{name}.svg)\n\n> {reading}\n\n");
+        let _ = writeln!(self.html, "<figure>{inline}<figcaption>{}</figcaption></figure>", escape(reading));
+        let _ = writeln!(self.md, "![{name}](charts/{name}.svg)\n\n> {reading}\n");
         self.charts.push((name.into(), svg));
     }
 
@@ -181,7 +181,7 @@ impl Doc {
         for h in headers {
             let _ = write!(self.html, "<th>{}</th>", escape(h));
         }
-        let _ = write!(self.html, "</tr></thead><tbody>\n");
+        let _ = writeln!(self.html, "</tr></thead><tbody>");
         for (r, row) in rows.iter().enumerate() {
             let _ = write!(self.html, "<tr>");
             for (c, cell) in row.iter().enumerate() {
@@ -197,13 +197,16 @@ impl Doc {
                     Tone::Warn => classes.push("warn"),
                     Tone::Bad => classes.push("bad"),
                 }
-                let class =
-                    if classes.is_empty() { String::new() } else { format!(" class=\"{}\"", classes.join(" ")) };
+                let class = if classes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" class=\"{}\"", classes.join(" "))
+                };
                 let _ = write!(self.html, "<td{class}>{}</td>", escape(cell));
             }
-            let _ = write!(self.html, "</tr>\n");
+            let _ = writeln!(self.html, "</tr>");
         }
-        let _ = write!(self.html, "</tbody></table>\n");
+        let _ = writeln!(self.html, "</tbody></table>");
         let _ =
             writeln!(self.md, "| {} |", headers.iter().map(|h| md_cell(h)).collect::<Vec<_>>().join(" | "));
         let _ = writeln!(self.md, "|{}", "---|".repeat(headers.len()));

@@ -222,7 +222,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
             action: segment_action(s).to_string(),
         })
         .collect();
-    segments.sort_by(|a, b| b.customers.cmp(&a.customers));
+    segments.sort_by_key(|s| std::cmp::Reverse(s.customers));
 
     Ok(WeeklyReport {
         as_of: m.as_of,
