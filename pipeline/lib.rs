@@ -11,6 +11,7 @@
 //! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
 
 pub mod artifact;
+pub mod bgnbd;
 pub mod calibration;
 pub mod config;
 pub mod error;
