@@ -86,8 +86,11 @@ pub fn nelder_mead(f: impl Fn(&[f64]) -> f64, start: &[f64], step: f64, max_iter
         if (worst - best).abs() <= 1e-10 * (1.0 + best.abs()) {
             break;
         }
-        let centroid: Vec<f64> = (0..n).map(|j| simplex[..n].iter().map(|s| s.0[j]).sum::<f64>() / n as f64).collect();
-        let towards = |t: f64| -> Vec<f64> { (0..n).map(|j| centroid[j] + t * (simplex[n].0[j] - centroid[j])).collect() };
+        let centroid: Vec<f64> =
+            (0..n).map(|j| simplex[..n].iter().map(|s| s.0[j]).sum::<f64>() / n as f64).collect();
+        let towards = |t: f64| -> Vec<f64> {
+            (0..n).map(|j| centroid[j] + t * (simplex[n].0[j] - centroid[j])).collect()
+        };
         let reflected = towards(-1.0);
         let fr = eval(&reflected);
         if fr < simplex[0].1 {
@@ -148,15 +151,34 @@ impl BgNbd {
     }
 
     /// Maximum-likelihood fit (Nelder-Mead over log-parameters, restarted from its optimum).
+    /// The terms that depend on `x` only (the log-gammas) are computed once per distinct
+    /// `x` per evaluation, so an evaluation costs two logs and one log-sum-exp per customer.
     pub fn fit(data: &[Rfm]) -> BgNbd {
+        let mut xs: Vec<f64> = data.iter().map(|c| c.x).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let idx: Vec<usize> = data.iter().map(|c| xs.partition_point(|&v| v < c.x)).collect();
         let nll = |p: &[f64]| -> f64 {
-            match bounded(p) {
-                Some(v) => {
-                    let m = BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] };
-                    -data.iter().map(|c| m.log_likelihood(c)).sum::<f64>()
-                }
-                None => f64::INFINITY,
+            let Some(v) = bounded(p) else { return f64::INFINITY };
+            let (r, alpha, a, b) = (v[0], v[1], v[2], v[3]);
+            let base = -ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) - ln_gamma(b);
+            let per_x: Vec<(f64, f64)> = xs
+                .iter()
+                .map(|&x| {
+                    let lg = ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x) + base;
+                    let tail = if x > 0.0 { a.ln() - (b + x - 1.0).ln() } else { f64::NEG_INFINITY };
+                    (lg, tail)
+                })
+                .collect();
+            let mut ll = 0.0;
+            for (c, &k) in data.iter().zip(&idx) {
+                let (lg, tail) = per_x[k];
+                let rx = r + c.x;
+                let a3 = -rx * (alpha + c.t).ln();
+                let a4 = if c.x > 0.0 { tail - rx * (alpha + c.t_x).ln() } else { f64::NEG_INFINITY };
+                ll += lg + log_add_exp(a3, a4);
             }
+            -ll
         };
         let mean_t = data.iter().map(|c| c.t).sum::<f64>() / data.len().max(1) as f64;
         let mut p = vec![0.0, mean_t.max(1.0).ln(), 0.0, 0.0];
@@ -225,7 +247,9 @@ impl GammaGamma {
     /// Log-likelihood of a customer with `x >= 1` repeat purchases of mean value `m > 0`.
     pub fn log_likelihood(&self, x: f64, m: f64) -> f64 {
         let GammaGamma { p, q, v } = *self;
-        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * v.ln() + (p * x - 1.0) * m.ln()
+        ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q)
+            + q * v.ln()
+            + (p * x - 1.0) * m.ln()
             + (p * x) * x.ln()
             - (p * x + q) * (v + m * x).ln()
     }
@@ -233,7 +257,8 @@ impl GammaGamma {
     /// Maximum-likelihood fit on (x, m) pairs with x >= 1 and m > 0 (others are ignored);
     /// q is kept above 1 so the mean spend exists.
     pub fn fit(data: &[(f64, f64)]) -> Option<GammaGamma> {
-        let data: Vec<(f64, f64)> = data.iter().copied().filter(|&(x, m)| x >= 1.0 && m > 0.0 && m.is_finite()).collect();
+        let data: Vec<(f64, f64)> =
+            data.iter().copied().filter(|&(x, m)| x >= 1.0 && m > 0.0 && m.is_finite()).collect();
         if data.len() < 3 {
             return None;
         }
@@ -299,7 +324,8 @@ mod tests {
 
     #[test]
     fn nelder_mead_finds_a_quadratic_minimum() {
-        let (p, v) = nelder_mead(|p| (p[0] - 1.0).powi(2) + 10.0 * (p[1] + 2.0).powi(2), &[0.0, 0.0], 1.0, 2000);
+        let (p, v) =
+            nelder_mead(|p| (p[0] - 1.0).powi(2) + 10.0 * (p[1] + 2.0).powi(2), &[0.0, 0.0], 1.0, 2000);
         assert!((p[0] - 1.0).abs() < 1e-4 && (p[1] + 2.0).abs() < 1e-4 && v < 1e-8, "{p:?}");
     }
 
@@ -311,9 +337,17 @@ mod tests {
             BgNbd { r: 50.0, alpha: 0.01, a: 1.0, b: 1e-3 },
         ];
         for m in cases {
-            for c in [Rfm { x: 0.0, t_x: 0.0, t: 1.0 }, Rfm { x: 5.0, t_x: 3.0, t: 400.0 }, Rfm { x: 40.0, t_x: 399.0, t: 400.0 }] {
-                let (alive, none, e) = (m.p_alive(&c), m.p_no_purchase(&c, 90.0), m.expected_purchases(&c, 90.0));
-                assert!((0.0..=1.0).contains(&alive) && (0.0..=1.0).contains(&none), "{m:?} {c:?}: {alive} {none}");
+            for c in [
+                Rfm { x: 0.0, t_x: 0.0, t: 1.0 },
+                Rfm { x: 5.0, t_x: 3.0, t: 400.0 },
+                Rfm { x: 40.0, t_x: 399.0, t: 400.0 },
+            ] {
+                let (alive, none, e) =
+                    (m.p_alive(&c), m.p_no_purchase(&c, 90.0), m.expected_purchases(&c, 90.0));
+                assert!(
+                    (0.0..=1.0).contains(&alive) && (0.0..=1.0).contains(&none),
+                    "{m:?} {c:?}: {alive} {none}"
+                );
                 assert!(e.is_finite() && e >= 0.0, "{m:?} {c:?}: {e}");
             }
         }

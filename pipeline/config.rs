@@ -111,6 +111,11 @@ pub struct SnapshotConfig {
     pub eligibility_days: i32,
     /// Grid origin (YYYY-MM-DD); empty = the date of the first transaction.
     pub origin: String,
+    /// Days between the snapshots the models are fitted on; 0 = the evaluation grid's
+    /// (`step_days`) with fit windows allowed to overlap the validation window (the original
+    /// protocol). With a value > 0, fit snapshots are `first allowed + k * fit_step_days`
+    /// whose label windows end by the validation snapshot (no overlap at all).
+    pub fit_step_days: i32,
 }
 
 impl Default for SnapshotConfig {
@@ -121,6 +126,7 @@ impl Default for SnapshotConfig {
             min_history_days: 90,
             eligibility_days: 90,
             origin: String::new(),
+            fit_step_days: 0,
         }
     }
 }
@@ -136,6 +142,8 @@ pub struct FeatureConfig {
     /// Spend ratio = sum over the short window / (sum over the long window * short/long).
     pub spend_short_days: i32,
     pub spend_long_days: i32,
+    /// BG/NBD + Gamma-Gamma outputs as features (fitted on the data before each snapshot).
+    pub bgnbd: bool,
 }
 
 impl Default for FeatureConfig {
@@ -145,6 +153,7 @@ impl Default for FeatureConfig {
             trend_days: 45,
             spend_short_days: 30,
             spend_long_days: 90,
+            bgnbd: true,
         }
     }
 }
@@ -511,6 +520,12 @@ impl Config {
         }
         if s.min_history_days < 0 {
             return bad("snapshots.min_history_days", format!("must be >= 0, got {}", s.min_history_days));
+        }
+        if s.fit_step_days < 0 {
+            return bad(
+                "snapshots.fit_step_days",
+                format!("must be >= 0 (0 = step_days), got {}", s.fit_step_days),
+            );
         }
         if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err() {
             return bad("snapshots.origin", format!("expected YYYY-MM-DD, got {:?}", s.origin));

@@ -22,6 +22,15 @@
 //! | `recency_over_gap` | `recency_days / gap_mean_days`; -1 likewise |
 //! | `spend_ratio` | `sum[t-30,t) / (sum[t-90,t) * 30/90)`; 0 when `sum[t-90,t) <= 0` |
 //! | `refunds_{e}d` | negative-amount transactions in `[t-e, t)`, `e = eligibility_days` |
+//! | `bgnbd_p_alive` | BG/NBD probability the customer is alive at `t` |
+//! | `bgnbd_p_no_purchase` | BG/NBD probability of no purchase in `[t, t + horizon)` |
+//! | `bgnbd_expected_purchases` | BG/NBD expected purchases in `[t, t + horizon)` |
+//! | `gg_expected_spend` | Gamma-Gamma expected spend per purchase |
+//! | `bgnbd_expected_revenue` | expected purchases x expected spend |
+//!
+//! The last five (config `features.bgnbd`) come from BG/NBD and Gamma-Gamma models fitted on
+//! every customer's days before `t` (see [`crate::bgnbd`]): point-in-time correct like the
+//! rest. Scoring uses the parameters stored with the model instead of refitting.
 //!
 //! Eligible at `t`: at least one transaction in `[t - eligibility_days, t)`.
 //! Labels: `churn` = 1 when there is no transaction (of any amount) in `[t, t + horizon)`;
@@ -29,7 +38,9 @@
 
 use chrono::NaiveDate;
 use polars::prelude::*;
+use rayon::prelude::*;
 
+use crate::bgnbd::{BgNbd, GammaGamma, Probabilistic, Rfm};
 use crate::config::Config;
 use crate::error::{Error, PolarsContext, Result};
 
@@ -47,7 +58,22 @@ pub struct FeatureSpec {
     pub spend_long_days: i32,
     pub eligibility_days: i32,
     pub horizon_days: i32,
+    /// BG/NBD + Gamma-Gamma features ([`PROBABILISTIC`]).
+    pub probabilistic: bool,
 }
+
+/// The BG/NBD + Gamma-Gamma features, after the others when `features.bgnbd` is on.
+pub const PROBABILISTIC: [&str; 5] = [
+    "bgnbd_p_alive",
+    "bgnbd_p_no_purchase",
+    "bgnbd_expected_purchases",
+    "gg_expected_spend",
+    "bgnbd_expected_revenue",
+];
+
+/// Customers a BG/NBD fit uses at most (a deterministic, insertion-stable sample by a hash
+/// of the customer id: the parameters are population-level).
+pub const PROBABILISTIC_FIT_SAMPLE: usize = 20_000;
 
 impl FeatureSpec {
     pub fn from_config(cfg: &Config) -> Self {
@@ -58,6 +84,7 @@ impl FeatureSpec {
             spend_long_days: cfg.features.spend_long_days,
             eligibility_days: cfg.snapshots.eligibility_days,
             horizon_days: cfg.snapshots.horizon_days,
+            probabilistic: cfg.features.bgnbd,
         }
     }
 
@@ -86,6 +113,9 @@ impl FeatureSpec {
             v.push(n.to_string());
         }
         v.push(format!("refunds_{}d", self.eligibility_days));
+        if self.probabilistic {
+            v.extend(PROBABILISTIC.iter().map(|s| s.to_string()));
+        }
         v
     }
 }
@@ -207,6 +237,7 @@ fn customer_features(
     spec: &FeatureSpec,
     td: i32,
     acc: &mut [f64],
+    model: Option<&Probabilistic>,
     out: &mut [f64],
 ) -> Option<usize> {
     let days = &daily.day[rows.clone()];
@@ -289,7 +320,65 @@ fn customer_features(
     put(if n_gaps > 0.0 { recency / gap_mean } else { -1.0 });
     put(safe_div(short, long * (spec.spend_short_days as f64 / spec.spend_long_days as f64), 0.0));
     put(refunds);
+    if let Some(m) = model {
+        let (rfm, spend) = rfm_of(daily, rows.start, before, td);
+        let h = f64::from(spec.horizon_days);
+        let purchases = m.bgnbd.expected_purchases(&rfm, h);
+        let spend = m.gamma_gamma.map_or(spend.1, |g| g.expected_spend(rfm.x, spend.0));
+        put(m.bgnbd.p_alive(&rfm));
+        put(m.bgnbd.p_no_purchase(&rfm, h));
+        put(purchases);
+        put(spend);
+        put(purchases * spend);
+    }
     Some(before)
+}
+
+/// A customer's BG/NBD summary at `td` from its first `before` days starting at row
+/// `start`, and (mean amount of the repeat days, mean amount of all days).
+fn rfm_of(daily: &Daily, start: usize, before: usize, td: i32) -> (Rfm, (f64, f64)) {
+    let days = &daily.day[start..start + before];
+    let amounts = &daily.amount[start..start + before];
+    let x = (before - 1) as f64;
+    let rfm = Rfm { x, t_x: f64::from(days[before - 1] - days[0]), t: f64::from(td - days[0]) };
+    let total: f64 = amounts.iter().sum();
+    let repeat = if before > 1 { (total - amounts[0]) / x } else { 0.0 };
+    (rfm, (repeat, total / before as f64))
+}
+
+/// Fit BG/NBD (and Gamma-Gamma when enough customers repeat) on every customer with an
+/// active day before `t` (at most [`PROBABILISTIC_FIT_SAMPLE`] of them, chosen by a hash of
+/// the id so that adding customers later never changes who is in the sample). `None` when
+/// nobody has history before `t`.
+pub fn fit_probabilistic(daily: &Daily, t: NaiveDate) -> Option<Probabilistic> {
+    let td = epoch_day(t);
+    let with_history: Vec<(usize, usize)> = (0..daily.customers.len())
+        .filter_map(|c| {
+            let r = daily.range(c);
+            let before = daily.day[r.clone()].partition_point(|&d| d < td);
+            (before > 0).then_some((r.start, before))
+        })
+        .collect();
+    if with_history.is_empty() {
+        return None;
+    }
+    let n = with_history.len();
+    let keep = |start: usize| -> bool {
+        if n <= PROBABILISTIC_FIT_SAMPLE {
+            return true;
+        }
+        // The customer of this row range: found by its first row (ranges are disjoint).
+        let c = daily.start.partition_point(|&s| s <= start) - 1;
+        let h = xxhash_rust::xxh3::xxh3_64(daily.customers[c].as_bytes());
+        (h as f64 / u64::MAX as f64) < PROBABILISTIC_FIT_SAMPLE as f64 / n as f64
+    };
+    let (mut rfm, mut spend) = (Vec::new(), Vec::new());
+    for &(start, before) in with_history.iter().filter(|(s, _)| keep(*s)) {
+        let (r, (repeat, _)) = rfm_of(daily, start, before, td);
+        rfm.push(r);
+        spend.push((r.x, repeat));
+    }
+    Some(Probabilistic { bgnbd: BgNbd::fit(&rfm), gamma_gamma: GammaGamma::fit(&spend) })
 }
 
 /// The rows one chunk of customers contributes at one snapshot.
@@ -308,8 +397,13 @@ const CHUNK: usize = 4096;
 /// (snapshot, customer) order. Customers are processed in parallel chunks, each customer in
 /// one pass over its own days: no per-row allocation, sums in day order (so a customer's
 /// features never depend on other customers' rows).
-fn build(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate], labels: bool) -> Result<DataFrame> {
-    use rayon::prelude::*;
+fn build(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    snapshots: &[NaiveDate],
+    labels: bool,
+    fixed: Option<&Probabilistic>,
+) -> Result<DataFrame> {
     if snapshots.is_empty() {
         return Err(Error::Data("no snapshot dates to build features for".into()));
     }
@@ -319,8 +413,25 @@ fn build(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate], labels: boo
     snaps.sort_unstable();
     let n_customers = daily.customers.len();
     let chunks = n_customers.div_ceil(CHUNK);
+    // The probabilistic models of each snapshot: the fixed ones (scoring), or fitted on the
+    // data before the snapshot (training), in parallel over snapshots.
+    let models: Vec<Option<Probabilistic>> = if !spec.probabilistic {
+        vec![None; snaps.len()]
+    } else if let Some(p) = fixed {
+        vec![Some(*p); snaps.len()]
+    } else {
+        let dates: Vec<NaiveDate> = snaps
+            .iter()
+            .map(|&td| NaiveDate::from_num_days_from_ce_opt(td + 719_163).expect("valid snapshot day"))
+            .collect();
+        dates.par_iter().map(|&t| fit_probabilistic(daily, t)).collect()
+    };
     let mut parts: Vec<(i32, Part)> = Vec::new();
-    for &td in &snaps {
+    for (&td, model) in snaps.iter().zip(&models) {
+        let model = model.as_ref();
+        if spec.probabilistic && model.is_none() {
+            continue; // nobody has history before td: nobody is eligible either
+        }
         let per_chunk: Vec<Part> = (0..chunks)
             .into_par_iter()
             .map(|ch| {
@@ -329,7 +440,8 @@ fn build(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate], labels: boo
                 let mut row = vec![0.0; f];
                 for c in ch * CHUNK..((ch + 1) * CHUNK).min(n_customers) {
                     let range = daily.range(c);
-                    let Some(before) = customer_features(daily, range.clone(), spec, td, &mut acc, &mut row)
+                    let Some(before) =
+                        customer_features(daily, range.clone(), spec, td, &mut acc, model, &mut row)
                     else {
                         continue;
                     };
@@ -383,14 +495,26 @@ fn build(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate], labels: boo
 
 /// Features of every eligible customer at each snapshot: `customer_id`, `snapshot` (Date),
 /// then [`FeatureSpec::names`]. Sorted by snapshot, then customer.
+/// BG/NBD features use models fitted on the data before each snapshot.
 pub fn features_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, false)
+    build(daily, spec, snapshots, false, None)
+}
+
+/// [`features_at`] with the BG/NBD features from given (a trained model's) parameters, so a
+/// customer's scores never depend on who else is scored.
+pub fn features_with(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    snapshots: &[NaiveDate],
+    probabilistic: Option<&Probabilistic>,
+) -> Result<DataFrame> {
+    build(daily, spec, snapshots, false, probabilistic)
 }
 
 /// Features and labels (`churn`: 0/1 as Int32, `clv`: f64) of every eligible customer at each
 /// snapshot. Every snapshot needs `horizon_days` of observed data after it.
 pub fn dataset_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, true)
+    build(daily, spec, snapshots, true, None)
 }
 
 /// A dense column-major f64 matrix of features, the hand-off to the models.

@@ -544,7 +544,7 @@ fn predict_at(model: &LoadedModel, tx: &DataFrame, as_of: NaiveDate) -> Result<S
     let spec = FeatureSpec::from_config(&model.info.config);
     let names = score::check_features(model, &spec)?;
     let daily = features::daily_activity(tx)?;
-    let frame = features::features_at(&daily, &spec, &[as_of])?;
+    let frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
     if frame.height() == 0 {
         return Err(Error::Data(format!("no customer is eligible at {as_of}: nothing to monitor")));
     }

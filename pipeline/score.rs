@@ -82,6 +82,22 @@ pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
     })
 }
 
+impl LoadedModel {
+    /// The BG/NBD + Gamma-Gamma parameters scoring uses, when the model has those features.
+    pub fn probabilistic(&self) -> Result<Option<&crate::bgnbd::Probabilistic>> {
+        let spec = FeatureSpec::from_config(&self.info.config);
+        match (&self.info.probabilistic, spec.probabilistic) {
+            (_, false) => Ok(None),
+            (Some(p), true) => Ok(Some(p)),
+            (None, true) => Err(Error::Artifact {
+                path: self.dir.join("model.json"),
+                message: "the model uses BG/NBD features but has no fitted BG/NBD parameters; retrain it"
+                    .into(),
+            }),
+        }
+    }
+}
+
 /// Customers per risk level, the top segment and its expected loss: the run's summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScoreSummary {
@@ -184,7 +200,7 @@ pub fn score(
     let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
     let daily = features::daily_activity(tx)?;
     lap("daily activity");
-    let frame = features::features_at(&daily, &spec, &[as_of])?;
+    let frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
     drop(daily);
     lap("features");
     if frame.height() == 0 {

@@ -8,6 +8,10 @@
 //!   `t_k + horizon_days <= t_h`, so no training label window overlaps the holdout's.
 //!   The last of them is the validation snapshot (early stopping, threshold choice);
 //!   the others are fitted on.
+//! - Denser fit snapshots (`fit_step_days > 0`): `first allowed + k * fit_step_days` with
+//!   `t + horizon_days <= validation`, so no fit label window overlaps the validation's
+//!   (a fit snapshot a day before validation would make early stopping see its own labels:
+//!   measured on Complete Journey, validation AUC 0.98 and holdout 0.79).
 //!
 //! Snapshot dates are calendar dates; `t` means midnight at the start of that day.
 
@@ -73,7 +77,19 @@ pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfi
         return Err(too_short());
     }
     let (validation, fit) = training.split_last().expect("at least two");
-    Ok(SnapshotPlan { origin, last_ts, fit: fit.to_vec(), validation: *validation, holdout })
+    let fit = if cfg.fit_step_days > 0 {
+        let dense: Vec<NaiveDate> = (0..)
+            .map(|k| first_allowed + Duration::days(k * cfg.fit_step_days as i64))
+            .take_while(|&t| t + horizon <= *validation)
+            .collect();
+        if dense.is_empty() {
+            return Err(too_short());
+        }
+        dense
+    } else {
+        fit.to_vec()
+    };
+    Ok(SnapshotPlan { origin, last_ts, fit, validation: *validation, holdout })
 }
 
 #[cfg(test)]
@@ -101,6 +117,26 @@ mod tests {
             assert_eq!((t - p.origin).num_days() % 28, 0);
         }
         assert!(p.validation + Duration::days(90) <= p.holdout);
+    }
+
+    #[test]
+    fn dense_fit_snapshots_end_before_validation() {
+        let cfg = SnapshotConfig { fit_step_days: 7, ..SnapshotConfig::default() };
+        let p = plan(
+            d("1997-01-01").and_hms_opt(0, 0, 0).unwrap(),
+            d("1998-06-30").and_hms_opt(0, 0, 0).unwrap(),
+            &cfg,
+        )
+        .unwrap();
+        // Same evaluation dates as the default protocol.
+        assert_eq!((p.validation, p.holdout), (d("1997-12-03"), d("1998-03-25")));
+        assert_eq!(p.fit.first(), Some(&d("1997-04-01")));
+        for w in p.fit.windows(2) {
+            assert_eq!((w[1] - w[0]).num_days(), 7);
+        }
+        let last = *p.fit.last().unwrap();
+        assert!(last + Duration::days(90) <= p.validation);
+        assert!(last + Duration::days(97) > p.validation, "the next one would overlap");
     }
 
     #[test]

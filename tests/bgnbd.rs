@@ -42,11 +42,13 @@ fn gamma_gamma_fit_on_the_cdnow_sample() {
     // per customer, from the raw sample file (lines of one day summed, first day excluded).
     let path = common::datasets_dir().join("cdnow/CDNOW_sample.txt");
     let text = std::fs::read_to_string(&path).unwrap();
-    let mut per: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> = Default::default();
+    let mut per: std::collections::BTreeMap<String, std::collections::BTreeMap<String, f64>> =
+        Default::default();
     for l in text.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         if f[2] <= "19970930" {
-            *per.entry(f[0].to_string()).or_default().entry(f[2].to_string()).or_default() += f[4].parse::<f64>().unwrap();
+            *per.entry(f[0].to_string()).or_default().entry(f[2].to_string()).or_default() +=
+                f[4].parse::<f64>().unwrap();
         }
     }
     let data: Vec<(f64, f64)> = per

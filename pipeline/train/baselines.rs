@@ -185,9 +185,15 @@ pub fn random_forest(
 
 /// CLV heuristic: the revenue of the last `horizon` days repeats over the next `horizon`.
 pub fn last_period_revenue(column: &str, eval: &[&FeatureMatrix]) -> Option<BaselinePredictions> {
+    from_feature(&format!("last_period_revenue ({column})"), column, eval)
+}
+
+/// A model whose prediction is one feature column as it is (e.g. the BG/NBD probability of
+/// no purchase in the horizon); `None` when the features do not have it.
+pub fn from_feature(name: &str, column: &str, eval: &[&FeatureMatrix]) -> Option<BaselinePredictions> {
     let c = eval.first()?.names.iter().position(|n| n == column)?;
     Some(BaselinePredictions {
-        name: format!("last_period_revenue ({column})"),
+        name: name.into(),
         predictions: eval.iter().map(|m| m.column(c).to_vec()).collect(),
     })
 }

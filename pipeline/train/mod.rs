@@ -158,6 +158,10 @@ pub struct ModelInfo {
     pub training_window: (NaiveDate, NaiveDate),
     pub snapshots: SnapshotPlan,
     pub libraries: BTreeMap<String, String>,
+    /// BG/NBD + Gamma-Gamma fitted on all the data (at its end), used for scoring when
+    /// `features.bgnbd` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilistic: Option<crate::bgnbd::Probabilistic>,
 }
 
 pub struct TrainOutcome {
@@ -321,14 +325,17 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
     // Training data, and the population at the end of the data (the drift reference: what
     // the first scoring run after training sees).
     let data_end = last.date() + chrono::Duration::days(1);
-    let (data, at_end) = progress.step(
+    let (data, at_end, probabilistic) = progress.step(
         "features",
         &format!("building features and labels at {} snapshots", snapshots.len()),
-        || -> Result<(DataFrame, DataFrame)> {
+        || -> Result<(DataFrame, DataFrame, Option<crate::bgnbd::Probabilistic>)> {
             let daily = features::daily_activity(&tx.frame)?;
+            let probabilistic =
+                if spec.probabilistic { features::fit_probabilistic(&daily, data_end) } else { None };
             Ok((
                 features::dataset_at(&daily, &spec, &snapshots)?,
-                features::features_at(&daily, &spec, &[data_end])?,
+                features::features_with(&daily, &spec, &[data_end], probabilistic.as_ref())?,
+                probabilistic,
             ))
         },
     )?;
@@ -427,7 +434,7 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
         let eval = [&x_val, &x_hold];
         let (xb, yb) = baselines::sample(&x_fit, &y_fit, b.max_rows, seed);
         let (xb_clv, vb) = baselines::sample(&x_fit, &v_fit, b.max_rows, seed);
-        let churn_b = vec![
+        let mut churn_b = vec![
             progress.step("baseline_logistic", "baseline: logistic regression", || {
                 baselines::logistic_regression(b, &xb, &yb, &eval)
             })?,
@@ -446,6 +453,9 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
             &format!("amount_{}d", cfg.snapshots.horizon_days),
             &eval,
         ));
+        // BG/NBD (fitted before each snapshot) as a model of its own.
+        churn_b.extend(baselines::from_feature(BGNBD_BASELINE, "bgnbd_p_no_purchase", &eval));
+        clv_b.extend(baselines::from_feature(BGNBD_BASELINE, "bgnbd_expected_revenue", &eval));
         for p in churn_b {
             let e = baseline_evals.entry(p.name.clone()).or_default();
             e.churn = Some(ChurnEval {
@@ -512,6 +522,7 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
         data: fingerprint,
         validation: tx.summary.clone(),
         training_window: (first.date(), plan.holdout + horizon),
+        probabilistic,
         snapshots: plan.clone(),
         libraries: library_versions(),
     };
@@ -550,6 +561,10 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
     })?;
     Ok(TrainOutcome { model_id, dir, report: None, info, metrics })
 }
+
+/// The BG/NBD + Gamma-Gamma baseline's name (churn: P(no purchase in the horizon); CLV:
+/// expected purchases x expected spend).
+pub const BGNBD_BASELINE: &str = "bgnbd_gamma_gamma";
 
 /// The `predictions.parquet` column of a baseline's holdout predictions.
 pub fn baseline_column(task: &str, name: &str) -> String {
