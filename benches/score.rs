@@ -99,13 +99,21 @@ fn main() {
     std::fs::write(
         &train_cfg,
         format!(
-            "[input.transactions]\npath = {:?}\n\n[paths]\nmodels_dir = {:?}\n",
+            "[input.transactions]\npath = {:?}\n\n[paths]\nmodels_dir = {:?}\nreports_dir = {:?}\n",
             small.display().to_string(),
-            models.display().to_string()
+            models.display().to_string(),
+            root.join("reports").display().to_string()
         ),
     )
     .unwrap();
-    if !models.join("latest").is_file() {
+    // The cached model is reused while it has the features this fidelis builds.
+    let features = fidelis::features::FeatureSpec::from_config(&fidelis::Config::default()).names();
+    let cached = fidelis::artifact::resolve(&models, None)
+        .ok()
+        .and_then(|dir| fidelis::train::load_info(&dir).ok())
+        .is_some_and(|info| info.features == features);
+    if !cached {
+        let _ = std::fs::remove_dir_all(&models);
         eprintln!("training the benchmark model on {train_size} customers (cached in {})", models.display());
         run(&["train", "--config", train_cfg.to_str().unwrap(), "-q"], &[]);
     }
