@@ -25,6 +25,8 @@ pub struct Config {
     pub output: OutputConfig,
     pub monitor: MonitorConfig,
     pub report: ReportConfig,
+    pub health: HealthConfig,
+    pub escalation: EscalationConfig,
     pub paths: PathsConfig,
 }
 
@@ -32,6 +34,88 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
     pub transactions: TransactionsInput,
+    /// Optional product / activity events (empty path = none).
+    pub events: EventsInput,
+    /// Optional customer table (empty path = none).
+    pub customers: CustomersInput,
+}
+
+/// Activity events: one row per event. Validated like transactions: rows without a customer,
+/// a parsable time or an event name are counted by reason, and too many of them is an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsInput {
+    pub path: String,
+    pub format: FileFormat,
+    pub has_header: bool,
+    pub delimiter: String,
+    pub customer_id: String,
+    pub timestamp: String,
+    pub timestamp_format: String,
+    /// Column with the event name (login, ticket_critical, nps, ...).
+    pub event: String,
+    /// Optional numeric value (an NPS score, a feature id); empty = none.
+    pub value: String,
+    pub max_invalid_share: f64,
+}
+
+impl Default for EventsInput {
+    fn default() -> Self {
+        EventsInput {
+            path: String::new(),
+            format: FileFormat::Auto,
+            has_header: true,
+            delimiter: ",".into(),
+            customer_id: "customer_id".into(),
+            timestamp: "ts".into(),
+            timestamp_format: String::new(),
+            event: "event".into(),
+            value: "value".into(),
+            max_invalid_share: 0.05,
+        }
+    }
+}
+
+/// The customer table: one row per customer. Every column but the id is optional (empty
+/// name = absent). Values are taken as they are today, except the CSM sentiment, which is
+/// used only from its date on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CustomersInput {
+    pub path: String,
+    pub format: FileFormat,
+    pub has_header: bool,
+    pub delimiter: String,
+    pub customer_id: String,
+    pub signup_date: String,
+    pub plan: String,
+    pub segment: String,
+    pub mrr: String,
+    pub arr: String,
+    pub csm: String,
+    /// green / yellow / red (any case).
+    pub csm_sentiment: String,
+    pub csm_sentiment_date: String,
+}
+
+impl Default for CustomersInput {
+    fn default() -> Self {
+        CustomersInput {
+            path: String::new(),
+            format: FileFormat::Auto,
+            has_header: true,
+            delimiter: ",".into(),
+            customer_id: "customer_id".into(),
+            signup_date: "signup_date".into(),
+            plan: "plan".into(),
+            segment: "segment".into(),
+            mrr: "mrr".into(),
+            arr: "arr".into(),
+            csm: "csm".into(),
+            csm_sentiment: "csm_sentiment".into(),
+            csm_sentiment_date: "csm_sentiment_date".into(),
+        }
+    }
 }
 
 /// Input file format. `auto` decides by file extension (`.csv`, `.tsv`, `.parquet`, `.pq`).
@@ -376,6 +460,110 @@ pub struct MonitorConfig {
     pub max_model_age_days: i64,
 }
 
+/// The health score (0-100) from events: five weighted components, each the mean of its
+/// inputs normalized to [0, 1]; components without any of their events in the log are
+/// dropped and the weights renormalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Recency of the last login, active days in 30, logins per week.
+    pub usage: f64,
+    /// Share of the product's features used in 90 days, onboarding completed.
+    pub adoption: f64,
+    /// Last NPS, email open rate over 90 days.
+    pub engagement: f64,
+    /// Payment failures and downgrades over 90 days.
+    pub financial: f64,
+    /// Critical tickets and escalations over 90 days.
+    pub sentiment: f64,
+    /// `usage_drop`: activity down this share or more in each of the last two 30-day windows.
+    pub usage_drop_share: f64,
+    /// Event names the components read.
+    pub events: HealthEvents,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            usage: 35.0,
+            adoption: 25.0,
+            engagement: 20.0,
+            financial: 10.0,
+            sentiment: 10.0,
+            usage_drop_share: 0.3,
+            events: HealthEvents::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthEvents {
+    pub login: String,
+    /// Its value is the feature id.
+    pub feature_used: String,
+    pub onboarding: String,
+    /// Its value is the score (0-10).
+    pub nps: String,
+    pub email_sent: String,
+    pub email_opened: String,
+    pub payment_failed: String,
+    pub downgrade: String,
+    pub ticket_critical: String,
+    pub escalation: String,
+}
+
+impl Default for HealthEvents {
+    fn default() -> Self {
+        HealthEvents {
+            login: "login".into(),
+            feature_used: "feature_used".into(),
+            onboarding: "onboarding_completed".into(),
+            nps: "nps".into(),
+            email_sent: "email_sent".into(),
+            email_opened: "email_opened".into(),
+            payment_failed: "payment_failed".into(),
+            downgrade: "downgrade".into(),
+            ticket_critical: "ticket_critical".into(),
+            escalation: "escalation".into(),
+        }
+    }
+}
+
+/// Escalation rules, checked in order; the first that fires is written to `escalation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscalationConfig {
+    pub rules: Vec<EscalationRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationRule {
+    /// Fires when ARR (the `arr` column, else 12 x `mrr`) is above this ...
+    pub min_arr: f64,
+    /// ... and the customer's risk level is this one.
+    pub level: String,
+    pub action: String,
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        let rule = |min_arr: f64, level: &str, action: &str| EscalationRule {
+            min_arr,
+            level: level.into(),
+            action: action.into(),
+        };
+        EscalationConfig {
+            rules: vec![
+                rule(10_000.0, "critical", "manager immediately"),
+                rule(50_000.0, "high", "manager within 4 h"),
+                rule(100_000.0, "moderate", "notify manager within 24 h"),
+            ],
+        }
+    }
+}
+
 /// Reports (`reports_dir` is under `[paths]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -462,6 +650,10 @@ impl Config {
         })?;
         cfg.input.transactions.path = expand_env(&cfg.input.transactions.path)
             .map_err(|m| Error::config(origin, "input.transactions.path", m))?;
+        cfg.input.events.path =
+            expand_env(&cfg.input.events.path).map_err(|m| Error::config(origin, "input.events.path", m))?;
+        cfg.input.customers.path =
+            expand_env(&cfg.input.customers.path).map_err(|m| Error::config(origin, "input.customers.path", m))?;
         cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
         for (i, url) in cfg.output.sql.iter_mut().enumerate() {
             *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
@@ -645,6 +837,33 @@ impl Config {
                 "monitor.max_model_age_days",
                 format!("must be at least 1, got {}", m.max_model_age_days),
             );
+        }
+        let h = &self.health;
+        for (key, v) in [
+            ("health.usage", h.usage),
+            ("health.adoption", h.adoption),
+            ("health.engagement", h.engagement),
+            ("health.financial", h.financial),
+            ("health.sentiment", h.sentiment),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return bad(key, format!("must be a weight >= 0, got {v}"));
+            }
+        }
+        if h.usage + h.adoption + h.engagement + h.financial + h.sentiment <= 0.0 {
+            return bad("health", "at least one component weight must be positive".into());
+        }
+        if !(h.usage_drop_share > 0.0 && h.usage_drop_share < 1.0) {
+            return bad("health.usage_drop_share", format!("must be in (0, 1), got {}", h.usage_drop_share));
+        }
+        let levels: Vec<&str> = self.decision.bands.iter().map(|b| b.name.as_str()).collect();
+        for (i, r) in self.escalation.rules.iter().enumerate() {
+            if !levels.contains(&r.level.as_str()) {
+                return bad(
+                    &format!("escalation.rules[{i}].level"),
+                    format!("{:?} is not a risk level (decision.bands: {})", r.level, levels.join(", ")),
+                );
+            }
         }
         let g = self.report.gross_margin;
         if !(g > 0.0 && g <= 1.0) {

@@ -37,7 +37,7 @@ const ISO_FORMATS: &[&str] = &[
     "%Y-%m-%d",
 ];
 
-const ROW: &str = "__row";
+pub(crate) const ROW: &str = "__row";
 const REASON: &str = "__reason";
 
 /// Why a row was dropped. The order is the order of the checks: a row is counted under the
@@ -147,13 +147,13 @@ pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
 }
 
 /// Which file columns play which contract role.
-struct Mapping {
-    customer_id: String,
-    timestamp: String,
-    timestamp_format: String,
-    amount: Option<String>,
-    quantity_price: Option<(String, String)>,
-    order_id: Option<String>,
+pub(crate) struct Mapping {
+    pub(crate) customer_id: String,
+    pub(crate) timestamp: String,
+    pub(crate) timestamp_format: String,
+    pub(crate) amount: Option<String>,
+    pub(crate) quantity_price: Option<(String, String)>,
+    pub(crate) order_id: Option<String>,
 }
 
 impl Mapping {
@@ -224,7 +224,7 @@ fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
     }
 }
 
-fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFormat)> {
+pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFormat)> {
     let input_err = |message: String| Error::InputFile { path: path.to_path_buf(), message };
     let meta = std::fs::metadata(path).map_err(|e| {
         input_err(format!("cannot open the transaction file ({e}); check [input.transactions].path"))
@@ -360,7 +360,7 @@ fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
     }
 }
 
-fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
+pub(crate) fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
     let name = m.timestamp.as_str();
     let dtype = df.column(name).polars("reading the timestamp column")?.dtype().clone();
     let c = col(name);
@@ -388,7 +388,7 @@ fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
 
 /// A numeric view of a column: numbers cast to f64, text trimmed and parsed (null when not
 /// a number). Non-finite values become null too.
-fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
+pub(crate) fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
     let dtype = df.column(name).polars("reading a numeric column")?.dtype().clone();
     let c = col(name);
     let v = if dtype == DataType::String {
@@ -624,7 +624,7 @@ fn count_customers(frame: &DataFrame) -> Result<usize> {
     Ok(n)
 }
 
-fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
+pub(crate) fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
     let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
     let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
     let rows = rows.u64().polars("row numbers")?.clone();

@@ -10,6 +10,7 @@
 //! model's reference, realized performance of matured runs, retrain advice).
 //! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
 
+pub mod activity;
 pub mod artifact;
 pub mod bgnbd;
 pub mod calibration;
@@ -25,6 +26,7 @@ pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod score;
+pub mod signals;
 pub mod sink;
 pub mod split;
 pub mod threshold;

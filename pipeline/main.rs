@@ -72,6 +72,10 @@ enum Command {
         /// Their purchase rate is multiplied by this from the shift date.
         #[arg(long, default_value_t = 0.1, requires = "shift_date")]
         shift_rate: f64,
+        /// `retail`: a purchase log (transactions.parquet). `saas`: subscriptions, also with
+        /// product events and a customer table (events.parquet, customers.parquet).
+        #[arg(long, value_enum, default_value_t = Kind::Retail)]
+        kind: Kind,
     },
     /// Read and validate the transaction log; print what was kept and dropped, by reason.
     Validate {
@@ -152,6 +156,12 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Kind {
+    Retail,
+    Saas,
+}
+
 #[derive(clap::Args)]
 struct BatchArgs {
     /// Configuration file (input and output; features come from the model's own config).
@@ -191,6 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shift_date,
             shift_share,
             shift_rate,
+            kind,
         } => {
             let shift = shift_date.map(|d| generate::Shift {
                 day: (d - start).num_days() as i32,
@@ -198,6 +209,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate_factor: shift_rate,
             });
             let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
+            if kind == Kind::Saas {
+                let mut data = progress.step("generate", &format!("generating {customers} subscriptions"), || {
+                    generate::saas::generate_saas(&opts)
+                })?;
+                for (name, df) in [
+                    ("transactions.parquet", &mut data.transactions),
+                    ("events.parquet", &mut data.events),
+                    ("customers.parquet", &mut data.customers),
+                ] {
+                    let path = out.join(name);
+                    fidelis::sink::write_parquet_atomic(df, &path)?;
+                    println!("wrote {} ({} rows)", path.display(), df.height());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut df = progress.step("generate", &format!("generating {customers} customers"), || {
                 generate::generate(&opts)
             })?;

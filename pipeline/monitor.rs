@@ -46,6 +46,7 @@ use crate::lock::RunLock;
 use crate::metrics;
 use crate::progress::Progress;
 use crate::score::{self, LoadedModel, Scored};
+use crate::signals::SignalData;
 use crate::sink::sql;
 use crate::sink::ScoreParquet;
 use crate::threshold;
@@ -533,6 +534,7 @@ pub struct MonitorOptions {
 pub struct MonitorInputs<'a> {
     pub model: &'a LoadedModel,
     pub tx: &'a DataFrame,
+    pub signals: &'a SignalData,
     /// Day after the last transaction: outcome windows must end by then.
     pub data_end: NaiveDate,
     /// Features and predictions already made at the monitored date (by the weekly batch).
@@ -540,11 +542,12 @@ pub struct MonitorInputs<'a> {
 }
 
 /// Features and predictions of every customer eligible at `as_of`.
-fn predict_at(model: &LoadedModel, tx: &DataFrame, as_of: NaiveDate) -> Result<Scored> {
+fn predict_at(model: &LoadedModel, tx: &DataFrame, signals: &SignalData, as_of: NaiveDate) -> Result<Scored> {
     let spec = FeatureSpec::from_config(&model.info.config);
     let names = score::check_features(model, &spec)?;
     let daily = features::daily_activity(tx)?;
-    let frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
+    let mut frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
+    crate::signals::append(&mut frame, &model.info.signals, signals)?;
     if frame.height() == 0 {
         return Err(Error::Data(format!("no customer is eligible at {as_of}: nothing to monitor")));
     }
@@ -585,7 +588,7 @@ pub fn monitor_at(
         let s = match inputs.scored.filter(|s| s.as_of == as_of) {
             Some(s) => s,
             None => {
-                computed = predict_at(model, inputs.tx, as_of)?;
+                computed = predict_at(model, inputs.tx, inputs.signals, as_of)?;
                 &computed
             }
         };
@@ -700,7 +703,8 @@ fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Resu
 /// transaction).
 pub fn run_monitor(cfg: &Config, opts: &MonitorOptions, progress: &Progress) -> Result<MonitorReport> {
     let s = score::open_session(cfg, opts.model.as_deref(), progress)?;
-    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end, scored: None };
+    let inputs =
+        MonitorInputs { model: &s.model, tx: &s.tx.frame, signals: &s.signals, data_end: s.data_end, scored: None };
     monitor_at(cfg, &inputs, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
@@ -770,13 +774,14 @@ pub fn run_backtest(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -
             horizon.num_days()
         )));
     }
-    let inputs = MonitorInputs { model: &model, tx: &tx.frame, data_end, scored: None };
+    let signals = SignalData::load(cfg)?;
+    let inputs = MonitorInputs { model: &model, tx: &tx.frame, signals: &signals, data_end, scored: None };
     let quiet = Progress::hidden();
     let (mut reports, mut scored) = (Vec::new(), Vec::new());
     let mut d = opts.from;
     while d <= to {
         let batch = progress.step("replay", &format!("replaying the weekly job at {d}"), || {
-            score::score_and_write(&bcfg, &model, &tx.frame, d, &quiet)
+            score::score_and_write(&bcfg, &model, &tx.frame, &signals, d, &quiet)
         })?;
         scored.push((d, batch.summary.scored));
         let inputs = MonitorInputs { scored: Some(&batch.scored), ..inputs };

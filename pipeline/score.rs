@@ -28,6 +28,7 @@
 //! Promising R4 F1; Need Attention R3 F3; About to Sleep R3 F1-2; Can't Lose Them R1-2 F5;
 //! At Risk R1-2 F3-4; Hibernating R1-2 F1-2 except Lost R1 F1.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, Utc};
@@ -44,6 +45,7 @@ use crate::lock::RunLock;
 use crate::metrics;
 use crate::progress::Progress;
 use crate::sink::sql::{self, SqlRun};
+use crate::signals::SignalData;
 use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
 use crate::train::gbdt::Gbdt;
 use crate::train::{DecisionArtifact, Engine, ModelInfo};
@@ -169,7 +171,8 @@ fn top_reasons(row: &[f64], names: &[String], k: usize) -> String {
 
 /// The feature names `spec` builds, which must be the model's own (in order).
 pub fn check_features(model: &LoadedModel, spec: &FeatureSpec) -> Result<Vec<String>> {
-    let names = spec.names();
+    let mut names = spec.names();
+    names.extend(model.info.signals.names());
     if names != model.info.features {
         return Err(Error::Artifact {
             path: model.dir.join("model.json"),
@@ -190,8 +193,10 @@ pub fn score(
     cfg: &Config,
     model: &LoadedModel,
     tx: &DataFrame,
+    signals: &SignalData,
     as_of: NaiveDate,
     previous: Option<&PreviousRun>,
+    health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
     // The features the model was trained with, by its own configuration.
     let spec = FeatureSpec::from_config(&model.info.config);
@@ -200,8 +205,9 @@ pub fn score(
     let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
     let daily = features::daily_activity(tx)?;
     lap("daily activity");
-    let frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
+    let mut frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
     drop(daily);
+    crate::signals::append(&mut frame, &model.info.signals, signals)?;
     lap("features");
     if frame.height() == 0 {
         return Err(Error::Data(format!(
@@ -263,7 +269,7 @@ pub fn score(
         .polars("as_of column")?;
     let scores = DataFrame::new_infer_height(vec![
         as_of_col,
-        Column::new(CUSTOMER.into(), ids),
+        Column::new(CUSTOMER.into(), ids.clone()),
         Column::new("churn_probability".into(), p.clone()),
         Column::new("risk_score".into(), risk_scores),
         Column::new("risk_level".into(), level.clone()),
@@ -285,6 +291,13 @@ pub fn score(
         Column::new("model_id".into(), vec![model_id; n]),
     ])
     .polars("assembling scores")?;
+    let mut scores = scores;
+    if !signals.is_empty() {
+        let extra = signal_columns(cfg, signals, &ids, &level, as_of, health_history)?;
+        for c in extra {
+            scores.with_column(c).polars("adding signal columns")?;
+        }
+    }
     let top_risk = scores
         .clone()
         .lazy()
@@ -309,6 +322,64 @@ pub fn score(
     };
     let scored = Scored { as_of, x, churn_probability: p, predicted_clv: clv };
     Ok(ScoreRun { scores, top_risk, summary, scored })
+}
+
+/// The columns the optional inputs add: `health_score`, `health_colour`, `usage_drop`
+/// (with events), `csm_sentiment` (with a customer table), `review_flag`, `review_reason`,
+/// `escalation`.
+fn signal_columns(
+    cfg: &Config,
+    signals: &SignalData,
+    ids: &[String],
+    level: &[&str],
+    as_of: NaiveDate,
+    history: &HashMap<String, [f64; 2]>,
+) -> Result<Vec<Column>> {
+    use crate::signals;
+    let mut cols = Vec::new();
+    let health: Option<Vec<signals::Health>> = signals.events.as_ref().map(|e| {
+        let fc = signals::feature_count(&cfg.health, e);
+        ids.iter().map(|id| signals::health(&cfg.health, e, id, as_of, fc)).collect()
+    });
+    if let (Some(h), Some(e)) = (&health, &signals.events) {
+        cols.push(Column::new("health_score".into(), h.iter().map(|x| x.score).collect::<Vec<_>>()));
+        cols.push(Column::new("health_colour".into(), h.iter().map(|x| x.colour).collect::<Vec<_>>()));
+        let td = features::epoch_day(as_of);
+        let drop: Vec<bool> = ids
+            .iter()
+            .map(|id| {
+                let days = e.by_customer.get(id).map_or(&[][..], |r| &e.day[r.clone()]);
+                let before = &days[..days.partition_point(|&d| d < td)];
+                signals::usage_drop(before, td, cfg.health.usage_drop_share)
+            })
+            .collect();
+        cols.push(Column::new("usage_drop".into(), drop));
+    }
+    let customers = signals.customers.as_ref();
+    let sentiment: Vec<Option<crate::activity::Sentiment>> =
+        ids.iter().map(|id| customers.and_then(|c| c.rows.get(id)).and_then(|c| c.sentiment_at(as_of))).collect();
+    if customers.is_some() {
+        cols.push(Column::new(
+            "csm_sentiment".into(),
+            sentiment.iter().map(|s| s.map(|s| s.as_str())).collect::<Vec<_>>(),
+        ));
+    }
+    let mut flag = Vec::with_capacity(ids.len());
+    let mut reason = Vec::with_capacity(ids.len());
+    let mut escalation = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let h = health.as_ref().map(|h| &h[i]);
+        let past = history.get(id).map_or(&[][..], |v| &v[..]);
+        let why = signals::review_reasons(level[i], h, sentiment[i], past);
+        flag.push(!why.is_empty());
+        reason.push((!why.is_empty()).then(|| why.join("; ")));
+        let arr = customers.and_then(|c| c.rows.get(id)).and_then(|c| c.arr());
+        escalation.push(signals::escalation(&cfg.escalation.rules, level[i], arr));
+    }
+    cols.push(Column::new("review_flag".into(), flag));
+    cols.push(Column::new("review_reason".into(), reason));
+    cols.push(Column::new("escalation".into(), escalation));
+    Ok(cols)
 }
 
 /// What `fidelis score` is asked for.
@@ -345,6 +416,8 @@ pub struct Session {
     _lock: RunLock,
     pub model: LoadedModel,
     pub tx: ingest::Transactions,
+    /// Events and the customer table, when configured.
+    pub signals: SignalData,
     /// The day after the last transaction (the default `as_of`).
     pub data_end: NaiveDate,
 }
@@ -357,8 +430,9 @@ pub fn open_session(cfg: &Config, model: Option<&str>, progress: &Progress) -> R
     let tx = progress.step("ingest", "reading and validating transactions", || {
         ingest::load_transactions(&cfg.input.transactions)
     })?;
+    let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
     let data_end = default_as_of(&tx.frame)?;
-    Ok(Session { _lock: lock, model, tx, data_end })
+    Ok(Session { _lock: lock, model, tx, signals, data_end })
 }
 
 /// `fidelis score`: score every customer eligible at `as_of` and write every configured
@@ -366,7 +440,7 @@ pub fn open_session(cfg: &Config, model: Option<&str>, progress: &Progress) -> R
 pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
     check_sinks(cfg)?;
     let s = open_session(cfg, opts.model.as_deref(), progress)?;
-    score_and_write(cfg, &s.model, &s.tx.frame, opts.as_of.unwrap_or(s.data_end), progress)
+    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of.unwrap_or(s.data_end), progress)
 }
 
 /// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
@@ -384,9 +458,14 @@ pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Res
     let s = open_session(cfg, opts.model.as_deref(), progress)?;
     let (model, tx, data_end) = (&s.model, &s.tx, s.data_end);
     let as_of = opts.as_of.unwrap_or(data_end);
-    let batch = score_and_write(cfg, model, &tx.frame, as_of, progress)?;
-    let inputs =
-        crate::monitor::MonitorInputs { model, tx: &tx.frame, data_end, scored: Some(&batch.scored) };
+    let batch = score_and_write(cfg, model, &tx.frame, &s.signals, as_of, progress)?;
+    let inputs = crate::monitor::MonitorInputs {
+        model,
+        tx: &tx.frame,
+        signals: &s.signals,
+        data_end,
+        scored: Some(&batch.scored),
+    };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     let report = progress.step("report", "writing the weekly report", || {
         crate::report::weekly::for_run(cfg, model, &tx.frame, &batch.scores, &monitor)
@@ -399,6 +478,7 @@ pub fn score_and_write(
     cfg: &Config,
     model: &LoadedModel,
     tx: &DataFrame,
+    signals: &SignalData,
     as_of: NaiveDate,
     progress: &Progress,
 ) -> Result<BatchOutcome> {
@@ -412,8 +492,13 @@ pub fn score_and_write(
         Some(t) => sql::previous_run(t, &tables, as_of)?,
         None => None,
     };
+    let health_history = if cfg.output.parquet && signals.events.is_some() {
+        parquet.health_history(as_of)?
+    } else {
+        HashMap::new()
+    };
     let mut run = progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-        score(cfg, model, tx, as_of, previous.as_ref())
+        score(cfg, model, tx, signals, as_of, previous.as_ref(), &health_history)
     })?;
     let mut written = Vec::new();
     if cfg.output.parquet {

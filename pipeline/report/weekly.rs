@@ -641,7 +641,8 @@ pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -
     let scores = parquet.read_scores(as_of)?;
     let model_id = str_col(&scores, "model_id")?.into_iter().next();
     let s = score::open_session(cfg, model_id.as_deref(), progress)?;
-    let inputs = MonitorInputs { model: &s.model, tx: &s.tx.frame, data_end: s.data_end, scored: None };
+    let inputs =
+        MonitorInputs { model: &s.model, tx: &s.tx.frame, signals: &s.signals, data_end: s.data_end, scored: None };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor)
 }

@@ -3,6 +3,7 @@
 //! partitions readable by polars, DuckDB and Spark:
 //! `<output_dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -157,6 +158,39 @@ impl ScoreParquet {
     /// The scores of one run.
     pub fn read_scores(&self, as_of: NaiveDate) -> Result<DataFrame> {
         read_parquet(&self.partition(as_of).join(SCORES_FILE))
+    }
+
+    /// Health scores of the two latest runs before `as_of` that have them, per customer,
+    /// oldest first (customers in both runs only).
+    pub fn health_history(&self, as_of: NaiveDate) -> Result<HashMap<String, [f64; 2]>> {
+        let mut runs = Vec::new();
+        for d in self.run_dates()?.into_iter().rev().filter(|&d| d < as_of) {
+            let path = self.partition(d).join(SCORES_FILE);
+            let ctx = format!("reading {}", path.display());
+            let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+            let df = ParquetReader::new(file).finish().polars(&ctx)?;
+            if df.column("health_score").is_err() {
+                break;
+            }
+            let ids = df.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?.clone();
+            let h = df.column("health_score").polars(&ctx)?.cast(&DataType::Float64).polars(&ctx)?;
+            let h = h.f64().polars(&ctx)?.clone();
+            let m: HashMap<String, f64> =
+                ids.iter().zip(h.iter()).filter_map(|(i, v)| Some((i?.to_string(), v?))).collect();
+            runs.push(m);
+            if runs.len() == 2 {
+                break;
+            }
+        }
+        let mut out = HashMap::new();
+        if let [newer, older] = &runs[..] {
+            for (id, &b) in newer {
+                if let Some(&a) = older.get(id) {
+                    out.insert(id.clone(), [a, b]);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The risk scores of the latest run strictly before `as_of`, if any.

@@ -18,6 +18,7 @@ use crate::calibration::{self, CalibrationChoice, Calibrator};
 use crate::config::{Config, GbdtConfig};
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec, CHURN, CLV, CUSTOMER, SNAPSHOT};
+use crate::signals::{SignalData, SignalSpec};
 use crate::ingest::{self, ValidationSummary};
 use crate::metrics::{self, ChurnMetrics, ClvMetrics};
 use crate::monitor;
@@ -162,6 +163,9 @@ pub struct ModelInfo {
     /// `features.bgnbd` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probabilistic: Option<crate::bgnbd::Probabilistic>,
+    /// Event and customer-table features (empty without those inputs).
+    #[serde(default)]
+    pub signals: SignalSpec,
 }
 
 pub struct TrainOutcome {
@@ -320,12 +324,15 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
     };
     let plan = split::plan(first, last, &cfg.snapshots)?;
     let spec = FeatureSpec::from_config(cfg);
-    let names = spec.names();
+    let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+    let signal_spec = SignalSpec::from_data(&signals, &cfg.health);
+    let mut names = spec.names();
+    names.extend(signal_spec.names());
     let snapshots = plan.all();
     // Training data, and the population at the end of the data (the drift reference: what
     // the first scoring run after training sees).
     let data_end = last.date() + chrono::Duration::days(1);
-    let (data, at_end, probabilistic) = progress.step(
+    let (mut data, mut at_end, probabilistic) = progress.step(
         "features",
         &format!("building features and labels at {} snapshots", snapshots.len()),
         || -> Result<(DataFrame, DataFrame, Option<crate::bgnbd::Probabilistic>)> {
@@ -339,6 +346,8 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
             ))
         },
     )?;
+    crate::signals::append(&mut data, &signal_spec, &signals)?;
+    crate::signals::append(&mut at_end, &signal_spec, &signals)?;
     let x = FeatureMatrix::from_frame(&data, &names)?;
     let churn = features::column_f64(&data, CHURN)?;
     let clv = features::column_f64(&data, CLV)?;
@@ -523,6 +532,7 @@ pub fn train_until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress)
         validation: tx.summary.clone(),
         training_window: (first.date(), plan.holdout + horizon),
         probabilistic,
+        signals: signal_spec,
         snapshots: plan.clone(),
         libraries: library_versions(),
     };

@@ -18,6 +18,8 @@
 //!
 //! Output columns: `customer_id` (String, `C0000001`...), `ts` (Datetime ms), `amount` (f64).
 
+pub mod saas;
+
 use chrono::{Datelike, NaiveDate};
 use polars::prelude::*;
 use rayon::prelude::*;

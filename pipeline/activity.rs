@@ -1,0 +1,391 @@
+//! The optional inputs beside the transaction log: activity events and the customer table
+//! (data contract in DESIGN.md), read and validated like transactions.
+//!
+//! Events: `customer_id`, `ts`, `event`, `value` (f64, null when absent). Rows without a
+//! customer id, a parsable timestamp or an event name, or with a value that is not a number,
+//! are counted by reason with example row numbers; more than `max_invalid_share` of them is
+//! an error naming the file and column. Sorted by customer and time.
+//!
+//! Customers: one row per customer; a duplicate or missing id, an unparsable date or number,
+//! or a sentiment other than green / yellow / red is an error naming the file, column and
+//! row (a customer table is reference data: it is fixed, not partially dropped).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::config::{CustomersInput, EventsInput, TransactionsInput};
+use crate::error::{Error, PolarsContext, Result};
+use crate::ingest::{self, Mapping, ROW};
+
+/// Rows of one invalid kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invalid {
+    pub reason: String,
+    pub column: String,
+    pub count: usize,
+    /// (row number in the file, raw value)
+    pub examples: Vec<(u64, String)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventsSummary {
+    pub path: PathBuf,
+    pub rows_read: usize,
+    pub rows_valid: usize,
+    pub invalid: Vec<Invalid>,
+    /// Rows per event name.
+    pub events: BTreeMap<String, usize>,
+}
+
+/// The validated event log, sorted by customer and time, with per-customer ranges.
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub summary: EventsSummary,
+    /// Customer id -> range of rows.
+    pub by_customer: HashMap<String, std::ops::Range<usize>>,
+    /// Epoch day of each event.
+    pub day: Vec<i32>,
+    /// Event name index into `names`.
+    pub name: Vec<u16>,
+    pub value: Vec<f64>,
+    pub names: Vec<String>,
+}
+
+fn file_input(path: &str, format: crate::config::FileFormat, has_header: bool, delimiter: &str) -> TransactionsInput {
+    TransactionsInput {
+        path: path.into(),
+        format,
+        has_header,
+        delimiter: delimiter.into(),
+        ..TransactionsInput::default()
+    }
+}
+
+fn require(path: &Path, df: &DataFrame, section: &str, keys: &[(&str, &str)]) -> Result<()> {
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    for (key, column) in keys {
+        if !names.iter().any(|n| n == column) {
+            return Err(Error::MissingColumn {
+                path: path.to_path_buf(),
+                section: section.into(),
+                key: (*key).into(),
+                column: (*column).into(),
+                found: names.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn text_expr(name: &str) -> Expr {
+    let t = col(name).cast(DataType::String).str().strip_chars(lit(NULL));
+    when(t.clone().eq(lit(""))).then(lit(NULL).cast(DataType::String)).otherwise(t)
+}
+
+/// Read and validate the event log of `[input.events]`.
+pub fn load_events(input: &EventsInput) -> Result<Events> {
+    let path = PathBuf::from(&input.path);
+    let (raw, _) = ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let mut keys = vec![("customer_id", input.customer_id.as_str()), ("timestamp", input.timestamp.as_str()), ("event", input.event.as_str())];
+    let has_value = !input.value.is_empty() && raw.get_column_names().iter().any(|c| c.as_str() == input.value);
+    if has_value {
+        keys.push(("value", input.value.as_str()));
+    }
+    require(&path, &raw, "input.events", &keys)?;
+    let rows_read = raw.height();
+    let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
+    let m = Mapping {
+        customer_id: input.customer_id.clone(),
+        timestamp: input.timestamp.clone(),
+        timestamp_format: input.timestamp_format.clone(),
+        amount: None,
+        quantity_price: None,
+        order_id: None,
+    };
+    let ts = ingest::ts_expr(&path, &raw, &m)?;
+    let value = if has_value { ingest::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
+    let value_bad = if has_value { col(&input.value).is_not_null().and(col("__value").is_null()) } else { lit(false) };
+    let parsed = raw
+        .clone()
+        .lazy()
+        .with_columns([
+            text_expr(&input.customer_id).alias("__cid"),
+            ts.alias("__ts"),
+            text_expr(&input.event).alias("__event"),
+            value.alias("__value"),
+        ])
+        .with_column(
+            when(col("__cid").is_null())
+                .then(lit(1))
+                .when(col(&input.timestamp).is_null())
+                .then(lit(2))
+                .when(col("__ts").is_null())
+                .then(lit(3))
+                .when(col("__event").is_null())
+                .then(lit(4))
+                .when(value_bad)
+                .then(lit(5))
+                .otherwise(lit(0))
+                .cast(DataType::Int32)
+                .alias("__reason"),
+        )
+        .collect()
+        .polars("validating events")?;
+    let reasons = parsed.column("__reason").polars("reasons")?.i32().polars("reasons")?.clone();
+    let mut invalid = Vec::new();
+    let mut n_bad = 0;
+    for (code, reason, column) in [
+        (1, "missing customer id", &input.customer_id),
+        (2, "missing timestamp", &input.timestamp),
+        (3, "unparsable timestamp", &input.timestamp),
+        (4, "missing event name", &input.event),
+        (5, "value is not a number", &input.value),
+    ] {
+        let mask = reasons.equal(code);
+        let count = mask.sum().unwrap_or(0) as usize;
+        if count > 0 {
+            n_bad += count;
+            invalid.push(Invalid {
+                reason: reason.into(),
+                column: column.clone(),
+                count,
+                examples: ingest::examples(&parsed, &mask, column)?,
+            });
+        }
+    }
+    if rows_read > 0 && n_bad as f64 / rows_read as f64 > input.max_invalid_share {
+        let detail: Vec<String> = invalid
+            .iter()
+            .map(|i| {
+                let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+                format!("{} in column `{}`: {} rows ({})", i.reason, i.column, i.count, ex.join(", "))
+            })
+            .collect();
+        return Err(Error::InvalidRows {
+            path,
+            message: format!(
+                "{n_bad} of {rows_read} event rows are invalid, more than [input.events].max_invalid_share = {}: {}",
+                input.max_invalid_share,
+                detail.join("; ")
+            ),
+        });
+    }
+    let valid = parsed
+        .lazy()
+        .filter(col("__reason").eq(lit(0)))
+        .select([col("__cid"), col("__ts"), col("__event"), col("__value")])
+        .sort(["__cid", "__ts"], SortMultipleOptions::default().with_maintain_order(true))
+        .collect()
+        .polars("sorting events")?;
+    let ids = valid.column("__cid").polars("ids")?.str().polars("ids")?.clone();
+    let ts = valid.column("__ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
+    let ev = valid.column("__event").polars("events")?.str().polars("events")?.clone();
+    let val = valid.column("__value").polars("values")?.f64().polars("values")?.clone();
+    let mut names: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u16> = HashMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut day, mut name, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    let mut by_customer: HashMap<String, std::ops::Range<usize>> = HashMap::new();
+    let mut current: Option<&str> = None;
+    let mut start = 0;
+    for i in 0..valid.height() {
+        let id = ids.get(i).unwrap_or_default();
+        if current != Some(id) {
+            if let Some(c) = current {
+                by_customer.insert(c.to_string(), start..i);
+            }
+            current = Some(id);
+            start = i;
+        }
+        let e = ev.get(i).unwrap_or_default();
+        let k = match index.get(e) {
+            Some(&k) => k,
+            None => {
+                if names.len() >= u16::MAX as usize {
+                    return Err(Error::Data(format!("{}: more than 65,535 distinct event names", input.path)));
+                }
+                names.push(e.to_string());
+                index.insert(e.to_string(), (names.len() - 1) as u16);
+                (names.len() - 1) as u16
+            }
+        };
+        *counts.entry(e.to_string()).or_default() += 1;
+        day.push(ts.get(i).unwrap_or(0).div_euclid(86_400_000) as i32);
+        name.push(k);
+        value.push(val.get(i).unwrap_or(f64::NAN));
+    }
+    if let Some(c) = current {
+        by_customer.insert(c.to_string(), start..valid.height());
+    }
+    Ok(Events {
+        summary: EventsSummary { path, rows_read, rows_valid: valid.height(), invalid, events: counts },
+        by_customer,
+        day,
+        name,
+        value,
+        names,
+    })
+}
+
+/// CSM sentiment, from the customer table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sentiment {
+    Green,
+    Yellow,
+    Red,
+}
+
+impl Sentiment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sentiment::Green => "green",
+            Sentiment::Yellow => "yellow",
+            Sentiment::Red => "red",
+        }
+    }
+}
+
+/// One customer's row of the customer table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Customer {
+    pub signup: Option<NaiveDate>,
+    pub plan: Option<String>,
+    pub segment: Option<String>,
+    pub mrr: Option<f64>,
+    pub arr: Option<f64>,
+    pub csm: Option<String>,
+    pub sentiment: Option<(Sentiment, Option<NaiveDate>)>,
+}
+
+impl Customer {
+    /// ARR: the column, else 12 x MRR.
+    pub fn arr(&self) -> Option<f64> {
+        self.arr.or(self.mrr.map(|m| 12.0 * m))
+    }
+
+    /// The CSM's sentiment as known at `t` (set before `t`, or undated).
+    pub fn sentiment_at(&self, t: NaiveDate) -> Option<Sentiment> {
+        match self.sentiment {
+            Some((s, Some(d))) if d < t => Some(s),
+            Some((s, None)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The validated customer table.
+#[derive(Debug, Clone, Default)]
+pub struct Customers {
+    pub path: PathBuf,
+    pub rows: HashMap<String, Customer>,
+    /// Which optional columns the file has (contract names).
+    pub columns: Vec<String>,
+}
+
+fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
+    Error::InvalidRows { path: path.to_path_buf(), message: format!("column `{column}`, row {}: {message}", row + 1) }
+}
+
+/// Read and validate the customer table of `[input.customers]`.
+pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
+    let path = PathBuf::from(&input.path);
+    let (raw, _) = ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    require(&path, &raw, "input.customers", &[("customer_id", input.customer_id.as_str())])?;
+    let present = |c: &str| !c.is_empty() && raw.get_column_names().iter().any(|n| n.as_str() == c);
+    let text = |c: &str| -> Result<Option<Vec<Option<String>>>> {
+        if !present(c) {
+            return Ok(None);
+        }
+        let s = raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
+        Ok(Some(s.str().polars(c)?.iter().map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)).collect()))
+    };
+    let number = |c: &str| -> Result<Option<Vec<Option<f64>>>> {
+        let Some(t) = text(c)? else { return Ok(None) };
+        t.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => Ok(None),
+                Some(s) => s
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite())
+                    .map(Some)
+                    .ok_or_else(|| cell_error(&path, c, i, format!("{s:?} is not a number"))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    };
+    let date = |c: &str| -> Result<Option<Vec<Option<NaiveDate>>>> {
+        let Some(t) = text(c)? else { return Ok(None) };
+        t.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => Ok(None),
+                Some(s) => NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d")
+                    .map(Some)
+                    .map_err(|_| cell_error(&path, c, i, format!("{s:?} is not a date (YYYY-MM-DD)"))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    };
+    let ids = text(&input.customer_id)?.unwrap_or_default();
+    let signup = date(&input.signup_date)?;
+    let plan = text(&input.plan)?;
+    let segment = text(&input.segment)?;
+    let mrr = number(&input.mrr)?;
+    let arr = number(&input.arr)?;
+    let csm = text(&input.csm)?;
+    let sentiment = text(&input.csm_sentiment)?;
+    let sentiment_date = date(&input.csm_sentiment_date)?;
+    let mut rows = HashMap::with_capacity(ids.len());
+    let mut first_row: HashMap<String, usize> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let id = id.clone().ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
+        if let Some(prev) = first_row.insert(id.clone(), i) {
+            return Err(cell_error(&path, &input.customer_id, i, format!("customer {id:?} already on row {}", prev + 1)));
+        }
+        let s = match sentiment.as_ref().and_then(|v| v[i].as_deref()) {
+            None => None,
+            Some(s) => Some(match s.to_ascii_lowercase().as_str() {
+                "green" => Sentiment::Green,
+                "yellow" | "amber" => Sentiment::Yellow,
+                "red" => Sentiment::Red,
+                _ => {
+                    return Err(cell_error(&path, &input.csm_sentiment, i, format!("{s:?}: expected green, yellow or red")))
+                }
+            }),
+        };
+        let pick = |v: &Option<Vec<Option<String>>>| v.as_ref().and_then(|v| v[i].clone());
+        rows.insert(
+            id,
+            Customer {
+                signup: signup.as_ref().and_then(|v| v[i]),
+                plan: pick(&plan),
+                segment: pick(&segment),
+                mrr: mrr.as_ref().and_then(|v| v[i]),
+                arr: arr.as_ref().and_then(|v| v[i]),
+                csm: pick(&csm),
+                sentiment: s.map(|s| (s, sentiment_date.as_ref().and_then(|v| v[i]))),
+            },
+        );
+    }
+    let columns = [
+        ("signup_date", &input.signup_date),
+        ("plan", &input.plan),
+        ("segment", &input.segment),
+        ("mrr", &input.mrr),
+        ("arr", &input.arr),
+        ("csm", &input.csm),
+        ("csm_sentiment", &input.csm_sentiment),
+    ]
+    .iter()
+    .filter(|(_, c)| present(c))
+    .map(|(k, _)| k.to_string())
+    .collect();
+    Ok(Customers { path, rows, columns })
+}
