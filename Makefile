@@ -12,12 +12,20 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo generate validate train score weekly report monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
+.PHONY: help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 demo: generate validate train weekly backtest ## generate 50,000 customers and run every stage on them
+
+demo-saas: ## SaaS demo: 5,000 subscriptions with events and a customer table; train; three weekly runs (health, review flags, escalations)
+	$(FIDELIS) generate --kind saas --customers 5000 --seed $(SEED) --out data/saas
+	$(FIDELIS) validate --config configs/saas.toml
+	$(FIDELIS) train --config configs/saas.toml
+	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-17
+	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-24
+	$(FIDELIS) weekly --config configs/saas.toml
 
 generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
 	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated

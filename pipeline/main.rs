@@ -237,10 +237,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let tx = progress.step("ingest", "reading and validating transactions", || {
                 ingest::load_transactions(&cfg.input.transactions)
             })?;
+            let signals = progress.step("signals", "reading events and customers", || {
+                fidelis::signals::SignalData::load(&cfg)
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?);
+                if let Some(e) = &signals.events {
+                    println!("{}", serde_json::to_string_pretty(&e.summary).context("serializing the summary")?);
+                }
             } else {
                 println!("{}", tx.summary);
+                if let Some(e) = &signals.events {
+                    let s = &e.summary;
+                    println!("events: {}", s.path.display());
+                    println!("  rows read {:>12}\n  rows valid {:>11}", s.rows_read, s.rows_valid);
+                    for i in &s.invalid {
+                        let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+                        println!("  dropped: {} in `{}`: {} ({})", i.reason, i.column, i.count, ex.join(", "));
+                    }
+                    let names: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    println!("  events by name: {}", names.join(", "));
+                }
+                if let Some(c) = &signals.customers {
+                    println!(
+                        "customers: {}: {} rows, columns {}",
+                        c.path.display(),
+                        c.rows.len(),
+                        c.columns.join(", ")
+                    );
+                }
             }
         }
         Command::Train { config } => {

@@ -17,8 +17,8 @@
 //!   weeks] + 0.8 [critical ticket in the last 4 weeks]); after churning nothing more
 //!   happens;
 //! - transactions: the MRR paid every 30 days from signup while subscribed;
-//! - the CSM's sentiment, reviewed every 4 weeks: green when h + N(0, 0.12) > 0.6, red below
-//!   0.35, yellow between; the customer table keeps the latest with its date.
+//! - the CSM's sentiment, reviewed every 4 weeks: green when h + N(0, 0.12) > 0.5, red below
+//!   0.3, yellow between; the customer table keeps the latest with its date.
 //!
 //! Plans: basic (MRR ~ 50, 60%), pro (~ 200, 30%), enterprise (~ 1,200, 10%).
 
@@ -149,9 +149,9 @@ fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
         }
         if week % 4 == 3 {
             let seen = h + 0.12 * r.normal();
-            let s = if seen > 0.6 {
+            let s = if seen > 0.5 {
                 "green"
-            } else if seen < 0.35 {
+            } else if seen < 0.3 {
                 "red"
             } else {
                 "yellow"

@@ -50,6 +50,32 @@ pub struct CustomerRow {
     pub playbook: String,
 }
 
+/// An account where the signals disagree, or an escalation fired.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReviewRow {
+    pub risk_rank: u32,
+    pub customer_id: String,
+    pub risk_level: String,
+    pub churn_probability: f64,
+    pub health_score: Option<f64>,
+    pub health_colour: Option<String>,
+    pub csm_sentiment: Option<String>,
+    pub usage_drop: Option<bool>,
+    pub review_reason: Option<String>,
+    pub escalation: Option<String>,
+}
+
+/// Health, flags and escalations (when events or a customer table are configured).
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalsView {
+    /// Customers per health colour (red, yellow, green).
+    pub health: Vec<(String, usize)>,
+    pub usage_drop: usize,
+    pub flagged_total: usize,
+    pub flagged: Vec<ReviewRow>,
+    pub escalations: Vec<ReviewRow>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct SegmentRow {
     pub segment: String,
@@ -83,6 +109,7 @@ pub struct WeeklyReport {
     pub retrain: bool,
     pub advice: String,
     pub kpis: Kpis,
+    pub signals: Option<SignalsView>,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -111,6 +138,65 @@ fn str_col(df: &DataFrame, name: &str) -> Result<Vec<String>> {
 fn f64_col(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let c = df.column(name).polars(name)?.cast(&DataType::Float64).polars(name)?;
     Ok(c.f64().polars(name)?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+}
+
+/// The review columns of a scores table, when it has them.
+fn signals_view(scores: &DataFrame) -> Result<Option<SignalsView>> {
+    if scores.column("review_flag").is_err() {
+        return Ok(None);
+    }
+    let opt_str = |name: &str| -> Result<Option<Vec<Option<String>>>> {
+        match scores.column(name) {
+            Ok(c) => {
+                let c = c.cast(&DataType::String).polars(name)?;
+                Ok(Some(c.str().polars(name)?.iter().map(|v| v.map(str::to_string)).collect()))
+            }
+            Err(_) => Ok(None),
+        }
+    };
+    let opt_bool = |name: &str| -> Option<Vec<Option<bool>>> {
+        scores.column(name).ok().and_then(|c| c.bool().ok().map(|b| b.iter().collect()))
+    };
+    let health = scores.column("health_score").ok().map(|_| f64_col(scores, "health_score")).transpose()?;
+    let colour = opt_str("health_colour")?;
+    let sentiment = opt_str("csm_sentiment")?;
+    let reason = opt_str("review_reason")?.unwrap_or_default();
+    let escalation = opt_str("escalation")?.unwrap_or_default();
+    let drop = opt_bool("usage_drop");
+    let flag = opt_bool("review_flag").unwrap_or_default();
+    let ids = str_col(scores, CUSTOMER)?;
+    let level = str_col(scores, "risk_level")?;
+    let p = f64_col(scores, "churn_probability")?;
+    let rank = i32_col(scores, "risk_rank")?;
+    let row = |i: usize| ReviewRow {
+        risk_rank: rank[i].unwrap_or(0) as u32,
+        customer_id: ids[i].clone(),
+        risk_level: level[i].clone(),
+        churn_probability: p[i],
+        health_score: health.as_ref().map(|h| h[i]),
+        health_colour: colour.as_ref().and_then(|c| c[i].clone()),
+        csm_sentiment: sentiment.as_ref().and_then(|c| c[i].clone()),
+        usage_drop: drop.as_ref().and_then(|d| d[i]),
+        review_reason: reason.get(i).cloned().flatten(),
+        escalation: escalation.get(i).cloned().flatten(),
+    };
+    let mut order: Vec<usize> = (0..scores.height()).collect();
+    order.sort_by_key(|&i| rank[i].unwrap_or(i32::MAX));
+    let flagged_idx: Vec<usize> = order.iter().copied().filter(|&i| flag.get(i).copied().flatten() == Some(true)).collect();
+    let health_counts = match &colour {
+        Some(c) => ["red", "yellow", "green"]
+            .iter()
+            .map(|k| (k.to_string(), c.iter().filter(|v| v.as_deref() == Some(*k)).count()))
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Some(SignalsView {
+        health: health_counts,
+        usage_drop: drop.as_ref().map_or(0, |d| d.iter().filter(|v| **v == Some(true)).count()),
+        flagged_total: flagged_idx.len(),
+        flagged: flagged_idx.iter().take(SHOWN).map(|&i| row(i)).collect(),
+        escalations: order.iter().copied().filter(|&i| escalation.get(i).is_some_and(|e| e.is_some())).map(row).collect(),
+    }))
 }
 
 fn i32_col(df: &DataFrame, name: &str) -> Result<Vec<Option<i32>>> {
@@ -251,6 +337,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         retrain: m.retrain,
         advice: m.advice.clone(),
         kpis,
+        signals: signals_view(w.scores)?,
     })
 }
 
@@ -301,6 +388,30 @@ fn customer_table(d: &mut Doc, rows: &[CustomerRow]) {
     );
 }
 
+fn review_table(d: &mut Doc, rows: &[ReviewRow]) {
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.risk_rank.to_string(),
+                r.customer_id.clone(),
+                r.risk_level.clone(),
+                pct(r.churn_probability),
+                r.health_score.map_or("-".into(), |h| format!("{h:.0} ({})", r.health_colour.as_deref().unwrap_or("-"))),
+                r.csm_sentiment.clone().unwrap_or_else(|| "-".into()),
+                r.usage_drop.map_or("-".into(), |u| if u { "yes".into() } else { "no".into() }),
+                r.review_reason.clone().unwrap_or_default(),
+                r.escalation.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    d.table(
+        &["rank", "customer", "level", "churn prob.", "health", "CSM", "usage drop", "why review", "escalation"],
+        &body,
+        None,
+    );
+}
+
 pub fn render(r: &WeeklyReport) -> Result<Doc> {
     let mut d = Doc::new(
         &format!("Weekly retention report: {}", r.as_of),
@@ -324,6 +435,29 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
         d.alert(a, Tone::Bad);
     }
     d.alert(&r.advice, if r.retrain { Tone::Warn } else { Tone::Plain });
+
+    if let Some(sv) = &r.signals {
+        d.section("review", "Accounts to review: where the model, the health score and the CSM disagree");
+        if !sv.health.is_empty() {
+            let text: Vec<String> = sv.health.iter().map(|(c, n)| format!("{c} {}", int(*n as i64))).collect();
+            d.reading(&format!(
+                "Health (0-100; red < 40, yellow 40-70, green > 70): {}; {} customers with a usage drop (activity down 30% or more in each of the last two 30-day windows).",
+                text.join(", "),
+                int(sv.usage_drop as i64)
+            ));
+        }
+        d.reading(&format!(
+            "{} accounts flagged for review ({} listed, riskiest first); {} escalations.",
+            int(sv.flagged_total as i64),
+            sv.flagged.len(),
+            int(sv.escalations.len() as i64)
+        ));
+        review_table(&mut d, &sv.flagged);
+        if !sv.escalations.is_empty() {
+            d.section("escalations", "Escalations");
+            review_table(&mut d, &sv.escalations);
+        }
+    }
 
     d.section("levels", "Customers per risk level");
     let rows: Vec<Vec<String>> = r

@@ -1,0 +1,230 @@
+//! Beyond purchases: event and customer inputs, the health score, review flags and
+//! escalations, and what event features add on subscription data.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use common::{fidelis, stderr, stdout};
+use fidelis::activity::{load_customers, load_events, Events, Sentiment};
+use fidelis::config::{CustomersInput, EscalationConfig, EventsInput, HealthConfig};
+use fidelis::signals::{self, Health, SignalData, SignalSpec};
+use polars::prelude::*;
+use serde_json::Value;
+
+fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+fn events(dir: &Path, rows: &[(&str, &str, &str, &str)]) -> Events {
+    let mut text = String::from("customer_id,ts,event,value\n");
+    for (c, t, e, v) in rows {
+        text.push_str(&format!("{c},{t},{e},{v}\n"));
+    }
+    let path = dir.join("events.csv");
+    fs::write(&path, text).unwrap();
+    load_events(&EventsInput { path: path.display().to_string(), ..EventsInput::default() }).unwrap()
+}
+
+#[test]
+fn health_components_by_hand_and_renormalized() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = HealthConfig::default();
+    let t = d("2024-07-01");
+    // Only logins in the log: usage is the only component, its weight renormalized to 1.
+    let logins = [("A", "2024-06-26", "login", ""), ("A", "2024-06-20", "login", ""), ("A", "2024-06-10", "login", ""), ("A", "2024-06-05", "login", "")];
+    let e = events(dir.path(), &logins);
+    assert_eq!(signals::health_components(&cfg, &e), vec![("usage", 35.0)]);
+    // Last login 5 days ago: 1 - 5/30; 4 active days of 20; 4 logins in 28 days = 1/week of 5.
+    let usage: f64 = ((1.0 - 5.0 / 30.0) + 4.0 / 20.0 + (4.0 / 4.0) / 5.0) / 3.0;
+    let h = signals::health(&cfg, &e, "A", t, 0);
+    assert_eq!(h, Health { score: (100.0 * usage).round(), colour: "yellow" });
+    // Events after the date do not count.
+    let mut later = logins.to_vec();
+    later.push(("A", "2024-07-01", "login", ""));
+    assert_eq!(signals::health(&cfg, &events(dir.path(), &later), "A", t, 0), h);
+
+    // Add an NPS score and a payment failure: engagement (NPS only: no emails in the log) and
+    // financial (failures only: no downgrades in the log) join in.
+    let mut rows = logins.to_vec();
+    rows.push(("A", "2024-06-15", "nps", "8"));
+    rows.push(("A", "2024-06-01", "payment_failed", ""));
+    rows.push(("B", "2023-01-01", "ticket", "")); // B: no login, no NPS, nothing in 90 days
+    let e = events(dir.path(), &rows);
+    let names: Vec<&str> = signals::health_components(&cfg, &e).iter().map(|c| c.0).collect();
+    assert_eq!(names, vec!["usage", "engagement", "financial"]);
+    let usage: f64 = ((1.0 - 5.0 / 30.0) + 6.0 / 20.0 + 0.2) / 3.0;
+    let want: f64 = (35.0 * usage + 20.0 * 0.8 + 10.0 * (1.0 - 1.0 / 3.0)) / 65.0;
+    assert_eq!(signals::health(&cfg, &e, "A", t, 0).score, (100.0 * want).round());
+    // B: usage 0 (never logged in), engagement unknown for B (dropped), financial 1.
+    let b = signals::health(&cfg, &e, "B", t, 0);
+    assert_eq!(b, Health { score: (100.0 * 10.0 / 45.0_f64).round(), colour: "red" });
+    assert_eq!((signals::colour(40.0), signals::colour(70.0), signals::colour(70.5)), ("yellow", "yellow", "green"));
+}
+
+#[test]
+fn review_flags_fire_exactly_on_the_accounts_built_for_them() {
+    let green = Health { score: 80.0, colour: "green" };
+    let yellow = Health { score: 60.0, colour: "yellow" };
+    // Model high/critical/imminent while health is green.
+    let r = signals::review_reasons("imminent", Some(&green), None, &[]);
+    assert_eq!(r, vec!["model risk imminent but health green (80)"]);
+    assert!(signals::review_reasons("moderate", Some(&green), None, &[]).is_empty());
+    assert!(signals::review_reasons("high", Some(&yellow), None, &[]).is_empty());
+    // The CSM says yellow or red while the model says low.
+    let r = signals::review_reasons("low", Some(&yellow), Some(Sentiment::Red), &[]);
+    assert_eq!(r, vec!["CSM says red but the model says low"]);
+    assert!(signals::review_reasons("low", Some(&yellow), Some(Sentiment::Green), &[]).is_empty());
+    assert!(signals::review_reasons("moderate", None, Some(Sentiment::Yellow), &[]).is_empty());
+    // Health falling three runs in a row while still green.
+    let r = signals::review_reasons("low", Some(&green), None, &[90.0, 85.0]);
+    assert_eq!(r, vec!["health falling three runs in a row (90 -> 85 -> 80) while green"]);
+    assert!(signals::review_reasons("low", Some(&green), None, &[85.0, 90.0]).is_empty());
+    assert!(signals::review_reasons("low", Some(&green), None, &[90.0, 80.0]).is_empty(), "not strictly falling");
+    assert!(signals::review_reasons("low", Some(&yellow), None, &[90.0, 70.0]).is_empty(), "no longer green");
+
+    let rules = EscalationConfig::default().rules;
+    let esc = |level: &str, arr: Option<f64>| signals::escalation(&rules, level, arr);
+    assert_eq!(esc("critical", Some(12_000.0)).as_deref(), Some("ARR 12,000 > 10,000 in critical: manager immediately"));
+    assert_eq!(esc("critical", Some(10_000.0)), None, "strictly above");
+    assert_eq!(esc("high", Some(40_000.0)), None);
+    assert_eq!(esc("high", Some(60_000.0)).as_deref(), Some("ARR 60,000 > 50,000 in high: manager within 4 h"));
+    assert_eq!(esc("moderate", Some(150_000.0)).as_deref(), Some("ARR 150,000 > 100,000 in moderate: notify manager within 24 h"));
+    assert_eq!(esc("imminent", Some(1e6)), None);
+    assert_eq!(esc("critical", None), None);
+}
+
+#[test]
+fn event_features_ignore_everything_from_t_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = [
+        ("A", "2024-03-01", "login", ""),
+        ("A", "2024-05-20", "login", ""),
+        ("A", "2024-06-25", "nps", "7"),
+        ("A", "2024-06-30", "ticket", ""),
+        ("B", "2024-04-01", "login", ""),
+    ];
+    let t = d("2024-07-01");
+    let frame = || {
+        DataFrame::new_infer_height(vec![
+            Column::new("customer_id".into(), ["A", "B"]),
+            Column::new("snapshot".into(), [fidelis::features::epoch_day(t); 2]).cast(&DataType::Date).unwrap(),
+        ])
+        .unwrap()
+    };
+    let spec_of = |e: Events| {
+        let data = SignalData { events: Some(e), customers: None };
+        let spec = SignalSpec::from_data(&data, &HealthConfig::default());
+        (spec, data)
+    };
+    let (spec, data) = spec_of(events(dir.path(), &base));
+    let mut before = frame();
+    signals::append(&mut before, &spec, &data).unwrap();
+    assert_eq!(before.column("nps_last").unwrap().f64().unwrap().get(0), Some(7.0));
+    assert_eq!(before.column("ev_ticket_days_since").unwrap().f64().unwrap().get(0), Some(1.0));
+    assert_eq!(before.column("ev_login_90d").unwrap().f64().unwrap().get(0), Some(1.0));
+    // Events at or after t (and another NPS) change nothing before t.
+    let mut more = base.to_vec();
+    more.extend([("A", "2024-07-01", "nps", "1"), ("A", "2024-07-02", "login", ""), ("B", "2024-07-01", "ticket", "")]);
+    let (_, data) = spec_of(events(dir.path(), &more));
+    let mut after = frame();
+    signals::append(&mut after, &spec, &data).unwrap();
+    assert!(before.equals_missing(&after), "{before}\n{after}");
+}
+
+#[test]
+fn bad_event_and_customer_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ev.csv");
+    fs::write(&p, "customer_id,ts,event,value\nA,2024-01-01,login,\nA,2024-01-02,,\nB,nonsense,login,\nB,2024-01-03,nps,high\n").unwrap();
+    let err = load_events(&EventsInput { path: p.display().to_string(), ..EventsInput::default() }).unwrap_err();
+    let m = err.to_string();
+    for want in ["ev.csv", "missing event name in column `event`", "row 2", "unparsable timestamp", "row 3", "value is not a number", "row 4"] {
+        assert!(m.contains(want), "{want} missing from: {m}");
+    }
+    assert_eq!(err.exit_code(), 2);
+    let p = dir.path().join("cust.csv");
+    fs::write(&p, "customer_id,plan,csm_sentiment\nA,pro,green\nB,basic,purple\n").unwrap();
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
+    assert!(err.to_string().contains("column `csm_sentiment`, row 2: \"purple\": expected green, yellow or red"), "{err}");
+    fs::write(&p, "customer_id,plan\nA,pro\nA,basic\n").unwrap();
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
+    assert!(err.to_string().contains("row 2: customer \"A\" already on row 1"), "{err}");
+    fs::write(&p, "id,plan\nA,pro\n").unwrap();
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
+    assert!(err.to_string().contains("[input.customers].customer_id"), "{err}");
+}
+
+/// On the SaaS generator churn follows usage, tickets and payment failures: the event
+/// features must lift the holdout AUC well above transactions alone (monthly payments).
+#[test]
+fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let out = fidelis(args, dir.path());
+        assert!(out.status.success(), "fidelis {args:?}: {}", stderr(&out));
+        out
+    };
+    ok(&["generate", "--kind", "saas", "--customers", "4000", "--seed", "7", "--out", "gen", "-q"]);
+    let base = "[input.transactions]\npath = \"gen/transactions.parquet\"\n[snapshots]\neligibility_days = 31\n\
+                [baselines]\nenabled = false\n";
+    fs::write(dir.path().join("tx.toml"), format!("{base}[paths]\nmodels_dir = \"m_tx\"\nreports_dir = \"r_tx\"\n")).unwrap();
+    fs::write(
+        dir.path().join("all.toml"),
+        format!(
+            "{base}[input.events]\npath = \"gen/events.parquet\"\n[input.customers]\npath = \"gen/customers.parquet\"\n\
+             [paths]\nmodels_dir = \"m_all\"\nreports_dir = \"r_all\"\n"
+        ),
+    )
+    .unwrap();
+    ok(&["train", "--config", "tx.toml", "-q"]);
+    ok(&["train", "--config", "all.toml", "-q"]);
+    let auc = |m: &str| -> f64 {
+        let id = fs::read_to_string(dir.path().join(m).join("latest")).unwrap();
+        let v: Value = serde_json::from_str(&fs::read_to_string(dir.path().join(m).join(id.trim()).join("metrics.json")).unwrap()).unwrap();
+        v["churn"]["holdout"]["roc_auc"].as_f64().unwrap()
+    };
+    let (without, with) = (auc("m_tx"), auc("m_all"));
+    eprintln!("SaaS holdout churn AUC: transactions only {without:.4}, with events and customers {with:.4}");
+    assert!(with > without + 0.15, "events: {with} vs transactions only: {without}");
+
+    // The weekly run writes health, flags and escalations, and the report lists them first.
+    let out = ok(&["weekly", "--config", "all.toml", "-q"]);
+    assert!(stdout(&out).contains("weekly report"));
+    let scores = fidelis::sink::read_parquet(&find(dir.path(), "scores.parquet")).unwrap();
+    for c in ["health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "review_reason", "escalation"] {
+        assert!(scores.column(c).is_ok(), "scores lack {c}");
+    }
+    let flags = scores.column("review_flag").unwrap().bool().unwrap().sum().unwrap_or(0);
+    let reasons = scores.column("review_reason").unwrap().str().unwrap().iter().flatten().count();
+    assert!(flags > 0 && flags as usize == reasons, "{flags} flags, {reasons} reasons");
+    let weekly = fs::read_dir(dir.path().join("r_all/weekly")).unwrap().flatten().map(|e| e.path());
+    let page = weekly.into_iter().find(|p| p.extension().is_some_and(|x| x == "html")).unwrap();
+    let html = fs::read_to_string(page).unwrap();
+    let review = html.find("Accounts to review").expect("review section");
+    assert!(review < html.find("Customers per risk level").unwrap(), "flagged accounts come first");
+}
+
+fn find(dir: &Path, suffix: &str) -> std::path::PathBuf {
+    for e in walk(dir) {
+        if e.to_string_lossy().ends_with(suffix) && !e.to_string_lossy().contains("/r_tx/") {
+            return e;
+        }
+    }
+    panic!("no *{suffix} under {}", dir.display());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
