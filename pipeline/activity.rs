@@ -55,7 +55,12 @@ pub struct Events {
     pub names: Vec<String>,
 }
 
-fn file_input(path: &str, format: crate::config::FileFormat, has_header: bool, delimiter: &str) -> TransactionsInput {
+fn file_input(
+    path: &str,
+    format: crate::config::FileFormat,
+    has_header: bool,
+    delimiter: &str,
+) -> TransactionsInput {
     TransactionsInput {
         path: path.into(),
         format,
@@ -89,9 +94,15 @@ fn text_expr(name: &str) -> Expr {
 /// Read and validate the event log of `[input.events]`.
 pub fn load_events(input: &EventsInput) -> Result<Events> {
     let path = PathBuf::from(&input.path);
-    let (raw, _) = ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
-    let mut keys = vec![("customer_id", input.customer_id.as_str()), ("timestamp", input.timestamp.as_str()), ("event", input.event.as_str())];
-    let has_value = !input.value.is_empty() && raw.get_column_names().iter().any(|c| c.as_str() == input.value);
+    let (raw, _) =
+        ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let mut keys = vec![
+        ("customer_id", input.customer_id.as_str()),
+        ("timestamp", input.timestamp.as_str()),
+        ("event", input.event.as_str()),
+    ];
+    let has_value =
+        !input.value.is_empty() && raw.get_column_names().iter().any(|c| c.as_str() == input.value);
     if has_value {
         keys.push(("value", input.value.as_str()));
     }
@@ -107,8 +118,10 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
         order_id: None,
     };
     let ts = ingest::ts_expr(&path, &raw, &m)?;
-    let value = if has_value { ingest::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
-    let value_bad = if has_value { col(&input.value).is_not_null().and(col("__value").is_null()) } else { lit(false) };
+    let value =
+        if has_value { ingest::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
+    let value_bad =
+        if has_value { col(&input.value).is_not_null().and(col("__value").is_null()) } else { lit(false) };
     let parsed = raw
         .clone()
         .lazy()
@@ -206,7 +219,10 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
             Some(&k) => k,
             None => {
                 if names.len() >= u16::MAX as usize {
-                    return Err(Error::Data(format!("{}: more than 65,535 distinct event names", input.path)));
+                    return Err(Error::Data(format!(
+                        "{}: more than 65,535 distinct event names",
+                        input.path
+                    )));
                 }
                 names.push(e.to_string());
                 index.insert(e.to_string(), (names.len() - 1) as u16);
@@ -288,13 +304,17 @@ pub struct Customers {
 }
 
 fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
-    Error::InvalidRows { path: path.to_path_buf(), message: format!("column `{column}`, row {}: {message}", row + 1) }
+    Error::InvalidRows {
+        path: path.to_path_buf(),
+        message: format!("column `{column}`, row {}: {message}", row + 1),
+    }
 }
 
 /// Read and validate the customer table of `[input.customers]`.
 pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
     let path = PathBuf::from(&input.path);
-    let (raw, _) = ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let (raw, _) =
+        ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
     require(&path, &raw, "input.customers", &[("customer_id", input.customer_id.as_str())])?;
     let present = |c: &str| !c.is_empty() && raw.get_column_names().iter().any(|n| n.as_str() == c);
     let text = |c: &str| -> Result<Option<Vec<Option<String>>>> {
@@ -302,7 +322,13 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
             return Ok(None);
         }
         let s = raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
-        Ok(Some(s.str().polars(c)?.iter().map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)).collect()))
+        Ok(Some(
+            s.str()
+                .polars(c)?
+                .iter()
+                .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+                .collect(),
+        ))
     };
     let number = |c: &str| -> Result<Option<Vec<Option<f64>>>> {
         let Some(t) = text(c)? else { return Ok(None) };
@@ -345,9 +371,16 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
     let mut rows = HashMap::with_capacity(ids.len());
     let mut first_row: HashMap<String, usize> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
-        let id = id.clone().ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
+        let id = id
+            .clone()
+            .ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
         if let Some(prev) = first_row.insert(id.clone(), i) {
-            return Err(cell_error(&path, &input.customer_id, i, format!("customer {id:?} already on row {}", prev + 1)));
+            return Err(cell_error(
+                &path,
+                &input.customer_id,
+                i,
+                format!("customer {id:?} already on row {}", prev + 1),
+            ));
         }
         let s = match sentiment.as_ref().and_then(|v| v[i].as_deref()) {
             None => None,
@@ -356,7 +389,12 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
                 "yellow" | "amber" => Sentiment::Yellow,
                 "red" => Sentiment::Red,
                 _ => {
-                    return Err(cell_error(&path, &input.csm_sentiment, i, format!("{s:?}: expected green, yellow or red")))
+                    return Err(cell_error(
+                        &path,
+                        &input.csm_sentiment,
+                        i,
+                        format!("{s:?}: expected green, yellow or red"),
+                    ))
                 }
             }),
         };

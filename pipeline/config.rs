@@ -652,8 +652,8 @@ impl Config {
             .map_err(|m| Error::config(origin, "input.transactions.path", m))?;
         cfg.input.events.path =
             expand_env(&cfg.input.events.path).map_err(|m| Error::config(origin, "input.events.path", m))?;
-        cfg.input.customers.path =
-            expand_env(&cfg.input.customers.path).map_err(|m| Error::config(origin, "input.customers.path", m))?;
+        cfg.input.customers.path = expand_env(&cfg.input.customers.path)
+            .map_err(|m| Error::config(origin, "input.customers.path", m))?;
         cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
         for (i, url) in cfg.output.sql.iter_mut().enumerate() {
             *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
@@ -856,15 +856,6 @@ impl Config {
         if !(h.usage_drop_share > 0.0 && h.usage_drop_share < 1.0) {
             return bad("health.usage_drop_share", format!("must be in (0, 1), got {}", h.usage_drop_share));
         }
-        let levels: Vec<&str> = self.decision.bands.iter().map(|b| b.name.as_str()).collect();
-        for (i, r) in self.escalation.rules.iter().enumerate() {
-            if !levels.contains(&r.level.as_str()) {
-                return bad(
-                    &format!("escalation.rules[{i}].level"),
-                    format!("{:?} is not a risk level (decision.bands: {})", r.level, levels.join(", ")),
-                );
-            }
-        }
         let g = self.report.gross_margin;
         if !(g > 0.0 && g <= 1.0) {
             return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
@@ -922,6 +913,15 @@ impl Config {
                 &format!("decision.bands[{}].upper_probability", d.bands.len() - 1),
                 format!("the last band must end at 1.0, got {previous}"),
             );
+        }
+        let levels: Vec<&str> = d.bands.iter().map(|b| b.name.as_str()).collect();
+        for (i, r) in self.escalation.rules.iter().enumerate() {
+            if !levels.contains(&r.level.as_str()) {
+                return bad(
+                    &format!("escalation.rules[{i}].level"),
+                    format!("{:?} is not a risk level (decision.bands: {})", r.level, levels.join(", ")),
+                );
+            }
         }
         Ok(())
     }

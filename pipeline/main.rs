@@ -210,9 +210,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
             if kind == Kind::Saas {
-                let mut data = progress.step("generate", &format!("generating {customers} subscriptions"), || {
-                    generate::saas::generate_saas(&opts)
-                })?;
+                let mut data =
+                    progress.step("generate", &format!("generating {customers} subscriptions"), || {
+                        generate::saas::generate_saas(&opts)
+                    })?;
                 for (name, df) in [
                     ("transactions.parquet", &mut data.transactions),
                     ("events.parquet", &mut data.events),
@@ -243,7 +244,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?);
                 if let Some(e) = &signals.events {
-                    println!("{}", serde_json::to_string_pretty(&e.summary).context("serializing the summary")?);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&e.summary).context("serializing the summary")?
+                    );
                 }
             } else {
                 println!("{}", tx.summary);
@@ -252,8 +256,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     println!("events: {}", s.path.display());
                     println!("  rows read {:>12}\n  rows valid {:>11}", s.rows_read, s.rows_valid);
                     for i in &s.invalid {
-                        let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
-                        println!("  dropped: {} in `{}`: {} ({})", i.reason, i.column, i.count, ex.join(", "));
+                        let ex: Vec<String> =
+                            i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+                        println!(
+                            "  dropped: {} in `{}`: {} ({})",
+                            i.reason,
+                            i.column,
+                            i.count,
+                            ex.join(", ")
+                        );
                     }
                     let names: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
                     println!("  events by name: {}", names.join(", "));

@@ -703,8 +703,13 @@ fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Resu
 /// transaction).
 pub fn run_monitor(cfg: &Config, opts: &MonitorOptions, progress: &Progress) -> Result<MonitorReport> {
     let s = score::open_session(cfg, opts.model.as_deref(), progress)?;
-    let inputs =
-        MonitorInputs { model: &s.model, tx: &s.tx.frame, signals: &s.signals, data_end: s.data_end, scored: None };
+    let inputs = MonitorInputs {
+        model: &s.model,
+        tx: &s.tx.frame,
+        signals: &s.signals,
+        data_end: s.data_end,
+        scored: None,
+    };
     monitor_at(cfg, &inputs, opts.as_of.unwrap_or(s.data_end), progress)
 }
 

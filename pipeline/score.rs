@@ -44,8 +44,8 @@ use crate::ingest;
 use crate::lock::RunLock;
 use crate::metrics;
 use crate::progress::Progress;
-use crate::sink::sql::{self, SqlRun};
 use crate::signals::SignalData;
+use crate::sink::sql::{self, SqlRun};
 use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
 use crate::train::gbdt::Gbdt;
 use crate::train::{DecisionArtifact, Engine, ModelInfo};
@@ -356,8 +356,10 @@ fn signal_columns(
         cols.push(Column::new("usage_drop".into(), drop));
     }
     let customers = signals.customers.as_ref();
-    let sentiment: Vec<Option<crate::activity::Sentiment>> =
-        ids.iter().map(|id| customers.and_then(|c| c.rows.get(id)).and_then(|c| c.sentiment_at(as_of))).collect();
+    let sentiment: Vec<Option<crate::activity::Sentiment>> = ids
+        .iter()
+        .map(|id| customers.and_then(|c| c.rows.get(id)).and_then(|c| c.sentiment_at(as_of)))
+        .collect();
     if customers.is_some() {
         cols.push(Column::new(
             "csm_sentiment".into(),

@@ -51,8 +51,11 @@ pub struct SignalData {
 
 impl SignalData {
     pub fn load(cfg: &crate::Config) -> Result<SignalData> {
-        let events =
-            if cfg.input.events.path.is_empty() { None } else { Some(crate::activity::load_events(&cfg.input.events)?) };
+        let events = if cfg.input.events.path.is_empty() {
+            None
+        } else {
+            Some(crate::activity::load_events(&cfg.input.events)?)
+        };
         let customers = if cfg.input.customers.path.is_empty() {
             None
         } else {
@@ -79,7 +82,8 @@ pub struct SignalSpec {
 }
 
 fn key(s: &str) -> String {
-    let k: String = s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let k: String =
+        s.to_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
     k.trim_matches('_').to_string()
 }
 
@@ -95,7 +99,8 @@ impl SignalSpec {
         if let Some(e) = &data.events {
             s.events = top(e.summary.events.clone(), MAX_EVENT_NAMES);
             s.events.sort();
-            s.nps_event = e.summary.events.contains_key(&health.events.nps).then(|| health.events.nps.clone());
+            s.nps_event =
+                e.summary.events.contains_key(&health.events.nps).then(|| health.events.nps.clone());
         }
         if let Some(c) = &data.customers {
             let cats = |f: fn(&crate::activity::Customer) -> Option<&String>| {
@@ -164,14 +169,22 @@ pub fn usage_drop(days: &[i32], td: i32, share: f64) -> bool {
 }
 
 /// One row's signal features, in [`SignalSpec::names`] order.
-fn row_features(spec: &SignalSpec, data: &SignalData, index: &HashMap<&str, u16>, id: &str, t: NaiveDate, out: &mut Vec<f64>) {
+fn row_features(
+    spec: &SignalSpec,
+    data: &SignalData,
+    index: &HashMap<&str, u16>,
+    id: &str,
+    t: NaiveDate,
+    out: &mut Vec<f64>,
+) {
     let td = epoch_day(t);
     if let Some(e) = &data.events {
         let (days, names, values) = events_before(e, id, td);
         for name in &spec.events {
             let k = index.get(name.as_str()).copied();
             let of = |lo: i32, hi: i32| {
-                days.iter().zip(names).filter(|(&d, &n)| Some(n) == k && d >= td - lo && d < td - hi).count() as f64
+                days.iter().zip(names).filter(|(&d, &n)| Some(n) == k && d >= td - lo && d < td - hi).count()
+                    as f64
             };
             let last = days.iter().zip(names).rev().find(|(_, &n)| Some(n) == k).map(|(&d, _)| d);
             out.push(of(30, 0));
@@ -187,12 +200,15 @@ fn row_features(spec: &SignalSpec, data: &SignalData, index: &HashMap<&str, u16>
         }
         if let Some(nps) = &spec.nps_event {
             let k = index.get(nps.as_str()).copied();
-            let last = days.iter().zip(names).zip(values).rev().find(|((_, &n), v)| Some(n) == k && v.is_finite());
+            let last =
+                days.iter().zip(names).zip(values).rev().find(|((_, &n), v)| Some(n) == k && v.is_finite());
             out.push(last.map_or(-1.0, |(_, &v)| v));
         }
     } else {
         // A model trained with events scored without them: every event feature unknown.
-        let n = spec.events.len() * 4 + if spec.events.is_empty() { 0 } else { 2 } + usize::from(spec.nps_event.is_some());
+        let n = spec.events.len() * 4
+            + if spec.events.is_empty() { 0 } else { 2 }
+            + usize::from(spec.nps_event.is_some());
         out.extend(std::iter::repeat_n(-1.0, n));
     }
     let c = data.customers.as_ref().and_then(|c| c.rows.get(id));
@@ -233,7 +249,8 @@ pub fn append(frame: &mut DataFrame, spec: &SignalSpec, data: &SignalData) -> Re
             let mut out = Vec::with_capacity(chunk.len() * f);
             for &i in chunk {
                 let id = ids.get(i).unwrap_or_default();
-                let t = NaiveDate::from_num_days_from_ce_opt(snaps.get(i).unwrap_or(0) + 719_163).expect("valid date");
+                let t = NaiveDate::from_num_days_from_ce_opt(snaps.get(i).unwrap_or(0) + 719_163)
+                    .expect("valid date");
                 row_features(spec, data, &index, id, t, &mut out);
             }
             out
@@ -327,9 +344,16 @@ pub fn health(cfg: &HealthConfig, events: &Events, id: &str, t: NaiveDate, featu
     ]);
     // engagement: last NPS / 10, email open rate over 90 days.
     let nk = idx(&e.nps);
-    let nps = days.iter().zip(names).zip(values).rev().find(|((_, &n), v)| Some(n) == nk && v.is_finite()).map(|(_, &v)| v);
+    let nps = days
+        .iter()
+        .zip(names)
+        .zip(values)
+        .rev()
+        .find(|((_, &n), v)| Some(n) == nk && v.is_finite())
+        .map(|(_, &v)| v);
     let sent = count(&e.email_sent, 90);
-    let engagement = mean(&[nps.map(|v| clip(v / 10.0)), (sent > 0.0).then(|| clip(count(&e.email_opened, 90) / sent))]);
+    let engagement =
+        mean(&[nps.map(|v| clip(v / 10.0)), (sent > 0.0).then(|| clip(count(&e.email_opened, 90) / sent))]);
     // financial: payment failures and downgrades over 90 days.
     let financial = mean(&[
         has(&e.payment_failed).then(|| clip(1.0 - count(&e.payment_failed, 90) / 3.0)),
@@ -388,7 +412,10 @@ pub fn review_reasons(
         // Health falling three weekly runs in a row while still green.
         if let [a, b] = history {
             if *a > *b && *b > h.score && h.colour == "green" {
-                why.push(format!("health falling three runs in a row ({a} -> {b} -> {}) while green", h.score));
+                why.push(format!(
+                    "health falling three runs in a row ({a} -> {b} -> {}) while green",
+                    h.score
+                ));
             }
         }
     }
@@ -404,6 +431,11 @@ pub fn review_reasons(
 pub fn escalation(rules: &[crate::config::EscalationRule], level: &str, arr: Option<f64>) -> Option<String> {
     let arr = arr?;
     rules.iter().find(|r| r.level == level && arr > r.min_arr).map(|r| {
-        format!("ARR {} > {} in {level}: {}", crate::report::int(arr.round() as i128), crate::report::int(r.min_arr.round() as i128), r.action)
+        format!(
+            "ARR {} > {} in {level}: {}",
+            crate::report::int(arr.round() as i128),
+            crate::report::int(r.min_arr.round() as i128),
+            r.action
+        )
     })
 }

@@ -123,7 +123,9 @@ fn one_customer_scores_exactly_as_within_the_whole_base() {
     let ws = workspace("parquet = false\nsql = []");
     let (cfg, model, tx) = load(ws.path());
     let as_of = date("2024-10-01");
-    let all = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap().scores;
+    let all = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default())
+        .unwrap()
+        .scores;
     assert!(all.height() > 1000, "{}", all.height());
     let ids = all.column(CUSTOMER).unwrap().str().unwrap().clone();
     // A spread of customers: first, last, and some in between.
@@ -131,7 +133,9 @@ fn one_customer_scores_exactly_as_within_the_whole_base() {
     for i in [0, n / 7, n / 3, n / 2, n - 1] {
         let id = ids.get(i).unwrap();
         let one_tx = tx.clone().lazy().filter(col(CUSTOMER).eq(lit(id))).collect().unwrap();
-        let one = score::score(&cfg, &model, &one_tx, &Default::default(), as_of, None, &Default::default()).unwrap().scores;
+        let one = score::score(&cfg, &model, &one_tx, &Default::default(), as_of, None, &Default::default())
+            .unwrap()
+            .scores;
         assert_eq!(one.height(), 1);
         for c in [
             "churn_probability",
@@ -154,7 +158,9 @@ fn as_of_in_the_past_scores_only_who_was_eligible_then() {
     let ws = workspace("sql = []");
     let (cfg, model, tx) = load(ws.path());
     let as_of = date("2023-06-01");
-    let scored = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap().scores;
+    let scored = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default())
+        .unwrap()
+        .scores;
     let got: HashSet<String> =
         scored.column(CUSTOMER).unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect();
     // Eligible: a transaction in the 90 days before as_of (and nothing after it counts).

@@ -34,7 +34,12 @@ fn health_components_by_hand_and_renormalized() {
     let cfg = HealthConfig::default();
     let t = d("2024-07-01");
     // Only logins in the log: usage is the only component, its weight renormalized to 1.
-    let logins = [("A", "2024-06-26", "login", ""), ("A", "2024-06-20", "login", ""), ("A", "2024-06-10", "login", ""), ("A", "2024-06-05", "login", "")];
+    let logins = [
+        ("A", "2024-06-26", "login", ""),
+        ("A", "2024-06-20", "login", ""),
+        ("A", "2024-06-10", "login", ""),
+        ("A", "2024-06-05", "login", ""),
+    ];
     let e = events(dir.path(), &logins);
     assert_eq!(signals::health_components(&cfg, &e), vec![("usage", 35.0)]);
     // Last login 5 days ago: 1 - 5/30; 4 active days of 20; 4 logins in 28 days = 1/week of 5.
@@ -61,7 +66,10 @@ fn health_components_by_hand_and_renormalized() {
     // B: usage 0 (never logged in), engagement unknown for B (dropped), financial 1.
     let b = signals::health(&cfg, &e, "B", t, 0);
     assert_eq!(b, Health { score: (100.0 * 10.0 / 45.0_f64).round(), colour: "red" });
-    assert_eq!((signals::colour(40.0), signals::colour(70.0), signals::colour(70.5)), ("yellow", "yellow", "green"));
+    assert_eq!(
+        (signals::colour(40.0), signals::colour(70.0), signals::colour(70.5)),
+        ("yellow", "yellow", "green")
+    );
 }
 
 #[test]
@@ -82,16 +90,28 @@ fn review_flags_fire_exactly_on_the_accounts_built_for_them() {
     let r = signals::review_reasons("low", Some(&green), None, &[90.0, 85.0]);
     assert_eq!(r, vec!["health falling three runs in a row (90 -> 85 -> 80) while green"]);
     assert!(signals::review_reasons("low", Some(&green), None, &[85.0, 90.0]).is_empty());
-    assert!(signals::review_reasons("low", Some(&green), None, &[90.0, 80.0]).is_empty(), "not strictly falling");
+    assert!(
+        signals::review_reasons("low", Some(&green), None, &[90.0, 80.0]).is_empty(),
+        "not strictly falling"
+    );
     assert!(signals::review_reasons("low", Some(&yellow), None, &[90.0, 70.0]).is_empty(), "no longer green");
 
     let rules = EscalationConfig::default().rules;
     let esc = |level: &str, arr: Option<f64>| signals::escalation(&rules, level, arr);
-    assert_eq!(esc("critical", Some(12_000.0)).as_deref(), Some("ARR 12,000 > 10,000 in critical: manager immediately"));
+    assert_eq!(
+        esc("critical", Some(12_000.0)).as_deref(),
+        Some("ARR 12,000 > 10,000 in critical: manager immediately")
+    );
     assert_eq!(esc("critical", Some(10_000.0)), None, "strictly above");
     assert_eq!(esc("high", Some(40_000.0)), None);
-    assert_eq!(esc("high", Some(60_000.0)).as_deref(), Some("ARR 60,000 > 50,000 in high: manager within 4 h"));
-    assert_eq!(esc("moderate", Some(150_000.0)).as_deref(), Some("ARR 150,000 > 100,000 in moderate: notify manager within 24 h"));
+    assert_eq!(
+        esc("high", Some(60_000.0)).as_deref(),
+        Some("ARR 60,000 > 50,000 in high: manager within 4 h")
+    );
+    assert_eq!(
+        esc("moderate", Some(150_000.0)).as_deref(),
+        Some("ARR 150,000 > 100,000 in moderate: notify manager within 24 h")
+    );
     assert_eq!(esc("imminent", Some(1e6)), None);
     assert_eq!(esc("critical", None), None);
 }
@@ -110,7 +130,9 @@ fn event_features_ignore_everything_from_t_on() {
     let frame = || {
         DataFrame::new_infer_height(vec![
             Column::new("customer_id".into(), ["A", "B"]),
-            Column::new("snapshot".into(), [fidelis::features::epoch_day(t); 2]).cast(&DataType::Date).unwrap(),
+            Column::new("snapshot".into(), [fidelis::features::epoch_day(t); 2])
+                .cast(&DataType::Date)
+                .unwrap(),
         ])
         .unwrap()
     };
@@ -127,7 +149,11 @@ fn event_features_ignore_everything_from_t_on() {
     assert_eq!(before.column("ev_login_90d").unwrap().f64().unwrap().get(0), Some(1.0));
     // Events at or after t (and another NPS) change nothing before t.
     let mut more = base.to_vec();
-    more.extend([("A", "2024-07-01", "nps", "1"), ("A", "2024-07-02", "login", ""), ("B", "2024-07-01", "ticket", "")]);
+    more.extend([
+        ("A", "2024-07-01", "nps", "1"),
+        ("A", "2024-07-02", "login", ""),
+        ("B", "2024-07-01", "ticket", ""),
+    ]);
     let (_, data) = spec_of(events(dir.path(), &more));
     let mut after = frame();
     signals::append(&mut after, &spec, &data).unwrap();
@@ -139,21 +165,36 @@ fn bad_event_and_customer_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ev.csv");
     fs::write(&p, "customer_id,ts,event,value\nA,2024-01-01,login,\nA,2024-01-02,,\nB,nonsense,login,\nB,2024-01-03,nps,high\n").unwrap();
-    let err = load_events(&EventsInput { path: p.display().to_string(), ..EventsInput::default() }).unwrap_err();
+    let err =
+        load_events(&EventsInput { path: p.display().to_string(), ..EventsInput::default() }).unwrap_err();
     let m = err.to_string();
-    for want in ["ev.csv", "missing event name in column `event`", "row 2", "unparsable timestamp", "row 3", "value is not a number", "row 4"] {
+    for want in [
+        "ev.csv",
+        "missing event name in column `event`",
+        "row 2",
+        "unparsable timestamp",
+        "row 3",
+        "value is not a number",
+        "row 4",
+    ] {
         assert!(m.contains(want), "{want} missing from: {m}");
     }
     assert_eq!(err.exit_code(), 2);
     let p = dir.path().join("cust.csv");
     fs::write(&p, "customer_id,plan,csm_sentiment\nA,pro,green\nB,basic,purple\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
-    assert!(err.to_string().contains("column `csm_sentiment`, row 2: \"purple\": expected green, yellow or red"), "{err}");
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("column `csm_sentiment`, row 2: \"purple\": expected green, yellow or red"),
+        "{err}"
+    );
     fs::write(&p, "customer_id,plan\nA,pro\nA,basic\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
+        .unwrap_err();
     assert!(err.to_string().contains("row 2: customer \"A\" already on row 1"), "{err}");
     fs::write(&p, "id,plan\nA,pro\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }).unwrap_err();
+    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
+        .unwrap_err();
     assert!(err.to_string().contains("[input.customers].customer_id"), "{err}");
 }
 
@@ -168,9 +209,14 @@ fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
         out
     };
     ok(&["generate", "--kind", "saas", "--customers", "4000", "--seed", "7", "--out", "gen", "-q"]);
-    let base = "[input.transactions]\npath = \"gen/transactions.parquet\"\n[snapshots]\neligibility_days = 31\n\
+    let base =
+        "[input.transactions]\npath = \"gen/transactions.parquet\"\n[snapshots]\neligibility_days = 31\n\
                 [baselines]\nenabled = false\n";
-    fs::write(dir.path().join("tx.toml"), format!("{base}[paths]\nmodels_dir = \"m_tx\"\nreports_dir = \"r_tx\"\n")).unwrap();
+    fs::write(
+        dir.path().join("tx.toml"),
+        format!("{base}[paths]\nmodels_dir = \"m_tx\"\nreports_dir = \"r_tx\"\n"),
+    )
+    .unwrap();
     fs::write(
         dir.path().join("all.toml"),
         format!(
@@ -183,7 +229,10 @@ fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
     ok(&["train", "--config", "all.toml", "-q"]);
     let auc = |m: &str| -> f64 {
         let id = fs::read_to_string(dir.path().join(m).join("latest")).unwrap();
-        let v: Value = serde_json::from_str(&fs::read_to_string(dir.path().join(m).join(id.trim()).join("metrics.json")).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(
+            &fs::read_to_string(dir.path().join(m).join(id.trim()).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
         v["churn"]["holdout"]["roc_auc"].as_f64().unwrap()
     };
     let (without, with) = (auc("m_tx"), auc("m_all"));
@@ -194,7 +243,15 @@ fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
     let out = ok(&["weekly", "--config", "all.toml", "-q"]);
     assert!(stdout(&out).contains("weekly report"));
     let scores = fidelis::sink::read_parquet(&find(dir.path(), "scores.parquet")).unwrap();
-    for c in ["health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "review_reason", "escalation"] {
+    for c in [
+        "health_score",
+        "health_colour",
+        "usage_drop",
+        "csm_sentiment",
+        "review_flag",
+        "review_reason",
+        "escalation",
+    ] {
         assert!(scores.column(c).is_ok(), "scores lack {c}");
     }
     let flags = scores.column("review_flag").unwrap().bool().unwrap().sum().unwrap_or(0);

@@ -76,7 +76,9 @@ const CSMS: [&str; 6] = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay"];
 fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
     let mut r = Rng::for_item(opts.seed ^ 0x5AA5, idx as u64);
     let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
-    let at = |r: &mut Rng, day: i32| start_ms + day as i64 * 86_400_000 + ((8.0 + 12.0 * r.uniform()) * 3_600_000.0) as i64;
+    let at = |r: &mut Rng, day: i32| {
+        start_ms + day as i64 * 86_400_000 + ((8.0 + 12.0 * r.uniform()) * 3_600_000.0) as i64
+    };
     let signup = (r.uniform() * 0.85 * opts.days as f64) as i32;
     let u = r.uniform();
     let (plan, base) = if u < 0.6 {
@@ -184,7 +186,10 @@ fn id(i: u32) -> String {
 /// Generate the three SaaS tables in memory.
 pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
     if opts.customers == 0 || opts.customers > 10_000_000 {
-        return Err(Error::Data(format!("--customers must be in 1..=10000000 for --kind saas, got {}", opts.customers)));
+        return Err(Error::Data(format!(
+            "--customers must be in 1..=10000000 for --kind saas, got {}",
+            opts.customers
+        )));
     }
     let n = opts.customers as u32;
     let chunk = 1024u32;
@@ -231,12 +236,18 @@ pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
         Column::new("plan".into(), cs.iter().map(|c| c.plan).collect::<Vec<_>>()),
         Column::new("segment".into(), cs.iter().map(|c| segment(c.plan)).collect::<Vec<_>>()),
         Column::new("mrr".into(), cs.iter().map(|c| c.mrr).collect::<Vec<_>>()),
-        Column::new("arr".into(), cs.iter().map(|c| (c.mrr * 12.0 * 100.0).round() / 100.0).collect::<Vec<_>>()),
+        Column::new(
+            "arr".into(),
+            cs.iter().map(|c| (c.mrr * 12.0 * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        ),
         Column::new("csm".into(), cs.iter().map(|c| c.csm).collect::<Vec<_>>()),
         Column::new("csm_sentiment".into(), cs.iter().map(|c| c.sentiment.map(|s| s.0)).collect::<Vec<_>>()),
-        Column::new("csm_sentiment_date".into(), cs.iter().map(|c| c.sentiment.map(|s| date(s.1))).collect::<Vec<_>>())
-            .cast(&DataType::Date)
-            .polars("sentiment dates")?,
+        Column::new(
+            "csm_sentiment_date".into(),
+            cs.iter().map(|c| c.sentiment.map(|s| date(s.1))).collect::<Vec<_>>(),
+        )
+        .cast(&DataType::Date)
+        .polars("sentiment dates")?,
     ])
     .polars("assembling SaaS customers")?;
     Ok(SaasData { transactions, events, customers })

@@ -182,7 +182,8 @@ fn signals_view(scores: &DataFrame) -> Result<Option<SignalsView>> {
     };
     let mut order: Vec<usize> = (0..scores.height()).collect();
     order.sort_by_key(|&i| rank[i].unwrap_or(i32::MAX));
-    let flagged_idx: Vec<usize> = order.iter().copied().filter(|&i| flag.get(i).copied().flatten() == Some(true)).collect();
+    let flagged_idx: Vec<usize> =
+        order.iter().copied().filter(|&i| flag.get(i).copied().flatten() == Some(true)).collect();
     let health_counts = match &colour {
         Some(c) => ["red", "yellow", "green"]
             .iter()
@@ -195,7 +196,12 @@ fn signals_view(scores: &DataFrame) -> Result<Option<SignalsView>> {
         usage_drop: drop.as_ref().map_or(0, |d| d.iter().filter(|v| **v == Some(true)).count()),
         flagged_total: flagged_idx.len(),
         flagged: flagged_idx.iter().take(SHOWN).map(|&i| row(i)).collect(),
-        escalations: order.iter().copied().filter(|&i| escalation.get(i).is_some_and(|e| e.is_some())).map(row).collect(),
+        escalations: order
+            .iter()
+            .copied()
+            .filter(|&i| escalation.get(i).is_some_and(|e| e.is_some()))
+            .map(row)
+            .collect(),
     }))
 }
 
@@ -397,7 +403,9 @@ fn review_table(d: &mut Doc, rows: &[ReviewRow]) {
                 r.customer_id.clone(),
                 r.risk_level.clone(),
                 pct(r.churn_probability),
-                r.health_score.map_or("-".into(), |h| format!("{h:.0} ({})", r.health_colour.as_deref().unwrap_or("-"))),
+                r.health_score.map_or("-".into(), |h| {
+                    format!("{h:.0} ({})", r.health_colour.as_deref().unwrap_or("-"))
+                }),
                 r.csm_sentiment.clone().unwrap_or_else(|| "-".into()),
                 r.usage_drop.map_or("-".into(), |u| if u { "yes".into() } else { "no".into() }),
                 r.review_reason.clone().unwrap_or_default(),
@@ -406,7 +414,17 @@ fn review_table(d: &mut Doc, rows: &[ReviewRow]) {
         })
         .collect();
     d.table(
-        &["rank", "customer", "level", "churn prob.", "health", "CSM", "usage drop", "why review", "escalation"],
+        &[
+            "rank",
+            "customer",
+            "level",
+            "churn prob.",
+            "health",
+            "CSM",
+            "usage drop",
+            "why review",
+            "escalation",
+        ],
         &body,
         None,
     );
@@ -439,7 +457,8 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     if let Some(sv) = &r.signals {
         d.section("review", "Accounts to review: where the model, the health score and the CSM disagree");
         if !sv.health.is_empty() {
-            let text: Vec<String> = sv.health.iter().map(|(c, n)| format!("{c} {}", int(*n as i64))).collect();
+            let text: Vec<String> =
+                sv.health.iter().map(|(c, n)| format!("{c} {}", int(*n as i64))).collect();
             d.reading(&format!(
                 "Health (0-100; red < 40, yellow 40-70, green > 70): {}; {} customers with a usage drop (activity down 30% or more in each of the last two 30-day windows).",
                 text.join(", "),
@@ -775,8 +794,13 @@ pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -
     let scores = parquet.read_scores(as_of)?;
     let model_id = str_col(&scores, "model_id")?.into_iter().next();
     let s = score::open_session(cfg, model_id.as_deref(), progress)?;
-    let inputs =
-        MonitorInputs { model: &s.model, tx: &s.tx.frame, signals: &s.signals, data_end: s.data_end, scored: None };
+    let inputs = MonitorInputs {
+        model: &s.model,
+        tx: &s.tx.frame,
+        signals: &s.signals,
+        data_end: s.data_end,
+        scored: None,
+    };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor)
 }
