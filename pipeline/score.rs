@@ -111,6 +111,9 @@ pub struct ScoreSummary {
     pub top_size: usize,
     pub top_expected_loss: f64,
     pub previous_run: Option<NaiveDate>,
+    /// Which health components the event log feeds, and which were dropped (weights
+    /// renormalized over the rest); `None` without events.
+    pub health: Option<String>,
 }
 
 pub struct ScoreRun {
@@ -319,6 +322,7 @@ pub fn score(
         top_size: top_risk.height(),
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
         previous_run: previous.map(|p| p.as_of),
+        health: signals.events.as_ref().map(|e| health_note(&cfg.health, e)),
     };
     let scored = Scored { as_of, x, churn_probability: p, predicted_clv: clv };
     Ok(ScoreRun { scores, top_risk, summary, scored })
@@ -382,6 +386,23 @@ fn signal_columns(
     cols.push(Column::new("review_reason".into(), reason));
     cols.push(Column::new("escalation".into(), escalation));
     Ok(cols)
+}
+
+/// "components usage (35), ...; dropped (none of their events in the log): ...".
+pub fn health_note(cfg: &crate::config::HealthConfig, events: &crate::activity::Events) -> String {
+    let used = crate::signals::health_components(cfg, events);
+    let all = ["usage", "adoption", "engagement", "financial", "sentiment"];
+    let dropped: Vec<&str> = all.iter().copied().filter(|c| !used.iter().any(|u| u.0 == *c)).collect();
+    let total: f64 = used.iter().map(|u| u.1).sum();
+    let parts: Vec<String> = used.iter().map(|(c, w)| format!("{c} {:.0}%", 100.0 * w / total)).collect();
+    let mut note = format!("components {}", parts.join(", "));
+    if !dropped.is_empty() {
+        note.push_str(&format!(
+            "; dropped (none of their events in the log, weights renormalized): {}",
+            dropped.join(", ")
+        ));
+    }
+    note
 }
 
 /// What `fidelis score` is asked for.
@@ -470,7 +491,14 @@ pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Res
     };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
     let report = progress.step("report", "writing the weekly report", || {
-        crate::report::weekly::for_run(cfg, model, &tx.frame, &batch.scores, &monitor)
+        crate::report::weekly::for_run(
+            cfg,
+            model,
+            &tx.frame,
+            &batch.scores,
+            &monitor,
+            batch.summary.health.clone(),
+        )
     })?;
     Ok(WeeklyOutcome { batch, monitor, report })
 }
@@ -553,6 +581,9 @@ impl std::fmt::Display for ScoreSummary {
         )?;
         if let Some(d) = self.previous_run {
             write!(f, "\n  score_change against the run of {d}")?;
+        }
+        if let Some(h) = &self.health {
+            write!(f, "\n  health score: {h}")?;
         }
         Ok(())
     }

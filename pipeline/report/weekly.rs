@@ -68,6 +68,8 @@ pub struct ReviewRow {
 /// Health, flags and escalations (when events or a customer table are configured).
 #[derive(Debug, Clone, Serialize)]
 pub struct SignalsView {
+    /// Health components used and dropped.
+    pub health_components: Option<String>,
     /// Customers per health colour (red, yellow, green).
     pub health: Vec<(String, usize)>,
     pub usage_drop: usize,
@@ -192,6 +194,7 @@ fn signals_view(scores: &DataFrame) -> Result<Option<SignalsView>> {
         None => Vec::new(),
     };
     Ok(Some(SignalsView {
+        health_components: None,
         health: health_counts,
         usage_drop: drop.as_ref().map_or(0, |d| d.iter().filter(|v| **v == Some(true)).count()),
         flagged_total: flagged_idx.len(),
@@ -242,6 +245,8 @@ fn customer_rows(scores: &DataFrame) -> Result<Vec<CustomerRow>> {
 
 /// Everything the weekly page is made of.
 pub struct WeeklyInputs<'a> {
+    /// Health components used / dropped (see `score::health_note`).
+    pub health_note: Option<String>,
     pub scores: &'a DataFrame,
     /// The previous run's scores (for the per-level change), with its date.
     pub previous: Option<(NaiveDate, DataFrame)>,
@@ -343,7 +348,10 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         retrain: m.retrain,
         advice: m.advice.clone(),
         kpis,
-        signals: signals_view(w.scores)?,
+        signals: signals_view(w.scores)?.map(|mut v| {
+            v.health_components = w.health_note.clone();
+            v
+        }),
     })
 }
 
@@ -464,6 +472,9 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
                 text.join(", "),
                 int(sv.usage_drop as i64)
             ));
+            if let Some(h) = &sv.health_components {
+                d.para(&format!("Health score {h}."));
+            }
         }
         d.reading(&format!(
             "{} accounts flagged for review ({} listed, riskiest first); {} escalations.",
@@ -748,6 +759,7 @@ pub fn for_run(
     tx: &DataFrame,
     scores: &DataFrame,
     monitor: &MonitorReport,
+    health_note: Option<String>,
 ) -> Result<PathBuf> {
     let as_of = monitor.as_of;
     let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
@@ -757,6 +769,7 @@ pub fn for_run(
     };
     let daily = crate::features::daily_activity(tx)?;
     let report = build(&WeeklyInputs {
+        health_note,
         scores,
         previous,
         monitor,
@@ -802,5 +815,6 @@ pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -
         scored: None,
     };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
-    for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor)
+    let note = s.signals.events.as_ref().map(|e| score::health_note(&cfg.health, e));
+    for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor, note)
 }
