@@ -53,6 +53,15 @@ pub struct Events {
     pub name: Vec<u16>,
     pub value: Vec<f64>,
     pub names: Vec<String>,
+    /// First day each name occurs in the log (by `names` index).
+    pub first_day: Vec<i32>,
+}
+
+impl Events {
+    /// Whether an event of this name occurs anywhere in the log before day `td`.
+    pub fn seen_before(&self, name: &str, td: i32) -> bool {
+        self.names.iter().position(|n| n == name).is_some_and(|k| self.first_day[k] < td)
+    }
 }
 
 fn file_input(
@@ -202,6 +211,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
     let mut index: HashMap<String, u16> = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let (mut day, mut name, mut value) = (Vec::new(), Vec::new(), Vec::new());
+    let mut first_day: Vec<i32> = Vec::new();
     let mut by_customer: HashMap<String, std::ops::Range<usize>> = HashMap::new();
     let mut current: Option<&str> = None;
     let mut start = 0;
@@ -230,7 +240,12 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
             }
         };
         *counts.entry(e.to_string()).or_default() += 1;
-        day.push(ts.get(i).unwrap_or(0).div_euclid(86_400_000) as i32);
+        let d = ts.get(i).unwrap_or(0).div_euclid(86_400_000) as i32;
+        if first_day.len() <= k as usize {
+            first_day.resize(k as usize + 1, i32::MAX);
+        }
+        first_day[k as usize] = first_day[k as usize].min(d);
+        day.push(d);
         name.push(k);
         value.push(val.get(i).unwrap_or(f64::NAN));
     }
@@ -244,6 +259,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
         name,
         value,
         names,
+        first_day,
     })
 }
 

@@ -322,7 +322,7 @@ pub fn score(
         top_size: top_risk.height(),
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
         previous_run: previous.map(|p| p.as_of),
-        health: signals.events.as_ref().map(|e| health_note(&cfg.health, e)),
+        health: signals.events.as_ref().map(|e| health_note(&cfg.health, e, as_of)),
     };
     let scored = Scored { as_of, x, churn_probability: p, predicted_clv: clv };
     Ok(ScoreRun { scores, top_risk, summary, scored })
@@ -389,8 +389,12 @@ fn signal_columns(
 }
 
 /// "components usage (35), ...; dropped (none of their events in the log): ...".
-pub fn health_note(cfg: &crate::config::HealthConfig, events: &crate::activity::Events) -> String {
-    let used = crate::signals::health_components(cfg, events);
+pub fn health_note(
+    cfg: &crate::config::HealthConfig,
+    events: &crate::activity::Events,
+    t: NaiveDate,
+) -> String {
+    let used = crate::signals::health_components(cfg, events, t);
     let all = ["usage", "adoption", "engagement", "financial", "sentiment"];
     let dropped: Vec<&str> = all.iter().copied().filter(|c| !used.iter().any(|u| u.0 == *c)).collect();
     let total: f64 = used.iter().map(|u| u.1).sum();

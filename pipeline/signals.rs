@@ -281,13 +281,15 @@ pub fn colour(score: f64) -> &'static str {
     }
 }
 
-/// Which health components the data can feed (a component with none of its events in the
-/// log is dropped and the weights renormalized).
-pub fn health_components(cfg: &HealthConfig, events: &Events) -> Vec<(&'static str, f64)> {
-    let has = |name: &str| events.summary.events.contains_key(name);
+/// Which health components the data can feed at `t` (a component none of whose events
+/// occurs in the log before `t` is dropped and the weights renormalized; deciding on the log
+/// before `t` keeps the score point-in-time).
+pub fn health_components(cfg: &HealthConfig, events: &Events, t: NaiveDate) -> Vec<(&'static str, f64)> {
+    let td = epoch_day(t);
+    let has = |name: &str| events.seen_before(name, td);
     let e = &cfg.events;
     [
-        ("usage", cfg.usage, has(&e.login) || !events.summary.events.is_empty()),
+        ("usage", cfg.usage, has(&e.login) || events.first_day.iter().any(|&d| d < td)),
         ("adoption", cfg.adoption, has(&e.feature_used) || has(&e.onboarding)),
         ("engagement", cfg.engagement, has(&e.nps) || has(&e.email_sent)),
         ("financial", cfg.financial, has(&e.payment_failed) || has(&e.downgrade)),
@@ -311,7 +313,7 @@ pub fn health(cfg: &HealthConfig, events: &Events, id: &str, t: NaiveDate, featu
         let k = idx(name);
         days.iter().zip(names).filter(|(&d, &n)| Some(n) == k && d >= td - window).count() as f64
     };
-    let has = |name: &str| events.summary.events.contains_key(name);
+    let has = |name: &str| events.seen_before(name, td);
     let mean = |v: &[Option<f64>]| {
         let got: Vec<f64> = v.iter().flatten().copied().collect();
         (!got.is_empty()).then(|| got.iter().sum::<f64>() / got.len() as f64)

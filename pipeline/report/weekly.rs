@@ -815,6 +815,6 @@ pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -
         scored: None,
     };
     let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
-    let note = s.signals.events.as_ref().map(|e| score::health_note(&cfg.health, e));
+    let note = s.signals.events.as_ref().map(|e| score::health_note(&cfg.health, e, as_of));
     for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor, note)
 }
