@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-score bench-monitor lint fmt datasets clean
+.PHONY: help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-deps bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,7 +56,13 @@ backtest: ## replay the weekly job from FROM every EVERY days with a model train
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
 	scripts/with_postgres.sh cargo test --all-targets
 
-bench: bench-score bench-monitor ## every benchmark (release build; inputs cached under data/bench/)
+bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), then the score and monitor benches
+	cargo bench --bench pipeline
+	cargo bench --bench score
+	cargo bench --bench monitor
+
+bench-deps: ## Python packages for the LightGBM / DuckDB comparison in make bench
+	python3 -m pip install --quiet lightgbm duckdb pandas pyarrow
 
 bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, peak RSS, stages
 	cargo bench --bench score

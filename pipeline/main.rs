@@ -92,6 +92,10 @@ enum Command {
         /// Configuration file.
         #[arg(long, short, default_value = "fidelis.toml")]
         config: PathBuf,
+        /// Also write the training matrix (features, labels, each row's role: fit,
+        /// validation, holdout) to this Parquet file.
+        #[arg(long)]
+        export_features: Option<PathBuf>,
     },
     /// Score every customer eligible at AS_OF with a trained model and write the configured
     /// sinks: <output>/scores/as_of=DATE/{scores,top_risk}.parquet, SQLite, PostgreSQL.
@@ -279,9 +283,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Train { config } => {
+        Command::Train { config, export_features } => {
             let cfg = load_config(&config)?;
-            let outcome = train::train(&cfg, &progress)?;
+            let opts = train::TrainOptions { cutoff: None, export_features };
+            let outcome = train::train_with(&cfg, &opts, &progress)?;
             print!("{}", train::summary_table(&outcome.metrics));
             println!("model {} written to {}", outcome.model_id, outcome.dir.display());
             if let Some(r) = &outcome.report {
