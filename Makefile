@@ -54,7 +54,7 @@ backtest: ## replay the weekly job from FROM every EVERY days with a model train
 	$(FIDELIS) backtest --config $(CONFIG) --from $(FROM) --every $(EVERY)
 
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
-	scripts/with_postgres.sh cargo test --all-targets
+	scripts/with_postgres.sh cargo test --lib --bins --tests
 
 bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), then the score and monitor benches
 	cargo bench --bench pipeline
