@@ -97,19 +97,28 @@ fn main() {
                 run(&["train", "--config", c, "--export-features", features.to_str().unwrap(), "-q"], &env);
             let id = std::fs::read_to_string(models.join("latest")).unwrap();
             let model = models.join(id.trim());
-            let m: Value = serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
+            let m: Value =
+                serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
             let t = &m["timings_s"];
-            let rows = m["n_fit"].as_f64().unwrap_or(0.0) + m["n_validation"].as_f64().unwrap_or(0.0) + m["n_holdout"].as_f64().unwrap_or(0.0);
+            let rows = m["n_fit"].as_f64().unwrap_or(0.0)
+                + m["n_validation"].as_f64().unwrap_or(0.0)
+                + m["n_holdout"].as_f64().unwrap_or(0.0);
             let sec = |k: &str| t[k].as_f64().unwrap_or(f64::NAN);
             r["stages"]["train_process"] = json!({"wall_s": train_s, "peak_rss_mb": train_rss as f64 / 1e6});
-            r["stages"]["features_grid"] = json!({"wall_s": sec("features"), "rows_per_s": rows / sec("features")});
+            r["stages"]["features_grid"] =
+                json!({"wall_s": sec("features"), "rows_per_s": rows / sec("features")});
             r["stages"]["train_churn"] = json!({"wall_s": sec("train_churn"), "rows_per_s": m["n_fit"].as_f64().unwrap_or(0.0) / sec("train_churn"), "trees": m["gbdt"]["churn_trees"]});
             r["stages"]["train_clv"] = json!({"wall_s": sec("train_clv"), "trees": m["gbdt"]["clv_trees"]});
             r["stages"]["predict_holdout"] = json!({"wall_s": sec("predict_holdout"), "rows_per_s": m["n_holdout"].as_f64().unwrap_or(0.0) / sec("predict_holdout")});
             r["holdout_auc"] = m["churn"]["holdout"]["roc_auc"].clone();
             r["churn_trees"] = m["gbdt"]["churn_trees"].clone();
             model_dir = Some(models.clone());
-            eprintln!("{n}: train {train_s:.2} s (features {:.2}, churn {:.2}, clv {:.2})", sec("features"), sec("train_churn"), sec("train_clv"));
+            eprintln!(
+                "{n}: train {train_s:.2} s (features {:.2}, churn {:.2}, clv {:.2})",
+                sec("features"),
+                sec("train_churn"),
+                sec("train_clv")
+            );
         }
         let (out, weekly_s, weekly_rss) = run(&["weekly", "--config", c, "--as-of", AS_OF, "-q"], &env);
         let log = steps(&out.stderr);
@@ -119,7 +128,8 @@ fn main() {
             .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
             .unwrap_or(0);
         let features_at = lap(&out.stderr, "features").unwrap_or(f64::NAN);
-        r["weekly_batch"] = json!({"wall_s": weekly_s, "peak_rss_mb": weekly_rss as f64 / 1e6, "scored": scored});
+        r["weekly_batch"] =
+            json!({"wall_s": weekly_s, "peak_rss_mb": weekly_rss as f64 / 1e6, "scored": scored});
         r["stages"]["weekly_ingest"] = json!({"wall_s": step(&log, "reading and validating")});
         r["stages"]["weekly_features_at_one_date"] = json!({"wall_s": features_at});
         r["stages"]["weekly_scoring"] = json!({"wall_s": step(&log, "scoring customers"), "rows_per_s": scored as f64 / step(&log, "scoring customers")});
@@ -167,11 +177,25 @@ fn main() {
     }
 
     println!();
-    println!("{:<30} {}", "stage", sizes.iter().map(|n| format!("{:>22}", format!("{n} customers"))).collect::<String>());
+    println!(
+        "{:<30} {}",
+        "stage",
+        sizes.iter().map(|n| format!("{:>22}", format!("{n} customers"))).collect::<String>()
+    );
     let keys = [
-        "ingest", "features_grid", "train_churn", "train_clv", "predict_holdout", "train_process",
-        "weekly_ingest", "weekly_features_at_one_date", "weekly_scoring", "weekly_parquet", "weekly_sqlite",
-        "weekly_drift", "weekly_report",
+        "ingest",
+        "features_grid",
+        "train_churn",
+        "train_clv",
+        "predict_holdout",
+        "train_process",
+        "weekly_ingest",
+        "weekly_features_at_one_date",
+        "weekly_scoring",
+        "weekly_parquet",
+        "weekly_sqlite",
+        "weekly_drift",
+        "weekly_report",
     ];
     for k in keys {
         let cells: String = results
@@ -180,8 +204,10 @@ fn main() {
                 let s = &r["stages"][k];
                 match s["wall_s"].as_f64() {
                     Some(w) => {
-                        let rate = s["rows_per_s"].as_f64().map_or(String::new(), |x| format!(" {:.1}M/s", x / 1e6));
-                        let mem = s["peak_rss_mb"].as_f64().map_or(String::new(), |x| format!(" {:.1}GB", x / 1e3));
+                        let rate =
+                            s["rows_per_s"].as_f64().map_or(String::new(), |x| format!(" {:.1}M/s", x / 1e6));
+                        let mem =
+                            s["peak_rss_mb"].as_f64().map_or(String::new(), |x| format!(" {:.1}GB", x / 1e3));
                         format!("{:>22}", format!("{w:.2}s{rate}{mem}"))
                     }
                     None => format!("{:>22}", "-"),
@@ -194,7 +220,14 @@ fn main() {
         .iter()
         .map(|r| {
             let w = &r["weekly_batch"];
-            format!("{:>22}", format!("{:.2}s {:.2}GB", w["wall_s"].as_f64().unwrap_or(0.0), w["peak_rss_mb"].as_f64().unwrap_or(0.0) / 1e3))
+            format!(
+                "{:>22}",
+                format!(
+                    "{:.2}s {:.2}GB",
+                    w["wall_s"].as_f64().unwrap_or(0.0),
+                    w["peak_rss_mb"].as_f64().unwrap_or(0.0) / 1e3
+                )
+            )
         })
         .collect();
     println!("{:<30} {cells}", "WEEKLY BATCH (process)");

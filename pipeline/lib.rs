@@ -8,7 +8,12 @@
 //! `score` (the weekly batch: every eligible customer at `as_of`) -> `sink` (Parquet
 //! partitions, SQLite, PostgreSQL), under the output `lock` -> `monitor` (drift against the
 //! model's reference, realized performance of matured runs, retrain advice).
-//! `generate` makes realistic synthetic transaction logs for demos and benchmarks.
+//! `report` writes the evaluation report of a model and the weekly report of a run (HTML,
+//! Markdown, JSON). `activity` reads the optional events and customer table; `signals`
+//! turns them into features, the health score, review flags and escalations. `bgnbd` holds
+//! the BG/NBD + Gamma-Gamma models (a baseline and features).
+//! `generate` makes realistic synthetic transaction logs (and SaaS data) for demos and
+//! benchmarks.
 
 pub mod activity;
 pub mod artifact;

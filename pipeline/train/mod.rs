@@ -406,7 +406,9 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
         Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, (&x_val, &v_val))
     })?;
     // Timed alone: prediction throughput (the benchmark compares it with LightGBM's).
-    progress.step("predict_holdout", "predicting the holdout (churn)", || Ok::<_, Error>(churn_model.predict(&x_hold)))?;
+    progress.step("predict_holdout", "predicting the holdout (churn)", || {
+        Ok::<_, Error>(churn_model.predict(&x_hold))
+    })?;
     let raw_val = churn_model.predict(&x_val);
     let (raw_hold, contributions_hold) = churn_model.predict_with_contributions(&x_hold);
     let c_val = clv_model.predict(&x_val);
