@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -31,6 +32,20 @@ fn color(i: usize) -> RGBColor {
 
 fn chart_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Data(format!("drawing the chart `{what}`: {e}"))
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The series legend, boxed, at `position`.
+fn legend<'a>(chart: &mut Chart<'a, 'a>, position: SeriesLabelPosition, what: &str) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| chart_err(what, e))
 }
 
 /// One line of a line chart.
@@ -201,18 +216,11 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
         let has_legend =
             c.lines.iter().any(|l| !l.name.is_empty()) || !c.markers.is_empty() || !c.hlines.is_empty();
         if has_legend {
-            chart
-                .configure_series_labels()
-                .position(if c.legend_low {
-                    SeriesLabelPosition::LowerRight
-                } else {
-                    SeriesLabelPosition::UpperRight
-                })
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(|e| chart_err(what, e))?;
+            legend(
+                &mut chart,
+                if c.legend_low { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight },
+                what,
+            )?;
         }
         Ok(())
     })
@@ -305,14 +313,7 @@ pub fn bar_chart(c: &BarChart) -> Result<String> {
                 .map_err(|e| chart_err(what, e))?;
         }
         if c.series.len() > 1 || c.overlay.is_some() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(|e| chart_err(what, e))?;
+            legend(&mut chart, SeriesLabelPosition::UpperLeft, what)?;
         }
         Ok(())
     })
@@ -381,14 +382,7 @@ pub fn hbar_chart(c: &HBarChart) -> Result<String> {
                 .legend(move |(a, b)| Rectangle::new([(a, b - 5), (a + 12, b + 5)], style));
         }
         if c.series.len() > 1 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 12))
-                .draw()
-                .map_err(|e| chart_err(what, e))?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, what)?;
         }
         root.present().map_err(|e| chart_err(what, e))?;
     }
