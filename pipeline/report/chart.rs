@@ -48,6 +48,12 @@ fn legend<'a>(chart: &mut Chart<'a, 'a>, position: SeriesLabelPosition, what: &s
         .map_err(|e| chart_err(what, e))
 }
 
+/// The category index of an axis tick at `v` (ticks sit on whole numbers `0..n`).
+fn tick(v: f64, n: usize) -> Option<usize> {
+    let i = v.round();
+    ((v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n).then_some(i as usize)
+}
+
 /// One line of a line chart.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -265,14 +271,8 @@ pub fn bar_chart(c: &BarChart) -> Result<String> {
             .y_label_area_size(62)
             .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), y.clone())
             .map_err(|e| chart_err(what, e))?;
-        let cat_fmt = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < c.categories.len() {
-                c.categories[i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
+        let cat_fmt =
+            |v: &f64| tick(*v, c.categories.len()).map_or(String::new(), |i| c.categories[i].clone());
         let num_fmt = |v: &f64| crate::report::fmt_axis(*v);
         chart
             .configure_mesh()
@@ -348,14 +348,7 @@ pub fn hbar_chart(c: &HBarChart) -> Result<String> {
             .build_cartesian_2d(0f64..hi, -0.5f64..(n as f64 - 0.5))
             .map_err(|e| chart_err(what, e))?;
         // Row 0 at the top.
-        let label_fmt = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < n {
-                c.labels[n - 1 - i as usize].clone()
-            } else {
-                String::new()
-            }
-        };
+        let label_fmt = |v: &f64| tick(*v, n).map_or(String::new(), |i| c.labels[n - 1 - i].clone());
         let num_fmt = |v: &f64| crate::report::fmt_axis(*v);
         chart
             .configure_mesh()
