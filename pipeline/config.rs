@@ -262,6 +262,8 @@ pub struct GbdtConfig {
     /// Column subsample per tree, in (0, 1].
     pub colsample_bytree: f64,
     pub seed: u64,
+    /// L2 penalty of the logistic regression candidate (summed log loss units).
+    pub logistic_l2: f64,
 }
 
 impl Default for GbdtConfig {
@@ -277,6 +279,7 @@ impl Default for GbdtConfig {
             subsample: 1.0,
             colsample_bytree: 1.0,
             seed: 42,
+            logistic_l2: 1.0,
         }
     }
 }
@@ -762,6 +765,9 @@ impl Config {
         }
         if m.l2.is_nan() || m.l2 < 0.0 {
             return bad("model.l2", format!("must be >= 0, got {}", m.l2));
+        }
+        if !(m.logistic_l2 > 0.0 && m.logistic_l2.is_finite()) {
+            return bad("model.logistic_l2", format!("must be > 0, got {}", m.logistic_l2));
         }
         if m.nbins < 2 {
             return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));

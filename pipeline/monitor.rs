@@ -50,7 +50,6 @@ use crate::signals::SignalData;
 use crate::sink::sql;
 use crate::sink::ScoreParquet;
 use crate::threshold;
-use crate::train::gbdt::Gbdt;
 use crate::train::{DecisionArtifact, TrainMetrics};
 
 pub const REFERENCE_FILE: &str = "reference.json";

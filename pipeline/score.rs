@@ -47,15 +47,17 @@ use crate::progress::Progress;
 use crate::signals::SignalData;
 use crate::sink::sql::{self, SqlRun};
 use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
+use crate::train::candidates::{ChurnModel, ClvModel};
 use crate::train::gbdt::Gbdt;
-use crate::train::{DecisionArtifact, Engine, ModelInfo};
+use crate::train::linear::Logistic;
+use crate::train::{DecisionArtifact, Engine, ModelInfo, LOGISTIC_FILE};
 
 /// A trained model loaded from its artifact directory.
 pub struct LoadedModel {
     pub dir: PathBuf,
     pub info: ModelInfo,
-    pub churn: Engine,
-    pub clv: Engine,
+    pub churn: ChurnModel,
+    pub clv: ClvModel,
     pub calibrator: Calibrator,
     pub decision: DecisionArtifact,
 }
@@ -74,9 +76,22 @@ pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
         Engine::from_json(&read_text(&p)?)
             .map_err(|e| Error::Artifact { path: p.clone(), message: e.to_string() })
     };
+    // Models trained before the logistic candidate existed have no logistic.json (and
+    // `churn_model` = gbdt); one that uses it must have it.
+    let logistic_path = dir.join(LOGISTIC_FILE);
+    let logistic: Option<Logistic> = if logistic_path.exists() {
+        artifact::read_json(&logistic_path)?
+    } else if info.churn_model != crate::train::candidates::ChurnMix::Gbdt {
+        return Err(Error::Artifact {
+            path: logistic_path,
+            message: format!("missing: the churn model is '{}', which needs it", info.churn_model.name()),
+        });
+    } else {
+        None
+    };
     Ok(LoadedModel {
-        churn: model("churn.json")?,
-        clv: model("clv.json")?,
+        churn: ChurnModel { mix: info.churn_model, gbdt: model("churn.json")?, logistic },
+        clv: ClvModel { mix: info.clv_model, gbdt: model("clv.json")? },
         calibrator: artifact::read_json(&dir.join("calibration.json"))?,
         decision: artifact::read_json(&dir.join("decision.json"))?,
         info,

@@ -19,6 +19,7 @@ use crate::config::BaselineConfig;
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
 use crate::rng::Rng;
+use crate::train::linear::Scaler;
 
 /// At most `max_rows` rows of (x, y), drawn without replacement with `seed` (all rows when
 /// there are fewer).
@@ -37,34 +38,9 @@ fn model_err(model: &str, e: impl std::fmt::Display) -> Error {
     Error::Model { model: model.into(), message: e.to_string() }
 }
 
-fn signed_log1p(v: f64) -> f64 {
-    v.signum() * v.abs().ln_1p()
-}
-
-/// Column means and standard deviations of the transformed training features.
-struct Scaler {
-    mean: Vec<f64>,
-    std: Vec<f64>,
-}
-
-impl Scaler {
-    fn fit(x: &FeatureMatrix) -> Self {
-        let (mut mean, mut std) = (Vec::new(), Vec::new());
-        for c in 0..x.cols() {
-            let col: Vec<f64> = x.column(c).iter().map(|&v| signed_log1p(v)).collect();
-            let m = col.iter().sum::<f64>() / col.len().max(1) as f64;
-            let var = col.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / col.len().max(1) as f64;
-            mean.push(m);
-            std.push(if var > 0.0 { var.sqrt() } else { 1.0 });
-        }
-        Scaler { mean, std }
-    }
-
-    fn transform(&self, x: &FeatureMatrix) -> Array2<f64> {
-        Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| {
-            (signed_log1p(x.get(r, c)) - self.mean[c]) / self.std[c]
-        })
-    }
+/// The scaled training features as linfa wants them.
+fn scaled(scaler: &Scaler, x: &FeatureMatrix) -> Array2<f64> {
+    Array2::from_shape_fn((x.rows, x.cols()), |(r, c)| scaler.z(c, x.get(r, c)))
 }
 
 fn to_array(x: &FeatureMatrix) -> Array2<f64> {
@@ -86,7 +62,7 @@ pub fn logistic_regression(
     eval: &[&FeatureMatrix],
 ) -> Result<BaselinePredictions> {
     let scaler = Scaler::fit(x);
-    let ds = Dataset::new(scaler.transform(x), labels(y));
+    let ds = Dataset::new(scaled(&scaler, x), labels(y));
     let model = LogisticRegression::default()
         .max_iterations(cfg.logistic_max_iterations)
         .fit(&ds)
@@ -96,7 +72,7 @@ pub fn logistic_regression(
     let predictions = eval
         .iter()
         .map(|m| {
-            let p = model.predict_probabilities(&scaler.transform(m));
+            let p = model.predict_probabilities(&scaled(&scaler, m));
             p.iter().map(|&q| if positive_is_churn { q } else { 1.0 - q }).collect()
         })
         .collect();

@@ -1,0 +1,242 @@
+//! Model candidates and the honest choice between them.
+//!
+//! Churn: the GBDT, the logistic regression (own Newton fit, [`super::linear`]), and their
+//! blend (the mean of the two log-odds). CLV: the GBDT, and its blend with the BG/NBD +
+//! Gamma-Gamma expected revenue (the mean of the two predictions, when the features carry
+//! it). Every candidate is fitted on the fit snapshots only; the one with the best
+//! validation metric (churn ROC AUC, CLV normalized Gini) is shipped. The holdout is
+//! evaluated for every candidate and reported, never used to choose.
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::FeatureMatrix;
+use crate::metrics::{ChurnMetrics, ClvMetrics};
+use crate::train::gbdt::Gbdt;
+use crate::train::linear::Logistic;
+use crate::train::Engine;
+
+/// The BG/NBD + Gamma-Gamma expected revenue feature a CLV blend averages with.
+pub const BGNBD_REVENUE: &str = "bgnbd_expected_revenue";
+
+/// How the churn log-odds are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChurnMix {
+    #[default]
+    Gbdt,
+    Logistic,
+    /// Mean of the GBDT and logistic log-odds.
+    Blend,
+}
+
+impl ChurnMix {
+    pub const ALL: [ChurnMix; 3] = [ChurnMix::Gbdt, ChurnMix::Logistic, ChurnMix::Blend];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ChurnMix::Gbdt => "gbdt",
+            ChurnMix::Logistic => "logistic",
+            ChurnMix::Blend => "gbdt + logistic",
+        }
+    }
+
+    /// Weights of (GBDT, logistic) log-odds.
+    fn weights(self) -> (f64, f64) {
+        match self {
+            ChurnMix::Gbdt => (1.0, 0.0),
+            ChurnMix::Logistic => (0.0, 1.0),
+            ChurnMix::Blend => (0.5, 0.5),
+        }
+    }
+}
+
+/// How the CLV prediction is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClvMix {
+    #[default]
+    Gbdt,
+    /// Mean of the GBDT prediction and the BG/NBD + Gamma-Gamma expected revenue.
+    BlendBgnbd,
+}
+
+impl ClvMix {
+    pub const ALL: [ClvMix; 2] = [ClvMix::Gbdt, ClvMix::BlendBgnbd];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ClvMix::Gbdt => "gbdt",
+            ClvMix::BlendBgnbd => "gbdt + bg/nbd",
+        }
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+fn logit(p: f64) -> f64 {
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    (p / (1.0 - p)).ln()
+}
+
+/// The shipped churn model: GBDT, logistic regression or both.
+pub struct ChurnModel {
+    pub mix: ChurnMix,
+    pub gbdt: Engine,
+    /// Present whenever the mix uses it (and in every model trained since it existed).
+    pub logistic: Option<Logistic>,
+}
+
+impl ChurnModel {
+    /// Per-row (GBDT, logistic) log-odds weights, falling back to the GBDT alone for an
+    /// artifact without a logistic model.
+    fn weights(&self) -> (f64, f64) {
+        match &self.logistic {
+            Some(_) => self.mix.weights(),
+            None => (1.0, 0.0),
+        }
+    }
+
+    /// Churn probabilities (before calibration).
+    pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        let (wg, wl) = self.weights();
+        let g = (wg > 0.0).then(|| self.gbdt.predict(x));
+        let l = self.logistic.as_ref().filter(|_| wl > 0.0).map(|l| l.margin(x));
+        combine(self.mix, g.as_deref(), l.as_deref())
+    }
+
+    /// Probabilities and per-feature contributions to the log-odds (row-major, bias last):
+    /// the weighted sum of each model's contributions, so they still add up to the margin.
+    pub fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        let (wg, wl) = self.weights();
+        let (g, mut c) = if wg > 0.0 {
+            let (p, c) = self.gbdt.predict_with_contributions(x);
+            (Some(p), c.into_iter().map(|v| wg * v).collect())
+        } else {
+            (None, vec![0.0; x.rows * (x.cols() + 1)])
+        };
+        let l = match &self.logistic {
+            Some(l) if wl > 0.0 => {
+                for (a, v) in c.iter_mut().zip(l.contributions(x)) {
+                    *a += wl * v;
+                }
+                Some(l.margin(x))
+            }
+            _ => None,
+        };
+        (combine(self.mix, g.as_deref(), l.as_deref()), c)
+    }
+}
+
+/// Churn probabilities of a mix from the GBDT's probabilities and the logistic log-odds
+/// (each needed only when the mix uses it; a missing logistic part means the GBDT alone).
+pub fn combine(mix: ChurnMix, gbdt: Option<&[f64]>, logistic_margin: Option<&[f64]>) -> Vec<f64> {
+    match (mix, gbdt, logistic_margin) {
+        (ChurnMix::Logistic, _, Some(l)) => l.iter().map(|&m| sigmoid(m)).collect(),
+        (ChurnMix::Blend, Some(g), Some(l)) => {
+            g.iter().zip(l).map(|(&p, &m)| sigmoid(0.5 * logit(p) + 0.5 * m)).collect()
+        }
+        (_, Some(g), _) => g.to_vec(),
+        (_, None, Some(l)) => l.iter().map(|&m| sigmoid(m)).collect(),
+        (_, None, None) => Vec::new(),
+    }
+}
+
+/// CLV predictions of a mix from the GBDT's predictions and the features.
+pub fn combine_clv(mix: ClvMix, gbdt: Vec<f64>, x: &FeatureMatrix) -> Vec<f64> {
+    match (mix, x.names.iter().position(|n| n == BGNBD_REVENUE)) {
+        (ClvMix::BlendBgnbd, Some(c)) => gbdt
+            .iter()
+            .zip(x.column(c))
+            .map(|(a, b)| if b.is_finite() { 0.5 * (a + b) } else { *a })
+            .collect(),
+        _ => gbdt,
+    }
+}
+
+/// The shipped CLV model.
+pub struct ClvModel {
+    pub mix: ClvMix,
+    pub gbdt: Engine,
+}
+
+impl ClvModel {
+    pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        combine_clv(self.mix, self.gbdt.predict(x), x)
+    }
+}
+
+/// One candidate's metrics (churn probabilities before calibration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChurnCandidate {
+    pub name: String,
+    pub mix: ChurnMix,
+    pub chosen: bool,
+    /// Mean ROC AUC of purged models over the out-of-time snapshots (what chooses).
+    pub out_of_time_roc_auc: Option<f64>,
+    pub validation: ChurnMetrics,
+    pub holdout: ChurnMetrics,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClvCandidate {
+    pub name: String,
+    pub mix: ClvMix,
+    pub chosen: bool,
+    /// Mean normalized Gini of purged models over the out-of-time snapshots.
+    pub out_of_time_normalized_gini: Option<f64>,
+    pub validation: ClvMetrics,
+    pub holdout: ClvMetrics,
+}
+
+/// Every candidate with its validation and holdout metrics, and the rule that chose.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CandidateReport {
+    pub rule: String,
+    /// What the rule was applied to: out-of-time predictions (and their snapshots) or the
+    /// validation snapshot.
+    #[serde(default)]
+    pub basis: String,
+    pub churn: Vec<ChurnCandidate>,
+    pub clv: Vec<ClvCandidate>,
+}
+
+impl CandidateReport {
+    pub fn churn_choice(&self) -> ChurnMix {
+        self.churn.iter().find(|c| c.chosen).map_or(ChurnMix::Gbdt, |c| c.mix)
+    }
+
+    pub fn clv_choice(&self) -> ClvMix {
+        self.clv.iter().find(|c| c.chosen).map_or(ClvMix::Gbdt, |c| c.mix)
+    }
+}
+
+/// Index of the best validation value; the earliest wins a tie (candidates are listed from
+/// the simplest to the most combined, and the first is the GBDT).
+pub fn best_index(values: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in values.iter().enumerate() {
+        if v.is_finite() && (!values[best].is_finite() || *v > values[best]) {
+            best = i;
+        }
+    }
+    best
+}
+
+pub const RULE: &str = "highest mean out-of-time ROC AUC (churn) / normalized Gini (CLV) of models \
+                        fitted only on labels closed by each snapshot (the validation metric when \
+                        there is too little history); a tie keeps the earlier candidate; holdout \
+                        metrics are reported, never used to choose";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_index_prefers_earlier_on_ties_and_skips_nan() {
+        assert_eq!(best_index(&[0.7, 0.7, 0.69]), 0);
+        assert_eq!(best_index(&[0.7, 0.71, 0.71]), 1);
+        assert_eq!(best_index(&[f64::NAN, 0.5]), 1);
+    }
+}
