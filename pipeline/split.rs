@@ -77,13 +77,7 @@ pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfi
         return Err(too_short());
     }
     let (validation, fit) = training.split_last().expect("at least two");
-    let fit = if std::env::var("FIDELIS_EXP_ALL").is_ok() {
-        (0..)
-            .map(|k| first_allowed + Duration::days(k * 7))
-            .take_while(|&t| t + horizon <= holdout)
-            .filter(|t| t != validation)
-            .collect()
-    } else if cfg.fit_step_days > 0 {
+    let fit = if cfg.fit_step_days > 0 {
         let dense: Vec<NaiveDate> = (0..)
             .map(|k| first_allowed + Duration::days(k * cfg.fit_step_days as i64))
             .take_while(|&t| t + horizon <= *validation)
