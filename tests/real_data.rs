@@ -17,17 +17,37 @@ fn train_on(config: &str) -> TrainMetrics {
     train::train(&cfg, &Progress::hidden()).unwrap().metrics
 }
 
+/// The shipped models are the candidates with the best choice metric (out of time, never
+/// the holdout), and what is reported as shipped is what those candidates scored.
+fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
+    let c = &m.candidates;
+    assert!(c.basis.starts_with(basis), "{}", c.basis);
+    assert_eq!(c.churn.len(), 3);
+    assert_eq!(c.clv.len(), 2);
+    let churn: Vec<f64> = c.churn.iter().map(|k| k.out_of_time_roc_auc.unwrap()).collect();
+    let clv: Vec<f64> = c.clv.iter().map(|k| k.out_of_time_normalized_gini.unwrap()).collect();
+    let best = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
+    assert_eq!(c.churn.iter().filter(|k| k.chosen).count(), 1);
+    assert!(c.churn[best(&churn)].chosen, "{:?}", c.churn);
+    assert!(c.clv[best(&clv)].chosen, "{:?}", c.clv);
+    let shipped = c.churn.iter().find(|k| k.chosen).unwrap();
+    assert!((shipped.holdout.roc_auc - m.churn.holdout.roc_auc).abs() < 1e-3);
+    let shipped = c.clv.iter().find(|k| k.chosen).unwrap();
+    assert_eq!(shipped.holdout.normalized_gini, m.clv.holdout.normalized_gini);
+}
+
 #[test]
 fn cdnow_holdout() {
     let m = train_on("configs/cdnow.toml");
     assert_eq!(m.holdout_snapshot.to_string(), "1998-03-25");
     assert_eq!(m.n_holdout, 3742);
-    // LightGBM on the same protocol: 0.715 AUC, 0.682 Gini.
-    assert!(m.churn.holdout.roc_auc >= 0.71, "CDNOW churn AUC {}", m.churn.holdout.roc_auc);
-    assert!(m.clv.holdout.normalized_gini >= 0.66, "CDNOW CLV Gini {}", m.clv.holdout.normalized_gini);
-    // Calibration keeps the ranking and does not worsen the holdout ECE: fitted on three
-    // purged out-of-time snapshots, no calibrator beats the raw probabilities out of
-    // snapshot, so none is applied (one fitted on the validation snapshot alone made the
+    // Measured 0.7222 AUC (GBDT + logistic blend, chosen out of time) and 0.6821 Gini (GBDT).
+    // References on the same protocol: logistic regression 0.7167 AUC, XGBoost 0.6825 Gini.
+    assert!(m.churn.holdout.roc_auc >= 0.719, "CDNOW churn AUC {}", m.churn.holdout.roc_auc);
+    assert!(m.clv.holdout.normalized_gini >= 0.678, "CDNOW CLV Gini {}", m.clv.holdout.normalized_gini);
+    assert_honest_choice(&m, "out-of-time predictions of purged models");
+    // Calibration keeps the ranking and does not worsen the holdout ECE: chosen on three
+    // purged out-of-time snapshots (one fitted on the validation snapshot alone made the
     // holdout ECE worse, 0.018 -> 0.034).
     let c = &m.calibration;
     assert!((c.holdout_roc_auc_before - c.holdout_roc_auc_after).abs() < 1e-3, "{c:?}");
@@ -59,8 +79,12 @@ fn completejourney_holdout_and_determinism() {
     let m = train_on("configs/completejourney.toml");
     assert_eq!(m.holdout_snapshot.to_string(), "2017-09-10");
     assert_eq!(m.n_holdout, 2315);
-    assert!(m.churn.holdout.roc_auc >= 0.87, "CJ churn AUC {}", m.churn.holdout.roc_auc);
-    assert!(m.clv.holdout.normalized_gini >= 0.84, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
+    // Measured 0.8906 AUC (GBDT + logistic) and 0.8555 Gini (GBDT + BG/NBD), chosen by
+    // cross-fitting (one fit snapshot: no room for purged models). References: logistic
+    // regression 0.8930 AUC, LightGBM 0.8551 Gini.
+    assert!(m.churn.holdout.roc_auc >= 0.887, "CJ churn AUC {}", m.churn.holdout.roc_auc);
+    assert!(m.clv.holdout.normalized_gini >= 0.852, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
+    assert_honest_choice(&m, "5-fold cross-fitting by customer");
     // Reference (lifetimes) BG/NBD on this protocol: 0.8763 AUC, 0.8437 Gini.
     let bg = &m.baselines[train::BGNBD_BASELINE];
     let (auc, gini) =

@@ -404,6 +404,45 @@ fn a_model_whose_features_differ_from_the_data_is_a_clear_error() {
 }
 
 #[test]
+fn the_shipped_candidate_is_what_scores_and_its_files_are_required() {
+    let ws = workspace("parquet = false\nsql = []");
+    let dir = ws.path().join("models").join(latest(ws.path()));
+    let (cfg, model, tx) = load(ws.path());
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+    let chosen = |task: &str| {
+        metrics["candidates"][task].as_array().unwrap().iter().find(|c| c["chosen"] == true).unwrap()["mix"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // model.json records the candidates chosen at training; scoring loads exactly those.
+    let info: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("model.json")).unwrap()).unwrap();
+    assert_eq!(info["churn_model"].as_str().unwrap(), chosen("churn"));
+    assert_eq!(info["clv_model"].as_str().unwrap(), chosen("clv"));
+    assert!(model.churn.logistic.is_some());
+    let as_of = date("2024-10-01");
+    let run = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
+    assert!(run.scores.height() > 100);
+    // A model that needs the logistic regression but lacks its file is a clear error...
+    let mut forced = info.clone();
+    forced["churn_model"] = "blend".into();
+    fs::write(dir.join("model.json"), serde_json::to_vec(&forced).unwrap()).unwrap();
+    fs::remove_file(dir.join("logistic.json")).unwrap();
+    let err = score::load_model(&ws.path().join("models"), None).err().unwrap().to_string();
+    assert!(err.contains("logistic.json") && err.contains("gbdt + logistic"), "{err}");
+    // ...and a model from before the candidates (no churn_model, no logistic.json) is the GBDT.
+    let mut old = info;
+    old.as_object_mut().unwrap().remove("churn_model");
+    old.as_object_mut().unwrap().remove("clv_model");
+    fs::write(dir.join("model.json"), serde_json::to_vec(&old).unwrap()).unwrap();
+    let m = score::load_model(&ws.path().join("models"), None).unwrap();
+    assert!(m.churn.logistic.is_none());
+    let gbdt = score::score(&cfg, &m, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
+    assert_eq!(gbdt.scores.height(), run.scores.height());
+}
+
+#[test]
 fn bad_output_config_names_the_key() {
     for (output, key) in [
         ("sql = [\"mysql://x\"]", "output.sql[0]"),

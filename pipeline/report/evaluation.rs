@@ -138,6 +138,8 @@ pub struct EvaluationReport {
     pub clv_deciles: Vec<ClvDecile>,
     pub revenue_capture: Vec<Curve>,
     pub comparison: Vec<ModelRow>,
+    /// The candidates the shipped models were chosen from (empty for older models).
+    pub candidates: crate::train::candidates::CandidateReport,
     pub previous: Option<PreviousModel>,
 }
 
@@ -327,13 +329,18 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
     let clv_actual = column(&holdout, "clv")?;
     let clv_pred = column(&holdout, "predicted_clv")?;
 
-    // Curves: the GBDT and every churn baseline on one chart.
-    let mut roc =
-        vec![Curve { model: "GBDT".into(), metric: m.churn.holdout.roc_auc, points: roc_points(&y, &p) }];
+    // Curves: the shipped model and every churn baseline on one chart.
+    let churn_label = format!("fidelis ({})", info.churn_model.name());
+    let clv_label = format!("fidelis ({})", info.clv_model.name());
+    let mut roc = vec![Curve {
+        model: churn_label.clone(),
+        metric: m.churn.holdout.roc_auc,
+        points: roc_points(&y, &p),
+    }];
     let mut pr =
-        vec![Curve { model: "GBDT".into(), metric: m.churn.holdout.pr_auc, points: pr_points(&y, &p) }];
+        vec![Curve { model: churn_label.clone(), metric: m.churn.holdout.pr_auc, points: pr_points(&y, &p) }];
     let mut comparison = vec![ModelRow {
-        model: "GBDT".into(),
+        model: if churn_label == clv_label { churn_label } else { format!("{churn_label} / {clv_label}") },
         churn_validation: Some(m.churn.validation),
         churn_holdout: Some(m.churn.holdout),
         clv_validation: Some(m.clv.validation),
@@ -341,7 +348,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
     }];
     let mut revenue_capture = vec![
         Curve {
-            model: "GBDT".into(),
+            model: clv_label,
             metric: m.clv.holdout.normalized_gini,
             points: capture_curve(&clv_actual, &clv_pred),
         },
@@ -447,6 +454,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         clv_deciles: clv_deciles(&clv_actual, &clv_pred),
         revenue_capture,
         comparison,
+        candidates: m.candidates.clone(),
         previous: previous_model(models_dir, &m.model_id),
     })
 }
@@ -516,7 +524,7 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     if let Some((name, auc)) = best_baseline {
         let diff = r.churn.roc_auc - auc;
         d.reading(&format!(
-            "The GBDT ranks a random churner above a random stayer {:.1}% of the time, {} the best baseline ({name}, {:.1}%) by {:.4}.",
+            "The shipped model ranks a random churner above a random stayer {:.1}% of the time, {} the best baseline ({name}, {:.1}%) by {:.4}.",
             100.0 * r.churn.roc_auc,
             if diff >= 0.0 { "ahead of" } else { "behind" },
             100.0 * auc,
@@ -626,7 +634,7 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         "precision_recall",
         svg,
         &format!(
-            "GBDT PR AUC {} against a base rate of {}: flagging at random would be right {} of the time.",
+            "PR AUC {} against a base rate of {}: flagging at random would be right {} of the time.",
             f4(r.churn.pr_auc),
             pct(r.churn.churn_rate),
             pct(r.churn.churn_rate)
@@ -644,7 +652,7 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         y: Some(0.0..1.0),
         lines: vec![
             Line::new(
-                format!("raw GBDT (ECE {})", f4(r.calibration.ece_before)),
+                format!("uncalibrated (ECE {})", f4(r.calibration.ece_before)),
                 bins(&r.calibration.before),
                 1,
             )
@@ -682,7 +690,7 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         y_label: "share of all churners".into(),
         categories: cats,
         series: vec![(
-            "GBDT cumulative capture".into(),
+            "model cumulative capture".into(),
             r.gains.iter().map(|g| g.cumulative_capture).collect(),
         )],
         overlay: Some(("random".into(), r.gains.iter().map(|g| g.decile as f64 / 10.0).collect())),
@@ -956,7 +964,46 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         &rows,
         None,
     );
-    d.reading("Every model is fitted on the same snapshots and judged on the same holdout customers; the shipped model is chosen on validation, never on the holdout.");
+    d.reading("Every model is fitted on the same snapshots and judged on the same holdout customers; the shipped model is chosen before the holdout is looked at (next section).");
+
+    // Candidates.
+    let c = &r.candidates;
+    if !c.churn.is_empty() {
+        d.section("candidates", "Candidates and the choice");
+        d.para(&format!("Chosen on {}. Rule: {}.", c.basis, c.rule));
+        let opt = |v: Option<f64>| v.map_or("-".to_string(), f4);
+        let mark = |chosen: bool| if chosen { "shipped" } else { "" }.to_string();
+        let mut rows: Vec<Vec<String>> = c
+            .churn
+            .iter()
+            .map(|k| {
+                vec![
+                    "churn".into(),
+                    k.name.clone(),
+                    opt(k.out_of_time_roc_auc),
+                    f4(k.validation.roc_auc),
+                    f4(k.holdout.roc_auc),
+                    mark(k.chosen),
+                ]
+            })
+            .collect();
+        rows.extend(c.clv.iter().map(|k| {
+            vec![
+                "CLV".into(),
+                k.name.clone(),
+                opt(k.out_of_time_normalized_gini),
+                f4(k.validation.normalized_gini),
+                f4(k.holdout.normalized_gini),
+                mark(k.chosen),
+            ]
+        }));
+        d.table(
+            &["task", "candidate", "choice metric (out of time)", "validation", "holdout", ""],
+            &rows,
+            None,
+        );
+        d.reading("Metrics are ROC AUC for churn (before calibration) and normalized Gini for CLV. Validation favours the GBDT (its tree count is early-stopped there, and its fit labels overlap the validation window), which is why the choice is made on out-of-time predictions instead.");
+    }
     match &r.previous {
         Some(p) => {
             d.section("champion", "Champion vs challenger");

@@ -930,11 +930,56 @@ pub fn summary_table(m: &TrainMetrics) -> String {
             fmt_metric(v.map(|v| v.mae)),
         )
     };
-    out.push_str(&row(&format!("gbdt ({})", m.gbdt.engine), Some(&m.churn.holdout), Some(&m.clv.holdout)));
+    let chosen = |churn: bool| {
+        let c = &m.candidates;
+        let name = if churn {
+            c.churn.iter().find(|k| k.chosen).map(|k| k.name.as_str())
+        } else {
+            c.clv.iter().find(|k| k.chosen).map(|k| k.name.as_str())
+        };
+        name.unwrap_or("gbdt").to_string()
+    };
+    out.push_str(&row(
+        &format!("fidelis ({} / {})", chosen(true), chosen(false)),
+        Some(&m.churn.holdout),
+        Some(&m.clv.holdout),
+    ));
     for (name, b) in &m.baselines {
         out.push_str(&row(name, b.churn.as_ref().map(|c| &c.holdout), b.clv.as_ref().map(|c| &c.holdout)));
     }
+    out.push_str(&candidate_summary(m));
     out.push_str(&decision_summary(m));
+    out
+}
+
+/// The candidates lines of the summary: what was compared, on what, and what was shipped.
+pub fn candidate_summary(m: &TrainMetrics) -> String {
+    let c = &m.candidates;
+    if c.churn.is_empty() {
+        return String::new();
+    }
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    let mut out = format!("candidates, chosen on {}:\n", c.basis);
+    for k in &c.churn {
+        out.push_str(&format!(
+            "  churn {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            k.name,
+            opt(k.out_of_time_roc_auc),
+            k.validation.roc_auc,
+            k.holdout.roc_auc,
+            if k.chosen { "  <- shipped" } else { "" }
+        ));
+    }
+    for k in &c.clv {
+        out.push_str(&format!(
+            "  CLV   {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            k.name,
+            opt(k.out_of_time_normalized_gini),
+            k.validation.normalized_gini,
+            k.holdout.normalized_gini,
+            if k.chosen { "  <- shipped" } else { "" }
+        ));
+    }
     out
 }
 
