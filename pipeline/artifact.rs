@@ -1,7 +1,8 @@
 //! Model artifacts on disk (layout in DESIGN.md):
 //!
 //! ```text
-//! models/<model_id>/   model.json, metrics.json, churn.json, clv.json, predictions.parquet
+//! models/<model_id>/   model.json, metrics.json, churn.json, clv.json, logistic.json,
+//!                      calibration.json, decision.json, reference.json, predictions.parquet
 //! models/latest        text file holding the current model_id (replaced atomically)
 //! ```
 //!

@@ -111,7 +111,8 @@ fn generate_then_train_writes_a_complete_artifact() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).is_empty(), "--quiet and no terminal: nothing on stderr, got {}", stderr(&out));
     let table = stdout(&out);
-    assert!(table.contains("gbdt (forust-ml)") && table.contains("logistic_regression"), "{table}");
+    assert!(table.contains("fidelis (") && table.contains("logistic_regression"), "{table}");
+    assert!(table.contains("candidates, chosen on") && table.contains("<- shipped"), "{table}");
 
     let id = fs::read_to_string(p.join("models/latest")).unwrap().trim().to_string();
     let m = p.join("models").join(&id);
@@ -120,6 +121,7 @@ fn generate_then_train_writes_a_complete_artifact() {
         "metrics.json",
         "churn.json",
         "clv.json",
+        "logistic.json",
         "calibration.json",
         "decision.json",
         "reference.json",
