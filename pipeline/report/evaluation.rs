@@ -973,30 +973,20 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         d.para(&format!("Chosen on {}. Rule: {}.", c.basis, c.rule));
         let opt = |v: Option<f64>| v.map_or("-".to_string(), f4);
         let mark = |chosen: bool| if chosen { "shipped" } else { "" }.to_string();
-        let mut rows: Vec<Vec<String>> = c
-            .churn
-            .iter()
+        let rows: Vec<Vec<String>> = c
+            .rows()
+            .into_iter()
             .map(|k| {
                 vec![
-                    "churn".into(),
-                    k.name.clone(),
-                    opt(k.out_of_time_roc_auc),
-                    f4(k.validation.roc_auc),
-                    f4(k.holdout.roc_auc),
+                    k.task.into(),
+                    k.name.into(),
+                    opt(k.choice),
+                    f4(k.validation),
+                    f4(k.holdout),
                     mark(k.chosen),
                 ]
             })
             .collect();
-        rows.extend(c.clv.iter().map(|k| {
-            vec![
-                "CLV".into(),
-                k.name.clone(),
-                opt(k.out_of_time_normalized_gini),
-                f4(k.validation.normalized_gini),
-                f4(k.holdout.normalized_gini),
-                mark(k.chosen),
-            ]
-        }));
         d.table(
             &["task", "candidate", "choice metric (out of time)", "validation", "holdout", ""],
             &rows,

@@ -202,7 +202,39 @@ pub struct CandidateReport {
     pub clv: Vec<ClvCandidate>,
 }
 
+/// One candidate as a table row: the task, its name, the metric that chose, and the same
+/// metric on validation and holdout (ROC AUC for churn, normalized Gini for CLV).
+pub struct CandidateRow<'a> {
+    pub task: &'static str,
+    pub name: &'a str,
+    pub choice: Option<f64>,
+    pub validation: f64,
+    pub holdout: f64,
+    pub chosen: bool,
+}
+
 impl CandidateReport {
+    /// Churn candidates, then CLV candidates, as rows.
+    pub fn rows(&self) -> Vec<CandidateRow<'_>> {
+        let churn = self.churn.iter().map(|k| CandidateRow {
+            task: "churn",
+            name: &k.name,
+            choice: k.out_of_time_roc_auc,
+            validation: k.validation.roc_auc,
+            holdout: k.holdout.roc_auc,
+            chosen: k.chosen,
+        });
+        let clv = self.clv.iter().map(|k| CandidateRow {
+            task: "CLV",
+            name: &k.name,
+            choice: k.out_of_time_normalized_gini,
+            validation: k.validation.normalized_gini,
+            holdout: k.holdout.normalized_gini,
+            chosen: k.chosen,
+        });
+        churn.chain(clv).collect()
+    }
+
     pub fn churn_choice(&self) -> ChurnMix {
         self.churn.iter().find(|c| c.chosen).map_or(ChurnMix::Gbdt, |c| c.mix)
     }

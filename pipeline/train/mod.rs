@@ -960,23 +960,14 @@ pub fn candidate_summary(m: &TrainMetrics) -> String {
     }
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     let mut out = format!("candidates, chosen on {}:\n", c.basis);
-    for k in &c.churn {
+    for k in c.rows() {
         out.push_str(&format!(
-            "  churn {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            "  {:<5} {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            k.task,
             k.name,
-            opt(k.out_of_time_roc_auc),
-            k.validation.roc_auc,
-            k.holdout.roc_auc,
-            if k.chosen { "  <- shipped" } else { "" }
-        ));
-    }
-    for k in &c.clv {
-        out.push_str(&format!(
-            "  CLV   {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
-            k.name,
-            opt(k.out_of_time_normalized_gini),
-            k.validation.normalized_gini,
-            k.holdout.normalized_gini,
+            opt(k.choice),
+            k.validation,
+            k.holdout,
             if k.chosen { "  <- shipped" } else { "" }
         ));
     }
