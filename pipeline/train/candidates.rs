@@ -3,9 +3,11 @@
 //! Churn: the GBDT, the logistic regression (own Newton fit, [`super::linear`]), and their
 //! blend (the mean of the two log-odds). CLV: the GBDT, and its blend with the BG/NBD +
 //! Gamma-Gamma expected revenue (the mean of the two predictions, when the features carry
-//! it). Every candidate is fitted on the fit snapshots only; the one with the best
-//! validation metric (churn ROC AUC, CLV normalized Gini) is shipped. The holdout is
-//! evaluated for every candidate and reported, never used to choose.
+//! it). Every candidate is fitted on the fit snapshots only; the one with the best metric
+//! (churn ROC AUC, CLV normalized Gini) on out-of-time predictions of purged models (or,
+//! with too little history, on cross-fitted predictions by customer) is shipped (see
+//! `out_of_time` in `train`). The holdout is evaluated for every candidate and reported,
+//! never used to choose.
 
 use serde::{Deserialize, Serialize};
 
