@@ -971,7 +971,6 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     if !c.churn.is_empty() {
         d.section("candidates", "Candidates and the choice");
         d.para(&format!("Chosen on {}. Rule: {}.", c.basis, c.rule));
-        let opt = |v: Option<f64>| v.map_or("-".to_string(), f4);
         let mark = |chosen: bool| if chosen { "shipped" } else { "" }.to_string();
         let rows: Vec<Vec<String>> = c
             .rows()
@@ -980,7 +979,7 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
                 vec![
                     k.task.into(),
                     k.name.into(),
-                    opt(k.choice),
+                    opt4(k.choice),
                     f4(k.validation),
                     f4(k.holdout),
                     mark(k.chosen),

@@ -65,6 +65,12 @@ pub enum ClvMix {
 impl ClvMix {
     pub const ALL: [ClvMix; 2] = [ClvMix::Gbdt, ClvMix::BlendBgnbd];
 
+    /// The mixes features named `names` allow (the BG/NBD blend needs its revenue column).
+    pub fn available(names: &[String]) -> Vec<ClvMix> {
+        let has_bgnbd = names.iter().any(|n| n == BGNBD_REVENUE);
+        Self::ALL.into_iter().filter(|&mix| mix == ClvMix::Gbdt || has_bgnbd).collect()
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ClvMix::Gbdt => "gbdt",
@@ -134,14 +140,19 @@ impl ChurnModel {
 /// Churn probabilities of a mix from the GBDT's probabilities and the logistic log-odds
 /// (each needed only when the mix uses it; a missing logistic part means the GBDT alone).
 pub fn combine(mix: ChurnMix, gbdt: Option<&[f64]>, logistic_margin: Option<&[f64]>) -> Vec<f64> {
-    match (mix, gbdt, logistic_margin) {
-        (ChurnMix::Logistic, _, Some(l)) => l.iter().map(|&m| sigmoid(m)).collect(),
-        (ChurnMix::Blend, Some(g), Some(l)) => {
-            g.iter().zip(l).map(|(&p, &m)| sigmoid(0.5 * logit(p) + 0.5 * m)).collect()
+    match (gbdt, logistic_margin) {
+        (None, None) => Vec::new(),
+        (Some(g), None) => g.to_vec(),
+        (None, Some(l)) => l.iter().map(|&m| sigmoid(m)).collect(),
+        (Some(g), Some(l)) => {
+            let (wg, wl) = mix.weights();
+            if wl == 0.0 {
+                // The GBDT alone: its probabilities as they are (no logit round trip).
+                return g.to_vec();
+            }
+            let margin = |p: f64, m: f64| if wg == 0.0 { m } else { wg * logit(p) + wl * m };
+            g.iter().zip(l).map(|(&p, &m)| sigmoid(margin(p, m))).collect()
         }
-        (_, Some(g), _) => g.to_vec(),
-        (_, None, Some(l)) => l.iter().map(|&m| sigmoid(m)).collect(),
-        (_, None, None) => Vec::new(),
     }
 }
 

@@ -173,7 +173,7 @@ pub struct ModelInfo {
     /// Event and customer-table features (empty without those inputs).
     #[serde(default)]
     pub signals: SignalSpec,
-    /// The churn and CLV candidates chosen on validation (GBDT alone in older models).
+    /// The churn and CLV candidates chosen at training (GBDT alone in older models).
     #[serde(default)]
     pub churn_model: ChurnMix,
     #[serde(default)]
@@ -280,7 +280,8 @@ impl OutOfTime {
 }
 
 /// Predictions of the candidate parts for the rows `at`, by models fitted on the rows `fit`
-/// with the main models' settings and tree counts; appended to `o` as group `group`.
+/// with the main models' settings and tree counts; appended to `o` as group `group`. The
+/// CLV GBDT is fitted only when there is a CLV choice to make (`clv_choice`).
 #[allow(clippy::too_many_arguments)]
 fn predict_group(
     o: &mut OutOfTime,
@@ -291,6 +292,7 @@ fn predict_group(
     fit: &[usize],
     at: Vec<usize>,
     group: usize,
+    clv_choice: bool,
 ) -> Result<()> {
     let params = |n: usize| GbdtConfig {
         iterations: n.max(1),
@@ -303,8 +305,10 @@ fn predict_group(
     o.churn_gbdt.extend(g.predict(&x_at));
     let l = Logistic::fit(&x_fit, &y_fit, cfg.model.logistic_l2)?;
     o.churn_logistic_margin.extend(l.margin(&x_at));
-    let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, (&x_at, &v_at))?;
-    o.clv_gbdt.extend(c.predict(&x_at));
+    if clv_choice {
+        let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, (&x_at, &v_at))?;
+        o.clv_gbdt.extend(c.predict(&x_at));
+    }
     o.group.extend(std::iter::repeat_n(group, at.len()));
     o.rows.extend(at);
     o.n_groups = o.n_groups.max(group + 1);
@@ -316,13 +320,14 @@ fn out_of_time(
     cfg: &Config,
     plan: &SnapshotPlan,
     days: &[i32],
-    customers: &[u64],
+    data: &DataFrame,
     fit_rows: &[usize],
     x: &FeatureMatrix,
     labels: (&[f64], &[f64]),
     trees: (usize, usize),
 ) -> Result<Option<OutOfTime>> {
     let churn = labels.0;
+    let clv_choice = ClvMix::available(&x.names).len() > 1;
     let horizon = cfg.snapshots.horizon_days;
     let mut training: Vec<NaiveDate> = plan.fit.clone();
     training.push(plan.validation);
@@ -346,11 +351,12 @@ fn out_of_time(
             continue;
         }
         let group = o.dates.len();
-        predict_group(&mut o, cfg, x, labels, trees, &fit, at, group)?;
+        predict_group(&mut o, cfg, x, labels, trees, &fit, at, group, clv_choice)?;
         o.dates.push(s);
     }
     if o.dates.is_empty() {
         // Cross-fitting on the fit rows, folds by customer.
+        let customers = customer_hashes(data)?;
         let k = cfg.decision.calibration_folds as u64;
         for f in 0..k {
             let (at, fit): (Vec<usize>, Vec<usize>) = fit_rows.iter().partition(|&&i| customers[i] % k == f);
@@ -358,7 +364,7 @@ fn out_of_time(
             if at.is_empty() || y_fit.iter().all(|&v| v == y_fit[0]) {
                 continue;
             }
-            predict_group(&mut o, cfg, x, labels, trees, &fit, at, f as usize)?;
+            predict_group(&mut o, cfg, x, labels, trees, &fit, at, f as usize, clv_choice)?;
         }
     }
     Ok((o.n_groups > 0).then_some(o))
@@ -513,9 +519,8 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
             cfg.decision.calibration_snapshots
         ),
         || {
-            let customers = customer_hashes(&data)?;
             let trees = (churn_model.n_trees(), clv_model.n_trees());
-            out_of_time(cfg, &plan, &days, &customers, &rows.fit, &x, (&churn, &clv), trees)
+            out_of_time(cfg, &plan, &days, &data, &rows.fit, &x, (&churn, &clv), trees)
         },
     )?;
     // Candidates, chosen on out-of-time predictions (on validation when there is too little
@@ -763,7 +768,7 @@ fn choose_candidates(
         ))
     };
     let oot_clv = |mix: ClvMix| -> Option<f64> {
-        let (o, per, x, _, v) = oot.as_ref()?;
+        let (o, per, x, _, v) = oot.as_ref().filter(|(o, ..)| !o.clv_gbdt.is_empty())?;
         let p = candidates::combine_clv(mix, o.clv_gbdt.clone(), x);
         Some(metrics::mean(
             &per.iter().map(|i| metrics::normalized_gini(&pick(v, i), &pick(&p, i))).collect::<Vec<_>>(),
@@ -780,11 +785,9 @@ fn choose_candidates(
             holdout: metrics::churn_metrics(y_hold, &candidates::combine(mix, Some(&gh), Some(&lh))),
         })
         .collect();
-    let has_bgnbd = x_val.names.iter().any(|n| n == candidates::BGNBD_REVENUE);
-    let mut clv_c: Vec<ClvCandidate> = ClvMix::ALL
-        .iter()
-        .filter(|&&mix| mix == ClvMix::Gbdt || has_bgnbd)
-        .map(|&mix| ClvCandidate {
+    let mut clv_c: Vec<ClvCandidate> = ClvMix::available(&x_val.names)
+        .into_iter()
+        .map(|mix| ClvCandidate {
             name: mix.name().into(),
             mix,
             chosen: false,
@@ -958,14 +961,13 @@ pub fn candidate_summary(m: &TrainMetrics) -> String {
     if c.churn.is_empty() {
         return String::new();
     }
-    let opt = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     let mut out = format!("candidates, chosen on {}:\n", c.basis);
     for k in c.rows() {
         out.push_str(&format!(
             "  {:<5} {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
             k.task,
             k.name,
-            opt(k.choice),
+            fmt_metric(k.choice),
             k.validation,
             k.holdout,
             if k.chosen { "  <- shipped" } else { "" }
