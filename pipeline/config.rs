@@ -262,8 +262,10 @@ pub struct GbdtConfig {
     /// Column subsample per tree, in (0, 1].
     pub colsample_bytree: f64,
     pub seed: u64,
-    /// L2 penalty of the logistic regression candidate (summed log loss units).
-    pub logistic_l2: f64,
+    /// L2 penalty of the logistic regression candidate (summed log loss units): one value, or
+    /// a grid the penalty is chosen from on the same out-of-time predictions as the candidates.
+    #[serde(deserialize_with = "one_or_many")]
+    pub logistic_l2: Vec<f64>,
 }
 
 impl Default for GbdtConfig {
@@ -279,9 +281,23 @@ impl Default for GbdtConfig {
             subsample: 1.0,
             colsample_bytree: 1.0,
             seed: 42,
-            logistic_l2: 1.0,
+            logistic_l2: vec![1.0, 10.0, 100.0, 1000.0],
         }
     }
+}
+
+/// A number or a list of numbers, as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(f64),
+        Many(Vec<f64>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(v) => vec![v],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Reference models trained on the same split, for comparison.
@@ -766,8 +782,11 @@ impl Config {
         if m.l2.is_nan() || m.l2 < 0.0 {
             return bad("model.l2", format!("must be >= 0, got {}", m.l2));
         }
-        if !(m.logistic_l2 > 0.0 && m.logistic_l2.is_finite()) {
-            return bad("model.logistic_l2", format!("must be > 0, got {}", m.logistic_l2));
+        if m.logistic_l2.is_empty() {
+            return bad("model.logistic_l2", "needs at least one value".into());
+        }
+        if let Some(v) = m.logistic_l2.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
+            return bad("model.logistic_l2", format!("every value must be > 0, got {v}"));
         }
         if m.nbins < 2 {
             return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
@@ -1057,6 +1076,18 @@ mod tests {
             let err = Config::from_toml(text, "f.toml").unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
             assert_eq!(err.exit_code(), 2);
+        }
+    }
+
+    #[test]
+    fn logistic_penalty_is_one_value_or_a_grid() {
+        let one = Config::from_toml("[model]\nlogistic_l2 = 100\n", "f.toml").unwrap();
+        assert_eq!(one.model.logistic_l2, vec![100.0]);
+        let grid = Config::from_toml("[model]\nlogistic_l2 = [0.5, 50]\n", "f.toml").unwrap();
+        assert_eq!(grid.model.logistic_l2, vec![0.5, 50.0]);
+        for bad in ["[]", "0", "[1, -2]"] {
+            let err = Config::from_toml(&format!("[model]\nlogistic_l2 = {bad}\n"), "f.toml").unwrap_err();
+            assert!(err.to_string().contains("model.logistic_l2"), "{bad}: {err}");
         }
     }
 

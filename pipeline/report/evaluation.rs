@@ -991,6 +991,9 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
             &rows,
             None,
         );
+        if let Some(line) = c.penalty_line() {
+            d.para(&format!("{line}."));
+        }
         d.reading("Metrics are ROC AUC for churn (before calibration) and normalized Gini for CLV. Validation favours the GBDT (its tree count is early-stopped there, and its fit labels overlap the validation window), which is why the choice is made on out-of-time predictions instead.");
     }
     match &r.previous {

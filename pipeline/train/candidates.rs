@@ -203,6 +203,15 @@ pub struct ClvCandidate {
     pub holdout: ClvMetrics,
 }
 
+/// One value of the logistic regression's L2 grid and its choice metric (mean out-of-time
+/// ROC AUC of the logistic regression alone; validation ROC AUC without purged models).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PenaltyChoice {
+    pub l2: f64,
+    pub roc_auc: f64,
+    pub chosen: bool,
+}
+
 /// Every candidate with its validation and holdout metrics, and the rule that chose.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CandidateReport {
@@ -213,6 +222,10 @@ pub struct CandidateReport {
     pub basis: String,
     pub churn: Vec<ChurnCandidate>,
     pub clv: Vec<ClvCandidate>,
+    /// The logistic regression's penalty grid, chosen on the same basis (empty in older
+    /// models, which had one fixed penalty).
+    #[serde(default)]
+    pub logistic_l2: Vec<PenaltyChoice>,
 }
 
 /// One candidate as a table row: the task, its name, the metric that chose, and the same
@@ -246,6 +259,25 @@ impl CandidateReport {
             chosen: k.chosen,
         });
         churn.chain(clv).collect()
+    }
+
+    /// The logistic regression's penalty grid in one line, when there was a choice to make.
+    pub fn penalty_line(&self) -> Option<String> {
+        if self.logistic_l2.len() < 2 {
+            return None;
+        }
+        let items: Vec<String> = self
+            .logistic_l2
+            .iter()
+            .map(|p| {
+                let auc = if p.roc_auc.is_finite() { format!("{:.4}", p.roc_auc) } else { "-".into() };
+                format!("{} -> {auc}{}", p.l2, if p.chosen { " (chosen)" } else { "" })
+            })
+            .collect();
+        Some(format!(
+            "Logistic regression L2 penalty, chosen on the same basis (ROC AUC of the logistic regression alone): {}",
+            items.join(", ")
+        ))
     }
 
     pub fn churn_choice(&self) -> ChurnMix {

@@ -27,7 +27,9 @@ use crate::progress::Progress;
 use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, BandOutcome, CurvePoint, PolicyOutcome, RiskBands};
-use candidates::{CandidateReport, ChurnCandidate, ChurnMix, ChurnModel, ClvCandidate, ClvMix, ClvModel};
+use candidates::{
+    CandidateReport, ChurnCandidate, ChurnMix, ChurnModel, ClvCandidate, ClvMix, ClvModel, PenaltyChoice,
+};
 use gbdt::{ForustGbdt, Gbdt, Task};
 use linear::Logistic;
 
@@ -264,6 +266,9 @@ struct OutOfTime {
     dates: Vec<NaiveDate>,
     n_groups: usize,
     churn_gbdt: Vec<f64>,
+    /// Logistic log-odds for each value of the penalty grid (`model.logistic_l2`).
+    logistic_by_l2: Vec<Vec<f64>>,
+    /// Those of the chosen penalty (set by [`choose_logistic`]).
     churn_logistic_margin: Vec<f64>,
     clv_gbdt: Vec<f64>,
 }
@@ -303,8 +308,9 @@ fn predict_group(
     let (y_fit, y_at, v_fit, v_at) = (pick(churn, fit), pick(churn, &at), pick(clv, fit), pick(clv, &at));
     let g = Engine::fit(&params(churn_trees), Task::Churn, &x_fit, &y_fit, (&x_at, &y_at))?;
     o.churn_gbdt.extend(g.predict(&x_at));
-    let l = Logistic::fit(&x_fit, &y_fit, cfg.model.logistic_l2)?;
-    o.churn_logistic_margin.extend(l.margin(&x_at));
+    for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.model.logistic_l2) {
+        margins.extend(Logistic::fit(&x_fit, &y_fit, l2)?.margin(&x_at));
+    }
     if clv_choice {
         let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, (&x_at, &v_at))?;
         o.clv_gbdt.extend(c.predict(&x_at));
@@ -338,6 +344,7 @@ fn out_of_time(
         dates: Vec::new(),
         n_groups: 0,
         churn_gbdt: Vec::new(),
+        logistic_by_l2: vec![Vec::new(); cfg.model.logistic_l2.len()],
         churn_logistic_margin: Vec::new(),
         clv_gbdt: Vec::new(),
     };
@@ -509,10 +516,7 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
     progress.step("predict_holdout", "predicting the holdout (churn)", || {
         Ok::<_, Error>(churn_model.predict(&x_hold))
     })?;
-    let logistic = progress.step("train_logistic", "training the logistic regression candidate", || {
-        Logistic::fit(&x_fit, &y_fit, cfg.model.logistic_l2)
-    })?;
-    let oot = progress.step(
+    let mut oot = progress.step(
         "out_of_time",
         &format!(
             "purged models at up to {} snapshots (candidate choice, calibration)",
@@ -523,14 +527,19 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
             out_of_time(cfg, &plan, &days, &data, &rows.fit, &x, (&churn, &clv), trees)
         },
     )?;
+    let (logistic, penalties) =
+        progress.step("train_logistic", "training the logistic regression candidate", || {
+            choose_logistic(&cfg.model.logistic_l2, oot.as_mut(), &churn, (&x_fit, &y_fit), (&x_val, &y_val))
+        })?;
     // Candidates, chosen on out-of-time predictions (on validation when there is too little
     // history for them); the holdout is only reported.
-    let (candidates, churn_mix, clv_mix) = choose_candidates(
+    let (mut candidates, churn_mix, clv_mix) = choose_candidates(
         (&churn_model, &logistic, &clv_model),
         (&x_val, &y_val, &v_val),
         (&x_hold, &y_hold, &v_hold),
         oot.as_ref().map(|o| (o, &x, &churn[..], &clv[..])),
     );
+    candidates.logistic_l2 = penalties;
     let churn_model = ChurnModel { mix: churn_mix, gbdt: churn_model, logistic: Some(logistic) };
     let clv_model = ClvModel { mix: clv_mix, gbdt: clv_model };
     let raw_val = churn_model.predict(&x_val);
@@ -819,7 +828,63 @@ fn choose_candidates(
         ),
         None => "the validation snapshot (too little data for purged models or cross-fitting)".into(),
     };
-    (CandidateReport { rule: candidates::RULE.into(), basis, churn: churn_c, clv: clv_c }, churn_mix, clv_mix)
+    let report = CandidateReport {
+        rule: candidates::RULE.into(),
+        basis,
+        churn: churn_c,
+        clv: clv_c,
+        logistic_l2: Vec::new(),
+    };
+    (report, churn_mix, clv_mix)
+}
+
+/// The logistic regression, its penalty chosen from `grid` on the out-of-time predictions of
+/// the logistic regression alone (mean ROC AUC over the snapshots or folds; on validation
+/// without them), then refitted on the fit rows. Leaves the chosen penalty's out-of-time
+/// log-odds in `oot.churn_logistic_margin` for the candidates and the calibration.
+fn choose_logistic(
+    grid: &[f64],
+    oot: Option<&mut OutOfTime>,
+    churn: &[f64],
+    (x_fit, y_fit): (&FeatureMatrix, &[f64]),
+    (x_val, y_val): (&FeatureMatrix, &[f64]),
+) -> Result<(Logistic, Vec<PenaltyChoice>)> {
+    let mut fitted = Vec::new();
+    let scores: Vec<f64> = match &oot {
+        Some(o) => {
+            let (per, y) = (o.per_snapshot(), pick(churn, &o.rows));
+            o.logistic_by_l2
+                .iter()
+                .map(|m| {
+                    metrics::mean(
+                        &per.iter().map(|i| metrics::roc_auc(&pick(&y, i), &pick(m, i))).collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        }
+        None if grid.len() == 1 => vec![f64::NAN],
+        None => {
+            for &l2 in grid {
+                fitted.push(Logistic::fit(x_fit, y_fit, l2)?);
+            }
+            fitted.iter().map(|l| metrics::roc_auc(y_val, &l.margin(x_val))).collect()
+        }
+    };
+    let best = candidates::best_index(&scores);
+    if let Some(o) = oot {
+        o.churn_logistic_margin = std::mem::take(&mut o.logistic_by_l2[best]);
+    }
+    let logistic = match fitted.into_iter().nth(best) {
+        Some(l) => l,
+        None => Logistic::fit(x_fit, y_fit, grid[best])?,
+    };
+    let choices = grid
+        .iter()
+        .zip(&scores)
+        .enumerate()
+        .map(|(i, (&l2, &roc_auc))| PenaltyChoice { l2, roc_auc, chosen: i == best })
+        .collect();
+    Ok((logistic, choices))
 }
 
 /// The BG/NBD + Gamma-Gamma baseline's name (churn: P(no purchase in the horizon); CLV:
@@ -972,6 +1037,9 @@ pub fn candidate_summary(m: &TrainMetrics) -> String {
             k.holdout,
             if k.chosen { "  <- shipped" } else { "" }
         ));
+    }
+    if let Some(line) = c.penalty_line() {
+        out.push_str(&format!("  {line}\n"));
     }
     out
 }
