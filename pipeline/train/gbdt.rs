@@ -37,13 +37,15 @@ pub trait Gbdt: Sized + Send + Sync {
     const ENGINE: &'static str;
 
     /// Fit on `x`/`y`, early-stopped on `valid` (validation metric: log loss for churn,
-    /// RMSE for CLV). Seeded and deterministic.
+    /// RMSE for CLV); without `valid`, exactly `params.iterations` trees (refits whose tree
+    /// count was chosen elsewhere: no labels of the rows they predict may pick it). Seeded and
+    /// deterministic.
     fn fit(
         params: &GbdtConfig,
         task: Task,
         x: &FeatureMatrix,
         y: &[f64],
-        valid: (&FeatureMatrix, &[f64]),
+        valid: Option<(&FeatureMatrix, &[f64])>,
     ) -> Result<Self>;
 
     /// Probability of churn (churn task) or predicted value (CLV task), one per row.
@@ -98,10 +100,10 @@ impl Gbdt for ForustGbdt {
         task: Task,
         x: &FeatureMatrix,
         y: &[f64],
-        valid: (&FeatureMatrix, &[f64]),
+        valid: Option<(&FeatureMatrix, &[f64])>,
     ) -> Result<Self> {
         let model_err = |message: String| Error::Model { model: format!("{} gbdt", task.name()), message };
-        if x.rows == 0 || valid.0.rows == 0 {
+        if x.rows == 0 || valid.is_some_and(|v| v.0.rows == 0) {
             return Err(model_err("no training or validation rows".into()));
         }
         let (objective, metric) = match task {
@@ -120,13 +122,17 @@ impl Gbdt for ForustGbdt {
             .set_colsample_bytree(params.colsample_bytree)
             .set_seed(params.seed)
             .set_parallel(true)
-            .set_initialize_base_score(true)
-            .set_evaluation_metric(Some(metric))
-            .set_early_stopping_rounds(Some(params.early_stopping_rounds));
+            .set_initialize_base_score(true);
+        if valid.is_some() {
+            // forust then predicts with the best iteration on `valid`, stopped early or not.
+            booster = booster
+                .set_evaluation_metric(Some(metric))
+                .set_early_stopping_rounds(Some(params.early_stopping_rounds));
+        }
         let weights = vec![1.0; x.rows];
-        let valid_weights = vec![1.0; valid.0.rows];
-        let eval = vec![(matrix(valid.0), valid.1, valid_weights.as_slice())];
-        booster.fit(&matrix(x), y, &weights, Some(eval)).map_err(|e| model_err(e.to_string()))?;
+        let valid_weights = valid.map(|v| vec![1.0; v.0.rows]);
+        let eval = valid.zip(valid_weights.as_deref()).map(|((vx, vy), w)| vec![(matrix(vx), vy, w)]);
+        booster.fit(&matrix(x), y, &weights, eval).map_err(|e| model_err(e.to_string()))?;
         Ok(ForustGbdt::new(task, booster))
     }
 
@@ -212,13 +218,13 @@ mod tests {
         let (x, y) = toy(3000, 1);
         let (xv, yv) = toy(1000, 2);
         let params = GbdtConfig { iterations: 200, learning_rate: 0.1, ..GbdtConfig::default() };
-        let m = ForustGbdt::fit(&params, Task::Churn, &x, &y, (&xv, &yv)).unwrap();
+        let m = ForustGbdt::fit(&params, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap();
         let p = m.predict(&xv);
         assert!(p.iter().all(|v| (0.0..=1.0).contains(v)));
         let auc = crate::metrics::roc_auc(&yv, &p);
         assert!(auc > 0.7, "auc {auc}");
         // Same seed, same data: identical model.
-        let m2 = ForustGbdt::fit(&params, Task::Churn, &x, &y, (&xv, &yv)).unwrap();
+        let m2 = ForustGbdt::fit(&params, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap();
         assert_eq!(p, m2.predict(&xv));
         // JSON round trip predicts the same.
         let back = ForustGbdt::from_json(&m.to_json().unwrap()).unwrap();
@@ -241,8 +247,11 @@ mod tests {
         let forust_c = m.booster.predict_contributions(&matrix(&xm), ContributionsMethod::Average, true);
         assert_eq!(flat_c, forust_c);
         assert_eq!(m.flat.n_trees(), m.n_trees());
-        let clv = ForustGbdt::fit(&params, Task::Clv, &x, &y, (&xv, &yv)).unwrap();
+        let clv = ForustGbdt::fit(&params, Task::Clv, &x, &y, Some((&xv, &yv))).unwrap();
         assert_eq!(clv.predict(&xm), clv.booster.predict(&matrix(&xm), true));
+        // Without a validation set: exactly the trees asked for.
+        let fixed = GbdtConfig { iterations: 17, ..params.clone() };
+        assert_eq!(ForustGbdt::fit(&fixed, Task::Churn, &x, &y, None).unwrap().n_trees(), 17);
         // Feature a matters more than b in the generating model.
         let imp = m.importance_gain(2);
         assert!(imp[0] > imp[1], "{imp:?}");

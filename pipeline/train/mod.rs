@@ -299,20 +299,17 @@ fn predict_group(
     group: usize,
     clv_choice: bool,
 ) -> Result<()> {
-    let params = |n: usize| GbdtConfig {
-        iterations: n.max(1),
-        early_stopping_rounds: n.max(1) + 1,
-        ..cfg.model.clone()
-    };
+    // The main models' tree counts, fitted without any look at the rows predicted.
+    let params = |n: usize| GbdtConfig { iterations: n.max(1), ..cfg.model.clone() };
     let (x_fit, x_at) = (x.select_rows(fit), x.select_rows(&at));
-    let (y_fit, y_at, v_fit, v_at) = (pick(churn, fit), pick(churn, &at), pick(clv, fit), pick(clv, &at));
-    let g = Engine::fit(&params(churn_trees), Task::Churn, &x_fit, &y_fit, (&x_at, &y_at))?;
+    let (y_fit, v_fit) = (pick(churn, fit), pick(clv, fit));
+    let g = Engine::fit(&params(churn_trees), Task::Churn, &x_fit, &y_fit, None)?;
     o.churn_gbdt.extend(g.predict(&x_at));
     for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.model.logistic_l2) {
         margins.extend(Logistic::fit(&x_fit, &y_fit, l2)?.margin(&x_at));
     }
     if clv_choice {
-        let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, (&x_at, &v_at))?;
+        let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, None)?;
         o.clv_gbdt.extend(c.predict(&x_at));
     }
     o.group.extend(std::iter::repeat_n(group, at.len()));
@@ -507,10 +504,10 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
         (pick(&clv, &rows.fit), pick(&clv, &rows.validation), pick(&clv, &rows.holdout));
 
     let churn_model = progress.step("train_churn", "training the churn model (GBDT)", || {
-        Engine::fit(&cfg.model, Task::Churn, &x_fit, &y_fit, (&x_val, &y_val))
+        Engine::fit(&cfg.model, Task::Churn, &x_fit, &y_fit, Some((&x_val, &y_val)))
     })?;
     let clv_model = progress.step("train_clv", "training the CLV model (GBDT)", || {
-        Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, (&x_val, &v_val))
+        Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, Some((&x_val, &v_val)))
     })?;
     // Timed alone: prediction throughput (the benchmark compares it with LightGBM's).
     progress.step("predict_holdout", "predicting the holdout (churn)", || {
