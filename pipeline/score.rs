@@ -53,7 +53,8 @@ use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
 use crate::train::candidates::{ChurnModel, ClvModel};
 use crate::train::gbdt::Gbdt;
 use crate::train::linear::Logistic;
-use crate::train::{DecisionArtifact, Engine, ModelInfo, LOGISTIC_FILE};
+use crate::train::poisson::PoissonGbdt;
+use crate::train::{DecisionArtifact, Engine, ModelInfo, CLV_POISSON_FILE, LOGISTIC_FILE};
 
 /// A trained model loaded from its artifact directory.
 pub struct LoadedModel {
@@ -92,9 +93,21 @@ pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
     } else {
         None
     };
+    // Likewise the Poisson CLV GBDT (clv_poisson.json).
+    let poisson_path = dir.join(CLV_POISSON_FILE);
+    let poisson: Option<PoissonGbdt> = if poisson_path.exists() {
+        artifact::read_json(&poisson_path)?
+    } else if info.clv_model.uses_poisson() {
+        return Err(Error::Artifact {
+            path: poisson_path,
+            message: format!("missing: the CLV model is '{}', which needs it", info.clv_model.name()),
+        });
+    } else {
+        None
+    };
     Ok(LoadedModel {
         churn: ChurnModel { mix: info.churn_model, gbdt: model("churn.json")?, logistic },
-        clv: ClvModel { mix: info.clv_model, gbdt: model("clv.json")? },
+        clv: ClvModel { mix: info.clv_model, gbdt: model("clv.json")?, poisson },
         calibrator: artifact::read_json(&dir.join("calibration.json"))?,
         decision: artifact::read_json(&dir.join("decision.json"))?,
         info,

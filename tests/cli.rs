@@ -122,6 +122,7 @@ fn generate_then_train_writes_a_complete_artifact() {
         "churn.json",
         "clv.json",
         "logistic.json",
+        "clv_poisson.json",
         "calibration.json",
         "decision.json",
         "reference.json",

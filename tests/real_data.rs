@@ -23,7 +23,7 @@ fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
     let c = &m.candidates;
     assert!(c.basis.starts_with(basis), "{}", c.basis);
     assert_eq!(c.churn.len(), 3);
-    assert_eq!(c.clv.len(), 2);
+    assert_eq!(c.clv.len(), 4);
     let churn: Vec<f64> = c.churn.iter().map(|k| k.out_of_time_roc_auc.unwrap()).collect();
     let clv: Vec<f64> = c.clv.iter().map(|k| k.out_of_time_normalized_gini.unwrap()).collect();
     let best = |v: &[f64]| (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b });
@@ -47,10 +47,10 @@ fn cdnow_holdout() {
     let m = train_on("configs/cdnow.toml");
     assert_eq!(m.holdout_snapshot.to_string(), "1998-03-25");
     assert_eq!(m.n_holdout, 3742);
-    // Measured 0.7217 AUC (GBDT + logistic blend, chosen out of time) and 0.6821 Gini (GBDT).
-    // References on the same protocol: logistic regression 0.7167 AUC, XGBoost 0.6825 Gini.
+    // Measured 0.7217 AUC (GBDT + logistic blend) and 0.6838 Gini (Poisson GBDT), chosen out of
+    // time. References on the same protocol: logistic regression 0.7167 AUC, XGBoost 0.6825 Gini.
     assert!(m.churn.holdout.roc_auc >= 0.719, "CDNOW churn AUC {}", m.churn.holdout.roc_auc);
-    assert!(m.clv.holdout.normalized_gini >= 0.678, "CDNOW CLV Gini {}", m.clv.holdout.normalized_gini);
+    assert!(m.clv.holdout.normalized_gini >= 0.681, "CDNOW CLV Gini {}", m.clv.holdout.normalized_gini);
     assert_honest_choice(&m, "out-of-time predictions of purged models");
     // Calibration keeps the ranking and does not worsen the holdout ECE: chosen on three
     // purged out-of-time snapshots (one fitted on the validation snapshot alone made the
@@ -85,11 +85,11 @@ fn completejourney_holdout_and_determinism() {
     let m = train_on("configs/completejourney.toml");
     assert_eq!(m.holdout_snapshot.to_string(), "2017-09-10");
     assert_eq!(m.n_holdout, 2315);
-    // Measured 0.8937 AUC (logistic, L2 100 from the grid) and 0.8555 Gini (GBDT + BG/NBD), chosen by
-    // cross-fitting (one fit snapshot: no room for purged models). References: logistic
-    // regression 0.8930 AUC, LightGBM 0.8551 Gini.
+    // Measured 0.8937 AUC (logistic, L2 100 from the grid) and 0.8567 Gini (Poisson GBDT +
+    // BG/NBD), chosen by cross-fitting (one fit snapshot: no room for purged models).
+    // References: logistic regression 0.8930 AUC, LightGBM 0.8551 Gini.
     assert!(m.churn.holdout.roc_auc >= 0.890, "CJ churn AUC {}", m.churn.holdout.roc_auc);
-    assert!(m.clv.holdout.normalized_gini >= 0.852, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
+    assert!(m.clv.holdout.normalized_gini >= 0.854, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
     assert_honest_choice(&m, "5-fold cross-fitting by customer");
     // Reference (lifetimes) BG/NBD on this protocol: 0.8763 AUC, 0.8437 Gini.
     let bg = &m.baselines[train::BGNBD_BASELINE];

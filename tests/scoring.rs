@@ -420,7 +420,7 @@ fn the_shipped_candidate_is_what_scores_and_its_files_are_required() {
     let info: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("model.json")).unwrap()).unwrap();
     assert_eq!(info["churn_model"].as_str().unwrap(), chosen("churn"));
     assert_eq!(info["clv_model"].as_str().unwrap(), chosen("clv"));
-    assert!(model.churn.logistic.is_some());
+    assert!(model.churn.logistic.is_some() && model.clv.poisson.is_some());
     let as_of = date("2024-10-01");
     let run = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
     assert!(run.scores.height() > 100);
@@ -431,13 +431,20 @@ fn the_shipped_candidate_is_what_scores_and_its_files_are_required() {
     fs::remove_file(dir.join("logistic.json")).unwrap();
     let err = score::load_model(&ws.path().join("models"), None).err().unwrap().to_string();
     assert!(err.contains("logistic.json") && err.contains("gbdt + logistic"), "{err}");
+    // Likewise the Poisson CLV GBDT.
+    forced["churn_model"] = "gbdt".into();
+    forced["clv_model"] = "poisson_bgnbd".into();
+    fs::write(dir.join("model.json"), serde_json::to_vec(&forced).unwrap()).unwrap();
+    fs::remove_file(dir.join("clv_poisson.json")).unwrap();
+    let err = score::load_model(&ws.path().join("models"), None).err().unwrap().to_string();
+    assert!(err.contains("clv_poisson.json") && err.contains("poisson gbdt + bg/nbd"), "{err}");
     // ...and a model from before the candidates (no churn_model, no logistic.json) is the GBDT.
     let mut old = info;
     old.as_object_mut().unwrap().remove("churn_model");
     old.as_object_mut().unwrap().remove("clv_model");
     fs::write(dir.join("model.json"), serde_json::to_vec(&old).unwrap()).unwrap();
     let m = score::load_model(&ws.path().join("models"), None).unwrap();
-    assert!(m.churn.logistic.is_none());
+    assert!(m.churn.logistic.is_none() && m.clv.poisson.is_none());
     let gbdt = score::score(&cfg, &m, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
     assert_eq!(gbdt.scores.height(), run.scores.height());
 }

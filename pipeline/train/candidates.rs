@@ -1,9 +1,9 @@
 //! Model candidates and the honest choice between them.
 //!
 //! Churn: the GBDT, the logistic regression (own Newton fit, [`super::linear`]), and their
-//! blend (the mean of the two log-odds). CLV: the GBDT, and its blend with the BG/NBD +
-//! Gamma-Gamma expected revenue (the mean of the two predictions, when the features carry
-//! it). Every candidate is fitted on the fit snapshots only; the one with the best metric
+//! blend (the mean of the two log-odds). CLV: the squared-loss GBDT, the Poisson GBDT
+//! ([`super::poisson`]), and each one's blend with the BG/NBD + Gamma-Gamma expected revenue
+//! (the mean of the two predictions, when the features carry it). Every candidate is fitted on the fit snapshots only; the one with the best metric
 //! (churn ROC AUC, CLV normalized Gini) on out-of-time predictions of purged models (or,
 //! with too little history, on cross-fitted predictions by customer) is shipped (see
 //! `out_of_time` in `train`). The holdout is evaluated for every candidate and reported,
@@ -15,6 +15,7 @@ use crate::features::FeatureMatrix;
 use crate::metrics::{ChurnMetrics, ClvMetrics};
 use crate::train::gbdt::Gbdt;
 use crate::train::linear::Logistic;
+use crate::train::poisson::PoissonGbdt;
 use crate::train::Engine;
 
 /// The BG/NBD + Gamma-Gamma expected revenue feature a CLV blend averages with.
@@ -56,26 +57,42 @@ impl ChurnMix {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClvMix {
+    /// The squared-loss GBDT.
     #[default]
     Gbdt,
     /// Mean of the GBDT prediction and the BG/NBD + Gamma-Gamma expected revenue.
     BlendBgnbd,
+    /// The Poisson GBDT.
+    Poisson,
+    /// Mean of the Poisson GBDT prediction and the BG/NBD + Gamma-Gamma expected revenue.
+    PoissonBgnbd,
 }
 
 impl ClvMix {
-    pub const ALL: [ClvMix; 2] = [ClvMix::Gbdt, ClvMix::BlendBgnbd];
+    pub const ALL: [ClvMix; 4] = [ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::PoissonBgnbd];
 
-    /// The mixes features named `names` allow (the BG/NBD blend needs its revenue column).
+    /// The mixes features named `names` allow (the BG/NBD blends need its revenue column).
     pub fn available(names: &[String]) -> Vec<ClvMix> {
         let has_bgnbd = names.iter().any(|n| n == BGNBD_REVENUE);
-        Self::ALL.into_iter().filter(|&mix| mix == ClvMix::Gbdt || has_bgnbd).collect()
+        Self::ALL.into_iter().filter(|&mix| !mix.uses_bgnbd() || has_bgnbd).collect()
     }
 
     pub fn name(self) -> &'static str {
         match self {
             ClvMix::Gbdt => "gbdt",
             ClvMix::BlendBgnbd => "gbdt + bg/nbd",
+            ClvMix::Poisson => "poisson gbdt",
+            ClvMix::PoissonBgnbd => "poisson gbdt + bg/nbd",
         }
+    }
+
+    /// Whether the mix starts from the Poisson GBDT (else the squared-loss one).
+    pub fn uses_poisson(self) -> bool {
+        matches!(self, ClvMix::Poisson | ClvMix::PoissonBgnbd)
+    }
+
+    fn uses_bgnbd(self) -> bool {
+        matches!(self, ClvMix::BlendBgnbd | ClvMix::PoissonBgnbd)
     }
 }
 
@@ -156,10 +173,11 @@ pub fn combine(mix: ChurnMix, gbdt: Option<&[f64]>, logistic_margin: Option<&[f6
     }
 }
 
-/// CLV predictions of a mix from the GBDT's predictions and the features.
+/// CLV predictions of a mix from its GBDT's predictions (squared-loss or Poisson, as the
+/// mix says) and the features.
 pub fn combine_clv(mix: ClvMix, gbdt: Vec<f64>, x: &FeatureMatrix) -> Vec<f64> {
-    match (mix, x.names.iter().position(|n| n == BGNBD_REVENUE)) {
-        (ClvMix::BlendBgnbd, Some(c)) => gbdt
+    match (mix.uses_bgnbd(), x.names.iter().position(|n| n == BGNBD_REVENUE)) {
+        (true, Some(c)) => gbdt
             .iter()
             .zip(x.column(c))
             .map(|(a, b)| if b.is_finite() { 0.5 * (a + b) } else { *a })
@@ -172,11 +190,33 @@ pub fn combine_clv(mix: ClvMix, gbdt: Vec<f64>, x: &FeatureMatrix) -> Vec<f64> {
 pub struct ClvModel {
     pub mix: ClvMix,
     pub gbdt: Engine,
+    /// Present whenever the mix uses it (and in every model trained since it existed).
+    pub poisson: Option<PoissonGbdt>,
 }
 
 impl ClvModel {
     pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        combine_clv(self.mix, self.gbdt.predict(x), x)
+        let base = match &self.poisson {
+            Some(p) if self.mix.uses_poisson() => p.predict(x),
+            _ => self.gbdt.predict(x),
+        };
+        combine_clv(self.mix, base, x)
+    }
+
+    /// Trees of the GBDT the mix uses.
+    pub fn n_trees(&self) -> usize {
+        match &self.poisson {
+            Some(p) if self.mix.uses_poisson() => p.n_trees(),
+            _ => self.gbdt.n_trees(),
+        }
+    }
+
+    /// Split-gain importance of the GBDT the mix uses.
+    pub fn importance_gain(&self, n_features: usize) -> Vec<f64> {
+        match &self.poisson {
+            Some(p) if self.mix.uses_poisson() => p.importance_gain(n_features),
+            _ => self.gbdt.importance_gain(n_features),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod candidates;
 pub mod forest;
 pub mod gbdt;
 pub mod linear;
+pub mod poisson;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ use candidates::{
 };
 use gbdt::{ForustGbdt, Gbdt, Task};
 use linear::Logistic;
+use poisson::PoissonGbdt;
 
 /// The engine behind the [`Gbdt`] trait in this build.
 pub type Engine = ForustGbdt;
@@ -271,6 +273,7 @@ struct OutOfTime {
     /// Those of the chosen penalty (set by [`choose_logistic`]).
     churn_logistic_margin: Vec<f64>,
     clv_gbdt: Vec<f64>,
+    clv_poisson: Vec<f64>,
 }
 
 impl OutOfTime {
@@ -293,7 +296,7 @@ fn predict_group(
     cfg: &Config,
     x: &FeatureMatrix,
     (churn, clv): (&[f64], &[f64]),
-    (churn_trees, clv_trees): (usize, usize),
+    (churn_trees, clv_trees, poisson_trees): (usize, usize, usize),
     fit: &[usize],
     at: Vec<usize>,
     group: usize,
@@ -311,6 +314,8 @@ fn predict_group(
     if clv_choice {
         let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, None)?;
         o.clv_gbdt.extend(c.predict(&x_at));
+        let p = PoissonGbdt::fit(&params(poisson_trees), &x_fit, &v_fit, None)?;
+        o.clv_poisson.extend(p.predict(&x_at));
     }
     o.group.extend(std::iter::repeat_n(group, at.len()));
     o.rows.extend(at);
@@ -327,7 +332,7 @@ fn out_of_time(
     fit_rows: &[usize],
     x: &FeatureMatrix,
     labels: (&[f64], &[f64]),
-    trees: (usize, usize),
+    trees: (usize, usize, usize),
 ) -> Result<Option<OutOfTime>> {
     let churn = labels.0;
     let clv_choice = ClvMix::available(&x.names).len() > 1;
@@ -344,6 +349,7 @@ fn out_of_time(
         logistic_by_l2: vec![Vec::new(); cfg.model.logistic_l2.len()],
         churn_logistic_margin: Vec::new(),
         clv_gbdt: Vec::new(),
+        clv_poisson: Vec::new(),
     };
     for &s in &training[training.len() - k..] {
         let sd = features::epoch_day(s);
@@ -509,6 +515,10 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
     let clv_model = progress.step("train_clv", "training the CLV model (GBDT)", || {
         Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, Some((&x_val, &v_val)))
     })?;
+    let clv_poisson =
+        progress.step("train_clv_poisson", "training the CLV candidate (Poisson GBDT)", || {
+            PoissonGbdt::fit(&cfg.model, &x_fit, &v_fit, Some((&x_val, &v_val)))
+        })?;
     // Timed alone: prediction throughput (the benchmark compares it with LightGBM's).
     progress.step("predict_holdout", "predicting the holdout (churn)", || {
         Ok::<_, Error>(churn_model.predict(&x_hold))
@@ -520,7 +530,7 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
             cfg.decision.calibration_snapshots
         ),
         || {
-            let trees = (churn_model.n_trees(), clv_model.n_trees());
+            let trees = (churn_model.n_trees(), clv_model.n_trees(), clv_poisson.n_trees());
             out_of_time(cfg, &plan, &days, &data, &rows.fit, &x, (&churn, &clv), trees)
         },
     )?;
@@ -531,14 +541,14 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
     // Candidates, chosen on out-of-time predictions (on validation when there is too little
     // history for them); the holdout is only reported.
     let (mut candidates, churn_mix, clv_mix) = choose_candidates(
-        (&churn_model, &logistic, &clv_model),
+        (&churn_model, &logistic, &clv_model, &clv_poisson),
         (&x_val, &y_val, &v_val),
         (&x_hold, &y_hold, &v_hold),
         oot.as_ref().map(|o| (o, &x, &churn[..], &clv[..])),
     );
     candidates.logistic_l2 = penalties;
     let churn_model = ChurnModel { mix: churn_mix, gbdt: churn_model, logistic: Some(logistic) };
-    let clv_model = ClvModel { mix: clv_mix, gbdt: clv_model };
+    let clv_model = ClvModel { mix: clv_mix, gbdt: clv_model, poisson: Some(clv_poisson) };
     let raw_val = churn_model.predict(&x_val);
     let (raw_hold, contributions_hold) = churn_model.predict_with_contributions(&x_hold);
     let c_val = clv_model.predict(&x_val);
@@ -682,9 +692,9 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
         gbdt: GbdtInfo {
             engine: Engine::ENGINE.into(),
             churn_trees: churn_model.gbdt.n_trees(),
-            clv_trees: clv_model.gbdt.n_trees(),
+            clv_trees: clv_model.n_trees(),
             churn_importance: importance(churn_model.gbdt.importance_gain(names.len())),
-            clv_importance: importance(clv_model.gbdt.importance_gain(names.len())),
+            clv_importance: importance(clv_model.importance_gain(names.len())),
             churn_mean_abs_contribution: importance(mean_abs_columns(&contributions_hold, names.len())),
         },
         calibration: calibration_report,
@@ -733,6 +743,7 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
         ("churn.json", churn_model.gbdt.to_json()?.into_bytes()),
         ("clv.json", clv_model.gbdt.to_json()?.into_bytes()),
         (LOGISTIC_FILE, artifact::to_json_bytes(&churn_model.logistic, LOGISTIC_FILE)?),
+        (CLV_POISSON_FILE, artifact::to_json_bytes(&clv_model.poisson, CLV_POISSON_FILE)?),
         ("calibration.json", artifact::to_json_bytes(&calibrator, "calibration.json")?),
         ("decision.json", artifact::to_json_bytes(&decision_artifact, "decision.json")?),
         (monitor::REFERENCE_FILE, artifact::to_json_bytes(&reference, monitor::REFERENCE_FILE)?),
@@ -750,18 +761,26 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
 /// The logistic regression candidate's file in a model directory.
 pub const LOGISTIC_FILE: &str = "logistic.json";
 
+/// The Poisson GBDT CLV candidate's file in a model directory.
+pub const CLV_POISSON_FILE: &str = "clv_poisson.json";
+
 /// Every candidate's validation and holdout metrics (fit-snapshot models), its out-of-time
 /// metric (purged models, mean over their snapshots) when there is one, and the mixes
 /// chosen: on the out-of-time metric, or on validation without one.
 fn choose_candidates(
-    (churn, logistic, clv): (&Engine, &Logistic, &Engine),
+    (churn, logistic, clv, poisson): (&Engine, &Logistic, &Engine, &PoissonGbdt),
     (x_val, y_val, v_val): (&FeatureMatrix, &[f64], &[f64]),
     (x_hold, y_hold, v_hold): (&FeatureMatrix, &[f64], &[f64]),
     oot: Option<(&OutOfTime, &FeatureMatrix, &[f64], &[f64])>,
 ) -> (CandidateReport, ChurnMix, ClvMix) {
-    let parts = |x: &FeatureMatrix| (churn.predict(x), logistic.margin(x), clv.predict(x));
-    let (gv, lv, cv) = parts(x_val);
-    let (gh, lh, ch) = parts(x_hold);
+    let parts =
+        |x: &FeatureMatrix| (churn.predict(x), logistic.margin(x), clv.predict(x), poisson.predict(x));
+    let (gv, lv, cv, pv) = parts(x_val);
+    let (gh, lh, ch, ph) = parts(x_hold);
+    // The GBDT a CLV mix starts from.
+    let base = |mix: ClvMix, squared: &[f64], poisson: &[f64]| {
+        if mix.uses_poisson() { poisson } else { squared }.to_vec()
+    };
     // Out-of-time: per snapshot, the metric of each candidate; their mean.
     let oot = oot.map(|(o, x, y, v)| {
         (o, o.per_snapshot(), x.select_rows(&o.rows), pick(y, &o.rows), pick(v, &o.rows))
@@ -775,7 +794,7 @@ fn choose_candidates(
     };
     let oot_clv = |mix: ClvMix| -> Option<f64> {
         let (o, per, x, _, v) = oot.as_ref().filter(|(o, ..)| !o.clv_gbdt.is_empty())?;
-        let p = candidates::combine_clv(mix, o.clv_gbdt.clone(), x);
+        let p = candidates::combine_clv(mix, base(mix, &o.clv_gbdt, &o.clv_poisson), x);
         Some(metrics::mean(
             &per.iter().map(|i| metrics::normalized_gini(&pick(v, i), &pick(&p, i))).collect::<Vec<_>>(),
         ))
@@ -798,8 +817,11 @@ fn choose_candidates(
             mix,
             chosen: false,
             out_of_time_normalized_gini: oot_clv(mix),
-            validation: metrics::clv_metrics(v_val, &candidates::combine_clv(mix, cv.clone(), x_val)),
-            holdout: metrics::clv_metrics(v_hold, &candidates::combine_clv(mix, ch.clone(), x_hold)),
+            validation: metrics::clv_metrics(
+                v_val,
+                &candidates::combine_clv(mix, base(mix, &cv, &pv), x_val),
+            ),
+            holdout: metrics::clv_metrics(v_hold, &candidates::combine_clv(mix, base(mix, &ch, &ph), x_hold)),
         })
         .collect();
     let i = candidates::best_index(
@@ -1026,7 +1048,7 @@ pub fn candidate_summary(m: &TrainMetrics) -> String {
     let mut out = format!("candidates, chosen on {}:\n", c.basis);
     for k in c.rows() {
         out.push_str(&format!(
-            "  {:<5} {:<18} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            "  {:<5} {:<21} choice {}  validation {:.4}  holdout {:.4}{}\n",
             k.task,
             k.name,
             fmt_metric(k.choice),
