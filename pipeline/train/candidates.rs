@@ -71,10 +71,14 @@ pub enum ClvMix {
 impl ClvMix {
     pub const ALL: [ClvMix; 4] = [ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::PoissonBgnbd];
 
-    /// The mixes features named `names` allow (the BG/NBD blends need its revenue column).
-    pub fn available(names: &[String]) -> Vec<ClvMix> {
+    /// The mixes features named `names` allow (the BG/NBD blends need its revenue column),
+    /// with or without the Poisson GBDT (`model.clv_poisson`).
+    pub fn available(names: &[String], poisson: bool) -> Vec<ClvMix> {
         let has_bgnbd = names.iter().any(|n| n == BGNBD_REVENUE);
-        Self::ALL.into_iter().filter(|&mix| !mix.uses_bgnbd() || has_bgnbd).collect()
+        Self::ALL
+            .into_iter()
+            .filter(|&mix| (!mix.uses_bgnbd() || has_bgnbd) && (!mix.uses_poisson() || poisson))
+            .collect()
     }
 
     pub fn name(self) -> &'static str {
@@ -349,6 +353,16 @@ pub const RULE: &str = "highest mean out-of-time ROC AUC (churn) / normalized Gi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clv_mixes_follow_the_features_and_the_poisson_switch() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let with = names(&["recency_days", BGNBD_REVENUE]);
+        assert_eq!(ClvMix::available(&with, true), ClvMix::ALL.to_vec());
+        assert_eq!(ClvMix::available(&with, false), vec![ClvMix::Gbdt, ClvMix::BlendBgnbd]);
+        assert_eq!(ClvMix::available(&names(&["recency_days"]), true), vec![ClvMix::Gbdt, ClvMix::Poisson]);
+        assert_eq!(ClvMix::available(&names(&["recency_days"]), false), vec![ClvMix::Gbdt]);
+    }
 
     #[test]
     fn best_index_prefers_earlier_on_ties_and_skips_nan() {

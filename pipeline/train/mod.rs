@@ -296,7 +296,7 @@ fn predict_group(
     cfg: &Config,
     x: &FeatureMatrix,
     (churn, clv): (&[f64], &[f64]),
-    (churn_trees, clv_trees, poisson_trees): (usize, usize, usize),
+    (churn_trees, clv_trees, poisson_trees): (usize, usize, Option<usize>),
     fit: &[usize],
     at: Vec<usize>,
     group: usize,
@@ -314,8 +314,9 @@ fn predict_group(
     if clv_choice {
         let c = Engine::fit(&params(clv_trees), Task::Clv, &x_fit, &v_fit, None)?;
         o.clv_gbdt.extend(c.predict(&x_at));
-        let p = PoissonGbdt::fit(&params(poisson_trees), &x_fit, &v_fit, None)?;
-        o.clv_poisson.extend(p.predict(&x_at));
+        if let Some(n) = poisson_trees {
+            o.clv_poisson.extend(PoissonGbdt::fit(&params(n), &x_fit, &v_fit, None)?.predict(&x_at));
+        }
     }
     o.group.extend(std::iter::repeat_n(group, at.len()));
     o.rows.extend(at);
@@ -332,10 +333,10 @@ fn out_of_time(
     fit_rows: &[usize],
     x: &FeatureMatrix,
     labels: (&[f64], &[f64]),
-    trees: (usize, usize, usize),
+    trees: (usize, usize, Option<usize>),
 ) -> Result<Option<OutOfTime>> {
     let churn = labels.0;
-    let clv_choice = ClvMix::available(&x.names).len() > 1;
+    let clv_choice = ClvMix::available(&x.names, trees.2.is_some()).len() > 1;
     let horizon = cfg.snapshots.horizon_days;
     let mut training: Vec<NaiveDate> = plan.fit.clone();
     training.push(plan.validation);
@@ -515,10 +516,13 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
     let clv_model = progress.step("train_clv", "training the CLV model (GBDT)", || {
         Engine::fit(&cfg.model, Task::Clv, &x_fit, &v_fit, Some((&x_val, &v_val)))
     })?;
-    let clv_poisson =
-        progress.step("train_clv_poisson", "training the CLV candidate (Poisson GBDT)", || {
+    let clv_poisson = if cfg.model.clv_poisson {
+        Some(progress.step("train_clv_poisson", "training the CLV candidate (Poisson GBDT)", || {
             PoissonGbdt::fit(&cfg.model, &x_fit, &v_fit, Some((&x_val, &v_val)))
-        })?;
+        })?)
+    } else {
+        None
+    };
     // Timed alone: prediction throughput (the benchmark compares it with LightGBM's).
     progress.step("predict_holdout", "predicting the holdout (churn)", || {
         Ok::<_, Error>(churn_model.predict(&x_hold))
@@ -530,7 +534,8 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
             cfg.decision.calibration_snapshots
         ),
         || {
-            let trees = (churn_model.n_trees(), clv_model.n_trees(), clv_poisson.n_trees());
+            let trees =
+                (churn_model.n_trees(), clv_model.n_trees(), clv_poisson.as_ref().map(|p| p.n_trees()));
             out_of_time(cfg, &plan, &days, &data, &rows.fit, &x, (&churn, &clv), trees)
         },
     )?;
@@ -541,14 +546,14 @@ fn train_core(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<
     // Candidates, chosen on out-of-time predictions (on validation when there is too little
     // history for them); the holdout is only reported.
     let (mut candidates, churn_mix, clv_mix) = choose_candidates(
-        (&churn_model, &logistic, &clv_model, &clv_poisson),
+        (&churn_model, &logistic, &clv_model, clv_poisson.as_ref()),
         (&x_val, &y_val, &v_val),
         (&x_hold, &y_hold, &v_hold),
         oot.as_ref().map(|o| (o, &x, &churn[..], &clv[..])),
     );
     candidates.logistic_l2 = penalties;
     let churn_model = ChurnModel { mix: churn_mix, gbdt: churn_model, logistic: Some(logistic) };
-    let clv_model = ClvModel { mix: clv_mix, gbdt: clv_model, poisson: Some(clv_poisson) };
+    let clv_model = ClvModel { mix: clv_mix, gbdt: clv_model, poisson: clv_poisson };
     let raw_val = churn_model.predict(&x_val);
     let (raw_hold, contributions_hold) = churn_model.predict_with_contributions(&x_hold);
     let c_val = clv_model.predict(&x_val);
@@ -768,18 +773,20 @@ pub const CLV_POISSON_FILE: &str = "clv_poisson.json";
 /// metric (purged models, mean over their snapshots) when there is one, and the mixes
 /// chosen: on the out-of-time metric, or on validation without one.
 fn choose_candidates(
-    (churn, logistic, clv, poisson): (&Engine, &Logistic, &Engine, &PoissonGbdt),
+    (churn, logistic, clv, poisson): (&Engine, &Logistic, &Engine, Option<&PoissonGbdt>),
     (x_val, y_val, v_val): (&FeatureMatrix, &[f64], &[f64]),
     (x_hold, y_hold, v_hold): (&FeatureMatrix, &[f64], &[f64]),
     oot: Option<(&OutOfTime, &FeatureMatrix, &[f64], &[f64])>,
 ) -> (CandidateReport, ChurnMix, ClvMix) {
-    let parts =
-        |x: &FeatureMatrix| (churn.predict(x), logistic.margin(x), clv.predict(x), poisson.predict(x));
+    let parts = |x: &FeatureMatrix| {
+        (churn.predict(x), logistic.margin(x), clv.predict(x), poisson.map(|p| p.predict(x)))
+    };
     let (gv, lv, cv, pv) = parts(x_val);
     let (gh, lh, ch, ph) = parts(x_hold);
     // The GBDT a CLV mix starts from.
-    let base = |mix: ClvMix, squared: &[f64], poisson: &[f64]| {
-        if mix.uses_poisson() { poisson } else { squared }.to_vec()
+    let base = |mix: ClvMix, squared: &[f64], poisson: Option<&[f64]>| match poisson {
+        Some(p) if mix.uses_poisson() => p.to_vec(),
+        _ => squared.to_vec(),
     };
     // Out-of-time: per snapshot, the metric of each candidate; their mean.
     let oot = oot.map(|(o, x, y, v)| {
@@ -794,7 +801,7 @@ fn choose_candidates(
     };
     let oot_clv = |mix: ClvMix| -> Option<f64> {
         let (o, per, x, _, v) = oot.as_ref().filter(|(o, ..)| !o.clv_gbdt.is_empty())?;
-        let p = candidates::combine_clv(mix, base(mix, &o.clv_gbdt, &o.clv_poisson), x);
+        let p = candidates::combine_clv(mix, base(mix, &o.clv_gbdt, Some(&o.clv_poisson)), x);
         Some(metrics::mean(
             &per.iter().map(|i| metrics::normalized_gini(&pick(v, i), &pick(&p, i))).collect::<Vec<_>>(),
         ))
@@ -810,7 +817,7 @@ fn choose_candidates(
             holdout: metrics::churn_metrics(y_hold, &candidates::combine(mix, Some(&gh), Some(&lh))),
         })
         .collect();
-    let mut clv_c: Vec<ClvCandidate> = ClvMix::available(&x_val.names)
+    let mut clv_c: Vec<ClvCandidate> = ClvMix::available(&x_val.names, poisson.is_some())
         .into_iter()
         .map(|mix| ClvCandidate {
             name: mix.name().into(),
@@ -819,9 +826,12 @@ fn choose_candidates(
             out_of_time_normalized_gini: oot_clv(mix),
             validation: metrics::clv_metrics(
                 v_val,
-                &candidates::combine_clv(mix, base(mix, &cv, &pv), x_val),
+                &candidates::combine_clv(mix, base(mix, &cv, pv.as_deref()), x_val),
             ),
-            holdout: metrics::clv_metrics(v_hold, &candidates::combine_clv(mix, base(mix, &ch, &ph), x_hold)),
+            holdout: metrics::clv_metrics(
+                v_hold,
+                &candidates::combine_clv(mix, base(mix, &ch, ph.as_deref()), x_hold),
+            ),
         })
         .collect();
     let i = candidates::best_index(

@@ -71,9 +71,12 @@ pub struct PoissonGbdt {
 
 /// Features cut into quantile bins, column-major; bin 0 is missing.
 struct Binned {
+    cols: usize,
     rows: usize,
     bins: Vec<u16>,
     cuts: Vec<Vec<f64>>,
+    /// Where each feature's bins start in a flat histogram; the last entry is its length.
+    offset: Vec<usize>,
 }
 
 impl Binned {
@@ -97,7 +100,8 @@ impl Binned {
                 cuts
             })
             .collect();
-        let bins = (0..x.cols())
+        let cols = x.cols();
+        let bins = (0..cols)
             .into_par_iter()
             .flat_map_iter(|f| {
                 let c = &cuts[f];
@@ -106,11 +110,74 @@ impl Binned {
                     .map(move |&v| if v.is_nan() { 0 } else { 1 + c.partition_point(|&k| k < v) as u16 })
             })
             .collect();
-        Binned { rows: x.rows, bins, cuts }
+        let mut offset = vec![0];
+        for c in &cuts {
+            offset.push(offset[offset.len() - 1] + c.len() + 2);
+        }
+        Binned { cols, rows: x.rows, bins, cuts, offset }
     }
 
     fn column(&self, f: usize) -> &[u16] {
         &self.bins[f * self.rows..(f + 1) * self.rows]
+    }
+}
+
+/// Gradient, hessian and row count of one (feature, bin), together (one cache line per
+/// update).
+#[derive(Clone, Copy, Default)]
+struct Bin {
+    g: f64,
+    h: f64,
+    n: f64,
+}
+
+/// [`Bin`]s of every (feature, bin), flat (see [`Binned::offset`]).
+#[derive(Clone)]
+struct Histogram(Vec<Bin>);
+
+/// Rows from which gathering a node's gradients is worth a parallel task.
+const PARALLEL_GATHER_ROWS: usize = 16_384;
+
+impl Histogram {
+    fn zeros(len: usize) -> Histogram {
+        Histogram(vec![Bin::default(); len])
+    }
+
+    /// The histogram of `rows`, into `out`: the rows' gradients gathered once, then one
+    /// parallel task per feature summing into its own (small, cache-resident) bins in row
+    /// order, so the result is deterministic.
+    fn build(binned: &Binned, grad: &[f64], hess: &[f64], rows: &[u32], out: &mut Histogram) {
+        let gathered: Vec<(f64, f64)> = if rows.len() >= PARALLEL_GATHER_ROWS {
+            rows.par_iter().map(|&r| (grad[r as usize], hess[r as usize])).collect()
+        } else {
+            rows.iter().map(|&r| (grad[r as usize], hess[r as usize])).collect()
+        };
+        let mut features = Vec::with_capacity(binned.cols);
+        let mut rest = &mut out.0[..];
+        for f in 0..binned.cols {
+            let (bins, tail) = rest.split_at_mut(binned.offset[f + 1] - binned.offset[f]);
+            features.push((f, bins));
+            rest = tail;
+        }
+        features.into_par_iter().for_each(|(f, bins)| {
+            bins.fill(Bin::default());
+            let col = binned.column(f);
+            for (&r, &(g, h)) in rows.iter().zip(&gathered) {
+                let bin = &mut bins[col[r as usize] as usize];
+                bin.g += g;
+                bin.h += h;
+                bin.n += 1.0;
+            }
+        });
+    }
+
+    /// `self += sign * other` (sign -1: the sibling of a child, from its parent).
+    fn add(&mut self, other: &Histogram, sign: f64) {
+        for (a, b) in self.0.iter_mut().zip(&other.0) {
+            a.g += sign * b.g;
+            a.h += sign * b.h;
+            a.n += sign * b.n;
+        }
     }
 }
 
@@ -120,6 +187,9 @@ struct Split {
     /// Bins `1..=bin` go left.
     bin: u16,
     missing_left: bool,
+    /// Gradient and hessian sums of the two sides.
+    left: (f64, f64),
+    right: (f64, f64),
 }
 
 struct Grower<'a> {
@@ -129,6 +199,8 @@ struct Grower<'a> {
     params: &'a GbdtConfig,
     nodes: Vec<Node>,
     gain: Vec<f64>,
+    /// Histograms no node uses any more, reused (they are large: no allocation per node).
+    pool: Vec<Histogram>,
 }
 
 fn score(g: f64, h: f64, l2: f64) -> f64 {
@@ -136,32 +208,35 @@ fn score(g: f64, h: f64, l2: f64) -> f64 {
 }
 
 impl Grower<'_> {
-    fn best_split(&self, rows: &[u32], g: f64, h: f64) -> Option<Split> {
+    /// The histogram of `rows`, in a pooled buffer.
+    fn histogram(&mut self, rows: &[u32]) -> Histogram {
+        let len = self.binned.offset[self.binned.cols];
+        let mut h = self.pool.pop().unwrap_or_else(|| Histogram::zeros(len));
+        Histogram::build(self.binned, self.grad, self.hess, rows, &mut h);
+        h
+    }
+
+    fn best_split(&self, hist: &Histogram, n: usize, g: f64, h: f64) -> Option<Split> {
         let p = self.params;
         let parent = score(g, h, p.l2);
-        (0..self.binned.cuts.len())
+        (0..self.binned.cols)
             .into_par_iter()
             .filter_map(|f| {
-                let k = self.binned.cuts[f].len() + 1;
+                let (start, end) = (self.binned.offset[f], self.binned.offset[f + 1]);
+                // Bins 0 (missing) ..= k - 1 in use; k - 1 is the last value bin.
+                let k = end - start - 1;
                 if k < 2 {
                     return None;
                 }
-                let col = self.binned.column(f);
-                let mut hist = vec![(0.0f64, 0.0f64, 0usize); k + 1];
-                for &r in rows {
-                    let b = &mut hist[col[r as usize] as usize];
-                    b.0 += self.grad[r as usize];
-                    b.1 += self.hess[r as usize];
-                    b.2 += 1;
-                }
-                let (mg, mh, mc) = hist[0];
+                let bins = &hist.0[start..end];
+                let (mg, mh, mc) = (bins[0].g, bins[0].h, bins[0].n.round() as usize);
                 let mut best: Option<Split> = None;
                 let (mut lg, mut lh, mut lc) = (0.0, 0.0, 0usize);
-                for (j, b) in hist.iter().enumerate().take(k).skip(1) {
-                    lg += b.0;
-                    lh += b.1;
-                    lc += b.2;
-                    let (rg, rh, rc) = (g - mg - lg, h - mh - lh, rows.len() - mc - lc);
+                for (j, bin) in bins.iter().enumerate().take(k).skip(1) {
+                    lg += bin.g;
+                    lh += bin.h;
+                    lc += bin.n.round() as usize;
+                    let (rg, rh, rc) = (g - mg - lg, h - mh - lh, n - mc - lc);
                     for missing_left in [false, true] {
                         let (a, b) = if missing_left {
                             ((lg + mg, lh + mh, lc + mc), (rg, rh, rc))
@@ -176,7 +251,14 @@ impl Grower<'_> {
                         }
                         let gain = score(a.0, a.1, p.l2) + score(b.0, b.1, p.l2) - parent;
                         if gain > best.as_ref().map_or(1e-12, |s| s.gain) {
-                            best = Some(Split { gain, feature: f, bin: j as u16, missing_left });
+                            best = Some(Split {
+                                gain,
+                                feature: f,
+                                bin: j as u16,
+                                missing_left,
+                                left: (a.0, a.1),
+                                right: (b.0, b.1),
+                            });
                         }
                     }
                 }
@@ -188,10 +270,24 @@ impl Grower<'_> {
             )
     }
 
-    /// Grows the subtree of `rows`, adding each leaf's value to `margin` of its rows.
-    fn grow(&mut self, rows: &mut [u32], depth: usize, margin: &mut [f64]) -> usize {
-        let (g, h) =
-            rows.iter().fold((0.0, 0.0), |(g, h), &r| (g + self.grad[r as usize], h + self.hess[r as usize]));
+    /// Whether a node of `rows` rows at `depth` may still be split (and so needs a histogram).
+    fn splittable(&self, rows: usize, depth: usize) -> bool {
+        depth < self.params.max_depth && rows >= 2 * MIN_LEAF_ROWS
+    }
+
+    /// Grows the subtree of `rows` (gradient and hessian sums `(g, h)`; histogram `hist` when
+    /// it may be split), adding
+    /// each leaf's value to `margin` of its rows. `rows` is reordered in place (left rows
+    /// first, each side in its original order); `scratch` is at least as long.
+    fn grow(
+        &mut self,
+        rows: &mut [u32],
+        scratch: &mut [u32],
+        depth: usize,
+        (g, h): (f64, f64),
+        hist: Option<Histogram>,
+        margin: &mut [f64],
+    ) -> usize {
         let id = self.nodes.len();
         let value = -g / (h + self.params.l2) * self.params.learning_rate;
         self.nodes.push(Node {
@@ -202,16 +298,16 @@ impl Grower<'_> {
             right: 0,
             value,
         });
-        let split = if depth < self.params.max_depth && rows.len() >= 2 * MIN_LEAF_ROWS {
-            self.best_split(rows, g, h)
-        } else {
-            None
-        };
-        let Some(s) = split else {
-            for &r in rows.iter() {
-                margin[r as usize] += value;
+        let split = hist.as_ref().and_then(|hist| self.best_split(hist, rows.len(), g, h));
+        let (s, hist) = match (split, hist) {
+            (Some(s), Some(hist)) => (s, hist),
+            (_, hist) => {
+                for &r in rows.iter() {
+                    margin[r as usize] += value;
+                }
+                self.pool.extend(hist);
+                return id;
             }
-            return id;
         };
         let col = self.binned.column(s.feature);
         let goes_left = |r: u32| match col[r as usize] {
@@ -219,10 +315,39 @@ impl Grower<'_> {
             b => b <= s.bin,
         };
         // Stable partition keeps row order (and so the sums) deterministic.
-        let (mut left, mut right): (Vec<u32>, Vec<u32>) = rows.iter().partition(|&&r| goes_left(r));
+        let (mut nl, mut nr) = (0, 0);
+        for i in 0..rows.len() {
+            let r = rows[i];
+            if goes_left(r) {
+                rows[nl] = r;
+                nl += 1;
+            } else {
+                scratch[nr] = r;
+                nr += 1;
+            }
+        }
+        rows[nl..].copy_from_slice(&scratch[..nr]);
+        let (left, right) = rows.split_at_mut(nl);
         self.gain[s.feature] += s.gain;
-        let l = self.grow(&mut left, depth + 1, margin);
-        let r = self.grow(&mut right, depth + 1, margin);
+        // Histograms: the smaller child's from its rows, the other's by subtraction.
+        let (need_l, need_r) =
+            (self.splittable(left.len(), depth + 1), self.splittable(right.len(), depth + 1));
+        let (hist_l, hist_r) = if need_l || need_r {
+            let left_smaller = left.len() <= right.len();
+            let small = self.histogram(if left_smaller { left } else { right });
+            let mut large = hist;
+            large.add(&small, -1.0);
+            if left_smaller {
+                (Some(small), Some(large))
+            } else {
+                (Some(large), Some(small))
+            }
+        } else {
+            self.pool.push(hist);
+            (None, None)
+        };
+        let l = self.grow(left, scratch, depth + 1, s.left, hist_l.filter(|_| need_l), margin);
+        let r = self.grow(right, scratch, depth + 1, s.right, hist_r.filter(|_| need_r), margin);
         self.nodes[id] = Node {
             feature: s.feature,
             threshold: self.binned.cuts[s.feature][s.bin as usize - 1],
@@ -266,11 +391,14 @@ impl PoissonGbdt {
         let mut gain = vec![0.0; x.cols()];
         let valid_loss = |m: &[f64]| valid.map_or(f64::NAN, |v| loss(v.1, m));
         let (mut best_loss, mut best_trees, mut best_gain) = (valid_loss(&valid_margin), 0, gain.clone());
-        let mut rows: Vec<u32> = (0..x.rows as u32).collect();
+        let (mut rows, mut scratch): (Vec<u32>, Vec<u32>) = ((0..x.rows as u32).collect(), vec![0; x.rows]);
+        let mut pool = Vec::new();
         for it in 0..params.iterations {
+            let shift = HESSIAN_SHIFT.exp();
             grad.par_iter_mut().zip(&mut hess).zip(&margin).zip(y).for_each(|(((g, h), &f), &y)| {
-                *g = f.exp() - y.max(0.0);
-                *h = (f + HESSIAN_SHIFT).exp();
+                let mu = f.exp();
+                *g = mu - y.max(0.0);
+                *h = mu * shift;
             });
             let mut grower = Grower {
                 binned: &binned,
@@ -279,9 +407,15 @@ impl PoissonGbdt {
                 params,
                 nodes: Vec::new(),
                 gain: gain.clone(),
+                pool: std::mem::take(&mut pool),
             };
-            grower.grow(&mut rows, 0, &mut margin);
+            // Every tree starts from the rows in order (a deterministic summation order).
+            rows.iter_mut().enumerate().for_each(|(i, r)| *r = i as u32);
+            let hist = grower.splittable(rows.len(), 0).then(|| grower.histogram(&rows));
+            let sums = (grad.iter().sum(), hess.iter().sum());
+            grower.grow(&mut rows, &mut scratch, 0, sums, hist, &mut margin);
             gain = grower.gain;
+            pool = grower.pool;
             let tree = Tree { nodes: grower.nodes };
             if let Some((vx, _)) = valid {
                 valid_margin.par_iter_mut().enumerate().for_each(|(r, m)| *m += tree.margin(vx, r));
