@@ -171,12 +171,12 @@ impl Histogram {
         });
     }
 
-    /// `self += sign * other` (sign -1: the sibling of a child, from its parent).
-    fn add(&mut self, other: &Histogram, sign: f64) {
+    /// `self -= other`: a parent's histogram becomes its other child's.
+    fn subtract(&mut self, other: &Histogram) {
         for (a, b) in self.0.iter_mut().zip(&other.0) {
-            a.g += sign * b.g;
-            a.h += sign * b.h;
-            a.n += sign * b.n;
+            a.g -= b.g;
+            a.h -= b.h;
+            a.n -= b.n;
         }
     }
 }
@@ -336,7 +336,7 @@ impl Grower<'_> {
             let left_smaller = left.len() <= right.len();
             let small = self.histogram(if left_smaller { left } else { right });
             let mut large = hist;
-            large.add(&small, -1.0);
+            large.subtract(&small);
             if left_smaller {
                 (Some(small), Some(large))
             } else {
