@@ -71,6 +71,24 @@ fn read_text(path: &Path) -> Result<String> {
         .map_err(|e| Error::Artifact { path: path.to_path_buf(), message: format!("cannot read: {e}") })
 }
 
+/// A candidate's file in a model directory: read when present (it holds `null` when training
+/// did not fit it), an error naming it when `needed` (`why` says by what), else `None`.
+fn optional_part<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    file: &str,
+    needed: bool,
+    why: &str,
+) -> Result<Option<T>> {
+    let path = dir.join(file);
+    if path.exists() {
+        artifact::read_json(&path)
+    } else if needed {
+        Err(Error::Artifact { path, message: format!("missing: {why}, which needs it") })
+    } else {
+        Ok(None)
+    }
+}
+
 /// Load `models_dir/<id>` (or the model `latest` names).
 pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
     let dir = artifact::resolve(models_dir, id)?;
@@ -80,31 +98,20 @@ pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
         Engine::from_json(&read_text(&p)?)
             .map_err(|e| Error::Artifact { path: p.clone(), message: e.to_string() })
     };
-    // Models trained before the logistic candidate existed have no logistic.json (and
-    // `churn_model` = gbdt); one that uses it must have it.
-    let logistic_path = dir.join(LOGISTIC_FILE);
-    let logistic: Option<Logistic> = if logistic_path.exists() {
-        artifact::read_json(&logistic_path)?
-    } else if info.churn_model != crate::train::candidates::ChurnMix::Gbdt {
-        return Err(Error::Artifact {
-            path: logistic_path,
-            message: format!("missing: the churn model is '{}', which needs it", info.churn_model.name()),
-        });
-    } else {
-        None
-    };
-    // Likewise the Poisson CLV GBDT (clv_poisson.json).
-    let poisson_path = dir.join(CLV_POISSON_FILE);
-    let poisson: Option<PoissonGbdt> = if poisson_path.exists() {
-        artifact::read_json(&poisson_path)?
-    } else if info.clv_model.uses_poisson() {
-        return Err(Error::Artifact {
-            path: poisson_path,
-            message: format!("missing: the CLV model is '{}', which needs it", info.clv_model.name()),
-        });
-    } else {
-        None
-    };
+    // Models trained before a candidate existed have no file for it (and a mix that does
+    // not use it); a model whose mix uses it must have it.
+    let logistic: Option<Logistic> = optional_part(
+        &dir,
+        LOGISTIC_FILE,
+        info.churn_model != crate::train::candidates::ChurnMix::Gbdt,
+        &format!("the churn model is '{}'", info.churn_model.name()),
+    )?;
+    let poisson: Option<PoissonGbdt> = optional_part(
+        &dir,
+        CLV_POISSON_FILE,
+        info.clv_model.uses_poisson(),
+        &format!("the CLV model is '{}'", info.clv_model.name()),
+    )?;
     Ok(LoadedModel {
         churn: ChurnModel { mix: info.churn_model, gbdt: model("churn.json")?, logistic },
         clv: ClvModel { mix: info.clv_model, gbdt: model("clv.json")?, poisson },

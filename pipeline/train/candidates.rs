@@ -3,8 +3,8 @@
 //! Churn: the GBDT, the logistic regression (own Newton fit, [`super::linear`]), and their
 //! blend (the mean of the two log-odds). CLV: the squared-loss GBDT, the Poisson GBDT
 //! ([`super::poisson`]), and each one's blend with the BG/NBD + Gamma-Gamma expected revenue
-//! (the mean of the two predictions, when the features carry it). Every candidate is fitted on the fit snapshots only; the one with the best metric
-//! (churn ROC AUC, CLV normalized Gini) on out-of-time predictions of purged models (or,
+//! (the mean of the two predictions, when the features carry it). Every candidate is fitted
+//! on the fit snapshots only; the one with the best metric (churn ROC AUC, CLV normalized Gini) on out-of-time predictions of purged models (or,
 //! with too little history, on cross-fitted predictions by customer) is shipped (see
 //! `out_of_time` in `train`). The holdout is evaluated for every candidate and reported,
 //! never used to choose.
@@ -199,28 +199,25 @@ pub struct ClvModel {
 }
 
 impl ClvModel {
+    /// The Poisson GBDT when the mix starts from it (else the squared-loss GBDT is used).
+    fn poisson_part(&self) -> Option<&PoissonGbdt> {
+        self.poisson.as_ref().filter(|_| self.mix.uses_poisson())
+    }
+
     pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        let base = match &self.poisson {
-            Some(p) if self.mix.uses_poisson() => p.predict(x),
-            _ => self.gbdt.predict(x),
-        };
+        let base = self.poisson_part().map_or_else(|| self.gbdt.predict(x), |p| p.predict(x));
         combine_clv(self.mix, base, x)
     }
 
     /// Trees of the GBDT the mix uses.
     pub fn n_trees(&self) -> usize {
-        match &self.poisson {
-            Some(p) if self.mix.uses_poisson() => p.n_trees(),
-            _ => self.gbdt.n_trees(),
-        }
+        self.poisson_part().map_or_else(|| self.gbdt.n_trees(), |p| p.n_trees())
     }
 
     /// Split-gain importance of the GBDT the mix uses.
     pub fn importance_gain(&self, n_features: usize) -> Vec<f64> {
-        match &self.poisson {
-            Some(p) if self.mix.uses_poisson() => p.importance_gain(n_features),
-            _ => self.gbdt.importance_gain(n_features),
-        }
+        self.poisson_part()
+            .map_or_else(|| self.gbdt.importance_gain(n_features), |p| p.importance_gain(n_features))
     }
 }
 
