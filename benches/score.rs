@@ -42,9 +42,9 @@ fn main() {
     .unwrap();
     // The cached model is reused while it has the features this fidelis builds.
     let features = fidelis::features::FeatureSpec::from_config(&fidelis::Config::default()).names();
-    let cached = fidelis::artifact::resolve(&models, None)
+    let cached = fidelis::model::store::resolve(&models, None)
         .ok()
-        .and_then(|dir| fidelis::train::load_info(&dir).ok())
+        .and_then(|dir| fidelis::model::load::read_info(&dir).ok())
         .is_some_and(|info| info.features == features);
     if !cached {
         let _ = std::fs::remove_dir_all(&models);

@@ -200,7 +200,12 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
         .lazy()
         .filter(col("__reason").eq(lit(0)))
         .select([col("__cid"), col("__ts"), col("__event"), col("__value")])
-        .sort(["__cid", "__ts"], SortMultipleOptions::default().with_maintain_order(true))
+        // A total order (ties on time broken by name and value): the same events in any file
+        // order give the same per-customer sequence.
+        .sort(
+            ["__cid", "__ts", "__event", "__value"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
         .collect()
         .polars("sorting events")?;
     let ids = valid.column("__cid").polars("ids")?.str().polars("ids")?.clone();

@@ -12,11 +12,14 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::math::{logit, sigmoid};
 use crate::metrics;
 use crate::rng::Rng;
 
 /// Probabilities leaving a calibrator are kept inside [EPS, 1 - EPS].
 const EPS: f64 = 1e-6;
+/// Probabilities are clamped to [LOGIT_EPS, 1 - LOGIT_EPS] before the logit.
+const LOGIT_EPS: f64 = 1e-7;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "snake_case")]
@@ -27,15 +30,6 @@ pub enum Calibrator {
     Platt { a: f64, b: f64 },
     /// Piecewise-linear through (x, y) knots, x increasing, y non-decreasing.
     Isotonic { x: Vec<f64>, y: Vec<f64> },
-}
-
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-7, 1.0 - 1e-7);
-    (p / (1.0 - p)).ln()
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 impl Calibrator {
@@ -50,7 +44,7 @@ impl Calibrator {
     pub fn apply(&self, p: f64) -> f64 {
         let q = match self {
             Calibrator::None => p,
-            Calibrator::Platt { a, b } => sigmoid(a * logit(p) + b),
+            Calibrator::Platt { a, b } => sigmoid(a * logit(p, LOGIT_EPS) + b),
             Calibrator::Isotonic { x, y } => {
                 if x.is_empty() {
                     p
@@ -79,7 +73,7 @@ impl Calibrator {
 
 /// Platt scaling by Newton's method on (a, b), with a tiny ridge for separable data.
 pub fn fit_platt(p: &[f64], y: &[f64]) -> Calibrator {
-    let z: Vec<f64> = p.iter().map(|&v| logit(v)).collect();
+    let z: Vec<f64> = p.iter().map(|&v| logit(v, LOGIT_EPS)).collect();
     let (mut a, mut b) = (1.0, 0.0);
     let ridge = 1e-6;
     for _ in 0..100 {
@@ -284,8 +278,10 @@ mod tests {
         // Labels drawn from sigmoid(2 * logit(p) - 1): Platt should find a ~ 2, b ~ -1.
         let mut r = Rng::new(9);
         let p: Vec<f64> = (0..20000).map(|_| 0.02 + 0.96 * r.uniform()).collect();
-        let y: Vec<f64> =
-            p.iter().map(|&v| f64::from(u8::from(r.uniform() < sigmoid(2.0 * logit(v) - 1.0)))).collect();
+        let y: Vec<f64> = p
+            .iter()
+            .map(|&v| f64::from(u8::from(r.uniform() < sigmoid(2.0 * logit(v, LOGIT_EPS) - 1.0))))
+            .collect();
         match fit_platt(&p, &y) {
             Calibrator::Platt { a, b } => {
                 assert!((a - 2.0).abs() < 0.1 && (b + 1.0).abs() < 0.1, "a {a} b {b}");
@@ -326,7 +322,7 @@ mod tests {
             for _ in 0..n {
                 let v = 0.05 + 0.9 * r.uniform();
                 p.push(v);
-                y.push(f64::from(u8::from(r.uniform() < sigmoid(logit(v) + shift))));
+                y.push(f64::from(u8::from(r.uniform() < sigmoid(logit(v, LOGIT_EPS) + shift))));
                 g.push(k);
             }
         }

@@ -43,14 +43,10 @@ use rayon::prelude::*;
 use crate::bgnbd::{BgNbd, GammaGamma, Probabilistic, Rfm};
 use crate::config::Config;
 use crate::error::{Error, PolarsContext, Result};
-
-pub const CUSTOMER: &str = "customer_id";
-pub const SNAPSHOT: &str = "snapshot";
-pub const CHURN: &str = "churn";
-pub const CLV: &str = "clv";
+use crate::schema::{epoch_day, CHURN, CLV, CUSTOMER, SNAPSHOT};
 
 /// The feature definitions that vary with configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FeatureSpec {
     pub windows: Vec<i32>,
     pub trend_days: i32,
@@ -120,11 +116,6 @@ impl FeatureSpec {
     }
 }
 
-/// Days since 1970-01-01 (the physical value of a polars `Date`).
-pub fn epoch_day(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")).num_days() as i32
-}
-
 /// Per (customer, active day) activity, grouped by customer: the customers in id order, and
 /// for each its active days in day order (`start[c]..start[c + 1]` indexes the day columns).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -155,8 +146,8 @@ impl Daily {
 /// One row per (customer, active day): transactions, amount, negative-amount transactions. Input: the ingest contract frame (rows with a
 /// null id or timestamp are skipped).
 ///
-/// One linear pass over the rows in (customer, ts) order, which is how `ingest` leaves them
-/// (other frames are sorted first): no hashing of 30 million string keys, and each customer
+/// One linear pass over the rows in (customer, ts, amount) order, which is how `ingest`
+/// leaves them (other frames are sorted first, the same way): no hashing of 30 million string keys, and each customer
 /// id is stored once.
 pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
     let ctx = "aggregating transactions per customer and day";
@@ -168,15 +159,18 @@ pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
     let in_order = {
         let ids = tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
         let ts = ts_of(tx)?;
-        let mut prev: Option<(&str, i64)> = None;
+        let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
+        let amount = amount.f64().polars(ctx)?;
+        let mut prev: Option<(&str, i64, f64)> = None;
         let mut ok = true;
-        for (id, t) in ids.iter().zip(ts.iter()) {
+        for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
             if let (Some(id), Some(t)) = (id, t) {
-                if prev.is_some_and(|(pid, pt)| (pid, pt) > (id, t)) {
+                let a = a.unwrap_or(0.0);
+                if prev.is_some_and(|(pid, pt, pa)| (pid, pt).cmp(&(id, t)).then(pa.total_cmp(&a)).is_gt()) {
                     ok = false;
                     break;
                 }
-                prev = Some((id, t));
+                prev = Some((id, t, a));
             }
         }
         ok
@@ -188,7 +182,7 @@ pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
         sorted = tx
             .clone()
             .lazy()
-            .sort([CUSTOMER, "ts"], SortMultipleOptions::default().with_maintain_order(true))
+            .sort([CUSTOMER, "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
             .collect()
             .polars(ctx)?;
         &sorted
@@ -420,10 +414,8 @@ fn build(
     } else if let Some(p) = fixed {
         vec![Some(*p); snaps.len()]
     } else {
-        let dates: Vec<NaiveDate> = snaps
-            .iter()
-            .map(|&td| NaiveDate::from_num_days_from_ce_opt(td + 719_163).expect("valid snapshot day"))
-            .collect();
+        let dates: Vec<NaiveDate> =
+            snaps.iter().map(|&td| crate::schema::date_of_day(td).expect("valid snapshot day")).collect();
         dates.par_iter().map(|&t| fit_probabilistic(daily, t)).collect()
     };
     let mut parts: Vec<(i32, Part)> = Vec::new();

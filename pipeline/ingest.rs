@@ -1,7 +1,8 @@
 //! Ingest: read the transaction log (CSV, Parquet, or whitespace-separated text), map the
 //! user's columns onto the data contract, and validate every row.
 //!
-//! Output frame (the contract every later stage sees), sorted by customer and time:
+//! Output frame (the contract every later stage sees), in a total order: customer, time, amount
+//! (so the same rows in any file order give the same frame, and the same sums to the bit):
 //!
 //! | column | type | meaning |
 //! |---|---|---|
@@ -19,12 +20,13 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FileFormat, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
+use crate::format::int;
 
 /// Timestamp formats tried, in order, when `timestamp_format` is empty and the column is text.
 const ISO_FORMATS: &[&str] = &[
@@ -119,6 +121,35 @@ impl ValidationSummary {
 pub struct Transactions {
     pub frame: DataFrame,
     pub summary: ValidationSummary,
+}
+
+impl Transactions {
+    /// The day after the last transaction: the default `as_of` of a scoring run, and the end
+    /// of the data for outcome windows.
+    pub fn data_end(&self) -> Result<NaiveDate> {
+        self.summary
+            .last_ts
+            .map(|t| t.date() + chrono::Duration::days(1))
+            .ok_or_else(|| Error::Data("no transactions to score".into()))
+    }
+
+    /// Row count and xxh3-64 (hex) of the rows in their canonical order: the same rows give
+    /// the same fingerprint whatever the file's order, format or line-item layout.
+    pub fn fingerprint(&self) -> Result<(usize, String)> {
+        let ctx = "fingerprinting the transactions";
+        let f = &self.frame;
+        let ids = f.column("customer_id").polars(ctx)?.str().polars(ctx)?;
+        let ts = f.column("ts").polars(ctx)?.datetime().polars(ctx)?.physical();
+        let amount = f.column("amount").polars(ctx)?.f64().polars(ctx)?;
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
+            h.update(id.unwrap_or_default().as_bytes());
+            h.update(&[0]);
+            h.update(&t.unwrap_or(i64::MIN).to_le_bytes());
+            h.update(&a.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+        }
+        Ok((f.height(), format!("{:016x}", h.digest())))
+    }
 }
 
 /// Keep the transactions before `cutoff` (midnight) only, as if the log had been read then
@@ -486,9 +517,11 @@ fn validate_frame(
     if m.order_id.is_some() {
         keep.push(col("__order").alias("order_id"));
     }
+    // The canonical order every later stage sees: customer, time, amount. Ties are broken by
+    // amount so that the same rows in any file order sum to the same bits downstream.
     let sort_lines = |df: DataFrame| -> Result<DataFrame> {
         df.lazy()
-            .sort(["customer_id", "ts"], SortMultipleOptions::default().with_maintain_order(true))
+            .sort(["customer_id", "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
             .collect()
             .polars("sorting transactions")
     };
@@ -500,13 +533,7 @@ fn validate_frame(
             .collect()
             .polars("keeping valid rows")?;
         let rows_valid = valid.height();
-        let df = valid
-            .lazy()
-            .group_by([col("customer_id"), col("order_id")])
-            .agg([col("ts").min(), col("amount").sum()])
-            .select([col("customer_id"), col("ts"), col("amount")])
-            .collect()
-            .polars("summing order lines")?;
+        let df = sum_order_lines(valid)?;
         let n = df.height();
         (sort_lines(df)?, rows_valid, Some(n))
     } else {
@@ -568,8 +595,48 @@ fn validate_frame(
     Ok(Transactions { frame, summary })
 }
 
+/// Order lines summed per (customer, order): the earliest line's time, the sum of the
+/// amounts. Lines are summed in a canonical order (by amount, then time), so the same lines
+/// in any file order give the same sums to the bit.
+fn sum_order_lines(valid: DataFrame) -> Result<DataFrame> {
+    let ctx = "summing order lines";
+    let sorted = valid
+        .lazy()
+        .sort(["customer_id", "order_id", "amount", "ts"], SortMultipleOptions::default())
+        .collect()
+        .polars(ctx)?;
+    let ids = sorted.column("customer_id").polars(ctx)?.str().polars(ctx)?;
+    let orders = sorted.column("order_id").polars(ctx)?.str().polars(ctx)?;
+    let ts_col = sorted.column("ts").polars(ctx)?;
+    let ts_type = ts_col.dtype().clone();
+    let ts = ts_col.datetime().polars(ctx)?.physical();
+    let amount = sorted.column("amount").polars(ctx)?.f64().polars(ctx)?;
+    let (mut out_id, mut out_ts, mut out_amount): (Vec<&str>, Vec<i64>, Vec<f64>) = Default::default();
+    let mut key: Option<(Option<&str>, Option<&str>)> = None;
+    for (((id, order), t), a) in ids.iter().zip(orders.iter()).zip(ts.iter()).zip(amount.iter()) {
+        let (t, a) = (t.unwrap_or(i64::MAX), a.unwrap_or(0.0));
+        if key == Some((id, order)) {
+            let last = out_ts.len() - 1;
+            out_ts[last] = out_ts[last].min(t);
+            out_amount[last] += a;
+        } else {
+            key = Some((id, order));
+            out_id.push(id.unwrap_or_default());
+            out_ts.push(t);
+            out_amount.push(a);
+        }
+    }
+    let ts = Column::new("ts".into(), out_ts).cast(&ts_type).polars(ctx)?;
+    DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), out_id),
+        ts,
+        Column::new("amount".into(), out_amount),
+    ])
+    .polars(ctx)
+}
+
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
-/// The rows with reason code 0 in (customer_id, ts) order (stable), when each customer's
+/// The rows with reason code 0 in (customer_id, ts, amount) order (stable), when each customer's
 /// rows form few runs in the file (a log exported per customer, even with unordered times);
 /// `None` when customers are scattered (more runs than half the rows).
 fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Vec<IdxSize>>> {
@@ -596,6 +663,8 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
     }
     runs.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
     let ts: Vec<i64> = ts.iter().map(|t| t.unwrap_or(i64::MIN)).collect();
+    let amount = frame.column("amount").polars("amount")?.f64().polars("amount")?;
+    let amount: Vec<f64> = amount.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
     let mut out = Vec::with_capacity(valid.len());
     let mut g = 0;
     while g < runs.len() {
@@ -605,7 +674,10 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
             out.extend_from_slice(&valid[runs[g].1..runs[g].2]);
             g += 1;
         }
-        out[start..].sort_by_key(|&i| ts[i as usize]);
+        out[start..].sort_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            ts[a].cmp(&ts[b]).then(amount[a].total_cmp(&amount[b]))
+        });
     }
     Ok(Some(out))
 }
@@ -638,31 +710,19 @@ pub(crate) fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> 
         .collect())
 }
 
-fn thousands(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 impl fmt::Display for ValidationSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "transactions: {} ({})", self.path.display(), self.format)?;
-        writeln!(f, "  rows read           {:>12}", thousands(self.rows_read))?;
-        writeln!(f, "  rows valid          {:>12}", thousands(self.rows_valid))?;
-        writeln!(f, "  rows dropped        {:>12}", thousands(self.rows_dropped()))?;
+        writeln!(f, "  rows read           {:>12}", int(self.rows_read as i128))?;
+        writeln!(f, "  rows valid          {:>12}", int(self.rows_valid as i128))?;
+        writeln!(f, "  rows dropped        {:>12}", int(self.rows_dropped() as i128))?;
         for d in &self.dropped {
             let ex: Vec<String> = d.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
             writeln!(
                 f,
                 "    {:<34} {:>8}  column `{}`, e.g. {}",
                 d.reason.describe(),
-                thousands(d.count),
+                int(d.count as i128),
                 d.column,
                 ex.join("; ")
             )?;
@@ -670,18 +730,18 @@ impl fmt::Display for ValidationSummary {
         writeln!(
             f,
             "  negative amounts    {:>12}  (refunds/cancellations, kept)",
-            thousands(self.negative_amounts)
+            int(self.negative_amounts as i128)
         )?;
-        writeln!(f, "  zero amounts        {:>12}  (kept)", thousands(self.zero_amounts))?;
+        writeln!(f, "  zero amounts        {:>12}  (kept)", int(self.zero_amounts as i128))?;
         if let Some(o) = self.orders {
             writeln!(
                 f,
                 "  orders              {:>12}  (line items summed per customer and order id)",
-                thousands(o)
+                int(o as i128)
             )?;
         }
-        writeln!(f, "  transactions        {:>12}", thousands(self.transactions))?;
-        writeln!(f, "  customers           {:>12}", thousands(self.customers))?;
+        writeln!(f, "  transactions        {:>12}", int(self.transactions as i128))?;
+        writeln!(f, "  customers           {:>12}", int(self.customers as i128))?;
         if let (Some(a), Some(b)) = (self.first_ts, self.last_ts) {
             writeln!(f, "  period              {} .. {}", a, b)?;
         }

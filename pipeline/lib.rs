@@ -16,20 +16,26 @@
 //! benchmarks.
 
 pub mod activity;
-pub mod artifact;
 pub mod bgnbd;
 pub mod calibration;
 pub mod config;
 pub mod error;
 pub mod features;
+pub mod files;
+pub mod format;
 pub mod generate;
 pub mod ingest;
+pub mod jobs;
 pub mod lock;
+pub mod math;
 pub mod metrics;
+pub mod model;
 pub mod monitor;
+pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod rng;
+pub mod schema;
 pub mod score;
 pub mod signals;
 pub mod sink;

@@ -1,16 +1,16 @@
-//! The `fidelis` command line. A thin edge: parse arguments, call the library, print results
-//! to stdout, and map errors to exit codes (0 ok, 1 internal error, 2 bad input or config).
+//! The `fidelis` command line. A thin edge: parse arguments, call one job of the library,
+//! print its outcome to stdout, and map errors to exit codes (0 ok, 1 internal error, 2 bad
+//! input or config, 3 alert, 4 locked, 5 sink failed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 
 use fidelis::generate::{self, GenerateOptions};
 use fidelis::progress::Progress;
-use fidelis::{ingest, monitor, report, score, train, Config};
+use fidelis::{jobs, Config};
 
 #[derive(Parser)]
 #[command(
@@ -131,8 +131,8 @@ enum Command {
         /// Model id; default: the one models/latest names.
         #[arg(long)]
         model: Option<String>,
-        /// Also regenerate the weekly report of the latest scoring run (re-runs its
-        /// monitoring, which replaces that date's history rows).
+        /// Also regenerate the weekly report of the latest scoring run, from its stored
+        /// scores and monitoring history (nothing is monitored or written but the report).
         #[arg(long)]
         weekly: bool,
         /// The scoring run to report on (with --weekly); default: the latest.
@@ -192,6 +192,12 @@ fn alert_exit(alerts: bool, fail_on_alert: bool) -> ExitCode {
     }
 }
 
+impl BatchArgs {
+    fn options(&self) -> jobs::BatchOptions {
+        jobs::BatchOptions { as_of: self.as_of, model: self.model.clone() }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let progress = Progress::new(cli.quiet);
     match cli.command {
@@ -213,135 +219,47 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rate_factor: shift_rate,
             });
             let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
-            if kind == Kind::Saas {
-                let mut data =
-                    progress.step("generate", &format!("generating {customers} subscriptions"), || {
-                        generate::saas::generate_saas(&opts)
-                    })?;
-                for (name, df) in [
-                    ("transactions.parquet", &mut data.transactions),
-                    ("events.parquet", &mut data.events),
-                    ("customers.parquet", &mut data.customers),
-                ] {
-                    let path = out.join(name);
-                    fidelis::sink::write_parquet_atomic(df, &path)?;
-                    println!("wrote {} ({} rows)", path.display(), df.height());
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let mut df = progress.step("generate", &format!("generating {customers} customers"), || {
-                generate::generate(&opts)
-            })?;
-            let path = out.join("transactions.parquet");
-            progress
-                .step("write", "writing parquet", || fidelis::sink::write_parquet_atomic(&mut df, &path))?;
-            println!("wrote {} ({} transactions, {} customers)", path.display(), df.height(), customers);
+            let kind = match kind {
+                Kind::Retail => jobs::generate::Kind::Retail,
+                Kind::Saas => jobs::generate::Kind::Saas,
+            };
+            println!("{}", jobs::generate::run(&opts, kind, &out, &progress)?);
         }
         Command::Validate { config, json } => {
-            let cfg = load_config(&config)?;
-            let tx = progress.step("ingest", "reading and validating transactions", || {
-                ingest::load_transactions(&cfg.input.transactions)
-            })?;
-            let signals = progress.step("signals", "reading events and customers", || {
-                fidelis::signals::SignalData::load(&cfg)
-            })?;
+            let outcome = jobs::validate::run(&load_config(&config)?, &progress)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&tx.summary).context("serializing the summary")?);
-                if let Some(e) = &signals.events {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&e.summary).context("serializing the summary")?
-                    );
-                }
+                println!("{}", outcome.to_json()?);
             } else {
-                println!("{}", tx.summary);
-                if let Some(e) = &signals.events {
-                    let s = &e.summary;
-                    println!("events: {}", s.path.display());
-                    println!("  rows read {:>12}\n  rows valid {:>11}", s.rows_read, s.rows_valid);
-                    for i in &s.invalid {
-                        let ex: Vec<String> =
-                            i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
-                        println!(
-                            "  dropped: {} in `{}`: {} ({})",
-                            i.reason,
-                            i.column,
-                            i.count,
-                            ex.join(", ")
-                        );
-                    }
-                    let names: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                    println!("  events by name: {}", names.join(", "));
-                }
-                if let Some(c) = &signals.customers {
-                    println!(
-                        "customers: {}: {} rows, columns {}",
-                        c.path.display(),
-                        c.rows.len(),
-                        c.columns.join(", ")
-                    );
-                }
+                println!("{outcome}");
             }
         }
         Command::Train { config, export_features } => {
-            let cfg = load_config(&config)?;
-            let opts = train::TrainOptions { cutoff: None, export_features };
-            let outcome = train::train_with(&cfg, &opts, &progress)?;
-            print!("{}", train::summary_table(&outcome.metrics));
-            println!("model {} written to {}", outcome.model_id, outcome.dir.display());
-            if let Some(r) = &outcome.report {
-                println!("evaluation report: {}", r.display());
-            }
+            let opts = jobs::train::TrainOptions { cutoff: None, export_features };
+            println!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
         }
         Command::Score(args) => {
-            let cfg = load_config(&args.config)?;
-            let opts = score::BatchOptions { as_of: args.as_of, model: args.model };
-            let outcome = score::run_batch(&cfg, &opts, &progress)?;
-            print_batch(&outcome);
+            println!("{}", jobs::score::run(&load_config(&args.config)?, &args.options(), &progress)?);
         }
         Command::Weekly { batch, fail_on_alert } => {
-            let cfg = load_config(&batch.config)?;
-            let opts = score::BatchOptions { as_of: batch.as_of, model: batch.model };
-            let outcome = score::run_weekly(&cfg, &opts, &progress)?;
-            print_batch(&outcome.batch);
-            println!("{}", monitor::summary(&outcome.monitor));
-            println!("weekly report: {}", outcome.report.display());
+            let outcome = jobs::score::weekly(&load_config(&batch.config)?, &batch.options(), &progress)?;
+            println!("{outcome}");
             return Ok(alert_exit(outcome.monitor.has_alert(), fail_on_alert));
         }
         Command::Monitor { batch, fail_on_alert } => {
-            let cfg = load_config(&batch.config)?;
-            let opts = monitor::MonitorOptions { as_of: batch.as_of, model: batch.model };
-            let report = monitor::run_monitor(&cfg, &opts, &progress)?;
-            println!("{}", monitor::summary(&report));
+            let report = jobs::monitor::run(&load_config(&batch.config)?, &batch.options(), &progress)?;
+            println!("{report}");
             return Ok(alert_exit(report.has_alert(), fail_on_alert));
         }
         Command::Report { config, model, weekly, as_of } => {
-            let cfg = load_config(&config)?;
-            let dir = fidelis::artifact::resolve(&cfg.models_dir(), model.as_deref())?;
-            let path = progress.step("report", "writing the evaluation report", || {
-                report::evaluation::write_evaluation(&dir, &cfg.models_dir(), &cfg.reports_dir())
-            })?;
-            println!("evaluation report: {}", path.display());
-            if weekly {
-                let path = report::weekly::regenerate(&cfg, as_of, &progress)?;
-                println!("weekly report: {}", path.display());
-            }
+            let weekly = weekly.then_some(as_of);
+            println!("{}", jobs::report::run(&load_config(&config)?, model.as_deref(), weekly, &progress)?);
         }
         Command::Backtest { config, from, to, every, out } => {
-            let cfg = load_config(&config)?;
-            let opts = monitor::BacktestOptions { from, to, every_days: every, out };
-            let outcome = monitor::run_backtest(&cfg, &opts, &progress)?;
-            println!("{}", monitor::backtest_summary(&outcome));
+            let opts = jobs::backtest::BacktestOptions { from, to, every_days: every, out };
+            println!("{}", jobs::backtest::run(&load_config(&config)?, &opts, &progress)?);
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_batch(outcome: &score::BatchOutcome) {
-    println!("{}", outcome.summary);
-    for w in &outcome.written {
-        println!("written to {w}");
-    }
 }
 
 fn main() -> ExitCode {

@@ -30,36 +30,23 @@
 //! Computed once per run: at the first monitor date where it is mature.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
 
-use chrono::{Duration, NaiveDate};
+use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::artifact;
-use crate::config::{Config, MonitorConfig};
+use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::{self, FeatureMatrix, FeatureSpec, CUSTOMER};
-use crate::ingest;
-use crate::lock::RunLock;
+use crate::features::FeatureMatrix;
 use crate::metrics;
-use crate::progress::Progress;
-use crate::score::{self, LoadedModel, Scored};
-use crate::signals::SignalData;
-use crate::sink::sql;
-use crate::sink::ScoreParquet;
+use crate::schema::{self, CHURN_SCORE, CLV_SCORE, CUSTOMER};
 use crate::threshold;
-use crate::train::{DecisionArtifact, TrainMetrics};
 
-pub const REFERENCE_FILE: &str = "reference.json";
 /// Replaces an empty bin's share in PSI.
 pub const PSI_EPS: f64 = 1e-4;
 const BINS: usize = 10;
 const SAMPLE: usize = 1000;
-/// Items of the model's outputs in the reference and the drift table.
-pub const CHURN_SCORE: &str = "churn_probability";
-pub const CLV_SCORE: &str = "predicted_clv";
 
 /// The reference distribution of one feature or score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +185,16 @@ impl Status {
         }
     }
 
+    /// The status a history row records (`info` for anything else).
+    pub fn parse(s: &str) -> Status {
+        match s {
+            "ok" => Status::Ok,
+            "warn" => Status::Warn,
+            "alert" => Status::Alert,
+            _ => Status::Info,
+        }
+    }
+
     pub fn of_psi(psi: f64, cfg: &MonitorConfig) -> Status {
         if psi > cfg.psi_alert {
             Status::Alert
@@ -314,7 +311,7 @@ pub fn realized(
     run: NaiveDate,
     scores: &DataFrame,
     active: &HashSet<String>,
-    decision: &DecisionArtifact,
+    decision: &DecisionConfig,
 ) -> Result<Realized> {
     let ctx = format!("the scores of the run at {run}");
     let ids = scores.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
@@ -328,7 +325,7 @@ pub fn realized(
         scores.column("model_id").polars(&ctx)?.str().polars(&ctx)?.get(0).unwrap_or_default().to_string();
     let churners = y.iter().sum::<f64>();
     let captured: f64 = y.iter().zip(&top).filter(|(_, &t)| t).map(|(v, _)| v).sum();
-    let values = threshold::tp_values(&decision.config, &clv);
+    let values = threshold::tp_values(decision, &clv);
     Ok(Realized {
         run,
         model_id,
@@ -339,7 +336,7 @@ pub fn realized(
         brier: metrics::brier(&y, &p),
         top10_capture: if churners > 0.0 { captured / churners } else { f64::NAN },
         contacted: contact.iter().filter(|&&c| c).count(),
-        net_value: threshold::net_value_of(&contact, &y, &values, &decision.config),
+        net_value: threshold::net_value_of(&contact, &y, &values, decision),
     })
 }
 
@@ -379,276 +376,85 @@ pub struct MonitorReport {
     pub alerts: Vec<String>,
     pub retrain: bool,
     pub advice: String,
-    /// `monitor.auc_drop_alert` in force.
-    pub auc_drop: f64,
+    /// The thresholds in force (`[monitor]`).
+    pub thresholds: MonitorConfig,
 }
 
-impl MonitorReport {
-    pub fn has_alert(&self) -> bool {
-        !self.alerts.is_empty()
-    }
+/// What monitoring at one date is computed from (the monitor job gathers it).
+pub struct Observed<'a> {
+    pub as_of: NaiveDate,
+    pub model_id: &'a str,
+    pub holdout_auc: f64,
+    /// Last day of the model's training data.
+    pub model_end: NaiveDate,
+    pub drift: Vec<Drift>,
+    /// Runs whose outcome window closed by `as_of`, not yet in the history.
+    pub realized: Vec<Realized>,
+    /// Realized AUC of the runs already in the history.
+    pub auc_history: BTreeMap<NaiveDate, f64>,
+}
 
-    /// The history rows of this as_of: one per metric x item.
-    pub fn history_frame(&self) -> Result<DataFrame> {
-        let mut kind: Vec<&str> = Vec::new();
-        let mut item: Vec<String> = Vec::new();
-        let mut metric: Vec<&str> = Vec::new();
-        let mut value: Vec<f64> = Vec::new();
-        let mut status: Vec<&str> = Vec::new();
-        let mut push = |k: &'static str, i: &str, m: &'static str, v: f64, s: Status| {
-            kind.push(k);
-            item.push(i.to_string());
-            metric.push(m);
-            value.push(v);
-            status.push(s.as_str());
-        };
-        for d in &self.drift {
-            push("drift", &d.item, "psi", d.psi, d.status);
-            push("drift", &d.item, "ks", d.ks, Status::Info);
-            push(
-                "drift",
-                &d.item,
-                "missing_share_change",
-                d.missing_current - d.missing_reference,
-                Status::Info,
-            );
-            push("drift", &d.item, "mean", d.mean_current, Status::Info);
-        }
-        for r in &self.realized {
-            let run = r.run.to_string();
-            let auc_status = if auc_dropped(r.roc_auc, self.holdout_auc, self.auc_drop) {
-                Status::Alert
-            } else {
-                Status::Ok
-            };
-            push("realized", &run, "roc_auc", r.roc_auc, auc_status);
-            push("realized", &run, "pr_auc", r.pr_auc, Status::Info);
-            push("realized", &run, "brier", r.brier, Status::Info);
-            push("realized", &run, "top10_capture", r.top10_capture, Status::Info);
-            push("realized", &run, "net_value", r.net_value, Status::Info);
-            push("realized", &run, "churn_rate", r.churn_rate, Status::Info);
-            push("realized", &run, "customers", r.customers as f64, Status::Info);
-        }
-        push("model", "model", "age_days", self.model_age_days as f64, Status::Info);
-        push("model", "model", "holdout_roc_auc", self.holdout_auc, Status::Info);
-        let retrain_status = if self.retrain { Status::Warn } else { Status::Ok };
-        push("model", "model", "retrain", f64::from(u8::from(self.retrain)), retrain_status);
-        let n = kind.len();
-        let as_of = Column::new("as_of".into(), vec![features::epoch_day(self.as_of); n])
-            .cast(&DataType::Date)
-            .polars("as_of column")?;
-        DataFrame::new_infer_height(vec![
-            as_of,
-            Column::new("model_id".into(), vec![self.model_id.as_str(); n]),
-            Column::new("kind".into(), kind),
-            Column::new("item".into(), item),
-            Column::new("metric".into(), metric),
-            Column::new("value".into(), value),
-            Column::new("status".into(), status),
-        ])
-        .polars("assembling the monitoring rows")
+/// Alerts and retrain advice from what was observed.
+pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
+    let mut auc_history = o.auc_history;
+    for r in &o.realized {
+        auc_history.insert(r.run, r.roc_auc);
+    }
+    let model_age_days = (o.as_of - o.model_end).num_days();
+    let alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    let (retrain, advice) = advice(alerts.len(), model_age_days, o.as_of, cfg);
+    MonitorReport {
+        as_of: o.as_of,
+        model_id: o.model_id.to_string(),
+        drift: o.drift,
+        realized: o.realized,
+        auc_history: auc_history.into_iter().collect(),
+        holdout_auc: o.holdout_auc,
+        model_age_days,
+        alerts,
+        retrain,
+        advice,
+        thresholds: cfg.clone(),
     }
 }
 
-fn auc_dropped(auc: f64, holdout: f64, drop: f64) -> bool {
-    auc.is_finite() && auc < holdout - drop
-}
-
-/// The monitoring history: `<output.dir>/monitoring/metrics_history.parquet`.
-pub struct History {
-    pub path: PathBuf,
-}
-
-pub const HISTORY_FILE: &str = "metrics_history.parquet";
-
-impl History {
-    pub fn new(output_dir: &Path) -> History {
-        History { path: output_dir.join("monitoring").join(HISTORY_FILE) }
-    }
-
-    /// The whole history (empty frame when there is none yet).
-    pub fn read(&self) -> Result<Option<DataFrame>> {
-        if !self.path.is_file() {
-            return Ok(None);
-        }
-        crate::sink::read_parquet(&self.path).map(Some)
-    }
-
-    /// Replace the rows of `as_of` with `rows` (written to a temp file and renamed).
-    pub fn replace(&self, as_of: NaiveDate, rows: &DataFrame) -> Result<()> {
-        let ctx = format!("updating {}", self.path.display());
-        let mut all = match self.read()? {
-            Some(old) => {
-                let day = features::epoch_day(as_of);
-                let kept = old
-                    .lazy()
-                    .filter(col("as_of").cast(DataType::Int32).neq(lit(day)))
-                    .collect()
-                    .polars(&ctx)?;
-                concat([kept.lazy(), rows.clone().lazy()], UnionArgs::default())
-                    .polars(&ctx)?
-                    .sort(["as_of"], SortMultipleOptions::default().with_maintain_order(true))
-                    .collect()
-                    .polars(&ctx)?
-            }
-            None => rows.clone(),
-        };
-        crate::sink::write_parquet_atomic(&mut all, &self.path)
-    }
-
-    /// Realized ROC AUC per run recorded at a monitor date other than `as_of`.
-    pub fn realized_auc(&self, except: NaiveDate) -> Result<BTreeMap<NaiveDate, f64>> {
-        let mut out = BTreeMap::new();
-        let Some(df) = self.read()? else { return Ok(out) };
-        let ctx = format!("reading {}", self.path.display());
-        let df = df
-            .lazy()
-            .filter(
-                col("kind")
-                    .eq(lit("realized"))
-                    .and(col("metric").eq(lit("roc_auc")))
-                    .and(col("as_of").cast(DataType::Int32).neq(lit(features::epoch_day(except)))),
-            )
-            .collect()
-            .polars(&ctx)?;
-        let items = df.column("item").polars(&ctx)?.str().polars(&ctx)?;
-        let values = df.column("value").polars(&ctx)?.f64().polars(&ctx)?;
-        for (i, v) in items.iter().zip(values.iter()) {
-            if let (Some(d), Some(v)) = (i.and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()), v) {
-                out.insert(d, v);
-            }
-        }
-        Ok(out)
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct MonitorOptions {
-    pub as_of: Option<NaiveDate>,
-    pub model: Option<String>,
-}
-
-/// Everything `monitor` needs that a caller may already hold.
-#[derive(Clone, Copy)]
-pub struct MonitorInputs<'a> {
-    pub model: &'a LoadedModel,
-    pub tx: &'a DataFrame,
-    pub signals: &'a SignalData,
-    /// Day after the last transaction: outcome windows must end by then.
-    pub data_end: NaiveDate,
-    /// Features and predictions already made at the monitored date (by the weekly batch).
-    pub scored: Option<&'a Scored>,
-}
-
-/// Features and predictions of every customer eligible at `as_of`.
-fn predict_at(model: &LoadedModel, tx: &DataFrame, signals: &SignalData, as_of: NaiveDate) -> Result<Scored> {
-    let spec = FeatureSpec::from_config(&model.info.config);
-    let names = score::check_features(model, &spec)?;
-    let daily = features::daily_activity(tx)?;
-    let mut frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
-    crate::signals::append(&mut frame, &model.info.signals, signals)?;
-    if frame.height() == 0 {
-        return Err(Error::Data(format!("no customer is eligible at {as_of}: nothing to monitor")));
-    }
-    let x = FeatureMatrix::from_frame(&frame, &names)?;
-    let churn_probability = model.calibrator.apply_all(&model.churn.predict(&x));
-    let predicted_clv = model.clv.predict(&x);
-    Ok(Scored { as_of, x, churn_probability, predicted_clv })
-}
-
-/// Load the reference of a model directory.
-pub fn load_reference(dir: &Path) -> Result<Reference> {
-    let path = dir.join(REFERENCE_FILE);
-    if !path.is_file() {
-        return Err(Error::Artifact {
-            path,
-            message: "the model has no drift reference (trained by an older fidelis); retrain it".into(),
-        });
-    }
-    artifact::read_json(&path)
-}
-
-/// Monitor at `as_of` (drift, realized performance, advice) and write the history
-/// (Parquet + every SQL sink). The caller holds the output lock.
-pub fn monitor_at(
-    cfg: &Config,
-    inputs: &MonitorInputs,
-    as_of: NaiveDate,
-    progress: &Progress,
-) -> Result<MonitorReport> {
-    let model = inputs.model;
-    let mcfg = &cfg.monitor;
-    let reference = load_reference(&model.dir)?;
-    let train_metrics: TrainMetrics = crate::train::load_metrics(&model.dir)?;
-    let holdout_auc = train_metrics.churn.holdout.roc_auc;
-
-    let drift = progress.step("drift", &format!("drift at {as_of}"), || -> Result<Vec<Drift>> {
-        let computed;
-        let s = match inputs.scored.filter(|s| s.as_of == as_of) {
-            Some(s) => s,
-            None => {
-                computed = predict_at(model, inputs.tx, inputs.signals, as_of)?;
-                &computed
-            }
-        };
-        let x = &s.x;
-        let mut current: BTreeMap<&str, &[f64]> =
-            x.names.iter().enumerate().map(|(c, n)| (n.as_str(), x.column(c))).collect();
-        current.insert(CHURN_SCORE, &s.churn_probability);
-        current.insert(CLV_SCORE, &s.predicted_clv);
-        Ok(drift(&reference, &current, mcfg))
-    })?;
-
-    let out_dir = Path::new(&cfg.output.dir);
-    let history = History::new(out_dir);
-    let mut auc_history = history.realized_auc(as_of)?;
-    let horizon = Duration::days(i64::from(model.info.config.snapshots.horizon_days));
-    let parquet = ScoreParquet::new(out_dir);
-    let mut realized_now = Vec::new();
-    progress.step("realized", "realized performance of matured runs", || -> Result<()> {
-        for run in parquet.run_dates()? {
-            if auc_history.contains_key(&run) || run + horizon > as_of || run + horizon > inputs.data_end {
-                continue;
-            }
-            let scores = parquet.read_scores(run)?;
-            let active = active_between(inputs.tx, run, run + horizon)?;
-            let decision = run_decision(cfg, &scores, model)?;
-            let r = realized(run, &scores, &active, &decision)?;
-            auc_history.insert(run, r.roc_auc);
-            realized_now.push(r);
-        }
-        Ok(())
-    })?;
-
-    let model_end = model.info.snapshots.last_ts.date();
-    let model_age_days = (as_of - model_end).num_days();
+/// One line per drift item past the alert line and per matured run whose AUC dropped.
+fn alerts(
+    drift: &[Drift],
+    realized: impl Iterator<Item = (NaiveDate, f64)>,
+    holdout_auc: f64,
+    cfg: &MonitorConfig,
+) -> Vec<String> {
     let mut alerts = Vec::new();
-    for d in &drift {
-        if d.status == Status::Alert {
+    for d in drift.iter().filter(|d| d.status == Status::Alert) {
+        alerts.push(format!(
+            "ALERT drift {} {}: PSI {:.3} > {} (KS {:.3}, mean {:.4} -> {:.4})",
+            d.kind, d.item, d.psi, cfg.psi_alert, d.ks, d.mean_reference, d.mean_current
+        ));
+    }
+    for (run, auc) in realized {
+        if auc_dropped(auc, holdout_auc, cfg.auc_drop_alert) {
             alerts.push(format!(
-                "ALERT drift {} {}: PSI {:.3} > {} (KS {:.3}, mean {:.4} -> {:.4})",
-                d.kind, d.item, d.psi, mcfg.psi_alert, d.ks, d.mean_reference, d.mean_current
+                "ALERT realized AUC of the run at {run}: {auc:.4}, more than {} below the holdout AUC {holdout_auc:.4}",
+                cfg.auc_drop_alert
             ));
         }
     }
-    for r in &realized_now {
-        if auc_dropped(r.roc_auc, holdout_auc, mcfg.auc_drop_alert) {
-            alerts.push(format!(
-                "ALERT realized AUC of the run at {}: {:.4}, more than {} below the holdout AUC {:.4}",
-                r.run, r.roc_auc, mcfg.auc_drop_alert, holdout_auc
-            ));
-        }
-    }
-    let too_old = model_age_days > mcfg.max_model_age_days;
-    let retrain = !alerts.is_empty() || too_old;
+    alerts
+}
+
+/// Retrain when anything alerted or the model's data is older than `max_model_age_days`.
+fn advice(alerts: usize, model_age_days: i64, as_of: NaiveDate, cfg: &MonitorConfig) -> (bool, String) {
+    let too_old = model_age_days > cfg.max_model_age_days;
+    let retrain = alerts > 0 || too_old;
     let mut reasons = Vec::new();
-    if !alerts.is_empty() {
-        reasons.push(format!("{} alert(s)", alerts.len()));
+    if alerts > 0 {
+        reasons.push(format!("{alerts} alert(s)"));
     }
     if too_old {
         reasons.push(format!(
             "the model's data ends {model_age_days} days before {as_of} (max_model_age_days {})",
-            mcfg.max_model_age_days
+            cfg.max_model_age_days
         ));
     }
     let advice = if retrain {
@@ -656,224 +462,247 @@ pub fn monitor_at(
     } else {
         format!(
             "retrain: no (no alert; the model's data ends {model_age_days} days before {as_of}, limit {})",
-            mcfg.max_model_age_days
+            cfg.max_model_age_days
         )
     };
-    let report = MonitorReport {
-        as_of,
-        model_id: model.info.model_id.clone(),
-        drift,
-        realized: realized_now,
-        auc_history: auc_history.into_iter().collect(),
-        holdout_auc,
-        model_age_days,
-        alerts,
-        retrain,
-        advice,
-        auc_drop: mcfg.auc_drop_alert,
-    };
-
-    let rows = report.history_frame()?;
-    progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
-    let tables = cfg.output.sql_tables();
-    for target in cfg.output.sql_targets()? {
-        progress.step("sql", &format!("writing {}", target.display()), || {
-            sql::replace_as_of(&target, &tables, &tables.monitoring, &rows, sql::MONITORING_KEY, as_of)
-        })?;
-    }
-    Ok(report)
+    (retrain, advice)
 }
 
-/// The decision settings of the model that scored a run (the current model's when that
-/// model is no longer in the models directory).
-fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Result<DecisionArtifact> {
-    let id =
-        scores.column("model_id").ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(str::to_string)));
-    if let Some(id) = id.filter(|id| *id != current.info.model_id) {
-        let path = cfg.models_dir().join(&id).join("decision.json");
-        if path.is_file() {
-            return artifact::read_json(&path);
+/// One row of the monitoring history.
+struct Row {
+    kind: &'static str,
+    item: String,
+    metric: &'static str,
+    value: f64,
+    status: Status,
+}
+
+/// Drift metrics per item in the history (`missing_share_change` is current minus reference).
+const DRIFT_METRICS: [&str; 7] = [
+    "psi",
+    "ks",
+    "missing_share_change",
+    "mean",
+    "missing_share",
+    "missing_share_reference",
+    "mean_reference",
+];
+const REALIZED_METRICS: [&str; 8] =
+    ["roc_auc", "pr_auc", "brier", "top10_capture", "net_value", "churn_rate", "customers", "contacted"];
+
+impl MonitorReport {
+    pub fn has_alert(&self) -> bool {
+        !self.alerts.is_empty()
+    }
+
+    fn rows(&self) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let mut push = |kind, item: &str, metric, value, status| {
+            rows.push(Row { kind, item: item.to_string(), metric, value, status })
+        };
+        for d in &self.drift {
+            let values = [
+                d.psi,
+                d.ks,
+                d.missing_current - d.missing_reference,
+                d.mean_current,
+                d.missing_current,
+                d.missing_reference,
+                d.mean_reference,
+            ];
+            for (m, v) in DRIFT_METRICS.iter().zip(values) {
+                push("drift", d.item.as_str(), *m, v, if *m == "psi" { d.status } else { Status::Info });
+            }
         }
-    }
-    Ok(current.decision.clone())
-}
-
-/// `fidelis monitor`: load, lock, monitor at `as_of` (default: the day after the last
-/// transaction).
-pub fn run_monitor(cfg: &Config, opts: &MonitorOptions, progress: &Progress) -> Result<MonitorReport> {
-    let s = score::open_session(cfg, opts.model.as_deref(), progress)?;
-    let inputs = MonitorInputs {
-        model: &s.model,
-        tx: &s.tx.frame,
-        signals: &s.signals,
-        data_end: s.data_end,
-        scored: None,
-    };
-    monitor_at(cfg, &inputs, opts.as_of.unwrap_or(s.data_end), progress)
-}
-
-#[derive(Debug, Clone)]
-pub struct BacktestOptions {
-    pub from: NaiveDate,
-    /// Last run date; default: the last date whose outcome window the data covers.
-    pub to: Option<NaiveDate>,
-    pub every_days: i64,
-    /// Output directory; default `<output.dir>/backtest`.
-    pub out: Option<PathBuf>,
-}
-
-pub struct BacktestOutcome {
-    pub model_id: String,
-    pub out_dir: PathBuf,
-    /// One report per run date, then the closing pass at the end of the data.
-    pub reports: Vec<MonitorReport>,
-    pub scored: Vec<(NaiveDate, usize)>,
-}
-
-/// `fidelis backtest`: train one model on the transactions before `from`, then replay the
-/// weekly job (score + monitor) every `every_days` from `from` to `to`, as if it had run
-/// then, and close with a monitoring pass at the end of the data, which computes the realized
-/// metrics of every run whose outcome window the data covers. Everything goes to `out`
-/// (Parquet partitions, the monitoring history, the model under `out/models`); SQL sinks
-/// are not written. A rerun replaces the previous backtest in `out`.
-pub fn run_backtest(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<BacktestOutcome> {
-    if opts.every_days < 1 {
-        return Err(Error::Data(format!("--every must be at least 1 day, got {}", opts.every_days)));
-    }
-    let out = opts.out.clone().unwrap_or_else(|| Path::new(&cfg.output.dir).join("backtest"));
-    if out == Path::new(&cfg.output.dir) {
-        return Err(Error::Data(format!(
-            "the backtest output {} is the live output directory; choose another --out",
-            out.display()
-        )));
-    }
-    let mut bcfg = cfg.clone();
-    bcfg.output.dir = out.display().to_string();
-    bcfg.output.parquet = true;
-    bcfg.output.sql = Vec::new();
-    bcfg.output.no_env_sinks = true;
-    bcfg.paths.models_dir = out.join("models").display().to_string();
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    let _lock = RunLock::acquire(&out)?;
-    for sub in ["scores", "monitoring", "models"] {
-        let p = out.join(sub);
-        if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        for r in &self.realized {
+            let run = r.run.to_string();
+            let auc_status = if auc_dropped(r.roc_auc, self.holdout_auc, self.thresholds.auc_drop_alert) {
+                Status::Alert
+            } else {
+                Status::Ok
+            };
+            let values = [
+                r.roc_auc,
+                r.pr_auc,
+                r.brier,
+                r.top10_capture,
+                r.net_value,
+                r.churn_rate,
+                r.customers as f64,
+                r.contacted as f64,
+            ];
+            for (m, v) in REALIZED_METRICS.iter().zip(values) {
+                push(
+                    "realized",
+                    run.as_str(),
+                    *m,
+                    v,
+                    if *m == "roc_auc" { auc_status } else { Status::Info },
+                );
+            }
         }
+        let t = &self.thresholds;
+        push("model", "model", "age_days", self.model_age_days as f64, Status::Info);
+        push("model", "model", "holdout_roc_auc", self.holdout_auc, Status::Info);
+        let retrain_status = if self.retrain { Status::Warn } else { Status::Ok };
+        push("model", "model", "retrain", f64::from(u8::from(self.retrain)), retrain_status);
+        push("model", "model", "psi_warn", t.psi_warn, Status::Info);
+        push("model", "model", "psi_alert", t.psi_alert, Status::Info);
+        push("model", "model", "auc_drop_alert", t.auc_drop_alert, Status::Info);
+        push("model", "model", "max_model_age_days", t.max_model_age_days as f64, Status::Info);
+        rows
     }
 
-    let trained = crate::train::train_until(&bcfg, Some(opts.from), progress)?;
-    let model = score::load_model(&bcfg.models_dir(), Some(&trained.model_id))?;
-    let tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
-    })?;
-    let data_end = score::default_as_of(&tx.frame)?;
-    let horizon = Duration::days(i64::from(model.info.config.snapshots.horizon_days));
-    let to = opts.to.unwrap_or(data_end - horizon);
-    if to < opts.from {
-        return Err(Error::Data(format!(
-            "nothing to replay: --to {to} is before --from {} (by default --to is the last date \
-             whose {}-day outcome window the data covers)",
-            opts.from,
-            horizon.num_days()
-        )));
+    /// The history rows of this as_of: one per metric x item (`metrics_history.parquet`,
+    /// the SQL table `model_monitoring`).
+    pub fn history_frame(&self) -> Result<DataFrame> {
+        let rows = self.rows();
+        let n = rows.len();
+        let as_of = Column::new("as_of".into(), vec![schema::epoch_day(self.as_of); n])
+            .cast(&DataType::Date)
+            .polars("as_of column")?;
+        DataFrame::new_infer_height(vec![
+            as_of,
+            Column::new("model_id".into(), vec![self.model_id.as_str(); n]),
+            Column::new("kind".into(), rows.iter().map(|r| r.kind).collect::<Vec<_>>()),
+            Column::new("item".into(), rows.iter().map(|r| r.item.as_str()).collect::<Vec<_>>()),
+            Column::new("metric".into(), rows.iter().map(|r| r.metric).collect::<Vec<_>>()),
+            Column::new("value".into(), rows.iter().map(|r| r.value).collect::<Vec<_>>()),
+            Column::new("status".into(), rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()),
+        ])
+        .polars("assembling the monitoring rows")
     }
-    let signals = SignalData::load(cfg)?;
-    let inputs = MonitorInputs { model: &model, tx: &tx.frame, signals: &signals, data_end, scored: None };
-    let quiet = Progress::hidden();
-    let (mut reports, mut scored) = (Vec::new(), Vec::new());
-    let mut d = opts.from;
-    while d <= to {
-        let batch = progress.step("replay", &format!("replaying the weekly job at {d}"), || {
-            score::score_and_write(&bcfg, &model, &tx.frame, &signals, d, &quiet)
-        })?;
-        scored.push((d, batch.summary.scored));
-        let inputs = MonitorInputs { scored: Some(&batch.scored), ..inputs };
-        reports.push(monitor_at(&bcfg, &inputs, d, &quiet)?);
-        d += Duration::days(opts.every_days);
+
+    /// The monitoring result of `as_of` as the history recorded it (what a report shows
+    /// later, without monitoring again). Realized AUCs are those recorded up to `as_of`.
+    pub fn from_history(history: &DataFrame, as_of: NaiveDate) -> Result<MonitorReport> {
+        let rows = HistoryRows::read(history)?;
+        let day = schema::epoch_day(as_of);
+        let here: Vec<usize> = (0..rows.day.len()).filter(|&i| rows.day[i] == day).collect();
+        if here.is_empty() {
+            return Err(Error::Data(format!("the monitoring history has no rows for {as_of}")));
+        }
+        let model = |metric: &str| rows.value_of(&here, "model", "model", metric);
+        let missing = |what: &str| Error::Data(format!("the monitoring history of {as_of} has no {what}"));
+        let d = MonitorConfig::default();
+        let thresholds = MonitorConfig {
+            psi_warn: model("psi_warn").unwrap_or(d.psi_warn),
+            psi_alert: model("psi_alert").unwrap_or(d.psi_alert),
+            auc_drop_alert: model("auc_drop_alert").unwrap_or(d.auc_drop_alert),
+            max_model_age_days: model("max_model_age_days").map_or(d.max_model_age_days, |v| v as i64),
+        };
+        let holdout_auc = model("holdout_roc_auc").ok_or_else(|| missing("holdout AUC"))?;
+        let model_age_days = model("age_days").ok_or_else(|| missing("model age"))? as i64;
+        let mut drift = Vec::new();
+        for &i in here.iter().filter(|&&i| rows.kind[i] == "drift" && rows.metric[i] == "psi") {
+            let item = rows.item[i].as_str();
+            let v = |m: &str| rows.value_of(&here, "drift", item, m).unwrap_or(f64::NAN);
+            let change = v("missing_share_change");
+            let (current, reference) = match (v("missing_share"), v("missing_share_reference")) {
+                (c, r) if c.is_finite() && r.is_finite() => (c, r),
+                _ => (change, 0.0),
+            };
+            drift.push(Drift {
+                item: item.to_string(),
+                kind: if item == CHURN_SCORE || item == CLV_SCORE { "score" } else { "feature" }.into(),
+                psi: rows.value[i],
+                ks: v("ks"),
+                missing_reference: reference,
+                missing_current: current,
+                mean_reference: v("mean_reference"),
+                mean_current: v("mean"),
+                status: Status::parse(&rows.status[i]),
+            });
+        }
+        let realized = rows.realized_at(&here)?;
+        let auc_history: BTreeMap<NaiveDate, f64> = (0..rows.day.len())
+            .filter(|&i| rows.day[i] <= day && rows.kind[i] == "realized" && rows.metric[i] == "roc_auc")
+            .filter_map(|i| Some((NaiveDate::parse_from_str(&rows.item[i], "%Y-%m-%d").ok()?, rows.value[i])))
+            .collect();
+        let alerts = alerts(&drift, realized.iter().map(|r| (r.run, r.roc_auc)), holdout_auc, &thresholds);
+        let (retrain, advice) = advice(alerts.len(), model_age_days, as_of, &thresholds);
+        Ok(MonitorReport {
+            as_of,
+            model_id: rows.model_id[here[0]].clone(),
+            drift,
+            realized,
+            auc_history: auc_history.into_iter().collect(),
+            holdout_auc,
+            model_age_days,
+            alerts,
+            retrain,
+            advice,
+            thresholds,
+        })
     }
-    if data_end > to {
-        reports.push(progress.step("close", "closing pass at the end of the data", || {
-            monitor_at(&bcfg, &inputs, data_end, &quiet)
-        })?);
-    }
-    Ok(BacktestOutcome { model_id: trained.model_id, out_dir: out, reports, scored })
 }
 
-/// The backtest table: per replayed date, customers scored, drift, alerts, and the run's
-/// realized AUC (known at the end).
-pub fn backtest_summary(b: &BacktestOutcome) -> String {
-    let last = b.reports.last();
-    let auc: BTreeMap<NaiveDate, f64> =
-        last.map(|r| r.auc_history.iter().copied().collect()).unwrap_or_default();
-    let holdout = last.map_or(f64::NAN, |r| r.holdout_auc);
-    let mut out = format!(
-        "backtest with model {} (trained on data before the first date; holdout AUC {holdout:.4})\n",
-        b.model_id
-    );
-    out.push_str(&format!(
-        "{:<12} {:>9} {:>9} {:>6} {:>6}  {:<24} {:>12}\n",
-        "as_of", "scored", "max PSI", "warn", "alert", "most drifted", "realized AUC"
-    ));
-    for (r, (d, n)) in b.reports.iter().zip(&b.scored) {
-        let worst = r.drift.iter().max_by(|a, c| a.psi.total_cmp(&c.psi));
-        let count = |s: Status| r.drift.iter().filter(|x| x.status == s).count();
-        let realized = auc.get(d).map_or("-".to_string(), |a| format!("{a:.4}"));
-        out.push_str(&format!(
-            "{:<12} {:>9} {:>9.4} {:>6} {:>6}  {:<24} {:>12}\n",
-            d.to_string(),
-            n,
-            worst.map_or(f64::NAN, |w| w.psi),
-            count(Status::Warn),
-            count(Status::Alert),
-            worst.map_or("-", |w| w.item.as_str()),
-            realized
-        ));
-    }
-    let alerts: usize = b.reports.iter().map(|r| r.alerts.len()).sum();
-    out.push_str(&format!(
-        "{alerts} alert line(s) over {} monitoring passes; history in {}",
-        b.reports.len(),
-        b.out_dir.join("monitoring").join(HISTORY_FILE).display()
-    ));
-    out
+/// The history table's columns.
+struct HistoryRows {
+    day: Vec<i32>,
+    model_id: Vec<String>,
+    kind: Vec<String>,
+    item: Vec<String>,
+    metric: Vec<String>,
+    value: Vec<f64>,
+    status: Vec<String>,
 }
 
-/// The printed summary: one line per alert, the drift table, realized AUC, advice.
-pub fn summary(r: &MonitorReport) -> String {
-    let mut out = format!("monitoring at {} with model {}\n", r.as_of, r.model_id);
-    let count = |s: Status| r.drift.iter().filter(|d| d.status == s).count();
-    out.push_str(&format!(
-        "drift: {} items, {} ok, {} warn, {} alert\n",
-        r.drift.len(),
-        count(Status::Ok),
-        count(Status::Warn),
-        count(Status::Alert)
-    ));
-    let mut worst: Vec<&Drift> = r.drift.iter().collect();
-    worst.sort_by(|a, b| b.psi.total_cmp(&a.psi));
-    out.push_str(&format!("  {:<24} {:>8} {:>8}  {}\n", "item (highest PSI first)", "PSI", "KS", "status"));
-    for d in worst.iter().take(5) {
-        out.push_str(&format!("  {:<24} {:>8.4} {:>8.4}  {}\n", d.item, d.psi, d.ks, d.status.as_str()));
+impl HistoryRows {
+    fn read(df: &DataFrame) -> Result<HistoryRows> {
+        let ctx = "reading the monitoring history";
+        let text = |name: &str| -> Result<Vec<String>> {
+            let c = df.column(name).polars(ctx)?.str().polars(ctx)?;
+            Ok(c.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        };
+        let day = df.column("as_of").polars(ctx)?.cast(&DataType::Int32).polars(ctx)?;
+        Ok(HistoryRows {
+            day: day.i32().polars(ctx)?.iter().map(|v| v.unwrap_or(i32::MIN)).collect(),
+            model_id: text("model_id")?,
+            kind: text("kind")?,
+            item: text("item")?,
+            metric: text("metric")?,
+            value: col_f64(df, "value", ctx)?,
+            status: text("status")?,
+        })
     }
-    if r.auc_history.is_empty() {
-        out.push_str("realized AUC: no run has a closed outcome window yet\n");
-    } else {
-        let shown: Vec<String> =
-            r.auc_history.iter().rev().take(6).rev().map(|(d, a)| format!("{d} {a:.4}")).collect();
-        out.push_str(&format!(
-            "realized AUC by run (holdout {:.4}): {}{}\n",
-            r.holdout_auc,
-            if r.auc_history.len() > 6 { "... " } else { "" },
-            shown.join(", ")
-        ));
+
+    /// The value of the row of `here` with this kind, item and metric.
+    fn value_of(&self, here: &[usize], kind: &str, item: &str, metric: &str) -> Option<f64> {
+        here.iter()
+            .find(|&&i| self.kind[i] == kind && self.item[i] == item && self.metric[i] == metric)
+            .map(|&i| self.value[i])
     }
-    for a in &r.alerts {
-        out.push_str(a);
-        out.push('\n');
+
+    /// The runs realized at the rows `here`.
+    fn realized_at(&self, here: &[usize]) -> Result<Vec<Realized>> {
+        let mut out = Vec::new();
+        for &i in here.iter().filter(|&&i| self.kind[i] == "realized" && self.metric[i] == "roc_auc") {
+            let item = self.item[i].as_str();
+            let run = NaiveDate::parse_from_str(item, "%Y-%m-%d").map_err(|_| {
+                Error::Data(format!("the monitoring history names a run {item:?}, not a date"))
+            })?;
+            let v = |m: &str| self.value_of(here, "realized", item, m).unwrap_or(f64::NAN);
+            let count = |m: &str| self.value_of(here, "realized", item, m).map_or(0, |v| v as usize);
+            out.push(Realized {
+                run,
+                model_id: self.model_id[i].clone(),
+                customers: count("customers"),
+                churn_rate: v("churn_rate"),
+                roc_auc: self.value[i],
+                pr_auc: v("pr_auc"),
+                brier: v("brier"),
+                top10_capture: v("top10_capture"),
+                contacted: count("contacted"),
+                net_value: v("net_value"),
+            });
+        }
+        Ok(out)
     }
-    out.push_str(&r.advice);
-    out
+}
+
+fn auc_dropped(auc: f64, holdout: f64, drop: f64) -> bool {
+    auc.is_finite() && auc < holdout - drop
 }
 
 #[cfg(test)]

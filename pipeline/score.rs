@@ -32,111 +32,20 @@
 //! At Risk R1-2 F3-4; Hibernating R1-2 F1-2 except Lost R1 F1.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::artifact;
-use crate::calibration::Calibrator;
 use crate::config::{Config, RankBy};
-use crate::error::{Error, PolarsContext, Result};
-use crate::features::{self, FeatureMatrix, FeatureSpec, CUSTOMER};
-use crate::ingest;
-use crate::lock::RunLock;
+use crate::error::{PolarsContext, Result};
+use crate::features;
 use crate::metrics;
-use crate::progress::Progress;
+use crate::model::LoadedModel;
+use crate::predict::Predictions;
+use crate::schema::{self, CHURN_SCORE, CLV_SCORE, CUSTOMER};
 use crate::signals::SignalData;
-use crate::sink::sql::{self, SqlRun};
-use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
-use crate::train::candidates::{ChurnModel, ClvModel};
-use crate::train::gbdt::Gbdt;
-use crate::train::linear::Logistic;
-use crate::train::poisson::PoissonGbdt;
-use crate::train::{DecisionArtifact, Engine, ModelInfo, CLV_POISSON_FILE, LOGISTIC_FILE};
-
-/// A trained model loaded from its artifact directory.
-pub struct LoadedModel {
-    pub dir: PathBuf,
-    pub info: ModelInfo,
-    pub churn: ChurnModel,
-    pub clv: ClvModel,
-    pub calibrator: Calibrator,
-    pub decision: DecisionArtifact,
-}
-
-fn read_text(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| Error::Artifact { path: path.to_path_buf(), message: format!("cannot read: {e}") })
-}
-
-/// A candidate's file in a model directory: read when present (it holds `null` when training
-/// did not fit it), an error naming it when `needed` (`why` says by what), else `None`.
-fn optional_part<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    file: &str,
-    needed: bool,
-    why: &str,
-) -> Result<Option<T>> {
-    let path = dir.join(file);
-    if path.exists() {
-        artifact::read_json(&path)
-    } else if needed {
-        Err(Error::Artifact { path, message: format!("missing: {why}, which needs it") })
-    } else {
-        Ok(None)
-    }
-}
-
-/// Load `models_dir/<id>` (or the model `latest` names).
-pub fn load_model(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
-    let dir = artifact::resolve(models_dir, id)?;
-    let info: ModelInfo = artifact::read_json(&dir.join("model.json"))?;
-    let model = |name: &str| -> Result<Engine> {
-        let p = dir.join(name);
-        Engine::from_json(&read_text(&p)?)
-            .map_err(|e| Error::Artifact { path: p.clone(), message: e.to_string() })
-    };
-    // Models trained before a candidate existed have no file for it (and a mix that does
-    // not use it); a model whose mix uses it must have it.
-    let logistic: Option<Logistic> = optional_part(
-        &dir,
-        LOGISTIC_FILE,
-        info.churn_model != crate::train::candidates::ChurnMix::Gbdt,
-        &format!("the churn model is '{}'", info.churn_model.name()),
-    )?;
-    let poisson: Option<PoissonGbdt> = optional_part(
-        &dir,
-        CLV_POISSON_FILE,
-        info.clv_model.uses_poisson(),
-        &format!("the CLV model is '{}'", info.clv_model.name()),
-    )?;
-    Ok(LoadedModel {
-        churn: ChurnModel { mix: info.churn_model, gbdt: model("churn.json")?, logistic },
-        clv: ClvModel { mix: info.clv_model, gbdt: model("clv.json")?, poisson },
-        calibrator: artifact::read_json(&dir.join("calibration.json"))?,
-        decision: artifact::read_json(&dir.join("decision.json"))?,
-        info,
-        dir,
-    })
-}
-
-impl LoadedModel {
-    /// The BG/NBD + Gamma-Gamma parameters scoring uses, when the model has those features.
-    pub fn probabilistic(&self) -> Result<Option<&crate::bgnbd::Probabilistic>> {
-        let spec = FeatureSpec::from_config(&self.info.config);
-        match (&self.info.probabilistic, spec.probabilistic) {
-            (_, false) => Ok(None),
-            (Some(p), true) => Ok(Some(p)),
-            (None, true) => Err(Error::Artifact {
-                path: self.dir.join("model.json"),
-                message: "the model uses BG/NBD features but has no fitted BG/NBD parameters; retrain it"
-                    .into(),
-            }),
-        }
-    }
-}
+use crate::sink::PreviousRun;
 
 /// Customers per risk level, the top segment and its expected loss: the run's summary.
 #[derive(Debug, Clone, Serialize)]
@@ -154,28 +63,11 @@ pub struct ScoreSummary {
     pub health: Option<String>,
 }
 
+/// One scoring run: the scores table, its top-risk segment, and the summary.
 pub struct ScoreRun {
     pub scores: DataFrame,
     pub top_risk: DataFrame,
     pub summary: ScoreSummary,
-    pub scored: Scored,
-}
-
-/// The model's view of one run: features and predictions at `as_of`, in scores order (what
-/// monitoring needs for drift at the same date, without building it again).
-pub struct Scored {
-    pub as_of: NaiveDate,
-    pub x: FeatureMatrix,
-    pub churn_probability: Vec<f64>,
-    pub predicted_clv: Vec<f64>,
-}
-
-/// The default `as_of`: the day after the last transaction.
-pub fn default_as_of(tx: &DataFrame) -> Result<NaiveDate> {
-    let ts = tx.column("ts").polars("ts")?.datetime().polars("ts")?.physical().max();
-    ts.and_then(chrono::DateTime::from_timestamp_millis)
-        .map(|d| d.date_naive() + chrono::Duration::days(1))
-        .ok_or_else(|| Error::Data("no transactions to score".into()))
 }
 
 /// Quintile 1-5 of each value by its mid-rank percentile `(rank - 0.5) / n`, with average
@@ -210,132 +102,30 @@ fn top_reasons(row: &[f64], names: &[String], k: usize) -> String {
     idx.iter().take(k).map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// The feature names `spec` builds, which must be the model's own (in order).
-pub fn check_features(model: &LoadedModel, spec: &FeatureSpec) -> Result<Vec<String>> {
-    let mut names = spec.names();
-    names.extend(model.info.signals.names());
-    if names != model.info.features {
-        return Err(Error::Artifact {
-            path: model.dir.join("model.json"),
-            message: format!(
-                "the model was trained on features [{}] but this fidelis builds [{}] from its \
-                 configuration; retrain the model",
-                model.info.features.join(", "),
-                names.join(", ")
-            ),
-        });
-    }
-    Ok(names)
-}
-
 /// Score every customer eligible at `as_of` in `tx` (the ingest contract frame).
 /// `previous` is the previous run's scores (for `score_change`).
 pub fn score(
     cfg: &Config,
     model: &LoadedModel,
-    tx: &DataFrame,
+    preds: &Predictions,
     signals: &SignalData,
-    as_of: NaiveDate,
     previous: Option<&PreviousRun>,
     health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
-    // The features the model was trained with, by its own configuration.
-    let spec = FeatureSpec::from_config(&model.info.config);
-    let names = check_features(model, &spec)?;
-    let clock = std::time::Instant::now();
-    let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
-    let daily = features::daily_activity(tx)?;
-    lap("daily activity");
-    let mut frame = features::features_with(&daily, &spec, &[as_of], model.probabilistic()?)?;
-    drop(daily);
-    crate::signals::append(&mut frame, &model.info.signals, signals)?;
-    lap("features");
-    if frame.height() == 0 {
-        return Err(Error::Data(format!(
-            "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
-            spec.eligibility_days
-        )));
-    }
-    let x = FeatureMatrix::from_frame(&frame, &names)?;
-    let n = x.rows;
-    let (raw, contributions) = model.churn.predict_with_contributions(&x);
-    let p = model.calibrator.apply_all(&raw);
-    let clv = model.clv.predict(&x);
-    lap("predictions and contributions");
+    let (as_of, n) = (preds.as_of, preds.x.rows);
+    let p = &preds.churn_probability;
     let bands = &model.decision.bands;
-    let expected_loss: Vec<f64> = p.iter().zip(&clv).map(|(q, c)| q * c.max(0.0)).collect();
-    let key = match cfg.output.rank_by {
-        RankBy::Probability => &p,
+    let expected_loss: Vec<f64> = p.iter().zip(&preds.predicted_clv).map(|(q, c)| q * c.max(0.0)).collect();
+    let rank = risk_ranks(match cfg.output.rank_by {
+        RankBy::Probability => p,
         RankBy::ExpectedLoss => &expected_loss,
-    };
-    // Rank 1 = riskiest; ties keep customer order (the frame is sorted by customer).
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| key[b].total_cmp(&key[a]));
-    let mut rank = vec![0u32; n];
-    for (r, &i) in order.iter().enumerate() {
-        rank[i] = r as u32 + 1;
-    }
-    let top_n = (cfg.output.top_share * n as f64).round() as u32;
-
-    let feature = |name: &str| features::column_f64(&frame, name);
-    let r = quintiles(&feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>());
-    let f = quintiles(&feature("count_life")?);
-    let m = quintiles(&feature("amount_life")?);
-    let risk_scores: Vec<i32> = p.iter().map(|&q| i32::from(bands.score(q))).collect();
-    let ids: Vec<String> = frame
-        .column(CUSTOMER)
-        .polars("customer ids")?
-        .str()
-        .polars("customer ids")?
-        .iter()
-        .map(|v| v.unwrap_or_default().to_string())
-        .collect();
-    let score_change: Vec<Option<i32>> = match previous {
-        Some(prev) => {
-            ids.iter().zip(&risk_scores).map(|(id, s)| prev.risk_scores.get(id).map(|old| s - old)).collect()
-        }
-        None => vec![None; n],
-    };
-    let k = names.len() + 1;
-    let reasons: Vec<String> =
-        (0..n).map(|i| top_reasons(&contributions[i * k..(i + 1) * k], &names, 3)).collect();
-    let threshold = model.decision.threshold;
-    let contact: Vec<bool> = p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect();
+    });
+    let top_n = top_size(cfg.output.top_share, n);
+    let ids = customer_ids(&preds.frame)?;
     let level: Vec<&str> = p.iter().map(|&q| bands.band(q).name.as_str()).collect();
-    let playbook: Vec<&str> = p.iter().map(|&q| bands.band(q).playbook.as_str()).collect();
-    let model_id = model.info.model_id.as_str();
-
-    let as_of_col = Column::new("as_of".into(), vec![features::epoch_day(as_of); n])
-        .cast(&DataType::Date)
-        .polars("as_of column")?;
-    let scores = DataFrame::new_infer_height(vec![
-        as_of_col,
-        Column::new(CUSTOMER.into(), ids.clone()),
-        Column::new("churn_probability".into(), p.clone()),
-        Column::new("risk_score".into(), risk_scores),
-        Column::new("risk_level".into(), level.clone()),
-        Column::new("playbook".into(), playbook),
-        Column::new("predicted_clv".into(), clv.clone()),
-        Column::new("expected_loss".into(), expected_loss.clone()),
-        Column::new("contact".into(), contact.clone()),
-        Column::new("risk_rank".into(), rank.clone()),
-        Column::new("in_top_decile".into(), rank.iter().map(|&r| r <= top_n).collect::<Vec<_>>()),
-        Column::new("score_change".into(), score_change),
-        Column::new("rfm_r".into(), r.clone()),
-        Column::new("rfm_f".into(), f.clone()),
-        Column::new("rfm_m".into(), m),
-        Column::new(
-            "rfm_segment".into(),
-            r.iter().zip(&f).map(|(&a, &b)| rfm_segment(a, b)).collect::<Vec<_>>(),
-        ),
-        Column::new("top_reasons".into(), reasons),
-        Column::new("model_id".into(), vec![model_id; n]),
-    ])
-    .polars("assembling scores")?;
-    let mut scores = scores;
+    let mut scores = scores_frame(model, preds, &ids, &expected_loss, &rank, top_n, previous)?;
     if !signals.is_empty() {
-        let extra = signal_columns(cfg, signals, &ids, &level, as_of, health_history)?;
-        for c in extra {
+        for c in signal_columns(cfg, signals, &ids, &level, as_of, health_history)? {
             scores.with_column(c).polars("adding signal columns")?;
         }
     }
@@ -346,24 +136,108 @@ pub fn score(
         .sort(["risk_rank"], SortMultipleOptions::default())
         .collect()
         .polars("selecting the top-risk segment")?;
-    let per_level = bands
-        .bands
-        .iter()
-        .map(|b| (b.name.clone(), level.iter().filter(|&&l| l == b.name).count()))
-        .collect();
+    let threshold = model.decision.threshold;
     let summary = ScoreSummary {
         as_of,
-        model_id: model_id.to_string(),
+        model_id: model.info.model_id.clone(),
         scored: n,
-        contacted: contact.iter().filter(|&&c| c).count(),
-        per_level,
+        contacted: p.iter().filter(|&&q| threshold.is_some_and(|t| q >= t)).count(),
+        per_level: bands
+            .bands
+            .iter()
+            .map(|b| (b.name.clone(), level.iter().filter(|&&l| l == b.name).count()))
+            .collect(),
         top_size: top_risk.height(),
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
         previous_run: previous.map(|p| p.as_of),
         health: signals.events.as_ref().map(|e| health_note(&cfg.health, e, as_of)),
     };
-    let scored = Scored { as_of, x, churn_probability: p, predicted_clv: clv };
-    Ok(ScoreRun { scores, top_risk, summary, scored })
+    Ok(ScoreRun { scores, top_risk, summary })
+}
+
+/// Risk rank of each customer by `key`: 1 = the largest; ties keep customer order (rows are
+/// in customer order).
+pub fn risk_ranks(key: &[f64]) -> Vec<u32> {
+    let mut order: Vec<usize> = (0..key.len()).collect();
+    order.sort_by(|&a, &b| key[b].total_cmp(&key[a]));
+    let mut rank = vec![0u32; key.len()];
+    for (r, &i) in order.iter().enumerate() {
+        rank[i] = r as u32 + 1;
+    }
+    rank
+}
+
+/// The size of the top-risk segment: `round(top_share * n)` (half away from zero).
+pub fn top_size(top_share: f64, n: usize) -> u32 {
+    (top_share * n as f64).round() as u32
+}
+
+fn customer_ids(frame: &DataFrame) -> Result<Vec<String>> {
+    let ids = frame.column(CUSTOMER).polars("customer ids")?.str().polars("customer ids")?;
+    Ok(ids.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+}
+
+/// The scores table of the module docs, without the signal columns.
+fn scores_frame(
+    model: &LoadedModel,
+    preds: &Predictions,
+    ids: &[String],
+    expected_loss: &[f64],
+    rank: &[u32],
+    top_n: u32,
+    previous: Option<&PreviousRun>,
+) -> Result<DataFrame> {
+    let (p, n, bands) = (&preds.churn_probability, preds.x.rows, &model.decision.bands);
+    let feature = |name: &str| features::column_f64(&preds.frame, name);
+    let r = quintiles(&feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>());
+    let f = quintiles(&feature("count_life")?);
+    let m = quintiles(&feature("amount_life")?);
+    let risk_scores: Vec<i32> = p.iter().map(|&q| i32::from(bands.score(q))).collect();
+    let score_change: Vec<Option<i32>> = match previous {
+        Some(prev) => {
+            ids.iter().zip(&risk_scores).map(|(id, s)| prev.risk_scores.get(id).map(|old| s - old)).collect()
+        }
+        None => vec![None; n],
+    };
+    let k = preds.x.names.len() + 1;
+    let reasons: Vec<String> = match &preds.contributions {
+        Some(c) => (0..n).map(|i| top_reasons(&c[i * k..(i + 1) * k], &preds.x.names, 3)).collect(),
+        None => vec![String::new(); n],
+    };
+    let threshold = model.decision.threshold;
+    let as_of_col = Column::new("as_of".into(), vec![schema::epoch_day(preds.as_of); n])
+        .cast(&DataType::Date)
+        .polars("as_of column")?;
+    DataFrame::new_infer_height(vec![
+        as_of_col,
+        Column::new(CUSTOMER.into(), ids.to_vec()),
+        Column::new(CHURN_SCORE.into(), p.clone()),
+        Column::new("risk_score".into(), risk_scores),
+        Column::new("risk_level".into(), p.iter().map(|&q| bands.band(q).name.as_str()).collect::<Vec<_>>()),
+        Column::new(
+            "playbook".into(),
+            p.iter().map(|&q| bands.band(q).playbook.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(CLV_SCORE.into(), preds.predicted_clv.clone()),
+        Column::new("expected_loss".into(), expected_loss.to_vec()),
+        Column::new(
+            "contact".into(),
+            p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect::<Vec<_>>(),
+        ),
+        Column::new("risk_rank".into(), rank.to_vec()),
+        Column::new("in_top_decile".into(), rank.iter().map(|&r| r <= top_n).collect::<Vec<_>>()),
+        Column::new("score_change".into(), score_change),
+        Column::new("rfm_r".into(), r.clone()),
+        Column::new("rfm_f".into(), f.clone()),
+        Column::new("rfm_m".into(), m),
+        Column::new(
+            "rfm_segment".into(),
+            r.iter().zip(&f).map(|(&a, &b)| rfm_segment(a, b)).collect::<Vec<_>>(),
+        ),
+        Column::new("top_reasons".into(), reasons),
+        Column::new("model_id".into(), vec![model.info.model_id.as_str(); n]),
+    ])
+    .polars("assembling scores")
 }
 
 /// The columns the optional inputs add: `health_score`, `health_colour`, `usage_drop`
@@ -386,7 +260,7 @@ fn signal_columns(
     if let (Some(h), Some(e)) = (&health, &signals.events) {
         cols.push(Column::new("health_score".into(), h.iter().map(|x| x.score).collect::<Vec<_>>()));
         cols.push(Column::new("health_colour".into(), h.iter().map(|x| x.colour).collect::<Vec<_>>()));
-        let td = features::epoch_day(as_of);
+        let td = schema::epoch_day(as_of);
         let drop: Vec<bool> = ids
             .iter()
             .map(|id| {
@@ -445,163 +319,6 @@ pub fn health_note(
         ));
     }
     note
-}
-
-/// What `fidelis score` is asked for.
-#[derive(Debug, Clone, Default)]
-pub struct BatchOptions {
-    /// Default: the day after the last transaction.
-    pub as_of: Option<NaiveDate>,
-    /// Model id; default: the one `models/latest` names.
-    pub model: Option<String>,
-}
-
-pub struct BatchOutcome {
-    pub summary: ScoreSummary,
-    pub scores: DataFrame,
-    pub scored: Scored,
-    /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
-    pub written: Vec<String>,
-}
-
-/// Refuse an output configuration without any sink.
-fn check_sinks(cfg: &Config) -> Result<()> {
-    if !cfg.output.parquet && cfg.output.sql_targets()?.is_empty() {
-        return Err(Error::config(
-            "(config)",
-            "output",
-            "no sink: set parquet = true or list a SQL URL in sql",
-        ));
-    }
-    Ok(())
-}
-
-/// What a scheduled command holds while it runs: the output lock, the model, the log.
-pub struct Session {
-    _lock: RunLock,
-    pub model: LoadedModel,
-    pub tx: ingest::Transactions,
-    /// Events and the customer table, when configured.
-    pub signals: SignalData,
-    /// The day after the last transaction (the default `as_of`).
-    pub data_end: NaiveDate,
-}
-
-/// Take the output lock, load the model (`latest` unless `model`) and read and validate the
-/// transaction log.
-pub fn open_session(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
-    let lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
-    let model = load_model(&cfg.models_dir(), model)?;
-    let tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
-    })?;
-    let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
-    let data_end = default_as_of(&tx.frame)?;
-    Ok(Session { _lock: lock, model, tx, signals, data_end })
-}
-
-/// `fidelis score`: score every customer eligible at `as_of` and write every configured
-/// sink, under the output lock.
-pub fn run_batch(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
-    check_sinks(cfg)?;
-    let s = open_session(cfg, opts.model.as_deref(), progress)?;
-    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of.unwrap_or(s.data_end), progress)
-}
-
-/// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
-pub struct WeeklyOutcome {
-    pub batch: BatchOutcome,
-    pub monitor: crate::monitor::MonitorReport,
-    /// `<reports_dir>/weekly/<as_of>.html` (`.md`, `.json` beside it).
-    pub report: PathBuf,
-}
-
-/// `fidelis weekly`: under one lock and one read of the data, the batch of `score`, then
-/// `monitor` at the same `as_of`, then the weekly report.
-pub fn run_weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
-    check_sinks(cfg)?;
-    let s = open_session(cfg, opts.model.as_deref(), progress)?;
-    let (model, tx, data_end) = (&s.model, &s.tx, s.data_end);
-    let as_of = opts.as_of.unwrap_or(data_end);
-    let batch = score_and_write(cfg, model, &tx.frame, &s.signals, as_of, progress)?;
-    let inputs = crate::monitor::MonitorInputs {
-        model,
-        tx: &tx.frame,
-        signals: &s.signals,
-        data_end,
-        scored: Some(&batch.scored),
-    };
-    let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
-    let report = progress.step("report", "writing the weekly report", || {
-        crate::report::weekly::for_run(
-            cfg,
-            model,
-            &tx.frame,
-            &batch.scores,
-            &monitor,
-            batch.summary.health.clone(),
-        )
-    })?;
-    Ok(WeeklyOutcome { batch, monitor, report })
-}
-
-/// Score at `as_of` and write every configured sink (the caller holds the lock).
-pub fn score_and_write(
-    cfg: &Config,
-    model: &LoadedModel,
-    tx: &DataFrame,
-    signals: &SignalData,
-    as_of: NaiveDate,
-    progress: &Progress,
-) -> Result<BatchOutcome> {
-    let started = Utc::now();
-    let out_dir = Path::new(&cfg.output.dir);
-    let targets = cfg.output.sql_targets()?;
-    let tables = cfg.output.sql_tables();
-    let parquet = ScoreParquet::new(out_dir);
-    let previous = match targets.first() {
-        _ if cfg.output.parquet => parquet.previous_run(as_of)?,
-        Some(t) => sql::previous_run(t, &tables, as_of)?,
-        None => None,
-    };
-    let health_history = if cfg.output.parquet && signals.events.is_some() {
-        parquet.health_history(as_of)?
-    } else {
-        HashMap::new()
-    };
-    let mut run = progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-        score(cfg, model, tx, signals, as_of, previous.as_ref(), &health_history)
-    })?;
-    let mut written = Vec::new();
-    if cfg.output.parquet {
-        let dir = progress.step("parquet", "writing parquet", || {
-            parquet.write_run(as_of, &mut run.scores, &mut run.top_risk)
-        })?;
-        written.push(dir.display().to_string());
-    }
-    let s = &run.summary;
-    let record = RunRecord {
-        as_of,
-        model_id: s.model_id.clone(),
-        scored: s.scored as i64,
-        top_size: s.top_size as i64,
-        contacted: s.contacted as i64,
-        started,
-        finished: Utc::now(),
-        status: "ok".into(),
-    };
-    for target in &targets {
-        let shown = target.display();
-        progress.step("sql", &format!("writing {shown}"), || {
-            sql::write_run(
-                target,
-                &tables,
-                &SqlRun { scores: &run.scores, top_risk: &run.top_risk, record: &record },
-            )
-        })?;
-        written.push(shown);
-    }
-    Ok(BatchOutcome { summary: run.summary, scores: run.scores, scored: run.scored, written })
 }
 
 impl std::fmt::Display for ScoreSummary {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::activity::{Customers, Events, Sentiment};
 use crate::config::HealthConfig;
 use crate::error::{PolarsContext, Result};
-use crate::features::{epoch_day, CUSTOMER, SNAPSHOT};
+use crate::schema::{epoch_day, CUSTOMER, SNAPSHOT};
 
 /// Event names that get features, at most.
 pub const MAX_EVENT_NAMES: usize = 12;
@@ -249,8 +249,7 @@ pub fn append(frame: &mut DataFrame, spec: &SignalSpec, data: &SignalData) -> Re
             let mut out = Vec::with_capacity(chunk.len() * f);
             for &i in chunk {
                 let id = ids.get(i).unwrap_or_default();
-                let t = NaiveDate::from_num_days_from_ce_opt(snaps.get(i).unwrap_or(0) + 719_163)
-                    .expect("valid date");
+                let t = crate::schema::date_of_day(snaps.get(i).unwrap_or(0)).expect("valid date");
                 row_features(spec, data, &index, id, t, &mut out);
             }
             out
@@ -435,8 +434,8 @@ pub fn escalation(rules: &[crate::config::EscalationRule], level: &str, arr: Opt
     rules.iter().find(|r| r.level == level && arr > r.min_arr).map(|r| {
         format!(
             "ARR {} > {} in {level}: {}",
-            crate::report::int(arr.round() as i128),
-            crate::report::int(r.min_arr.round() as i128),
+            crate::format::int(arr.round() as i128),
+            crate::format::int(r.min_arr.round() as i128),
             r.action
         )
     })

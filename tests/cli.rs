@@ -164,6 +164,10 @@ fn generate_then_train_writes_a_complete_artifact() {
     let info: serde_json::Value = serde_json::from_slice(&fs::read(m.join("model.json")).unwrap()).unwrap();
     assert_eq!(info["model_id"], id.as_str());
     assert!(info["features"].as_array().unwrap().len() >= 20);
-    assert_eq!(info["data"]["bytes"].as_u64().unwrap(), first.len() as u64);
+    // The data fingerprint identifies the validated rows (not the file's bytes: the same rows
+    // in another order or format are the same data).
+    assert_eq!(info["data"]["rows"], info["validation"]["transactions"]);
+    assert_eq!(info["data"]["xxh3"].as_str().unwrap().len(), 16);
+    assert_eq!(info["format_version"], 2);
     assert!(info["libraries"]["polars"].as_str().unwrap().starts_with("0."));
 }

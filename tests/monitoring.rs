@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 
 use chrono::{Duration, NaiveDate};
 use common::{fidelis, stderr, stdout};
-use fidelis::features::CUSTOMER;
-use fidelis::monitor::{self, BacktestOptions, Status};
+use fidelis::jobs::backtest::{self, BacktestOptions, BacktestOutcome};
+use fidelis::monitor::{self, Status};
 use fidelis::progress::Progress;
+use fidelis::schema::CUSTOMER;
 use fidelis::sink::{read_parquet, ScoreParquet};
 use fidelis::Config;
 use polars::prelude::*;
@@ -27,7 +28,7 @@ const FROM: &str = "2024-01-01";
 
 struct Fixture {
     dir: PathBuf,
-    backtest: monitor::BacktestOutcome,
+    backtest: BacktestOutcome,
 }
 
 fn fixture() -> &'static Fixture {
@@ -65,7 +66,7 @@ fn fixture() -> &'static Fixture {
         .unwrap();
         let cfg = Config::load(&dir.join("fidelis.toml")).unwrap();
         let opts = BacktestOptions { from: date(FROM), to: None, every_days: 14, out: None };
-        let backtest = monitor::run_backtest(&cfg, &opts, &Progress::hidden()).unwrap();
+        let backtest = backtest::run(&cfg, &opts, &Progress::hidden()).unwrap();
         Fixture { dir, backtest }
     })
 }
@@ -273,7 +274,7 @@ fn a_model_without_a_reference_is_a_clear_error() {
     fs::create_dir_all(&dst).unwrap();
     for e in fs::read_dir(src.join(id.trim())).unwrap() {
         let e = e.unwrap();
-        if e.file_name() != monitor::REFERENCE_FILE {
+        if e.file_name() != fidelis::model::file::REFERENCE {
             fs::copy(e.path(), dst.join(e.file_name())).unwrap();
         }
     }

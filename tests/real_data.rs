@@ -4,8 +4,10 @@
 
 mod common;
 
+use fidelis::jobs::train::{self, TrainOptions};
+use fidelis::model::TrainMetrics;
 use fidelis::progress::Progress;
-use fidelis::train::{self, TrainMetrics};
+use fidelis::train::baselines::BGNBD_BASELINE;
 use fidelis::Config;
 
 fn train_on(config: &str) -> TrainMetrics {
@@ -14,7 +16,7 @@ fn train_on(config: &str) -> TrainMetrics {
     let models = tempfile::tempdir().unwrap();
     cfg.paths.models_dir = models.path().display().to_string();
     cfg.paths.reports_dir = models.path().join("reports").display().to_string();
-    train::train(&cfg, &Progress::hidden()).unwrap().metrics
+    train::run(&cfg, &TrainOptions::default(), &Progress::hidden()).unwrap().metrics
 }
 
 /// The shipped models are the candidates with the best choice metric (out of time, never
@@ -74,7 +76,7 @@ fn cdnow_holdout() {
     }
     // Our BG/NBD + Gamma-Gamma, fitted on the history before the holdout snapshot, gives the
     // reference implementation's (lifetimes') numbers on this protocol: 0.7160 AUC, 0.6749 Gini.
-    let bg = &m.baselines[train::BGNBD_BASELINE];
+    let bg = &m.baselines[BGNBD_BASELINE];
     let (auc, gini) =
         (bg.churn.as_ref().unwrap().holdout.roc_auc, bg.clv.as_ref().unwrap().holdout.normalized_gini);
     assert!((auc - 0.7160).abs() < 0.002 && (gini - 0.6749).abs() < 0.003, "BG/NBD {auc} {gini}");
@@ -92,7 +94,7 @@ fn completejourney_holdout_and_determinism() {
     assert!(m.clv.holdout.normalized_gini >= 0.854, "CJ CLV Gini {}", m.clv.holdout.normalized_gini);
     assert_honest_choice(&m, "5-fold cross-fitting by customer");
     // Reference (lifetimes) BG/NBD on this protocol: 0.8763 AUC, 0.8437 Gini.
-    let bg = &m.baselines[train::BGNBD_BASELINE];
+    let bg = &m.baselines[BGNBD_BASELINE];
     let (auc, gini) =
         (bg.churn.as_ref().unwrap().holdout.roc_auc, bg.clv.as_ref().unwrap().holdout.normalized_gini);
     assert!((auc - 0.8763).abs() < 0.005 && (gini - 0.8437).abs() < 0.005, "BG/NBD {auc} {gini}");

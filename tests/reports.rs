@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use common::{fidelis, stderr};
-use fidelis::report::{f4, int, money};
+use fidelis::format::{f4, int, money};
 use fidelis::sink::read_parquet;
 use polars::prelude::*;
 use serde_json::Value;

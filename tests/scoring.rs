@@ -14,8 +14,9 @@ use std::sync::OnceLock;
 
 use chrono::NaiveDate;
 use common::{fidelis, stderr, stdout};
-use fidelis::features::CUSTOMER;
-use fidelis::score::{self, LoadedModel};
+use fidelis::jobs::score::score_frame;
+use fidelis::model::{self, LoadedModel};
+use fidelis::schema::CUSTOMER;
 use fidelis::sink::{read_parquet, ScoreParquet, SCORES_FILE, TOP_RISK_FILE};
 use fidelis::{ingest, Config};
 use polars::prelude::*;
@@ -113,7 +114,7 @@ fn sqlite_count(db: &Path, sql: &str) -> i64 {
 fn load(ws: &Path) -> (Config, LoadedModel, DataFrame) {
     let mut cfg = Config::load(&ws.join("fidelis.toml")).unwrap();
     cfg.input.transactions.path = ws.join("gen/transactions.parquet").display().to_string();
-    let model = score::load_model(&ws.join("models"), None).unwrap();
+    let model = model::load(&ws.join("models"), None).unwrap();
     let tx = ingest::load_transactions(&cfg.input.transactions).unwrap().frame;
     (cfg, model, tx)
 }
@@ -123,9 +124,8 @@ fn one_customer_scores_exactly_as_within_the_whole_base() {
     let ws = workspace("parquet = false\nsql = []");
     let (cfg, model, tx) = load(ws.path());
     let as_of = date("2024-10-01");
-    let all = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default())
-        .unwrap()
-        .scores;
+    let all =
+        score_frame(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap().scores;
     assert!(all.height() > 1000, "{}", all.height());
     let ids = all.column(CUSTOMER).unwrap().str().unwrap().clone();
     // A spread of customers: first, last, and some in between.
@@ -133,7 +133,7 @@ fn one_customer_scores_exactly_as_within_the_whole_base() {
     for i in [0, n / 7, n / 3, n / 2, n - 1] {
         let id = ids.get(i).unwrap();
         let one_tx = tx.clone().lazy().filter(col(CUSTOMER).eq(lit(id))).collect().unwrap();
-        let one = score::score(&cfg, &model, &one_tx, &Default::default(), as_of, None, &Default::default())
+        let one = score_frame(&cfg, &model, &one_tx, &Default::default(), as_of, None, &Default::default())
             .unwrap()
             .scores;
         assert_eq!(one.height(), 1);
@@ -158,9 +158,8 @@ fn as_of_in_the_past_scores_only_who_was_eligible_then() {
     let ws = workspace("sql = []");
     let (cfg, model, tx) = load(ws.path());
     let as_of = date("2023-06-01");
-    let scored = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default())
-        .unwrap()
-        .scores;
+    let scored =
+        score_frame(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap().scores;
     let got: HashSet<String> =
         scored.column(CUSTOMER).unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect();
     // Eligible: a transaction in the 90 days before as_of (and nothing after it counts).
@@ -422,30 +421,30 @@ fn the_shipped_candidate_is_what_scores_and_its_files_are_required() {
     assert_eq!(info["clv_model"].as_str().unwrap(), chosen("clv"));
     assert!(model.churn.logistic.is_some() && model.clv.poisson.is_some());
     let as_of = date("2024-10-01");
-    let run = score::score(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
+    let run = score_frame(&cfg, &model, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
     assert!(run.scores.height() > 100);
     // A model that needs the logistic regression but lacks its file is a clear error...
     let mut forced = info.clone();
     forced["churn_model"] = "blend".into();
     fs::write(dir.join("model.json"), serde_json::to_vec(&forced).unwrap()).unwrap();
     fs::remove_file(dir.join("logistic.json")).unwrap();
-    let err = score::load_model(&ws.path().join("models"), None).err().unwrap().to_string();
+    let err = model::load(&ws.path().join("models"), None).err().unwrap().to_string();
     assert!(err.contains("logistic.json") && err.contains("gbdt + logistic"), "{err}");
     // Likewise the Poisson CLV GBDT.
     forced["churn_model"] = "gbdt".into();
     forced["clv_model"] = "poisson_bgnbd".into();
     fs::write(dir.join("model.json"), serde_json::to_vec(&forced).unwrap()).unwrap();
     fs::remove_file(dir.join("clv_poisson.json")).unwrap();
-    let err = score::load_model(&ws.path().join("models"), None).err().unwrap().to_string();
+    let err = model::load(&ws.path().join("models"), None).err().unwrap().to_string();
     assert!(err.contains("clv_poisson.json") && err.contains("poisson gbdt + bg/nbd"), "{err}");
     // ...and a model from before the candidates (no churn_model, no logistic.json) is the GBDT.
     let mut old = info;
     old.as_object_mut().unwrap().remove("churn_model");
     old.as_object_mut().unwrap().remove("clv_model");
     fs::write(dir.join("model.json"), serde_json::to_vec(&old).unwrap()).unwrap();
-    let m = score::load_model(&ws.path().join("models"), None).unwrap();
+    let m = model::load(&ws.path().join("models"), None).unwrap();
     assert!(m.churn.logistic.is_none() && m.clv.poisson.is_none());
-    let gbdt = score::score(&cfg, &m, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
+    let gbdt = score_frame(&cfg, &m, &tx, &Default::default(), as_of, None, &Default::default()).unwrap();
     assert_eq!(gbdt.scores.height(), run.scores.height());
 }
 

@@ -130,9 +130,7 @@ fn event_features_ignore_everything_from_t_on() {
     let frame = || {
         DataFrame::new_infer_height(vec![
             Column::new("customer_id".into(), ["A", "B"]),
-            Column::new("snapshot".into(), [fidelis::features::epoch_day(t); 2])
-                .cast(&DataType::Date)
-                .unwrap(),
+            Column::new("snapshot".into(), [fidelis::schema::epoch_day(t); 2]).cast(&DataType::Date).unwrap(),
         ])
         .unwrap()
     };
@@ -321,7 +319,7 @@ mod property {
             let spec = SignalSpec::from_data(&union, &HealthConfig::default());
             let frame = || DataFrame::new_infer_height(vec![
                 Column::new("customer_id".into(), IDS),
-                Column::new("snapshot".into(), [fidelis::features::epoch_day(t); 3]).cast(&DataType::Date).unwrap(),
+                Column::new("snapshot".into(), [fidelis::schema::epoch_day(t); 3]).cast(&DataType::Date).unwrap(),
             ]).unwrap();
             let (mut x, mut y) = (frame(), frame());
             signals::append(&mut x, &spec, &SignalData { events: Some(a.clone()), customers: None }).unwrap();

@@ -27,6 +27,7 @@ use rayon::prelude::*;
 
 use super::GenerateOptions;
 use crate::error::{Error, PolarsContext, Result};
+use crate::math::sigmoid;
 use crate::rng::Rng;
 
 /// The three tables of a SaaS dataset.
@@ -49,10 +50,6 @@ fn poisson(r: &mut Rng, lambda: f64) -> u32 {
         }
         k += 1;
     }
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 #[derive(Default)]
@@ -222,7 +219,7 @@ pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
     ])
     .polars("assembling SaaS events")?;
     let cs: Vec<&CustomerRow> = parts.iter().flat_map(|p| p.cust.iter()).collect();
-    let date = |d: i32| crate::features::epoch_day(opts.start) + d;
+    let date = |d: i32| crate::schema::epoch_day(opts.start) + d;
     let segment = |plan: &str| match plan {
         "enterprise" => "Enterprise",
         "pro" => "Mid-market",

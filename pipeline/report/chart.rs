@@ -141,9 +141,7 @@ fn render(draw: impl FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<()>) -> R
 }
 
 fn date_label(x: f64) -> String {
-    chrono::NaiveDate::from_num_days_from_ce_opt(x.round() as i32 + 719_163)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
+    crate::schema::date_of_day(x.round() as i32).map(|d| d.format("%Y-%m-%d").to_string()).unwrap_or_default()
 }
 
 /// Lines over a numeric x axis.
@@ -170,7 +168,7 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
             .build_cartesian_2d(x.clone(), y.clone())
             .map_err(|e| chart_err(what, e))?;
         let date_fmt = |v: &f64| date_label(*v);
-        let num_fmt = |v: &f64| crate::report::fmt_axis(*v);
+        let num_fmt = |v: &f64| crate::format::fmt_axis(*v);
         let mut mesh = chart.configure_mesh();
         mesh.x_desc(c.x_label.as_str())
             .y_desc(c.y_label.as_str())
@@ -273,7 +271,7 @@ pub fn bar_chart(c: &BarChart) -> Result<String> {
             .map_err(|e| chart_err(what, e))?;
         let cat_fmt =
             |v: &f64| tick(*v, c.categories.len()).map_or(String::new(), |i| c.categories[i].clone());
-        let num_fmt = |v: &f64| crate::report::fmt_axis(*v);
+        let num_fmt = |v: &f64| crate::format::fmt_axis(*v);
         chart
             .configure_mesh()
             .x_desc(c.x_label.as_str())
@@ -349,7 +347,7 @@ pub fn hbar_chart(c: &HBarChart) -> Result<String> {
             .map_err(|e| chart_err(what, e))?;
         // Row 0 at the top.
         let label_fmt = |v: &f64| tick(*v, n).map_or(String::new(), |i| c.labels[n - 1 - i].clone());
-        let num_fmt = |v: &f64| crate::report::fmt_axis(*v);
+        let num_fmt = |v: &f64| crate::format::fmt_axis(*v);
         chart
             .configure_mesh()
             .x_desc(c.x_label.as_str())

@@ -10,14 +10,15 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::chart::{self, BarChart, HBarChart, HLine, Line, LineChart, Marker};
-use super::{f4, int, money, pct, Doc, Tone};
-use crate::artifact;
+use super::{Doc, Tone};
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::epoch_day;
+use crate::format::{f4, int, money, opt4, pct};
 use crate::metrics::{ChurnMetrics, ClvMetrics};
+use crate::model::load::{read_decision, read_info, read_metrics};
+use crate::model::{baseline_column, DecisionArtifact, ModelInfo, SnapshotStats, TrainMetrics};
+use crate::schema::epoch_day;
 use crate::sink::read_parquet;
 use crate::threshold::{self, CurvePoint, PolicyOutcome};
-use crate::train::{self, DecisionArtifact, ModelInfo, SnapshotStats, TrainMetrics};
 
 /// A curve with the metric that summarizes it.
 #[derive(Debug, Clone, Serialize)]
@@ -298,7 +299,7 @@ fn previous_model(models_dir: &Path, model_id: &str) -> Option<PreviousModel> {
         .collect();
     ids.sort();
     let id = ids.pop()?;
-    let m: TrainMetrics = train::load_metrics(&models_dir.join(&id)).ok()?;
+    let m: TrainMetrics = read_metrics(&models_dir.join(&id)).ok()?;
     Some(PreviousModel {
         model_id: id,
         holdout_snapshot: m.holdout_snapshot,
@@ -312,9 +313,9 @@ fn previous_model(models_dir: &Path, model_id: &str) -> Option<PreviousModel> {
 /// Compute the evaluation of the model in `model_dir` (`models_dir` is searched for the
 /// previous model).
 pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport> {
-    let info: ModelInfo = train::load_info(model_dir)?;
-    let m: TrainMetrics = train::load_metrics(model_dir)?;
-    let decision: DecisionArtifact = artifact::read_json(&model_dir.join("decision.json"))?;
+    let info: ModelInfo = read_info(model_dir)?;
+    let m: TrainMetrics = read_metrics(model_dir)?;
+    let decision: DecisionArtifact = read_decision(model_dir)?;
     let path = model_dir.join("predictions.parquet");
     let pred =
         read_parquet(&path).map_err(|e| Error::Artifact { path: path.clone(), message: e.to_string() })?;
@@ -360,7 +361,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
     ];
     for (name, b) in &m.baselines {
         if let Some(c) = &b.churn {
-            if let Ok(s) = column(&holdout, &train::baseline_column("churn", name)) {
+            if let Ok(s) = column(&holdout, &baseline_column("churn", name)) {
                 roc.push(Curve {
                     model: name.clone(),
                     metric: c.holdout.roc_auc,
@@ -370,7 +371,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
             }
         }
         if let Some(c) = &b.clv {
-            if let Ok(s) = column(&holdout, &train::baseline_column("clv", name)) {
+            if let Ok(s) = column(&holdout, &baseline_column("clv", name)) {
                 revenue_capture.push(Curve {
                     model: name.clone(),
                     metric: c.holdout.normalized_gini,
@@ -461,10 +462,6 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
 
 fn day(d: NaiveDate) -> f64 {
     f64::from(epoch_day(d))
-}
-
-fn opt4(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), f4)
 }
 
 /// Render the report.

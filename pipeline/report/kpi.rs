@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use chrono::{Datelike, NaiveDate};
 use serde::Serialize;
 
-use crate::features::{epoch_day, Daily};
+use crate::features::Daily;
+use crate::schema::epoch_day;
 
 /// Days after the first purchase at which cohort retention is read.
 pub const COHORT_OFFSETS: [i32; 5] = [30, 60, 90, 180, 365];
@@ -112,7 +113,7 @@ pub fn compute(
             revenue_365 += rev;
             per_customer.insert(daily.customers[c].clone(), rev);
         }
-        if let Some(date) = NaiveDate::from_num_days_from_ce_opt(first + 719_163) {
+        if let Some(date) = crate::schema::date_of_day(first) {
             let e = cohorts.entry((date.year(), date.month())).or_insert((0, [0; 5], first));
             e.0 += 1;
             e.2 = e.2.max(first);

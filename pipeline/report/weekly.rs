@@ -10,14 +10,14 @@ use serde::Serialize;
 
 use super::chart::{self, BarChart, HLine, Line, LineChart};
 use super::kpi::{self, Kpis, COHORT_OFFSETS};
-use super::{f4, int, money, pct, Doc, Tone};
+use super::{Doc, Tone};
 use crate::config::Config;
-use crate::error::{Error, PolarsContext, Result};
-use crate::features::{epoch_day, Daily, CUSTOMER};
-use crate::monitor::MonitorInputs;
+use crate::error::{PolarsContext, Result};
+use crate::features::Daily;
+use crate::format::{f4, int, money, pct};
+use crate::model::LoadedModel;
 use crate::monitor::{Drift, MonitorReport, Status};
-use crate::progress::Progress;
-use crate::score::{self, LoadedModel};
+use crate::schema::{epoch_day, CUSTOMER};
 use crate::sink::ScoreParquet;
 use crate::threshold::RiskBands;
 
@@ -343,7 +343,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         drift: m.drift.clone(),
         auc_history: m.auc_history.clone(),
         holdout_auc: m.holdout_auc,
-        auc_alert_below: m.holdout_auc - m.auc_drop,
+        auc_alert_below: m.holdout_auc - m.thresholds.auc_drop_alert,
         alerts: m.alerts.clone(),
         retrain: m.retrain,
         advice: m.advice.clone(),
@@ -775,46 +775,9 @@ pub fn for_run(
         monitor,
         bands: &model.decision.bands,
         daily: &daily,
-        active_days: model.info.config.snapshots.eligibility_days,
+        active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
     })?;
     write_weekly(&report, &cfg.reports_dir())
-}
-
-/// `fidelis report --weekly`: regenerate the weekly report of the run at `as_of` (default:
-/// the latest Parquet partition), re-running its monitoring (which replaces that date's
-/// history rows, so nothing is duplicated).
-pub fn regenerate(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -> Result<PathBuf> {
-    let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
-    let dates = parquet.run_dates()?;
-    let as_of = match as_of.or_else(|| dates.last().copied()) {
-        Some(d) if dates.contains(&d) => d,
-        Some(d) => {
-            return Err(Error::Data(format!(
-                "no scoring run at {d} under {}/scores (runs: {})",
-                cfg.output.dir,
-                dates.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-            )))
-        }
-        None => {
-            return Err(Error::Data(format!(
-                "no scoring run under {}/scores to report on: run `fidelis weekly` first",
-                cfg.output.dir
-            )))
-        }
-    };
-    let scores = parquet.read_scores(as_of)?;
-    let model_id = str_col(&scores, "model_id")?.into_iter().next();
-    let s = score::open_session(cfg, model_id.as_deref(), progress)?;
-    let inputs = MonitorInputs {
-        model: &s.model,
-        tx: &s.tx.frame,
-        signals: &s.signals,
-        data_end: s.data_end,
-        scored: None,
-    };
-    let monitor = crate::monitor::monitor_at(cfg, &inputs, as_of, progress)?;
-    let note = s.signals.events.as_ref().map(|e| score::health_note(&cfg.health, e, as_of));
-    for_run(cfg, &s.model, &s.tx.frame, &scores, &monitor, note)
 }

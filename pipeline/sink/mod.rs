@@ -17,9 +17,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
+pub mod history;
 pub mod parquet;
 pub mod sql;
 
+pub use history::History;
 pub use parquet::{
     parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, SCORES_FILE, TOP_RISK_FILE,
 };

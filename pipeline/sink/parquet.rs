@@ -12,7 +12,7 @@ use polars::prelude::*;
 
 use super::PreviousRun;
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::CUSTOMER;
+use crate::schema::CUSTOMER;
 
 /// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
 pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> Result<()> {

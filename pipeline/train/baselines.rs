@@ -174,6 +174,10 @@ pub fn from_feature(name: &str, column: &str, eval: &[&FeatureMatrix]) -> Option
     })
 }
 
+/// The BG/NBD + Gamma-Gamma baseline's name (churn: P(no purchase in the horizon); CLV:
+/// expected purchases x expected spend).
+pub const BGNBD_BASELINE: &str = "bgnbd_gamma_gamma";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureMatrix;
+use crate::math::{logit, sigmoid};
 use crate::metrics::{ChurnMetrics, ClvMetrics};
 use crate::train::gbdt::Gbdt;
 use crate::train::linear::Logistic;
@@ -100,15 +101,6 @@ impl ClvMix {
     }
 }
 
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
-}
-
-fn logit(p: f64) -> f64 {
-    let p = p.clamp(1e-12, 1.0 - 1e-12);
-    (p / (1.0 - p)).ln()
-}
-
 /// The shipped churn model: GBDT, logistic regression or both.
 pub struct ChurnModel {
     pub mix: ChurnMix,
@@ -171,7 +163,7 @@ pub fn combine(mix: ChurnMix, gbdt: Option<&[f64]>, logistic_margin: Option<&[f6
                 // The GBDT alone: its probabilities as they are (no logit round trip).
                 return g.to_vec();
             }
-            let margin = |p: f64, m: f64| if wg == 0.0 { m } else { wg * logit(p) + wl * m };
+            let margin = |p: f64, m: f64| if wg == 0.0 { m } else { wg * logit(p, 1e-12) + wl * m };
             g.iter().zip(l).map(|(&p, &m)| sigmoid(margin(p, m))).collect()
         }
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::GbdtConfig;
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
+use crate::math::sigmoid;
 use crate::train::forest::FlatForest;
 
 /// What a model predicts.
@@ -86,10 +87,6 @@ struct ForustFile {
 
 fn matrix(x: &FeatureMatrix) -> Matrix<'_, f64> {
     Matrix::new(&x.data, x.rows, x.cols())
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 impl Gbdt for ForustGbdt {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
+use crate::math::sigmoid;
 
 const CHUNK: usize = 4096;
 
@@ -85,10 +86,6 @@ pub struct Logistic {
     pub l2: f64,
     /// Newton iterations used.
     pub iterations: usize,
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// Log loss of one row from its margin, stable for large |margin|.

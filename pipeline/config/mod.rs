@@ -7,11 +7,14 @@
 //! the config is loaded). Relative paths are resolved against the working directory, like
 //! `make` and `dbt` do: run fidelis from the project root (cron: `cd /srv/fidelis && ...`).
 
+pub mod targets;
+
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use targets::SqlTarget;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -464,7 +467,7 @@ pub struct TableNames {
 
 impl Default for TableNames {
     fn default() -> Self {
-        let t = crate::sink::sql::Tables::default();
+        let t = targets::Tables::default();
         TableNames { scores: t.scores, top_risk: t.top_risk, runs: t.runs, monitoring: t.monitoring }
     }
 }
@@ -609,8 +612,7 @@ impl Default for MonitorConfig {
 
 impl OutputConfig {
     /// The SQL sinks of a run: `sql` (expanded, empty entries skipped) plus `FIDELIS_PG_URL`.
-    pub fn sql_targets(&self) -> Result<Vec<crate::sink::sql::SqlTarget>> {
-        use crate::sink::sql::SqlTarget;
+    pub fn sql_targets(&self) -> Result<Vec<SqlTarget>> {
         let mut targets = Vec::new();
         for url in self.sql.iter().filter(|u| !u.is_empty()) {
             // Checked when the config was validated.
@@ -629,8 +631,8 @@ impl OutputConfig {
         Ok(targets)
     }
 
-    pub fn sql_tables(&self) -> crate::sink::sql::Tables {
-        crate::sink::sql::Tables {
+    pub fn sql_tables(&self) -> targets::Tables {
+        targets::Tables {
             scores: self.tables.scores.clone(),
             top_risk: self.tables.top_risk.clone(),
             runs: self.tables.runs.clone(),
@@ -819,7 +821,7 @@ impl Config {
         }
         for (i, url) in o.sql.iter().enumerate() {
             if !url.is_empty() {
-                if let Err(m) = crate::sink::sql::SqlTarget::parse(url) {
+                if let Err(m) = targets::SqlTarget::parse(url) {
                     return bad(&format!("output.sql[{i}]"), m);
                 }
             }
@@ -831,7 +833,7 @@ impl Config {
             ("output.tables.runs", &o.tables.runs),
             ("output.tables.monitoring", &o.tables.monitoring),
         ] {
-            if !crate::sink::sql::valid_identifier(name) {
+            if !targets::valid_identifier(name) {
                 return bad(
                     key,
                     format!(
@@ -1022,10 +1024,11 @@ mod tests {
 
     #[test]
     fn example_file_documents_exactly_the_defaults() {
-        let cfg = Config::from_toml(include_str!("../fidelis.example.toml"), "fidelis.example.toml").unwrap();
+        let cfg =
+            Config::from_toml(include_str!("../../fidelis.example.toml"), "fidelis.example.toml").unwrap();
         assert_eq!(cfg, Config::default());
         // And it names every key: serializing the defaults yields no key the example lacks.
-        let example = include_str!("../fidelis.example.toml");
+        let example = include_str!("../../fidelis.example.toml");
         let defaults = toml::to_string(&Config::default()).unwrap();
         for line in defaults.lines() {
             if let Some((key, _)) = line.split_once(" = ") {

@@ -1,0 +1,91 @@
+//! Jobs: the top layer. Each command of the CLI (and of the Python package) is one job here,
+//! which runs the stages below it in order, holds the output lock while it writes, reports
+//! progress, and returns an outcome whose `Display` is what the CLI prints. Nothing below
+//! this layer takes the lock or shows progress (see ARCHITECTURE.md).
+
+pub mod backtest;
+pub mod generate;
+pub mod monitor;
+pub mod report;
+pub mod score;
+pub mod train;
+pub mod validate;
+
+use std::path::Path;
+
+use chrono::NaiveDate;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ingest::{self, Transactions};
+use crate::lock::RunLock;
+use crate::model::{self, LoadedModel};
+use crate::progress::Progress;
+use crate::signals::SignalData;
+
+/// What a batch command (`score`, `weekly`, `monitor`) is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct BatchOptions {
+    /// Default: the day after the last transaction.
+    pub as_of: Option<NaiveDate>,
+    /// Model id; default: the one `models/latest` names.
+    pub model: Option<String>,
+}
+
+/// What a batch command works on: the model and the validated inputs.
+pub struct Loaded {
+    pub model: LoadedModel,
+    pub tx: Transactions,
+    /// Events and the customer table, when configured.
+    pub signals: SignalData,
+    /// The day after the last transaction (the default `as_of`).
+    pub data_end: NaiveDate,
+}
+
+impl Loaded {
+    /// Read and validate the inputs of `cfg` for `model`.
+    pub fn read(cfg: &Config, model: LoadedModel, progress: &Progress) -> Result<Loaded> {
+        let tx = progress.step("ingest", "reading and validating transactions", || {
+            ingest::load_transactions(&cfg.input.transactions)
+        })?;
+        let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+        let data_end = tx.data_end()?;
+        Ok(Loaded { model, tx, signals, data_end })
+    }
+}
+
+/// What a scheduled command holds while it runs: the output lock, the model, the inputs.
+pub struct Session {
+    _lock: RunLock,
+    loaded: Loaded,
+}
+
+impl Session {
+    /// Take the output lock, load the model (`latest` unless `model`) and read and validate
+    /// the inputs.
+    pub fn open(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
+        let lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
+        let model = model::load(&cfg.models_dir(), model)?;
+        Ok(Session { _lock: lock, loaded: Loaded::read(cfg, model, progress)? })
+    }
+}
+
+impl std::ops::Deref for Session {
+    type Target = Loaded;
+
+    fn deref(&self) -> &Loaded {
+        &self.loaded
+    }
+}
+
+/// Refuse an output configuration without any sink.
+fn check_sinks(cfg: &Config) -> Result<()> {
+    if !cfg.output.parquet && cfg.output.sql_targets()?.is_empty() {
+        return Err(Error::config(
+            "(config)",
+            "output",
+            "no sink: set parquet = true or list a SQL URL in sql",
+        ));
+    }
+    Ok(())
+}

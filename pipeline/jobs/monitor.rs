@@ -1,0 +1,164 @@
+//! The monitor job (`fidelis monitor`, and the monitoring half of `weekly`): drift of the
+//! features and scores at `as_of` against the model's reference, realized performance of the
+//! runs whose outcome window has closed, retrain advice; written to the monitoring history
+//! (Parquet and every SQL sink).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{Duration, NaiveDate};
+use polars::prelude::DataFrame;
+
+use super::{BatchOptions, Loaded, Session};
+use crate::config::{Config, DecisionConfig};
+use crate::error::Result;
+use crate::features;
+use crate::model::{self, LoadedModel};
+use crate::monitor::{self, Drift, MonitorReport, Observed, Realized, Status};
+use crate::predict::{self, Predictions};
+use crate::progress::Progress;
+use crate::schema::{CHURN_SCORE, CLV_SCORE};
+use crate::sink::sql;
+use crate::sink::{History, ScoreParquet};
+
+/// `fidelis monitor`: lock, load, monitor at `as_of` (default: the day after the last
+/// transaction).
+pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<MonitorReport> {
+    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    monitor_at(cfg, &s, opts.as_of.unwrap_or(s.data_end), None, progress)
+}
+
+/// Monitor at `as_of` and write the history (Parquet + every SQL sink). `predictions` are
+/// reused when they are of `as_of` (the weekly batch's).
+pub fn monitor_at(
+    cfg: &Config,
+    s: &Loaded,
+    as_of: NaiveDate,
+    predictions: Option<&Predictions>,
+    progress: &Progress,
+) -> Result<MonitorReport> {
+    let model = &s.model;
+    let reference = model.reference()?;
+    let holdout_auc = model.metrics()?.churn.holdout.roc_auc;
+    let drift = progress.step("drift", &format!("drift at {as_of}"), || -> Result<Vec<Drift>> {
+        let computed;
+        let p = match predictions.filter(|p| p.as_of == as_of) {
+            Some(p) => p,
+            None => {
+                let daily = features::daily_activity(&s.tx.frame)?;
+                computed = predict::predict_at(model, &daily, &s.signals, as_of, false)?;
+                &computed
+            }
+        };
+        let x = &p.x;
+        let mut current: BTreeMap<&str, &[f64]> =
+            x.names.iter().enumerate().map(|(c, n)| (n.as_str(), x.column(c))).collect();
+        current.insert(CHURN_SCORE, &p.churn_probability);
+        current.insert(CLV_SCORE, &p.predicted_clv);
+        Ok(monitor::drift(&reference, &current, &cfg.monitor))
+    })?;
+    let out_dir = Path::new(&cfg.output.dir);
+    let history = History::new(out_dir);
+    let auc_history = history.realized_auc(as_of)?;
+    let realized = progress.step("realized", "realized performance of matured runs", || {
+        realized_runs(cfg, s, as_of, &auc_history)
+    })?;
+    let report = monitor::assess(
+        Observed {
+            as_of,
+            model_id: &model.info.model_id,
+            holdout_auc,
+            model_end: model.info.snapshots.last_ts.date(),
+            drift,
+            realized,
+            auc_history,
+        },
+        &cfg.monitor,
+    );
+    let rows = report.history_frame()?;
+    progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
+    let tables = cfg.output.sql_tables();
+    for target in cfg.output.sql_targets()? {
+        progress.step("sql", &format!("writing {}", target.display()), || {
+            sql::replace_as_of(&target, &tables, &tables.monitoring, &rows, sql::MONITORING_KEY, as_of)
+        })?;
+    }
+    Ok(report)
+}
+
+/// The runs of the Parquet partitions whose outcome window closed by `as_of` (and within the
+/// data) and that the history does not hold yet.
+fn realized_runs(
+    cfg: &Config,
+    s: &Loaded,
+    as_of: NaiveDate,
+    known: &BTreeMap<NaiveDate, f64>,
+) -> Result<Vec<Realized>> {
+    let horizon = Duration::days(i64::from(s.model.info.feature_spec.horizon_days));
+    let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
+    let mut out = Vec::new();
+    for run in parquet.run_dates()? {
+        if known.contains_key(&run) || run + horizon > as_of || run + horizon > s.data_end {
+            continue;
+        }
+        let scores = parquet.read_scores(run)?;
+        let active = monitor::active_between(&s.tx.frame, run, run + horizon)?;
+        let decision = run_decision(cfg, &scores, &s.model)?;
+        out.push(monitor::realized(run, &scores, &active, &decision)?);
+    }
+    Ok(out)
+}
+
+/// The decision settings of the model that scored a run (the current model's when that
+/// model is no longer in the models directory).
+fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Result<DecisionConfig> {
+    let id =
+        scores.column("model_id").ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(str::to_string)));
+    if let Some(id) = id.filter(|id| *id != current.info.model_id) {
+        let dir = cfg.models_dir().join(&id);
+        if dir.join(model::file::DECISION).is_file() {
+            return Ok(model::load::read_decision(&dir)?.config);
+        }
+    }
+    Ok(current.decision.config.clone())
+}
+
+impl std::fmt::Display for MonitorReport {
+    /// One line per alert, the drift table, realized AUC, advice.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self;
+        writeln!(f, "monitoring at {} with model {}", r.as_of, r.model_id)?;
+        let count = |s: Status| r.drift.iter().filter(|d| d.status == s).count();
+        writeln!(
+            f,
+            "drift: {} items, {} ok, {} warn, {} alert",
+            r.drift.len(),
+            count(Status::Ok),
+            count(Status::Warn),
+            count(Status::Alert)
+        )?;
+        let mut worst: Vec<&Drift> = r.drift.iter().collect();
+        worst.sort_by(|a, b| b.psi.total_cmp(&a.psi));
+        writeln!(f, "  {:<24} {:>8} {:>8}  status", "item (highest PSI first)", "PSI", "KS")?;
+        for d in worst.iter().take(5) {
+            writeln!(f, "  {:<24} {:>8.4} {:>8.4}  {}", d.item, d.psi, d.ks, d.status.as_str())?;
+        }
+        if r.auc_history.is_empty() {
+            writeln!(f, "realized AUC: no run has a closed outcome window yet")?;
+        } else {
+            let shown: Vec<String> =
+                r.auc_history.iter().rev().take(6).rev().map(|(d, a)| format!("{d} {a:.4}")).collect();
+            writeln!(
+                f,
+                "realized AUC by run (holdout {:.4}): {}{}",
+                r.holdout_auc,
+                if r.auc_history.len() > 6 { "... " } else { "" },
+                shown.join(", ")
+            )?;
+        }
+        for a in &r.alerts {
+            writeln!(f, "{a}")?;
+        }
+        write!(f, "{}", r.advice)
+    }
+}

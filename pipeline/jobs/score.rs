@@ -1,0 +1,184 @@
+//! The score job (`fidelis score`) and the weekly job (`fidelis weekly`: score, monitor, the
+//! weekly report, under one lock and one read of the data).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, Utc};
+use polars::prelude::DataFrame;
+
+use super::{check_sinks, BatchOptions, Session};
+use crate::config::Config;
+use crate::error::Result;
+use crate::features;
+use crate::model::LoadedModel;
+use crate::monitor::MonitorReport;
+use crate::predict::{self, Predictions};
+use crate::progress::Progress;
+use crate::score::{self, ScoreRun, ScoreSummary};
+use crate::signals::SignalData;
+use crate::sink::sql::{self, SqlRun};
+use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
+
+/// What a scoring run wrote.
+pub struct BatchOutcome {
+    pub summary: ScoreSummary,
+    pub scores: DataFrame,
+    /// The features and predictions behind the scores (monitoring reuses them).
+    pub predictions: Predictions,
+    /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
+    pub written: Vec<String>,
+}
+
+/// `fidelis score`: score every customer eligible at `as_of` and write every configured
+/// sink, under the output lock.
+pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
+    check_sinks(cfg)?;
+    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of.unwrap_or(s.data_end), progress)
+}
+
+/// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
+pub struct WeeklyOutcome {
+    pub batch: BatchOutcome,
+    pub monitor: MonitorReport,
+    /// `<reports_dir>/weekly/<as_of>.html` (`.md`, `.json` beside it).
+    pub report: PathBuf,
+}
+
+/// `fidelis weekly`: under one lock and one read of the data, the batch of `score`, then
+/// monitoring at the same `as_of`, then the weekly report.
+pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
+    check_sinks(cfg)?;
+    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    let as_of = opts.as_of.unwrap_or(s.data_end);
+    let batch = score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, as_of, progress)?;
+    let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
+    let report = progress.step("report", "writing the weekly report", || {
+        crate::report::weekly::for_run(
+            cfg,
+            &s.model,
+            &s.tx.frame,
+            &batch.scores,
+            &monitor,
+            batch.summary.health.clone(),
+        )
+    })?;
+    Ok(WeeklyOutcome { batch, monitor, report })
+}
+
+/// Features and predictions at `as_of`, with the churn reasons (timed in the log as laps of
+/// the scoring step).
+fn predictions(
+    model: &LoadedModel,
+    tx: &DataFrame,
+    signals: &SignalData,
+    as_of: NaiveDate,
+) -> Result<Predictions> {
+    let clock = std::time::Instant::now();
+    let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
+    let daily = features::daily_activity(tx)?;
+    lap("daily activity");
+    let (frame, x) = predict::features_at(model, &daily, signals, as_of)?;
+    drop(daily);
+    lap("features");
+    let p = predict::apply(model, as_of, frame, x, true);
+    lap("predictions and contributions");
+    Ok(p)
+}
+
+/// Score every customer of `tx` (the ingest contract frame) eligible at `as_of`: the scores
+/// table without writing it anywhere. `previous` is the previous run (for `score_change`),
+/// `health_history` the health scores of the last two runs (for the review flags).
+pub fn score_frame(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    signals: &SignalData,
+    as_of: NaiveDate,
+    previous: Option<&PreviousRun>,
+    health_history: &HashMap<String, [f64; 2]>,
+) -> Result<ScoreRun> {
+    let preds = predictions(model, tx, signals, as_of)?;
+    score::score(cfg, model, &preds, signals, previous, health_history)
+}
+
+/// Score at `as_of` and write every configured sink (the caller holds the lock).
+pub fn score_and_write(
+    cfg: &Config,
+    model: &LoadedModel,
+    tx: &DataFrame,
+    signals: &SignalData,
+    as_of: NaiveDate,
+    progress: &Progress,
+) -> Result<BatchOutcome> {
+    let started = Utc::now();
+    let out_dir = Path::new(&cfg.output.dir);
+    let targets = cfg.output.sql_targets()?;
+    let tables = cfg.output.sql_tables();
+    let parquet = ScoreParquet::new(out_dir);
+    let previous = match targets.first() {
+        _ if cfg.output.parquet => parquet.previous_run(as_of)?,
+        Some(t) => sql::previous_run(t, &tables, as_of)?,
+        None => None,
+    };
+    let health_history = if cfg.output.parquet && signals.events.is_some() {
+        parquet.health_history(as_of)?
+    } else {
+        HashMap::new()
+    };
+    let (preds, mut run) =
+        progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
+            let preds = predictions(model, tx, signals, as_of)?;
+            let run = score::score(cfg, model, &preds, signals, previous.as_ref(), &health_history)?;
+            Ok::<_, crate::Error>((preds, run))
+        })?;
+    let mut written = Vec::new();
+    if cfg.output.parquet {
+        let dir = progress.step("parquet", "writing parquet", || {
+            parquet.write_run(as_of, &mut run.scores, &mut run.top_risk)
+        })?;
+        written.push(dir.display().to_string());
+    }
+    let s = &run.summary;
+    let record = RunRecord {
+        as_of,
+        model_id: s.model_id.clone(),
+        scored: s.scored as i64,
+        top_size: s.top_size as i64,
+        contacted: s.contacted as i64,
+        started,
+        finished: Utc::now(),
+        status: "ok".into(),
+    };
+    for target in &targets {
+        let shown = target.display();
+        progress.step("sql", &format!("writing {shown}"), || {
+            sql::write_run(
+                target,
+                &tables,
+                &SqlRun { scores: &run.scores, top_risk: &run.top_risk, record: &record },
+            )
+        })?;
+        written.push(shown);
+    }
+    Ok(BatchOutcome { summary: run.summary, scores: run.scores, predictions: preds, written })
+}
+
+impl std::fmt::Display for BatchOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.summary)?;
+        for w in &self.written {
+            write!(f, "\nwritten to {w}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for WeeklyOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.batch)?;
+        writeln!(f, "{}", self.monitor)?;
+        write!(f, "weekly report: {}", self.report.display())
+    }
+}

@@ -1,0 +1,635 @@
+//! The train job (`fidelis train`): read and validate the inputs, build features and labels
+//! over the snapshot grid, fit the models and candidates, choose out of time, calibrate,
+//! choose the contact threshold, fit the baselines, write the model directory, read it back,
+//! write the evaluation report, and only then point `models/latest` at the new model.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{NaiveDate, NaiveDateTime, Utc};
+use polars::prelude::*;
+
+use crate::bgnbd::Probabilistic;
+use crate::calibration::{self, Calibrator};
+use crate::config::Config;
+use crate::error::{Error, PolarsContext, Result};
+use crate::features::{self, FeatureMatrix, FeatureSpec};
+use crate::files::to_json_bytes;
+use crate::format::opt4;
+use crate::ingest::{self, Transactions};
+use crate::metrics::{self, ChurnMetrics, ClvMetrics};
+use crate::model::{
+    self, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval, DataFingerprint,
+    DecisionArtifact, DecisionReport, GbdtInfo, ModelInfo, Role, RolePredictions, SnapshotStats,
+    TrainMetrics, TrainingSettings,
+};
+use crate::monitor::Reference;
+use crate::progress::Progress;
+use crate::schema;
+use crate::signals::{SignalData, SignalSpec};
+use crate::split::{self, SnapshotPlan};
+use crate::threshold::{self, RiskBands};
+use crate::train::candidates::{CandidateReport, ChurnModel, ClvModel};
+use crate::train::gbdt::{Gbdt, Task};
+use crate::train::oot::{self, OutOfTime, Trees};
+use crate::train::poisson::PoissonGbdt;
+use crate::train::{baselines, choose, mean_abs_columns, pick, Dataset, Engine, RoleSet};
+
+/// Options of a training run beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Train on the transactions before this date only.
+    pub cutoff: Option<NaiveDate>,
+    /// Also write the feature matrix with labels and each row's role (fit / validation /
+    /// holdout) to this Parquet file (for other tools: benchmarks, notebooks).
+    pub export_features: Option<PathBuf>,
+}
+
+/// What a training run produced.
+pub struct TrainOutcome {
+    pub model_id: String,
+    pub dir: PathBuf,
+    /// The evaluation report (HTML; `.md` and `.json` beside it), when written.
+    pub report: Option<PathBuf>,
+    pub info: ModelInfo,
+    pub metrics: TrainMetrics,
+}
+
+/// `fidelis train`: train, write the model directory and the evaluation report
+/// (`<reports_dir>/<model_id>/evaluation.{html,md,json}`), then publish the model as
+/// `latest`. A failure at any step leaves `latest` where it was.
+pub fn run(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
+    let mut outcome = train_model(cfg, opts, progress)?;
+    let report = progress.step("report", "writing the evaluation report", || {
+        crate::report::evaluation::write_evaluation(&outcome.dir, &cfg.models_dir(), &cfg.reports_dir())
+    })?;
+    outcome.report = Some(report);
+    model::store::set_latest(&cfg.models_dir(), &outcome.model_id)?;
+    Ok(outcome)
+}
+
+/// Train on the transactions before `cutoff` only (a backtest's model, as if trained that
+/// day; `None` = all of them), without a report; published as `latest` of `cfg`'s models.
+pub fn until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Result<TrainOutcome> {
+    let outcome = train_model(cfg, &TrainOptions { cutoff, export_features: None }, progress)?;
+    model::store::set_latest(&cfg.models_dir(), &outcome.model_id)?;
+    Ok(outcome)
+}
+
+/// Everything up to a model directory that was written and read back whole.
+fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
+    let inputs = read_inputs(cfg, opts.cutoff, progress)?;
+    let (data, at_end, probabilistic) = build_dataset(&inputs, progress)?;
+    if let Some(path) = &opts.export_features {
+        let mut out = data.frame.clone();
+        out.with_column(Column::new("role".into(), data.roles())).polars("adding roles")?;
+        progress.step("export", &format!("writing {}", path.display()), || {
+            crate::sink::write_parquet_atomic(&mut out, path)
+        })?;
+    }
+    let roles = Roles {
+        fit: data.role(&data.rows.fit),
+        val: data.role(&data.rows.validation),
+        hold: data.role(&data.rows.holdout),
+    };
+    let fitted = fit_models(cfg, &inputs.plan, &data, &roles, progress)?;
+    let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
+    let (baseline_evals, baseline_preds) =
+        if cfg.baselines.enabled { fit_baselines(cfg, &roles, progress)? } else { Default::default() };
+    let x_end = FeatureMatrix::from_frame(&at_end, &inputs.names)?;
+    let reference = Reference::build(
+        inputs.data_end,
+        &x_end,
+        &decided.calibrator.apply_all(&fitted.churn.predict(&x_end)),
+        &fitted.clv.predict(&x_end),
+    );
+    let predictions = model::predictions_frame(
+        &data.frame,
+        decided.val.of(&data.rows.validation),
+        decided.hold.of(&data.rows.holdout),
+        &baseline_preds,
+    )?;
+    let (info, metrics) =
+        describe(cfg, &inputs, &data, &roles, &fitted, &decided, baseline_evals, probabilistic, progress)?;
+    let files = vec![
+        (file::MODEL, to_json_bytes(&info, file::MODEL)?),
+        (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
+        (file::CHURN_GBDT, fitted.churn.gbdt.to_json()?.into_bytes()),
+        (file::CLV_GBDT, fitted.clv.gbdt.to_json()?.into_bytes()),
+        (file::LOGISTIC, to_json_bytes(&fitted.churn.logistic, file::LOGISTIC)?),
+        (file::CLV_POISSON, to_json_bytes(&fitted.clv.poisson, file::CLV_POISSON)?),
+        (file::CALIBRATION, to_json_bytes(&decided.calibrator, file::CALIBRATION)?),
+        (file::DECISION, to_json_bytes(&decided.artifact, file::DECISION)?),
+        (file::REFERENCE, to_json_bytes(&reference, file::REFERENCE)?),
+        (file::PREDICTIONS, crate::sink::parquet_bytes(predictions)?),
+    ];
+    let models_dir = cfg.models_dir();
+    let dir = progress.step("write", "writing the model artifact", || {
+        let dir = model::store::write_model_dir(&models_dir, &info.model_id, &files)?;
+        // Read back what scoring and monitoring will read.
+        let back = model::load(&models_dir, Some(&info.model_id))?;
+        back.metrics()?;
+        back.reference()?;
+        Ok::<_, Error>(dir)
+    })?;
+    Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
+}
+
+/// The validated inputs and the snapshot plan.
+struct Inputs {
+    tx: Transactions,
+    signals: SignalData,
+    plan: SnapshotPlan,
+    spec: FeatureSpec,
+    signal_spec: SignalSpec,
+    /// Feature names in model order.
+    names: Vec<String>,
+    first: NaiveDateTime,
+    /// The day after the last transaction.
+    data_end: NaiveDate,
+    cutoff: Option<NaiveDate>,
+}
+
+fn read_inputs(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Result<Inputs> {
+    let mut tx = progress.step("ingest", "reading and validating transactions", || {
+        ingest::load_transactions(&cfg.input.transactions)
+    })?;
+    if let Some(c) = cutoff {
+        tx = ingest::truncate(tx, c)?;
+    }
+    let (first, last) = match (tx.summary.first_ts, tx.summary.last_ts) {
+        (Some(a), Some(b)) => (a, b),
+        _ => return Err(Error::Data("no valid transactions".into())),
+    };
+    let plan = split::plan(first, last, &cfg.snapshots)?;
+    let spec = FeatureSpec::from_config(cfg);
+    let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+    let signal_spec = SignalSpec::from_data(&signals, &cfg.health);
+    let mut names = spec.names();
+    names.extend(signal_spec.names());
+    let data_end = last.date() + chrono::Duration::days(1);
+    Ok(Inputs { tx, signals, plan, spec, signal_spec, names, first, data_end, cutoff })
+}
+
+/// The training rows, and the customers eligible at the end of the data (the drift
+/// reference: what the first scoring run after training sees).
+fn build_dataset(inp: &Inputs, progress: &Progress) -> Result<(Dataset, DataFrame, Option<Probabilistic>)> {
+    let snapshots = inp.plan.all();
+    let (mut data, mut at_end, probabilistic) = progress.step(
+        "features",
+        &format!("building features and labels at {} snapshots", snapshots.len()),
+        || -> Result<(DataFrame, DataFrame, Option<Probabilistic>)> {
+            let daily = features::daily_activity(&inp.tx.frame)?;
+            let spec = &inp.spec;
+            let probabilistic =
+                if spec.probabilistic { features::fit_probabilistic(&daily, inp.data_end) } else { None };
+            Ok((
+                features::dataset_at(&daily, spec, &snapshots)?,
+                features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
+                probabilistic,
+            ))
+        },
+    )?;
+    crate::signals::append(&mut data, &inp.signal_spec, &inp.signals)?;
+    crate::signals::append(&mut at_end, &inp.signal_spec, &inp.signals)?;
+    Ok((Dataset::new(data, &inp.names, &inp.plan)?, at_end, probabilistic))
+}
+
+/// The three roles' rows.
+struct Roles {
+    fit: RoleSet,
+    val: RoleSet,
+    hold: RoleSet,
+}
+
+/// The shipped models and how they were chosen.
+struct Fitted {
+    churn: ChurnModel,
+    clv: ClvModel,
+    candidates: CandidateReport,
+    oot: Option<OutOfTime>,
+}
+
+/// The main models on the fit rows (early-stopped on validation), the out-of-time
+/// predictions, the logistic penalty and the candidate choice.
+fn fit_models(
+    cfg: &Config,
+    plan: &SnapshotPlan,
+    data: &Dataset,
+    r: &Roles,
+    progress: &Progress,
+) -> Result<Fitted> {
+    let churn = progress.step("train_churn", "training the churn model (GBDT)", || {
+        Engine::fit(&cfg.model, Task::Churn, &r.fit.x, &r.fit.churn, Some((&r.val.x, &r.val.churn)))
+    })?;
+    let clv = progress.step("train_clv", "training the CLV model (GBDT)", || {
+        Engine::fit(&cfg.model, Task::Clv, &r.fit.x, &r.fit.clv, Some((&r.val.x, &r.val.clv)))
+    })?;
+    let poisson = if cfg.model.clv_poisson {
+        Some(progress.step("train_clv_poisson", "training the CLV candidate (Poisson GBDT)", || {
+            PoissonGbdt::fit(&cfg.model, &r.fit.x, &r.fit.clv, Some((&r.val.x, &r.val.clv)))
+        })?)
+    } else {
+        None
+    };
+    // Timed alone: prediction throughput (the benchmark compares it with LightGBM's).
+    progress.step("predict_holdout", "predicting the holdout (churn)", || {
+        Ok::<_, Error>(churn.predict(&r.hold.x))
+    })?;
+    let trees =
+        Trees { churn: churn.n_trees(), clv: clv.n_trees(), poisson: poisson.as_ref().map(|p| p.n_trees()) };
+    let mut oot = progress.step(
+        "out_of_time",
+        &format!(
+            "purged models at up to {} snapshots (candidate choice, calibration)",
+            cfg.decision.calibration_snapshots
+        ),
+        || oot::out_of_time(cfg, plan, data, trees),
+    )?;
+    let (logistic, penalties) =
+        progress.step("train_logistic", "training the logistic regression candidate", || {
+            choose::logistic(&cfg.model.logistic_l2, oot.as_mut(), &data.churn, &r.fit, &r.val)
+        })?;
+    // Candidates, chosen on out-of-time predictions (on validation when there is too little
+    // history for them); the holdout is only reported.
+    let parts = choose::Parts { churn: &churn, logistic: &logistic, clv: &clv, poisson: poisson.as_ref() };
+    let (mut candidates, churn_mix, clv_mix) =
+        choose::candidates(parts, &r.val, &r.hold, oot.as_ref().map(|o| (o, data)));
+    candidates.logistic_l2 = penalties;
+    Ok(Fitted {
+        churn: ChurnModel { mix: churn_mix, gbdt: churn, logistic: Some(logistic) },
+        clv: ClvModel { mix: clv_mix, gbdt: clv, poisson },
+        candidates,
+        oot,
+    })
+}
+
+/// The shipped model's predictions on one role.
+struct RolePreds {
+    raw: Vec<f64>,
+    calibrated: Vec<f64>,
+    clv: Vec<f64>,
+}
+
+impl RolePreds {
+    fn of<'a>(&'a self, rows: &'a [usize]) -> RolePredictions<'a> {
+        RolePredictions { rows, calibrated: &self.calibrated, raw: &self.raw, clv: &self.clv }
+    }
+}
+
+/// The decision layer: the calibrator, the contact threshold and the risk bands.
+struct Decided {
+    calibrator: Calibrator,
+    calibration: CalibrationReport,
+    decision: DecisionReport,
+    artifact: DecisionArtifact,
+    val: RolePreds,
+    hold: RolePreds,
+    /// Churn contributions on the holdout (for the mean |contribution| per feature).
+    contributions_hold: Vec<f64>,
+}
+
+/// Calibrate on out-of-time predictions, choose the threshold on validation, and report
+/// both on the holdout. Every churn probability from here on is calibrated.
+fn decide(
+    cfg: &Config,
+    plan: &SnapshotPlan,
+    data: &Dataset,
+    r: &Roles,
+    f: &Fitted,
+    progress: &Progress,
+) -> Result<Decided> {
+    let raw_val = f.churn.predict(&r.val.x);
+    let (raw_hold, contributions_hold) = f.churn.predict_with_contributions(&r.hold.x);
+    let d = &cfg.decision;
+    let (calibrator, choice) =
+        progress.step("calibrate", "calibrating probabilities on the out-of-time predictions", || {
+            Ok::<_, Error>(choose::calibrator(
+                f.oot.as_ref(),
+                f.churn.mix,
+                data,
+                (&raw_val, &r.val.churn),
+                plan,
+                (d.calibration_folds, cfg.model.seed),
+            ))
+        })?;
+    let val =
+        RolePreds { calibrated: calibrator.apply_all(&raw_val), raw: raw_val, clv: f.clv.predict(&r.val.x) };
+    let hold = RolePreds {
+        calibrated: calibrator.apply_all(&raw_hold),
+        raw: raw_hold,
+        clv: f.clv.predict(&r.hold.x),
+    };
+    let y_hold = &r.hold.churn;
+    let calibration = CalibrationReport {
+        method: calibrator.method().into(),
+        choice,
+        holdout_ece_before: calibration::ece(y_hold, &hold.raw, 10),
+        holdout_ece_after: calibration::ece(y_hold, &hold.calibrated, 10),
+        holdout_brier_before: metrics::brier(y_hold, &hold.raw),
+        holdout_brier_after: metrics::brier(y_hold, &hold.calibrated),
+        holdout_log_loss_before: metrics::log_loss(y_hold, &hold.raw),
+        holdout_log_loss_after: metrics::log_loss(y_hold, &hold.calibrated),
+        holdout_roc_auc_before: metrics::roc_auc(y_hold, &hold.raw),
+        holdout_roc_auc_after: metrics::roc_auc(y_hold, &hold.calibrated),
+    };
+    let chosen =
+        threshold::choose_threshold(&val.calibrated, &r.val.churn, &threshold::tp_values(d, &val.clv), d);
+    let outcome = threshold::evaluate(
+        &hold.calibrated,
+        y_hold,
+        &threshold::tp_values(d, &hold.clv),
+        chosen.threshold,
+        d,
+    );
+    let bands = RiskBands::from_config(d);
+    let explanation = threshold::explain(d, &outcome);
+    let decision = DecisionReport {
+        threshold: chosen.threshold,
+        policy: d.value,
+        break_even_probability: threshold::break_even(d),
+        validation_net_value: chosen.net_value,
+        holdout: outcome,
+        explanation: explanation.clone(),
+        holdout_bands: threshold::band_outcomes(&bands, &hold.calibrated, y_hold),
+    };
+    let artifact = DecisionArtifact {
+        threshold: chosen.threshold,
+        config: d.clone(),
+        bands,
+        validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, 201),
+        explanation,
+    };
+    Ok(Decided { calibrator, calibration, decision, artifact, val, hold, contributions_hold })
+}
+
+type BaselineResults = (BTreeMap<String, BaselineEval>, Vec<BaselinePredictions>);
+
+/// The comparison models on (a sample of) the fit rows, evaluated on validation and holdout.
+fn fit_baselines(cfg: &Config, r: &Roles, progress: &Progress) -> Result<BaselineResults> {
+    let b = &cfg.baselines;
+    let seed = cfg.model.seed;
+    let eval = [&r.val.x, &r.hold.x];
+    let (xb, yb) = baselines::sample(&r.fit.x, &r.fit.churn, b.max_rows, seed);
+    let (xb_clv, vb) = baselines::sample(&r.fit.x, &r.fit.clv, b.max_rows, seed);
+    let mut churn_b = vec![
+        progress.step("baseline_logistic", "baseline: logistic regression", || {
+            baselines::logistic_regression(b, &xb, &yb, &eval)
+        })?,
+        progress.step("baseline_tree", "baseline: decision tree", || {
+            baselines::decision_tree(b, &xb, &yb, &eval)
+        })?,
+        progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
+            baselines::random_forest(b, seed, &xb, &yb, &eval)
+        })?,
+    ];
+    let mut clv_b = vec![progress.step("baseline_forest_clv", "baseline: random forest (CLV)", || {
+        baselines::random_forest(b, seed, &xb_clv, &vb, &eval)
+    })?];
+    clv_b.extend(baselines::last_period_revenue(&format!("amount_{}d", cfg.snapshots.horizon_days), &eval));
+    // BG/NBD (fitted before each snapshot) as a model of its own.
+    churn_b.extend(baselines::from_feature(baselines::BGNBD_BASELINE, "bgnbd_p_no_purchase", &eval));
+    clv_b.extend(baselines::from_feature(baselines::BGNBD_BASELINE, "bgnbd_expected_revenue", &eval));
+    let (mut evals, mut preds): BaselineResults = Default::default();
+    for p in churn_b {
+        evals.entry(p.name.clone()).or_default().churn = Some(ChurnEval {
+            validation: metrics::churn_metrics(&r.val.churn, &p.predictions[0]),
+            holdout: metrics::churn_metrics(&r.hold.churn, &p.predictions[1]),
+        });
+        preds.push(BaselinePredictions { name: p.name, task: "churn", holdout: p.predictions[1].clone() });
+    }
+    for p in clv_b {
+        evals.entry(p.name.clone()).or_default().clv = Some(ClvEval {
+            validation: metrics::clv_metrics(&r.val.clv, &p.predictions[0]),
+            holdout: metrics::clv_metrics(&r.hold.clv, &p.predictions[1]),
+        });
+        preds.push(BaselinePredictions { name: p.name, task: "clv", holdout: p.predictions[1].clone() });
+    }
+    Ok((evals, preds))
+}
+
+/// `model.json` and `metrics.json` of the run.
+#[allow(clippy::too_many_arguments)]
+fn describe(
+    cfg: &Config,
+    inp: &Inputs,
+    data: &Dataset,
+    r: &Roles,
+    f: &Fitted,
+    d: &Decided,
+    baselines: BTreeMap<String, BaselineEval>,
+    probabilistic: Option<Probabilistic>,
+    progress: &Progress,
+) -> Result<(ModelInfo, TrainMetrics)> {
+    let names = &inp.names;
+    let settings = serde_json::to_value(TrainingSettings::of(cfg, inp.cutoff))
+        .map_err(|source| Error::Json { context: "recording the training settings".into(), source })?;
+    let (rows, xxh3) = inp.tx.fingerprint()?;
+    let data_print = DataFingerprint { path: cfg.input.transactions.path.clone(), rows, xxh3 };
+    let model_hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{settings}", data_print.xxh3).as_bytes());
+    let now = Utc::now();
+    let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), model_hash as u32);
+    let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
+    let metrics = TrainMetrics {
+        model_id: model_id.clone(),
+        holdout_snapshot: inp.plan.holdout,
+        validation_snapshot: inp.plan.validation,
+        n_holdout: data.rows.holdout.len(),
+        n_validation: data.rows.validation.len(),
+        n_fit: data.rows.fit.len(),
+        churn: ChurnEval {
+            holdout: metrics::churn_metrics(&r.hold.churn, &d.hold.calibrated),
+            validation: metrics::churn_metrics(&r.val.churn, &d.val.calibrated),
+        },
+        clv: ClvEval {
+            holdout: metrics::clv_metrics(&r.hold.clv, &d.hold.clv),
+            validation: metrics::clv_metrics(&r.val.clv, &d.val.clv),
+        },
+        baselines,
+        candidates: f.candidates.clone(),
+        gbdt: GbdtInfo {
+            engine: Engine::ENGINE.into(),
+            churn_trees: f.churn.gbdt.n_trees(),
+            clv_trees: f.clv.n_trees(),
+            churn_importance: importance(f.churn.gbdt.importance_gain(names.len())),
+            clv_importance: importance(f.clv.importance_gain(names.len())),
+            churn_mean_abs_contribution: importance(mean_abs_columns(&d.contributions_hold, names.len())),
+        },
+        calibration: d.calibration.clone(),
+        decision: d.decision.clone(),
+        snapshots: snapshot_stats(&inp.plan, data),
+    };
+    let horizon = chrono::Duration::days(i64::from(cfg.snapshots.horizon_days));
+    let info = ModelInfo {
+        format_version: model::FORMAT_VERSION,
+        model_id,
+        created_at: now.naive_utc(),
+        timings_s: progress.timings(),
+        fidelis_version: env!("CARGO_PKG_VERSION").into(),
+        engine: Engine::ENGINE.into(),
+        features: names.clone(),
+        feature_spec: inp.spec.clone(),
+        settings,
+        data: data_print,
+        validation: inp.tx.summary.clone(),
+        training_window: (inp.first.date(), inp.plan.holdout + horizon),
+        snapshots: inp.plan.clone(),
+        libraries: model::library_versions(),
+        probabilistic,
+        signals: inp.signal_spec.clone(),
+        churn_model: f.churn.mix,
+        clv_model: f.clv.mix,
+    };
+    Ok((info, metrics))
+}
+
+/// Eligible customers, churn rate and mean CLV at each snapshot.
+fn snapshot_stats(plan: &SnapshotPlan, data: &Dataset) -> Vec<SnapshotStats> {
+    plan.all()
+        .into_iter()
+        .map(|t| {
+            let d = schema::epoch_day(t);
+            let idx: Vec<usize> = (0..data.days.len()).filter(|&i| data.days[i] == d).collect();
+            let role = if t == plan.holdout {
+                Role::Holdout
+            } else if t == plan.validation {
+                Role::Validation
+            } else {
+                Role::Fit
+            };
+            SnapshotStats {
+                snapshot: t,
+                role,
+                eligible: idx.len(),
+                churn_rate: metrics::mean(&pick(&data.churn, &idx)),
+                mean_clv: metrics::mean(&pick(&data.clv, &idx)),
+            }
+        })
+        .collect()
+}
+
+impl std::fmt::Display for TrainOutcome {
+    /// The comparison table, the candidates, the decision, and where the model went.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", summary_table(&self.metrics))?;
+        write!(f, "model {} written to {}", self.model_id, self.dir.display())?;
+        if let Some(r) = &self.report {
+            write!(f, "\nevaluation report: {}", r.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// The comparison table printed at the end of `fidelis train`.
+fn summary_table(m: &TrainMetrics) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "holdout {} ({} customers, churn rate {:.1}%); validation {} ({}); fit rows {}\n",
+        m.holdout_snapshot,
+        m.n_holdout,
+        100.0 * m.churn.holdout.churn_rate,
+        m.validation_snapshot,
+        m.n_validation,
+        m.n_fit
+    ));
+    out.push_str(&format!(
+        "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
+        "model (holdout)", "ROC AUC", "PR AUC", "Brier", "lift@10%", "CLV Gini", "Spearman", "MAE"
+    ));
+    let row = |name: &str, c: Option<&ChurnMetrics>, v: Option<&ClvMetrics>| {
+        format!(
+            "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
+            name,
+            opt4(c.map(|c| c.roc_auc)),
+            opt4(c.map(|c| c.pr_auc)),
+            opt4(c.map(|c| c.brier)),
+            opt4(c.map(|c| c.top10_lift)),
+            opt4(v.map(|v| v.normalized_gini)),
+            opt4(v.map(|v| v.spearman)),
+            opt4(v.map(|v| v.mae)),
+        )
+    };
+    let chosen = |churn: bool| {
+        let c = &m.candidates;
+        let name = if churn {
+            c.churn.iter().find(|k| k.chosen).map(|k| k.name.as_str())
+        } else {
+            c.clv.iter().find(|k| k.chosen).map(|k| k.name.as_str())
+        };
+        name.unwrap_or("gbdt").to_string()
+    };
+    out.push_str(&row(
+        &format!("fidelis ({} / {})", chosen(true), chosen(false)),
+        Some(&m.churn.holdout),
+        Some(&m.clv.holdout),
+    ));
+    for (name, b) in &m.baselines {
+        out.push_str(&row(name, b.churn.as_ref().map(|c| &c.holdout), b.clv.as_ref().map(|c| &c.holdout)));
+    }
+    out.push_str(&candidate_summary(m));
+    out.push_str(&decision_summary(m));
+    out
+}
+
+/// The candidates lines of the summary: what was compared, on what, and what was shipped.
+fn candidate_summary(m: &TrainMetrics) -> String {
+    let c = &m.candidates;
+    if c.churn.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("candidates, chosen on {}:\n", c.basis);
+    for k in c.rows() {
+        out.push_str(&format!(
+            "  {:<5} {:<21} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            k.task,
+            k.name,
+            opt4(k.choice),
+            k.validation,
+            k.holdout,
+            if k.chosen { "  <- shipped" } else { "" }
+        ));
+    }
+    if let Some(line) = c.penalty_line() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out
+}
+
+/// The calibration and decision lines of the summary.
+fn decision_summary(m: &TrainMetrics) -> String {
+    let c = &m.calibration;
+    let d = &m.decision;
+    let h = &d.holdout;
+    let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
+    let mut out = format!(
+        "calibration: {} (chosen by {} log loss over {} predictions of {} at {}); holdout ECE \
+         {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
+        c.method,
+        c.choice.scheme,
+        c.choice.n_rows,
+        c.choice.source,
+        c.choice.snapshots.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        c.holdout_ece_before,
+        c.holdout_ece_after,
+        c.holdout_brier_before,
+        c.holdout_brier_after,
+        c.holdout_log_loss_before,
+        c.holdout_log_loss_after
+    );
+    out.push_str(&format!(
+        "decision ({:?} value): contact when churn probability >= {threshold}; holdout: {} contacted \
+         ({:.1}%), precision {:.3}, recall {:.3}, net value {:.0} (everyone {:.0}, nobody 0, \
+         top 10% {:.0}, oracle {:.0})\n",
+        d.policy,
+        h.contacted,
+        100.0 * h.contacted_share,
+        h.precision,
+        h.recall,
+        h.net_value,
+        h.net_all,
+        h.net_top10,
+        h.net_oracle
+    ));
+    out.push_str(&format!("  {}\n", d.explanation));
+    out
+}

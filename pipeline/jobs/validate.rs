@@ -1,0 +1,69 @@
+//! The validate job (`fidelis validate`): read and validate every configured input and say
+//! what was kept and dropped, by reason.
+
+use serde::Serialize;
+
+use crate::activity::EventsSummary;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::ingest::{self, ValidationSummary};
+use crate::progress::Progress;
+use crate::signals::SignalData;
+
+/// What the inputs hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidateOutcome {
+    pub transactions: ValidationSummary,
+    pub events: Option<EventsSummary>,
+    /// The customer table: its file, rows and columns.
+    pub customers: Option<(String, usize, Vec<String>)>,
+}
+
+pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
+    let tx = progress.step("ingest", "reading and validating transactions", || {
+        ingest::load_transactions(&cfg.input.transactions)
+    })?;
+    let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+    Ok(ValidateOutcome {
+        transactions: tx.summary,
+        events: signals.events.map(|e| e.summary),
+        customers: signals.customers.map(|c| (c.path.display().to_string(), c.rows.len(), c.columns)),
+    })
+}
+
+impl ValidateOutcome {
+    /// The summaries as JSON documents (`validate --json`): transactions, then events.
+    pub fn to_json(&self) -> Result<String> {
+        let mut out = pretty(&self.transactions)?;
+        if let Some(e) = &self.events {
+            out.push('\n');
+            out.push_str(&pretty(e)?);
+        }
+        Ok(out)
+    }
+}
+
+fn pretty<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value)
+        .map_err(|source| Error::Json { context: "serializing the summary".into(), source })
+}
+
+impl std::fmt::Display for ValidateOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.transactions)?;
+        if let Some(s) = &self.events {
+            write!(f, "\nevents: {}", s.path.display())?;
+            write!(f, "\n  rows read {:>12}\n  rows valid {:>11}", s.rows_read, s.rows_valid)?;
+            for i in &s.invalid {
+                let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+                write!(f, "\n  dropped: {} in `{}`: {} ({})", i.reason, i.column, i.count, ex.join(", "))?;
+            }
+            let names: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            write!(f, "\n  events by name: {}", names.join(", "))?;
+        }
+        if let Some((path, rows, columns)) = &self.customers {
+            write!(f, "\ncustomers: {path}: {rows} rows, columns {}", columns.join(", "))?;
+        }
+        Ok(())
+    }
+}

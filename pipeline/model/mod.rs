@@ -1,0 +1,335 @@
+//! The model artifact, in one place: what a model directory holds ([`file`]), the types of
+//! its files, writing and publishing it ([`store`]), and loading it for scoring ([`load`]).
+//! The layout with every file is in ARCHITECTURE.md ("The model artifact").
+//!
+//! `model.json` carries a [`FORMAT_VERSION`]; models written before versions existed (1:
+//! the whole configuration stored, `${VAR}`s expanded) still load and score, and a model
+//! of a newer format is refused with the version it has and the one this fidelis reads.
+
+pub mod load;
+pub mod store;
+
+use std::collections::BTreeMap;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::CalibrationChoice;
+use crate::config::Config;
+use crate::error::{PolarsContext, Result};
+use crate::features::FeatureSpec;
+use crate::ingest::ValidationSummary;
+use crate::metrics::{ChurnMetrics, ClvMetrics};
+use crate::schema::{CHURN, CHURN_SCORE, CLV, CLV_SCORE, CUSTOMER, SNAPSHOT};
+use crate::signals::SignalSpec;
+use crate::split::SnapshotPlan;
+use crate::threshold::{BandOutcome, CurvePoint, PolicyOutcome, RiskBands};
+use crate::train::candidates::{CandidateReport, ChurnMix, ClvMix};
+
+pub use load::{load, LoadedModel};
+
+/// The `model.json` format this fidelis writes (and the newest it reads).
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The files of a model directory `models/<model_id>/`.
+pub mod file {
+    pub const MODEL: &str = "model.json";
+    pub const METRICS: &str = "metrics.json";
+    pub const CHURN_GBDT: &str = "churn.json";
+    pub const CLV_GBDT: &str = "clv.json";
+    /// The logistic regression candidate (`null` when not fitted).
+    pub const LOGISTIC: &str = "logistic.json";
+    /// The Poisson GBDT CLV candidate (`null` when not fitted).
+    pub const CLV_POISSON: &str = "clv_poisson.json";
+    pub const CALIBRATION: &str = "calibration.json";
+    pub const DECISION: &str = "decision.json";
+    pub const REFERENCE: &str = "reference.json";
+    pub const PREDICTIONS: &str = "predictions.parquet";
+    /// Every file a model of this format has.
+    pub const ALL: [&str; 10] = [
+        MODEL,
+        METRICS,
+        CHURN_GBDT,
+        CLV_GBDT,
+        LOGISTIC,
+        CLV_POISSON,
+        CALIBRATION,
+        DECISION,
+        REFERENCE,
+        PREDICTIONS,
+    ];
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Fit,
+    Validation,
+    Holdout,
+}
+
+/// Eligible customers and label rates at one snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub snapshot: NaiveDate,
+    pub role: Role,
+    pub eligible: usize,
+    pub churn_rate: f64,
+    pub mean_clv: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChurnEval {
+    pub holdout: ChurnMetrics,
+    pub validation: ChurnMetrics,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClvEval {
+    pub holdout: ClvMetrics,
+    pub validation: ClvMetrics,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineEval {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub churn: Option<ChurnEval>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub clv: Option<ClvEval>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GbdtInfo {
+    pub engine: String,
+    pub churn_trees: usize,
+    pub clv_trees: usize,
+    /// Total gain per feature (normalized), by feature name.
+    pub churn_importance: BTreeMap<String, f64>,
+    pub clv_importance: BTreeMap<String, f64>,
+    /// Mean absolute contribution to the churn log-odds per feature on the holdout (how much
+    /// a feature moves individual scores, the per-customer view of importance).
+    #[serde(default)]
+    pub churn_mean_abs_contribution: BTreeMap<String, f64>,
+}
+
+/// `metrics.json`: the fixed-schema evaluation of one trained model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainMetrics {
+    pub model_id: String,
+    pub holdout_snapshot: NaiveDate,
+    pub validation_snapshot: NaiveDate,
+    pub n_holdout: usize,
+    pub n_validation: usize,
+    pub n_fit: usize,
+    pub churn: ChurnEval,
+    pub clv: ClvEval,
+    pub baselines: BTreeMap<String, BaselineEval>,
+    /// Every model candidate on validation and holdout, and which one was shipped.
+    #[serde(default)]
+    pub candidates: CandidateReport,
+    pub gbdt: GbdtInfo,
+    pub calibration: CalibrationReport,
+    pub decision: DecisionReport,
+    pub snapshots: Vec<SnapshotStats>,
+}
+
+/// Calibration of the churn probabilities: the method chosen on validation and its effect
+/// on the holdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CalibrationReport {
+    pub method: String,
+    pub choice: CalibrationChoice,
+    pub holdout_ece_before: f64,
+    pub holdout_ece_after: f64,
+    pub holdout_brier_before: f64,
+    pub holdout_brier_after: f64,
+    pub holdout_log_loss_before: f64,
+    pub holdout_log_loss_after: f64,
+    /// Ranking is unchanged by a monotone calibrator (isotonic may only add ties).
+    pub holdout_roc_auc_before: f64,
+    pub holdout_roc_auc_after: f64,
+}
+
+/// The contact decision chosen on validation, evaluated on the holdout.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionReport {
+    /// Contact when calibrated churn probability >= threshold (null = nobody).
+    pub threshold: Option<f64>,
+    pub policy: crate::config::ValuePolicy,
+    pub break_even_probability: f64,
+    pub validation_net_value: f64,
+    pub holdout: PolicyOutcome,
+    pub explanation: String,
+    /// Holdout customers and realized churn rate per risk band.
+    pub holdout_bands: Vec<BandOutcome>,
+}
+
+/// `decision.json`: the rule `score` applies, with the curve it was chosen from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecisionArtifact {
+    pub threshold: Option<f64>,
+    pub config: crate::config::DecisionConfig,
+    pub bands: RiskBands,
+    /// Net value vs threshold on the validation snapshot (at most 201 points).
+    pub validation_curve: Vec<CurvePoint>,
+    pub explanation: String,
+}
+
+/// `model.json`: what a model is, what it was trained on and with, and what scoring needs
+/// to rebuild its features. Never a secret: `settings` records the configuration sections
+/// that shape the model, not `[output]` (database URLs carry passwords) nor `[paths]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// [`FORMAT_VERSION`] of the writer (models written before versions existed read as 1).
+    #[serde(default = "format_v1")]
+    pub format_version: u32,
+    pub model_id: String,
+    /// When the model was trained; with `timings_s`, the only content that differs between
+    /// two trainings on the same data and settings.
+    pub created_at: NaiveDateTime,
+    /// Seconds per training step.
+    #[serde(default)]
+    pub timings_s: BTreeMap<String, f64>,
+    pub fidelis_version: String,
+    pub engine: String,
+    /// Feature names in model column order.
+    pub features: Vec<String>,
+    /// How the transaction features are built (scoring builds them the same way).
+    pub feature_spec: FeatureSpec,
+    /// The training settings, for people and reproduction (never read back as a config).
+    pub settings: serde_json::Value,
+    pub data: DataFingerprint,
+    pub validation: ValidationSummary,
+    /// Transactions used: first transaction up to the end of the holdout label window.
+    pub training_window: (NaiveDate, NaiveDate),
+    pub snapshots: SnapshotPlan,
+    pub libraries: BTreeMap<String, String>,
+    /// BG/NBD + Gamma-Gamma fitted on all the data (at its end), used for scoring when
+    /// `features.bgnbd` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probabilistic: Option<crate::bgnbd::Probabilistic>,
+    /// Event and customer-table features (empty without those inputs).
+    #[serde(default)]
+    pub signals: SignalSpec,
+    /// The churn and CLV candidates chosen at training (GBDT alone in older models).
+    #[serde(default)]
+    pub churn_model: ChurnMix,
+    #[serde(default)]
+    pub clv_model: ClvMix,
+}
+
+fn format_v1() -> u32 {
+    1
+}
+
+/// The validated transactions a model saw: row count and an xxh3-64 hash of the rows in
+/// their canonical order (customer, time, amount), so the same rows in any file order or
+/// format give the same fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFingerprint {
+    pub path: String,
+    #[serde(default)]
+    pub rows: usize,
+    pub xxh3: String,
+}
+
+/// The configuration sections recorded in `model.json` as `settings`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingSettings<'a> {
+    pub input: &'a crate::config::InputConfig,
+    pub snapshots: &'a crate::config::SnapshotConfig,
+    pub features: &'a crate::config::FeatureConfig,
+    pub model: &'a crate::config::GbdtConfig,
+    pub baselines: &'a crate::config::BaselineConfig,
+    pub decision: &'a crate::config::DecisionConfig,
+    pub health: &'a crate::config::HealthConfig,
+    /// Trained on the transactions before this date only (a backtest's model).
+    pub cutoff: Option<NaiveDate>,
+}
+
+impl<'a> TrainingSettings<'a> {
+    pub fn of(cfg: &'a Config, cutoff: Option<NaiveDate>) -> Self {
+        TrainingSettings {
+            input: &cfg.input,
+            snapshots: &cfg.snapshots,
+            features: &cfg.features,
+            model: &cfg.model,
+            baselines: &cfg.baselines,
+            decision: &cfg.decision,
+            health: &cfg.health,
+            cutoff,
+        }
+    }
+}
+
+/// Library versions recorded in `model.json` (from Cargo.lock at build time).
+pub fn library_versions() -> BTreeMap<String, String> {
+    [
+        ("fidelis", env!("CARGO_PKG_VERSION")),
+        ("polars", env!("FIDELIS_DEP_POLARS")),
+        ("forust-ml", env!("FIDELIS_DEP_FORUST")),
+        ("linfa", env!("FIDELIS_DEP_LINFA")),
+        ("smartcore", env!("FIDELIS_DEP_SMARTCORE")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The `predictions.parquet` column of a baseline's holdout predictions.
+pub fn baseline_column(task: &str, name: &str) -> String {
+    let key: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    format!("baseline_{task}_{}", key.trim_end_matches('_'))
+}
+
+/// The shipped model's predictions for one role's rows of the training frame.
+pub struct RolePredictions<'a> {
+    pub rows: &'a [usize],
+    pub calibrated: &'a [f64],
+    pub raw: &'a [f64],
+    pub clv: &'a [f64],
+}
+
+/// A baseline's holdout predictions (`task` is `churn` or `clv`).
+pub struct BaselinePredictions {
+    pub name: String,
+    pub task: &'static str,
+    pub holdout: Vec<f64>,
+}
+
+/// `predictions.parquet`: validation and holdout rows with labels, the shipped model's
+/// predictions (calibrated and raw churn probability, CLV) and every baseline's on the holdout
+/// (null on validation rows). What the evaluation report is drawn from.
+pub fn predictions_frame(
+    data: &DataFrame,
+    val: RolePredictions,
+    hold: RolePredictions,
+    baselines: &[BaselinePredictions],
+) -> Result<DataFrame> {
+    let idx: Vec<IdxSize> = val.rows.iter().chain(hold.rows).map(|&i| i as IdxSize).collect();
+    let idx = IdxCa::from_vec("idx".into(), idx);
+    let mut df = data
+        .select([CUSTOMER, SNAPSHOT, CHURN, CLV])
+        .and_then(|d| d.take(&idx))
+        .polars("selecting prediction rows")?;
+    let role: Vec<&str> = std::iter::repeat_n("validation", val.rows.len())
+        .chain(std::iter::repeat_n("holdout", hold.rows.len()))
+        .collect();
+    let cat = |a: &[f64], b: &[f64]| -> Vec<f64> { a.iter().chain(b).copied().collect() };
+    let mut cols = vec![
+        Column::new("role".into(), role),
+        Column::new(CHURN_SCORE.into(), cat(val.calibrated, hold.calibrated)),
+        Column::new("churn_probability_raw".into(), cat(val.raw, hold.raw)),
+        Column::new(CLV_SCORE.into(), cat(val.clv, hold.clv)),
+    ];
+    for b in baselines {
+        let v: Vec<Option<f64>> =
+            std::iter::repeat_n(None, val.rows.len()).chain(b.holdout.iter().map(|&x| Some(x))).collect();
+        cols.push(Column::new(baseline_column(b.task, &b.name).into(), v));
+    }
+    for c in cols {
+        df.with_column(c).polars("adding prediction columns")?;
+    }
+    Ok(df)
+}

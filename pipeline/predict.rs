@@ -1,0 +1,79 @@
+//! Predict: the one place a loaded model turns activity into predictions. Features at `as_of`
+//! are built the way the model was trained (its own feature settings, BG/NBD parameters and
+//! signal features), then the churn model (calibrated) and the CLV model are applied. The
+//! score stage ranks these predictions; monitoring compares them with the model's reference.
+
+use chrono::NaiveDate;
+use polars::prelude::DataFrame;
+
+use crate::error::{Error, Result};
+use crate::features::{self, Daily, FeatureMatrix};
+use crate::model::LoadedModel;
+use crate::signals::SignalData;
+
+/// The model's view of every customer eligible at `as_of`, in customer order.
+pub struct Predictions {
+    pub as_of: NaiveDate,
+    /// The feature frame (customer id, snapshot, every feature column).
+    pub frame: DataFrame,
+    pub x: FeatureMatrix,
+    /// Calibrated churn probability.
+    pub churn_probability: Vec<f64>,
+    pub predicted_clv: Vec<f64>,
+    /// Per customer, the churn log-odds contribution of each feature and a bias
+    /// (`x.names.len() + 1` values a row), when asked for.
+    pub contributions: Option<Vec<f64>>,
+}
+
+/// Features of every customer eligible at `as_of` (at least one transaction in the model's
+/// eligibility window before it), as the model was trained on them.
+pub fn features_at(
+    model: &LoadedModel,
+    daily: &Daily,
+    signals: &SignalData,
+    as_of: NaiveDate,
+) -> Result<(DataFrame, FeatureMatrix)> {
+    let spec = &model.info.feature_spec;
+    let names = model.feature_names()?;
+    let mut frame = features::features_with(daily, spec, &[as_of], model.probabilistic()?)?;
+    crate::signals::append(&mut frame, &model.info.signals, signals)?;
+    if frame.height() == 0 {
+        return Err(Error::Data(format!(
+            "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
+            spec.eligibility_days
+        )));
+    }
+    let x = FeatureMatrix::from_frame(&frame, &names)?;
+    Ok((frame, x))
+}
+
+/// Predictions at `as_of`; with `contributions`, also each customer's churn reasons.
+pub fn predict_at(
+    model: &LoadedModel,
+    daily: &Daily,
+    signals: &SignalData,
+    as_of: NaiveDate,
+    contributions: bool,
+) -> Result<Predictions> {
+    let (frame, x) = features_at(model, daily, signals, as_of)?;
+    Ok(apply(model, as_of, frame, x, contributions))
+}
+
+/// The model applied to features built by [`features_at`].
+pub fn apply(
+    model: &LoadedModel,
+    as_of: NaiveDate,
+    frame: DataFrame,
+    x: FeatureMatrix,
+    contributions: bool,
+) -> Predictions {
+    let (raw, contributions) = if contributions {
+        let (raw, c) = model.churn.predict_with_contributions(&x);
+        (raw, Some(c))
+    } else {
+        (model.churn.predict(&x), None)
+    };
+    let churn_probability = model.calibrator.apply_all(&raw);
+    let predicted_clv = model.clv.predict(&x);
+    Predictions { as_of, frame, x, churn_probability, predicted_clv, contributions }
+}

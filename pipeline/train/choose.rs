@@ -1,0 +1,246 @@
+//! The choices made on out-of-time predictions ([`super::oot`]), never on the holdout: the
+//! logistic regression's penalty, the shipped churn and CLV candidates, the calibrator.
+
+use super::candidates::{
+    self, CandidateReport, ChurnCandidate, ChurnMix, ClvCandidate, ClvMix, PenaltyChoice,
+};
+use super::gbdt::Gbdt;
+use super::linear::Logistic;
+use super::oot::OutOfTime;
+use super::poisson::PoissonGbdt;
+use super::{pick, Dataset, Engine, RoleSet};
+use crate::calibration::{self, CalibrationChoice, Calibrator};
+use crate::error::Result;
+use crate::features::FeatureMatrix;
+use crate::metrics;
+use crate::split::SnapshotPlan;
+
+/// The models fitted on the fit rows that the candidates are made of.
+#[derive(Clone, Copy)]
+pub struct Parts<'a> {
+    pub churn: &'a Engine,
+    pub logistic: &'a Logistic,
+    pub clv: &'a Engine,
+    pub poisson: Option<&'a PoissonGbdt>,
+}
+
+/// The parts' predictions on one set of rows.
+struct PartPredictions {
+    churn: Vec<f64>,
+    logistic_margin: Vec<f64>,
+    clv: Vec<f64>,
+    poisson: Option<Vec<f64>>,
+}
+
+impl Parts<'_> {
+    fn predict(&self, x: &FeatureMatrix) -> PartPredictions {
+        PartPredictions {
+            churn: self.churn.predict(x),
+            logistic_margin: self.logistic.margin(x),
+            clv: self.clv.predict(x),
+            poisson: self.poisson.map(|p| p.predict(x)),
+        }
+    }
+}
+
+impl PartPredictions {
+    fn churn(&self, mix: ChurnMix) -> Vec<f64> {
+        candidates::combine(mix, Some(&self.churn), Some(&self.logistic_margin))
+    }
+
+    fn clv(&self, mix: ClvMix, x: &FeatureMatrix) -> Vec<f64> {
+        candidates::combine_clv(mix, clv_base(mix, &self.clv, self.poisson.as_deref()), x)
+    }
+}
+
+/// The GBDT a CLV mix starts from.
+fn clv_base(mix: ClvMix, squared: &[f64], poisson: Option<&[f64]>) -> Vec<f64> {
+    match poisson {
+        Some(p) if mix.uses_poisson() => p.to_vec(),
+        _ => squared.to_vec(),
+    }
+}
+
+/// Out-of-time metrics of the candidates: per snapshot (or fold), then their mean.
+struct OutOfTimeScores<'a> {
+    o: &'a OutOfTime,
+    groups: Vec<Vec<usize>>,
+    x: FeatureMatrix,
+    churn: Vec<f64>,
+    clv: Vec<f64>,
+}
+
+impl<'a> OutOfTimeScores<'a> {
+    fn new(o: &'a OutOfTime, data: &Dataset) -> Self {
+        OutOfTimeScores {
+            o,
+            groups: o.per_snapshot(),
+            x: data.x.select_rows(&o.rows),
+            churn: pick(&data.churn, &o.rows),
+            clv: pick(&data.clv, &o.rows),
+        }
+    }
+
+    fn mean_over_groups(&self, y: &[f64], p: &[f64], metric: fn(&[f64], &[f64]) -> f64) -> f64 {
+        metrics::mean(&self.groups.iter().map(|i| metric(&pick(y, i), &pick(p, i))).collect::<Vec<_>>())
+    }
+
+    fn churn(&self, mix: ChurnMix) -> f64 {
+        let p = candidates::combine(mix, Some(&self.o.churn_gbdt), Some(&self.o.churn_logistic_margin));
+        self.mean_over_groups(&self.churn, &p, metrics::roc_auc)
+    }
+
+    fn clv(&self, mix: ClvMix) -> Option<f64> {
+        if self.o.clv_gbdt.is_empty() {
+            return None;
+        }
+        let p =
+            candidates::combine_clv(mix, clv_base(mix, &self.o.clv_gbdt, Some(&self.o.clv_poisson)), &self.x);
+        Some(self.mean_over_groups(&self.clv, &p, metrics::normalized_gini))
+    }
+}
+
+/// Every candidate's validation and holdout metrics (fit-snapshot models), its out-of-time
+/// metric (purged models, mean over their snapshots) when there is one, and the mixes
+/// chosen: on the out-of-time metric, or on validation without one.
+pub fn candidates(
+    parts: Parts,
+    val: &RoleSet,
+    hold: &RoleSet,
+    oot: Option<(&OutOfTime, &Dataset)>,
+) -> (CandidateReport, ChurnMix, ClvMix) {
+    let (pv, ph) = (parts.predict(&val.x), parts.predict(&hold.x));
+    let scores = oot.map(|(o, data)| OutOfTimeScores::new(o, data));
+    let mut churn_c: Vec<ChurnCandidate> = ChurnMix::ALL
+        .iter()
+        .map(|&mix| ChurnCandidate {
+            name: mix.name().into(),
+            mix,
+            chosen: false,
+            out_of_time_roc_auc: scores.as_ref().map(|s| s.churn(mix)),
+            validation: metrics::churn_metrics(&val.churn, &pv.churn(mix)),
+            holdout: metrics::churn_metrics(&hold.churn, &ph.churn(mix)),
+        })
+        .collect();
+    let mut clv_c: Vec<ClvCandidate> = ClvMix::available(&val.x.names, parts.poisson.is_some())
+        .into_iter()
+        .map(|mix| ClvCandidate {
+            name: mix.name().into(),
+            mix,
+            chosen: false,
+            out_of_time_normalized_gini: scores.as_ref().and_then(|s| s.clv(mix)),
+            validation: metrics::clv_metrics(&val.clv, &pv.clv(mix, &val.x)),
+            holdout: metrics::clv_metrics(&hold.clv, &ph.clv(mix, &hold.x)),
+        })
+        .collect();
+    let i = candidates::best_index(
+        &churn_c.iter().map(|c| c.out_of_time_roc_auc.unwrap_or(c.validation.roc_auc)).collect::<Vec<_>>(),
+    );
+    churn_c[i].chosen = true;
+    let j = candidates::best_index(
+        &clv_c
+            .iter()
+            .map(|c| c.out_of_time_normalized_gini.unwrap_or(c.validation.normalized_gini))
+            .collect::<Vec<_>>(),
+    );
+    clv_c[j].chosen = true;
+    let (churn_mix, clv_mix) = (churn_c[i].mix, clv_c[j].mix);
+    let report = CandidateReport {
+        rule: candidates::RULE.into(),
+        basis: basis(oot.map(|o| o.0)),
+        churn: churn_c,
+        clv: clv_c,
+        logistic_l2: Vec::new(),
+    };
+    (report, churn_mix, clv_mix)
+}
+
+/// What the candidates were compared on, in words.
+fn basis(oot: Option<&OutOfTime>) -> String {
+    match oot {
+        Some(o) if !o.dates.is_empty() => format!(
+            "out-of-time predictions of purged models at {}",
+            o.dates.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
+        Some(o) => format!(
+            "{}-fold cross-fitting by customer on the fit rows (too little history for purged models)",
+            o.n_groups
+        ),
+        None => "the validation snapshot (too little data for purged models or cross-fitting)".into(),
+    }
+}
+
+/// The logistic regression, its penalty chosen from `grid` on the out-of-time predictions of
+/// the logistic regression alone (mean ROC AUC over the snapshots or folds; on validation
+/// without them), then refitted on the fit rows. Leaves the chosen penalty's out-of-time
+/// log-odds in `oot.churn_logistic_margin` for the candidates and the calibration.
+pub fn logistic(
+    grid: &[f64],
+    oot: Option<&mut OutOfTime>,
+    churn: &[f64],
+    fit: &RoleSet,
+    val: &RoleSet,
+) -> Result<(Logistic, Vec<PenaltyChoice>)> {
+    let mut fitted = Vec::new();
+    let scores: Vec<f64> = match &oot {
+        Some(o) => {
+            let (per, y) = (o.per_snapshot(), pick(churn, &o.rows));
+            o.logistic_by_l2
+                .iter()
+                .map(|m| {
+                    metrics::mean(
+                        &per.iter().map(|i| metrics::roc_auc(&pick(&y, i), &pick(m, i))).collect::<Vec<_>>(),
+                    )
+                })
+                .collect()
+        }
+        None if grid.len() == 1 => vec![f64::NAN],
+        None => {
+            for &l2 in grid {
+                fitted.push(Logistic::fit(&fit.x, &fit.churn, l2)?);
+            }
+            fitted.iter().map(|l| metrics::roc_auc(&val.churn, &l.margin(&val.x))).collect()
+        }
+    };
+    let best = candidates::best_index(&scores);
+    if let Some(o) = oot {
+        o.churn_logistic_margin = std::mem::take(&mut o.logistic_by_l2[best]);
+    }
+    let logistic = match fitted.into_iter().nth(best) {
+        Some(l) => l,
+        None => Logistic::fit(&fit.x, &fit.churn, grid[best])?,
+    };
+    let choices = grid
+        .iter()
+        .zip(&scores)
+        .enumerate()
+        .map(|(i, (&l2, &roc_auc))| PenaltyChoice { l2, roc_auc, chosen: i == best })
+        .collect();
+    Ok((logistic, choices))
+}
+
+/// The calibrator, chosen on the shipped churn mix's out-of-time predictions of purged models
+/// (on the validation predictions `raw_val` when there are none: too little history).
+pub fn calibrator(
+    oot: Option<&OutOfTime>,
+    churn_mix: ChurnMix,
+    data: &Dataset,
+    (raw_val, y_val): (&[f64], &[f64]),
+    plan: &SnapshotPlan,
+    (folds, seed): (usize, u64),
+) -> (Calibrator, CalibrationChoice) {
+    let set = oot.filter(|o| !o.dates.is_empty()).map(|o| {
+        let p = candidates::combine(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin));
+        (p, pick(&data.churn, &o.rows), o.group.clone(), o.dates.clone())
+    });
+    let ((p, y, group, dates), source) = match set {
+        Some(set) => (set, "purged models"),
+        None => (
+            (raw_val.to_vec(), y_val.to_vec(), vec![0; raw_val.len()], vec![plan.validation]),
+            "main model at validation",
+        ),
+    };
+    let (c, mut choice) = calibration::choose(&p, &y, &group, &dates, folds, seed);
+    choice.source = source.into();
+    (c, choice)
+}

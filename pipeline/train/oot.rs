@@ -1,0 +1,154 @@
+//! Out-of-time predictions: what the candidates and the calibrator are chosen on.
+
+use chrono::NaiveDate;
+
+use super::candidates::ClvMix;
+use super::gbdt::{Gbdt, Task};
+use super::linear::Logistic;
+use super::poisson::PoissonGbdt;
+use super::{Dataset, Engine};
+use crate::config::{Config, GbdtConfig};
+use crate::error::Result;
+use crate::schema;
+use crate::split::SnapshotPlan;
+
+/// Out-of-time predictions of every candidate part, as a live run would see them.
+///
+/// The main models' validation predictions are not what a live run sees: the fit snapshots
+/// just before validation have label windows overlapping the validation's, and the GBDT's
+/// tree count was early-stopped on validation itself; the holdout (and every real scoring
+/// date) lies a full horizon after the last label a model learned from. So for each of the
+/// last `decision.calibration_snapshots` training snapshots `s`, models with the main
+/// models' settings and tree counts are fitted only on snapshots whose label windows closed
+/// by `s` (`t + horizon <= s`) and predict `s`. These predictions choose the candidate and
+/// fit the calibrator. Snapshots without such history are skipped; `None` when none is left.
+///
+/// Without that history (one fit snapshot, as on Complete Journey), the candidates are
+/// compared by cross-fitting on the fit rows instead: `decision.calibration_folds` folds by
+/// customer, each predicted by models fitted on the other folds. Not out of time, but fair
+/// between candidates, which validation is not: the GBDT was early-stopped on it and its
+/// fit labels overlap its label window (measured on Complete Journey: GBDT validation AUC
+/// 0.894, holdout 0.880; logistic 0.885, 0.890).
+pub struct OutOfTime {
+    /// Rows of the dataset predicted, group by group.
+    pub rows: Vec<usize>,
+    /// Group (snapshot index into `dates`, or fold) of each predicted row.
+    pub group: Vec<usize>,
+    /// The purged snapshots; empty for a cross-fitted set.
+    pub dates: Vec<NaiveDate>,
+    pub n_groups: usize,
+    pub churn_gbdt: Vec<f64>,
+    /// Logistic log-odds for each value of the penalty grid (`model.logistic_l2`).
+    pub logistic_by_l2: Vec<Vec<f64>>,
+    /// Those of the chosen penalty (set by [`super::choose::logistic`]).
+    pub churn_logistic_margin: Vec<f64>,
+    pub clv_gbdt: Vec<f64>,
+    pub clv_poisson: Vec<f64>,
+}
+
+impl OutOfTime {
+    /// Row indices (into `rows`) of each snapshot.
+    pub fn per_snapshot(&self) -> Vec<Vec<usize>> {
+        let mut out = vec![Vec::new(); self.n_groups];
+        for (i, &g) in self.group.iter().enumerate() {
+            out[g].push(i);
+        }
+        out
+    }
+}
+
+/// Tree counts of the main models, which the purged models reuse.
+#[derive(Debug, Clone, Copy)]
+pub struct Trees {
+    pub churn: usize,
+    pub clv: usize,
+    /// `None` when the Poisson CLV candidate is off.
+    pub poisson: Option<usize>,
+}
+
+/// Predictions of the candidate parts for the rows `at`, by models fitted on the rows `fit`
+/// with the main models' settings and tree counts; appended to `o` as group `group`. The
+/// CLV GBDT is fitted only when there is a CLV choice to make (`clv_choice`).
+fn predict_group(
+    o: &mut OutOfTime,
+    cfg: &GbdtConfig,
+    data: &Dataset,
+    trees: Trees,
+    (fit, at): (&[usize], Vec<usize>),
+    group: usize,
+    clv_choice: bool,
+) -> Result<()> {
+    // The main models' tree counts, fitted without any look at the rows predicted.
+    let params = |n: usize| GbdtConfig { iterations: n.max(1), ..cfg.clone() };
+    let (train, x_at) = (data.role(fit), data.x.select_rows(&at));
+    let g = Engine::fit(&params(trees.churn), Task::Churn, &train.x, &train.churn, None)?;
+    o.churn_gbdt.extend(g.predict(&x_at));
+    for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.logistic_l2) {
+        margins.extend(Logistic::fit(&train.x, &train.churn, l2)?.margin(&x_at));
+    }
+    if clv_choice {
+        let c = Engine::fit(&params(trees.clv), Task::Clv, &train.x, &train.clv, None)?;
+        o.clv_gbdt.extend(c.predict(&x_at));
+        if let Some(n) = trees.poisson {
+            o.clv_poisson.extend(PoissonGbdt::fit(&params(n), &train.x, &train.clv, None)?.predict(&x_at));
+        }
+    }
+    o.group.extend(std::iter::repeat_n(group, at.len()));
+    o.rows.extend(at);
+    o.n_groups = o.n_groups.max(group + 1);
+    Ok(())
+}
+
+/// The out-of-time predictions of [`OutOfTime`] for `data` (see there); `None` when there is
+/// neither history for purged models nor fit rows of both classes to cross-fit.
+pub fn out_of_time(
+    cfg: &Config,
+    plan: &SnapshotPlan,
+    data: &Dataset,
+    trees: Trees,
+) -> Result<Option<OutOfTime>> {
+    let clv_choice = ClvMix::available(&data.x.names, trees.poisson.is_some()).len() > 1;
+    let horizon = cfg.snapshots.horizon_days;
+    let days = &data.days;
+    let mut training: Vec<NaiveDate> = plan.fit.clone();
+    training.push(plan.validation);
+    let k = cfg.decision.calibration_snapshots.min(training.len());
+    let mut o = OutOfTime {
+        rows: Vec::new(),
+        group: Vec::new(),
+        dates: Vec::new(),
+        n_groups: 0,
+        churn_gbdt: Vec::new(),
+        logistic_by_l2: vec![Vec::new(); cfg.model.logistic_l2.len()],
+        churn_logistic_margin: Vec::new(),
+        clv_gbdt: Vec::new(),
+        clv_poisson: Vec::new(),
+    };
+    // A purged model needs both classes to learn from.
+    let both_classes = |fit: &[usize]| fit.iter().any(|&i| data.churn[i] != data.churn[fit[0]]);
+    for &s in &training[training.len() - k..] {
+        let sd = schema::epoch_day(s);
+        let fit: Vec<usize> = (0..days.len()).filter(|&i| days[i] + horizon <= sd).collect();
+        let at: Vec<usize> = (0..days.len()).filter(|&i| days[i] == sd).collect();
+        if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
+            continue;
+        }
+        let group = o.dates.len();
+        predict_group(&mut o, &cfg.model, data, trees, (&fit, at), group, clv_choice)?;
+        o.dates.push(s);
+    }
+    if o.dates.is_empty() {
+        // Cross-fitting on the fit rows, folds by customer.
+        let customers = data.customer_hashes()?;
+        let k = cfg.decision.calibration_folds as u64;
+        for f in 0..k {
+            let (at, fit): (Vec<usize>, Vec<usize>) =
+                data.rows.fit.iter().partition(|&&i| customers[i] % k == f);
+            if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
+                continue;
+            }
+            predict_group(&mut o, &cfg.model, data, trees, (&fit, at), f as usize, clv_choice)?;
+        }
+    }
+    Ok((o.n_groups > 0).then_some(o))
+}
