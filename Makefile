@@ -70,9 +70,10 @@ bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, pe
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
 	cargo bench --bench monitor
 
-lint: ## formatting and clippy, warnings are errors
+lint: ## formatting, clippy (warnings are errors, too_many_lines on), and the layering check of ARCHITECTURE.md
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	cargo test --quiet --test layers
 
 fmt: ## format the code
 	cargo fmt

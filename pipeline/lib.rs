@@ -1,19 +1,20 @@
 //! fidelis: churn and customer-lifetime-value models from transaction logs.
 //!
-//! Data flows one way (see DESIGN.md):
-//! `ingest` -> `split` (snapshot protocol) -> `features` (point-in-time features and labels)
-//! -> `train` (GBDT + baselines, `metrics`) -> `calibration` + `threshold` (the decision:
-//! calibrated probabilities, cost-weighted contact threshold, risk bands) -> `artifact`
-//! (versioned model directory).
-//! `score` (the weekly batch: every eligible customer at `as_of`) -> `sink` (Parquet
-//! partitions, SQLite, PostgreSQL), under the output `lock` -> `monitor` (drift against the
-//! model's reference, realized performance of matured runs, retrain advice).
-//! `report` writes the evaluation report of a model and the weekly report of a run (HTML,
-//! Markdown, JSON). `activity` reads the optional events and customer table; `signals`
-//! turns them into features, the health score, review flags and escalations. `bgnbd` holds
-//! the BG/NBD + Gamma-Gamma models (a baseline and features).
-//! `generate` makes realistic synthetic transaction logs (and SaaS data) for demos and
-//! benchmarks.
+//! The crate is layered and data flows one way (ARCHITECTURE.md has the picture, what each
+//! module owns, and the layer order the layering test checks):
+//!
+//! - **jobs** (top): one job per command (`train`, `score`, `weekly`, `monitor`, `backtest`,
+//!   `report`, `validate`, `generate`); the only users of the output lock and of progress.
+//! - **report**: the evaluation and weekly reports, from artifacts and run outputs.
+//! - **score** (the scores table: ranks, RFM, reasons, signals) <- **predict** (a loaded
+//!   model applied to features) <- **model** (the artifact: types, files, store, loader).
+//! - stages: `monitor` (drift, realized performance), `train` (fits, out-of-time choice),
+//!   `calibration`, `threshold`, `signals`, `features`, `bgnbd`, `split`, `ingest`,
+//!   `activity`, `sink`, `generate`.
+//! - foundations: `config`, `metrics`, `lock`, `progress`, `rng`, `files`, `format`,
+//!   `math`, `schema`, `error`.
+
+#![warn(clippy::too_many_lines)]
 
 pub mod activity;
 pub mod bgnbd;

@@ -50,7 +50,7 @@ pub struct SignalData {
 }
 
 impl SignalData {
-    pub fn load(cfg: &crate::Config) -> Result<SignalData> {
+    pub fn load(cfg: &crate::config::Config) -> Result<SignalData> {
         let events = if cfg.input.events.path.is_empty() {
             None
         } else {

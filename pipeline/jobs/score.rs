@@ -131,7 +131,7 @@ pub fn score_and_write(
         progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
             let preds = predictions(model, tx, signals, as_of)?;
             let run = score::score(cfg, model, &preds, signals, previous.as_ref(), &health_history)?;
-            Ok::<_, crate::Error>((preds, run))
+            Ok::<_, crate::error::Error>((preds, run))
         })?;
     let mut written = Vec::new();
     if cfg.output.parquet {

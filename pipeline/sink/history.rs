@@ -1,5 +1,5 @@
 //! The monitoring history: `<output.dir>/monitoring/metrics_history.parquet`, one row per
-//! as_of x metric x item (the rows of [`crate::monitor::MonitorReport::history_frame`]); a
+//! as_of x metric x item (the rows `MonitorReport::history_frame` makes); a
 //! monitoring pass replaces the rows of its date.
 
 use std::collections::BTreeMap;
