@@ -31,7 +31,7 @@ pub struct Invalid {
     pub examples: Vec<(u64, String)>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EventsSummary {
     pub path: PathBuf,
     pub rows_read: usize,
@@ -42,7 +42,7 @@ pub struct EventsSummary {
 }
 
 /// The validated event log, sorted by customer and time, with per-customer ranges.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Events {
     pub summary: EventsSummary,
     /// Customer id -> range of rows.
@@ -105,6 +105,30 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
     let path = PathBuf::from(&input.path);
     let (raw, _) =
         ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let rows_read = raw.height();
+    let parsed = parse_events(input, &path, raw)?;
+    let invalid = invalid_events(input, &path, &parsed, rows_read)?;
+    let valid = parsed
+        .lazy()
+        .filter(col("__reason").eq(lit(0)))
+        .select([col("__cid"), col("__ts"), col("__event"), col("__value")])
+        // A total order (ties on time broken by name and value): the same events in any file
+        // order give the same per-customer sequence.
+        .sort(
+            ["__cid", "__ts", "__event", "__value"],
+            SortMultipleOptions::default().with_maintain_order(true),
+        )
+        .collect()
+        .polars("sorting events")?;
+    let mut events = index_events(&valid, &input.path)?;
+    events.summary =
+        EventsSummary { path, rows_read, rows_valid: valid.height(), invalid, events: counts_of(&events) };
+    Ok(events)
+}
+
+/// The raw events with parsed columns (`__cid`, `__ts`, `__event`, `__value`) and a reason
+/// code per row (`__reason`, 0 = valid; the codes of [`invalid_events`]).
+fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<DataFrame> {
     let mut keys = vec![
         ("customer_id", input.customer_id.as_str()),
         ("timestamp", input.timestamp.as_str()),
@@ -115,8 +139,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
     if has_value {
         keys.push(("value", input.value.as_str()));
     }
-    require(&path, &raw, "input.events", &keys)?;
-    let rows_read = raw.height();
+    require(path, &raw, "input.events", &keys)?;
     let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
     let m = Mapping {
         customer_id: input.customer_id.clone(),
@@ -126,14 +149,12 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
         quantity_price: None,
         order_id: None,
     };
-    let ts = ingest::ts_expr(&path, &raw, &m)?;
+    let ts = ingest::ts_expr(path, &raw, &m)?;
     let value =
         if has_value { ingest::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
     let value_bad =
         if has_value { col(&input.value).is_not_null().and(col("__value").is_null()) } else { lit(false) };
-    let parsed = raw
-        .clone()
-        .lazy()
+    raw.lazy()
         .with_columns([
             text_expr(&input.customer_id).alias("__cid"),
             ts.alias("__ts"),
@@ -156,7 +177,16 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
                 .alias("__reason"),
         )
         .collect()
-        .polars("validating events")?;
+        .polars("validating events")
+}
+
+/// The invalid rows by reason; an error when more than `max_invalid_share` of them are.
+fn invalid_events(
+    input: &EventsInput,
+    path: &Path,
+    parsed: &DataFrame,
+    rows_read: usize,
+) -> Result<Vec<Invalid>> {
     let reasons = parsed.column("__reason").polars("reasons")?.i32().polars("reasons")?.clone();
     let mut invalid = Vec::new();
     let mut n_bad = 0;
@@ -175,7 +205,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
                 reason: reason.into(),
                 column: column.clone(),
                 count,
-                examples: ingest::examples(&parsed, &mask, column)?,
+                examples: ingest::examples(parsed, &mask, column)?,
             });
         }
     }
@@ -188,7 +218,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
             })
             .collect();
         return Err(Error::InvalidRows {
-            path,
+            path: path.to_path_buf(),
             message: format!(
                 "{n_bad} of {rows_read} event rows are invalid, more than [input.events].max_invalid_share = {}: {}",
                 input.max_invalid_share,
@@ -196,76 +226,63 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
             ),
         });
     }
-    let valid = parsed
-        .lazy()
-        .filter(col("__reason").eq(lit(0)))
-        .select([col("__cid"), col("__ts"), col("__event"), col("__value")])
-        // A total order (ties on time broken by name and value): the same events in any file
-        // order give the same per-customer sequence.
-        .sort(
-            ["__cid", "__ts", "__event", "__value"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
-        .collect()
-        .polars("sorting events")?;
+    Ok(invalid)
+}
+
+/// Events per name.
+fn counts_of(events: &Events) -> BTreeMap<String, usize> {
+    let mut counts = vec![0usize; events.names.len()];
+    for &k in &events.name {
+        counts[k as usize] += 1;
+    }
+    events.names.iter().cloned().zip(counts).collect()
+}
+
+/// The valid events (sorted by customer and time) as columns with per-customer ranges; the
+/// summary is left empty.
+fn index_events(valid: &DataFrame, path: &str) -> Result<Events> {
     let ids = valid.column("__cid").polars("ids")?.str().polars("ids")?.clone();
     let ts = valid.column("__ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
     let ev = valid.column("__event").polars("events")?.str().polars("events")?.clone();
     let val = valid.column("__value").polars("values")?.f64().polars("values")?.clone();
-    let mut names: Vec<String> = Vec::new();
+    let mut e = Events::default();
     let mut index: HashMap<String, u16> = HashMap::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut day, mut name, mut value) = (Vec::new(), Vec::new(), Vec::new());
-    let mut first_day: Vec<i32> = Vec::new();
-    let mut by_customer: HashMap<String, std::ops::Range<usize>> = HashMap::new();
     let mut current: Option<&str> = None;
     let mut start = 0;
     for i in 0..valid.height() {
         let id = ids.get(i).unwrap_or_default();
         if current != Some(id) {
             if let Some(c) = current {
-                by_customer.insert(c.to_string(), start..i);
+                e.by_customer.insert(c.to_string(), start..i);
             }
             current = Some(id);
             start = i;
         }
-        let e = ev.get(i).unwrap_or_default();
-        let k = match index.get(e) {
+        let name = ev.get(i).unwrap_or_default();
+        let k = match index.get(name) {
             Some(&k) => k,
             None => {
-                if names.len() >= u16::MAX as usize {
-                    return Err(Error::Data(format!(
-                        "{}: more than 65,535 distinct event names",
-                        input.path
-                    )));
+                if e.names.len() >= u16::MAX as usize {
+                    return Err(Error::Data(format!("{path}: more than 65,535 distinct event names")));
                 }
-                names.push(e.to_string());
-                index.insert(e.to_string(), (names.len() - 1) as u16);
-                (names.len() - 1) as u16
+                e.names.push(name.to_string());
+                index.insert(name.to_string(), (e.names.len() - 1) as u16);
+                (e.names.len() - 1) as u16
             }
         };
-        *counts.entry(e.to_string()).or_default() += 1;
         let d = ts.get(i).unwrap_or(0).div_euclid(86_400_000) as i32;
-        if first_day.len() <= k as usize {
-            first_day.resize(k as usize + 1, i32::MAX);
+        if e.first_day.len() <= k as usize {
+            e.first_day.resize(k as usize + 1, i32::MAX);
         }
-        first_day[k as usize] = first_day[k as usize].min(d);
-        day.push(d);
-        name.push(k);
-        value.push(val.get(i).unwrap_or(f64::NAN));
+        e.first_day[k as usize] = e.first_day[k as usize].min(d);
+        e.day.push(d);
+        e.name.push(k);
+        e.value.push(val.get(i).unwrap_or(f64::NAN));
     }
     if let Some(c) = current {
-        by_customer.insert(c.to_string(), start..valid.height());
+        e.by_customer.insert(c.to_string(), start..valid.height());
     }
-    Ok(Events {
-        summary: EventsSummary { path, rows_read, rows_valid: valid.height(), invalid, events: counts },
-        by_customer,
-        day,
-        name,
-        value,
-        names,
-        first_day,
-    })
+    Ok(e)
 }
 
 /// CSM sentiment, from the customer table.
@@ -278,6 +295,16 @@ pub enum Sentiment {
 }
 
 impl Sentiment {
+    /// `green`, `yellow` (or `amber`), `red`, in any case.
+    pub fn parse(s: &str) -> Option<Sentiment> {
+        match s.to_ascii_lowercase().as_str() {
+            "green" => Some(Sentiment::Green),
+            "yellow" | "amber" => Some(Sentiment::Yellow),
+            "red" => Some(Sentiment::Red),
+            _ => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Sentiment::Green => "green",
@@ -337,58 +364,16 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
     let (raw, _) =
         ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
     require(&path, &raw, "input.customers", &[("customer_id", input.customer_id.as_str())])?;
-    let present = |c: &str| !c.is_empty() && raw.get_column_names().iter().any(|n| n.as_str() == c);
-    let text = |c: &str| -> Result<Option<Vec<Option<String>>>> {
-        if !present(c) {
-            return Ok(None);
-        }
-        let s = raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
-        Ok(Some(
-            s.str()
-                .polars(c)?
-                .iter()
-                .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
-                .collect(),
-        ))
-    };
-    let number = |c: &str| -> Result<Option<Vec<Option<f64>>>> {
-        let Some(t) = text(c)? else { return Ok(None) };
-        t.iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                None => Ok(None),
-                Some(s) => s
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite())
-                    .map(Some)
-                    .ok_or_else(|| cell_error(&path, c, i, format!("{s:?} is not a number"))),
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
-    };
-    let date = |c: &str| -> Result<Option<Vec<Option<NaiveDate>>>> {
-        let Some(t) = text(c)? else { return Ok(None) };
-        t.iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                None => Ok(None),
-                Some(s) => NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d")
-                    .map(Some)
-                    .map_err(|_| cell_error(&path, c, i, format!("{s:?} is not a date (YYYY-MM-DD)"))),
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(Some)
-    };
-    let ids = text(&input.customer_id)?.unwrap_or_default();
-    let signup = date(&input.signup_date)?;
-    let plan = text(&input.plan)?;
-    let segment = text(&input.segment)?;
-    let mrr = number(&input.mrr)?;
-    let arr = number(&input.arr)?;
-    let csm = text(&input.csm)?;
-    let sentiment = text(&input.csm_sentiment)?;
-    let sentiment_date = date(&input.csm_sentiment_date)?;
+    let t = Table { raw: &raw, path: &path };
+    let ids = t.text(&input.customer_id)?.unwrap_or_default();
+    let signup = t.date(&input.signup_date)?;
+    let plan = t.text(&input.plan)?;
+    let segment = t.text(&input.segment)?;
+    let mrr = t.number(&input.mrr)?;
+    let arr = t.number(&input.arr)?;
+    let csm = t.text(&input.csm)?;
+    let sentiment = t.text(&input.csm_sentiment)?;
+    let sentiment_date = t.date(&input.csm_sentiment_date)?;
     let mut rows = HashMap::with_capacity(ids.len());
     let mut first_row: HashMap<String, usize> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
@@ -405,19 +390,9 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
         }
         let s = match sentiment.as_ref().and_then(|v| v[i].as_deref()) {
             None => None,
-            Some(s) => Some(match s.to_ascii_lowercase().as_str() {
-                "green" => Sentiment::Green,
-                "yellow" | "amber" => Sentiment::Yellow,
-                "red" => Sentiment::Red,
-                _ => {
-                    return Err(cell_error(
-                        &path,
-                        &input.csm_sentiment,
-                        i,
-                        format!("{s:?}: expected green, yellow or red"),
-                    ))
-                }
-            }),
+            Some(s) => Some(Sentiment::parse(s).ok_or_else(|| {
+                cell_error(&path, &input.csm_sentiment, i, format!("{s:?}: expected green, yellow or red"))
+            })?),
         };
         let pick = |v: &Option<Vec<Option<String>>>| v.as_ref().and_then(|v| v[i].clone());
         rows.insert(
@@ -443,8 +418,64 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
         ("csm_sentiment", &input.csm_sentiment),
     ]
     .iter()
-    .filter(|(_, c)| present(c))
+    .filter(|(_, c)| t.present(c))
     .map(|(k, _)| k.to_string())
     .collect();
     Ok(Customers { path, rows, columns })
+}
+
+/// The customer table's columns, read as text, numbers or dates (`None` when the column is
+/// not mapped or not in the file); a bad cell is an error naming its column and row.
+struct Table<'a> {
+    raw: &'a DataFrame,
+    path: &'a Path,
+}
+
+impl Table<'_> {
+    fn present(&self, c: &str) -> bool {
+        !c.is_empty() && self.raw.get_column_names().iter().any(|n| n.as_str() == c)
+    }
+
+    fn text(&self, c: &str) -> Result<Option<Vec<Option<String>>>> {
+        if !self.present(c) {
+            return Ok(None);
+        }
+        let s = self.raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
+        Ok(Some(
+            s.str()
+                .polars(c)?
+                .iter()
+                .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+                .collect(),
+        ))
+    }
+
+    fn parsed<T>(
+        &self,
+        c: &str,
+        parse: impl Fn(&str) -> std::result::Result<T, String>,
+    ) -> Result<Option<Vec<Option<T>>>> {
+        let Some(t) = self.text(c)? else { return Ok(None) };
+        t.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                None => Ok(None),
+                Some(s) => parse(s).map(Some).map_err(|m| cell_error(self.path, c, i, m)),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    fn number(&self, c: &str) -> Result<Option<Vec<Option<f64>>>> {
+        self.parsed(c, |s| {
+            s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or(format!("{s:?} is not a number"))
+        })
+    }
+
+    fn date(&self, c: &str) -> Result<Option<Vec<Option<NaiveDate>>>> {
+        self.parsed(c, |s| {
+            NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d")
+                .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
+        })
+    }
 }

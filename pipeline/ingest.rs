@@ -430,14 +430,9 @@ pub(crate) fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
     Ok(when(v.clone().is_finite()).then(v).otherwise(lit(NULL).cast(DataType::Float64)))
 }
 
-fn validate_frame(
-    path: &Path,
-    format: FileFormat,
-    raw: DataFrame,
-    m: &Mapping,
-    max_invalid_share: f64,
-) -> Result<Transactions> {
-    let rows_read = raw.height();
+/// The raw rows with parsed columns (`__cid`, `__ts`, `__amount`, `__order`) and each
+/// row's drop reason (`__reason`, 0 = valid).
+fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
     let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
 
     // Ids are trimmed and empty ones are missing; a text column that needs neither (the usual
@@ -480,14 +475,15 @@ fn validate_frame(
     if let Some(o) = &m.order_id {
         parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
     }
-    let parsed = raw
-        .lazy()
-        .with_columns(parsed_cols)
-        .with_column(reason)
-        .collect()
-        .polars("validating transactions")?;
+    raw.lazy().with_columns(parsed_cols).with_column(reason).collect().polars("validating transactions")
+}
 
-    let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
+/// The dropped rows by reason, and how many there are.
+fn dropped_rows(
+    parsed: &DataFrame,
+    reasons: &Int32Chunked,
+    m: &Mapping,
+) -> Result<(Vec<DroppedRows>, usize)> {
     let mut dropped = Vec::new();
     let mut n_dropped = 0usize;
     for r in DropReason::ALL {
@@ -508,10 +504,21 @@ fn validate_frame(
                 }
             }
         };
-        let examples = examples(&parsed, &mask, &column)?;
+        let examples = examples(parsed, &mask, &column)?;
         dropped.push(DroppedRows { reason: r, column, count, examples });
     }
 
+    Ok((dropped, n_dropped))
+}
+
+/// The valid rows in the canonical order, how many rows were valid, and (with an order id)
+/// how many orders they were summed into.
+fn valid_rows(
+    parsed: DataFrame,
+    reasons: &Int32Chunked,
+    m: &Mapping,
+    n_dropped: usize,
+) -> Result<(DataFrame, usize, Option<usize>)> {
     let mut keep: Vec<Expr> =
         vec![col("__cid").alias("customer_id"), col("__ts").alias("ts"), col("__amount").alias("amount")];
     if m.order_id.is_some() {
@@ -525,7 +532,7 @@ fn validate_frame(
             .collect()
             .polars("sorting transactions")
     };
-    let (frame, rows_valid, orders) = if m.order_id.is_some() {
+    Ok(if m.order_id.is_some() {
         let valid = parsed
             .lazy()
             .filter(col(REASON).eq(lit(0i32)))
@@ -541,14 +548,28 @@ fn validate_frame(
         // file is already in that order), unless customers are scattered over the file
         // (a time-ordered log): then a general sort.
         let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
-        let frame = match customer_order(&all, &reasons)? {
+        let frame = match customer_order(&all, reasons)? {
             Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
             Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
             None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
         };
         let rows = frame.height();
         (frame, rows, None)
-    };
+    })
+}
+
+fn validate_frame(
+    path: &Path,
+    format: FileFormat,
+    raw: DataFrame,
+    m: &Mapping,
+    max_invalid_share: f64,
+) -> Result<Transactions> {
+    let rows_read = raw.height();
+    let parsed = parse_rows(path, raw, m)?;
+    let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
+    let (dropped, n_dropped) = dropped_rows(&parsed, &reasons, m)?;
+    let (frame, rows_valid, orders) = valid_rows(parsed, &reasons, m, n_dropped)?;
     let customers = count_customers(&frame)?;
     let amounts = frame.column("amount").polars("amount")?.f64().polars("amount")?.clone();
     let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
@@ -558,7 +579,8 @@ fn validate_frame(
     let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
     let first_ts = to_dt(ts_col.physical().min());
     let last_ts = to_dt(ts_col.physical().max());
-    let total_amount = frame.column("amount").polars("amount")?.f64().polars("amount")?.sum().unwrap_or(0.0);
+    // Summed in row order (the canonical order), whatever the frame's chunks.
+    let total_amount = amounts.iter().flatten().fold(0.0, |sum, a| sum + a);
 
     let summary = ValidationSummary {
         path: path.to_path_buf(),

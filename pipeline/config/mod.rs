@@ -689,272 +689,19 @@ impl Config {
 
     /// Check every value's range; the error names the key.
     pub fn validate(&self, origin: &str) -> Result<()> {
-        let bad = |key: &str, msg: String| Err(Error::config(origin, key, msg));
-        let t = &self.input.transactions;
-        if t.path.trim().is_empty() {
-            return bad("input.transactions.path", "must name the transaction file".into());
-        }
-        if t.customer_id.is_empty() {
-            return bad("input.transactions.customer_id", "must name a column".into());
-        }
-        if t.timestamp.is_empty() {
-            return bad("input.transactions.timestamp", "must name a column".into());
-        }
-        let has_product = !t.quantity.is_empty() || !t.unit_price.is_empty();
-        if t.amount.is_empty() && !(!t.quantity.is_empty() && !t.unit_price.is_empty()) {
-            return bad(
-                "input.transactions.amount",
-                "set `amount`, or both `quantity` and `unit_price`".into(),
-            );
-        }
-        if !t.amount.is_empty() && has_product {
-            return bad(
-                "input.transactions.amount",
-                "set either `amount` or `quantity` + `unit_price`, not both".into(),
-            );
-        }
-        if t.delimiter.len() != 1 {
-            return bad(
-                "input.transactions.delimiter",
-                format!("must be one ASCII character, got {:?}", t.delimiter),
-            );
-        }
-        if !(0.0..=1.0).contains(&t.max_invalid_share) {
-            return bad(
-                "input.transactions.max_invalid_share",
-                format!("must be in [0, 1], got {}", t.max_invalid_share),
-            );
-        }
-        let s = &self.snapshots;
-        for (key, v) in [
-            ("snapshots.step_days", s.step_days),
-            ("snapshots.horizon_days", s.horizon_days),
-            ("snapshots.eligibility_days", s.eligibility_days),
-        ] {
-            if v <= 0 {
-                return bad(key, format!("must be a positive number of days, got {v}"));
-            }
-        }
-        if s.min_history_days < 0 {
-            return bad("snapshots.min_history_days", format!("must be >= 0, got {}", s.min_history_days));
-        }
-        if s.fit_step_days < 0 {
-            return bad(
-                "snapshots.fit_step_days",
-                format!("must be >= 0 (0 = step_days), got {}", s.fit_step_days),
-            );
-        }
-        if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err() {
-            return bad("snapshots.origin", format!("expected YYYY-MM-DD, got {:?}", s.origin));
-        }
-        let f = &self.features;
-        if f.windows.is_empty() || f.windows.iter().any(|&w| w <= 0) {
-            return bad("features.windows", format!("must be positive day counts, got {:?}", f.windows));
-        }
-        let mut sorted = f.windows.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != f.windows.len() {
-            return bad("features.windows", format!("must not repeat a window, got {:?}", f.windows));
-        }
-        for (key, v) in [
-            ("features.trend_days", f.trend_days),
-            ("features.spend_short_days", f.spend_short_days),
-            ("features.spend_long_days", f.spend_long_days),
-        ] {
-            if v <= 0 {
-                return bad(key, format!("must be a positive number of days, got {v}"));
-            }
-        }
-        if f.spend_short_days >= f.spend_long_days {
-            return bad(
-                "features.spend_short_days",
-                format!("must be shorter than spend_long_days ({})", f.spend_long_days),
-            );
-        }
-        let m = &self.model;
-        if m.iterations == 0 {
-            return bad("model.iterations", "must be at least 1".into());
-        }
-        if !(m.learning_rate > 0.0 && m.learning_rate <= 1.0) {
-            return bad("model.learning_rate", format!("must be in (0, 1], got {}", m.learning_rate));
-        }
-        if m.max_depth == 0 {
-            return bad("model.max_depth", "must be at least 1".into());
-        }
-        if m.min_leaf_weight.is_nan() || m.min_leaf_weight < 0.0 {
-            return bad("model.min_leaf_weight", format!("must be >= 0, got {}", m.min_leaf_weight));
-        }
-        if m.l2.is_nan() || m.l2 < 0.0 {
-            return bad("model.l2", format!("must be >= 0, got {}", m.l2));
-        }
-        if m.logistic_l2.is_empty() {
-            return bad("model.logistic_l2", "needs at least one value".into());
-        }
-        if let Some(v) = m.logistic_l2.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
-            return bad("model.logistic_l2", format!("every value must be > 0, got {v}"));
-        }
-        if m.nbins < 2 {
-            return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
-        }
-        for (key, v) in [("model.subsample", m.subsample), ("model.colsample_bytree", m.colsample_bytree)] {
-            if !(v > 0.0 && v <= 1.0) {
-                return bad(key, format!("must be in (0, 1], got {v}"));
-            }
-        }
-        let b = &self.baselines;
-        if b.random_forest_trees == 0 {
-            return bad("baselines.random_forest_trees", "must be at least 1".into());
-        }
-        if b.decision_tree_max_depth == 0 {
-            return bad("baselines.decision_tree_max_depth", "must be at least 1".into());
-        }
-        if b.max_rows < 100 {
-            return bad("baselines.max_rows", "must be at least 100".into());
-        }
-        let o = &self.output;
-        if !(o.top_share > 0.0 && o.top_share <= 1.0) {
-            return bad("output.top_share", format!("must be in (0, 1], got {}", o.top_share));
-        }
-        if o.dir.trim().is_empty() {
-            return bad("output.dir", "must name a directory".into());
-        }
-        for (i, url) in o.sql.iter().enumerate() {
-            if !url.is_empty() {
-                if let Err(m) = targets::SqlTarget::parse(url) {
-                    return bad(&format!("output.sql[{i}]"), m);
-                }
-            }
-        }
-        for (key, name) in [
-            ("output.pg_schema", &o.pg_schema),
-            ("output.tables.scores", &o.tables.scores),
-            ("output.tables.top_risk", &o.tables.top_risk),
-            ("output.tables.runs", &o.tables.runs),
-            ("output.tables.monitoring", &o.tables.monitoring),
-        ] {
-            if !targets::valid_identifier(name) {
-                return bad(
-                    key,
-                    format!(
-                        "{name:?} is not a plain SQL identifier (a letter or _, then letters, digits or _)"
-                    ),
-                );
-            }
-        }
-        if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs, &o.tables.monitoring]
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            < 4
-        {
-            return bad("output.tables", "the four table names must differ".into());
-        }
-        let m = &self.monitor;
-        if !(m.psi_warn > 0.0 && m.psi_warn.is_finite()) {
-            return bad("monitor.psi_warn", format!("must be positive, got {}", m.psi_warn));
-        }
-        if !(m.psi_alert >= m.psi_warn && m.psi_alert.is_finite()) {
-            return bad(
-                "monitor.psi_alert",
-                format!("must be at least monitor.psi_warn ({}), got {}", m.psi_warn, m.psi_alert),
-            );
-        }
-        if !(m.auc_drop_alert > 0.0 && m.auc_drop_alert < 1.0) {
-            return bad("monitor.auc_drop_alert", format!("must be in (0, 1), got {}", m.auc_drop_alert));
-        }
-        if m.max_model_age_days < 1 {
-            return bad(
-                "monitor.max_model_age_days",
-                format!("must be at least 1, got {}", m.max_model_age_days),
-            );
-        }
-        let h = &self.health;
-        for (key, v) in [
-            ("health.usage", h.usage),
-            ("health.adoption", h.adoption),
-            ("health.engagement", h.engagement),
-            ("health.financial", h.financial),
-            ("health.sentiment", h.sentiment),
-        ] {
-            if !(v >= 0.0 && v.is_finite()) {
-                return bad(key, format!("must be a weight >= 0, got {v}"));
-            }
-        }
-        if h.usage + h.adoption + h.engagement + h.financial + h.sentiment <= 0.0 {
-            return bad("health", "at least one component weight must be positive".into());
-        }
-        if !(h.usage_drop_share > 0.0 && h.usage_drop_share < 1.0) {
-            return bad("health.usage_drop_share", format!("must be in (0, 1), got {}", h.usage_drop_share));
-        }
-        let g = self.report.gross_margin;
-        if !(g > 0.0 && g <= 1.0) {
-            return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
-        }
-        let d = &self.decision;
-        for (key, v) in [
-            ("decision.tp_value", d.tp_value),
-            ("decision.fp_cost", d.fp_cost),
-            ("decision.contact_cost", d.contact_cost),
-        ] {
-            if !v.is_finite() || v < 0.0 {
-                return bad(key, format!("must be a non-negative amount, got {v}"));
-            }
-        }
-        if !(d.save_rate > 0.0 && d.save_rate <= 1.0) {
-            return bad("decision.save_rate", format!("must be in (0, 1], got {}", d.save_rate));
-        }
-        if d.calibration_snapshots < 1 {
-            return bad(
-                "decision.calibration_snapshots",
-                format!("must be at least 1, got {}", d.calibration_snapshots),
-            );
-        }
-        if d.calibration_folds < 2 {
-            return bad(
-                "decision.calibration_folds",
-                format!("must be at least 2, got {}", d.calibration_folds),
-            );
-        }
-        if d.bands.is_empty() {
-            return bad("decision.bands", "needs at least one band".into());
-        }
-        let mut previous = 0.0;
-        for (i, b) in d.bands.iter().enumerate() {
-            let key = format!("decision.bands[{i}]");
-            if b.name.trim().is_empty() {
-                return bad(&format!("{key}.name"), "must not be empty".into());
-            }
-            if d.bands[..i].iter().any(|o| o.name == b.name) {
-                return bad(&format!("{key}.name"), format!("band name {:?} is used twice", b.name));
-            }
-            if !(b.upper_probability > previous && b.upper_probability <= 1.0) {
-                return bad(
-                    &format!("{key}.upper_probability"),
-                    format!(
-                        "band edges must increase strictly within (0, 1]: got {} after {previous}",
-                        b.upper_probability
-                    ),
-                );
-            }
-            previous = b.upper_probability;
-        }
-        if previous != 1.0 {
-            return bad(
-                &format!("decision.bands[{}].upper_probability", d.bands.len() - 1),
-                format!("the last band must end at 1.0, got {previous}"),
-            );
-        }
-        let levels: Vec<&str> = d.bands.iter().map(|b| b.name.as_str()).collect();
-        for (i, r) in self.escalation.rules.iter().enumerate() {
-            if !levels.contains(&r.level.as_str()) {
-                return bad(
-                    &format!("escalation.rules[{i}].level"),
-                    format!("{:?} is not a risk level (decision.bands: {})", r.level, levels.join(", ")),
-                );
-            }
-        }
-        Ok(())
+        let all = || -> Checked {
+            check_transactions(&self.input.transactions)?;
+            check_snapshots(&self.snapshots)?;
+            check_features(&self.features)?;
+            check_model(&self.model)?;
+            check_baselines(&self.baselines)?;
+            check_output(&self.output)?;
+            check_monitor(&self.monitor)?;
+            check_health(&self.health)?;
+            check_report(&self.report)?;
+            check_decision(&self.decision, &self.escalation)
+        };
+        all().map_err(|(key, message)| Error::config(origin, key, message))
     }
 
     pub fn models_dir(&self) -> PathBuf {
@@ -967,6 +714,300 @@ impl Config {
 }
 
 /// Best-effort name of the key a TOML error points at: the key on the offending line.
+/// A failed check: the key and what is wrong with its value.
+type Checked = std::result::Result<(), (String, String)>;
+
+fn bad(key: &str, message: String) -> Checked {
+    Err((key.to_string(), message))
+}
+
+fn check_transactions(t: &TransactionsInput) -> Checked {
+    if t.path.trim().is_empty() {
+        return bad("input.transactions.path", "must name the transaction file".into());
+    }
+    if t.customer_id.is_empty() {
+        return bad("input.transactions.customer_id", "must name a column".into());
+    }
+    if t.timestamp.is_empty() {
+        return bad("input.transactions.timestamp", "must name a column".into());
+    }
+    let has_product = !t.quantity.is_empty() || !t.unit_price.is_empty();
+    if t.amount.is_empty() && !(!t.quantity.is_empty() && !t.unit_price.is_empty()) {
+        return bad("input.transactions.amount", "set `amount`, or both `quantity` and `unit_price`".into());
+    }
+    if !t.amount.is_empty() && has_product {
+        return bad(
+            "input.transactions.amount",
+            "set either `amount` or `quantity` + `unit_price`, not both".into(),
+        );
+    }
+    if t.delimiter.len() != 1 {
+        return bad(
+            "input.transactions.delimiter",
+            format!("must be one ASCII character, got {:?}", t.delimiter),
+        );
+    }
+    if !(0.0..=1.0).contains(&t.max_invalid_share) {
+        return bad(
+            "input.transactions.max_invalid_share",
+            format!("must be in [0, 1], got {}", t.max_invalid_share),
+        );
+    }
+    Ok(())
+}
+
+fn check_snapshots(s: &SnapshotConfig) -> Checked {
+    for (key, v) in [
+        ("snapshots.step_days", s.step_days),
+        ("snapshots.horizon_days", s.horizon_days),
+        ("snapshots.eligibility_days", s.eligibility_days),
+    ] {
+        if v <= 0 {
+            return bad(key, format!("must be a positive number of days, got {v}"));
+        }
+    }
+    if s.min_history_days < 0 {
+        return bad("snapshots.min_history_days", format!("must be >= 0, got {}", s.min_history_days));
+    }
+    if s.fit_step_days < 0 {
+        return bad(
+            "snapshots.fit_step_days",
+            format!("must be >= 0 (0 = step_days), got {}", s.fit_step_days),
+        );
+    }
+    if !s.origin.is_empty() && chrono::NaiveDate::parse_from_str(&s.origin, "%Y-%m-%d").is_err() {
+        return bad("snapshots.origin", format!("expected YYYY-MM-DD, got {:?}", s.origin));
+    }
+    Ok(())
+}
+
+fn check_features(f: &FeatureConfig) -> Checked {
+    if f.windows.is_empty() || f.windows.iter().any(|&w| w <= 0) {
+        return bad("features.windows", format!("must be positive day counts, got {:?}", f.windows));
+    }
+    let mut sorted = f.windows.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != f.windows.len() {
+        return bad("features.windows", format!("must not repeat a window, got {:?}", f.windows));
+    }
+    for (key, v) in [
+        ("features.trend_days", f.trend_days),
+        ("features.spend_short_days", f.spend_short_days),
+        ("features.spend_long_days", f.spend_long_days),
+    ] {
+        if v <= 0 {
+            return bad(key, format!("must be a positive number of days, got {v}"));
+        }
+    }
+    if f.spend_short_days >= f.spend_long_days {
+        return bad(
+            "features.spend_short_days",
+            format!("must be shorter than spend_long_days ({})", f.spend_long_days),
+        );
+    }
+    Ok(())
+}
+
+fn check_model(m: &GbdtConfig) -> Checked {
+    if m.iterations == 0 {
+        return bad("model.iterations", "must be at least 1".into());
+    }
+    if !(m.learning_rate > 0.0 && m.learning_rate <= 1.0) {
+        return bad("model.learning_rate", format!("must be in (0, 1], got {}", m.learning_rate));
+    }
+    if m.max_depth == 0 {
+        return bad("model.max_depth", "must be at least 1".into());
+    }
+    if m.min_leaf_weight.is_nan() || m.min_leaf_weight < 0.0 {
+        return bad("model.min_leaf_weight", format!("must be >= 0, got {}", m.min_leaf_weight));
+    }
+    if m.l2.is_nan() || m.l2 < 0.0 {
+        return bad("model.l2", format!("must be >= 0, got {}", m.l2));
+    }
+    if m.logistic_l2.is_empty() {
+        return bad("model.logistic_l2", "needs at least one value".into());
+    }
+    if let Some(v) = m.logistic_l2.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
+        return bad("model.logistic_l2", format!("every value must be > 0, got {v}"));
+    }
+    if m.nbins < 2 {
+        return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
+    }
+    for (key, v) in [("model.subsample", m.subsample), ("model.colsample_bytree", m.colsample_bytree)] {
+        if !(v > 0.0 && v <= 1.0) {
+            return bad(key, format!("must be in (0, 1], got {v}"));
+        }
+    }
+    Ok(())
+}
+
+fn check_baselines(b: &BaselineConfig) -> Checked {
+    if b.random_forest_trees == 0 {
+        return bad("baselines.random_forest_trees", "must be at least 1".into());
+    }
+    if b.decision_tree_max_depth == 0 {
+        return bad("baselines.decision_tree_max_depth", "must be at least 1".into());
+    }
+    if b.max_rows < 100 {
+        return bad("baselines.max_rows", "must be at least 100".into());
+    }
+    Ok(())
+}
+
+fn check_output(o: &OutputConfig) -> Checked {
+    if !(o.top_share > 0.0 && o.top_share <= 1.0) {
+        return bad("output.top_share", format!("must be in (0, 1], got {}", o.top_share));
+    }
+    if o.dir.trim().is_empty() {
+        return bad("output.dir", "must name a directory".into());
+    }
+    for (i, url) in o.sql.iter().enumerate() {
+        if !url.is_empty() {
+            if let Err(m) = targets::SqlTarget::parse(url) {
+                return bad(&format!("output.sql[{i}]"), m);
+            }
+        }
+    }
+    for (key, name) in [
+        ("output.pg_schema", &o.pg_schema),
+        ("output.tables.scores", &o.tables.scores),
+        ("output.tables.top_risk", &o.tables.top_risk),
+        ("output.tables.runs", &o.tables.runs),
+        ("output.tables.monitoring", &o.tables.monitoring),
+    ] {
+        if !targets::valid_identifier(name) {
+            return bad(
+                key,
+                format!("{name:?} is not a plain SQL identifier (a letter or _, then letters, digits or _)"),
+            );
+        }
+    }
+    if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs, &o.tables.monitoring]
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+        < 4
+    {
+        return bad("output.tables", "the four table names must differ".into());
+    }
+    Ok(())
+}
+
+fn check_monitor(m: &MonitorConfig) -> Checked {
+    if !(m.psi_warn > 0.0 && m.psi_warn.is_finite()) {
+        return bad("monitor.psi_warn", format!("must be positive, got {}", m.psi_warn));
+    }
+    if !(m.psi_alert >= m.psi_warn && m.psi_alert.is_finite()) {
+        return bad(
+            "monitor.psi_alert",
+            format!("must be at least monitor.psi_warn ({}), got {}", m.psi_warn, m.psi_alert),
+        );
+    }
+    if !(m.auc_drop_alert > 0.0 && m.auc_drop_alert < 1.0) {
+        return bad("monitor.auc_drop_alert", format!("must be in (0, 1), got {}", m.auc_drop_alert));
+    }
+    if m.max_model_age_days < 1 {
+        return bad(
+            "monitor.max_model_age_days",
+            format!("must be at least 1, got {}", m.max_model_age_days),
+        );
+    }
+    Ok(())
+}
+
+fn check_health(h: &HealthConfig) -> Checked {
+    for (key, v) in [
+        ("health.usage", h.usage),
+        ("health.adoption", h.adoption),
+        ("health.engagement", h.engagement),
+        ("health.financial", h.financial),
+        ("health.sentiment", h.sentiment),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return bad(key, format!("must be a weight >= 0, got {v}"));
+        }
+    }
+    if h.usage + h.adoption + h.engagement + h.financial + h.sentiment <= 0.0 {
+        return bad("health", "at least one component weight must be positive".into());
+    }
+    if !(h.usage_drop_share > 0.0 && h.usage_drop_share < 1.0) {
+        return bad("health.usage_drop_share", format!("must be in (0, 1), got {}", h.usage_drop_share));
+    }
+    Ok(())
+}
+
+fn check_report(r: &ReportConfig) -> Checked {
+    let g = r.gross_margin;
+    if !(g > 0.0 && g <= 1.0) {
+        return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
+    }
+    Ok(())
+}
+
+fn check_decision(d: &DecisionConfig, escalation: &EscalationConfig) -> Checked {
+    for (key, v) in [
+        ("decision.tp_value", d.tp_value),
+        ("decision.fp_cost", d.fp_cost),
+        ("decision.contact_cost", d.contact_cost),
+    ] {
+        if !v.is_finite() || v < 0.0 {
+            return bad(key, format!("must be a non-negative amount, got {v}"));
+        }
+    }
+    if !(d.save_rate > 0.0 && d.save_rate <= 1.0) {
+        return bad("decision.save_rate", format!("must be in (0, 1], got {}", d.save_rate));
+    }
+    if d.calibration_snapshots < 1 {
+        return bad(
+            "decision.calibration_snapshots",
+            format!("must be at least 1, got {}", d.calibration_snapshots),
+        );
+    }
+    if d.calibration_folds < 2 {
+        return bad("decision.calibration_folds", format!("must be at least 2, got {}", d.calibration_folds));
+    }
+    if d.bands.is_empty() {
+        return bad("decision.bands", "needs at least one band".into());
+    }
+    let mut previous = 0.0;
+    for (i, b) in d.bands.iter().enumerate() {
+        let key = format!("decision.bands[{i}]");
+        if b.name.trim().is_empty() {
+            return bad(&format!("{key}.name"), "must not be empty".into());
+        }
+        if d.bands[..i].iter().any(|o| o.name == b.name) {
+            return bad(&format!("{key}.name"), format!("band name {:?} is used twice", b.name));
+        }
+        if !(b.upper_probability > previous && b.upper_probability <= 1.0) {
+            return bad(
+                &format!("{key}.upper_probability"),
+                format!(
+                    "band edges must increase strictly within (0, 1]: got {} after {previous}",
+                    b.upper_probability
+                ),
+            );
+        }
+        previous = b.upper_probability;
+    }
+    if previous != 1.0 {
+        return bad(
+            &format!("decision.bands[{}].upper_probability", d.bands.len() - 1),
+            format!("the last band must end at 1.0, got {previous}"),
+        );
+    }
+    let levels: Vec<&str> = d.bands.iter().map(|b| b.name.as_str()).collect();
+    for (i, r) in escalation.rules.iter().enumerate() {
+        if !levels.contains(&r.level.as_str()) {
+            return bad(
+                &format!("escalation.rules[{i}].level"),
+                format!("{:?} is not a risk level (decision.bands: {})", r.level, levels.join(", ")),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn toml_error_key(text: &str, err: &toml::de::Error) -> String {
     let Some(span) = err.span() else {
         return "(file)".into();

@@ -70,12 +70,75 @@ struct CustomerRow {
 
 const CSMS: [&str; 6] = ["Ana", "Ben", "Chloe", "Dev", "Eli", "Fay"];
 
+/// One week of a customer's life, as `product_events` sees it.
+struct Week {
+    idx: u32,
+    day0: i32,
+    days: i32,
+    start_ms: i64,
+    /// Health in [0, 1].
+    h: f64,
+    week: i32,
+}
+
+impl Week {
+    fn at(&self, r: &mut Rng, day: i32) -> i64 {
+        time_on(self.start_ms, r, day)
+    }
+}
+
+/// A time during office hours on day `day` after `start_ms`.
+fn time_on(start_ms: i64, r: &mut Rng, day: i32) -> i64 {
+    start_ms + day as i64 * 86_400_000 + ((8.0 + 12.0 * r.uniform()) * 3_600_000.0) as i64
+}
+
+/// The product events of one week (logins, features, e-mails, tickets, NPS, onboarding);
+/// returns the day of a critical ticket, if any.
+fn product_events(r: &mut Rng, w: &Week, out: &mut Out) -> Option<i32> {
+    let mut last_critical = None;
+    let day = |r: &mut Rng| (w.day0 + r.below(7) as i32).min(w.days - 1);
+    for _ in 0..poisson(r, 6.0 * w.h) {
+        let d = day(r);
+        out.ev.push((w.idx, w.at(r, d), "login", None));
+    }
+    for _ in 0..poisson(r, 3.0 * w.h) {
+        let d = day(r);
+        let feature = 1 + r.below((2.0 + 8.0 * w.h) as u64) as i32;
+        out.ev.push((w.idx, w.at(r, d), "feature_used", Some(f64::from(feature))));
+    }
+    let d = day(r);
+    out.ev.push((w.idx, w.at(r, d), "email_sent", None));
+    if r.bernoulli(w.h) {
+        out.ev.push((w.idx, w.at(r, d), "email_opened", None));
+    }
+    for _ in 0..poisson(r, 0.3 * (1.2 - w.h)) {
+        let d = day(r);
+        if w.h < 0.4 && r.bernoulli(0.5) {
+            out.ev.push((w.idx, w.at(r, d), "ticket_critical", None));
+            last_critical = Some(d);
+            if r.bernoulli(0.3) {
+                out.ev.push((w.idx, w.at(r, d), "escalation", None));
+            }
+        } else {
+            out.ev.push((w.idx, w.at(r, d), "ticket", None));
+        }
+    }
+    if w.week % 13 == 6 {
+        let score = (10.0 * w.h + r.normal()).round().clamp(0.0, 10.0);
+        let d = day(r);
+        out.ev.push((w.idx, w.at(r, d), "nps", Some(score)));
+    }
+    if w.week < 2 && r.bernoulli((0.4 + 0.6 * w.h) / 2.0) {
+        let d = day(r);
+        out.ev.push((w.idx, w.at(r, d), "onboarding_completed", None));
+    }
+    last_critical
+}
+
 fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
     let mut r = Rng::for_item(opts.seed ^ 0x5AA5, idx as u64);
     let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
-    let at = |r: &mut Rng, day: i32| {
-        start_ms + day as i64 * 86_400_000 + ((8.0 + 12.0 * r.uniform()) * 3_600_000.0) as i64
-    };
+    let at = |r: &mut Rng, day: i32| time_on(start_ms, r, day);
     let signup = (r.uniform() * 0.85 * opts.days as f64) as i32;
     let u = r.uniform();
     let (plan, base) = if u < 0.6 {
@@ -110,41 +173,9 @@ fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
                 }
             }
         }
-        let day = |r: &mut Rng| (day0 + r.below(7) as i32).min(opts.days - 1);
-        for _ in 0..poisson(&mut r, 6.0 * h) {
-            let d = day(&mut r);
-            out.ev.push((idx, at(&mut r, d), "login", None));
-        }
-        for _ in 0..poisson(&mut r, 3.0 * h) {
-            let d = day(&mut r);
-            let feature = 1 + r.below((2.0 + 8.0 * h) as u64) as i32;
-            out.ev.push((idx, at(&mut r, d), "feature_used", Some(f64::from(feature))));
-        }
-        let d = day(&mut r);
-        out.ev.push((idx, at(&mut r, d), "email_sent", None));
-        if r.bernoulli(h) {
-            out.ev.push((idx, at(&mut r, d), "email_opened", None));
-        }
-        for _ in 0..poisson(&mut r, 0.3 * (1.2 - h)) {
-            let d = day(&mut r);
-            if h < 0.4 && r.bernoulli(0.5) {
-                out.ev.push((idx, at(&mut r, d), "ticket_critical", None));
-                last_critical = d;
-                if r.bernoulli(0.3) {
-                    out.ev.push((idx, at(&mut r, d), "escalation", None));
-                }
-            } else {
-                out.ev.push((idx, at(&mut r, d), "ticket", None));
-            }
-        }
-        if week % 13 == 6 {
-            let score = (10.0 * h + r.normal()).round().clamp(0.0, 10.0);
-            let d = day(&mut r);
-            out.ev.push((idx, at(&mut r, d), "nps", Some(score)));
-        }
-        if week < 2 && r.bernoulli((0.4 + 0.6 * h) / 2.0) {
-            let d = day(&mut r);
-            out.ev.push((idx, at(&mut r, d), "onboarding_completed", None));
+        let w = Week { idx, day0, days: opts.days, start_ms, h, week };
+        if let Some(d) = product_events(&mut r, &w, out) {
+            last_critical = d;
         }
         if week % 4 == 3 {
             let seen = h + 0.12 * r.normal();

@@ -310,6 +310,111 @@ fn previous_model(models_dir: &Path, model_id: &str) -> Option<PreviousModel> {
     })
 }
 
+/// The holdout's labels and predictions (`predictions.parquet`, holdout rows).
+struct Holdout {
+    frame: DataFrame,
+    y: Vec<f64>,
+    p: Vec<f64>,
+    raw: Vec<f64>,
+    clv_actual: Vec<f64>,
+    clv_pred: Vec<f64>,
+}
+
+/// The curves of the shipped model and every baseline, and the comparison table.
+struct Curves {
+    roc: Vec<Curve>,
+    pr: Vec<Curve>,
+    revenue_capture: Vec<Curve>,
+    comparison: Vec<ModelRow>,
+}
+
+fn curves(info: &ModelInfo, m: &TrainMetrics, h: &Holdout) -> Curves {
+    let (holdout, y, p, clv_actual, clv_pred) = (&h.frame, &h.y, &h.p, &h.clv_actual, &h.clv_pred);
+    // Curves: the shipped model and every churn baseline on one chart.
+    let churn_label = format!("fidelis ({})", info.churn_model.name());
+    let clv_label = format!("fidelis ({})", info.clv_model.name());
+    let mut roc =
+        vec![Curve { model: churn_label.clone(), metric: m.churn.holdout.roc_auc, points: roc_points(y, p) }];
+    let mut pr =
+        vec![Curve { model: churn_label.clone(), metric: m.churn.holdout.pr_auc, points: pr_points(y, p) }];
+    let mut comparison = vec![ModelRow {
+        model: if churn_label == clv_label { churn_label } else { format!("{churn_label} / {clv_label}") },
+        churn_validation: Some(m.churn.validation),
+        churn_holdout: Some(m.churn.holdout),
+        clv_validation: Some(m.clv.validation),
+        clv_holdout: Some(m.clv.holdout),
+    }];
+    let mut revenue_capture = vec![
+        Curve {
+            model: clv_label,
+            metric: m.clv.holdout.normalized_gini,
+            points: capture_curve(clv_actual, clv_pred),
+        },
+        Curve {
+            model: "oracle (actual revenue)".into(),
+            metric: 1.0,
+            points: capture_curve(clv_actual, clv_actual),
+        },
+    ];
+    for (name, b) in &m.baselines {
+        if let Some(c) = &b.churn {
+            if let Ok(s) = column(holdout, &baseline_column("churn", name)) {
+                roc.push(Curve { model: name.clone(), metric: c.holdout.roc_auc, points: roc_points(y, &s) });
+                pr.push(Curve { model: name.clone(), metric: c.holdout.pr_auc, points: pr_points(y, &s) });
+            }
+        }
+        if let Some(c) = &b.clv {
+            if let Ok(s) = column(holdout, &baseline_column("clv", name)) {
+                revenue_capture.push(Curve {
+                    model: name.clone(),
+                    metric: c.holdout.normalized_gini,
+                    points: capture_curve(clv_actual, &s),
+                });
+            }
+        }
+        comparison.push(ModelRow {
+            model: name.clone(),
+            churn_validation: b.churn.as_ref().map(|c| c.validation),
+            churn_holdout: b.churn.as_ref().map(|c| c.holdout),
+            clv_validation: b.clv.as_ref().map(|c| c.validation),
+            clv_holdout: b.clv.as_ref().map(|c| c.holdout),
+        });
+    }
+
+    Curves { roc, pr, revenue_capture, comparison }
+}
+
+/// The decision section's data: the holdout's net-value curve beside the validation one the
+/// threshold was chosen on, and the confusion matrix at that threshold.
+fn decision_view(decision: &DecisionArtifact, m: &TrainMetrics, h: &Holdout) -> DecisionView {
+    let (y, p, clv_pred) = (&h.y, &h.p, &h.clv_pred);
+    let cfg = &decision.config;
+    let values = threshold::tp_values(cfg, clv_pred);
+    let swept = threshold::choose_threshold(p, y, &values, cfg);
+    let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, 201);
+    let contact: Vec<bool> = p.iter().map(|&q| decision.threshold.is_some_and(|t| q >= t)).collect();
+    let count = |c: bool, churned: bool| {
+        contact.iter().zip(y).filter(|(&k, &v)| k == c && (v > 0.5) == churned).count()
+    };
+    let confusion = Confusion {
+        threshold: decision.threshold,
+        true_positive: count(true, true),
+        false_positive: count(true, false),
+        false_negative: count(false, true),
+        true_negative: count(false, false),
+    };
+
+    DecisionView {
+        threshold: decision.threshold,
+        break_even_probability: m.decision.break_even_probability,
+        holdout: m.decision.holdout,
+        confusion,
+        validation_curve: decision.validation_curve.clone(),
+        holdout_curve,
+        explanation: m.decision.explanation.clone(),
+    }
+}
+
 /// Compute the evaluation of the model in `model_dir` (`models_dir` is searched for the
 /// previous model).
 pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport> {
@@ -324,87 +429,15 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
     if holdout.height() == 0 {
         return Err(Error::Artifact { path, message: "no holdout rows".into() });
     }
-    let y = column(&holdout, "churn")?;
-    let p = column(&holdout, "churn_probability")?;
-    let raw = column(&holdout, "churn_probability_raw")?;
-    let clv_actual = column(&holdout, "clv")?;
-    let clv_pred = column(&holdout, "predicted_clv")?;
-
-    // Curves: the shipped model and every churn baseline on one chart.
-    let churn_label = format!("fidelis ({})", info.churn_model.name());
-    let clv_label = format!("fidelis ({})", info.clv_model.name());
-    let mut roc = vec![Curve {
-        model: churn_label.clone(),
-        metric: m.churn.holdout.roc_auc,
-        points: roc_points(&y, &p),
-    }];
-    let mut pr =
-        vec![Curve { model: churn_label.clone(), metric: m.churn.holdout.pr_auc, points: pr_points(&y, &p) }];
-    let mut comparison = vec![ModelRow {
-        model: if churn_label == clv_label { churn_label } else { format!("{churn_label} / {clv_label}") },
-        churn_validation: Some(m.churn.validation),
-        churn_holdout: Some(m.churn.holdout),
-        clv_validation: Some(m.clv.validation),
-        clv_holdout: Some(m.clv.holdout),
-    }];
-    let mut revenue_capture = vec![
-        Curve {
-            model: clv_label,
-            metric: m.clv.holdout.normalized_gini,
-            points: capture_curve(&clv_actual, &clv_pred),
-        },
-        Curve {
-            model: "oracle (actual revenue)".into(),
-            metric: 1.0,
-            points: capture_curve(&clv_actual, &clv_actual),
-        },
-    ];
-    for (name, b) in &m.baselines {
-        if let Some(c) = &b.churn {
-            if let Ok(s) = column(&holdout, &baseline_column("churn", name)) {
-                roc.push(Curve {
-                    model: name.clone(),
-                    metric: c.holdout.roc_auc,
-                    points: roc_points(&y, &s),
-                });
-                pr.push(Curve { model: name.clone(), metric: c.holdout.pr_auc, points: pr_points(&y, &s) });
-            }
-        }
-        if let Some(c) = &b.clv {
-            if let Ok(s) = column(&holdout, &baseline_column("clv", name)) {
-                revenue_capture.push(Curve {
-                    model: name.clone(),
-                    metric: c.holdout.normalized_gini,
-                    points: capture_curve(&clv_actual, &s),
-                });
-            }
-        }
-        comparison.push(ModelRow {
-            model: name.clone(),
-            churn_validation: b.churn.as_ref().map(|c| c.validation),
-            churn_holdout: b.churn.as_ref().map(|c| c.holdout),
-            clv_validation: b.clv.as_ref().map(|c| c.validation),
-            clv_holdout: b.clv.as_ref().map(|c| c.holdout),
-        });
-    }
-
-    // The decision: the holdout's own net-value curve beside the validation one it was
-    // chosen on.
-    let cfg = &decision.config;
-    let values = threshold::tp_values(cfg, &clv_pred);
-    let swept = threshold::choose_threshold(&p, &y, &values, cfg);
-    let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, 201);
-    let contact: Vec<bool> = p.iter().map(|&q| decision.threshold.is_some_and(|t| q >= t)).collect();
-    let count = |c: bool, churned: bool| {
-        contact.iter().zip(&y).filter(|(&k, &v)| k == c && (v > 0.5) == churned).count()
+    let h = Holdout {
+        y: column(&holdout, "churn")?,
+        p: column(&holdout, "churn_probability")?,
+        raw: column(&holdout, "churn_probability_raw")?,
+        clv_actual: column(&holdout, "clv")?,
+        clv_pred: column(&holdout, "predicted_clv")?,
+        frame: holdout,
     };
-    let confusion = Confusion {
-        threshold: decision.threshold,
-        true_positive: count(true, true),
-        false_positive: count(true, false),
-        false_negative: count(false, true),
-        true_negative: count(false, false),
-    };
+    let c = curves(&info, &m, &h);
 
     let mut features: Vec<FeatureRow> = info
         .features
@@ -432,29 +465,21 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         snapshots: m.snapshots.clone(),
         churn: m.churn.holdout,
         clv: m.clv.holdout,
-        roc,
-        precision_recall: pr,
+        roc: c.roc,
+        precision_recall: c.pr,
         calibration: CalibrationView {
             method: m.calibration.method.clone(),
             ece_before: m.calibration.holdout_ece_before,
             ece_after: m.calibration.holdout_ece_after,
-            before: reliability(&y, &raw, 10),
-            after: reliability(&y, &p, 10),
+            before: reliability(&h.y, &h.raw, 10),
+            after: reliability(&h.y, &h.p, 10),
         },
-        gains: gains(&y, &p),
-        decision: DecisionView {
-            threshold: decision.threshold,
-            break_even_probability: m.decision.break_even_probability,
-            holdout: m.decision.holdout,
-            confusion,
-            validation_curve: decision.validation_curve.clone(),
-            holdout_curve,
-            explanation: m.decision.explanation.clone(),
-        },
+        gains: gains(&h.y, &h.p),
+        decision: decision_view(&decision, &m, &h),
         features,
-        clv_deciles: clv_deciles(&clv_actual, &clv_pred),
-        revenue_capture,
-        comparison,
+        clv_deciles: clv_deciles(&h.clv_actual, &h.clv_pred),
+        revenue_capture: c.revenue_capture,
+        comparison: c.comparison,
         candidates: m.candidates.clone(),
         previous: previous_model(models_dir, &m.model_id),
     })
@@ -484,6 +509,19 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     );
 
     // Summary.
+    section_summary(&mut d, r)?;
+    section_data(&mut d, r)?;
+    section_roc(&mut d, r)?;
+    section_calibration(&mut d, r)?;
+    section_lift(&mut d, r)?;
+    section_decision(&mut d, r)?;
+    section_features(&mut d, r)?;
+    section_clv(&mut d, r)?;
+    section_comparison(&mut d, r)?;
+    Ok(d)
+}
+
+fn section_summary(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("summary", "Summary");
     let best_baseline = r
         .comparison
@@ -530,6 +568,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     }
 
     // Data and split.
+    Ok(())
+}
+
+fn section_data(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("data", "Data and split");
     let rows: Vec<Vec<String>> = r
         .snapshots
@@ -583,6 +625,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     d.table(&["snapshot", "role", "eligible customers", "churn rate", "mean CLV"], &rows, None);
 
     // ROC and PR.
+    Ok(())
+}
+
+fn section_roc(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("roc", "ROC and precision-recall");
     let lines = |curves: &[Curve], name: &str| -> Vec<Line> {
         curves
@@ -639,6 +685,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     );
 
     // Calibration.
+    Ok(())
+}
+
+fn section_calibration(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("calibration", "Calibration");
     let bins = |b: &[Bin]| b.iter().map(|x| (x.mean_probability, x.churn_rate)).collect::<Vec<_>>();
     let svg = chart::line_chart(&LineChart {
@@ -679,6 +729,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     );
 
     // Gains and lift.
+    Ok(())
+}
+
+fn section_lift(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("lift", "Cumulative gains and lift");
     let cats: Vec<String> = r.gains.iter().map(|g| format!("{}", g.decile * 10)).collect();
     let svg = chart::bar_chart(&BarChart {
@@ -724,6 +778,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     );
 
     // Decision.
+    Ok(())
+}
+
+fn section_decision(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("decision", "Net value and the contact threshold");
     let h = &r.decision.holdout;
     let curve_pts = |c: &[CurvePoint]| c.iter().map(|p| (p.threshold, p.net_value)).collect::<Vec<_>>();
@@ -791,6 +849,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     ));
 
     // Features.
+    Ok(())
+}
+
+fn section_features(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("features", "What drives the scores");
     let top: Vec<&FeatureRow> = r.features.iter().take(15).collect();
     let mut series = vec![
@@ -845,6 +907,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     }
 
     // CLV.
+    Ok(())
+}
+
+fn section_clv(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("clv", "Customer lifetime value");
     let svg = chart::bar_chart(&BarChart {
         title: "Predicted vs actual revenue by predicted-CLV decile, holdout".into(),
@@ -923,6 +989,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     );
 
     // Comparison.
+    Ok(())
+}
+
+fn section_comparison(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.section("comparison", "Model comparison");
     let churn = |m: Option<ChurnMetrics>, f: fn(&ChurnMetrics) -> f64| {
         m.as_ref().map_or("-".to_string(), |c| f4(f(c)))
@@ -964,6 +1034,13 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     d.reading("Every model is fitted on the same snapshots and judged on the same holdout customers; the shipped model is chosen before the holdout is looked at (next section).");
 
     // Candidates.
+    section_candidates(d, r);
+    section_champion(d, r);
+    Ok(())
+}
+
+/// The candidates and how the shipped ones were chosen (models with candidates only).
+fn section_candidates(d: &mut Doc, r: &EvaluationReport) {
     let c = &r.candidates;
     if !c.churn.is_empty() {
         d.section("candidates", "Candidates and the choice");
@@ -993,6 +1070,10 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
         }
         d.reading("Metrics are ROC AUC for churn (before calibration) and normalized Gini for CLV. Validation favours the GBDT (its tree count is early-stopped there, and its fit labels overlap the validation window), which is why the choice is made on out-of-time predictions instead.");
     }
+}
+
+/// This model against the previous one in the models directory.
+fn section_champion(d: &mut Doc, r: &EvaluationReport) {
     match &r.previous {
         Some(p) => {
             d.section("champion", "Champion vs challenger");
@@ -1012,7 +1093,11 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
                     f4(r.clv.normalized_gini),
                 ],
                 vec!["threshold".into(), opt4(p.threshold), opt4(r.decision.threshold)],
-                vec!["holdout net value".into(), money(p.holdout_net_value), money(h.net_value)],
+                vec![
+                    "holdout net value".into(),
+                    money(p.holdout_net_value),
+                    money(r.decision.holdout.net_value),
+                ],
             ];
             d.table(&["", "previous (champion)", "this model (challenger)"], &rows, None);
             let same = p.holdout_snapshot == r.holdout_snapshot;
@@ -1032,7 +1117,6 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
             d.para("No earlier model in this models directory: this is the first.");
         }
     }
-    Ok(d)
 }
 
 /// Evaluate the model in `model_dir` and write `reports_dir/<model_id>/evaluation.*`.

@@ -450,6 +450,18 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
         ),
     );
 
+    section_status(&mut d, r)?;
+    section_levels(&mut d, r)?;
+    section_top(&mut d, r)?;
+    section_risers(&mut d, r)?;
+    section_rfm(&mut d, r)?;
+    section_drift(&mut d, r)?;
+    section_auc(&mut d, r)?;
+    section_kpis(&mut d, r)?;
+    Ok(d)
+}
+
+fn section_status(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("status", "Alerts and advice");
     if r.alerts.is_empty() {
         d.alert(
@@ -482,13 +494,16 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
             sv.flagged.len(),
             int(sv.escalations.len() as i64)
         ));
-        review_table(&mut d, &sv.flagged);
+        review_table(d, &sv.flagged);
         if !sv.escalations.is_empty() {
             d.section("escalations", "Escalations");
-            review_table(&mut d, &sv.escalations);
+            review_table(d, &sv.escalations);
         }
     }
+    Ok(())
+}
 
+fn section_levels(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("levels", "Customers per risk level");
     let rows: Vec<Vec<String>> = r
         .levels
@@ -535,7 +550,10 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
             int(r.contacted as i64)
         ),
     );
+    Ok(())
+}
 
+fn section_top(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("top", "Top 10% risk segment");
     d.reading(&format!(
         "{} customers in the top-risk segment, expected loss {} (churn probability x predicted CLV). The {} riskiest are listed; the full list is in top_risk.parquet / churn_top_risk.",
@@ -543,8 +561,11 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
         money(r.top_expected_loss),
         r.top.len()
     ));
-    customer_table(&mut d, &r.top);
+    customer_table(d, &r.top);
+    Ok(())
+}
 
+fn section_risers(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("risers", &format!("Scores up {RISE_POINTS} points or more since last week"));
     if r.previous_run.is_none() {
         d.para("No previous run to compare with: this list starts next week.");
@@ -554,9 +575,12 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
             int(r.risers_total as i64),
             r.previous_run.map_or("-".into(), |p| p.to_string())
         ));
-        customer_table(&mut d, &r.risers);
+        customer_table(d, &r.risers);
     }
+    Ok(())
+}
 
+fn section_rfm(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("rfm", "RFM segments");
     let rows: Vec<Vec<String>> = r
         .segments
@@ -585,7 +609,10 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
             pct(big.mean_churn_probability)
         ));
     }
+    Ok(())
+}
 
+fn section_drift(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("drift", "Drift against the training reference");
     let mut drift = r.drift.clone();
     drift.sort_by(|a, b| b.psi.total_cmp(&a.psi));
@@ -622,7 +649,10 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     d.reading(&worst.map_or("Nothing to compare.".into(), |w| {
         format!("Largest shift: {} (PSI {}, status {}); PSI < 0.1 is stable, 0.1-0.25 a moderate shift, > 0.25 a large one.", w.item, f4(w.psi), w.status.as_str())
     }));
+    Ok(())
+}
 
+fn section_auc(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("auc", "Realized AUC over time");
     if r.auc_history.is_empty() {
         d.para(
@@ -663,7 +693,10 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
             ),
         );
     }
+    Ok(())
+}
 
+fn section_kpis(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("kpis", "Retention KPIs");
     let k = &r.kpis;
     let rows = vec![
@@ -741,7 +774,7 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
         .collect();
     d.table(&header_refs, &rows, None);
     d.reading("Cohort retention: the share of each first-purchase month's customers with a purchase in the 30 days up to +N days after their first one; blank until every member has reached +N.");
-    Ok(d)
+    Ok(())
 }
 
 /// Write `reports_dir/weekly/<as_of>.{html,md,json}`.
