@@ -1,5 +1,5 @@
 //! The optional inputs beside the transaction log: activity events and the customer table
-//! (data contract in DESIGN.md), read and validated like transactions.
+//! (data contract in ARCHITECTURE.md), read and validated like transactions.
 //!
 //! Events: `customer_id`, `ts`, `event`, `value` (f64, null when absent). Rows without a
 //! customer id, a parsable timestamp or an event name, or with a value that is not a number,

@@ -109,8 +109,8 @@ fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result
         decided.hold.of(&data.rows.holdout),
         &baseline_preds,
     )?;
-    let (info, metrics) =
-        describe(cfg, &inputs, &data, &roles, &fitted, &decided, baseline_evals, probabilistic, progress)?;
+    let run = Trained { inp: &inputs, data: &data, r: &roles, f: &fitted, d: &decided };
+    let (info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
     let files = vec![
         (file::MODEL, to_json_bytes(&info, file::MODEL)?),
         (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
@@ -408,19 +408,24 @@ fn fit_baselines(cfg: &Config, r: &Roles, progress: &Progress) -> Result<Baselin
     Ok((evals, preds))
 }
 
+/// What a training run computed, for [`describe`].
+struct Trained<'a> {
+    inp: &'a Inputs,
+    data: &'a Dataset,
+    r: &'a Roles,
+    f: &'a Fitted,
+    d: &'a Decided,
+}
+
 /// `model.json` and `metrics.json` of the run.
-#[allow(clippy::too_many_arguments)]
 fn describe(
     cfg: &Config,
-    inp: &Inputs,
-    data: &Dataset,
-    r: &Roles,
-    f: &Fitted,
-    d: &Decided,
+    t: &Trained,
     baselines: BTreeMap<String, BaselineEval>,
     probabilistic: Option<Probabilistic>,
     progress: &Progress,
 ) -> Result<(ModelInfo, TrainMetrics)> {
+    let (inp, data, r, f, d) = (t.inp, t.data, t.r, t.f, t.d);
     let names = &inp.names;
     let settings = serde_json::to_value(TrainingSettings::of(cfg, inp.cutoff))
         .map_err(|source| Error::Json { context: "recording the training settings".into(), source })?;

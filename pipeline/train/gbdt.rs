@@ -1,5 +1,5 @@
 //! Gradient-boosted trees behind one small trait of ours, so the engine can be swapped
-//! (DESIGN.md: forust-ml first; our own histogram GBDT if benchmarks call for it).
+//! (forust-ml, chosen on measurements: README "Models"; our own histogram GBDT if benchmarks call for it).
 
 use forust_ml::gradientbooster::ImportanceMethod;
 use forust_ml::metric::Metric;

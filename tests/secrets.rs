@@ -1,0 +1,69 @@
+//! Secrets never leave the environment: a database password given as `${PGPASS}` inside an
+//! `output.sql` URL is in no file fidelis writes (models, reports, outputs) and in nothing it
+//! prints, through training, scoring (whose SQL sink fails: nothing listens there) and a
+//! report.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+const PASSWORD: &str = "s3cr3t-Pa55word-XYZ";
+
+fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("FIDELIS_PG_URL")
+        .env("PGPASS", PASSWORD)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// Every file under `dir` holding `needle` (as bytes).
+fn files_containing(dir: &Path, needle: &str, found: &mut Vec<String>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_containing(&p, needle, found);
+        } else if fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(p.display().to_string());
+        }
+    }
+}
+
+#[test]
+fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() {
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    let (code, text) = run(dir, &["generate", "--customers", "1500", "--seed", "9", "--out", "gen", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    fs::write(
+        dir.join("fidelis.toml"),
+        "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[model]\niterations = 30\n\n\
+         [output]\ndir = \"output\"\nsql = [\"postgres://u:${PGPASS}@127.0.0.1:1/db\"]\n\n\
+         [paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n",
+    )
+    .unwrap();
+    let mut printed = String::new();
+    let (code, text) = run(dir, &["train", "--config", "fidelis.toml", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    printed.push_str(&text);
+    // The Parquet partition is written, then the PostgreSQL sink fails (exit 5).
+    let (code, text) = run(dir, &["score", "--config", "fidelis.toml", "--as-of", "2024-12-01", "-q"]);
+    assert_eq!(code, Some(5), "{text}");
+    assert!(text.contains("postgres://u:***@127.0.0.1:1/db"), "the sink is named, redacted: {text}");
+    printed.push_str(&text);
+    let (code, text) = run(dir, &["report", "--config", "fidelis.toml"]);
+    assert_eq!(code, Some(0), "{text}");
+    printed.push_str(&text);
+    assert!(dir.join("output/scores/as_of=2024-12-01/scores.parquet").is_file());
+    let mut found = Vec::new();
+    for sub in ["models", "reports", "output"] {
+        files_containing(&dir.join(sub), PASSWORD, &mut found);
+    }
+    assert!(found.is_empty(), "the password is written in {found:?}");
+    assert!(!printed.contains(PASSWORD), "the password is printed:\n{printed}");
+}
