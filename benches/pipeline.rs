@@ -99,7 +99,9 @@ fn main() {
             let model = models.join(id.trim());
             let m: Value =
                 serde_json::from_str(&std::fs::read_to_string(model.join("metrics.json")).unwrap()).unwrap();
-            let t = &m["timings_s"];
+            let info: Value =
+                serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
+            let t = &info["timings_s"];
             let rows = m["n_fit"].as_f64().unwrap_or(0.0)
                 + m["n_validation"].as_f64().unwrap_or(0.0)
                 + m["n_holdout"].as_f64().unwrap_or(0.0);

@@ -103,8 +103,8 @@ fn text_expr(name: &str) -> Expr {
 /// Read and validate the event log of `[input.events]`.
 pub fn load_events(input: &EventsInput) -> Result<Events> {
     let path = PathBuf::from(&input.path);
-    let (raw, _) =
-        ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
+    let (raw, _) = ingest::read_raw(&path, &file, "input.events")?;
     let rows_read = raw.height();
     let parsed = parse_events(input, &path, raw)?;
     let invalid = invalid_events(input, &path, &parsed, rows_read)?;
@@ -142,12 +142,15 @@ fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<Data
     require(path, &raw, "input.events", &keys)?;
     let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
     let m = Mapping {
+        section: "input.events",
         customer_id: input.customer_id.clone(),
         timestamp: input.timestamp.clone(),
         timestamp_format: input.timestamp_format.clone(),
         amount: None,
         quantity_price: None,
         order_id: None,
+        latest_ms: i64::MAX,
+        drop_duplicates: false,
     };
     let ts = ingest::ts_expr(path, &raw, &m)?;
     let value =
@@ -361,8 +364,8 @@ fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
 /// Read and validate the customer table of `[input.customers]`.
 pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
     let path = PathBuf::from(&input.path);
-    let (raw, _) =
-        ingest::read_raw(&path, &file_input(&input.path, input.format, input.has_header, &input.delimiter))?;
+    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
+    let (raw, _) = ingest::read_raw(&path, &file, "input.customers")?;
     require(&path, &raw, "input.customers", &[("customer_id", input.customer_id.as_str())])?;
     let t = Table { raw: &raw, path: &path };
     let ids = t.text(&input.customer_id)?.unwrap_or_default();

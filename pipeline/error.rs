@@ -3,7 +3,9 @@
 //!
 //! Exit codes (see [`Error::exit_code`]; the CLI edge turns errors into them): 1 internal
 //! error, 2 bad input, configuration or model artifact, 4 another run holds the output lock,
-//! 5 an output sink failed (its transaction rolled back). 3 is the monitoring alert code.
+//! 5 an output could not be written (a sink failed and rolled back, a read-only directory, a
+//! full disk), 6 the scores were written but monitoring or the weekly report then failed.
+//! 3 is the monitoring alert code.
 
 use std::path::PathBuf;
 
@@ -46,6 +48,16 @@ pub enum Error {
     #[error("output {sink}: {message}")]
     Sink { sink: String, message: String },
 
+    /// An output file or directory cannot be written (read-only, disk full, ...); whatever
+    /// was there before is left as it was.
+    #[error("cannot write {}: {message}", path.display())]
+    Output { path: PathBuf, message: String },
+
+    /// The scores were written (and stay), then a later step of the run failed: monitoring,
+    /// the history, the weekly report. `done` says what was written.
+    #[error("the scores were written, then the run failed: {source}")]
+    AfterScores { done: String, source: Box<Error> },
+
     /// Another fidelis run holds the lock on this output directory.
     #[error("{}: {message}", path.display())]
     Locked { path: PathBuf, message: String },
@@ -87,7 +99,8 @@ impl Error {
             | Error::Data(_)
             | Error::Artifact { .. } => 2,
             Error::Locked { .. } => 4,
-            Error::Sink { .. } => 5,
+            Error::Sink { .. } | Error::Output { .. } => 5,
+            Error::AfterScores { .. } => 6,
             Error::Model { .. } | Error::Io { .. } | Error::Polars { .. } | Error::Json { .. } => 1,
         }
     }
@@ -98,6 +111,11 @@ impl Error {
 
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// Writing `path` failed (exit 5).
+    pub fn output(path: impl Into<PathBuf>, e: impl std::fmt::Display) -> Self {
+        Error::Output { path: path.into(), message: e.to_string() }
     }
 }
 

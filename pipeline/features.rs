@@ -161,16 +161,21 @@ pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
         let ts = ts_of(tx)?;
         let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
         let amount = amount.f64().polars(ctx)?;
-        let mut prev: Option<(&str, i64, f64)> = None;
+        // Amounts are looked up only for rows at the same customer and time (rare).
+        let a = |i: usize| amount.get(i).unwrap_or(0.0);
+        let mut prev: Option<(&str, i64, usize)> = None;
         let mut ok = true;
-        for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
+        for (i, (id, t)) in ids.iter().zip(ts.iter()).enumerate() {
             if let (Some(id), Some(t)) = (id, t) {
-                let a = a.unwrap_or(0.0);
-                if prev.is_some_and(|(pid, pt, pa)| (pid, pt).cmp(&(id, t)).then(pa.total_cmp(&a)).is_gt()) {
+                let out_of_order = prev.is_some_and(|(pid, pt, pi)| match (pid, pt).cmp(&(id, t)) {
+                    std::cmp::Ordering::Equal => a(pi).total_cmp(&a(i)).is_gt(),
+                    o => o.is_gt(),
+                });
+                if out_of_order {
                     ok = false;
                     break;
                 }
-                prev = Some((id, t, a));
+                prev = Some((id, t, i));
             }
         }
         ok

@@ -40,6 +40,8 @@ const ISO_FORMATS: &[&str] = &[
 ];
 
 pub(crate) const ROW: &str = "__row";
+/// 1900-01-01T00:00:00Z: earlier timestamps are taken for damaged data, not history.
+const EARLIEST_MS: i64 = -2_208_988_800_000;
 const REASON: &str = "__reason";
 
 /// Why a row was dropped. The order is the order of the checks: a row is counted under the
@@ -50,15 +52,17 @@ pub enum DropReason {
     MissingCustomerId,
     MissingTimestamp,
     UnparsableTimestamp,
+    OutOfRangeTimestamp,
     MissingAmount,
     NonNumericAmount,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 5] = [
+    const ALL: [DropReason; 6] = [
         DropReason::MissingCustomerId,
         DropReason::MissingTimestamp,
         DropReason::UnparsableTimestamp,
+        DropReason::OutOfRangeTimestamp,
         DropReason::MissingAmount,
         DropReason::NonNumericAmount,
     ];
@@ -72,6 +76,9 @@ impl DropReason {
             DropReason::MissingCustomerId => "missing customer id",
             DropReason::MissingTimestamp => "missing timestamp",
             DropReason::UnparsableTimestamp => "unparsable timestamp",
+            DropReason::OutOfRangeTimestamp => {
+                "timestamp out of range (before 1900, or after the file was written)"
+            }
             DropReason::MissingAmount => "missing amount",
             DropReason::NonNumericAmount => "non-numeric or non-finite amount",
         }
@@ -102,6 +109,12 @@ pub struct ValidationSummary {
     pub zero_amounts: usize,
     /// Set when an order id is mapped: line items were summed into this many orders.
     pub orders: Option<usize>,
+    /// Exact duplicate rows (every mapped column equal to another row's).
+    #[serde(default)]
+    pub duplicates: usize,
+    /// Whether they were dropped (`[input.transactions].drop_duplicates`).
+    #[serde(default)]
+    pub duplicates_dropped: bool,
     /// Transactions after order aggregation.
     pub transactions: usize,
     pub customers: usize,
@@ -162,6 +175,12 @@ pub fn truncate(tx: Transactions, cutoff: chrono::NaiveDate) -> Result<Transacti
         .filter(col("ts").cast(DataType::Int64).lt(lit(ms)))
         .collect()
         .polars("truncating the transactions")?;
+    if frame.height() == 0 {
+        return Err(Error::Data(format!(
+            "no transaction before {cutoff}: the data starts {}; choose a later date",
+            tx.summary.first_ts.map_or("-".to_string(), |t| t.date().to_string())
+        )));
+    }
     let ts = frame.column("ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
     let to_dt = |v: Option<i64>| v.and_then(chrono::DateTime::from_timestamp_millis).map(|d| d.naive_utc());
     let summary = ValidationSummary { first_ts: to_dt(ts.min()), last_ts: to_dt(ts.max()), ..tx.summary };
@@ -171,26 +190,42 @@ pub fn truncate(tx: Transactions, cutoff: chrono::NaiveDate) -> Result<Transacti
 /// Read, map and validate the transaction file described by `input`.
 pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
     let path = PathBuf::from(&input.path);
-    let (raw, format) = read_raw(&path, input)?;
-    let columns = Mapping::new(input);
+    let (raw, format) = read_raw(&path, input, "input.transactions")?;
+    let columns = Mapping::new(input, latest_ms(&path, input.max_future_days));
     columns.check_present(&path, &raw)?;
     validate_frame(&path, format, raw, &columns, input.max_invalid_share)
 }
 
+/// The latest plausible time of a row of `path`: its modification time plus `slack_days`
+/// (no limit when the time cannot be read).
+pub(crate) fn latest_ms(path: &Path, slack_days: i64) -> i64 {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(i64::MAX, |d| (d.as_millis() as i64).saturating_add(slack_days.saturating_mul(86_400_000)))
+}
+
 /// Which file columns play which contract role.
 pub(crate) struct Mapping {
+    /// The config section that maps these columns (for messages).
+    pub(crate) section: &'static str,
     pub(crate) customer_id: String,
     pub(crate) timestamp: String,
     pub(crate) timestamp_format: String,
     pub(crate) amount: Option<String>,
     pub(crate) quantity_price: Option<(String, String)>,
     pub(crate) order_id: Option<String>,
+    /// Rows after this instant (ms since the epoch) are in the future.
+    pub(crate) latest_ms: i64,
+    pub(crate) drop_duplicates: bool,
 }
 
 impl Mapping {
-    fn new(input: &TransactionsInput) -> Self {
+    fn new(input: &TransactionsInput, latest_ms: i64) -> Self {
         let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
         Mapping {
+            section: "input.transactions",
             customer_id: input.customer_id.clone(),
             timestamp: input.timestamp.clone(),
             timestamp_format: input.timestamp_format.clone(),
@@ -200,6 +235,8 @@ impl Mapping {
                 _ => None,
             },
             order_id: nonempty(&input.order_id),
+            latest_ms,
+            drop_duplicates: input.drop_duplicates.unwrap_or(input.order_id.is_empty()),
         }
     }
 
@@ -236,7 +273,7 @@ impl Mapping {
     }
 }
 
-fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
+fn resolve_format(path: &Path, format: FileFormat, section: &str) -> Result<FileFormat> {
     if format != FileFormat::Auto {
         return Ok(format);
     }
@@ -248,27 +285,33 @@ fn resolve_format(path: &Path, format: FileFormat) -> Result<FileFormat> {
             path: path.to_path_buf(),
             message: format!(
                 "cannot tell the format from the extension {ext:?}: expected .csv, .tsv, \
-                 .parquet or .pq, or set [input.transactions].format to \"csv\", \"parquet\" \
+                 .parquet or .pq, or set [{section}].format to \"csv\", \"parquet\" \
                  or \"whitespace\""
             ),
         }),
     }
 }
 
-pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFrame, FileFormat)> {
+/// Read `path` as `input` says (`section` names the config section in messages).
+pub(crate) fn read_raw(
+    path: &Path,
+    input: &TransactionsInput,
+    section: &str,
+) -> Result<(DataFrame, FileFormat)> {
     let input_err = |message: String| Error::InputFile { path: path.to_path_buf(), message };
-    let meta = std::fs::metadata(path).map_err(|e| {
-        input_err(format!("cannot open the transaction file ({e}); check [input.transactions].path"))
-    })?;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| input_err(format!("cannot open the file ({e}); check [{section}].path")))?;
     if meta.is_dir() {
         return Err(input_err("is a directory, expected a CSV or Parquet file".into()));
     }
     if meta.len() == 0 {
         return Err(input_err("the file is empty (0 bytes), expected a CSV or Parquet file".into()));
     }
-    let format = resolve_format(path, input.format)?;
+    let format = resolve_format(path, input.format, section)?;
     let mut head = [0u8; 4096];
-    let n = File::open(path).and_then(|mut f| f.read(&mut head)).map_err(|e| Error::io(path, e))?;
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|e| input_err(format!("cannot read the file ({e})")))?;
     let head = &head[..n];
     let df = match format {
         FileFormat::Parquet => {
@@ -277,10 +320,20 @@ pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFr
                     "is not a Parquet file (it does not start with the PAR1 magic bytes)".into(),
                 ));
             }
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            ParquetReader::new(file)
+            let file = File::open(path).map_err(|e| input_err(format!("cannot read the file ({e})")))?;
+            let mut reader = ParquetReader::new(file);
+            let expected =
+                reader.num_rows().map_err(|e| input_err(format!("cannot be read as Parquet: {e}")))?;
+            let df = reader
                 .finish()
-                .map_err(|e| input_err(format!("cannot be read as Parquet: {e}")))?
+                .map_err(|e| input_err(format!("cannot be read as Parquet (damaged?): {e}")))?;
+            if df.height() != expected {
+                return Err(input_err(format!(
+                    "is damaged: its footer promises {expected} rows but {} could be read",
+                    df.height()
+                )));
+            }
+            df
         }
         FileFormat::Csv | FileFormat::Whitespace => {
             if head.contains(&0) {
@@ -289,7 +342,14 @@ pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFr
                 ));
             }
             if format == FileFormat::Csv {
-                read_csv(path, input).map_err(|e| input_err(format!("cannot be read as CSV: {e}")))?
+                read_csv(path, input).map_err(|e| {
+                    let why = csv_problem(path, input.delimiter.as_bytes()[0], input.has_header)
+                        // Polars' own advice names polars options, not fidelis keys.
+                        .unwrap_or_else(|| {
+                            e.to_string().split("\n\n").next().unwrap_or_default().to_string()
+                        });
+                    input_err(format!("cannot be read as CSV: {why}"))
+                })?
             } else {
                 read_whitespace(path, input)?
             }
@@ -300,7 +360,7 @@ pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFr
     if !input.column_names.is_empty() {
         if input.column_names.len() != df.width() {
             return Err(input_err(format!(
-                "[input.transactions].column_names lists {} names but the file has {} columns",
+                "[{section}].column_names lists {} names but the file has {} columns",
                 input.column_names.len(),
                 df.width()
             )));
@@ -311,6 +371,51 @@ pub(crate) fn read_raw(path: &Path, input: &TransactionsInput) -> Result<(DataFr
         return Err(input_err("the file has no data rows".into()));
     }
     Ok((df, format))
+}
+
+/// What makes a CSV file unreadable, with its line number: text that is not UTF-8, or a line
+/// with another number of fields than the first (quoted fields may hold the separator and
+/// line breaks). `None` when neither is found.
+fn csv_problem(path: &Path, sep: u8, has_header: bool) -> Option<String> {
+    let bytes = std::fs::read(path).ok()?;
+    let (mut line, mut fields, mut expected, mut in_quotes) = (1usize, 1usize, None, false);
+    let mut line_start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'"' => in_quotes = !in_quotes,
+            b if b == sep && !in_quotes => fields += 1,
+            b'\n' if !in_quotes => {
+                if let Err(e) = std::str::from_utf8(&bytes[line_start..i]) {
+                    return Some(format!(
+                        "line {line} is not UTF-8 text (byte 0x{:02x} at position {}); save the file as UTF-8",
+                        bytes[line_start + e.valid_up_to()],
+                        e.valid_up_to() + 1
+                    ));
+                }
+                let blank = bytes[line_start..i].iter().all(|c| c.is_ascii_whitespace());
+                if !blank {
+                    match expected {
+                        None => expected = Some(fields),
+                        Some(n) if n != fields => {
+                            let first = if has_header { "the header" } else { "line 1" };
+                            return Some(format!(
+                                "line {line} has {fields} fields, {first} has {n} (an unquoted separator in a value, \
+                                 or a missing one?)"
+                            ));
+                        }
+                        _ => {}
+                    }
+                }
+                line += 1;
+                fields = 1;
+                line_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    std::str::from_utf8(&bytes[line_start..])
+        .err()
+        .map(|_| format!("line {line} is not UTF-8 text; save the file as UTF-8"))
 }
 
 fn read_csv(path: &Path, input: &TransactionsInput) -> PolarsResult<DataFrame> {
@@ -391,6 +496,57 @@ fn parse_text_ts(c: Expr, formats: &[&str]) -> Expr {
     }
 }
 
+/// Whether ISO 8601 text timestamps carry a UTC offset (`Z`, `+02:00`, `-0500`).
+fn has_utc_offsets(df: &DataFrame, name: &str) -> Result<bool> {
+    let c = df.column(name).polars("reading the timestamp column")?.str().polars("timestamps")?;
+    Ok(c.iter().flatten().take(1000).any(|v| utc_offset(v.trim()).is_some()))
+}
+
+/// The offset suffix of an ISO 8601 timestamp, if it has one.
+fn utc_offset(v: &str) -> Option<&str> {
+    if v.len() < 11 {
+        return None; // a date alone: `-05` would be its day
+    }
+    if v.ends_with('Z') || v.ends_with('z') {
+        return Some(&v[v.len() - 1..]);
+    }
+    let tail = &v[v.len().saturating_sub(6)..];
+    let sign = tail.rfind(['+', '-'])?;
+    let digits = &tail[sign + 1..];
+    (digits.len() >= 4 && digits.chars().filter(|c| *c != ':').all(|c| c.is_ascii_digit()))
+        .then(|| &tail[sign..])
+}
+
+/// ISO 8601 text timestamps with or without a UTC offset, as UTC milliseconds (naive UTC
+/// datetimes): `2024-01-31T12:00:00Z` and `2024-01-31 14:00:00+02:00` are the same instant.
+/// Values that do not parse are null (counted as unparsable).
+fn offset_timestamps(df: &DataFrame, name: &str) -> Result<Series> {
+    let c = df.column(name).polars("reading the timestamp column")?.str().polars("timestamps")?;
+    let parse = |v: &str| -> Option<i64> {
+        let v = v.trim();
+        if let Some(off) = utc_offset(v) {
+            let base = v[..v.len() - off.len()].replacen(' ', "T", 1);
+            // RFC 3339 needs seconds.
+            let base = if base.len() == 16 { format!("{base}:00") } else { base };
+            let off = if off.eq_ignore_ascii_case("z") { "+00:00".to_string() } else { off.replace(':', "") };
+            let off = if off.len() == 5 { format!("{}:{}", &off[..3], &off[3..]) } else { off };
+            return chrono::DateTime::parse_from_rfc3339(&format!("{base}{off}"))
+                .ok()
+                .map(|d| d.timestamp_millis());
+        }
+        ISO_FORMATS.iter().find_map(|f| {
+            NaiveDateTime::parse_from_str(v, f)
+                .ok()
+                .or_else(|| NaiveDate::parse_from_str(v, f).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+                .map(|d| d.and_utc().timestamp_millis())
+        })
+    };
+    let ms: Vec<Option<i64>> = c.iter().map(|v| v.and_then(parse)).collect();
+    Series::new(name.into(), ms)
+        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+        .polars("parsing timestamps with UTC offsets")
+}
+
 pub(crate) fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> {
     let name = m.timestamp.as_str();
     let dtype = df.column(name).polars("reading the timestamp column")?.dtype().clone();
@@ -401,6 +557,9 @@ pub(crate) fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> 
     Ok(match dtype {
         // Polars stores datetimes as UTC instants: dropping the zone keeps the UTC time.
         DataType::Datetime(_, _) | DataType::Date => c.cast(datetime_ms),
+        DataType::String if m.timestamp_format.is_empty() && has_utc_offsets(df, name)? => {
+            lit(offset_timestamps(df, name)?)
+        }
         DataType::String => parse_text_ts(c.str().strip_chars(lit(NULL)), &formats),
         dt if dt.is_integer() && !m.timestamp_format.is_empty() => {
             parse_text_ts(c.cast(DataType::String), &formats)
@@ -409,8 +568,9 @@ pub(crate) fn ts_expr(path: &Path, df: &DataFrame, m: &Mapping) -> Result<Expr> 
             return Err(Error::InputFile {
                 path: path.to_path_buf(),
                 message: format!(
-                    "column `{name}` (config key [input.transactions].timestamp) has type \
-                     {other}; expected a date, a datetime, or text with timestamp_format"
+                    "column `{name}` (config key [{}].timestamp) has type \
+                     {other}; expected a date, a datetime, or text with timestamp_format",
+                    m.section
                 ),
             })
         }
@@ -462,6 +622,13 @@ fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
         .then(lit(DropReason::MissingTimestamp.code()))
         .when(col("__ts").is_null())
         .then(lit(DropReason::UnparsableTimestamp.code()))
+        .when(
+            col("__ts")
+                .cast(DataType::Int64)
+                .gt(lit(m.latest_ms))
+                .or(col("__ts").cast(DataType::Int64).lt(lit(EARLIEST_MS))),
+        )
+        .then(lit(DropReason::OutOfRangeTimestamp.code()))
         .when(amount_raw_null)
         .then(lit(DropReason::MissingAmount.code()))
         .when(col("__amount").is_null())
@@ -495,7 +662,9 @@ fn dropped_rows(
         n_dropped += count;
         let column = match r {
             DropReason::MissingCustomerId => m.customer_id.clone(),
-            DropReason::MissingTimestamp | DropReason::UnparsableTimestamp => m.timestamp.clone(),
+            DropReason::MissingTimestamp
+            | DropReason::UnparsableTimestamp
+            | DropReason::OutOfRangeTimestamp => m.timestamp.clone(),
             DropReason::MissingAmount | DropReason::NonNumericAmount => {
                 match (&m.amount, &m.quantity_price) {
                     (Some(a), _) => a.clone(),
@@ -512,13 +681,20 @@ fn dropped_rows(
 }
 
 /// The valid rows in the canonical order, how many rows were valid, and (with an order id)
-/// how many orders they were summed into.
-fn valid_rows(
-    parsed: DataFrame,
-    reasons: &Int32Chunked,
-    m: &Mapping,
-    n_dropped: usize,
-) -> Result<(DataFrame, usize, Option<usize>)> {
+/// The valid rows, in the canonical order.
+struct Kept {
+    frame: DataFrame,
+    /// Valid rows before duplicates were dropped and order lines summed.
+    rows_valid: usize,
+    /// With an order id: how many orders the lines were summed into.
+    orders: Option<usize>,
+    /// Exact duplicate rows found (dropped unless `drop_duplicates` is off).
+    duplicates: usize,
+}
+
+/// The valid rows in the canonical order (customer, time, amount), exact duplicates counted
+/// (and dropped when asked), order lines summed when an order id is mapped.
+fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped: usize) -> Result<Kept> {
     let mut keep: Vec<Expr> =
         vec![col("__cid").alias("customer_id"), col("__ts").alias("ts"), col("__amount").alias("amount")];
     if m.order_id.is_some() {
@@ -532,7 +708,7 @@ fn valid_rows(
             .collect()
             .polars("sorting transactions")
     };
-    Ok(if m.order_id.is_some() {
+    if m.order_id.is_some() {
         let valid = parsed
             .lazy()
             .filter(col(REASON).eq(lit(0i32)))
@@ -540,22 +716,48 @@ fn valid_rows(
             .collect()
             .polars("keeping valid rows")?;
         let rows_valid = valid.height();
-        let df = sum_order_lines(valid)?;
+        let (df, duplicates) = sum_order_lines(valid, m.drop_duplicates)?;
         let n = df.height();
-        (sort_lines(df)?, rows_valid, Some(n))
-    } else {
-        // The valid rows in (customer, ts) order with one gather (no copy at all when the
-        // file is already in that order), unless customers are scattered over the file
-        // (a time-ordered log): then a general sort.
-        let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
-        let frame = match customer_order(&all, reasons)? {
-            Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
-            Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
-            None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
-        };
-        let rows = frame.height();
-        (frame, rows, None)
-    })
+        return Ok(Kept { frame: sort_lines(df)?, rows_valid, orders: Some(n), duplicates });
+    }
+    // The valid rows in (customer, ts) order with one gather (no copy at all when the file is
+    // already in that order), unless customers are scattered over the file (a time-ordered
+    // log): then a general sort.
+    let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
+    let mut frame = match customer_order(&all, reasons)? {
+        Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
+        Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
+        None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
+    };
+    let rows_valid = frame.height();
+    let repeats = repeated_rows(&frame)?;
+    let duplicates = repeats.sum().unwrap_or(0) as usize;
+    if duplicates > 0 && m.drop_duplicates {
+        frame = frame.filter(&!&repeats).polars("dropping exact duplicates")?;
+    }
+    Ok(Kept { frame, rows_valid, orders: None, duplicates })
+}
+
+/// Rows equal in every column to the row before them (in the canonical order exact
+/// duplicates are adjacent): the later copies.
+fn repeated_rows(frame: &DataFrame) -> Result<BooleanChunked> {
+    let ctx = "finding exact duplicates";
+    let ids = frame.column("customer_id").polars(ctx)?.str().polars(ctx)?;
+    let ts = frame.column("ts").polars(ctx)?.datetime().polars(ctx)?.physical();
+    let amount = frame.column("amount").polars(ctx)?.f64().polars(ctx)?;
+    let mut prev: Option<(Option<&str>, Option<i64>, Option<u64>)> = None;
+    let mask: Vec<bool> = ids
+        .iter()
+        .zip(ts.iter())
+        .zip(amount.iter())
+        .map(|((id, t), a)| {
+            let row = (id, t, a.map(f64::to_bits));
+            let repeat = prev == Some(row);
+            prev = Some(row);
+            repeat
+        })
+        .collect();
+    Ok(BooleanChunked::from_slice("repeat".into(), &mask))
 }
 
 fn validate_frame(
@@ -569,7 +771,7 @@ fn validate_frame(
     let parsed = parse_rows(path, raw, m)?;
     let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
     let (dropped, n_dropped) = dropped_rows(&parsed, &reasons, m)?;
-    let (frame, rows_valid, orders) = valid_rows(parsed, &reasons, m, n_dropped)?;
+    let Kept { frame, rows_valid, orders, duplicates } = valid_rows(parsed, &reasons, m, n_dropped)?;
     let customers = count_customers(&frame)?;
     let amounts = frame.column("amount").polars("amount")?.f64().polars("amount")?.clone();
     let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
@@ -591,6 +793,8 @@ fn validate_frame(
         negative_amounts,
         zero_amounts,
         orders,
+        duplicates,
+        duplicates_dropped: duplicates > 0 && m.drop_duplicates,
         transactions: frame.height(),
         customers,
         first_ts,
@@ -614,13 +818,19 @@ fn validate_frame(
             message: format!("no valid transactions remain\n{summary}"),
         });
     }
+    if summary.first_ts.is_none() || summary.last_ts.is_none() {
+        return Err(Error::InputFile {
+            path: path.to_path_buf(),
+            message: "its timestamps cannot be read as dates: is the file damaged?".into(),
+        });
+    }
     Ok(Transactions { frame, summary })
 }
 
 /// Order lines summed per (customer, order): the earliest line's time, the sum of the
 /// amounts. Lines are summed in a canonical order (by amount, then time), so the same lines
 /// in any file order give the same sums to the bit.
-fn sum_order_lines(valid: DataFrame) -> Result<DataFrame> {
+fn sum_order_lines(valid: DataFrame, drop_duplicates: bool) -> Result<(DataFrame, usize)> {
     let ctx = "summing order lines";
     let sorted = valid
         .lazy()
@@ -635,8 +845,18 @@ fn sum_order_lines(valid: DataFrame) -> Result<DataFrame> {
     let amount = sorted.column("amount").polars(ctx)?.f64().polars(ctx)?;
     let (mut out_id, mut out_ts, mut out_amount): (Vec<&str>, Vec<i64>, Vec<f64>) = Default::default();
     let mut key: Option<(Option<&str>, Option<&str>)> = None;
+    let (mut previous_line, mut duplicates) = (None, 0);
     for (((id, order), t), a) in ids.iter().zip(orders.iter()).zip(ts.iter()).zip(amount.iter()) {
         let (t, a) = (t.unwrap_or(i64::MAX), a.unwrap_or(0.0));
+        // Lines are sorted by (customer, order, amount, time): exact duplicates are adjacent.
+        let line = Some((id, order, a.to_bits(), t));
+        if line == previous_line {
+            duplicates += 1;
+            if drop_duplicates {
+                continue;
+            }
+        }
+        previous_line = line;
         if key == Some((id, order)) {
             let last = out_ts.len() - 1;
             out_ts[last] = out_ts[last].min(t);
@@ -649,12 +869,13 @@ fn sum_order_lines(valid: DataFrame) -> Result<DataFrame> {
         }
     }
     let ts = Column::new("ts".into(), out_ts).cast(&ts_type).polars(ctx)?;
-    DataFrame::new_infer_height(vec![
+    let df = DataFrame::new_infer_height(vec![
         Column::new("customer_id".into(), out_id),
         ts,
         Column::new("amount".into(), out_amount),
     ])
-    .polars(ctx)
+    .polars(ctx)?;
+    Ok((df, duplicates))
 }
 
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
@@ -686,7 +907,6 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
     runs.sort_by(|a, b| a.0.cmp(b.0).then(a.1.cmp(&b.1)));
     let ts: Vec<i64> = ts.iter().map(|t| t.unwrap_or(i64::MIN)).collect();
     let amount = frame.column("amount").polars("amount")?.f64().polars("amount")?;
-    let amount: Vec<f64> = amount.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
     let mut out = Vec::with_capacity(valid.len());
     let mut g = 0;
     while g < runs.len() {
@@ -696,10 +916,19 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
             out.extend_from_slice(&valid[runs[g].1..runs[g].2]);
             g += 1;
         }
-        out[start..].sort_by(|&a, &b| {
-            let (a, b) = (a as usize, b as usize);
-            ts[a].cmp(&ts[b]).then(amount[a].total_cmp(&amount[b]))
-        });
+        let rows = &mut out[start..];
+        rows.sort_by_key(|&i| ts[i as usize]);
+        // Rows at the same time: by amount (rare, so amounts are looked up only there).
+        let mut i = 0;
+        while i < rows.len() {
+            let t = ts[rows[i] as usize];
+            let j = i + rows[i..].iter().take_while(|&&r| ts[r as usize] == t).count();
+            if j - i > 1 {
+                let key = |r: IdxSize| amount.get(r as usize).unwrap_or(f64::NAN);
+                rows[i..j].sort_by(|&a, &b| key(a).total_cmp(&key(b)));
+            }
+            i = j;
+        }
     }
     Ok(Some(out))
 }
@@ -755,6 +984,18 @@ impl fmt::Display for ValidationSummary {
             int(self.negative_amounts as i128)
         )?;
         writeln!(f, "  zero amounts        {:>12}  (kept)", int(self.zero_amounts as i128))?;
+        writeln!(
+            f,
+            "  exact duplicates    {:>12}  ({})",
+            int(self.duplicates as i128),
+            if self.duplicates == 0 {
+                "none"
+            } else if self.duplicates_dropped {
+                "dropped, one of each kept: [input.transactions].drop_duplicates"
+            } else {
+                "kept: [input.transactions].drop_duplicates is off"
+            }
+        )?;
         if let Some(o) = self.orders {
             writeln!(
                 f,

@@ -27,7 +27,8 @@ use fidelis::{jobs, Config};
                   fidelis score --config fidelis.toml\n\n\
                   Exit codes: 0 ok, 1 internal error, 2 bad input, configuration or model, \
                   3 monitoring alert (with --fail-on-alert), 4 another run holds the output \
-                  lock, 5 an output sink failed (rolled back).\n\
+                  lock, 5 an output could not be written (a sink rolled back), 6 the scores were \
+                  written but monitoring or the report then failed.\n\
                   Progress goes to stderr (only on a terminal); results go to stdout.\n\
                   Set RUST_LOG=info for step timings in logs."
 )]
@@ -103,7 +104,8 @@ enum Command {
     Score(BatchArgs),
     /// The scheduled job (cron, systemd timer, Airflow): `score` then `monitor` at the same
     /// date, under one lock. Exit codes: 0 ok, 2 bad input/config/model, 3 an alert with
-    /// --fail-on-alert, 4 another run holds the output lock, 5 an output sink failed.
+    /// --fail-on-alert, 4 another run holds the output lock, 5 an output could not be
+    /// written, 6 the scores were written but monitoring or the report failed.
     Weekly {
         #[command(flatten)]
         batch: BatchArgs,
@@ -274,6 +276,11 @@ fn main() -> ExitCode {
             // Library errors already carry their cause in the message.
             match err.downcast_ref::<fidelis::Error>() {
                 Some(e) => {
+                    if let fidelis::Error::AfterScores { done, .. } = e {
+                        // What was written stays written: say so where results go.
+                        println!("{done}");
+                        println!("the scores above are written; the rest of the run failed (exit 6)");
+                    }
                     eprintln!("error: {e}");
                     ExitCode::from(e.exit_code())
                 }

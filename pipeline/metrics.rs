@@ -6,29 +6,44 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Holdout/validation metrics of a churn score (higher score = more likely to churn).
+/// Holdout/validation metrics of a churn score (higher score = more likely to churn). An
+/// undefined metric (e.g. ROC AUC of one class) is NaN, written as `null`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ChurnMetrics {
+    #[serde(with = "nan_as_null")]
     pub roc_auc: f64,
+    #[serde(with = "nan_as_null")]
     pub pr_auc: f64,
+    #[serde(with = "nan_as_null")]
     pub brier: f64,
+    #[serde(with = "nan_as_null")]
     pub log_loss: f64,
+    #[serde(with = "nan_as_null")]
     pub top10_lift: f64,
+    #[serde(with = "nan_as_null")]
     pub top10_capture: f64,
     pub n: usize,
+    #[serde(with = "nan_as_null")]
     pub churn_rate: f64,
 }
 
 /// Metrics of a CLV prediction against realized revenue over the horizon.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClvMetrics {
+    #[serde(with = "nan_as_null")]
     pub mae: f64,
+    #[serde(with = "nan_as_null")]
     pub rmse: f64,
+    #[serde(with = "nan_as_null")]
     pub spearman: f64,
+    #[serde(with = "nan_as_null")]
     pub normalized_gini: f64,
+    #[serde(with = "nan_as_null")]
     pub top10_revenue_share: f64,
     pub n: usize,
+    #[serde(with = "nan_as_null")]
     pub mean_actual: f64,
+    #[serde(with = "nan_as_null")]
     pub mean_predicted: f64,
 }
 

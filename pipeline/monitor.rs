@@ -459,6 +459,11 @@ fn advice(alerts: usize, model_age_days: i64, as_of: NaiveDate, cfg: &MonitorCon
     }
     let advice = if retrain {
         format!("retrain: yes ({})", reasons.join("; "))
+    } else if model_age_days < 0 {
+        format!(
+            "retrain: no (no alert; {as_of} is inside the model's training data, which ends {} days later)",
+            -model_age_days
+        )
     } else {
         format!(
             "retrain: no (no alert; the model's data ends {model_age_days} days before {as_of}, limit {})",

@@ -4,18 +4,18 @@
 //! score stage ranks these predictions; monitoring compares them with the model's reference.
 
 use chrono::NaiveDate;
-use polars::prelude::DataFrame;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, Daily, FeatureMatrix};
 use crate::model::LoadedModel;
+use crate::schema::CUSTOMER;
 use crate::signals::SignalData;
 
 /// The model's view of every customer eligible at `as_of`, in customer order.
 pub struct Predictions {
     pub as_of: NaiveDate,
-    /// The feature frame (customer id, snapshot, every feature column).
-    pub frame: DataFrame,
+    /// Customer ids, in row order.
+    pub customers: Vec<String>,
     pub x: FeatureMatrix,
     /// Calibrated churn probability.
     pub churn_probability: Vec<f64>,
@@ -26,13 +26,14 @@ pub struct Predictions {
 }
 
 /// Features of every customer eligible at `as_of` (at least one transaction in the model's
-/// eligibility window before it), as the model was trained on them.
+/// eligibility window before it), as the model was trained on them, and the customer ids.
 pub fn features_at(
     model: &LoadedModel,
     daily: &Daily,
     signals: &SignalData,
     as_of: NaiveDate,
-) -> Result<(DataFrame, FeatureMatrix)> {
+) -> Result<(Vec<String>, FeatureMatrix)> {
+    model.check_inputs(signals)?;
     let spec = &model.info.feature_spec;
     let names = model.feature_names()?;
     let mut frame = features::features_with(daily, spec, &[as_of], model.probabilistic()?)?;
@@ -44,7 +45,9 @@ pub fn features_at(
         )));
     }
     let x = FeatureMatrix::from_frame(&frame, &names)?;
-    Ok((frame, x))
+    let ids = frame.column(CUSTOMER).polars("customer ids")?.str().polars("customer ids")?;
+    let customers = ids.iter().map(|v| v.unwrap_or_default().to_string()).collect();
+    Ok((customers, x))
 }
 
 /// Predictions at `as_of`; with `contributions`, also each customer's churn reasons.
@@ -55,15 +58,15 @@ pub fn predict_at(
     as_of: NaiveDate,
     contributions: bool,
 ) -> Result<Predictions> {
-    let (frame, x) = features_at(model, daily, signals, as_of)?;
-    Ok(apply(model, as_of, frame, x, contributions))
+    let (customers, x) = features_at(model, daily, signals, as_of)?;
+    Ok(apply(model, as_of, customers, x, contributions))
 }
 
 /// The model applied to features built by [`features_at`].
 pub fn apply(
     model: &LoadedModel,
     as_of: NaiveDate,
-    frame: DataFrame,
+    customers: Vec<String>,
     x: FeatureMatrix,
     contributions: bool,
 ) -> Predictions {
@@ -75,5 +78,5 @@ pub fn apply(
     };
     let churn_probability = model.calibrator.apply_all(&raw);
     let predicted_clv = model.clv.predict(&x);
-    Predictions { as_of, frame, x, churn_probability, predicted_clv, contributions }
+    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions }
 }

@@ -39,7 +39,6 @@ use serde::Serialize;
 
 use crate::config::{Config, RankBy};
 use crate::error::{PolarsContext, Result};
-use crate::features;
 use crate::metrics;
 use crate::model::LoadedModel;
 use crate::predict::Predictions;
@@ -61,6 +60,8 @@ pub struct ScoreSummary {
     /// Which health components the event log feeds, and which were dropped (weights
     /// renormalized over the rest); `None` without events.
     pub health: Option<String>,
+    /// Warnings about the run (e.g. a date inside the model's training data).
+    pub notes: Vec<String>,
 }
 
 /// One scoring run: the scores table, its top-risk segment, and the summary.
@@ -121,11 +122,11 @@ pub fn score(
         RankBy::ExpectedLoss => &expected_loss,
     });
     let top_n = top_size(cfg.output.top_share, n);
-    let ids = customer_ids(&preds.frame)?;
+    let ids = &preds.customers;
     let level: Vec<&str> = p.iter().map(|&q| bands.band(q).name.as_str()).collect();
-    let mut scores = scores_frame(model, preds, &ids, &expected_loss, &rank, top_n, previous)?;
+    let mut scores = scores_frame(model, preds, ids, &expected_loss, &rank, top_n, previous)?;
     if !signals.is_empty() {
-        for c in signal_columns(cfg, signals, &ids, &level, as_of, health_history)? {
+        for c in signal_columns(cfg, signals, ids, &level, as_of, health_history)? {
             scores.with_column(c).polars("adding signal columns")?;
         }
     }
@@ -151,8 +152,21 @@ pub fn score(
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
         previous_run: previous.map(|p| p.as_of),
         health: signals.events.as_ref().map(|e| health_note(&cfg.health, e, as_of)),
+        notes: in_sample_note(model, as_of).into_iter().collect(),
     };
     Ok(ScoreRun { scores, top_risk, summary })
+}
+
+/// A warning when `as_of` lies inside the model's training data: those scores are in-sample.
+fn in_sample_note(model: &LoadedModel, as_of: NaiveDate) -> Option<String> {
+    let end = model.info.snapshots.last_ts.date();
+    (as_of <= end).then(|| {
+        format!(
+            "warning: {as_of} is inside the data model {} was trained on (up to {end}): these scores \
+             are in-sample, better than a real forecast would be",
+            model.info.model_id
+        )
+    })
 }
 
 /// Risk rank of each customer by `key`: 1 = the largest; ties keep customer order (rows are
@@ -172,11 +186,6 @@ pub fn top_size(top_share: f64, n: usize) -> u32 {
     (top_share * n as f64).round() as u32
 }
 
-fn customer_ids(frame: &DataFrame) -> Result<Vec<String>> {
-    let ids = frame.column(CUSTOMER).polars("customer ids")?.str().polars("customer ids")?;
-    Ok(ids.iter().map(|v| v.unwrap_or_default().to_string()).collect())
-}
-
 /// The scores table of the module docs, without the signal columns.
 fn scores_frame(
     model: &LoadedModel,
@@ -188,7 +197,12 @@ fn scores_frame(
     previous: Option<&PreviousRun>,
 ) -> Result<DataFrame> {
     let (p, n, bands) = (&preds.churn_probability, preds.x.rows, &model.decision.bands);
-    let feature = |name: &str| features::column_f64(&preds.frame, name);
+    let feature = |name: &str| -> Result<Vec<f64>> {
+        let c = preds.x.names.iter().position(|n| n == name).ok_or_else(|| {
+            crate::error::Error::Data(format!("the model has no feature `{name}`, which RFM needs"))
+        })?;
+        Ok(preds.x.column(c).to_vec())
+    };
     let r = quintiles(&feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>());
     let f = quintiles(&feature("count_life")?);
     let m = quintiles(&feature("amount_life")?);
@@ -343,6 +357,9 @@ impl std::fmt::Display for ScoreSummary {
         }
         if let Some(h) = &self.health {
             write!(f, "\n  health score: {h}")?;
+        }
+        for n in &self.notes {
+            write!(f, "\n{n}")?;
         }
         Ok(())
     }

@@ -122,6 +122,16 @@ impl SignalSpec {
         s
     }
 
+    /// Whether the features need an event log.
+    pub fn needs_events(&self) -> bool {
+        !self.events.is_empty() || self.nps_event.is_some()
+    }
+
+    /// Whether the features need a customer table.
+    pub fn needs_customers(&self) -> bool {
+        !self.plans.is_empty() || !self.segments.is_empty() || self.mrr || self.signup
+    }
+
     pub fn names(&self) -> Vec<String> {
         let mut v = Vec::new();
         for e in &self.events {

@@ -43,15 +43,25 @@ impl SnapshotPlan {
 
 /// Build the snapshot plan for data spanning `first_ts ..= last_ts`.
 pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfig) -> Result<SnapshotPlan> {
+    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight exists");
     let origin = if cfg.origin.is_empty() {
         first_ts.date()
     } else {
         NaiveDate::parse_from_str(&cfg.origin, "%Y-%m-%d")
             .map_err(|_| Error::config("(config)", "snapshots.origin", "expected YYYY-MM-DD"))?
     };
+    if at(origin) > last_ts {
+        return Err(Error::config(
+            "(config)",
+            "snapshots.origin",
+            format!(
+                "{origin} is after the last transaction ({}); leave it empty to start at the first one",
+                last_ts.date()
+            ),
+        ));
+    }
     let step = Duration::days(cfg.step_days as i64);
     let horizon = Duration::days(cfg.horizon_days as i64);
-    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight exists");
 
     let mut grid = Vec::new();
     let mut t = origin;

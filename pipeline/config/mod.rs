@@ -162,6 +162,13 @@ pub struct TransactionsInput {
     /// Fail when more than this share of rows is invalid (rows are never dropped silently:
     /// the validation summary counts them by reason).
     pub max_invalid_share: f64,
+    /// Rows timed more than this many days after the file was last modified are invalid
+    /// (`timestamp in the future`): no log holds events from after it was written.
+    pub max_future_days: i64,
+    /// Drop exact duplicate rows (every mapped column equal), keeping one; they are counted
+    /// either way. Unset: drop, except with an `order_id` (identical lines of one order are
+    /// usually separate items when no product column is mapped).
+    pub drop_duplicates: Option<bool>,
 }
 
 impl Default for TransactionsInput {
@@ -180,6 +187,8 @@ impl Default for TransactionsInput {
             order_id: String::new(),
             column_names: Vec::new(),
             max_invalid_share: 0.05,
+            max_future_days: 1,
+            drop_duplicates: None,
         }
     }
 }
@@ -699,7 +708,8 @@ impl Config {
             check_monitor(&self.monitor)?;
             check_health(&self.health)?;
             check_report(&self.report)?;
-            check_decision(&self.decision, &self.escalation)
+            check_decision(&self.decision, &self.escalation)?;
+            check_paths(&self.paths)
         };
         all().map_err(|(key, message)| Error::config(origin, key, message))
     }
@@ -746,6 +756,9 @@ fn check_transactions(t: &TransactionsInput) -> Checked {
             "input.transactions.delimiter",
             format!("must be one ASCII character, got {:?}", t.delimiter),
         );
+    }
+    if t.max_future_days < 0 {
+        return bad("input.transactions.max_future_days", format!("must be >= 0, got {}", t.max_future_days));
     }
     if !(0.0..=1.0).contains(&t.max_invalid_share) {
         return bad(
@@ -933,6 +946,15 @@ fn check_health(h: &HealthConfig) -> Checked {
     }
     if !(h.usage_drop_share > 0.0 && h.usage_drop_share < 1.0) {
         return bad("health.usage_drop_share", format!("must be in (0, 1), got {}", h.usage_drop_share));
+    }
+    Ok(())
+}
+
+fn check_paths(p: &PathsConfig) -> Checked {
+    for (key, v) in [("paths.models_dir", &p.models_dir), ("paths.reports_dir", &p.reports_dir)] {
+        if v.trim().is_empty() {
+            return bad(key, "must name a directory (it may not be empty)".into());
+        }
     }
     Ok(())
 }

@@ -61,12 +61,13 @@ pub fn run(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<
         )));
     }
     let bcfg = backtest_config(cfg, &out);
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    std::fs::create_dir_all(&out).map_err(|e| Error::output(&out, e))?;
     let _lock = RunLock::acquire(&out)?;
+    crate::files::remove_stale_temps(&out)?;
     for sub in ["scores", "monitoring", "models"] {
         let p = out.join(sub);
         if p.exists() {
-            std::fs::remove_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+            std::fs::remove_dir_all(&p).map_err(|e| Error::output(&p, e))?;
         }
     }
     let trained = super::train::until(&bcfg, Some(opts.from), progress)?;

@@ -17,11 +17,13 @@ use chrono::NaiveDate;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::files;
 use crate::ingest::{self, Transactions};
 use crate::lock::RunLock;
 use crate::model::{self, LoadedModel};
 use crate::progress::Progress;
 use crate::signals::SignalData;
+use crate::sink::ScoreParquet;
 
 /// What a batch command (`score`, `weekly`, `monitor`) is asked for.
 #[derive(Debug, Clone, Default)]
@@ -54,6 +56,23 @@ impl Loaded {
     }
 }
 
+impl BatchOptions {
+    /// The date to run at: `as_of`, or the day after the last transaction. Either must be a
+    /// plausible calendar date (1900-01-01 to 9999-12-31), so that partitions and SQL dates
+    /// stay readable by every tool.
+    pub fn as_of(&self, data_end: NaiveDate) -> Result<NaiveDate> {
+        let d = self.as_of.unwrap_or(data_end);
+        let (lo, hi) = (
+            NaiveDate::from_ymd_opt(1900, 1, 1).unwrap_or(NaiveDate::MIN),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap_or(NaiveDate::MAX),
+        );
+        if d < lo || d > hi {
+            return Err(Error::Data(format!("as_of {d} is outside 1900-01-01 .. 9999-12-31")));
+        }
+        Ok(d)
+    }
+}
+
 /// What a scheduled command holds while it runs: the output lock, the model, the inputs.
 pub struct Session {
     _lock: RunLock,
@@ -64,7 +83,7 @@ impl Session {
     /// Take the output lock, load the model (`latest` unless `model`) and read and validate
     /// the inputs.
     pub fn open(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
-        let lock = RunLock::acquire(Path::new(&cfg.output.dir))?;
+        let lock = open_output(cfg)?;
         let model = model::load(&cfg.models_dir(), model)?;
         Ok(Session { _lock: lock, loaded: Loaded::read(cfg, model, progress)? })
     }
@@ -76,6 +95,18 @@ impl std::ops::Deref for Session {
     fn deref(&self) -> &Loaded {
         &self.loaded
     }
+}
+
+/// Take the output lock, then put right what an interrupted run left: a score partition set
+/// aside but not replaced is restored, temporary files of dead runs are removed (in the
+/// output and reports directories).
+pub fn open_output(cfg: &Config) -> Result<RunLock> {
+    let out = Path::new(&cfg.output.dir);
+    let lock = RunLock::acquire(out)?;
+    ScoreParquet::new(out).recover()?;
+    files::remove_stale_temps(out)?;
+    files::remove_stale_temps(&cfg.reports_dir())?;
+    Ok(lock)
 }
 
 /// Refuse an output configuration without any sink.

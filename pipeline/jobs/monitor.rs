@@ -25,7 +25,7 @@ use crate::sink::{History, ScoreParquet};
 /// transaction).
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<MonitorReport> {
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    monitor_at(cfg, &s, opts.as_of.unwrap_or(s.data_end), None, progress)
+    monitor_at(cfg, &s, opts.as_of(s.data_end)?, None, progress)
 }
 
 /// Monitor at `as_of` and write the history (Parquet + every SQL sink). `predictions` are

@@ -42,6 +42,8 @@ pub fn run(
 /// The weekly report of the run at `as_of` (default: the latest Parquet partition), from its
 /// scores, its monitoring history rows and the transaction log (for the KPIs).
 pub fn weekly_report(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress) -> Result<PathBuf> {
+    // The run's outputs are read under the output lock (a weekly run may be replacing them).
+    let _lock = super::open_output(cfg)?;
     let out_dir = Path::new(&cfg.output.dir);
     let parquet = ScoreParquet::new(out_dir);
     let dates = parquet.run_dates()?;

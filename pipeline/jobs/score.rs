@@ -9,7 +9,7 @@ use polars::prelude::DataFrame;
 
 use super::{check_sinks, BatchOptions, Session};
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::features;
 use crate::model::LoadedModel;
 use crate::monitor::MonitorReport;
@@ -18,7 +18,7 @@ use crate::progress::Progress;
 use crate::score::{self, ScoreRun, ScoreSummary};
 use crate::signals::SignalData;
 use crate::sink::sql::{self, SqlRun};
-use crate::sink::{PreviousRun, RunRecord, ScoreParquet};
+use crate::sink::{History, PreviousRun, RunRecord, ScoreParquet};
 
 /// What a scoring run wrote.
 pub struct BatchOutcome {
@@ -35,7 +35,7 @@ pub struct BatchOutcome {
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
     check_sinks(cfg)?;
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of.unwrap_or(s.data_end), progress)
+    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of(s.data_end)?, progress)
 }
 
 /// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
@@ -51,20 +51,30 @@ pub struct WeeklyOutcome {
 pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
     check_sinks(cfg)?;
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    let as_of = opts.as_of.unwrap_or(s.data_end);
+    let as_of = opts.as_of(s.data_end)?;
+    // Everything monitoring reads is checked before anything is written.
+    s.model.reference()?;
+    s.model.metrics()?;
+    History::new(Path::new(&cfg.output.dir)).read()?;
     let batch = score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, as_of, progress)?;
-    let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
-    let report = progress.step("report", "writing the weekly report", || {
-        crate::report::weekly::for_run(
-            cfg,
-            &s.model,
-            &s.tx.frame,
-            &batch.scores,
-            &monitor,
-            batch.summary.health.clone(),
-        )
-    })?;
-    Ok(WeeklyOutcome { batch, monitor, report })
+    let after = || -> Result<(MonitorReport, PathBuf)> {
+        let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
+        let report = progress.step("report", "writing the weekly report", || {
+            crate::report::weekly::for_run(
+                cfg,
+                &s.model,
+                &s.tx.frame,
+                &batch.scores,
+                &monitor,
+                batch.summary.health.clone(),
+            )
+        })?;
+        Ok((monitor, report))
+    };
+    match after() {
+        Ok((monitor, report)) => Ok(WeeklyOutcome { batch, monitor, report }),
+        Err(e) => Err(Error::AfterScores { done: batch.to_string(), source: Box::new(e) }),
+    }
 }
 
 /// Features and predictions at `as_of`, with the churn reasons (timed in the log as laps of
@@ -79,10 +89,10 @@ fn predictions(
     let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
     let daily = features::daily_activity(tx)?;
     lap("daily activity");
-    let (frame, x) = predict::features_at(model, &daily, signals, as_of)?;
+    let (customers, x) = predict::features_at(model, &daily, signals, as_of)?;
     drop(daily);
     lap("features");
-    let p = predict::apply(model, as_of, frame, x, true);
+    let p = predict::apply(model, as_of, customers, x, true);
     lap("predictions and contributions");
     Ok(p)
 }
@@ -129,8 +139,10 @@ pub fn score_and_write(
     };
     let (preds, mut run) =
         progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-            let preds = predictions(model, tx, signals, as_of)?;
+            let mut preds = predictions(model, tx, signals, as_of)?;
             let run = score::score(cfg, model, &preds, signals, previous.as_ref(), &health_history)?;
+            // The reasons are in the scores now; monitoring needs only features and scores.
+            preds.contributions = None;
             Ok::<_, crate::error::Error>((preds, run))
         })?;
     let mut written = Vec::new();

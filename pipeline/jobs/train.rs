@@ -78,6 +78,8 @@ pub fn until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Re
 
 /// Everything up to a model directory that was written and read back whole.
 fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
+    crate::files::remove_stale_temps(&cfg.models_dir())?;
+    crate::files::remove_stale_temps(&cfg.reports_dir())?;
     let inputs = read_inputs(cfg, opts.cutoff, progress)?;
     let (data, at_end, probabilistic) = build_dataset(&inputs, progress)?;
     if let Some(path) = &opts.export_features {
@@ -435,6 +437,7 @@ fn describe(
     let now = Utc::now();
     let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), model_hash as u32);
     let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
+    let (snapshots, notes) = snapshot_stats(&inp.plan, data);
     let metrics = TrainMetrics {
         model_id: model_id.clone(),
         holdout_snapshot: inp.plan.holdout,
@@ -462,7 +465,8 @@ fn describe(
         },
         calibration: d.calibration.clone(),
         decision: d.decision.clone(),
-        snapshots: snapshot_stats(&inp.plan, data),
+        snapshots,
+        notes,
     };
     let horizon = chrono::Duration::days(i64::from(cfg.snapshots.horizon_days));
     let info = ModelInfo {
@@ -488,35 +492,45 @@ fn describe(
     Ok((info, metrics))
 }
 
-/// Eligible customers, churn rate and mean CLV at each snapshot.
-fn snapshot_stats(plan: &SnapshotPlan, data: &Dataset) -> Vec<SnapshotStats> {
-    plan.all()
-        .into_iter()
-        .map(|t| {
-            let d = schema::epoch_day(t);
-            let idx: Vec<usize> = (0..data.days.len()).filter(|&i| data.days[i] == d).collect();
-            let role = if t == plan.holdout {
-                Role::Holdout
-            } else if t == plan.validation {
-                Role::Validation
-            } else {
-                Role::Fit
-            };
-            SnapshotStats {
-                snapshot: t,
-                role,
-                eligible: idx.len(),
-                churn_rate: metrics::mean(&pick(&data.churn, &idx)),
-                mean_clv: metrics::mean(&pick(&data.clv, &idx)),
-            }
-        })
-        .collect()
+/// Eligible customers, churn rate and mean CLV at each snapshot; a note for each snapshot
+/// where nobody was eligible (it is skipped: its rates are undefined).
+fn snapshot_stats(plan: &SnapshotPlan, data: &Dataset) -> (Vec<SnapshotStats>, Vec<String>) {
+    let (mut stats, mut notes) = (Vec::new(), Vec::new());
+    for t in plan.all() {
+        let d = schema::epoch_day(t);
+        let idx: Vec<usize> = (0..data.days.len()).filter(|&i| data.days[i] == d).collect();
+        let role = if t == plan.holdout {
+            Role::Holdout
+        } else if t == plan.validation {
+            Role::Validation
+        } else {
+            Role::Fit
+        };
+        if idx.is_empty() {
+            notes.push(format!(
+                "snapshot {t} ({}) skipped: no customer had a transaction in the eligibility window before it",
+                role.as_str()
+            ));
+            continue;
+        }
+        stats.push(SnapshotStats {
+            snapshot: t,
+            role,
+            eligible: idx.len(),
+            churn_rate: metrics::mean(&pick(&data.churn, &idx)),
+            mean_clv: metrics::mean(&pick(&data.clv, &idx)),
+        });
+    }
+    (stats, notes)
 }
 
 impl std::fmt::Display for TrainOutcome {
     /// The comparison table, the candidates, the decision, and where the model went.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", summary_table(&self.metrics))?;
+        for n in &self.metrics.notes {
+            writeln!(f, "note: {n}")?;
+        }
         write!(f, "model {} written to {}", self.model_id, self.dir.display())?;
         if let Some(r) = &self.report {
             write!(f, "\nevaluation report: {}", r.display())?;

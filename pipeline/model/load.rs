@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::features::FeatureSpec;
 use crate::files::read_json;
 use crate::monitor::Reference;
+use crate::signals::SignalData;
 use crate::train::candidates::{ChurnMix, ChurnModel, ClvModel};
 use crate::train::gbdt::Gbdt;
 use crate::train::linear::Logistic;
@@ -118,6 +119,30 @@ impl LoadedModel {
             ));
         }
         Ok(names)
+    }
+
+    /// The optional inputs the model's features are built from must be configured: a model
+    /// trained with events (or a customer table) scored without them would see every such
+    /// feature as zero, a silently wrong answer.
+    pub fn check_inputs(&self, signals: &SignalData) -> Result<()> {
+        let missing = |section: &str, what: &str| {
+            Err(Error::config(
+                "(config)",
+                section,
+                format!(
+                    "model {} was trained with {what}, but this configuration has no [{section}]; \
+                     configure it, or score with a model trained without it",
+                    self.info.model_id
+                ),
+            ))
+        };
+        if self.info.signals.needs_events() && signals.events.is_none() {
+            return missing("input.events", "product events");
+        }
+        if self.info.signals.needs_customers() && signals.customers.is_none() {
+            return missing("input.customers", "a customer table");
+        }
+        Ok(())
     }
 
     pub fn metrics(&self) -> Result<TrainMetrics> {

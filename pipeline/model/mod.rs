@@ -69,13 +69,25 @@ pub enum Role {
     Holdout,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Fit => "fit",
+            Role::Validation => "validation",
+            Role::Holdout => "holdout",
+        }
+    }
+}
+
 /// Eligible customers and label rates at one snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotStats {
     pub snapshot: NaiveDate,
     pub role: Role,
     pub eligible: usize,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub churn_rate: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub mean_clv: f64,
 }
 
@@ -131,7 +143,12 @@ pub struct TrainMetrics {
     pub gbdt: GbdtInfo,
     pub calibration: CalibrationReport,
     pub decision: DecisionReport,
+    /// Snapshots with eligible customers (those without any are skipped and noted).
     pub snapshots: Vec<SnapshotStats>,
+    /// What the run wants a reader to know (e.g. a snapshot skipped for having nobody
+    /// eligible).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// Calibration of the churn probabilities: the method chosen on validation and its effect

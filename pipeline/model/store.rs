@@ -16,21 +16,21 @@ pub const LATEST: &str = "latest";
 
 /// Create `models_dir/<model_id>/` from `files` (name, contents) atomically.
 pub fn write_model_dir(models_dir: &Path, model_id: &str, files: &[(&str, Vec<u8>)]) -> Result<PathBuf> {
-    fs::create_dir_all(models_dir).map_err(|e| Error::io(models_dir, e))?;
+    fs::create_dir_all(models_dir).map_err(|e| Error::output(models_dir, e))?;
     let final_dir = models_dir.join(model_id);
     if final_dir.exists() {
         return Err(Error::Artifact { path: final_dir, message: "already exists".into() });
     }
-    let tmp = models_dir.join(format!(".{model_id}.partial"));
+    let tmp = models_dir.join(format!(".{model_id}.partial-{}", std::process::id()));
     if tmp.exists() {
-        fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        fs::remove_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
     }
-    fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fs::create_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
     for (name, bytes) in files {
         let p = tmp.join(name);
-        fs::write(&p, bytes).map_err(|e| Error::io(&p, e))?;
+        fs::write(&p, bytes).map_err(|e| Error::output(&p, e))?;
     }
-    fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    fs::rename(&tmp, &final_dir).map_err(|e| Error::output(&final_dir, e))?;
     Ok(final_dir)
 }
 
@@ -56,10 +56,16 @@ pub fn resolve(models_dir: &Path, model_id: Option<&str>) -> Result<PathBuf> {
     };
     let dir = models_dir.join(&id);
     if !dir.join(file::MODEL).is_file() {
-        return Err(Error::Artifact {
-            path: dir,
-            message: "no model.json: not a fidelis model directory".into(),
-        });
+        let message = match (dir.is_dir(), model_id.is_none()) {
+            (true, _) => "no model.json: not a fidelis model directory".to_string(),
+            (false, true) => format!(
+                "{} names model {id:?}, which is not in {}; train a model or point {LATEST} at one",
+                models_dir.join(LATEST).display(),
+                models_dir.display()
+            ),
+            (false, false) => format!("no model {id:?} in {}", models_dir.display()),
+        };
+        return Err(Error::Artifact { path: dir, message });
     }
     Ok(dir)
 }

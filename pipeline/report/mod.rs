@@ -29,8 +29,14 @@ fn is_number(s: &str) -> bool {
     !t.is_empty() && t.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.' || c == '/' || c == ' ')
 }
 
+/// Text as Markdown shows it literally: `<`, `>` and `&` as entities (Markdown renderers
+/// pass raw HTML through, and customer ids, event names and file paths are data).
+fn md_text(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    md_text(s).replace('|', "\\|").replace('\n', " ")
 }
 
 /// How a table cell is aligned and styled.
@@ -61,25 +67,25 @@ impl Doc {
             escape(title),
             escape(subtitle)
         );
-        let _ = writeln!(d.md, "# {title}\n\n{subtitle}\n");
+        let _ = writeln!(d.md, "# {}\n\n{}\n", md_text(title), md_text(subtitle));
         d
     }
 
     pub fn section(&mut self, id: &str, title: &str) {
         self.toc.push((id.into(), title.into()));
         let _ = writeln!(self.html, "<h2 id=\"{id}\">{}</h2>", escape(title));
-        let _ = writeln!(self.md, "## {title}\n");
+        let _ = writeln!(self.md, "## {}\n", md_text(title));
     }
 
     pub fn para(&mut self, text: &str) {
         let _ = writeln!(self.html, "<p>{}</p>", escape(text));
-        let _ = writeln!(self.md, "{text}\n");
+        let _ = writeln!(self.md, "{}\n", md_text(text));
     }
 
     /// The one-line plain-language reading of a chart or table.
     pub fn reading(&mut self, text: &str) {
         let _ = writeln!(self.html, "<p class=\"reading\">{}</p>", escape(text));
-        let _ = writeln!(self.md, "> {text}\n");
+        let _ = writeln!(self.md, "> {}\n", md_text(text));
     }
 
     /// A formula shown as code.
@@ -101,7 +107,7 @@ impl Doc {
             Tone::Warn => "**warning** ",
             _ => "",
         };
-        let _ = writeln!(self.md, "{mark}{text}\n");
+        let _ = writeln!(self.md, "{mark}{}\n", md_text(text));
     }
 
     /// An inline SVG chart (`name` is the Markdown file name under `charts/`) with its
@@ -109,7 +115,7 @@ impl Doc {
     pub fn chart(&mut self, name: &str, svg: String, reading: &str) {
         let inline = svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
         let _ = writeln!(self.html, "<figure>{inline}<figcaption>{}</figcaption></figure>", escape(reading));
-        let _ = writeln!(self.md, "![{name}](charts/{name}.svg)\n\n> {reading}\n");
+        let _ = writeln!(self.md, "![{name}](charts/{name}.svg)\n\n> {}\n", md_text(reading));
         self.charts.push((name.into(), svg));
     }
 
@@ -203,7 +209,7 @@ footer{color:#8a93a3;font-size:12px;text-align:center;padding:20px}";
 /// Write `<dir>/<stem>.html`, `.md`, `.json` and `<dir>/charts/*.svg` (each atomically).
 /// Returns the HTML path.
 pub fn write(dir: &Path, stem: &str, doc: &Doc, json: &impl Serialize) -> Result<PathBuf> {
-    std::fs::create_dir_all(dir.join("charts")).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir.join("charts")).map_err(|e| Error::output(dir, e))?;
     for (name, svg) in doc.charts() {
         let prefixed = if stem == "evaluation" { name.clone() } else { format!("{stem}-{name}") };
         files::write_atomic(&dir.join("charts").join(format!("{prefixed}.svg")), svg.as_bytes())?;
@@ -236,5 +242,7 @@ mod tests {
         assert!(html.contains("<h2 id=\"a\">A &amp; B</h2>"));
         assert!(html.contains("<td>&lt;b&gt;</td>"));
         assert!(d.markdown().contains("| x | y\\|z |"));
+        // Data never becomes markup in the Markdown either.
+        assert!(d.markdown().contains("| &lt;b&gt; | 1 |") && d.markdown().contains("## A &amp; B"));
     }
 }

@@ -17,20 +17,20 @@ use crate::schema::CUSTOMER;
 /// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
 pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     if let Err(e) = write_parquet(df, &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| Error::output(path, e))
 }
 
 /// A frame as Parquet bytes (for small files written together, e.g. model artifacts).
 pub fn parquet_bytes(mut df: DataFrame) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    ParquetWriter::new(&mut buf).finish(&mut df).polars("writing parquet")?;
+    ParquetWriter::new(&mut buf).finish(&mut df).polars("encoding parquet")?;
     Ok(buf)
 }
 
@@ -49,12 +49,12 @@ pub const SCORES_FILE: &str = "scores.parquet";
 pub const TOP_RISK_FILE: &str = "top_risk.parquet";
 
 fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    ParquetWriter::new(file).finish(df).map(|_| ()).polars(&format!("writing {}", path.display()))
+    let file = File::create(path).map_err(|e| Error::output(path, e))?;
+    ParquetWriter::new(file).finish(df).map(|_| ()).map_err(|e| Error::output(path, e))
 }
 
 fn sync_file(path: &Path) -> Result<()> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(path, e))
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::output(path, e))
 }
 
 impl ScoreParquet {
@@ -76,14 +76,14 @@ impl ScoreParquet {
         scores: &mut DataFrame,
         top: &mut DataFrame,
     ) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.root).map_err(|e| Error::io(&self.root, e))?;
+        std::fs::create_dir_all(&self.root).map_err(|e| Error::output(&self.root, e))?;
         self.recover()?;
         let pid = std::process::id();
         let tmp = self.root.join(format!(".as_of={as_of}.tmp-{pid}"));
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
         }
-        std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::create_dir(&tmp).map_err(|e| Error::output(&tmp, e))?;
         let written = (|| {
             write_parquet(scores, &tmp.join(SCORES_FILE))?;
             super::fault_point("parquet-write");
@@ -98,11 +98,11 @@ impl ScoreParquet {
         let dir = self.partition(as_of);
         let old = self.root.join(format!(".as_of={as_of}.old-{pid}"));
         if dir.exists() {
-            std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
+            std::fs::rename(&dir, &old).map_err(|e| Error::output(&dir, e))?;
         }
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+        std::fs::rename(&tmp, &dir).map_err(|e| Error::output(&dir, e))?;
         if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+            std::fs::remove_dir_all(&old).map_err(|e| Error::output(&old, e))?;
         }
         Ok(dir)
     }
@@ -124,11 +124,11 @@ impl ScoreParquet {
                 let dir = self.root.join(format!("as_of={date}"));
                 if !dir.exists() {
                     log::warn!("restoring {} left by an interrupted run", dir.display());
-                    std::fs::rename(&path, &dir).map_err(|e| Error::io(&dir, e))?;
+                    std::fs::rename(&path, &dir).map_err(|e| Error::output(&dir, e))?;
                     continue;
                 }
             }
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            std::fs::remove_dir_all(&path).map_err(|e| Error::output(&path, e))?;
         }
         Ok(())
     }

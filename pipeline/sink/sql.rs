@@ -29,7 +29,7 @@ use polars::prelude::*;
 
 use super::{PreviousRun, RunRecord};
 use crate::config::targets::valid_identifier;
-use crate::config::targets::{SqlTarget, Tables};
+use crate::config::targets::{PgUrl, SqlTarget, Tables};
 use crate::error::{Error, PolarsContext, Result};
 use crate::schema::CUSTOMER;
 
@@ -232,6 +232,38 @@ const RUNS_UPSERT: &str = "ON CONFLICT (\"as_of\") DO UPDATE SET \"model_id\" = 
      \"contacted\" = excluded.\"contacted\", \"started\" = excluded.\"started\", \
      \"finished\" = excluded.\"finished\", \"status\" = excluded.\"status\", \"message\" = excluded.\"message\"";
 
+/// A table fidelis is about to write must be new or fidelis's own: every key column present,
+/// and most of its columns ones fidelis writes. Anything else is somebody else's table, which
+/// is neither altered nor has rows deleted.
+fn check_owned(
+    table: &str,
+    existing: &[String],
+    ours: &[&str],
+    key: &[&str],
+) -> std::result::Result<(), String> {
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let foreign: Vec<&str> = existing.iter().map(String::as_str).filter(|c| !ours.contains(c)).collect();
+    let no_key: Vec<&&str> = key.iter().filter(|k| !existing.iter().any(|e| e == *k)).collect();
+    if !no_key.is_empty() || foreign.len() * 2 > existing.len() {
+        return Err(format!(
+            "table {table} exists and is not a fidelis table (its columns: {}); fidelis will not alter \
+             it or delete its rows: name another table under [output.tables]",
+            existing.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn names_of<'c>(cols: &'c [SqlColumn]) -> Vec<&'c str> {
+    cols.iter().map(|c| c.name.as_str()).collect()
+}
+
+/// The columns of the runs table.
+const RUNS_COLUMNS: [&str; 9] =
+    ["as_of", "model_id", "scored", "top_size", "contacted", "started", "finished", "status", "message"];
+
 /// Columns of `cols` missing from a table that has `existing`.
 fn missing<'c, 'a>(cols: &'c [SqlColumn<'a>], existing: &[String]) -> Vec<&'c SqlColumn<'a>> {
     cols.iter().filter(|c| !existing.contains(&c.name)).collect()
@@ -299,8 +331,11 @@ mod sqlite {
         let e = |err: rusqlite::Error| format!("table {table}: {err}");
         let mut cols = sql_columns(df).map_err(|err| err.to_string())?;
         let q = quote(table);
+        let existing = existing_columns(conn, table).map_err(e)?;
+        check_owned(table, &existing, &names_of(&cols), key)?;
         conn.execute(&create_table_sql(&q, &cols, key, type_name), []).map_err(e)?;
-        for c in missing(&cols, &existing_columns(conn, table).map_err(e)?) {
+        // A table just created has every column; an existing one gets those it lacks.
+        for c in missing(&cols, &existing).into_iter().filter(|_| !existing.is_empty()) {
             conn.execute(&format!("ALTER TABLE {q} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)), [])
                 .map_err(e)?;
         }
@@ -361,6 +396,8 @@ mod sqlite {
     ) -> std::result::Result<(), String> {
         let q = quote(&tables.runs);
         let e = |err: rusqlite::Error| format!("table {}: {err}", tables.runs);
+        let existing = existing_columns(conn, &tables.runs).map_err(e)?;
+        check_owned(&tables.runs, &existing, &RUNS_COLUMNS, &["as_of"])?;
         conn.execute(&format!("CREATE TABLE IF NOT EXISTS {q} ({})", runs_columns("TEXT", "TEXT")), [])
             .map_err(e)?;
         let conflict = if replace { RUNS_UPSERT } else { "ON CONFLICT (\"as_of\") DO NOTHING" };
@@ -473,8 +510,28 @@ mod postgres_sink {
         }
     }
 
-    fn connect(url: &str) -> std::result::Result<Client, String> {
-        Client::connect(url, NoTls).map_err(|e| format!("cannot connect: {}", msg(&e)))
+    fn connect(url: &PgUrl) -> std::result::Result<Client, String> {
+        let mut c = postgres::Config::new();
+        c.host(&url.host).port(url.port);
+        if let Some(u) = &url.user {
+            c.user(u);
+        }
+        if let Some(p) = url.password() {
+            c.password(p);
+        }
+        if let Some(d) = &url.dbname {
+            c.dbname(d);
+        }
+        if let Some(t) = url.connect_timeout {
+            c.connect_timeout(std::time::Duration::from_secs(t));
+        }
+        if let Some(a) = &url.application_name {
+            c.application_name(a);
+        }
+        if let Some(o) = &url.options {
+            c.options(o);
+        }
+        c.connect(NoTls).map_err(|e| format!("cannot connect: {}", msg(&e)))
     }
 
     fn table(tables: &Tables, name: &str) -> String {
@@ -537,9 +594,11 @@ mod postgres_sink {
         let e = |err: postgres::Error| format!("table {name}: {}", msg(&err));
         let mut cols = sql_columns(df).map_err(|err| err.to_string())?;
         let t = table(tables, name);
-        tx.batch_execute(&create_table_sql(&t, &cols, key, type_name)).map_err(e)?;
         let existing = existing_columns(tx, tables, name)?;
-        for c in missing(&cols, &existing) {
+        check_owned(name, &existing, &names_of(&cols), key)?;
+        tx.batch_execute(&create_table_sql(&t, &cols, key, type_name)).map_err(e)?;
+        // A table just created has every column; an existing one gets those it lacks.
+        for c in missing(&cols, &existing).into_iter().filter(|_| !existing.is_empty()) {
             tx.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)))
                 .map_err(e)?;
         }
@@ -574,6 +633,8 @@ mod postgres_sink {
 
     fn ensure_runs_table(tx: &mut Transaction, tables: &Tables) -> std::result::Result<String, String> {
         let t = table(tables, &tables.runs);
+        let existing = existing_columns(tx, tables, &tables.runs)?;
+        check_owned(&tables.runs, &existing, &RUNS_COLUMNS, &["as_of"])?;
         tx.batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {t} ({})",
             runs_columns("TIMESTAMPTZ", "DATE")
@@ -608,7 +669,7 @@ mod postgres_sink {
         Ok(())
     }
 
-    pub(super) fn write_run(url: &str, tables: &Tables, run: &SqlRun) -> std::result::Result<(), String> {
+    pub(super) fn write_run(url: &PgUrl, tables: &Tables, run: &SqlRun) -> std::result::Result<(), String> {
         let mut client = connect(url)?;
         let mut tx = client.transaction().map_err(|e| msg(&e))?;
         lock(&mut tx, tables)?;
@@ -621,7 +682,7 @@ mod postgres_sink {
     }
 
     pub(super) fn replace_as_of(
-        url: &str,
+        url: &PgUrl,
         tables: &Tables,
         table: &str,
         df: &DataFrame,
@@ -638,7 +699,7 @@ mod postgres_sink {
     }
 
     pub(super) fn record_failure(
-        url: &str,
+        url: &PgUrl,
         tables: &Tables,
         r: &RunRecord,
         message: &str,
@@ -652,7 +713,7 @@ mod postgres_sink {
     }
 
     pub(super) fn previous_run(
-        url: &str,
+        url: &PgUrl,
         tables: &Tables,
         as_of: NaiveDate,
     ) -> std::result::Result<Option<PreviousRun>, String> {
@@ -695,26 +756,6 @@ mod postgres_sink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_parse_and_passwords_never_show() {
-        assert_eq!(SqlTarget::parse("sqlite://out/x.sqlite"), Ok(SqlTarget::Sqlite("out/x.sqlite".into())));
-        assert_eq!(SqlTarget::parse("sqlite:///tmp/x.sqlite"), Ok(SqlTarget::Sqlite("/tmp/x.sqlite".into())));
-        let pg = SqlTarget::parse("postgres://team:s3cret@db:5432/crm").unwrap();
-        assert_eq!(pg.display(), "postgres://team:***@db:5432/crm");
-        assert!(SqlTarget::parse("mysql://a:s3cret@b/c").unwrap_err().contains("***"));
-        assert!(SqlTarget::parse("sqlite://").is_err());
-    }
-
-    #[test]
-    fn identifiers_are_validated() {
-        for ok in ["churn_scores", "_t", "T2"] {
-            assert!(valid_identifier(ok), "{ok}");
-        }
-        for bad in ["", "2t", "a-b", "a b", "x\"; DROP TABLE y; --", &"a".repeat(64)] {
-            assert!(!valid_identifier(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn copy_text_escapes() {

@@ -73,6 +73,15 @@ impl Dataset {
                 return Err(Error::Data(format!("no eligible customers at the {what} snapshot(s)")));
             }
         }
+        let first = churn[rows.fit[0]];
+        if rows.fit.iter().all(|&i| churn[i] == first) {
+            return Err(Error::Data(format!(
+                "every training label is {first} (all {} fit rows {}): there is nothing to learn; the \
+                 log needs customers who stay and customers who leave within the horizon",
+                rows.fit.len(),
+                if first > 0.5 { "churned" } else { "stayed" },
+            )));
+        }
         Ok(Dataset { frame, x, churn, clv, days, rows })
     }
 
