@@ -952,11 +952,34 @@ pub(crate) fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> 
     let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
     let rows = rows.u64().polars("row numbers")?.clone();
     let first_col = column.split(" x ").next().unwrap_or(column);
-    let values = picked.column(first_col).and_then(|c| c.cast(&DataType::String)).polars("raw values")?;
-    let values = values.str().polars("raw values")?.clone();
+    let col = picked.column(first_col).polars("raw values")?;
+    let values: Vec<Option<String>> = match col.dtype() {
+        // Datetimes are shown from their integer value: a damaged one may be beyond what a
+        // calendar (and polars' own conversion) can show.
+        DataType::Datetime(unit, _) => {
+            let per_ms = match unit {
+                TimeUnit::Nanoseconds => 1_000_000,
+                TimeUnit::Microseconds => 1_000,
+                TimeUnit::Milliseconds => 1,
+            };
+            let phys = col.datetime().polars("raw values")?.physical().clone();
+            phys.iter()
+                .map(|v| {
+                    v.map(|v| match chrono::DateTime::from_timestamp_millis(v / per_ms) {
+                        Some(d) => d.naive_utc().to_string(),
+                        None => format!("{v} (not a date)"),
+                    })
+                })
+                .collect()
+        }
+        _ => {
+            let text = col.cast(&DataType::String).polars("raw values")?;
+            text.str().polars("raw values")?.iter().map(|v| v.map(str::to_string)).collect()
+        }
+    };
     Ok(rows
         .iter()
-        .zip(values.iter())
+        .zip(values)
         .map(|(r, v)| (r.unwrap_or(0), v.map_or_else(|| "(empty)".to_string(), |s| format!("{s:?}"))))
         .collect())
 }

@@ -457,6 +457,12 @@ fn advice(alerts: usize, model_age_days: i64, as_of: NaiveDate, cfg: &MonitorCon
             cfg.max_model_age_days
         ));
     }
+    if model_age_days < 0 {
+        reasons.push(format!(
+            "note: {as_of} is inside the model's training data, which ends {} days later",
+            -model_age_days
+        ));
+    }
     let advice = if retrain {
         format!("retrain: yes ({})", reasons.join("; "))
     } else if model_age_days < 0 {

@@ -9,27 +9,8 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{fidelis, stderr, stdout};
+use common::{copy_dir, fidelis, model_fixture as fixture, stderr, stdout, FIXTURE_MODEL as FIXTURE_ID};
 use polars::prelude::*;
-
-const FIXTURE_ID: &str = "20261129T143704Z-3c140140";
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_v1")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            fs::copy(&p, &target).unwrap();
-        }
-    }
-}
 
 /// A copy of the fixture (model, data, config) without its expected scores.
 fn workspace() -> tempfile::TempDir {

@@ -1,7 +1,8 @@
 //! Secrets never leave the environment: a database password given as `${PGPASS}` inside an
-//! `output.sql` URL is in no file fidelis writes (models, reports, outputs) and in nothing it
-//! prints, through training, scoring (whose SQL sink fails: nothing listens there) and a
-//! report.
+//! `output.sql` URL, or in `FIDELIS_PG_URL`, with `@ : / %` in it raw or percent-encoded, is
+//! in no file fidelis writes (models, reports, outputs) and in nothing it prints or logs
+//! (`RUST_LOG=debug`), through training, scoring and weekly runs (whose SQL sink fails:
+//! nothing listens there) and a report.
 
 use std::fs;
 use std::path::Path;
@@ -10,14 +11,20 @@ use std::process::Command;
 const PASSWORD: &str = "s3cr3t-Pa55word-XYZ";
 
 fn run(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_fidelis"))
-        .args(args)
+    run_with(dir, args, &[])
+}
+
+fn run_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fidelis"));
+    cmd.args(args)
         .current_dir(dir)
-        .env_remove("RUST_LOG")
+        .env("RUST_LOG", "debug")
         .env_remove("FIDELIS_PG_URL")
-        .env("PGPASS", PASSWORD)
-        .output()
-        .unwrap();
+        .env("PGPASS", PASSWORD);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
 }
@@ -66,4 +73,48 @@ fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() 
     }
     assert!(found.is_empty(), "the password is written in {found:?}");
     assert!(!printed.contains(PASSWORD), "the password is printed:\n{printed}");
+}
+
+#[test]
+fn passwords_with_reserved_characters_in_fidelis_pg_url_never_show_in_part() {
+    let ws = tempfile::tempdir().unwrap();
+    let dir = ws.path();
+    let (code, text) = run(dir, &["generate", "--customers", "1500", "--seed", "9", "--out", "gen", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    fs::write(
+        dir.join("fidelis.toml"),
+        "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[model]\niterations = 30\n\n\
+         [output]\ndir = \"output\"\nsql = []\n\n[paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n",
+    )
+    .unwrap();
+    let (code, text) = run(dir, &["train", "--config", "fidelis.toml", "-q"]);
+    assert_eq!(code, Some(0), "{text}");
+    // Raw reserved characters (the last @ ends the user info) and percent-encoded ones.
+    for (url, parts) in [
+        ("postgres://team:Xq@Zr/Wv:Yt-SECRET@127.0.0.1:1/db", &["Xq@Zr", "Zr/Wv", "Wv:Yt", "SECRET"][..]),
+        (
+            "postgres://team:Ab%40Cd%2FEf%25Gh-TOPSECRET@127.0.0.1:1/db",
+            &["Ab%40Cd", "Ab@Cd", "Cd/Ef", "Ef%Gh", "TOPSECRET"][..],
+        ),
+    ] {
+        for command in ["score", "weekly"] {
+            let (code, text) = run_with(
+                dir,
+                &[command, "--config", "fidelis.toml", "--as-of", "2024-12-01", "-q"],
+                &[("FIDELIS_PG_URL", url)],
+            );
+            assert_eq!(code, Some(5), "{command}: {text}");
+            assert!(text.contains("postgres://team:***@127.0.0.1:1/db"), "{text}");
+            for part in parts {
+                assert!(!text.contains(part), "{command} shows {part:?}:\n{text}");
+                let mut found = Vec::new();
+                for sub in ["models", "reports", "output"] {
+                    if dir.join(sub).exists() {
+                        files_containing(&dir.join(sub), part, &mut found);
+                    }
+                }
+                assert!(found.is_empty(), "{part:?} is written in {found:?}");
+            }
+        }
+    }
 }

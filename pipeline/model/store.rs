@@ -25,13 +25,41 @@ pub fn write_model_dir(models_dir: &Path, model_id: &str, files: &[(&str, Vec<u8
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
     }
-    fs::create_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
-    for (name, bytes) in files {
-        let p = tmp.join(name);
-        fs::write(&p, bytes).map_err(|e| Error::output(&p, e))?;
+    let written = write_files(&tmp, files).and_then(|()| {
+        fs::rename(&tmp, &final_dir).map_err(|e| Error::output(&final_dir, e))?;
+        sync_dir(models_dir);
+        Ok(())
+    });
+    if let Err(e) = written {
+        // A full disk or a failed rename leaves nothing behind.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, &final_dir).map_err(|e| Error::output(&final_dir, e))?;
     Ok(final_dir)
+}
+
+/// Write `files` into `dir`, each synced to disk, then the directory itself.
+fn write_files(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
+    fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
+    for (name, bytes) in files {
+        let p = dir.join(name);
+        fs::File::create(&p)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(bytes)?;
+                f.sync_all()
+            })
+            .map_err(|e| Error::output(&p, e))?;
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Make a directory's entries durable; best effort.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// Point `models_dir/latest` at `model_id` (atomic replace).

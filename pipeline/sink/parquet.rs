@@ -53,6 +53,35 @@ fn write_parquet(df: &mut DataFrame, path: &Path) -> Result<()> {
     ParquetWriter::new(file).finish(df).map(|_| ()).map_err(|e| Error::output(path, e))
 }
 
+/// Swap two paths atomically (Linux `renameat2(RENAME_EXCHANGE)`).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (a, b) = (c(a)?, c(b)?);
+    // SAFETY: two valid NUL-terminated paths; the call reads them and nothing else.
+    let rc = unsafe {
+        libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn exchange(_: &Path, _: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+}
+
+/// Make a directory's entries (renames into it) durable; best effort.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
 fn sync_file(path: &Path) -> Result<()> {
     File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::output(path, e))
 }
@@ -66,10 +95,10 @@ impl ScoreParquet {
         self.root.join(format!("as_of={as_of}"))
     }
 
-    /// Write one run. Both files go to a hidden temporary directory first, which then replaces
-    /// the partition by two renames (old partition aside, new one in, old one removed). A
-    /// process killed at any point leaves the previous partition readable: either still in
-    /// place, or set aside and restored by [`ScoreParquet::recover`] on the next run.
+    /// Write one run. Both files go to a hidden temporary directory first (synced), which then
+    /// replaces the partition in one atomic swap (`renameat2(RENAME_EXCHANGE)`; where the file
+    /// system lacks it, two renames that [`ScoreParquet::recover`] completes after a kill). A
+    /// process killed at any point leaves the previous partition or the new one readable.
     pub fn write_run(
         &self,
         as_of: NaiveDate,
@@ -96,14 +125,21 @@ impl ScoreParquet {
             return Err(e);
         }
         let dir = self.partition(as_of);
-        let old = self.root.join(format!(".as_of={as_of}.old-{pid}"));
-        if dir.exists() {
+        if !dir.exists() {
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::output(&dir, e))?;
+        } else if exchange(&tmp, &dir).is_ok() {
+            // One atomic swap: readers see the old partition or the new one, never neither.
+            // The old one is now at the temporary name.
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
+        } else {
+            // A file system without RENAME_EXCHANGE: old partition aside, new one in; a kill
+            // in between is undone by `recover` at the next start.
+            let old = self.root.join(format!(".as_of={as_of}.old-{pid}"));
             std::fs::rename(&dir, &old).map_err(|e| Error::output(&dir, e))?;
-        }
-        std::fs::rename(&tmp, &dir).map_err(|e| Error::output(&dir, e))?;
-        if old.exists() {
+            std::fs::rename(&tmp, &dir).map_err(|e| Error::output(&dir, e))?;
             std::fs::remove_dir_all(&old).map_err(|e| Error::output(&old, e))?;
         }
+        sync_dir(&self.root);
         Ok(dir)
     }
 

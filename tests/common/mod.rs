@@ -94,3 +94,25 @@ impl Drop for PgDb {
         }
     }
 }
+
+/// Copy a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// The committed model fixture (a small trained model, its data and config).
+pub fn model_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/model_v1")
+}
+
+/// The id of the fixture's model.
+pub const FIXTURE_MODEL: &str = "20261129T143704Z-3c140140";
