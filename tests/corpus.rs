@@ -396,3 +396,24 @@ fn run_corpus() {
     eprintln!("run corpus: {} cases", cases.len());
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_foreign_postgres_table_is_refused_with_the_reason() {
+    let Some(db) = common::PgDb::create("foreign") else { return };
+    db.client()
+        .batch_execute(
+            "CREATE TABLE churn_scores (id INTEGER, as_of DATE, note TEXT); \
+             INSERT INTO churn_scores VALUES (1, '2024-12-31', 'theirs');",
+        )
+        .unwrap();
+    let ws = fixture_ws(&format!("[output]\ndir = \"output\"\nsql = [{:?}]", db.url));
+    let (code, out, err) = run(ws.path(), SCORE);
+    assert_eq!(code, Some(5), "{out}{err}");
+    assert!(err.contains("table churn_scores exists and is not a fidelis table"), "{err}");
+    assert_eq!(db.count("SELECT COUNT(*) FROM churn_scores"), 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM information_schema.columns WHERE table_name = 'churn_scores'"),
+        3,
+        "their table was altered"
+    );
+}
