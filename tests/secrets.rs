@@ -41,23 +41,32 @@ fn files_containing(dir: &Path, needle: &str, found: &mut Vec<String>) {
     }
 }
 
-#[test]
-fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() {
+/// A workspace with generated data and a trained model, `output.sql = <sql>`; what the
+/// commands printed.
+fn trained(sql: &str) -> (tempfile::TempDir, String) {
     let ws = tempfile::tempdir().unwrap();
     let dir = ws.path();
-    let (code, text) = run(dir, &["generate", "--customers", "1500", "--seed", "9", "--out", "gen", "-q"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, mut printed) =
+        run(dir, &["generate", "--customers", "1500", "--seed", "9", "--out", "gen", "-q"]);
+    assert_eq!(code, Some(0), "{printed}");
     fs::write(
         dir.join("fidelis.toml"),
-        "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[model]\niterations = 30\n\n\
-         [output]\ndir = \"output\"\nsql = [\"postgres://u:${PGPASS}@127.0.0.1:1/db\"]\n\n\
-         [paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n",
+        format!(
+            "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[model]\niterations = 30\n\n\
+             [output]\ndir = \"output\"\nsql = {sql}\n\n[paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n"
+        ),
     )
     .unwrap();
-    let mut printed = String::new();
     let (code, text) = run(dir, &["train", "--config", "fidelis.toml", "-q"]);
     assert_eq!(code, Some(0), "{text}");
     printed.push_str(&text);
+    (ws, printed)
+}
+
+#[test]
+fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() {
+    let (ws, mut printed) = trained(r#"["postgres://u:${PGPASS}@127.0.0.1:1/db"]"#);
+    let dir = ws.path();
     // The Parquet partition is written, then the PostgreSQL sink fails (exit 5).
     let (code, text) = run(dir, &["score", "--config", "fidelis.toml", "--as-of", "2024-12-01", "-q"]);
     assert_eq!(code, Some(5), "{text}");
@@ -77,18 +86,8 @@ fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() 
 
 #[test]
 fn passwords_with_reserved_characters_in_fidelis_pg_url_never_show_in_part() {
-    let ws = tempfile::tempdir().unwrap();
+    let (ws, _) = trained("[]");
     let dir = ws.path();
-    let (code, text) = run(dir, &["generate", "--customers", "1500", "--seed", "9", "--out", "gen", "-q"]);
-    assert_eq!(code, Some(0), "{text}");
-    fs::write(
-        dir.join("fidelis.toml"),
-        "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[model]\niterations = 30\n\n\
-         [output]\ndir = \"output\"\nsql = []\n\n[paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n",
-    )
-    .unwrap();
-    let (code, text) = run(dir, &["train", "--config", "fidelis.toml", "-q"]);
-    assert_eq!(code, Some(0), "{text}");
     // Raw reserved characters (the last @ ends the user info) and percent-encoded ones.
     for (url, parts) in [
         ("postgres://team:Xq@Zr/Wv:Yt-SECRET@127.0.0.1:1/db", &["Xq@Zr", "Zr/Wv", "Wv:Yt", "SECRET"][..]),
