@@ -129,7 +129,9 @@ fn main() {
             .next()
             .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
             .unwrap_or(0);
-        let features_at = lap(&out.stderr, "features").unwrap_or(f64::NAN);
+        // Daily activity (once per run) plus the features at the scored date.
+        let features_at = step(&log, "aggregating transactions per customer and day")
+            + lap(&out.stderr, "features").unwrap_or(f64::NAN);
         r["weekly_batch"] =
             json!({"wall_s": weekly_s, "peak_rss_mb": weekly_rss as f64 / 1e6, "scored": scored});
         r["stages"]["weekly_ingest"] = json!({"wall_s": step(&log, "reading and validating")});

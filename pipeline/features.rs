@@ -141,6 +141,11 @@ impl Daily {
     fn range(&self, c: usize) -> std::ops::Range<usize> {
         self.start[c]..self.start[c + 1]
     }
+
+    /// The active days of customer `c` (index into `customers`), sorted.
+    pub fn days_of(&self, c: usize) -> &[i32] {
+        &self.day[self.range(c)]
+    }
 }
 
 /// One row per (customer, active day): transactions, amount, negative-amount transactions. Input: the ingest contract frame (rows with a

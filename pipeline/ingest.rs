@@ -196,6 +196,11 @@ pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
     validate_frame(&path, format, raw, &columns, input.max_invalid_share)
 }
 
+/// A datetime literal (milliseconds since the epoch), compared with `__ts` as it is.
+fn ms_literal(ms: i64) -> Expr {
+    lit(ms).cast(DataType::Datetime(TimeUnit::Milliseconds, None))
+}
+
 /// The latest plausible time of a row of `path`: its modification time plus `slack_days`
 /// (no limit when the time cannot be read).
 pub(crate) fn latest_ms(path: &Path, slack_days: i64) -> i64 {
@@ -622,12 +627,7 @@ fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
         .then(lit(DropReason::MissingTimestamp.code()))
         .when(col("__ts").is_null())
         .then(lit(DropReason::UnparsableTimestamp.code()))
-        .when(
-            col("__ts")
-                .cast(DataType::Int64)
-                .gt(lit(m.latest_ms))
-                .or(col("__ts").cast(DataType::Int64).lt(lit(EARLIEST_MS))),
-        )
+        .when(col("__ts").gt(ms_literal(m.latest_ms)).or(col("__ts").lt(ms_literal(EARLIEST_MS))))
         .then(lit(DropReason::OutOfRangeTimestamp.code()))
         .when(amount_raw_null)
         .then(lit(DropReason::MissingAmount.code()))
@@ -745,14 +745,15 @@ fn repeated_rows(frame: &DataFrame) -> Result<BooleanChunked> {
     let ids = frame.column("customer_id").polars(ctx)?.str().polars(ctx)?;
     let ts = frame.column("ts").polars(ctx)?.datetime().polars(ctx)?.physical();
     let amount = frame.column("amount").polars(ctx)?.f64().polars(ctx)?;
-    let mut prev: Option<(Option<&str>, Option<i64>, Option<u64>)> = None;
-    let mask: Vec<bool> = ids
+    // Time and amount first; the ids (a string compare) only where those repeat.
+    let mut prev: Option<(Option<i64>, Option<u64>)> = None;
+    let mask: Vec<bool> = ts
         .iter()
-        .zip(ts.iter())
         .zip(amount.iter())
-        .map(|((id, t), a)| {
-            let row = (id, t, a.map(f64::to_bits));
-            let repeat = prev == Some(row);
+        .enumerate()
+        .map(|(i, (t, a))| {
+            let row = (t, a.map(f64::to_bits));
+            let repeat = prev == Some(row) && ids.get(i) == ids.get(i - 1);
             prev = Some(row);
             repeat
         })

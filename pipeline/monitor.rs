@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
-use crate::features::FeatureMatrix;
+use crate::features::{Daily, FeatureMatrix};
 use crate::metrics;
 use crate::schema::{self, CHURN_SCORE, CLV_SCORE, CUSTOMER};
 use crate::threshold;
@@ -341,24 +341,16 @@ pub fn realized(
 }
 
 /// Customers with at least one transaction in `[from, to)`.
-pub fn active_between(tx: &DataFrame, from: NaiveDate, to: NaiveDate) -> Result<HashSet<String>> {
-    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
-    let ctx = "customers active in an outcome window";
-    let ids = tx
-        .clone()
-        .lazy()
-        .filter(
-            col("ts")
-                .cast(DataType::Int64)
-                .gt_eq(lit(at(from)))
-                .and(col("ts").cast(DataType::Int64).lt(lit(at(to)))),
-        )
-        .select([col(CUSTOMER)])
-        .unique(None, UniqueKeepStrategy::Any)
+pub fn active_between(daily: &Daily, from: NaiveDate, to: NaiveDate) -> HashSet<String> {
+    let (from, to) = (schema::epoch_day(from), schema::epoch_day(to));
+    (0..daily.customers.len())
+        .filter(|&c| {
+            let days = daily.days_of(c);
+            let first = days.partition_point(|&d| d < from);
+            days.get(first).is_some_and(|&d| d < to)
+        })
+        .map(|c| daily.customers[c].clone())
         .collect()
-        .polars(ctx)?;
-    let ids = ids.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
-    Ok(ids.iter().flatten().map(str::to_string).collect())
 }
 
 /// One monitoring result: what goes into the history and what is printed.

@@ -17,8 +17,9 @@ use chrono::NaiveDate;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::features::{self, Daily};
 use crate::files;
-use crate::ingest::{self, Transactions};
+use crate::ingest::{self, ValidationSummary};
 use crate::lock::RunLock;
 use crate::model::{self, LoadedModel};
 use crate::progress::Progress;
@@ -32,28 +33,6 @@ pub struct BatchOptions {
     pub as_of: Option<NaiveDate>,
     /// Model id; default: the one `models/latest` names.
     pub model: Option<String>,
-}
-
-/// What a batch command works on: the model and the validated inputs.
-pub struct Loaded {
-    pub model: LoadedModel,
-    pub tx: Transactions,
-    /// Events and the customer table, when configured.
-    pub signals: SignalData,
-    /// The day after the last transaction (the default `as_of`).
-    pub data_end: NaiveDate,
-}
-
-impl Loaded {
-    /// Read and validate the inputs of `cfg` for `model`.
-    pub fn read(cfg: &Config, model: LoadedModel, progress: &Progress) -> Result<Loaded> {
-        let tx = progress.step("ingest", "reading and validating transactions", || {
-            ingest::load_transactions(&cfg.input.transactions)
-        })?;
-        let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
-        let data_end = tx.data_end()?;
-        Ok(Loaded { model, tx, signals, data_end })
-    }
 }
 
 impl BatchOptions {
@@ -70,6 +49,35 @@ impl BatchOptions {
             return Err(Error::Data(format!("as_of {d} is outside 1900-01-01 .. 9999-12-31")));
         }
         Ok(d)
+    }
+}
+
+/// What a batch command works on: the model and the validated inputs, the transactions
+/// reduced to one row per customer and active day (all that features, outcome windows and
+/// KPIs read; the raw rows are let go, which is most of the memory).
+pub struct Loaded {
+    pub model: LoadedModel,
+    pub daily: Daily,
+    /// What ingest read, kept and dropped.
+    pub validation: ValidationSummary,
+    /// Events and the customer table, when configured.
+    pub signals: SignalData,
+    /// The day after the last transaction (the default `as_of`).
+    pub data_end: NaiveDate,
+}
+
+impl Loaded {
+    /// Read and validate the inputs of `cfg` for `model`.
+    pub fn read(cfg: &Config, model: LoadedModel, progress: &Progress) -> Result<Loaded> {
+        let tx = progress.step("ingest", "reading and validating transactions", || {
+            ingest::load_transactions(&cfg.input.transactions)
+        })?;
+        let data_end = tx.data_end()?;
+        let daily = progress.step("daily", "aggregating transactions per customer and day", || {
+            features::daily_activity(&tx.frame)
+        })?;
+        let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+        Ok(Loaded { model, daily, validation: tx.summary, signals, data_end })
     }
 }
 

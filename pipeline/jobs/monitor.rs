@@ -12,7 +12,6 @@ use polars::prelude::DataFrame;
 use super::{BatchOptions, Loaded, Session};
 use crate::config::{Config, DecisionConfig};
 use crate::error::Result;
-use crate::features;
 use crate::model::{self, LoadedModel};
 use crate::monitor::{self, Drift, MonitorReport, Observed, Realized, Status};
 use crate::predict::{self, Predictions};
@@ -45,8 +44,7 @@ pub fn monitor_at(
         let p = match predictions.filter(|p| p.as_of == as_of) {
             Some(p) => p,
             None => {
-                let daily = features::daily_activity(&s.tx.frame)?;
-                computed = predict::predict_at(model, &daily, &s.signals, as_of, false)?;
+                computed = predict::predict_at(model, &s.daily, &s.signals, as_of, false)?;
                 &computed
             }
         };
@@ -102,7 +100,7 @@ fn realized_runs(
             continue;
         }
         let scores = parquet.read_scores(run)?;
-        let active = monitor::active_between(&s.tx.frame, run, run + horizon)?;
+        let active = monitor::active_between(&s.daily, run, run + horizon);
         let decision = run_decision(cfg, &scores, &s.model)?;
         out.push(monitor::realized(run, &scores, &active, &decision)?);
     }

@@ -10,7 +10,7 @@ use polars::prelude::DataFrame;
 use super::{check_sinks, BatchOptions, Session};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::features;
+use crate::features::{self, Daily};
 use crate::model::LoadedModel;
 use crate::monitor::MonitorReport;
 use crate::predict::{self, Predictions};
@@ -35,7 +35,7 @@ pub struct BatchOutcome {
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
     check_sinks(cfg)?;
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, opts.as_of(s.data_end)?, progress)
+    score_and_write(cfg, &s.model, &s.daily, &s.signals, opts.as_of(s.data_end)?, progress)
 }
 
 /// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
@@ -56,14 +56,14 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     s.model.reference()?;
     s.model.metrics()?;
     History::new(Path::new(&cfg.output.dir)).read()?;
-    let batch = score_and_write(cfg, &s.model, &s.tx.frame, &s.signals, as_of, progress)?;
+    let batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
     let after = || -> Result<(MonitorReport, PathBuf)> {
         let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
         let report = progress.step("report", "writing the weekly report", || {
             crate::report::weekly::for_run(
                 cfg,
                 &s.model,
-                &s.tx.frame,
+                &s.daily,
                 &batch.scores,
                 &monitor,
                 batch.summary.health.clone(),
@@ -81,16 +81,13 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
 /// the scoring step).
 fn predictions(
     model: &LoadedModel,
-    tx: &DataFrame,
+    daily: &Daily,
     signals: &SignalData,
     as_of: NaiveDate,
 ) -> Result<Predictions> {
     let clock = std::time::Instant::now();
     let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
-    let daily = features::daily_activity(tx)?;
-    lap("daily activity");
-    let (customers, x) = predict::features_at(model, &daily, signals, as_of)?;
-    drop(daily);
+    let (customers, x) = predict::features_at(model, daily, signals, as_of)?;
     lap("features");
     let p = predict::apply(model, as_of, customers, x, true);
     lap("predictions and contributions");
@@ -109,7 +106,7 @@ pub fn score_frame(
     previous: Option<&PreviousRun>,
     health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
-    let preds = predictions(model, tx, signals, as_of)?;
+    let preds = predictions(model, &features::daily_activity(tx)?, signals, as_of)?;
     score::score(cfg, model, &preds, signals, previous, health_history)
 }
 
@@ -117,7 +114,7 @@ pub fn score_frame(
 pub fn score_and_write(
     cfg: &Config,
     model: &LoadedModel,
-    tx: &DataFrame,
+    daily: &Daily,
     signals: &SignalData,
     as_of: NaiveDate,
     progress: &Progress,
@@ -139,7 +136,7 @@ pub fn score_and_write(
     };
     let (preds, mut run) =
         progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-            let mut preds = predictions(model, tx, signals, as_of)?;
+            let mut preds = predictions(model, daily, signals, as_of)?;
             let run = score::score(cfg, model, &preds, signals, previous.as_ref(), &health_history)?;
             // The reasons are in the scores now; monitoring needs only features and scores.
             preds.contributions = None;

@@ -789,7 +789,7 @@ pub fn write_weekly(report: &WeeklyReport, reports_dir: &Path) -> Result<PathBuf
 pub fn for_run(
     cfg: &Config,
     model: &LoadedModel,
-    tx: &DataFrame,
+    daily: &Daily,
     scores: &DataFrame,
     monitor: &MonitorReport,
     health_note: Option<String>,
@@ -800,14 +800,13 @@ pub fn for_run(
         Some(d) if cfg.output.parquet => Some((d, parquet.read_scores(d)?)),
         _ => None,
     };
-    let daily = crate::features::daily_activity(tx)?;
     let report = build(&WeeklyInputs {
         health_note,
         scores,
         previous,
         monitor,
         bands: &model.decision.bands,
-        daily: &daily,
+        daily,
         active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
