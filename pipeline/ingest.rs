@@ -745,19 +745,27 @@ fn repeated_rows(frame: &DataFrame) -> Result<BooleanChunked> {
     let ids = frame.column("customer_id").polars(ctx)?.str().polars(ctx)?;
     let ts = frame.column("ts").polars(ctx)?.datetime().polars(ctx)?.physical();
     let amount = frame.column("amount").polars(ctx)?.f64().polars(ctx)?;
-    // Time and amount first; the ids (a string compare) only where those repeat.
-    let mut prev: Option<(Option<i64>, Option<u64>)> = None;
-    let mask: Vec<bool> = ts
-        .iter()
-        .zip(amount.iter())
-        .enumerate()
-        .map(|(i, (t, a))| {
-            let row = (t, a.map(f64::to_bits));
-            let repeat = prev == Some(row) && ids.get(i) == ids.get(i - 1);
-            prev = Some(row);
-            repeat
-        })
-        .collect();
+    // Time and amount first (plain slices when the columns are one chunk without nulls, the
+    // usual case); the ids, a string compare, only where those repeat.
+    let same_id = |i: usize| ids.get(i) == ids.get(i - 1);
+    let mask: Vec<bool> = match (ts.cont_slice(), amount.cont_slice()) {
+        (Ok(t), Ok(a)) => (0..t.len())
+            .map(|i| i > 0 && t[i] == t[i - 1] && a[i].to_bits() == a[i - 1].to_bits() && same_id(i))
+            .collect(),
+        _ => {
+            let mut prev: Option<(Option<i64>, Option<u64>)> = None;
+            ts.iter()
+                .zip(amount.iter())
+                .enumerate()
+                .map(|(i, (t, a))| {
+                    let row = (t, a.map(f64::to_bits));
+                    let repeat = prev == Some(row) && same_id(i);
+                    prev = Some(row);
+                    repeat
+                })
+                .collect()
+        }
+    };
     Ok(BooleanChunked::from_slice("repeat".into(), &mask))
 }
 
