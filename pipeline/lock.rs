@@ -195,4 +195,15 @@ mod tests {
         .unwrap();
         assert_eq!(RunLock::acquire(dir.path()).unwrap_err().exit_code(), 4);
     }
+
+    #[test]
+    fn a_failed_lock_write_leaves_no_lock_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        // The temporary lock cannot be created (a directory is in its way): an error, exit 5,
+        // and no lock file that would block the next run.
+        std::fs::create_dir(dir.path().join(format!("{LOCK_FILE}.tmp-{}", std::process::id()))).unwrap();
+        let err = RunLock::acquire(dir.path()).unwrap_err();
+        assert_eq!(err.exit_code(), 5, "{err}");
+        assert!(!dir.path().join(LOCK_FILE).exists());
+    }
 }

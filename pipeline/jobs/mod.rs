@@ -128,3 +128,21 @@ fn check_sinks(cfg: &Config) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn as_of_must_be_a_plausible_calendar_date() {
+        let end = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+        let opts = |d: Option<NaiveDate>| BatchOptions { as_of: d, model: None };
+        assert_eq!(opts(None).as_of(end).unwrap(), end);
+        let far = NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap();
+        let err = opts(Some(far)).as_of(end).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("outside 1900-01-01 .. 9999-12-31"), "{err}");
+        assert!(opts(None).as_of(far).is_err(), "a data end beyond 9999 is refused too");
+        assert!(opts(Some(NaiveDate::from_ymd_opt(1899, 12, 31).unwrap())).as_of(end).is_err());
+    }
+}
