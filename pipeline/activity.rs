@@ -105,6 +105,13 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
     let path = PathBuf::from(&input.path);
     let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
     let (raw, _) = ingest::read_raw(&path, &file, "input.events")?;
+    events_from_frame(raw, input, &input.path)
+}
+
+/// Read and validate an event log already in memory (`input`'s column mapping applies;
+/// `source` names it in messages).
+pub fn events_from_frame(raw: DataFrame, input: &EventsInput, source: &str) -> Result<Events> {
+    let path = PathBuf::from(source);
     let rows_read = raw.height();
     let parsed = parse_events(input, &path, raw)?;
     let invalid = invalid_events(input, &path, &parsed, rows_read)?;
@@ -120,7 +127,7 @@ pub fn load_events(input: &EventsInput) -> Result<Events> {
         )
         .collect()
         .polars("sorting events")?;
-    let mut events = index_events(&valid, &input.path)?;
+    let mut events = index_events(&valid, source)?;
     events.summary =
         EventsSummary { path, rows_read, rows_valid: valid.height(), invalid, events: counts_of(&events) };
     Ok(events)
@@ -366,6 +373,13 @@ pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
     let path = PathBuf::from(&input.path);
     let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
     let (raw, _) = ingest::read_raw(&path, &file, "input.customers")?;
+    customers_from_frame(raw, input, &input.path)
+}
+
+/// Read and validate a customer table already in memory (`input`'s column mapping applies;
+/// `source` names it in messages).
+pub fn customers_from_frame(raw: DataFrame, input: &CustomersInput, source: &str) -> Result<Customers> {
+    let path = PathBuf::from(source);
     require(&path, &raw, "input.customers", &[("customer_id", input.customer_id.as_str())])?;
     let t = Table { raw: &raw, path: &path };
     let ids = t.text(&input.customer_id)?.unwrap_or_default();

@@ -193,7 +193,28 @@ pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
     let (raw, format) = read_raw(&path, input, "input.transactions")?;
     let columns = Mapping::new(input, latest_ms(&path, input.max_future_days));
     columns.check_present(&path, &raw)?;
-    validate_frame(&path, format, raw, &columns, input.max_invalid_share)
+    let format = format!("{format:?}").to_lowercase();
+    validate_frame(&path, &format, raw, &columns, input.max_invalid_share)
+}
+
+/// Map and validate a transaction frame already in memory (e.g. Arrow from Python or Spark)
+/// exactly as a file would be: `input`'s column mapping and limits apply (its path does not);
+/// `source` names the frame in messages. Rows later than now + `max_future_days` are out of
+/// range.
+pub fn transactions_from_frame(
+    raw: DataFrame,
+    input: &TransactionsInput,
+    source: &str,
+) -> Result<Transactions> {
+    let path = PathBuf::from(source);
+    if raw.height() == 0 {
+        return Err(Error::InputFile { path, message: "the frame has no rows".into() });
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let latest = now_ms.saturating_add(input.max_future_days.saturating_mul(86_400_000));
+    let columns = Mapping::new(input, latest);
+    columns.check_present(&path, &raw)?;
+    validate_frame(&path, "arrow", raw, &columns, input.max_invalid_share)
 }
 
 /// A datetime literal (milliseconds since the epoch), compared with `__ts` as it is.
@@ -771,7 +792,7 @@ fn repeated_rows(frame: &DataFrame) -> Result<BooleanChunked> {
 
 fn validate_frame(
     path: &Path,
-    format: FileFormat,
+    format: &str,
     raw: DataFrame,
     m: &Mapping,
     max_invalid_share: f64,
@@ -795,7 +816,7 @@ fn validate_frame(
 
     let summary = ValidationSummary {
         path: path.to_path_buf(),
-        format: format!("{format:?}").to_lowercase(),
+        format: format.to_string(),
         rows_read,
         rows_valid,
         dropped,

@@ -1,0 +1,307 @@
+//! `fidelis._native`: the Rust core of the `fidelis` Python package (python/fidelis wraps it).
+//!
+//! Data crosses the boundary through the Arrow C stream interface: a frame comes in as the
+//! `arrow_array_stream` capsule of any object with `__arrow_c_stream__` (pyarrow, polars,
+//! pandas through pyarrow) and is imported without a copy of its buffers; results go out as a
+//! capsule of the same kind that pyarrow reads (`RecordBatchReader.from_stream`). Errors become
+//! the exceptions of `fidelis.errors`, carrying the CLI's message and exit code.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use polars_arrow::array::{Array, StructArray};
+use polars_arrow::datatypes::{ArrowDataType, Field as ArrowField};
+use polars_arrow::ffi::{export_iterator, ArrowArrayStream, ArrowArrayStreamReader};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+
+use fidelis::config::Config;
+use fidelis::error::Error;
+use fidelis::jobs;
+use fidelis::model::{self, LoadedModel};
+use fidelis::progress::Progress;
+use fidelis::signals::SignalData;
+
+const STREAM: &std::ffi::CStr = c"arrow_array_stream";
+
+/// A library error as the matching `fidelis.errors` exception (message and exit code).
+fn py_err(e: Error) -> PyErr {
+    Python::attach(|py| {
+        let class = match e.exit_code() {
+            2 => "InputError",
+            4 => "LockedError",
+            5 => "OutputError",
+            6 => "ScoresWrittenError",
+            _ => "FidelisError",
+        };
+        let made = py
+            .import("fidelis.errors")
+            .and_then(|m| m.getattr(class))
+            .and_then(|c| c.call1((e.to_string(), e.exit_code())));
+        match made {
+            Ok(value) => PyErr::from_value(value),
+            Err(import_failed) => import_failed,
+        }
+    })
+}
+
+fn polars_err(context: &str) -> impl Fn(PolarsError) -> PyErr + '_ {
+    move |e| py_err(Error::Polars { context: context.to_string(), source: e })
+}
+
+/// A frame from an Arrow C stream capsule (the buffers are shared, not copied).
+fn import_frame(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
+    let capsule = capsule.cast::<PyCapsule>().map_err(|_| {
+        PyValueError::new_err(format!("{what}: expected an Arrow C stream capsule (__arrow_c_stream__())"))
+    })?;
+    let ptr = capsule
+        .pointer_checked(Some(STREAM))
+        .map_err(|_| PyValueError::new_err(format!("{what}: the capsule is not an arrow_array_stream")))?;
+    // SAFETY: an `arrow_array_stream` capsule points at an ArrowArrayStream (the C stream
+    // interface). Its content is moved out and an empty (released) stream left behind, as the
+    // interface prescribes for a consumer.
+    let stream =
+        unsafe { std::ptr::replace(ptr.as_ptr() as *mut ArrowArrayStream, ArrowArrayStream::empty()) };
+    let context = format!("reading {what}");
+    // SAFETY: the stream was produced by the capsule's owner and is now ours.
+    let mut reader =
+        unsafe { ArrowArrayStreamReader::try_new(Box::new(stream)) }.map_err(polars_err(&context))?;
+    let mut frames: Vec<DataFrame> = Vec::new();
+    // SAFETY: the reader owns the stream.
+    while let Some(array) = unsafe { reader.next() } {
+        let array = array.map_err(polars_err(&context))?;
+        let batch = array
+            .as_any()
+            .downcast_ref::<StructArray>()
+            .ok_or_else(|| PyValueError::new_err(format!("{what}: expected a stream of record batches")))?
+            .clone();
+        frames.push(DataFrame::try_from(batch).map_err(polars_err(&context))?);
+    }
+    let mut frames = frames.into_iter();
+    let mut df = frames.next().ok_or_else(|| py_err(Error::Data(format!("{what} has no rows"))))?;
+    for f in frames {
+        df.vstack_mut_owned(f).map_err(polars_err(&context))?;
+    }
+    Ok(df)
+}
+
+/// A frame as an Arrow C stream capsule, one record batch per chunk (strings as large
+/// UTF-8, which every Arrow reader takes).
+fn export_frame(py: Python<'_>, mut df: DataFrame) -> PyResult<Bound<'_, PyCapsule>> {
+    df.align_chunks();
+    let compat = CompatLevel::oldest();
+    let fields: Vec<ArrowField> = df.columns().iter().map(|c| c.field().to_arrow(compat)).collect();
+    let dtype = ArrowDataType::Struct(fields);
+    let batches: Vec<PolarsResult<Box<dyn Array>>> = df
+        .iter_chunks(compat, false)
+        .map(|b| {
+            let len = b.len();
+            Ok(StructArray::new(dtype.clone(), len, b.into_arrays(), None).boxed())
+        })
+        .collect();
+    let stream = export_iterator(Box::new(batches.into_iter()), ArrowField::new("".into(), dtype, false));
+    PyCapsule::new(py, stream, Some(STREAM.to_owned()))
+}
+
+fn parse_date(s: &str) -> PyResult<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| py_err(Error::Data(format!("as_of {s:?}: expected a date YYYY-MM-DD"))))
+}
+
+fn config_of(path: Option<&str>) -> PyResult<Config> {
+    match path {
+        Some(p) => Config::load(Path::new(p)).map_err(py_err),
+        None => Ok(Config::default()),
+    }
+}
+
+/// `(models_dir, id)` of a model given as a model directory, a models directory (its
+/// `latest`), or a models directory and an id.
+fn locate(path: &str, id: Option<&str>) -> (PathBuf, Option<String>) {
+    let p = PathBuf::from(path);
+    if id.is_none() && p.join(model::file::MODEL).is_file() {
+        let name = p.file_name().map(|n| n.to_string_lossy().to_string());
+        return (p.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf), name);
+    }
+    (p, id.map(str::to_string))
+}
+
+/// A trained model and the configuration that maps input columns and ranks scores.
+#[pyclass(name = "NativeModel", module = "fidelis._native", frozen)]
+struct NativeModel {
+    model: LoadedModel,
+    cfg: Config,
+}
+
+impl NativeModel {
+    /// The optional inputs as the library reads them, from Arrow capsules.
+    fn signals(
+        &self,
+        events: Option<&Bound<'_, PyAny>>,
+        customers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SignalData> {
+        let events = match events {
+            Some(e) => Some(
+                fidelis::activity::events_from_frame(
+                    import_frame(e, "events")?,
+                    &self.cfg.input.events,
+                    "events",
+                )
+                .map_err(py_err)?,
+            ),
+            None => None,
+        };
+        let customers = match customers {
+            Some(c) => Some(
+                fidelis::activity::customers_from_frame(
+                    import_frame(c, "customers")?,
+                    &self.cfg.input.customers,
+                    "customers",
+                )
+                .map_err(py_err)?,
+            ),
+            None => None,
+        };
+        Ok(SignalData { events, customers })
+    }
+
+    fn transactions(&self, tx: &Bound<'_, PyAny>) -> PyResult<fidelis::ingest::Transactions> {
+        fidelis::ingest::transactions_from_frame(
+            import_frame(tx, "transactions")?,
+            &self.cfg.input.transactions,
+            "transactions",
+        )
+        .map_err(py_err)
+    }
+}
+
+#[pymethods]
+impl NativeModel {
+    #[getter]
+    fn model_id(&self) -> String {
+        self.model.info.model_id.clone()
+    }
+
+    #[getter]
+    fn model_dir(&self) -> String {
+        self.model.dir.display().to_string()
+    }
+
+    /// `model.json`, `metrics.json` and `decision.json` as one JSON object.
+    fn info_json(&self) -> PyResult<String> {
+        let read = |name: &str| -> PyResult<serde_json::Value> {
+            let path = self.model.dir.join(name);
+            fidelis::files::read_json(&path).map_err(py_err)
+        };
+        let info = serde_json::json!({
+            "model": read(model::file::MODEL)?,
+            "metrics": read(model::file::METRICS)?,
+            "decision": read(model::file::DECISION)?,
+        });
+        Ok(info.to_string())
+    }
+
+    /// The scores table of every customer eligible at `as_of` (default: the day after the
+    /// last transaction), exactly as `fidelis score` writes it for a first run.
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    fn score<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        as_of: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let tx = self.transactions(transactions)?;
+        let signals = self.signals(events, customers)?;
+        let as_of = match as_of {
+            Some(d) => parse_date(d)?,
+            None => tx.data_end().map_err(py_err)?,
+        };
+        let run = py
+            .detach(|| {
+                jobs::score::score_frame(
+                    &self.cfg,
+                    &self.model,
+                    &tx.frame,
+                    &signals,
+                    as_of,
+                    None,
+                    &Default::default(),
+                )
+            })
+            .map_err(py_err)?;
+        export_frame(py, run.scores)
+    }
+
+    /// The model's features of every customer eligible at `as_of`: `customer_id` and one
+    /// column per feature, in model order.
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    fn features<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        as_of: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let tx = self.transactions(transactions)?;
+        let signals = self.signals(events, customers)?;
+        let as_of = match as_of {
+            Some(d) => parse_date(d)?,
+            None => tx.data_end().map_err(py_err)?,
+        };
+        let frame = py
+            .detach(|| -> fidelis::error::Result<DataFrame> {
+                let daily = fidelis::features::daily_activity(&tx.frame)?;
+                let (customers, x) = fidelis::predict::features_at(&self.model, &daily, &signals, as_of)?;
+                let mut cols = vec![Column::new(fidelis::schema::CUSTOMER.into(), customers)];
+                for (c, name) in x.names.iter().enumerate() {
+                    cols.push(Column::new(name.as_str().into(), x.column(c).to_vec()));
+                }
+                DataFrame::new_infer_height(cols)
+                    .map_err(|source| Error::Polars { context: "assembling features".into(), source })
+            })
+            .map_err(py_err)?;
+        export_frame(py, frame)
+    }
+}
+
+/// Load a model: a model directory, or a models directory (`latest`, or `model_id`);
+/// `config` maps input columns and sets ranking (default: every default).
+#[pyfunction]
+#[pyo3(signature = (path, model_id=None, config=None))]
+fn load_model(path: &str, model_id: Option<&str>, config: Option<&str>) -> PyResult<NativeModel> {
+    let (dir, id) = locate(path, model_id);
+    let model = model::load(&dir, id.as_deref()).map_err(py_err)?;
+    Ok(NativeModel { model, cfg: config_of(config)? })
+}
+
+/// `fidelis validate --json` of a config file: the transaction summary as JSON.
+#[pyfunction]
+fn validate(py: Python<'_>, config: &str) -> PyResult<String> {
+    let cfg = config_of(Some(config))?;
+    let outcome = py.detach(|| jobs::validate::run(&cfg, &Progress::hidden())).map_err(py_err)?;
+    serde_json::to_string(&outcome).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// `fidelis train` of a config file; the new model's id.
+#[pyfunction]
+fn train(py: Python<'_>, config: &str) -> PyResult<String> {
+    let cfg = config_of(Some(config))?;
+    let opts = jobs::train::TrainOptions::default();
+    let outcome = py.detach(|| jobs::train::run(&cfg, &opts, &Progress::hidden())).map_err(py_err)?;
+    Ok(outcome.model_id)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeModel>()?;
+    m.add_function(wrap_pyfunction!(load_model, m)?)?;
+    m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

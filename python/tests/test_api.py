@@ -1,0 +1,137 @@
+"""The Python package: import, load, score (equal to `fidelis score` row for row), features,
+info, validate, train, and errors that carry the CLI's message and exit code."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import fidelis
+from conftest import ROOT, run
+
+FIXTURE = ROOT / "tests/fixtures/model_v1"
+
+
+def cli_scores(ws: Path, as_of: str) -> pa.Table:
+    """`fidelis score` in a copy of the workspace (fresh output: a first run)."""
+    out = ws / f"cli-{as_of}"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{out.name}"')
+    (ws / "cli.toml").write_text(cfg)
+    run(["score", "--config", "cli.toml", "--as-of", as_of, "-q"], ws)
+    return pq.read_table(out / f"scores/as_of={as_of}/scores.parquet")
+
+
+def plain(column):
+    """Strings in one representation (Parquet readers may give string views, the package
+    gives large strings: the same values)."""
+    t = column.type
+    if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return column.cast(pa.string())
+    return column
+
+
+def assert_same_rows(ours: pa.Table, theirs: pa.Table) -> None:
+    """Same columns in the same order, same rows, every value equal (floats to the bit)."""
+    assert ours.column_names == theirs.column_names
+    assert ours.num_rows == theirs.num_rows > 0
+    for name in ours.column_names:
+        a, b = plain(ours.column(name)), plain(theirs.column(name))
+        assert a.type == b.type, f"{name}: {a.type} vs {b.type}"
+        assert a.to_pylist() == b.to_pylist(), f"column {name} differs"
+
+
+def test_import_and_version():
+    assert fidelis.__version__
+    assert {"load_model", "validate", "train", "Model", "InputError"} <= set(fidelis.__all__)
+
+
+def test_a_model_scores_exactly_as_the_cli_on_the_demo_data(demo):
+    m = fidelis.load_model(demo / "models")
+    tx = pq.read_table(demo / "data/transactions.parquet")
+    ours = m.score(tx, as_of="2024-10-01")
+    assert_same_rows(ours, cli_scores(demo, "2024-10-01"))
+    # The default date is the day after the last transaction, as in the CLI.
+    assert ours.column("as_of")[0].as_py().isoformat() == "2024-10-01"
+
+
+def test_a_model_scores_exactly_as_the_cli_on_cdnow(cdnow):
+    # The whitespace file as a frame with the columns configs/cdnow.toml maps.
+    rows = [line.split() for line in (cdnow / "CDNOW_master.txt").read_text().splitlines() if line.strip()]
+    tx = pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "date": [r[1] for r in rows],
+            "number_of_cds": [r[2] for r in rows],
+            "dollar_value": [r[3] for r in rows],
+        }
+    )
+    m = fidelis.load_model(cdnow / "models", config=cdnow / "fidelis.toml")
+    ours = m.score(tx, as_of="1998-07-01")
+    assert ours.num_rows > 3000
+    assert_same_rows(ours, cli_scores(cdnow, "1998-07-01"))
+
+
+def test_polars_and_pandas_frames_give_the_same_scores():
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    arrow = m.score(tx, as_of="2024-12-31")
+    pl = pytest.importorskip("polars")
+    assert m.score(pl.from_arrow(tx), as_of="2024-12-31").equals(arrow)
+    pd = pytest.importorskip("pandas")
+    assert m.score(tx.to_pandas(), as_of="2024-12-31").equals(arrow)
+    # A model directory loads the same as its models directory's latest.
+    m2 = fidelis.load_model(FIXTURE / "models" / m.model_id)
+    assert m2.model_id == m.model_id
+
+
+def test_the_fixture_scores_as_it_did_when_it_was_made():
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    then = pq.read_table(FIXTURE / "expected/scores/as_of=2024-12-31/scores.parquet")
+    assert_same_rows(m.score(tx, as_of="2024-12-31"), then)
+
+
+def test_features_and_info():
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    f = m.features(tx, as_of="2024-12-31")
+    info = m.info
+    assert f.column_names == ["customer_id", *info["model"]["features"]]
+    scores = m.score(tx, as_of="2024-12-31")
+    assert f.column("customer_id").to_pylist() == scores.column("customer_id").to_pylist()
+    assert 0.5 < info["metrics"]["churn"]["holdout"]["roc_auc"] <= 1
+    assert info["decision"]["bands"]["bands"][0]["name"] == "low"
+
+
+def test_errors_carry_the_cli_message_and_exit_code(tmp_path):
+    m = fidelis.load_model(FIXTURE / "models")
+    with pytest.raises(fidelis.InputError) as e:
+        m.score(pa.table({"customer_id": ["a"], "ts": ["2024-01-01"]}))
+    assert e.value.exit_code == 2
+    assert "column `amount` not found" in str(e.value)
+    with pytest.raises(fidelis.InputError) as e:
+        fidelis.load_model(tmp_path)
+    assert "run `fidelis train` first" in str(e.value)
+    with pytest.raises(TypeError):
+        m.score([1, 2, 3])
+
+
+def test_validate_and_train(tmp_path):
+    shutil.copytree(FIXTURE / "data", tmp_path / "data")
+    (tmp_path / "fidelis.toml").write_text(
+        f'[input.transactions]\npath = "{tmp_path}/data/transactions.parquet"\n\n[model]\niterations = 30\n\n'
+        f'[baselines]\nenabled = false\n\n[paths]\nmodels_dir = "{tmp_path}/models"\n'
+        f'reports_dir = "{tmp_path}/reports"\n'
+    )
+    summary = fidelis.validate(tmp_path / "fidelis.toml")
+    assert summary["transactions"]["customers"] == 600
+    model_id = fidelis.train(tmp_path / "fidelis.toml")
+    assert (tmp_path / "models/latest").read_text().strip() == model_id
+    assert json.loads((tmp_path / "models" / model_id / "model.json").read_text())["format_version"] == 2
+    assert fidelis.load_model(tmp_path / "models").model_id == model_id
