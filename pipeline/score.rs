@@ -74,8 +74,12 @@ pub struct ScoreRun {
 /// Quintile 1-5 of each value by its mid-rank percentile `(rank - 0.5) / n`, with average
 /// ranks for ties (tied values share a quintile; all equal values land in the middle one).
 pub fn quintiles(v: &[f64]) -> Vec<i32> {
-    let n = v.len() as f64;
-    metrics::average_ranks(v).into_iter().map(|r| ((5.0 * (r - 0.5) / n).ceil() as i32).clamp(1, 5)).collect()
+    metrics::average_ranks(v).into_iter().map(|r| quintile_of(r, v.len())).collect()
+}
+
+/// The quintile (1-5) of an average rank among `n` values: `ceil(5 (rank - 0.5) / n)`.
+pub fn quintile_of(average_rank: f64, n: usize) -> i32 {
+    ((5.0 * (average_rank - 0.5) / n as f64).ceil() as i32).clamp(1, 5)
 }
 
 /// The RFM segment of an (R, F) pair of quintile scores (see the module docs).
@@ -114,19 +118,16 @@ pub fn score(
     health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
     let (as_of, n) = (preds.as_of, preds.x.rows);
-    let p = &preds.churn_probability;
-    let bands = &model.decision.bands;
-    let expected_loss: Vec<f64> = p.iter().zip(&preds.predicted_clv).map(|(q, c)| q * c.max(0.0)).collect();
-    let rank = risk_ranks(match cfg.output.rank_by {
-        RankBy::Probability => p,
-        RankBy::ExpectedLoss => &expected_loss,
-    });
-    let top_n = top_size(cfg.output.top_share, n);
-    let ids = &preds.customers;
-    let level: Vec<&str> = p.iter().map(|&q| bands.band(q).name.as_str()).collect();
-    let mut scores = scores_frame(model, preds, ids, &expected_loss, &rank, top_n, previous)?;
+    let local = local_scores(cfg, model, preds)?;
+    let global = whole_base(&local, cfg.output.top_share, previous)?;
+    let rank = global.risk_rank.clone();
+    let mut scores = assemble(&local, global)?;
+    let level: Vec<&str> = {
+        let c = local.column("risk_level").polars("risk levels")?.str().polars("risk levels")?;
+        c.iter().map(|v| v.unwrap_or_default()).collect()
+    };
     if !signals.is_empty() {
-        for c in signal_columns(cfg, signals, ids, &level, as_of, health_history)? {
+        for c in signal_columns(cfg, signals, &preds.customers, &level, as_of, health_history)? {
             scores.with_column(c).polars("adding signal columns")?;
         }
     }
@@ -137,7 +138,9 @@ pub fn score(
         .sort(["risk_rank"], SortMultipleOptions::default())
         .collect()
         .polars("selecting the top-risk segment")?;
-    let threshold = model.decision.threshold;
+    let (p, bands, threshold) = (&preds.churn_probability, &model.decision.bands, model.decision.threshold);
+    let expected_loss = features_of(&local, "expected_loss")?;
+    let top_n = top_size(cfg.output.top_share, n);
     let summary = ScoreSummary {
         as_of,
         model_id: model.info.model_id.clone(),
@@ -155,6 +158,10 @@ pub fn score(
         notes: in_sample_note(model, as_of).into_iter().collect(),
     };
     Ok(ScoreRun { scores, top_risk, summary })
+}
+
+fn features_of(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    crate::features::column_f64(df, name)
 }
 
 /// A warning when `as_of` lies inside the model's training data: those scores are in-sample.
@@ -186,37 +193,54 @@ pub fn top_size(top_share: f64, n: usize) -> u32 {
     (top_share * n as f64).round() as u32
 }
 
-/// The scores table of the module docs, without the signal columns.
-fn scores_frame(
-    model: &LoadedModel,
-    preds: &Predictions,
-    ids: &[String],
-    expected_loss: &[f64],
-    rank: &[u32],
-    top_n: u32,
-    previous: Option<&PreviousRun>,
-) -> Result<DataFrame> {
+/// The helper columns of [`local_scores`] the whole-base columns are computed from: the
+/// ranking key (`output.rank_by`) and the RFM values (minus recency, lifetime count and
+/// amount).
+pub const RANK_KEY: &str = "rank_key";
+pub const RFM_VALUES: [&str; 3] = ["rfm_r_value", "rfm_f_value", "rfm_m_value"];
+
+/// The columns of the scores table, in order (the optional signal columns follow).
+pub const SCORE_COLUMNS: [&str; 18] = [
+    "as_of",
+    CUSTOMER,
+    CHURN_SCORE,
+    "risk_score",
+    "risk_level",
+    "playbook",
+    CLV_SCORE,
+    "expected_loss",
+    "contact",
+    "risk_rank",
+    "in_top_decile",
+    "score_change",
+    "rfm_r",
+    "rfm_f",
+    "rfm_m",
+    "rfm_segment",
+    "top_reasons",
+    "model_id",
+];
+
+/// The per-customer columns of the scores, which no other customer changes (a bucket of
+/// customers scored apart, on a Spark executor, gives exactly these), with the helper
+/// columns [`RANK_KEY`] and [`RFM_VALUES`] the whole-base columns are computed from.
+pub fn local_scores(cfg: &Config, model: &LoadedModel, preds: &Predictions) -> Result<DataFrame> {
     let (p, n, bands) = (&preds.churn_probability, preds.x.rows, &model.decision.bands);
+    let expected_loss: Vec<f64> = p.iter().zip(&preds.predicted_clv).map(|(q, c)| q * c.max(0.0)).collect();
     let feature = |name: &str| -> Result<Vec<f64>> {
         let c = preds.x.names.iter().position(|n| n == name).ok_or_else(|| {
             crate::error::Error::Data(format!("the model has no feature `{name}`, which RFM needs"))
         })?;
         Ok(preds.x.column(c).to_vec())
     };
-    let r = quintiles(&feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>());
-    let f = quintiles(&feature("count_life")?);
-    let m = quintiles(&feature("amount_life")?);
-    let risk_scores: Vec<i32> = p.iter().map(|&q| i32::from(bands.score(q))).collect();
-    let score_change: Vec<Option<i32>> = match previous {
-        Some(prev) => {
-            ids.iter().zip(&risk_scores).map(|(id, s)| prev.risk_scores.get(id).map(|old| s - old)).collect()
-        }
-        None => vec![None; n],
-    };
     let k = preds.x.names.len() + 1;
     let reasons: Vec<String> = match &preds.contributions {
         Some(c) => (0..n).map(|i| top_reasons(&c[i * k..(i + 1) * k], &preds.x.names, 3)).collect(),
         None => vec![String::new(); n],
+    };
+    let key = match cfg.output.rank_by {
+        RankBy::Probability => p.clone(),
+        RankBy::ExpectedLoss => expected_loss.clone(),
     };
     let threshold = model.decision.threshold;
     let as_of_col = Column::new("as_of".into(), vec![schema::epoch_day(preds.as_of); n])
@@ -224,34 +248,81 @@ fn scores_frame(
         .polars("as_of column")?;
     DataFrame::new_infer_height(vec![
         as_of_col,
-        Column::new(CUSTOMER.into(), ids.to_vec()),
+        Column::new(CUSTOMER.into(), preds.customers.clone()),
         Column::new(CHURN_SCORE.into(), p.clone()),
-        Column::new("risk_score".into(), risk_scores),
+        Column::new("risk_score".into(), p.iter().map(|&q| i32::from(bands.score(q))).collect::<Vec<_>>()),
         Column::new("risk_level".into(), p.iter().map(|&q| bands.band(q).name.as_str()).collect::<Vec<_>>()),
         Column::new(
             "playbook".into(),
             p.iter().map(|&q| bands.band(q).playbook.as_str()).collect::<Vec<_>>(),
         ),
         Column::new(CLV_SCORE.into(), preds.predicted_clv.clone()),
-        Column::new("expected_loss".into(), expected_loss.to_vec()),
+        Column::new("expected_loss".into(), expected_loss),
         Column::new(
             "contact".into(),
             p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect::<Vec<_>>(),
         ),
-        Column::new("risk_rank".into(), rank.to_vec()),
-        Column::new("in_top_decile".into(), rank.iter().map(|&r| r <= top_n).collect::<Vec<_>>()),
-        Column::new("score_change".into(), score_change),
-        Column::new("rfm_r".into(), r.clone()),
-        Column::new("rfm_f".into(), f.clone()),
-        Column::new("rfm_m".into(), m),
-        Column::new(
-            "rfm_segment".into(),
-            r.iter().zip(&f).map(|(&a, &b)| rfm_segment(a, b)).collect::<Vec<_>>(),
-        ),
         Column::new("top_reasons".into(), reasons),
         Column::new("model_id".into(), vec![model.info.model_id.as_str(); n]),
+        Column::new(RANK_KEY.into(), key),
+        Column::new(RFM_VALUES[0].into(), feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>()),
+        Column::new(RFM_VALUES[1].into(), feature("count_life")?),
+        Column::new(RFM_VALUES[2].into(), feature("amount_life")?),
     ])
     .polars("assembling scores")
+}
+
+/// The columns that depend on the whole scored base: rank and top segment, RFM quintiles
+/// and segment, and the change since the previous run.
+pub struct WholeBase {
+    pub risk_rank: Vec<u32>,
+    pub in_top_decile: Vec<bool>,
+    pub score_change: Vec<Option<i32>>,
+    pub rfm: [Vec<i32>; 3],
+}
+
+/// [`WholeBase`] of the local scores of every customer (rows in customer order).
+pub fn whole_base(local: &DataFrame, top_share: f64, previous: Option<&PreviousRun>) -> Result<WholeBase> {
+    let risk_rank = risk_ranks(&features_of(local, RANK_KEY)?);
+    let top_n = top_size(top_share, local.height());
+    let ctx = "the local scores";
+    let ids = local.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+    let scores = local.column("risk_score").polars(ctx)?.i32().polars(ctx)?;
+    let score_change = match previous {
+        Some(prev) => ids
+            .iter()
+            .zip(scores.iter())
+            .map(|(id, s)| Some(s? - prev.risk_scores.get(id.unwrap_or_default())?))
+            .collect(),
+        None => vec![None; local.height()],
+    };
+    let rfm = [
+        quintiles(&features_of(local, RFM_VALUES[0])?),
+        quintiles(&features_of(local, RFM_VALUES[1])?),
+        quintiles(&features_of(local, RFM_VALUES[2])?),
+    ];
+    let in_top_decile = risk_rank.iter().map(|&r| r <= top_n).collect();
+    Ok(WholeBase { risk_rank, in_top_decile, score_change, rfm })
+}
+
+/// The scores table (columns [`SCORE_COLUMNS`]) of the local scores and the whole-base
+/// columns.
+pub fn assemble(local: &DataFrame, w: WholeBase) -> Result<DataFrame> {
+    let [r, f, m] = w.rfm;
+    let segment: Vec<&str> = r.iter().zip(&f).map(|(&a, &b)| rfm_segment(a, b)).collect();
+    let mut df = local.clone();
+    for c in [
+        Column::new("risk_rank".into(), w.risk_rank),
+        Column::new("in_top_decile".into(), w.in_top_decile),
+        Column::new("score_change".into(), w.score_change),
+        Column::new("rfm_r".into(), r),
+        Column::new("rfm_f".into(), f),
+        Column::new("rfm_m".into(), m),
+        Column::new("rfm_segment".into(), segment),
+    ] {
+        df.with_column(c).polars("assembling scores")?;
+    }
+    df.select(SCORE_COLUMNS).polars("ordering the score columns")
 }
 
 /// The columns the optional inputs add: `health_score`, `health_colour`, `usage_drop`

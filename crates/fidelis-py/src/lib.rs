@@ -236,6 +236,41 @@ impl NativeModel {
         export_frame(py, run.scores)
     }
 
+    /// The per-customer part of the scores (`score::local_scores`: every column that no other
+    /// customer changes, and the ranking key and RFM values the whole-base columns are made
+    /// of) of the customers in `transactions`: what a Spark executor computes for a bucket.
+    fn score_local<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        as_of: &str,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let tx = self.transactions(transactions)?;
+        let as_of = parse_date(as_of)?;
+        let signals = SignalData::default();
+        let local = py
+            .detach(|| -> fidelis::error::Result<DataFrame> {
+                let daily = fidelis::features::daily_activity(&tx.frame)?;
+                let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
+                fidelis::score::local_scores(&self.cfg, &self.model, &preds)
+            })
+            .map_err(py_err)?;
+        export_frame(py, local)
+    }
+
+    /// `output.top_share` of the configuration.
+    #[getter]
+    fn top_share(&self) -> f64 {
+        self.cfg.output.top_share
+    }
+
+    /// The transaction columns the configuration maps: customer id, timestamp.
+    #[getter]
+    fn columns(&self) -> (String, String) {
+        let t = &self.cfg.input.transactions;
+        (t.customer_id.clone(), t.timestamp.clone())
+    }
+
     /// The model's features of every customer eligible at `as_of`: `customer_id` and one
     /// column per feature, in model order.
     #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
@@ -296,8 +331,51 @@ fn train(py: Python<'_>, config: &str) -> PyResult<String> {
     Ok(outcome.model_id)
 }
 
+/// The size of the top-risk segment of `n` scored customers (`score::top_size`).
+#[pyfunction]
+fn top_size(top_share: f64, n: usize) -> u32 {
+    fidelis::score::top_size(top_share, n)
+}
+
+/// The scores table's columns, in order.
+#[pyfunction]
+fn score_columns() -> Vec<&'static str> {
+    fidelis::score::SCORE_COLUMNS.to_vec()
+}
+
+/// RFM quintiles and segment from average ranks: a frame with `r_rank`, `f_rank`, `m_rank`
+/// (average ranks among `n` scored customers) in, `rfm_r`, `rfm_f`, `rfm_m`, `rfm_segment`
+/// out (`score::quintile_of`, `score::rfm_segment`).
+#[pyfunction]
+fn rfm_from_ranks<'py>(
+    py: Python<'py>,
+    ranks: &Bound<'py, PyAny>,
+    n: usize,
+) -> PyResult<Bound<'py, PyCapsule>> {
+    let df = import_frame(ranks, "ranks")?;
+    let q = |name: &str| -> PyResult<Vec<i32>> {
+        let c =
+            df.column(name).map_err(polars_err(name))?.cast(&DataType::Float64).map_err(polars_err(name))?;
+        let c = c.f64().map_err(polars_err(name))?;
+        Ok(c.iter().map(|r| fidelis::score::quintile_of(r.unwrap_or(f64::NAN), n)).collect())
+    };
+    let (r, f, m) = (q("r_rank")?, q("f_rank")?, q("m_rank")?);
+    let segment: Vec<&str> = r.iter().zip(&f).map(|(&a, &b)| fidelis::score::rfm_segment(a, b)).collect();
+    let out = DataFrame::new_infer_height(vec![
+        Column::new("rfm_r".into(), r),
+        Column::new("rfm_f".into(), f),
+        Column::new("rfm_m".into(), m),
+        Column::new("rfm_segment".into(), segment),
+    ])
+    .map_err(polars_err("rfm"))?;
+    export_frame(py, out)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(top_size, m)?)?;
+    m.add_function(wrap_pyfunction!(score_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_class::<NativeModel>()?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
