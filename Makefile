@@ -59,9 +59,9 @@ test: datasets ## run every test (PostgreSQL tests against a throwaway local ser
 
 VENV ?= .venv
 PYTHON ?= python3
-python: ## the Python package, built from the Rust core into $(VENV) (maturin develop): `import fidelis`
+python: ## the Python package, built from the Rust core into $(VENV) (maturin develop), with PySpark: `import fidelis`
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5"
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 
 python-test: python ## the Python tests (pytest, python/tests) against the CLI built by cargo

@@ -189,14 +189,20 @@ def main(argv: Optional[list] = None) -> int:
     args = p.parse_args(argv)
     from pyspark.sql import SparkSession
 
+    # Through the installed module, not `__main__`: the functions shipped to the executors
+    # must refer to `fidelis.spark` (importable there), not to this script's globals.
+    from fidelis import spark as fs
+
     spark = SparkSession.builder.appName("fidelis score").getOrCreate()
     source = args.transactions
     tx = spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
-    scores = score(spark, tx, args.model, args.as_of, buckets=args.buckets, config=args.config)
-    write(scores, args.out)
+    scores = fs.score(spark, tx, args.model, args.as_of, buckets=args.buckets, config=args.config)
+    fs.write(scores, args.out)
     print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fidelis.spark import main as _main
+
+    sys.exit(_main())

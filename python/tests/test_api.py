@@ -24,7 +24,7 @@ def cli_scores(ws: Path, as_of: str) -> pa.Table:
     cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{out.name}"')
     (ws / "cli.toml").write_text(cfg)
     run(["score", "--config", "cli.toml", "--as-of", as_of, "-q"], ws)
-    return pq.read_table(out / f"scores/as_of={as_of}/scores.parquet")
+    return plain_table(pq.read_table(out / f"scores/as_of={as_of}/scores.parquet"))
 
 
 def plain(column):
@@ -34,6 +34,10 @@ def plain(column):
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return column.cast(pa.string())
     return column
+
+
+def plain_table(t: pa.Table) -> pa.Table:
+    return t.cast(pa.schema([pa.field(f.name, plain(t.column(f.name)).type) for f in t.schema]))
 
 
 def assert_same_rows(ours: pa.Table, theirs: pa.Table) -> None:

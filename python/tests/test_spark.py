@@ -1,0 +1,192 @@
+"""The weekly batch on Spark (local[2]) equals `fidelis score` row for row: on the generated
+demo data and on CDNOW, with 1, 7 and 64 buckets and the input rows shuffled, and with one
+customer holding 5% of all rows at tied timestamps. Partition writes replace only their
+date. Needs PySpark and a Java runtime (`.ci/run` installs both; without them these tests
+skip, unless FIDELIS_REQUIRE_SPARK=1)."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, run
+from test_api import assert_same_rows, cli_scores, plain_table
+
+FIXTURE = ROOT / "tests/fixtures/model_v1"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        if os.environ.get("FIDELIS_REQUIRE_SPARK") == "1":
+            raise
+        pytest.skip("pyspark is not installed (make python SPARK=1, or .ci/run)")
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        if os.environ.get("FIDELIS_REQUIRE_SPARK") == "1":
+            raise AssertionError("FIDELIS_REQUIRE_SPARK=1 but no Java runtime")
+        pytest.skip("no Java runtime for Spark")
+    # Python workers run this interpreter (with fidelis installed), one Rust thread each.
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    os.environ["POLARS_MAX_THREADS"] = "1"
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("fidelis-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "8")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", "2g")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def shuffled(table: pa.Table, seed: int) -> pa.Table:
+    table = plain_table(table)
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    return table.take(pa.array(order))
+
+
+def spark_scores(spark, tx_path: Path, model_dir: Path, as_of: str, buckets: int, config=None) -> pa.Table:
+    from fidelis import spark as fs
+
+    tx = spark.read.parquet(str(tx_path))
+    return fs.score(spark, tx, str(model_dir), as_of, buckets=buckets, config=config).toArrow()
+
+
+def same_as_cli(ours: pa.Table, cli: pa.Table) -> None:
+    """Row for row: the same customers with the same values (Spark has no unsigned integers:
+    the rank comes back as int32)."""
+    ours = ours.sort_by("customer_id")
+    cli = plain_table(cli).sort_by("customer_id")
+    ours = ours.set_column(ours.column_names.index("risk_rank"), "risk_rank", ours.column("risk_rank").cast(pa.uint32()))
+    ours = ours.set_column(ours.column_names.index("as_of"), "as_of", ours.column("as_of").cast(pa.date32()))
+    assert_same_rows(ours, cli)
+
+
+@pytest.mark.parametrize("buckets", [1, 7, 64])
+def test_spark_scores_the_demo_data_as_the_cli_does(spark, demo, tmp_path, buckets):
+    tx = shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=buckets)
+    pq.write_table(tx, tmp_path / "tx.parquet")
+    ours = spark_scores(spark, tmp_path / "tx.parquet", demo / "models", "2024-10-01", buckets)
+    cli = cli_scores(demo, "2024-10-01")
+    assert cli.num_rows > 10_000
+    same_as_cli(ours, cli)
+    # The top-risk segment in the same order.
+    top = ours.filter(ours.column("in_top_decile")).sort_by("risk_rank")
+    cli_top = cli.filter(cli.column("in_top_decile")).sort_by("risk_rank")
+    assert top.column("customer_id").to_pylist() == cli_top.column("customer_id").to_pylist()
+
+
+@pytest.mark.parametrize("buckets", [1, 7, 64])
+def test_spark_scores_cdnow_as_the_cli_does(spark, cdnow, tmp_path, buckets):
+    rows = [line.split() for line in (cdnow / "CDNOW_master.txt").read_text().splitlines() if line.strip()]
+    tx = pa.table(
+        {
+            "customer_id": [r[0] for r in rows],
+            "date": [r[1] for r in rows],
+            "number_of_cds": [r[2] for r in rows],
+            "dollar_value": [r[3] for r in rows],
+        }
+    )
+    pq.write_table(shuffled(tx, seed=buckets), tmp_path / "tx.parquet")
+    ours = spark_scores(
+        spark, tmp_path / "tx.parquet", cdnow / "models", "1998-07-01", buckets, config=str(cdnow / "fidelis.toml")
+    )
+    same_as_cli(ours, cli_scores(cdnow, "1998-07-01"))
+
+
+def test_a_customer_with_5_percent_of_the_rows_at_tied_times(spark, tmp_path):
+    base = pq.read_table(FIXTURE / "data/transactions.parquet")
+    n = base.num_rows // 19  # ~5% of the result
+    ts = base.column("ts")[0].as_py()
+    big = pa.table(
+        {
+            "customer_id": ["ZZ-BIG"] * n,
+            "ts": pa.array([ts.replace(year=2024, month=11, day=1 + i % 20) for i in range(n)], base.schema.field("ts").type),
+            "amount": [round(0.1 * (i % 7) + 3.3, 2) for i in range(n)],
+        }
+    ).cast(base.schema)
+    tx = shuffled(pa.concat_tables([base, big]), seed=5)
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE / "models", ws / "models")
+    (ws / "data").mkdir(parents=True)
+    pq.write_table(tx, ws / "data/transactions.parquet")
+    (ws / "fidelis.toml").write_text(
+        '[input.transactions]\npath = "data/transactions.parquet"\n\n[output]\ndir = "output"\nsql = []\n\n'
+        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
+    )
+    ours = spark_scores(spark, ws / "data/transactions.parquet", ws / "models", "2024-12-31", 7)
+    same_as_cli(ours, cli_scores(ws, "2024-12-31"))
+    assert "ZZ-BIG" in ours.column("customer_id").to_pylist()
+
+
+def test_writes_replace_only_their_date(spark, tmp_path):
+    from fidelis import spark as fs
+
+    tx = spark.read.parquet(str(FIXTURE / "data/transactions.parquet"))
+    out = tmp_path / "out"
+    for as_of in ["2024-12-17", "2024-12-31"]:
+        fs.write(fs.score(spark, tx, str(FIXTURE / "models"), as_of, buckets=7), str(out))
+    kept = {p: p.read_bytes() for p in (out / "scores/as_of=2024-12-17").glob("*.parquet")}
+    assert kept
+    fs.write(fs.score(spark, tx, str(FIXTURE / "models"), "2024-12-31", buckets=3), str(out))
+    assert {p: p.read_bytes() for p in (out / "scores/as_of=2024-12-17").glob("*.parquet")} == kept
+    dates = sorted(p.name for p in (out / "scores").iterdir() if p.name.startswith("as_of="))
+    assert dates == ["as_of=2024-12-17", "as_of=2024-12-31"]
+    back = spark.read.parquet(str(out / "scores")).filter("as_of = '2024-12-31'").count()
+    expected = pq.read_table(FIXTURE / "expected/scores/as_of=2024-12-31/scores.parquet").num_rows
+    assert back == expected
+    top = spark.read.parquet(str(out / "top_risk")).filter("as_of = '2024-12-31'").count()
+    assert top == fs._native.top_size(0.1, expected)
+
+
+def test_the_job_runs_as_a_module(tmp_path):
+    pytest.importorskip("pyspark")
+    import subprocess
+
+    out = tmp_path / "job"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, RAYON_NUM_THREADS="1", POLARS_MAX_THREADS="1")
+    env["PYSPARK_SUBMIT_ARGS"] = (
+        "--master local[2] --conf spark.ui.enabled=false --conf spark.driver.bindAddress=127.0.0.1 "
+        "--conf spark.driver.host=127.0.0.1 --conf spark.sql.session.timeZone=UTC pyspark-shell"
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fidelis.spark",
+            "score",
+            "--model",
+            str(FIXTURE / "models"),
+            "--transactions",
+            str(FIXTURE / "data/transactions.parquet"),
+            "--as-of",
+            "2024-12-31",
+            "--out",
+            str(out),
+            "--buckets",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "scored 399 customers" in res.stdout
+    assert list((out / "scores/as_of=2024-12-31").glob("*.parquet"))
