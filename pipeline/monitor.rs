@@ -39,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{Daily, FeatureMatrix};
+use crate::math::ExactSum;
 use crate::metrics;
 use crate::schema::{self, CHURN_SCORE, CLV_SCORE, CUSTOMER};
 use crate::threshold;
@@ -260,7 +261,7 @@ pub struct DriftCounts {
     pub missing: u64,
     pub at_or_below: Vec<u64>,
     pub below: Vec<u64>,
-    pub sum: f64,
+    pub sum: ExactSum,
 }
 
 impl DriftCounts {
@@ -271,14 +272,14 @@ impl DriftCounts {
         // Values by their place among the sample points: `place[k]` = values in
         // (points[k-1], points[k]) for k < m, `exact[k]` = values equal to points[k].
         let (mut place, mut exact) = (vec![0u64; points.len() + 1], vec![0u64; points.len()]);
-        let (mut missing, mut sum) = (0u64, 0.0);
+        let (mut missing, mut sum) = (0u64, ExactSum::default());
         for &v in values {
             if v.is_nan() {
                 missing += 1;
                 continue;
             }
             bins[bin_of(&r.edges, v)] += 1;
-            sum += v;
+            sum.add(v);
             let k = points.partition_point(|&p| p < v);
             if k < points.len() && points[k] == v {
                 exact[k] += 1;
@@ -305,7 +306,7 @@ impl DriftCounts {
         add(&mut self.at_or_below, &other.at_or_below);
         add(&mut self.below, &other.below);
         self.missing += other.missing;
-        self.sum += other.sum;
+        self.sum.merge(&other.sum);
     }
 }
 
@@ -343,7 +344,7 @@ pub fn drift_of(r: &Distribution, c: &DriftCounts, cfg: &MonitorConfig) -> Drift
         missing_reference: r.missing_share,
         missing_current: missing,
         mean_reference: r.mean,
-        mean_current: if present == 0 { f64::NAN } else { c.sum / present as f64 },
+        mean_current: if present == 0 { f64::NAN } else { c.sum.value() / present as f64 },
         status,
     }
 }
@@ -372,18 +373,42 @@ fn ks_of_counts(sample: &[f64], c: &DriftCounts, present: u64) -> f64 {
 
 /// Drift of every reference item found in `current` (name -> values), in reference order.
 pub fn drift(reference: &Reference, current: &BTreeMap<&str, &[f64]>, cfg: &MonitorConfig) -> Vec<Drift> {
+    drift_of_parts(reference, &[counts(reference, current)], cfg)
+}
+
+/// Counts of every reference item found in `current` (name -> values), in reference order:
+/// what one part of the customers (a bucket on a cluster) contributes to [`drift_of_parts`].
+pub fn counts(reference: &Reference, current: &BTreeMap<&str, &[f64]>) -> Vec<DriftCounts> {
     reference
         .items
         .par_iter()
+        .filter_map(|r| Some(DriftCounts::of(r, current.get(r.name.as_str())?)))
+        .collect()
+}
+
+/// Drift of every reference item from the counts of disjoint parts of the customers, in
+/// reference order: the same as [`drift`] of all their values together. An item missing
+/// from any part is left out.
+pub fn drift_of_parts(reference: &Reference, parts: &[Vec<DriftCounts>], cfg: &MonitorConfig) -> Vec<Drift> {
+    reference
+        .items
+        .iter()
         .filter_map(|r| {
-            let values = current.get(r.name.as_str())?;
-            Some(drift_of(r, &DriftCounts::of(r, values), cfg))
+            let mut total: Option<DriftCounts> = None;
+            for part in parts {
+                let c = part.iter().find(|c| c.item == r.name)?;
+                match total.as_mut() {
+                    Some(t) => t.merge(c),
+                    None => total = Some(c.clone()),
+                }
+            }
+            Some(drift_of(r, &total?, cfg))
         })
         .collect()
 }
 
 /// Realized performance of one past run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Realized {
     pub run: NaiveDate,
     pub model_id: String,
@@ -406,8 +431,9 @@ fn col_bool(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<bool>> {
     Ok(df.column(name).polars(ctx)?.bool().polars(ctx)?.iter().map(|v| v.unwrap_or(false)).collect())
 }
 
-/// Realized metrics of the run `scores` (a run's scores table) given who was active in its
-/// outcome window.
+/// Realized metrics of the run `scores` (a run's scores table, rows in any order: they are
+/// taken in customer order, so that every sum is the same whoever stored them) given who was
+/// active in its outcome window.
 pub fn realized(
     run: NaiveDate,
     scores: &DataFrame,
@@ -415,6 +441,7 @@ pub fn realized(
     decision: &DecisionConfig,
 ) -> Result<Realized> {
     let ctx = format!("the scores of the run at {run}");
+    let scores = &scores.sort([CUSTOMER], SortMultipleOptions::default()).polars(&ctx)?;
     let ids = scores.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
     let y: Vec<f64> =
         ids.iter().map(|id| f64::from(u8::from(!id.is_some_and(|id| active.contains(id))))).collect();
@@ -927,8 +954,10 @@ mod tests {
                 (&whole.bins, &whole.at_or_below, &whole.below, whole.missing)
             );
             let m = drift_of(item, &merged, &cfg);
-            assert_eq!((m.psi.to_bits(), m.ks.to_bits()), (d.psi.to_bits(), d.ks.to_bits()));
-            assert!((m.mean_current - d.mean_current).abs() < 1e-9);
+            assert_eq!(
+                (m.psi.to_bits(), m.ks.to_bits(), m.mean_current.to_bits()),
+                (d.psi.to_bits(), d.ks.to_bits(), d.mean_current.to_bits())
+            );
         }
     }
 

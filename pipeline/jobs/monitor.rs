@@ -38,7 +38,6 @@ pub fn monitor_at(
 ) -> Result<MonitorReport> {
     let model = &s.model;
     let reference = model.reference()?;
-    let holdout_auc = model.metrics()?.churn.holdout.roc_auc;
     let drift = progress.step("drift", &format!("drift at {as_of}"), || -> Result<Vec<Drift>> {
         let computed;
         let p = match predictions.filter(|p| p.as_of == as_of) {
@@ -61,18 +60,7 @@ pub fn monitor_at(
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    let report = monitor::assess(
-        Observed {
-            as_of,
-            model_id: &model.info.model_id,
-            holdout_auc,
-            model_end: model.info.snapshots.last_ts.date(),
-            drift,
-            realized,
-            auc_history,
-        },
-        &cfg.monitor,
-    );
+    let report = assess(cfg, model, as_of, drift, realized, auc_history)?;
     let rows = report.history_frame()?;
     progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
     let tables = cfg.output.sql_tables();
@@ -82,6 +70,30 @@ pub fn monitor_at(
         })?;
     }
     Ok(report)
+}
+
+/// Alerts and advice of `model` at `as_of` from the drift, the runs realized now and the
+/// realized AUCs already in the history (the CLI and the Spark job share it).
+pub fn assess(
+    cfg: &Config,
+    model: &LoadedModel,
+    as_of: NaiveDate,
+    drift: Vec<Drift>,
+    realized: Vec<Realized>,
+    auc_history: BTreeMap<NaiveDate, f64>,
+) -> Result<MonitorReport> {
+    Ok(monitor::assess(
+        Observed {
+            as_of,
+            model_id: &model.info.model_id,
+            holdout_auc: model.metrics()?.churn.holdout.roc_auc,
+            model_end: model.info.snapshots.last_ts.date(),
+            drift,
+            realized,
+            auc_history,
+        },
+        &cfg.monitor,
+    ))
 }
 
 /// The runs of the Parquet partitions whose outcome window closed by `as_of` (and within the
@@ -101,19 +113,19 @@ fn realized_runs(
         }
         let scores = parquet.read_scores(run)?;
         let active = monitor::active_between(&s.daily, run, run + horizon);
-        let decision = run_decision(cfg, &scores, &s.model)?;
+        let decision = run_decision(&cfg.models_dir(), &scores, &s.model)?;
         out.push(monitor::realized(run, &scores, &active, &decision)?);
     }
     Ok(out)
 }
 
-/// The decision settings of the model that scored a run (the current model's when that
-/// model is no longer in the models directory).
-fn run_decision(cfg: &Config, scores: &DataFrame, current: &LoadedModel) -> Result<DecisionConfig> {
+/// The decision settings of the model that scored a run (`models_dir`'s model of the run's
+/// `model_id`; the current model's when that model is no longer there).
+pub fn run_decision(models_dir: &Path, scores: &DataFrame, current: &LoadedModel) -> Result<DecisionConfig> {
     let id =
         scores.column("model_id").ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(str::to_string)));
     if let Some(id) = id.filter(|id| *id != current.info.model_id) {
-        let dir = cfg.models_dir().join(&id);
+        let dir = models_dir.join(&id);
         if dir.join(model::file::DECISION).is_file() {
             return Ok(model::load::read_decision(&dir)?.config);
         }

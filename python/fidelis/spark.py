@@ -17,7 +17,13 @@ What runs where:
   quintiles (turned into quintiles and segments by the Rust core), and ``score_change``
   against a previous run.
 
-Run as a job: ``spark-submit -m fidelis.spark score --model ... --transactions ... --as-of
+Monitoring (:func:`monitor`, and :func:`weekly` = score + write + monitor) follows the same
+split: drift bin counts per partition by the Rust core, summed by Spark, PSI/KS/means by the
+Rust core; realized performance of a matured run from Spark's join of its scores with who was
+active in its outcome window (found by the Rust core per bucket), collected to the driver
+for the Rust metrics (about 40 bytes a customer of that run).
+
+Run as a job: ``spark-submit -m fidelis.spark weekly --model ... --transactions ... --as-of
 ... --out ...`` (see :func:`main`).
 """
 
@@ -31,7 +37,7 @@ import pyarrow as pa
 
 from . import _native
 
-__all__ = ["score", "write", "main"]
+__all__ = ["score", "weekly", "monitor", "write", "main", "Monitoring", "Weekly"]
 
 # The per-customer columns the Rust core returns for a bucket, as Spark types.
 _LOCAL = [
@@ -81,45 +87,45 @@ def _plain_strings(t: pa.Table) -> pa.Table:
     return t.cast(pa.schema(fields))
 
 
-def score(
-    spark: Any,
-    transactions: Any,
-    model_dir: str,
-    as_of: Any,
-    events: Any = None,
-    customers: Any = None,
-    buckets: int = 64,
-    model_id: Optional[str] = None,
-    config: Optional[str] = None,
-    previous: Any = None,
-) -> Any:
-    """The scores of every customer of ``transactions`` (a Spark DataFrame with the columns
-    the configuration maps) eligible at ``as_of``, as a Spark DataFrame with the columns and
-    values of ``scores.parquet``. ``previous``: the scores of the previous run (a DataFrame
-    with ``customer_id`` and ``risk_score``) for ``score_change``. ``model_dir`` must be
-    readable by the executors (a shared path). Events and a customer table are not supported
-    on Spark yet: a model trained with them is refused."""
-    from pyspark.sql import Window
+def _bucketed(transactions: Any, customer_col: str, buckets: int) -> Any:
+    """The rows with ``__bucket`` = ``pmod(xxhash64(customer), buckets)``: all of a
+    customer's rows land in one bucket."""
     from pyspark.sql import functions as F
 
+    return transactions.withColumn("__bucket", F.pmod(F.xxhash64(F.col(customer_col)), F.lit(int(buckets))))
+
+
+def _check_inputs(events: Any, customers: Any) -> None:
     if events is not None or customers is not None:
         raise NotImplementedError("events and a customer table are not supported on Spark yet")
-    as_of = str(as_of)[:10]
-    driver = _model(str(model_dir), model_id, config)
+
+
+def _local(transactions: Any, args: tuple, as_of: str, buckets: int, drift: bool) -> Any:
+    """The per-customer columns of every bucket, computed by the Rust core on the executors
+    (cached: the whole-base columns and drift read it again). With ``drift``, the model's
+    features follow (``feature__<name>``), for drift."""
+    driver = _model(*args)
     customer_col, _ = driver.columns
-    args = (str(model_dir), model_id, config)
+    columns = list(_LOCAL)
+    if drift:
+        columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
 
     def per_bucket(table: pa.Table) -> pa.Table:
         m = _model(*args)
-        return _plain_strings(_table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of)))
+        return _plain_strings(_table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift)))
 
-    schema = ", ".join(f"{name} {t}" for name, t in _LOCAL)
-    local = (
-        transactions.withColumn("__bucket", F.pmod(F.xxhash64(F.col(customer_col)), F.lit(int(buckets))))
-        .groupBy("__bucket")
-        .applyInArrow(per_bucket, schema)
-        .cache()
+    schema = ", ".join(f"`{name}` {t}" for name, t in columns)
+    return (
+        _bucketed(transactions, customer_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
     )
+
+
+def _assemble(local: Any, driver: Any, previous: Any) -> Any:
+    """The scores table from the local columns: the whole-base columns by Spark."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
+
     n = local.count()
     top_n = _native.top_size(driver.top_share, n)
     ranked = local.withColumn(
@@ -132,8 +138,6 @@ def score(
             F.rank().over(Window.orderBy(value)).cast("double")
             + (F.count(F.lit(1)).over(Window.partitionBy(value)) - 1) / 2.0,
         )
-    from pyspark.sql.types import IntegerType, StringType, StructField, StructType
-
     # A new schema (StructType.add would change the DataFrame's own).
     rfm_schema = StructType(
         list(ranked.schema.fields)
@@ -161,31 +165,276 @@ def score(
     return scored.select(*_native.score_columns())
 
 
+def score(
+    spark: Any,
+    transactions: Any,
+    model_dir: str,
+    as_of: Any,
+    events: Any = None,
+    customers: Any = None,
+    buckets: int = 64,
+    model_id: Optional[str] = None,
+    config: Optional[str] = None,
+    previous: Any = None,
+) -> Any:
+    """The scores of every customer of ``transactions`` (a Spark DataFrame with the columns
+    the configuration maps) eligible at ``as_of``, as a Spark DataFrame with the columns and
+    values of ``scores.parquet``. ``previous``: the scores of the previous run (a DataFrame
+    with ``customer_id`` and ``risk_score``) for ``score_change``. ``model_dir`` must be
+    readable by the executors (a shared path). Events and a customer table are not supported
+    on Spark yet: a model trained with them is refused."""
+    _check_inputs(events, customers)
+    as_of = str(as_of)[:10]
+    args = (str(model_dir), model_id, config)
+    local = _local(transactions, args, as_of, buckets, drift=False)
+    return _assemble(local, _model(*args), previous)
+
+
+def _read(spark: Any, path: str) -> Any:
+    """The Parquet dataset at ``path``, or None when there is none."""
+    from pyspark.errors import AnalysisException
+
+    try:
+        return spark.read.parquet(path)
+    except AnalysisException as e:
+        if "PATH_NOT_FOUND" in str(e) or "Path does not exist" in str(e) or "UNABLE_TO_INFER_SCHEMA" in str(e):
+            return None
+        raise
+
+
+def _date_strings(df: Any) -> list:
+    from pyspark.sql import functions as F
+
+    return sorted(r[0] for r in df.select(F.col("as_of").cast("string")).distinct().collect())
+
+
+def _previous(spark: Any, out: str, as_of: str) -> Any:
+    """The scores of the latest run before ``as_of`` under ``out/scores`` (None without one)."""
+    from pyspark.sql import functions as F
+
+    runs = _read(spark, f"{out}/scores")
+    if runs is None:
+        return None
+    before = [d for d in _date_strings(runs) if d < as_of]
+    return runs.filter(F.col("as_of").cast("string") == before[-1]) if before else None
+
+
+def _drift_counts(local: Any, args: tuple) -> Optional[str]:
+    """The drift counts of every scored customer: counted per partition by the Rust core,
+    merged by Spark (``treeReduce``); None when nobody was scored."""
+    driver = _model(*args)
+    columns = [c for _, c in driver.drift_columns]
+
+    def per_partition(batches):
+        tables = [pa.Table.from_batches([b]).select(columns) for b in batches if b.num_rows]
+        if tables:
+            t = pa.concat_tables(tables)
+            yield pa.RecordBatch.from_pydict({"counts": [_model(*args).drift_counts(t.__arrow_c_stream__())]})
+
+    parts = local.select(*[f"`{c}`" for c in columns]).mapInArrow(per_partition, "counts string").rdd
+    parts = parts.map(lambda row: row[0])
+    if parts.isEmpty():
+        return None
+    return parts.treeReduce(_native.merge_counts)
+
+
+def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, buckets: int):
+    """Realized performance of the runs under ``out/scores`` whose outcome window closed by
+    ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
+    core takes the rows in customer order, whatever order Spark collects them in), and the
+    realized AUCs already recorded at other dates."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    driver = _model(*args)
+    known: dict = {}
+    history = _read(spark, f"{out}/metrics_history")
+    if history is not None:
+        rows = (
+            history.filter(
+                (F.col("kind") == "realized")
+                & (F.col("metric") == "roc_auc")
+                & (F.col("as_of").cast("string") != as_of)
+            )
+            .select("item", "value")
+            .collect()
+        )
+        known = {r["item"]: r["value"] for r in rows}
+    runs = _read(spark, f"{out}/scores")
+    if runs is None:
+        return [], known
+    horizon = dt.timedelta(days=driver.horizon_days)
+    day = dt.date.fromisoformat
+    candidates = [
+        r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)
+    ]
+    if not candidates:
+        return [], known
+    customer_col, _ = driver.columns
+
+    def per_bucket(table: pa.Table) -> pa.Table:
+        m = _model(*args)
+        return _plain_strings(_table(m.activity(table.drop(["__bucket"]).__arrow_c_stream__(), candidates)))
+
+    activity = (
+        _bucketed(transactions, customer_col, buckets)
+        .groupBy("__bucket")
+        .applyInArrow(per_bucket, "kind string, day date, customer_id string")
+        .cache()
+    )
+    data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
+    out_rows = []
+    for run in candidates:
+        if data_end is None or day(run) + horizon > data_end:
+            continue
+        active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
+        active = active.select("customer_id", F.lit(True).alias("active"))
+        table = (
+            runs.filter(F.col("as_of").cast("string") == run)
+            .join(active, "customer_id", "left")
+            .withColumn("active", F.coalesce(F.col("active"), F.lit(False)))
+            .select("customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active")
+            .toArrow()
+        )
+        out_rows.append(driver.realized(run, table.__arrow_c_stream__()))
+    activity.unpersist()
+    return out_rows, known
+
+
+class Monitoring:
+    """What monitoring at one ``as_of`` found: ``rows`` (a pyarrow Table with the rows and
+    columns of ``metrics_history.parquet``), ``report`` (what ``fidelis monitor`` prints),
+    ``retrain`` and ``alerts``."""
+
+    def __init__(self, rows: pa.Table, report: str, retrain: bool, alerts: list):
+        self.rows, self.report, self.retrain, self.alerts = rows, report, retrain, alerts
+
+    def __str__(self) -> str:
+        return self.report
+
+    def __repr__(self) -> str:
+        return f"Monitoring(rows={self.rows.num_rows}, retrain={self.retrain}, alerts={len(self.alerts)})"
+
+
+def monitor(
+    spark: Any,
+    transactions: Any,
+    model_dir: str,
+    as_of: Any,
+    out: str,
+    buckets: int = 64,
+    model_id: Optional[str] = None,
+    config: Optional[str] = None,
+    write: bool = True,
+    _local_frame: Any = None,
+) -> Monitoring:
+    """``fidelis monitor`` on Spark: drift of the features and scores of every customer
+    eligible at ``as_of`` against the model's reference (bin counts per partition by the
+    Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
+    performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
+    retrain advice. With ``write``, the rows go to ``out/metrics_history/as_of=DATE/``
+    (replacing that date only)."""
+    as_of = str(as_of)[:10]
+    args = (str(model_dir), model_id, config)
+    driver = _model(*args)
+    local = _local_frame if _local_frame is not None else _local(transactions, args, as_of, buckets, drift=True)
+    counts = _drift_counts(local, args)
+    realized, known = _realized(spark, transactions, args, as_of, out, buckets)
+    capsule, report, retrain, alerts = driver.assess(
+        as_of, [counts] if counts else [], realized, sorted(known.items())
+    )
+    rows = _plain_strings(_table(capsule))
+    if write:
+        (
+            spark.createDataFrame(rows)
+            .write.mode("overwrite")
+            .option("partitionOverwriteMode", "dynamic")
+            .partitionBy("as_of")
+            .parquet(f"{out}/metrics_history")
+        )
+    if _local_frame is None:
+        local.unpersist()
+    return Monitoring(rows, report, retrain, alerts)
+
+
+class Weekly:
+    """What :func:`weekly` did: ``scores`` (the Spark DataFrame written), ``scored`` (its row
+    count), ``monitoring``."""
+
+    def __init__(self, scores: Any, scored: int, monitoring: Monitoring):
+        self.scores, self.scored, self.monitoring = scores, scored, monitoring
+
+    def __str__(self) -> str:
+        return f"scored {self.scored} customers\n{self.monitoring}"
+
+
+def weekly(
+    spark: Any,
+    transactions: Any,
+    model_dir: str,
+    as_of: Any,
+    out: str,
+    events: Any = None,
+    customers: Any = None,
+    buckets: int = 64,
+    model_id: Optional[str] = None,
+    config: Optional[str] = None,
+) -> Weekly:
+    """``fidelis weekly`` on Spark: score every eligible customer (``score_change`` against the
+    latest run before ``as_of`` under ``out/scores``), write ``out/scores`` and
+    ``out/top_risk`` for ``as_of``, then monitor (drift from the same features, realized
+    performance of matured runs) and write ``out/metrics_history``. The HTML/Markdown
+    reports stay with the CLI (``fidelis report`` reads these tables)."""
+    _check_inputs(events, customers)
+    as_of = str(as_of)[:10]
+    args = (str(model_dir), model_id, config)
+    driver = _model(*args)
+    local = _local(transactions, args, as_of, buckets, drift=True)
+    scores = _assemble(local, driver, _previous(spark, out, as_of))
+    write(scores, out)
+    scored = local.count()
+    monitoring = monitor(
+        spark, transactions, str(model_dir), as_of, out, buckets=buckets, model_id=model_id, config=config,
+        _local_frame=local,
+    )
+    local.unpersist()
+    return Weekly(scores, scored, monitoring)
+
+
 def write(scores: Any, out: str, top_share_rows: bool = True) -> None:
     """Write scores as Hive partitions ``out/scores/as_of=DATE/`` and the top segment as
     ``out/top_risk/as_of=DATE/`` (riskiest first), replacing only the dates written."""
     from pyspark.sql import functions as F
 
-    spark = scores.sparkSession
-    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
-    scores.write.mode("overwrite").partitionBy("as_of").parquet(f"{out}/scores")
+    def overwrite(df: Any, path: str) -> None:
+        df.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy("as_of").parquet(path)
+
+    overwrite(scores, f"{out}/scores")
     if top_share_rows:
-        top = scores.filter(F.col("in_top_decile")).orderBy("risk_rank")
-        top.write.mode("overwrite").partitionBy("as_of").parquet(f"{out}/top_risk")
+        overwrite(scores.filter(F.col("in_top_decile")).orderBy("risk_rank"), f"{out}/top_risk")
 
 
 def main(argv: Optional[list] = None) -> int:
-    """``python -m fidelis.spark score --model DIR --transactions PATH|TABLE --as-of DATE
-    --out DIR`` (under ``spark-submit``)."""
+    """``python -m fidelis.spark {score,monitor,weekly} --model DIR --transactions PATH|TABLE
+    --as-of DATE --out DIR`` (under ``spark-submit``). ``weekly`` and ``monitor`` exit 3 on
+    an alert with ``--fail-on-alert``, as the CLI."""
     p = argparse.ArgumentParser(prog="python -m fidelis.spark")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("score", help="score every eligible customer and write the partitions")
-    s.add_argument("--model", required=True, help="model directory, or models directory (its latest)")
-    s.add_argument("--transactions", required=True, help="a Parquet path, or a table name")
-    s.add_argument("--as-of", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--config", help="fidelis.toml: column mapping, ranking")
-    s.add_argument("--buckets", type=int, default=64)
+    for name, what in [
+        ("score", "score every eligible customer and write the scores and top_risk partitions"),
+        ("monitor", "drift and realized performance at as_of, written to metrics_history"),
+        ("weekly", "score, write, then monitor (the weekly batch)"),
+    ]:
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--model", required=True, help="model directory, or models directory (its latest)")
+        s.add_argument("--transactions", required=True, help="a Parquet path, or a table name")
+        s.add_argument("--as-of", required=True)
+        s.add_argument("--out", required=True, help="output root: scores/, top_risk/, metrics_history/")
+        s.add_argument("--config", help="fidelis.toml: column mapping, ranking, monitoring thresholds")
+        s.add_argument("--buckets", type=int, default=64)
+        if name != "score":
+            s.add_argument("--fail-on-alert", action="store_true", help="exit 3 when monitoring alerts")
     args = p.parse_args(argv)
     from pyspark.sql import SparkSession
 
@@ -193,13 +442,24 @@ def main(argv: Optional[list] = None) -> int:
     # must refer to `fidelis.spark` (importable there), not to this script's globals.
     from fidelis import spark as fs
 
-    spark = SparkSession.builder.appName("fidelis score").getOrCreate()
+    spark = SparkSession.builder.appName(f"fidelis {args.command}").getOrCreate()
     source = args.transactions
     tx = spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
-    scores = fs.score(spark, tx, args.model, args.as_of, buckets=args.buckets, config=args.config)
-    fs.write(scores, args.out)
-    print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
-    return 0
+    common = dict(buckets=args.buckets, config=args.config)
+    if args.command == "score":
+        previous = fs._previous(spark, args.out, args.as_of)
+        scores = fs.score(spark, tx, args.model, args.as_of, previous=previous, **common)
+        fs.write(scores, args.out)
+        print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
+        return 0
+    if args.command == "monitor":
+        found = fs.monitor(spark, tx, args.model, args.as_of, args.out, **common)
+    else:
+        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, **common)
+        print(f"scored {done.scored} customers eligible at {args.as_of}; written to {args.out}")
+        found = done.monitoring
+    print(found.report)
+    return 3 if args.fail_on_alert and found.alerts else 0
 
 
 if __name__ == "__main__":

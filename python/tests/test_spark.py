@@ -190,3 +190,62 @@ def test_the_job_runs_as_a_module(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "scored 399 customers" in res.stdout
     assert list((out / "scores/as_of=2024-12-31").glob("*.parquet"))
+
+
+def cli_weekly(ws: Path, dates: list, name: str) -> Path:
+    """`fidelis weekly` at each date in turn, into a fresh output directory `name`."""
+    out = ws / name
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{name}"')
+    (ws / f"{name}.toml").write_text(cfg)
+    for d in dates:
+        run(["weekly", "--config", f"{name}.toml", "--as-of", d, "-q"], ws)
+    return out
+
+
+def history_rows(t: pa.Table, as_of: str) -> list:
+    """The monitoring rows of one date, sorted, values as bits (NaN equals NaN)."""
+    import struct
+
+    t = plain_table(t)
+    rows = []
+    for r in t.to_pylist():
+        if str(r["as_of"])[:10] != as_of:
+            continue
+        bits = struct.pack("<d", r["value"]).hex()
+        rows.append((r["model_id"], r["kind"], r["item"], r["metric"], bits, r["status"]))
+    return sorted(rows)
+
+
+def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path):
+    """Three weekly runs: scores with score_change against the run before, drift, and the
+    first run's realized performance once its outcome window closes (then not recomputed)."""
+    from fidelis import spark as fs
+
+    dates = ["2024-09-01", "2024-12-01", "2024-12-08"]
+    cli_out = cli_weekly(demo, dates, "cli-weekly")
+    pq.write_table(shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=3), tmp_path / "tx.parquet")
+    tx = spark.read.parquet(str(tmp_path / "tx.parquet"))
+    out = tmp_path / "spark-weekly"
+    found = {}
+    for d in dates:
+        found[d] = fs.weekly(spark, tx, str(demo / "models"), d, str(out), buckets=7).monitoring
+    cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
+    ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
+    for d in dates:
+        ours = spark.read.parquet(str(out / "scores")).filter(f"as_of = '{d}'").toArrow()
+        cli = pq.read_table(cli_out / f"scores/as_of={d}/scores.parquet")
+        same_as_cli(ours.select(cli.column_names), cli)
+        expected = history_rows(cli_history, d)
+        assert expected and history_rows(ours_history, d) == expected, d
+        assert history_rows(found[d].rows, d) == expected
+    # score_change is there from the second run on.
+    second = spark.read.parquet(str(out / "scores")).filter("as_of = '2024-12-01'")
+    assert second.filter("score_change is not null").count() > 0
+    # The first run matured at the second date and was not recomputed at the third.
+    realized = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "realized"]
+    assert {r[2] for r in realized} == {"2024-09-01"}
+    assert not [r for r in history_rows(cli_history, "2024-12-08") if r[1] == "realized"]
+    drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
+    assert len(drift) > 10
+    assert "realized AUC" in found["2024-12-08"].report

@@ -105,6 +105,21 @@ fn export_frame(py: Python<'_>, mut df: DataFrame) -> PyResult<Bound<'_, PyCapsu
     PyCapsule::new(py, stream, Some(STREAM.to_owned()))
 }
 
+/// The column of `score_local(drift=True)` holding a feature.
+fn feature_column(name: &str) -> String {
+    format!("feature__{name}")
+}
+
+/// The column of `score_local(drift=True)` a drift item is read from: a feature's column, or
+/// the score's own.
+fn drift_column(name: &str, kind: &str) -> String {
+    if kind == "feature" {
+        feature_column(name)
+    } else {
+        name.to_string()
+    }
+}
+
 fn parse_date(s: &str) -> PyResult<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| py_err(Error::Data(format!("as_of {s:?}: expected a date YYYY-MM-DD"))))
@@ -239,11 +254,14 @@ impl NativeModel {
     /// The per-customer part of the scores (`score::local_scores`: every column that no other
     /// customer changes, and the ranking key and RFM values the whole-base columns are made
     /// of) of the customers in `transactions`: what a Spark executor computes for a bucket.
+    /// With `drift`, the model's features follow as the columns of [`Self::drift_columns`].
+    #[pyo3(signature = (transactions, as_of, drift=false))]
     fn score_local<'py>(
         &self,
         py: Python<'py>,
         transactions: &Bound<'py, PyAny>,
         as_of: &str,
+        drift: bool,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let tx = self.transactions(transactions)?;
         let as_of = parse_date(as_of)?;
@@ -252,10 +270,154 @@ impl NativeModel {
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
                 let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
-                fidelis::score::local_scores(&self.cfg, &self.model, &preds)
+                let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds)?;
+                if drift {
+                    for (c, name) in preds.x.names.iter().enumerate() {
+                        let column = Column::new(feature_column(name).into(), preds.x.column(c).to_vec());
+                        local.with_column(column).map_err(|source| Error::Polars {
+                            context: "adding the feature columns".into(),
+                            source,
+                        })?;
+                    }
+                }
+                Ok(local)
             })
             .map_err(py_err)?;
         export_frame(py, local)
+    }
+
+    /// The drift items of the model's reference and the column of `score_local(drift=True)`
+    /// each is read from.
+    #[getter]
+    fn drift_columns(&self) -> PyResult<Vec<(String, String)>> {
+        let reference = self.model.reference().map_err(py_err)?;
+        Ok(reference.items.iter().map(|r| (r.name.clone(), drift_column(&r.name, &r.kind))).collect())
+    }
+
+    /// The drift counts (`monitor::DriftCounts`, JSON) of the customers of one batch of
+    /// `score_local(drift=True)` rows: what one part contributes to [`Self::assess`].
+    fn drift_counts(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<String> {
+        let df = import_frame(batch, "drift batch")?;
+        let reference = self.model.reference().map_err(py_err)?;
+        let mut values: Vec<(String, Vec<f64>)> = Vec::new();
+        for r in &reference.items {
+            let name = drift_column(&r.name, &r.kind);
+            let c = df.column(&name).map_err(polars_err(&name))?;
+            let c = c.cast(&DataType::Float64).map_err(polars_err(&name))?;
+            let v = c.f64().map_err(polars_err(&name))?.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+            values.push((r.name.clone(), v));
+        }
+        let counts = py.detach(|| {
+            let current = values.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+            fidelis::monitor::counts(&reference, &current)
+        });
+        serde_json::to_string(&counts).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Who was active when, for realized performance: for each run date in `runs`, one row
+    /// (`kind` "active", `day` = the run, `customer_id`) per customer of `transactions` with a
+    /// transaction in the run's outcome window (`[run, run + horizon)`); and one row (`kind`
+    /// "data_end", `day` = the day after the last transaction).
+    fn activity<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        runs: Vec<String>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let tx = self.transactions(transactions)?;
+        let runs = runs.iter().map(|r| parse_date(r)).collect::<PyResult<Vec<_>>>()?;
+        let horizon = chrono::Duration::days(i64::from(self.model.info.feature_spec.horizon_days));
+        let end = tx.data_end().map_err(py_err)?;
+        let rows = py
+            .detach(|| -> fidelis::error::Result<Vec<(&'static str, i32, Option<String>)>> {
+                let daily = fidelis::features::daily_activity(&tx.frame)?;
+                let mut rows = vec![("data_end", fidelis::schema::epoch_day(end), None)];
+                for run in runs {
+                    let mut active: Vec<String> =
+                        fidelis::monitor::active_between(&daily, run, run + horizon).into_iter().collect();
+                    active.sort_unstable();
+                    let day = fidelis::schema::epoch_day(run);
+                    rows.extend(active.into_iter().map(|id| ("active", day, Some(id))));
+                }
+                Ok(rows)
+            })
+            .map_err(py_err)?;
+        let day = Column::new("day".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .cast(&DataType::Date)
+            .map_err(polars_err("day"))?;
+        let out = DataFrame::new_infer_height(vec![
+            Column::new("kind".into(), rows.iter().map(|r| r.0).collect::<Vec<_>>()),
+            day,
+            Column::new(
+                fidelis::schema::CUSTOMER.into(),
+                rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>(),
+            ),
+        ])
+        .map_err(polars_err("activity"))?;
+        export_frame(py, out)
+    }
+
+    /// Realized performance (`monitor::Realized`, JSON) of the run at `run` from its scores
+    /// table in `risk_rank` order with a boolean `active` column (a transaction in the outcome
+    /// window), with the decision settings of the model that scored it.
+    fn realized(&self, py: Python<'_>, run: &str, scores: &Bound<'_, PyAny>) -> PyResult<String> {
+        let run = parse_date(run)?;
+        let scores = import_frame(scores, "run scores")?;
+        let flags = scores.column("active").map_err(polars_err("active"))?;
+        let flags = flags.bool().map_err(polars_err("active"))?;
+        let ids = scores.column(fidelis::schema::CUSTOMER).map_err(polars_err("customer_id"))?;
+        let ids = ids.str().map_err(polars_err("customer_id"))?;
+        let active = ids
+            .iter()
+            .zip(flags.iter())
+            .filter(|(_, a)| a.unwrap_or(false))
+            .filter_map(|(id, _)| id.map(str::to_string))
+            .collect();
+        let models_dir = self.model.dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let realized = py
+            .detach(|| {
+                let decision = jobs::monitor::run_decision(&models_dir, &scores, &self.model)?;
+                fidelis::monitor::realized(run, &scores, &active, &decision)
+            })
+            .map_err(py_err)?;
+        serde_json::to_string(&realized).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Monitoring at `as_of` from the drift counts of every part of the scored customers, the
+    /// runs realized now (JSON of [`Self::realized`]) and the realized AUCs already recorded
+    /// (`(run, auc)`): the history rows (as `metrics_history.parquet`), the printed report,
+    /// whether to retrain, the alerts.
+    fn assess<'py>(
+        &self,
+        py: Python<'py>,
+        as_of: &str,
+        counts: Vec<String>,
+        realized: Vec<String>,
+        auc_history: Vec<(String, f64)>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, String, bool, Vec<String>)> {
+        let as_of = parse_date(as_of)?;
+        let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
+        let parts: Vec<Vec<fidelis::monitor::DriftCounts>> =
+            counts.iter().map(|c| serde_json::from_str(c)).collect::<Result<_, _>>().map_err(json)?;
+        let realized: Vec<fidelis::monitor::Realized> =
+            realized.iter().map(|r| serde_json::from_str(r)).collect::<Result<_, _>>().map_err(json)?;
+        let auc_history = auc_history
+            .iter()
+            .map(|(d, v)| Ok((parse_date(d)?, *v)))
+            .collect::<PyResult<std::collections::BTreeMap<_, _>>>()?;
+        let reference = self.model.reference().map_err(py_err)?;
+        let drift = fidelis::monitor::drift_of_parts(&reference, &parts, &self.cfg.monitor);
+        let report = jobs::monitor::assess(&self.cfg, &self.model, as_of, drift, realized, auc_history)
+            .map_err(py_err)?;
+        let rows = report.history_frame().map_err(py_err)?;
+        Ok((export_frame(py, rows)?, report.to_string(), report.retrain, report.alerts.clone()))
+    }
+
+    /// The outcome window of the model's labels, in days (a run's realized performance is
+    /// known this long after it).
+    #[getter]
+    fn horizon_days(&self) -> i32 {
+        self.model.info.feature_spec.horizon_days
     }
 
     /// `output.top_share` of the configuration.
@@ -331,6 +493,20 @@ fn train(py: Python<'_>, config: &str) -> PyResult<String> {
     Ok(outcome.model_id)
 }
 
+/// Two sets of drift counts (JSON of `NativeModel.drift_counts`) merged into one: the counts
+/// of both parts of the customers together (`DriftCounts::merge`, item by item).
+#[pyfunction]
+fn merge_counts(a: &str, b: &str) -> PyResult<String> {
+    let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
+    let mut a: Vec<fidelis::monitor::DriftCounts> = serde_json::from_str(a).map_err(json)?;
+    let b: Vec<fidelis::monitor::DriftCounts> = serde_json::from_str(b).map_err(json)?;
+    if a.len() != b.len() || a.iter().zip(&b).any(|(x, y)| x.item != y.item) {
+        return Err(PyValueError::new_err("drift counts of different items cannot be merged"));
+    }
+    a.iter_mut().zip(&b).for_each(|(x, y)| x.merge(y));
+    serde_json::to_string(&a).map_err(json)
+}
+
 /// The size of the top-risk segment of `n` scored customers (`score::top_size`).
 #[pyfunction]
 fn top_size(top_share: f64, n: usize) -> u32 {
@@ -376,6 +552,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_size, m)?)?;
     m.add_function(wrap_pyfunction!(score_columns, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
     m.add_class::<NativeModel>()?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
