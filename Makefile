@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: python python-test help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-deps bench-score bench-monitor lint fmt datasets clean
+.PHONY: python python-test help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-spark bench-deps bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,10 +68,17 @@ python-test: python ## the Python tests (pytest, python/tests) against the CLI b
 	cargo build --quiet --bin fidelis
 	FIDELIS_BIN=$(CARGO_TARGET_DIR)/debug/fidelis $(VENV)/bin/pytest -q python/tests
 
-bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), then the score and monitor benches
+bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), the score and monitor benches, then Spark vs the CLI (when Java is there)
 	cargo bench --bench pipeline
 	cargo bench --bench score
 	cargo bench --bench monitor
+	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
+
+bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fidelis score (release builds; after make bench)
+	$(MAKE) python
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release
+	cargo build --release --quiet --bin fidelis
+	$(VENV)/bin/python benches/spark.py
 
 bench-deps: ## Python packages for the LightGBM / DuckDB comparison in make bench
 	python3 -m pip install --quiet lightgbm duckdb pandas pyarrow

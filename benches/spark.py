@@ -1,0 +1,158 @@
+"""The weekly scoring on Spark against the CLI, on the same machine, in one run.
+
+    make bench-spark        (make bench runs it last, when .venv has PySpark and Java is there)
+
+The bench's 1,000,000 generated customers (`data/bench/customers_1000000`, made by `make
+bench`; FIDELIS_BENCH_SPARK_SIZE picks another cached size) and the model the pipeline bench
+trained (`data/bench/pipeline_100000/models`, or FIDELIS_BENCH_MODELS) are scored at the bench
+date by:
+
+- `fidelis score` (release build), writing the scores and top-risk Parquet partitions;
+- `python -m fidelis.spark score` in Spark `local[2]` and `local[1]` (the job a cluster runs:
+  buckets through the Rust core on executors, ranks and quintiles by Spark, the same two
+  Parquet outputs), with the release build of the Python package.
+
+Each is timed as a whole process (JVM start-up included for Spark) and its peak memory is the
+largest sum of resident memory over its process tree (the CLI alone; the JVM and every Python
+worker for Spark), sampled every 50 ms. Prints a table and writes the figures under `spark` in
+reports/bench/latest.json (the rest of the file is kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+AS_OF = "2024-12-31"
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants."""
+    children: dict = {}
+    rss: dict = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += rss.get(p, 0)
+        todo.extend(children.get(p, []))
+    return total
+
+
+def measure(cmd: list, env: dict, cwd: Path) -> dict:
+    """Wall time and peak tree RSS of one command (which must succeed)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-2000:]}\n{err[-4000:]}")
+    return {"wall_s": round(wall, 3), "peak_rss_mb": round(peak[0] / 1e6, 1), "stdout": out}
+
+
+def spark_env(cores: int) -> dict:
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, RAYON_NUM_THREADS="1", POLARS_MAX_THREADS="1")
+    env["PYSPARK_SUBMIT_ARGS"] = (
+        f"--master local[{cores}] --driver-memory 4g --conf spark.ui.enabled=false "
+        "--conf spark.driver.bindAddress=127.0.0.1 --conf spark.driver.host=127.0.0.1 "
+        f"--conf spark.sql.shuffle.partitions={4 * cores} --conf spark.sql.session.timeZone=UTC pyspark-shell"
+    )
+    return env
+
+
+def scored_count(out_dir: Path) -> int:
+    import pyarrow.dataset as ds
+
+    return ds.dataset(out_dir / "scores", format="parquet", partitioning="hive").count_rows()
+
+
+def main() -> int:
+    size = int(os.environ.get("FIDELIS_BENCH_SPARK_SIZE", "1000000"))
+    bench = ROOT / "data/bench"
+    tx = bench / f"customers_{size}/transactions.parquet"
+    models = Path(os.environ.get("FIDELIS_BENCH_MODELS", bench / "pipeline_100000/models"))
+    fidelis = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/fidelis"
+    for needed, how in [(tx, "make bench"), (models / "latest", "make bench"), (fidelis, "cargo build --release")]:
+        if not needed.exists():
+            sys.exit(f"{needed} is missing ({how} makes it)")
+    work = bench / f"spark_{size}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "fidelis.toml").write_text(
+        f'[input.transactions]\npath = "{tx}"\n\n[output]\ndir = "{work / "cli"}"\nsql = []\n\n'
+        f'[paths]\nmodels_dir = "{models}"\nreports_dir = "{work / "reports"}"\n'
+    )
+    env = dict(os.environ, FIDELIS_PG_URL="")
+    cli = measure([str(fidelis), "score", "--config", str(work / "fidelis.toml"), "--as-of", AS_OF, "-q"], env, ROOT)
+    n = scored_count(work / "cli")
+    print(f"cli: {cli['wall_s']:.2f} s, {cli['peak_rss_mb']:.0f} MB, {n} scored", file=sys.stderr)
+    results = {"customers": size, "scored": n, "as_of": AS_OF, "cli": cli}
+    for cores in [2, 1]:
+        out = work / f"local_{cores}"
+        cmd = [sys.executable, "-m", "fidelis.spark", "score", "--model", str(models), "--transactions", str(tx)]
+        cmd += ["--as-of", AS_OF, "--out", str(out), "--buckets", "64"]
+        r = measure(cmd, spark_env(cores), ROOT)
+        got = scored_count(out)
+        if got != n:
+            sys.exit(f"Spark local[{cores}] scored {got} customers, the CLI {n}")
+        print(f"spark local[{cores}]: {r['wall_s']:.2f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+        results[f"spark_local_{cores}"] = r
+    for r in [results["cli"], results["spark_local_1"], results["spark_local_2"]]:
+        r.pop("stdout", None)
+    s1, s2 = results["spark_local_1"], results["spark_local_2"]
+    results["wall_ratio_spark2_vs_cli"] = round(s2["wall_s"] / cli["wall_s"], 2)
+    results["rss_ratio_spark2_vs_cli"] = round(s2["peak_rss_mb"] / cli["peak_rss_mb"], 2)
+    results["speedup_1_to_2_cores"] = round(s1["wall_s"] / s2["wall_s"], 2)
+
+    print(f"\nweekly scoring of {size:,} customers ({n:,} eligible at {AS_OF}), one run")
+    print(f"{'':24}{'wall s':>10}{'peak MB':>10}")
+    for label, key in [("fidelis score (CLI)", "cli"), ("Spark local[2]", "spark_local_2"), ("Spark local[1]", "spark_local_1")]:
+        print(f"{label:24}{results[key]['wall_s']:>10.2f}{results[key]['peak_rss_mb']:>10.0f}")
+    print(
+        f"Spark local[2] / CLI: {results['wall_ratio_spark2_vs_cli']}x wall, "
+        f"{results['rss_ratio_spark2_vs_cli']}x memory; 1 -> 2 cores: {results['speedup_1_to_2_cores']}x faster"
+    )
+    latest = ROOT / "reports/bench/latest.json"
+    latest.parent.mkdir(parents=True, exist_ok=True)
+    report = json.loads(latest.read_text()) if latest.is_file() else {}
+    report["spark"] = results
+    tmp = latest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(latest)
+    print(f"written to {latest} (spark)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
