@@ -238,9 +238,10 @@ pub fn local_scores(cfg: &Config, model: &LoadedModel, preds: &Predictions) -> R
         Some(c) => (0..n).map(|i| top_reasons(&c[i * k..(i + 1) * k], &preds.x.names, 3)).collect(),
         None => vec![String::new(); n],
     };
-    let key = match cfg.output.rank_by {
-        RankBy::Probability => p.clone(),
-        RankBy::ExpectedLoss => expected_loss.clone(),
+    // `+ 0.0` turns -0.0 into 0.0: one zero, whose ties every engine breaks by customer id.
+    let key: Vec<f64> = match cfg.output.rank_by {
+        RankBy::Probability => p.iter().map(|v| v + 0.0).collect(),
+        RankBy::ExpectedLoss => expected_loss.iter().map(|v| v + 0.0).collect(),
     };
     let threshold = model.decision.threshold;
     let as_of_col = Column::new("as_of".into(), vec![schema::epoch_day(preds.as_of); n])

@@ -120,7 +120,52 @@ def _local(transactions: Any, args: tuple, as_of: str, buckets: int, drift: bool
     )
 
 
-def _assemble(local: Any, driver: Any, previous: Any) -> Any:
+# Rows per range bucket for the exact global ranks (see :func:`_range_buckets`).
+RANK_ROWS = 200_000
+
+
+def _range_buckets(df: Any, columns: list, n: int, rank_rows: int) -> dict:
+    """Fixed cut points per column (approximate quantiles, taken once), so that a global
+    order can be split into ranges: every value goes to the range of the cut points below it
+    (ties together), each range is ranked exactly on its own (a window partitioned by range,
+    not one window over everything in one partition), and the ranks of the ranges before it
+    are added. Exact whatever the cut points are; they only balance the ranges."""
+    k = max(1, min(1024, -(-n // max(1, rank_rows))))
+    if k == 1:
+        return {c: [] for c in columns}
+    qs = df.approxQuantile(columns, [i / k for i in range(1, k)], 1.0 / (4 * k))
+    return {c: sorted(set(q)) for c, q in zip(columns, qs)}
+
+
+def _range_of(column: str, cuts: list) -> Any:
+    """The ascending range index of a value: how many cut points are below it (a balanced
+    tree of comparisons, ``log2`` of the cut points deep)."""
+    from pyspark.sql import functions as F
+
+    def below(lo: int, hi: int) -> Any:
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi) // 2
+        return F.when(F.col(column) <= F.lit(cuts[mid]), below(lo, mid)).otherwise(below(mid + 1, hi))
+
+    return below(0, len(cuts))
+
+
+def _offsets(df: Any, range_col: str, cuts: list, descending: bool) -> Any:
+    """The number of rows in the ranges before each range (in ascending or descending order
+    of the ranges), as an expression of the range index."""
+    from pyspark.sql import functions as F
+
+    counts = {r[0]: r[1] for r in df.groupBy(range_col).count().collect()}
+    order = range(len(cuts), -1, -1) if descending else range(len(cuts) + 1)
+    before, offsets = 0, {}
+    for r in order:
+        offsets[r] = before
+        before += counts.get(r, 0)
+    return F.element_at(F.array(*[F.lit(offsets[r]) for r in range(len(cuts) + 1)]), F.col(range_col) + 1)
+
+
+def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS) -> Any:
     """The scores table from the local columns: the whole-base columns by Spark."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -128,16 +173,25 @@ def _assemble(local: Any, driver: Any, previous: Any) -> Any:
 
     n = local.count()
     top_n = _native.top_size(driver.top_share, n)
-    ranked = local.withColumn(
-        "risk_rank", F.row_number().over(Window.orderBy(F.desc("rank_key"), F.asc("customer_id")))
+    values = [("rfm_r_value", "r_rank"), ("rfm_f_value", "f_rank"), ("rfm_m_value", "m_rank")]
+    columns = ["rank_key"] + [v for v, _ in values]
+    cuts = _range_buckets(local, columns, n, rank_rows)
+    ranges = local.select("*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns])
+    # The offsets from the cached local columns (before any window: nothing is recomputed).
+    offset = {c: _offsets(ranges, f"__range_{c}", cuts[c], descending=c == "rank_key") for c in columns}
+    # Risk rank: rank key descending, ties by customer id ascending, as the CLI.
+    in_range = Window.partitionBy("__range_rank_key").orderBy(F.desc("rank_key"), F.asc("customer_id"))
+    ranked = ranges.withColumn(
+        "risk_rank", (offset["rank_key"] + F.row_number().over(in_range)).cast("int")
     ).withColumn("in_top_decile", F.col("risk_rank") <= F.lit(top_n))
     # Average ranks (ties share the mean of their positions), as the CLI's quintiles use.
-    for value, rank in [("rfm_r_value", "r_rank"), ("rfm_f_value", "f_rank"), ("rfm_m_value", "m_rank")]:
+    for value, rank in values:
         ranked = ranked.withColumn(
             rank,
-            F.rank().over(Window.orderBy(value)).cast("double")
+            (offset[value] + F.rank().over(Window.partitionBy(f"__range_{value}").orderBy(value))).cast("double")
             + (F.count(F.lit(1)).over(Window.partitionBy(value)) - 1) / 2.0,
         )
+    ranked = ranked.drop(*[f"__range_{c}" for c in columns])
     # A new schema (StructType.add would change the DataFrame's own).
     rfm_schema = StructType(
         list(ranked.schema.fields)
@@ -176,18 +230,20 @@ def score(
     model_id: Optional[str] = None,
     config: Optional[str] = None,
     previous: Any = None,
+    rank_rows: int = RANK_ROWS,
 ) -> Any:
     """The scores of every customer of ``transactions`` (a Spark DataFrame with the columns
     the configuration maps) eligible at ``as_of``, as a Spark DataFrame with the columns and
     values of ``scores.parquet``. ``previous``: the scores of the previous run (a DataFrame
     with ``customer_id`` and ``risk_score``) for ``score_change``. ``model_dir`` must be
-    readable by the executors (a shared path). Events and a customer table are not supported
-    on Spark yet: a model trained with them is refused."""
+    readable by the executors (a shared path). ``rank_rows``: rows per range of the exact
+    global ranks (the ranges are ranked in parallel). Events and a customer table are not
+    supported on Spark yet: a model trained with them is refused."""
     _check_inputs(events, customers)
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     local = _local(transactions, args, as_of, buckets, drift=False)
-    return _assemble(local, _model(*args), previous)
+    return _assemble(local, _model(*args), previous, rank_rows)
 
 
 def _read(spark: Any, path: str) -> Any:
@@ -380,6 +436,7 @@ def weekly(
     buckets: int = 64,
     model_id: Optional[str] = None,
     config: Optional[str] = None,
+    rank_rows: int = RANK_ROWS,
 ) -> Weekly:
     """``fidelis weekly`` on Spark: score every eligible customer (``score_change`` against the
     latest run before ``as_of`` under ``out/scores``), write ``out/scores`` and
@@ -391,7 +448,7 @@ def weekly(
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
     local = _local(transactions, args, as_of, buckets, drift=True)
-    scores = _assemble(local, driver, _previous(spark, out, as_of))
+    scores = _assemble(local, driver, _previous(spark, out, as_of), rank_rows)
     write(scores, out)
     scored = local.count()
     monitoring = monitor(

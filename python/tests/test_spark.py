@@ -61,11 +61,12 @@ def shuffled(table: pa.Table, seed: int) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def spark_scores(spark, tx_path: Path, model_dir: Path, as_of: str, buckets: int, config=None) -> pa.Table:
+def spark_scores(spark, tx_path: Path, model_dir: Path, as_of: str, buckets: int, config=None, rank_rows=None) -> pa.Table:
     from fidelis import spark as fs
 
     tx = spark.read.parquet(str(tx_path))
-    return fs.score(spark, tx, str(model_dir), as_of, buckets=buckets, config=config).toArrow()
+    ranks = {"rank_rows": rank_rows} if rank_rows else {}
+    return fs.score(spark, tx, str(model_dir), as_of, buckets=buckets, config=config, **ranks).toArrow()
 
 
 def same_as_cli(ours: pa.Table, cli: pa.Table) -> None:
@@ -78,11 +79,13 @@ def same_as_cli(ours: pa.Table, cli: pa.Table) -> None:
     assert_same_rows(ours, cli)
 
 
-@pytest.mark.parametrize("buckets", [1, 7, 64])
-def test_spark_scores_the_demo_data_as_the_cli_does(spark, demo, tmp_path, buckets):
+# Buckets of customers for the Rust core; rows per range of the global ranks (one range, a
+# few, many).
+@pytest.mark.parametrize("buckets,rank_rows", [(1, None), (7, 3000), (64, 997)])
+def test_spark_scores_the_demo_data_as_the_cli_does(spark, demo, tmp_path, buckets, rank_rows):
     tx = shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=buckets)
     pq.write_table(tx, tmp_path / "tx.parquet")
-    ours = spark_scores(spark, tmp_path / "tx.parquet", demo / "models", "2024-10-01", buckets)
+    ours = spark_scores(spark, tmp_path / "tx.parquet", demo / "models", "2024-10-01", buckets, rank_rows=rank_rows)
     cli = cli_scores(demo, "2024-10-01")
     assert cli.num_rows > 10_000
     same_as_cli(ours, cli)
@@ -92,8 +95,8 @@ def test_spark_scores_the_demo_data_as_the_cli_does(spark, demo, tmp_path, bucke
     assert top.column("customer_id").to_pylist() == cli_top.column("customer_id").to_pylist()
 
 
-@pytest.mark.parametrize("buckets", [1, 7, 64])
-def test_spark_scores_cdnow_as_the_cli_does(spark, cdnow, tmp_path, buckets):
+@pytest.mark.parametrize("buckets,rank_rows", [(1, None), (7, 2500), (64, 640)])
+def test_spark_scores_cdnow_as_the_cli_does(spark, cdnow, tmp_path, buckets, rank_rows):
     rows = [line.split() for line in (cdnow / "CDNOW_master.txt").read_text().splitlines() if line.strip()]
     tx = pa.table(
         {
@@ -105,7 +108,13 @@ def test_spark_scores_cdnow_as_the_cli_does(spark, cdnow, tmp_path, buckets):
     )
     pq.write_table(shuffled(tx, seed=buckets), tmp_path / "tx.parquet")
     ours = spark_scores(
-        spark, tmp_path / "tx.parquet", cdnow / "models", "1998-07-01", buckets, config=str(cdnow / "fidelis.toml")
+        spark,
+        tmp_path / "tx.parquet",
+        cdnow / "models",
+        "1998-07-01",
+        buckets,
+        config=str(cdnow / "fidelis.toml"),
+        rank_rows=rank_rows,
     )
     same_as_cli(ours, cli_scores(cdnow, "1998-07-01"))
 
@@ -229,7 +238,7 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     out = tmp_path / "spark-weekly"
     found = {}
     for d in dates:
-        found[d] = fs.weekly(spark, tx, str(demo / "models"), d, str(out), buckets=7).monitoring
+        found[d] = fs.weekly(spark, tx, str(demo / "models"), d, str(out), buckets=7, rank_rows=4000).monitoring
     cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
     for d in dates:
