@@ -55,7 +55,7 @@ backtest: ## replay the weekly job from FROM every EVERY days with a model train
 
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server), then the Python tests
 	scripts/with_postgres.sh cargo test --lib --bins --tests
-	$(MAKE) python-test
+	scripts/with_postgres.sh $(MAKE) python-test
 
 VENV ?= .venv
 PYTHON ?= python3

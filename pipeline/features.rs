@@ -350,39 +350,72 @@ fn rfm_of(daily: &Daily, start: usize, before: usize, td: i32) -> (Rfm, (f64, f6
     (rfm, (repeat, total / before as f64))
 }
 
-/// Fit BG/NBD (and Gamma-Gamma when enough customers repeat) on every customer with an
-/// active day before `t` (at most [`PROBABILISTIC_FIT_SAMPLE`] of them, chosen by a hash of
-/// the id so that adding customers later never changes who is in the sample). `None` when
-/// nobody has history before `t`.
-pub fn fit_probabilistic(daily: &Daily, t: NaiveDate) -> Option<Probabilistic> {
+/// What a BG/NBD + Gamma-Gamma fit at `t` takes from one customer with history before `t`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitInput {
+    pub rfm: Rfm,
+    /// Mean amount of the repeat days (0 without a repeat).
+    pub repeat_spend: f64,
+}
+
+/// Every customer with an active day before `t`: its index in `daily` and its fit input,
+/// in customer order.
+pub fn probabilistic_inputs(daily: &Daily, t: NaiveDate) -> Vec<(usize, FitInput)> {
     let td = epoch_day(t);
-    let with_history: Vec<(usize, usize)> = (0..daily.customers.len())
+    (0..daily.customers.len())
         .filter_map(|c| {
             let r = daily.range(c);
             let before = daily.day[r.clone()].partition_point(|&d| d < td);
-            (before > 0).then_some((r.start, before))
+            (before > 0).then(|| {
+                let (rfm, (repeat_spend, _)) = rfm_of(daily, r.start, before, td);
+                (c, FitInput { rfm, repeat_spend })
+            })
         })
-        .collect();
-    if with_history.is_empty() {
+        .collect()
+}
+
+/// Whether a customer at `share` ([`crate::rng::customer_share`]) is in the BG/NBD fit sample
+/// when `n` customers have history: everyone up to [`PROBABILISTIC_FIT_SAMPLE`], then a
+/// sample of about that many.
+pub fn in_probabilistic_sample(share: f64, n: usize) -> bool {
+    crate::rng::sample_fraction(PROBABILISTIC_FIT_SAMPLE, n).is_none_or(|f| share < f)
+}
+
+/// BG/NBD (and Gamma-Gamma when enough customers repeat) on the sampled customers' inputs,
+/// in customer-id order (the likelihood is summed in that order).
+pub fn fit_probabilistic_on(sample: &[FitInput]) -> Probabilistic {
+    let rfm: Vec<Rfm> = sample.iter().map(|s| s.rfm).collect();
+    let spend: Vec<(f64, f64)> = sample.iter().map(|s| (s.rfm.x, s.repeat_spend)).collect();
+    Probabilistic { bgnbd: BgNbd::fit(&rfm), gamma_gamma: GammaGamma::fit(&spend) }
+}
+
+/// Fit BG/NBD (and Gamma-Gamma when enough customers repeat) on every customer with an
+/// active day before `t` (at most about [`PROBABILISTIC_FIT_SAMPLE`] of them, chosen by a
+/// hash of the id so that adding customers later never changes who is in the sample).
+/// `None` when nobody has history before `t`.
+pub fn fit_probabilistic(daily: &Daily, t: NaiveDate) -> Option<Probabilistic> {
+    let inputs = probabilistic_inputs(daily, t);
+    if inputs.is_empty() {
         return None;
     }
-    let n = with_history.len();
-    let keep = |start: usize| -> bool {
-        if n <= PROBABILISTIC_FIT_SAMPLE {
-            return true;
-        }
-        // The customer of this row range: found by its first row (ranges are disjoint).
-        let c = daily.start.partition_point(|&s| s <= start) - 1;
-        let h = xxhash_rust::xxh3::xxh3_64(daily.customers[c].as_bytes());
-        (h as f64 / u64::MAX as f64) < PROBABILISTIC_FIT_SAMPLE as f64 / n as f64
-    };
-    let (mut rfm, mut spend) = (Vec::new(), Vec::new());
-    for &(start, before) in with_history.iter().filter(|(s, _)| keep(*s)) {
-        let (r, (repeat, _)) = rfm_of(daily, start, before, td);
-        rfm.push(r);
-        spend.push((r.x, repeat));
-    }
-    Some(Probabilistic { bgnbd: BgNbd::fit(&rfm), gamma_gamma: GammaGamma::fit(&spend) })
+    let n = inputs.len();
+    let sample: Vec<FitInput> = inputs
+        .into_iter()
+        .filter(|(c, _)| in_probabilistic_sample(crate::rng::customer_share(&daily.customers[*c]), n))
+        .map(|(_, f)| f)
+        .collect();
+    Some(fit_probabilistic_on(&sample))
+}
+
+/// Where the BG/NBD features of each snapshot come from.
+#[derive(Clone, Copy)]
+enum Models<'a> {
+    /// Fitted here on the data before each snapshot (training on one machine).
+    Fit,
+    /// One model for every snapshot (a trained model's: scoring).
+    Fixed(Option<&'a Probabilistic>),
+    /// Given per snapshot date (fitted on the whole base by a partitioned engine).
+    PerSnapshot(&'a [(NaiveDate, Option<Probabilistic>)]),
 }
 
 /// The rows one chunk of customers contributes at one snapshot.
@@ -406,7 +439,7 @@ fn build(
     spec: &FeatureSpec,
     snapshots: &[NaiveDate],
     labels: bool,
-    fixed: Option<&Probabilistic>,
+    models: Models,
 ) -> Result<DataFrame> {
     if snapshots.is_empty() {
         return Err(Error::Data("no snapshot dates to build features for".into()));
@@ -417,16 +450,25 @@ fn build(
     snaps.sort_unstable();
     let n_customers = daily.customers.len();
     let chunks = n_customers.div_ceil(CHUNK);
-    // The probabilistic models of each snapshot: the fixed ones (scoring), or fitted on the
-    // data before the snapshot (training), in parallel over snapshots.
-    let models: Vec<Option<Probabilistic>> = if !spec.probabilistic {
-        vec![None; snaps.len()]
-    } else if let Some(p) = fixed {
-        vec![Some(*p); snaps.len()]
-    } else {
-        let dates: Vec<NaiveDate> =
-            snaps.iter().map(|&td| crate::schema::date_of_day(td).expect("valid snapshot day")).collect();
-        dates.par_iter().map(|&t| fit_probabilistic(daily, t)).collect()
+    // The probabilistic models of each snapshot: the fixed ones (scoring), given per snapshot
+    // (fitted elsewhere on the whole base: a partitioned engine), or fitted on the data
+    // before the snapshot (training), in parallel over snapshots.
+    let models: Vec<Option<Probabilistic>> = match models {
+        _ if !spec.probabilistic => vec![None; snaps.len()],
+        Models::Fixed(p) => vec![p.copied(); snaps.len()],
+        Models::PerSnapshot(given) => {
+            let mut given = given.to_vec();
+            given.sort_by_key(|(t, _)| *t);
+            if given.iter().map(|(t, _)| epoch_day(*t)).ne(snaps.iter().copied()) {
+                return Err(Error::Data("the BG/NBD models given do not match the snapshot dates".into()));
+            }
+            given.into_iter().map(|(_, p)| p).collect()
+        }
+        Models::Fit => {
+            let dates: Vec<NaiveDate> =
+                snaps.iter().map(|&td| crate::schema::date_of_day(td).expect("valid snapshot day")).collect();
+            dates.par_iter().map(|&t| fit_probabilistic(daily, t)).collect()
+        }
     };
     let mut parts: Vec<(i32, Part)> = Vec::new();
     for (&td, model) in snaps.iter().zip(&models) {
@@ -499,7 +541,7 @@ fn build(
 /// then [`FeatureSpec::names`]. Sorted by snapshot, then customer.
 /// BG/NBD features use models fitted on the data before each snapshot.
 pub fn features_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, false, None)
+    build(daily, spec, snapshots, false, Models::Fit)
 }
 
 /// [`features_at`] with the BG/NBD features from given (a trained model's) parameters, so a
@@ -510,13 +552,25 @@ pub fn features_with(
     snapshots: &[NaiveDate],
     probabilistic: Option<&Probabilistic>,
 ) -> Result<DataFrame> {
-    build(daily, spec, snapshots, false, probabilistic)
+    build(daily, spec, snapshots, false, Models::Fixed(probabilistic))
 }
 
 /// Features and labels (`churn`: 0/1 as Int32, `clv`: f64) of every eligible customer at each
 /// snapshot. Every snapshot needs `horizon_days` of observed data after it.
 pub fn dataset_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, true, None)
+    build(daily, spec, snapshots, true, Models::Fit)
+}
+
+/// [`dataset_at`] with the BG/NBD models of each snapshot given (fitted on the whole base by
+/// [`fit_probabilistic_on`] where the rows are partitioned): a customer's rows then equal
+/// [`dataset_at`]'s on the whole base.
+pub fn dataset_with(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    models: &[(NaiveDate, Option<Probabilistic>)],
+) -> Result<DataFrame> {
+    let snapshots: Vec<NaiveDate> = models.iter().map(|(t, _)| *t).collect();
+    build(daily, spec, &snapshots, true, Models::PerSnapshot(models))
 }
 
 /// A dense column-major f64 matrix of features, the hand-off to the models.

@@ -146,23 +146,84 @@ impl Transactions {
             .ok_or_else(|| Error::Data("no transactions to score".into()))
     }
 
-    /// Row count and xxh3-64 (hex) of the rows in their canonical order: the same rows give
-    /// the same fingerprint whatever the file's order, format or line-item layout.
-    pub fn fingerprint(&self) -> Result<(usize, String)> {
+    /// Row count and hash of the validated rows ([`Fingerprint`]).
+    pub fn fingerprint(&self) -> Result<Fingerprint> {
+        Fingerprint::of(&self.frame)
+    }
+}
+
+/// The validated rows a model saw: their count and the wrapping sum of each row's xxh3-64
+/// (of customer id, timestamp and amount). A sum, so the same rows give the same fingerprint
+/// whatever the file's order, format, line-item layout or partitioning: the fingerprints of
+/// disjoint parts [`merge`](Fingerprint::merge) into the whole's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub rows: usize,
+    pub sum: u64,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a contract frame (`customer_id`, `ts`, `amount`).
+    pub fn of(f: &DataFrame) -> Result<Fingerprint> {
         let ctx = "fingerprinting the transactions";
-        let f = &self.frame;
         let ids = f.column("customer_id").polars(ctx)?.str().polars(ctx)?;
         let ts = f.column("ts").polars(ctx)?.datetime().polars(ctx)?.physical();
         let amount = f.column("amount").polars(ctx)?.f64().polars(ctx)?;
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        let mut sum = 0u64;
+        let mut buf = Vec::new();
         for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
-            h.update(id.unwrap_or_default().as_bytes());
-            h.update(&[0]);
-            h.update(&t.unwrap_or(i64::MIN).to_le_bytes());
-            h.update(&a.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+            buf.clear();
+            buf.extend_from_slice(id.unwrap_or_default().as_bytes());
+            buf.push(0);
+            buf.extend_from_slice(&t.unwrap_or(i64::MIN).to_le_bytes());
+            buf.extend_from_slice(&a.unwrap_or(f64::NAN).to_bits().to_le_bytes());
+            sum = sum.wrapping_add(xxhash_rust::xxh3::xxh3_64(&buf));
         }
-        Ok((f.height(), format!("{:016x}", h.digest())))
+        Ok(Fingerprint { rows: f.height(), sum })
     }
+
+    /// The fingerprint of two disjoint sets of rows together.
+    pub fn merge(self, other: Fingerprint) -> Fingerprint {
+        Fingerprint { rows: self.rows + other.rows, sum: self.sum.wrapping_add(other.sum) }
+    }
+
+    /// The hash as 16 hex digits (what `model.json` records).
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.sum)
+    }
+}
+
+/// The summary of disjoint parts of one input read separately (partitions of a distributed
+/// engine) as one: counts add up, the time range spans them all; the examples of dropped rows
+/// are left out (their row numbers are within a part, not the input).
+pub fn merge_summaries(parts: &[ValidationSummary]) -> Option<ValidationSummary> {
+    let mut parts = parts.iter();
+    let mut all = parts.next()?.clone();
+    all.dropped.iter_mut().for_each(|d| d.examples.clear());
+    for p in parts {
+        all.rows_read += p.rows_read;
+        all.rows_valid += p.rows_valid;
+        for d in &p.dropped {
+            match all.dropped.iter_mut().find(|a| a.reason == d.reason && a.column == d.column) {
+                Some(a) => a.count += d.count,
+                None => all.dropped.push(DroppedRows { examples: Vec::new(), ..d.clone() }),
+            }
+        }
+        all.negative_amounts += p.negative_amounts;
+        all.zero_amounts += p.zero_amounts;
+        all.orders = match (all.orders, p.orders) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        all.duplicates += p.duplicates;
+        all.transactions += p.transactions;
+        all.customers += p.customers;
+        all.first_ts = all.first_ts.into_iter().chain(p.first_ts).min();
+        all.last_ts = all.last_ts.into_iter().chain(p.last_ts).max();
+        all.total_amount += p.total_amount;
+    }
+    all.dropped.sort_by_key(|d| d.reason as i32);
+    Some(all)
 }
 
 /// Keep the transactions before `cutoff` (midnight) only, as if the log had been read then

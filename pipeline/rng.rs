@@ -98,6 +98,19 @@ impl Rng {
     }
 }
 
+/// Where a customer falls in [0, 1], from the xxh3-64 hash of its id: the key of every
+/// deterministic customer sample (BG/NBD fits, the training sample), so that who is sampled
+/// depends on the id only, never on row order, partitioning or who else is in the data.
+pub fn customer_share(id: &str) -> f64 {
+    xxhash_rust::xxh3::xxh3_64(id.as_bytes()) as f64 / u64::MAX as f64
+}
+
+/// The share of customers a sample keeps so that about `max` of `n` items stay (`None`: all
+/// of them fit). A customer is kept when its [`customer_share`] is below it.
+pub fn sample_fraction(max: usize, n: usize) -> Option<f64> {
+    (n > max).then(|| max as f64 / n as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

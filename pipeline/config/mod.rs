@@ -281,6 +281,11 @@ pub struct GbdtConfig {
     /// Fit the Poisson-loss CLV GBDT candidate (off saves its fits: about 40% of `train` at
     /// 100k customers).
     pub clv_poisson: bool,
+    /// Training rows (customers x snapshots, every role) above which training keeps a
+    /// deterministic sample of customers (by a hash of the id, every snapshot of each) of
+    /// about this many rows, and says so in the report; 0 = never sample. What bounds the
+    /// memory of the machine that fits (fidelis.spark collects only the sample to the driver).
+    pub max_rows: usize,
 }
 
 impl Default for GbdtConfig {
@@ -298,6 +303,7 @@ impl Default for GbdtConfig {
             seed: 42,
             logistic_l2: vec![1.0, 10.0, 100.0, 1000.0],
             clv_poisson: true,
+            max_rows: 10_000_000,
         }
     }
 }
@@ -846,6 +852,9 @@ fn check_model(m: &GbdtConfig) -> Checked {
     }
     if m.nbins < 2 {
         return bad("model.nbins", format!("must be at least 2, got {}", m.nbins));
+    }
+    if m.max_rows != 0 && m.max_rows < 1000 {
+        return bad("model.max_rows", format!("must be 0 (no sample) or at least 1000, got {}", m.max_rows));
     }
     for (key, v) in [("model.subsample", m.subsample), ("model.colsample_bytree", m.colsample_bytree)] {
         if !(v > 0.0 && v <= 1.0) {

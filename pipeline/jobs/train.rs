@@ -16,7 +16,7 @@ use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec};
 use crate::files::to_json_bytes;
 use crate::format::opt4;
-use crate::ingest::{self, Transactions};
+use crate::ingest::{self, Transactions, ValidationSummary};
 use crate::metrics::{self, ChurnMetrics, ClvMetrics};
 use crate::model::{
     self, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval, DataFingerprint,
@@ -59,7 +59,12 @@ pub struct TrainOutcome {
 /// (`<reports_dir>/<model_id>/evaluation.{html,md,json}`), then publish the model as
 /// `latest`. A failure at any step leaves `latest` where it was.
 pub fn run(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
-    let mut outcome = train_model(cfg, opts, progress)?;
+    let outcome = train_model(cfg, opts, progress)?;
+    publish(cfg, outcome, progress)
+}
+
+/// Write the evaluation report of a written model, then point `latest` at it.
+fn publish(cfg: &Config, mut outcome: TrainOutcome, progress: &Progress) -> Result<TrainOutcome> {
     let report = progress.step("report", "writing the evaluation report", || {
         crate::report::evaluation::write_evaluation(&outcome.dir, &cfg.models_dir(), &cfg.reports_dir())
     })?;
@@ -76,12 +81,131 @@ pub fn until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Re
     Ok(outcome)
 }
 
+/// Training data prepared where the transactions are: features and labels at every snapshot
+/// of the plan (`dataset`: `customer_id`, `snapshot`, the features, `churn`, `clv`), the
+/// features of the customers eligible at the end of the data (`at_end`: the drift reference)
+/// and the BG/NBD models fitted there. A partitioned engine (fidelis.spark) builds it per
+/// bucket of customers with [`features::dataset_with`] and hands it to [`run_prepared`]; rows
+/// may come in any order. Events and a customer table are not part of it.
+pub struct Prepared {
+    /// The validation summaries of every partition, merged ([`ingest::merge_summaries`]).
+    pub summary: ValidationSummary,
+    /// Row count and hash of the validated transactions ([`ingest::Fingerprint`]).
+    pub fingerprint: ingest::Fingerprint,
+    /// Every row, or (to bound what reaches this machine) only the customers of the
+    /// training sample ([`training_sample`]): rows of other customers are dropped here.
+    pub dataset: DataFrame,
+    pub at_end: DataFrame,
+    /// Rows of the whole dataset before any sample.
+    pub dataset_rows: usize,
+    /// BG/NBD + Gamma-Gamma at the end of the data (stored with the model, for scoring).
+    pub probabilistic: Option<Probabilistic>,
+}
+
+/// The share of customers ([`crate::rng::customer_share`] below it) training keeps when the
+/// dataset has `rows` rows (`None`: every row; `[model].max_rows` bounds them).
+pub fn training_sample(cfg: &Config, rows: usize) -> Option<f64> {
+    if cfg.model.max_rows == 0 {
+        return None;
+    }
+    crate::rng::sample_fraction(cfg.model.max_rows, rows)
+}
+
+/// The snapshot plan of transactions from `first` to `last` (what a partitioned engine needs
+/// before it builds the features: the dates, and the end of the data).
+pub fn plan(cfg: &Config, first: NaiveDateTime, last: NaiveDateTime) -> Result<(SnapshotPlan, NaiveDate)> {
+    Ok((split::plan(first, last, &cfg.snapshots)?, last.date() + chrono::Duration::days(1)))
+}
+
+/// [`run`] on prepared data: fit, write the model directory and the evaluation report, then
+/// publish the model as `latest`.
+/// `opts.cutoff` must be `None` (cut the rows before preparing them).
+pub fn run_prepared(
+    cfg: &Config,
+    prepared: Prepared,
+    opts: &TrainOptions,
+    progress: &Progress,
+) -> Result<TrainOutcome> {
+    if opts.cutoff.is_some() {
+        return Err(Error::Data("a cutoff applies to the transactions, before the rows are prepared".into()));
+    }
+    crate::files::remove_stale_temps(&cfg.models_dir())?;
+    crate::files::remove_stale_temps(&cfg.reports_dir())?;
+    let inputs = Inputs::new(cfg, prepared.summary, prepared.fingerprint, SignalData::default(), None)?;
+    let ctx = "ordering the prepared rows";
+    let order = |df: DataFrame, by: &[&str]| -> Result<DataFrame> {
+        let by: Vec<PlSmallStr> = by.iter().map(|c| PlSmallStr::from(*c)).collect();
+        let df = df
+            .lazy()
+            .with_columns([
+                col(schema::SNAPSHOT).cast(DataType::Date),
+                col(schema::CUSTOMER).cast(DataType::String),
+            ])
+            .collect()
+            .polars(ctx)?;
+        df.sort(by, SortMultipleOptions::default()).polars(ctx)
+    };
+    let mut dataset = order(prepared.dataset, &[schema::SNAPSHOT, schema::CUSTOMER])?;
+    dataset = dataset
+        .lazy()
+        .with_columns([col(schema::CHURN).cast(DataType::Int32), col(schema::CLV).cast(DataType::Float64)])
+        .collect()
+        .polars(ctx)?;
+    let frames = Frames {
+        dataset,
+        at_end: order(prepared.at_end, &[schema::CUSTOMER])?,
+        rows: prepared.dataset_rows,
+        probabilistic: prepared.probabilistic,
+    };
+    let outcome = fit_and_write(cfg, opts, &inputs, frames, progress)?;
+    publish(cfg, outcome, progress)
+}
+
 /// Everything up to a model directory that was written and read back whole.
 fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
     crate::files::remove_stale_temps(&cfg.models_dir())?;
     crate::files::remove_stale_temps(&cfg.reports_dir())?;
-    let inputs = read_inputs(cfg, opts.cutoff, progress)?;
-    let (data, at_end, probabilistic) = build_dataset(&inputs, progress)?;
+    let (inputs, tx) = read_inputs(cfg, opts.cutoff, progress)?;
+    let frames = build_frames(&inputs, &tx, progress)?;
+    drop(tx);
+    fit_and_write(cfg, opts, &inputs, frames, progress)
+}
+
+/// The feature frames of a run, before the training sample and the signals.
+struct Frames {
+    dataset: DataFrame,
+    at_end: DataFrame,
+    /// Rows of the whole dataset (before a sample that may already have been taken).
+    rows: usize,
+    probabilistic: Option<Probabilistic>,
+}
+
+/// Keep the rows of the customers of the training sample (every row without one).
+fn sampled(df: DataFrame, fraction: Option<f64>) -> Result<DataFrame> {
+    let Some(f) = fraction else { return Ok(df) };
+    let ctx = "taking the training sample";
+    let ids = df.column(schema::CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+    let keep: BooleanChunked =
+        ids.iter().map(|id| Some(crate::rng::customer_share(id.unwrap_or_default()) < f)).collect();
+    df.filter(&keep).polars(ctx)
+}
+
+/// Fit, decide and write the model directory from the feature frames.
+fn fit_and_write(
+    cfg: &Config,
+    opts: &TrainOptions,
+    inputs: &Inputs,
+    frames: Frames,
+    progress: &Progress,
+) -> Result<TrainOutcome> {
+    let fraction = training_sample(cfg, frames.rows);
+    let sample = fraction.map(|f| (f, frames.rows));
+    let mut dataset = sampled(frames.dataset, fraction)?;
+    let mut at_end = sampled(frames.at_end, fraction)?;
+    crate::signals::append(&mut dataset, &inputs.signal_spec, &inputs.signals)?;
+    crate::signals::append(&mut at_end, &inputs.signal_spec, &inputs.signals)?;
+    let data = Dataset::new(dataset, &inputs.names, &inputs.plan)?;
+    let probabilistic = frames.probabilistic;
     if let Some(path) = &opts.export_features {
         let mut out = data.frame.clone();
         out.with_column(Column::new("role".into(), data.roles())).polars("adding roles")?;
@@ -111,7 +235,7 @@ fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result
         decided.hold.of(&data.rows.holdout),
         &baseline_preds,
     )?;
-    let run = Trained { inp: &inputs, data: &data, r: &roles, f: &fitted, d: &decided };
+    let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample };
     let (info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
     let files = vec![
         (file::MODEL, to_json_bytes(&info, file::MODEL)?),
@@ -139,7 +263,8 @@ fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result
 
 /// The validated inputs and the snapshot plan.
 struct Inputs {
-    tx: Transactions,
+    summary: ValidationSummary,
+    fingerprint: ingest::Fingerprint,
     signals: SignalData,
     plan: SnapshotPlan,
     spec: FeatureSpec,
@@ -152,49 +277,64 @@ struct Inputs {
     cutoff: Option<NaiveDate>,
 }
 
-fn read_inputs(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Result<Inputs> {
+impl Inputs {
+    fn new(
+        cfg: &Config,
+        summary: ValidationSummary,
+        fingerprint: ingest::Fingerprint,
+        signals: SignalData,
+        cutoff: Option<NaiveDate>,
+    ) -> Result<Inputs> {
+        let (first, last) = match (summary.first_ts, summary.last_ts) {
+            (Some(a), Some(b)) => (a, b),
+            _ => return Err(Error::Data("no valid transactions".into())),
+        };
+        let (plan, data_end) = plan(cfg, first, last)?;
+        let spec = FeatureSpec::from_config(cfg);
+        let signal_spec = SignalSpec::from_data(&signals, &cfg.health);
+        let mut names = spec.names();
+        names.extend(signal_spec.names());
+        Ok(Inputs { summary, fingerprint, signals, plan, spec, signal_spec, names, first, data_end, cutoff })
+    }
+}
+
+fn read_inputs(
+    cfg: &Config,
+    cutoff: Option<NaiveDate>,
+    progress: &Progress,
+) -> Result<(Inputs, Transactions)> {
     let mut tx = progress.step("ingest", "reading and validating transactions", || {
         ingest::load_transactions(&cfg.input.transactions)
     })?;
     if let Some(c) = cutoff {
         tx = ingest::truncate(tx, c)?;
     }
-    let (first, last) = match (tx.summary.first_ts, tx.summary.last_ts) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return Err(Error::Data("no valid transactions".into())),
-    };
-    let plan = split::plan(first, last, &cfg.snapshots)?;
-    let spec = FeatureSpec::from_config(cfg);
     let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
-    let signal_spec = SignalSpec::from_data(&signals, &cfg.health);
-    let mut names = spec.names();
-    names.extend(signal_spec.names());
-    let data_end = last.date() + chrono::Duration::days(1);
-    Ok(Inputs { tx, signals, plan, spec, signal_spec, names, first, data_end, cutoff })
+    let fingerprint = tx.fingerprint()?;
+    Ok((Inputs::new(cfg, tx.summary.clone(), fingerprint, signals, cutoff)?, tx))
 }
 
 /// The training rows, and the customers eligible at the end of the data (the drift
 /// reference: what the first scoring run after training sees).
-fn build_dataset(inp: &Inputs, progress: &Progress) -> Result<(Dataset, DataFrame, Option<Probabilistic>)> {
+fn build_frames(inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<Frames> {
     let snapshots = inp.plan.all();
-    let (mut data, mut at_end, probabilistic) = progress.step(
+    progress.step(
         "features",
         &format!("building features and labels at {} snapshots", snapshots.len()),
-        || -> Result<(DataFrame, DataFrame, Option<Probabilistic>)> {
-            let daily = features::daily_activity(&inp.tx.frame)?;
+        || {
+            let daily = features::daily_activity(&tx.frame)?;
             let spec = &inp.spec;
             let probabilistic =
                 if spec.probabilistic { features::fit_probabilistic(&daily, inp.data_end) } else { None };
-            Ok((
-                features::dataset_at(&daily, spec, &snapshots)?,
-                features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
+            let dataset = features::dataset_at(&daily, spec, &snapshots)?;
+            Ok(Frames {
+                rows: dataset.height(),
+                dataset,
+                at_end: features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
                 probabilistic,
-            ))
+            })
         },
-    )?;
-    crate::signals::append(&mut data, &inp.signal_spec, &inp.signals)?;
-    crate::signals::append(&mut at_end, &inp.signal_spec, &inp.signals)?;
-    Ok((Dataset::new(data, &inp.names, &inp.plan)?, at_end, probabilistic))
+    )
 }
 
 /// The three roles' rows.
@@ -417,6 +557,18 @@ struct Trained<'a> {
     r: &'a Roles,
     f: &'a Fitted,
     d: &'a Decided,
+    /// The training sample's share of customers and the rows before it, when one was taken.
+    sample: Option<(f64, usize)>,
+}
+
+/// What the report and `metrics.json` say about a training sample.
+pub fn training_sample_note(fraction: f64, rows: usize, kept: usize, max_rows: usize) -> String {
+    format!(
+        "trained on a sample: {kept} of {rows} rows (more than [model].max_rows = {max_rows}); the \
+         customers whose id hash falls below {:.4} of the range, every snapshot of each, so the \
+         holdout figures are on those customers too",
+        fraction
+    )
 }
 
 /// `model.json` and `metrics.json` of the run.
@@ -431,13 +583,19 @@ fn describe(
     let names = &inp.names;
     let settings = serde_json::to_value(TrainingSettings::of(cfg, inp.cutoff))
         .map_err(|source| Error::Json { context: "recording the training settings".into(), source })?;
-    let (rows, xxh3) = inp.tx.fingerprint()?;
-    let data_print = DataFingerprint { path: cfg.input.transactions.path.clone(), rows, xxh3 };
+    let data_print = DataFingerprint {
+        path: cfg.input.transactions.path.clone(),
+        rows: inp.fingerprint.rows,
+        xxh3: inp.fingerprint.hex(),
+    };
     let model_hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{settings}", data_print.xxh3).as_bytes());
     let now = Utc::now();
     let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), model_hash as u32);
     let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
-    let (snapshots, notes) = snapshot_stats(&inp.plan, data);
+    let (snapshots, mut notes) = snapshot_stats(&inp.plan, data);
+    if let Some((fraction, rows)) = t.sample {
+        notes.push(training_sample_note(fraction, rows, data.frame.height(), cfg.model.max_rows));
+    }
     let metrics = TrainMetrics {
         model_id: model_id.clone(),
         holdout_snapshot: inp.plan.holdout,
@@ -480,7 +638,7 @@ fn describe(
         feature_spec: inp.spec.clone(),
         settings,
         data: data_print,
-        validation: inp.tx.summary.clone(),
+        validation: inp.summary.clone(),
         training_window: (inp.first.date(), inp.plan.holdout + horizon),
         snapshots: inp.plan.clone(),
         libraries: model::library_versions(),

@@ -128,6 +128,8 @@ pub struct EvaluationReport {
     pub validation_snapshot: NaiveDate,
     pub holdout_snapshot: NaiveDate,
     pub snapshots: Vec<SnapshotStats>,
+    /// What training noted: skipped snapshots, a training sample.
+    pub notes: Vec<String>,
     pub churn: ChurnMetrics,
     pub clv: ClvMetrics,
     pub roc: Vec<Curve>,
@@ -463,6 +465,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         validation_snapshot: m.validation_snapshot,
         holdout_snapshot: m.holdout_snapshot,
         snapshots: m.snapshots.clone(),
+        notes: m.notes.clone(),
         churn: m.churn.holdout,
         clv: m.clv.holdout,
         roc: c.roc,
@@ -623,6 +626,9 @@ fn section_data(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     );
     d.chart("snapshots", svg, &reading);
     d.table(&["snapshot", "role", "eligible customers", "churn rate", "mean CLV"], &rows, None);
+    for note in &r.notes {
+        d.para(&format!("Note: {note}."));
+    }
 
     // ROC and PR.
     Ok(())

@@ -94,6 +94,73 @@ pub fn replace_as_of(
     result.map_err(|m| sink_error(target, format!("{m}; the transaction was rolled back")))
 }
 
+/// Publish a run a partitioned engine bulk-loaded into table `stage` of `tables.schema`
+/// (PostgreSQL only): one transaction replaces the rows of `as_of` in the scores and top-risk
+/// tables from it (created for `template`'s columns, with the CLI's types, when missing),
+/// records the run in `scoring_runs` and drops the stage. On failure nothing changes but a
+/// `failed` run record (when `as_of` had no successful run), and the stage is dropped.
+pub fn publish_staged(
+    target: &SqlTarget,
+    tables: &Tables,
+    stage: &str,
+    template: &DataFrame,
+    as_of: NaiveDate,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<RunRecord> {
+    for name in [&tables.scores, &tables.top_risk, &tables.runs, &tables.schema, &stage.to_string()] {
+        if !valid_identifier(name) {
+            return Err(sink_error(target, format!("{name:?} is not a valid table or schema name")));
+        }
+    }
+    let SqlTarget::Postgres(url) = target else {
+        return Err(sink_error(target, "a staged run is published to PostgreSQL only"));
+    };
+    postgres_sink::publish_staged(url, tables, stage, template, as_of, started).map_err(|message| {
+        let failed = RunRecord {
+            as_of,
+            model_id: String::new(),
+            scored: 0,
+            top_size: 0,
+            contacted: 0,
+            started,
+            finished: chrono::Utc::now(),
+            status: "failed".into(),
+        };
+        if let Err(e) = postgres_sink::record_failure(url, tables, &failed, &message) {
+            log::warn!("could not record the failed run in {}: {e}", target.display());
+        }
+        if let Err(e) = postgres_sink::drop_stage(url, tables, stage) {
+            log::warn!("could not drop the stage table {stage}: {e}");
+        }
+        sink_error(target, format!("{message}; the transaction was rolled back, earlier runs are intact"))
+    })
+}
+
+/// Create the empty stage table `stage` (in `tables.schema`, with `template`'s columns and the
+/// CLI's types) that a partitioned engine bulk-loads before [`publish_staged`].
+pub fn create_stage(target: &SqlTarget, tables: &Tables, stage: &str, template: &DataFrame) -> Result<()> {
+    if !valid_identifier(stage) || !valid_identifier(&tables.schema) {
+        return Err(sink_error(target, format!("{stage:?} is not a valid table name")));
+    }
+    let SqlTarget::Postgres(url) = target else {
+        return Err(sink_error(target, "a staged run is published to PostgreSQL only"));
+    };
+    postgres_sink::create_stage(url, tables, stage, template).map_err(|m| sink_error(target, m))
+}
+
+/// Drop a stage table of [`publish_staged`] if it exists (after its load failed).
+pub fn drop_stage(target: &SqlTarget, tables: &Tables, stage: &str) -> Result<()> {
+    if !valid_identifier(stage) || !valid_identifier(&tables.schema) {
+        return Err(sink_error(target, format!("{stage:?} is not a valid table name")));
+    }
+    match target {
+        SqlTarget::Postgres(url) => {
+            postgres_sink::drop_stage(url, tables, stage).map_err(|m| sink_error(target, m))
+        }
+        SqlTarget::Sqlite(_) => Ok(()),
+    }
+}
+
 /// The risk scores of the latest successful run strictly before `as_of`, if any.
 pub fn previous_run(target: &SqlTarget, tables: &Tables, as_of: NaiveDate) -> Result<Option<PreviousRun>> {
     let r = match target {
@@ -209,6 +276,9 @@ fn create_table_sql(
             format!("{} {}{not_null}", quote(&c.name), type_name(c.ty))
         })
         .collect();
+    if key.is_empty() {
+        return format!("CREATE TABLE IF NOT EXISTS {table} ({})", defs.join(", "));
+    }
     format!(
         "CREATE TABLE IF NOT EXISTS {table} ({}, PRIMARY KEY ({}))",
         defs.join(", "),
@@ -582,6 +652,117 @@ mod postgres_sink {
         Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
     }
 
+    /// Create table `name` for `cols` (keyed by `key`) when missing, or add the columns it
+    /// lacks; its quoted, schema-qualified name.
+    fn ensure_table(
+        tx: &mut Transaction,
+        tables: &Tables,
+        name: &str,
+        cols: &[SqlColumn],
+        key: &[&str],
+    ) -> std::result::Result<String, String> {
+        let e = |err: postgres::Error| format!("table {name}: {}", msg(&err));
+        let t = table(tables, name);
+        let existing = existing_columns(tx, tables, name)?;
+        check_owned(name, &existing, &names_of(cols), key)?;
+        tx.batch_execute(&create_table_sql(&t, cols, key, type_name)).map_err(e)?;
+        // A table just created has every column; an existing one gets those it lacks.
+        for c in missing(cols, &existing).into_iter().filter(|_| !existing.is_empty()) {
+            tx.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)))
+                .map_err(e)?;
+        }
+        Ok(t)
+    }
+
+    /// Publish a run whose scores were bulk-loaded into table `stage` (same schema) by a
+    /// partitioned engine: in one transaction, under the runs' lock, check the stage holds
+    /// only `as_of`, create or extend the scores and top-risk tables for the columns of
+    /// `template` (the CLI's types), replace the rows of `as_of` from the stage (top risk: its
+    /// `in_top_decile` rows), upsert the `scoring_runs` row, drop the stage, commit.
+    pub(super) fn publish_staged(
+        url: &PgUrl,
+        tables: &Tables,
+        stage: &str,
+        template: &DataFrame,
+        as_of: NaiveDate,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> std::result::Result<RunRecord, String> {
+        let mut client = connect(url)?;
+        let mut tx = client.transaction().map_err(|e| msg(&e))?;
+        lock(&mut tx, tables)?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&tables.schema)))
+            .map_err(|e| format!("schema {}: {}", tables.schema, msg(&e)))?;
+        let st = table(tables, stage);
+        let e = |err: postgres::Error| format!("stage {stage}: {}", msg(&err));
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT count(*), count(*) FILTER (WHERE \"in_top_decile\"), count(*) FILTER (WHERE \"contact\"), \
+                     min(\"model_id\"), count(*) FILTER (WHERE \"as_of\" IS DISTINCT FROM $1) FROM {st}"
+                ),
+                &[&as_of],
+            )
+            .map_err(e)?;
+        let (scored, top_size, contacted): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let model_id: Option<String> = row.get(3);
+        let other: i64 = row.get(4);
+        if other > 0 {
+            return Err(format!("stage {stage}: {other} rows are not of as_of {as_of}"));
+        }
+        let cols = sql_columns(template).map_err(|err| err.to_string())?;
+        let names: Vec<String> = names_of(&cols).iter().map(|c| quote(c)).collect();
+        let names = names.join(", ");
+        for (name, filter) in [(&tables.scores, ""), (&tables.top_risk, " WHERE \"in_top_decile\"")] {
+            let t = ensure_table(&mut tx, tables, name, &cols, SCORE_KEY)?;
+            let e = |err: postgres::Error| format!("table {name}: {}", msg(&err));
+            tx.execute(&format!("DELETE FROM {t} WHERE \"as_of\" = $1"), &[&as_of]).map_err(e)?;
+            tx.batch_execute(&format!("INSERT INTO {t} ({names}) SELECT {names} FROM {st}{filter}"))
+                .map_err(e)?;
+        }
+        let record = RunRecord {
+            as_of,
+            model_id: model_id.unwrap_or_default(),
+            scored,
+            top_size,
+            contacted,
+            started,
+            finished: chrono::Utc::now(),
+            status: "ok".into(),
+        };
+        upsert_run(&mut tx, tables, &record, None, true)?;
+        tx.batch_execute(&format!("DROP TABLE {st}")).map_err(e)?;
+        tx.commit().map_err(|e| format!("commit: {}", msg(&e)))?;
+        Ok(record)
+    }
+
+    /// Create the schema and an empty stage table with `template`'s columns (the CLI's types,
+    /// no key), replacing one left by an earlier attempt.
+    pub(super) fn create_stage(
+        url: &PgUrl,
+        tables: &Tables,
+        stage: &str,
+        template: &DataFrame,
+    ) -> std::result::Result<(), String> {
+        let mut client = connect(url)?;
+        let mut tx = client.transaction().map_err(|e| msg(&e))?;
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&tables.schema)))
+            .map_err(|e| format!("schema {}: {}", tables.schema, msg(&e)))?;
+        let cols = sql_columns(template).map_err(|err| err.to_string())?;
+        let st = table(tables, stage);
+        tx.batch_execute(&format!(
+            "DROP TABLE IF EXISTS {st}; {}",
+            create_table_sql(&st, &cols, &[], type_name)
+        ))
+        .map_err(|e| format!("stage {stage}: {}", msg(&e)))?;
+        tx.commit().map_err(|e| format!("commit: {}", msg(&e)))
+    }
+
+    /// Drop a stage table if it is there (after a failed load).
+    pub(super) fn drop_stage(url: &PgUrl, tables: &Tables, stage: &str) -> std::result::Result<(), String> {
+        let mut client = connect(url)?;
+        client.batch_execute(&format!("DROP TABLE IF EXISTS {}", table(tables, stage))).map_err(|e| msg(&e))
+    }
+
     fn load_table(
         tx: &mut Transaction,
         tables: &Tables,
@@ -593,15 +774,7 @@ mod postgres_sink {
     ) -> std::result::Result<(), String> {
         let e = |err: postgres::Error| format!("table {name}: {}", msg(&err));
         let mut cols = sql_columns(df).map_err(|err| err.to_string())?;
-        let t = table(tables, name);
-        let existing = existing_columns(tx, tables, name)?;
-        check_owned(name, &existing, &names_of(&cols), key)?;
-        tx.batch_execute(&create_table_sql(&t, &cols, key, type_name)).map_err(e)?;
-        // A table just created has every column; an existing one gets those it lacks.
-        for c in missing(&cols, &existing).into_iter().filter(|_| !existing.is_empty()) {
-            tx.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN {} {}", quote(&c.name), type_name(c.ty)))
-                .map_err(e)?;
-        }
+        let t = ensure_table(tx, tables, name, &cols, key)?;
         tx.execute(&format!("DELETE FROM {t} WHERE \"as_of\" = $1"), &[&as_of]).map_err(e)?;
         let names: Vec<String> = cols.iter().map(|c| quote(&c.name)).collect();
         let mut writer = tx.copy_in(&format!("COPY {t} ({}) FROM STDIN", names.join(", "))).map_err(e)?;

@@ -23,6 +23,11 @@ Rust core; realized performance of a matured run from Spark's join of its scores
 active in its outcome window (found by the Rust core per bucket), collected to the driver
 for the Rust metrics (about 40 bytes a customer of that run).
 
+Training (:func:`train`) runs validation, the BG/NBD fit inputs and the features and labels
+at every snapshot on the executors per bucket, fits the BG/NBD models and then the CLI's
+training on the driver from the collected rows (a ``[model].max_rows`` customer sample when
+the dataset is larger): the model ``fidelis train`` makes.
+
 Run as a job: ``spark-submit -m fidelis.spark weekly --model ... --transactions ... --as-of
 ... --out ...`` (see :func:`main`).
 """
@@ -30,6 +35,8 @@ Run as a job: ``spark-submit -m fidelis.spark weekly --model ... --transactions 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from typing import Any, Optional
 
@@ -37,7 +44,7 @@ import pyarrow as pa
 
 from . import _native
 
-__all__ = ["score", "weekly", "monitor", "write", "main", "Monitoring", "Weekly"]
+__all__ = ["score", "weekly", "monitor", "train", "write", "write_sql", "main", "Monitoring", "Weekly", "Trained"]
 
 # The per-customer columns the Rust core returns for a bucket, as Spark types.
 _LOCAL = [
@@ -437,11 +444,13 @@ def weekly(
     model_id: Optional[str] = None,
     config: Optional[str] = None,
     rank_rows: int = RANK_ROWS,
+    sql: bool = False,
 ) -> Weekly:
     """``fidelis weekly`` on Spark: score every eligible customer (``score_change`` against the
     latest run before ``as_of`` under ``out/scores``), write ``out/scores`` and
     ``out/top_risk`` for ``as_of``, then monitor (drift from the same features, realized
-    performance of matured runs) and write ``out/metrics_history``. The HTML/Markdown
+    performance of matured runs) and write ``out/metrics_history``. With ``sql``, the scores
+    also go to the configuration's PostgreSQL targets (:func:`write_sql`). The HTML/Markdown
     reports stay with the CLI (``fidelis report`` reads these tables)."""
     _check_inputs(events, customers)
     as_of = str(as_of)[:10]
@@ -450,6 +459,8 @@ def weekly(
     local = _local(transactions, args, as_of, buckets, drift=True)
     scores = _assemble(local, driver, _previous(spark, out, as_of), rank_rows)
     write(scores, out)
+    if sql:
+        write_sql(scores, as_of, config)
     scored = local.count()
     monitoring = monitor(
         spark, transactions, str(model_dir), as_of, out, buckets=buckets, model_id=model_id, config=config,
@@ -472,10 +483,152 @@ def write(scores: Any, out: str, top_share_rows: bool = True) -> None:
         overwrite(scores.filter(F.col("in_top_decile")).orderBy("risk_rank"), f"{out}/top_risk")
 
 
+class Trained:
+    """What :func:`train` wrote: ``model_id``, ``model_dir``, ``report`` (the evaluation
+    report's HTML), and ``rows`` / ``sampled_rows`` (the training rows before and after the
+    ``[model].max_rows`` sample; equal without one)."""
+
+    def __init__(self, model_id: str, model_dir: str, report: str, rows: int, sampled_rows: int):
+        self.model_id, self.model_dir, self.report = model_id, model_dir, report
+        self.rows, self.sampled_rows = rows, sampled_rows
+
+    def __str__(self) -> str:
+        sample = f" (a sample of {self.sampled_rows} rows)" if self.sampled_rows != self.rows else ""
+        return f"trained model {self.model_id} on {self.rows} rows{sample}: {self.model_dir}; report {self.report}"
+
+
+def _trainer(config: Optional[str]) -> Any:
+    """The training configuration, built once per Python worker."""
+    key = ("trainer", config)
+    if key not in _MODELS:
+        _MODELS[key] = _native.Trainer(config)
+    return _MODELS[key]
+
+
+def _per_bucket(bucketed: Any, config: Optional[str], method: str, schema: str, *args: Any) -> Any:
+    """``Trainer.<method>(bucket, *args)`` on every bucket (on the executors)."""
+
+    def run(table: pa.Table) -> pa.Table:
+        out = getattr(_trainer(config), method)(table.drop(["__bucket"]).__arrow_c_stream__(), *args)
+        return _plain_strings(out if isinstance(out, pa.Table) else _table(out))
+
+    return bucketed.groupBy("__bucket").applyInArrow(run, schema)
+
+
+def train(
+    spark: Any,
+    transactions: Any,
+    config: Optional[str] = None,
+    buckets: int = 64,
+    export_features: Optional[str] = None,
+) -> Trained:
+    """``fidelis train`` with the per-customer work on Spark: validation, the BG/NBD fit
+    inputs and the features and labels at every snapshot run on the executors per bucket of
+    customers (the CLI's rows for them: BG/NBD models are fitted on the driver from the same
+    hash sample of customers as the CLI's); the driver collects the rows (only the
+    ``[model].max_rows`` customer sample when the dataset is larger) and trains, writes the
+    model directory and the evaluation report under the configuration's paths, and publishes
+    ``latest``: the model ``fidelis train`` makes of the same rows and configuration.
+    Transactions only (a configuration with events or a customer table is refused).
+    ``export_features``: also write the training rows with their role to this Parquet file
+    on the driver (as ``fidelis train --export-features``)."""
+    from pyspark.sql import functions as F
+
+    trainer = _trainer(config)
+    customer_col = trainer.customer_column
+    bucketed = _bucketed(transactions, customer_col, buckets).cache()
+    try:
+        # 1. Validate every bucket; merge (in bucket order) into the time range and the plan.
+        def inspect(table: pa.Table) -> pa.Table:
+            found = _trainer(config).inspect(table.drop(["__bucket"]).__arrow_c_stream__())
+            return pa.table({"bucket": [int(table["__bucket"][0].as_py())], "found": [found]})
+
+        found = bucketed.groupBy("__bucket").applyInArrow(inspect, "bucket long, found string").collect()
+        merged, days, data_end = trainer.merge([r["found"] for r in sorted(found, key=lambda r: r["bucket"])])
+        # 2. BG/NBD fit inputs at every date; the CLI's hash sample per date; fit on the driver.
+        dates = days + [data_end]
+        fit_schema = "day date, customer_id string, share double, x double, t_x double, t double, repeat_spend double"
+        inputs = _per_bucket(bucketed, config, "fit_inputs", fit_schema, dates).cache()
+        counts = {str(r[0]): r[1] for r in inputs.groupBy("day").count().collect()}
+        n_of = F.element_at(F.create_map(*[x for d, n in counts.items() for x in (F.lit(d), F.lit(n))]),
+                            F.col("day").cast("string")) if counts else F.lit(0)
+        # The sample rule of `features::in_probabilistic_sample`, applied again on the driver.
+        limit = trainer.probabilistic_fit_sample
+        sample = inputs.filter((n_of <= limit) | (F.col("share") < F.lit(float(limit)) / n_of))
+        models = json.loads(trainer.fit_models(sample.toArrow().__arrow_c_stream__(), [(d, counts.get(d, 0)) for d in dates]))
+        inputs.unpersist()
+        snapshot_models = json.dumps([m for m in models if m[0] != data_end])
+        end_model = json.dumps([m for m in models if m[0] == data_end])
+        # 3. Features and labels per bucket; only the training sample reaches the driver.
+        names = trainer.feature_names
+        features = ", ".join(f"`{n}` double" for n in names)
+        data_schema = f"customer_id string, snapshot date, {features}, churn int, clv double, __share double"
+        end_schema = f"customer_id string, snapshot date, {features}, __share double"
+        dataset = _per_bucket(bucketed, config, "dataset", data_schema, snapshot_models).cache()
+        rows = dataset.count()
+        fraction = trainer.sample_fraction(rows)
+        keep = (lambda df: df.filter(F.col("__share") < F.lit(fraction))) if fraction is not None else (lambda df: df)
+        data = keep(dataset).toArrow()
+        at_end = keep(_per_bucket(bucketed, config, "at_end", end_schema, end_model)).toArrow()
+        dataset.unpersist()
+        # 4. Train on the driver.
+        model_id, model_dir, report = trainer.train(
+            merged, data.__arrow_c_stream__(), at_end.__arrow_c_stream__(), rows, end_model, export_features
+        )
+        return Trained(model_id, os.path.abspath(model_dir), os.path.abspath(report), rows, data.num_rows)
+    finally:
+        bucketed.unpersist()
+
+
+def _sql_template(scores: Any) -> pa.Table:
+    """No rows, the scores' columns with the CLI's types (the rank is unsigned there)."""
+    t = scores.limit(0).toArrow()
+    i = t.column_names.index("risk_rank")
+    return t.set_column(i, "risk_rank", t.column(i).cast(pa.uint32()))
+
+
+def write_sql(scores: Any, as_of: Any, config: Optional[str] = None, batchsize: int = 10_000) -> list:
+    """Write the scores of ``as_of`` (and its top segment) to every PostgreSQL target of the
+    configuration (``[output].sql``, then ``FIDELIS_PG_URL``; tables and schema from
+    ``[output]``), as ``fidelis score`` does: Spark's JDBC writer loads the rows in parallel
+    into a fresh stage table (the CLI's column types), then one transaction on the driver
+    replaces the rows of ``as_of`` in the scores and top-risk tables from it, records the run
+    in ``scoring_runs`` and drops the stage. A failure leaves the tables as they were. Needs
+    the PostgreSQL JDBC driver on Spark's classpath (``--jars postgresql.jar`` or
+    ``spark.jars.packages=org.postgresql:postgresql:42.7.4``). Returns, per target, its URL
+    without the password and ``(scored, top size, contacted)``."""
+    import datetime as dt
+    import uuid
+
+    from .errors import OutputError
+
+    as_of = str(as_of)[:10]
+    done = []
+    template = _sql_template(scores)
+    for i, (shown, jdbc, user, password, schema) in enumerate(_native.jdbc_targets(config)):
+        started = dt.datetime.now(dt.timezone.utc).isoformat()
+        stage = f"fidelis_stage_{as_of.replace('-', '')}_{uuid.uuid4().hex[:12]}"
+        _native.create_stage(i, stage, template.__arrow_c_stream__(), config)
+        props = {"driver": "org.postgresql.Driver", "batchsize": str(batchsize)}
+        if user:
+            props["user"] = user
+        if password:
+            props["password"] = password
+        try:
+            scores.write.jdbc(jdbc, f'"{schema}"."{stage}"', mode="append", properties=props)
+        except Exception as e:  # the JDBC error, without the properties (the password)
+            _native.drop_stage(i, stage, config)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OutputError(f"sql {shown}: loading the rows of {as_of} failed: {first[:500]}", 5) from None
+        done.append((shown, _native.publish_staged(i, stage, template.__arrow_c_stream__(), as_of, started, config)))
+    return done
+
+
 def main(argv: Optional[list] = None) -> int:
     """``python -m fidelis.spark {score,monitor,weekly} --model DIR --transactions PATH|TABLE
-    --as-of DATE --out DIR`` (under ``spark-submit``). ``weekly`` and ``monitor`` exit 3 on
-    an alert with ``--fail-on-alert``, as the CLI."""
+    --as-of DATE --out DIR`` and ``train --transactions PATH|TABLE --config FILE`` (under
+    ``spark-submit``). ``weekly`` and ``monitor`` exit 3 on an alert with
+    ``--fail-on-alert``, as the CLI."""
     p = argparse.ArgumentParser(prog="python -m fidelis.spark")
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in [
@@ -492,6 +645,13 @@ def main(argv: Optional[list] = None) -> int:
         s.add_argument("--buckets", type=int, default=64)
         if name != "score":
             s.add_argument("--fail-on-alert", action="store_true", help="exit 3 when monitoring alerts")
+        if name != "monitor":
+            s.add_argument("--sql", action="store_true", help="also write to the PostgreSQL targets of --config (JDBC)")
+    t = sub.add_parser("train", help="train with the per-customer work on Spark (the model `fidelis train` makes)")
+    t.add_argument("--transactions", required=True, help="a Parquet path, or a table name")
+    t.add_argument("--config", help="fidelis.toml: column mapping, snapshots, model settings, paths")
+    t.add_argument("--buckets", type=int, default=64)
+    t.add_argument("--export-features", help="also write the training rows with their role (Parquet)")
     args = p.parse_args(argv)
     from pyspark.sql import SparkSession
 
@@ -502,17 +662,23 @@ def main(argv: Optional[list] = None) -> int:
     spark = SparkSession.builder.appName(f"fidelis {args.command}").getOrCreate()
     source = args.transactions
     tx = spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
+    if args.command == "train":
+        print(fs.train(spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features))
+        return 0
     common = dict(buckets=args.buckets, config=args.config)
     if args.command == "score":
         previous = fs._previous(spark, args.out, args.as_of)
         scores = fs.score(spark, tx, args.model, args.as_of, previous=previous, **common)
         fs.write(scores, args.out)
+        if args.sql:
+            for shown, (n, top, contacted) in fs.write_sql(scores, args.as_of, args.config):
+                print(f"{shown}: {n} scores, {top} in the top segment, {contacted} to contact")
         print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
         return 0
     if args.command == "monitor":
         found = fs.monitor(spark, tx, args.model, args.as_of, args.out, **common)
     else:
-        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, **common)
+        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, sql=args.sql, **common)
         print(f"scored {done.scored} customers eligible at {args.as_of}; written to {args.out}")
         found = done.monitoring
     print(found.report)

@@ -6,6 +6,7 @@ skip, unless FIDELIS_REQUIRE_SPARK=1)."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import shutil
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +22,7 @@ from conftest import ROOT, run
 from test_api import assert_same_rows, cli_scores, plain_table
 
 FIXTURE = ROOT / "tests/fixtures/model_v1"
+PG_JAR = Path(os.environ.get("FIDELIS_PG_JDBC_JAR", "/usr/share/java/postgresql.jar"))
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +41,11 @@ def spark():
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["RAYON_NUM_THREADS"] = "1"
     os.environ["POLARS_MAX_THREADS"] = "1"
+    builder = SparkSession.builder
+    if PG_JAR.is_file():  # PostgreSQL's JDBC driver (Debian libpostgresql-jdbc-java), for write_sql
+        builder = builder.config("spark.jars", str(PG_JAR))
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("fidelis-tests")
         .config("spark.ui.enabled", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
@@ -258,3 +264,79 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
     assert len(drift) > 10
     assert "realized AUC" in found["2024-12-08"].report
+
+
+def pg_url() -> str:
+    """The test server of scripts/with_postgres.sh (make test, .ci/run)."""
+    url = os.environ.get("FIDELIS_TEST_PG_URL")
+    if not url or not PG_JAR.is_file():
+        if os.environ.get("FIDELIS_REQUIRE_PG") == "1":
+            raise AssertionError("FIDELIS_REQUIRE_PG=1 but no FIDELIS_TEST_PG_URL or no JDBC driver at " + str(PG_JAR))
+        pytest.skip("no PostgreSQL test server (scripts/with_postgres.sh) or JDBC driver")
+    return url
+
+
+def test_spark_writes_postgresql_as_the_cli_does(spark, tmp_path):
+    """Scores and top segment through JDBC equal the rows `fidelis score` writes to its own
+    schema; a rerun replaces its date only; the run is recorded in scoring_runs."""
+    import uuid
+
+    from fidelis import spark as fs
+
+    url = pg_url()
+    tag = uuid.uuid4().hex[:8]
+    ws = tmp_path / "ws"
+    shutil.copytree(FIXTURE / "models", ws / "models")
+    (ws / "data").mkdir(parents=True)
+    shutil.copy(FIXTURE / "data/transactions.parquet", ws / "data/transactions.parquet")
+    for name in ["cli", "spark"]:
+        (ws / f"{name}.toml").write_text(
+            '[input.transactions]\npath = "data/transactions.parquet"\n\n'
+            f'[output]\ndir = "output_{name}"\nsql = ["{url}"]\npg_schema = "{name}_{tag}"\n\n'
+            '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
+        )
+    for as_of in ["2024-12-17", "2024-12-31"]:
+        run(["score", "--config", "cli.toml", "--as-of", as_of, "-q"], ws)
+    tx = spark.read.parquet(str(ws / "data/transactions.parquet"))
+    config = str(ws / "spark.toml")
+    written, previous = {}, None
+    for as_of, buckets in [("2024-12-17", 3), ("2024-12-31", 7), ("2024-12-31", 4)]:  # the last: a rerun
+        scores = fs.score(spark, tx, str(ws / "models"), as_of, buckets=buckets, config=config, previous=previous)
+        written[as_of] = fs.write_sql(scores, as_of, config)
+        if previous is None:
+            previous = scores.cache()
+
+    _, user_host = url.split("://", 1)
+    user, hostdb = user_host.split("@", 1)
+    jdbc = f"jdbc:postgresql://{hostdb}"
+    props = {"driver": "org.postgresql.Driver", "user": user}
+
+    def rows(schema: str, table: str) -> pa.Table:
+        t = spark.read.jdbc(jdbc, f'"{schema}"."{table}"', properties=props).toArrow()
+        keys = [k for k in ["as_of", "customer_id"] if k in t.column_names]
+        return t.sort_by([(k, "ascending") for k in keys])
+
+    for table in ["churn_scores", "churn_top_risk"]:
+        ours, cli = rows(f"spark_{tag}", table), rows(f"cli_{tag}", table)
+        assert ours.num_rows > 0 and ours.schema == cli.schema, table
+        for name in ours.column_names:
+            assert ours[name].equals(cli[name]), (table, name)
+    runs = {r: rows(f"{r}_{tag}", "scoring_runs").select(["as_of", "model_id", "scored", "top_size", "contacted", "status"]) for r in ["spark", "cli"]}
+    assert runs["spark"].equals(runs["cli"])
+    assert runs["spark"].num_rows == 2
+    n, top, _ = written["2024-12-31"][0][1]
+    scores = rows(f"spark_{tag}", "churn_scores")
+    assert n == scores.filter(pc.equal(scores["as_of"], pa.scalar(datetime.date(2024, 12, 31)))).num_rows
+    assert top == fs._native.top_size(0.1, n)
+    # A run that fails to publish (rows of another date) changes nothing.
+    from fidelis import OutputError
+
+    before = {t: rows(f"spark_{tag}", t) for t in ["churn_scores", "churn_top_risk", "scoring_runs"]}
+    with pytest.raises(OutputError, match="not of as_of 2024-12-31"):
+        fs.write_sql(previous, "2024-12-31", config)
+    for t, kept in before.items():
+        assert rows(f"spark_{tag}", t).equals(kept), t
+    # No stage table is left behind.
+    tables = spark.read.jdbc(jdbc, "information_schema.tables", properties=props).toArrow()
+    names = [t for t, s in zip(tables["table_name"].to_pylist(), tables["table_schema"].to_pylist()) if s == f"spark_{tag}"]
+    assert sorted(names) == ["churn_scores", "churn_top_risk", "scoring_runs"]

@@ -24,10 +24,12 @@ use fidelis::model::{self, LoadedModel};
 use fidelis::progress::Progress;
 use fidelis::signals::SignalData;
 
+mod distributed;
+
 const STREAM: &std::ffi::CStr = c"arrow_array_stream";
 
 /// A library error as the matching `fidelis.errors` exception (message and exit code).
-fn py_err(e: Error) -> PyErr {
+pub(crate) fn py_err(e: Error) -> PyErr {
     Python::attach(|py| {
         let class = match e.exit_code() {
             2 => "InputError",
@@ -47,12 +49,21 @@ fn py_err(e: Error) -> PyErr {
     })
 }
 
-fn polars_err(context: &str) -> impl Fn(PolarsError) -> PyErr + '_ {
+pub(crate) fn polars_err(context: &str) -> impl Fn(PolarsError) -> PyErr + '_ {
     move |e| py_err(Error::Polars { context: context.to_string(), source: e })
 }
 
 /// A frame from an Arrow C stream capsule (the buffers are shared, not copied).
-fn import_frame(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
+pub(crate) fn import_frame(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
+    import_stream(capsule, what, false)
+}
+
+/// [`import_frame`], where a stream without batches is an empty frame of its schema.
+pub(crate) fn import_frame_or_empty(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
+    import_stream(capsule, what, true)
+}
+
+fn import_stream(capsule: &Bound<'_, PyAny>, what: &str, allow_empty: bool) -> PyResult<DataFrame> {
     let capsule = capsule.cast::<PyCapsule>().map_err(|_| {
         PyValueError::new_err(format!("{what}: expected an Arrow C stream capsule (__arrow_c_stream__())"))
     })?;
@@ -80,7 +91,18 @@ fn import_frame(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
         frames.push(DataFrame::try_from(batch).map_err(polars_err(&context))?);
     }
     let mut frames = frames.into_iter();
-    let mut df = frames.next().ok_or_else(|| py_err(Error::Data(format!("{what} has no rows"))))?;
+    let Some(mut df) = frames.next() else {
+        if allow_empty {
+            // No batches: an empty frame of the stream's schema.
+            let ArrowDataType::Struct(fields) = reader.field().dtype() else {
+                return Err(PyValueError::new_err(format!("{what}: expected a stream of record batches")));
+            };
+            let schema: polars_arrow::datatypes::ArrowSchema =
+                fields.iter().map(|f| (f.name.clone(), f.clone())).collect();
+            return Ok(DataFrame::empty_with_schema(&Schema::from_arrow_schema(&schema)));
+        }
+        return Err(py_err(Error::Data(format!("{what} has no rows"))));
+    };
     for f in frames {
         df.vstack_mut_owned(f).map_err(polars_err(&context))?;
     }
@@ -89,7 +111,7 @@ fn import_frame(capsule: &Bound<'_, PyAny>, what: &str) -> PyResult<DataFrame> {
 
 /// A frame as an Arrow C stream capsule, one record batch per chunk (strings as large
 /// UTF-8, which every Arrow reader takes).
-fn export_frame(py: Python<'_>, mut df: DataFrame) -> PyResult<Bound<'_, PyCapsule>> {
+pub(crate) fn export_frame(py: Python<'_>, mut df: DataFrame) -> PyResult<Bound<'_, PyCapsule>> {
     df.align_chunks();
     let compat = CompatLevel::oldest();
     let fields: Vec<ArrowField> = df.columns().iter().map(|c| c.field().to_arrow(compat)).collect();
@@ -120,12 +142,12 @@ fn drift_column(name: &str, kind: &str) -> String {
     }
 }
 
-fn parse_date(s: &str) -> PyResult<NaiveDate> {
+pub(crate) fn parse_date(s: &str) -> PyResult<NaiveDate> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| py_err(Error::Data(format!("as_of {s:?}: expected a date YYYY-MM-DD"))))
 }
 
-fn config_of(path: Option<&str>) -> PyResult<Config> {
+pub(crate) fn config_of(path: Option<&str>) -> PyResult<Config> {
     match path {
         Some(p) => Config::load(Path::new(p)).map_err(py_err),
         None => Ok(Config::default()),
@@ -547,13 +569,114 @@ fn rfm_from_ranks<'py>(
     export_frame(py, out)
 }
 
+/// The PostgreSQL targets of a configuration (`[output].sql`, then `FIDELIS_PG_URL`), in
+/// that order.
+fn pg_targets(cfg: &Config) -> PyResult<Vec<fidelis::config::targets::SqlTarget>> {
+    let all = cfg.output.sql_targets().map_err(py_err)?;
+    Ok(all.into_iter().filter(|t| matches!(t, fidelis::config::targets::SqlTarget::Postgres(_))).collect())
+}
+
+fn pg_target(cfg: &Config, index: usize) -> PyResult<fidelis::config::targets::SqlTarget> {
+    pg_targets(cfg)?
+        .into_iter()
+        .nth(index)
+        .ok_or_else(|| PyValueError::new_err(format!("no PostgreSQL target number {index}")))
+}
+
+/// The PostgreSQL targets of a configuration for Spark's JDBC writer: `(URL without the
+/// password, jdbc:postgresql URL, user, password, schema)` each. The password goes to the
+/// JDBC properties only (Spark redacts them); never print it.
+#[pyfunction]
+#[pyo3(signature = (config=None))]
+#[allow(clippy::type_complexity)]
+fn jdbc_targets(
+    config: Option<&str>,
+) -> PyResult<Vec<(String, String, Option<String>, Option<String>, String)>> {
+    let cfg = config_of(config)?;
+    let schema = cfg.output.sql_tables().schema;
+    Ok(pg_targets(&cfg)?
+        .into_iter()
+        .filter_map(|t| match &t {
+            fidelis::config::targets::SqlTarget::Postgres(u) => Some((
+                t.display(),
+                format!("jdbc:postgresql://{}:{}/{}", u.host, u.port, u.dbname.clone().unwrap_or_default()),
+                u.user.clone(),
+                u.password().map(str::to_string),
+                schema.clone(),
+            )),
+            fidelis::config::targets::SqlTarget::Sqlite(_) => None,
+        })
+        .collect())
+}
+
+/// Create the empty stage table `stage` for a run's scores (`template`: a frame with the
+/// scores' columns and types) in PostgreSQL target number `target`.
+#[pyfunction]
+#[pyo3(signature = (target, stage, template, config=None))]
+fn create_stage(
+    py: Python<'_>,
+    target: usize,
+    stage: &str,
+    template: &Bound<'_, PyAny>,
+    config: Option<&str>,
+) -> PyResult<()> {
+    let cfg = config_of(config)?;
+    let t = pg_target(&cfg, target)?;
+    let template = import_frame_or_empty(template, "template")?;
+    py.detach(|| fidelis::sink::sql::create_stage(&t, &cfg.output.sql_tables(), stage, &template))
+        .map_err(py_err)
+}
+
+/// Publish the run Spark loaded into `stage` (`sink::sql::publish_staged`: one transaction
+/// replaces the rows of `as_of`, records the run, drops the stage): `(scored, top size,
+/// contacted)`.
+#[pyfunction]
+#[pyo3(signature = (target, stage, template, as_of, started, config=None))]
+fn publish_staged(
+    py: Python<'_>,
+    target: usize,
+    stage: &str,
+    template: &Bound<'_, PyAny>,
+    as_of: &str,
+    started: &str,
+    config: Option<&str>,
+) -> PyResult<(i64, i64, i64)> {
+    let cfg = config_of(config)?;
+    let t = pg_target(&cfg, target)?;
+    let template = import_frame_or_empty(template, "template")?;
+    let as_of = parse_date(as_of)?;
+    let started = chrono::DateTime::parse_from_rfc3339(started)
+        .map_err(|e| PyValueError::new_err(format!("started {started:?}: {e}")))?
+        .with_timezone(&chrono::Utc);
+    let r = py
+        .detach(|| {
+            fidelis::sink::sql::publish_staged(&t, &cfg.output.sql_tables(), stage, &template, as_of, started)
+        })
+        .map_err(py_err)?;
+    Ok((r.scored, r.top_size, r.contacted))
+}
+
+/// Drop the stage table `stage` if it exists (after its load failed).
+#[pyfunction]
+#[pyo3(signature = (target, stage, config=None))]
+fn drop_stage(py: Python<'_>, target: usize, stage: &str, config: Option<&str>) -> PyResult<()> {
+    let cfg = config_of(config)?;
+    let t = pg_target(&cfg, target)?;
+    py.detach(|| fidelis::sink::sql::drop_stage(&t, &cfg.output.sql_tables(), stage)).map_err(py_err)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_size, m)?)?;
     m.add_function(wrap_pyfunction!(score_columns, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(jdbc_targets, m)?)?;
+    m.add_function(wrap_pyfunction!(create_stage, m)?)?;
+    m.add_function(wrap_pyfunction!(publish_staged, m)?)?;
+    m.add_function(wrap_pyfunction!(drop_stage, m)?)?;
     m.add_class::<NativeModel>()?;
+    m.add_class::<distributed::Trainer>()?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
