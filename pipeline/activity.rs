@@ -55,12 +55,80 @@ pub struct Events {
     pub names: Vec<String>,
     /// First day each name occurs in the log (by `names` index).
     pub first_day: Vec<i32>,
+    /// The whole log's facts, when these rows are one part of it (a bucket of customers).
+    pub global: Option<EventFacts>,
 }
 
 impl Events {
-    /// Whether an event of this name occurs anywhere in the log before day `td`.
+    /// Whether an event of this name occurs anywhere in the log before day `td` (the whole
+    /// log's, when this is one part of it with [`Events::global`] set).
     pub fn seen_before(&self, name: &str, td: i32) -> bool {
-        self.names.iter().position(|n| n == name).is_some_and(|k| self.first_day[k] < td)
+        match &self.global {
+            Some(g) => g.first_day.get(name).is_some_and(|&d| d < td),
+            None => self.names.iter().position(|n| n == name).is_some_and(|k| self.first_day[k] < td),
+        }
+    }
+
+    /// Whether any event occurs in the log before day `td`.
+    pub fn any_before(&self, td: i32) -> bool {
+        match &self.global {
+            Some(g) => g.first_day.values().any(|&d| d < td),
+            None => self.first_day.iter().any(|&d| d < td),
+        }
+    }
+
+    /// The distinct values of events named `name` (finite, as integers), sorted.
+    pub fn distinct_values(&self, name: &str) -> Vec<i64> {
+        if let Some(g) = &self.global {
+            return g.values.get(name).cloned().unwrap_or_default();
+        }
+        let Some(k) = self.names.iter().position(|n| n == name) else { return Vec::new() };
+        let mut v: Vec<i64> = self
+            .name
+            .iter()
+            .zip(&self.value)
+            .filter(|(&n, v)| n as usize == k && v.is_finite())
+            .map(|(_, &v)| v as i64)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// What this log says beyond any one customer's rows, for the names in `valued` with
+    /// their distinct values: mergeable over parts of a log split by customer.
+    pub fn facts(&self, valued: &[&str]) -> EventFacts {
+        EventFacts {
+            first_day: self.names.iter().cloned().zip(self.first_day.iter().copied()).collect(),
+            values: valued.iter().map(|n| (n.to_string(), self.distinct_values(n))).collect(),
+        }
+    }
+}
+
+/// The whole event log's facts that a customer's health depends on beyond its own rows: the
+/// first day of each event name (which health components exist yet) and the distinct values
+/// of some names (the product's feature count). A partitioned engine computes them per part
+/// ([`Events::facts`]), merges them, and sets them on each part ([`Events::global`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct EventFacts {
+    pub first_day: BTreeMap<String, i32>,
+    pub values: BTreeMap<String, Vec<i64>>,
+}
+
+impl EventFacts {
+    /// The facts of two disjoint parts of a log together.
+    pub fn merge(&mut self, other: &EventFacts) {
+        for (name, &d) in &other.first_day {
+            let e = self.first_day.entry(name.clone()).or_insert(d);
+            *e = (*e).min(d);
+        }
+        for (name, v) in &other.values {
+            let e = self.values.entry(name.clone()).or_default();
+            e.extend_from_slice(v);
+            e.sort_unstable();
+            e.dedup();
+        }
     }
 }
 

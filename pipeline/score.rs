@@ -329,7 +329,7 @@ pub fn assemble(local: &DataFrame, w: WholeBase) -> Result<DataFrame> {
 /// The columns the optional inputs add: `health_score`, `health_colour`, `usage_drop`
 /// (with events), `csm_sentiment` (with a customer table), `review_flag`, `review_reason`,
 /// `escalation`.
-fn signal_columns(
+pub fn signal_columns(
     cfg: &Config,
     signals: &SignalData,
     ids: &[String],

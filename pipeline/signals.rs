@@ -298,7 +298,7 @@ pub fn health_components(cfg: &HealthConfig, events: &Events, t: NaiveDate) -> V
     let has = |name: &str| events.seen_before(name, td);
     let e = &cfg.events;
     [
-        ("usage", cfg.usage, has(&e.login) || events.first_day.iter().any(|&d| d < td)),
+        ("usage", cfg.usage, has(&e.login) || events.any_before(td)),
         ("adoption", cfg.adoption, has(&e.feature_used) || has(&e.onboarding)),
         ("engagement", cfg.engagement, has(&e.nps) || has(&e.email_sent)),
         ("financial", cfg.financial, has(&e.payment_failed) || has(&e.downgrade)),
@@ -395,17 +395,7 @@ pub fn health(cfg: &HealthConfig, events: &Events, id: &str, t: NaiveDate, featu
 
 /// Distinct values of the feature-usage event in the whole log.
 pub fn feature_count(cfg: &HealthConfig, events: &Events) -> usize {
-    let Some(k) = events.names.iter().position(|n| *n == cfg.events.feature_used) else { return 0 };
-    let mut v: Vec<i64> = events
-        .name
-        .iter()
-        .zip(&events.value)
-        .filter(|(&n, v)| n as usize == k && v.is_finite())
-        .map(|(_, &v)| v as i64)
-        .collect();
-    v.sort_unstable();
-    v.dedup();
-    v.len()
+    events.distinct_values(&cfg.events.feature_used).len()
 }
 
 /// Why the numbers and the people disagree about a customer, if they do.

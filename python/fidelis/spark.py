@@ -99,32 +99,145 @@ def _bucketed(transactions: Any, customer_col: str, buckets: int) -> Any:
     customer's rows land in one bucket."""
     from pyspark.sql import functions as F
 
-    return transactions.withColumn("__bucket", F.pmod(F.xxhash64(F.col(customer_col)), F.lit(int(buckets))))
+    return transactions.withColumn("__bucket", _bucket_of(customer_col, buckets))
 
 
-def _check_inputs(events: Any, customers: Any) -> None:
-    if events is not None or customers is not None:
-        raise NotImplementedError("events and a customer table are not supported on Spark yet")
+def _bucket_of(customer_col: str, buckets: int) -> Any:
+    """``pmod(xxhash64(id as a string), buckets)``: the same bucket for a customer in every
+    input (transactions, events, customer table, health history)."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.col(f"`{customer_col}`").cast("string")), F.lit(int(buckets)))
 
 
-def _local(transactions: Any, args: tuple, as_of: str, buckets: int, drift: bool) -> Any:
-    """The per-customer columns of every bucket, computed by the Rust core on the executors
-    (cached: the whole-base columns and drift read it again). With ``drift``, the model's
-    features follow (``feature__<name>``), for drift."""
-    driver = _model(*args)
-    customer_col, _ = driver.columns
-    columns = list(_LOCAL)
-    if drift:
-        columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
+# The signal columns (events and/or a customer table) after the per-customer columns, in the
+# order `score::signal_columns` adds them: (name, Spark type, needs events, needs customers).
+_SIGNALS = [
+    ("health_score", "double", True, False),
+    ("health_colour", "string", True, False),
+    ("usage_drop", "boolean", True, False),
+    ("csm_sentiment", "string", False, True),
+    ("review_flag", "boolean", False, False),
+    ("review_reason", "string", False, False),
+    ("escalation", "string", False, False),
+]
+
+_ARROW = {"date": pa.date32(), "string": pa.string(), "double": pa.float64(), "int": pa.int32(), "boolean": pa.bool_()}
+
+
+def _signal_columns(events: bool, customers: bool) -> list:
+    if not (events or customers):
+        return []
+    return [(n, t) for n, t, e, c in _SIGNALS if (not e or events) and (not c or customers)]
+
+
+def _event_facts(events: Any, args: tuple, customer_col: str, buckets: int) -> str:
+    """The whole event log's facts (first day of each name, the product's features),
+    computed per bucket by the Rust core and merged."""
+    from functools import reduce
 
     def per_bucket(table: pa.Table) -> pa.Table:
-        m = _model(*args)
-        return _plain_strings(_table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift)))
+        facts = _model(*args).event_facts(table.drop(["__bucket"]).__arrow_c_stream__())
+        return pa.table({"facts": [facts]})
 
-    schema = ", ".join(f"`{name}` {t}" for name, t in columns)
-    return (
-        _bucketed(transactions, customer_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+    parts = (
+        events.withColumn("__bucket", _bucket_of(customer_col, buckets))
+        .groupBy("__bucket")
+        .applyInArrow(per_bucket, "facts string")
+        .collect()
     )
+    return reduce(_native.merge_event_facts, sorted(r[0] for r in parts), "{}") if parts else "{}"
+
+
+def _local(
+    transactions: Any,
+    args: tuple,
+    as_of: str,
+    buckets: int,
+    drift: bool,
+    events: Any = None,
+    customers: Any = None,
+    history: Any = None,
+) -> Any:
+    """The per-customer columns of every bucket, computed by the Rust core on the executors
+    (cached: the whole-base columns and drift read it again). With ``drift``, the model's
+    features follow (``feature__<name>``), for drift. With events and/or a customer table, the
+    inputs are cogrouped by bucket (tagged and unioned: one group holds every input's rows of
+    its customers), the events' whole-log facts are merged first, and the signal columns
+    follow."""
+    from pyspark.sql import functions as F
+
+    driver = _model(*args)
+    driver.check_inputs(events is not None, customers is not None)
+    tx_col, ev_col, cu_col = driver.customer_columns
+    columns = list(_LOCAL) + _signal_columns(events is not None, customers is not None)
+    if drift:
+        columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
+    schema = ", ".join(f"`{name}` {t}" for name, t in columns)
+    if events is None and customers is None:
+
+        def per_bucket(table: pa.Table) -> pa.Table:
+            m = _model(*args)
+            return _plain_strings(_table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift)))
+
+        return _bucketed(transactions, tx_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+
+    facts = _event_facts(events, args, ev_col, buckets) if events is not None else None
+    inputs = [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")]
+    inputs = [(k, df, c) for k, df, c in inputs if df is not None]
+    tagged = [
+        df.select(
+            _bucket_of(c, buckets).alias("__bucket"),
+            F.lit(k).alias("__kind"),
+            *[F.col(f"`{name}`").alias(f"{k}__{name}") for name in df.columns],
+        )
+        for k, df, c in inputs
+    ]
+    wide = tagged[0]
+    for t in tagged[1:]:
+        wide = wide.unionByName(t, allowMissingColumns=True)
+    kinds = [k for k, _, _ in inputs]
+    empty = pa.schema([pa.field(n, _ARROW.get(t, pa.float64())) for n, t in columns]).empty_table()
+
+    def per_bucket(table: pa.Table) -> pa.Table:
+        import pyarrow.compute as pc
+
+        def part(kind: str) -> pa.Table:
+            prefix = f"{kind}__"
+            names = [n for n in table.column_names if n.startswith(prefix)]
+            rows = table.filter(pc.equal(table["__kind"], kind)).select(names)
+            return rows.rename_columns([n[len(prefix):] for n in names])
+
+        parts = {k: part(k) for k in kinds}
+        if parts["t"].num_rows == 0:
+            return empty
+        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+        out = _model(*args).score_local(
+            stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h")
+        )
+        return _plain_strings(_table(out))
+
+    return wide.groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+
+
+def _health_history(spark: Any, out: str, as_of: str) -> Any:
+    """Health scores of the two latest runs before ``as_of`` under ``out/scores``, per
+    customer in both (``customer_id``, ``older``, ``newer``), as the CLI's review flags read
+    them; None without two such runs."""
+    from pyspark.sql import functions as F
+
+    runs = _read(spark, f"{out}/scores")
+    if runs is None or "health_score" not in runs.columns:
+        return None
+    before = [d for d in _date_strings(runs) if d < as_of][-2:]
+    if len(before) < 2:
+        return None
+
+    def of(day: str, name: str) -> Any:
+        rows = runs.filter((F.col("as_of").cast("string") == day) & F.col("health_score").isNotNull())
+        return rows.select("customer_id", F.col("health_score").cast("double").alias(name))
+
+    return of(before[1], "newer").join(of(before[0], "older"), "customer_id")
 
 
 # Rows per range bucket for the exact global ranks (see :func:`_range_buckets`).
@@ -223,7 +336,8 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
         )
     else:
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
-    return scored.select(*_native.score_columns())
+    signals = [n for n, _, _, _ in _SIGNALS if n in local.columns]
+    return scored.select(*_native.score_columns(), *signals)
 
 
 def score(
@@ -238,18 +352,22 @@ def score(
     config: Optional[str] = None,
     previous: Any = None,
     rank_rows: int = RANK_ROWS,
+    history: Any = None,
 ) -> Any:
     """The scores of every customer of ``transactions`` (a Spark DataFrame with the columns
     the configuration maps) eligible at ``as_of``, as a Spark DataFrame with the columns and
     values of ``scores.parquet``. ``previous``: the scores of the previous run (a DataFrame
     with ``customer_id`` and ``risk_score``) for ``score_change``. ``model_dir`` must be
     readable by the executors (a shared path). ``rank_rows``: rows per range of the exact
-    global ranks (the ranges are ranked in parallel). Events and a customer table are not
-    supported on Spark yet: a model trained with them is refused."""
-    _check_inputs(events, customers)
+    global ranks (the ranges are ranked in parallel). ``events`` and ``customers``: the event
+    log and the customer table (Spark DataFrames with the columns the configuration maps) of
+    a model trained with them; the signal columns (health, usage drop, CSM sentiment, review
+    flag and reason, escalation) then follow, as ``fidelis score`` writes them. ``history``:
+    the health scores of the two previous runs (``customer_id``, ``older``, ``newer``; what
+    :func:`weekly` reads from its output) for the "health falling" review flag."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
-    local = _local(transactions, args, as_of, buckets, drift=False)
+    local = _local(transactions, args, as_of, buckets, False, events, customers, history)
     return _assemble(local, _model(*args), previous, rank_rows)
 
 
@@ -390,6 +508,8 @@ def monitor(
     model_id: Optional[str] = None,
     config: Optional[str] = None,
     write: bool = True,
+    events: Any = None,
+    customers: Any = None,
     _local_frame: Any = None,
 ) -> Monitoring:
     """``fidelis monitor`` on Spark: drift of the features and scores of every customer
@@ -397,11 +517,13 @@ def monitor(
     Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
     performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
     retrain advice. With ``write``, the rows go to ``out/metrics_history/as_of=DATE/``
-    (replacing that date only)."""
+    (replacing that date only). ``events`` and ``customers`` as for :func:`score`."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
-    local = _local_frame if _local_frame is not None else _local(transactions, args, as_of, buckets, drift=True)
+    local = _local_frame
+    if local is None:
+        local = _local(transactions, args, as_of, buckets, True, events, customers)
     counts = _drift_counts(local, args)
     realized, known = _realized(spark, transactions, args, as_of, out, buckets)
     capsule, report, retrain, alerts = driver.assess(
@@ -452,11 +574,11 @@ def weekly(
     performance of matured runs) and write ``out/metrics_history``. With ``sql``, the scores
     also go to the configuration's PostgreSQL targets (:func:`write_sql`). The HTML/Markdown
     reports stay with the CLI (``fidelis report`` reads these tables)."""
-    _check_inputs(events, customers)
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
-    local = _local(transactions, args, as_of, buckets, drift=True)
+    history = _health_history(spark, out, as_of) if events is not None else None
+    local = _local(transactions, args, as_of, buckets, True, events, customers, history)
     scores = _assemble(local, driver, _previous(spark, out, as_of), rank_rows)
     write(scores, out)
     if sql:
@@ -643,6 +765,8 @@ def main(argv: Optional[list] = None) -> int:
         s.add_argument("--out", required=True, help="output root: scores/, top_risk/, metrics_history/")
         s.add_argument("--config", help="fidelis.toml: column mapping, ranking, monitoring thresholds")
         s.add_argument("--buckets", type=int, default=64)
+        s.add_argument("--events", help="the event log (a Parquet path or a table), for a model trained with it")
+        s.add_argument("--customers", help="the customer table (a Parquet path or a table)")
         if name != "score":
             s.add_argument("--fail-on-alert", action="store_true", help="exit 3 when monitoring alerts")
         if name != "monitor":
@@ -660,15 +784,20 @@ def main(argv: Optional[list] = None) -> int:
     from fidelis import spark as fs
 
     spark = SparkSession.builder.appName(f"fidelis {args.command}").getOrCreate()
-    source = args.transactions
-    tx = spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
+    def read(source: Optional[str]) -> Any:
+        if source is None:
+            return None
+        return spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
+
+    tx = read(args.transactions)
     if args.command == "train":
         print(fs.train(spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features))
         return 0
-    common = dict(buckets=args.buckets, config=args.config)
+    common = dict(buckets=args.buckets, config=args.config, events=read(args.events), customers=read(args.customers))
     if args.command == "score":
         previous = fs._previous(spark, args.out, args.as_of)
-        scores = fs.score(spark, tx, args.model, args.as_of, previous=previous, **common)
+        history = fs._health_history(spark, args.out, args.as_of) if common["events"] is not None else None
+        scores = fs.score(spark, tx, args.model, args.as_of, previous=previous, history=history, **common)
         fs.write(scores, args.out)
         if args.sql:
             for shown, (n, top, contacted) in fs.write_sql(scores, args.as_of, args.config):

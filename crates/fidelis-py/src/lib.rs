@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
 use fidelis::config::Config;
-use fidelis::error::Error;
+use fidelis::error::{Error, PolarsContext};
 use fidelis::jobs;
 use fidelis::model::{self, LoadedModel};
 use fidelis::progress::Progress;
@@ -204,6 +204,39 @@ impl NativeModel {
         Ok(SignalData { events, customers })
     }
 
+    /// A bucket's rows of the optional inputs (a bucket may have none of them: then empty).
+    fn bucket_signals(
+        &self,
+        events: Option<&Bound<'_, PyAny>>,
+        customers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<SignalData> {
+        let events = match events {
+            Some(e) => {
+                let df = import_frame_or_empty(e, "events")?;
+                Some(if df.height() == 0 {
+                    fidelis::activity::Events::default()
+                } else {
+                    fidelis::activity::events_from_frame(df, &self.cfg.input.events, "events")
+                        .map_err(py_err)?
+                })
+            }
+            None => None,
+        };
+        let customers = match customers {
+            Some(c) => {
+                let df = import_frame_or_empty(c, "customers")?;
+                Some(if df.height() == 0 {
+                    fidelis::activity::Customers::default()
+                } else {
+                    fidelis::activity::customers_from_frame(df, &self.cfg.input.customers, "customers")
+                        .map_err(py_err)?
+                })
+            }
+            None => None,
+        };
+        Ok(SignalData { events, customers })
+    }
+
     fn transactions(&self, tx: &Bound<'_, PyAny>) -> PyResult<fidelis::ingest::Transactions> {
         fidelis::ingest::transactions_from_frame(
             import_frame(tx, "transactions")?,
@@ -277,22 +310,56 @@ impl NativeModel {
     /// customer changes, and the ranking key and RFM values the whole-base columns are made
     /// of) of the customers in `transactions`: what a Spark executor computes for a bucket.
     /// With `drift`, the model's features follow as the columns of [`Self::drift_columns`].
-    #[pyo3(signature = (transactions, as_of, drift=false))]
+    ///
+    /// With an event log and a customer table, `events` and `customers` are the bucket's rows
+    /// of them (possibly none), `facts` the whole log's merged [`event_facts`] (JSON), and
+    /// `history` the bucket's health scores of the two previous runs (`customer_id`, `older`,
+    /// `newer`): the signal columns (health, usage drop, sentiment, review flag, escalation)
+    /// follow the scores, as `fidelis score` writes them.
+    #[pyo3(signature = (transactions, as_of, drift=false, events=None, customers=None, facts=None, history=None))]
+    #[allow(clippy::too_many_arguments)]
     fn score_local<'py>(
         &self,
         py: Python<'py>,
         transactions: &Bound<'py, PyAny>,
         as_of: &str,
         drift: bool,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+        facts: Option<&str>,
+        history: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let tx = self.transactions(transactions)?;
         let as_of = parse_date(as_of)?;
-        let signals = SignalData::default();
+        let mut signals = self.bucket_signals(events, customers)?;
+        if let (Some(e), Some(f)) = (signals.events.as_mut(), facts) {
+            e.global = Some(serde_json::from_str(f).map_err(|e| PyValueError::new_err(e.to_string()))?);
+        }
+        let history = match history {
+            Some(h) => health_history(import_frame_or_empty(h, "health history")?)?,
+            None => Default::default(),
+        };
         let local = py
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
                 let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
                 let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds)?;
+                if !signals.is_empty() {
+                    let ctx = "risk levels";
+                    let levels = local.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
+                    let level: Vec<&str> = levels.iter().map(|v| v.unwrap_or_default()).collect();
+                    let cols = fidelis::score::signal_columns(
+                        &self.cfg,
+                        &signals,
+                        &preds.customers,
+                        &level,
+                        as_of,
+                        &history,
+                    )?;
+                    for c in cols {
+                        local.with_column(c).polars("adding signal columns")?;
+                    }
+                }
                 if drift {
                     for (c, name) in preds.x.names.iter().enumerate() {
                         let column = Column::new(feature_column(name).into(), preds.x.column(c).to_vec());
@@ -306,6 +373,41 @@ impl NativeModel {
             })
             .map_err(py_err)?;
         export_frame(py, local)
+    }
+
+    /// The facts of one bucket's events that health depends on beyond each customer's rows
+    /// (`activity::EventFacts`, JSON): merged over buckets by [`merge_event_facts`] and handed
+    /// back to every bucket's `score_local`.
+    fn event_facts(&self, py: Python<'_>, events: &Bound<'_, PyAny>) -> PyResult<String> {
+        let df = import_frame_or_empty(events, "events")?;
+        let valued = [self.cfg.health.events.feature_used.as_str()];
+        let facts = if df.height() == 0 {
+            fidelis::activity::EventFacts::default()
+        } else {
+            let e = py
+                .detach(|| fidelis::activity::events_from_frame(df, &self.cfg.input.events, "events"))
+                .map_err(py_err)?;
+            e.facts(&valued)
+        };
+        serde_json::to_string(&facts).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
+    /// Refuse inputs the model cannot score from (as `fidelis score`: a model trained with
+    /// events or a customer table needs them).
+    fn check_inputs(&self, events: bool, customers: bool) -> PyResult<()> {
+        let signals = SignalData {
+            events: events.then(fidelis::activity::Events::default),
+            customers: customers.then(fidelis::activity::Customers::default),
+        };
+        self.model.check_inputs(&signals).map_err(py_err)
+    }
+
+    /// The customer id columns of the transactions, the events and the customer table (the
+    /// configuration's mapping).
+    #[getter]
+    fn customer_columns(&self) -> (String, String, String) {
+        let i = &self.cfg.input;
+        (i.transactions.customer_id.clone(), i.events.customer_id.clone(), i.customers.customer_id.clone())
     }
 
     /// The drift items of the model's reference and the column of `score_local(drift=True)`
@@ -515,6 +617,42 @@ fn train(py: Python<'_>, config: &str) -> PyResult<String> {
     Ok(outcome.model_id)
 }
 
+/// Two buckets' event facts (JSON of `NativeModel.event_facts`) merged into one.
+#[pyfunction]
+fn merge_event_facts(a: &str, b: &str) -> PyResult<String> {
+    let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
+    let mut a: fidelis::activity::EventFacts = serde_json::from_str(a).map_err(json)?;
+    let b: fidelis::activity::EventFacts = serde_json::from_str(b).map_err(json)?;
+    a.merge(&b);
+    serde_json::to_string(&a).map_err(json)
+}
+
+/// Health scores of the two previous runs per customer, from `customer_id`, `older`, `newer`.
+fn health_history(df: DataFrame) -> PyResult<std::collections::HashMap<String, [f64; 2]>> {
+    let mut out = std::collections::HashMap::new();
+    if df.height() == 0 {
+        return Ok(out);
+    }
+    let ctx = "health history";
+    let ids = df
+        .column("customer_id")
+        .map_err(polars_err(ctx))?
+        .cast(&DataType::String)
+        .map_err(polars_err(ctx))?;
+    let f = |name: &str| -> PyResult<Float64Chunked> {
+        let c =
+            df.column(name).map_err(polars_err(ctx))?.cast(&DataType::Float64).map_err(polars_err(ctx))?;
+        Ok(c.f64().map_err(polars_err(ctx))?.clone())
+    };
+    let (older, newer) = (f("older")?, f("newer")?);
+    for ((id, a), b) in ids.str().map_err(polars_err(ctx))?.iter().zip(older.iter()).zip(newer.iter()) {
+        if let (Some(id), Some(a), Some(b)) = (id, a, b) {
+            out.insert(id.to_string(), [a, b]);
+        }
+    }
+    Ok(out)
+}
+
 /// Two sets of drift counts (JSON of `NativeModel.drift_counts`) merged into one: the counts
 /// of both parts of the customers together (`DriftCounts::merge`, item by item).
 #[pyfunction]
@@ -671,6 +809,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(score_columns, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_event_facts, m)?)?;
     m.add_function(wrap_pyfunction!(jdbc_targets, m)?)?;
     m.add_function(wrap_pyfunction!(create_stage, m)?)?;
     m.add_function(wrap_pyfunction!(publish_staged, m)?)?;

@@ -1,0 +1,84 @@
+"""The weekly batch on Spark with an event log and a customer table (the SaaS demo) equals
+`fidelis weekly`: scores with the signal columns (health score and colour, usage drop, CSM
+sentiment, review flag and reason, escalation), the health history behind the "health
+falling" flag, and every monitoring row, over three weekly runs from shuffled inputs."""
+
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run
+from test_spark import cli_weekly, history_rows, same_as_cli, shuffled, spark  # noqa: F401
+
+DATES = ["2024-12-03", "2024-12-10", "2024-12-17"]
+
+
+@pytest.fixture(scope="session")
+def saas(tmp_path_factory):
+    """3,000 generated subscriptions with events and a customer table, and a model."""
+    ws = tmp_path_factory.mktemp("saas")
+    run(["generate", "--kind", "saas", "--customers", "3000", "--seed", "7", "--out", "data", "-q"], ws)
+    (ws / "fidelis.toml").write_text(
+        '[input.transactions]\npath = "data/transactions.parquet"\n\n'
+        '[input.events]\npath = "data/events.parquet"\n\n'
+        '[input.customers]\npath = "data/customers.parquet"\n\n'
+        "[snapshots]\neligibility_days = 31\n\n"
+        "[model]\niterations = 60\nlogistic_l2 = 10.0\nclv_poisson = false\n\n"
+        '[baselines]\nenabled = false\n\n[output]\ndir = "output"\nsql = []\n\n'
+        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
+    )
+    run(["train", "--config", "fidelis.toml", "-q"], ws)
+    return ws
+
+
+def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):  # noqa: F811
+    from fidelis import spark as fs
+
+    cli_out = cli_weekly(saas, DATES, "cli-weekly")
+    frames = {}
+    for name, seed in [("transactions", 1), ("events", 2), ("customers", 3)]:
+        pq.write_table(shuffled(pq.read_table(saas / f"data/{name}.parquet"), seed=seed), tmp_path / f"{name}.parquet")
+        frames[name] = spark.read.parquet(str(tmp_path / f"{name}.parquet"))
+    out = tmp_path / "spark-weekly"
+    config = str(saas / "fidelis.toml")
+    for d in DATES:
+        fs.weekly(
+            spark,
+            frames["transactions"],
+            str(saas / "models"),
+            d,
+            str(out),
+            events=frames["events"],
+            customers=frames["customers"],
+            buckets=7,
+            config=config,
+            rank_rows=700,
+        )
+    cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
+    ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
+    for d in DATES:
+        ours = spark.read.parquet(str(out / "scores")).filter(f"as_of = '{d}'").toArrow()
+        cli = pq.read_table(cli_out / f"scores/as_of={d}/scores.parquet")
+        assert {"health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "escalation"} <= set(cli.column_names)
+        assert set(ours.column_names) == set(cli.column_names)
+        same_as_cli(ours.select(cli.column_names), cli)
+        expected = history_rows(cli_history, d)
+        assert expected and history_rows(ours_history, d) == expected, d
+    # The third run read the health history of the first two (for the "health falling" flag).
+    history = fs._health_history(spark, str(out), DATES[2])
+    assert history is not None and history.count() > 1000
+    # The signals are exercised, not all empty.
+    last = pq.read_table(cli_out / f"scores/as_of={DATES[-1]}/scores.parquet")
+    assert len(set(last.column("health_colour").to_pylist())) >= 2
+    assert any(last.column("review_flag").to_pylist())
+    assert any(v is not None for v in last.column("csm_sentiment").to_pylist())
+
+
+def test_a_model_trained_with_events_needs_them_on_spark(spark, saas):  # noqa: F811
+    from fidelis import InputError, FidelisError
+    from fidelis import spark as fs
+
+    tx = spark.read.parquet(str(saas / "data/transactions.parquet"))
+    with pytest.raises((InputError, FidelisError), match="input.events"):
+        fs.score(spark, tx, str(saas / "models"), DATES[0], config=str(saas / "fidelis.toml"))
