@@ -93,31 +93,83 @@ fn top(counts: BTreeMap<String, usize>, k: usize) -> Vec<String> {
     v.into_iter().take(k).map(|x| x.0).collect()
 }
 
+/// What a model's signal features are chosen from: rows per event name, customers per plan
+/// and segment, the customer table's optional columns. Counts add up over parts of the inputs
+/// split by customer ([`SignalCounts::merge`]), so a partitioned engine chooses the same
+/// features as one machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SignalCounts {
+    /// `None` without an event log.
+    pub events: Option<BTreeMap<String, usize>>,
+    /// `None` without a customer table.
+    pub plans: Option<BTreeMap<String, usize>>,
+    pub segments: BTreeMap<String, usize>,
+    pub customer_columns: std::collections::BTreeSet<String>,
+}
+
+impl SignalCounts {
+    pub fn of(data: &SignalData) -> SignalCounts {
+        let mut c = SignalCounts {
+            events: data.events.as_ref().map(|e| e.summary.events.clone()),
+            ..Default::default()
+        };
+        if let Some(t) = &data.customers {
+            let mut plans = BTreeMap::new();
+            for row in t.rows.values() {
+                if let Some(p) = &row.plan {
+                    *plans.entry(p.clone()).or_default() += 1;
+                }
+                if let Some(s) = &row.segment {
+                    *c.segments.entry(s.clone()).or_default() += 1;
+                }
+            }
+            c.plans = Some(plans);
+            c.customer_columns = t.columns.iter().cloned().collect();
+        }
+        c
+    }
+
+    /// The counts of two disjoint parts of the inputs together.
+    pub fn merge(&mut self, other: &SignalCounts) {
+        let add = |a: &mut BTreeMap<String, usize>, b: &BTreeMap<String, usize>| {
+            for (k, v) in b {
+                *a.entry(k.clone()).or_default() += v;
+            }
+        };
+        if let Some(b) = &other.events {
+            add(self.events.get_or_insert_with(BTreeMap::new), b);
+        }
+        if let Some(b) = &other.plans {
+            add(self.plans.get_or_insert_with(BTreeMap::new), b);
+        }
+        add(&mut self.segments, &other.segments);
+        self.customer_columns.extend(other.customer_columns.iter().cloned());
+    }
+}
+
 impl SignalSpec {
     pub fn from_data(data: &SignalData, health: &HealthConfig) -> SignalSpec {
+        SignalSpec::from_counts(&SignalCounts::of(data), health)
+    }
+
+    pub fn from_counts(c: &SignalCounts, health: &HealthConfig) -> SignalSpec {
         let mut s = SignalSpec { usage_drop_share: health.usage_drop_share, ..SignalSpec::default() };
-        if let Some(e) = &data.events {
-            s.events = top(e.summary.events.clone(), MAX_EVENT_NAMES);
+        if let Some(events) = &c.events {
+            s.events = top(events.clone(), MAX_EVENT_NAMES);
             s.events.sort();
-            s.nps_event =
-                e.summary.events.contains_key(&health.events.nps).then(|| health.events.nps.clone());
+            s.nps_event = events.contains_key(&health.events.nps).then(|| health.events.nps.clone());
         }
-        if let Some(c) = &data.customers {
-            let cats = |f: fn(&crate::activity::Customer) -> Option<&String>| {
-                let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-                for row in c.rows.values() {
-                    if let Some(v) = f(row) {
-                        *counts.entry(v.clone()).or_default() += 1;
-                    }
-                }
-                let mut t = top(counts, MAX_CATEGORIES);
+        if let Some(plans) = &c.plans {
+            let cats = |counts: &BTreeMap<String, usize>| {
+                let mut t = top(counts.clone(), MAX_CATEGORIES);
                 t.sort();
                 t
             };
-            s.plans = cats(|r| r.plan.as_ref());
-            s.segments = cats(|r| r.segment.as_ref());
-            s.mrr = c.columns.iter().any(|k| k == "mrr" || k == "arr");
-            s.signup = c.columns.iter().any(|k| k == "signup_date");
+            s.plans = cats(plans);
+            s.segments = cats(&c.segments);
+            s.mrr = c.customer_columns.iter().any(|k| k == "mrr" || k == "arr");
+            s.signup = c.customer_columns.contains("signup_date");
         }
         s
     }

@@ -86,8 +86,11 @@ pub fn until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Re
 /// features of the customers eligible at the end of the data (`at_end`: the drift reference)
 /// and the BG/NBD models fitted there. A partitioned engine (fidelis.spark) builds it per
 /// bucket of customers with [`features::dataset_with`] and hands it to [`run_prepared`]; rows
-/// may come in any order. Events and a customer table are not part of it.
+/// may come in any order. With events or a customer table, the frames already hold the signal
+/// features of `signal_spec` (chosen from [`crate::signals::SignalCounts`] merged over the
+/// parts, appended per part by [`crate::signals::append`]).
 pub struct Prepared {
+    pub signal_spec: SignalSpec,
     /// The validation summaries of every partition, merged ([`ingest::merge_summaries`]).
     pub summary: ValidationSummary,
     /// Row count and hash of the validated transactions ([`ingest::Fingerprint`]).
@@ -131,7 +134,10 @@ pub fn run_prepared(
     }
     crate::files::remove_stale_temps(&cfg.models_dir())?;
     crate::files::remove_stale_temps(&cfg.reports_dir())?;
-    let inputs = Inputs::new(cfg, prepared.summary, prepared.fingerprint, SignalData::default(), None)?;
+    let mut inputs = Inputs::new(cfg, prepared.summary, prepared.fingerprint, SignalData::default(), None)?;
+    inputs.names = inputs.spec.names();
+    inputs.names.extend(prepared.signal_spec.names());
+    inputs.signal_spec = prepared.signal_spec;
     let ctx = "ordering the prepared rows";
     let order = |df: DataFrame, by: &[&str]| -> Result<DataFrame> {
         let by: Vec<PlSmallStr> = by.iter().map(|c| PlSmallStr::from(*c)).collect();
@@ -156,6 +162,7 @@ pub fn run_prepared(
         at_end: order(prepared.at_end, &[schema::CUSTOMER])?,
         rows: prepared.dataset_rows,
         probabilistic: prepared.probabilistic,
+        with_signals: true,
     };
     let outcome = fit_and_write(cfg, opts, &inputs, frames, progress)?;
     publish(cfg, outcome, progress)
@@ -178,6 +185,8 @@ struct Frames {
     /// Rows of the whole dataset (before a sample that may already have been taken).
     rows: usize,
     probabilistic: Option<Probabilistic>,
+    /// The signal features are in the frames already (prepared elsewhere).
+    with_signals: bool,
 }
 
 /// Keep the rows of the customers of the training sample (every row without one).
@@ -202,8 +211,10 @@ fn fit_and_write(
     let sample = fraction.map(|f| (f, frames.rows));
     let mut dataset = sampled(frames.dataset, fraction)?;
     let mut at_end = sampled(frames.at_end, fraction)?;
-    crate::signals::append(&mut dataset, &inputs.signal_spec, &inputs.signals)?;
-    crate::signals::append(&mut at_end, &inputs.signal_spec, &inputs.signals)?;
+    if !frames.with_signals {
+        crate::signals::append(&mut dataset, &inputs.signal_spec, &inputs.signals)?;
+        crate::signals::append(&mut at_end, &inputs.signal_spec, &inputs.signals)?;
+    }
     let data = Dataset::new(dataset, &inputs.names, &inputs.plan)?;
     let probabilistic = frames.probabilistic;
     if let Some(path) = &opts.export_features {
@@ -332,6 +343,7 @@ fn build_frames(inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<
                 dataset,
                 at_end: features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
                 probabilistic,
+                with_signals: false,
             })
         },
     )

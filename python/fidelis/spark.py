@@ -183,7 +183,38 @@ def _local(
         return _bucketed(transactions, tx_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
 
     facts = _event_facts(events, args, ev_col, buckets) if events is not None else None
-    inputs = [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")]
+    wide, kinds = _cogrouped(
+        [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")],
+        buckets,
+    )
+    empty = _empty(columns)
+
+    def per_bucket(table: pa.Table) -> pa.Table:
+        parts = _split(table, kinds)
+        if parts["t"].num_rows == 0:
+            return empty
+        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+        out = _model(*args).score_local(
+            stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h")
+        )
+        return _plain_strings(_table(out))
+
+    return wide.groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+
+
+def _empty(columns: list) -> pa.Table:
+    """No rows, with the Arrow types of ``(name, Spark type)`` columns."""
+    return pa.schema([pa.field(n, _ARROW.get(t, pa.float64())) for n, t in columns]).empty_table()
+
+
+def _cogrouped(inputs: list, buckets: int) -> tuple:
+    """Several inputs grouped by customer bucket at once (``cogroup`` takes two): each
+    ``(kind, DataFrame, customer column)`` is tagged with its kind, its columns prefixed with
+    ``<kind>__``, bucketed by the same hash of the customer id, and the inputs unioned, so one
+    ``groupBy("__bucket")`` group holds every input's rows of its customers (split again by
+    :func:`_split`). Inputs that are None are left out; returns the union and its kinds."""
+    from pyspark.sql import functions as F
+
     inputs = [(k, df, c) for k, df, c in inputs if df is not None]
     tagged = [
         df.select(
@@ -196,28 +227,20 @@ def _local(
     wide = tagged[0]
     for t in tagged[1:]:
         wide = wide.unionByName(t, allowMissingColumns=True)
-    kinds = [k for k, _, _ in inputs]
-    empty = pa.schema([pa.field(n, _ARROW.get(t, pa.float64())) for n, t in columns]).empty_table()
+    return wide, [k for k, _, _ in inputs]
 
-    def per_bucket(table: pa.Table) -> pa.Table:
-        import pyarrow.compute as pc
 
-        def part(kind: str) -> pa.Table:
-            prefix = f"{kind}__"
-            names = [n for n in table.column_names if n.startswith(prefix)]
-            rows = table.filter(pc.equal(table["__kind"], kind)).select(names)
-            return rows.rename_columns([n[len(prefix):] for n in names])
+def _split(table: pa.Table, kinds: list) -> dict:
+    """One group of :func:`_cogrouped` as its inputs' rows: kind -> table (possibly empty)."""
+    import pyarrow.compute as pc
 
-        parts = {k: part(k) for k in kinds}
-        if parts["t"].num_rows == 0:
-            return empty
-        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
-        out = _model(*args).score_local(
-            stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h")
-        )
-        return _plain_strings(_table(out))
-
-    return wide.groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+    parts = {}
+    for kind in kinds:
+        prefix = f"{kind}__"
+        names = [n for n in table.column_names if n.startswith(prefix)]
+        rows = table.filter(pc.equal(table["__kind"], kind)).select(names)
+        parts[kind] = rows.rename_columns([n[len(prefix):] for n in names])
+    return parts
 
 
 def _health_history(spark: Any, out: str, as_of: str) -> Any:
@@ -637,12 +660,54 @@ def _per_bucket(bucketed: Any, config: Optional[str], method: str, schema: str, 
     return bucketed.groupBy("__bucket").applyInArrow(run, schema)
 
 
+def _signal_spec(events: Any, customers: Any, config: Optional[str], buckets: int) -> Optional[str]:
+    """The signal features (JSON) chosen from every bucket's counts of event names and
+    customer categories; None without events and a customer table."""
+    if events is None and customers is None:
+        return None
+    ev_col, cu_col = _trainer(config).signal_customer_columns
+    wide, kinds = _cogrouped([("e", events, ev_col), ("c", customers, cu_col)], buckets)
+
+    def counts(table: pa.Table) -> pa.Table:
+        parts = _split(table, kinds)
+        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+        return pa.table({"counts": [_trainer(config).signal_counts(stream("e"), stream("c"))]})
+
+    found = wide.groupBy("__bucket").applyInArrow(counts, "counts string").collect()
+    return _trainer(config).signal_spec(sorted(r[0] for r in found))
+
+
+def _features_per_bucket(
+    source: Any, kinds: Optional[list], config: Optional[str], method: str, columns: list, models: str, spec: Any
+) -> Any:
+    """``Trainer.dataset`` / ``Trainer.at_end`` on every bucket: of the bucketed transactions
+    (``kinds`` None), or of the cogrouped transactions, events and customer rows."""
+    schema = ", ".join(f"`{n}` {t}" for n, t in columns)
+    empty = _empty(columns)
+
+    def run(table: pa.Table) -> pa.Table:
+        t = _trainer(config)
+        if kinds is None:
+            out = getattr(t, method)(table.drop(["__bucket"]).__arrow_c_stream__(), models)
+        else:
+            parts = _split(table, kinds)
+            if parts["t"].num_rows == 0:
+                return empty
+            stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+            out = getattr(t, method)(stream("t"), models, spec, stream("e"), stream("c"))
+        return _plain_strings(_table(out))
+
+    return source.groupBy("__bucket").applyInArrow(run, schema)
+
+
 def train(
     spark: Any,
     transactions: Any,
     config: Optional[str] = None,
     buckets: int = 64,
     export_features: Optional[str] = None,
+    events: Any = None,
+    customers: Any = None,
 ) -> Trained:
     """``fidelis train`` with the per-customer work on Spark: validation, the BG/NBD fit
     inputs and the features and labels at every snapshot run on the executors per bucket of
@@ -651,13 +716,25 @@ def train(
     ``[model].max_rows`` customer sample when the dataset is larger) and trains, writes the
     model directory and the evaluation report under the configuration's paths, and publishes
     ``latest``: the model ``fidelis train`` makes of the same rows and configuration.
-    Transactions only (a configuration with events or a customer table is refused).
+    ``events`` and ``customers``: the event log and customer table (required when the
+    configuration maps them, as ``fidelis train`` would read them); the signal features are
+    chosen from counts merged over the buckets and computed per bucket.
     ``export_features``: also write the training rows with their role to this Parquet file
     on the driver (as ``fidelis train --export-features``)."""
     from pyspark.sql import functions as F
 
+    from .errors import InputError
+
     trainer = _trainer(config)
+    for mapped, given, section in zip(trainer.signal_inputs, (events, customers), ("input.events", "input.customers")):
+        if mapped and given is None:
+            raise InputError(
+                f"the configuration maps [{section}] (fidelis train would use it): pass it to train() "
+                f"as {'events' if section == 'input.events' else 'customers'}=",
+                2,
+            )
     customer_col = trainer.customer_column
+    ev_col, cu_col = trainer.signal_customer_columns
     bucketed = _bucketed(transactions, customer_col, buckets).cache()
     try:
         # 1. Validate every bucket; merge (in bucket order) into the time range and the plan.
@@ -681,21 +758,35 @@ def train(
         inputs.unpersist()
         snapshot_models = json.dumps([m for m in models if m[0] != data_end])
         end_model = json.dumps([m for m in models if m[0] == data_end])
-        # 3. Features and labels per bucket; only the training sample reaches the driver.
-        names = trainer.feature_names
-        features = ", ".join(f"`{n}` double" for n in names)
-        data_schema = f"customer_id string, snapshot date, {features}, churn int, clv double, __share double"
-        end_schema = f"customer_id string, snapshot date, {features}, __share double"
-        dataset = _per_bucket(bucketed, config, "dataset", data_schema, snapshot_models).cache()
+        # 3. The signal features, chosen from counts over every bucket.
+        signal_spec = _signal_spec(events, customers, config, buckets)
+        # 4. Features and labels per bucket (with each bucket's events and customer rows);
+        # only the training sample reaches the driver.
+        # The column order of the CLI's frames: features, labels, then the signal features.
+        base = [(n, "double") for n in trainer.feature_names(None)]
+        signal = [(n, "double") for n in trainer.feature_names(signal_spec)[len(base):]]
+        key = [("customer_id", "string"), ("snapshot", "date")]
+        data_columns = key + base + [("churn", "int"), ("clv", "double")] + signal + [("__share", "double")]
+        end_columns = key + base + signal + [("__share", "double")]
+        if signal_spec is None:
+            source, kinds = bucketed, None
+        else:
+            source, kinds = _cogrouped(
+                [("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)], buckets
+            )
+        dataset = _features_per_bucket(source, kinds, config, "dataset", data_columns, snapshot_models, signal_spec)
+        dataset = dataset.cache()
         rows = dataset.count()
         fraction = trainer.sample_fraction(rows)
         keep = (lambda df: df.filter(F.col("__share") < F.lit(fraction))) if fraction is not None else (lambda df: df)
         data = keep(dataset).toArrow()
-        at_end = keep(_per_bucket(bucketed, config, "at_end", end_schema, end_model)).toArrow()
+        at_end = _features_per_bucket(source, kinds, config, "at_end", end_columns, end_model, signal_spec)
+        at_end = keep(at_end).toArrow()
         dataset.unpersist()
-        # 4. Train on the driver.
+        # 5. Train on the driver.
         model_id, model_dir, report = trainer.train(
-            merged, data.__arrow_c_stream__(), at_end.__arrow_c_stream__(), rows, end_model, export_features
+            merged, data.__arrow_c_stream__(), at_end.__arrow_c_stream__(), rows, end_model, export_features,
+            signal_spec,
         )
         return Trained(model_id, os.path.abspath(model_dir), os.path.abspath(report), rows, data.num_rows)
     finally:
@@ -776,6 +867,8 @@ def main(argv: Optional[list] = None) -> int:
     t.add_argument("--config", help="fidelis.toml: column mapping, snapshots, model settings, paths")
     t.add_argument("--buckets", type=int, default=64)
     t.add_argument("--export-features", help="also write the training rows with their role (Parquet)")
+    t.add_argument("--events", help="the event log (a Parquet path or a table), when the configuration maps one")
+    t.add_argument("--customers", help="the customer table (a Parquet path or a table)")
     args = p.parse_args(argv)
     from pyspark.sql import SparkSession
 
@@ -791,7 +884,11 @@ def main(argv: Optional[list] = None) -> int:
 
     tx = read(args.transactions)
     if args.command == "train":
-        print(fs.train(spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features))
+        done = fs.train(
+            spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features,
+            events=read(args.events), customers=read(args.customers),
+        )
+        print(done)
         return 0
     common = dict(buckets=args.buckets, config=args.config, events=read(args.events), customers=read(args.customers))
     if args.command == "score":

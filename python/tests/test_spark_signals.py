@@ -5,11 +5,15 @@ falling" flag, and every monitoring row, over three weekly runs from shuffled in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import run
+from test_api import plain_table
 from test_spark import cli_weekly, history_rows, same_as_cli, shuffled, spark  # noqa: F401
+from test_spark_train import same_model
 
 DATES = ["2024-12-03", "2024-12-10", "2024-12-17"]
 
@@ -82,3 +86,36 @@ def test_a_model_trained_with_events_needs_them_on_spark(spark, saas):  # noqa: 
     tx = spark.read.parquet(str(saas / "data/transactions.parquet"))
     with pytest.raises((InputError, FidelisError), match="input.events"):
         fs.score(spark, tx, str(saas / "models"), DATES[0], config=str(saas / "fidelis.toml"))
+
+
+def test_spark_training_with_events_and_customers_makes_the_cli_model(spark, saas, tmp_path, monkeypatch):  # noqa: F811
+    """The signal features are chosen from counts merged over buckets and computed per
+    bucket: the training rows and the model equal `fidelis train`'s."""
+    import shutil
+
+    from fidelis import spark as fs
+
+    ws = tmp_path / "ws"
+    shutil.copytree(saas / "data", ws / "data")
+    shutil.copy(saas / "fidelis.toml", ws / "fidelis.toml")
+    run(["train", "--config", "fidelis.toml", "--export-features", "cli_features.parquet", "-q"], ws)
+    cli = ws / "models" / (ws / "models/latest").read_text().strip()
+    monkeypatch.chdir(ws)
+    frames = {}
+    for name, seed in [("transactions", 4), ("events", 5), ("customers", 6)]:
+        pq.write_table(shuffled(pq.read_table(ws / f"data/{name}.parquet"), seed=seed), tmp_path / f"{name}.parquet")
+        frames[name] = spark.read.parquet(str(tmp_path / f"{name}.parquet"))
+    done = fs.train(
+        spark,
+        frames["transactions"],
+        config=str(ws / "fidelis.toml"),
+        buckets=7,
+        events=frames["events"],
+        customers=frames["customers"],
+        export_features="spark_features.parquet",
+    )
+    a = plain_table(pq.read_table(ws / "cli_features.parquet"))
+    b = plain_table(pq.read_table(ws / "spark_features.parquet"))
+    assert any(n.startswith("ev_") for n in a.column_names) and any(n.startswith("plan_") for n in a.column_names)
+    assert a.schema == b.schema and a.equals(b)
+    same_model(Path(done.model_dir), cli)

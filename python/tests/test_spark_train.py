@@ -69,6 +69,19 @@ def test_spark_training_makes_the_cli_model(spark, demo, tmp_path, monkeypatch, 
     assert a.num_rows > 1000 and a.schema == b.schema and a.equals(b)
     assert done.sampled_rows == a.num_rows
 
+    m_cli = same_model(ours, cli)
+    sample_notes = [n for n in m_cli.get("notes", []) if n.startswith("trained on a sample")]
+    if max_rows:
+        assert done.sampled_rows < done.rows and done.rows > max_rows
+        assert len(sample_notes) == 1 and f"{done.sampled_rows} of {done.rows} rows" in sample_notes[0]
+        assert "trained on a sample" in Path(done.report).read_text()
+    else:
+        assert done.sampled_rows == done.rows and not sample_notes
+
+
+def same_model(ours: Path, cli: Path) -> dict:
+    """The model files are the same bytes; model.json and metrics.json the same but for the
+    id and the time of training."""
     for name in SAME_BYTES:
         assert (ours / name).read_bytes() == (cli / name).read_bytes(), name
     m_cli, m_ours = (json.loads((d / "metrics.json").read_text()) for d in (cli, ours))
@@ -82,23 +95,16 @@ def test_spark_training_makes_the_cli_model(spark, demo, tmp_path, monkeypatch, 
     assert i_ours["model_id"].split("-")[1] == i_cli["model_id"].split("-")[1]
     for key in ["rows_read", "rows_valid", "transactions", "customers", "first_ts", "last_ts"]:
         assert i_ours["validation"][key] == i_cli["validation"][key], key
-
-    sample_notes = [n for n in m_cli.get("notes", []) if n.startswith("trained on a sample")]
-    if max_rows:
-        assert done.sampled_rows < done.rows and done.rows > max_rows
-        assert len(sample_notes) == 1 and f"{done.sampled_rows} of {done.rows} rows" in sample_notes[0]
-        assert "trained on a sample" in Path(done.report).read_text()
-    else:
-        assert done.sampled_rows == done.rows and not sample_notes
+    return m_cli
 
 
-def test_spark_training_refuses_events(spark, demo, tmp_path):  # noqa: F811
-    from fidelis import FidelisError
+def test_spark_training_needs_the_inputs_the_configuration_maps(spark, demo, tmp_path):  # noqa: F811
+    from fidelis import InputError
     from fidelis import spark as fs
 
     ws = workspace(tmp_path, demo, 0, seed=1)
     with (ws / "fidelis.toml").open("a") as f:
         f.write('\n[input.events]\npath = "data/events.parquet"\n')
     tx = spark.read.parquet(str(ws / "data/tx.parquet"))
-    with pytest.raises(FidelisError, match="input.events"):
+    with pytest.raises(InputError, match="input.events"):
         fs.train(spark, tx, config=str(ws / "fidelis.toml"), buckets=3)

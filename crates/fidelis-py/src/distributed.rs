@@ -27,6 +27,8 @@ use fidelis::jobs;
 use fidelis::progress::Progress;
 use fidelis::schema::CUSTOMER;
 
+use fidelis::signals::{SignalCounts, SignalSpec};
+
 use crate::{config_of, export_frame, import_frame, parse_date, polars_err, py_err};
 
 /// What one bucket's validation found (JSON between executors and the driver).
@@ -65,6 +67,34 @@ impl Trainer {
     fn spec(&self) -> FeatureSpec {
         FeatureSpec::from_config(&self.cfg)
     }
+
+    /// `build`'s frame of one bucket with the signal features of `signal_spec` (from the
+    /// bucket's events and customer rows) appended and `__share`, as a capsule.
+    fn bucket_features<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        signal_spec: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+        build: impl FnOnce(&features::Daily) -> fidelis::error::Result<DataFrame> + Send,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let daily = self.daily(transactions)?;
+        let signals = crate::bucket_signals(&self.cfg, events, customers)?;
+        let spec = self.signal_spec_of(signal_spec)?;
+        let df = py
+            .detach(|| -> fidelis::error::Result<DataFrame> {
+                let mut df = build(&daily)?;
+                fidelis::signals::append(&mut df, &spec, &signals)?;
+                Ok(df)
+            })
+            .map_err(py_err)?;
+        export_frame(py, with_share(df)?)
+    }
+
+    fn signal_spec_of(&self, json: Option<&str>) -> PyResult<SignalSpec> {
+        json.map_or(Ok(SignalSpec::default()), |s| serde_json::from_str(s).map_err(json_err))
+    }
 }
 
 /// Each row's `__share` (`rng::customer_share` of its customer), for the training sample.
@@ -84,17 +114,7 @@ impl Trainer {
     #[new]
     #[pyo3(signature = (config=None))]
     fn new(config: Option<&str>) -> PyResult<Trainer> {
-        let cfg = config_of(config)?;
-        if !cfg.input.events.path.is_empty() || !cfg.input.customers.path.is_empty() {
-            return Err(py_err(Error::Config {
-                path: config.unwrap_or_default().into(),
-                key: "input.events / input.customers".into(),
-                message: "training on Spark takes transactions only: events and a customer table \
-                          are not supported there yet (train with the CLI or fidelis.train)"
-                    .into(),
-            }));
-        }
-        Ok(Trainer { cfg })
+        Ok(Trainer { cfg: config_of(config)? })
     }
 
     /// The transactions' customer id column (the configuration's mapping).
@@ -109,10 +129,49 @@ impl Trainer {
         features::PROBABILISTIC_FIT_SAMPLE
     }
 
-    /// The feature names of the models this configuration trains, in model order.
+    /// Whether the configuration maps an event log and a customer table (`[input.events]`,
+    /// `[input.customers]` with a path): `fidelis train` would use them.
     #[getter]
-    fn feature_names(&self) -> Vec<String> {
-        self.spec().names()
+    fn signal_inputs(&self) -> (bool, bool) {
+        (!self.cfg.input.events.path.is_empty(), !self.cfg.input.customers.path.is_empty())
+    }
+
+    /// The customer id columns of the event log and the customer table.
+    #[getter]
+    fn signal_customer_columns(&self) -> (String, String) {
+        (self.cfg.input.events.customer_id.clone(), self.cfg.input.customers.customer_id.clone())
+    }
+
+    /// What one bucket's events and customer rows count toward the choice of the signal
+    /// features (`signals::SignalCounts`, JSON).
+    #[pyo3(signature = (events=None, customers=None))]
+    fn signal_counts(
+        &self,
+        events: Option<&Bound<'_, PyAny>>,
+        customers: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let data = crate::bucket_signals(&self.cfg, events, customers)?;
+        serde_json::to_string(&SignalCounts::of(&data)).map_err(json_err)
+    }
+
+    /// The signal features (`signals::SignalSpec`, JSON) chosen from every bucket's counts.
+    fn signal_spec(&self, parts: Vec<String>) -> PyResult<String> {
+        let mut all = SignalCounts::default();
+        for p in parts {
+            all.merge(&serde_json::from_str(&p).map_err(json_err)?);
+        }
+        serde_json::to_string(&SignalSpec::from_counts(&all, &self.cfg.health)).map_err(json_err)
+    }
+
+    /// The feature names of the models this configuration trains, in model order (with the
+    /// signal features of `signal_spec`, JSON, when given).
+    #[pyo3(signature = (signal_spec=None))]
+    fn feature_names(&self, signal_spec: Option<&str>) -> PyResult<Vec<String>> {
+        let mut names = self.spec().names();
+        if let Some(s) = signal_spec {
+            names.extend(serde_json::from_str::<SignalSpec>(s).map_err(json_err)?.names());
+        }
+        Ok(names)
     }
 
     /// Validate one bucket of transactions: its summary and fingerprint (JSON).
@@ -228,36 +287,43 @@ impl Trainer {
     }
 
     /// Features and labels of the bucket's customers at every snapshot of `models` (the
-    /// CLI's rows for them), with `__share`.
+    /// CLI's rows for them), with `__share`; with `signal_spec` (JSON), the signal features
+    /// from the bucket's `events` and `customers` rows follow.
+    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None))]
     fn dataset<'py>(
         &self,
         py: Python<'py>,
         transactions: &Bound<'py, PyAny>,
         models: &str,
+        signal_spec: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let models: Models = serde_json::from_str(models).map_err(json_err)?;
-        let daily = self.daily(transactions)?;
-        let df = py.detach(|| features::dataset_with(&daily, &self.spec(), &models)).map_err(py_err)?;
-        export_frame(py, with_share(df)?)
+        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
+            features::dataset_with(daily, &self.spec(), &models)
+        })
     }
 
     /// Features of the bucket's customers eligible at the end of the data (`models`: its one
-    /// date and model), with `__share`.
+    /// date and model), with `__share` (and the signal features, as [`Self::dataset`]).
+    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None))]
     fn at_end<'py>(
         &self,
         py: Python<'py>,
         transactions: &Bound<'py, PyAny>,
         models: &str,
+        signal_spec: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let models: Models = serde_json::from_str(models).map_err(json_err)?;
         let [(end, model)] = models.as_slice() else {
             return Err(PyValueError::new_err("at_end takes the model of one date"));
         };
-        let daily = self.daily(transactions)?;
-        let df = py
-            .detach(|| features::features_with(&daily, &self.spec(), &[*end], model.as_ref()))
-            .map_err(py_err)?;
-        export_frame(py, with_share(df)?)
+        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
+            features::features_with(daily, &self.spec(), &[*end], model.as_ref())
+        })
     }
 
     /// The share of customers the training sample keeps when the dataset has `rows` rows
@@ -272,7 +338,7 @@ impl Trainer {
     /// publishes `latest` as `fidelis train` does: `(model id, model directory, report)`.
     /// `export_features`: also write the training rows with their role there (as `fidelis
     /// train --export-features`).
-    #[pyo3(signature = (merged, dataset, at_end, rows, end_model, export_features=None))]
+    #[pyo3(signature = (merged, dataset, at_end, rows, end_model, export_features=None, signal_spec=None))]
     #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
@@ -283,7 +349,9 @@ impl Trainer {
         rows: usize,
         end_model: &str,
         export_features: Option<&str>,
+        signal_spec: Option<&str>,
     ) -> PyResult<(String, String, String)> {
+        let signal_spec = self.signal_spec_of(signal_spec)?;
         let merged: Inspected = serde_json::from_str(merged).map_err(json_err)?;
         let end: Models = serde_json::from_str(end_model).map_err(json_err)?;
         let drop_share = |df: DataFrame| -> PyResult<DataFrame> {
@@ -294,6 +362,7 @@ impl Trainer {
             }
         };
         let prepared = jobs::train::Prepared {
+            signal_spec,
             summary: merged.summary,
             fingerprint: merged.fingerprint,
             dataset: drop_share(import_frame(dataset, "dataset")?)?,

@@ -165,6 +165,39 @@ fn locate(path: &str, id: Option<&str>) -> (PathBuf, Option<String>) {
     (p, id.map(str::to_string))
 }
 
+/// A bucket's rows of the optional inputs, read with `cfg`'s mapping (a bucket may have none
+/// of them: then empty).
+pub(crate) fn bucket_signals(
+    cfg: &Config,
+    events: Option<&Bound<'_, PyAny>>,
+    customers: Option<&Bound<'_, PyAny>>,
+) -> PyResult<SignalData> {
+    let events = match events {
+        Some(e) => {
+            let df = import_frame_or_empty(e, "events")?;
+            Some(if df.height() == 0 {
+                fidelis::activity::Events::default()
+            } else {
+                fidelis::activity::events_from_frame(df, &cfg.input.events, "events").map_err(py_err)?
+            })
+        }
+        None => None,
+    };
+    let customers = match customers {
+        Some(c) => {
+            let df = import_frame_or_empty(c, "customers")?;
+            Some(if df.height() == 0 {
+                fidelis::activity::Customers::default()
+            } else {
+                fidelis::activity::customers_from_frame(df, &cfg.input.customers, "customers")
+                    .map_err(py_err)?
+            })
+        }
+        None => None,
+    };
+    Ok(SignalData { events, customers })
+}
+
 /// A trained model and the configuration that maps input columns and ranks scores.
 #[pyclass(name = "NativeModel", module = "fidelis._native", frozen)]
 struct NativeModel {
@@ -204,37 +237,22 @@ impl NativeModel {
         Ok(SignalData { events, customers })
     }
 
-    /// A bucket's rows of the optional inputs (a bucket may have none of them: then empty).
-    fn bucket_signals(
+    /// The inputs of a whole-frame call: transactions, the optional inputs, and `as_of`
+    /// (default: the day after the last transaction).
+    fn inputs(
         &self,
+        transactions: &Bound<'_, PyAny>,
+        as_of: Option<&str>,
         events: Option<&Bound<'_, PyAny>>,
         customers: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<SignalData> {
-        let events = match events {
-            Some(e) => {
-                let df = import_frame_or_empty(e, "events")?;
-                Some(if df.height() == 0 {
-                    fidelis::activity::Events::default()
-                } else {
-                    fidelis::activity::events_from_frame(df, &self.cfg.input.events, "events")
-                        .map_err(py_err)?
-                })
-            }
-            None => None,
+    ) -> PyResult<(fidelis::ingest::Transactions, SignalData, NaiveDate)> {
+        let tx = self.transactions(transactions)?;
+        let signals = self.signals(events, customers)?;
+        let as_of = match as_of {
+            Some(d) => parse_date(d)?,
+            None => tx.data_end().map_err(py_err)?,
         };
-        let customers = match customers {
-            Some(c) => {
-                let df = import_frame_or_empty(c, "customers")?;
-                Some(if df.height() == 0 {
-                    fidelis::activity::Customers::default()
-                } else {
-                    fidelis::activity::customers_from_frame(df, &self.cfg.input.customers, "customers")
-                        .map_err(py_err)?
-                })
-            }
-            None => None,
-        };
-        Ok(SignalData { events, customers })
+        Ok((tx, signals, as_of))
     }
 
     fn transactions(&self, tx: &Bound<'_, PyAny>) -> PyResult<fidelis::ingest::Transactions> {
@@ -284,12 +302,7 @@ impl NativeModel {
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let tx = self.transactions(transactions)?;
-        let signals = self.signals(events, customers)?;
-        let as_of = match as_of {
-            Some(d) => parse_date(d)?,
-            None => tx.data_end().map_err(py_err)?,
-        };
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
         let run = py
             .detach(|| {
                 jobs::score::score_frame(
@@ -331,7 +344,7 @@ impl NativeModel {
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let tx = self.transactions(transactions)?;
         let as_of = parse_date(as_of)?;
-        let mut signals = self.bucket_signals(events, customers)?;
+        let mut signals = bucket_signals(&self.cfg, events, customers)?;
         if let (Some(e), Some(f)) = (signals.events.as_mut(), facts) {
             e.global = Some(serde_json::from_str(f).map_err(|e| PyValueError::new_err(e.to_string()))?);
         }
@@ -568,12 +581,7 @@ impl NativeModel {
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let tx = self.transactions(transactions)?;
-        let signals = self.signals(events, customers)?;
-        let as_of = match as_of {
-            Some(d) => parse_date(d)?,
-            None => tx.data_end().map_err(py_err)?,
-        };
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
         let frame = py
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
