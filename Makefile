@@ -23,9 +23,9 @@ demo-saas: ## SaaS demo: 5,000 subscriptions with events and a customer table; t
 	$(FIDELIS) generate --kind saas --customers 5000 --seed $(SEED) --out data/saas
 	$(FIDELIS) validate --config configs/saas.toml
 	$(FIDELIS) train --config configs/saas.toml
-	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-17
-	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-24
-	$(FIDELIS) weekly --config configs/saas.toml
+	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-17 --dry-run
+	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-24 --dry-run
+	$(FIDELIS) weekly --config configs/saas.toml --dry-run
 
 generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
 	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated
@@ -72,6 +72,7 @@ bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installe
 	cargo bench --bench pipeline
 	cargo bench --bench score
 	cargo bench --bench monitor
+	cargo bench --bench deliver
 	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
 
 bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fidelis score (release builds; after make bench)

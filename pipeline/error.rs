@@ -5,7 +5,8 @@
 //! error, 2 bad input, configuration or model artifact, 4 another run holds the output lock,
 //! 5 an output could not be written (a sink failed and rolled back, a read-only directory, a
 //! full disk), 6 the scores were written but monitoring or the weekly report then failed.
-//! 3 is the monitoring alert code.
+//! 3 is the monitoring alert code; 7 (a delivery failed after everything was written) is an
+//! outcome, not an error: see `notify::DeliveryOutcome::failed`.
 
 use std::path::PathBuf;
 

@@ -32,6 +32,7 @@ pub mod math;
 pub mod metrics;
 pub mod model;
 pub mod monitor;
+pub mod notify;
 pub mod predict;
 pub mod progress;
 pub mod report;

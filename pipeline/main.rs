@@ -1,6 +1,7 @@
 //! The `fidelis` command line. A thin edge: parse arguments, call one job of the library,
 //! print its outcome to stdout, and map errors to exit codes (0 ok, 1 internal error, 2 bad
-//! input or config, 3 alert, 4 locked, 5 sink failed).
+//! input or config, 3 alert, 4 locked, 5 sink failed, 6 failed after the scores, 7 delivery
+//! failed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,7 +29,8 @@ use fidelis::{jobs, Config};
                   Exit codes: 0 ok, 1 internal error, 2 bad input, configuration or model, \
                   3 monitoring alert (with --fail-on-alert), 4 another run holds the output \
                   lock, 5 an output could not be written (a sink rolled back), 6 the scores were \
-                  written but monitoring or the report then failed.\n\
+                  written but monitoring or the report then failed, 7 the run is written but \
+                  an alert or CRM batch could not be delivered (a rerun sends what is missing).\n\
                   Progress goes to stderr (only on a terminal); results go to stdout.\n\
                   Set RUST_LOG=info for step timings in logs."
 )]
@@ -105,7 +107,8 @@ enum Command {
     /// The scheduled job (cron, systemd timer, Airflow): `score` then `monitor` at the same
     /// date, under one lock. Exit codes: 0 ok, 2 bad input/config/model, 3 an alert with
     /// --fail-on-alert, 4 another run holds the output lock, 5 an output could not be
-    /// written, 6 the scores were written but monitoring or the report failed.
+    /// written, 6 the scores were written but monitoring or the report failed, 7 the run is
+    /// written but an alert or CRM batch was not delivered.
     Weekly {
         #[command(flatten)]
         batch: BatchArgs,
@@ -179,6 +182,10 @@ struct BatchArgs {
     /// Model id under the models directory; default: the one models/latest names.
     #[arg(long)]
     model: Option<String>,
+    /// Deliver nothing: print the alerts and CRM batches `[notify]` and `[crm]` would send
+    /// (the scores and reports are written as usual; the delivery log is not touched).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
@@ -194,9 +201,27 @@ fn alert_exit(alerts: bool, fail_on_alert: bool) -> ExitCode {
     }
 }
 
+/// Whether an alert or a CRM batch could not be delivered (exit 7; the scores are written and
+/// a rerun of the same as_of sends only what is missing).
+fn delivery_failed(outcome: &jobs::score::BatchOutcome) -> bool {
+    outcome.delivery.as_ref().is_some_and(|d| d.failed())
+}
+
+/// A failed `score` or `weekly`: tell the rules listening to `run_failed` (not when another
+/// run holds the lock: that run is alive), then pass the error on.
+fn failed_run(cfg: &Config, args: &BatchArgs, command: &str, e: fidelis::Error) -> fidelis::Error {
+    if !matches!(e, fidelis::Error::Locked { .. }) {
+        let as_of = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
+        if let Some(d) = jobs::notify::run_failed(cfg, as_of, command, &e.to_string(), args.dry_run) {
+            println!("{d}");
+        }
+    }
+    e
+}
+
 impl BatchArgs {
     fn options(&self) -> jobs::BatchOptions {
-        jobs::BatchOptions { as_of: self.as_of, model: self.model.clone() }
+        jobs::BatchOptions { as_of: self.as_of, model: self.model.clone(), dry_run: self.dry_run }
     }
 }
 
@@ -240,11 +265,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
         }
         Command::Score(args) => {
-            println!("{}", jobs::score::run(&load_config(&args.config)?, &args.options(), &progress)?);
+            let cfg = load_config(&args.config)?;
+            let outcome = jobs::score::run(&cfg, &args.options(), &progress)
+                .map_err(|e| failed_run(&cfg, &args, "score", e))?;
+            println!("{outcome}");
+            if delivery_failed(&outcome) {
+                return Ok(ExitCode::from(7));
+            }
         }
         Command::Weekly { batch, fail_on_alert } => {
-            let outcome = jobs::score::weekly(&load_config(&batch.config)?, &batch.options(), &progress)?;
+            let cfg = load_config(&batch.config)?;
+            let outcome = jobs::score::weekly(&cfg, &batch.options(), &progress)
+                .map_err(|e| failed_run(&cfg, &batch, "weekly", e))?;
             println!("{outcome}");
+            if delivery_failed(&outcome.batch) {
+                return Ok(ExitCode::from(7));
+            }
             return Ok(alert_exit(outcome.monitor.has_alert(), fail_on_alert));
         }
         Command::Monitor { batch, fail_on_alert } => {
@@ -267,9 +303,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = if cli.quiet { "error" } else { "warn" };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_target(false)
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    // HTTP, SMTP and TLS clients log requests (URLs, which hold webhook secrets) at debug
+    // level: never below warn, whatever RUST_LOG says.
+    for module in ["ureq", "ureq_proto", "lettre", "rustls"] {
+        logger.filter_module(module, log::LevelFilter::Warn);
+    }
+    logger.format_target(false).init();
     match run(cli) {
         Ok(code) => code,
         Err(err) => {

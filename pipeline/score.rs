@@ -378,7 +378,7 @@ pub fn signal_columns(
         flag.push(!why.is_empty());
         reason.push((!why.is_empty()).then(|| why.join("; ")));
         let arr = customers.and_then(|c| c.rows.get(id)).and_then(|c| c.arr());
-        escalation.push(signals::escalation(&cfg.escalation.rules, level[i], arr));
+        escalation.push(signals::escalation(&cfg.escalation, level[i], arr));
     }
     cols.push(Column::new("review_flag".into(), flag));
     cols.push(Column::new("review_reason".into(), reason));

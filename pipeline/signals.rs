@@ -481,9 +481,9 @@ pub fn review_reasons(
 }
 
 /// The first escalation rule that fires for a customer of `arr` in risk `level`.
-pub fn escalation(rules: &[crate::config::EscalationRule], level: &str, arr: Option<f64>) -> Option<String> {
+pub fn escalation(rules: &crate::config::EscalationConfig, level: &str, arr: Option<f64>) -> Option<String> {
     let arr = arr?;
-    rules.iter().find(|r| r.level == level && arr > r.min_arr).map(|r| {
+    rules.rule_for(level, Some(arr)).map(|r| {
         format!(
             "ARR {} > {} in {level}: {}",
             crate::format::int(arr.round() as i128),

@@ -96,7 +96,7 @@ fn review_flags_fire_exactly_on_the_accounts_built_for_them() {
     );
     assert!(signals::review_reasons("low", Some(&yellow), None, &[90.0, 70.0]).is_empty(), "no longer green");
 
-    let rules = EscalationConfig::default().rules;
+    let rules = EscalationConfig::default();
     let esc = |level: &str, arr: Option<f64>| signals::escalation(&rules, level, arr);
     assert_eq!(
         esc("critical", Some(12_000.0)).as_deref(),

@@ -7,6 +7,7 @@
 //! the config is loaded). Relative paths are resolved against the working directory, like
 //! `make` and `dbt` do: run fidelis from the project root (cron: `cd /srv/fidelis && ...`).
 
+pub mod notify;
 pub mod targets;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+pub use notify::{
+    ChannelConfig, ChannelKind, CrmConfig, CrmInclude, EventKind, NotifyConfig, RuleConfig, StartTls,
+};
 use targets::SqlTarget;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -30,6 +34,8 @@ pub struct Config {
     pub report: ReportConfig,
     pub health: HealthConfig,
     pub escalation: EscalationConfig,
+    pub notify: NotifyConfig,
+    pub crm: CrmConfig,
     pub paths: PathsConfig,
 }
 
@@ -478,12 +484,20 @@ pub struct TableNames {
     pub runs: String,
     /// Monitoring history: one row per as_of x metric x item.
     pub monitoring: String,
+    /// The delivery log of alerts and CRM pushes.
+    pub notifications: String,
 }
 
 impl Default for TableNames {
     fn default() -> Self {
         let t = targets::Tables::default();
-        TableNames { scores: t.scores, top_risk: t.top_risk, runs: t.runs, monitoring: t.monitoring }
+        TableNames {
+            scores: t.scores,
+            top_risk: t.top_risk,
+            runs: t.runs,
+            monitoring: t.monitoring,
+            notifications: t.notifications,
+        }
     }
 }
 
@@ -586,6 +600,18 @@ pub struct EscalationRule {
     /// ... and the customer's risk level is this one.
     pub level: String,
     pub action: String,
+    /// Email addresses told of a new escalation by the email channels of a `[[notify.rules]]`
+    /// entry listening to `escalation` (besides the account's CSM and the channel's `to`).
+    #[serde(default)]
+    pub recipients: Vec<String>,
+}
+
+impl EscalationConfig {
+    /// The first rule that fires for a customer of `arr` in risk `level` (none without ARR).
+    pub fn rule_for(&self, level: &str, arr: Option<f64>) -> Option<&EscalationRule> {
+        let arr = arr?;
+        self.rules.iter().find(|r| r.level == level && arr > r.min_arr)
+    }
 }
 
 impl Default for EscalationConfig {
@@ -594,6 +620,7 @@ impl Default for EscalationConfig {
             min_arr,
             level: level.into(),
             action: action.into(),
+            recipients: Vec::new(),
         };
         EscalationConfig {
             rules: vec![
@@ -652,6 +679,7 @@ impl OutputConfig {
             top_risk: self.tables.top_risk.clone(),
             runs: self.tables.runs.clone(),
             monitoring: self.tables.monitoring.clone(),
+            notifications: self.tables.notifications.clone(),
             schema: self.pg_schema.clone(),
         }
     }
@@ -715,6 +743,17 @@ impl Config {
             check_health(&self.health)?;
             check_report(&self.report)?;
             check_decision(&self.decision, &self.escalation)?;
+            let levels: Vec<String> = self.decision.bands.iter().map(|b| b.name.clone()).collect();
+            notify::check_notify(&self.notify, &levels, self.output.parquet)?;
+            for (i, r) in self.escalation.rules.iter().enumerate() {
+                if let Some(a) = r.recipients.iter().find(|a| !a.contains('@')) {
+                    return bad(
+                        &format!("escalation.rules[{i}].recipients"),
+                        format!("{a:?} is not an email address"),
+                    );
+                }
+            }
+            notify::check_crm(&self.crm)?;
             check_paths(&self.paths)
         };
         all().map_err(|(key, message)| Error::config(origin, key, message))
@@ -897,6 +936,7 @@ fn check_output(o: &OutputConfig) -> Checked {
         ("output.tables.top_risk", &o.tables.top_risk),
         ("output.tables.runs", &o.tables.runs),
         ("output.tables.monitoring", &o.tables.monitoring),
+        ("output.tables.notifications", &o.tables.notifications),
     ] {
         if !targets::valid_identifier(name) {
             return bad(
@@ -905,13 +945,14 @@ fn check_output(o: &OutputConfig) -> Checked {
             );
         }
     }
-    if [&o.tables.scores, &o.tables.top_risk, &o.tables.runs, &o.tables.monitoring]
+    let t = &o.tables;
+    if [&t.scores, &t.top_risk, &t.runs, &t.monitoring, &t.notifications]
         .iter()
         .collect::<std::collections::HashSet<_>>()
         .len()
-        < 4
+        < 5
     {
-        return bad("output.tables", "the four table names must differ".into());
+        return bad("output.tables", "the five table names must differ".into());
     }
     Ok(())
 }

@@ -199,6 +199,7 @@ pub struct Tables {
     pub top_risk: String,
     pub runs: String,
     pub monitoring: String,
+    pub notifications: String,
     /// PostgreSQL schema (created when missing); SQLite has none.
     pub schema: String,
 }
@@ -210,6 +211,7 @@ impl Default for Tables {
             top_risk: "churn_top_risk".into(),
             runs: "scoring_runs".into(),
             monitoring: "model_monitoring".into(),
+            notifications: "notifications".into(),
             schema: "public".into(),
         }
     }

@@ -6,6 +6,7 @@
 pub mod backtest;
 pub mod generate;
 pub mod monitor;
+pub mod notify;
 pub mod report;
 pub mod score;
 pub mod train;
@@ -33,6 +34,8 @@ pub struct BatchOptions {
     pub as_of: Option<NaiveDate>,
     /// Model id; default: the one `models/latest` names.
     pub model: Option<String>,
+    /// Print the alerts and CRM batches that would be delivered instead of sending them.
+    pub dry_run: bool,
 }
 
 impl BatchOptions {
@@ -136,7 +139,7 @@ mod tests {
     #[test]
     fn as_of_must_be_a_plausible_calendar_date() {
         let end = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
-        let opts = |d: Option<NaiveDate>| BatchOptions { as_of: d, model: None };
+        let opts = |d: Option<NaiveDate>| BatchOptions { as_of: d, model: None, dry_run: false };
         assert_eq!(opts(None).as_of(end).unwrap(), end);
         let far = NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap();
         let err = opts(Some(far)).as_of(end).unwrap_err();

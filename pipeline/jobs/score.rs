@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use chrono::{NaiveDate, Utc};
 use polars::prelude::DataFrame;
 
+use super::notify::RunFindings;
 use super::{check_sinks, BatchOptions, Session};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::features::{self, Daily};
 use crate::model::LoadedModel;
 use crate::monitor::MonitorReport;
+use crate::notify::DeliveryOutcome;
 use crate::predict::{self, Predictions};
 use crate::progress::Progress;
 use crate::score::{self, ScoreRun, ScoreSummary};
@@ -28,14 +30,25 @@ pub struct BatchOutcome {
     pub predictions: Predictions,
     /// The sinks written, in order (Parquet partition directory, redacted SQL URLs).
     pub written: Vec<String>,
+    /// Alerts and the CRM push (when `[notify]` or `[crm]` asks for them).
+    pub delivery: Option<DeliveryOutcome>,
 }
 
 /// `fidelis score`: score every customer eligible at `as_of` and write every configured
 /// sink, under the output lock.
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
     check_sinks(cfg)?;
+    if !opts.dry_run {
+        crate::notify::check_secrets(cfg)?;
+    }
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    score_and_write(cfg, &s.model, &s.daily, &s.signals, opts.as_of(s.data_end)?, progress)
+    let as_of = opts.as_of(s.data_end)?;
+    let mut batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
+    let run = RunFindings { as_of, scores: &batch.scores, monitor: None, report: None };
+    batch.delivery = progress.step("notify", "delivering alerts", || {
+        Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
+    })?;
+    Ok(batch)
 }
 
 /// What `fidelis weekly` did: the batch, monitoring, and the weekly report.
@@ -50,13 +63,16 @@ pub struct WeeklyOutcome {
 /// monitoring at the same `as_of`, then the weekly report.
 pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
     check_sinks(cfg)?;
+    if !opts.dry_run {
+        crate::notify::check_secrets(cfg)?;
+    }
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
     // Everything monitoring reads is checked before anything is written.
     s.model.reference()?;
     s.model.metrics()?;
     History::new(Path::new(&cfg.output.dir)).read()?;
-    let batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
+    let mut batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
     let after = || -> Result<(MonitorReport, PathBuf)> {
         let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
         let report = progress.step("report", "writing the weekly report", || {
@@ -72,7 +88,15 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
         Ok((monitor, report))
     };
     match after() {
-        Ok((monitor, report)) => Ok(WeeklyOutcome { batch, monitor, report }),
+        Ok((monitor, report)) => {
+            let run =
+                RunFindings { as_of, scores: &batch.scores, monitor: Some(&monitor), report: Some(&report) };
+            let delivery = progress.step("notify", "delivering alerts", || {
+                Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
+            })?;
+            batch.delivery = delivery;
+            Ok(WeeklyOutcome { batch, monitor, report })
+        }
         Err(e) => Err(Error::AfterScores { done: batch.to_string(), source: Box::new(e) }),
     }
 }
@@ -171,7 +195,7 @@ pub fn score_and_write(
         })?;
         written.push(shown);
     }
-    Ok(BatchOutcome { summary: run.summary, scores: run.scores, predictions: preds, written })
+    Ok(BatchOutcome { summary: run.summary, scores: run.scores, predictions: preds, written, delivery: None })
 }
 
 impl std::fmt::Display for BatchOutcome {
@@ -179,6 +203,9 @@ impl std::fmt::Display for BatchOutcome {
         write!(f, "{}", self.summary)?;
         for w in &self.written {
             write!(f, "\nwritten to {w}")?;
+        }
+        if let Some(d) = &self.delivery {
+            write!(f, "\n{d}")?;
         }
         Ok(())
     }

@@ -18,10 +18,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 pub mod history;
+pub mod notifications;
 pub mod parquet;
 pub mod sql;
 
 pub use history::History;
+pub use notifications::{Delivery, DeliveryLog};
 pub use parquet::{
     parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, SCORES_FILE, TOP_RISK_FILE,
 };

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub mod servers;
+
 /// The real datasets: `$FIDELIS_DATASETS`, else `../shared/datasets`, else `data/external`
 /// (filled by `make datasets`). Also exported as FIDELIS_DATASETS for the configs.
 pub fn datasets_dir() -> PathBuf {
@@ -116,3 +118,24 @@ pub fn model_fixture() -> PathBuf {
 
 /// The id of the fixture's model.
 pub const FIXTURE_MODEL: &str = "20261129T143704Z-3c140140";
+
+/// Every file under `dir` holding `needle` (as bytes).
+pub fn files_containing(dir: &Path, needle: &str, found: &mut Vec<String>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files_containing(&p, needle, found);
+        } else if std::fs::read(&p).unwrap().windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            found.push(p.display().to_string());
+        }
+    }
+}
+
+/// No file under `dir` holds any of `secrets`.
+pub fn assert_no_secret(dir: &Path, secrets: &[&str]) {
+    for s in secrets {
+        let mut found = Vec::new();
+        files_containing(dir, s, &mut found);
+        assert!(found.is_empty(), "{s:?} is written in {found:?}");
+    }
+}

@@ -1,0 +1,193 @@
+//! What a notice says, per channel: Slack blocks, a JSON document for webhooks, an email in
+//! plain text and HTML. Secrets never reach a message (they are not in a notice).
+
+use serde_json::{json, Value};
+
+use super::{Account, Notice};
+use crate::config::{EventKind, NotifyConfig};
+use crate::format;
+
+fn money(v: f64) -> String {
+    format::int(v.round() as i128)
+}
+
+fn title(n: &Notice) -> String {
+    let mut parts = Vec::new();
+    let accounts = n.accounts.len() + n.more;
+    if accounts > 0 {
+        parts.push(format!("{accounts} account{}", if accounts == 1 { "" } else { "s" }));
+    }
+    if !n.run.is_empty() {
+        let what = n.run.iter().map(|(k, _)| k.as_str()).collect::<std::collections::BTreeSet<_>>();
+        parts.push(what.into_iter().collect::<Vec<_>>().join(", ").replace('_', " "));
+    }
+    format!("fidelis {} [{}]: {}", n.as_of, n.rule, parts.join("; "))
+}
+
+/// One account on one line: id, risk, money, what changed.
+fn account_line(a: &Account) -> String {
+    let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
+    let arr = a.arr.map_or(String::new(), |v| format!(", ARR {}", money(v)));
+    let csm = a.csm.as_deref().map_or(String::new(), |c| format!(", CSM {c}"));
+    format!(
+        "{} - {} ({}, churn {:.0}%), CLV {}, expected loss {}{arr}{csm}: {what}. Playbook: {}",
+        a.customer_id,
+        a.risk_level,
+        a.risk_score,
+        100.0 * a.churn_probability,
+        money(a.predicted_clv),
+        money(a.expected_loss),
+        a.playbook
+    )
+}
+
+fn more_line(n: &Notice) -> Option<String> {
+    (n.more > 0).then(|| format!("... and {} more: {}", n.more, n.link))
+}
+
+fn run_line((k, text): &(EventKind, String)) -> String {
+    match k {
+        EventKind::MonitoringAlert => format!("ALERT {text}"),
+        EventKind::Retrain => format!("RETRAIN {text}"),
+        EventKind::RunFailed => format!("RUN FAILED {text}"),
+        _ => text.clone(),
+    }
+}
+
+/// The message as lines of plain text (title first).
+pub fn lines(n: &Notice) -> Vec<String> {
+    let mut out = vec![title(n)];
+    out.extend(n.run.iter().map(run_line));
+    out.extend(n.accounts.iter().map(account_line));
+    out.extend(more_line(n));
+    if n.more == 0 && !n.link.is_empty() {
+        out.push(format!("Report: {}", n.link));
+    }
+    out
+}
+
+fn escape_mrkdwn(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Slack-compatible incoming webhook payload: `text` (the fallback every client shows) and
+/// `blocks` (a header, the run events, one section per account).
+pub fn slack(n: &Notice) -> Value {
+    let text = lines(n).join("\n");
+    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": title(n)}})];
+    for r in &n.run {
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": escape_mrkdwn(&run_line(r))}}),
+        );
+    }
+    for a in &n.accounts {
+        blocks.push(
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": escape_mrkdwn(&account_line(a))}}),
+        );
+    }
+    let footer = more_line(n).unwrap_or_else(|| format!("Report: {}", n.link));
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(&footer)}]}));
+    json!({"text": text, "blocks": blocks})
+}
+
+/// The generic webhook's JSON document.
+pub fn webhook(n: &Notice) -> Value {
+    let accounts: Vec<Value> = n
+        .accounts
+        .iter()
+        .map(|a| {
+            json!({
+                "customer_id": a.customer_id,
+                "events": a.events.iter().map(|(k, d)| json!({"event": k.as_str(), "detail": d})).collect::<Vec<_>>(),
+                "risk_score": a.risk_score,
+                "risk_level": a.risk_level,
+                "churn_probability": a.churn_probability,
+                "predicted_clv": a.predicted_clv,
+                "expected_loss": a.expected_loss,
+                "playbook": a.playbook,
+                "health_score": a.health_score,
+                "arr": a.arr,
+                "csm": a.csm,
+            })
+        })
+        .collect();
+    json!({
+        "source": "fidelis",
+        "as_of": n.as_of.to_string(),
+        "model_id": n.model_id,
+        "rule": n.rule,
+        "title": title(n),
+        "run_events": n.run.iter().map(|(k, d)| json!({"event": k.as_str(), "detail": d})).collect::<Vec<_>>(),
+        "accounts": accounts,
+        "more_accounts": n.more,
+        "report": n.link,
+    })
+}
+
+/// An email: subject, plain text and HTML.
+pub struct Mail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn email(n: &Notice, _cfg: &NotifyConfig) -> Mail {
+    let subject = title(n);
+    let text = lines(n).join("\n") + "\n";
+    let mut html = format!("<h2>{}</h2>\n", html_escape(&subject));
+    if !n.run.is_empty() {
+        html.push_str("<ul>\n");
+        for r in &n.run {
+            html.push_str(&format!("<li>{}</li>\n", html_escape(&run_line(r))));
+        }
+        html.push_str("</ul>\n");
+    }
+    if !n.accounts.is_empty() {
+        html.push_str(
+            "<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>customer</th><th>risk</th>\
+             <th>churn</th><th>CLV</th><th>expected loss</th><th>what changed</th><th>playbook</th></tr>\n",
+        );
+        for a in &n.accounts {
+            let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{} ({})</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                html_escape(&a.customer_id),
+                html_escape(&a.risk_level),
+                a.risk_score,
+                100.0 * a.churn_probability,
+                money(a.predicted_clv),
+                money(a.expected_loss),
+                html_escape(&what),
+                html_escape(&a.playbook)
+            ));
+        }
+        html.push_str("</table>\n");
+    }
+    if let Some(m) = more_line(n) {
+        html.push_str(&format!("<p>{}</p>\n", html_escape(&m)));
+    } else if !n.link.is_empty() {
+        html.push_str(&format!("<p>Report: {}</p>\n", html_escape(&n.link)));
+    }
+    Mail { subject, text, html }
+}
+
+/// `--dry-run`: the message as it would go out, with its route.
+pub fn dry_run(n: &Notice) -> String {
+    let mut out = format!("WOULD SEND {} -> {} ({}):", n.rule, n.channel, n.target);
+    for l in lines(n) {
+        out.push_str("\n  ");
+        out.push_str(&l);
+    }
+    out
+}
+
+/// The `Idempotency-Key` header of a message: the same (as_of, rule, channel, target) gives
+/// the same key, so a receiver can drop a retried duplicate.
+pub fn idempotency_key(n: &Notice) -> String {
+    let key = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", n.as_of, n.rule, n.channel, n.target);
+    format!("fidelis-{}-{:016x}", n.as_of, xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
+}
