@@ -475,3 +475,23 @@ fn rules_filter_by_arr_and_level_and_cap_the_list() {
     assert_eq!(ids(&text), ["C"], "{text}");
     assert!(text.contains("... and 1 more: reports/weekly/report.html"), "{text}");
 }
+
+#[test]
+fn starttls_required_never_sends_in_plain_text() {
+    // The sink offers no STARTTLS: a channel that requires it must not fall back to plain text.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("T7", &slack, &hook);
+    let mut cfg = config(dir.path(), "T7", smtp.port, "");
+    cfg.notify.channels[2].starttls = fidelis::config::StartTls::Required;
+    deliver(&cfg, 0, false);
+    let o = deliver(&cfg, 1, false);
+    assert!(smtp.mails().is_empty(), "nothing went out in plain text");
+    assert_eq!(o.failed.len(), 4, "{o}");
+    assert!(o.failed.iter().all(|f| f.contains("mail") && !f.contains(SECRETS[1])), "{o}");
+    // Opportunistic falls back to plain text when the server offers no TLS.
+    cfg.notify.channels[2].starttls = fidelis::config::StartTls::Opportunistic;
+    let o = deliver(&cfg, 1, false);
+    assert!(o.failed.is_empty(), "{o}");
+    assert_eq!(smtp.mails().len(), 4);
+}

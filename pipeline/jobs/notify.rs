@@ -84,6 +84,10 @@ fn try_deliver(
         cfg.notify.report_url.clone()
     };
     let n_accounts = accounts.len();
+    let mut kinds = std::collections::BTreeMap::new();
+    for (k, _) in accounts.iter().flat_map(|a| a.events.iter()).chain(events.iter()) {
+        *kinds.entry(k.as_str()).or_insert(0) += 1;
+    }
     let ev =
         RunEvents { as_of: run.as_of, model_id: model.info.model_id.clone(), accounts, run: events, link };
     let notices = notify::plan(&cfg.notify, &ev);
@@ -94,6 +98,7 @@ fn try_deliver(
     };
     let mut out = notify::deliver(cfg, run.as_of, &notices, records.as_deref(), dry_run)?;
     out.accounts = n_accounts;
+    out.events = kinds;
     Ok(out)
 }
 

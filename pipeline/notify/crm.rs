@@ -137,7 +137,7 @@ pub struct CrmOutcome {
 
 impl std::fmt::Display for CrmOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.dry_run {
+        if self.dry_run && self.batches > 0 {
             write!(f, "WOULD PUSH to the CRM: {} records in {} batches", self.records, self.batches)?;
         } else if self.batches > 0 {
             write!(

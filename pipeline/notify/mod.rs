@@ -446,8 +446,10 @@ pub struct DeliveryOutcome {
     pub dry_run: Vec<String>,
     /// CRM: records pushed and the CSV written.
     pub crm: Option<crm::CrmOutcome>,
-    /// Account events found (before the rules).
+    /// Accounts with events (before the rules' filters).
     pub accounts: usize,
+    /// Events found, by kind (accounts and run events, before the rules' filters).
+    pub events: BTreeMap<&'static str, usize>,
 }
 
 impl DeliveryOutcome {
@@ -461,10 +463,12 @@ impl std::fmt::Display for DeliveryOutcome {
         for d in &self.dry_run {
             writeln!(f, "{d}")?;
         }
+        let kinds = self.events.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ");
         write!(
             f,
-            "notifications: {} accounts with events, {} messages sent, {} already delivered, {} failed",
+            "notifications: {} accounts with events ({}), {} messages sent, {} already delivered, {} failed",
             self.accounts,
+            if kinds.is_empty() { "no events".to_string() } else { kinds },
             self.sent,
             self.already,
             self.failed.len()
