@@ -103,19 +103,28 @@ pub fn fit_platt(p: &[f64], y: &[f64]) -> Calibrator {
     Calibrator::Platt { a, b }
 }
 
-/// Isotonic regression of y on p (pool adjacent violators).
+/// Isotonic regression of y on p (pool adjacent violators), with half a churner added at the
+/// lowest score and half a stayer at the highest: no calibrated probability is exactly 0 or 1
+/// (a top block of 50 churners is 50 / 50.5, not a certainty) and the fit stays monotone.
 pub fn fit_isotonic(p: &[f64], y: &[f64]) -> Calibrator {
     let mut idx: Vec<usize> = (0..p.len()).collect();
     idx.sort_by(|&i, &j| p[i].total_cmp(&p[j]));
-    // Blocks: (sum y, count, min x, max x).
+    let (Some(&first), Some(&last)) = (idx.first(), idx.last()) else {
+        return Calibrator::Isotonic { x: Vec::new(), y: Vec::new() };
+    };
+    // Points (x, y, weight), in order of x.
+    let points = std::iter::once((p[first], 1.0, 0.5))
+        .chain(idx.iter().map(|&i| (p[i], y[i], 1.0)))
+        .chain(std::iter::once((p[last], 0.0, 0.5)));
+    // Blocks: (sum of weight x y, sum of weights, min x, max x).
     let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
-    for &i in &idx {
-        let mut blk = (y[i], 1.0, p[i], p[i]);
+    for (x, t, w) in points {
+        let mut blk = (w * t, w, x, x);
         // Equal x values belong in one block.
         if let Some(last) = blocks.last() {
-            if last.3 == p[i] {
+            if last.3 == x {
                 let l = blocks.pop().expect("non-empty");
-                blk = (l.0 + blk.0, l.1 + 1.0, l.2, p[i]);
+                blk = (l.0 + blk.0, l.1 + blk.1, l.2, x);
             }
         }
         while let Some(last) = blocks.last() {
@@ -186,12 +195,44 @@ pub struct CalibrationChoice {
     pub cv_log_loss_platt: f64,
     pub cv_log_loss_isotonic: f64,
     pub cv_log_loss_uncalibrated: f64,
+    /// Two standard errors of the best calibrator's per-row out-of-fold log-loss gain (how
+    /// noisy the log-loss comparison is), and the out-of-fold ECE of the uncalibrated and
+    /// the best calibrated probabilities (the second must be [`ECE_MARGIN`] lower).
+    #[serde(default)]
+    pub required_gain: f64,
+    #[serde(default)]
+    pub cv_ece_uncalibrated: f64,
+    #[serde(default)]
+    pub cv_ece_calibrated: f64,
+}
+
+/// How much lower a calibrator's out-of-fold ECE must be than the uncalibrated one's.
+pub const ECE_MARGIN: f64 = 0.005;
+
+/// Per-row log loss.
+fn row_log_loss(y: f64, p: f64) -> f64 {
+    let q = p.clamp(1e-15, 1.0 - 1e-15);
+    -(y * q.ln() + (1.0 - y) * (1.0 - q).ln())
+}
+
+/// Mean per-row gain in log loss of `cal` over `none` and two standard errors of it.
+fn gain(y: &[f64], none: &[f64], cal: &[f64]) -> (f64, f64) {
+    let n = y.len().max(1) as f64;
+    let d: Vec<f64> =
+        (0..y.len()).map(|i| row_log_loss(y[i], none[i]) - row_log_loss(y[i], cal[i])).collect();
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, 2.0 * (var / n).sqrt())
 }
 
 /// Choose none, Platt or isotonic by cross-validated log loss on (p, y), then refit the
 /// winner on all of it. `group[i]` is the index of the snapshot row `i` comes from: with two
 /// or more groups the folds are the groups (leave one snapshot out), otherwise `folds`
-/// random folds. A calibrator wins only if it beats the uncalibrated probabilities.
+/// random folds. Platt is preferred to isotonic unless isotonic's out-of-fold log loss is
+/// lower by more than two standard errors. "None" stays unless that calibrator beats it
+/// out of fold by a clear margin: a lower log loss, and an ECE lower by at least
+/// [`ECE_MARGIN`] (and by a quarter of the uncalibrated ECE). A calibrator that only moves
+/// the log loss within noise, on a few thousand rows, has made holdout ECE worse.
 pub fn choose(
     p: &[f64],
     y: &[f64],
@@ -235,13 +276,25 @@ pub fn choose(
     }
     let cv_platt = metrics::log_loss(y, &out_platt);
     let cv_iso = metrics::log_loss(y, &out_iso);
-    let cv_none = metrics::log_loss(y, &Calibrator::None.apply_all(p));
-    let chosen = if cv_none <= cv_platt && cv_none <= cv_iso {
-        Calibrator::None
-    } else if cv_iso < cv_platt {
-        fit_isotonic(p, y)
+    let raw = Calibrator::None.apply_all(p);
+    let cv_none = metrics::log_loss(y, &raw);
+    // Platt keeps every distinction of the ranking; isotonic (which ties scores within a
+    // block) only when its log loss is lower by more than two standard errors.
+    let (iso_gain, iso_noise) = gain(y, &out_platt, &out_iso);
+    let (best, out_best) =
+        if iso_gain > iso_noise && iso_gain > 0.0 { ("isotonic", &out_iso) } else { ("platt", &out_platt) };
+    let (mean_gain, required_gain) = gain(y, &raw, out_best);
+    let bins = 10;
+    let (ece_none, ece_best) = (ece(y, &raw, bins), ece(y, out_best, bins));
+    let required_ece = ece_none - ECE_MARGIN.max(0.25 * ece_none);
+    let chosen = if mean_gain > 0.0 && ece_best <= required_ece {
+        if best == "isotonic" {
+            fit_isotonic(p, y)
+        } else {
+            fit_platt(p, y)
+        }
     } else {
-        fit_platt(p, y)
+        Calibrator::None
     };
     let choice = CalibrationChoice {
         method: chosen.method().into(),
@@ -253,6 +306,9 @@ pub fn choose(
         cv_log_loss_platt: cv_platt,
         cv_log_loss_isotonic: cv_iso,
         cv_log_loss_uncalibrated: cv_none,
+        required_gain,
+        cv_ece_uncalibrated: ece_none,
+        cv_ece_calibrated: ece_best,
     };
     (chosen, choice)
 }
@@ -263,14 +319,22 @@ mod tests {
 
     #[test]
     fn isotonic_pools_violators() {
-        // Sorted by p: y = 1, 0, 1, 1 -> first two pool to 0.5.
+        // Sorted by p: y = 1, 0, 1, 1, with half a churner at 0.1 and half a stayer at 0.4:
+        // (0.1: 1.5 of 1.5) pools with (0.2: 0 of 1) to 1.5 / 2.5; then 0.3 (1 of 1) and
+        // 0.4 (1 of 1.5) pool to 2 / 2.5.
         let c = fit_isotonic(&[0.1, 0.2, 0.3, 0.4], &[1.0, 0.0, 1.0, 1.0]);
-        assert!((c.apply(0.1) - 0.5).abs() < 1e-12);
-        assert!((c.apply(0.2) - 0.5).abs() < 1e-12);
-        assert!((c.apply(0.35) - (1.0 - EPS)).abs() < 1e-12);
+        assert!((c.apply(0.1) - 0.6).abs() < 1e-12);
+        assert!((c.apply(0.2) - 0.6).abs() < 1e-12);
+        assert!((c.apply(0.35) - 0.8).abs() < 1e-12, "never a certainty");
         // Interpolates between blocks and clips outside.
-        assert!((c.apply(0.25) - 0.75).abs() < 1e-12);
-        assert!((c.apply(0.0) - 0.5).abs() < 1e-12);
+        assert!((c.apply(0.25) - 0.7).abs() < 1e-12);
+        assert!((c.apply(0.0) - 0.6).abs() < 1e-12);
+        // A top block of 50 churners is 50 / 50.5, not 1; a bottom block of 50 stayers is not 0.
+        let p: Vec<f64> = (0..100).map(|i| f64::from(i) / 100.0).collect();
+        let y: Vec<f64> = (0..100).map(|i| f64::from(u8::from(i >= 50))).collect();
+        let c = fit_isotonic(&p, &y);
+        assert!((c.apply(0.99) - 50.0 / 50.5).abs() < 1e-12);
+        assert!((c.apply(0.0) - 0.5 / 50.5).abs() < 1e-12);
     }
 
     #[test]

@@ -201,6 +201,15 @@ fn weekly_report_shows_the_run() {
     let first = top.column("customer_id").unwrap().str().unwrap().get(0).unwrap().to_string();
     assert_eq!(j["top"][0]["customer_id"], first.as_str());
     assert!(html.contains(&first));
+    // Most worth saving: the contacted customer with the highest expected loss heads it, and
+    // every listed customer is one the decision contacts.
+    let contacted = df.clone().lazy().filter(col("contact")).collect().unwrap();
+    let loss = contacted.column("expected_loss").unwrap().f64().unwrap();
+    let max_loss = loss.iter().flatten().fold(f64::MIN, f64::max);
+    let worth = j["worth_saving"].as_array().unwrap();
+    assert!(!worth.is_empty() && worth.iter().all(|r| r["contact"] == true), "{worth:?}");
+    assert_eq!(worth[0]["expected_loss"].as_f64().unwrap(), max_loss);
+    assert!(html.contains("Most worth saving"));
     let change = df.column("score_change").unwrap().cast(&DataType::Int32).unwrap();
     let risers = change.i32().unwrap().iter().filter(|c| c.is_some_and(|c| c >= 20)).count();
     assert_eq!(j["risers_total"].as_u64().unwrap() as usize, risers);

@@ -60,12 +60,10 @@ pub fn records(
         .collect()
         .polars(ctx)?;
     let text = |name: &str| -> Result<Vec<String>> {
-        let c = df.column(name).polars(ctx)?.cast(&DataType::String).polars(ctx)?;
-        Ok(c.str().polars(ctx)?.iter().map(|v| v.unwrap_or_default().to_string()).collect())
+        Ok(super::text_col(&df, name)?.into_iter().map(Option::unwrap_or_default).collect())
     };
     let num = |name: &str| -> Result<Vec<f64>> {
-        let c = df.column(name).polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
-        Ok(c.f64().polars(ctx)?.iter().map(|v| v.unwrap_or_default()).collect())
+        Ok(super::f64_col(&df, name)?.into_iter().map(Option::unwrap_or_default).collect())
     };
     let (ids, level, playbook, reasons) =
         (text(CUSTOMER)?, text("risk_level")?, text("playbook")?, text("top_reasons")?);

@@ -48,6 +48,8 @@ pub struct CustomerRow {
     pub rfm_segment: String,
     pub top_reasons: String,
     pub playbook: String,
+    /// The decision contacts this customer (churn probability above the threshold).
+    pub contact: bool,
 }
 
 /// An account where the signals disagree, or an escalation fired.
@@ -100,6 +102,9 @@ pub struct WeeklyReport {
     pub top_expected_loss: f64,
     pub levels: Vec<LevelRow>,
     pub top: Vec<CustomerRow>,
+    /// Customers the decision contacts, highest expected loss first: the most worth saving
+    /// (the riskiest are often already gone and worth little).
+    pub worth_saving: Vec<CustomerRow>,
     pub risers_total: usize,
     pub risers: Vec<CustomerRow>,
     pub segments: Vec<SegmentRow>,
@@ -226,6 +231,10 @@ fn customer_rows(scores: &DataFrame) -> Result<Vec<CustomerRow>> {
     let segment = str_col(scores, "rfm_segment")?;
     let reasons = str_col(scores, "top_reasons")?;
     let playbook = str_col(scores, "playbook")?;
+    let contact: Vec<bool> = match scores.column("contact") {
+        Ok(c) => c.bool().polars("reading contact")?.iter().map(|v| v.unwrap_or(false)).collect(),
+        Err(_) => vec![false; scores.height()],
+    };
     Ok((0..scores.height())
         .map(|i| CustomerRow {
             risk_rank: rank[i].unwrap_or(0) as u32,
@@ -239,6 +248,7 @@ fn customer_rows(scores: &DataFrame) -> Result<Vec<CustomerRow>> {
             rfm_segment: segment[i].clone(),
             top_reasons: reasons[i].clone(),
             playbook: playbook[i].clone(),
+            contact: contact[i],
         })
         .collect())
 }
@@ -294,6 +304,10 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let top: Vec<CustomerRow> =
         by_rank.iter().take(SHOWN.min(top_n as usize)).map(|r| (*r).clone()).collect();
     let top_expected_loss = rows.iter().filter(|r| r.risk_rank <= top_n).map(|r| r.expected_loss).sum();
+    let mut worth_saving: Vec<&CustomerRow> = rows.iter().filter(|r| r.contact).collect();
+    worth_saving
+        .sort_by(|a, b| b.expected_loss.total_cmp(&a.expected_loss).then(a.risk_rank.cmp(&b.risk_rank)));
+    let worth_saving = worth_saving.into_iter().take(SHOWN).cloned().collect();
     let mut risers: Vec<&CustomerRow> =
         rows.iter().filter(|r| r.score_change.is_some_and(|c| c >= RISE_POINTS)).collect();
     risers.sort_by(|a, b| b.score_change.cmp(&a.score_change).then(a.risk_rank.cmp(&b.risk_rank)));
@@ -337,6 +351,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         top_expected_loss,
         levels,
         top,
+        worth_saving,
         risers_total,
         risers,
         segments,
@@ -453,6 +468,7 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     section_status(&mut d, r)?;
     section_levels(&mut d, r)?;
     section_top(&mut d, r)?;
+    section_worth_saving(&mut d, r)?;
     section_risers(&mut d, r)?;
     section_rfm(&mut d, r)?;
     section_drift(&mut d, r)?;
@@ -562,6 +578,20 @@ fn section_top(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         r.top.len()
     ));
     customer_table(d, &r.top);
+    Ok(())
+}
+
+fn section_worth_saving(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
+    d.section("worth-saving", "Most worth saving");
+    d.reading(&format!(
+        "Of the {} customers the decision contacts, the {} with the highest expected loss (churn \
+         probability x predicted CLV). The riskiest above are often already gone and worth little; \
+         these are where a call pays most. output.rank_by = \"expected_loss\" ranks the top-risk \
+         segment this way.",
+        int(r.contacted as i64),
+        r.worth_saving.len()
+    ));
+    customer_table(d, &r.worth_saving);
     Ok(())
 }
 
