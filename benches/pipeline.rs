@@ -124,10 +124,12 @@ fn main() {
         }
         let (out, weekly_s, weekly_rss) = run(&["weekly", "--config", c, "--as-of", AS_OF, "-q"], &env);
         let log = steps(&out.stderr);
+        // "scored 639832 customers eligible at ..." (wherever it is in the output).
         let scored = String::from_utf8_lossy(&out.stdout)
             .lines()
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+            .find_map(|l| l.trim().strip_prefix("scored "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.replace(',', "").parse::<u64>().ok())
             .unwrap_or(0);
         // Daily activity (once per run) plus the features at the scored date.
         let features_at = step(&log, "aggregating transactions per customer and day")

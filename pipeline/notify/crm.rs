@@ -20,21 +20,15 @@ use serde_json::json;
 use super::{http, RetryPolicy, Secret};
 use crate::config::{Config, CrmInclude};
 use crate::error::{Error, PolarsContext, Result};
-use crate::schema::CUSTOMER;
 use crate::sink::Delivery;
 
 /// One customer as the CRM receives it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Record {
-    pub customer_id: String,
+    #[serde(flatten)]
+    pub scored: super::Scored,
     pub segment: String,
     pub as_of: String,
-    pub risk_score: i32,
-    pub risk_level: String,
-    pub churn_probability: f64,
-    pub predicted_clv: f64,
-    pub expected_loss: f64,
-    pub playbook: String,
     pub top_reasons: Vec<String>,
     pub idempotency_key: String,
 }
@@ -59,30 +53,22 @@ pub fn records(
         .sort(["risk_rank"], SortMultipleOptions::default())
         .collect()
         .polars(ctx)?;
-    let text = |name: &str| -> Result<Vec<String>> {
-        Ok(super::text_col(&df, name)?.into_iter().map(Option::unwrap_or_default).collect())
-    };
-    let num = |name: &str| -> Result<Vec<f64>> {
-        Ok(super::f64_col(&df, name)?.into_iter().map(Option::unwrap_or_default).collect())
-    };
-    let (ids, level, playbook, reasons) =
-        (text(CUSTOMER)?, text("risk_level")?, text("playbook")?, text("top_reasons")?);
-    let (risk, p, clv, loss) =
-        (num("risk_score")?, num("churn_probability")?, num("predicted_clv")?, num("expected_loss")?);
+    let reasons = super::text_col(&df, "top_reasons")?;
     let day = as_of.to_string();
-    Ok((0..df.height())
-        .map(|i| Record {
-            customer_id: ids[i].clone(),
+    Ok(super::scored_rows(&df)?
+        .into_iter()
+        .zip(reasons)
+        .map(|(scored, reasons)| Record {
+            idempotency_key: format!("{day}:{}", scored.customer_id),
+            scored,
             segment: segment.to_string(),
             as_of: day.clone(),
-            risk_score: risk[i] as i32,
-            risk_level: level[i].clone(),
-            churn_probability: p[i],
-            predicted_clv: clv[i],
-            expected_loss: loss[i],
-            playbook: playbook[i].clone(),
-            top_reasons: reasons[i].split(", ").filter(|s| !s.is_empty()).map(str::to_string).collect(),
-            idempotency_key: format!("{day}:{}", ids[i]),
+            top_reasons: reasons
+                .unwrap_or_default()
+                .split(", ")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
         .collect())
 }
@@ -103,15 +89,15 @@ pub fn csv(records: &[Record]) -> String {
     );
     for r in records {
         let row = [
-            csv_field(&r.customer_id),
+            csv_field(&r.scored.customer_id),
             csv_field(&r.segment),
             r.as_of.clone(),
-            r.risk_score.to_string(),
-            csv_field(&r.risk_level),
-            format!("{:.4}", r.churn_probability),
-            format!("{:.2}", r.predicted_clv),
-            format!("{:.2}", r.expected_loss),
-            csv_field(&r.playbook),
+            r.scored.risk_score.to_string(),
+            csv_field(&r.scored.risk_level),
+            format!("{:.4}", r.scored.churn_probability),
+            format!("{:.2}", r.scored.predicted_clv),
+            format!("{:.2}", r.scored.expected_loss),
+            csv_field(&r.scored.playbook),
             csv_field(&r.top_reasons.join("; ")),
         ];
         out.push_str(&row.join(","));
@@ -199,7 +185,7 @@ pub fn push(
         });
         let body = serde_json::to_vec(&body)
             .map_err(|e| Error::Json { context: "rendering a CRM batch".into(), source: e })?;
-        let ids = batch.iter().map(|r| r.customer_id.as_str()).collect::<Vec<_>>().join("\u{1f}");
+        let ids = batch.iter().map(|r| r.scored.customer_id.as_str()).collect::<Vec<_>>().join("\u{1f}");
         let idem =
             format!("fidelis-crm-{as_of}-{}-{:016x}", i + 1, xxhash_rust::xxh3::xxh3_64(ids.as_bytes()));
         let (attempts, error) = policy.run(|| http::post(&agent, &url, &body, &idem, None, token.as_ref()));

@@ -31,13 +31,13 @@ fn account_line(a: &Account) -> String {
     let csm = a.csm.as_deref().map_or(String::new(), |c| format!(", CSM {c}"));
     format!(
         "{} - {} ({}, churn {:.0}%), CLV {}, expected loss {}{arr}{csm}: {what}. Playbook: {}",
-        a.customer_id,
-        a.risk_level,
-        a.risk_score,
-        100.0 * a.churn_probability,
-        money(a.predicted_clv),
-        money(a.expected_loss),
-        a.playbook
+        a.scored.customer_id,
+        a.scored.risk_level,
+        a.scored.risk_score,
+        100.0 * a.scored.churn_probability,
+        money(a.scored.predicted_clv),
+        money(a.scored.expected_loss),
+        a.scored.playbook
     )
 }
 
@@ -97,14 +97,14 @@ pub fn webhook(n: &Notice) -> Value {
         .iter()
         .map(|a| {
             json!({
-                "customer_id": a.customer_id,
+                "customer_id": a.scored.customer_id,
                 "events": a.events.iter().map(|(k, d)| json!({"event": k.as_str(), "detail": d})).collect::<Vec<_>>(),
-                "risk_score": a.risk_score,
-                "risk_level": a.risk_level,
-                "churn_probability": a.churn_probability,
-                "predicted_clv": a.predicted_clv,
-                "expected_loss": a.expected_loss,
-                "playbook": a.playbook,
+                "risk_score": a.scored.risk_score,
+                "risk_level": a.scored.risk_level,
+                "churn_probability": a.scored.churn_probability,
+                "predicted_clv": a.scored.predicted_clv,
+                "expected_loss": a.scored.expected_loss,
+                "playbook": a.scored.playbook,
                 "health_score": a.health_score,
                 "arr": a.arr,
                 "csm": a.csm,
@@ -155,14 +155,14 @@ pub fn email(n: &Notice, _cfg: &NotifyConfig) -> Mail {
             let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{} ({})</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html_escape(&a.customer_id),
-                html_escape(&a.risk_level),
-                a.risk_score,
-                100.0 * a.churn_probability,
-                money(a.predicted_clv),
-                money(a.expected_loss),
+                html_escape(&a.scored.customer_id),
+                html_escape(&a.scored.risk_level),
+                a.scored.risk_score,
+                100.0 * a.scored.churn_probability,
+                money(a.scored.predicted_clv),
+                money(a.scored.expected_loss),
                 html_escape(&what),
-                html_escape(&a.playbook)
+                html_escape(&a.scored.playbook)
             ));
         }
         html.push_str("</table>\n");

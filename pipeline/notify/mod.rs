@@ -87,9 +87,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// What a message says about one account.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Account {
+/// The columns of a scored customer that messages and the CRM carry.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Scored {
     pub customer_id: String,
     pub risk_score: i32,
     pub risk_level: String,
@@ -97,6 +97,36 @@ pub struct Account {
     pub predicted_clv: f64,
     pub expected_loss: f64,
     pub playbook: String,
+}
+
+/// One [`Scored`] per row of a scores frame (missing values as 0 / "").
+pub fn scored_rows(df: &DataFrame) -> Result<Vec<Scored>> {
+    let text = |name: &str| -> Result<Vec<String>> {
+        Ok(text_col(df, name)?.into_iter().map(Option::unwrap_or_default).collect())
+    };
+    let num = |name: &str| -> Result<Vec<f64>> {
+        Ok(f64_col(df, name)?.into_iter().map(Option::unwrap_or_default).collect())
+    };
+    let (ids, level, playbook) = (text(CUSTOMER)?, text("risk_level")?, text("playbook")?);
+    let (risk, p, clv, loss) =
+        (num("risk_score")?, num("churn_probability")?, num("predicted_clv")?, num("expected_loss")?);
+    Ok((0..df.height())
+        .map(|i| Scored {
+            customer_id: ids[i].clone(),
+            risk_score: risk[i] as i32,
+            risk_level: level[i].clone(),
+            churn_probability: p[i],
+            predicted_clv: clv[i],
+            expected_loss: loss[i],
+            playbook: playbook[i].clone(),
+        })
+        .collect())
+}
+
+/// What a message says about one account.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub scored: Scored,
     pub health_score: Option<f64>,
     pub arr: Option<f64>,
     pub csm: Option<String>,
@@ -194,26 +224,20 @@ pub fn account_events(
     let before = previous_states(previous)?;
     let rank = |l: &str| levels.iter().position(|x| x == l);
     let top_two = levels.len().saturating_sub(2);
-    let ids = text_col(scores, CUSTOMER)?;
-    let (level, playbook, colour, esc) = (
-        text_col(scores, "risk_level")?,
-        text_col(scores, "playbook")?,
+    let rows = scored_rows(scores)?;
+    let (colour, esc, health) = (
         text_col(scores, "health_colour")?,
         text_col(scores, "escalation")?,
-    );
-    let (risk, p, clv, loss, health) = (
-        f64_col(scores, "risk_score")?,
-        f64_col(scores, "churn_probability")?,
-        f64_col(scores, "predicted_clv")?,
-        f64_col(scores, "expected_loss")?,
         f64_col(scores, "health_score")?,
     );
     let (review, reason) = (bool_col(scores, "review_flag")?, text_col(scores, "review_reason")?);
     let none = Before::default();
     let mut out = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let Some(id) = id else { continue };
-        let lvl = level[i].clone().unwrap_or_default();
+    for (i, row) in rows.into_iter().enumerate() {
+        let (id, lvl) = (&row.customer_id, row.risk_level.clone());
+        if id.is_empty() {
+            continue;
+        }
         let was = before.as_ref().map(|b| b.get(id).unwrap_or(&none));
         let mut events = Vec::new();
         if let (Some("red"), Some(Before { colour: Some(c), .. })) = (colour[i].as_deref(), was) {
@@ -246,13 +270,7 @@ pub fn account_events(
             continue;
         }
         out.push(Account {
-            customer_id: id.clone(),
-            risk_score: risk[i].unwrap_or_default() as i32,
-            risk_level: lvl,
-            churn_probability: p[i].unwrap_or_default(),
-            predicted_clv: clv[i].unwrap_or_default(),
-            expected_loss: loss[i].unwrap_or_default(),
-            playbook: playbook[i].clone().unwrap_or_default(),
+            scored: row,
             health_score: health[i],
             arr,
             csm: customer.and_then(|c| c.csm.clone()),
@@ -261,7 +279,10 @@ pub fn account_events(
         });
     }
     out.sort_by(|a, b| {
-        b.expected_loss.total_cmp(&a.expected_loss).then_with(|| a.customer_id.cmp(&b.customer_id))
+        b.scored
+            .expected_loss
+            .total_cmp(&a.scored.expected_loss)
+            .then_with(|| a.scored.customer_id.cmp(&b.scored.customer_id))
     });
     Ok(out)
 }
@@ -305,7 +326,7 @@ impl Notice {
 fn rule_accounts(rule: &RuleConfig, accounts: &[Account]) -> Vec<Account> {
     accounts
         .iter()
-        .filter(|a| rule.levels.is_empty() || rule.levels.contains(&a.risk_level))
+        .filter(|a| rule.levels.is_empty() || rule.levels.contains(&a.scored.risk_level))
         .filter(|a| rule.min_arr <= 0.0 || a.arr.is_some_and(|arr| arr >= rule.min_arr))
         .filter_map(|a| {
             let events: Vec<_> = a.events.iter().filter(|(k, _)| rule.events.contains(k)).cloned().collect();
@@ -353,7 +374,7 @@ pub fn plan(cfg: &NotifyConfig, ev: &RunEvents) -> Vec<Notice> {
                         }
                         for to in personal {
                             let t = targets.entry(to).or_insert_with(|| (Vec::new(), false));
-                            if !t.0.iter().any(|x| x.customer_id == a.customer_id) {
+                            if !t.0.iter().any(|x| x.scored.customer_id == a.scored.customer_id) {
                                 t.0.push(a.clone());
                             }
                         }
