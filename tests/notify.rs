@@ -495,3 +495,32 @@ fn starttls_required_never_sends_in_plain_text() {
     assert!(o.failed.is_empty(), "{o}");
     assert_eq!(smtp.mails().len(), 4);
 }
+
+#[test]
+fn the_delivery_log_is_mirrored_to_postgresql() {
+    let Some(pg) = common::PgDb::create("notify") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("T8", &slack, &hook);
+    let mut cfg = config(dir.path(), "T8", smtp.port, "");
+    cfg.output.sql.push(pg.url.clone());
+    deliver(&cfg, 0, false);
+    hook.script(&[400]);
+    deliver(&cfg, 1, false);
+    deliver(&cfg, 2, false);
+    deliver(&cfg, 2, false);
+    // Run 2: Slack + 4 mails; run 3: Slack, 2 mails and the webhook (400, then sent).
+    let q = |status: &str| pg.count(&format!("SELECT count(*) FROM notifications WHERE status = '{status}'"));
+    assert_eq!((q("sent"), q("failed")), (9, 1));
+    let failed: (String, i32, Option<String>) = {
+        let row = pg
+            .client()
+            .query_one("SELECT channel, attempts, error FROM notifications WHERE status = 'failed'", &[])
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(failed, ("ops".to_string(), 1, Some("HTTP 400 Bad Request".to_string())));
+    let db = rusqlite::Connection::open(dir.path().join("fidelis.sqlite")).unwrap();
+    let n: i64 = db.query_row("SELECT count(*) FROM notifications", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 10, "SQLite holds the same rows");
+}
