@@ -231,7 +231,8 @@ fn gain(y: &[f64], none: &[f64], cal: &[f64]) -> (f64, f64) {
 /// random folds. Platt is preferred to isotonic unless isotonic's out-of-fold log loss is
 /// lower by more than two standard errors. "None" stays unless that calibrator beats it
 /// out of fold by a clear margin: a lower log loss, and an ECE lower by at least
-/// [`ECE_MARGIN`] (and by a quarter of the uncalibrated ECE). A calibrator that only moves
+/// [`ECE_MARGIN`] (and by a quarter of the uncalibrated ECE), and, left out one snapshot at a
+/// time, a lower log loss on every snapshot. A calibrator that only moves
 /// the log loss within noise, on a few thousand rows, has made holdout ECE worse.
 pub fn choose(
     p: &[f64],
@@ -287,7 +288,16 @@ pub fn choose(
     let bins = 10;
     let (ece_none, ece_best) = (ece(y, &raw, bins), ece(y, out_best, bins));
     let required_ece = ece_none - ECE_MARGIN.max(0.25 * ece_none);
-    let chosen = if mean_gain > 0.0 && ece_best <= required_ece {
+    // Leaving out a snapshot at a time, the calibrator must help every left-out snapshot: a
+    // shift that only some snapshots share is one the next (the holdout, a live run) may not.
+    let every_snapshot = scheme != "leave-one-snapshot-out"
+        || (0..folds).all(|f| {
+            let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
+            let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+            let yf = pick(y);
+            rows.is_empty() || metrics::log_loss(&yf, &pick(out_best)) < metrics::log_loss(&yf, &pick(&raw))
+        });
+    let chosen = if mean_gain > 0.0 && ece_best <= required_ece && every_snapshot {
         if best == "isotonic" {
             fit_isotonic(p, y)
         } else {

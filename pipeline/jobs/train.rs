@@ -791,13 +791,19 @@ fn decision_summary(m: &TrainMetrics) -> String {
     let h = &d.holdout;
     let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
     let mut out = format!(
-        "calibration: {} (chosen by {} log loss over {} predictions of {} at {}); holdout ECE \
-         {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
+        "calibration: {} (over {} {} predictions of {} at {}: log loss none {:.5}, Platt {:.5}, \
+         isotonic {:.5}; ECE none {:.4}, best calibrator {:.4}; a calibrator must lower both, ECE by \
+         a clear margin); holdout ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
         c.method,
-        c.choice.scheme,
         c.choice.n_rows,
+        c.choice.scheme,
         c.choice.source,
         c.choice.snapshots.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+        c.choice.cv_log_loss_uncalibrated,
+        c.choice.cv_log_loss_platt,
+        c.choice.cv_log_loss_isotonic,
+        c.choice.cv_ece_uncalibrated,
+        c.choice.cv_ece_calibrated,
         c.holdout_ece_before,
         c.holdout_ece_after,
         c.holdout_brier_before,
