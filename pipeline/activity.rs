@@ -402,6 +402,28 @@ pub struct Customer {
     pub arr: Option<f64>,
     pub csm: Option<String>,
     pub sentiment: Option<(Sentiment, Option<NaiveDate>)>,
+    /// The values of `[input.customers].attributes`, in that order.
+    pub attributes: Vec<Attribute>,
+}
+
+/// One cell of an attribute column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub enum Attribute {
+    #[default]
+    Missing,
+    Number(f64),
+    Text(String),
+}
+
+impl Attribute {
+    /// The value as text (numbers in Rust's shortest round-trip form); `None` when missing.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Attribute::Missing => None,
+            Attribute::Number(v) => Some(v.to_string()),
+            Attribute::Text(v) => Some(v.clone()),
+        }
+    }
 }
 
 impl Customer {
@@ -427,6 +449,18 @@ pub struct Customers {
     pub rows: HashMap<String, Customer>,
     /// Which optional columns the file has (contract names).
     pub columns: Vec<String>,
+    /// The attribute columns, in configuration order.
+    pub attributes: Vec<AttributeColumn>,
+}
+
+/// An attribute column of the customer table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeColumn {
+    pub name: String,
+    /// Numeric in the file, or every cell reads as a number.
+    pub numeric: bool,
+    /// The first cell that is not a number (row number from 1, value).
+    pub first_text: Option<(usize, String)>,
 }
 
 fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
@@ -459,6 +493,11 @@ pub fn customers_from_frame(raw: DataFrame, input: &CustomersInput, source: &str
     let csm = t.text(&input.csm)?;
     let sentiment = t.text(&input.csm_sentiment)?;
     let sentiment_date = t.date(&input.csm_sentiment_date)?;
+    let attributes = input
+        .attributes
+        .iter()
+        .map(|c| t.attribute(c))
+        .collect::<Result<Vec<(AttributeColumn, Vec<Attribute>)>>>()?;
     let mut rows = HashMap::with_capacity(ids.len());
     let mut first_row: HashMap<String, usize> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
@@ -490,6 +529,7 @@ pub fn customers_from_frame(raw: DataFrame, input: &CustomersInput, source: &str
                 arr: arr.as_ref().and_then(|v| v[i]),
                 csm: pick(&csm),
                 sentiment: s.map(|s| (s, sentiment_date.as_ref().and_then(|v| v[i]))),
+                attributes: attributes.iter().map(|(_, v)| v[i].clone()).collect(),
             },
         );
     }
@@ -506,7 +546,8 @@ pub fn customers_from_frame(raw: DataFrame, input: &CustomersInput, source: &str
     .filter(|(_, c)| t.present(c))
     .map(|(k, _)| k.to_string())
     .collect();
-    Ok(Customers { path, rows, columns })
+    let attributes = attributes.into_iter().map(|(c, _)| c).collect();
+    Ok(Customers { path, rows, columns, attributes })
 }
 
 /// The customer table's columns, read as text, numbers or dates (`None` when the column is
@@ -533,6 +574,44 @@ impl Table<'_> {
                 .map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
                 .collect(),
         ))
+    }
+
+    /// An attribute column (it must be in the file): numbers when the file's column is
+    /// numeric or every cell of it reads as a number, else text.
+    fn attribute(&self, c: &str) -> Result<(AttributeColumn, Vec<Attribute>)> {
+        if !self.present(c) {
+            return Err(Error::InvalidRows {
+                path: self.path.to_path_buf(),
+                message: format!(
+                    "no column `{c}` (named in input.customers.attributes); the file has: {}",
+                    self.raw.get_column_names().iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+        let number =
+            |x: Option<f64>| x.filter(|x| x.is_finite()).map_or(Attribute::Missing, Attribute::Number);
+        let col = self.raw.column(c).polars(c)?;
+        let mut column = AttributeColumn { name: c.to_string(), numeric: true, first_text: None };
+        if col.dtype().is_primitive_numeric() {
+            let v = col.cast(&DataType::Float64).polars(c)?;
+            return Ok((column, v.f64().polars(c)?.iter().map(number).collect()));
+        }
+        let text = self.text(c)?.unwrap_or_default();
+        column.first_text = text.iter().enumerate().find_map(|(i, v)| {
+            v.as_ref()
+                .filter(|v| v.parse::<f64>().map_or(true, |x| !x.is_finite()))
+                .map(|v| (i + 1, v.clone()))
+        });
+        column.numeric = column.first_text.is_none();
+        let cells = text
+            .into_iter()
+            .map(|v| match v {
+                None => Attribute::Missing,
+                Some(v) if column.numeric => number(v.parse().ok()),
+                Some(v) => Attribute::Text(v),
+            })
+            .collect();
+        Ok((column, cells))
     }
 
     fn parsed<T>(

@@ -18,6 +18,11 @@
 //! (-1 if unknown), `days_since_signup` (-1 if unknown; only signups before `t` count). Plan,
 //! segment and MRR are taken as the table states them today (a customer table has no
 //! history): keep fields that change with churn (a "cancelled" plan) out of it.
+//! `[input.customers].attributes` adds any further columns the same way: a numeric column
+//! (numeric in the file, or every cell a number) as `attr_{column}` (NaN if unknown), any
+//! other one-hot as `attr_{column}_{value}` for its [`MAX_CATEGORIES`] most frequent values
+//! in training plus `attr_{column}_other` for the rest and for values first seen at scoring
+//! (a customer without a value: 0 in every column).
 //!
 //! The CSM sentiment is deliberately not a feature: a table holds only the latest sentiment,
 //! so at past snapshots it is known mostly for customers who later left (their last review
@@ -32,9 +37,9 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::activity::{Customers, Events, Sentiment};
+use crate::activity::{Attribute, Customers, Events, Sentiment};
 use crate::config::HealthConfig;
-use crate::error::{PolarsContext, Result};
+use crate::error::{Error, PolarsContext, Result};
 use crate::schema::{epoch_day, CUSTOMER, SNAPSHOT};
 
 /// Event names that get features, at most.
@@ -79,6 +84,28 @@ pub struct SignalSpec {
     pub segments: Vec<String>,
     pub mrr: bool,
     pub signup: bool,
+    /// `[input.customers].attributes`, in configuration order.
+    #[serde(default)]
+    pub attributes: Vec<AttributeSpec>,
+}
+
+/// How one customer attribute becomes features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttributeSpec {
+    pub column: String,
+    /// `None`: numeric (`attr_{column}`, NaN when unknown). Otherwise the categories that get
+    /// a one-hot column `attr_{column}_{category}`, and `attr_{column}_other` for any other
+    /// value (seen in training or not); a missing value is 0 in every column.
+    pub categories: Option<Vec<String>>,
+}
+
+/// One attribute column's counts: whether it is numeric in every part of the table, and how
+/// many customers have each value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttributeCounts {
+    pub column: String,
+    pub numeric: bool,
+    pub values: BTreeMap<String, usize>,
 }
 
 fn key(s: &str) -> String {
@@ -106,6 +133,8 @@ pub struct SignalCounts {
     pub plans: Option<BTreeMap<String, usize>>,
     pub segments: BTreeMap<String, usize>,
     pub customer_columns: std::collections::BTreeSet<String>,
+    /// The attribute columns, in configuration order.
+    pub attributes: Vec<AttributeCounts>,
 }
 
 impl SignalCounts {
@@ -126,6 +155,22 @@ impl SignalCounts {
             }
             c.plans = Some(plans);
             c.customer_columns = t.columns.iter().cloned().collect();
+            c.attributes = t
+                .attributes
+                .iter()
+                .enumerate()
+                .map(|(k, column)| {
+                    // Every value is counted, numbers too: a part of the table whose column
+                    // reads as numbers can merge with one where it does not.
+                    let mut values = BTreeMap::new();
+                    for row in t.rows.values() {
+                        if let Some(v) = row.attributes.get(k).and_then(|a| a.text()) {
+                            *values.entry(v).or_default() += 1;
+                        }
+                    }
+                    AttributeCounts { column: column.name.clone(), numeric: column.numeric, values }
+                })
+                .collect();
         }
         c
     }
@@ -145,6 +190,15 @@ impl SignalCounts {
         }
         add(&mut self.segments, &other.segments);
         self.customer_columns.extend(other.customer_columns.iter().cloned());
+        for b in &other.attributes {
+            match self.attributes.iter_mut().find(|a| a.column == b.column) {
+                Some(a) => {
+                    a.numeric &= b.numeric;
+                    add(&mut a.values, &b.values);
+                }
+                None => self.attributes.push(b.clone()),
+            }
+        }
     }
 }
 
@@ -170,6 +224,18 @@ impl SignalSpec {
             s.segments = cats(&c.segments);
             s.mrr = c.customer_columns.iter().any(|k| k == "mrr" || k == "arr");
             s.signup = c.customer_columns.contains("signup_date");
+            s.attributes = c
+                .attributes
+                .iter()
+                .map(|a| AttributeSpec {
+                    column: a.column.clone(),
+                    categories: (!a.numeric).then(|| {
+                        let mut t = top(a.values.clone(), MAX_CATEGORIES);
+                        t.sort();
+                        t
+                    }),
+                })
+                .collect();
         }
         s
     }
@@ -181,7 +247,11 @@ impl SignalSpec {
 
     /// Whether the features need a customer table.
     pub fn needs_customers(&self) -> bool {
-        !self.plans.is_empty() || !self.segments.is_empty() || self.mrr || self.signup
+        !self.plans.is_empty()
+            || !self.segments.is_empty()
+            || self.mrr
+            || self.signup
+            || !self.attributes.is_empty()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -206,6 +276,16 @@ impl SignalSpec {
         }
         if self.signup {
             v.push("days_since_signup".into());
+        }
+        for a in &self.attributes {
+            let k = key(&a.column);
+            match &a.categories {
+                None => v.push(format!("attr_{k}")),
+                Some(cats) => {
+                    v.extend(cats.iter().map(|c| format!("attr_{k}_{}", key(c))));
+                    v.push(format!("attr_{k}_other"));
+                }
+            }
         }
         v
     }
@@ -237,6 +317,7 @@ fn row_features(
     index: &HashMap<&str, u16>,
     id: &str,
     t: NaiveDate,
+    attributes: &[Option<usize>],
     out: &mut Vec<f64>,
 ) {
     let td = epoch_day(t);
@@ -286,6 +367,52 @@ fn row_features(
     if spec.signup {
         out.push(c.and_then(|c| c.signup).filter(|&s| s < t).map_or(-1.0, |s| (t - s).num_days() as f64));
     }
+    for (a, &k) in spec.attributes.iter().zip(attributes) {
+        let cell = c.and_then(|c| k.and_then(|k| c.attributes.get(k)));
+        match (&a.categories, cell) {
+            (None, Some(Attribute::Number(v))) => out.push(*v),
+            (None, _) => out.push(f64::NAN),
+            (Some(cats), cell) => {
+                let text = match cell {
+                    Some(Attribute::Text(v)) => Some(v.as_str()),
+                    _ => None,
+                };
+                let hit = text.and_then(|v| cats.iter().position(|c| c == v));
+                out.extend((0..cats.len()).map(|i| f64::from(u8::from(hit == Some(i)))));
+                out.push(f64::from(u8::from(text.is_some() && hit.is_none())));
+            }
+        }
+    }
+}
+
+/// Where each of the spec's attributes is in the customer table's attributes. A model's
+/// attribute must be configured, and numeric in the table when it was numeric in training (a
+/// column read as text would leave every value unknown: a silently wrong answer).
+fn attribute_columns(spec: &SignalSpec, customers: Option<&Customers>) -> Result<Vec<Option<usize>>> {
+    let Some(t) = customers else { return Ok(vec![None; spec.attributes.len()]) };
+    spec.attributes
+        .iter()
+        .map(|a| {
+            let k = t.attributes.iter().position(|c| c.name == a.column).ok_or_else(|| {
+                Error::config(
+                    "(config)",
+                    "input.customers.attributes",
+                    format!("the model was trained with the customer attribute `{}`; list it", a.column),
+                )
+            })?;
+            if let (None, Some((row, v))) = (&a.categories, &t.attributes[k].first_text) {
+                return Err(Error::InvalidRows {
+                    path: t.path.clone(),
+                    message: format!(
+                        "column `{}`, row {row}: {v:?} is not a number (the model learned this \
+                         attribute as a number)",
+                        a.column
+                    ),
+                });
+            }
+            Ok(Some(k))
+        })
+        .collect()
 }
 
 /// Append the signal features to a features frame (`customer_id`, `snapshot`, ...).
@@ -302,6 +429,7 @@ pub fn append(frame: &mut DataFrame, spec: &SignalSpec, data: &SignalData) -> Re
         .as_ref()
         .map(|e| e.names.iter().enumerate().map(|(i, n)| (n.as_str(), i as u16)).collect())
         .unwrap_or_default();
+    let attributes = attribute_columns(spec, data.customers.as_ref())?;
     let n = frame.height();
     let f = names.len();
     let rows: Vec<usize> = (0..n).collect();
@@ -312,7 +440,7 @@ pub fn append(frame: &mut DataFrame, spec: &SignalSpec, data: &SignalData) -> Re
             for &i in chunk {
                 let id = ids.get(i).unwrap_or_default();
                 let t = crate::schema::date_of_day(snaps.get(i).unwrap_or(0)).expect("valid date");
-                row_features(spec, data, &index, id, t, &mut out);
+                row_features(spec, data, &index, id, t, &attributes, &mut out);
             }
             out
         })

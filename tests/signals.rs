@@ -196,6 +196,105 @@ fn bad_event_and_customer_files_are_clear_errors() {
     assert!(err.to_string().contains("[input.customers].customer_id"), "{err}");
 }
 
+/// Customer attributes: categories one-hot on the training table's most frequent values with
+/// an explicit `other` (rare, and first seen at scoring), numbers as they are, missing = 0 in
+/// every category column and NaN for a number; counts of parts of the table merge into the
+/// spec of the whole; a model's attribute must be configured and stay numeric.
+#[test]
+fn customer_attributes_become_features() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("cust.csv");
+    // 12 incomes seen once plus "mid" three times: the 10 most frequent (ties by name) get a
+    // column; "z..." values fall into `other`.
+    let mut text = String::from("customer_id,income,size\n");
+    for (i, c) in ["A", "B", "C"].iter().enumerate() {
+        text.push_str(&format!("{c},mid,{}\n", i + 1));
+    }
+    for i in 0..12 {
+        text.push_str(&format!("K{i:02},inc{i:02},2.5\n"));
+    }
+    text.push_str("M,,\n");
+    fs::write(&p, &text).unwrap();
+    let input = CustomersInput {
+        path: p.display().to_string(),
+        attributes: vec!["income".into(), "size".into()],
+        ..CustomersInput::default()
+    };
+    let table = load_customers(&input).unwrap();
+    let kinds: Vec<(&str, bool)> = table.attributes.iter().map(|c| (c.name.as_str(), c.numeric)).collect();
+    assert_eq!(kinds, [("income", false), ("size", true)]);
+    let data = SignalData { events: None, customers: Some(table.clone()) };
+    let spec = SignalSpec::from_data(&data, &HealthConfig::default());
+    let cats: Vec<String> =
+        ["inc00", "inc01", "inc02", "inc03", "inc04", "inc05", "inc06", "inc07", "inc08", "mid"]
+            .map(String::from)
+            .to_vec();
+    assert_eq!(spec.attributes[0].categories.as_ref(), Some(&cats));
+    assert_eq!(spec.attributes[1].categories, None);
+    let names = spec.names();
+    assert_eq!(names.len(), 10 + 1 + 1);
+    assert!(
+        names.contains(&"attr_income_mid".to_string()) && names.contains(&"attr_income_other".to_string())
+    );
+    assert_eq!(names.last().unwrap(), "attr_size");
+    assert!(spec.needs_customers());
+
+    // The counts of two halves of the table give the same spec as the whole.
+    let half = |keep: fn(&str) -> bool| {
+        let mut t = table.clone();
+        t.rows.retain(|k, _| keep(k));
+        signals::SignalCounts::of(&SignalData { events: None, customers: Some(t) })
+    };
+    let mut merged = half(|k| k < "K05");
+    merged.merge(&half(|k| k >= "K05"));
+    assert_eq!(SignalSpec::from_counts(&merged, &HealthConfig::default()), spec);
+
+    let t = d("2024-07-01");
+    let ids = ["A", "K11", "M", "NOBODY"];
+    let frame = || {
+        DataFrame::new_infer_height(vec![
+            Column::new("customer_id".into(), ids),
+            Column::new("snapshot".into(), [fidelis::schema::epoch_day(t); 4]).cast(&DataType::Date).unwrap(),
+        ])
+        .unwrap()
+    };
+    let mut f = frame();
+    signals::append(&mut f, &spec, &data).unwrap();
+    let col =
+        |n: &str| -> Vec<f64> { f.column(n).unwrap().f64().unwrap().iter().map(|v| v.unwrap()).collect() };
+    assert_eq!(col("attr_income_mid"), [1.0, 0.0, 0.0, 0.0]);
+    // K11's income (rare in training) is `other`; M has none; NOBODY is not in the table.
+    assert_eq!(col("attr_income_other"), [0.0, 1.0, 0.0, 0.0]);
+    let size = col("attr_size");
+    assert_eq!(&size[..2], [1.0, 2.5]);
+    assert!(size[2].is_nan() && size[3].is_nan(), "{size:?}");
+
+    // Scoring with a table where A's income is new: `other`, not an error.
+    fs::write(&p, text.replace("A,mid,1", "A,brand new,1")).unwrap();
+    let data2 = SignalData { events: None, customers: Some(load_customers(&input).unwrap()) };
+    let mut f = frame();
+    signals::append(&mut f, &spec, &data2).unwrap();
+    assert_eq!(f.column("attr_income_other").unwrap().f64().unwrap().get(0), Some(1.0));
+    // The size column read as text (a stray word): refused, naming file and column.
+    fs::write(&p, text.replace("A,mid,1", "A,mid,one")).unwrap();
+    let data3 = SignalData { events: None, customers: Some(load_customers(&input).unwrap()) };
+    let err = signals::append(&mut frame(), &spec, &data3).unwrap_err().to_string();
+    assert!(
+        err.contains("cust.csv") && err.contains("column `size`, row 1: \"one\" is not a number"),
+        "{err}"
+    );
+    // An attribute the model needs but the configuration does not list.
+    let fewer = CustomersInput { attributes: vec!["income".into()], ..input.clone() };
+    fs::write(&p, &text).unwrap();
+    let data4 = SignalData { events: None, customers: Some(load_customers(&fewer).unwrap()) };
+    let err = signals::append(&mut frame(), &spec, &data4).unwrap_err().to_string();
+    assert!(err.contains("input.customers.attributes") && err.contains("`size`"), "{err}");
+    // An attribute that is not in the file.
+    let wrong = CustomersInput { attributes: vec!["incme".into()], ..input };
+    let err = load_customers(&wrong).unwrap_err().to_string();
+    assert!(err.contains("cust.csv") && err.contains("no column `incme`") && err.contains("income"), "{err}");
+}
+
 /// On the SaaS generator churn follows usage, tickets and payment failures: the event
 /// features must lift the holdout AUC well above transactions alone (monthly payments).
 #[test]

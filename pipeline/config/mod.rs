@@ -105,6 +105,10 @@ pub struct CustomersInput {
     /// green / yellow / red (any case).
     pub csm_sentiment: String,
     pub csm_sentiment_date: String,
+    /// Further columns to learn from, as they are today: numeric columns (integer or float
+    /// in the file) as numbers, any other as categories (one-hot on the training data's
+    /// most frequent, the rest an explicit `other`).
+    pub attributes: Vec<String>,
 }
 
 impl Default for CustomersInput {
@@ -123,6 +127,7 @@ impl Default for CustomersInput {
             csm: "csm".into(),
             csm_sentiment: "csm_sentiment".into(),
             csm_sentiment_date: "csm_sentiment_date".into(),
+            attributes: Vec::new(),
         }
     }
 }
