@@ -99,6 +99,26 @@ enum Command {
         /// validation, holdout) to this Parquet file.
         #[arg(long)]
         export_features: Option<PathBuf>,
+        /// Use only the transactions before this date (YYYY-MM-DD), as if the data ended
+        /// there (a shortened history, or what a model trained then would have been).
+        #[arg(long)]
+        until: Option<NaiveDate>,
+    },
+    /// Rolling-origin evaluation: the whole training run repeated at the last ORIGINS
+    /// snapshots whose labels are complete, each with only what was known then; the shipped
+    /// models' holdout metrics per origin with their mean and spread, beside fidelis's own
+    /// BG/NBD and logistic references. Writes <reports_dir>/rolling_origins.{json,md}; the
+    /// models directory is not touched.
+    Evaluate {
+        /// Configuration file.
+        #[arg(long, short, default_value = "fidelis.toml")]
+        config: PathBuf,
+        /// Number of origins (the protocol's holdout, then one step earlier each).
+        #[arg(long, default_value_t = 3)]
+        origins: usize,
+        /// Use only the transactions before this date, as `train --until`.
+        #[arg(long)]
+        until: Option<NaiveDate>,
     },
     /// Score every customer eligible at AS_OF with a trained model and write the configured
     /// sinks: <output>/scores/as_of=DATE/{scores,top_risk}.parquet, SQLite, PostgreSQL.
@@ -260,9 +280,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{outcome}");
             }
         }
-        Command::Train { config, export_features } => {
-            let opts = jobs::train::TrainOptions { cutoff: None, export_features };
+        Command::Train { config, export_features, until } => {
+            let opts = jobs::train::TrainOptions { cutoff: until, export_features };
             println!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
+        }
+        Command::Evaluate { config, origins, until } => {
+            let cfg = load_config(&config)?;
+            let name = config.display().to_string();
+            println!("{}", jobs::evaluate::run(&cfg, &name, origins, until, &progress)?);
         }
         Command::Score(args) => {
             let cfg = load_config(&args.config)?;

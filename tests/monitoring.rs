@@ -1,5 +1,5 @@
 //! Monitoring: a generated base whose behaviour changes on 2024-05-01 (half of the customers
-//! buy at a fifth of their rate from then on), a model trained on the data before
+//! buy at a tenth of their rate from then on), a model trained on the data before
 //! 2024-01-01, and the weekly job replayed every 14 days by `fidelis backtest`.
 
 mod common;
@@ -49,7 +49,7 @@ fn fixture() -> &'static Fixture {
                 "--shift-share",
                 "0.5",
                 "--shift-rate",
-                "0.2",
+                "0.1",
                 "-q",
             ],
             &dir,
@@ -116,6 +116,32 @@ fn a_behaviour_change_raises_drift_and_auc_alerts_after_it_and_not_before() {
     assert_eq!(items.len(), last.auc_history.len());
     // And the retrain advice follows.
     assert!(last.retrain && last.advice.starts_with("retrain: yes"), "{}", last.advice);
+}
+
+/// The replayed model is the one deployed by default: refit on every label matured before
+/// the first replayed date (and none after it), and its realized AUC is reported per run.
+#[test]
+fn the_backtest_replays_the_refit_model_and_reports_its_realized_auc() {
+    let f = fixture();
+    let d = &f.backtest.deployed;
+    assert!(d.refit, "{d:?}");
+    let (first, last) = d.snapshots.unwrap();
+    assert!(first < last && d.labels_until.unwrap() <= date(FROM), "{d:?}");
+    let m = fidelis::model::load(&f.backtest.out_dir.join("models"), None).unwrap().metrics().unwrap();
+    assert_eq!(&m.deployed, d);
+    // Every row of the training set: fit, validation and holdout.
+    assert_eq!(d.rows, m.n_fit + m.n_validation + m.n_holdout);
+    assert!(m.deployed.description.starts_with("refit on every matured label"), "{}", m.deployed.description);
+    let auc = &f.backtest.reports.last().unwrap().auc_history;
+    assert!(auc.len() >= 10 && auc.iter().all(|(_, a)| (0.5..=1.0).contains(a)), "{auc:?}");
+    let text = f.backtest.to_string();
+    assert!(
+        text.contains(&format!(
+            "deployed refit on every label matured by then, up to {}",
+            d.labels_until.unwrap()
+        )),
+        "{text}"
+    );
 }
 
 /// Mann-Whitney AUC by counting pairs (ties count one half).

@@ -78,7 +78,12 @@ fn customers() -> Customers {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    Customers { path: "customers.parquet".into(), rows, columns: vec!["arr".into(), "csm".into()] }
+    Customers {
+        path: "customers.parquet".into(),
+        rows,
+        columns: vec!["arr".into(), "csm".into()],
+        attributes: Vec::new(),
+    }
 }
 
 /// The three runs: A green -> yellow -> red; B yellow -> red at run 2; C high -> critical with

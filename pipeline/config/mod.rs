@@ -292,6 +292,11 @@ pub struct GbdtConfig {
     /// Fit the Poisson-loss CLV GBDT candidate (off saves its fits: about 40% of `train` at
     /// 100k customers).
     pub clv_poisson: bool,
+    /// After choosing and evaluating, refit the shipped models (same settings and tree counts,
+    /// the chosen logistic penalty) on every snapshot whose labels are complete, validation
+    /// and holdout included, and deploy that: the model `score` uses learns the most recent
+    /// behaviour there is. The holdout numbers stay those of the evaluated model.
+    pub refit: bool,
     /// Training rows (customers x snapshots, every role) above which training keeps a
     /// deterministic sample of customers (by a hash of the id, every snapshot of each) of
     /// about this many rows, and says so in the report; 0 = never sample. What bounds the
@@ -314,6 +319,7 @@ impl Default for GbdtConfig {
             seed: 42,
             logistic_l2: vec![1.0, 10.0, 100.0, 1000.0],
             clv_poisson: true,
+            refit: true,
             max_rows: 10_000_000,
         }
     }

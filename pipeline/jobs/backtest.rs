@@ -31,6 +31,8 @@ pub struct BacktestOutcome {
     /// One report per run date, then the closing pass at the end of the data.
     pub reports: Vec<MonitorReport>,
     pub scored: Vec<(NaiveDate, usize)>,
+    /// Which model was replayed (refit on every label matured before `from`, or not).
+    pub deployed: model::Deployment,
 }
 
 /// The backtest's own configuration: everything under `out` (Parquet partitions, the
@@ -99,7 +101,8 @@ pub fn run(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<
             super::monitor::monitor_at(&bcfg, &loaded, loaded.data_end, None, &quiet)
         })?);
     }
-    Ok(BacktestOutcome { model_id: trained.model_id, out_dir: out, reports, scored })
+    let deployed = trained.metrics.deployed.clone();
+    Ok(BacktestOutcome { model_id: trained.model_id, out_dir: out, reports, scored, deployed })
 }
 
 impl std::fmt::Display for BacktestOutcome {
@@ -110,9 +113,14 @@ impl std::fmt::Display for BacktestOutcome {
         let auc: BTreeMap<NaiveDate, f64> =
             last.map(|r| r.auc_history.iter().copied().collect()).unwrap_or_default();
         let holdout = last.map_or(f64::NAN, |r| r.holdout_auc);
+        let deployed = match (self.deployed.refit, self.deployed.labels_until) {
+            (true, Some(u)) => format!("; deployed refit on every label matured by then, up to {u}"),
+            (false, Some(u)) => format!("; deployed as evaluated, labels up to {u} (model.refit = false)"),
+            _ => String::new(),
+        };
         writeln!(
             f,
-            "backtest with model {} (trained on data before the first date; holdout AUC {holdout:.4})",
+            "backtest with model {} (trained on data before the first date; holdout AUC {holdout:.4}{deployed})",
             self.model_id
         )?;
         writeln!(

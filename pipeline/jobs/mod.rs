@@ -4,6 +4,7 @@
 //! this layer takes the lock or shows progress (see ARCHITECTURE.md).
 
 pub mod backtest;
+pub mod evaluate;
 pub mod generate;
 pub mod monitor;
 pub mod notify;

@@ -11,7 +11,7 @@ use polars::prelude::*;
 
 use crate::bgnbd::Probabilistic;
 use crate::calibration::{self, Calibrator};
-use crate::config::Config;
+use crate::config::{Config, GbdtConfig};
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec};
 use crate::files::to_json_bytes;
@@ -20,7 +20,7 @@ use crate::ingest::{self, Transactions, ValidationSummary};
 use crate::metrics::{self, ChurnMetrics, ClvMetrics};
 use crate::model::{
     self, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval, DataFingerprint,
-    DecisionArtifact, DecisionReport, GbdtInfo, ModelInfo, Role, RolePredictions, SnapshotStats,
+    DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, Role, RolePredictions, SnapshotStats,
     TrainMetrics, TrainingSettings,
 };
 use crate::monitor::Reference;
@@ -31,6 +31,7 @@ use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, RiskBands};
 use crate::train::candidates::{CandidateReport, ChurnModel, ClvModel};
 use crate::train::gbdt::{Gbdt, Task};
+use crate::train::linear::Logistic;
 use crate::train::oot::{self, OutOfTime, Trees};
 use crate::train::poisson::PoissonGbdt;
 use crate::train::{baselines, choose, mean_abs_columns, pick, Dataset, Engine, RoleSet};
@@ -231,14 +232,25 @@ fn fit_and_write(
     };
     let fitted = fit_models(cfg, &inputs.plan, &data, &roles, progress)?;
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
+    let refitted = if cfg.model.refit {
+        Some(progress.step("refit", "refitting the shipped models on every matured label", || {
+            refit(&cfg.model, &data, &fitted)
+        })?)
+    } else {
+        None
+    };
+    let (churn_model, clv_model) = match &refitted {
+        Some((c, v)) => (c, v),
+        None => (&fitted.churn, &fitted.clv),
+    };
     let (baseline_evals, baseline_preds) =
         if cfg.baselines.enabled { fit_baselines(cfg, &roles, progress)? } else { Default::default() };
     let x_end = FeatureMatrix::from_frame(&at_end, &inputs.names)?;
     let reference = Reference::build(
         inputs.data_end,
         &x_end,
-        &decided.calibrator.apply_all(&fitted.churn.predict(&x_end)),
-        &fitted.clv.predict(&x_end),
+        &decided.calibrator.apply_all(&churn_model.predict(&x_end)),
+        &clv_model.predict(&x_end),
     );
     let predictions = model::predictions_frame(
         &data.frame,
@@ -246,15 +258,16 @@ fn fit_and_write(
         decided.hold.of(&data.rows.holdout),
         &baseline_preds,
     )?;
-    let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample };
+    let deployed = deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
+    let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample, deployed };
     let (info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
     let files = vec![
         (file::MODEL, to_json_bytes(&info, file::MODEL)?),
         (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
-        (file::CHURN_GBDT, fitted.churn.gbdt.to_json()?.into_bytes()),
-        (file::CLV_GBDT, fitted.clv.gbdt.to_json()?.into_bytes()),
-        (file::LOGISTIC, to_json_bytes(&fitted.churn.logistic, file::LOGISTIC)?),
-        (file::CLV_POISSON, to_json_bytes(&fitted.clv.poisson, file::CLV_POISSON)?),
+        (file::CHURN_GBDT, churn_model.gbdt.to_json()?.into_bytes()),
+        (file::CLV_GBDT, clv_model.gbdt.to_json()?.into_bytes()),
+        (file::LOGISTIC, to_json_bytes(&churn_model.logistic, file::LOGISTIC)?),
+        (file::CLV_POISSON, to_json_bytes(&clv_model.poisson, file::CLV_POISSON)?),
         (file::CALIBRATION, to_json_bytes(&decided.calibrator, file::CALIBRATION)?),
         (file::DECISION, to_json_bytes(&decided.artifact, file::DECISION)?),
         (file::REFERENCE, to_json_bytes(&reference, file::REFERENCE)?),
@@ -270,6 +283,66 @@ fn fit_and_write(
         Ok::<_, Error>(dir)
     })?;
     Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
+}
+
+/// The shipped models refit on every row of the dataset (every snapshot's labels are
+/// complete: the holdout is the last snapshot whose horizon the data covers), with the
+/// evaluated models' tree counts and logistic penalty; no early stopping (nothing is left
+/// out to stop on). Every part is refit, used by the mix or not, so no artifact mixes
+/// evaluated and refit parts.
+fn refit(model: &GbdtConfig, data: &Dataset, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
+    let params = |n: usize| GbdtConfig { iterations: n.max(1), ..model.clone() };
+    let x = &data.x;
+    let gbdt = Engine::fit(&params(f.churn.gbdt.n_trees()), Task::Churn, x, &data.churn, None)?;
+    let logistic = match &f.churn.logistic {
+        Some(l) => Some(Logistic::fit(x, &data.churn, l.l2)?),
+        None => None,
+    };
+    let clv = Engine::fit(&params(f.clv.gbdt.n_trees()), Task::Clv, x, &data.clv, None)?;
+    let poisson = match &f.clv.poisson {
+        Some(p) => Some(PoissonGbdt::fit(&params(p.n_trees()), x, &data.clv, None)?),
+        None => None,
+    };
+    Ok((ChurnModel { mix: f.churn.mix, gbdt, logistic }, ClvModel { mix: f.clv.mix, gbdt: clv, poisson }))
+}
+
+/// What `metrics.json` says about the deployed models.
+fn deployment(
+    cfg: &Config,
+    data: &Dataset,
+    (churn, clv): (&ChurnModel, &ClvModel),
+    refit: bool,
+) -> Deployment {
+    let rows: &[usize] = if refit { &[] } else { &data.rows.fit };
+    let days: Vec<i32> = if refit { data.days.clone() } else { rows.iter().map(|&i| data.days[i]).collect() };
+    let n = days.len();
+    let span = days
+        .iter()
+        .min()
+        .zip(days.iter().max())
+        .and_then(|(&a, &b)| Some((schema::date_of_day(a)?, schema::date_of_day(b)?)));
+    let labels_until = span.map(|(_, b)| b + chrono::Duration::days(i64::from(cfg.snapshots.horizon_days)));
+    let description = match (span, labels_until) {
+        (Some((a, b)), Some(u)) if refit => format!(
+            "refit on every matured label: {n} rows at the snapshots {a} to {b} (fit, validation and \
+             holdout; labels up to {u}), with the evaluated models' tree counts and penalty; the \
+             holdout numbers are those of the evaluated model, fitted on the fit snapshots only"
+        ),
+        (Some((a, b)), Some(u)) => format!(
+            "the evaluated model, fitted on {n} rows at the fit snapshots {a} to {b} (labels up to {u}); \
+             model.refit = false"
+        ),
+        _ => String::new(),
+    };
+    Deployment {
+        refit,
+        rows: n,
+        snapshots: span,
+        labels_until,
+        churn_trees: churn.gbdt.n_trees(),
+        clv_trees: clv.n_trees(),
+        description,
+    }
 }
 
 /// The validated inputs and the snapshot plan.
@@ -571,6 +644,7 @@ struct Trained<'a> {
     d: &'a Decided,
     /// The training sample's share of customers and the rows before it, when one was taken.
     sample: Option<(f64, usize)>,
+    deployed: Deployment,
 }
 
 /// What the report and `metrics.json` say about a training sample.
@@ -636,6 +710,7 @@ fn describe(
         calibration: d.calibration.clone(),
         decision: d.decision.clone(),
         snapshots,
+        deployed: t.deployed.clone(),
         notes,
     };
     let horizon = chrono::Duration::days(i64::from(cfg.snapshots.horizon_days));
@@ -700,6 +775,9 @@ impl std::fmt::Display for TrainOutcome {
         write!(f, "{}", summary_table(&self.metrics))?;
         for n in &self.metrics.notes {
             writeln!(f, "note: {n}")?;
+        }
+        if !self.metrics.deployed.description.is_empty() {
+            writeln!(f, "deployed: {}", self.metrics.deployed.description)?;
         }
         write!(f, "model {} written to {}", self.model_id, self.dir.display())?;
         if let Some(r) = &self.report {
@@ -769,10 +847,11 @@ fn candidate_summary(m: &TrainMetrics) -> String {
     let mut out = format!("candidates, chosen on {}:\n", c.basis);
     for k in c.rows() {
         out.push_str(&format!(
-            "  {:<5} {:<21} choice {}  validation {:.4}  holdout {:.4}{}\n",
+            "  {:<5} {:<21} choice {}{}  validation {:.4}  holdout {:.4}{}\n",
             k.task,
             k.name,
             opt4(k.choice),
+            k.standard_error.map_or(String::new(), |e| format!(" (SE {e:.4})")),
             k.validation,
             k.holdout,
             if k.chosen { "  <- shipped" } else { "" }

@@ -145,10 +145,29 @@ pub struct TrainMetrics {
     pub decision: DecisionReport,
     /// Snapshots with eligible customers (those without any are skipped and noted).
     pub snapshots: Vec<SnapshotStats>,
+    /// Which models `score` uses (older models: the evaluated ones).
+    #[serde(default)]
+    pub deployed: Deployment,
     /// What the run wants a reader to know (e.g. a snapshot skipped for having nobody
     /// eligible).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// The deployed models: the evaluated ones, or those refit on every matured label
+/// (`model.refit`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub refit: bool,
+    /// Training rows of the deployed models and their snapshots (first, last).
+    pub rows: usize,
+    pub snapshots: Option<(NaiveDate, NaiveDate)>,
+    /// The newest label window the deployed models learned from closes on this day.
+    pub labels_until: Option<NaiveDate>,
+    pub churn_trees: usize,
+    pub clv_trees: usize,
+    /// In words, for the reports.
+    pub description: String,
 }
 
 /// Calibration of the churn probabilities: the method chosen on validation and its effect

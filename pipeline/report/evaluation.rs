@@ -130,6 +130,8 @@ pub struct EvaluationReport {
     pub snapshots: Vec<SnapshotStats>,
     /// What training noted: skipped snapshots, a training sample.
     pub notes: Vec<String>,
+    /// Which models `score` uses, in words (empty for models from before refitting).
+    pub deployed: String,
     pub churn: ChurnMetrics,
     pub clv: ClvMetrics,
     pub roc: Vec<Curve>,
@@ -466,6 +468,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         holdout_snapshot: m.holdout_snapshot,
         snapshots: m.snapshots.clone(),
         notes: m.notes.clone(),
+        deployed: m.deployed.description.clone(),
         churn: m.churn.holdout,
         clv: m.clv.holdout,
         roc: c.roc,
@@ -628,6 +631,9 @@ fn section_data(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     d.table(&["snapshot", "role", "eligible customers", "churn rate", "mean CLV"], &rows, None);
     for note in &r.notes {
         d.para(&format!("Note: {note}."));
+    }
+    if !r.deployed.is_empty() {
+        d.para(&format!("Deployed model (what `fidelis score` uses): {}.", r.deployed));
     }
 
     // ROC and PR.
@@ -1060,6 +1066,7 @@ fn section_candidates(d: &mut Doc, r: &EvaluationReport) {
                     k.task.into(),
                     k.name.into(),
                     opt4(k.choice),
+                    k.standard_error.map_or("-".into(), |e| format!("{e:.4}")),
                     f4(k.validation),
                     f4(k.holdout),
                     mark(k.chosen),
@@ -1067,14 +1074,14 @@ fn section_candidates(d: &mut Doc, r: &EvaluationReport) {
             })
             .collect();
         d.table(
-            &["task", "candidate", "choice metric (out of time)", "validation", "holdout", ""],
+            &["task", "candidate", "choice metric (out of time)", "SE vs best", "validation", "holdout", ""],
             &rows,
             None,
         );
         if let Some(line) = c.penalty_line() {
             d.para(&format!("{line}."));
         }
-        d.reading("Metrics are ROC AUC for churn (before calibration) and normalized Gini for CLV. Validation favours the GBDT (its tree count is early-stopped there, and its fit labels overlap the validation window), which is why the choice is made on out-of-time predictions instead.");
+        d.reading("Metrics are ROC AUC for churn (before calibration) and normalized Gini for CLV. Validation favours the GBDT (its tree count is early-stopped there, and its fit labels overlap the validation window), which is why the choice is made on out-of-time predictions instead. \"SE vs best\" is the standard error of the candidate's per-snapshot (or per-fold) difference to the best one: a simpler candidate within it is shipped, since a gain smaller than its own noise does not carry to the next snapshot.");
     }
 }
 

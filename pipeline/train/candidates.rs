@@ -36,6 +36,9 @@ pub enum ChurnMix {
 impl ChurnMix {
     pub const ALL: [ChurnMix; 3] = [ChurnMix::Gbdt, ChurnMix::Logistic, ChurnMix::Blend];
 
+    /// From the simplest (see [`ClvMix::SIMPLEST_FIRST`]).
+    pub const SIMPLEST_FIRST: [ChurnMix; 3] = [ChurnMix::Logistic, ChurnMix::Blend, ChurnMix::Gbdt];
+
     pub fn name(self) -> &'static str {
         match self {
             ChurnMix::Gbdt => "gbdt",
@@ -67,10 +70,19 @@ pub enum ClvMix {
     Poisson,
     /// Mean of the Poisson GBDT prediction and the BG/NBD + Gamma-Gamma expected revenue.
     PoissonBgnbd,
+    /// The BG/NBD + Gamma-Gamma expected revenue alone (no trees).
+    Bgnbd,
 }
 
 impl ClvMix {
-    pub const ALL: [ClvMix; 4] = [ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::PoissonBgnbd];
+    pub const ALL: [ClvMix; 5] =
+        [ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::PoissonBgnbd, ClvMix::Bgnbd];
+
+    /// From the simplest (fewest fitted parameters; blends before a GBDT alone, whose
+    /// variance a blend halves): a candidate earlier here is shipped unless a later one wins by
+    /// more than the choice metric's standard error.
+    pub const SIMPLEST_FIRST: [ClvMix; 5] =
+        [ClvMix::Bgnbd, ClvMix::PoissonBgnbd, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::Gbdt];
 
     /// The mixes features named `names` allow (the BG/NBD blends need its revenue column),
     /// with or without the Poisson GBDT (`model.clv_poisson`).
@@ -88,7 +100,13 @@ impl ClvMix {
             ClvMix::BlendBgnbd => "gbdt + bg/nbd",
             ClvMix::Poisson => "poisson gbdt",
             ClvMix::PoissonBgnbd => "poisson gbdt + bg/nbd",
+            ClvMix::Bgnbd => "bg/nbd",
         }
+    }
+
+    /// Whether the mix needs a GBDT (every mix but the BG/NBD alone).
+    pub fn uses_gbdt(self) -> bool {
+        self != ClvMix::Bgnbd
     }
 
     /// Whether the mix starts from the Poisson GBDT (else the squared-loss one).
@@ -97,7 +115,7 @@ impl ClvMix {
     }
 
     fn uses_bgnbd(self) -> bool {
-        matches!(self, ClvMix::BlendBgnbd | ClvMix::PoissonBgnbd)
+        matches!(self, ClvMix::BlendBgnbd | ClvMix::PoissonBgnbd | ClvMix::Bgnbd)
     }
 }
 
@@ -170,9 +188,12 @@ pub fn combine(mix: ChurnMix, gbdt: Option<&[f64]>, logistic_margin: Option<&[f6
 }
 
 /// CLV predictions of a mix from its GBDT's predictions (squared-loss or Poisson, as the
-/// mix says) and the features.
+/// mix says; unused by the BG/NBD alone) and the features.
 pub fn combine_clv(mix: ClvMix, gbdt: Vec<f64>, x: &FeatureMatrix) -> Vec<f64> {
     match (mix.uses_bgnbd(), x.names.iter().position(|n| n == BGNBD_REVENUE)) {
+        (true, Some(c)) if !mix.uses_gbdt() => {
+            x.column(c).iter().map(|&b| if b.is_finite() { b } else { 0.0 }).collect()
+        }
         (true, Some(c)) => gbdt
             .iter()
             .zip(x.column(c))
@@ -197,19 +218,30 @@ impl ClvModel {
     }
 
     pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        let base = self.poisson_part().map_or_else(|| self.gbdt.predict(x), |p| p.predict(x));
+        let base = match self.poisson_part() {
+            _ if !self.mix.uses_gbdt() => Vec::new(),
+            Some(p) => p.predict(x),
+            None => self.gbdt.predict(x),
+        };
         combine_clv(self.mix, base, x)
     }
 
-    /// Trees of the GBDT the mix uses.
+    /// Trees of the GBDT the mix uses (0 for the BG/NBD alone).
     pub fn n_trees(&self) -> usize {
-        self.poisson_part().map_or_else(|| self.gbdt.n_trees(), |p| p.n_trees())
+        match self.poisson_part() {
+            _ if !self.mix.uses_gbdt() => 0,
+            Some(p) => p.n_trees(),
+            None => self.gbdt.n_trees(),
+        }
     }
 
-    /// Split-gain importance of the GBDT the mix uses.
+    /// Split-gain importance of the GBDT the mix uses (zeros for the BG/NBD alone).
     pub fn importance_gain(&self, n_features: usize) -> Vec<f64> {
-        self.poisson_part()
-            .map_or_else(|| self.gbdt.importance_gain(n_features), |p| p.importance_gain(n_features))
+        match self.poisson_part() {
+            _ if !self.mix.uses_gbdt() => vec![0.0; n_features],
+            Some(p) => p.importance_gain(n_features),
+            None => self.gbdt.importance_gain(n_features),
+        }
     }
 }
 
@@ -221,6 +253,12 @@ pub struct ChurnCandidate {
     pub chosen: bool,
     /// Mean ROC AUC of purged models over the out-of-time snapshots (what chooses).
     pub out_of_time_roc_auc: Option<f64>,
+    /// Its value per snapshot (or fold), and the standard error of its paired difference to
+    /// the best candidate's (0 for the best; absent with fewer than two groups).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_time_groups: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_error: Option<f64>,
     pub validation: ChurnMetrics,
     pub holdout: ChurnMetrics,
 }
@@ -232,6 +270,10 @@ pub struct ClvCandidate {
     pub chosen: bool,
     /// Mean normalized Gini of purged models over the out-of-time snapshots.
     pub out_of_time_normalized_gini: Option<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub out_of_time_groups: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standard_error: Option<f64>,
     pub validation: ClvMetrics,
     pub holdout: ClvMetrics,
 }
@@ -267,6 +309,8 @@ pub struct CandidateRow<'a> {
     pub task: &'static str,
     pub name: &'a str,
     pub choice: Option<f64>,
+    /// Standard error of the choice metric's difference to the best candidate.
+    pub standard_error: Option<f64>,
     pub validation: f64,
     pub holdout: f64,
     pub chosen: bool,
@@ -279,6 +323,7 @@ impl CandidateReport {
             task: "churn",
             name: &k.name,
             choice: k.out_of_time_roc_auc,
+            standard_error: k.standard_error,
             validation: k.validation.roc_auc,
             holdout: k.holdout.roc_auc,
             chosen: k.chosen,
@@ -287,6 +332,7 @@ impl CandidateReport {
             task: "CLV",
             name: &k.name,
             choice: k.out_of_time_normalized_gini,
+            standard_error: k.standard_error,
             validation: k.validation.normalized_gini,
             holdout: k.holdout.normalized_gini,
             chosen: k.chosen,
@@ -334,10 +380,62 @@ pub fn best_index(values: &[f64]) -> usize {
     best
 }
 
-pub const RULE: &str = "highest mean out-of-time ROC AUC (churn) / normalized Gini (CLV) of models \
-                        fitted only on labels closed by each snapshot (the validation metric when \
-                        there is too little history); a tie keeps the earlier candidate; holdout \
-                        metrics are reported, never used to choose";
+/// Standard error of the mean paired difference between two candidates' per-group metrics
+/// (snapshots or folds); `None` with fewer than two groups.
+pub fn paired_standard_error(a: &[f64], b: &[f64]) -> Option<f64> {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    let g = d.len() as f64;
+    if d.len() < 2 {
+        return None;
+    }
+    let mean = d.iter().sum::<f64>() / g;
+    let var = d.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (g - 1.0);
+    Some((var / g).sqrt())
+}
+
+/// The one-standard-error rule: the index of the simplest candidate (`simplest_first` lists
+/// indices into `means`) whose mean choice metric is within one standard error of the best
+/// one's, the error being that of the paired per-group difference to the best (`groups[i]`:
+/// candidate `i`'s metric per snapshot or fold). Without groups (or with one), the best; a tie
+/// for the best keeps the simpler. Also returns each candidate's standard error.
+pub fn one_se_choice(
+    means: &[f64],
+    groups: &[Vec<f64>],
+    simplest_first: &[usize],
+) -> (usize, Vec<Option<f64>>) {
+    let best = simplest_first
+        .iter()
+        .copied()
+        .filter(|&i| means[i].is_finite())
+        .fold(None, |b: Option<usize>, i| match b {
+            Some(b) if means[b] >= means[i] => Some(b),
+            _ => Some(i),
+        })
+        .unwrap_or(simplest_first[0]);
+    let se: Vec<Option<f64>> = (0..means.len())
+        .map(|i| {
+            let (a, b) = (groups.get(best)?, groups.get(i)?);
+            if i == best {
+                return (a.len() >= 2).then_some(0.0);
+            }
+            paired_standard_error(a, b)
+        })
+        .collect();
+    let chosen = simplest_first
+        .iter()
+        .copied()
+        .find(|&i| means[i].is_finite() && means[i] >= means[best] - se[i].unwrap_or(0.0))
+        .unwrap_or(best);
+    (chosen, se)
+}
+
+pub const RULE: &str = "the simplest candidate whose mean out-of-time ROC AUC (churn) / normalized \
+                        Gini (CLV) of models fitted only on labels closed by each snapshot is within \
+                        one standard error (of its paired per-snapshot or per-fold difference) of the \
+                        best one's; simplest first: churn logistic, GBDT + logistic, GBDT; CLV \
+                        BG/NBD, Poisson GBDT + BG/NBD, GBDT + BG/NBD, Poisson GBDT, GBDT (the best \
+                        validation metric when there is too little history); holdout metrics are \
+                        reported, never used to choose";
 
 #[cfg(test)]
 mod tests {
@@ -348,7 +446,7 @@ mod tests {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let with = names(&["recency_days", BGNBD_REVENUE]);
         assert_eq!(ClvMix::available(&with, true), ClvMix::ALL.to_vec());
-        assert_eq!(ClvMix::available(&with, false), vec![ClvMix::Gbdt, ClvMix::BlendBgnbd]);
+        assert_eq!(ClvMix::available(&with, false), vec![ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Bgnbd]);
         assert_eq!(ClvMix::available(&names(&["recency_days"]), true), vec![ClvMix::Gbdt, ClvMix::Poisson]);
         assert_eq!(ClvMix::available(&names(&["recency_days"]), false), vec![ClvMix::Gbdt]);
     }
@@ -358,5 +456,27 @@ mod tests {
         assert_eq!(best_index(&[0.7, 0.7, 0.69]), 0);
         assert_eq!(best_index(&[0.7, 0.71, 0.71]), 1);
         assert_eq!(best_index(&[f64::NAN, 0.5]), 1);
+    }
+
+    #[test]
+    fn one_se_rule_keeps_the_simpler_candidate_unless_the_gain_is_clear() {
+        // Candidate 1 is simplest, then 0, then 2 (best mean).
+        let order = [1, 0, 2];
+        // 2 beats 1 by 0.004 with paired differences 0.002, 0.006, 0.004: SE = 0.002/sqrt(3)
+        // ~ 0.00115 < 0.004, a clear gain; 0 trails 2 by 0.001 with differences 0.003, -0.001,
+        // 0.001: SE 0.00115 > 0.001, within noise, and simpler than 2.
+        let groups = vec![vec![0.697, 0.705, 0.701], vec![0.698, 0.698, 0.698], vec![0.700, 0.704, 0.702]];
+        let means: Vec<f64> = groups.iter().map(|g| g.iter().sum::<f64>() / 3.0).collect();
+        let (chosen, se) = one_se_choice(&means, &groups, &order);
+        assert_eq!(chosen, 0);
+        assert_eq!(se[2], Some(0.0));
+        assert!((se[0].unwrap() - 0.002 / 3f64.sqrt()).abs() < 1e-12, "{se:?}");
+        // A constant gap of 0.0005 (no spread, SE 0): 0 loses clearly.
+        let tight = vec![vec![0.6995, 0.7035, 0.7015], groups[1].clone(), groups[2].clone()];
+        let means: Vec<f64> = tight.iter().map(|g| g.iter().sum::<f64>() / 3.0).collect();
+        assert_eq!(one_se_choice(&means, &tight, &order).0, 2);
+        // No groups: the best mean; a tie keeps the simpler.
+        assert_eq!(one_se_choice(&[0.70, 0.69, 0.71], &[], &order).0, 2);
+        assert_eq!(one_se_choice(&[0.71, 0.71, 0.70], &[], &order).0, 1);
     }
 }

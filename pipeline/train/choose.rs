@@ -81,23 +81,38 @@ impl<'a> OutOfTimeScores<'a> {
         }
     }
 
-    fn mean_over_groups(&self, y: &[f64], p: &[f64], metric: fn(&[f64], &[f64]) -> f64) -> f64 {
-        metrics::mean(&self.groups.iter().map(|i| metric(&pick(y, i), &pick(p, i))).collect::<Vec<_>>())
+    fn per_group(&self, y: &[f64], p: &[f64], metric: fn(&[f64], &[f64]) -> f64) -> Vec<f64> {
+        self.groups.iter().map(|i| metric(&pick(y, i), &pick(p, i))).collect()
     }
 
-    fn churn(&self, mix: ChurnMix) -> f64 {
+    /// Per-group ROC AUC of a churn mix.
+    fn churn(&self, mix: ChurnMix) -> Vec<f64> {
         let p = candidates::combine(mix, Some(&self.o.churn_gbdt), Some(&self.o.churn_logistic_margin));
-        self.mean_over_groups(&self.churn, &p, metrics::roc_auc)
+        self.per_group(&self.churn, &p, metrics::roc_auc)
     }
 
-    fn clv(&self, mix: ClvMix) -> Option<f64> {
+    /// Per-group normalized Gini of a CLV mix.
+    fn clv(&self, mix: ClvMix) -> Option<Vec<f64>> {
         if self.o.clv_gbdt.is_empty() {
             return None;
         }
         let p =
             candidates::combine_clv(mix, clv_base(mix, &self.o.clv_gbdt, Some(&self.o.clv_poisson)), &self.x);
-        Some(self.mean_over_groups(&self.clv, &p, metrics::normalized_gini))
+        Some(self.per_group(&self.clv, &p, metrics::normalized_gini))
     }
+}
+
+/// The one-standard-error choice among candidates listed in report order: their choice
+/// metric (mean over groups, or the validation metric), per-group values, and positions in
+/// simplicity order. Returns the chosen index and each one's standard error.
+fn choose_simplest<M: PartialEq + Copy>(
+    mixes: &[M],
+    simplest_first: &[M],
+    means: &[f64],
+    groups: &[Vec<f64>],
+) -> (usize, Vec<Option<f64>>) {
+    let order: Vec<usize> = simplest_first.iter().filter_map(|m| mixes.iter().position(|k| k == m)).collect();
+    candidates::one_se_choice(means, groups, &order)
 }
 
 /// Every candidate's validation and holdout metrics (fit-snapshot models), its out-of-time
@@ -113,36 +128,58 @@ pub fn candidates(
     let scores = oot.map(|(o, data)| OutOfTimeScores::new(o, data));
     let mut churn_c: Vec<ChurnCandidate> = ChurnMix::ALL
         .iter()
-        .map(|&mix| ChurnCandidate {
-            name: mix.name().into(),
-            mix,
-            chosen: false,
-            out_of_time_roc_auc: scores.as_ref().map(|s| s.churn(mix)),
-            validation: metrics::churn_metrics(&val.churn, &pv.churn(mix)),
-            holdout: metrics::churn_metrics(&hold.churn, &ph.churn(mix)),
+        .map(|&mix| {
+            let groups = scores.as_ref().map(|s| s.churn(mix)).unwrap_or_default();
+            ChurnCandidate {
+                name: mix.name().into(),
+                mix,
+                chosen: false,
+                out_of_time_roc_auc: scores.as_ref().map(|_| metrics::mean(&groups)),
+                out_of_time_groups: groups,
+                standard_error: None,
+                validation: metrics::churn_metrics(&val.churn, &pv.churn(mix)),
+                holdout: metrics::churn_metrics(&hold.churn, &ph.churn(mix)),
+            }
         })
         .collect();
     let mut clv_c: Vec<ClvCandidate> = ClvMix::available(&val.x.names, parts.poisson.is_some())
         .into_iter()
-        .map(|mix| ClvCandidate {
-            name: mix.name().into(),
-            mix,
-            chosen: false,
-            out_of_time_normalized_gini: scores.as_ref().and_then(|s| s.clv(mix)),
-            validation: metrics::clv_metrics(&val.clv, &pv.clv(mix, &val.x)),
-            holdout: metrics::clv_metrics(&hold.clv, &ph.clv(mix, &hold.x)),
+        .map(|mix| {
+            let groups = scores.as_ref().and_then(|s| s.clv(mix));
+            ClvCandidate {
+                name: mix.name().into(),
+                mix,
+                chosen: false,
+                out_of_time_normalized_gini: groups.as_ref().map(|g| metrics::mean(g)),
+                out_of_time_groups: groups.unwrap_or_default(),
+                standard_error: None,
+                validation: metrics::clv_metrics(&val.clv, &pv.clv(mix, &val.x)),
+                holdout: metrics::clv_metrics(&hold.clv, &ph.clv(mix, &hold.x)),
+            }
         })
         .collect();
-    let i = candidates::best_index(
+    let (i, se) = choose_simplest(
+        &churn_c.iter().map(|c| c.mix).collect::<Vec<_>>(),
+        &ChurnMix::SIMPLEST_FIRST,
         &churn_c.iter().map(|c| c.out_of_time_roc_auc.unwrap_or(c.validation.roc_auc)).collect::<Vec<_>>(),
+        &churn_c.iter().map(|c| c.out_of_time_groups.clone()).collect::<Vec<_>>(),
     );
+    for (c, se) in churn_c.iter_mut().zip(se) {
+        c.standard_error = se;
+    }
     churn_c[i].chosen = true;
-    let j = candidates::best_index(
+    let (j, se) = choose_simplest(
+        &clv_c.iter().map(|c| c.mix).collect::<Vec<_>>(),
+        &ClvMix::SIMPLEST_FIRST,
         &clv_c
             .iter()
             .map(|c| c.out_of_time_normalized_gini.unwrap_or(c.validation.normalized_gini))
             .collect::<Vec<_>>(),
+        &clv_c.iter().map(|c| c.out_of_time_groups.clone()).collect::<Vec<_>>(),
     );
+    for (c, se) in clv_c.iter_mut().zip(se) {
+        c.standard_error = se;
+    }
     clv_c[j].chosen = true;
     let (churn_mix, clv_mix) = (churn_c[i].mix, clv_c[j].mix);
     let report = CandidateReport {
