@@ -84,7 +84,15 @@ pub fn plan(first_ts: NaiveDateTime, last_ts: NaiveDateTime, cfg: &SnapshotConfi
     let training: Vec<NaiveDate> =
         grid.iter().copied().filter(|&t| t >= first_allowed && t + horizon <= holdout).collect();
     if training.len() < 2 {
-        return Err(too_short());
+        return Err(Error::Data(format!(
+            "the data ({origin} .. {last_ts}) leaves {} snapshot(s) at least min_history_days ({}) \
+             after the start whose {}-day label window closes before the holdout snapshot {holdout}; \
+             the protocol needs two (fit and validation): lower snapshots.min_history_days or \
+             step_days, or use a longer history",
+            training.len(),
+            cfg.min_history_days,
+            cfg.horizon_days,
+        )));
     }
     let (validation, fit) = training.split_last().expect("at least two");
     let fit = if cfg.fit_step_days > 0 {
@@ -180,7 +188,8 @@ mod tests {
             &SnapshotConfig::default(),
         )
         .unwrap_err();
-        assert!(err.to_string().contains("spans"), "{err}");
+        let m = err.to_string();
+        assert!(m.contains("leaves 0 snapshot(s)") && m.contains("needs two (fit and validation)"), "{m}");
         assert_eq!(err.exit_code(), 2);
     }
 }

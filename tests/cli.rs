@@ -153,6 +153,17 @@ fn generate_then_train_writes_a_complete_artifact() {
         assert!(metrics["calibration"][k].is_number(), "calibration.{k}");
     }
     assert!(["none", "platt", "isotonic"].contains(&metrics["calibration"]["method"].as_str().unwrap()));
+    // Calibration never hurts: the holdout ECE after is at most 0.005 above before (on this
+    // log Platt once cleared the out-of-fold checks and doubled it, 0.0225 -> 0.0425).
+    let ece = |k: &str| metrics["calibration"][k].as_f64().unwrap();
+    assert!(ece("holdout_ece_after") <= ece("holdout_ece_before") + 0.005, "{}", metrics["calibration"]);
+    // The deployed model is refit on every matured label (fit, validation and holdout rows).
+    let d = &metrics["deployed"];
+    assert_eq!(d["refit"], true, "{d}");
+    let rows =
+        ["n_fit", "n_validation", "n_holdout"].iter().map(|k| metrics[*k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(d["rows"].as_u64(), Some(rows), "{d}");
+    assert!(table.contains("deployed: refit on every matured label"), "{table}");
     assert!(table.contains("contact when churn probability >="), "{table}");
     assert!(metrics["holdout_snapshot"].is_string() && metrics["n_holdout"].as_u64().unwrap() > 100);
     // The generator plants real signal: the churn model must find it.
@@ -170,4 +181,39 @@ fn generate_then_train_writes_a_complete_artifact() {
     assert_eq!(info["data"]["xxh3"].as_str().unwrap().len(), 16);
     assert_eq!(info["format_version"], 2);
     assert!(info["libraries"]["polars"].as_str().unwrap().starts_with("0."));
+
+    // Rolling origins: origin 0 is this very training (same data and settings, so the same
+    // holdout numbers), origin 1 the snapshot one step (28 days) earlier, trained on what was
+    // known then; the models directory is left as it was.
+    let listing = || {
+        let mut v: Vec<_> =
+            fs::read_dir(p.join("models")).unwrap().flatten().map(|e| e.file_name()).collect();
+        v.sort();
+        v
+    };
+    let models_before = listing();
+    let latest = fs::read_to_string(p.join("models/latest")).unwrap();
+    let out = fidelis(&["evaluate", "--config", &cfg, "--origins", "2", "-q"], p);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let r: serde_json::Value =
+        serde_json::from_slice(&fs::read(p.join("reports/rolling_origins.json")).unwrap()).unwrap();
+    let origins = r["origins"].as_array().unwrap();
+    assert_eq!(origins.len(), 2, "{text}");
+    assert_eq!(origins[0]["origin"], metrics["holdout_snapshot"]);
+    assert_eq!(origins[0]["churn_roc_auc"], metrics["churn"]["holdout"]["roc_auc"]);
+    assert_eq!(origins[0]["clv_normalized_gini"], metrics["clv"]["holdout"]["normalized_gini"]);
+    let day =
+        |v: &serde_json::Value| chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap();
+    assert_eq!((day(&origins[0]["origin"]) - day(&origins[1]["origin"])).num_days(), 28);
+    let aucs: Vec<f64> = origins.iter().map(|o| o["churn_roc_auc"].as_f64().unwrap()).collect();
+    let mean = (aucs[0] + aucs[1]) / 2.0;
+    assert!((r["churn_roc_auc"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{}", r["churn_roc_auc"]);
+    assert!(text.contains("shipped churn ROC AUC") && text.contains(&format!("{mean:.4} +/-")), "{text}");
+    assert_eq!(models_before, listing());
+    assert_eq!(fs::read_to_string(p.join("models/latest")).unwrap(), latest);
+    assert!(fs::read_dir(p.join("reports"))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with(".rolling")));
 }
