@@ -99,7 +99,11 @@ pub struct PolicyOutcome {
     pub threshold: Option<f64>,
     pub contacted: usize,
     pub contacted_share: f64,
+    /// NaN (null) when nobody is contacted.
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub precision: f64,
+    /// NaN (null) without churners.
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub recall: f64,
     pub net_value: f64,
     /// Contact everybody / nobody / the top 10% by probability / exactly the churners.

@@ -30,7 +30,7 @@ fn train_outcome(config: &str) -> train::TrainOutcome {
 fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
     let c = &m.candidates;
     assert!(c.basis.starts_with(basis), "{}", c.basis);
-    assert_eq!(c.churn.len(), 3);
+    assert_eq!(c.churn.len(), 4);
     assert_eq!(c.clv.len(), 5);
     let rule = |names: Vec<&str>, means: Vec<f64>, groups: Vec<&Vec<f64>>, simplest: &[&str]| -> usize {
         let order: Vec<usize> = simplest.iter().map(|s| names.iter().position(|n| n == s).unwrap()).collect();
@@ -48,7 +48,7 @@ fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
         c.churn.iter().map(|k| k.name.as_str()).collect(),
         c.churn.iter().map(|k| k.out_of_time_roc_auc.unwrap()).collect(),
         c.churn.iter().map(|k| &k.out_of_time_groups).collect(),
-        &["logistic", "gbdt + logistic", "gbdt"],
+        &["bg/nbd", "logistic", "gbdt + logistic", "gbdt"],
     );
     let clv = rule(
         c.clv.iter().map(|k| k.name.as_str()).collect(),

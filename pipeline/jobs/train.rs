@@ -276,10 +276,18 @@ fn fit_and_write(
     let models_dir = cfg.models_dir();
     let dir = progress.step("write", "writing the model artifact", || {
         let dir = model::store::write_model_dir(&models_dir, &info.model_id, &files)?;
-        // Read back what scoring and monitoring will read.
-        let back = model::load(&models_dir, Some(&info.model_id))?;
-        back.metrics()?;
-        back.reference()?;
+        // Read back what scoring and monitoring will read; a model that does not read back is
+        // removed (`latest` never named it).
+        let read_back = || -> Result<()> {
+            let back = model::load(&models_dir, Some(&info.model_id))?;
+            back.metrics()?;
+            back.reference()?;
+            Ok(())
+        };
+        if let Err(e) = read_back() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         Ok::<_, Error>(dir)
     })?;
     Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
@@ -599,17 +607,19 @@ fn fit_baselines(cfg: &Config, r: &Roles, progress: &Progress) -> Result<Baselin
     let eval = [&r.val.x, &r.hold.x];
     let (xb, yb) = baselines::sample(&r.fit.x, &r.fit.churn, b.max_rows, seed);
     let (xb_clv, vb) = baselines::sample(&r.fit.x, &r.fit.clv, b.max_rows, seed);
-    let mut churn_b = vec![
-        progress.step("baseline_logistic", "baseline: logistic regression", || {
-            baselines::logistic_regression(b, &xb, &yb, &eval)
-        })?,
-        progress.step("baseline_tree", "baseline: decision tree", || {
-            baselines::decision_tree(b, &xb, &yb, &eval)
-        })?,
-        progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
-            baselines::random_forest(b, seed, &xb, &yb, &eval)
-        })?,
-    ];
+    let mut churn_b = vec![progress.step("baseline_logistic", "baseline: logistic regression", || {
+        baselines::logistic_regression(b, &xb, &yb, &eval)
+    })?];
+    // A comparison model that fails is left out of the comparison, said on stderr.
+    match progress
+        .step("baseline_tree", "baseline: decision tree", || baselines::decision_tree(b, &xb, &yb, &eval))
+    {
+        Ok(p) => churn_b.push(p),
+        Err(e) => log::warn!("the decision tree baseline is left out: {e}"),
+    }
+    churn_b.push(progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
+        baselines::random_forest(b, seed, &xb, &yb, &eval)
+    })?);
     let mut clv_b = vec![progress.step("baseline_forest_clv", "baseline: random forest (CLV)", || {
         baselines::random_forest(b, seed, &xb_clv, &vb, &eval)
     })?];

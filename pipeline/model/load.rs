@@ -17,7 +17,7 @@ use crate::features::FeatureSpec;
 use crate::files::read_json;
 use crate::monitor::Reference;
 use crate::signals::SignalData;
-use crate::train::candidates::{ChurnMix, ChurnModel, ClvModel};
+use crate::train::candidates::{ChurnModel, ClvModel};
 use crate::train::gbdt::Gbdt;
 use crate::train::linear::Logistic;
 use crate::train::poisson::PoissonGbdt;
@@ -52,7 +52,7 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
     let logistic: Option<Logistic> = optional_part(
         &dir,
         file::LOGISTIC,
-        info.churn_model != ChurnMix::Gbdt,
+        info.churn_model.uses_logistic(),
         &format!("the churn model is '{}'", info.churn_model.name()),
     )?;
     let poisson: Option<PoissonGbdt> = optional_part(

@@ -111,11 +111,17 @@ pub fn decision_tree(
         .map(|&v| if v > 0.5 { y.len() as f32 / (2.0 * pos) } else { y.len() as f32 / (2.0 * neg) })
         .collect();
     let ds = Dataset::new(to_array(x), labels(y)).with_weights(weights);
-    let tree = DecisionTree::params()
-        .max_depth(Some(cfg.decision_tree_max_depth))
-        .min_weight_leaf(20.0)
-        .fit(&ds)
-        .map_err(|e| model_err("decision_tree", e))?;
+    // linfa-trees 0.8 asserts inside its Gini impurity on some inputs (a 20,000-customer
+    // generated log cut at one rolling origin): a failed comparison model is an error, not a
+    // crash of the training run.
+    let fitted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DecisionTree::params().max_depth(Some(cfg.decision_tree_max_depth)).min_weight_leaf(20.0).fit(&ds)
+    }))
+    .map_err(|_| Error::Model {
+        model: "decision_tree".into(),
+        message: "linfa-trees panicked while fitting (an internal assertion)".into(),
+    })?;
+    let tree = fitted.map_err(|e| model_err("decision_tree", e))?;
     // Leaf churn shares from the training rows (what predict_proba means for a tree).
     let mut leaves: HashMap<*const TreeNode<f64, usize>, (f64, f64)> = HashMap::new();
     let root = tree.root_node();

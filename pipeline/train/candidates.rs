@@ -31,28 +31,49 @@ pub enum ChurnMix {
     Logistic,
     /// Mean of the GBDT and logistic log-odds.
     Blend,
+    /// The BG/NBD probability of no purchase over the horizon (`bgnbd_p_no_purchase`) alone:
+    /// no fitted part beyond the population's four parameters, and on short histories often
+    /// the best ranking there is (it extrapolates tenure and recency by its structure).
+    Bgnbd,
 }
 
+/// The BG/NBD probability of no purchase over the horizon, the `bg/nbd` churn mix.
+pub const BGNBD_P_NO_PURCHASE: &str = "bgnbd_p_no_purchase";
+
 impl ChurnMix {
-    pub const ALL: [ChurnMix; 3] = [ChurnMix::Gbdt, ChurnMix::Logistic, ChurnMix::Blend];
+    pub const ALL: [ChurnMix; 4] = [ChurnMix::Gbdt, ChurnMix::Logistic, ChurnMix::Blend, ChurnMix::Bgnbd];
 
     /// From the simplest (see [`ClvMix::SIMPLEST_FIRST`]).
-    pub const SIMPLEST_FIRST: [ChurnMix; 3] = [ChurnMix::Logistic, ChurnMix::Blend, ChurnMix::Gbdt];
+    pub const SIMPLEST_FIRST: [ChurnMix; 4] =
+        [ChurnMix::Bgnbd, ChurnMix::Logistic, ChurnMix::Blend, ChurnMix::Gbdt];
+
+    /// The mixes features named `names` allow (the BG/NBD alone needs its column).
+    pub fn available(names: &[String]) -> Vec<ChurnMix> {
+        let has_bgnbd = names.iter().any(|n| n == BGNBD_P_NO_PURCHASE);
+        Self::ALL.into_iter().filter(|&m| m != ChurnMix::Bgnbd || has_bgnbd).collect()
+    }
+
+    /// Whether the mix needs the logistic regression.
+    pub fn uses_logistic(self) -> bool {
+        matches!(self, ChurnMix::Logistic | ChurnMix::Blend)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
             ChurnMix::Gbdt => "gbdt",
             ChurnMix::Logistic => "logistic",
             ChurnMix::Blend => "gbdt + logistic",
+            ChurnMix::Bgnbd => "bg/nbd",
         }
     }
 
-    /// Weights of (GBDT, logistic) log-odds.
+    /// Weights of (GBDT, logistic) log-odds (none for the BG/NBD alone).
     fn weights(self) -> (f64, f64) {
         match self {
             ChurnMix::Gbdt => (1.0, 0.0),
             ChurnMix::Logistic => (0.0, 1.0),
             ChurnMix::Blend => (0.5, 0.5),
+            ChurnMix::Bgnbd => (0.0, 0.0),
         }
     }
 }
@@ -139,6 +160,9 @@ impl ChurnModel {
 
     /// Churn probabilities (before calibration).
     pub fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        if self.mix == ChurnMix::Bgnbd {
+            return bgnbd_churn(x);
+        }
         let (wg, wl) = self.weights();
         let g = (wg > 0.0).then(|| self.gbdt.predict(x));
         let l = self.logistic.as_ref().filter(|_| wl > 0.0).map(|l| l.margin(x));
@@ -148,6 +172,17 @@ impl ChurnModel {
     /// Probabilities and per-feature contributions to the log-odds (row-major, bias last):
     /// the weighted sum of each model's contributions, so they still add up to the margin.
     pub fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        if self.mix == ChurnMix::Bgnbd {
+            // The whole log-odds is the BG/NBD's: attributed to its one input column.
+            let p = bgnbd_churn(x);
+            let mut c = vec![0.0; x.rows * (x.cols() + 1)];
+            if let Some(k) = x.names.iter().position(|n| n == BGNBD_P_NO_PURCHASE) {
+                for (r, &v) in p.iter().enumerate() {
+                    c[r * (x.cols() + 1) + k] = logit(v, 1e-12);
+                }
+            }
+            return (p, c);
+        }
         let (wg, wl) = self.weights();
         let (g, mut c) = if wg > 0.0 {
             let (p, c) = self.gbdt.predict_with_contributions(x);
@@ -165,6 +200,30 @@ impl ChurnModel {
             _ => None,
         };
         (combine(self.mix, g.as_deref(), l.as_deref()), c)
+    }
+}
+
+/// The `bg/nbd` churn mix's probabilities: the BG/NBD probability of no purchase over the
+/// horizon, kept inside (0, 1) (0.5 where it is unknown).
+pub fn bgnbd_churn(x: &FeatureMatrix) -> Vec<f64> {
+    match x.names.iter().position(|n| n == BGNBD_P_NO_PURCHASE) {
+        Some(c) => {
+            x.column(c).iter().map(|&p| if p.is_finite() { p.clamp(1e-9, 1.0 - 1e-9) } else { 0.5 }).collect()
+        }
+        None => vec![0.5; x.rows],
+    }
+}
+
+/// Churn probabilities of any mix: [`bgnbd_churn`] for the BG/NBD alone, else [`combine`].
+pub fn churn_of(
+    mix: ChurnMix,
+    gbdt: Option<&[f64]>,
+    logistic_margin: Option<&[f64]>,
+    x: &FeatureMatrix,
+) -> Vec<f64> {
+    match mix {
+        ChurnMix::Bgnbd => bgnbd_churn(x),
+        _ => combine(mix, gbdt, logistic_margin),
     }
 }
 
@@ -255,7 +314,7 @@ pub struct ChurnCandidate {
     pub out_of_time_roc_auc: Option<f64>,
     /// Its value per snapshot (or fold), and the standard error of its paired difference to
     /// the best candidate's (0 for the best; absent with fewer than two groups).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::metrics::nan_as_null_vec")]
     pub out_of_time_groups: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standard_error: Option<f64>,
@@ -270,7 +329,7 @@ pub struct ClvCandidate {
     pub chosen: bool,
     /// Mean normalized Gini of purged models over the out-of-time snapshots.
     pub out_of_time_normalized_gini: Option<f64>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::metrics::nan_as_null_vec")]
     pub out_of_time_groups: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standard_error: Option<f64>,
@@ -432,7 +491,7 @@ pub fn one_se_choice(
 pub const RULE: &str = "the simplest candidate whose mean out-of-time ROC AUC (churn) / normalized \
                         Gini (CLV) of models fitted only on labels closed by each snapshot is within \
                         one standard error (of its paired per-snapshot or per-fold difference) of the \
-                        best one's; simplest first: churn logistic, GBDT + logistic, GBDT; CLV \
+                        best one's; simplest first: churn BG/NBD, logistic, GBDT + logistic, GBDT; CLV \
                         BG/NBD, Poisson GBDT + BG/NBD, GBDT + BG/NBD, Poisson GBDT, GBDT (the best \
                         validation metric when there is too little history); holdout metrics are \
                         reported, never used to choose";

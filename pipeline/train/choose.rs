@@ -44,8 +44,8 @@ impl Parts<'_> {
 }
 
 impl PartPredictions {
-    fn churn(&self, mix: ChurnMix) -> Vec<f64> {
-        candidates::combine(mix, Some(&self.churn), Some(&self.logistic_margin))
+    fn churn(&self, mix: ChurnMix, x: &FeatureMatrix) -> Vec<f64> {
+        candidates::churn_of(mix, Some(&self.churn), Some(&self.logistic_margin), x)
     }
 
     fn clv(&self, mix: ClvMix, x: &FeatureMatrix) -> Vec<f64> {
@@ -87,7 +87,8 @@ impl<'a> OutOfTimeScores<'a> {
 
     /// Per-group ROC AUC of a churn mix.
     fn churn(&self, mix: ChurnMix) -> Vec<f64> {
-        let p = candidates::combine(mix, Some(&self.o.churn_gbdt), Some(&self.o.churn_logistic_margin));
+        let p =
+            candidates::churn_of(mix, Some(&self.o.churn_gbdt), Some(&self.o.churn_logistic_margin), &self.x);
         self.per_group(&self.churn, &p, metrics::roc_auc)
     }
 
@@ -126,9 +127,9 @@ pub fn candidates(
 ) -> (CandidateReport, ChurnMix, ClvMix) {
     let (pv, ph) = (parts.predict(&val.x), parts.predict(&hold.x));
     let scores = oot.map(|(o, data)| OutOfTimeScores::new(o, data));
-    let mut churn_c: Vec<ChurnCandidate> = ChurnMix::ALL
-        .iter()
-        .map(|&mix| {
+    let mut churn_c: Vec<ChurnCandidate> = ChurnMix::available(&val.x.names)
+        .into_iter()
+        .map(|mix| {
             let groups = scores.as_ref().map(|s| s.churn(mix)).unwrap_or_default();
             ChurnCandidate {
                 name: mix.name().into(),
@@ -137,8 +138,8 @@ pub fn candidates(
                 out_of_time_roc_auc: scores.as_ref().map(|_| metrics::mean(&groups)),
                 out_of_time_groups: groups,
                 standard_error: None,
-                validation: metrics::churn_metrics(&val.churn, &pv.churn(mix)),
-                holdout: metrics::churn_metrics(&hold.churn, &ph.churn(mix)),
+                validation: metrics::churn_metrics(&val.churn, &pv.churn(mix, &val.x)),
+                holdout: metrics::churn_metrics(&hold.churn, &ph.churn(mix, &hold.x)),
             }
         })
         .collect();
@@ -267,7 +268,8 @@ pub fn calibrator(
     (folds, seed): (usize, u64),
 ) -> (Calibrator, CalibrationChoice) {
     let set = oot.filter(|o| !o.dates.is_empty()).map(|o| {
-        let p = candidates::combine(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin));
+        let x = data.x.select_rows(&o.rows);
+        let p = candidates::churn_of(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin), &x);
         (p, pick(&data.churn, &o.rows), o.group.clone(), o.dates.clone())
     });
     let ((p, y, group, dates), source) = match set {

@@ -23,39 +23,59 @@ fn signed_log1p(v: f64) -> f64 {
 }
 
 /// Column means and standard deviations of the signed-log1p features (missing values
-/// skipped); constant columns get a standard deviation of 1.
+/// skipped); constant columns get a standard deviation of 1. Values are clipped to the
+/// training range before scaling (`lo`, `hi`): a linear model extrapolates without bound, so
+/// a feature far outside what it was fitted on (a tenure of 300 days for a model fitted on
+/// two-month-old customers) would otherwise swing the log-odds arbitrarily far (measured on
+/// Complete Journey cut to nine months: holdout AUC 0.43 and log loss 32 unclipped).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Scaler {
     pub mean: Vec<f64>,
     pub std: Vec<f64>,
+    /// Smallest and largest signed-log1p value per column in training (empty in models from
+    /// before clipping: no clipping).
+    #[serde(default)]
+    pub lo: Vec<f64>,
+    #[serde(default)]
+    pub hi: Vec<f64>,
 }
 
 impl Scaler {
     pub fn fit(x: &FeatureMatrix) -> Self {
-        let (mut mean, mut std) = (Vec::new(), Vec::new());
+        let (mut mean, mut std, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in 0..x.cols() {
             let (mut n, mut s, mut ss) = (0.0, 0.0, 0.0);
+            let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
             for &v in x.column(c) {
                 if v.is_finite() {
                     let t = signed_log1p(v);
                     n += 1.0;
                     s += t;
                     ss += t * t;
+                    min = min.min(t);
+                    max = max.max(t);
                 }
             }
             let m = if n > 0.0 { s / n } else { 0.0 };
             let var = if n > 0.0 { (ss / n - m * m).max(0.0) } else { 0.0 };
             mean.push(m);
             std.push(if var > 1e-24 { var.sqrt() } else { 1.0 });
+            // A column without a value in training: no bounds (finite, so JSON keeps them).
+            lo.push(if n > 0.0 { min } else { -f64::MAX });
+            hi.push(if n > 0.0 { max } else { f64::MAX });
         }
-        Scaler { mean, std }
+        Scaler { mean, std, lo, hi }
     }
 
     /// Scaled value of column `c` (0 for a missing value).
     #[inline]
     pub fn z(&self, c: usize, v: f64) -> f64 {
         if v.is_finite() {
-            (signed_log1p(v) - self.mean[c]) / self.std[c]
+            let mut t = signed_log1p(v);
+            if let (Some(&lo), Some(&hi)) = (self.lo.get(c), self.hi.get(c)) {
+                t = t.clamp(lo, hi);
+            }
+            (t - self.mean[c]) / self.std[c]
         } else {
             0.0
         }
@@ -288,6 +308,28 @@ mod tests {
         let mut d = a;
         d.extend(b);
         (FeatureMatrix { names: vec!["a".into(), "b".into()], rows: n, data: d }, y)
+    }
+
+    #[test]
+    fn values_outside_the_training_range_are_clipped_to_it() {
+        let (x, y) = data(2_000, 3);
+        let m = Logistic::fit(&x, &y, 1.0).unwrap();
+        let at = |a: f64| {
+            let one = FeatureMatrix { names: x.names.clone(), rows: 1, data: vec![a, 0.0] };
+            m.margin(&one)[0]
+        };
+        // Training values of `a` lie in [-2, 2]: anything beyond scores like the largest one.
+        let top = x.column(0).iter().copied().fold(f64::MIN, f64::max);
+        assert_eq!(at(1e6), at(top));
+        assert_eq!(at(1e6), at(50.0));
+        assert_eq!(at(-1e6), at(-50.0));
+        assert!(at(1.0) < at(1e6) && at(1e6).is_finite());
+        // A column never seen with a value leaves bounds that clip nothing, and survives JSON.
+        let empty = FeatureMatrix { names: vec!["a".into()], rows: 2, data: vec![f64::NAN, f64::NAN] };
+        let s = Scaler::fit(&empty);
+        let back: Scaler = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(s.z(0, 1e300), (signed_log1p(1e300) - s.mean[0]) / s.std[0]);
     }
 
     #[test]
