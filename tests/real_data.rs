@@ -48,13 +48,13 @@ fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
         c.churn.iter().map(|k| k.name.as_str()).collect(),
         c.churn.iter().map(|k| k.out_of_time_roc_auc.unwrap()).collect(),
         c.churn.iter().map(|k| &k.out_of_time_groups).collect(),
-        &["bg/nbd", "logistic", "gbdt + logistic", "gbdt"],
+        &["logistic", "gbdt + logistic", "gbdt", "bg/nbd"],
     );
     let clv = rule(
         c.clv.iter().map(|k| k.name.as_str()).collect(),
         c.clv.iter().map(|k| k.out_of_time_normalized_gini.unwrap()).collect(),
         c.clv.iter().map(|k| &k.out_of_time_groups).collect(),
-        &["bg/nbd", "poisson gbdt + bg/nbd", "gbdt + bg/nbd", "poisson gbdt", "gbdt"],
+        &["poisson gbdt + bg/nbd", "gbdt + bg/nbd", "poisson gbdt", "gbdt", "bg/nbd"],
     );
     assert_eq!(c.churn.iter().filter(|k| k.chosen).count(), 1);
     assert_eq!(c.clv.iter().filter(|k| k.chosen).count(), 1);
@@ -116,7 +116,7 @@ fn completejourney_holdout_and_determinism() {
     let m = train_on("configs/completejourney.toml");
     assert_eq!(m.holdout_snapshot.to_string(), "2017-09-10");
     assert_eq!(m.n_holdout, 2315);
-    // Measured 0.8937 AUC (logistic, L2 100 from the grid) and 0.8567 Gini (Poisson GBDT +
+    // Measured 0.8924 AUC (logistic, L2 100 from the grid) and 0.8567 Gini (Poisson GBDT +
     // BG/NBD), chosen by cross-fitting (one fit snapshot: no room for purged models).
     // References: logistic regression 0.8930 AUC, LightGBM 0.8551 Gini.
     assert!(m.churn.holdout.roc_auc >= 0.890, "CJ churn AUC {}", m.churn.holdout.roc_auc);
@@ -156,7 +156,7 @@ fn completejourney_with_demographics() {
     ] {
         assert!(names.iter().any(|n| n == f), "{f} not in {names:?}");
     }
-    // Measured 0.8981 (logistic regression, chosen by cross-fitting) against 0.8937 without them.
+    // Measured 0.8969 (logistic regression, chosen by cross-fitting) against 0.8924 without them.
     assert!(m.churn.holdout.roc_auc >= 0.895, "CJ + demographics churn AUC {}", m.churn.holdout.roc_auc);
     assert!(
         m.clv.holdout.normalized_gini >= 0.854,
