@@ -137,14 +137,16 @@ fn evaluation_report_is_self_contained_and_prints_the_metrics() {
     for s in m["snapshots"].as_array().unwrap() {
         assert!(html.contains(s["snapshot"].as_str().unwrap()));
     }
-    // Every candidate, with the metric that chose and its validation and holdout numbers.
+    // Every candidate, with the metric that chose, its standard error against the best, and its
+    // validation and holdout numbers.
     let cand = &m["candidates"];
     assert!(html.contains("Candidates and the choice") && html.contains(cand["basis"].as_str().unwrap()));
     for (task, key) in [("churn", "roc_auc"), ("clv", "normalized_gini")] {
         for c in cand[task].as_array().unwrap() {
             let oot = c[&format!("out_of_time_{key}")].as_f64().map_or("-".to_string(), f4);
+            let se = c["standard_error"].as_f64().map_or("-".to_string(), f4);
             let row = format!(
-                "{} | {oot} | {} | {} |",
+                "{} | {oot} | {se} | {} | {} |",
                 c["name"].as_str().unwrap(),
                 f4(num(&c["validation"][key])),
                 f4(num(&c["holdout"][key]))

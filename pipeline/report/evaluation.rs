@@ -1066,7 +1066,7 @@ fn section_candidates(d: &mut Doc, r: &EvaluationReport) {
                     k.task.into(),
                     k.name.into(),
                     opt4(k.choice),
-                    k.standard_error.map_or("-".into(), |e| format!("{e:.4}")),
+                    opt4(k.standard_error),
                     f4(k.validation),
                     f4(k.holdout),
                     mark(k.chosen),
