@@ -363,7 +363,7 @@ impl Default for BaselineConfig {
             random_forest_trees: 100,
             random_forest_max_depth: 10,
             random_forest_min_samples_leaf: 20,
-            max_rows: 100_000,
+            max_rows: 20_000,
         }
     }
 }

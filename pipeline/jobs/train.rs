@@ -692,6 +692,14 @@ fn describe(
     if let Some((fraction, rows)) = t.sample {
         notes.push(training_sample_note(fraction, rows, data.frame.height(), cfg.model.max_rows));
     }
+    let n_fit = data.rows.fit.len();
+    if cfg.baselines.enabled && n_fit > cfg.baselines.max_rows {
+        notes.push(format!(
+            "the comparison baselines (linfa, smartcore) were fitted on a seeded sample of {} of the {} \
+             fit rows (baselines.max_rows); the shipped models on all of them",
+            cfg.baselines.max_rows, n_fit
+        ));
+    }
     let metrics = TrainMetrics {
         model_id: model_id.clone(),
         holdout_snapshot: inp.plan.holdout,
