@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: python python-test help demo demo-saas generate validate train score weekly report monitor backtest test bench bench-spark bench-deps bench-score bench-monitor lint fmt datasets clean
+.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-deps bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ validate: ## check the input of CONFIG and print what is kept and dropped
 train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
 	$(FIDELIS) train --config $(CONFIG)
 
+evaluate: ## rolling-origin evaluation of CONFIG: train at the last ORIGINS snapshots with complete labels (reports/rolling_origins.*)
+	$(FIDELIS) evaluate --config $(CONFIG) --origins $(ORIGINS)
+
 score: ## score every eligible customer with models/latest; Parquet + SQLite under output/
 	$(FIDELIS) score --config $(CONFIG)
 
@@ -50,6 +53,7 @@ monitor: ## drift and realized performance at the end of the data, history under
 
 FROM ?= 2024-06-01
 EVERY ?= 14
+ORIGINS ?= 3
 backtest: ## replay the weekly job from FROM every EVERY days with a model trained before FROM
 	$(FIDELIS) backtest --config $(CONFIG) --from $(FROM) --every $(EVERY)
 
