@@ -29,7 +29,9 @@ use crate::schema;
 use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, RiskBands};
-use crate::train::candidates::{CandidateReport, ChurnModel, ClvModel};
+use crate::train::candidates::{
+    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvModel, BGNBD_INPUTS,
+};
 use crate::train::gbdt::{Gbdt, Task};
 use crate::train::linear::Logistic;
 use crate::train::oot::{self, OutOfTime, Trees};
@@ -230,7 +232,10 @@ fn fit_and_write(
         val: data.role(&data.rows.validation),
         hold: data.role(&data.rows.holdout),
     };
-    let fitted = fit_models(cfg, &inputs.plan, &data, &roles, progress)?;
+    let mut fitted = fit_models(cfg, &inputs.plan, &data, &roles, progress)?;
+    if fitted.churn.mix == ChurnMix::Bgnbd {
+        fitted.churn.explain = bgnbd_explainer(cfg, &roles.fit.x, probabilistic.as_ref());
+    }
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let refitted = if cfg.model.refit {
         Some(progress.step("refit", "refitting the shipped models on every matured label", || {
@@ -311,7 +316,24 @@ fn refit(model: &GbdtConfig, data: &Dataset, f: &Fitted) -> Result<(ChurnModel, 
         Some(p) => Some(PoissonGbdt::fit(&params(p.n_trees()), x, &data.clv, None)?),
         None => None,
     };
-    Ok((ChurnModel { mix: f.churn.mix, gbdt, logistic }, ClvModel { mix: f.clv.mix, gbdt: clv, poisson }))
+    Ok((
+        ChurnModel { mix: f.churn.mix, gbdt, logistic, explain: f.churn.explain },
+        ClvModel { mix: f.clv.mix, gbdt: clv, poisson },
+    ))
+}
+
+/// The reasons of the BG/NBD churn mix: the BG/NBD the scoring features use (fitted at the
+/// end of the data) and the fit rows' median active days, recency and tenure as the reference.
+fn bgnbd_explainer(cfg: &Config, x: &FeatureMatrix, p: Option<&Probabilistic>) -> Option<BgnbdExplainer> {
+    let p = p?;
+    let mut reference = [0.0; 3];
+    for (r, name) in reference.iter_mut().zip(BGNBD_INPUTS) {
+        let c = x.names.iter().position(|n| n == name)?;
+        let mut v: Vec<f64> = x.column(c).iter().copied().filter(|v| v.is_finite()).collect();
+        v.sort_by(f64::total_cmp);
+        *r = *v.get(v.len() / 2)?;
+    }
+    Some(BgnbdExplainer { bgnbd: p.bgnbd, horizon_days: f64::from(cfg.snapshots.horizon_days), reference })
 }
 
 /// What `metrics.json` says about the deployed models.
@@ -492,7 +514,7 @@ fn fit_models(
         choose::candidates(parts, &r.val, &r.hold, oot.as_ref().map(|o| (o, data)));
     candidates.logistic_l2 = penalties;
     Ok(Fitted {
-        churn: ChurnModel { mix: churn_mix, gbdt: churn, logistic: Some(logistic) },
+        churn: ChurnModel { mix: churn_mix, gbdt: churn, logistic: Some(logistic), explain: None },
         clv: ClvModel { mix: clv_mix, gbdt: clv, poisson },
         candidates,
         oot,
@@ -750,6 +772,7 @@ fn describe(
         probabilistic,
         signals: inp.signal_spec.clone(),
         churn_model: f.churn.mix,
+        bgnbd_explainer: f.churn.explain,
         clv_model: f.clv.mix,
     };
     Ok((info, metrics))

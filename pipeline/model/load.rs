@@ -62,7 +62,12 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
         &format!("the CLV model is '{}'", info.clv_model.name()),
     )?;
     Ok(LoadedModel {
-        churn: ChurnModel { mix: info.churn_model, gbdt: engine(file::CHURN_GBDT)?, logistic },
+        churn: ChurnModel {
+            mix: info.churn_model,
+            gbdt: engine(file::CHURN_GBDT)?,
+            logistic,
+            explain: info.bgnbd_explainer,
+        },
         clv: ClvModel { mix: info.clv_model, gbdt: engine(file::CLV_GBDT)?, poisson },
         calibrator: read_json(&dir.join(file::CALIBRATION))?,
         decision: read_json(&dir.join(file::DECISION))?,

@@ -253,6 +253,9 @@ pub struct ModelInfo {
     pub churn_model: ChurnMix,
     #[serde(default)]
     pub clv_model: ClvMix,
+    /// How the BG/NBD churn mix's log-odds split into reasons (that mix only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgnbd_explainer: Option<crate::train::candidates::BgnbdExplainer>,
 }
 
 fn format_v1() -> u32 {

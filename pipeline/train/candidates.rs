@@ -150,6 +150,59 @@ pub struct ChurnModel {
     pub gbdt: Engine,
     /// Present whenever the mix uses it (and in every model trained since it existed).
     pub logistic: Option<Logistic>,
+    /// How the BG/NBD mix's log-odds split over its inputs (reasons); `None` for the other
+    /// mixes and for models without it (their BG/NBD reasons name its one column).
+    pub explain: Option<BgnbdExplainer>,
+}
+
+/// The BG/NBD inputs, as feature columns: active days (x + 1), recency and tenure (T), in days.
+pub const BGNBD_INPUTS: [&str; 3] = ["active_days_life", "recency_days", "tenure_days"];
+
+/// Per-feature reasons for the `bg/nbd` churn mix: its log-odds `logit P(no purchase)` split
+/// over active days, recency and tenure by their Shapley values against a reference customer
+/// (the training rows' medians), so that a customer at risk for a long silence reads
+/// "recency_days" and one too new to judge "tenure_days". The split adds up to the log-odds:
+/// the bias is the log-odds minus the three shares.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BgnbdExplainer {
+    pub bgnbd: crate::bgnbd::BgNbd,
+    pub horizon_days: f64,
+    /// Active days, recency and tenure of the reference customer.
+    pub reference: [f64; 3],
+}
+
+impl BgnbdExplainer {
+    fn log_odds(&self, v: [f64; 3]) -> f64 {
+        let (active, recency, tenure) = (v[0].max(1.0), v[1], v[2]);
+        let c = crate::bgnbd::Rfm { x: active - 1.0, t_x: (tenure - recency).max(0.0), t: tenure };
+        logit(self.bgnbd.p_no_purchase(&c, self.horizon_days), 1e-12)
+    }
+
+    /// Shapley values of the three inputs for one customer's values `v`.
+    pub fn shares(&self, v: [f64; 3]) -> [f64; 3] {
+        let value = |mask: u8| {
+            let mut z = self.reference;
+            for (i, zi) in z.iter_mut().enumerate() {
+                if mask & (1 << i) != 0 {
+                    *zi = v[i];
+                }
+            }
+            self.log_odds(z)
+        };
+        // Three players: weight 1/3 for the empty and the two-player coalitions, 1/6 for one.
+        let mut out = [0.0; 3];
+        for (i, o) in out.iter_mut().enumerate() {
+            let me = 1u8 << i;
+            for s in 0u8..8 {
+                if s & me != 0 {
+                    continue;
+                }
+                let w = if s.count_ones() == 1 { 1.0 / 6.0 } else { 1.0 / 3.0 };
+                *o += w * (value(s | me) - value(s));
+            }
+        }
+        out
+    }
 }
 
 impl ChurnModel {
@@ -177,12 +230,31 @@ impl ChurnModel {
     /// the weighted sum of each model's contributions, so they still add up to the margin.
     pub fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
         if self.mix == ChurnMix::Bgnbd {
-            // The whole log-odds is the BG/NBD's: attributed to its one input column.
             let p = bgnbd_churn(x);
-            let mut c = vec![0.0; x.rows * (x.cols() + 1)];
-            if let Some(k) = x.names.iter().position(|n| n == BGNBD_P_NO_PURCHASE) {
-                for (r, &v) in p.iter().enumerate() {
-                    c[r * (x.cols() + 1) + k] = logit(v, 1e-12);
+            let w = x.cols() + 1;
+            let mut c = vec![0.0; x.rows * w];
+            let inputs: Option<Vec<usize>> =
+                BGNBD_INPUTS.iter().map(|n| x.names.iter().position(|m| m == n)).collect();
+            match (&self.explain, inputs) {
+                (Some(e), Some(cols)) => {
+                    for (r, &pr) in p.iter().enumerate() {
+                        let v = [x.get(r, cols[0]), x.get(r, cols[1]), x.get(r, cols[2])];
+                        let shares = e.shares(v);
+                        let margin = logit(pr, 1e-12);
+                        for (k, sh) in cols.iter().zip(shares) {
+                            c[r * w + k] = if sh.is_finite() { sh } else { 0.0 };
+                        }
+                        let given: f64 = cols.iter().map(|&k| c[r * w + k]).sum();
+                        c[r * w + w - 1] = margin - given;
+                    }
+                }
+                // Without an explainer the whole log-odds goes to the BG/NBD's own column.
+                _ => {
+                    if let Some(k) = x.names.iter().position(|n| n == BGNBD_P_NO_PURCHASE) {
+                        for (r, &v) in p.iter().enumerate() {
+                            c[r * w + k] = logit(v, 1e-12);
+                        }
+                    }
                 }
             }
             return (p, c);
@@ -513,6 +585,44 @@ mod tests {
         assert_eq!(ClvMix::available(&with, false), vec![ClvMix::Gbdt, ClvMix::BlendBgnbd, ClvMix::Bgnbd]);
         assert_eq!(ClvMix::available(&names(&["recency_days"]), true), vec![ClvMix::Gbdt, ClvMix::Poisson]);
         assert_eq!(ClvMix::available(&names(&["recency_days"]), false), vec![ClvMix::Gbdt]);
+    }
+
+    #[test]
+    fn bgnbd_reasons_add_up_to_its_log_odds_and_name_the_input_that_moved_it() {
+        use crate::bgnbd::{BgNbd, Rfm};
+        let bgnbd = BgNbd { r: 0.24, alpha: 4.4 * 7.0, a: 0.79, b: 2.43 };
+        let e = BgnbdExplainer { bgnbd, horizon_days: 90.0, reference: [4.0, 20.0, 200.0] };
+        let names: Vec<String> = ["recency_days", "tenure_days", "active_days_life", BGNBD_P_NO_PURCHASE]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        // (recency, tenure, active days): the reference; a long silence; a loyal regular.
+        let rows = [(20.0, 200.0, 4.0), (180.0, 200.0, 4.0), (3.0, 200.0, 30.0)];
+        let mut data = Vec::new();
+        for col in 0..4 {
+            for &(rec, ten, act) in &rows {
+                let p = bgnbd.p_no_purchase(&Rfm { x: act - 1.0, t_x: ten - rec, t: ten }, 90.0);
+                data.push([rec, ten, act, p][col]);
+            }
+        }
+        let x = FeatureMatrix { names, rows: 3, data };
+        // The GBDT part is unused by this mix: any fitted one will do.
+        let cfg = crate::config::GbdtConfig { iterations: 1, ..Default::default() };
+        let gbdt = Engine::fit(&cfg, crate::train::gbdt::Task::Churn, &x, &[0.0, 1.0, 0.0], None).unwrap();
+        let model = ChurnModel { mix: ChurnMix::Bgnbd, gbdt, logistic: None, explain: Some(e) };
+        let (p, c) = model.predict_with_contributions(&x);
+        for r in 0..3 {
+            let row = &c[r * 5..r * 5 + 5];
+            assert!((row.iter().sum::<f64>() - logit(p[r], 1e-12)).abs() < 1e-9, "{row:?}");
+        }
+        // The reference customer: no input moves it.
+        assert!(c[0..3].iter().all(|v| v.abs() < 1e-12), "{:?}", &c[0..5]);
+        // The long silence: recency pushes the churn score up, and most.
+        let silent = &c[5..10];
+        assert!(silent[0] > 0.5 && silent[0] > silent[1] && silent[0] > silent[2], "{silent:?}");
+        // The regular: many active days and a recent purchase pull it down.
+        let regular = &c[10..15];
+        assert!(regular[0] < 0.0 && regular[2] < 0.0, "{regular:?}");
     }
 
     #[test]
