@@ -343,8 +343,9 @@ fn deployment(
     (churn, clv): (&ChurnModel, &ClvModel),
     refit: bool,
 ) -> Deployment {
-    let rows: &[usize] = if refit { &[] } else { &data.rows.fit };
-    let days: Vec<i32> = if refit { data.days.clone() } else { rows.iter().map(|&i| data.days[i]).collect() };
+    // Refit: every row of the dataset; else the fit rows.
+    let days: Vec<i32> =
+        if refit { data.days.clone() } else { data.rows.fit.iter().map(|&i| data.days[i]).collect() };
     let n = days.len();
     let span = days
         .iter()

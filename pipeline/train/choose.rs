@@ -268,8 +268,11 @@ pub fn calibrator(
     (folds, seed): (usize, u64),
 ) -> (Calibrator, CalibrationChoice) {
     let set = oot.filter(|o| !o.dates.is_empty()).map(|o| {
-        let x = data.x.select_rows(&o.rows);
-        let p = candidates::churn_of(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin), &x);
+        // Only the BG/NBD mix reads a feature column: no copy of the rows for the others.
+        let p = match churn_mix {
+            ChurnMix::Bgnbd => candidates::bgnbd_churn(&data.x.select_rows(&o.rows)),
+            _ => candidates::combine(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin)),
+        };
         (p, pick(&data.churn, &o.rows), o.group.clone(), o.dates.clone())
     });
     let ((p, y, group, dates), source) = match set {
