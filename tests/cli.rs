@@ -181,6 +181,21 @@ fn generate_then_train_writes_a_complete_artifact() {
     assert_eq!(info["data"]["xxh3"].as_str().unwrap().len(), 16);
     assert_eq!(info["format_version"], 2);
     assert!(info["libraries"]["polars"].as_str().unwrap().starts_with("0."));
+    // Fitted by fidelis's own engine; the refit parts are exactly those the shipped mixes use.
+    assert_eq!(metrics["gbdt"]["engine"], "fidelis-hist");
+    let churn_file: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.join("churn.json")).unwrap()).unwrap();
+    assert_eq!(churn_file["engine"], "fidelis-hist");
+    let parts: Vec<&str> = d["refit_parts"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let churn_mix = info["churn_model"].as_str().unwrap();
+    assert_eq!(
+        parts.contains(&"churn gbdt"),
+        ["gbdt", "blend"].contains(&churn_mix),
+        "{parts:?} {churn_mix}"
+    );
+    assert_eq!(parts.contains(&"churn logistic"), ["logistic", "blend"].contains(&churn_mix), "{parts:?}");
+    let clv_mix = info["clv_model"].as_str().unwrap();
+    assert_eq!(parts.contains(&"clv poisson gbdt"), clv_mix.starts_with("poisson"), "{parts:?} {clv_mix}");
 
     // Rolling origins: origin 0 is this very training (same data and settings, so the same
     // holdout numbers), origin 1 the snapshot one step (28 days) earlier, trained on what was

@@ -30,9 +30,10 @@ use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, RiskBands};
 use crate::train::candidates::{
-    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvModel, BGNBD_INPUTS,
+    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvMix, ClvModel, BGNBD_INPUTS,
 };
 use crate::train::gbdt::{Gbdt, Task};
+use crate::train::hist::Binned;
 use crate::train::linear::Logistic;
 use crate::train::oot::{self, OutOfTime, Trees};
 use crate::train::poisson::PoissonGbdt;
@@ -232,14 +233,18 @@ fn fit_and_write(
         val: data.role(&data.rows.validation),
         hold: data.role(&data.rows.holdout),
     };
-    let mut fitted = fit_models(cfg, &inputs.plan, &data, &roles, progress)?;
+    // Every fit of this run (main, purged, refit) shares one binning, its cuts from the fit rows.
+    let binned = progress.step("binning", "binning the feature matrix", || {
+        Ok::<_, Error>(Binned::new(&data.x, Some(&data.rows.fit), cfg.model.nbins as usize))
+    })?;
+    let mut fitted = fit_models(cfg, &inputs.plan, &data, &binned, &roles, progress)?;
     if fitted.churn.mix == ChurnMix::Bgnbd {
         fitted.churn.explain = bgnbd_explainer(cfg, &roles.fit.x, probabilistic.as_ref());
     }
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let refitted = if cfg.model.refit {
         Some(progress.step("refit", "refitting the shipped models on every matured label", || {
-            refit(&cfg.model, &data, &fitted)
+            refit(&cfg.model, &data, &binned, &fitted)
         })?)
     } else {
         None
@@ -301,20 +306,31 @@ fn fit_and_write(
 /// The shipped models refit on every row of the dataset (every snapshot's labels are
 /// complete: the holdout is the last snapshot whose horizon the data covers), with the
 /// evaluated models' tree counts and logistic penalty; no early stopping (nothing is left
-/// out to stop on). Every part is refit, used by the mix or not, so no artifact mixes
-/// evaluated and refit parts.
-fn refit(model: &GbdtConfig, data: &Dataset, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
+/// out to stop on). Only the parts the shipped mixes use are refit (the others cannot change
+/// a score; the artifact keeps the evaluated ones for them, and `metrics.json` `deployed`
+/// says which parts were refit).
+fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..model.clone() };
-    let x = &data.x;
-    let gbdt = Engine::fit(&params(f.churn.gbdt.n_trees()), Task::Churn, x, &data.churn, None)?;
-    let logistic = match &f.churn.logistic {
-        Some(l) => Some(Logistic::fit(x, &data.churn, l.l2)?),
-        None => None,
+    let all: Vec<usize> = (0..data.x.rows).collect();
+    let gbdt = if f.churn.mix.uses_gbdt() {
+        Engine::fit_binned(&params(f.churn.gbdt.n_trees()), Task::Churn, binned, &all, &data.churn, None)?
+    } else {
+        f.churn.gbdt.clone()
     };
-    let clv = Engine::fit(&params(f.clv.gbdt.n_trees()), Task::Clv, x, &data.clv, None)?;
+    let logistic = match &f.churn.logistic {
+        Some(l) if f.churn.mix.uses_logistic() => Some(Logistic::fit(&data.x, &data.churn, l.l2)?),
+        other => other.clone(),
+    };
+    let clv = if f.clv.mix.uses_squared_gbdt() {
+        Engine::fit_binned(&params(f.clv.gbdt.n_trees()), Task::Clv, binned, &all, &data.clv, None)?
+    } else {
+        f.clv.gbdt.clone()
+    };
     let poisson = match &f.clv.poisson {
-        Some(p) => Some(PoissonGbdt::fit(&params(p.n_trees()), x, &data.clv, None)?),
-        None => None,
+        Some(p) if f.clv.mix.uses_poisson() => {
+            Some(PoissonGbdt::fit_binned(&params(p.n_trees()), binned, &all, &data.clv, None)?)
+        }
+        other => other.clone(),
     };
     Ok((
         ChurnModel { mix: f.churn.mix, gbdt, logistic, explain: f.churn.explain },
@@ -336,6 +352,24 @@ fn bgnbd_explainer(cfg: &Config, x: &FeatureMatrix, p: Option<&Probabilistic>) -
     Some(BgnbdExplainer { bgnbd: p.bgnbd, horizon_days: f64::from(cfg.snapshots.horizon_days), reference })
 }
 
+/// The fitted parts the shipped mixes use (what [`refit`] refits).
+fn refit_parts(churn: ChurnMix, clv: ClvMix, poisson: bool) -> Vec<String> {
+    let mut parts = Vec::new();
+    if churn.uses_gbdt() {
+        parts.push("churn gbdt".to_string());
+    }
+    if churn.uses_logistic() {
+        parts.push("churn logistic".to_string());
+    }
+    if clv.uses_squared_gbdt() {
+        parts.push("clv gbdt".to_string());
+    }
+    if clv.uses_poisson() && poisson {
+        parts.push("clv poisson gbdt".to_string());
+    }
+    parts
+}
+
 /// What `metrics.json` says about the deployed models.
 fn deployment(
     cfg: &Config,
@@ -353,11 +387,18 @@ fn deployment(
         .zip(days.iter().max())
         .and_then(|(&a, &b)| Some((schema::date_of_day(a)?, schema::date_of_day(b)?)));
     let labels_until = span.map(|(_, b)| b + chrono::Duration::days(i64::from(cfg.snapshots.horizon_days)));
+    let parts = if refit { refit_parts(churn.mix, clv.mix, clv.poisson.is_some()) } else { Vec::new() };
     let description = match (span, labels_until) {
         (Some((a, b)), Some(u)) if refit => format!(
             "refit on every matured label: {n} rows at the snapshots {a} to {b} (fit, validation and \
-             holdout; labels up to {u}), with the evaluated models' tree counts and penalty; the \
-             holdout numbers are those of the evaluated model, fitted on the fit snapshots only"
+             holdout; labels up to {u}), with the evaluated models' tree counts and penalty; parts \
+             refit: {}; the holdout numbers are those of the evaluated model, fitted on the fit \
+             snapshots only",
+            if parts.is_empty() {
+                "none (the shipped mixes fit nothing)".to_string()
+            } else {
+                parts.join(", ")
+            }
         ),
         (Some((a, b)), Some(u)) => format!(
             "the evaluated model, fitted on {n} rows at the fit snapshots {a} to {b} (labels up to {u}); \
@@ -372,6 +413,7 @@ fn deployment(
         labels_until,
         churn_trees: churn.gbdt.n_trees(),
         clv_trees: clv.n_trees(),
+        refit_parts: parts,
         description,
     }
 }
@@ -474,18 +516,33 @@ fn fit_models(
     cfg: &Config,
     plan: &SnapshotPlan,
     data: &Dataset,
+    binned: &Binned,
     r: &Roles,
     progress: &Progress,
 ) -> Result<Fitted> {
     let churn = progress.step("train_churn", "training the churn model (GBDT)", || {
-        Engine::fit(&cfg.model, Task::Churn, &r.fit.x, &r.fit.churn, Some((&r.val.x, &r.val.churn)))
+        let fit = &data.rows.fit;
+        Engine::fit_binned(&cfg.model, Task::Churn, binned, fit, &data.churn, Some((&r.val.x, &r.val.churn)))
     })?;
     let clv = progress.step("train_clv", "training the CLV model (GBDT)", || {
-        Engine::fit(&cfg.model, Task::Clv, &r.fit.x, &r.fit.clv, Some((&r.val.x, &r.val.clv)))
+        Engine::fit_binned(
+            &cfg.model,
+            Task::Clv,
+            binned,
+            &data.rows.fit,
+            &data.clv,
+            Some((&r.val.x, &r.val.clv)),
+        )
     })?;
     let poisson = if cfg.model.clv_poisson {
         Some(progress.step("train_clv_poisson", "training the CLV candidate (Poisson GBDT)", || {
-            PoissonGbdt::fit(&cfg.model, &r.fit.x, &r.fit.clv, Some((&r.val.x, &r.val.clv)))
+            PoissonGbdt::fit_binned(
+                &cfg.model,
+                binned,
+                &data.rows.fit,
+                &data.clv,
+                Some((&r.val.x, &r.val.clv)),
+            )
         })?)
     } else {
         None
@@ -502,7 +559,7 @@ fn fit_models(
             "purged models at up to {} snapshots (candidate choice, calibration)",
             cfg.decision.calibration_snapshots
         ),
-        || oot::out_of_time(cfg, plan, data, trees),
+        || oot::out_of_time(cfg, plan, data, binned, trees),
     )?;
     let (logistic, penalties) =
         progress.step("train_logistic", "training the logistic regression candidate", || {
@@ -721,6 +778,15 @@ fn describe(
             "the comparison baselines (linfa, smartcore) were fitted on a seeded sample of {} of the {} \
              fit rows (baselines.max_rows); the shipped models on all of them",
             cfg.baselines.max_rows, n_fit
+        ));
+    }
+    if let Some(o) = f.oot.as_ref().filter(|o| !o.sampled.is_empty()) {
+        let each: Vec<String> = o.sampled.iter().map(|(k, n)| format!("{k} of {n}")).collect();
+        notes.push(format!(
+            "the purged models (candidate choice, calibration) were fitted on a deterministic sample of \
+             customers: {} rows with closed labels at the purged snapshots (decision.purged_max_rows = {})",
+            each.join(", "),
+            cfg.decision.purged_max_rows
         ));
     }
     let metrics = TrainMetrics {

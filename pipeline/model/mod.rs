@@ -166,6 +166,10 @@ pub struct Deployment {
     pub labels_until: Option<NaiveDate>,
     pub churn_trees: usize,
     pub clv_trees: usize,
+    /// The parts refit (those the shipped mixes use; the others are the evaluated ones and
+    /// do not score).
+    #[serde(default)]
+    pub refit_parts: Vec<String>,
     /// In words, for the reports.
     pub description: String,
 }

@@ -58,6 +58,11 @@ impl ChurnMix {
         matches!(self, ChurnMix::Logistic | ChurnMix::Blend)
     }
 
+    /// Whether the mix needs the GBDT.
+    pub fn uses_gbdt(self) -> bool {
+        matches!(self, ChurnMix::Gbdt | ChurnMix::Blend)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ChurnMix::Gbdt => "gbdt",
@@ -132,6 +137,11 @@ impl ClvMix {
     /// Whether the mix needs a GBDT (every mix but the BG/NBD alone).
     pub fn uses_gbdt(self) -> bool {
         self != ClvMix::Bgnbd
+    }
+
+    /// Whether the mix needs the squared-loss GBDT.
+    pub fn uses_squared_gbdt(self) -> bool {
+        matches!(self, ClvMix::Gbdt | ClvMix::BlendBgnbd)
     }
 
     /// Whether the mix starts from the Poisson GBDT (else the squared-loss one).

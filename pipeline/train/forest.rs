@@ -74,6 +74,42 @@ impl FlatForest {
         FlatForest { base: booster.base_score, nodes, roots, depths }
     }
 
+    /// Compile fidelis's own trees ([`super::hist`]): `<= threshold` goes left there, `<`
+    /// here, so each threshold becomes the next float up; an inner node's own Newton value is
+    /// its average (contributions: each split's feature gets the change of value down the path).
+    pub(crate) fn compile_hist(base: f64, trees: &[super::hist::Tree]) -> Self {
+        use super::hist::LEAF;
+        let mut nodes = Vec::new();
+        let mut roots = Vec::with_capacity(trees.len());
+        let mut depths = Vec::with_capacity(trees.len());
+        for tree in trees {
+            let offset = nodes.len() as u32;
+            roots.push(offset);
+            let mut depth = vec![0u32; tree.nodes.len()];
+            for (i, n) in tree.nodes.iter().enumerate() {
+                if n.feature != LEAF {
+                    depth[n.left] = depth[i] + 1;
+                    depth[n.right] = depth[i] + 1;
+                }
+            }
+            depths.push(depth.iter().copied().max().unwrap_or(0));
+            for (i, n) in tree.nodes.iter().enumerate() {
+                let leaf = n.feature == LEAF;
+                let at = |child: usize| offset + if leaf { i as u32 } else { child as u32 };
+                nodes.push(Node {
+                    threshold: if leaf { 0.0 } else { next_up(n.threshold) },
+                    value: n.value,
+                    average: n.value,
+                    feature: if leaf { 0 } else { n.feature as u32 },
+                    left: at(n.left),
+                    right: at(n.right),
+                    missing: at(if n.missing_left { n.left } else { n.right }),
+                });
+            }
+        }
+        FlatForest { base, nodes, roots, depths }
+    }
+
     pub fn n_trees(&self) -> usize {
         self.roots.len()
     }
@@ -158,4 +194,16 @@ impl FlatForest {
         );
         (margin, contributions)
     }
+}
+
+/// The smallest float above `x` (finite `x`): `v <= x` exactly when `v < next_up(x)`.
+fn next_up(x: f64) -> f64 {
+    if x.is_nan() || x == f64::INFINITY {
+        return x;
+    }
+    if x == 0.0 {
+        return f64::from_bits(1);
+    }
+    let bits = x.to_bits();
+    f64::from_bits(if x > 0.0 { bits + 1 } else { bits - 1 })
 }

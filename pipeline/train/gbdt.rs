@@ -1,5 +1,7 @@
-//! Gradient-boosted trees behind one small trait of ours, so the engine can be swapped
-//! (forust-ml, chosen on measurements: README "Models"; our own histogram GBDT if benchmarks call for it).
+//! Gradient-boosted trees behind one small trait of ours: fidelis's own histogram engine
+//! ([`HistGbdt`], every loss, one binning per training run: chosen on `make bench`, README
+//! "Models") fits every model; forust-ml ([`ForustGbdt`]) still loads and scores models
+//! trained by earlier releases ([`AnyGbdt`]) and is the comparison in the engine bench.
 
 use forust_ml::gradientbooster::ImportanceMethod;
 use forust_ml::metric::Metric;
@@ -12,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::features::FeatureMatrix;
 use crate::math::sigmoid;
 use crate::train::forest::FlatForest;
+use crate::train::hist::{self, Binned, Loss, Tree};
 
 /// What a model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +193,223 @@ impl ForustGbdt {
     }
 }
 
+/// fidelis's own histogram GBDT ([`super::hist`]): log loss for churn, squared error for CLV;
+/// compiled into a [`FlatForest`] for prediction and contributions.
+#[derive(Debug, Clone)]
+pub struct HistGbdt {
+    task: Task,
+    base: f64,
+    trees: Vec<Tree>,
+    importance: Vec<f64>,
+    flat: FlatForest,
+}
+
+/// What the artifact holds (`engine` tells it from a forust-ml file).
+#[derive(Serialize, Deserialize)]
+struct HistFile {
+    engine: String,
+    task: Task,
+    base: f64,
+    trees: Vec<Tree>,
+    importance: Vec<f64>,
+}
+
+impl HistGbdt {
+    const NAME: &'static str = "fidelis-hist";
+
+    fn loss(task: Task) -> Loss {
+        match task {
+            Task::Churn => Loss::LogLoss,
+            Task::Clv => Loss::Squared,
+        }
+    }
+
+    /// Fit on the rows `rows` of a shared binned matrix (`y` indexed like its rows), as
+    /// [`Gbdt::fit`] does on a whole matrix.
+    pub fn fit_binned(
+        params: &GbdtConfig,
+        task: Task,
+        binned: &Binned,
+        rows: &[usize],
+        y: &[f64],
+        valid: Option<(&FeatureMatrix, &[f64])>,
+    ) -> Result<Self> {
+        let b = hist::boost(Self::loss(task), params, binned, rows, y, valid)
+            .map_err(|message| Error::Model { model: format!("{} gbdt", task.name()), message })?;
+        Ok(HistGbdt::new(task, b.base, b.trees, b.importance))
+    }
+
+    fn new(task: Task, base: f64, trees: Vec<Tree>, importance: Vec<f64>) -> Self {
+        let flat = FlatForest::compile_hist(base, &trees);
+        HistGbdt { task, base, trees, importance, flat }
+    }
+
+    fn output(&self, margin: Vec<f64>) -> Vec<f64> {
+        match self.task {
+            Task::Churn => margin.into_iter().map(sigmoid).collect(),
+            Task::Clv => margin,
+        }
+    }
+}
+
+impl Gbdt for HistGbdt {
+    const ENGINE: &'static str = HistGbdt::NAME;
+
+    fn fit(
+        params: &GbdtConfig,
+        task: Task,
+        x: &FeatureMatrix,
+        y: &[f64],
+        valid: Option<(&FeatureMatrix, &[f64])>,
+    ) -> Result<Self> {
+        let binned = Binned::new(x, None, params.nbins as usize);
+        let rows: Vec<usize> = (0..x.rows).collect();
+        Self::fit_binned(params, task, &binned, &rows, y, valid)
+    }
+
+    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        self.output(self.flat.predict(x))
+    }
+
+    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
+        self.flat.predict_with_contributions(x).1
+    }
+
+    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        let (margin, contributions) = self.flat.predict_with_contributions(x);
+        (self.output(margin), contributions)
+    }
+
+    fn importance_gain(&self, n_features: usize) -> Vec<f64> {
+        (0..n_features).map(|i| self.importance.get(i).copied().unwrap_or(0.0)).collect()
+    }
+
+    fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    fn to_json(&self) -> Result<String> {
+        let file = HistFile {
+            engine: Self::NAME.into(),
+            task: self.task,
+            base: self.base,
+            trees: self.trees.clone(),
+            importance: self.importance.clone(),
+        };
+        serde_json::to_string(&file)
+            .map_err(|source| Error::Json { context: "writing the model".into(), source })
+    }
+
+    fn from_json(s: &str) -> Result<Self> {
+        let file: HistFile = serde_json::from_str(s)
+            .map_err(|source| Error::Json { context: "reading the model".into(), source })?;
+        Ok(HistGbdt::new(file.task, file.base, file.trees, file.importance))
+    }
+}
+
+/// The GBDT of a model artifact: fitted with fidelis's own engine; models trained by earlier
+/// releases with forust-ml still load and score.
+#[derive(Clone)]
+pub enum AnyGbdt {
+    Hist(HistGbdt),
+    Forust(std::sync::Arc<ForustGbdt>),
+}
+
+impl AnyGbdt {
+    /// See [`HistGbdt::fit_binned`].
+    pub fn fit_binned(
+        params: &GbdtConfig,
+        task: Task,
+        binned: &Binned,
+        rows: &[usize],
+        y: &[f64],
+        valid: Option<(&FeatureMatrix, &[f64])>,
+    ) -> Result<Self> {
+        HistGbdt::fit_binned(params, task, binned, rows, y, valid).map(AnyGbdt::Hist)
+    }
+
+    /// The engine that fitted this model.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            AnyGbdt::Hist(_) => HistGbdt::ENGINE,
+            AnyGbdt::Forust(_) => ForustGbdt::ENGINE,
+        }
+    }
+}
+
+impl Gbdt for AnyGbdt {
+    const ENGINE: &'static str = HistGbdt::ENGINE;
+
+    fn fit(
+        params: &GbdtConfig,
+        task: Task,
+        x: &FeatureMatrix,
+        y: &[f64],
+        valid: Option<(&FeatureMatrix, &[f64])>,
+    ) -> Result<Self> {
+        HistGbdt::fit(params, task, x, y, valid).map(AnyGbdt::Hist)
+    }
+
+    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        match self {
+            AnyGbdt::Hist(m) => m.predict(x),
+            AnyGbdt::Forust(m) => m.predict(x),
+        }
+    }
+
+    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
+        match self {
+            AnyGbdt::Hist(m) => m.contributions(x),
+            AnyGbdt::Forust(m) => m.contributions(x),
+        }
+    }
+
+    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
+        match self {
+            AnyGbdt::Hist(m) => m.predict_with_contributions(x),
+            AnyGbdt::Forust(m) => m.predict_with_contributions(x),
+        }
+    }
+
+    fn importance_gain(&self, n_features: usize) -> Vec<f64> {
+        match self {
+            AnyGbdt::Hist(m) => m.importance_gain(n_features),
+            AnyGbdt::Forust(m) => m.importance_gain(n_features),
+        }
+    }
+
+    fn n_trees(&self) -> usize {
+        match self {
+            AnyGbdt::Hist(m) => m.n_trees(),
+            AnyGbdt::Forust(m) => m.n_trees(),
+        }
+    }
+
+    fn to_json(&self) -> Result<String> {
+        match self {
+            AnyGbdt::Hist(m) => m.to_json(),
+            AnyGbdt::Forust(m) => m.to_json(),
+        }
+    }
+
+    fn from_json(s: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Probe {
+            engine: Option<String>,
+        }
+        let probe: Probe = serde_json::from_str(s)
+            .map_err(|source| Error::Json { context: "reading the model".into(), source })?;
+        match probe.engine.as_deref() {
+            Some(HistGbdt::NAME) => HistGbdt::from_json(s).map(AnyGbdt::Hist),
+            Some(other) => Err(Error::Model {
+                model: "gbdt".into(),
+                message: format!("unknown engine '{other}' (written by a newer fidelis?)"),
+            }),
+            None => ForustGbdt::from_json(s).map(|m| AnyGbdt::Forust(std::sync::Arc::new(m))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,5 +472,98 @@ mod tests {
         // Feature a matters more than b in the generating model.
         let imp = m.importance_gain(2);
         assert!(imp[0] > imp[1], "{imp:?}");
+    }
+
+    #[test]
+    fn own_engine_learns_round_trips_and_its_flat_forest_agrees_with_its_trees() {
+        let (x, y) = toy(3000, 1);
+        let (xv, yv) = toy(1000, 2);
+        let params = GbdtConfig { iterations: 200, learning_rate: 0.1, ..GbdtConfig::default() };
+        let m = HistGbdt::fit(&params, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap();
+        assert!(m.n_trees() > 5 && m.n_trees() <= 200, "{}", m.n_trees());
+        let p = m.predict(&xv);
+        let auc = crate::metrics::roc_auc(&yv, &p);
+        assert!(auc > 0.7, "auc {auc}");
+        // The compiled forest predicts what walking the trees gives, also on missing values
+        // and on values equal to a threshold (`<=` goes left there, `<` in the forest).
+        let mut xm = xv.clone();
+        for r in (0..xm.rows).step_by(7) {
+            xm.data[r] = f64::NAN;
+        }
+        let t = &m.trees[0].nodes[0];
+        xm.data[t.feature * xm.rows + 1] = t.threshold;
+        let walked: Vec<f64> = (0..xm.rows)
+            .map(|r| sigmoid(m.base + m.trees.iter().map(|t| t.margin(&xm, r)).sum::<f64>()))
+            .collect();
+        let (flat, contributions) = m.predict_with_contributions(&xm);
+        for (a, b) in flat.iter().zip(&walked) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        for r in 0..xm.rows {
+            let margin: f64 = contributions[r * 3..r * 3 + 3].iter().sum();
+            assert!((sigmoid(margin) - flat[r]).abs() < 1e-9);
+        }
+        let back = AnyGbdt::from_json(&m.to_json().unwrap()).unwrap();
+        assert!(matches!(back, AnyGbdt::Hist(_)));
+        assert_eq!(back.predict(&xm), flat);
+        assert_eq!(m.importance_gain(2).iter().sum::<f64>().round(), 1.0);
+        assert!(m.importance_gain(2)[0] > m.importance_gain(2)[1]);
+        // Without a validation set: exactly the trees asked for; squared error for CLV.
+        let fixed = GbdtConfig { iterations: 17, ..params.clone() };
+        assert_eq!(HistGbdt::fit(&fixed, Task::Clv, &x, &y, None).unwrap().n_trees(), 17);
+    }
+
+    #[test]
+    fn own_engine_on_a_subset_of_shared_bins_is_the_fit_on_those_rows() {
+        let (x, y) = toy(4000, 3);
+        let (xv, yv) = toy(500, 4);
+        let rows: Vec<usize> = (0..x.rows).filter(|r| r % 3 != 0).collect();
+        let params = GbdtConfig { iterations: 60, learning_rate: 0.1, ..GbdtConfig::default() };
+        // One binning of every row, cuts from the subset: the same model as a matrix of the
+        // subset alone (no copy of the matrix per fit changes nothing).
+        let shared = Binned::new(&x, Some(&rows), params.nbins as usize);
+        let a = HistGbdt::fit_binned(&params, Task::Churn, &shared, &rows, &y, Some((&xv, &yv))).unwrap();
+        let sub = x.select_rows(&rows);
+        let ys: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        let b = HistGbdt::fit(&params, Task::Churn, &sub, &ys, Some((&xv, &yv))).unwrap();
+        assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+        // Rows out of order are refused, not silently misread.
+        let mut bad = rows.clone();
+        bad.swap(0, 1);
+        assert!(HistGbdt::fit_binned(&params, Task::Churn, &shared, &bad, &y, None).is_err());
+    }
+
+    #[test]
+    fn own_engine_is_the_same_on_one_thread_and_many_with_sampling() {
+        let (x, y) = toy(40_000, 5);
+        let params = GbdtConfig {
+            iterations: 30,
+            learning_rate: 0.1,
+            subsample: 0.7,
+            colsample_bytree: 0.5,
+            ..GbdtConfig::default()
+        };
+        let fit = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| HistGbdt::fit(&params, Task::Clv, &x, &y, None).unwrap().to_json().unwrap())
+        };
+        let one = fit(1);
+        assert_eq!(one, fit(3));
+        // The seed matters (sampling is real).
+        let other = GbdtConfig { seed: 7, ..params.clone() };
+        assert_ne!(one, HistGbdt::fit(&other, Task::Clv, &x, &y, None).unwrap().to_json().unwrap());
+    }
+
+    #[test]
+    fn models_of_earlier_releases_fitted_by_forust_still_load_and_score() {
+        let (x, y) = toy(2000, 6);
+        let params = GbdtConfig { iterations: 20, learning_rate: 0.1, ..GbdtConfig::default() };
+        let old = ForustGbdt::fit(&params, Task::Churn, &x, &y, None).unwrap();
+        let loaded = AnyGbdt::from_json(&old.to_json().unwrap()).unwrap();
+        assert!(matches!(loaded, AnyGbdt::Forust(_)));
+        assert_eq!(loaded.engine(), "forust-ml");
+        assert_eq!(loaded.predict(&x), old.predict(&x));
+        let unknown = AnyGbdt::from_json(r#"{"engine": "xgboost-9"}"#).err().unwrap();
+        assert!(unknown.to_string().contains("xgboost-9"), "{unknown}");
     }
 }

@@ -148,6 +148,31 @@ fn cholesky_solve(a: &[f64], b: &[f64]) -> Option<Vec<f64>> {
     Some(x)
 }
 
+/// The summed per-chunk gradients and Hessians (upper triangles), made symmetric, with the L2
+/// penalty on the coefficients (not the intercept, the last parameter).
+fn penalized_newton_system(parts: &[(Vec<f64>, Vec<f64>)], beta: &[f64], l2: f64) -> (Vec<f64>, Vec<f64>) {
+    let p = beta.len();
+    let d = p - 1;
+    let mut g = vec![0.0; p];
+    let mut h = vec![0.0; p * p];
+    for (pg, ph) in parts {
+        g.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+        h.iter_mut().zip(ph).for_each(|(a, b)| *a += b);
+    }
+    for i in 0..p {
+        for j in 0..i {
+            h[i * p + j] = h[j * p + i];
+        }
+    }
+    for c in 0..d {
+        g[c] += l2 * beta[c];
+        h[c * p + c] += l2;
+    }
+    // A tiny ridge on the intercept keeps the solve defined when every row has the same label.
+    h[d * p + d] += 1e-9;
+    (g, h)
+}
+
 impl Logistic {
     /// Fit on `x` and 0/1 labels `y` with L2 penalty `l2` (> 0 keeps separable data finite).
     pub fn fit(x: &FeatureMatrix, y: &[f64], l2: f64) -> Result<Self> {
@@ -162,12 +187,15 @@ impl Logistic {
         let mut beta = vec![0.0; p];
         beta[d] = (mean_y.clamp(1e-6, 1.0 - 1e-6) / (1.0 - mean_y.clamp(1e-6, 1.0 - 1e-6))).ln();
         let starts: Vec<usize> = (0..x.rows).step_by(CHUNK).collect();
+        // The scaled rows once (every Newton step and line search reads them), chunk by chunk.
+        let scaled: Vec<Vec<f64>> =
+            starts.par_iter().map(|&s| scaler.rows(x, s, CHUNK.min(x.rows - s))).collect();
         let objective = |beta: &[f64]| -> f64 {
             let loss: f64 = starts
                 .par_iter()
-                .map(|&s| {
+                .zip(&scaled)
+                .map(|(&s, z)| {
                     let len = CHUNK.min(x.rows - s);
-                    let z = scaler.rows(x, s, len);
                     (0..len)
                         .map(|r| {
                             let m = beta[d] + (0..d).map(|c| beta[c] * z[r * d + c]).sum::<f64>();
@@ -187,9 +215,9 @@ impl Logistic {
             // Gradient and Hessian (upper triangle) of the summed log loss, per chunk.
             let parts: Vec<(Vec<f64>, Vec<f64>)> = starts
                 .par_iter()
-                .map(|&s| {
+                .zip(&scaled)
+                .map(|(&s, z)| {
                     let len = CHUNK.min(x.rows - s);
-                    let z = scaler.rows(x, s, len);
                     let mut g = vec![0.0; p];
                     let mut h = vec![0.0; p * p];
                     let mut row = vec![1.0; p];
@@ -210,24 +238,7 @@ impl Logistic {
                     (g, h)
                 })
                 .collect();
-            let mut g = vec![0.0; p];
-            let mut h = vec![0.0; p * p];
-            for (pg, ph) in &parts {
-                g.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
-                h.iter_mut().zip(ph).for_each(|(a, b)| *a += b);
-            }
-            for i in 0..p {
-                for j in 0..i {
-                    h[i * p + j] = h[j * p + i];
-                }
-            }
-            for c in 0..d {
-                g[c] += l2 * beta[c];
-                h[c * p + c] += l2;
-            }
-            // A tiny ridge on the intercept keeps the solve defined when every row has the
-            // same label.
-            h[d * p + d] += 1e-9;
+            let (g, h) = penalized_newton_system(&parts, &beta, l2);
             let step = cholesky_solve(&h, &g).ok_or_else(|| err("singular Hessian".into()))?;
             let mut t = 1.0;
             let mut accepted = false;

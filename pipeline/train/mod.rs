@@ -16,6 +16,7 @@ pub mod candidates;
 pub mod choose;
 pub mod forest;
 pub mod gbdt;
+pub mod hist;
 pub mod linear;
 pub mod oot;
 pub mod poisson;
@@ -28,7 +29,7 @@ use crate::schema::{self, CHURN, CLV, CUSTOMER, SNAPSHOT};
 use crate::split::SnapshotPlan;
 
 /// The engine behind the [`gbdt::Gbdt`] trait in this build.
-pub type Engine = gbdt::ForustGbdt;
+pub type Engine = gbdt::AnyGbdt;
 
 /// Rows of the dataset per role, in dataset order.
 #[derive(Debug, Clone, Default)]

@@ -4,9 +4,10 @@ use chrono::NaiveDate;
 
 use super::candidates::ClvMix;
 use super::gbdt::{Gbdt, Task};
+use super::hist::Binned;
 use super::linear::Logistic;
 use super::poisson::PoissonGbdt;
-use super::{Dataset, Engine};
+use super::{pick, Dataset, Engine};
 use crate::config::{Config, GbdtConfig};
 use crate::error::Result;
 use crate::schema;
@@ -44,6 +45,9 @@ pub struct OutOfTime {
     pub churn_logistic_margin: Vec<f64>,
     pub clv_gbdt: Vec<f64>,
     pub clv_poisson: Vec<f64>,
+    /// Purged snapshots whose models were fitted on a sample of customers
+    /// (`decision.purged_max_rows`): (rows kept, rows with closed labels).
+    pub sampled: Vec<(usize, usize)>,
 }
 
 impl OutOfTime {
@@ -72,7 +76,7 @@ pub struct Trees {
 fn predict_group(
     o: &mut OutOfTime,
     cfg: &GbdtConfig,
-    data: &Dataset,
+    (data, binned): (&Dataset, &Binned),
     trees: Trees,
     (fit, at): (&[usize], Vec<usize>),
     group: usize,
@@ -80,17 +84,20 @@ fn predict_group(
 ) -> Result<()> {
     // The main models' tree counts, fitted without any look at the rows predicted.
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..cfg.clone() };
-    let (train, x_at) = (data.role(fit), data.x.select_rows(&at));
-    let g = Engine::fit(&params(trees.churn), Task::Churn, &train.x, &train.churn, None)?;
+    let x_at = data.x.select_rows(&at);
+    let g = Engine::fit_binned(&params(trees.churn), Task::Churn, binned, fit, &data.churn, None)?;
     o.churn_gbdt.extend(g.predict(&x_at));
+    let (x_fit, churn_fit) = (data.x.select_rows(fit), pick(&data.churn, fit));
     for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.logistic_l2) {
-        margins.extend(Logistic::fit(&train.x, &train.churn, l2)?.margin(&x_at));
+        margins.extend(Logistic::fit(&x_fit, &churn_fit, l2)?.margin(&x_at));
     }
+    drop(x_fit);
     if clv_choice {
-        let c = Engine::fit(&params(trees.clv), Task::Clv, &train.x, &train.clv, None)?;
+        let c = Engine::fit_binned(&params(trees.clv), Task::Clv, binned, fit, &data.clv, None)?;
         o.clv_gbdt.extend(c.predict(&x_at));
         if let Some(n) = trees.poisson {
-            o.clv_poisson.extend(PoissonGbdt::fit(&params(n), &train.x, &train.clv, None)?.predict(&x_at));
+            let p = PoissonGbdt::fit_binned(&params(n), binned, fit, &data.clv, None)?;
+            o.clv_poisson.extend(p.predict(&x_at));
         }
     }
     o.group.extend(std::iter::repeat_n(group, at.len()));
@@ -105,6 +112,7 @@ pub fn out_of_time(
     cfg: &Config,
     plan: &SnapshotPlan,
     data: &Dataset,
+    binned: &Binned,
     trees: Trees,
 ) -> Result<Option<OutOfTime>> {
     let clv_choice = ClvMix::available(&data.x.names, trees.poisson.is_some()).len() > 1;
@@ -123,23 +131,29 @@ pub fn out_of_time(
         churn_logistic_margin: Vec::new(),
         clv_gbdt: Vec::new(),
         clv_poisson: Vec::new(),
+        sampled: Vec::new(),
     };
     // A purged model needs both classes to learn from.
     let both_classes = |fit: &[usize]| fit.iter().any(|&i| data.churn[i] != data.churn[fit[0]]);
+    let customers = data.customer_hashes()?;
     for &s in &training[training.len() - k..] {
         let sd = schema::epoch_day(s);
         let fit: Vec<usize> = (0..days.len()).filter(|&i| days[i] + horizon <= sd).collect();
+        let closed = fit.len();
+        let fit = sample_customers(fit, &customers, cfg.decision.purged_max_rows);
         let at: Vec<usize> = (0..days.len()).filter(|&i| days[i] == sd).collect();
         if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
             continue;
         }
         let group = o.dates.len();
-        predict_group(&mut o, &cfg.model, data, trees, (&fit, at), group, clv_choice)?;
+        if fit.len() < closed {
+            o.sampled.push((fit.len(), closed));
+        }
+        predict_group(&mut o, &cfg.model, (data, binned), trees, (&fit, at), group, clv_choice)?;
         o.dates.push(s);
     }
     if o.dates.is_empty() {
         // Cross-fitting on the fit rows, folds by customer.
-        let customers = data.customer_hashes()?;
         let k = cfg.decision.calibration_folds as u64;
         for f in 0..k {
             let (at, fit): (Vec<usize>, Vec<usize>) =
@@ -147,8 +161,42 @@ pub fn out_of_time(
             if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
                 continue;
             }
-            predict_group(&mut o, &cfg.model, data, trees, (&fit, at), f as usize, clv_choice)?;
+            predict_group(&mut o, &cfg.model, (data, binned), trees, (&fit, at), f as usize, clv_choice)?;
         }
     }
     Ok((o.n_groups > 0).then_some(o))
+}
+
+/// `rows` when at most `max` (or `max` is 0), else the rows of a deterministic share of
+/// customers (hash below the share `max / rows`): about `max` rows, every snapshot of each
+/// customer kept, in order.
+fn sample_customers(rows: Vec<usize>, customers: &[u64], max: usize) -> Vec<usize> {
+    if max == 0 || rows.len() <= max {
+        return rows;
+    }
+    let cut = (max as f64 / rows.len() as f64 * u64::MAX as f64) as u64;
+    rows.into_iter().filter(|&i| customers[i] < cut).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purged_samples_keep_whole_customers_and_about_the_cap() {
+        // 5,000 customers at 4 snapshots, rows in (snapshot, customer) order.
+        let hashes: Vec<u64> = (0..5000u64).map(|c| xxhash_rust::xxh3::xxh3_64(&c.to_le_bytes())).collect();
+        let customers: Vec<u64> = (0..4).flat_map(|_| hashes.iter().copied()).collect();
+        let rows: Vec<usize> = (0..customers.len()).collect();
+        let kept = sample_customers(rows.clone(), &customers, 8000);
+        assert!((7000..9000).contains(&kept.len()), "{}", kept.len());
+        assert!(kept.windows(2).all(|w| w[0] < w[1]), "rows stay in order");
+        // A kept customer is kept at every snapshot.
+        let per_customer = |c: usize| kept.iter().filter(|&&r| r % 5000 == c).count();
+        assert!((0..5000).all(|c| matches!(per_customer(c), 0 | 4)));
+        assert_eq!(kept, sample_customers(rows.clone(), &customers, 8000));
+        // At or under the cap, or with no cap, every row.
+        assert_eq!(sample_customers(rows.clone(), &customers, 20_000), rows);
+        assert_eq!(sample_customers(rows.clone(), &customers, 0), rows);
+    }
 }
