@@ -4,7 +4,7 @@
 //!
 //! Per size N (customers; `FIDELIS_BENCH_SIZES`, default 100000,300000,1000000; data cached
 //! under data/bench/customers_N): `validate` (ingest), `train` (features and labels over the
-//! snapshot grid, churn and CLV GBDT; baselines off; up to `FIDELIS_BENCH_TRAIN_MAX`
+//! snapshot grid, every candidate, baselines as configured by default; up to `FIDELIS_BENCH_TRAIN_MAX`
 //! customers, default 300000, larger sizes are scored with the largest model trained), then
 //! `weekly` at the end of the data (ingest, features at one date, scoring, Parquet, SQLite,
 //! drift, monitoring history, weekly report). Wall time and peak RSS of each process (wait4),
@@ -72,7 +72,7 @@ fn main() {
         std::fs::write(
             &cfg,
             format!(
-                "[input.transactions]\npath = {:?}\n\n[baselines]\nenabled = false\n\n[output]\ndir = {:?}\n\
+                "[input.transactions]\npath = {:?}\n\n[output]\ndir = {:?}\n\
                  sql = [\"sqlite://{}/fidelis.sqlite\"]\n\n[paths]\nmodels_dir = {:?}\nreports_dir = {:?}\n",
                 data.display().to_string(),
                 dir.join("output").display().to_string(),
@@ -114,6 +114,31 @@ fn main() {
             r["stages"]["predict_holdout"] = json!({"wall_s": sec("predict_holdout"), "rows_per_s": m["n_holdout"].as_f64().unwrap_or(0.0) / sec("predict_holdout")});
             r["holdout_auc"] = m["churn"]["holdout"]["roc_auc"].clone();
             r["churn_trees"] = m["gbdt"]["churn_trees"].clone();
+            // What LightGBM's "same fits" repeat: tree counts, purged dates, refit parts.
+            r["clv_trees"] = json!(m["gbdt"]["clv_gbdt_trees"].as_u64().unwrap_or(0));
+            r["poisson_trees"] = json!(m["gbdt"]["clv_poisson_trees"].as_u64().unwrap_or(0));
+            let basis = m["candidates"]["basis"].as_str().unwrap_or("");
+            let dates: Vec<&str> = basis
+                .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+                .filter(|w| w.len() == 10 && w.as_bytes()[4] == b'-')
+                .collect();
+            r["purged_dates"] = json!(dates.join(","));
+            let parts: Vec<&str> = m["deployed"]["refit_parts"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            r["refit_parts"] = json!(parts.join(","));
+            // fidelis's GBDT work in the same run: main fits, purged models (with their
+            // logistic grid), refit.
+            r["fidelis_fits_s"] =
+                json!(["train_churn", "train_clv", "train_clv_poisson", "out_of_time", "refit"]
+                    .iter()
+                    .map(|k| sec(k))
+                    .filter(|v| v.is_finite())
+                    .sum::<f64>());
+            r["stages"]["train_clv_poisson"] = json!({"wall_s": sec("train_clv_poisson")});
+            r["stages"]["out_of_time"] = json!({"wall_s": sec("out_of_time")});
+            r["stages"]["refit"] = json!({"wall_s": sec("refit")});
             model_dir = Some(models.clone());
             eprintln!(
                 "{n}: train {train_s:.2} s (features {:.2}, churn {:.2}, clv {:.2})",
@@ -157,6 +182,14 @@ fn main() {
                     AS_OF,
                     "--trees",
                     &r["churn_trees"].to_string(),
+                    "--clv-trees",
+                    &r["clv_trees"].to_string(),
+                    "--poisson-trees",
+                    &r["poisson_trees"].to_string(),
+                    "--purged-dates",
+                    r["purged_dates"].as_str().unwrap_or(""),
+                    "--refit-parts",
+                    r["refit_parts"].as_str().unwrap_or(""),
                 ])
                 .output()
                 .expect("python3");
@@ -165,7 +198,15 @@ fn main() {
                 let lgb = &c["lightgbm"];
                 let ours = |k: &str| r["stages"][k]["wall_s"].as_f64().unwrap_or(f64::NAN);
                 let fidelis_features = step(&log, "reading and validating") + features_at;
+                let same = &c["same_fits"];
+                let fits_ratio = r["fidelis_fits_s"].as_f64().unwrap_or(f64::NAN)
+                    / same["total_s"].as_f64().unwrap_or(f64::NAN);
+                let poisson_ratio =
+                    ours("train_clv_poisson") / same["poisson_main_s"].as_f64().unwrap_or(f64::NAN);
                 r["compare"] = json!({
+                    "same_fits": {"fidelis_s": r["fidelis_fits_s"], "lightgbm_s": same["total_s"],
+                                  "ratio": fits_ratio, "poisson_ratio": poisson_ratio,
+                                  "lightgbm_parts": same["parts"]},
                     "lightgbm": {"train_ratio": ours("train_churn") / lgb["train_s"].as_f64().unwrap(),
                                  "predict_ratio": ours("predict_holdout") / lgb["predict_s"].as_f64().unwrap(),
                                  "auc_fidelis": r["holdout_auc"], "auc_lightgbm": lgb["auc"],
@@ -193,6 +234,9 @@ fn main() {
         "features_grid",
         "train_churn",
         "train_clv",
+        "train_clv_poisson",
+        "out_of_time",
+        "refit",
         "predict_holdout",
         "train_process",
         "weekly_ingest",
@@ -239,6 +283,14 @@ fn main() {
     println!("{:<30} {cells}", "WEEKLY BATCH (process)");
     for r in &results {
         if let Some(c) = r.get("compare") {
+            println!(
+                "{} customers: GBDT fits of a whole train, fidelis {:.1} s / LightGBM {:.1} s = {:.2}x; Poisson CLV model {:.2}x",
+                r["customers"],
+                c["same_fits"]["fidelis_s"].as_f64().unwrap_or(f64::NAN),
+                c["same_fits"]["lightgbm_s"].as_f64().unwrap_or(f64::NAN),
+                c["same_fits"]["ratio"].as_f64().unwrap_or(f64::NAN),
+                c["same_fits"]["poisson_ratio"].as_f64().unwrap_or(f64::NAN),
+            );
             println!(
                 "{} customers: fidelis/LightGBM train {:.2}x, predict {:.2}x, AUC {:.4} vs {:.4}; fidelis/DuckDB features {:.2}x",
                 r["customers"],

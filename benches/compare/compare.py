@@ -9,6 +9,12 @@
   stats, recency, tenure, trend, gaps, spend ratio, refunds, eligibility) at one date as one
   SQL query over the same Parquet transactions, 2 threads.
 
+- "Same fits": LightGBM doing the GBDT fits a whole `fidelis train` does, with its tree counts
+  and settings (min 20 rows per leaf as fidelis): the main churn (binary), CLV (regression)
+  and Poisson CLV (poisson, max delta step 0.7) models on the fit rows; at each purged
+  snapshot the same three on the rows whose labels had closed (a customer sample of the same
+  size past --purged-max-rows); the refit parts on every row. Total wall time, per part.
+
 Prints one JSON object. Needs `pip install lightgbm duckdb pyarrow pandas` (make bench-deps).
 """
 import argparse
@@ -89,6 +95,12 @@ def main():
     ap.add_argument("--min-leaf-weight", type=float, default=5.0)
     ap.add_argument("--l2", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--clv-trees", type=int, default=0)
+    ap.add_argument("--poisson-trees", type=int, default=0)
+    ap.add_argument("--purged-dates", default="", help="comma-separated snapshot dates")
+    ap.add_argument("--purged-max-rows", type=int, default=200000)
+    ap.add_argument("--horizon-days", type=int, default=90)
+    ap.add_argument("--refit-parts", default="", help="comma-separated, as metrics.json deployed.refit_parts")
     a = ap.parse_args()
 
     df = pd.read_parquet(a.features)
@@ -109,6 +121,8 @@ def main():
     p = booster.predict(x_hold, num_threads=a.threads)
     predict_s = time.perf_counter() - t0
 
+    same = same_fits(a, df, cols, params) if a.clv_trees > 0 else None
+
     con = duckdb.connect()
     con.execute(f"SET threads = {a.threads}")
     sql = FEATURES_SQL.format(path=a.transactions, t=a.as_of, windows=windows_sql(a.as_of))
@@ -121,7 +135,45 @@ def main():
                      "train_s": train_s, "predict_s": predict_s, "predict_rows": len(hold),
                      "auc": auc(y_hold, p)},
         "duckdb": {"version": duckdb.__version__, "features_s": duck_s, "customers": n, "as_of": a.as_of},
+        "same_fits": same,
     }))
+
+
+def same_fits(a, df, cols, base):
+    """LightGBM doing the GBDT fits of one `fidelis train` (see the module docs)."""
+    params = dict(base, min_data_in_leaf=20)
+    kinds = {
+        "churn": ("churn", dict(objective="binary"), a.trees),
+        "clv": ("clv", dict(objective="regression"), a.clv_trees),
+        "poisson": ("clv", dict(objective="poisson", poisson_max_delta_step=0.7), a.poisson_trees),
+    }
+
+    def fit(rows, kind):
+        label, extra, trees = kinds[kind]
+        if trees <= 0:
+            return 0.0
+        x, y = rows[cols].to_numpy(np.float64), rows[label].to_numpy(np.float64)
+        t0 = time.perf_counter()
+        lgb.train(dict(params, **extra), lgb.Dataset(x, np.maximum(y, 0) if kind == "poisson" else y),
+                  num_boost_round=trees)
+        return time.perf_counter() - t0
+
+    parts = {}
+    fit_rows = df[df.role == "fit"]
+    for kind in kinds:
+        parts[f"main_{kind}"] = fit(fit_rows, kind)
+    snap = pd.to_datetime(fit_rows.snapshot)
+    for d in [d for d in a.purged_dates.split(",") if d]:
+        closed = fit_rows[snap + pd.Timedelta(days=a.horizon_days) <= pd.Timestamp(d)]
+        if len(closed) > a.purged_max_rows:
+            h = pd.util.hash_pandas_object(closed.customer_id, index=False).to_numpy()
+            closed = closed[h < np.uint64(a.purged_max_rows / len(closed) * 2.0**64)]
+        for kind in kinds:
+            parts[f"purged_{d}_{kind}"] = fit(closed, kind)
+    names = {"churn gbdt": "churn", "clv gbdt": "clv", "clv poisson gbdt": "poisson"}
+    for part in [p for p in a.refit_parts.split(",") if p]:
+        parts[f"refit_{names[part]}"] = fit(df, names[part])
+    return {"total_s": sum(parts.values()), "parts": parts, "poisson_main_s": parts["main_poisson"]}
 
 
 if __name__ == "__main__":

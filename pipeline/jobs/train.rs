@@ -810,6 +810,8 @@ fn describe(
             engine: Engine::ENGINE.into(),
             churn_trees: f.churn.gbdt.n_trees(),
             clv_trees: f.clv.n_trees(),
+            clv_gbdt_trees: f.clv.gbdt.n_trees(),
+            clv_poisson_trees: f.clv.poisson.as_ref().map(|p| p.n_trees()),
             churn_importance: importance(f.churn.gbdt.importance_gain(names.len())),
             clv_importance: importance(f.clv.importance_gain(names.len())),
             churn_mean_abs_contribution: importance(mean_abs_columns(&d.contributions_hold, names.len())),

@@ -115,7 +115,13 @@ pub struct BaselineEval {
 pub struct GbdtInfo {
     pub engine: String,
     pub churn_trees: usize,
+    /// Trees of the shipped CLV mix's GBDT.
     pub clv_trees: usize,
+    /// Trees of each fitted CLV GBDT: squared error and Poisson (absent when off).
+    #[serde(default)]
+    pub clv_gbdt_trees: usize,
+    #[serde(default)]
+    pub clv_poisson_trees: Option<usize>,
     /// Total gain per feature (normalized), by feature name.
     pub churn_importance: BTreeMap<String, f64>,
     pub clv_importance: BTreeMap<String, f64>,

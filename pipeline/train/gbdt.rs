@@ -52,16 +52,25 @@ pub trait Gbdt: Sized + Send + Sync {
         valid: Option<(&FeatureMatrix, &[f64])>,
     ) -> Result<Self>;
 
+    /// The task and the trees compiled for prediction (what every engine predicts with).
+    fn compiled(&self) -> (Task, &FlatForest);
+
     /// Probability of churn (churn task) or predicted value (CLV task), one per row.
-    fn predict(&self, x: &FeatureMatrix) -> Vec<f64>;
+    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+        let (task, flat) = self.compiled();
+        flat_output(task, flat, x, false).0
+    }
 
     /// Per-prediction feature contributions in margin units (log-odds for churn), row-major
     /// `rows x (cols + 1)`, the last column being the bias; each row sums to the margin.
-    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64>;
+    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
+        self.compiled().1.predict_with_contributions(x).1
+    }
 
-    /// `predict` and `contributions` together (engines may share the tree walk).
+    /// `predict` and `contributions` together (one tree walk).
     fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
-        (self.predict(x), self.contributions(x))
+        let (task, flat) = self.compiled();
+        flat_output(task, flat, x, true)
     }
 
     /// Total split gain per feature, normalized to sum to 1.
@@ -72,6 +81,23 @@ pub trait Gbdt: Sized + Send + Sync {
 
     fn to_json(&self) -> Result<String>;
     fn from_json(s: &str) -> Result<Self>;
+}
+
+/// Margins of a compiled forest to a task's output (probability for churn), with or without
+/// contributions: what both engines predict with.
+fn flat_output(
+    task: Task,
+    flat: &FlatForest,
+    x: &FeatureMatrix,
+    contributions: bool,
+) -> (Vec<f64>, Vec<f64>) {
+    let (margin, c) =
+        if contributions { flat.predict_with_contributions(x) } else { (flat.predict(x), Vec::new()) };
+    let out = match task {
+        Task::Churn => margin.into_iter().map(sigmoid).collect(),
+        Task::Clv => margin,
+    };
+    (out, c)
 }
 
 /// forust-ml's `GradientBooster` (pure Rust, XGBoost-style histogram trees) for fitting,
@@ -136,17 +162,8 @@ impl Gbdt for ForustGbdt {
         Ok(ForustGbdt::new(task, booster))
     }
 
-    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.output(self.flat.predict(x))
-    }
-
-    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.flat.predict_with_contributions(x).1
-    }
-
-    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
-        let (margin, contributions) = self.flat.predict_with_contributions(x);
-        (self.output(margin), contributions)
+    fn compiled(&self) -> (Task, &FlatForest) {
+        (self.task, &self.flat)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
@@ -182,14 +199,6 @@ impl ForustGbdt {
     fn new(task: Task, booster: GradientBooster) -> Self {
         let flat = FlatForest::compile(&booster);
         ForustGbdt { task, booster, flat }
-    }
-
-    /// Margins to the task's output (probability for churn).
-    fn output(&self, margin: Vec<f64>) -> Vec<f64> {
-        match self.task {
-            Task::Churn => margin.into_iter().map(sigmoid).collect(),
-            Task::Clv => margin,
-        }
     }
 }
 
@@ -243,13 +252,6 @@ impl HistGbdt {
         let flat = FlatForest::compile_hist(base, &trees);
         HistGbdt { task, base, trees, importance, flat }
     }
-
-    fn output(&self, margin: Vec<f64>) -> Vec<f64> {
-        match self.task {
-            Task::Churn => margin.into_iter().map(sigmoid).collect(),
-            Task::Clv => margin,
-        }
-    }
 }
 
 impl Gbdt for HistGbdt {
@@ -267,17 +269,8 @@ impl Gbdt for HistGbdt {
         Self::fit_binned(params, task, &binned, &rows, y, valid)
     }
 
-    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.output(self.flat.predict(x))
-    }
-
-    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        self.flat.predict_with_contributions(x).1
-    }
-
-    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
-        let (margin, contributions) = self.flat.predict_with_contributions(x);
-        (self.output(margin), contributions)
+    fn compiled(&self) -> (Task, &FlatForest) {
+        (self.task, &self.flat)
     }
 
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
@@ -350,24 +343,10 @@ impl Gbdt for AnyGbdt {
         HistGbdt::fit(params, task, x, y, valid).map(AnyGbdt::Hist)
     }
 
-    fn predict(&self, x: &FeatureMatrix) -> Vec<f64> {
+    fn compiled(&self) -> (Task, &FlatForest) {
         match self {
-            AnyGbdt::Hist(m) => m.predict(x),
-            AnyGbdt::Forust(m) => m.predict(x),
-        }
-    }
-
-    fn contributions(&self, x: &FeatureMatrix) -> Vec<f64> {
-        match self {
-            AnyGbdt::Hist(m) => m.contributions(x),
-            AnyGbdt::Forust(m) => m.contributions(x),
-        }
-    }
-
-    fn predict_with_contributions(&self, x: &FeatureMatrix) -> (Vec<f64>, Vec<f64>) {
-        match self {
-            AnyGbdt::Hist(m) => m.predict_with_contributions(x),
-            AnyGbdt::Forust(m) => m.predict_with_contributions(x),
+            AnyGbdt::Hist(m) => m.compiled(),
+            AnyGbdt::Forust(m) => m.compiled(),
         }
     }
 

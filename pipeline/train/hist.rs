@@ -211,29 +211,10 @@ impl Binned {
         let bin_of = |f: usize, v: f64| if v.is_nan() { 0 } else { 1 + cuts[f].partition_point(|&k| k < v) };
         // Highest bin index in use.
         let widest = cuts.iter().map(|c| c.len() + 1).max().unwrap_or(0);
-        const BLOCK: usize = 4096;
         let store = if widest <= u8::MAX as usize {
-            let mut bins = vec![0u8; x.rows * cols];
-            bins.par_chunks_mut(BLOCK * cols.max(1)).enumerate().for_each(|(b, out)| {
-                for (i, row) in out.chunks_mut(cols.max(1)).enumerate() {
-                    let r = b * BLOCK + i;
-                    for (f, slot) in row.iter_mut().enumerate().take(cols) {
-                        *slot = bin_of(f, x.data[f * x.rows + r]) as u8;
-                    }
-                }
-            });
-            Store::U8(bins)
+            Store::U8(bin_rows(x, |f, v| bin_of(f, v) as u8))
         } else {
-            let mut bins = vec![0u16; x.rows * cols];
-            bins.par_chunks_mut(BLOCK * cols.max(1)).enumerate().for_each(|(b, out)| {
-                for (i, row) in out.chunks_mut(cols.max(1)).enumerate() {
-                    let r = b * BLOCK + i;
-                    for (f, slot) in row.iter_mut().enumerate().take(cols) {
-                        *slot = bin_of(f, x.data[f * x.rows + r]) as u16;
-                    }
-                }
-            });
-            Store::U16(bins)
+            Store::U16(bin_rows(x, |f, v| bin_of(f, v) as u16))
         };
         // Histogram layout: a block of 256 bins per feature with byte bins, else each feature's
         // bins (missing, values) back to back.
@@ -264,6 +245,22 @@ impl Binned {
     fn hist_len(&self) -> usize {
         self.offset[self.cols]
     }
+}
+
+/// The bins of every value of `x` (`bin_of(feature, value)`), row-major, in parallel blocks.
+fn bin_rows<T: Copy + Default + Send>(x: &FeatureMatrix, bin_of: impl Fn(usize, f64) -> T + Sync) -> Vec<T> {
+    const BLOCK: usize = 4096;
+    let cols = x.cols();
+    let mut bins = vec![T::default(); x.rows * cols];
+    bins.par_chunks_mut(BLOCK * cols.max(1)).enumerate().for_each(|(b, out)| {
+        for (i, row) in out.chunks_mut(cols.max(1)).enumerate() {
+            let r = b * BLOCK + i;
+            for (f, slot) in row.iter_mut().enumerate().take(cols) {
+                *slot = bin_of(f, x.data[f * x.rows + r]);
+            }
+        }
+    });
+    bins
 }
 
 /// Row-major `rows x cols` to column-major.
