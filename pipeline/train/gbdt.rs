@@ -534,6 +534,36 @@ mod tests {
     }
 
     #[test]
+    fn own_engine_with_more_than_256_bins_uses_two_bytes_and_learns_the_same_way() {
+        let (x, y) = toy(3000, 7);
+        let (xv, yv) = toy(1000, 8);
+        let params = GbdtConfig { iterations: 100, learning_rate: 0.1, nbins: 1000, ..GbdtConfig::default() };
+        let m = HistGbdt::fit(&params, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap();
+        let auc = crate::metrics::roc_auc(&yv, &m.predict(&xv));
+        assert!(auc > 0.7, "auc {auc}");
+        assert_eq!(
+            m.to_json().unwrap(),
+            HistGbdt::fit(&params, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap().to_json().unwrap()
+        );
+        // Finer bins find thresholds the byte-sized ones cannot (more distinct split values).
+        let coarse =
+            HistGbdt::fit(&GbdtConfig { nbins: 16, ..params.clone() }, Task::Churn, &x, &y, None).unwrap();
+        let thresholds = |m: &HistGbdt| {
+            let mut t: Vec<u64> = m
+                .trees
+                .iter()
+                .flat_map(|t| {
+                    t.nodes.iter().filter(|n| n.feature != hist::LEAF).map(|n| n.threshold.to_bits())
+                })
+                .collect();
+            t.sort_unstable();
+            t.dedup();
+            t.len()
+        };
+        assert!(thresholds(&m) > thresholds(&coarse), "{} vs {}", thresholds(&m), thresholds(&coarse));
+    }
+
+    #[test]
     fn models_of_earlier_releases_fitted_by_forust_still_load_and_score() {
         let (x, y) = toy(2000, 6);
         let params = GbdtConfig { iterations: 20, learning_rate: 0.1, ..GbdtConfig::default() };
