@@ -56,6 +56,8 @@ fn main() {
     };
     // FIDELIS_BENCH_ONLY_OWN=1: the own engine only (profiling).
     let only_own = std::env::var("FIDELIS_BENCH_ONLY_OWN").is_ok_and(|v| v == "1");
+    // FIDELIS_BENCH_ONLY_SPARSE=1: only the sparse-subset fits (large matrices).
+    let only_sparse = std::env::var("FIDELIS_BENCH_ONLY_SPARSE").is_ok_and(|v| v == "1");
     println!(
         "{} fit rows, {} validation, {} holdout, {} features",
         fit.len(),
@@ -81,16 +83,35 @@ fn main() {
     for (task, y, name) in [(Task::Churn, &churn, "churn"), (Task::Clv, &clv, "clv")] {
         let (yf, yv, yh) = (pick(y, &fit), pick(y, &val), pick(y, &hold));
         let metric = |p: &[f64]| if task == Task::Churn { roc_auc(&yh, p) } else { normalized_gini(&yh, p) };
-        if !only_own {
+        if !only_own && !only_sparse {
             let t = Instant::now();
             let m = ForustGbdt::fit(&params, task, &xf, &yf, Some((&xv, &yv))).unwrap();
             row("forust-ml", name, t.elapsed().as_secs_f64(), m.n_trees(), metric(&m.predict(&xh)));
+        }
+        if only_sparse {
+            continue;
         }
         let t = Instant::now();
         let m = HistGbdt::fit_binned(&params, task, &binned, &fit, y, Some((&xv, &yv))).unwrap();
         row("fidelis-hist", name, t.elapsed().as_secs_f64(), m.n_trees(), metric(&m.predict(&xh)));
     }
+    // A purged model's fit on a sparse sample of rows (every 1 in `k` of the fit rows, about
+    // 200,000): straight from the shared bins, or from a compact copy of those rows.
+    let k = (fit.len() / 200_000).max(1);
+    let sparse: Vec<usize> = fit.iter().copied().step_by(k).collect();
+    let fixed = GbdtConfig { iterations: 100, ..params.clone() };
+    let t = Instant::now();
+    let m = HistGbdt::fit_binned(&fixed, Task::Churn, &binned, &sparse, &churn, None).unwrap();
+    row("fidelis-hist", "churn, 1 in k (shared)", t.elapsed().as_secs_f64(), m.n_trees(), f64::NAN);
+    let t = Instant::now();
+    let compact = binned.select(&sparse);
+    let all: Vec<usize> = (0..sparse.len()).collect();
+    let m = HistGbdt::fit_binned(&fixed, Task::Churn, &compact, &all, &pick(&churn, &sparse), None).unwrap();
+    row("fidelis-hist", "churn, 1 in k (compact)", t.elapsed().as_secs_f64(), m.n_trees(), f64::NAN);
     let (yv, yh) = (pick(&clv, &val), pick(&clv, &hold));
+    if only_sparse {
+        return;
+    }
     let t = Instant::now();
     let m = PoissonGbdt::fit_binned(&params, &binned, &fit, &clv, Some((&xv, &yv))).unwrap();
     row(

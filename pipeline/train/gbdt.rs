@@ -506,6 +506,11 @@ mod tests {
         let ys: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
         let b = HistGbdt::fit(&params, Task::Churn, &sub, &ys, Some((&xv, &yv))).unwrap();
         assert_eq!(a.to_json().unwrap(), b.to_json().unwrap());
+        // The same rows selected into a compact matrix of their own: the same model again.
+        let compact = shared.select(&rows);
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let c = HistGbdt::fit_binned(&params, Task::Churn, &compact, &all, &ys, Some((&xv, &yv))).unwrap();
+        assert_eq!(a.to_json().unwrap(), c.to_json().unwrap());
         // Rows out of order are refused, not silently misread.
         let mut bad = rows.clone();
         bad.swap(0, 1);

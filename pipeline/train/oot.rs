@@ -85,18 +85,22 @@ fn predict_group(
     // The main models' tree counts, fitted without any look at the rows predicted.
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..cfg.clone() };
     let x_at = data.x.select_rows(&at);
-    let g = Engine::fit_binned(&params(trees.churn), Task::Churn, binned, fit, &data.churn, None)?;
+    // The fit rows as a compact matrix of their own (same cuts): a customer sample of a large
+    // base is sparse in the shared one.
+    let (binned, all) = (&binned.select(fit), (0..fit.len()).collect::<Vec<usize>>());
+    let (churn, clv) = (pick(&data.churn, fit), pick(&data.clv, fit));
+    let g = Engine::fit_binned(&params(trees.churn), Task::Churn, binned, &all, &churn, None)?;
     o.churn_gbdt.extend(g.predict(&x_at));
-    let (x_fit, churn_fit) = (data.x.select_rows(fit), pick(&data.churn, fit));
+    let x_fit = data.x.select_rows(fit);
     for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.logistic_l2) {
-        margins.extend(Logistic::fit(&x_fit, &churn_fit, l2)?.margin(&x_at));
+        margins.extend(Logistic::fit(&x_fit, &churn, l2)?.margin(&x_at));
     }
     drop(x_fit);
     if clv_choice {
-        let c = Engine::fit_binned(&params(trees.clv), Task::Clv, binned, fit, &data.clv, None)?;
+        let c = Engine::fit_binned(&params(trees.clv), Task::Clv, binned, &all, &clv, None)?;
         o.clv_gbdt.extend(c.predict(&x_at));
         if let Some(n) = trees.poisson {
-            let p = PoissonGbdt::fit_binned(&params(n), binned, fit, &data.clv, None)?;
+            let p = PoissonGbdt::fit_binned(&params(n), binned, &all, &clv, None)?;
             o.clv_poisson.extend(p.predict(&x_at));
         }
     }
