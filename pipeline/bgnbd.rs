@@ -43,11 +43,11 @@ pub fn ln_gamma(x: f64) -> f64 {
 }
 
 fn log_add_exp(a: f64, b: f64) -> f64 {
-    let m = a.max(b);
-    if m == f64::NEG_INFINITY {
-        return m;
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if lo == f64::NEG_INFINITY {
+        return hi;
     }
-    m + ((a - m).exp() + (b - m).exp()).ln()
+    hi + (lo - hi).exp().ln_1p()
 }
 
 /// One customer's purchase history summary at a snapshot.
@@ -125,6 +125,79 @@ fn bounded(p: &[f64]) -> Option<Vec<f64>> {
     p.iter().all(|v| v.abs() <= LOG_BOUND).then(|| p.iter().map(|v| v.exp()).collect())
 }
 
+/// Customers grouped by their distinct `(x, t_x, T)`, with counts: with whole days most
+/// customers share theirs with others (on CDNOW 20,000 customers have about 8,000 distinct
+/// ones), and the likelihood of a group is its count times one customer's. The log-gammas
+/// depend on `x` only and the logs of `alpha + t` on one of the distinct day values, so an
+/// evaluation computes those once each and a log-sum-exp per group with repeat purchases.
+/// Groups are in key order: the sum does not depend on the customers' order.
+pub struct RfmCounts {
+    xs: Vec<f64>,
+    days: Vec<f64>,
+    /// (index into `xs`, of `t_x` and of `t` into `days`, customers).
+    groups: Vec<(u32, u32, u32, f64)>,
+}
+
+impl RfmCounts {
+    pub fn new(data: &[Rfm]) -> RfmCounts {
+        let distinct = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        };
+        let xs = distinct(data.iter().map(|c| c.x).collect());
+        let days = distinct(data.iter().flat_map(|c| [c.t_x, c.t]).collect());
+        let at = |v: &[f64], x: f64| v.partition_point(|&u| u.total_cmp(&x).is_lt()) as u32;
+        let mut keys: Vec<(u32, u32, u32)> =
+            data.iter().map(|c| (at(&xs, c.x), at(&days, c.t_x), at(&days, c.t))).collect();
+        keys.sort_unstable();
+        let mut groups: Vec<(u32, u32, u32, f64)> = Vec::new();
+        for k in keys {
+            match groups.last_mut() {
+                Some(g) if (g.0, g.1, g.2) == k => g.3 += 1.0,
+                _ => groups.push((k.0, k.1, k.2, 1.0)),
+            }
+        }
+        RfmCounts { xs, days, groups }
+    }
+
+    /// Distinct `(x, t_x, T)` groups.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Total log-likelihood of the customers under `m` (the sum of
+    /// [`BgNbd::log_likelihood`] over them, up to rounding).
+    pub fn log_likelihood(&self, m: &BgNbd) -> f64 {
+        let BgNbd { r, alpha, a, b } = *m;
+        let base = -ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) - ln_gamma(b);
+        let per_x: Vec<(f64, f64)> = self
+            .xs
+            .iter()
+            .map(|&x| {
+                let lg = ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x) + base;
+                let tail = if x > 0.0 { a.ln() - (b + x - 1.0).ln() } else { f64::NEG_INFINITY };
+                (lg, tail)
+            })
+            .collect();
+        let ln_days: Vec<f64> = self.days.iter().map(|&d| (alpha + d).ln()).collect();
+        let mut ll = 0.0;
+        for &(xi, txi, ti, n) in &self.groups {
+            let x = self.xs[xi as usize];
+            let (lg, tail) = per_x[xi as usize];
+            let rx = r + x;
+            let a3 = -rx * ln_days[ti as usize];
+            let a4 = if x > 0.0 { tail - rx * ln_days[txi as usize] } else { f64::NEG_INFINITY };
+            ll += n * (lg + log_add_exp(a3, a4));
+        }
+        ll
+    }
+}
+
 /// BG/NBD parameters (time unit: days).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct BgNbd {
@@ -150,35 +223,13 @@ impl BgNbd {
         a1 + a2 + log_add_exp(a3, tail)
     }
 
-    /// Maximum-likelihood fit (Nelder-Mead over log-parameters, restarted from its optimum).
-    /// The terms that depend on `x` only (the log-gammas) are computed once per distinct
-    /// `x` per evaluation, so an evaluation costs two logs and one log-sum-exp per customer.
+    /// Maximum-likelihood fit (Nelder-Mead over log-parameters, restarted from its optimum),
+    /// on the customers grouped by their distinct `(x, t_x, T)` (see [`RfmCounts`]).
     pub fn fit(data: &[Rfm]) -> BgNbd {
-        let mut xs: Vec<f64> = data.iter().map(|c| c.x).collect();
-        xs.sort_by(f64::total_cmp);
-        xs.dedup();
-        let idx: Vec<usize> = data.iter().map(|c| xs.partition_point(|&v| v < c.x)).collect();
+        let counts = RfmCounts::new(data);
         let nll = |p: &[f64]| -> f64 {
             let Some(v) = bounded(p) else { return f64::INFINITY };
-            let (r, alpha, a, b) = (v[0], v[1], v[2], v[3]);
-            let base = -ln_gamma(r) + r * alpha.ln() + ln_gamma(a + b) - ln_gamma(b);
-            let per_x: Vec<(f64, f64)> = xs
-                .iter()
-                .map(|&x| {
-                    let lg = ln_gamma(r + x) + ln_gamma(b + x) - ln_gamma(a + b + x) + base;
-                    let tail = if x > 0.0 { a.ln() - (b + x - 1.0).ln() } else { f64::NEG_INFINITY };
-                    (lg, tail)
-                })
-                .collect();
-            let mut ll = 0.0;
-            for (c, &k) in data.iter().zip(&idx) {
-                let (lg, tail) = per_x[k];
-                let rx = r + c.x;
-                let a3 = -rx * (alpha + c.t).ln();
-                let a4 = if c.x > 0.0 { tail - rx * (alpha + c.t_x).ln() } else { f64::NEG_INFINITY };
-                ll += lg + log_add_exp(a3, a4);
-            }
-            -ll
+            -counts.log_likelihood(&BgNbd { r: v[0], alpha: v[1], a: v[2], b: v[3] })
         };
         let mean_t = data.iter().map(|c| c.t).sum::<f64>() / data.len().max(1) as f64;
         let mut p = vec![0.0, mean_t.max(1.0).ln(), 0.0, 0.0];
@@ -262,12 +313,28 @@ impl GammaGamma {
         if data.len() < 3 {
             return None;
         }
+        // Per customer only `ln(v + m x)` depends on the parameters and on `m`: the
+        // log-gammas are computed once per distinct `x`, the logs of `m` and `x` once.
+        let mut xs: Vec<f64> = data.iter().map(|d| d.0).collect();
+        xs.sort_by(f64::total_cmp);
+        xs.dedup();
+        let rows: Vec<(usize, f64, f64, f64)> =
+            data.iter().map(|&(x, m)| (xs.partition_point(|&u| u < x), m * x, m.ln(), x.ln())).collect();
         let nll = |p: &[f64]| -> f64 {
             if p.iter().any(|v| v.abs() > LOG_BOUND) {
                 return f64::INFINITY;
             }
-            let m = GammaGamma { p: p[0].exp(), q: 1.0 + p[1].exp(), v: p[2].exp() };
-            -data.iter().map(|&(x, mx)| m.log_likelihood(x, mx)).sum::<f64>()
+            let (p, q, v) = (p[0].exp(), 1.0 + p[1].exp(), p[2].exp());
+            let per_x: Vec<f64> = xs
+                .iter()
+                .map(|&x| ln_gamma(p * x + q) - ln_gamma(p * x) - ln_gamma(q) + q * v.ln())
+                .collect();
+            let mut ll = 0.0;
+            for &(k, mx, ln_m, ln_x) in &rows {
+                let px = p * xs[k];
+                ll += per_x[k] + (px - 1.0) * ln_m + px * ln_x - (px + q) * (v + mx).ln();
+            }
+            -ll
         };
         let mean_m = data.iter().map(|d| d.1).sum::<f64>() / data.len() as f64;
         let mut p = vec![0.0, 0.0, mean_m.ln()];
@@ -320,6 +387,37 @@ mod tests {
             let v = c_times_hyp2f1(0.3, 0.4, c, 0.5);
             assert!(v.is_finite(), "c = {c}: {v}");
         }
+    }
+
+    #[test]
+    fn grouped_likelihood_is_the_sum_over_customers() {
+        // Whole days, many customers sharing an (x, t_x, T), some not.
+        let data: Vec<Rfm> = (0..3000u32)
+            .map(|i| {
+                let t = f64::from(30 + i % 20);
+                let x = f64::from(i % 7 / 2);
+                let t_x = if x > 0.0 { t - f64::from(i % 5) } else { 0.0 };
+                Rfm { x, t_x, t: t + if i % 500 == 0 { 0.5 } else { 0.0 } }
+            })
+            .collect();
+        let counts = RfmCounts::new(&data);
+        assert!(counts.len() < data.len() / 2, "{} groups", counts.len());
+        for m in [
+            BgNbd { r: 0.243, alpha: 4.414, a: 0.793, b: 2.426 },
+            BgNbd { r: 2.0, alpha: 40.0, a: 0.1, b: 5.0 },
+        ] {
+            let direct: f64 = data.iter().map(|c| m.log_likelihood(c)).sum();
+            let grouped = counts.log_likelihood(&m);
+            assert!((direct - grouped).abs() < 1e-9 * direct.abs(), "{direct} vs {grouped}");
+        }
+        // The customers' order does not change a bit of it.
+        let mut reversed = data.clone();
+        reversed.reverse();
+        let m = BgNbd { r: 0.5, alpha: 10.0, a: 0.7, b: 2.0 };
+        assert_eq!(
+            counts.log_likelihood(&m).to_bits(),
+            RfmCounts::new(&reversed).log_likelihood(&m).to_bits()
+        );
     }
 
     #[test]

@@ -312,26 +312,54 @@ fn fit_and_write(
 fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..model.clone() };
     let all: Vec<usize> = (0..data.x.rows).collect();
-    let gbdt = if f.churn.mix.uses_gbdt() {
-        Engine::fit_binned(&params(f.churn.gbdt.n_trees()), Task::Churn, binned, &all, &data.churn, None)?
-    } else {
-        f.churn.gbdt.clone()
-    };
-    let logistic = match &f.churn.logistic {
-        Some(l) if f.churn.mix.uses_logistic() => Some(Logistic::fit(&data.x, &data.churn, l.l2)?),
-        other => other.clone(),
-    };
-    let clv = if f.clv.mix.uses_squared_gbdt() {
-        Engine::fit_binned(&params(f.clv.gbdt.n_trees()), Task::Clv, binned, &all, &data.clv, None)?
-    } else {
-        f.clv.gbdt.clone()
-    };
-    let poisson = match &f.clv.poisson {
-        Some(p) if f.clv.mix.uses_poisson() => {
-            Some(PoissonGbdt::fit_binned(&params(p.n_trees()), binned, &all, &data.clv, None)?)
-        }
-        other => other.clone(),
-    };
+    // The parts are independent: fitted side by side (each is the same model either way).
+    let ((gbdt, logistic), (clv, poisson)) = rayon::join(
+        || {
+            rayon::join(
+                || -> Result<_> {
+                    if f.churn.mix.uses_gbdt() {
+                        let n = f.churn.gbdt.n_trees();
+                        Engine::fit_binned(&params(n), Task::Churn, binned, &all, &data.churn, None)
+                    } else {
+                        Ok(f.churn.gbdt.clone())
+                    }
+                },
+                || -> Result<_> {
+                    match &f.churn.logistic {
+                        Some(l) if f.churn.mix.uses_logistic() => {
+                            Ok(Some(Logistic::fit(&data.x, &data.churn, l.l2)?))
+                        }
+                        other => Ok(other.clone()),
+                    }
+                },
+            )
+        },
+        || {
+            rayon::join(
+                || -> Result<_> {
+                    if f.clv.mix.uses_squared_gbdt() {
+                        let n = f.clv.gbdt.n_trees();
+                        Engine::fit_binned(&params(n), Task::Clv, binned, &all, &data.clv, None)
+                    } else {
+                        Ok(f.clv.gbdt.clone())
+                    }
+                },
+                || -> Result<_> {
+                    match &f.clv.poisson {
+                        Some(p) if f.clv.mix.uses_poisson() => Ok(Some(PoissonGbdt::fit_binned(
+                            &params(p.n_trees()),
+                            binned,
+                            &all,
+                            &data.clv,
+                            None,
+                        )?)),
+                        other => Ok(other.clone()),
+                    }
+                },
+            )
+        },
+    );
+    let (gbdt, logistic, clv, poisson) = (gbdt?, logistic?, clv?, poisson?);
     Ok((
         ChurnModel { mix: f.churn.mix, gbdt, logistic, explain: f.churn.explain },
         ClvModel { mix: f.clv.mix, gbdt: clv, poisson },
@@ -687,22 +715,35 @@ fn fit_baselines(cfg: &Config, r: &Roles, progress: &Progress) -> Result<Baselin
     let eval = [&r.val.x, &r.hold.x];
     let (xb, yb) = baselines::sample(&r.fit.x, &r.fit.churn, b.max_rows, seed);
     let (xb_clv, vb) = baselines::sample(&r.fit.x, &r.fit.clv, b.max_rows, seed);
-    let mut churn_b = vec![progress.step("baseline_logistic", "baseline: logistic regression", || {
-        baselines::logistic_regression(b, &xb, &yb, &eval)
-    })?];
+    // The four are independent and mostly single-threaded: fitted side by side.
+    let ((logistic, tree), (forest_churn, forest_clv)) = progress.step(
+        "baselines",
+        "baselines: logistic regression, decision tree, random forests",
+        || {
+            Ok::<_, Error>(rayon::join(
+                || {
+                    rayon::join(
+                        || baselines::logistic_regression(b, &xb, &yb, &eval),
+                        || baselines::decision_tree(b, &xb, &yb, &eval),
+                    )
+                },
+                || {
+                    rayon::join(
+                        || baselines::random_forest(b, seed, &xb, &yb, &eval),
+                        || baselines::random_forest(b, seed, &xb_clv, &vb, &eval),
+                    )
+                },
+            ))
+        },
+    )?;
+    let mut churn_b = vec![logistic?];
     // A comparison model that fails is left out of the comparison, said on stderr.
-    match progress
-        .step("baseline_tree", "baseline: decision tree", || baselines::decision_tree(b, &xb, &yb, &eval))
-    {
+    match tree {
         Ok(p) => churn_b.push(p),
         Err(e) => log::warn!("the decision tree baseline is left out: {e}"),
     }
-    churn_b.push(progress.step("baseline_forest_churn", "baseline: random forest (churn)", || {
-        baselines::random_forest(b, seed, &xb, &yb, &eval)
-    })?);
-    let mut clv_b = vec![progress.step("baseline_forest_clv", "baseline: random forest (CLV)", || {
-        baselines::random_forest(b, seed, &xb_clv, &vb, &eval)
-    })?];
+    churn_b.push(forest_churn?);
+    let mut clv_b = vec![forest_clv?];
     clv_b.extend(baselines::last_period_revenue(&format!("amount_{}d", cfg.snapshots.horizon_days), &eval));
     // BG/NBD (fitted before each snapshot) as a model of its own.
     churn_b.extend(baselines::from_feature(baselines::BGNBD_BASELINE, "bgnbd_p_no_purchase", &eval));

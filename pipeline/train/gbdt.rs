@@ -454,6 +454,34 @@ mod tests {
     }
 
     #[test]
+    fn early_stopping_tolerance_stops_sooner_and_keeps_the_lowest_validation_loss() {
+        let (x, y) = toy(20_000, 3);
+        let (xv, yv) = toy(5000, 4);
+        let any = GbdtConfig {
+            iterations: 1000,
+            learning_rate: 0.01,
+            early_stopping_tolerance: 0.0,
+            ..GbdtConfig::default()
+        };
+        let tolerant = GbdtConfig { early_stopping_tolerance: 0.01, ..any.clone() };
+        let n_any = HistGbdt::fit(&any, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap().n_trees();
+        let m = HistGbdt::fit(&tolerant, Task::Churn, &x, &y, Some((&xv, &yv))).unwrap();
+        let n = m.n_trees();
+        assert!(n > 5 && n < n_any, "{n} trees with a tolerance, {n_any} without");
+        // What is kept is the lowest validation loss of the trees fitted: fewer trees (the
+        // same first ones, fitted without validation) do no better.
+        let log_loss = |p: Vec<f64>| -> f64 {
+            p.iter().zip(&yv).map(|(&q, &t)| -(t * q.ln() + (1.0 - t) * (1.0 - q).ln())).sum::<f64>()
+        };
+        let kept = log_loss(m.predict(&xv));
+        for k in [n / 2, n - 5, n - 1] {
+            let other = GbdtConfig { iterations: k, ..tolerant.clone() };
+            let l = log_loss(HistGbdt::fit(&other, Task::Churn, &x, &y, None).unwrap().predict(&xv));
+            assert!(kept <= l, "{n} trees: {kept}; {k} trees: {l}");
+        }
+    }
+
+    #[test]
     fn own_engine_learns_round_trips_and_its_flat_forest_agrees_with_its_trees() {
         let (x, y) = toy(3000, 1);
         let (xv, yv) = toy(1000, 2);

@@ -14,12 +14,16 @@
 //!   never a copy of the matrix.
 //! - A node's histogram is summed over its rows in a fixed number of contiguous lanes (at
 //!   most [`LANES`], by row count only), each into its own buffer, then added in lane order:
-//!   parallel, and the same bits whatever the thread count. Gradients and hessians are stored
+//!   parallel, and the same bits whatever the thread count; a node too small for a second
+//!   lane has its features summed in parallel blocks instead (each bin over the same rows in
+//!   the same order: the same bits again). Gradients and hessians are stored
 //!   as `f32` (half the memory traffic), sums are `f64`.
 //! - Only the smaller child's histogram is built; the larger one is the parent's minus it.
 //!
 //! Deterministic: row subsampling and column sampling are seeded per tree; sums run in row
 //! order within each lane.
+
+use std::ops::Range;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -39,6 +43,8 @@ const HESSIAN_SHIFT: f64 = 0.7;
 const LANES: usize = 4;
 /// Fewest rows per lane.
 const LANE_ROWS: usize = 32_768;
+/// Fewest rows for which a one-lane histogram is summed in parallel blocks of features.
+const FEATURE_BLOCK_ROWS: usize = 2048;
 
 pub(crate) const LEAF: usize = usize::MAX;
 
@@ -314,9 +320,16 @@ struct Histogram(Vec<Bin>);
 /// Bins of one feature when values are stored in one byte (the histogram's stride).
 const BYTE_BINS: usize = 256;
 
-/// Sums the gradients of `rows` into `out`: with byte bins, `out` is `cols` blocks of
-/// [`BYTE_BINS`] (an index by a byte needs no bounds check); else per `offset`.
-fn sum_lane_u8(bins: &[u8], cols: usize, gh: &[[f32; 2]], rows: &[u32], out: &mut [Bin]) {
+/// Sums the gradients of `rows` into `out` for the features `feats` (a range): with byte
+/// bins, `out` is their blocks of [`BYTE_BINS`] (an index by a byte needs no bounds check).
+fn sum_lane_u8(
+    bins: &[u8],
+    cols: usize,
+    feats: Range<usize>,
+    gh: &[[f32; 2]],
+    rows: &[u32],
+    out: &mut [Bin],
+) {
     out.fill(Bin::default());
     let mut blocks: Vec<&mut [Bin; BYTE_BINS]> =
         out.chunks_exact_mut(BYTE_BINS).map(|c| c.try_into().expect("a block of 256 bins")).collect();
@@ -324,7 +337,7 @@ fn sum_lane_u8(bins: &[u8], cols: usize, gh: &[[f32; 2]], rows: &[u32], out: &mu
         let r = r as usize;
         let [g, h] = gh[r];
         let (g, h) = (f64::from(g), f64::from(h));
-        for (block, &b) in blocks.iter_mut().zip(&bins[r * cols..(r + 1) * cols]) {
+        for (block, &b) in blocks.iter_mut().zip(&bins[r * cols + feats.start..r * cols + feats.end]) {
             let bin = &mut block[b as usize];
             bin.g += g;
             bin.h += h;
@@ -332,14 +345,25 @@ fn sum_lane_u8(bins: &[u8], cols: usize, gh: &[[f32; 2]], rows: &[u32], out: &mu
     }
 }
 
-fn sum_lane_u16(bins: &[u16], cols: usize, offset: &[usize], gh: &[[f32; 2]], rows: &[u32], out: &mut [Bin]) {
+/// [`sum_lane_u8`] with two-byte bins: `out` starts at the first feature's `offset`.
+fn sum_lane_u16(
+    bins: &[u16],
+    cols: usize,
+    feats: Range<usize>,
+    offset: &[usize],
+    gh: &[[f32; 2]],
+    rows: &[u32],
+    out: &mut [Bin],
+) {
     out.fill(Bin::default());
+    let base = offset[feats.start];
     for &r in rows {
         let r = r as usize;
         let [g, h] = gh[r];
         let (g, h) = (f64::from(g), f64::from(h));
-        for (&o, &b) in offset.iter().zip(&bins[r * cols..(r + 1) * cols]) {
-            let bin = &mut out[o + b as usize];
+        for (&o, &b) in offset[feats.clone()].iter().zip(&bins[r * cols + feats.start..r * cols + feats.end])
+        {
+            let bin = &mut out[o - base + b as usize];
             bin.g += g;
             bin.h += h;
         }
@@ -368,16 +392,34 @@ impl Histogram {
             out.0.fill(Bin::default());
             return;
         }
-        let offset = &binned.offset[..binned.cols];
-        let run = |(chunk, buf): (&[u32], &mut [Bin])| match &binned.store {
-            Store::U8(b) => sum_lane_u8(b, binned.cols, gh, chunk, buf),
-            Store::U16(b) => sum_lane_u16(b, binned.cols, offset, gh, chunk, buf),
+        let cols = binned.cols;
+        let offset = &binned.offset[..=cols];
+        let sum = |feats: Range<usize>, chunk: &[u32], buf: &mut [Bin]| match &binned.store {
+            Store::U8(b) => sum_lane_u8(b, cols, feats, gh, chunk, buf),
+            Store::U16(b) => sum_lane_u16(b, cols, feats, offset, gh, chunk, buf),
         };
         let used = jobs.len() - 1;
         if jobs.len() == 1 {
-            jobs.into_iter().for_each(run);
+            let (chunk, buf) = jobs.pop().expect("one job");
+            // One lane: its features in parallel blocks instead. Each bin is still summed
+            // over the same rows in the same order, so the bits do not change.
+            let blocks = rayon::current_num_threads().min(cols);
+            if chunk.len() >= FEATURE_BLOCK_ROWS && blocks > 1 {
+                let mut parts: Vec<(Range<usize>, &mut [Bin])> = Vec::with_capacity(blocks);
+                let mut rest = &mut buf[..offset[cols]];
+                let per = cols.div_ceil(blocks);
+                for start in (0..cols).step_by(per) {
+                    let end = (start + per).min(cols);
+                    let (part, tail) = rest.split_at_mut(offset[end] - offset[start]);
+                    parts.push((start..end, part));
+                    rest = tail;
+                }
+                parts.into_par_iter().for_each(|(feats, part)| sum(feats, chunk, part));
+            } else {
+                sum(0..cols, chunk, buf);
+            }
         } else {
-            jobs.into_par_iter().for_each(run);
+            jobs.into_par_iter().for_each(|(chunk, buf)| sum(0..cols, chunk, buf));
         }
         // Lanes added in order: the same sums whatever ran where.
         for lane in &lanes[..used] {
@@ -619,7 +661,10 @@ pub(crate) struct Boosted {
 }
 
 /// Fit `loss` on the rows `train` of `binned` (targets `y`, indexed like `binned`'s rows),
-/// early-stopped on `valid` (the trees up to the best validation loss are kept); without
+/// early-stopped on `valid`: fitting stops when `early_stopping_rounds` trees in a row have
+/// not lowered the validation loss by more than `early_stopping_tolerance` times what the
+/// trees before gained on it (scale-free: the Poisson loss is known only up to a constant),
+/// and the trees up to the lowest validation loss are kept; without
 /// `valid`, exactly `params.iterations` trees. Errors are messages for the caller to wrap.
 pub(crate) fn boost(
     loss: Loss,
@@ -645,7 +690,9 @@ pub(crate) fn boost(
     let mut trees = Vec::new();
     let mut gain = vec![0.0; binned.cols];
     let valid_loss = |m: &[f64]| valid.map_or(f64::NAN, |v| loss.loss(v.1, m));
-    let (mut best_loss, mut best_trees, mut best_gain) = (valid_loss(&valid_margin), 0, gain.clone());
+    let start_loss = valid_loss(&valid_margin);
+    let (mut best_loss, mut best_trees, mut best_gain) = (start_loss, 0, gain.clone());
+    let (mut progress_loss, mut progress_trees) = (start_loss, 0);
     let train32: Vec<u32> = train.iter().map(|&r| r as u32).collect();
     let mut rows: Vec<u32> = Vec::with_capacity(train.len());
     let mut scratch = vec![0u32; train.len()];
@@ -721,9 +768,17 @@ pub(crate) fn boost(
         }
         trees.push(tree);
         let l = valid_loss(&valid_margin);
+        // The trees kept: those up to the lowest validation loss.
         if valid.is_none() || l < best_loss {
             (best_loss, best_trees, best_gain) = (l, it + 1, gain.clone());
-        } else if it + 1 - best_trees >= params.early_stopping_rounds {
+        }
+        // Fitting goes on while the last `early_stopping_rounds` trees lowered the loss by
+        // more than a share of what the trees have gained on it.
+        if valid.is_none()
+            || l < progress_loss - params.early_stopping_tolerance * (start_loss - progress_loss)
+        {
+            (progress_loss, progress_trees) = (l, it + 1);
+        } else if it + 1 - progress_trees >= params.early_stopping_rounds {
             break;
         }
     }

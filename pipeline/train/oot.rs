@@ -1,6 +1,7 @@
 //! Out-of-time predictions: what the candidates and the calibrator are chosen on.
 
 use chrono::NaiveDate;
+use rayon::prelude::*;
 
 use super::candidates::ClvMix;
 use super::gbdt::{Gbdt, Task};
@@ -70,18 +71,25 @@ pub struct Trees {
     pub poisson: Option<usize>,
 }
 
+/// One group's out-of-time predictions (see [`OutOfTime`]'s fields).
+struct Group {
+    at: Vec<usize>,
+    churn_gbdt: Vec<f64>,
+    logistic_by_l2: Vec<Vec<f64>>,
+    clv_gbdt: Vec<f64>,
+    clv_poisson: Vec<f64>,
+}
+
 /// Predictions of the candidate parts for the rows `at`, by models fitted on the rows `fit`
-/// with the main models' settings and tree counts; appended to `o` as group `group`. The
-/// CLV GBDT is fitted only when there is a CLV choice to make (`clv_choice`).
+/// with the main models' settings and tree counts. The CLV GBDT is fitted only when there
+/// is a CLV choice to make (`clv_choice`).
 fn predict_group(
-    o: &mut OutOfTime,
     cfg: &GbdtConfig,
     (data, binned): (&Dataset, &Binned),
     trees: Trees,
     (fit, at): (&[usize], Vec<usize>),
-    group: usize,
     clv_choice: bool,
-) -> Result<()> {
+) -> Result<Group> {
     // The main models' tree counts, fitted without any look at the rows predicted.
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..cfg.clone() };
     let x_at = data.x.select_rows(&at);
@@ -90,23 +98,58 @@ fn predict_group(
     let (binned, all) = (&binned.select(fit), (0..fit.len()).collect::<Vec<usize>>());
     let (churn, clv) = (pick(&data.churn, fit), pick(&data.clv, fit));
     let g = Engine::fit_binned(&params(trees.churn), Task::Churn, binned, &all, &churn, None)?;
-    o.churn_gbdt.extend(g.predict(&x_at));
+    let churn_gbdt = g.predict(&x_at);
     let x_fit = data.x.select_rows(fit);
-    for (margins, &l2) in o.logistic_by_l2.iter_mut().zip(&cfg.logistic_l2) {
-        margins.extend(Logistic::fit(&x_fit, &churn, l2)?.margin(&x_at));
-    }
+    let logistic_by_l2 = cfg
+        .logistic_l2
+        .iter()
+        .map(|&l2| Ok(Logistic::fit(&x_fit, &churn, l2)?.margin(&x_at)))
+        .collect::<Result<Vec<_>>>()?;
     drop(x_fit);
+    let (mut clv_gbdt, mut clv_poisson) = (Vec::new(), Vec::new());
     if clv_choice {
         let c = Engine::fit_binned(&params(trees.clv), Task::Clv, binned, &all, &clv, None)?;
-        o.clv_gbdt.extend(c.predict(&x_at));
+        clv_gbdt = c.predict(&x_at);
         if let Some(n) = trees.poisson {
-            let p = PoissonGbdt::fit_binned(&params(n), binned, &all, &clv, None)?;
-            o.clv_poisson.extend(p.predict(&x_at));
+            clv_poisson = PoissonGbdt::fit_binned(&params(n), binned, &all, &clv, None)?.predict(&x_at);
         }
     }
-    o.group.extend(std::iter::repeat_n(group, at.len()));
-    o.rows.extend(at);
-    o.n_groups = o.n_groups.max(group + 1);
+    Ok(Group { at, churn_gbdt, logistic_by_l2, clv_gbdt, clv_poisson })
+}
+
+/// Feature values (rows x columns) under which the groups' models are fitted side by side:
+/// each holds a copy of the rows it predicts, so a large base fits them one after another
+/// (each fit is parallel on its own there). The models are the same either way.
+const PARALLEL_GROUPS_MAX_VALUES: usize = 20_000_000;
+
+/// The predictions of every group `(fit rows, predicted rows)`, in order, appended to `o`.
+fn predict_groups(
+    o: &mut OutOfTime,
+    cfg: &GbdtConfig,
+    (data, binned): (&Dataset, &Binned),
+    trees: Trees,
+    groups: Vec<(Vec<usize>, Vec<usize>)>,
+    clv_choice: bool,
+) -> Result<()> {
+    let one = |(fit, at): (Vec<usize>, Vec<usize>)| {
+        predict_group(cfg, (data, binned), trees, (&fit, at), clv_choice)
+    };
+    let done: Vec<Group> = if data.x.rows * data.x.cols() <= PARALLEL_GROUPS_MAX_VALUES {
+        groups.into_par_iter().map(one).collect::<Result<_>>()?
+    } else {
+        groups.into_iter().map(one).collect::<Result<_>>()?
+    };
+    for (group, g) in done.into_iter().enumerate() {
+        o.churn_gbdt.extend(g.churn_gbdt);
+        for (all, part) in o.logistic_by_l2.iter_mut().zip(g.logistic_by_l2) {
+            all.extend(part);
+        }
+        o.clv_gbdt.extend(g.clv_gbdt);
+        o.clv_poisson.extend(g.clv_poisson);
+        o.group.extend(std::iter::repeat_n(group, g.at.len()));
+        o.rows.extend(g.at);
+        o.n_groups = o.n_groups.max(group + 1);
+    }
     Ok(())
 }
 
@@ -140,6 +183,7 @@ pub fn out_of_time(
     // A purged model needs both classes to learn from.
     let both_classes = |fit: &[usize]| fit.iter().any(|&i| data.churn[i] != data.churn[fit[0]]);
     let customers = data.customer_hashes()?;
+    let mut groups = Vec::new();
     for &s in &training[training.len() - k..] {
         let sd = schema::epoch_day(s);
         let fit: Vec<usize> = (0..days.len()).filter(|&i| days[i] + horizon <= sd).collect();
@@ -149,24 +193,26 @@ pub fn out_of_time(
         if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
             continue;
         }
-        let group = o.dates.len();
         if fit.len() < closed {
             o.sampled.push((fit.len(), closed));
         }
-        predict_group(&mut o, &cfg.model, (data, binned), trees, (&fit, at), group, clv_choice)?;
+        groups.push((fit, at));
         o.dates.push(s);
     }
+    predict_groups(&mut o, &cfg.model, (data, binned), trees, groups, clv_choice)?;
     if o.dates.is_empty() {
         // Cross-fitting on the fit rows, folds by customer.
         let k = cfg.decision.calibration_folds as u64;
+        let mut folds = Vec::new();
         for f in 0..k {
             let (at, fit): (Vec<usize>, Vec<usize>) =
                 data.rows.fit.iter().partition(|&&i| customers[i] % k == f);
             if at.is_empty() || fit.is_empty() || !both_classes(&fit) {
                 continue;
             }
-            predict_group(&mut o, &cfg.model, (data, binned), trees, (&fit, at), f as usize, clv_choice)?;
+            folds.push((fit, at));
         }
+        predict_groups(&mut o, &cfg.model, (data, binned), trees, folds, clv_choice)?;
     }
     Ok((o.n_groups > 0).then_some(o))
 }
