@@ -411,6 +411,10 @@ pub struct DecisionConfig {
     /// the calibrator; past a few hundred thousand rows their comparison barely moves while
     /// their cost grows with the base.
     pub purged_max_rows: usize,
+    /// Fewer purged snapshots (not below two) when the latest ones already predict this
+    /// many rows: on a large base one snapshot's comparison has little variance left and
+    /// every snapshot costs a set of models; 0 = always `calibration_snapshots`.
+    pub purged_min_rows: usize,
     /// Risk bands, lowest first; each covers churn probabilities below its
     /// `upper_probability` (the last must be 1.0) and an equal share of the 0-100 score.
     pub bands: Vec<BandConfig>,
@@ -440,6 +444,7 @@ impl Default for DecisionConfig {
             calibration_snapshots: 3,
             calibration_folds: 5,
             purged_max_rows: 200_000,
+            purged_min_rows: 100_000,
             bands: vec![
                 band("low", 0.10, "passive monitoring"),
                 band("moderate", 0.30, "21-day re-engagement sequence"),

@@ -228,18 +228,16 @@ fn fit_and_write(
             crate::sink::write_parquet_atomic(&mut out, path)
         })?;
     }
-    let roles = Roles {
-        fit: data.role(&data.rows.fit),
-        val: data.role(&data.rows.validation),
-        hold: data.role(&data.rows.holdout),
-    };
+    // Validation and holdout as matrices of their own (small); the fit rows are only read
+    // through indices into `data` (a copy of them is the largest allocation of a big run).
+    let roles = Roles { val: data.role(&data.rows.validation), hold: data.role(&data.rows.holdout) };
     // Every fit of this run (main, purged, refit) shares one binning, its cuts from the fit rows.
     let binned = progress.step("binning", "binning the feature matrix", || {
         Ok::<_, Error>(Binned::new(&data.x, Some(&data.rows.fit), cfg.model.nbins as usize))
     })?;
     let mut fitted = fit_models(cfg, &inputs.plan, &data, &binned, &roles, progress)?;
     if fitted.churn.mix == ChurnMix::Bgnbd {
-        fitted.churn.explain = bgnbd_explainer(cfg, &roles.fit.x, probabilistic.as_ref());
+        fitted.churn.explain = bgnbd_explainer(cfg, &data.x, &data.rows.fit, probabilistic.as_ref());
     }
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let refitted = if cfg.model.refit {
@@ -254,7 +252,7 @@ fn fit_and_write(
         None => (&fitted.churn, &fitted.clv),
     };
     let (baseline_evals, baseline_preds) =
-        if cfg.baselines.enabled { fit_baselines(cfg, &roles, progress)? } else { Default::default() };
+        if cfg.baselines.enabled { fit_baselines(cfg, &data, &roles, progress)? } else { Default::default() };
     let x_end = FeatureMatrix::from_frame(&at_end, &inputs.names)?;
     let reference = Reference::build(
         inputs.data_end,
@@ -368,12 +366,17 @@ fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Res
 
 /// The reasons of the BG/NBD churn mix: the BG/NBD the scoring features use (fitted at the
 /// end of the data) and the fit rows' median active days, recency and tenure as the reference.
-fn bgnbd_explainer(cfg: &Config, x: &FeatureMatrix, p: Option<&Probabilistic>) -> Option<BgnbdExplainer> {
+fn bgnbd_explainer(
+    cfg: &Config,
+    x: &FeatureMatrix,
+    rows: &[usize],
+    p: Option<&Probabilistic>,
+) -> Option<BgnbdExplainer> {
     let p = p?;
     let mut reference = [0.0; 3];
     for (r, name) in reference.iter_mut().zip(BGNBD_INPUTS) {
         let c = x.names.iter().position(|n| n == name)?;
-        let mut v: Vec<f64> = x.column(c).iter().copied().filter(|v| v.is_finite()).collect();
+        let mut v: Vec<f64> = rows.iter().map(|&i| x.get(i, c)).filter(|v| v.is_finite()).collect();
         v.sort_by(f64::total_cmp);
         *r = *v.get(v.len() / 2)?;
     }
@@ -525,7 +528,6 @@ fn build_frames(inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<
 
 /// The three roles' rows.
 struct Roles {
-    fit: RoleSet,
     val: RoleSet,
     hold: RoleSet,
 }
@@ -591,7 +593,7 @@ fn fit_models(
     )?;
     let (logistic, penalties) =
         progress.step("train_logistic", "training the logistic regression candidate", || {
-            choose::logistic(&cfg.model.logistic_l2, oot.as_mut(), &data.churn, &r.fit, &r.val)
+            choose::logistic(&cfg.model.logistic_l2, oot.as_mut(), data, &r.val)
         })?;
     // Candidates, chosen on out-of-time predictions (on validation when there is too little
     // history for them); the holdout is only reported.
@@ -709,12 +711,12 @@ fn decide(
 type BaselineResults = (BTreeMap<String, BaselineEval>, Vec<BaselinePredictions>);
 
 /// The comparison models on (a sample of) the fit rows, evaluated on validation and holdout.
-fn fit_baselines(cfg: &Config, r: &Roles, progress: &Progress) -> Result<BaselineResults> {
+fn fit_baselines(cfg: &Config, data: &Dataset, r: &Roles, progress: &Progress) -> Result<BaselineResults> {
     let b = &cfg.baselines;
     let seed = cfg.model.seed;
     let eval = [&r.val.x, &r.hold.x];
-    let (xb, yb) = baselines::sample(&r.fit.x, &r.fit.churn, b.max_rows, seed);
-    let (xb_clv, vb) = baselines::sample(&r.fit.x, &r.fit.clv, b.max_rows, seed);
+    let (xb, yb) = baselines::sample(&data.x, &data.rows.fit, &data.churn, b.max_rows, seed);
+    let (xb_clv, vb) = baselines::sample(&data.x, &data.rows.fit, &data.clv, b.max_rows, seed);
     // The four are independent and mostly single-threaded: fitted side by side.
     let ((logistic, tree), (forest_churn, forest_clv)) = progress.step(
         "baselines",

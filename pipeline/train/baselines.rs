@@ -21,10 +21,17 @@ use crate::features::FeatureMatrix;
 use crate::rng::Rng;
 use crate::train::linear::Scaler;
 
-/// At most `max_rows` rows of (x, y), drawn without replacement with `seed` (all rows when
-/// there are fewer).
-pub fn sample(x: &FeatureMatrix, y: &[f64], max_rows: usize, seed: u64) -> (FeatureMatrix, Vec<f64>) {
-    let idx = Rng::new(seed).sample_indices(x.rows, max_rows);
+/// At most `max_rows` of the rows `rows` of (x, y), drawn without replacement with `seed`
+/// (all of them when there are fewer).
+pub fn sample(
+    x: &FeatureMatrix,
+    rows: &[usize],
+    y: &[f64],
+    max_rows: usize,
+    seed: u64,
+) -> (FeatureMatrix, Vec<f64>) {
+    let idx: Vec<usize> =
+        Rng::new(seed).sample_indices(rows.len(), max_rows).iter().map(|&i| rows[i]).collect();
     (x.select_rows(&idx), idx.iter().map(|&i| y[i]).collect())
 }
 

@@ -215,10 +215,12 @@ fn basis(oot: Option<&OutOfTime>) -> String {
 pub fn logistic(
     grid: &[f64],
     oot: Option<&mut OutOfTime>,
-    churn: &[f64],
-    fit: &RoleSet,
+    data: &Dataset,
     val: &RoleSet,
 ) -> Result<(Logistic, Vec<PenaltyChoice>)> {
+    let churn = &data.churn;
+    // The fit rows as a matrix of their own only while the regression is fitted.
+    let fit = || data.role(&data.rows.fit);
     let mut fitted = Vec::new();
     let scores: Vec<f64> = match &oot {
         Some(o) => {
@@ -234,6 +236,7 @@ pub fn logistic(
         }
         None if grid.len() == 1 => vec![f64::NAN],
         None => {
+            let fit = fit();
             for &l2 in grid {
                 fitted.push(Logistic::fit(&fit.x, &fit.churn, l2)?);
             }
@@ -246,7 +249,10 @@ pub fn logistic(
     }
     let logistic = match fitted.into_iter().nth(best) {
         Some(l) => l,
-        None => Logistic::fit(&fit.x, &fit.churn, grid[best])?,
+        None => {
+            let fit = fit();
+            Logistic::fit(&fit.x, &fit.churn, grid[best])?
+        }
     };
     let choices = grid
         .iter()

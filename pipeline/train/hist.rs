@@ -690,9 +690,7 @@ pub(crate) fn boost(
     let mut trees = Vec::new();
     let mut gain = vec![0.0; binned.cols];
     let valid_loss = |m: &[f64]| valid.map_or(f64::NAN, |v| loss.loss(v.1, m));
-    let start_loss = valid_loss(&valid_margin);
-    let (mut best_loss, mut best_trees, mut best_gain) = (start_loss, 0, gain.clone());
-    let (mut progress_loss, mut progress_trees) = (start_loss, 0);
+    let mut stop = Stopping::new(valid_loss(&valid_margin), valid.is_some(), params, &gain);
     let train32: Vec<u32> = train.iter().map(|&r| r as u32).collect();
     let mut rows: Vec<u32> = Vec::with_capacity(train.len());
     let mut scratch = vec![0u32; train.len()];
@@ -767,23 +765,61 @@ pub(crate) fn boost(
             valid_margin.par_iter_mut().enumerate().for_each(|(r, m)| *m += tree.margin(vx, r));
         }
         trees.push(tree);
-        let l = valid_loss(&valid_margin);
-        // The trees kept: those up to the lowest validation loss.
-        if valid.is_none() || l < best_loss {
-            (best_loss, best_trees, best_gain) = (l, it + 1, gain.clone());
-        }
-        // Fitting goes on while the last `early_stopping_rounds` trees lowered the loss by
-        // more than a share of what the trees have gained on it.
-        if valid.is_none()
-            || l < progress_loss - params.early_stopping_tolerance * (start_loss - progress_loss)
-        {
-            (progress_loss, progress_trees) = (l, it + 1);
-        } else if it + 1 - progress_trees >= params.early_stopping_rounds {
+        if stop.after(it + 1, valid_loss(&valid_margin), &gain) {
             break;
         }
     }
-    trees.truncate(best_trees);
-    let total: f64 = best_gain.iter().sum();
-    let importance = best_gain.iter().map(|g| if total > 0.0 { g / total } else { 0.0 }).collect();
+    trees.truncate(stop.best_trees);
+    let total: f64 = stop.best_gain.iter().sum();
+    let importance = stop.best_gain.iter().map(|g| if total > 0.0 { g / total } else { 0.0 }).collect();
     Ok(Boosted { base, trees, importance })
+}
+
+/// Early stopping on the validation loss (see [`boost`]).
+struct Stopping {
+    validated: bool,
+    rounds: usize,
+    tolerance: f64,
+    start_loss: f64,
+    /// The lowest loss, after how many trees, and the split gains then (what is kept).
+    best_loss: f64,
+    best_trees: usize,
+    best_gain: Vec<f64>,
+    /// The last loss that counted as progress, and after how many trees.
+    progress_loss: f64,
+    progress_trees: usize,
+}
+
+impl Stopping {
+    fn new(start_loss: f64, validated: bool, params: &GbdtConfig, gain: &[f64]) -> Stopping {
+        Stopping {
+            validated,
+            rounds: params.early_stopping_rounds,
+            tolerance: params.early_stopping_tolerance,
+            start_loss,
+            best_loss: start_loss,
+            best_trees: 0,
+            best_gain: gain.to_vec(),
+            progress_loss: start_loss,
+            progress_trees: 0,
+        }
+    }
+
+    /// Records the loss `l` after `trees` trees (split gains `gain`); whether to stop.
+    fn after(&mut self, trees: usize, l: f64, gain: &[f64]) -> bool {
+        // The trees kept: those up to the lowest validation loss (all of them unvalidated).
+        if !self.validated || l < self.best_loss {
+            (self.best_loss, self.best_trees) = (l, trees);
+            self.best_gain.copy_from_slice(gain);
+        }
+        // Fitting goes on while the last `rounds` trees lowered the loss by more than a
+        // share of what the trees before gained on it.
+        if !self.validated || l < self.progress_loss - self.tolerance * (self.start_loss - self.progress_loss)
+        {
+            (self.progress_loss, self.progress_trees) = (l, trees);
+            false
+        } else {
+            trees - self.progress_trees >= self.rounds
+        }
+    }
 }

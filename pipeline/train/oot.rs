@@ -167,7 +167,8 @@ pub fn out_of_time(
     let days = &data.days;
     let mut training: Vec<NaiveDate> = plan.fit.clone();
     training.push(plan.validation);
-    let k = cfg.decision.calibration_snapshots.min(training.len());
+    let k =
+        purged_snapshots(&training, days, cfg.decision.calibration_snapshots, cfg.decision.purged_min_rows);
     let mut o = OutOfTime {
         rows: Vec::new(),
         group: Vec::new(),
@@ -217,6 +218,26 @@ pub fn out_of_time(
     Ok((o.n_groups > 0).then_some(o))
 }
 
+/// How many of the last `training` snapshots get purged models: `max`, or fewer when the
+/// latest ones already predict `min_rows` rows (their choice metrics' variance is small
+/// then, and each snapshot costs a set of models), but never fewer than two (the one-SE
+/// choice compares candidates across snapshots). `min_rows` 0: always `max`.
+fn purged_snapshots(training: &[NaiveDate], days: &[i32], max: usize, min_rows: usize) -> usize {
+    let max = max.min(training.len());
+    if min_rows == 0 {
+        return max;
+    }
+    let mut rows = 0;
+    for (k, &s) in training.iter().rev().take(max).enumerate() {
+        let sd = schema::epoch_day(s);
+        rows += days.iter().filter(|&&d| d == sd).count();
+        if k + 1 >= 2 && rows >= min_rows {
+            return k + 1;
+        }
+    }
+    max
+}
+
 /// `rows` when at most `max` (or `max` is 0), else the rows of a deterministic share of
 /// customers (hash below the share `max / rows`): about `max` rows, every snapshot of each
 /// customer kept, in order.
@@ -231,6 +252,21 @@ fn sample_customers(rows: Vec<usize>, customers: &[u64], max: usize) -> Vec<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn purged_snapshots_stop_at_enough_rows_but_never_below_two() {
+        let dates: Vec<NaiveDate> =
+            (1..=5).map(|m| NaiveDate::from_ymd_opt(2024, m, 1).expect("a date")).collect();
+        // 1,000 rows at each snapshot.
+        let days: Vec<i32> =
+            dates.iter().flat_map(|&d| std::iter::repeat_n(schema::epoch_day(d), 1000)).collect();
+        assert_eq!(purged_snapshots(&dates, &days, 3, 0), 3);
+        assert_eq!(purged_snapshots(&dates, &days, 3, 100_000), 3);
+        assert_eq!(purged_snapshots(&dates, &days, 4, 2500), 3);
+        assert_eq!(purged_snapshots(&dates, &days, 3, 500), 2);
+        assert_eq!(purged_snapshots(&dates, &days, 1, 500), 1);
+        assert_eq!(purged_snapshots(&dates[..1], &days, 3, 500), 1);
+    }
 
     #[test]
     fn purged_samples_keep_whole_customers_and_about_the_cap() {
