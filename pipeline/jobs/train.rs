@@ -240,19 +240,30 @@ fn fit_and_write(
         fitted.churn.explain = bgnbd_explainer(cfg, &data.x, &data.rows.fit, probabilistic.as_ref());
     }
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
-    let refitted = if cfg.model.refit {
-        Some(progress.step("refit", "refitting the shipped models on every matured label", || {
-            refit(&cfg.model, &data, &binned, &fitted)
-        })?)
-    } else {
-        None
-    };
+    // The refit and the comparison baselines are independent (and the baselines mostly
+    // single-threaded): side by side, each step timed on its own wall clock.
+    let (refitted, baselines) = rayon::join(
+        || -> Result<_> {
+            if !cfg.model.refit {
+                return Ok(None);
+            }
+            Ok(Some(progress.step("refit", "refitting the shipped models on every matured label", || {
+                refit(&cfg.model, &data, &binned, &fitted)
+            })?))
+        },
+        || -> Result<BaselineResults> {
+            if cfg.baselines.enabled {
+                fit_baselines(cfg, &data, &roles, progress)
+            } else {
+                Ok(Default::default())
+            }
+        },
+    );
+    let (refitted, (baseline_evals, baseline_preds)) = (refitted?, baselines?);
     let (churn_model, clv_model) = match &refitted {
         Some((c, v)) => (c, v),
         None => (&fitted.churn, &fitted.clv),
     };
-    let (baseline_evals, baseline_preds) =
-        if cfg.baselines.enabled { fit_baselines(cfg, &data, &roles, progress)? } else { Default::default() };
     let x_end = FeatureMatrix::from_frame(&at_end, &inputs.names)?;
     let reference = Reference::build(
         inputs.data_end,

@@ -462,6 +462,46 @@ fn partition<T: Copy + Into<usize>>(
     nl
 }
 
+/// Rows per block of a partition done in parallel.
+const PARTITION_BLOCK: usize = 16_384;
+
+/// [`partition`], with the right side put back after the left one in `rows`: in parallel
+/// blocks of [`PARTITION_BLOCK`] rows, each partitioned on its own, then the left parts and
+/// the right parts concatenated in block order (the same order as one pass).
+fn partition_rows<T: Copy + Into<usize> + Sync>(
+    rows: &mut [u32],
+    scratch: &mut [u32],
+    col: &[T],
+    bin: usize,
+    missing_left: bool,
+) -> usize {
+    let n = rows.len();
+    if n < 2 * PARTITION_BLOCK {
+        let nl = partition(rows, scratch, col, bin, missing_left);
+        rows[nl..].copy_from_slice(&scratch[..n - nl]);
+        return nl;
+    }
+    let lefts: Vec<usize> = rows
+        .par_chunks_mut(PARTITION_BLOCK)
+        .zip(scratch[..n].par_chunks_mut(PARTITION_BLOCK))
+        .map(|(r, s)| partition(r, s, col, bin, missing_left))
+        .collect();
+    let mut nl = 0;
+    for (i, &l) in lefts.iter().enumerate() {
+        let start = i * PARTITION_BLOCK;
+        rows.copy_within(start..start + l, nl);
+        nl += l;
+    }
+    let mut at = nl;
+    for (i, &l) in lefts.iter().enumerate() {
+        let start = i * PARTITION_BLOCK;
+        let nr = PARTITION_BLOCK.min(n - start) - l;
+        rows[at..at + nr].copy_from_slice(&scratch[start..start + nr]);
+        at += nr;
+    }
+    nl
+}
+
 struct Split {
     gain: f64,
     feature: usize,
@@ -608,15 +648,21 @@ impl Grower<'_> {
         let (rows_n, f) = (binned.rows, s.feature);
         // Stable partition keeps row order (and so the sums) deterministic.
         let nl = match &binned.columns {
-            Store::U8(b) => {
-                partition(rows, scratch, &b[f * rows_n..(f + 1) * rows_n], s.bin as usize, s.missing_left)
-            }
-            Store::U16(b) => {
-                partition(rows, scratch, &b[f * rows_n..(f + 1) * rows_n], s.bin as usize, s.missing_left)
-            }
+            Store::U8(b) => partition_rows(
+                rows,
+                scratch,
+                &b[f * rows_n..(f + 1) * rows_n],
+                s.bin as usize,
+                s.missing_left,
+            ),
+            Store::U16(b) => partition_rows(
+                rows,
+                scratch,
+                &b[f * rows_n..(f + 1) * rows_n],
+                s.bin as usize,
+                s.missing_left,
+            ),
         };
-        let nr = rows.len() - nl;
-        rows[nl..].copy_from_slice(&scratch[..nr]);
         let (left, right) = rows.split_at_mut(nl);
         self.gain[s.feature] += s.gain;
         // Histograms: the smaller child's from its rows, the other's by subtraction.
@@ -698,17 +744,20 @@ pub(crate) fn boost(
     let sampled = params.subsample < 1.0;
     let all_features: Vec<usize> = (0..binned.cols).collect();
     for it in 0..params.iterations {
-        // Gradients of the training rows (in parallel, compact), then put in place.
-        let fresh: Vec<[f32; 2]> = train
-            .par_iter()
-            .with_min_len(4096)
-            .map(|&r| {
-                let (g, h) = loss.grad_hess(y[r], margin[r]);
-                [g as f32, h as f32]
-            })
-            .collect();
-        for (&r, v) in train.iter().zip(fresh) {
-            gh[r] = v;
+        // Gradients of the training rows, in parallel: in place for every row when the
+        // training rows are most of them (the others are never read), else compact and then
+        // put in place.
+        let grad = |r: usize| {
+            let (g, h) = loss.grad_hess(y[r], margin[r]);
+            [g as f32, h as f32]
+        };
+        if 2 * train.len() >= binned.rows {
+            gh.par_iter_mut().enumerate().with_min_len(4096).for_each(|(r, v)| *v = grad(r));
+        } else {
+            let fresh: Vec<[f32; 2]> = train.par_iter().with_min_len(4096).map(|&r| grad(r)).collect();
+            for (&r, v) in train.iter().zip(fresh) {
+                gh[r] = v;
+            }
         }
         // This tree's rows (a seeded sample when `subsample` < 1) and features.
         let mut rng = Rng::for_item(params.seed, it as u64);
@@ -820,6 +869,36 @@ impl Stopping {
             false
         } else {
             trees - self.progress_trees >= self.rounds
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_partition_is_the_stable_one_pass_partition() {
+        let mut rng = Rng::new(7);
+        let col: Vec<u8> = (0..200_000).map(|_| (rng.uniform() * 256.0) as u8).collect();
+        // A node's rows: an ascending subset, longer than several blocks, not a multiple.
+        let rows: Vec<u32> = (0..200_000u32).filter(|_| rng.uniform() < 0.6).collect();
+        for (bin, missing_left) in [(100, false), (100, true), (0, true), (255, false)] {
+            let left = |r: &u32| {
+                let b = col[*r as usize] as usize;
+                if b == 0 {
+                    missing_left
+                } else {
+                    b <= bin
+                }
+            };
+            let expected: Vec<u32> =
+                rows.iter().copied().filter(left).chain(rows.iter().copied().filter(|r| !left(r))).collect();
+            let mut got = rows.clone();
+            let mut scratch = vec![0u32; rows.len()];
+            let nl = partition_rows(&mut got, &mut scratch, &col, bin, missing_left);
+            assert_eq!(nl, rows.iter().filter(|r| left(r)).count());
+            assert_eq!(got, expected, "bin {bin}, missing left {missing_left}");
         }
     }
 }
