@@ -820,7 +820,14 @@ fn describe(
     };
     let model_hash = xxhash_rust::xxh3::xxh3_64(format!("{}|{settings}", data_print.xxh3).as_bytes());
     let now = Utc::now();
-    let model_id = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), model_hash as u32);
+    // The same data and settings trained twice in one second (a run re-started right after
+    // one killed past writing its model) would name the same directory: the next free name.
+    let stem = format!("{}-{:08x}", now.format("%Y%m%dT%H%M%SZ"), model_hash as u32);
+    let models_dir = cfg.models_dir();
+    let model_id = std::iter::once(stem.clone())
+        .chain((2..).map(|k| format!("{stem}-{k}")))
+        .find(|id| !models_dir.join(id).exists())
+        .unwrap_or(stem);
     let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
     let (snapshots, mut notes) = snapshot_stats(&inp.plan, data);
     if let Some((fraction, rows)) = t.sample {
