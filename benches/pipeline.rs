@@ -110,7 +110,8 @@ fn main() {
             r["stages"]["features_grid"] =
                 json!({"wall_s": sec("features"), "rows_per_s": rows / sec("features")});
             r["stages"]["train_churn"] = json!({"wall_s": sec("train_churn"), "rows_per_s": m["n_fit"].as_f64().unwrap_or(0.0) / sec("train_churn"), "trees": m["gbdt"]["churn_trees"]});
-            r["stages"]["train_clv"] = json!({"wall_s": sec("train_clv"), "trees": m["gbdt"]["clv_gbdt_trees"]});
+            r["stages"]["train_clv"] =
+                json!({"wall_s": sec("train_clv"), "trees": m["gbdt"]["clv_gbdt_trees"]});
             r["stages"]["predict_holdout"] = json!({"wall_s": sec("predict_holdout"), "rows_per_s": m["n_holdout"].as_f64().unwrap_or(0.0) / sec("predict_holdout")});
             r["holdout_auc"] = m["churn"]["holdout"]["roc_auc"].clone();
             r["churn_trees"] = m["gbdt"]["churn_trees"].clone();

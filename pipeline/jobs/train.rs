@@ -321,18 +321,19 @@ fn fit_and_write(
 fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
     let params = |n: usize| GbdtConfig { iterations: n.max(1), ..model.clone() };
     let all: Vec<usize> = (0..data.x.rows).collect();
+    // A GBDT part again on every row when the shipped mix uses it, else the evaluated one.
+    let gbdt_part = |uses: bool, evaluated: &Engine, task: Task, y: &[f64]| -> Result<Engine> {
+        if uses {
+            Engine::fit_binned(&params(evaluated.n_trees()), task, binned, &all, y, None)
+        } else {
+            Ok(evaluated.clone())
+        }
+    };
     // The parts are independent: fitted side by side (each is the same model either way).
     let ((gbdt, logistic), (clv, poisson)) = rayon::join(
         || {
             rayon::join(
-                || -> Result<_> {
-                    if f.churn.mix.uses_gbdt() {
-                        let n = f.churn.gbdt.n_trees();
-                        Engine::fit_binned(&params(n), Task::Churn, binned, &all, &data.churn, None)
-                    } else {
-                        Ok(f.churn.gbdt.clone())
-                    }
-                },
+                || gbdt_part(f.churn.mix.uses_gbdt(), &f.churn.gbdt, Task::Churn, &data.churn),
                 || -> Result<_> {
                     match &f.churn.logistic {
                         Some(l) if f.churn.mix.uses_logistic() => {
@@ -345,14 +346,7 @@ fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Res
         },
         || {
             rayon::join(
-                || -> Result<_> {
-                    if f.clv.mix.uses_squared_gbdt() {
-                        let n = f.clv.gbdt.n_trees();
-                        Engine::fit_binned(&params(n), Task::Clv, binned, &all, &data.clv, None)
-                    } else {
-                        Ok(f.clv.gbdt.clone())
-                    }
-                },
+                || gbdt_part(f.clv.mix.uses_squared_gbdt(), &f.clv.gbdt, Task::Clv, &data.clv),
                 || -> Result<_> {
                     match &f.clv.poisson {
                         Some(p) if f.clv.mix.uses_poisson() => Ok(Some(PoissonGbdt::fit_binned(

@@ -219,8 +219,7 @@ pub fn logistic(
     val: &RoleSet,
 ) -> Result<(Logistic, Vec<PenaltyChoice>)> {
     let churn = &data.churn;
-    // The fit rows as a matrix of their own only while the regression is fitted.
-    let fit = || data.role(&data.rows.fit);
+    let fit = |l2: f64| Logistic::fit_rows(&data.x, &data.rows.fit, churn, l2);
     let mut fitted = Vec::new();
     let scores: Vec<f64> = match &oot {
         Some(o) => {
@@ -236,9 +235,8 @@ pub fn logistic(
         }
         None if grid.len() == 1 => vec![f64::NAN],
         None => {
-            let fit = fit();
             for &l2 in grid {
-                fitted.push(Logistic::fit(&fit.x, &fit.churn, l2)?);
+                fitted.push(fit(l2)?);
             }
             fitted.iter().map(|l| metrics::roc_auc(&val.churn, &l.margin(&val.x))).collect()
         }
@@ -249,10 +247,7 @@ pub fn logistic(
     }
     let logistic = match fitted.into_iter().nth(best) {
         Some(l) => l,
-        None => {
-            let fit = fit();
-            Logistic::fit(&fit.x, &fit.churn, grid[best])?
-        }
+        None => fit(grid[best])?,
     };
     let choices = grid
         .iter()

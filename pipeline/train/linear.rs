@@ -42,11 +42,17 @@ pub struct Scaler {
 
 impl Scaler {
     pub fn fit(x: &FeatureMatrix) -> Self {
+        Scaler::fit_rows(x, &(0..x.rows).collect::<Vec<usize>>())
+    }
+
+    /// [`Scaler::fit`] on the rows `rows` of `x` only.
+    pub fn fit_rows(x: &FeatureMatrix, rows: &[usize]) -> Self {
         let (mut mean, mut std, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for c in 0..x.cols() {
             let (mut n, mut s, mut ss) = (0.0, 0.0, 0.0);
             let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
-            for &v in x.column(c) {
+            let col = x.column(c);
+            for v in rows.iter().map(|&r| col[r]) {
                 if v.is_finite() {
                     let t = signed_log1p(v);
                     n += 1.0;
@@ -81,14 +87,14 @@ impl Scaler {
         }
     }
 
-    /// Rows `start..start + len` of `x`, scaled, row-major.
-    fn rows(&self, x: &FeatureMatrix, start: usize, len: usize) -> Vec<f64> {
+    /// The rows `rows` of `x`, scaled, row-major.
+    fn rows(&self, x: &FeatureMatrix, rows: &[usize]) -> Vec<f64> {
         let d = x.cols();
-        let mut z = vec![0.0; len * d];
+        let mut z = vec![0.0; rows.len() * d];
         for c in 0..d {
-            let col = &x.column(c)[start..start + len];
-            for (r, &v) in col.iter().enumerate() {
-                z[r * d + c] = self.z(c, v);
+            let col = x.column(c);
+            for (r, &i) in rows.iter().enumerate() {
+                z[r * d + c] = self.z(c, col[i]);
             }
         }
         z
@@ -176,26 +182,34 @@ fn penalized_newton_system(parts: &[(Vec<f64>, Vec<f64>)], beta: &[f64], l2: f64
 impl Logistic {
     /// Fit on `x` and 0/1 labels `y` with L2 penalty `l2` (> 0 keeps separable data finite).
     pub fn fit(x: &FeatureMatrix, y: &[f64], l2: f64) -> Result<Self> {
+        Logistic::fit_rows(x, &(0..x.rows).collect::<Vec<usize>>(), y, l2)
+    }
+
+    /// [`Logistic::fit`] on the rows `rows` of `x` (labels `y` indexed like `x`'s rows): the
+    /// same model as on a copy of those rows, without the copy.
+    pub fn fit_rows(x: &FeatureMatrix, rows: &[usize], y: &[f64], l2: f64) -> Result<Self> {
         let err = |message: String| Error::Model { model: "logistic regression".into(), message };
-        if x.rows == 0 || y.len() != x.rows {
-            return Err(err(format!("{} rows and {} labels", x.rows, y.len())));
+        if rows.is_empty() || y.len() != x.rows || rows.iter().any(|&r| r >= x.rows) {
+            return Err(err(format!("{} rows of {} and {} labels", rows.len(), x.rows, y.len())));
         }
-        let scaler = Scaler::fit(x);
+        let y: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        let scaler = Scaler::fit_rows(x, rows);
         let d = x.cols();
         let p = d + 1; // parameters: coefficients, then the intercept
         let mean_y = y.iter().sum::<f64>() / y.len() as f64;
         let mut beta = vec![0.0; p];
         beta[d] = (mean_y.clamp(1e-6, 1.0 - 1e-6) / (1.0 - mean_y.clamp(1e-6, 1.0 - 1e-6))).ln();
-        let starts: Vec<usize> = (0..x.rows).step_by(CHUNK).collect();
+        let n = rows.len();
+        let starts: Vec<usize> = (0..n).step_by(CHUNK).collect();
         // The scaled rows once (every Newton step and line search reads them), chunk by chunk.
         let scaled: Vec<Vec<f64>> =
-            starts.par_iter().map(|&s| scaler.rows(x, s, CHUNK.min(x.rows - s))).collect();
+            starts.par_iter().map(|&s| scaler.rows(x, &rows[s..s + CHUNK.min(n - s)])).collect();
         let objective = |beta: &[f64]| -> f64 {
             let loss: f64 = starts
                 .par_iter()
                 .zip(&scaled)
                 .map(|(&s, z)| {
-                    let len = CHUNK.min(x.rows - s);
+                    let len = CHUNK.min(n - s);
                     (0..len)
                         .map(|r| {
                             let m = beta[d] + (0..d).map(|c| beta[c] * z[r * d + c]).sum::<f64>();
@@ -217,7 +231,7 @@ impl Logistic {
                 .par_iter()
                 .zip(&scaled)
                 .map(|(&s, z)| {
-                    let len = CHUNK.min(x.rows - s);
+                    let len = CHUNK.min(n - s);
                     let mut g = vec![0.0; p];
                     let mut h = vec![0.0; p * p];
                     let mut row = vec![1.0; p];
@@ -319,6 +333,19 @@ mod tests {
         let mut d = a;
         d.extend(b);
         (FeatureMatrix { names: vec!["a".into(), "b".into()], rows: n, data: d }, y)
+    }
+
+    #[test]
+    fn a_fit_on_row_indices_is_the_fit_on_a_copy_of_those_rows() {
+        let (x, y) = data(9_000, 5);
+        let rows: Vec<usize> = (0..x.rows).filter(|r| r % 3 != 1).collect();
+        let copy = x.select_rows(&rows);
+        let y_copy: Vec<f64> = rows.iter().map(|&r| y[r]).collect();
+        assert_eq!(
+            Logistic::fit_rows(&x, &rows, &y, 10.0).unwrap(),
+            Logistic::fit(&copy, &y_copy, 10.0).unwrap()
+        );
+        assert!(Logistic::fit_rows(&x, &[x.rows], &y, 1.0).is_err());
     }
 
     #[test]

@@ -99,13 +99,11 @@ fn predict_group(
     let (churn, clv) = (pick(&data.churn, fit), pick(&data.clv, fit));
     let g = Engine::fit_binned(&params(trees.churn), Task::Churn, binned, &all, &churn, None)?;
     let churn_gbdt = g.predict(&x_at);
-    let x_fit = data.x.select_rows(fit);
     let logistic_by_l2 = cfg
         .logistic_l2
         .iter()
-        .map(|&l2| Ok(Logistic::fit(&x_fit, &churn, l2)?.margin(&x_at)))
+        .map(|&l2| Ok(Logistic::fit_rows(&data.x, fit, &data.churn, l2)?.margin(&x_at)))
         .collect::<Result<Vec<_>>>()?;
-    drop(x_fit);
     let (mut clv_gbdt, mut clv_poisson) = (Vec::new(), Vec::new());
     if clv_choice {
         let c = Engine::fit_binned(&params(trees.clv), Task::Clv, binned, &all, &clv, None)?;
