@@ -399,27 +399,27 @@ impl Histogram {
             Store::U16(b) => sum_lane_u16(b, cols, feats, offset, gh, chunk, buf),
         };
         let used = jobs.len() - 1;
-        if jobs.len() == 1 {
-            let (chunk, buf) = jobs.pop().expect("one job");
-            // One lane: its features in parallel blocks instead. Each bin is still summed
-            // over the same rows in the same order, so the bits do not change.
-            let blocks = rayon::current_num_threads().min(cols);
-            if chunk.len() >= FEATURE_BLOCK_ROWS && blocks > 1 {
-                let mut parts: Vec<(Range<usize>, &mut [Bin])> = Vec::with_capacity(blocks);
-                let mut rest = &mut buf[..offset[cols]];
-                let per = cols.div_ceil(blocks);
-                for start in (0..cols).step_by(per) {
-                    let end = (start + per).min(cols);
-                    let (part, tail) = rest.split_at_mut(offset[end] - offset[start]);
-                    parts.push((start..end, part));
-                    rest = tail;
+        match <[_; 1]>::try_from(jobs) {
+            Ok([(chunk, buf)]) => {
+                // One lane: its features in parallel blocks instead. Each bin is still summed
+                // over the same rows in the same order, so the bits do not change.
+                let blocks = rayon::current_num_threads().min(cols);
+                if chunk.len() >= FEATURE_BLOCK_ROWS && blocks > 1 {
+                    let mut parts: Vec<(Range<usize>, &mut [Bin])> = Vec::with_capacity(blocks);
+                    let mut rest = &mut buf[..offset[cols]];
+                    let per = cols.div_ceil(blocks);
+                    for start in (0..cols).step_by(per) {
+                        let end = (start + per).min(cols);
+                        let (part, tail) = rest.split_at_mut(offset[end] - offset[start]);
+                        parts.push((start..end, part));
+                        rest = tail;
+                    }
+                    parts.into_par_iter().for_each(|(feats, part)| sum(feats, chunk, part));
+                } else {
+                    sum(0..cols, chunk, buf);
                 }
-                parts.into_par_iter().for_each(|(feats, part)| sum(feats, chunk, part));
-            } else {
-                sum(0..cols, chunk, buf);
             }
-        } else {
-            jobs.into_par_iter().for_each(|(chunk, buf)| sum(0..cols, chunk, buf));
+            Err(jobs) => jobs.into_par_iter().for_each(|(chunk, buf)| sum(0..cols, chunk, buf)),
         }
         // Lanes added in order: the same sums whatever ran where.
         for lane in &lanes[..used] {
