@@ -151,84 +151,234 @@ impl Daily {
 /// One row per (customer, active day): transactions, amount, negative-amount transactions. Input: the ingest contract frame (rows with a
 /// null id or timestamp are skipped).
 ///
-/// One linear pass over the rows in (customer, ts, amount) order, which is how `ingest`
-/// leaves them (other frames are sorted first, the same way): no hashing of 30 million string keys, and each customer
-/// id is stored once.
+/// Linear passes over the rows in (customer, ts, amount) order, which is how `ingest`
+/// leaves them (other frames are sorted first, the same way): no hashing of 30 million string
+/// keys, and each customer id is stored once. Blocks of rows that start where a customer
+/// starts are counted, then filled, in parallel: the same vectors, to the bit, as one pass.
 pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
-    let ctx = "aggregating transactions per customer and day";
-    let ms_type = DataType::Datetime(TimeUnit::Milliseconds, None);
-    let ts_of = |df: &DataFrame| -> Result<Int64Chunked> {
-        let c = df.column("ts").polars(ctx)?.cast(&ms_type).polars(ctx)?;
-        Ok(c.datetime().polars(ctx)?.physical().clone())
-    };
-    let in_order = {
-        let ids = tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
-        let ts = ts_of(tx)?;
-        let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
-        let amount = amount.f64().polars(ctx)?;
-        // Amounts are looked up only for rows at the same customer and time (rare).
-        let a = |i: usize| amount.get(i).unwrap_or(0.0);
-        let mut prev: Option<(&str, i64, usize)> = None;
-        let mut ok = true;
-        for (i, (id, t)) in ids.iter().zip(ts.iter()).enumerate() {
-            if let (Some(id), Some(t)) = (id, t) {
-                let out_of_order = prev.is_some_and(|(pid, pt, pi)| match (pid, pt).cmp(&(id, t)) {
-                    std::cmp::Ordering::Equal => a(pi).total_cmp(&a(i)).is_gt(),
-                    o => o.is_gt(),
-                });
-                if out_of_order {
-                    ok = false;
-                    break;
-                }
-                prev = Some((id, t, i));
-            }
-        }
-        ok
-    };
-    let sorted;
-    let tx = if in_order {
-        tx
-    } else {
-        sorted = tx
-            .clone()
-            .lazy()
-            .sort([CUSTOMER, "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
-            .collect()
-            .polars(ctx)?;
-        &sorted
-    };
-    let ids = tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
-    let ts = ts_of(tx)?;
-    let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
-    let amount = amount.f64().polars(ctx)?;
+    daily_in_blocks(tx, DAILY_BLOCK)
+}
 
-    let mut d = Daily::default();
-    let mut current: Option<&str> = None;
-    for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
-        let (Some(id), Some(t)) = (id, t) else { continue };
-        let a = a.unwrap_or(0.0);
-        let neg = u32::from(a < 0.0);
-        let day = t.div_euclid(86_400_000) as i32;
-        if current == Some(id) {
-            let last = d.day.len() - 1;
-            if d.day[last] == day {
-                d.n_tx[last] += 1;
-                d.amount[last] += a;
-                d.n_neg[last] += neg;
-                continue;
-            }
-        } else {
-            current = Some(id);
-            d.customers.push(id.to_string());
-            d.start.push(d.day.len());
+/// [`daily_activity`] with blocks of about `block` rows.
+fn daily_in_blocks(tx: &DataFrame, block: usize) -> Result<Daily> {
+    let rows = ActivityRows::of(tx)?;
+    let blocks = rows.blocks(block);
+    let counts: Option<Vec<(usize, usize)>> = blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi)).collect();
+    match counts {
+        Some(counts) => Ok(rows.fill(&blocks, &counts)),
+        None => {
+            let sorted = tx
+                .clone()
+                .lazy()
+                .sort([CUSTOMER, "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
+                .collect()
+                .polars("aggregating transactions per customer and day")?;
+            let rows = ActivityRows::of(&sorted)?;
+            let blocks = rows.blocks(block);
+            let counts: Option<Vec<(usize, usize)>> =
+                blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi)).collect();
+            let counts =
+                counts.ok_or_else(|| Error::Data("transactions are out of order after sorting".into()))?;
+            Ok(rows.fill(&blocks, &counts))
         }
-        d.day.push(day);
-        d.n_tx.push(1);
-        d.amount.push(a);
-        d.n_neg.push(neg);
     }
-    d.start.push(d.day.len());
-    Ok(d)
+}
+
+/// Rows per block of [`daily_activity`] (a block ends where a customer ends).
+const DAILY_BLOCK: usize = 1 << 20;
+
+/// The columns [`daily_activity`] reads.
+struct ActivityRows {
+    ids: StringChunked,
+    /// Milliseconds since the epoch.
+    ts: Int64Chunked,
+    amount: Float64Chunked,
+}
+
+impl ActivityRows {
+    fn of(tx: &DataFrame) -> Result<Self> {
+        let ctx = "aggregating transactions per customer and day";
+        let ms_type = DataType::Datetime(TimeUnit::Milliseconds, None);
+        let ts = tx.column("ts").polars(ctx)?.cast(&ms_type).polars(ctx)?;
+        let amount = tx.column("amount").polars(ctx)?.cast(&DataType::Float64).polars(ctx)?;
+        Ok(ActivityRows {
+            ids: tx.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?.clone(),
+            ts: ts.datetime().polars(ctx)?.physical().clone(),
+            amount: amount.f64().polars(ctx)?.clone(),
+        })
+    }
+
+    /// Row ranges that start where a customer starts; one range when ids or times have
+    /// nulls (rows skipped there make the boundaries harder to place, and such frames are
+    /// rare: ingest leaves none).
+    fn blocks(&self, size: usize) -> Vec<(usize, usize)> {
+        let n = self.ids.len();
+        let size = size.max(1);
+        if self.ids.null_count() > 0 || self.ts.null_count() > 0 {
+            return vec![(0, n)];
+        }
+        let mut cuts = vec![0];
+        let mut at = size;
+        while at < n {
+            let before = self.ids.get(at - 1);
+            let mut b = at;
+            while b < n && self.ids.get(b) == before {
+                b += 1;
+            }
+            if b < n {
+                cuts.push(b);
+            }
+            at = b + size;
+        }
+        cuts.push(n);
+        cuts.windows(2).map(|w| (w[0], w[1])).collect()
+    }
+
+    /// The row before `lo` as (id, ms, amount), when it has an id and a time.
+    fn before(&self, lo: usize) -> Option<(&str, i64, f64)> {
+        let i = lo.checked_sub(1)?;
+        Some((self.ids.get(i)?, self.ts.get(i)?, self.amount.get(i).unwrap_or(0.0)))
+    }
+
+    /// Customers and (customer, day) rows of rows `lo..hi`; `None` when a row is out of
+    /// (customer, ts, amount) order (against the row before it; the first against the row
+    /// before the block).
+    fn count(&self, lo: usize, hi: usize) -> Option<(usize, usize)> {
+        let (ids, ts, amount) = self.slices(lo, hi);
+        let mut prev = self.before(lo);
+        let (mut customers, mut days) = (0usize, 0usize);
+        let mut current: Option<(&str, i32)> = None;
+        for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
+            let (Some(id), Some(t)) = (id, t) else { continue };
+            let a = a.unwrap_or(0.0);
+            if let Some((pid, pt, pa)) = prev {
+                let out_of_order = match (pid, pt).cmp(&(id, t)) {
+                    std::cmp::Ordering::Equal => pa.total_cmp(&a).is_gt(),
+                    o => o.is_gt(),
+                };
+                if out_of_order {
+                    return None;
+                }
+            }
+            prev = Some((id, t, a));
+            let day = t.div_euclid(86_400_000) as i32;
+            match current {
+                Some((cid, cday)) if cid == id => {
+                    if cday != day {
+                        days += 1;
+                        current = Some((id, day));
+                    }
+                }
+                _ => {
+                    customers += 1;
+                    days += 1;
+                    current = Some((id, day));
+                }
+            }
+        }
+        Some((customers, days))
+    }
+
+    fn slices(&self, lo: usize, hi: usize) -> (StringChunked, Int64Chunked, Float64Chunked) {
+        let len = hi - lo;
+        (self.ids.slice(lo as i64, len), self.ts.slice(lo as i64, len), self.amount.slice(lo as i64, len))
+    }
+
+    /// The daily rows of `blocks` (ordered, counted by [`ActivityRows::count`]), each block
+    /// written into its own part of the vectors in parallel.
+    fn fill(&self, blocks: &[(usize, usize)], counts: &[(usize, usize)]) -> Daily {
+        let (nc, nd) = counts.iter().fold((0, 0), |(c, d), &(x, y)| (c + x, d + y));
+        let mut d = Daily {
+            customers: vec![String::new(); nc],
+            start: vec![0; nc + 1],
+            day: vec![0; nd],
+            n_tx: vec![0; nd],
+            amount: vec![0.0; nd],
+            n_neg: vec![0; nd],
+        };
+        let mut parts = Vec::with_capacity(blocks.len());
+        let mut rest = DailyParts {
+            customers: &mut d.customers[..],
+            start: &mut d.start[..nc],
+            day: &mut d.day[..],
+            n_tx: &mut d.n_tx[..],
+            amount: &mut d.amount[..],
+            n_neg: &mut d.n_neg[..],
+        };
+        let mut offset = 0;
+        for (&range, &(c, k)) in blocks.iter().zip(counts) {
+            let (part, tail) = rest.split(c, k);
+            parts.push((range, offset, part));
+            rest = tail;
+            offset += k;
+        }
+        parts.into_par_iter().for_each(|((lo, hi), offset, part)| self.fill_block(lo, hi, offset, part));
+        d.start[nc] = nd;
+        d
+    }
+
+    fn fill_block(&self, lo: usize, hi: usize, offset: usize, p: DailyParts) {
+        let (ids, ts, amount) = self.slices(lo, hi);
+        let mut current: Option<&str> = None;
+        let (mut c, mut k) = (0usize, 0usize);
+        for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
+            let (Some(id), Some(t)) = (id, t) else { continue };
+            let a = a.unwrap_or(0.0);
+            let neg = u32::from(a < 0.0);
+            let day = t.div_euclid(86_400_000) as i32;
+            if current == Some(id) {
+                if p.day[k - 1] == day {
+                    p.n_tx[k - 1] += 1;
+                    p.amount[k - 1] += a;
+                    p.n_neg[k - 1] += neg;
+                    continue;
+                }
+            } else {
+                current = Some(id);
+                p.customers[c] = id.to_string();
+                p.start[c] = offset + k;
+                c += 1;
+            }
+            p.day[k] = day;
+            p.n_tx[k] = 1;
+            p.amount[k] = a;
+            p.n_neg[k] = neg;
+            k += 1;
+        }
+    }
+}
+
+/// Disjoint parts of a [`Daily`]'s vectors: one block's customers and daily rows.
+struct DailyParts<'a> {
+    customers: &'a mut [String],
+    start: &'a mut [usize],
+    day: &'a mut [i32],
+    n_tx: &'a mut [u32],
+    amount: &'a mut [f64],
+    n_neg: &'a mut [u32],
+}
+
+impl<'a> DailyParts<'a> {
+    /// The first `c` customers and `k` daily rows, and the rest.
+    fn split(self, c: usize, k: usize) -> (DailyParts<'a>, DailyParts<'a>) {
+        let (customers, customers_rest) = self.customers.split_at_mut(c);
+        let (start, start_rest) = self.start.split_at_mut(c);
+        let (day, day_rest) = self.day.split_at_mut(k);
+        let (n_tx, n_tx_rest) = self.n_tx.split_at_mut(k);
+        let (amount, amount_rest) = self.amount.split_at_mut(k);
+        let (n_neg, n_neg_rest) = self.n_neg.split_at_mut(k);
+        (
+            DailyParts { customers, start, day, n_tx, amount, n_neg },
+            DailyParts {
+                customers: customers_rest,
+                start: start_rest,
+                day: day_rest,
+                n_tx: n_tx_rest,
+                amount: amount_rest,
+                n_neg: n_neg_rest,
+            },
+        )
+    }
 }
 
 /// The features of one customer at snapshot day `td` from its days `rows` (day-sorted), or
@@ -637,4 +787,79 @@ pub fn column_f64(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
         return Err(Error::Data(format!("column `{name}` has {} nulls", ca.null_count())));
     }
     Ok(ca.into_no_null_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// A log of `customers` customers, several transactions on some days, some negative
+    /// amounts, in (customer, ts, amount) order unless `shuffled`.
+    fn log(customers: usize, shuffled: bool) -> DataFrame {
+        let mut rng = Rng::new(7);
+        let mut rows: Vec<(String, i64, f64)> = Vec::new();
+        for c in 0..customers {
+            for _ in 0..rng.below(12) {
+                let ms = (19_000 + rng.below(40) as i64) * 86_400_000 + rng.below(3) as i64 * 3_600_000;
+                rows.push((format!("c{c:03}"), ms, (rng.uniform() * 100.0 - 10.0).round() / 4.0));
+            }
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+        if shuffled {
+            rows.reverse();
+        }
+        let ts = Column::new("ts".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+            .unwrap();
+        DataFrame::new_infer_height(vec![
+            Column::new(CUSTOMER.into(), rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>()),
+            ts,
+            Column::new("amount".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+        ])
+        .unwrap()
+    }
+
+    fn same(a: &Daily, b: &Daily) {
+        assert_eq!(a.customers, b.customers);
+        assert_eq!(a.start, b.start);
+        assert_eq!(a.day, b.day);
+        assert_eq!(a.n_tx, b.n_tx);
+        assert_eq!(a.n_neg, b.n_neg);
+        let bits = |d: &Daily| d.amount.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(a), bits(b));
+    }
+
+    /// Blocks of any size give the one-pass result, to the bit, in order or not.
+    #[test]
+    fn daily_rows_do_not_depend_on_the_blocks() {
+        for shuffled in [false, true] {
+            let tx = log(60, shuffled);
+            let whole = daily_in_blocks(&tx, usize::MAX).unwrap();
+            let ids = tx.column(CUSTOMER).unwrap().str().unwrap().clone();
+            let distinct: std::collections::BTreeSet<&str> = ids.iter().flatten().collect();
+            assert_eq!(whole.customers, distinct.into_iter().map(str::to_string).collect::<Vec<_>>());
+            assert!(whole.n_tx.iter().any(|&n| n > 1), "some days hold several transactions");
+            assert_eq!(whole.n_tx.iter().map(|&n| n as usize).sum::<usize>(), tx.height());
+            for block in [1, 2, 3, 7, 50, 1000] {
+                same(&whole, &daily_in_blocks(&tx, block).unwrap());
+            }
+        }
+    }
+
+    /// The first customer's rows after the second's: the order check at a block boundary
+    /// sends the frame to the sort, like an order break inside a block.
+    #[test]
+    fn an_order_break_at_a_block_boundary_is_sorted() {
+        let tx = log(30, false);
+        let n = tx.height();
+        let first = tx.column(CUSTOMER).unwrap().str().unwrap().get(0).unwrap().to_string();
+        let k = (0..n).find(|&i| tx.column(CUSTOMER).unwrap().str().unwrap().get(i) != Some(&first)).unwrap();
+        // Rows of customer 2.. first, then customer 1's.
+        let swapped = tx.slice(k as i64, n - k).vstack(&tx.slice(0, k)).unwrap();
+        let whole = daily_in_blocks(&tx, usize::MAX).unwrap();
+        for block in [1, 3, n - k] {
+            same(&whole, &daily_in_blocks(&swapped, block).unwrap());
+        }
+    }
 }

@@ -251,7 +251,9 @@ pub fn truncate(tx: Transactions, cutoff: chrono::NaiveDate) -> Result<Transacti
 /// Read, map and validate the transaction file described by `input`.
 pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
     let path = PathBuf::from(&input.path);
+    let clock = std::time::Instant::now();
     let (raw, format) = read_raw(&path, input, "input.transactions")?;
+    log::debug!("ingest: file read at {:.2}s", clock.elapsed().as_secs_f64());
     let columns = Mapping::new(input, latest_ms(&path, input.max_future_days));
     columns.check_present(&path, &raw)?;
     let format = format!("{format:?}").to_lowercase();
@@ -805,13 +807,18 @@ fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped:
     // The valid rows in (customer, ts) order with one gather (no copy at all when the file is
     // already in that order), unless customers are scattered over the file (a time-ordered
     // log): then a general sort.
+    let clock = std::time::Instant::now();
     let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
-    let mut frame = match customer_order(&all, reasons)? {
+    log::debug!("ingest: columns kept at +{:.2}s", clock.elapsed().as_secs_f64());
+    let order = customer_order(&all, reasons)?;
+    log::debug!("ingest: customer order found at +{:.2}s", clock.elapsed().as_secs_f64());
+    let mut frame = match order {
         Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
         Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
         None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
     };
     let rows_valid = frame.height();
+    log::debug!("ingest: rows in order at +{:.2}s", clock.elapsed().as_secs_f64());
     let repeats = repeated_rows(&frame)?;
     let duplicates = repeats.sum().unwrap_or(0) as usize;
     if duplicates > 0 && m.drop_duplicates {
@@ -859,10 +866,15 @@ fn validate_frame(
     max_invalid_share: f64,
 ) -> Result<Transactions> {
     let rows_read = raw.height();
+    let clock = std::time::Instant::now();
+    let lap = |what: &str| log::debug!("ingest: {what} at {:.2}s", clock.elapsed().as_secs_f64());
     let parsed = parse_rows(path, raw, m)?;
+    lap("rows parsed");
     let reasons = parsed.column(REASON).polars("reading reasons")?.i32().polars("reason codes")?.clone();
     let (dropped, n_dropped) = dropped_rows(&parsed, &reasons, m)?;
+    lap("dropped rows counted");
     let Kept { frame, rows_valid, orders, duplicates } = valid_rows(parsed, &reasons, m, n_dropped)?;
+    lap("valid rows ordered");
     let customers = count_customers(&frame)?;
     let amounts = frame.column("amount").polars("amount")?.f64().polars("amount")?.clone();
     let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
@@ -874,6 +886,7 @@ fn validate_frame(
     let last_ts = to_dt(ts_col.physical().max());
     // Summed in row order (the canonical order), whatever the frame's chunks.
     let total_amount = amounts.iter().flatten().fold(0.0, |sum, a| sum + a);
+    lap("summary");
 
     let summary = ValidationSummary {
         path: path.to_path_buf(),

@@ -36,6 +36,20 @@ pub fn monitor_at(
     predictions: Option<&Predictions>,
     progress: &Progress,
 ) -> Result<MonitorReport> {
+    let report = observe(cfg, s, as_of, predictions, progress)?;
+    record(cfg, &report, progress)?;
+    Ok(report)
+}
+
+/// Drift, realized performance and advice at `as_of`, without writing anything (the weekly
+/// job computes this beside the SQL load of the scores and records it after).
+pub fn observe(
+    cfg: &Config,
+    s: &Loaded,
+    as_of: NaiveDate,
+    predictions: Option<&Predictions>,
+    progress: &Progress,
+) -> Result<MonitorReport> {
     let model = &s.model;
     let reference = model.reference()?;
     let drift = progress.step("drift", &format!("drift at {as_of}"), || -> Result<Vec<Drift>> {
@@ -54,14 +68,19 @@ pub fn monitor_at(
         current.insert(CLV_SCORE, &p.predicted_clv);
         Ok(monitor::drift(&reference, &current, &cfg.monitor))
     })?;
-    let out_dir = Path::new(&cfg.output.dir);
-    let history = History::new(out_dir);
+    let history = History::new(Path::new(&cfg.output.dir));
     let auc_history = history.realized_auc(as_of)?;
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    let report = assess(cfg, model, as_of, drift, realized, auc_history)?;
+    assess(cfg, model, as_of, drift, realized, auc_history)
+}
+
+/// Write `report` to the monitoring history (Parquet, then every SQL sink).
+pub fn record(cfg: &Config, report: &MonitorReport, progress: &Progress) -> Result<()> {
+    let as_of = report.as_of;
     let rows = report.history_frame()?;
+    let history = History::new(Path::new(&cfg.output.dir));
     progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
     let tables = cfg.output.sql_tables();
     for target in cfg.output.sql_targets()? {
@@ -69,7 +88,7 @@ pub fn monitor_at(
             sql::replace_as_of(&target, &tables, &tables.monitoring, &rows, sql::MONITORING_KEY, as_of)
         })?;
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Alerts and advice of `model` at `as_of` from the drift, the runs realized now and the

@@ -17,6 +17,7 @@ use crate::monitor::MonitorReport;
 use crate::notify::DeliveryOutcome;
 use crate::predict::{self, Predictions};
 use crate::progress::Progress;
+use crate::report::weekly::WeeklyReport;
 use crate::score::{self, ScoreRun, ScoreSummary};
 use crate::signals::SignalData;
 use crate::sink::sql::{self, SqlRun};
@@ -72,22 +73,35 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     s.model.reference()?;
     s.model.metrics()?;
     History::new(Path::new(&cfg.output.dir)).read()?;
-    let mut batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
-    let after = || -> Result<(MonitorReport, PathBuf)> {
-        let monitor = super::monitor::monitor_at(cfg, &s, as_of, Some(&batch.predictions), progress)?;
-        let report = progress.step("report", "writing the weekly report", || {
-            crate::report::weekly::for_run(
-                cfg,
-                &s.model,
-                &s.daily,
-                &batch.scores,
-                &monitor,
-                batch.summary.health.clone(),
-            )
+    let scored = score_to_parquet(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
+    // The SQL load of the scores and the monitoring and report that read them run side by
+    // side; what the latter write is written only once the scores are in every sink.
+    let (sql, findings) = rayon::join(
+        || scored.write_sql(cfg, progress),
+        || -> Result<(MonitorReport, WeeklyReport)> {
+            let monitor = super::monitor::observe(cfg, &s, as_of, Some(&scored.preds), progress)?;
+            let report = progress.step("report_build", "building the weekly report", || {
+                crate::report::weekly::build_for_run(
+                    cfg,
+                    &s.model,
+                    &s.daily,
+                    &scored.run.scores,
+                    &monitor,
+                    scored.run.summary.health.clone(),
+                )
+            })?;
+            Ok((monitor, report))
+        },
+    );
+    let mut batch = scored.outcome(sql?);
+    let after = |(monitor, report): (MonitorReport, WeeklyReport)| -> Result<(MonitorReport, PathBuf)> {
+        super::monitor::record(cfg, &monitor, progress)?;
+        let path = progress.step("report", "writing the weekly report", || {
+            crate::report::weekly::write_weekly(&report, &cfg.reports_dir())
         })?;
-        Ok((monitor, report))
+        Ok((monitor, path))
     };
-    match after() {
+    match findings.and_then(after) {
         Ok((monitor, report)) => {
             let run =
                 RunFindings { as_of, scores: &batch.scores, monitor: Some(&monitor), report: Some(&report) };
@@ -143,6 +157,30 @@ pub fn score_and_write(
     as_of: NaiveDate,
     progress: &Progress,
 ) -> Result<BatchOutcome> {
+    let scored = score_to_parquet(cfg, model, daily, signals, as_of, progress)?;
+    let sql = scored.write_sql(cfg, progress)?;
+    Ok(scored.outcome(sql))
+}
+
+/// A run scored and written to Parquet (when that sink is on), its SQL sinks not yet.
+pub struct Scored {
+    run: ScoreRun,
+    preds: Predictions,
+    started: chrono::DateTime<Utc>,
+    /// The Parquet partition directory written.
+    parquet: Option<String>,
+}
+
+/// Score at `as_of` and write the Parquet partition (the first sink; the caller holds the
+/// lock). [`Scored::write_sql`] writes the rest.
+pub fn score_to_parquet(
+    cfg: &Config,
+    model: &LoadedModel,
+    daily: &Daily,
+    signals: &SignalData,
+    as_of: NaiveDate,
+    progress: &Progress,
+) -> Result<Scored> {
     let started = Utc::now();
     let out_dir = Path::new(&cfg.output.dir);
     let targets = cfg.output.sql_targets()?;
@@ -166,36 +204,58 @@ pub fn score_and_write(
             preds.contributions = None;
             Ok::<_, crate::error::Error>((preds, run))
         })?;
-    let mut written = Vec::new();
+    let mut written = None;
     if cfg.output.parquet {
         let dir = progress.step("parquet", "writing parquet", || {
             parquet.write_run(as_of, &mut run.scores, &mut run.top_risk)
         })?;
-        written.push(dir.display().to_string());
+        written = Some(dir.display().to_string());
     }
-    let s = &run.summary;
-    let record = RunRecord {
-        as_of,
-        model_id: s.model_id.clone(),
-        scored: s.scored as i64,
-        top_size: s.top_size as i64,
-        contacted: s.contacted as i64,
-        started,
-        finished: Utc::now(),
-        status: "ok".into(),
-    };
-    for target in &targets {
-        let shown = target.display();
-        progress.step("sql", &format!("writing {shown}"), || {
-            sql::write_run(
-                target,
-                &tables,
-                &SqlRun { scores: &run.scores, top_risk: &run.top_risk, record: &record },
-            )
-        })?;
-        written.push(shown);
+    Ok(Scored { run, preds, started, parquet: written })
+}
+
+impl Scored {
+    /// Write the scores to every SQL sink, one transaction each; the sinks written (redacted
+    /// URLs).
+    pub fn write_sql(&self, cfg: &Config, progress: &Progress) -> Result<Vec<String>> {
+        let s = &self.run.summary;
+        let record = RunRecord {
+            as_of: self.preds.as_of,
+            model_id: s.model_id.clone(),
+            scored: s.scored as i64,
+            top_size: s.top_size as i64,
+            contacted: s.contacted as i64,
+            started: self.started,
+            finished: Utc::now(),
+            status: "ok".into(),
+        };
+        let tables = cfg.output.sql_tables();
+        let mut written = Vec::new();
+        for target in &cfg.output.sql_targets()? {
+            let shown = target.display();
+            progress.step("sql", &format!("writing {shown}"), || {
+                sql::write_run(
+                    target,
+                    &tables,
+                    &SqlRun { scores: &self.run.scores, top_risk: &self.run.top_risk, record: &record },
+                )
+            })?;
+            written.push(shown);
+        }
+        Ok(written)
     }
-    Ok(BatchOutcome { summary: run.summary, scores: run.scores, predictions: preds, written, delivery: None })
+
+    /// The batch's outcome once `sql` (what [`Scored::write_sql`] wrote) is written too.
+    pub fn outcome(self, sql: Vec<String>) -> BatchOutcome {
+        let written = self.parquet.into_iter().chain(sql).collect();
+        BatchOutcome {
+            summary: self.run.summary,
+            scores: self.run.scores,
+            predictions: self.preds,
+            written,
+            delivery: None,
+        }
+    }
 }
 
 impl std::fmt::Display for BatchOutcome {

@@ -71,13 +71,13 @@ pub fn compute(
     as_of: NaiveDate,
     active_days: i32,
     gross_margin: f64,
-) -> (Kpis, HashMap<String, f64>) {
+) -> (Kpis, HashMap<&str, f64>) {
     let t = epoch_day(as_of);
     let active_at = |days: &[i32], at: i32| days.iter().any(|&d| d < at && d >= at - active_days);
     let (mut start, mut end, mut new, mut ago30, mut lapsed) = (0usize, 0usize, 0usize, 0usize, 0usize);
     let (mut buyers, mut repeaters, mut tx_365, mut revenue_365, mut revenue_90) =
         (0usize, 0usize, 0.0, 0.0, 0.0);
-    let mut per_customer = HashMap::new();
+    let mut per_customer = HashMap::with_capacity(daily.customers.len());
     // Cohorts: first-purchase month -> (size, retained counts per offset)
     let mut cohorts: std::collections::BTreeMap<(i32, u32), (usize, [usize; 5], i32)> = Default::default();
     for c in 0..daily.customers.len() {
@@ -111,7 +111,7 @@ pub fn compute(
             buyers += 1;
             repeaters += usize::from(n_days >= 2);
             revenue_365 += rev;
-            per_customer.insert(daily.customers[c].clone(), rev);
+            per_customer.insert(daily.customers[c].as_str(), rev);
         }
         if let Some(date) = crate::schema::date_of_day(first) {
             let e = cohorts.entry((date.year(), date.month())).or_insert((0, [0; 5], first));

@@ -218,39 +218,70 @@ fn i32_col(df: &DataFrame, name: &str) -> Result<Vec<Option<i32>>> {
     Ok(c.i32().polars(name)?.iter().collect())
 }
 
-/// The scores table as rows.
-fn customer_rows(scores: &DataFrame) -> Result<Vec<CustomerRow>> {
-    let ids = str_col(scores, CUSTOMER)?;
-    let p = f64_col(scores, "churn_probability")?;
-    let score = i32_col(scores, "risk_score")?;
-    let level = str_col(scores, "risk_level")?;
-    let change = i32_col(scores, "score_change")?;
-    let clv = f64_col(scores, "predicted_clv")?;
-    let loss = f64_col(scores, "expected_loss")?;
-    let rank = i32_col(scores, "risk_rank")?;
-    let segment = str_col(scores, "rfm_segment")?;
-    let reasons = str_col(scores, "top_reasons")?;
-    let playbook = str_col(scores, "playbook")?;
-    let contact: Vec<bool> = match scores.column("contact") {
-        Ok(c) => c.bool().polars("reading contact")?.iter().map(|v| v.unwrap_or(false)).collect(),
-        Err(_) => vec![false; scores.height()],
-    };
-    Ok((0..scores.height())
-        .map(|i| CustomerRow {
-            risk_rank: rank[i].unwrap_or(0) as u32,
-            customer_id: ids[i].clone(),
-            churn_probability: p[i],
-            risk_score: score[i].unwrap_or(0),
-            risk_level: level[i].clone(),
-            score_change: change[i],
-            predicted_clv: clv[i],
-            expected_loss: loss[i],
-            rfm_segment: segment[i].clone(),
-            top_reasons: reasons[i].clone(),
-            playbook: playbook[i].clone(),
-            contact: contact[i],
+/// The columns of a scores table the page reads, borrowed (text columns are read in place;
+/// a row is copied out only when the page shows it).
+struct ScoreColumns<'a> {
+    ids: Vec<&'a str>,
+    p: Vec<f64>,
+    score: Vec<Option<i32>>,
+    level: Vec<&'a str>,
+    change: Vec<Option<i32>>,
+    clv: Vec<f64>,
+    loss: Vec<f64>,
+    rank: Vec<u32>,
+    segment: Vec<&'a str>,
+    reasons: Vec<&'a str>,
+    playbook: Vec<&'a str>,
+    contact: Vec<bool>,
+}
+
+/// A text column's values in place (missing ones empty).
+fn str_refs<'a>(df: &'a DataFrame, name: &str) -> Result<Vec<&'a str>> {
+    Ok(df.column(name).polars(name)?.str().polars(name)?.iter().map(|v| v.unwrap_or_default()).collect())
+}
+
+impl<'a> ScoreColumns<'a> {
+    fn of(scores: &'a DataFrame) -> Result<Self> {
+        let contact: Vec<bool> = match scores.column("contact") {
+            Ok(c) => c.bool().polars("reading contact")?.iter().map(|v| v.unwrap_or(false)).collect(),
+            Err(_) => vec![false; scores.height()],
+        };
+        Ok(ScoreColumns {
+            ids: str_refs(scores, CUSTOMER)?,
+            p: f64_col(scores, "churn_probability")?,
+            score: i32_col(scores, "risk_score")?,
+            level: str_refs(scores, "risk_level")?,
+            change: i32_col(scores, "score_change")?,
+            clv: f64_col(scores, "predicted_clv")?,
+            loss: f64_col(scores, "expected_loss")?,
+            rank: i32_col(scores, "risk_rank")?.into_iter().map(|r| r.unwrap_or(0) as u32).collect(),
+            segment: str_refs(scores, "rfm_segment")?,
+            reasons: str_refs(scores, "top_reasons")?,
+            playbook: str_refs(scores, "playbook")?,
+            contact,
         })
-        .collect())
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn row(&self, i: usize) -> CustomerRow {
+        CustomerRow {
+            risk_rank: self.rank[i],
+            customer_id: self.ids[i].to_string(),
+            churn_probability: self.p[i],
+            risk_score: self.score[i].unwrap_or(0),
+            risk_level: self.level[i].to_string(),
+            score_change: self.change[i],
+            predicted_clv: self.clv[i],
+            expected_loss: self.loss[i],
+            rfm_segment: self.segment[i].to_string(),
+            top_reasons: self.reasons[i].to_string(),
+            playbook: self.playbook[i].to_string(),
+            contact: self.contact[i],
+        }
+    }
 }
 
 /// Everything the weekly page is made of.
@@ -270,18 +301,18 @@ pub struct WeeklyInputs<'a> {
 
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let m = w.monitor;
-    let rows = customer_rows(w.scores)?;
-    let n = rows.len();
-    let level_counts = |levels: &[String]| {
-        let mut c: HashMap<&str, usize> = HashMap::new();
+    let c = ScoreColumns::of(w.scores)?;
+    let n = c.len();
+    let level_counts = |levels: &[&str]| {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
         for l in levels {
-            *c.entry(l.as_str()).or_default() += 1;
+            *counts.entry(l).or_default() += 1;
         }
-        w.bands.bands.iter().map(|b| c.get(b.name.as_str()).copied().unwrap_or(0)).collect::<Vec<_>>()
+        w.bands.bands.iter().map(|b| counts.get(b.name.as_str()).copied().unwrap_or(0)).collect::<Vec<_>>()
     };
-    let now = level_counts(&rows.iter().map(|r| r.risk_level.clone()).collect::<Vec<_>>());
+    let now = level_counts(&c.level);
     let before = match &w.previous {
-        Some((_, df)) => Some(level_counts(&str_col(df, "risk_level")?)),
+        Some((_, df)) => Some(level_counts(&str_refs(df, "risk_level")?)),
         None => None,
     };
     let levels = w
@@ -299,29 +330,27 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         .collect();
 
     let top_n = (w.top_share * n as f64).round() as u32;
-    let mut by_rank: Vec<&CustomerRow> = rows.iter().collect();
-    by_rank.sort_by_key(|r| r.risk_rank);
-    let top: Vec<CustomerRow> =
-        by_rank.iter().take(SHOWN.min(top_n as usize)).map(|r| (*r).clone()).collect();
-    let top_expected_loss = rows.iter().filter(|r| r.risk_rank <= top_n).map(|r| r.expected_loss).sum();
-    let mut worth_saving: Vec<&CustomerRow> = rows.iter().filter(|r| r.contact).collect();
-    worth_saving
-        .sort_by(|a, b| b.expected_loss.total_cmp(&a.expected_loss).then(a.risk_rank.cmp(&b.risk_rank)));
-    let worth_saving = worth_saving.into_iter().take(SHOWN).cloned().collect();
-    let mut risers: Vec<&CustomerRow> =
-        rows.iter().filter(|r| r.score_change.is_some_and(|c| c >= RISE_POINTS)).collect();
-    risers.sort_by(|a, b| b.score_change.cmp(&a.score_change).then(a.risk_rank.cmp(&b.risk_rank)));
+    let mut by_rank: Vec<usize> = (0..n).collect();
+    by_rank.sort_by_key(|&i| c.rank[i]);
+    let top: Vec<CustomerRow> = by_rank.iter().take(SHOWN.min(top_n as usize)).map(|&i| c.row(i)).collect();
+    let top_expected_loss = (0..n).filter(|&i| c.rank[i] <= top_n).map(|i| c.loss[i]).sum();
+    let mut worth_saving: Vec<usize> = (0..n).filter(|&i| c.contact[i]).collect();
+    worth_saving.sort_by(|&a, &b| c.loss[b].total_cmp(&c.loss[a]).then(c.rank[a].cmp(&c.rank[b])));
+    let worth_saving = worth_saving.into_iter().take(SHOWN).map(|i| c.row(i)).collect();
+    let mut risers: Vec<usize> = (0..n).filter(|&i| c.change[i].is_some_and(|d| d >= RISE_POINTS)).collect();
+    risers.sort_by(|&a, &b| c.change[b].cmp(&c.change[a]).then(c.rank[a].cmp(&c.rank[b])));
     let risers_total = risers.len();
-    let risers = risers.into_iter().take(SHOWN).cloned().collect();
+    let risers = risers.into_iter().take(SHOWN).map(|i| c.row(i)).collect();
 
     let (kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
-    let total_revenue: f64 = rows.iter().map(|r| revenue.get(&r.customer_id).copied().unwrap_or(0.0)).sum();
+    let revenue_of = |i: usize| revenue.get(c.ids[i]).copied().unwrap_or(0.0);
+    let total_revenue: f64 = (0..n).map(revenue_of).sum();
     let mut seg: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
-    for r in &rows {
-        let e = seg.entry(r.rfm_segment.as_str()).or_default();
+    for i in 0..n {
+        let e = seg.entry(c.segment[i]).or_default();
         e.0 += 1;
-        e.1 += revenue.get(&r.customer_id).copied().unwrap_or(0.0);
-        e.2 += r.churn_probability;
+        e.1 += revenue_of(i);
+        e.2 += c.p[i];
     }
     let mut segments: Vec<SegmentRow> = seg
         .into_iter()
@@ -813,9 +842,8 @@ pub fn write_weekly(report: &WeeklyReport, reports_dir: &Path) -> Result<PathBuf
     super::write(&reports_dir.join("weekly"), &report.as_of.to_string(), &doc, report)
 }
 
-/// The weekly report of a run that just happened (or is regenerated): `scores` is the run's
-/// scores table, `monitor` its monitoring result; last week's scores come from the Parquet
-/// partitions when that sink is on.
+/// The weekly report of a run that just happened (or is regenerated), written: see
+/// [`build_for_run`].
 pub fn for_run(
     cfg: &Config,
     model: &LoadedModel,
@@ -824,13 +852,28 @@ pub fn for_run(
     monitor: &MonitorReport,
     health_note: Option<String>,
 ) -> Result<PathBuf> {
+    let report = build_for_run(cfg, model, daily, scores, monitor, health_note)?;
+    write_weekly(&report, &cfg.reports_dir())
+}
+
+/// The weekly report of a run, not yet written: `scores` is the run's scores table,
+/// `monitor` its monitoring result; last week's scores come from the Parquet partitions when
+/// that sink is on.
+pub fn build_for_run(
+    cfg: &Config,
+    model: &LoadedModel,
+    daily: &Daily,
+    scores: &DataFrame,
+    monitor: &MonitorReport,
+    health_note: Option<String>,
+) -> Result<WeeklyReport> {
     let as_of = monitor.as_of;
     let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
     let previous = match parquet.run_dates()?.into_iter().rfind(|&d| d < as_of) {
         Some(d) if cfg.output.parquet => Some((d, parquet.read_scores(d)?)),
         _ => None,
     };
-    let report = build(&WeeklyInputs {
+    build(&WeeklyInputs {
         health_note,
         scores,
         previous,
@@ -840,6 +883,5 @@ pub fn for_run(
         active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
-    })?;
-    write_weekly(&report, &cfg.reports_dir())
+    })
 }
