@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{CustomersInput, EventsInput, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
-use crate::ingest::{self, Mapping, ROW};
+use crate::ingest::{self, Mapping};
 
 /// Rows of one invalid kind.
 #[derive(Debug, Clone, Serialize)]
@@ -215,7 +215,6 @@ fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<Data
         keys.push(("value", input.value.as_str()));
     }
     require(path, &raw, "input.events", &keys)?;
-    let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
     let m = Mapping {
         section: "input.events",
         customer_id: input.customer_id.clone(),

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use polars::prelude::*;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FileFormat, TransactionsInput};
@@ -39,7 +40,6 @@ const ISO_FORMATS: &[&str] = &[
     "%Y-%m-%d",
 ];
 
-pub(crate) const ROW: &str = "__row";
 /// 1900-01-01T00:00:00Z: earlier timestamps are taken for damaged data, not history.
 const EARLIEST_MS: i64 = -2_208_988_800_000;
 const REASON: &str = "__reason";
@@ -682,8 +682,6 @@ pub(crate) fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
 /// The raw rows with parsed columns (`__cid`, `__ts`, `__amount`, `__order`) and each
 /// row's drop reason (`__reason`, 0 = valid).
 fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
-    let raw = raw.with_row_index(ROW.into(), Some(1)).polars("numbering rows")?;
-
     // Ids are trimmed and empty ones are missing; a text column that needs neither (the usual
     // case) is used as it is rather than copied.
     let clean_text = match raw.column(&m.customer_id).polars("customer ids")?.str() {
@@ -1040,21 +1038,38 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
 /// Distinct customers of a frame in customer order.
 fn count_customers(frame: &DataFrame) -> Result<usize> {
     let ids = frame.column("customer_id").polars("customer_id")?.str().polars("customer_id")?;
-    let mut prev: Option<&str> = None;
-    let mut n = 0;
-    for id in ids.iter() {
-        if id != prev {
-            n += 1;
-            prev = id;
-        }
-    }
-    Ok(n)
+    // Changes of id, counted in parallel blocks (each against the row before it).
+    const BLOCK: usize = 1 << 20;
+    let n = ids.len();
+    Ok((0..n.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+            let block = ids.slice(lo as i64, hi - lo);
+            let mut prev: Option<&str> = if lo == 0 { None } else { ids.get(lo - 1) };
+            let mut changes = 0;
+            for id in block.iter() {
+                if id != prev {
+                    changes += 1;
+                    prev = id;
+                }
+            }
+            changes
+        })
+        .sum())
 }
 
 pub(crate) fn examples(raw: &DataFrame, mask: &BooleanChunked, column: &str) -> Result<Vec<(u64, String)>> {
-    let picked = raw.filter(mask).polars("selecting invalid rows")?.head(Some(3));
-    let rows = picked.column(ROW).polars("row numbers")?.cast(&DataType::UInt64).polars("row numbers")?;
-    let rows = rows.u64().polars("row numbers")?.clone();
+    // The frame is in file order: a row's number is its position + 1.
+    let positions: Vec<IdxSize> = mask
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| *m == Some(true))
+        .map(|(i, _)| i as IdxSize)
+        .take(3)
+        .collect();
+    let rows: Vec<Option<u64>> = positions.iter().map(|&p| Some(u64::from(p) + 1)).collect();
+    let picked = raw.take(&IdxCa::from_vec("rows".into(), positions)).polars("selecting invalid rows")?;
     let first_col = column.split(" x ").next().unwrap_or(column);
     let col = picked.column(first_col).polars("raw values")?;
     let values: Vec<Option<String>> = match col.dtype() {

@@ -9,6 +9,7 @@
 //! `out_of_time` in `train`). The holdout is evaluated for every candidate and reported,
 //! never used to choose.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::features::FeatureMatrix;
@@ -247,16 +248,19 @@ impl ChurnModel {
                 BGNBD_INPUTS.iter().map(|n| x.names.iter().position(|m| m == n)).collect();
             match (&self.explain, inputs) {
                 (Some(e), Some(cols)) => {
-                    for (r, &pr) in p.iter().enumerate() {
-                        let v = [x.get(r, cols[0]), x.get(r, cols[1]), x.get(r, cols[2])];
-                        let shares = e.shares(v);
-                        let margin = logit(pr, 1e-12);
-                        for (k, sh) in cols.iter().zip(shares) {
-                            c[r * w + k] = if sh.is_finite() { sh } else { 0.0 };
-                        }
-                        let given: f64 = cols.iter().map(|&k| c[r * w + k]).sum();
-                        c[r * w + w - 1] = margin - given;
-                    }
+                    // Each row's shares on its own: rows in parallel, the same numbers.
+                    c.par_chunks_mut(w).zip(p.par_iter()).enumerate().with_min_len(1024).for_each(
+                        |(r, (row, &pr))| {
+                            let v = [x.get(r, cols[0]), x.get(r, cols[1]), x.get(r, cols[2])];
+                            let shares = e.shares(v);
+                            let margin = logit(pr, 1e-12);
+                            for (&k, sh) in cols.iter().zip(shares) {
+                                row[k] = if sh.is_finite() { sh } else { 0.0 };
+                            }
+                            let given: f64 = cols.iter().map(|&k| row[k]).sum();
+                            row[w - 1] = margin - given;
+                        },
+                    );
                 }
                 // Without an explainer the whole log-odds goes to the BG/NBD's own column.
                 _ => {
