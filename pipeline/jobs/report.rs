@@ -78,7 +78,9 @@ pub fn weekly_report(cfg: &Config, as_of: Option<NaiveDate>, progress: &Progress
     let loaded = super::Loaded::read(cfg, model, progress)?;
     let note = loaded.signals.events.as_ref().map(|e| crate::score::health_note(&cfg.health, e, as_of));
     progress.step("report", "writing the weekly report", || {
-        crate::report::weekly::for_run(cfg, &loaded.model, &loaded.daily, &scores, &monitor, note)
+        let report =
+            crate::report::weekly::build_for_run(cfg, &loaded.model, &loaded.daily, &scores, &monitor, note)?;
+        crate::report::weekly::write_weekly(&report, &cfg.reports_dir())
     })
 }
 

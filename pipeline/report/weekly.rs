@@ -842,21 +842,8 @@ pub fn write_weekly(report: &WeeklyReport, reports_dir: &Path) -> Result<PathBuf
     super::write(&reports_dir.join("weekly"), &report.as_of.to_string(), &doc, report)
 }
 
-/// The weekly report of a run that just happened (or is regenerated), written: see
-/// [`build_for_run`].
-pub fn for_run(
-    cfg: &Config,
-    model: &LoadedModel,
-    daily: &Daily,
-    scores: &DataFrame,
-    monitor: &MonitorReport,
-    health_note: Option<String>,
-) -> Result<PathBuf> {
-    let report = build_for_run(cfg, model, daily, scores, monitor, health_note)?;
-    write_weekly(&report, &cfg.reports_dir())
-}
-
-/// The weekly report of a run, not yet written: `scores` is the run's scores table,
+/// The weekly report of a run (that just happened, or regenerated), not yet written
+/// ([`write_weekly`] writes it): `scores` is the run's scores table,
 /// `monitor` its monitoring result; last week's scores come from the Parquet partitions when
 /// that sink is on.
 pub fn build_for_run(
