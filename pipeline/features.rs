@@ -163,7 +163,8 @@ pub fn daily_activity(tx: &DataFrame) -> Result<Daily> {
 fn daily_in_blocks(tx: &DataFrame, block: usize) -> Result<Daily> {
     let rows = ActivityRows::of(tx)?;
     let blocks = rows.blocks(block);
-    let counts: Option<Vec<(usize, usize)>> = blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi)).collect();
+    let counts: Option<Vec<(usize, usize)>> =
+        blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi, true)).collect();
     match counts {
         Some(counts) => Ok(rows.fill(&blocks, &counts)),
         None => {
@@ -175,10 +176,10 @@ fn daily_in_blocks(tx: &DataFrame, block: usize) -> Result<Daily> {
                 .polars("aggregating transactions per customer and day")?;
             let rows = ActivityRows::of(&sorted)?;
             let blocks = rows.blocks(block);
-            let counts: Option<Vec<(usize, usize)>> =
-                blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi)).collect();
-            let counts =
-                counts.ok_or_else(|| Error::Data("transactions are out of order after sorting".into()))?;
+            // Sorted: counted without the order check (polars and `total_cmp` may place a
+            // NaN amount differently; the rows are taken in the sorted order, as one pass did).
+            let counts: Vec<(usize, usize)> =
+                blocks.par_iter().map(|&(lo, hi)| rows.count(lo, hi, false).unwrap_or_default()).collect();
             Ok(rows.fill(&blocks, &counts))
         }
     }
@@ -240,10 +241,10 @@ impl ActivityRows {
         Some((self.ids.get(i)?, self.ts.get(i)?, self.amount.get(i).unwrap_or(0.0)))
     }
 
-    /// Customers and (customer, day) rows of rows `lo..hi`; `None` when a row is out of
-    /// (customer, ts, amount) order (against the row before it; the first against the row
-    /// before the block).
-    fn count(&self, lo: usize, hi: usize) -> Option<(usize, usize)> {
+    /// Customers and (customer, day) rows of rows `lo..hi`; with `check`, `None` when a row
+    /// is out of (customer, ts, amount) order (against the row before it; the first against
+    /// the row before the block).
+    fn count(&self, lo: usize, hi: usize, check: bool) -> Option<(usize, usize)> {
         let (ids, ts, amount) = self.slices(lo, hi);
         let mut prev = self.before(lo);
         let (mut customers, mut days) = (0usize, 0usize);
@@ -251,7 +252,7 @@ impl ActivityRows {
         for ((id, t), a) in ids.iter().zip(ts.iter()).zip(amount.iter()) {
             let (Some(id), Some(t)) = (id, t) else { continue };
             let a = a.unwrap_or(0.0);
-            if let Some((pid, pt, pa)) = prev {
+            if let Some((pid, pt, pa)) = prev.filter(|_| check) {
                 let out_of_order = match (pid, pt).cmp(&(id, t)) {
                     std::cmp::Ordering::Equal => pa.total_cmp(&a).is_gt(),
                     o => o.is_gt(),
@@ -844,6 +845,27 @@ mod tests {
             for block in [1, 2, 3, 7, 50, 1000] {
                 same(&whole, &daily_in_blocks(&tx, block).unwrap());
             }
+        }
+    }
+
+    /// Amounts that are not numbers (which polars' sort and `total_cmp` may place
+    /// differently) still aggregate, the same for any block size.
+    #[test]
+    fn nan_amounts_do_not_stop_the_aggregation() {
+        let ts = Column::new("ts".into(), vec![86_400_000i64, 86_400_000, 0, 86_400_000, 0])
+            .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))
+            .unwrap();
+        let tx = DataFrame::new_infer_height(vec![
+            Column::new(CUSTOMER.into(), vec!["b", "a", "b", "a", "a"]),
+            ts,
+            Column::new("amount".into(), vec![1.0, f64::NAN, 2.0, -f64::NAN, 3.0]),
+        ])
+        .unwrap();
+        let whole = daily_in_blocks(&tx, usize::MAX).unwrap();
+        assert_eq!(whole.customers, ["a", "b"]);
+        assert_eq!(whole.n_tx, [1, 2, 1, 1]);
+        for block in [1, 2, 3] {
+            same(&whole, &daily_in_blocks(&tx, block).unwrap());
         }
     }
 
