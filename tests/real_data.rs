@@ -56,6 +56,18 @@ fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
         c.clv.iter().map(|k| &k.out_of_time_groups).collect(),
         &["poisson gbdt + bg/nbd", "gbdt + bg/nbd", "poisson gbdt", "gbdt", "bg/nbd"],
     );
+    // Cross-fitted on one snapshot: the BG/NBD ships when it beats the choice on validation.
+    let cross = c.basis.contains("cross-fitting");
+    let bgnbd = |names: Vec<&str>| names.iter().position(|n| *n == "bg/nbd").unwrap();
+    let b = bgnbd(c.churn.iter().map(|k| k.name.as_str()).collect());
+    let churn =
+        if cross && c.churn[b].validation.roc_auc > c.churn[churn].validation.roc_auc { b } else { churn };
+    let b = bgnbd(c.clv.iter().map(|k| k.name.as_str()).collect());
+    let clv = if cross && c.clv[b].validation.normalized_gini > c.clv[clv].validation.normalized_gini {
+        b
+    } else {
+        clv
+    };
     assert_eq!(c.churn.iter().filter(|k| k.chosen).count(), 1);
     assert_eq!(c.clv.iter().filter(|k| k.chosen).count(), 1);
     assert!(c.churn[churn].chosen, "{:?}", c.churn);
@@ -171,4 +183,39 @@ fn completejourney_with_demographics() {
         m.clv.holdout.normalized_gini
     );
     assert_honest_choice(m, "5-fold cross-fitting by customer");
+}
+
+/// A short history (20,000 generated customers over one year: one fit snapshot, candidates
+/// cross-fitted): the fitted models cannot extrapolate to the holdout's longer tenures, the
+/// BG/NBD can. Measured: shipped churn AUC 0.8585 (the BG/NBD, which beats the cross-fitted
+/// choice on validation, 0.8551 against 0.8534) where the cross-fitted choice alone shipped
+/// 0.8378; CLV Poisson GBDT 0.8406 against the BG/NBD's 0.8431.
+#[test]
+fn generated_short_history_keeps_up_with_bgnbd() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out =
+        common::fidelis(&["generate", "--customers", "20000", "--days", "365", "--out", "data", "-q"], d);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    std::fs::write(
+        d.join("fidelis.toml"),
+        "[input.transactions]\npath = \"data/transactions.parquet\"\n\n[output]\ndir = \"output\"\n\n\
+         [paths]\nmodels_dir = \"models\"\nreports_dir = \"reports\"\n",
+    )
+    .unwrap();
+    let out = common::fidelis(&["train", "--config", "fidelis.toml", "-q"], d);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let id = std::fs::read_to_string(d.join("models/latest")).unwrap();
+    let m: TrainMetrics = serde_json::from_str(
+        &std::fs::read_to_string(d.join("models").join(id.trim()).join("metrics.json")).unwrap(),
+    )
+    .unwrap();
+    assert_honest_choice(&m, "5-fold cross-fitting by customer");
+    let holdout = |name: &str| m.candidates.churn.iter().find(|k| k.name == name).unwrap().holdout.roc_auc;
+    let auc = m.churn.holdout.roc_auc;
+    assert!(auc >= holdout("bg/nbd") - 0.005 && auc >= holdout("logistic") - 0.005, "{auc}");
+    assert!(auc >= 0.85, "{auc}");
+    let gini = m.clv.holdout.normalized_gini;
+    let bgnbd = m.candidates.clv.iter().find(|k| k.name == "bg/nbd").unwrap().holdout.normalized_gini;
+    assert!(gini >= bgnbd - 0.005, "{gini} vs {bgnbd}");
 }

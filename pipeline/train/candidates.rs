@@ -584,8 +584,10 @@ pub const RULE: &str = "the simplest candidate whose mean out-of-time ROC AUC (c
                         best one's; simplest first: churn logistic, GBDT + logistic, GBDT; CLV Poisson \
                         GBDT + BG/NBD, GBDT + BG/NBD, Poisson GBDT, GBDT; the BG/NBD alone (either \
                         task) only when it beats all of them by more than that (the best \
-                        validation metric when there is too little history); holdout metrics are \
-                        reported, never used to choose";
+                        validation metric when there is too little history), or, when the \
+                        candidates are cross-fitted on one snapshot, when it beats the choice on \
+                        the later validation snapshot; holdout metrics are reported, never used to \
+                        choose";
 
 #[cfg(test)]
 mod tests {

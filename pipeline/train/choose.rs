@@ -168,6 +168,15 @@ pub fn candidates(
     for (c, se) in churn_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
+    // Cross-fitted folds share one snapshot: they cannot see how the fitted candidates
+    // extrapolate in time, which the BG/NBD does by its structure. The validation snapshot
+    // is later, and it flatters the fitted candidates (early stopping, overlapping labels):
+    // when the BG/NBD still beats the choice there, it ships.
+    let cross_fitted = oot.is_some_and(|(o, _)| o.dates.is_empty());
+    let i = match churn_c.iter().position(|c| c.mix == ChurnMix::Bgnbd) {
+        Some(b) if cross_fitted && churn_c[b].validation.roc_auc > churn_c[i].validation.roc_auc => b,
+        _ => i,
+    };
     churn_c[i].chosen = true;
     let (j, se) = choose_simplest(
         &clv_c.iter().map(|c| c.mix).collect::<Vec<_>>(),
@@ -181,6 +190,14 @@ pub fn candidates(
     for (c, se) in clv_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
+    let j = match clv_c.iter().position(|c| c.mix == ClvMix::Bgnbd) {
+        Some(b)
+            if cross_fitted && clv_c[b].validation.normalized_gini > clv_c[j].validation.normalized_gini =>
+        {
+            b
+        }
+        _ => j,
+    };
     clv_c[j].chosen = true;
     let (churn_mix, clv_mix) = (churn_c[i].mix, clv_c[j].mix);
     let report = CandidateReport {
