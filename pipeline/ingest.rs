@@ -883,15 +883,24 @@ fn validate_frame(
     lap("valid rows ordered");
     let customers = count_customers(&frame)?;
     let amounts = frame.column("amount").polars("amount")?.f64().polars("amount")?.clone();
-    let negative_amounts = amounts.lt(0.0).sum().unwrap_or(0) as usize;
-    let zero_amounts = amounts.equal(0.0).sum().unwrap_or(0) as usize;
+    // One pass in row order (the canonical order, whatever the frame's chunks): the counts
+    // and the total, whose bits then do not depend on how the rows are stored.
+    let (mut negative_amounts, mut zero_amounts, mut total_amount) = (0usize, 0usize, 0.0f64);
+    let mut tally = |a: f64| {
+        negative_amounts += usize::from(a < 0.0);
+        zero_amounts += usize::from(a == 0.0);
+        total_amount += a;
+    };
+    if amounts.null_count() == 0 {
+        amounts.downcast_iter().for_each(|arr| arr.values().iter().for_each(|&a| tally(a)));
+    } else {
+        amounts.iter().flatten().for_each(tally);
+    }
 
     let ts_col = frame.column("ts").polars("ts")?.datetime().polars("ts")?.clone();
     let to_dt = |ms: Option<i64>| ms.and_then(DateTime::from_timestamp_millis).map(|d| d.naive_utc());
     let first_ts = to_dt(ts_col.physical().min());
     let last_ts = to_dt(ts_col.physical().max());
-    // Summed in row order (the canonical order), whatever the frame's chunks.
-    let total_amount = amounts.iter().flatten().fold(0.0, |sum, a| sum + a);
     lap("summary");
 
     let summary = ValidationSummary {
@@ -1230,6 +1239,18 @@ mod tests {
         assert_eq!(load("scattered.csv", &[1, 5, 3, 6, 0, 4, 2], false), want);
         // Already in order, and ids that need trimming.
         assert_eq!(load("sorted.csv", &[5, 4, 1, 3, 0, 6, 2], true), want);
+    }
+
+    /// Refunds and zero amounts are counted, and the total is the sum of the kept amounts.
+    #[test]
+    fn negative_and_zero_amounts_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let text =
+            "customer_id,ts,amount\na,2024-01-01,-5\na,2024-01-02,0\nb,2024-01-01,3.5\nb,2024-01-03,-0\n";
+        let t = load_transactions(&input_for(&write(dir.path(), "amounts.csv", text))).unwrap();
+        let s = &t.summary;
+        assert_eq!((s.negative_amounts, s.zero_amounts, s.customers), (1, 2, 2));
+        assert_eq!(s.total_amount, -1.5);
     }
 
     #[test]
