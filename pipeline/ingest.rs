@@ -685,15 +685,9 @@ fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
     // Ids are trimmed and empty ones are missing; a text column that needs neither (the usual
     // case) is used as it is rather than copied.
     let clean_text = match raw.column(&m.customer_id).polars("customer ids")?.str() {
-        Ok(ids) => {
-            // Checked in parallel blocks of rows.
-            const BLOCK: usize = 1 << 20;
-            let n = ids.len();
-            (0..n.div_ceil(BLOCK)).into_par_iter().all(|b| {
-                let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-                ids.slice(lo as i64, hi - lo).iter().flatten().all(|v| !v.is_empty() && v.trim() == v)
-            })
-        }
+        Ok(ids) => row_blocks(ids.len()).all(|(lo, hi)| {
+            ids.slice(lo as i64, hi - lo).iter().flatten().all(|v| !v.is_empty() && v.trim() == v)
+        }),
         Err(_) => false,
     };
     let cid = if clean_text {
@@ -1052,16 +1046,20 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
     Ok(Some(out))
 }
 
+/// Rows per block of the passes over every row that run in parallel.
+const ROW_BLOCK: usize = 1 << 20;
+
+/// `0..n` as `lo..hi` blocks of [`ROW_BLOCK`] rows, in parallel.
+fn row_blocks(n: usize) -> impl ParallelIterator<Item = (usize, usize)> {
+    (0..n.div_ceil(ROW_BLOCK)).into_par_iter().map(move |b| (b * ROW_BLOCK, ((b + 1) * ROW_BLOCK).min(n)))
+}
+
 /// Distinct customers of a frame in customer order.
 fn count_customers(frame: &DataFrame) -> Result<usize> {
     let ids = frame.column("customer_id").polars("customer_id")?.str().polars("customer_id")?;
     // Changes of id, counted in parallel blocks (each against the row before it).
-    const BLOCK: usize = 1 << 20;
-    let n = ids.len();
-    Ok((0..n.div_ceil(BLOCK))
-        .into_par_iter()
-        .map(|b| {
-            let (lo, hi) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
+    Ok(row_blocks(ids.len())
+        .map(|(lo, hi)| {
             let block = ids.slice(lo as i64, hi - lo);
             let mut prev: Option<&str> = if lo == 0 { None } else { ids.get(lo - 1) };
             let mut changes = 0;

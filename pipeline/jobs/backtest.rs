@@ -90,7 +90,8 @@ pub fn run(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<
     let mut d = opts.from;
     while d <= to {
         let batch = progress.step("replay", &format!("replaying the weekly job at {d}"), || {
-            super::score::score_and_write(&bcfg, &loaded.model, &loaded.daily, &loaded.signals, d, &quiet)
+            super::score::score_to_parquet(&bcfg, &loaded.model, &loaded.daily, &loaded.signals, d, &quiet)
+                .and_then(|s| s.finish(&bcfg, &quiet))
         })?;
         scored.push((d, batch.summary.scored));
         reports.push(super::monitor::monitor_at(&bcfg, &loaded, d, Some(&batch.predictions), &quiet)?);

@@ -44,7 +44,8 @@ pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<Bat
     }
     let s = Session::open(cfg, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
-    let mut batch = score_and_write(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
+    let mut batch =
+        score_to_parquet(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?.finish(cfg, progress)?;
     let run = RunFindings { as_of, scores: &batch.scores, monitor: None, report: None };
     batch.delivery = progress.step("notify", "delivering alerts", || {
         Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
@@ -148,20 +149,6 @@ pub fn score_frame(
     score::score(cfg, model, &preds, signals, previous, health_history)
 }
 
-/// Score at `as_of` and write every configured sink (the caller holds the lock).
-pub fn score_and_write(
-    cfg: &Config,
-    model: &LoadedModel,
-    daily: &Daily,
-    signals: &SignalData,
-    as_of: NaiveDate,
-    progress: &Progress,
-) -> Result<BatchOutcome> {
-    let scored = score_to_parquet(cfg, model, daily, signals, as_of, progress)?;
-    let sql = scored.write_sql(cfg, progress)?;
-    Ok(scored.outcome(sql))
-}
-
 /// A run scored and written to Parquet (when that sink is on), its SQL sinks not yet.
 pub struct Scored {
     run: ScoreRun,
@@ -243,6 +230,12 @@ impl Scored {
             written.push(shown);
         }
         Ok(written)
+    }
+
+    /// Write every SQL sink ([`Scored::write_sql`]): the batch's outcome.
+    pub fn finish(self, cfg: &Config, progress: &Progress) -> Result<BatchOutcome> {
+        let sql = self.write_sql(cfg, progress)?;
+        Ok(self.outcome(sql))
     }
 
     /// The batch's outcome once `sql` (what [`Scored::write_sql`] wrote) is written too.

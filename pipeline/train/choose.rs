@@ -168,15 +168,9 @@ pub fn candidates(
     for (c, se) in churn_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
-    // Cross-fitted folds share one snapshot: they cannot see how the fitted candidates
-    // extrapolate in time, which the BG/NBD does by its structure. The validation snapshot
-    // is later, and it flatters the fitted candidates (early stopping, overlapping labels):
-    // when the BG/NBD still beats the choice there, it ships.
     let cross_fitted = oot.is_some_and(|(o, _)| o.dates.is_empty());
-    let i = match churn_c.iter().position(|c| c.mix == ChurnMix::Bgnbd) {
-        Some(b) if cross_fitted && churn_c[b].validation.roc_auc > churn_c[i].validation.roc_auc => b,
-        _ => i,
-    };
+    let bgnbd = churn_c.iter().position(|c| c.mix == ChurnMix::Bgnbd);
+    let i = bgnbd_on_validation(cross_fitted, i, bgnbd, |k| churn_c[k].validation.roc_auc);
     churn_c[i].chosen = true;
     let (j, se) = choose_simplest(
         &clv_c.iter().map(|c| c.mix).collect::<Vec<_>>(),
@@ -190,14 +184,8 @@ pub fn candidates(
     for (c, se) in clv_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
-    let j = match clv_c.iter().position(|c| c.mix == ClvMix::Bgnbd) {
-        Some(b)
-            if cross_fitted && clv_c[b].validation.normalized_gini > clv_c[j].validation.normalized_gini =>
-        {
-            b
-        }
-        _ => j,
-    };
+    let bgnbd = clv_c.iter().position(|c| c.mix == ClvMix::Bgnbd);
+    let j = bgnbd_on_validation(cross_fitted, j, bgnbd, |k| clv_c[k].validation.normalized_gini);
     clv_c[j].chosen = true;
     let (churn_mix, clv_mix) = (churn_c[i].mix, clv_c[j].mix);
     let report = CandidateReport {
@@ -208,6 +196,23 @@ pub fn candidates(
         logistic_l2: Vec::new(),
     };
     (report, churn_mix, clv_mix)
+}
+
+/// The BG/NBD (`bgnbd`) instead of the `chosen` candidate when they were `cross_fitted` and
+/// it beats the choice on validation (`metric` of a candidate). Cross-fitted folds share one
+/// snapshot: they cannot see how the fitted candidates extrapolate in time, which the BG/NBD
+/// does by its structure. The validation snapshot is later, and it flatters the fitted
+/// candidates (early stopping, overlapping labels): a BG/NBD still ahead there ships.
+fn bgnbd_on_validation(
+    cross_fitted: bool,
+    chosen: usize,
+    bgnbd: Option<usize>,
+    metric: impl Fn(usize) -> f64,
+) -> usize {
+    match bgnbd {
+        Some(b) if cross_fitted && metric(b) > metric(chosen) => b,
+        _ => chosen,
+    }
 }
 
 /// What the candidates were compared on, in words.
