@@ -56,8 +56,16 @@ fn assert_honest_choice(m: &TrainMetrics, basis: &str) {
         c.clv.iter().map(|k| &k.out_of_time_groups).collect(),
         &["poisson gbdt + bg/nbd", "gbdt + bg/nbd", "poisson gbdt", "gbdt", "bg/nbd"],
     );
-    // Cross-fitted on one snapshot: the BG/NBD ships when it beats the choice on validation.
+    // Cross-fitted on one snapshot: a CLV GBDT chosen alone ships blended with the BG/NBD, and
+    // the BG/NBD ships when it beats the choice on validation.
     let cross = c.basis.contains("cross-fitting");
+    let clv = match (cross, c.clv[clv].name.as_str()) {
+        (true, "gbdt" | "poisson gbdt") => {
+            let blend = format!("{} + bg/nbd", c.clv[clv].name);
+            c.clv.iter().position(|k| k.name == blend).unwrap()
+        }
+        _ => clv,
+    };
     let bgnbd = |names: Vec<&str>| names.iter().position(|n| *n == "bg/nbd").unwrap();
     let b = bgnbd(c.churn.iter().map(|k| k.name.as_str()).collect());
     let churn =
@@ -189,7 +197,9 @@ fn completejourney_with_demographics() {
 /// cross-fitted): the fitted models cannot extrapolate to the holdout's longer tenures, the
 /// BG/NBD can. Measured: shipped churn AUC 0.8585 (the BG/NBD, which beats the cross-fitted
 /// choice on validation, 0.8551 against 0.8534) where the cross-fitted choice alone shipped
-/// 0.8378; CLV Poisson GBDT 0.8406 against the BG/NBD's 0.8431.
+/// 0.8378; CLV Poisson GBDT + BG/NBD 0.8510 (the Poisson GBDT chosen alone, blended because
+/// the candidates were cross-fitted) against the BG/NBD's 0.8431 (the Poisson GBDT alone:
+/// 0.8406).
 #[test]
 fn generated_short_history_keeps_up_with_bgnbd() {
     let dir = tempfile::tempdir().unwrap();
@@ -217,5 +227,5 @@ fn generated_short_history_keeps_up_with_bgnbd() {
     assert!(auc >= 0.85, "{auc}");
     let gini = m.clv.holdout.normalized_gini;
     let bgnbd = m.candidates.clv.iter().find(|k| k.name == "bg/nbd").unwrap().holdout.normalized_gini;
-    assert!(gini >= bgnbd - 0.005, "{gini} vs {bgnbd}");
+    assert!(gini >= bgnbd, "{gini} vs {bgnbd}");
 }

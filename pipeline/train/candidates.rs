@@ -153,6 +153,16 @@ impl ClvMix {
     fn uses_bgnbd(self) -> bool {
         matches!(self, ClvMix::BlendBgnbd | ClvMix::PoissonBgnbd | ClvMix::Bgnbd)
     }
+
+    /// The mix blended with the BG/NBD + Gamma-Gamma expected revenue: a GBDT alone becomes
+    /// its mean with it; a blend or the BG/NBD alone stays as it is.
+    pub fn with_bgnbd(self) -> ClvMix {
+        match self {
+            ClvMix::Gbdt => ClvMix::BlendBgnbd,
+            ClvMix::Poisson => ClvMix::PoissonBgnbd,
+            other => other,
+        }
+    }
 }
 
 /// The shipped churn model: GBDT, logistic regression or both.
@@ -584,10 +594,11 @@ pub const RULE: &str = "the simplest candidate whose mean out-of-time ROC AUC (c
                         best one's; simplest first: churn logistic, GBDT + logistic, GBDT; CLV Poisson \
                         GBDT + BG/NBD, GBDT + BG/NBD, Poisson GBDT, GBDT; the BG/NBD alone (either \
                         task) only when it beats all of them by more than that (the best \
-                        validation metric when there is too little history), or, when the \
-                        candidates are cross-fitted on one snapshot, when it beats the choice on \
-                        the later validation snapshot; holdout metrics are reported, never used to \
-                        choose";
+                        validation metric when there is too little history); when the candidates \
+                        are not compared on purged models (cross-fitted on one snapshot, or on \
+                        validation alone), a CLV GBDT chosen alone ships blended with the BG/NBD, \
+                        and the BG/NBD alone ships when it beats the choice on the later validation \
+                        snapshot; holdout metrics are reported, never used to choose";
 
 #[cfg(test)]
 mod tests {
