@@ -225,6 +225,22 @@ fn generate_then_train_writes_a_complete_artifact() {
     let mean = (aucs[0] + aucs[1]) / 2.0;
     assert!((r["churn_roc_auc"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{}", r["churn_roc_auc"]);
     assert!(text.contains("shipped churn ROC AUC") && text.contains(&format!("{mean:.4} +/-")), "{text}");
+    // Every candidate at every origin; the CLV one that shipped scored the shipped Gini.
+    for o in origins {
+        let cands = o["candidates"].as_array().unwrap();
+        for task in ["churn", "clv"] {
+            let chosen: Vec<_> = cands.iter().filter(|c| c["task"] == task && c["chosen"] == true).collect();
+            assert_eq!(chosen.len(), 1, "{task} at {}: {cands:?}", o["origin"]);
+        }
+        let clv = cands.iter().find(|c| c["task"] == "clv" && c["chosen"] == true).unwrap();
+        assert_eq!(clv["holdout"], o["clv_normalized_gini"]);
+    }
+    let n_candidates = origins[0]["candidates"].as_array().unwrap().len();
+    assert_eq!(r["candidates"].as_array().unwrap().len(), n_candidates, "{}", r["candidates"]);
+    let shipped: u64 =
+        r["candidates"].as_array().unwrap().iter().map(|c| c["shipped"].as_u64().unwrap()).sum();
+    assert_eq!(shipped, 4, "two origins, one churn and one CLV model each");
+    assert!(text.contains("for the best candidate in hindsight"), "{text}");
     assert_eq!(models_before, listing());
     assert_eq!(fs::read_to_string(p.join("models/latest")).unwrap(), latest);
     assert!(fs::read_dir(p.join("reports"))

@@ -41,6 +41,33 @@ pub struct OriginResult {
     pub bgnbd_roc_auc: Option<f64>,
     pub bgnbd_normalized_gini: Option<f64>,
     pub logistic_roc_auc: Option<f64>,
+    /// Every churn and CLV candidate at this origin, in the train report's order.
+    #[serde(default)]
+    pub candidates: Vec<CandidateAtOrigin>,
+}
+
+/// One candidate at one origin: its choice metric (out-of-time or cross-fitted; absent when
+/// chosen on validation), validation and holdout metric (churn ROC AUC, CLV normalized Gini,
+/// before calibration) and whether it shipped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateAtOrigin {
+    pub task: String,
+    pub name: String,
+    pub choice: Option<f64>,
+    pub validation: f64,
+    pub holdout: f64,
+    pub chosen: bool,
+}
+
+/// One candidate over the origins: its holdout metric's spread and how often it shipped. The
+/// rule's cost is the shipped mean against the best of these means (a candidate fixed in
+/// hindsight).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateOverOrigins {
+    pub task: String,
+    pub name: String,
+    pub holdout: Spread,
+    pub shipped: usize,
 }
 
 /// Mean and sample standard deviation of a metric over the origins.
@@ -90,6 +117,9 @@ pub struct RollingOrigins {
     pub bgnbd_roc_auc: Option<Spread>,
     pub bgnbd_normalized_gini: Option<Spread>,
     pub logistic_roc_auc: Option<Spread>,
+    /// Every candidate over the origins where it was one, in the train report's order.
+    #[serde(default)]
+    pub candidates: Vec<CandidateOverOrigins>,
     /// Where the summary was written.
     #[serde(skip)]
     pub written: Vec<PathBuf>,
@@ -129,7 +159,49 @@ fn result_of(origin: NaiveDate, m: &crate::model::TrainMetrics) -> OriginResult 
             .iter()
             .find(|c| c.mix == ChurnMix::Logistic)
             .map(|c| c.holdout.roc_auc),
+        candidates: candidates_of(&m.candidates),
     }
+}
+
+fn candidates_of(c: &crate::train::candidates::CandidateReport) -> Vec<CandidateAtOrigin> {
+    let churn = c.churn.iter().map(|k| CandidateAtOrigin {
+        task: "churn".into(),
+        name: k.name.clone(),
+        choice: k.out_of_time_roc_auc,
+        validation: k.validation.roc_auc,
+        holdout: k.holdout.roc_auc,
+        chosen: k.chosen,
+    });
+    let clv = c.clv.iter().map(|k| CandidateAtOrigin {
+        task: "clv".into(),
+        name: k.name.clone(),
+        choice: k.out_of_time_normalized_gini,
+        validation: k.validation.normalized_gini,
+        holdout: k.holdout.normalized_gini,
+        chosen: k.chosen,
+    });
+    churn.chain(clv).collect()
+}
+
+/// Each candidate's holdout spread over the origins, in first-seen order.
+fn over_origins(results: &[OriginResult]) -> Vec<CandidateOverOrigins> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for c in results.iter().flat_map(|r| &r.candidates) {
+        if !keys.contains(&(c.task.as_str(), c.name.as_str())) {
+            keys.push((c.task.as_str(), c.name.as_str()));
+        }
+    }
+    keys.into_iter()
+        .filter_map(|(task, name)| {
+            let at: Vec<&CandidateAtOrigin> = results
+                .iter()
+                .flat_map(|r| r.candidates.iter().find(|c| c.task == task && c.name == name))
+                .collect();
+            let holdout = Spread::of(&at.iter().map(|c| c.holdout).collect::<Vec<_>>())?;
+            let shipped = at.iter().filter(|c| c.chosen).count();
+            Some(CandidateOverOrigins { task: task.into(), name: name.into(), holdout, shipped })
+        })
+        .collect()
 }
 
 /// Train at `origins` rolling origins (see the module) and summarize; `config` names the
@@ -190,6 +262,7 @@ pub fn run(
         bgnbd_roc_auc: pick(|r| r.bgnbd_roc_auc),
         bgnbd_normalized_gini: pick(|r| r.bgnbd_normalized_gini),
         logistic_roc_auc: pick(|r| r.logistic_roc_auc),
+        candidates: over_origins(&results),
         origins: results,
         skipped,
         written: Vec::new(),
@@ -206,6 +279,66 @@ fn write(s: &RollingOrigins, dir: &Path) -> Result<Vec<PathBuf>> {
     let cut = s.until.map_or(String::new(), |u| format!(", transactions before {u}"));
     files::write_atomic(&md, format!("# Rolling-origin evaluation ({}{cut})\n\n{s}", s.config).as_bytes())?;
     Ok(vec![json, md])
+}
+
+impl RollingOrigins {
+    /// Every candidate's holdout metric at each origin (`*` = shipped there), its mean and
+    /// how often it shipped; then the shipped mean against the best candidate's.
+    fn fmt_candidates(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.candidates.is_empty() {
+            return Ok(());
+        }
+        writeln!(f)?;
+        writeln!(
+            f,
+            "Every candidate's holdout metric (ROC AUC / normalized Gini before calibration; * shipped):"
+        )?;
+        writeln!(f)?;
+        let head: Vec<String> = self.origins.iter().map(|r| r.origin.to_string()).collect();
+        writeln!(f, "| task | candidate | {} | mean +/- sd | shipped |", head.join(" | "))?;
+        writeln!(f, "|---|---|{}---|---|", "---|".repeat(head.len()))?;
+        for c in &self.candidates {
+            let cells: Vec<String> = self
+                .origins
+                .iter()
+                .map(|r| {
+                    r.candidates
+                        .iter()
+                        .find(|k| k.task == c.task && k.name == c.name)
+                        .map_or("-".to_string(), |k| {
+                            format!("{}{}", f4(k.holdout), if k.chosen { "*" } else { "" })
+                        })
+                })
+                .collect();
+            writeln!(
+                f,
+                "| {} | {} | {} | {:.4} +/- {:.4} | {} of {} |",
+                c.task,
+                c.name,
+                cells.join(" | "),
+                c.holdout.mean,
+                c.holdout.sd,
+                c.shipped,
+                self.origins.len()
+            )?;
+        }
+        writeln!(f)?;
+        for (task, shipped) in [("churn", &self.churn_roc_auc), ("clv", &self.clv_normalized_gini)] {
+            let best = self
+                .candidates
+                .iter()
+                .filter(|c| c.task == task)
+                .max_by(|a, b| a.holdout.mean.total_cmp(&b.holdout.mean));
+            if let (Some(best), Some(shipped)) = (best, shipped) {
+                writeln!(
+                    f,
+                    "- {task}: shipped mean {:.4} against {:.4} for the best candidate in hindsight ({})",
+                    shipped.mean, best.holdout.mean, best.name
+                )?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for RollingOrigins {
@@ -248,6 +381,7 @@ impl std::fmt::Display for RollingOrigins {
         for (d, why) in &self.skipped {
             writeln!(f, "- skipped the origin at {d}: {why}")?;
         }
+        self.fmt_candidates(f)?;
         for p in &self.written {
             writeln!(f, "written: {}", p.display())?;
         }
