@@ -204,6 +204,11 @@ pub struct CalibrationChoice {
     pub cv_ece_uncalibrated: f64,
     #[serde(default)]
     pub cv_ece_calibrated: f64,
+    /// The latest snapshot, left out: its ECE uncalibrated and with the best calibrator
+    /// fitted on the others (leave-one-snapshot-out only; the second must be lower by the
+    /// same clear margin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_snapshot_ece: Option<(f64, f64)>,
 }
 
 /// How much lower a calibrator's out-of-fold ECE must be than the uncalibrated one's.
@@ -232,8 +237,12 @@ fn gain(y: &[f64], none: &[f64], cal: &[f64]) -> (f64, f64) {
 /// lower by more than two standard errors. "None" stays unless that calibrator beats it
 /// out of fold by a clear margin: a lower log loss, and an ECE lower by at least
 /// [`ECE_MARGIN`] (and by a quarter of the uncalibrated ECE), and, left out one snapshot at a
-/// time, a lower log loss on every snapshot. A calibrator that only moves
-/// the log loss within noise, on a few thousand rows, has made holdout ECE worse.
+/// time, a lower log loss on every snapshot and, on the latest one, an ECE lower by that same
+/// margin. A calibrator that only moves the log loss within noise, on a few thousand rows,
+/// has made holdout ECE worse; so has one that corrects a miscalibration the latest snapshot
+/// no longer shows (measured: generated data whose churn rate rose after the purged
+/// snapshots; Platt took ECE 0.0146 -> 0.0039 pooled, 0.0122 -> 0.0110 on the latest
+/// snapshot, and the holdout's 0.0231 -> 0.0350).
 pub fn choose(
     p: &[f64],
     y: &[f64],
@@ -287,7 +296,7 @@ pub fn choose(
     let (mean_gain, required_gain) = gain(y, &raw, out_best);
     let bins = 10;
     let (ece_none, ece_best) = (ece(y, &raw, bins), ece(y, out_best, bins));
-    let required_ece = ece_none - ECE_MARGIN.max(0.25 * ece_none);
+    let clearly_lower = |before: f64, after: f64| after <= before - ECE_MARGIN.max(0.25 * before);
     // Leaving out a snapshot at a time, the calibrator must help every left-out snapshot: a
     // shift that only some snapshots share is one the next (the holdout, a live run) may not.
     let every_snapshot = scheme != "leave-one-snapshot-out"
@@ -297,7 +306,16 @@ pub fn choose(
             let yf = pick(y);
             rows.is_empty() || metrics::log_loss(&yf, &pick(out_best)) < metrics::log_loss(&yf, &pick(&raw))
         });
-    let chosen = if mean_gain > 0.0 && ece_best <= required_ece && every_snapshot {
+    let latest_snapshot_ece = (scheme == "leave-one-snapshot-out").then(|| {
+        // Groups index `snapshots`; without dates, the last group is the latest.
+        let latest = (0..folds).max_by_key(|&g| (snapshots.get(g).copied(), g)).unwrap_or(0);
+        let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == latest).collect();
+        let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let yl = pick(y);
+        (ece(&yl, &pick(&raw), bins), ece(&yl, &pick(out_best), bins))
+    });
+    let latest_clear = latest_snapshot_ece.is_none_or(|(before, after)| clearly_lower(before, after));
+    let chosen = if mean_gain > 0.0 && clearly_lower(ece_none, ece_best) && every_snapshot && latest_clear {
         if best == "isotonic" {
             fit_isotonic(p, y)
         } else {
@@ -319,6 +337,7 @@ pub fn choose(
         required_gain,
         cv_ece_uncalibrated: ece_none,
         cv_ece_calibrated: ece_best,
+        latest_snapshot_ece,
     };
     (chosen, choice)
 }
@@ -427,5 +446,38 @@ mod tests {
         let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
         assert_eq!(c, Calibrator::None, "{choice:?}");
         assert!(choice.cv_log_loss_platt > choice.cv_log_loss_uncalibrated, "{choice:?}");
+    }
+
+    #[test]
+    fn a_shift_the_latest_snapshot_has_mostly_lost_is_not_calibrated_away() {
+        // The two older snapshots under-predict by 0.8 logit, the latest by 0.46: pooled out
+        // of snapshot, Platt clearly helps and even the latest's log loss improves, but a
+        // calibrator fitted on the older two over-corrects the latest, whose ECE barely moves.
+        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let (p, y, g) = shifted(6000, &[0.8, 0.8, 0.46], 8);
+        let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
+        assert_eq!(c, Calibrator::None, "{choice:?}");
+        assert!(choice.cv_ece_calibrated < choice.cv_ece_uncalibrated - ECE_MARGIN, "{choice:?}");
+        let (before, after) = choice.latest_snapshot_ece.unwrap();
+        assert!(after > before - ECE_MARGIN.max(0.25 * before), "{choice:?}");
+        let latest: Vec<usize> = (0..p.len()).filter(|&i| g[i] == 2).collect();
+        let others: Vec<usize> = (0..p.len()).filter(|&i| g[i] != 2).collect();
+        let pick = |v: &[f64], rows: &[usize]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let platt = fit_platt(&pick(&p, &others), &pick(&y, &others));
+        let (yl, pl) = (pick(&y, &latest), pick(&p, &latest));
+        assert!(
+            metrics::log_loss(&yl, &platt.apply_all(&pl)) < metrics::log_loss(&yl, &pl),
+            "log loss alone would pass"
+        );
+        // The latest snapshot is found by its date, not its position.
+        let groups: Vec<usize> = g.iter().map(|&k| (k + 1) % 3).collect();
+        let dates = [d("2024-03-24"), d("2024-01-28"), d("2024-02-25")];
+        let (c, choice) = choose(&p, &y, &groups, &dates, 5, 1);
+        assert_eq!(c, Calibrator::None, "{choice:?}");
+        assert_eq!(choice.latest_snapshot_ece.map(|e| e.0), Some(before));
+        // The same shift in every snapshot is still calibrated.
+        let (p, y, g) = shifted(6000, &[0.8, 0.8, 0.8], 8);
+        let (c, choice) = choose(&p, &y, &g, &[], 5, 1);
+        assert_ne!(c, Calibrator::None, "{choice:?}");
     }
 }

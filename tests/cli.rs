@@ -218,6 +218,7 @@ fn generate_then_train_writes_a_complete_artifact() {
     assert_eq!(origins[0]["origin"], metrics["holdout_snapshot"]);
     assert_eq!(origins[0]["churn_roc_auc"], metrics["churn"]["holdout"]["roc_auc"]);
     assert_eq!(origins[0]["clv_normalized_gini"], metrics["clv"]["holdout"]["normalized_gini"]);
+    assert_eq!(origins[0]["holdout_ece_after"], metrics["calibration"]["holdout_ece_after"]);
     let day =
         |v: &serde_json::Value| chrono::NaiveDate::parse_from_str(v.as_str().unwrap(), "%Y-%m-%d").unwrap();
     assert_eq!((day(&origins[0]["origin"]) - day(&origins[1]["origin"])).num_days(), 28);
@@ -234,6 +235,9 @@ fn generate_then_train_writes_a_complete_artifact() {
         }
         let clv = cands.iter().find(|c| c["task"] == "clv" && c["chosen"] == true).unwrap();
         assert_eq!(clv["holdout"], o["clv_normalized_gini"]);
+        let ece = |k: &str| o[k].as_f64().unwrap();
+        assert!(ece("holdout_ece_after") <= ece("holdout_ece_before") + 0.005, "{o}");
+        assert!(["none", "platt", "isotonic"].contains(&o["calibration"].as_str().unwrap()), "{o}");
     }
     let n_candidates = origins[0]["candidates"].as_array().unwrap().len();
     assert_eq!(r["candidates"].as_array().unwrap().len(), n_candidates, "{}", r["candidates"]);

@@ -44,6 +44,14 @@ pub struct OriginResult {
     /// Every churn and CLV candidate at this origin, in the train report's order.
     #[serde(default)]
     pub candidates: Vec<CandidateAtOrigin>,
+    /// The calibrator chosen at this origin and the holdout's expected calibration error
+    /// without and with it (calibration must never hurt: after <= before + 0.005).
+    #[serde(default)]
+    pub calibration: String,
+    #[serde(default)]
+    pub holdout_ece_before: f64,
+    #[serde(default)]
+    pub holdout_ece_after: f64,
 }
 
 /// One candidate at one origin: its choice metric (out-of-time or cross-fitted; absent when
@@ -160,6 +168,9 @@ fn result_of(origin: NaiveDate, m: &crate::model::TrainMetrics) -> OriginResult 
             .find(|c| c.mix == ChurnMix::Logistic)
             .map(|c| c.holdout.roc_auc),
         candidates: candidates_of(&m.candidates),
+        calibration: m.calibration.method.clone(),
+        holdout_ece_before: m.calibration.holdout_ece_before,
+        holdout_ece_after: m.calibration.holdout_ece_after,
     }
 }
 
@@ -347,13 +358,13 @@ impl std::fmt::Display for RollingOrigins {
         let o = |v: Option<f64>| v.map_or("-".to_string(), f4);
         writeln!(
             f,
-            "| origin | holdout customers | churn rate | churn ROC AUC (shipped) | CLV Gini (shipped) | shipped | BG/NBD AUC | BG/NBD Gini | logistic AUC |"
+            "| origin | holdout customers | churn rate | churn ROC AUC (shipped) | CLV Gini (shipped) | shipped | BG/NBD AUC | BG/NBD Gini | logistic AUC | calibration: holdout ECE before -> after |"
         )?;
-        writeln!(f, "|---|---|---|---|---|---|---|---|---|")?;
+        writeln!(f, "|---|---|---|---|---|---|---|---|---|---|")?;
         for r in &self.origins {
             writeln!(
                 f,
-                "| {} | {} | {:.1}% | {} | {} | {} / {} | {} | {} | {} |",
+                "| {} | {} | {:.1}% | {} | {} | {} / {} | {} | {} | {} | {}: {} -> {} |",
                 r.origin,
                 r.n_holdout,
                 100.0 * r.churn_rate,
@@ -364,6 +375,9 @@ impl std::fmt::Display for RollingOrigins {
                 o(r.bgnbd_roc_auc),
                 o(r.bgnbd_normalized_gini),
                 o(r.logistic_roc_auc),
+                r.calibration,
+                f4(r.holdout_ece_before),
+                f4(r.holdout_ece_after),
             )?;
         }
         let sp = |s: &Option<Spread>| s.map_or("-".to_string(), |s| s.to_string());

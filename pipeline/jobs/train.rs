@@ -1053,10 +1053,14 @@ fn decision_summary(m: &TrainMetrics) -> String {
     let d = &m.decision;
     let h = &d.holdout;
     let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
+    let latest = c
+        .choice
+        .latest_snapshot_ece
+        .map_or(String::new(), |(b, a)| format!(" (the latest snapshot left out: {b:.4} -> {a:.4})"));
     let mut out = format!(
         "calibration: {} (over {} {} predictions of {} at {}: log loss none {:.5}, Platt {:.5}, \
-         isotonic {:.5}; ECE none {:.4}, best calibrator {:.4}; a calibrator must lower both, ECE by \
-         a clear margin); holdout ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
+         isotonic {:.5}; ECE none {:.4}, best calibrator {:.4}{latest}; a calibrator must lower both, \
+         ECE by a clear margin); holdout ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
         c.method,
         c.choice.n_rows,
         c.choice.scheme,
