@@ -297,22 +297,25 @@ pub fn choose(
     let bins = 10;
     let (ece_none, ece_best) = (ece(y, &raw, bins), ece(y, out_best, bins));
     let clearly_lower = |before: f64, after: f64| after <= before - ECE_MARGIN.max(0.25 * before);
+    // One left-out snapshot's labels, uncalibrated and best calibrated predictions.
+    let left_out = |f: usize| {
+        let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
+        let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        (pick(y), pick(&raw), pick(out_best))
+    };
+    let by_snapshot = scheme == "leave-one-snapshot-out";
     // Leaving out a snapshot at a time, the calibrator must help every left-out snapshot: a
     // shift that only some snapshots share is one the next (the holdout, a live run) may not.
-    let every_snapshot = scheme != "leave-one-snapshot-out"
+    let every_snapshot = !by_snapshot
         || (0..folds).all(|f| {
-            let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
-            let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-            let yf = pick(y);
-            rows.is_empty() || metrics::log_loss(&yf, &pick(out_best)) < metrics::log_loss(&yf, &pick(&raw))
+            let (yf, none, cal) = left_out(f);
+            yf.is_empty() || metrics::log_loss(&yf, &cal) < metrics::log_loss(&yf, &none)
         });
-    let latest_snapshot_ece = (scheme == "leave-one-snapshot-out").then(|| {
+    let latest_snapshot_ece = by_snapshot.then(|| {
         // Groups index `snapshots`; without dates, the last group is the latest.
         let latest = (0..folds).max_by_key(|&g| (snapshots.get(g).copied(), g)).unwrap_or(0);
-        let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == latest).collect();
-        let pick = |v: &[f64]| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-        let yl = pick(y);
-        (ece(&yl, &pick(&raw), bins), ece(&yl, &pick(out_best), bins))
+        let (yl, none, cal) = left_out(latest);
+        (ece(&yl, &none, bins), ece(&yl, &cal, bins))
     });
     let latest_clear = latest_snapshot_ece.is_none_or(|(before, after)| clearly_lower(before, after));
     let chosen = if mean_gain > 0.0 && clearly_lower(ece_none, ece_best) && every_snapshot && latest_clear {

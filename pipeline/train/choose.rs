@@ -168,13 +168,14 @@ pub fn candidates(
     for (c, se) in churn_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
-    let cross_fitted = oot.is_some_and(|(o, _)| o.dates.is_empty());
     let purged = oot.is_some_and(|(o, _)| !o.dates.is_empty());
+    let cross_fitted = oot.is_some() && !purged;
     let bgnbd = churn_c.iter().position(|c| c.mix == ChurnMix::Bgnbd);
     let i = bgnbd_on_validation(cross_fitted, i, bgnbd, |k| churn_c[k].validation.roc_auc);
     churn_c[i].chosen = true;
+    let clv_mixes: Vec<ClvMix> = clv_c.iter().map(|c| c.mix).collect();
     let (j, se) = choose_simplest(
-        &clv_c.iter().map(|c| c.mix).collect::<Vec<_>>(),
+        &clv_mixes,
         &ClvMix::SIMPLEST_FIRST,
         &clv_c
             .iter()
@@ -185,8 +186,7 @@ pub fn candidates(
     for (c, se) in clv_c.iter_mut().zip(se) {
         c.standard_error = se;
     }
-    let mixes: Vec<ClvMix> = clv_c.iter().map(|c| c.mix).collect();
-    let j = if purged { j } else { hedged_with_bgnbd(&mixes, j) };
+    let j = if purged { j } else { hedged_with_bgnbd(&clv_mixes, j) };
     let bgnbd = clv_c.iter().position(|c| c.mix == ClvMix::Bgnbd);
     let j = bgnbd_on_validation(cross_fitted, j, bgnbd, |k| clv_c[k].validation.normalized_gini);
     clv_c[j].chosen = true;
