@@ -215,6 +215,11 @@ fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<Data
         keys.push(("value", input.value.as_str()));
     }
     require(path, &raw, "input.events", &keys)?;
+    for c in [&input.customer_id, &input.event] {
+        if let Ok(v) = raw.column(c).polars(c)?.str() {
+            ingest::check_no_nul(path, c, v)?;
+        }
+    }
     let m = Mapping {
         section: "input.events",
         customer_id: input.customer_id.clone(),
@@ -517,6 +522,21 @@ pub fn customers_from_frame(raw: DataFrame, input: &CustomersInput, source: &str
                 cell_error(&path, &input.csm_sentiment, i, format!("{s:?}: expected green, yellow or red"))
             })?),
         };
+        // A CSM is a name or an address that messages are sent to: a line break in it would
+        // forge mail headers and lines, and fail every delivery.
+        if let Some(c) = csm.as_ref().and_then(|v| v[i].as_deref()) {
+            if crate::config::notify::has_control(c) {
+                return Err(cell_error(
+                    &path,
+                    &input.csm,
+                    i,
+                    format!("{c:?}: a CSM name or address cannot hold control characters (line breaks)"),
+                ));
+            }
+            if c.contains('@') && !crate::config::notify::is_address(c) {
+                return Err(cell_error(&path, &input.csm, i, format!("{c:?} is not an email address")));
+            }
+        }
         let pick = |v: &Option<Vec<Option<String>>>| v.as_ref().and_then(|v| v[i].clone());
         rows.insert(
             id,
@@ -566,6 +586,7 @@ impl Table<'_> {
             return Ok(None);
         }
         let s = self.raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
+        ingest::check_no_nul(self.path, c, s.str().polars(c)?)?;
         Ok(Some(
             s.str()
                 .polars(c)?

@@ -33,6 +33,28 @@ pub enum Calibrator {
 }
 
 impl Calibrator {
+    /// What is wrong with a stored calibrator, if anything: Platt with finite parameters and a
+    /// non-negative slope (a calibrator never reverses the ranking); isotonic with as many y as
+    /// x, x finite and increasing, y non-decreasing within [0, 1].
+    pub fn check(&self) -> Option<String> {
+        match self {
+            Calibrator::None => None,
+            Calibrator::Platt { a, b } => (!(a.is_finite() && b.is_finite() && *a >= 0.0))
+                .then(|| format!("Platt parameters a = {a}, b = {b}: expected finite numbers with a >= 0")),
+            Calibrator::Isotonic { x, y } => {
+                if x.len() != y.len() {
+                    Some(format!("isotonic knots: {} x values but {} y values", x.len(), y.len()))
+                } else if x.iter().any(|v| !v.is_finite()) || x.windows(2).any(|w| w[0] > w[1]) {
+                    Some("isotonic knots: x values are not finite and increasing".into())
+                } else if y.iter().any(|v| !(0.0..=1.0).contains(v)) || y.windows(2).any(|w| w[0] > w[1]) {
+                    Some("isotonic knots: y values are not non-decreasing probabilities".into())
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
     pub fn method(&self) -> &'static str {
         match self {
             Calibrator::None => "none",

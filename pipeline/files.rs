@@ -27,7 +27,18 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::output(path, e)
-    })
+    })?;
+    sync_parent(path);
+    Ok(())
+}
+
+/// Make the entry of `path` in its directory durable (after a rename or a create); best
+/// effort: a directory that cannot be opened for it is left as the kernel has it.
+pub fn sync_parent(path: &Path) {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 /// The pid a temporary name of a writer ends with (`.name.tmp-1234`, `.id.partial-1234`).

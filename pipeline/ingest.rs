@@ -679,9 +679,38 @@ pub(crate) fn numeric_expr(df: &DataFrame, name: &str) -> Result<Expr> {
     Ok(when(v.clone().is_finite()).then(v).otherwise(lit(NULL).cast(DataType::Float64)))
 }
 
+/// Refuse a text column holding a NUL byte anywhere (every value is checked, in parallel
+/// blocks): no SQL sink stores one (PostgreSQL refuses the whole run), and it is never part of
+/// a real id. The error names the file, column, row (1-based, of the rows read) and value.
+pub fn check_no_nul(path: &Path, column: &str, values: &StringChunked) -> Result<()> {
+    let first = row_blocks(values.len())
+        .filter_map(|(lo, hi)| {
+            values
+                .slice(lo as i64, hi - lo)
+                .iter()
+                .position(|v| v.is_some_and(|v| v.contains('\0')))
+                .map(|i| lo + i)
+        })
+        .min();
+    match first {
+        None => Ok(()),
+        Some(row) => Err(Error::InvalidRows {
+            path: path.to_path_buf(),
+            message: format!(
+                "column `{column}`, row {}: {:?} holds a NUL byte (expected text without control bytes)",
+                row + 1,
+                values.get(row).unwrap_or_default()
+            ),
+        }),
+    }
+}
+
 /// The raw rows with parsed columns (`__cid`, `__ts`, `__amount`, `__order`) and each
 /// row's drop reason (`__reason`, 0 = valid).
 fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
+    if let Ok(ids) = raw.column(&m.customer_id).polars("customer ids")?.str() {
+        check_no_nul(path, &m.customer_id, ids)?;
+    }
     // Ids are trimmed and empty ones are missing; a text column that needs neither (the usual
     // case) is used as it is rather than copied.
     let clean_text = match raw.column(&m.customer_id).polars("customer ids")?.str() {
@@ -726,8 +755,26 @@ fn parse_rows(path: &Path, raw: DataFrame, m: &Mapping) -> Result<DataFrame> {
     if let Some(o) = &m.order_id {
         parsed_cols.push(col(o).cast(DataType::String).alias("__order"));
     }
+    // An exact duplicate is equal in every column of the row, also the columns not mapped (an
+    // invoice line's product): when the file has such columns, the whole row is kept as text
+    // (`__line`) for the duplicate check.
+    let mut mapped: Vec<&str> = vec![&m.customer_id, &m.timestamp];
+    mapped.extend(m.amount.as_deref());
+    if let Some((q, p)) = &m.quantity_price {
+        mapped.extend([q.as_str(), p.as_str()]);
+    }
+    mapped.extend(m.order_id.as_deref());
+    let names: Vec<String> = raw.get_column_names().iter().map(|c| c.to_string()).collect();
+    if names.iter().any(|c| !mapped.contains(&c.as_str())) {
+        let cells: Vec<Expr> =
+            names.iter().map(|c| col(c.as_str()).cast(DataType::String).fill_null(lit("\u{1}"))).collect();
+        parsed_cols.push(concat_str(cells, "\u{1f}", false).alias(LINE));
+    }
     raw.lazy().with_columns(parsed_cols).with_column(reason).collect().polars("validating transactions")
 }
+
+/// The whole raw row as text, when the file has columns beyond the mapped ones.
+const LINE: &str = "__line";
 
 /// The dropped rows by reason, and how many there are.
 fn dropped_rows(
@@ -784,11 +831,20 @@ fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped:
     if m.order_id.is_some() {
         keep.push(col("__order").alias("order_id"));
     }
+    let whole_rows = parsed.column(LINE).is_ok();
+    if whole_rows {
+        keep.push(col(LINE));
+    }
     // The canonical order every later stage sees: customer, time, amount. Ties are broken by
-    // amount so that the same rows in any file order sum to the same bits downstream.
+    // amount so that the same rows in any file order sum to the same bits downstream (and by
+    // the whole row, so that exact duplicates are adjacent).
     let sort_lines = |df: DataFrame| -> Result<DataFrame> {
+        let mut by = vec!["customer_id", "ts", "amount"];
+        if df.column(LINE).is_ok() {
+            by.push(LINE);
+        }
         df.lazy()
-            .sort(["customer_id", "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
+            .sort(by, SortMultipleOptions::default().with_maintain_order(true))
             .collect()
             .polars("sorting transactions")
     };
@@ -810,7 +866,8 @@ fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped:
     let clock = std::time::Instant::now();
     let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
     log::debug!("ingest: columns kept at +{:.2}s", clock.elapsed().as_secs_f64());
-    let order = customer_order(&all, reasons)?;
+    // With whole rows to compare, the general sort (which orders by them too).
+    let order = if whole_rows { None } else { customer_order(&all, reasons)? };
     log::debug!("ingest: customer order found at +{:.2}s", clock.elapsed().as_secs_f64());
     let mut frame = match order {
         Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
@@ -824,6 +881,9 @@ fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped:
     if duplicates > 0 && m.drop_duplicates {
         frame = frame.filter(&!&repeats).polars("dropping exact duplicates")?;
     }
+    if whole_rows {
+        frame = frame.drop(LINE).polars("dropping the whole-row text")?;
+    }
     Ok(Kept { frame, rows_valid, orders: None, duplicates })
 }
 
@@ -836,7 +896,11 @@ fn repeated_rows(frame: &DataFrame) -> Result<BooleanChunked> {
     let amount = frame.column("amount").polars(ctx)?.f64().polars(ctx)?;
     // Time and amount first (plain slices when the columns are one chunk without nulls, the
     // usual case); the ids, a string compare, only where those repeat.
-    let same_id = |i: usize| ids.get(i) == ids.get(i - 1);
+    let line = match frame.column(LINE) {
+        Ok(c) => Some(c.str().polars(ctx)?),
+        Err(_) => None,
+    };
+    let same_id = |i: usize| ids.get(i) == ids.get(i - 1) && line.is_none_or(|l| l.get(i) == l.get(i - 1));
     let mask: Vec<bool> = match (ts.cont_slice(), amount.cont_slice()) {
         (Ok(t), Ok(a)) => (0..t.len())
             .map(|i| i > 0 && t[i] == t[i - 1] && a[i].to_bits() == a[i - 1].to_bits() && same_id(i))
@@ -945,11 +1009,16 @@ fn validate_frame(
 /// in any file order give the same sums to the bit.
 fn sum_order_lines(valid: DataFrame, drop_duplicates: bool) -> Result<(DataFrame, usize)> {
     let ctx = "summing order lines";
-    let sorted = valid
-        .lazy()
-        .sort(["customer_id", "order_id", "amount", "ts"], SortMultipleOptions::default())
-        .collect()
-        .polars(ctx)?;
+    let whole_rows = valid.column(LINE).is_ok();
+    let mut by = vec!["customer_id", "order_id", "amount", "ts"];
+    if whole_rows {
+        by.push(LINE);
+    }
+    let sorted = valid.lazy().sort(by, SortMultipleOptions::default()).collect().polars(ctx)?;
+    let lines: Option<Vec<Option<&str>>> = match sorted.column(LINE) {
+        Ok(c) => Some(c.str().polars(ctx)?.iter().collect()),
+        Err(_) => None,
+    };
     let ids = sorted.column("customer_id").polars(ctx)?.str().polars(ctx)?;
     let orders = sorted.column("order_id").polars(ctx)?.str().polars(ctx)?;
     let ts_col = sorted.column("ts").polars(ctx)?;
@@ -959,10 +1028,14 @@ fn sum_order_lines(valid: DataFrame, drop_duplicates: bool) -> Result<(DataFrame
     let (mut out_id, mut out_ts, mut out_amount): (Vec<&str>, Vec<i64>, Vec<f64>) = Default::default();
     let mut key: Option<(Option<&str>, Option<&str>)> = None;
     let (mut previous_line, mut duplicates) = (None, 0);
-    for (((id, order), t), a) in ids.iter().zip(orders.iter()).zip(ts.iter()).zip(amount.iter()) {
+    for (i, (((id, order), t), a)) in
+        ids.iter().zip(orders.iter()).zip(ts.iter()).zip(amount.iter()).enumerate()
+    {
         let (t, a) = (t.unwrap_or(i64::MAX), a.unwrap_or(0.0));
-        // Lines are sorted by (customer, order, amount, time): exact duplicates are adjacent.
-        let line = Some((id, order, a.to_bits(), t));
+        // Lines are sorted by (customer, order, amount, time, whole row): exact duplicates
+        // are adjacent.
+        let whole = lines.as_ref().and_then(|l| l[i]);
+        let line = Some((id, order, a.to_bits(), t, whole));
         if line == previous_line {
             duplicates += 1;
             if drop_duplicates {
@@ -1237,6 +1310,60 @@ mod tests {
         assert_eq!(load("scattered.csv", &[1, 5, 3, 6, 0, 4, 2], false), want);
         // Already in order, and ids that need trimming.
         assert_eq!(load("sorted.csv", &[5, 4, 1, 3, 0, 6, 2], true), want);
+    }
+
+    /// Fault 11: a NUL byte inside an id past the start of a file passed `validate` (only the
+    /// head was checked) and PostgreSQL then refused every run. Every value is checked.
+    #[test]
+    fn a_nul_byte_in_any_id_is_an_error_naming_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("customer_id,ts,amount\n");
+        for i in 0..5000 {
+            text.push_str(&format!("c{i},2024-01-01,1\n"));
+        }
+        text.push_str("bad\0id,2024-01-02,1\n");
+        let err = load_transactions(&input_for(&write(dir.path(), "nul.csv", &text))).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("nul.csv") && msg.contains("`customer_id`") && msg.contains("row 5001"),
+            "{msg}"
+        );
+        assert!(msg.contains("NUL"), "{msg}");
+        // The same in a Parquet file.
+        let df =
+            df!("customer_id" => ["a", "b\0c"], "ts" => ["2024-01-01", "2024-01-02"], "amount" => [1.0, 2.0])
+                .unwrap();
+        let err = transactions_from_frame(df, &TransactionsInput::default(), "frame").unwrap_err();
+        assert!(err.to_string().contains("row 2"), "{err}");
+    }
+
+    /// Fault 11: with an order id, "exact duplicates" compared only the mapped columns and
+    /// dropped invoice lines of different products. Exact means every column of the row.
+    #[test]
+    fn exact_duplicates_are_equal_in_every_column() {
+        let dir = tempfile::tempdir().unwrap();
+        // Invoice 1: two products at the same price (distinct lines) and one line repeated.
+        let text = "invoice,product,customer_id,ts,amount\n\
+                    1,apple,a,2024-01-01 10:00,2\n\
+                    1,pear,a,2024-01-01 10:00,2\n\
+                    1,pear,a,2024-01-01 10:00,2\n\
+                    2,apple,b,2024-01-02 10:00,5\n";
+        let mut input = input_for(&write(dir.path(), "lines.csv", text));
+        input.order_id = "invoice".into();
+        input.drop_duplicates = Some(true);
+        let t = load_transactions(&input).unwrap();
+        assert_eq!(t.summary.duplicates, 1, "only the repeated pear line");
+        let amounts = t.frame.column("amount").unwrap().f64().unwrap().clone();
+        assert_eq!(amounts.get(0), Some(4.0), "apple + pear, the repeat dropped");
+        // Without an order id, the same rule.
+        let text =
+            "product,customer_id,ts,amount\napple,a,2024-01-01,2\npear,a,2024-01-01,2\npear,a,2024-01-01,2\n";
+        let mut input = input_for(&write(dir.path(), "rows.csv", text));
+        input.drop_duplicates = Some(true);
+        let t = load_transactions(&input).unwrap();
+        assert_eq!((t.summary.duplicates, t.frame.height()), (1, 2));
+        assert_eq!(t.frame.get_column_names().len(), 3, "the whole-row text is not kept");
     }
 
     /// Refunds and zero amounts are counted, and the total is the sum of the kept amounts.

@@ -1,16 +1,23 @@
 //! The output lock: one run at a time writes an output directory.
 //!
-//! `<output.dir>/.fidelis.lock` holds the owner's pid, the start time of that process (in
-//! clock ticks since boot, from `/proc/<pid>/stat`), host and wall-clock start. It is written
-//! whole to a temporary file and hard-linked into place, which fails when a lock exists: a
-//! lock file is therefore complete or absent, never half-written. A second run finds it and
-//! stops with exit code 4, naming the owner. A lock is stale, and taken over with a warning,
-//! when it cannot be parsed (written by hand, or by an older fidelis that was killed between
-//! creating and filling it), or when it is of this host and its process is gone or its pid now
-//! belongs to another process (a different start time). The lock is removed when the run
-//! ends, also on error; a failed lock write leaves no file behind.
+//! `<output.dir>/.fidelis.lock` is locked with `flock(LOCK_EX)` for the length of a run. The
+//! kernel releases the lock when the process ends, however it ends (a SIGKILL, an OOM kill, a
+//! container or pod that is restarted under another hostname): there is no stale lock to
+//! detect, and exit 4 always means a live process holds it. The file stays in place between
+//! runs (removing a locked file would let a second run lock a new file of the same name); while
+//! a run holds it, it names the owner (pid, host, start time) for the message of the run that is
+//! refused, and it is emptied when the run ends.
+//!
+//! **Shared filesystems.** On a local filesystem the lock is exact. On NFS (v4, or v3 with the
+//! lock manager running) Linux maps `flock` onto NFS byte-range locks, which the server keeps
+//! per client lease: a client that dies loses its locks when its lease expires (90 s by
+//! default). Filesystems without lock support (some FUSE mounts, object-store mounts) make
+//! `flock` fail: the run stops with exit 5 naming the file rather than run unlocked; point
+//! `output.dir` at a local or NFS directory there.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -20,6 +27,7 @@ pub const LOCK_FILE: &str = ".fidelis.lock";
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
+    file: File,
 }
 
 fn host() -> String {
@@ -29,114 +37,106 @@ fn host() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-/// The start time of process `pid` in clock ticks since boot (field 22 of
-/// `/proc/<pid>/stat`); `None` when the process does not exist (or this is not Linux).
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: count after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// A lock file's fields.
-struct Owner {
-    pid: u32,
-    host: String,
-    started: String,
-    ticks: Option<u64>,
-}
-
-impl Owner {
-    fn parse(content: &str) -> Option<Owner> {
-        let field = |k: &str| content.lines().find_map(|l| l.strip_prefix(k).map(str::to_string));
-        Some(Owner {
-            pid: field("pid=")?.parse().ok()?,
-            host: field("host=")?,
-            started: field("started=").unwrap_or_default(),
-            ticks: field("pid_start=").and_then(|t| t.parse().ok()),
-        })
+/// `flock(LOCK_EX | LOCK_NB)`: `Ok(true)` when taken, `Ok(false)` when another process
+/// holds it.
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    // SAFETY: a valid open file descriptor; flock reads nothing else.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
     }
-
-    /// Why this owner no longer holds the lock, if it does not.
-    fn gone(&self, me: &str) -> Option<String> {
-        if self.host != me || !Path::new("/proc/self/stat").exists() {
-            return None;
-        }
-        match (start_ticks(self.pid), self.ticks) {
-            (None, _) => Some(format!("process {} is no longer running", self.pid)),
-            (Some(now), Some(then)) if now != then => {
-                Some(format!("pid {} now belongs to another process", self.pid))
-            }
-            _ => None,
-        }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
     }
 }
+
+fn open(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+}
+
+/// Whether a live process holds the lock of `dir` (tests and tools).
+pub fn is_held(dir: &Path) -> bool {
+    let path = dir.join(LOCK_FILE);
+    if !path.exists() {
+        return false;
+    }
+    open(&path).and_then(|f| try_lock(&f)).map(|taken| !taken).unwrap_or(false)
+}
+
+/// The lock delivery holds (`<output.dir>/.fidelis.delivery.lock`): a run delivers after it
+/// has released the output lock, so the next run can start writing while this one waits on a
+/// slow receiver, and two deliveries never read the delivery log at once.
+pub const DELIVERY_LOCK_FILE: &str = ".fidelis.delivery.lock";
 
 impl RunLock {
-    /// Take the lock on `dir` (created if missing).
+    /// Take the lock on `dir` (created if missing); exit 4 when a live run holds it.
     pub fn acquire(dir: &Path) -> Result<RunLock> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
-        let path = dir.join(LOCK_FILE);
-        let me = host();
-        let pid = std::process::id();
-        let content = format!(
-            "pid={pid}\nhost={me}\nstarted={}\npid_start={}\n",
-            chrono::Utc::now().to_rfc3339(),
-            start_ticks(pid).map_or("unknown".into(), |t| t.to_string())
-        );
-        let tmp = dir.join(format!("{LOCK_FILE}.tmp-{pid}"));
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut f| f.write_all(content.as_bytes()).and_then(|()| f.sync_all()));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(Error::output(&tmp, e));
-        }
-        let result = Self::link(&tmp, &path, &me);
-        let _ = std::fs::remove_file(&tmp);
-        result
+        Self::take(dir, LOCK_FILE, std::time::Duration::ZERO)
     }
 
-    /// Link the complete lock file `tmp` to `path`, taking over a stale lock once.
-    fn link(tmp: &Path, path: &Path, me: &str) -> Result<RunLock> {
-        for _ in 0..2 {
-            match std::fs::hard_link(tmp, path) {
-                Ok(()) => return Ok(RunLock { path: path.to_path_buf() }),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let content = std::fs::read_to_string(path).unwrap_or_default();
-                    let why = match Owner::parse(&content) {
-                        None => Some("it cannot be read as a lock (empty or damaged)".to_string()),
-                        Some(o) => match o.gone(me) {
-                            Some(why) => Some(why),
-                            None => {
-                                return Err(Error::Locked {
-                                    path: path.to_path_buf(),
-                                    message: format!(
-                                        "another fidelis run (pid {} on {}, started {}) is writing this \
-                                         output; wait for it to finish, or remove the file if that process \
-                                         is gone",
-                                        o.pid, o.host, o.started
-                                    ),
-                                })
-                            }
-                        },
-                    };
-                    log::warn!("taking over the stale lock {}: {}", path.display(), why.unwrap_or_default());
-                    std::fs::remove_file(path).map_err(|e| Error::output(path, e))?;
-                }
-                Err(e) => return Err(Error::output(path, e)),
+    /// Take the delivery lock of `dir`, waiting at most `wait` for another delivery to end.
+    pub fn acquire_delivery(dir: &Path, wait: std::time::Duration) -> Result<RunLock> {
+        Self::take(dir, DELIVERY_LOCK_FILE, wait)
+    }
+
+    fn take(dir: &Path, name: &str, wait: std::time::Duration) -> Result<RunLock> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
+        let path = dir.join(name);
+        let mut file = open(&path).map_err(|e| Error::output(&path, e))?;
+        let until = std::time::Instant::now() + wait;
+        let mut taken = try_lock(&file);
+        while matches!(taken, Ok(false)) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            taken = try_lock(&file);
+        }
+        match taken {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                let field =
+                    |k: &str| owner.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("?").to_string();
+                return Err(Error::Locked {
+                    path,
+                    message: format!(
+                        "another fidelis run (pid {} on {}, started {}) is writing this output; it \
+                         holds the lock until it ends (the kernel releases it if the process dies)",
+                        field("pid="),
+                        field("host="),
+                        field("started=")
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(Error::output(&path, std::io::Error::new(e.kind(), format!("cannot lock: {e}"))))
             }
         }
-        Err(Error::Locked {
-            path: path.to_path_buf(),
-            message: "could not take the lock (it keeps reappearing)".into(),
-        })
+        let content = format!(
+            "pid={}\nhost={}\nstarted={}\n",
+            std::process::id(),
+            host(),
+            chrono::Utc::now().to_rfc3339()
+        );
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(content.as_bytes()))
+            .and_then(|()| file.sync_data());
+        if let Err(e) = written {
+            log::warn!("could not write the owner into {}: {e}", path.display());
+        }
+        Ok(RunLock { path, file })
     }
 }
 
 impl Drop for RunLock {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            log::warn!("could not remove the lock {}: {e}", self.path.display());
+        // Emptied (the owner is gone), then unlocked by closing the file.
+        if let Err(e) = self.file.set_len(0) {
+            log::warn!("could not empty the lock {}: {e}", self.path.display());
         }
     }
 }
@@ -146,64 +146,66 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_second_run_is_refused_and_a_stale_lock_is_taken_over() {
+    fn a_second_run_is_refused_while_the_first_lives_and_admitted_after() {
         let dir = tempfile::tempdir().unwrap();
         let lock = RunLock::acquire(dir.path()).unwrap();
+        assert!(is_held(dir.path()));
         let err = RunLock::acquire(dir.path()).unwrap_err();
         assert_eq!(err.exit_code(), 4);
         assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
         drop(lock);
-        assert!(!dir.path().join(LOCK_FILE).exists(), "released on drop");
-
-        // A lock left by a process that no longer runs (pid beyond pid_max) is stale.
-        std::fs::write(dir.path().join(LOCK_FILE), format!("pid=4294967295\nhost={}\nstarted=x\n", host()))
-            .unwrap();
-        let lock = RunLock::acquire(dir.path()).unwrap();
-        drop(lock);
+        assert!(!is_held(dir.path()), "released on drop");
+        assert_eq!(std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap(), "", "emptied");
+        drop(RunLock::acquire(dir.path()).unwrap());
     }
 
     #[test]
-    fn an_empty_or_damaged_lock_is_stale_and_no_temporary_file_is_left() {
+    fn a_lock_file_left_by_a_dead_process_of_any_host_never_blocks() {
+        // A pod restarted under another hostname, a process killed before it could clean up,
+        // an empty or damaged file: none is held by a live process, so none blocks.
         let dir = tempfile::tempdir().unwrap();
-        for content in ["", "garbage\n", "pid=12\n"] {
-            std::fs::write(dir.path().join(LOCK_FILE), content).unwrap();
+        for content in [
+            "pid=1\nhost=fidelis-weekly-28911-abcde\nstarted=2024-01-01T00:00:00Z\n".to_string(),
+            format!("pid={}\nhost={}\nstarted=x\n", std::process::id(), host()),
+            String::new(),
+            "garbage\n".into(),
+        ] {
+            std::fs::write(dir.path().join(LOCK_FILE), &content).unwrap();
             let lock = RunLock::acquire(dir.path()).unwrap();
             let written = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
             assert!(written.contains(&format!("pid={}", std::process::id())), "{written}");
             drop(lock);
         }
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]
-    fn a_lock_whose_pid_now_belongs_to_another_process_is_stale() {
+    fn a_killed_holder_releases_the_lock() {
+        // A child process takes the lock with flock and is killed: the kernel releases it.
         let dir = tempfile::tempdir().unwrap();
-        // Our own pid, but a start time that is not ours: the pid was reused.
-        let ticks = start_ticks(std::process::id()).expect("Linux /proc");
-        std::fs::write(
-            dir.path().join(LOCK_FILE),
-            format!("pid={}\nhost={}\nstarted=x\npid_start={}\n", std::process::id(), host(), ticks + 1),
-        )
-        .unwrap();
-        drop(RunLock::acquire(dir.path()).unwrap());
-        // With the right start time it is live.
-        std::fs::write(
-            dir.path().join(LOCK_FILE),
-            format!("pid={}\nhost={}\nstarted=x\npid_start={ticks}\n", std::process::id(), host()),
-        )
-        .unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        // -o: the lock stays with `flock` itself, not with the `sleep` it starts.
+        let mut child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&path)
+            .args(["sleep", "20"])
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let clock = std::time::Instant::now();
+        while !is_held(dir.path()) {
+            assert!(clock.elapsed().as_secs() < 10, "the child never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(RunLock::acquire(dir.path()).unwrap_err().exit_code(), 4);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        drop(RunLock::acquire(dir.path()).unwrap());
     }
 
     #[test]
-    fn a_failed_lock_write_leaves_no_lock_behind() {
+    fn a_lock_that_cannot_be_opened_is_an_output_error() {
         let dir = tempfile::tempdir().unwrap();
-        // The temporary lock cannot be created (a directory is in its way): an error, exit 5,
-        // and no lock file that would block the next run.
-        std::fs::create_dir(dir.path().join(format!("{LOCK_FILE}.tmp-{}", std::process::id()))).unwrap();
+        std::fs::create_dir(dir.path().join(LOCK_FILE)).unwrap();
         let err = RunLock::acquire(dir.path()).unwrap_err();
         assert_eq!(err.exit_code(), 5, "{err}");
-        assert!(!dir.path().join(LOCK_FILE).exists());
     }
 }

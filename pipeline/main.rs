@@ -221,6 +221,24 @@ fn alert_exit(alerts: bool, fail_on_alert: bool) -> ExitCode {
     }
 }
 
+/// The exit code of `weekly` (and what stdout says when two apply): 3 for an alert with
+/// `--fail-on-alert` takes precedence over 7 for a failed delivery. The alert is the more
+/// urgent news, and a scheduler that alerts on 3 carries it when the channels could not.
+fn weekly_exit(alert: bool, delivery_failed: bool) -> (u8, Option<&'static str>) {
+    match (alert, delivery_failed) {
+        (true, true) => (
+            3,
+            Some(
+                "exit 3: monitoring raised an alert (--fail-on-alert); delivery also failed (exit 7 \
+                 without the alert): rerun the same as_of to send what is missing",
+            ),
+        ),
+        (true, false) => (3, None),
+        (false, true) => (7, None),
+        (false, false) => (0, None),
+    }
+}
+
 /// Whether an alert or a CRM batch could not be delivered (exit 7; the scores are written and
 /// a rerun of the same as_of sends only what is missing).
 fn delivery_failed(outcome: &jobs::score::BatchOutcome) -> bool {
@@ -303,10 +321,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = jobs::score::weekly(&cfg, &batch.options(), &progress)
                 .map_err(|e| failed_run(&cfg, &batch, "weekly", e))?;
             println!("{outcome}");
-            if delivery_failed(&outcome.batch) {
-                return Ok(ExitCode::from(7));
+            let (code, note) =
+                weekly_exit(outcome.monitor.has_alert() && fail_on_alert, delivery_failed(&outcome.batch));
+            if let Some(note) = note {
+                println!("{note}");
             }
-            return Ok(alert_exit(outcome.monitor.has_alert(), fail_on_alert));
+            return Ok(ExitCode::from(code));
         }
         Command::Monitor { batch, fail_on_alert } => {
             let report = jobs::monitor::run(&load_config(&batch.config)?, &batch.options(), &progress)?;
@@ -356,5 +376,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::weekly_exit;
+
+    #[test]
+    fn an_alert_exit_is_not_hidden_by_a_failed_delivery_and_both_are_said() {
+        assert_eq!(weekly_exit(false, false), (0, None));
+        assert_eq!(weekly_exit(false, true), (7, None));
+        assert_eq!(weekly_exit(true, false), (3, None));
+        let (code, note) = weekly_exit(true, true);
+        assert_eq!(code, 3);
+        assert!(note.is_some_and(|n| n.contains("exit 3") && n.contains("exit 7")));
     }
 }

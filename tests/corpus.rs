@@ -273,7 +273,7 @@ fn run_cases() -> Vec<RunCase> {
             exit: 0,
             words: &[],
             absent: &[],
-            after: |ws| ws.join("output/.fidelis.lock").exists().then(|| "the lock was left".into()),
+            after: |ws| fidelis::lock::is_held(&ws.join("output")).then(|| "the lock was left held".into()),
         },
         RunCase {
             name: "a damaged reference stops weekly before it writes anything",

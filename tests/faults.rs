@@ -92,10 +92,11 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().to_string();
+        // The lock file stays between runs; a leftover is one still held.
         if name.contains(".tmp-")
             || name.contains(".old-")
             || name.contains(".partial")
-            || name == ".fidelis.lock"
+            || (name == ".fidelis.lock" && fidelis::lock::is_held(dir))
         {
             out.push(e.path());
         } else if e.path().is_dir() {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use chrono::NaiveDate;
-use common::servers::{HttpSink, SmtpSink};
+use common::servers::{HttpSink, SlowServer, SmtpSink};
 use fidelis::activity::{Customer, Customers};
 use fidelis::config::{Config, EscalationRule};
 use fidelis::notify::{self, crm, RunEvents};
@@ -193,12 +193,24 @@ fn set_env(tag: &str, slack: &HttpSink, hook: &HttpSink) {
 
 /// Run the rules over run `i` of the scenario (with a drift alert at the third).
 fn deliver(cfg: &Config, i: usize, dry_run: bool) -> notify::DeliveryOutcome {
+    let alerts = if i == 2 { vec!["drift: recency_days PSI 0.31 > 0.25".to_string()] } else { Vec::new() };
+    deliver_with(cfg, i, &alerts, &runs()[i].1, dry_run)
+}
+
+/// Run the rules over run `i` with these monitoring alerts and these scores.
+fn deliver_with(
+    cfg: &Config,
+    i: usize,
+    alerts: &[String],
+    now: &DataFrame,
+    dry_run: bool,
+) -> notify::DeliveryOutcome {
     let runs = runs();
     let levels: Vec<String> = LEVELS.iter().map(|s| s.to_string()).collect();
-    let (as_of, now) = &runs[i];
+    let as_of = &runs[i].0;
     let before = (i > 0).then(|| &runs[i - 1].1);
     let accounts = notify::account_events(now, before, Some(&customers()), &levels, &cfg.escalation).unwrap();
-    let alerts = if i == 2 { vec!["drift: recency_days PSI 0.31 > 0.25".to_string()] } else { Vec::new() };
+    let alerts = alerts.to_vec();
     let ev = RunEvents {
         as_of: *as_of,
         model_id: "m1".into(),
@@ -210,6 +222,10 @@ fn deliver(cfg: &Config, i: usize, dry_run: bool) -> notify::DeliveryOutcome {
     let records =
         cfg.crm.enabled().then(|| crm::records(now, cfg.crm.include, &cfg.crm.segment, *as_of).unwrap());
     notify::deliver(cfg, *as_of, &notices, records.as_deref(), dry_run).unwrap()
+}
+
+fn slack_text(j: &serde_json::Value) -> String {
+    j["text"].as_str().unwrap().replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
 }
 
 fn ids(text: &str) -> Vec<String> {
@@ -245,7 +261,8 @@ fn three_runs_reach_every_channel_exactly_once() {
     let s = slack.requests();
     assert_eq!(s.len(), 1, "one Slack message");
     let j = s[0].json();
-    let text = j["text"].as_str().unwrap();
+    // Slack's text escapes <, > and & (Slack shows them as the characters).
+    let text = &slack_text(&j);
     assert_eq!(ids(text), ["B", "C"], "{text}");
     assert!(text.contains("health yellow -> red") && text.contains("risk high -> critical"), "{text}");
     assert!(text.contains("escalation: ARR 20,000 > 10,000 in critical"), "{text}");
@@ -528,4 +545,377 @@ fn the_delivery_log_is_mirrored_to_postgresql() {
     let db = rusqlite::Connection::open(dir.path().join("fidelis.sqlite")).unwrap();
     let n: i64 = db.query_row("SELECT count(*) FROM notifications", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 10, "SQLite holds the same rows");
+}
+
+#[test]
+fn a_redirect_is_a_failed_delivery_and_is_never_followed() {
+    // Fault 1: a 302 to another place was followed as a GET without the body, logged "sent",
+    // and a rerun said "already delivered"; a 307 was "the request failed".
+    for status in [302u16, 307, 301, 308] {
+        let dir = tempfile::tempdir().unwrap();
+        let (slack, hook, smtp, crm_server) =
+            (HttpSink::start(), HttpSink::start(), SmtpSink::start(), HttpSink::start());
+        let tag = format!("R{status}");
+        set_env(&tag, &slack, &hook);
+        std::env::set_var(format!("CRM_{tag}"), &crm_server.url);
+        let extra = format!("[crm]\nurl_env = \"CRM_{tag}\"\ninclude = \"contacted\"\nbatch_size = 3\n");
+        let cfg = config(dir.path(), &tag, smtp.port, &extra);
+        deliver(&cfg, 0, false);
+        slack.script(&[status]);
+        crm_server.script(&[status]);
+        let o = deliver(&cfg, 1, false);
+        let slack_failed: Vec<_> = o.failed.iter().filter(|f| f.contains("cs-slack")).collect();
+        assert_eq!(slack_failed.len(), 1, "{status}: {o}");
+        assert!(
+            slack_failed[0].contains(&format!("HTTP {status}")) && slack_failed[0].contains("redirect"),
+            "{o}"
+        );
+        let reqs = slack.requests();
+        assert_eq!(reqs.len(), 1, "{status}: no retry, nothing followed: {reqs:?}");
+        assert_eq!((reqs[0].method.as_str(), reqs[0].path.as_str()), ("POST", "/hook"));
+        let c = o.crm.clone().unwrap();
+        assert_eq!((c.sent, c.failed), (0, 2), "{status}: the CRM push stops at the redirect: {o}");
+        assert!(crm_server.requests().iter().all(|r| r.path == "/hook"), "the CRM redirect was not followed");
+        assert!(o.failed(), "exit 7");
+        let log = DeliveryLog::new(dir.path()).read().unwrap();
+        let run2 = log.iter().filter(|d| d.as_of == runs()[1].0);
+        assert!(run2.filter(|d| d.channel == "cs-slack" || d.channel == "crm").all(|d| d.status == "failed"));
+        // The receiver fixed: the rerun delivers, it does not say "already delivered".
+        let o = deliver(&cfg, 1, false);
+        assert!(o.failed.is_empty(), "{o}");
+        assert_eq!(slack.accepted().len(), 1);
+        assert_eq!(o.crm.unwrap().sent, 2);
+    }
+}
+
+#[test]
+fn changed_content_is_delivered_and_identical_content_is_not() {
+    // Fault 2: deduplication on (as_of, rule, channel, target) only: the rerun after a failed
+    // run never sent its alerts, and a rerun after a data fix never pushed the changed segment.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp, crm_server) =
+        (HttpSink::start(), HttpSink::start(), SmtpSink::start(), HttpSink::start());
+    set_env("C1", &slack, &hook);
+    std::env::set_var("CRM_C1", &crm_server.url);
+    let extra = "[crm]\nurl_env = \"CRM_C1\"\ninclude = \"contacted\"\nbatch_size = 2\ncsv = true\n";
+    let cfg = config(dir.path(), "C1", smtp.port, extra);
+    let run3 = runs()[2].1.clone();
+    // A failed run's alert first (the run_failed message of this date)...
+    let failed = RunEvents {
+        as_of: runs()[2].0,
+        model_id: String::new(),
+        accounts: Vec::new(),
+        run: vec![(fidelis::config::EventKind::RunFailed, "fidelis weekly: PostgreSQL down".into())],
+        link: String::new(),
+    };
+    let o = notify::deliver(&cfg, failed.as_of, &notify::plan(&cfg.notify, &failed), None, false).unwrap();
+    assert_eq!(o.sent, 1, "{o}");
+    // ... then the fixed rerun: its drift alerts are new content and go out.
+    let alerts: Vec<String> = (0..22).map(|i| format!("drift: feature_{i} PSI 0.4 > 0.25")).collect();
+    let o = deliver_with(&cfg, 2, &alerts, &run3, false);
+    assert_eq!(o.already, 0, "{o}");
+    let h = hook.requests();
+    assert_eq!(h.len(), 2, "the run_failed alert, then the 22 drift alerts");
+    assert_eq!(h[1].json()["run_events"].as_array().unwrap().len(), 22);
+    let pushed = crm_server.accepted().len();
+    assert_eq!(pushed, 2, "4 records in 2 batches");
+    // The same run again: nothing new, nothing sent.
+    let o = deliver_with(&cfg, 2, &alerts, &run3, false);
+    assert_eq!((o.sent, o.crm.as_ref().unwrap().sent), (0, 0), "{o}");
+    assert_eq!(hook.requests().len(), 2);
+    // A data fix changes one customer's values (C's expected loss): the batch holding C is
+    // pushed again, the other is not; the CSV is rewritten.
+    let mut fixed = run3.clone();
+    let loss: Vec<f64> = vec![60.0, 50.0, 1200.0, 1.0];
+    fixed.replace("expected_loss", Column::new("expected_loss".into(), loss)).unwrap();
+    let o = deliver_with(&cfg, 2, &alerts, &fixed, false);
+    let c = o.crm.clone().unwrap();
+    assert_eq!((c.sent, c.already), (1, 1), "{o}");
+    let last = crm_server.accepted().last().unwrap().json();
+    assert!(last["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["customer_id"] == "C" && r["expected_loss"] == 1200.0));
+    let csv = std::fs::read_to_string(dir.path().join("crm/as_of=2024-12-17/Churn_Risk_High.csv")).unwrap();
+    assert!(csv.contains("1200.00"), "{csv}");
+    // Every message's Idempotency-Key differs with its content.
+    let keys: std::collections::HashSet<_> =
+        hook.requests().iter().map(|r| r.header("Idempotency-Key").unwrap().to_string()).collect();
+    assert_eq!(keys.len(), 2);
+}
+
+/// The child side of the kill test: deliver run 2 (Slack works, the SMTP server hangs).
+#[test]
+fn child_delivery_process() {
+    let Ok(tag) = std::env::var("FIDELIS_CHILD_DELIVERY") else { return };
+    let dir = std::path::PathBuf::from(std::env::var("FIDELIS_CHILD_DIR").unwrap());
+    let port: u16 = std::env::var("FIDELIS_CHILD_SMTP").unwrap().parse().unwrap();
+    let mut cfg = config(&dir, &tag, port, "");
+    cfg.notify.message_deadline_s = 600.0;
+    cfg.notify.deadline_s = 600.0;
+    cfg.notify.timeout_s = 600.0;
+    deliver(&cfg, 1, false);
+}
+
+#[test]
+fn a_run_killed_during_delivery_resends_only_what_was_not_confirmed() {
+    // Fault 3: the log was written at the end, so a kill during delivery (SMTP hanging after
+    // Slack got its POST) made the rerun send every message again.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("K1", &slack, &hook);
+    let cfg = config(dir.path(), "K1", smtp.port, "");
+    deliver(&cfg, 0, false);
+    let hang = SlowServer::start(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_delivery_process", "--nocapture", "--test-threads=1"])
+        .env("FIDELIS_CHILD_DELIVERY", "K1")
+        .env("FIDELIS_CHILD_DIR", dir.path())
+        .env("FIDELIS_CHILD_SMTP", hang.port.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait for Slack's POST, give the child a moment to journal it, then kill it mid-SMTP.
+    let clock = std::time::Instant::now();
+    while slack.accepted().is_empty() {
+        assert!(clock.elapsed().as_secs() < 60, "the child never reached Slack");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = DeliveryLog::new(dir.path()).read().unwrap();
+    assert_eq!(log.len(), 1, "Slack's delivery was journaled before the mail started: {log:?}");
+    // The rerun, with the mail server back: Slack is not sent again, the 4 mails are.
+    let o = deliver(&cfg, 1, false);
+    assert_eq!((o.sent, o.already), (4, 1), "{o}");
+    assert_eq!(slack.requests().len(), 1, "Slack got its message once");
+    assert_eq!(smtp.mails().len(), 4);
+    // Deleting the Parquet copy resends nothing: the journal knows.
+    std::fs::remove_file(dir.path().join("notifications.parquet")).unwrap();
+    let o = deliver(&cfg, 1, false);
+    assert_eq!((o.sent, o.already), (0, 5), "{o}");
+}
+
+#[test]
+fn a_slow_or_silent_server_costs_one_deadline_not_one_per_message() {
+    // Fault 4: timeout_s bounded each read, not the session: a server greeting one byte per
+    // 3 s held a 5 s timeout for 72 s; a blackholed relay cost minutes per recipient.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook) = (HttpSink::start(), HttpSink::start());
+    set_env("D1", &slack, &hook);
+    // One byte every 0.3 s: every read completes well inside timeout_s.
+    let slow = SlowServer::start(std::time::Duration::from_millis(300), std::time::Duration::from_secs(30));
+    let mut cfg = config(dir.path(), "D1", slow.port, "");
+    cfg.notify.timeout_s = 2.0;
+    cfg.notify.message_deadline_s = 1.5;
+    deliver(&cfg, 0, false);
+    let clock = std::time::Instant::now();
+    let o = deliver(&cfg, 1, false);
+    let took = clock.elapsed().as_secs_f64();
+    assert!(took < 4.0, "one message deadline (1.5 s) for the mail channel, took {took:.1}s: {o}");
+    assert_eq!(o.sent, 1, "Slack is delivered: {o}");
+    let mail_failed: Vec<_> = o.failed.iter().filter(|f| f.contains("mail")).collect();
+    assert_eq!(mail_failed.len(), 4, "{o}");
+    assert!(mail_failed.iter().any(|f| f.contains("deadline")), "{o}");
+    assert_eq!(mail_failed.iter().filter(|f| f.contains("did not answer earlier")).count(), 3, "{o}");
+    // The whole stage's deadline bounds a run too.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "D1", slow.port, "");
+    cfg.notify.message_deadline_s = 60.0;
+    cfg.notify.deadline_s = 1.0;
+    deliver(&cfg, 0, false);
+    let clock = std::time::Instant::now();
+    let o = deliver(&cfg, 1, false);
+    let took = clock.elapsed().as_secs_f64();
+    assert!(took < 3.5, "the stage deadline (1 s), took {took:.1}s: {o}");
+    assert!(o.failed() && o.failed.len() == 4, "{o}");
+}
+
+#[test]
+fn secrets_never_travel_or_wait_in_clear() {
+    // Fault 5: plain-text URLs to other hosts, other schemes, FIFO secret files, and a
+    // password sent as AUTH PLAIN without STARTTLS.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("S1", &slack, &hook);
+    let cfg = config(dir.path(), "S1", smtp.port, "");
+    for url in ["http://hooks.example.com/services/T0/B0/s3cr3tpath", "file:///etc/passwd", "unix:///run/x"] {
+        std::env::set_var("SLACK_S1", url);
+        let err = notify::check_secrets(&cfg).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{url}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("notify.channels.cs-slack.url_env") && !text.contains("s3cr3tpath"), "{text}");
+    }
+    std::env::set_var("SLACK_S1", &slack.url);
+    notify::check_secrets(&cfg).unwrap();
+    // A FIFO as a secret file is refused at once instead of blocking the run.
+    let fifo = dir.path().join("pw.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut cfg2 = cfg.clone();
+    cfg2.notify.channels[2].password_env.clear();
+    cfg2.notify.channels[2].password_file = fifo.display().to_string();
+    let clock = std::time::Instant::now();
+    let err = notify::check_secrets(&cfg2).unwrap_err();
+    assert!(clock.elapsed().as_secs() < 2 && err.exit_code() == 2, "{err}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    // starttls = "never" with a login to a host that is not loopback: a config error.
+    let text = std::fs::read_to_string("fidelis.example.toml").unwrap();
+    let bad = format!(
+        "{text}\n[[notify.channels]]\nname = \"x\"\nkind = \"email\"\nsmtp_host = \"smtp.example.com\"\n\
+         starttls = \"never\"\nusername = \"u\"\npassword_env = \"P\"\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n"
+    )
+    .replace("channels = []\n", "");
+    let err = Config::from_toml(&bad, "bad.toml").unwrap_err();
+    assert!(err.to_string().contains("starttls") && err.to_string().contains("plain text"), "{err}");
+}
+
+#[test]
+fn values_from_the_data_cannot_inject_into_any_channel() {
+    // Fault 6: ids reached Slack's `text` unescaped, forged lines in Slack and email, and
+    // formulas in the CRM CSV.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("I1", &slack, &hook);
+    let extra = "[crm]\ninclude = \"contacted\"\ncsv = true\n";
+    let cfg = config(dir.path(), "I1", smtp.port, extra);
+    let before = scores(&[
+        ("<!channel>", "low", "green", None, 10.0),
+        ("@here <https://evil.example|Click>", "low", "green", None, 10.0),
+        ("X\nRUN FAILED forged", "low", "green", None, 10.0),
+        ("=cmd|' /C calc'!A0", "low", "green", None, 10.0),
+    ]);
+    let now = scores(&[
+        ("<!channel>", "critical", "red", None, 100.0),
+        ("@here <https://evil.example|Click>", "critical", "red", None, 90.0),
+        ("X\nRUN FAILED forged", "critical", "red", None, 80.0),
+        ("=cmd|' /C calc'!A0", "critical", "red", None, 70.0),
+    ]);
+    let levels: Vec<String> = LEVELS.iter().map(|s| s.to_string()).collect();
+    let accounts = notify::account_events(&now, Some(&before), None, &levels, &cfg.escalation).unwrap();
+    assert_eq!(accounts.len(), 4);
+    let as_of = NaiveDate::from_ymd_opt(2024, 12, 10).unwrap();
+    let ev = RunEvents { as_of, model_id: "m".into(), accounts, run: Vec::new(), link: "r.html".into() };
+    let records = crm::records(&now, cfg.crm.include, &cfg.crm.segment, as_of).unwrap();
+    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), Some(&records), false).unwrap();
+    assert!(o.failed.is_empty(), "{o}");
+    let j = slack.requests()[0].json();
+    let text = j["text"].as_str().unwrap();
+    let blocks = j["blocks"].to_string();
+    for raw in ["<!channel>", "<https://evil.example|Click>"] {
+        assert!(!text.contains(raw) && !blocks.contains(raw), "{raw} reached Slack: {text}");
+    }
+    assert!(text.contains("&lt;!channel&gt;"), "{text}");
+    assert!(!text.lines().any(|l| l.starts_with("RUN FAILED")), "a forged line in Slack: {text}");
+    assert!(text.contains("X\\nRUN FAILED forged"), "{text}");
+    for m in smtp.mails() {
+        let t = mail_text(&m);
+        assert!(!t.lines().any(|l| l.starts_with("RUN FAILED")), "a forged line in mail: {t}");
+    }
+    let csv = std::fs::read_to_string(dir.path().join("crm/as_of=2024-12-10/Churn_Risk_High.csv")).unwrap();
+    assert!(csv.contains("\"'=cmd|' /C calc'!A0\"") || csv.contains("'=cmd|' /C calc'!A0"), "{csv}");
+    assert!(!csv.lines().any(|l| l.starts_with('=') || l.starts_with('@')), "{csv}");
+    assert!(csv.contains("'@here"), "{csv}");
+}
+
+#[test]
+fn a_csm_with_a_line_break_is_an_input_error_naming_its_row() {
+    // Fault 6 (CSM): a CSM value with CR/LF failed delivery every run and was echoed raw.
+    let raw = df!(
+        "customer_id" => ["A", "B", "C"],
+        "csm" => [Some("ana@example.com"), Some("ben@example.com\r\nBcc: all@example.com"), None],
+    )
+    .unwrap();
+    let input = fidelis::config::CustomersInput {
+        path: "customers.csv".into(),
+        csm: "csm".into(),
+        ..Default::default()
+    };
+    let err = fidelis::activity::customers_from_frame(raw, &input, "customers.csv").unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.exit_code(), 2, "{text}");
+    assert!(text.contains("customers.csv") && text.contains("`csm`") && text.contains("row 2"), "{text}");
+    assert!(!text.contains('\r') && !text.contains("\nBcc"), "not echoed raw: {text}");
+}
+
+#[test]
+fn slack_messages_fit_slacks_limits_and_a_failed_log_copy_does_not_unsend() {
+    // Fault 7: max_accounts = 80 built 82 blocks (Slack takes 50), and a delivered alert was
+    // reported "0 sent, 1 failed" when the SQL copy of the log failed.
+    let text = std::fs::read_to_string("fidelis.example.toml").unwrap();
+    let cfg = text
+        .replace("channels = []\nrules = []\n", "")
+        .replace(
+            "[crm]",
+            "[[notify.channels]]\nname = \"s\"\nkind = \"slack\"\nurl_env = \"X\"\n\n\
+             [[notify.rules]]\nname = \"r\"\nevents = [\"risk_up\"]\nchannels = [\"s\"]\nmax_accounts = 80\n\n[crm]",
+        );
+    let err = Config::from_toml(&cfg, "big.toml").unwrap_err().to_string();
+    assert!(err.contains("max_accounts") && err.contains("50 blocks"), "{err}");
+    // 47 accounts and 22 run events: at most 50 blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("L1", &slack, &hook);
+    let mut cfg = config(dir.path(), "L1", smtp.port, "");
+    cfg.notify.rules[0].max_accounts = 47;
+    cfg.notify.rules[0].events.push(fidelis::config::EventKind::MonitoringAlert);
+    cfg.notify.rules[0].channels = vec!["cs-slack".into()];
+    let rows: Vec<Row> = (0..60)
+        .map(|i| {
+            (Box::leak(format!("K{i:02}").into_boxed_str()) as &'static str, "critical", "green", None, 1.0)
+        })
+        .collect();
+    let before: Vec<Row> = rows.iter().map(|r| (r.0, "low", "green", None, 1.0)).collect();
+    let levels: Vec<String> = LEVELS.iter().map(|s| s.to_string()).collect();
+    let accounts =
+        notify::account_events(&scores(&rows), Some(&scores(&before)), None, &levels, &cfg.escalation)
+            .unwrap();
+    let alerts: Vec<String> = (0..22).map(|i| format!("drift: f{i} PSI 0.5")).collect();
+    let as_of = NaiveDate::from_ymd_opt(2024, 12, 10).unwrap();
+    let ev = RunEvents {
+        as_of,
+        model_id: "m".into(),
+        accounts,
+        run: notify::monitoring_events(&alerts, None),
+        link: "r.html".into(),
+    };
+    // The SQL copy of the log cannot be written (a directory where the database should be).
+    std::fs::create_dir_all(dir.path().join("fidelis.sqlite")).unwrap();
+    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
+    let j = slack.requests()[0].json();
+    let n_blocks = j["blocks"].as_array().unwrap().len();
+    assert!(n_blocks <= 50, "{n_blocks} blocks");
+    assert_eq!(n_blocks, 1 + 1 + 47 + 1);
+    assert_eq!((o.sent, o.failed.len()), (2, 0), "Slack and the webhook: delivered is delivered: {o}");
+    assert_eq!(o.log_errors.len(), 1, "{o}");
+    assert!(o.to_string().contains("2 messages sent") && o.to_string().contains("WARNING"), "{o}");
+    // The journal has it: a rerun does not send it again.
+    std::fs::remove_dir_all(dir.path().join("fidelis.sqlite")).unwrap();
+    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
+    assert_eq!((o.sent, o.already), (0, 2), "{o}");
+}
+
+#[test]
+fn a_crm_export_that_fails_after_the_messages_does_not_resend_them() {
+    // Fault 3: when the CRM CSV could not be written after messages went out, the rerun sent
+    // every message again.
+    let dir = tempfile::tempdir().unwrap();
+    let (slack, hook, smtp) = (HttpSink::start(), HttpSink::start(), SmtpSink::start());
+    set_env("X1", &slack, &hook);
+    let cfg = config(dir.path(), "X1", smtp.port, "[crm]\ninclude = \"contacted\"\ncsv = true\n");
+    deliver(&cfg, 0, false);
+    // A directory where the CSV should go.
+    let csv = dir.path().join("crm/as_of=2024-12-10/Churn_Risk_High.csv");
+    std::fs::create_dir_all(&csv).unwrap();
+    let o = deliver(&cfg, 1, false);
+    assert_eq!(o.sent, 5, "{o}");
+    assert!(o.failed.iter().any(|f| f.starts_with("crm:")), "{o}");
+    std::fs::remove_dir_all(&csv).unwrap();
+    let o = deliver(&cfg, 1, false);
+    assert_eq!((o.sent, o.already), (0, 5), "nothing sent twice: {o}");
+    assert!(csv.is_file(), "the CSV is written by the rerun");
+    assert_eq!(slack.requests().len(), 1);
+    assert_eq!(smtp.mails().len(), 4);
 }

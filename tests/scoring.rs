@@ -368,25 +368,31 @@ fn a_process_killed_mid_write_leaves_the_previous_run_intact() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "left over: {hidden:?}");
-    assert!(!ws.path().join("output/.fidelis.lock").exists());
+    assert!(!fidelis::lock::is_held(&ws.path().join("output")), "the lock is released");
     assert_eq!(sqlite_rows(&db, "churn_scores", "2024-10-01"), rows, "same data, same scores");
 }
 
 #[test]
 fn a_second_run_on_the_same_output_is_refused() {
     let ws = workspace("sql = []");
-    fs::create_dir_all(ws.path().join("output")).unwrap();
-    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
-    // The lock of a live process (this test).
-    fs::write(
-        ws.path().join("output/.fidelis.lock"),
-        format!("pid={}\nhost={host}\nstarted=2024-01-01T00:00:00Z\n", std::process::id()),
-    )
-    .unwrap();
+    // A live run (this test) holds the lock.
+    let lock = fidelis::lock::RunLock::acquire(&ws.path().join("output")).unwrap();
     let out = score_cli(ws.path(), "2024-10-01", &[]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("another fidelis run"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("pid {}", std::process::id())), "{}", stderr(&out));
     assert!(!ws.path().join("output/scores").exists());
+    drop(lock);
+    // Fault 9: a run killed in a container whose hostname changes on restart left a lock that
+    // every later run read as "held by another host". The lock of a dead process of another
+    // host never blocks.
+    fs::write(
+        ws.path().join("output/.fidelis.lock"),
+        "pid=4242\nhost=fidelis-weekly-28911-x7k2p\nstarted=2024-01-01T00:00:00Z\n",
+    )
+    .unwrap();
+    let out = score_cli(ws.path(), "2024-10-01", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 pub struct NotifyConfig {
     /// Where a message points for the full list (the weekly report); "" = the report's path.
     pub report_url: String,
-    /// Seconds one HTTP request or SMTP session may take.
+    /// Seconds one HTTP request or one SMTP read or write may take.
     pub timeout_s: f64,
+    /// Seconds one message may take in all, its retries and their waits included (a server
+    /// trickling its answer a byte at a time is cut off here).
+    pub message_deadline_s: f64,
+    /// Seconds the whole delivery of a run may take; messages not tried by then are reported
+    /// as failed (a rerun of the same as_of sends them).
+    pub deadline_s: f64,
     /// Attempts after a failed first one (server errors, timeouts, refused connections;
     /// never after a 4xx or a permanent SMTP error).
     pub retries: u32,
@@ -32,6 +38,8 @@ impl Default for NotifyConfig {
         NotifyConfig {
             report_url: String::new(),
             timeout_s: 10.0,
+            message_deadline_s: 60.0,
+            deadline_s: 300.0,
             retries: 3,
             backoff_s: 1.0,
             csm_addresses: BTreeMap::new(),
@@ -173,6 +181,65 @@ fn default_max_accounts() -> usize {
     20
 }
 
+/// Slack accepts at most 50 blocks in a message: a header, one block of run events, the
+/// accounts and a footer.
+pub const SLACK_MAX_ACCOUNTS: usize = 47;
+
+/// Whether `host` names this machine's loopback interface (127.0.0.0/8, ::1, localhost):
+/// the only place a secret may travel in plain text.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim().trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.to_ascii_lowercase().ends_with(".localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Check a webhook or CRM URL before anything is sent: `https://`, or `http://` to a loopback
+/// host only (a plain-text URL to another host would carry the secret path, the signature and
+/// the token in clear); any other scheme is refused. The message never contains the URL.
+pub fn check_endpoint_url(url: &str) -> std::result::Result<(), String> {
+    let Some((scheme, rest)) = url.trim().split_once("://") else {
+        return Err("is not a URL (expected https://host/path)".into());
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if host_port.starts_with('[') {
+        host_port.split_once(']').map_or(host_port, |(h, _)| h).trim_start_matches('[')
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(host) => Ok(()),
+        "http" => Err("is plain http:// to a host that is not loopback: use https:// (the URL and its \
+                       secrets would travel in clear)"
+            .into()),
+        other => {
+            Err(format!("has the scheme {other:?}: only https:// (or http:// to loopback) is supported"))
+        }
+    }
+}
+
+/// Whether `s` holds a control character (CR, LF, NUL, ...): never valid in an address or a
+/// header value.
+pub fn has_control(s: &str) -> bool {
+    s.chars().any(char::is_control)
+}
+
+/// Whether `a` can be an email address: one `@`, something on each side, no spaces or
+/// control characters.
+pub fn is_address(a: &str) -> bool {
+    let Some((local, domain)) = a.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !domain.contains('@')
+        && !has_control(a)
+        && !a.chars().any(char::is_whitespace)
+}
+
 /// `[crm]`: the top-risk segment as batched JSON upserts to an HTTP endpoint, and/or a CSV
 /// file in the column layout CRMs import.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -253,6 +320,15 @@ pub(super) fn check_notify(n: &NotifyConfig, levels: &[String], parquet: bool) -
     if !(n.backoff_s >= 0.0 && n.backoff_s <= 60.0) {
         return bad("notify.backoff_s".into(), format!("must be in [0, 60], got {}", n.backoff_s));
     }
+    if !(n.message_deadline_s > 0.0 && n.message_deadline_s <= 3600.0) {
+        return bad(
+            "notify.message_deadline_s".into(),
+            format!("must be in (0, 3600], got {}", n.message_deadline_s),
+        );
+    }
+    if !(n.deadline_s > 0.0 && n.deadline_s <= 86_400.0) {
+        return bad("notify.deadline_s".into(), format!("must be in (0, 86400], got {}", n.deadline_s));
+    }
     let mut names = std::collections::HashSet::new();
     for (i, c) in n.channels.iter().enumerate() {
         let key = |k: &str| format!("notify.channels[{i}].{k}");
@@ -268,16 +344,27 @@ pub(super) fn check_notify(n: &NotifyConfig, levels: &[String], parquet: bool) -
                 if c.smtp_host.trim().is_empty() {
                     return bad(key("smtp_host"), "an email channel needs its SMTP server".into());
                 }
-                if !c.from.contains('@') {
+                if !is_address(&c.from) {
                     return bad(key("from"), format!("{:?} is not an email address", c.from));
                 }
                 if c.to.is_empty() && !c.to_csm {
                     return bad(key("to"), "no recipient: list addresses in `to` or set `to_csm`".into());
                 }
-                if let Some(a) = c.to.iter().find(|a| !a.contains('@')) {
+                if let Some(a) = c.to.iter().find(|a| !is_address(a)) {
                     return bad(key("to"), format!("{a:?} is not an email address"));
                 }
                 check_source(&key("password"), &c.password_env, &c.password_file, !c.username.is_empty())?;
+                if !c.username.is_empty() && c.starttls == StartTls::Never && !is_loopback_host(&c.smtp_host)
+                {
+                    return bad(
+                        key("starttls"),
+                        format!(
+                            "\"never\" with a username would send the password in plain text to {}: \
+                             use \"required\" (plain-text login is allowed only to a loopback relay)",
+                            c.smtp_host
+                        ),
+                    );
+                }
             }
         }
     }
@@ -313,9 +400,23 @@ pub(super) fn check_notify(n: &NotifyConfig, levels: &[String], parquet: bool) -
         if r.max_accounts == 0 {
             return bad(key("max_accounts"), "must be at least 1".into());
         }
+        let to_slack = r
+            .channels
+            .iter()
+            .any(|c| n.channels.iter().any(|ch| &ch.name == c && ch.kind == ChannelKind::Slack));
+        if to_slack && r.max_accounts > SLACK_MAX_ACCOUNTS {
+            return bad(
+                key("max_accounts"),
+                format!(
+                    "{} accounts would not fit a Slack message (50 blocks: at most {SLACK_MAX_ACCOUNTS} \
+                     accounts beside the header, the run events and the footer)",
+                    r.max_accounts
+                ),
+            );
+        }
     }
     for (name, a) in &n.csm_addresses {
-        if !a.contains('@') {
+        if !is_address(a) {
             return bad(format!("notify.csm_addresses.{name}"), format!("{a:?} is not an email address"));
         }
     }
@@ -333,4 +434,40 @@ pub(super) fn check_crm(c: &CrmConfig) -> Checked {
         return bad("crm.segment".into(), format!("{:?}: letters, digits, _ - . and spaces", c.segment));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_urls_must_be_https_or_loopback_http() {
+        assert!(check_endpoint_url("https://hooks.example.com/T/B/secret").is_ok());
+        assert!(check_endpoint_url("http://127.0.0.1:8080/hook").is_ok());
+        assert!(check_endpoint_url("http://localhost/hook").is_ok());
+        assert!(check_endpoint_url("http://[::1]:9/x").is_ok());
+        assert!(check_endpoint_url("http://127.9.9.9/x").is_ok());
+        for bad in [
+            "http://hooks.example.com/T/B/s3cr3t",
+            "http://10.0.0.5/hook",
+            "http://user:pw@evil.example/x",
+            "http://127.0.0.1.evil.example/x",
+            "file:///etc/passwd",
+            "unix:///run/x.sock",
+            "ftp://example.com/x",
+            "hooks.example.com/x",
+            "https:///nohost",
+        ] {
+            let e = check_endpoint_url(bad).unwrap_err();
+            assert!(!e.contains("s3cr3t") && !e.contains("passwd") && !e.contains("pw@"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn addresses_with_control_characters_are_not_addresses() {
+        assert!(is_address("ana@example.com"));
+        for a in ["ana", "ana@example.com\r\nBcc: x@evil", "a b@example.com", "@example.com", "a@", "a@b@c"] {
+            assert!(!is_address(a), "{a:?}");
+        }
+    }
 }

@@ -87,7 +87,8 @@ impl Loaded {
 
 /// What a scheduled command holds while it runs: the output lock, the model, the inputs.
 pub struct Session {
-    _lock: RunLock,
+    /// Held until [`Session::release_output`] (or the end of the run).
+    lock: Option<RunLock>,
     loaded: Loaded,
 }
 
@@ -97,7 +98,13 @@ impl Session {
     pub fn open(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
         let lock = open_output(cfg)?;
         let model = model::load(&cfg.models_dir(), model)?;
-        Ok(Session { _lock: lock, loaded: Loaded::read(cfg, model, progress)? })
+        Ok(Session { lock: Some(lock), loaded: Loaded::read(cfg, model, progress)? })
+    }
+
+    /// Release the output lock once everything the run writes to the output is written:
+    /// delivery, which may wait on slow receivers, runs under the delivery lock only.
+    pub fn release_output(&mut self) {
+        self.lock = None;
     }
 }
 

@@ -8,6 +8,7 @@ use polars::prelude::DataFrame;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::lock::RunLock;
 use crate::model::LoadedModel;
 use crate::monitor::MonitorReport;
 use crate::notify::{self, crm, DeliveryOutcome, RunEvents};
@@ -58,6 +59,16 @@ pub fn deliver(
     }))
 }
 
+/// The delivery lock of the output directory (waits at most the delivery deadline for another
+/// delivery; a dry run, which reads the log but writes nothing, takes none).
+fn delivery_lock(cfg: &Config, dry_run: bool) -> Result<Option<RunLock>> {
+    if dry_run {
+        return Ok(None);
+    }
+    let wait = std::time::Duration::from_secs_f64(cfg.notify.deadline_s);
+    RunLock::acquire_delivery(Path::new(&cfg.output.dir), wait).map(Some)
+}
+
 fn try_deliver(
     cfg: &Config,
     model: &LoadedModel,
@@ -65,6 +76,7 @@ fn try_deliver(
     run: &RunFindings,
     dry_run: bool,
 ) -> Result<DeliveryOutcome> {
+    let _lock = delivery_lock(cfg, dry_run)?;
     let previous = previous_scores(cfg, run.as_of)?;
     let levels: Vec<String> = model.decision.bands.bands.iter().map(|b| b.name.clone()).collect();
     let accounts = notify::account_events(
@@ -130,7 +142,9 @@ pub fn run_failed(
         link: cfg.notify.report_url.clone(),
     };
     let notices = notify::plan(&cfg.notify, &ev);
-    Some(notify::deliver(cfg, as_of, &notices, None, dry_run).unwrap_or_else(|e| DeliveryOutcome {
+    let sent =
+        delivery_lock(cfg, dry_run).and_then(|_lock| notify::deliver(cfg, as_of, &notices, None, dry_run));
+    Some(sent.unwrap_or_else(|e| DeliveryOutcome {
         failed: vec![format!("delivery stopped: {e}")],
         ..DeliveryOutcome::default()
     }))

@@ -42,10 +42,11 @@ pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<Bat
     if !opts.dry_run {
         crate::notify::check_secrets(cfg)?;
     }
-    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    let mut s = Session::open(cfg, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
     let mut batch =
         score_to_parquet(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?.finish(cfg, progress)?;
+    s.release_output();
     let run = RunFindings { as_of, scores: &batch.scores, monitor: None, report: None };
     batch.delivery = progress.step("notify", "delivering alerts", || {
         Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
@@ -68,7 +69,7 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     if !opts.dry_run {
         crate::notify::check_secrets(cfg)?;
     }
-    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    let mut s = Session::open(cfg, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
     // Everything monitoring reads is checked before anything is written.
     s.model.reference()?;
@@ -104,6 +105,7 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     };
     match findings.and_then(after) {
         Ok((monitor, report)) => {
+            s.release_output();
             let run =
                 RunFindings { as_of, scores: &batch.scores, monitor: Some(&monitor), report: Some(&report) };
             let delivery = progress.step("notify", "delivering alerts", || {

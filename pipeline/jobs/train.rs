@@ -279,9 +279,8 @@ fn fit_and_write(
     )?;
     let deployed = deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
     let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample, deployed };
-    let (info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
-    let files = vec![
-        (file::MODEL, to_json_bytes(&info, file::MODEL)?),
+    let (mut info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
+    let mut files = vec![
         (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
         (file::CHURN_GBDT, churn_model.gbdt.to_json()?.into_bytes()),
         (file::CLV_GBDT, clv_model.gbdt.to_json()?.into_bytes()),
@@ -292,6 +291,9 @@ fn fit_and_write(
         (file::REFERENCE, to_json_bytes(&reference, file::REFERENCE)?),
         (file::PREDICTIONS, crate::sink::parquet_bytes(predictions)?),
     ];
+    // model.json names every other file with its checksum, and is written with them.
+    info.checksums = files.iter().map(|(name, bytes)| (name.to_string(), model::sha256_hex(bytes))).collect();
+    files.insert(0, (file::MODEL, to_json_bytes(&info, file::MODEL)?));
     let models_dir = cfg.models_dir();
     let dir = progress.step("write", "writing the model artifact", || {
         let dir = model::store::write_model_dir(&models_dir, &info.model_id, &files)?;
@@ -900,6 +902,7 @@ fn describe(
     let info = ModelInfo {
         format_version: model::FORMAT_VERSION,
         model_id,
+        checksums: BTreeMap::new(),
         created_at: now.naive_utc(),
         timings_s: progress.timings(),
         fidelis_version: env!("CARGO_PKG_VERSION").into(),

@@ -4,6 +4,11 @@
 //! its feature settings are read from there (keys missing in it take today's defaults, keys
 //! unknown today are ignored), so a config key renamed or removed later never makes a model
 //! unreadable. A `format_version` newer than [`FORMAT_VERSION`] is refused.
+//!
+//! A model directory edited by hand or damaged is refused (exit 2, naming the file and what is
+//! wrong), never loaded to panic or to score differently: every file is checked against the
+//! SHA-256 that `model.json` records for it, and every part is checked for structure (see
+//! [`check`]) so that even an edit whose checksum was rewritten cannot mis-score silently.
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +24,7 @@ use crate::monitor::Reference;
 use crate::signals::SignalData;
 use crate::train::candidates::{ChurnModel, ClvModel};
 use crate::train::gbdt::Gbdt;
+use crate::train::gbdt::Task;
 use crate::train::linear::Logistic;
 use crate::train::poisson::PoissonGbdt;
 use crate::train::Engine;
@@ -37,31 +43,67 @@ fn artifact_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Artifact { path: path.to_path_buf(), message: message.into() }
 }
 
-/// Load `models_dir/<id>` (or the model `latest` names).
+/// A file of the model directory, checked against the checksum `model.json` records for it
+/// (models written before checksums record none: their files are read as they are).
+fn read_checked(dir: &Path, info: &ModelInfo, name: &str) -> Result<Vec<u8>> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| artifact_error(&path, format!("cannot read: {e}")))?;
+    if info.checksums.is_empty() {
+        return Ok(bytes);
+    }
+    match info.checksums.get(name) {
+        Some(want) => {
+            let got = super::sha256_hex(&bytes);
+            if &got != want {
+                return Err(artifact_error(
+                    &path,
+                    format!(
+                        "changed after training: its SHA-256 is {} but model.json records {}; restore \
+                         the file or retrain the model",
+                        &got[..16],
+                        &want[..want.len().min(16)]
+                    ),
+                ));
+            }
+            Ok(bytes)
+        }
+        None => Err(artifact_error(&path, "not among the files model.json records a checksum for")),
+    }
+}
+
+fn json_checked<T: serde::de::DeserializeOwned>(dir: &Path, info: &ModelInfo, name: &str) -> Result<T> {
+    let path = dir.join(name);
+    let bytes = read_checked(dir, info, name)?;
+    serde_json::from_slice(&bytes).map_err(|e| artifact_error(&path, format!("invalid: {e}")))
+}
+
+/// Load `models_dir/<id>` (or the model `latest` names), checked (see the module docs).
 pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
     let dir = store::resolve(models_dir, id)?;
     let info = read_info(&dir)?;
     let engine = |name: &str| -> Result<Engine> {
         let p = dir.join(name);
-        let text =
-            std::fs::read_to_string(&p).map_err(|e| artifact_error(&p, format!("cannot read: {e}")))?;
+        let bytes = read_checked(&dir, &info, name)?;
+        let text = String::from_utf8(bytes).map_err(|_| artifact_error(&p, "not UTF-8 text"))?;
         Engine::from_json(&text).map_err(|e| artifact_error(&p, e.to_string()))
     };
     // Models trained before a candidate existed have no file for it (and a mix that does
     // not use it); a model whose mix uses it must have it.
     let logistic: Option<Logistic> = optional_part(
         &dir,
+        &info,
         file::LOGISTIC,
         info.churn_model.uses_logistic(),
         &format!("the churn model is '{}'", info.churn_model.name()),
     )?;
     let poisson: Option<PoissonGbdt> = optional_part(
         &dir,
+        &info,
         file::CLV_POISSON,
         info.clv_model.uses_poisson(),
         &format!("the CLV model is '{}'", info.clv_model.name()),
     )?;
-    Ok(LoadedModel {
+    let model = LoadedModel {
         churn: ChurnModel {
             mix: info.churn_model,
             gbdt: engine(file::CHURN_GBDT)?,
@@ -69,24 +111,98 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
             explain: info.bgnbd_explainer,
         },
         clv: ClvModel { mix: info.clv_model, gbdt: engine(file::CLV_GBDT)?, poisson },
-        calibrator: read_json(&dir.join(file::CALIBRATION))?,
-        decision: read_json(&dir.join(file::DECISION))?,
+        calibrator: json_checked(&dir, &info, file::CALIBRATION)?,
+        decision: json_checked(&dir, &info, file::DECISION)?,
         info,
         dir,
-    })
+    };
+    check(&model)?;
+    Ok(model)
+}
+
+/// The structure of a loaded model's parts, against each other and against `model.json`:
+/// each GBDT of its task and reading only features the model has; the logistic part with one
+/// finite coefficient per feature, in the model's feature order; a calibrator that is a
+/// monotone map into [0, 1]; a threshold in [0, 1] (or none only when no threshold had a
+/// positive net value on validation); risk bands that cover [0, 1] in order.
+pub fn check(m: &LoadedModel) -> Result<()> {
+    let n = m.info.features.len();
+    let part = |name: &str, why: String| Err(artifact_error(&m.dir.join(name), why));
+    for (name, gbdt, task) in
+        [(file::CHURN_GBDT, &m.churn.gbdt, Task::Churn), (file::CLV_GBDT, &m.clv.gbdt, Task::Clv)]
+    {
+        let (has, _) = gbdt.compiled();
+        if has != task {
+            return part(name, format!("a {} model where the {} model belongs", has.name(), task.name()));
+        }
+        if let Some(f) = gbdt.max_feature().filter(|&f| f >= n) {
+            return part(name, format!("a split reads feature {f}, but the model has {n} features"));
+        }
+    }
+    if let Some(f) = m.clv.poisson.as_ref().and_then(PoissonGbdt::max_feature).filter(|&f| f >= n) {
+        return part(file::CLV_POISSON, format!("a split reads feature {f}, but the model has {n} features"));
+    }
+    if let Some(l) = &m.churn.logistic {
+        let s = &l.scaler;
+        let lens = [l.coef.len(), s.mean.len(), s.std.len()];
+        if l.features != m.info.features || lens.iter().any(|&k| k != n) {
+            return part(
+                file::LOGISTIC,
+                format!(
+                    "{} coefficients ({} scaler columns) for features [{}], but the model has {n} features [{}]",
+                    l.coef.len(),
+                    s.mean.len(),
+                    l.features.join(", "),
+                    m.info.features.join(", ")
+                ),
+            );
+        }
+        if (!s.lo.is_empty() && s.lo.len() != n) || (!s.hi.is_empty() && s.hi.len() != n) {
+            return part(file::LOGISTIC, "the clipping ranges do not match the features".into());
+        }
+        let all = l.coef.iter().chain(&s.mean).chain(&s.std).chain(&s.lo).chain(&s.hi).chain([&l.intercept]);
+        if all.clone().any(|v| !v.is_finite()) || s.std.iter().any(|&v| v <= 0.0) {
+            return part(file::LOGISTIC, "a coefficient or scaling value is not a finite number".into());
+        }
+    }
+    m.calibrator.check().map_or(Ok(()), |why| part(file::CALIBRATION, why))?;
+    let d = &m.decision;
+    match d.threshold {
+        Some(t) if !(0.0..=1.0).contains(&t) => {
+            return part(file::DECISION, format!("threshold {t} is not a probability in [0, 1]"))
+        }
+        None if d.validation_curve.iter().any(|c| c.net_value > 0.0) => {
+            return part(
+                file::DECISION,
+                "no threshold, but the validation curve has thresholds with a positive net value".into(),
+            )
+        }
+        _ => {}
+    }
+    let bands = &d.bands.bands;
+    let ordered = bands.windows(2).all(|w| w[0].upper <= w[1].upper && w[0].score_max < w[1].score_max);
+    if bands.is_empty() || !ordered || bands.last().is_some_and(|b| b.upper != 1.0) {
+        return part(file::DECISION, "the risk bands are not increasing bands ending at 1.0".into());
+    }
+    Ok(())
 }
 
 /// A candidate's file in a model directory: read when present (it holds `null` when training
 /// did not fit it), an error naming it when `needed` (`why` says by what), else `None`.
 fn optional_part<T: serde::de::DeserializeOwned>(
     dir: &Path,
+    info: &ModelInfo,
     name: &str,
     needed: bool,
     why: &str,
 ) -> Result<Option<T>> {
     let path = dir.join(name);
     if path.exists() {
-        read_json(&path)
+        let part: Option<T> = json_checked(dir, info, name)?;
+        if part.is_none() && needed {
+            return Err(artifact_error(&path, format!("empty (null): {why}, which needs it")));
+        }
+        Ok(part)
     } else if needed {
         Err(artifact_error(&path, format!("missing: {why}, which needs it")))
     } else {
@@ -151,7 +267,7 @@ impl LoadedModel {
     }
 
     pub fn metrics(&self) -> Result<TrainMetrics> {
-        read_metrics(&self.dir)
+        json_checked(&self.dir, &self.info, file::METRICS)
     }
 
     /// The drift reference (`reference.json`).
@@ -163,7 +279,7 @@ impl LoadedModel {
                 "the model has no drift reference (trained by an older fidelis); retrain it",
             ));
         }
-        read_json(&path)
+        json_checked(&self.dir, &self.info, file::REFERENCE)
     }
 }
 

@@ -29,6 +29,12 @@ use crate::train::candidates::{CandidateReport, ChurnMix, ClvMix};
 
 pub use load::{load, LoadedModel};
 
+/// SHA-256 of `bytes`, as lowercase hex (the checksums of [`ModelInfo::checksums`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The `model.json` format this fidelis writes (and the newest it reads).
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -231,6 +237,11 @@ pub struct ModelInfo {
     #[serde(default = "format_v1")]
     pub format_version: u32,
     pub model_id: String,
+    /// SHA-256 (hex) of every other file of the directory, written at training and checked
+    /// when a file is read ([`load`]): a file changed after training is refused, naming it.
+    /// Empty in models trained before checksums (their files are checked for structure only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checksums: BTreeMap<String, String>,
     /// When the model was trained; with `timings_s`, the only content that differs between
     /// two trainings on the same data and settings.
     pub created_at: NaiveDateTime,

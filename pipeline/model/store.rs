@@ -82,6 +82,22 @@ pub fn resolve(models_dir: &Path, model_id: Option<&str>) -> Result<PathBuf> {
                 .to_string()
         }
     };
+    let latest = models_dir.join(LATEST);
+    if id.is_empty() {
+        return Err(Error::Artifact {
+            path: latest,
+            message: "is empty (a write interrupted on a filesystem that lost it?): put a model id in \
+                      it (the directories under models/) or run `fidelis train`"
+                .into(),
+        });
+    }
+    if id.contains(['/', '\\', '\0']) || id.starts_with('.') || id.chars().any(char::is_control) {
+        let path = if model_id.is_some() { models_dir.to_path_buf() } else { latest };
+        return Err(Error::Artifact {
+            path,
+            message: format!("{:?} is not a model id (a directory name under {})", id, models_dir.display()),
+        });
+    }
     let dir = models_dir.join(&id);
     if !dir.join(file::MODEL).is_file() {
         let message = match (dir.is_dir(), model_id.is_none()) {
@@ -121,5 +137,19 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
             .collect();
         assert!(leftovers.is_empty(), "no temporary files left behind");
+    }
+
+    #[test]
+    fn an_empty_or_odd_latest_says_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("models");
+        write_model_dir(&m, "a1", &[("model.json", b"{}".to_vec())]).unwrap();
+        fs::write(m.join(LATEST), "\n").unwrap();
+        let err = resolve(&m, None).unwrap_err().to_string();
+        assert!(err.contains("latest") && err.contains("is empty"), "{err}");
+        assert!(!err.contains("no model.json"), "{err}");
+        fs::write(m.join(LATEST), "../../etc\n").unwrap();
+        let err = resolve(&m, None).unwrap_err().to_string();
+        assert!(err.contains("is not a model id"), "{err}");
     }
 }

@@ -6,20 +6,27 @@
 //! `Idempotency-Key: fidelis-crm-<as_of>-<batch>-<hash of the ids>`; each record carries
 //! `idempotency_key = "<as_of>:<customer_id>"`, so an endpoint upserting on it never
 //! duplicates a customer however often a batch is retried or a run repeated. Batches are in
-//! risk-rank order; a batch logged as sent for this as_of is not sent again, and the first batch that fails
-//! for good stops the push (the rest go at the next run of this as_of).
+//! risk-rank order; a batch logged as sent for this as_of **with the same records and values**
+//! is not sent again (a rerun after a data fix that changed the segment pushes the batches
+//! that changed), and the first batch that fails for good stops the push (the rest go at the
+//! next run of this as_of). Customers that left the segment are not deleted from the CRM: the
+//! records carry `as_of`, so the CRM's own view of the latest segment filters on it.
+//!
+//! The CSV escapes cells for spreadsheets: a text cell starting with `=`, `+`, `-`, `@`, a
+//! tab or a carriage return is prefixed with `'` (OWASP's advice against formula injection).
 
-use std::collections::HashSet;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use chrono::{NaiveDate, Utc};
 use polars::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{http, RetryPolicy, Secret};
+use super::{http, Journal, RetryPolicy, Secret};
 use crate::config::{Config, CrmInclude};
 use crate::error::{Error, PolarsContext, Result};
+use crate::sink::notifications::Delivered;
 use crate::sink::Delivery;
 
 /// One customer as the CRM receives it.
@@ -73,11 +80,14 @@ pub fn records(
         .collect())
 }
 
+/// A text cell: prefixed with `'` when a spreadsheet would read it as a formula, quoted when
+/// it holds a separator, a quote or a line break.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -140,13 +150,14 @@ impl std::fmt::Display for CrmOutcome {
 }
 
 /// Export and push `records` (see the module docs); log rows are appended to `rows`.
-pub fn push(
+pub(crate) fn push(
     cfg: &Config,
     as_of: NaiveDate,
     records: &[Record],
-    delivered: &HashSet<(String, String, String)>,
-    rows: &mut Vec<Delivery>,
+    delivered: &Delivered,
+    journal: &mut Journal,
     dry_run: bool,
+    stage_end: Instant,
 ) -> Result<CrmOutcome> {
     let c = &cfg.crm;
     let mut out = CrmOutcome { records: records.len(), dry_run, ..CrmOutcome::default() };
@@ -165,14 +176,19 @@ pub fn push(
     if dry_run {
         return Ok(out);
     }
-    let Some(url) = Secret::resolve("crm.url", &c.url_env, &c.url_file)? else { return Ok(out) };
+    let Some(url) = super::endpoint("crm.url", &c.url_env, &c.url_file)? else { return Ok(out) };
     let token = Secret::resolve("crm.token", &c.token_env, &c.token_file)?;
     let policy = RetryPolicy::of(&cfg.notify);
-    let agent = http::agent(policy.timeout);
     let clock = std::time::Instant::now();
     for (i, batch) in batches.iter().enumerate() {
         let target = format!("batch {}/{}", i + 1, batches.len());
-        if delivered.contains(&("crm".to_string(), "crm".to_string(), target.clone())) {
+        let records = serde_json::to_vec(batch)
+            .map_err(|e| Error::Json { context: "rendering a CRM batch".into(), source: e })?;
+        let content = format!(
+            "{:032x}",
+            xxhash_rust::xxh3::xxh3_128(&[c.segment.as_bytes(), b"\x1f", &records].concat())
+        );
+        if delivered.contains("crm", "crm", &target, &content) {
             out.already += 1;
             continue;
         }
@@ -185,22 +201,25 @@ pub fn push(
         });
         let body = serde_json::to_vec(&body)
             .map_err(|e| Error::Json { context: "rendering a CRM batch".into(), source: e })?;
-        let ids = batch.iter().map(|r| r.scored.customer_id.as_str()).collect::<Vec<_>>().join("\u{1f}");
-        let idem =
-            format!("fidelis-crm-{as_of}-{}-{:016x}", i + 1, xxhash_rust::xxh3::xxh3_64(ids.as_bytes()));
-        let (attempts, error) = policy.run(|| http::post(&agent, &url, &body, &idem, None, token.as_ref()));
+        // The same records and values give the same key (a receiver drops a retried
+        // duplicate); changed values give a new one.
+        let idem = format!("fidelis-crm-{as_of}-{}-{}", i + 1, &content[..16]);
+        let (attempts, error) = policy.run(Some(stage_end), |timeout| {
+            http::post(&http::agent(timeout), &url, &body, &idem, None, token.as_ref())
+        });
         let failed = error.is_some();
-        rows.push(Delivery {
+        journal.record(Delivery {
             as_of,
             rule: "crm".into(),
             channel: "crm".into(),
             target,
+            content,
             items: batch.len() as i64,
             status: if error.is_none() { "sent" } else { "failed" }.into(),
             attempts,
             error,
             logged_at: Utc::now(),
-        });
+        })?;
         if failed {
             // The endpoint is down or refuses: the rest wait for the next run of this as_of.
             out.failed += batches.len() - i;
@@ -210,4 +229,20 @@ pub fn push(
     }
     out.seconds = clock.elapsed().as_secs_f64();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_prefixed_and_line_breaks_quoted() {
+        assert_eq!(csv_field("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tx"), "'\tx");
+        assert_eq!(csv_field("a\nb"), "\"a\nb\"");
+        assert_eq!(csv_field("C-17"), "C-17", "a dash inside is data");
+    }
 }

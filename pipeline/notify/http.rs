@@ -13,9 +13,14 @@ use sha2::Sha256;
 use super::{Attempt, Secret};
 
 /// An agent with one timeout for the whole request; statuses are handled here, not as errors.
+/// Redirects are never followed: a client following a 301/302/303 re-sends a POST as a `GET`
+/// without its body (the receiver gets nothing, the sender sees a 2xx), and a redirect to
+/// another host would carry the signature and the token there. A 3xx is a failed delivery
+/// naming its status.
 pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .timeout_global(Some(timeout))
+        .max_redirects(0)
         .http_status_as_error(false)
         .user_agent(concat!("fidelis/", env!("CARGO_PKG_VERSION")))
         .build()
@@ -70,7 +75,7 @@ fn describe(e: &ureq::Error) -> Attempt {
 
 /// POST `body` (JSON) to `url`, with an `Idempotency-Key` and, given a key, the signature
 /// headers. 2xx is done, 5xx / 408 / 429 / network errors are worth a retry, other statuses
-/// are not.
+/// (a 3xx redirect among them: see [`agent`]) are not.
 pub fn post_json(
     agent: &ureq::Agent,
     url: &Secret,
@@ -109,6 +114,11 @@ pub fn post(
             let what = format!("HTTP {code} {}", status.canonical_reason().unwrap_or(""));
             match code {
                 200..=299 => Attempt::Done,
+                300..=399 => Attempt::Fail(format!(
+                    "{}: the endpoint redirects; redirects are not followed for a POST (configure \
+                     the final URL)",
+                    what.trim_end()
+                )),
                 408 | 429 | 500..=599 => Attempt::Retry(what.trim_end().to_string()),
                 _ => Attempt::Fail(what.trim_end().to_string()),
             }

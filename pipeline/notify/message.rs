@@ -1,11 +1,34 @@
 //! What a notice says, per channel: Slack blocks, a JSON document for webhooks, an email in
 //! plain text and HTML. Secrets never reach a message (they are not in a notice).
+//!
+//! Values from the data (ids, levels, playbooks, CSM names, event details) go through
+//! [`one_line`] in every text line, so no value can start a line of its own (a forged
+//! "RUN FAILED"); Slack text and blocks escape `&`, `<` and `>` (no `<!channel>`, `@here` links
+//! or `<url|label>` links from the data); HTML is escaped; the webhook's JSON carries the
+//! values as they are (JSON strings are escaped by construction).
 
 use serde_json::{json, Value};
 
 use super::{Account, Notice};
 use crate::config::{EventKind, NotifyConfig};
 use crate::format;
+
+/// `s` on one line: every control character (CR, LF, tab, NUL, the Unicode line and paragraph
+/// separators) shown as an escape (`\n`, `\u{2028}`), so a value cannot break a line.
+pub fn one_line(s: &str) -> String {
+    if !s.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}') {
+        return s.to_string();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 fn money(v: f64) -> String {
     format::int(v.round() as i128)
@@ -21,7 +44,7 @@ fn title(n: &Notice) -> String {
         let what = n.run.iter().map(|(k, _)| k.as_str()).collect::<std::collections::BTreeSet<_>>();
         parts.push(what.into_iter().collect::<Vec<_>>().join(", ").replace('_', " "));
     }
-    format!("fidelis {} [{}]: {}", n.as_of, n.rule, parts.join("; "))
+    one_line(&format!("fidelis {} [{}]: {}", n.as_of, n.rule, parts.join("; ")))
 }
 
 /// One account on one line: id, risk, money, what changed.
@@ -29,7 +52,7 @@ fn account_line(a: &Account) -> String {
     let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
     let arr = a.arr.map_or(String::new(), |v| format!(", ARR {}", money(v)));
     let csm = a.csm.as_deref().map_or(String::new(), |c| format!(", CSM {c}"));
-    format!(
+    one_line(&format!(
         "{} - {} ({}, churn {:.0}%), CLV {}, expected loss {}{arr}{csm}: {what}. Playbook: {}",
         a.scored.customer_id,
         a.scored.risk_level,
@@ -38,19 +61,20 @@ fn account_line(a: &Account) -> String {
         money(a.scored.predicted_clv),
         money(a.scored.expected_loss),
         a.scored.playbook
-    )
+    ))
 }
 
 fn more_line(n: &Notice) -> Option<String> {
-    (n.more > 0).then(|| format!("... and {} more: {}", n.more, n.link))
+    (n.more > 0).then(|| one_line(&format!("... and {} more: {}", n.more, n.link)))
 }
 
 fn run_line((k, text): &(EventKind, String)) -> String {
+    let text = one_line(text);
     match k {
         EventKind::MonitoringAlert => format!("ALERT {text}"),
         EventKind::Retrain => format!("RETRAIN {text}"),
         EventKind::RunFailed => format!("RUN FAILED {text}"),
-        _ => text.clone(),
+        _ => text,
     }
 }
 
@@ -61,7 +85,7 @@ pub fn lines(n: &Notice) -> Vec<String> {
     out.extend(n.accounts.iter().map(account_line));
     out.extend(more_line(n));
     if n.more == 0 && !n.link.is_empty() {
-        out.push(format!("Report: {}", n.link));
+        out.push(one_line(&format!("Report: {}", n.link)));
     }
     out
 }
@@ -70,23 +94,36 @@ fn escape_mrkdwn(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// Slack-compatible incoming webhook payload: `text` (the fallback every client shows) and
-/// `blocks` (a header, the run events, one section per account).
+/// Slack's limits: 3,000 characters in a section's text, 150 in a header.
+fn cut(s: String, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max - 1).collect();
+    out.push('…');
+    out
+}
+
+/// Slack-compatible incoming webhook payload: `text` (the fallback every client shows, escaped
+/// like the blocks) and `blocks` (a header, one section with the run events, one section per
+/// account, a footer: at most 50 blocks for the at most 47 accounts a rule may list).
 pub fn slack(n: &Notice) -> Value {
-    let text = lines(n).join("\n");
-    let mut blocks = vec![json!({"type": "header", "text": {"type": "plain_text", "text": title(n)}})];
-    for r in &n.run {
+    let text = escape_mrkdwn(&lines(n).join("\n"));
+    let mut blocks =
+        vec![json!({"type": "header", "text": {"type": "plain_text", "text": cut(title(n), 150)}})];
+    if !n.run.is_empty() {
+        let run = n.run.iter().map(run_line).collect::<Vec<_>>().join("\n");
         blocks.push(
-            json!({"type": "section", "text": {"type": "mrkdwn", "text": escape_mrkdwn(&run_line(r))}}),
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(escape_mrkdwn(&run), 3000)}}),
         );
     }
     for a in &n.accounts {
         blocks.push(
-            json!({"type": "section", "text": {"type": "mrkdwn", "text": escape_mrkdwn(&account_line(a))}}),
+            json!({"type": "section", "text": {"type": "mrkdwn", "text": cut(escape_mrkdwn(&account_line(a)), 3000)}}),
         );
     }
-    let footer = more_line(n).unwrap_or_else(|| format!("Report: {}", n.link));
-    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(&footer)}]}));
+    let footer = more_line(n).unwrap_or_else(|| one_line(&format!("Report: {}", n.link)));
+    blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": cut(escape_mrkdwn(&footer), 3000)}]}));
     json!({"text": text, "blocks": blocks})
 }
 
@@ -155,13 +192,13 @@ pub fn email(n: &Notice, _cfg: &NotifyConfig) -> Mail {
             let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
             html.push_str(&format!(
                 "<tr><td>{}</td><td>{} ({})</td><td>{:.0}%</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html_escape(&a.scored.customer_id),
+                html_escape(&one_line(&a.scored.customer_id)),
                 html_escape(&a.scored.risk_level),
                 a.scored.risk_score,
                 100.0 * a.scored.churn_probability,
                 money(a.scored.predicted_clv),
                 money(a.scored.expected_loss),
-                html_escape(&what),
+                html_escape(&one_line(&what)),
                 html_escape(&a.scored.playbook)
             ));
         }
@@ -185,9 +222,11 @@ pub fn dry_run(n: &Notice) -> String {
     out
 }
 
-/// The `Idempotency-Key` header of a message: the same (as_of, rule, channel, target) gives
-/// the same key, so a receiver can drop a retried duplicate.
+/// The `Idempotency-Key` header of a message: the same (as_of, rule, channel, target) and
+/// content give the same key, so a receiver can drop a retried duplicate; changed content
+/// gives a new key.
 pub fn idempotency_key(n: &Notice) -> String {
-    let key = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", n.as_of, n.rule, n.channel, n.target);
+    let key =
+        format!("{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}", n.as_of, n.rule, n.channel, n.target, n.content_hash());
     format!("fidelis-{}-{:016x}", n.as_of, xxhash_rust::xxh3::xxh3_64(key.as_bytes()))
 }

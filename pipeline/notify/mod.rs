@@ -11,10 +11,16 @@
 //!   JSON webhooks, email. A message lists at most `max_accounts` accounts (highest expected
 //!   loss first); the rest are counted and pointed to the weekly report.
 //! - **Delivery** retries server errors, timeouts and refused connections with exponential
-//!   backoff (never a 4xx), logs every message in the delivery log, and never sends a message
-//!   whose (as_of, rule, channel, target) is logged as sent: a rerun sends only what is
-//!   missing. The scores are committed before any of this starts; a failed delivery is its
-//!   own exit code (7).
+//!   backoff (never a 4xx, never a redirect), journals every message as it goes out (see
+//!   [`crate::sink::notifications`]), and never sends a message whose (as_of, rule, channel,
+//!   target) and content are logged as sent: a rerun sends only what is missing or changed.
+//!   One message may take `message_deadline_s` in all, the whole delivery `deadline_s`; a
+//!   channel that did not answer is not tried again in the same run. The scores are committed
+//!   before any of this starts; a failed delivery is its own exit code (7).
+//! - Every value from the data (customer ids, CSM names, reasons) is escaped for the channel
+//!   it goes to: control characters shown as escapes (no forged lines), Slack's `<`, `>`, `&`
+//!   escaped in `text` and blocks, CSV cells that a spreadsheet would run as a formula
+//!   prefixed with `'`.
 //! - [`crm`]: the top-risk segment as batched upserts to a CRM endpoint, and a CSV export.
 //!
 //! Secrets are read from the environment or files when a message is sent ([`Secret`]); no
@@ -25,8 +31,8 @@ pub mod http;
 pub mod message;
 pub mod smtp;
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
 use polars::prelude::*;
@@ -59,6 +65,17 @@ impl Secret {
             };
         }
         if !file.is_empty() {
+            // A FIFO or a device would block the run (or never end): only a regular file.
+            match std::fs::metadata(file) {
+                Ok(m) if !m.is_file() => {
+                    return Err(Error::Config {
+                        path: file.to_string(),
+                        key: format!("{what}_file"),
+                        message: "not a regular file (a FIFO, device or directory is refused)".into(),
+                    })
+                }
+                _ => {}
+            }
             let v = std::fs::read_to_string(file).map_err(|e| Error::Config {
                 path: file.to_string(),
                 key: format!("{what}_file"),
@@ -320,6 +337,15 @@ impl Notice {
     pub fn items(&self) -> usize {
         self.accounts.len() + self.more + self.run.len()
     }
+
+    /// A hash of everything the message says (its channel kind, target and the webhook
+    /// document, which holds every field any channel shows): the delivery log keys on it, so
+    /// a rerun whose message changed sends the new one and an identical one is not sent twice.
+    pub fn content_hash(&self) -> String {
+        let doc = message::webhook(self).to_string();
+        let key = format!("{:?}\u{1f}{}\u{1f}{doc}", self.kind, self.target);
+        format!("{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes()))
+    }
 }
 
 /// The accounts of `events` a rule sends, each keeping only the rule's events.
@@ -416,12 +442,15 @@ pub enum Attempt {
     Fail(String),
 }
 
-/// Timeouts and retries (`[notify]`).
+/// Timeouts, deadlines and retries (`[notify]`).
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
+    /// One HTTP request, or one SMTP read or write.
     pub timeout: Duration,
     pub retries: u32,
     pub backoff: Duration,
+    /// One message, its retries and waits included.
+    pub message_deadline: Duration,
 }
 
 impl RetryPolicy {
@@ -430,21 +459,44 @@ impl RetryPolicy {
             timeout: Duration::from_secs_f64(cfg.timeout_s),
             retries: cfg.retries,
             backoff: Duration::from_secs_f64(cfg.backoff_s),
+            message_deadline: Duration::from_secs_f64(cfg.message_deadline_s),
         }
     }
 
-    /// Run `attempt` until it is done, fails for good, or the retries are used up; returns
-    /// the attempts made and the last error.
-    pub fn run(&self, mut attempt: impl FnMut() -> Attempt) -> (i32, Option<String>) {
+    /// Run `attempt` (given the time it may take) until it is done, fails for good, the
+    /// retries are used up, or the message's deadline (or `stage_end`, the end of the whole
+    /// delivery, if sooner) has passed; returns the attempts made and the last error.
+    pub fn run(
+        &self,
+        stage_end: Option<Instant>,
+        mut attempt: impl FnMut(Duration) -> Attempt,
+    ) -> (i32, Option<String>) {
+        let mut end = Instant::now() + self.message_deadline;
+        if let Some(s) = stage_end {
+            end = end.min(s);
+        }
         let mut wait = self.backoff;
         let mut n = 0;
         loop {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let e = if n == 0 {
+                    "not tried: the delivery deadline had passed"
+                } else {
+                    "the deadline passed"
+                };
+                return (n, Some(e.into()));
+            }
             n += 1;
-            match attempt() {
+            match attempt(self.timeout.min(left)) {
                 Attempt::Done => return (n, None),
                 Attempt::Fail(e) => return (n, Some(e)),
                 Attempt::Retry(e) if n > self.retries as i32 => return (n, Some(e)),
                 Attempt::Retry(e) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if wait >= left {
+                        return (n, Some(format!("{e}; no time left for a retry before the deadline")));
+                    }
                     log::warn!("attempt {n} failed ({e}); retrying in {:.1}s", wait.as_secs_f64());
                     std::thread::sleep(wait);
                     wait = wait.saturating_mul(2);
@@ -452,6 +504,22 @@ impl RetryPolicy {
             }
         }
     }
+}
+
+/// Run `f` on a thread of its own and wait at most `limit` for it: a peer that keeps each
+/// read short but never finishes (an SMTP server answering a byte at a time) cannot hold the
+/// run past its deadline. A call still running then is left to end on its own socket timeout.
+pub fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::result::Result<T, String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .map_err(|_| format!("{what} took longer than its deadline ({:.0}s)", limit.as_secs_f64()))
 }
 
 /// What delivery did.
@@ -471,6 +539,9 @@ pub struct DeliveryOutcome {
     pub accounts: usize,
     /// Events found, by kind (accounts and run events, before the rules' filters).
     pub events: BTreeMap<&'static str, usize>,
+    /// Copies of the delivery log that could not be written (the journal has every row; the
+    /// next delivery writes them). What was sent stays counted as sent.
+    pub log_errors: Vec<String>,
 }
 
 impl DeliveryOutcome {
@@ -500,21 +571,35 @@ impl std::fmt::Display for DeliveryOutcome {
         if let Some(c) = &self.crm {
             write!(f, "\n{c}")?;
         }
+        for e in &self.log_errors {
+            write!(f, "\nWARNING {e}")?;
+        }
         Ok(())
     }
 }
 
-/// Send one notice through its channel.
+/// A webhook or CRM URL read from its secret and checked (https, or http to loopback).
+pub(crate) fn endpoint(what: &str, env: &str, file: &str) -> Result<Option<Secret>> {
+    let Some(url) = Secret::resolve(what, env, file)? else { return Ok(None) };
+    crate::config::notify::check_endpoint_url(url.expose()).map_err(|m| Error::Config {
+        path: if file.is_empty() { "(environment)".into() } else { file.to_string() },
+        key: if file.is_empty() { format!("{what}_env") } else { format!("{what}_file") },
+        message: format!("the URL {m}"),
+    })?;
+    Ok(Some(url))
+}
+
+/// Send one notice through its channel, within the message's deadline (and the stage's).
 fn send(
     ch: &ChannelConfig,
     n: &Notice,
     cfg: &NotifyConfig,
     policy: RetryPolicy,
+    stage_end: Instant,
 ) -> Result<(i32, Option<String>)> {
     Ok(match ch.kind {
         ChannelKind::Slack | ChannelKind::Webhook => {
-            let Some(url) =
-                Secret::resolve(&format!("notify.channels.{}.url", ch.name), &ch.url_env, &ch.url_file)?
+            let Some(url) = endpoint(&format!("notify.channels.{}.url", ch.name), &ch.url_env, &ch.url_file)?
             else {
                 return Ok((0, Some("no URL configured".into())));
             };
@@ -530,8 +615,9 @@ fn send(
             let body = serde_json::to_vec(&body)
                 .map_err(|e| Error::Json { context: "rendering a message".into(), source: e })?;
             let idem = message::idempotency_key(n);
-            let agent = http::agent(policy.timeout);
-            policy.run(|| http::post_json(&agent, &url, &body, &idem, key.as_ref()))
+            policy.run(Some(stage_end), |timeout| {
+                http::post_json(&http::agent(timeout), &url, &body, &idem, key.as_ref())
+            })
         }
         ChannelKind::Email => {
             let password = Secret::resolve(
@@ -539,15 +625,41 @@ fn send(
                 &ch.password_env,
                 &ch.password_file,
             )?;
-            let mail = message::email(n, cfg);
-            policy.run(|| smtp::send(ch, password.as_ref(), &n.target, &mail, policy.timeout))
+            let mail = std::sync::Arc::new(message::email(n, cfg));
+            let (ch, to) = (std::sync::Arc::new(ch.clone()), n.target.clone());
+            policy.run(Some(stage_end), |timeout| {
+                let (ch, mail, to, pw) = (ch.clone(), mail.clone(), to.clone(), password.clone());
+                within(timeout, "the SMTP session", move || smtp::send(&ch, pw.as_ref(), &to, &mail, timeout))
+                    .unwrap_or_else(Attempt::Retry)
+            })
         }
     })
 }
 
-/// Deliver `notices`: skip what the log says was delivered for this as_of, send the rest
-/// (or render them with `dry_run`), log each, and mirror the log rows of the day to SQL.
-/// `crm` are the records of the CRM push and export (`None`: nothing configured).
+/// Whether an error says the channel did not answer at all (so its other messages of this run
+/// would only wait for the same timeouts).
+fn unreachable(error: &str) -> bool {
+    ["timed out", "deadline", "connection", "host not found", "took longer"].iter().any(|w| error.contains(w))
+}
+
+/// Journals each delivery as it happens (see [`crate::sink::notifications`]).
+pub(crate) struct Journal<'a> {
+    log: &'a DeliveryLog,
+    pub(crate) written: usize,
+}
+
+impl Journal<'_> {
+    pub(crate) fn record(&mut self, row: Delivery) -> Result<()> {
+        self.log.journal(&row)?;
+        self.written += 1;
+        Ok(())
+    }
+}
+
+/// Deliver `notices`: skip what the log says was delivered for this as_of with the same
+/// content, send the rest (or render them with `dry_run`), journal each as it happens, then
+/// copy the log to Parquet and every SQL sink. `crm` are the records of the CRM push and
+/// export (`None`: nothing configured).
 pub fn deliver(
     cfg: &Config,
     as_of: NaiveDate,
@@ -558,12 +670,15 @@ pub fn deliver(
     let log = DeliveryLog::new(std::path::Path::new(&cfg.output.dir));
     let delivered = log.delivered(as_of)?;
     let policy = RetryPolicy::of(&cfg.notify);
+    let stage_end = Instant::now() + Duration::from_secs_f64(cfg.notify.deadline_s);
     let channels: HashMap<&str, &ChannelConfig> =
         cfg.notify.channels.iter().map(|c| (c.name.as_str(), c)).collect();
     let mut out = DeliveryOutcome::default();
-    let mut rows = Vec::new();
+    let mut journal = Journal { log: &log, written: 0 };
+    let mut down: HashSet<String> = HashSet::new();
     for n in notices {
-        if delivered.contains(&(n.rule.clone(), n.channel.clone(), n.target.clone())) {
+        let content = n.content_hash();
+        if delivered.contains(&n.rule, &n.channel, &n.target, &content) {
             out.already += 1;
             continue;
         }
@@ -572,47 +687,82 @@ pub fn deliver(
             continue;
         }
         let Some(ch) = channels.get(n.channel.as_str()) else { continue };
-        let (attempts, error) = send(ch, n, &cfg.notify, policy)?;
+        let (attempts, error) = if down.contains(&n.channel) {
+            (0, Some(format!("not tried: {} did not answer earlier in this run", n.channel)))
+        } else {
+            send(ch, n, &cfg.notify, policy, stage_end)?
+        };
         match &error {
             None => out.sent += 1,
-            Some(e) => out.failed.push(format!("{} -> {} ({}): {e}", n.rule, n.channel, n.target)),
+            Some(e) => {
+                if unreachable(e) {
+                    down.insert(n.channel.clone());
+                }
+                out.failed.push(format!(
+                    "{} -> {} ({}): {e}",
+                    message::one_line(&n.rule),
+                    message::one_line(&n.channel),
+                    message::one_line(&n.target)
+                ))
+            }
         }
-        rows.push(Delivery {
+        journal.record(Delivery {
             as_of,
             rule: n.rule.clone(),
             channel: n.channel.clone(),
             target: n.target.clone(),
+            content,
             items: n.items() as i64,
             status: if error.is_none() { "sent" } else { "failed" }.into(),
             attempts,
             error,
             logged_at: Utc::now(),
-        });
+        })?;
     }
     if let Some(records) = crm {
-        out.crm = Some(crm::push(cfg, as_of, records, &delivered, &mut rows, dry_run)?);
+        // A CRM step that cannot run (its CSV cannot be written) fails on its own: the
+        // messages above are sent and journaled, and the log is still copied.
+        match crm::push(cfg, as_of, records, &delivered, &mut journal, dry_run, stage_end) {
+            Ok(c) => out.crm = Some(c),
+            Err(e) => out.failed.push(format!("crm: {e}")),
+        }
     }
-    if !rows.is_empty() {
-        record(cfg, &log, as_of, &rows)?;
+    if journal.written > 0 {
+        out.log_errors = copy_log(cfg, &log, as_of);
     }
     Ok(out)
 }
 
-/// Append the delivery rows to the log file and mirror the day's rows to every SQL sink.
-fn record(cfg: &Config, log: &DeliveryLog, as_of: NaiveDate, rows: &[Delivery]) -> Result<()> {
-    let day = log.append(as_of, rows)?;
+/// Copy the journal to `notifications.parquet` and the day's rows to every SQL sink; what
+/// could not be copied is returned (the journal keeps it; the next delivery copies it again).
+fn copy_log(cfg: &Config, log: &DeliveryLog, as_of: NaiveDate) -> Vec<String> {
+    let day = match log.copy(as_of) {
+        Ok(day) => day,
+        Err(e) => return vec![format!("the delivery log was not copied to {}: {e}", log.path.display())],
+    };
     let tables = cfg.output.sql_tables();
-    for target in cfg.output.sql_targets()? {
-        crate::sink::sql::replace_as_of(
+    let targets = match cfg.output.sql_targets() {
+        Ok(t) => t,
+        Err(e) => return vec![format!("the delivery log was not copied to SQL: {e}")],
+    };
+    let mut errors = Vec::new();
+    for target in targets {
+        if let Err(e) = crate::sink::sql::replace_as_of(
             &target,
             &tables,
             &tables.notifications,
             &day,
             crate::sink::notifications::NOTIFICATIONS_KEY,
             as_of,
-        )?;
+        ) {
+            errors.push(format!(
+                "the delivery log was not copied to {} ({e}); {} keeps it and the next delivery copies it",
+                target.display(),
+                log.journal.display()
+            ));
+        }
     }
-    Ok(())
+    errors
 }
 
 /// Read every secret the configured channels and the CRM push need, so that a missing one
@@ -622,11 +772,11 @@ pub fn check_secrets(cfg: &Config) -> Result<()> {
         cfg.notify.rules.iter().flat_map(|r| r.channels.iter().map(String::as_str)).collect();
     for ch in cfg.notify.channels.iter().filter(|c| used.contains(c.name.as_str())) {
         let key = |k: &str| format!("notify.channels.{}.{k}", ch.name);
-        Secret::resolve(&key("url"), &ch.url_env, &ch.url_file)?;
+        endpoint(&key("url"), &ch.url_env, &ch.url_file)?;
         Secret::resolve(&key("hmac_key"), &ch.hmac_key_env, &ch.hmac_key_file)?;
         Secret::resolve(&key("password"), &ch.password_env, &ch.password_file)?;
     }
-    Secret::resolve("crm.url", &cfg.crm.url_env, &cfg.crm.url_file)?;
+    endpoint("crm.url", &cfg.crm.url_env, &cfg.crm.url_file)?;
     Secret::resolve("crm.token", &cfg.crm.token_env, &cfg.crm.token_file)?;
     Ok(())
 }

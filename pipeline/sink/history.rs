@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use polars::prelude::*;
 
-use crate::error::{PolarsContext, Result};
+use crate::error::{Error, PolarsContext, Result};
 use crate::schema;
 
 /// The monitoring history: `<output.dir>/monitoring/metrics_history.parquet`.
@@ -23,12 +23,27 @@ impl History {
         History { path: output_dir.join("monitoring").join(HISTORY_FILE) }
     }
 
-    /// The whole history (empty frame when there is none yet).
+    /// The whole history (`None` when there is none yet). An empty file (a write interrupted
+    /// on a filesystem that lost its data) holds no history: it is read as none, with a
+    /// warning, and the next monitoring pass replaces it. A file that is not Parquet is an
+    /// error (exit 2) saying how to recover.
     pub fn read(&self) -> Result<Option<DataFrame>> {
-        if !self.path.is_file() {
-            return Ok(None);
+        match std::fs::metadata(&self.path) {
+            Err(_) => return Ok(None),
+            Ok(m) if !m.is_file() => return Ok(None),
+            Ok(m) if m.len() == 0 => {
+                log::warn!("{} is empty: starting the monitoring history anew", self.path.display());
+                return Ok(None);
+            }
+            Ok(_) => {}
         }
-        super::read_parquet(&self.path).map(Some)
+        super::read_parquet(&self.path).map(Some).map_err(|e| Error::Artifact {
+            path: self.path.clone(),
+            message: format!(
+                "the monitoring history cannot be read ({e}); move it aside to start a new one (the SQL \
+                 table model_monitoring keeps a copy of its rows)"
+            ),
+        })
     }
 
     /// Replace the rows of `as_of` with `rows` (written to a temp file and renamed).
@@ -76,5 +91,30 @@ impl History {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_history_is_no_history_and_a_damaged_one_says_how_to_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::new(dir.path());
+        std::fs::create_dir_all(h.path.parent().unwrap()).unwrap();
+        std::fs::write(&h.path, b"").unwrap();
+        assert!(h.read().unwrap().is_none());
+        let day = NaiveDate::from_ymd_opt(2024, 12, 3).unwrap();
+        let rows = df!("as_of" => [schema::epoch_day(day)], "kind" => ["drift"], "metric" => ["psi"],
+            "item" => ["x"], "value" => [0.1])
+        .unwrap();
+        let rows = rows.lazy().with_column(col("as_of").cast(DataType::Date)).collect().unwrap();
+        h.replace(day, &rows).unwrap();
+        assert_eq!(h.read().unwrap().unwrap().height(), 1, "replaced by the next pass");
+        std::fs::write(&h.path, b"not parquet at all").unwrap();
+        let err = h.read().unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("move it aside"), "{err}");
     }
 }

@@ -14,17 +14,24 @@ use super::PreviousRun;
 use crate::error::{Error, PolarsContext, Result};
 use crate::schema::CUSTOMER;
 
-/// Write a frame to Parquet atomically (temporary file in the same directory, then rename).
+/// Write a frame to Parquet atomically: a temporary file in the same directory, synced, then
+/// renamed into place and the directory synced (a crash leaves the old file or the new one,
+/// never an empty or half-written one).
 pub fn write_parquet_atomic(df: &mut DataFrame, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::output(dir, e))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    if let Err(e) = write_parquet(df, &tmp) {
+    if let Err(e) = write_parquet(df, &tmp).and_then(|()| sync_file(&tmp)) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(|e| Error::output(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::output(path, e)
+    })?;
+    sync_dir(dir);
+    Ok(())
 }
 
 /// A frame as Parquet bytes (for small files written together, e.g. model artifacts).
@@ -39,11 +46,18 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     ParquetReader::new(file).finish().polars(&format!("reading {}", path.display()))
 }
 
-/// The Parquet partitions of scoring runs under `<output_dir>/scores`.
+/// The Parquet partitions of scoring runs under `<output_dir>/scores`. Work in progress is
+/// kept in `<output_dir>/.staging/`, outside the dataset's tree (so no reader's glob of
+/// `scores/` ever matches a half-written or set-aside partition) but on the same filesystem
+/// (so a partition moves into place by a rename).
 #[derive(Debug, Clone)]
 pub struct ScoreParquet {
     pub root: PathBuf,
+    pub staging: PathBuf,
 }
+
+/// Where runs stage their partitions: `<output_dir>/.staging`.
+pub const STAGING_DIR: &str = ".staging";
 
 pub const SCORES_FILE: &str = "scores.parquet";
 pub const TOP_RISK_FILE: &str = "top_risk.parquet";
@@ -88,17 +102,18 @@ fn sync_file(path: &Path) -> Result<()> {
 
 impl ScoreParquet {
     pub fn new(output_dir: &Path) -> Self {
-        ScoreParquet { root: output_dir.join("scores") }
+        ScoreParquet { root: output_dir.join("scores"), staging: output_dir.join(STAGING_DIR) }
     }
 
     pub fn partition(&self, as_of: NaiveDate) -> PathBuf {
         self.root.join(format!("as_of={as_of}"))
     }
 
-    /// Write one run. Both files go to a hidden temporary directory first (synced), which then
+    /// Write one run. Both files go to a directory under `.staging/` first (synced), which then
     /// replaces the partition in one atomic swap (`renameat2(RENAME_EXCHANGE)`; where the file
     /// system lacks it, two renames that [`ScoreParquet::recover`] completes after a kill). A
-    /// process killed at any point leaves the previous partition or the new one readable.
+    /// process killed at any point leaves the previous partition or the new one readable, and
+    /// nothing else under `scores/`.
     pub fn write_run(
         &self,
         as_of: NaiveDate,
@@ -106,9 +121,10 @@ impl ScoreParquet {
         top: &mut DataFrame,
     ) -> Result<PathBuf> {
         std::fs::create_dir_all(&self.root).map_err(|e| Error::output(&self.root, e))?;
+        std::fs::create_dir_all(&self.staging).map_err(|e| Error::output(&self.staging, e))?;
         self.recover()?;
         let pid = std::process::id();
-        let tmp = self.root.join(format!(".as_of={as_of}.tmp-{pid}"));
+        let tmp = self.staging.join(format!(".as_of={as_of}.tmp-{pid}"));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).map_err(|e| Error::output(&tmp, e))?;
         }
@@ -134,23 +150,32 @@ impl ScoreParquet {
         } else {
             // A file system without RENAME_EXCHANGE: old partition aside, new one in; a kill
             // in between is undone by `recover` at the next start.
-            let old = self.root.join(format!(".as_of={as_of}.old-{pid}"));
+            let old = self.staging.join(format!(".as_of={as_of}.old-{pid}"));
             std::fs::rename(&dir, &old).map_err(|e| Error::output(&dir, e))?;
             std::fs::rename(&tmp, &dir).map_err(|e| Error::output(&dir, e))?;
             std::fs::remove_dir_all(&old).map_err(|e| Error::output(&old, e))?;
         }
         sync_dir(&self.root);
+        sync_dir(&self.staging);
         Ok(dir)
     }
 
     /// Undo what an interrupted [`ScoreParquet::write_run`] left: restore a partition that was
-    /// set aside but not replaced, and remove temporary directories. Runs hold the output
-    /// lock, so no other run is writing here.
+    /// set aside but not replaced, and remove temporary directories (in `.staging/`, and in
+    /// `scores/` where earlier versions staged them). Runs hold the output lock, so no other
+    /// run is writing here.
     pub fn recover(&self) -> Result<()> {
-        let entries = match std::fs::read_dir(&self.root) {
+        for dir in [&self.staging, &self.root] {
+            self.recover_in(dir)?;
+        }
+        Ok(())
+    }
+
+    fn recover_in(&self, dir: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(&self.root, e)),
+            Err(e) => return Err(Error::io(dir, e)),
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();

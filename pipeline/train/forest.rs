@@ -47,6 +47,11 @@ pub struct FlatForest {
 }
 
 impl FlatForest {
+    /// The largest feature index a split reads (none without splits).
+    pub fn max_feature(&self) -> Option<usize> {
+        self.nodes.iter().filter(|n| n.left != n.right).map(|n| n.feature as usize).max()
+    }
+
     /// Compile the prediction trees of a fitted booster (those up to its best iteration).
     pub fn compile(booster: &GradientBooster) -> Self {
         let n = booster.prediction_iteration.unwrap_or(booster.trees.len()).min(booster.trees.len());

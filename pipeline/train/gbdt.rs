@@ -296,6 +296,14 @@ impl Gbdt for HistGbdt {
     fn from_json(s: &str) -> Result<Self> {
         let file: HistFile = serde_json::from_str(s)
             .map_err(|source| Error::Json { context: "reading the model".into(), source })?;
+        // Checked before compiling: an edited or damaged file is an error, never a panic or
+        // a silently different score.
+        let max_abs = match file.task {
+            Task::Churn => hist::MAX_LOG_VALUE,
+            Task::Clv => hist::MAX_VALUE,
+        };
+        hist::check_trees(file.base, &file.trees, max_abs)
+            .map_err(|message| Error::Model { model: format!("{} gbdt", file.task.name()), message })?;
         Ok(HistGbdt::new(file.task, file.base, file.trees, file.importance))
     }
 }
@@ -309,6 +317,14 @@ pub enum AnyGbdt {
 }
 
 impl AnyGbdt {
+    /// The largest feature index a split of this model reads.
+    pub fn max_feature(&self) -> Option<usize> {
+        match self {
+            AnyGbdt::Hist(m) => m.trees.iter().filter_map(hist::Tree::max_feature).max(),
+            AnyGbdt::Forust(m) => m.compiled().1.max_feature(),
+        }
+    }
+
     /// See [`HistGbdt::fit_binned`].
     pub fn fit_binned(
         params: &GbdtConfig,

@@ -141,7 +141,77 @@ pub(crate) struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// Largest leaf (or node) value a stored tree may hold on a log scale (log-odds, log of a
+/// rate): e^50 is beyond any probability or rate a fit produces; a value past it is an edited
+/// or damaged file.
+pub(crate) const MAX_LOG_VALUE: f64 = 50.0;
+/// The same for squared-error trees (currency units).
+pub(crate) const MAX_VALUE: f64 = 1e15;
+
+/// Check a stored ensemble before anything is compiled from it: at least one tree, each
+/// well-formed ([`Tree::check`]), a finite base within `max_abs`.
+pub(crate) fn check_trees(base: f64, trees: &[Tree], max_abs: f64) -> std::result::Result<(), String> {
+    if !(base.is_finite() && base.abs() <= max_abs) {
+        return Err(format!("base value {base} is not a finite number within +-{max_abs}"));
+    }
+    if trees.is_empty() {
+        return Err("the model has no trees".into());
+    }
+    for (t, tree) in trees.iter().enumerate() {
+        tree.check(max_abs).map_err(|e| format!("tree {t}: {e}"))?;
+    }
+    Ok(())
+}
+
 impl Tree {
+    /// A stored tree is well-formed: nodes, each child after its parent and within the tree
+    /// (so the tree is acyclic and every walk ends), no node with two parents, split features
+    /// that fit the compiled form, thresholds that are numbers, values finite within `max_abs`.
+    pub(crate) fn check(&self, max_abs: f64) -> std::result::Result<(), String> {
+        let n = self.nodes.len();
+        if n == 0 {
+            return Err("no nodes".into());
+        }
+        let mut parents = vec![false; n];
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !(node.value.is_finite() && node.value.abs() <= max_abs) {
+                return Err(format!(
+                    "node {i}: value {} is not a finite number within +-{max_abs}",
+                    node.value
+                ));
+            }
+            if node.feature == LEAF {
+                continue;
+            }
+            if node.feature >= u32::MAX as usize {
+                return Err(format!("node {i}: feature index {} is out of range", node.feature));
+            }
+            if node.threshold.is_nan() {
+                return Err(format!("node {i}: the threshold is not a number"));
+            }
+            if node.left == node.right {
+                return Err(format!("node {i}: both children are node {}", node.left));
+            }
+            for c in [node.left, node.right] {
+                if c <= i || c >= n {
+                    return Err(format!(
+                        "node {i}: child {c} is not a node after it in the tree (nodes 0..{n}): a cycle or \
+                         a dangling index"
+                    ));
+                }
+                if std::mem::replace(&mut parents[c], true) {
+                    return Err(format!("node {c} has two parents"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest split feature index (none for a single leaf).
+    pub(crate) fn max_feature(&self) -> Option<usize> {
+        self.nodes.iter().filter(|n| n.feature != LEAF).map(|n| n.feature).max()
+    }
+
     pub fn margin(&self, x: &FeatureMatrix, row: usize) -> f64 {
         let mut n = &self.nodes[0];
         while n.feature != LEAF {

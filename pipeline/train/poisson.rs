@@ -21,7 +21,7 @@ use crate::features::FeatureMatrix;
 
 /// A fitted Poisson GBDT: `predict` is `exp(base + sum of tree values)`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(from = "PoissonFile", into = "PoissonFile")]
+#[serde(try_from = "PoissonFile", into = "PoissonFile")]
 pub struct PoissonGbdt {
     base: f64,
     trees: Vec<Tree>,
@@ -39,10 +39,21 @@ struct PoissonFile {
     importance: Vec<f64>,
 }
 
-impl From<PoissonFile> for PoissonGbdt {
-    fn from(f: PoissonFile) -> Self {
+impl TryFrom<PoissonFile> for PoissonGbdt {
+    type Error = String;
+
+    /// Checked before compiling (see [`super::hist::check_trees`]).
+    fn try_from(f: PoissonFile) -> std::result::Result<Self, String> {
+        super::hist::check_trees(f.base, &f.trees, super::hist::MAX_LOG_VALUE)?;
         let flat = FlatForest::compile_hist(f.base, &f.trees);
-        PoissonGbdt { base: f.base, trees: f.trees, importance: f.importance, flat }
+        Ok(PoissonGbdt { base: f.base, trees: f.trees, importance: f.importance, flat })
+    }
+}
+
+impl PoissonGbdt {
+    /// The largest feature index a split reads.
+    pub fn max_feature(&self) -> Option<usize> {
+        self.trees.iter().filter_map(super::hist::Tree::max_feature).max()
     }
 }
 
@@ -82,7 +93,8 @@ impl PoissonGbdt {
     ) -> Result<PoissonGbdt> {
         let b = hist::boost(Loss::Poisson, params, binned, rows, y, valid)
             .map_err(|message| Error::Model { model: "clv poisson gbdt".into(), message })?;
-        Ok(PoissonFile { base: b.base, trees: b.trees, importance: b.importance }.into())
+        let flat = FlatForest::compile_hist(b.base, &b.trees);
+        Ok(PoissonGbdt { base: b.base, trees: b.trees, importance: b.importance, flat })
     }
 
     /// Expected revenue, one per row.

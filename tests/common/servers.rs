@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 /// One request the HTTP server received.
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
@@ -51,6 +52,7 @@ impl HttpSink {
                 let _ = req.as_reader().read_to_end(&mut body);
                 let status = sc.lock().unwrap().pop_front().unwrap_or(200);
                 r.lock().unwrap().push(Request {
+                    method: req.method().to_string(),
                     path: req.url().to_string(),
                     headers: req
                         .headers()
@@ -60,7 +62,14 @@ impl HttpSink {
                     body,
                     status,
                 });
-                let _ = req.respond(tiny_http::Response::from_string("ok").with_status_code(status));
+                let mut resp = tiny_http::Response::from_string("ok").with_status_code(status);
+                if (300..400).contains(&status) {
+                    // A redirect to another path of this server: a client that follows it
+                    // shows up as a second request.
+                    let to = format!("http://127.0.0.1:{port}/moved");
+                    resp.add_header(tiny_http::Header::from_bytes("Location", to).unwrap());
+                }
+                let _ = req.respond(resp);
             }
         });
         HttpSink {
@@ -241,6 +250,51 @@ impl SmtpSink {
 }
 
 impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A server that accepts connections and answers one byte every `every` (an SMTP greeting
+/// trickled out: each read completes, so a per-read timeout never fires), for `for_at_most`.
+pub struct SlowServer {
+    pub port: u16,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SlowServer {
+    pub fn start(every: std::time::Duration, for_at_most: std::time::Duration) -> SlowServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut streams: Vec<(TcpStream, usize)> = Vec::new();
+            let greeting = b"220 slow.local ESMTP slow server that never finishes its greeting\r\n";
+            while !s.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < for_at_most {
+                if let Ok((stream, _)) = listener.accept() {
+                    streams.push((stream, 0));
+                }
+                for (st, at) in &mut streams {
+                    if *at < greeting.len() - 2 {
+                        let _ = st.write_all(&greeting[*at..*at + 1]);
+                        *at += 1;
+                    }
+                }
+                std::thread::sleep(every);
+            }
+        });
+        SlowServer { port, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for SlowServer {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
