@@ -105,6 +105,10 @@ fn model_files(dir: &Path, id: &str) -> BTreeMap<String, Vec<u8>> {
                 let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
                 let o = v.as_object_mut().unwrap();
                 assert!(o.remove("created_at").is_some() && o.remove("timings_s").is_some());
+                // metrics.json holds the id and the timings: its checksum differs with them;
+                // every other file's checksum must be the same.
+                let sums = o.get_mut("checksums").and_then(|c| c.as_object_mut()).unwrap();
+                assert!(sums.remove("metrics.json").is_some() && sums.contains_key("churn.json"));
                 text = serde_json::to_string_pretty(&v).unwrap();
             }
             bytes = text.into_bytes();

@@ -17,8 +17,10 @@ use common::{copy_dir, model_fixture, FIXTURE_MODEL};
 use polars::prelude::*;
 
 const AS_OF: &str = "2024-12-31";
-/// The syscalls a kill is injected at (`renameat2` is the partition swap, `linkat` the lock).
-const SYSCALLS: [&str; 4] = ["rename", "renameat2", "linkat", "fsync"];
+/// The syscalls a kill is injected at (`renameat2` is the partition swap, `flock` the output
+/// lock: a run killed holding it must not block the next one; `linkat` is kept for writers
+/// that link).
+const SYSCALLS: [&str; 5] = ["rename", "renameat2", "linkat", "flock", "fsync"];
 
 fn required() -> bool {
     std::env::var("FIDELIS_REQUIRE_FAULTS").is_ok_and(|v| v == "1")

@@ -126,6 +126,8 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
 /// monotone map into [0, 1]; a threshold in [0, 1] (or none only when no threshold had a
 /// positive net value on validation); risk bands that cover [0, 1] in order.
 pub fn check(m: &LoadedModel) -> Result<()> {
+    // The feature list itself first: the most useful message when it is what changed.
+    m.feature_names()?;
     let n = m.info.features.len();
     let part = |name: &str, why: String| Err(artifact_error(&m.dir.join(name), why));
     for (name, gbdt, task) in
