@@ -582,3 +582,45 @@ fn weekly_runs_the_batch_for_the_scheduler() {
     let sql = format!("SELECT count(*) FROM scoring_runs WHERE as_of = '{as_of}' AND status = 'ok'");
     assert_eq!(sqlite_count(&db, &sql), 1);
 }
+
+#[test]
+fn delivery_waiting_on_a_slow_receiver_does_not_hold_the_output_lock() {
+    // Fault 4: a run held the output lock for the whole delivery (333 s for a blackholed
+    // relay). The scores are written and the lock released before delivery starts; the
+    // next run can write while this one waits on the CRM.
+    // A server that takes connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let ws =
+        workspace("sql = []\n\n[notify]\ntimeout_s = 4.0\nretries = 0\n\n[crm]\nurl_env = \"CRM_SLOW\"\n");
+    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_fidelis"))
+        .args(["score", "--config", "fidelis.toml", "-q", "--as-of", "2024-10-01"])
+        .current_dir(ws.path())
+        .env("CRM_SLOW", format!("http://127.0.0.1:{port}/crm"))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = ws.path().join("output");
+    let parquet = ScoreParquet::new(&output);
+    let clock = std::time::Instant::now();
+    // Wait until the first run has written its scores and let go of the lock.
+    while parquet.run_dates().unwrap_or_default().is_empty() || fidelis::lock::is_held(&output) {
+        assert!(clock.elapsed().as_secs() < 60, "the first run never got to delivery");
+        assert!(first.try_wait().unwrap().is_none(), "the first run ended before delivering");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A second run on the same output (it delivers nothing, so it waits for no delivery
+    // lock) writes and ends while the first still waits on the CRM.
+    fs::write(
+        ws.path().join("second.toml"),
+        "[input.transactions]\npath = \"gen/transactions.parquet\"\n\n[output]\nsql = []\n",
+    )
+    .unwrap();
+    let second = fidelis(&["score", "--config", "second.toml", "-q", "--as-of", "2024-09-03"], ws.path());
+    ok(&second);
+    assert!(first.try_wait().unwrap().is_none(), "the second run finished while the first still delivers");
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "the CRM timed out: {}", stdout(&out));
+    assert_eq!(parquet.run_dates().unwrap(), vec![date("2024-09-03"), date("2024-10-01")]);
+}

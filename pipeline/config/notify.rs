@@ -310,6 +310,44 @@ fn check_source(key: &str, env: &str, file: &str, required: bool) -> Checked {
     Ok(())
 }
 
+/// One `[[notify.channels]]` entry: its secrets' sources, and for email its server, sender,
+/// recipients and the rule that a login never goes out in plain text to a remote server.
+fn check_channel(i: usize, c: &ChannelConfig) -> Checked {
+    let key = |k: &str| format!("notify.channels[{i}].{k}");
+    match c.kind {
+        ChannelKind::Slack | ChannelKind::Webhook => {
+            check_source(&key("url"), &c.url_env, &c.url_file, true)?;
+            check_source(&key("hmac_key"), &c.hmac_key_env, &c.hmac_key_file, false)?;
+        }
+        ChannelKind::Email => {
+            if c.smtp_host.trim().is_empty() {
+                return bad(key("smtp_host"), "an email channel needs its SMTP server".into());
+            }
+            if !is_address(&c.from) {
+                return bad(key("from"), format!("{:?} is not an email address", c.from));
+            }
+            if c.to.is_empty() && !c.to_csm {
+                return bad(key("to"), "no recipient: list addresses in `to` or set `to_csm`".into());
+            }
+            if let Some(a) = c.to.iter().find(|a| !is_address(a)) {
+                return bad(key("to"), format!("{a:?} is not an email address"));
+            }
+            check_source(&key("password"), &c.password_env, &c.password_file, !c.username.is_empty())?;
+            if !c.username.is_empty() && c.starttls == StartTls::Never && !is_loopback_host(&c.smtp_host) {
+                return bad(
+                    key("starttls"),
+                    format!(
+                        "\"never\" with a username would send the password in plain text to {}: \
+                         use \"required\" (plain-text login is allowed only to a loopback relay)",
+                        c.smtp_host
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn check_notify(n: &NotifyConfig, levels: &[String], parquet: bool) -> Checked {
     if !(n.timeout_s > 0.0 && n.timeout_s <= 600.0) {
         return bad("notify.timeout_s".into(), format!("must be in (0, 600], got {}", n.timeout_s));
@@ -331,42 +369,13 @@ pub(super) fn check_notify(n: &NotifyConfig, levels: &[String], parquet: bool) -
     }
     let mut names = std::collections::HashSet::new();
     for (i, c) in n.channels.iter().enumerate() {
-        let key = |k: &str| format!("notify.channels[{i}].{k}");
         if c.name.trim().is_empty() || !names.insert(c.name.as_str()) {
-            return bad(key("name"), format!("{:?}: every channel needs a name of its own", c.name));
+            return bad(
+                format!("notify.channels[{i}].name"),
+                format!("{:?}: every channel needs a name of its own", c.name),
+            );
         }
-        match c.kind {
-            ChannelKind::Slack | ChannelKind::Webhook => {
-                check_source(&key("url"), &c.url_env, &c.url_file, true)?;
-                check_source(&key("hmac_key"), &c.hmac_key_env, &c.hmac_key_file, false)?;
-            }
-            ChannelKind::Email => {
-                if c.smtp_host.trim().is_empty() {
-                    return bad(key("smtp_host"), "an email channel needs its SMTP server".into());
-                }
-                if !is_address(&c.from) {
-                    return bad(key("from"), format!("{:?} is not an email address", c.from));
-                }
-                if c.to.is_empty() && !c.to_csm {
-                    return bad(key("to"), "no recipient: list addresses in `to` or set `to_csm`".into());
-                }
-                if let Some(a) = c.to.iter().find(|a| !is_address(a)) {
-                    return bad(key("to"), format!("{a:?} is not an email address"));
-                }
-                check_source(&key("password"), &c.password_env, &c.password_file, !c.username.is_empty())?;
-                if !c.username.is_empty() && c.starttls == StartTls::Never && !is_loopback_host(&c.smtp_host)
-                {
-                    return bad(
-                        key("starttls"),
-                        format!(
-                            "\"never\" with a username would send the password in plain text to {}: \
-                             use \"required\" (plain-text login is allowed only to a loopback relay)",
-                            c.smtp_host
-                        ),
-                    );
-                }
-            }
-        }
+        check_channel(i, c)?;
     }
     let mut rule_names = std::collections::HashSet::new();
     for (i, r) in n.rules.iter().enumerate() {
