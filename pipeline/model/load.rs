@@ -126,8 +126,18 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
 /// monotone map into [0, 1]; a threshold in [0, 1] (or none only when no threshold had a
 /// positive net value on validation); risk bands that cover [0, 1] in order.
 pub fn check(m: &LoadedModel) -> Result<()> {
-    // The feature list itself first: the most useful message when it is what changed.
-    m.feature_names()?;
+    // A feature list that does not match the model's settings is refused where the features
+    // are built, with what the inputs need ([`LoadedModel::feature_names`],
+    // [`LoadedModel::check_inputs`]); the checks against the list wait for a list that holds.
+    if m.feature_names().is_ok() {
+        check_parts(m)?;
+    }
+    m.calibrator.check().map_or(Ok(()), |why| Err(artifact_error(&m.dir.join(file::CALIBRATION), why)))?;
+    check_decision(m)
+}
+
+/// The GBDTs and the logistic part against the model's features.
+fn check_parts(m: &LoadedModel) -> Result<()> {
     let n = m.info.features.len();
     let part = |name: &str, why: String| Err(artifact_error(&m.dir.join(name), why));
     for (name, gbdt, task) in
@@ -167,7 +177,12 @@ pub fn check(m: &LoadedModel) -> Result<()> {
             return part(file::LOGISTIC, "a coefficient or scaling value is not a finite number".into());
         }
     }
-    m.calibrator.check().map_or(Ok(()), |why| part(file::CALIBRATION, why))?;
+    Ok(())
+}
+
+/// The threshold and the risk bands.
+fn check_decision(m: &LoadedModel) -> Result<()> {
+    let part = |name: &str, why: String| Err(artifact_error(&m.dir.join(name), why));
     let d = &m.decision;
     match d.threshold {
         Some(t) if !(0.0..=1.0).contains(&t) => {
