@@ -121,7 +121,8 @@ enum Command {
         until: Option<NaiveDate>,
     },
     /// Score every customer eligible at AS_OF with a trained model and write the configured
-    /// sinks: <output>/scores/as_of=DATE/{scores,top_risk}.parquet, SQLite, PostgreSQL.
+    /// sinks: <output>/scores/run=DATE/ and <output>/top_risk/run=DATE/ (Parquet), SQLite,
+    /// PostgreSQL.
     /// A rerun for the same date replaces that date's rows.
     Score(BatchArgs),
     /// The scheduled job (cron, systemd timer, Airflow): `score` then `monitor` at the same

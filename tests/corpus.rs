@@ -179,7 +179,7 @@ fn rewrite_data(ws: &Path, rows: impl Fn(&str, i64, f64) -> bool) {
 }
 
 fn partition(ws: &Path) -> std::path::PathBuf {
-    ws.join("output/scores/as_of=2024-12-31/scores.parquet")
+    ws.join("output/scores/run=2024-12-31/part-0.parquet")
 }
 
 const SCORE: &[&str] = &["score", "--config", "fidelis.toml", "--as-of", "2024-12-31", "-q"];

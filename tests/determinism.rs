@@ -125,7 +125,7 @@ fn score(dir: &Path, model_dir: &Path, threads: &str) -> Vec<u8> {
     let env = [("RAYON_NUM_THREADS", threads), ("POLARS_MAX_THREADS", threads)];
     let out = fidelis_in(dir, &env, &["score", "--config", "score.toml", "--as-of", "2024-12-01", "-q"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    fs::read(dir.join("output/scores/as_of=2024-12-01/scores.parquet")).unwrap()
+    fs::read(dir.join("output/scores/run=2024-12-01/part-0.parquet")).unwrap()
 }
 
 #[test]

@@ -111,9 +111,10 @@ fn leftovers(dir: &Path) -> Vec<PathBuf> {
 /// The outputs of a completed run at AS_OF, checked whole: the partition's two files, the
 /// SQL rows, the monitoring history.
 fn check_outputs(ws: &Path, scored: usize, context: &str) {
-    let part = ws.join(format!("output/scores/as_of={AS_OF}"));
-    assert_eq!(rows(&part.join("scores.parquet")), scored, "{context}: scores.parquet");
-    assert!(rows(&part.join("top_risk.parquet")) > 0, "{context}: top_risk.parquet");
+    let scores = ws.join(format!("output/scores/run={AS_OF}/part-0.parquet"));
+    let top = ws.join(format!("output/top_risk/run={AS_OF}/part-0.parquet"));
+    assert_eq!(rows(&scores), scored, "{context}: the scores");
+    assert!(rows(&top) > 0, "{context}: the top-risk segment");
     assert_eq!(sqlite_rows(&ws.join("output/fidelis.sqlite")) as usize, scored, "{context}: SQLite rows");
     let history = ws.join("output/monitoring/metrics_history.parquet");
     if history.exists() {
@@ -126,7 +127,7 @@ fn check_outputs(ws: &Path, scored: usize, context: &str) {
 fn matrix(command: &str, run_first: bool) -> usize {
     let template = base(run_first);
     let scored = if run_first {
-        rows(&template.path().join(format!("output/scores/as_of={AS_OF}/scores.parquet")))
+        rows(&template.path().join(format!("output/scores/run={AS_OF}/part-0.parquet")))
     } else {
         0
     };
@@ -154,7 +155,7 @@ fn matrix(command: &str, run_first: bool) -> usize {
             }
             let again = run(ws.path(), &args, None);
             assert!(again.status.success(), "{context}, rerun: {}", String::from_utf8_lossy(&again.stderr));
-            let part = ws.path().join(format!("output/scores/as_of={AS_OF}/scores.parquet"));
+            let part = ws.path().join(format!("output/scores/run={AS_OF}/part-0.parquet"));
             check_outputs(ws.path(), rows(&part), &format!("{context}, after the rerun"));
             let left = leftovers(&ws.path().join("output"));
             assert!(left.is_empty(), "{context}: the rerun left {left:?}");
@@ -255,7 +256,7 @@ fn a_full_disk_fails_with_exit_5_and_keeps_the_previous_run_and_model() {
         eprintln!("skipped: cannot mount a tmpfs (needs root)");
         return;
     }
-    let scored = rows(&out.join(format!("scores/as_of={AS_OF}/scores.parquet")));
+    let scored = rows(&out.join(format!("scores/run={AS_OF}/part-0.parquet")));
     let saved = ws.path().join("saved");
     copy_dir(&out, &saved);
     let used: u64 = walk_size(&saved);

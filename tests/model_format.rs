@@ -37,9 +37,9 @@ fn a_model_of_the_first_format_loads_and_scores_as_it_did() {
     assert!(info.get("format_version").is_none() && info["config"].is_object(), "the fixture is format 1");
     let out = fidelis(&["score", "--config", "fidelis.toml", "--as-of", "2024-12-31", "-q"], ws.path());
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
-    let rel = "expected/scores/as_of=2024-12-31/scores.parquet";
-    let then = read(&fixture().join(rel));
-    let now = read(&ws.path().join(rel));
+    // Scored by the fidelis that wrote the fixture, in the layout of then.
+    let then = read(&fixture().join("expected/scores/as_of=2024-12-31/scores.parquet"));
+    let now = read(&ws.path().join("expected/scores/run=2024-12-31/part-0.parquet"));
     assert_eq!(then.height(), now.height());
     assert_eq!(then.get_column_names(), now.get_column_names());
     for name in then.get_column_names() {

@@ -175,7 +175,7 @@ fn evaluation_report_is_self_contained_and_prints_the_metrics() {
 }
 
 fn scores(dir: &Path, as_of: &str) -> DataFrame {
-    read_parquet(&dir.join(format!("output/scores/as_of={as_of}/scores.parquet"))).unwrap()
+    read_parquet(&dir.join(format!("output/scores/run={as_of}/part-0.parquet"))).unwrap()
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn weekly_report_shows_the_run() {
         assert_eq!(l["previous"].as_u64().unwrap() as usize, count(&prev, name), "{name} last week");
     }
     // The riskiest customer heads the top table; the risers are exactly those up 20+ points.
-    let top = read_parquet(&dir.join(format!("output/scores/as_of={last}/top_risk.parquet"))).unwrap();
+    let top = read_parquet(&dir.join(format!("output/top_risk/run={last}/part-0.parquet"))).unwrap();
     let first = top.column("customer_id").unwrap().str().unwrap().get(0).unwrap().to_string();
     assert_eq!(j["top"][0]["customer_id"], first.as_str());
     assert!(html.contains(&first));

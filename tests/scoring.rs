@@ -17,7 +17,7 @@ use common::{fidelis, stderr, stdout};
 use fidelis::jobs::score::score_frame;
 use fidelis::model::{self, LoadedModel};
 use fidelis::schema::CUSTOMER;
-use fidelis::sink::{read_parquet, ScoreParquet, SCORES_FILE, TOP_RISK_FILE};
+use fidelis::sink::{read_parquet, ScoreParquet};
 use fidelis::{ingest, Config};
 use polars::prelude::*;
 
@@ -191,9 +191,9 @@ fn score_writes_every_column_and_the_top_decile() {
     for needle in ["scored ", "low", "imminent", "top-risk segment:", "expected loss", "written to "] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
-    let part = ws.path().join("output/scores/as_of=2024-10-01");
-    let scores = read_parquet(&part.join(SCORES_FILE)).unwrap();
-    let top = read_parquet(&part.join(TOP_RISK_FILE)).unwrap();
+    let parquet = ScoreParquet::new(&ws.path().join("output"));
+    let scores = read_parquet(&parquet.scores_file(date("2024-10-01"))).unwrap();
+    let top = read_parquet(&parquet.top_risk_file(date("2024-10-01"))).unwrap();
     for c in [
         "as_of",
         "customer_id",
@@ -259,7 +259,7 @@ fn parquet_and_sqlite_hold_the_same_rows_and_reruns_replace() {
         let scores = parquet.read_scores(date(as_of)).unwrap();
         let from_parquet = rows_of(&scores);
         assert_eq!(sqlite_rows(&db, "churn_scores", as_of), from_parquet, "{as_of}");
-        let top = read_parquet(&parquet.partition(date(as_of)).join(TOP_RISK_FILE)).unwrap();
+        let top = read_parquet(&parquet.top_risk_file(date(as_of))).unwrap();
         assert_eq!(sqlite_rows(&db, "churn_top_risk", as_of), rows_of(&top), "{as_of}");
     }
     // The rerun of 2024-10-01 replaced its rows: counts are those of one run.
@@ -344,16 +344,18 @@ fn a_process_killed_mid_write_leaves_the_previous_run_intact() {
     let ws = workspace("sql = [\"sqlite://output/fidelis.sqlite\"]");
     let db = ws.path().join("output/fidelis.sqlite");
     ok(&score_cli(ws.path(), "2024-10-01", &[]));
-    let part = ws.path().join("output/scores/as_of=2024-10-01");
-    let scores_bytes = fs::read(part.join(SCORES_FILE)).unwrap();
-    let top_bytes = fs::read(part.join(TOP_RISK_FILE)).unwrap();
+    let parquet = ScoreParquet::new(&ws.path().join("output"));
+    let (scores_file, top_file) =
+        (parquet.scores_file(date("2024-10-01")), parquet.top_risk_file(date("2024-10-01")));
+    let scores_bytes = fs::read(&scores_file).unwrap();
+    let top_bytes = fs::read(&top_file).unwrap();
     let rows = sqlite_rows(&db, "churn_scores", "2024-10-01");
 
     // Killed after one of the two Parquet files of the rerun was written.
     let out = score_cli(ws.path(), "2024-10-01", &[("FIDELIS_FAULT", "parquet-write")]);
     assert!(!out.status.success() && out.status.code().is_none(), "killed by a signal: {:?}", out.status);
-    assert_eq!(fs::read(part.join(SCORES_FILE)).unwrap(), scores_bytes);
-    assert_eq!(fs::read(part.join(TOP_RISK_FILE)).unwrap(), top_bytes);
+    assert_eq!(fs::read(&scores_file).unwrap(), scores_bytes);
+    assert_eq!(fs::read(&top_file).unwrap(), top_bytes);
     // The killed run's lock is stale and its temporary directory is cleaned by the next run.
     // Killed half-way through the SQLite load of the rerun (after the Parquet swap).
     let out = score_cli(ws.path(), "2024-10-01", &[("FIDELIS_FAULT", "sql-write")]);
@@ -489,7 +491,7 @@ fn postgres_parquet_and_sqlite_hold_the_same_rows() {
         let from_parquet = rows_of(&parquet.read_scores(date(as_of)).unwrap());
         assert_eq!(pg.rows("retention.churn_scores", as_of), from_parquet, "{as_of}");
         assert_eq!(sqlite_rows(&db, "churn_scores", as_of), from_parquet, "{as_of}");
-        let top = rows_of(&read_parquet(&parquet.partition(date(as_of)).join(TOP_RISK_FILE)).unwrap());
+        let top = rows_of(&read_parquet(&parquet.top_risk_file(date(as_of))).unwrap());
         assert_eq!(pg.rows("retention.churn_top_risk", as_of), top, "{as_of}");
     }
     assert_eq!(
@@ -577,7 +579,7 @@ fn weekly_runs_the_batch_for_the_scheduler() {
     let as_of =
         chrono::DateTime::from_timestamp_millis(last).unwrap().date_naive() + chrono::Duration::days(1);
     assert!(stdout(&out).contains(&format!("eligible at {as_of}")), "{}", stdout(&out));
-    assert!(ws.path().join(format!("output/scores/as_of={as_of}")).join(SCORES_FILE).is_file());
+    assert!(ws.path().join(format!("output/scores/run={as_of}/part-0.parquet")).is_file());
     let db = ws.path().join("output/fidelis.sqlite");
     let sql = format!("SELECT count(*) FROM scoring_runs WHERE as_of = '{as_of}' AND status = 'ok'");
     assert_eq!(sqlite_count(&db, &sql), 1);

@@ -66,7 +66,7 @@ fn a_password_from_the_environment_is_in_no_artifact_report_output_or_message() 
     let (code, text) = run(dir, &["report", "--config", "fidelis.toml"]);
     assert_eq!(code, Some(0), "{text}");
     printed.push_str(&text);
-    assert!(dir.join("output/scores/as_of=2024-12-01/scores.parquet").is_file());
+    assert!(dir.join("output/scores/run=2024-12-01/part-0.parquet").is_file());
     let mut found = Vec::new();
     for sub in ["models", "reports", "output"] {
         files_containing(&dir.join(sub), PASSWORD, &mut found);
@@ -149,7 +149,7 @@ fn delivery_secrets_stay_secret_and_a_failed_delivery_exits_7_with_the_run_writt
     let (code, text) = run(dir, &["weekly", "--config", "fidelis.toml", "--as-of", "2024-11-24", "-q"]);
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("OPS_HOOK"), "the variable is named: {text}");
-    assert!(!dir.join("output/scores/as_of=2024-11-24").exists(), "nothing written");
+    assert!(!dir.join("output/scores/run=2024-11-24").exists(), "nothing written");
     printed.push_str(&text);
 
     // Delivered: the CRM gets the top-risk segment in batches, with the bearer token.
@@ -175,7 +175,7 @@ fn delivery_secrets_stay_secret_and_a_failed_delivery_exits_7_with_the_run_writt
     let (code, text) =
         run_env(&["weekly", "--config", "fidelis.toml", "--as-of", "2024-12-08", "-q"], &env(&down));
     assert_eq!(code, Some(7), "{text}");
-    assert!(dir.join("output/scores/as_of=2024-12-08/scores.parquet").is_file(), "the scores stay");
+    assert!(dir.join("output/scores/run=2024-12-08/part-0.parquet").is_file(), "the scores stay");
     assert!(text.contains("failed"), "{text}");
     printed.push_str(&text);
     // The endpoint is back: the rerun pushes the missing batches.

@@ -339,7 +339,11 @@ fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
     // The weekly run writes health, flags and escalations, and the report lists them first.
     let out = ok(&["weekly", "--config", "all.toml", "-q"]);
     assert!(stdout(&out).contains("weekly report"));
-    let scores = fidelis::sink::read_parquet(&find(dir.path(), "scores.parquet")).unwrap();
+    let scores_file = walk(dir.path())
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/scores/run=") && p.ends_with("part-0.parquet"))
+        .expect("a scores partition");
+    let scores = fidelis::sink::read_parquet(&scores_file).unwrap();
     for c in [
         "health_score",
         "health_colour",
@@ -359,15 +363,6 @@ fn event_features_raise_saas_churn_auc_and_the_weekly_run_flags_accounts() {
     let html = fs::read_to_string(page).unwrap();
     let review = html.find("Accounts to review").expect("review section");
     assert!(review < html.find("Customers per risk level").unwrap(), "flagged accounts come first");
-}
-
-fn find(dir: &Path, suffix: &str) -> std::path::PathBuf {
-    for e in walk(dir) {
-        if e.to_string_lossy().ends_with(suffix) && !e.to_string_lossy().contains("/r_tx/") {
-            return e;
-        }
-    }
-    panic!("no *{suffix} under {}", dir.display());
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -472,8 +472,9 @@ pub enum RankBy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
-    /// Root of the outputs: `<dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`, and the
-    /// lock file `<dir>/.fidelis.lock` held while a run writes.
+    /// Root of the outputs: `<dir>/scores/run=YYYY-MM-DD/part-0.parquet`,
+    /// `<dir>/top_risk/run=YYYY-MM-DD/part-0.parquet`, and the lock file `<dir>/.fidelis.lock`
+    /// held while a run writes.
     pub dir: String,
     /// Write the Parquet partitions.
     pub parquet: bool,

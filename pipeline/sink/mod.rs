@@ -2,8 +2,9 @@
 //! idempotent per `as_of`: a rerun for the same date replaces that date's rows, and a run that
 //! fails (or a process that is killed) leaves the previous run's data intact.
 //!
-//! - [`parquet`]: Hive-style partitions `<dir>/scores/as_of=YYYY-MM-DD/{scores,top_risk}.parquet`,
-//!   written to a hidden temporary directory and swapped into place.
+//! - [`parquet`]: two Hive-style datasets, `<dir>/scores/run=YYYY-MM-DD/part-0.parquet` and
+//!   `<dir>/top_risk/run=YYYY-MM-DD/part-0.parquet`, each written under `<dir>/.staging/` and
+//!   swapped into place.
 //! - [`sql`]: SQLite (embedded, `sqlite://path`) and PostgreSQL (`postgres://...`): tables
 //!   `churn_scores`, `churn_top_risk`, `scoring_runs`, one transaction per run, bulk-loaded
 //!   (prepared inserts in SQLite, `COPY` in PostgreSQL).
@@ -25,7 +26,7 @@ pub mod sql;
 pub use history::History;
 pub use notifications::{Delivery, DeliveryLog};
 pub use parquet::{
-    parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, SCORES_FILE, TOP_RISK_FILE,
+    parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, PARTITION_KEY, PART_FILE, STAGING_DIR,
 };
 
 /// One scoring run, as recorded in `scoring_runs`.

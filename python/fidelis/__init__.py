@@ -73,12 +73,35 @@ def _date(as_of: Any) -> Optional[str]:
     return None if as_of is None else str(as_of)[:10]
 
 
+def _warn_dropped(summary: dict) -> None:
+    """A DataWarning when validation dropped rows (what the CLI prints as its summary)."""
+    read, valid = summary.get("rows_read", 0), summary.get("rows_valid", 0)
+    lost = summary.get("customers_lost", 0)
+    if read == valid and not lost:
+        return
+    import warnings
+
+    from .errors import DataWarning
+
+    reasons = ", ".join(
+        f"{d['count']} {str(d['reason']).replace('_', ' ')} ({d['column']})" for d in summary.get("dropped", [])
+    )
+    warnings.warn(
+        f"fidelis: {read - valid} of {read} transaction rows dropped ({reasons or 'invalid'}); "
+        f"{lost} customers lost every row and are not scored",
+        DataWarning,
+        stacklevel=3,
+    )
+
+
 class Model:
     """A trained fidelis model (see :func:`load_model`)."""
 
     def __init__(self, native: Any):
         self._native = native
         self._info: Optional[dict] = None
+        #: The validation summary of the last :meth:`score` call.
+        self.last_summary: Optional[dict] = None
 
     @property
     def model_id(self) -> str:
@@ -96,13 +119,36 @@ class Model:
             self._info = json.loads(self._native.info_json())
         return self._info
 
-    def score(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None):
+    def score(
+        self,
+        transactions: Any,
+        as_of: Any = None,
+        events: Any = None,
+        customers: Any = None,
+        return_summary: bool = False,
+    ):
         """The scores of every customer eligible at ``as_of`` (default: the day after the
-        last transaction), as a ``pyarrow.Table`` with the columns and values of
-        ``scores.parquet`` (a first run: ``score_change`` is null)."""
-        return _table(
-            self._native.score(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
+        last transaction), as a ``pyarrow.Table`` with the columns and values of the CLI's
+        scores (a first run: ``score_change`` is null).
+
+        The transactions are validated as ``fidelis validate`` does; rows that cannot be used
+        are dropped and said: a :class:`fidelis.errors.DataWarning` names how many, why, and
+        how many customers lost every row. The summary (a dict: ``rows_read``, ``rows_valid``,
+        ``dropped`` by reason with example rows, ``customers``, ``customers_lost``, ...) is
+        ``model.last_summary`` after the call, and returned with the table when
+        ``return_summary`` is true::
+
+            scores, summary = m.score(tx, as_of="2024-12-31", return_summary=True)
+            print(summary["customers_lost"])
+        """
+        capsule, summary_json = self._native.score(
+            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers)
         )
+        summary = json.loads(summary_json)
+        self.last_summary = summary
+        _warn_dropped(summary)
+        table = _table(capsule)
+        return (table, summary) if return_summary else table
 
     def features(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None):
         """The model's features at ``as_of``: ``customer_id`` and one column per feature."""

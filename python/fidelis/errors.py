@@ -24,3 +24,8 @@ class OutputError(FidelisError):
 
 class ScoresWrittenError(FidelisError):
     """The scores were written, then monitoring or the report failed (exit code 6)."""
+
+
+class DataWarning(UserWarning):
+    """Rows of the input were dropped (missing ids, unparsable timestamps, missing amounts...):
+    the message says how many, why, and how many customers lost every row."""

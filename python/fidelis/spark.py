@@ -42,9 +42,13 @@ from typing import Any, Optional
 
 import pyarrow as pa
 
-from . import _native
+# Absolute, not relative: this file also runs as a script (`spark-submit .../spark.py`), where
+# it has no package; the installed package is imported either way.
+from fidelis import _native
 
-__all__ = ["score", "weekly", "monitor", "train", "write", "write_sql", "main", "Monitoring", "Weekly", "Trained"]
+__all__ = [
+    "score", "weekly", "monitor", "train", "write", "write_sql", "migrate", "main", "Monitoring", "Weekly", "Trained",
+]
 
 # The per-customer columns the Rust core returns for a bucket, as Spark types.
 _LOCAL = [
@@ -249,6 +253,7 @@ def _health_history(spark: Any, out: str, as_of: str) -> Any:
     them; None without two such runs."""
     from pyspark.sql import functions as F
 
+    migrate(spark, out)
     runs = _read(spark, f"{out}/scores")
     if runs is None or "health_score" not in runs.columns:
         return None
@@ -273,9 +278,11 @@ def _range_buckets(df: Any, columns: list, n: int, rank_rows: int) -> dict:
     (ties together), each range is ranked exactly on its own (a window partitioned by range,
     not one window over everything in one partition), and the ranks of the ranges before it
     are added. Exact whatever the cut points are; they only balance the ranges."""
-    k = max(1, min(1024, -(-n // max(1, rank_rows))))
-    if k == 1:
-        return {c: [] for c in columns}
+    # At least as many ranges as the session has shuffle partitions (every core ranks a
+    # range), and never one: a window partitioned by a constant is planned as a window over
+    # everything in a single partition.
+    parts = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions", "200"))
+    k = max(2, min(1024, max(-(-n // max(1, rank_rows)), min(parts, max(2, n // 1000)))))
     qs = df.approxQuantile(columns, [i / k for i in range(1, k)], 1.0 / (4 * k))
     return {c: sorted(set(q)) for c, q in zip(columns, qs)}
 
@@ -416,6 +423,7 @@ def _previous(spark: Any, out: str, as_of: str) -> Any:
     """The scores of the latest run before ``as_of`` under ``out/scores`` (None without one)."""
     from pyspark.sql import functions as F
 
+    migrate(spark, out)
     runs = _read(spark, f"{out}/scores")
     if runs is None:
         return None
@@ -453,6 +461,7 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
 
     driver = _model(*args)
     known: dict = {}
+    migrate(spark, out)
     history = _read(spark, f"{out}/metrics_history")
     if history is not None:
         rows = (
@@ -539,7 +548,7 @@ def monitor(
     eligible at ``as_of`` against the model's reference (bin counts per partition by the
     Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
     performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
-    retrain advice. With ``write``, the rows go to ``out/metrics_history/as_of=DATE/``
+    retrain advice. With ``write``, the rows go to ``out/metrics_history/run=DATE/``
     (replacing that date only). ``events`` and ``customers`` as for :func:`score`."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
@@ -554,13 +563,8 @@ def monitor(
     )
     rows = _plain_strings(_table(capsule))
     if write:
-        (
-            spark.createDataFrame(rows)
-            .write.mode("overwrite")
-            .option("partitionOverwriteMode", "dynamic")
-            .partitionBy("as_of")
-            .parquet(f"{out}/metrics_history")
-        )
+        migrate(spark, out)
+        _hive_write(spark.createDataFrame(rows), f"{out}/metrics_history")
     if _local_frame is None:
         local.unpersist()
     return Monitoring(rows, report, retrain, alerts)
@@ -615,17 +619,76 @@ def weekly(
     return Weekly(scores, scored, monitoring)
 
 
-def write(scores: Any, out: str, top_share_rows: bool = True) -> None:
-    """Write scores as Hive partitions ``out/scores/as_of=DATE/`` and the top segment as
-    ``out/top_risk/as_of=DATE/`` (riskiest first), replacing only the dates written."""
+# The directory key of a run's partition: the files keep their `as_of` column (a date), the
+# directories are `run=DATE`, as the CLI writes them (`sink::PARTITION_KEY`).
+PARTITION_KEY = "run"
+
+
+def _hive_write(df: Any, path: str) -> None:
+    """Replace the partitions of ``df``'s dates under ``path`` (``run=DATE/``), the other
+    dates untouched; ``as_of`` stays in the files. No ``.crc`` files beside them (Hadoop's
+    local filesystem writes one per file, and a directory reader such as
+    ``polars.read_parquet(dir)`` refuses a directory of mixed file extensions)."""
     from pyspark.sql import functions as F
 
-    def overwrite(df: Any, path: str) -> None:
-        df.write.mode("overwrite").option("partitionOverwriteMode", "dynamic").partitionBy("as_of").parquet(path)
+    jvm = df.sparkSession.sparkContext._jvm
+    conf = df.sparkSession.sparkContext._jsc.hadoopConfiguration()
+    jvm.org.apache.hadoop.fs.Path(path).getFileSystem(conf).setWriteChecksum(False)
 
-    overwrite(scores, f"{out}/scores")
+    (
+        df.withColumn(PARTITION_KEY, F.col("as_of"))
+        .write.mode("overwrite")
+        .option("partitionOverwriteMode", "dynamic")
+        .partitionBy(PARTITION_KEY)
+        .parquet(path)
+    )
+
+
+def write(scores: Any, out: str, top_share_rows: bool = True) -> None:
+    """Write scores as Hive partitions ``out/scores/run=DATE/`` and the top segment as
+    ``out/top_risk/run=DATE/`` (riskiest first), replacing only the dates written; each file
+    keeps its ``as_of`` column, so every reader's default call returns it as a date."""
+    from pyspark.sql import functions as F
+
+    spark = scores.sparkSession
+    migrate(spark, out)
+    _hive_write(scores, f"{out}/scores")
     if top_share_rows:
-        overwrite(scores.filter(F.col("in_top_decile")).orderBy("risk_rank"), f"{out}/top_risk")
+        _hive_write(scores.filter(F.col("in_top_decile")).orderBy("risk_rank"), f"{out}/top_risk")
+
+
+def migrate(spark: Any, out: str) -> int:
+    """Move partitions of the earlier layout (``as_of=DATE/`` directories, the date only in
+    the path) under ``out/scores``, ``out/top_risk`` and ``out/metrics_history`` to the current
+    one (``run=DATE/``, ``as_of`` in the files): read with the date from the path, written to a
+    scratch directory beside them, old directories removed and the new ones moved in (through
+    the Hadoop FileSystem API, so HDFS and object stores work as local paths do). Returns the
+    partitions moved; nothing to do costs one listing per dataset."""
+    jvm = spark.sparkContext._jvm
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    moved = 0
+    for name in ["scores", "top_risk", "metrics_history"]:
+        root = jvm.org.apache.hadoop.fs.Path(f"{out}/{name}")
+        fs = root.getFileSystem(conf)
+        if not fs.exists(root):
+            continue
+        old = [st.getPath() for st in fs.listStatus(root) if st.isDirectory() and st.getPath().getName().startswith("as_of=")]
+        if not old:
+            continue
+        scratch = f"{out}/.{name}-migrating"
+        fs.delete(jvm.org.apache.hadoop.fs.Path(scratch), True)
+        rows = spark.read.option("basePath", str(root.toString())).parquet(*[p.toString() for p in old])
+        _hive_write(rows, scratch)
+        for p in old:
+            fs.delete(p, True)
+        for st in fs.listStatus(jvm.org.apache.hadoop.fs.Path(scratch)):
+            target = jvm.org.apache.hadoop.fs.Path(root, st.getPath().getName())
+            if st.isDirectory() and st.getPath().getName().startswith(f"{PARTITION_KEY}=") and not fs.exists(target):
+                fs.rename(st.getPath(), target)
+                moved += 1
+        fs.delete(jvm.org.apache.hadoop.fs.Path(scratch), True)
+        print(f"fidelis: moved {len(old)} partitions of {out}/{name} to the run=DATE layout", file=sys.stderr)
+    return moved
 
 
 class Trained:
@@ -842,7 +905,7 @@ def main(argv: Optional[list] = None) -> int:
     --as-of DATE --out DIR`` and ``train --transactions PATH|TABLE --config FILE`` (under
     ``spark-submit``). ``weekly`` and ``monitor`` exit 3 on an alert with
     ``--fail-on-alert``, as the CLI."""
-    p = argparse.ArgumentParser(prog="python -m fidelis.spark")
+    p = argparse.ArgumentParser(prog="fidelis-spark")
     sub = p.add_subparsers(dest="command", required=True)
     for name, what in [
         ("score", "score every eligible customer and write the scores and top_risk partitions"),
@@ -870,6 +933,11 @@ def main(argv: Optional[list] = None) -> int:
     t.add_argument("--events", help="the event log (a Parquet path or a table), when the configuration maps one")
     t.add_argument("--customers", help="the customer table (a Parquet path or a table)")
     args = p.parse_args(argv)
+    # Spark's Python workers start `spark.pyspark.python`, else $PYSPARK_PYTHON, else
+    # `python3` from PATH: under cron or systemd (this interpreter by absolute path, a PATH
+    # without its environment) that is a Python without fidelis. Unless the user chose one,
+    # the workers run this interpreter.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     from pyspark.sql import SparkSession
 
     # Through the installed module, not `__main__`: the functions shipped to the executors

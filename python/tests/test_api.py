@@ -24,7 +24,7 @@ def cli_scores(ws: Path, as_of: str) -> pa.Table:
     cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{out.name}"')
     (ws / "cli.toml").write_text(cfg)
     run(["score", "--config", "cli.toml", "--as-of", as_of, "-q"], ws)
-    return plain_table(pq.read_table(out / f"scores/as_of={as_of}/scores.parquet"))
+    return plain_table(pq.read_table(out / f"scores/run={as_of}/part-0.parquet"))
 
 
 def plain(column):
@@ -139,3 +139,42 @@ def test_validate_and_train(tmp_path):
     assert (tmp_path / "models/latest").read_text().strip() == model_id
     assert json.loads((tmp_path / "models" / model_id / "model.json").read_text())["format_version"] == 2
     assert fidelis.load_model(tmp_path / "models").model_id == model_id
+
+
+def test_dropped_rows_are_said_and_a_duplicated_column_is_an_input_error():
+    """Issue 36 (item 8): `m.score(tx)` on a frame with 1% null amounts dropped customers
+    without a word, and a frame with a duplicated column raised the generic error (exit 1)."""
+    import pyarrow.compute as pc
+
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    n = tx.num_rows
+    amount = tx.column("amount").to_pylist()
+    nulled = list(range(0, n, 100))
+    for i in nulled:
+        amount[i] = None
+    bad = tx.set_column(tx.schema.get_field_index("amount"), "amount", pa.array(amount, tx.schema.field("amount").type))
+    with pytest.warns(fidelis.errors.DataWarning) as caught:
+        scores, summary = m.score(bad, as_of="2024-12-31", return_summary=True)
+    text = str(caught[0].message)
+    assert f"{len(nulled)} of {n} transaction rows dropped" in text, text
+    assert "amount" in text and "customers lost" in text, text
+    assert summary["rows_read"] == n and summary["rows_valid"] == n - len(nulled)
+    assert m.last_summary == summary
+    assert summary["customers_lost"] >= 0 and isinstance(summary["dropped"], list)
+    assert scores.num_rows > 0
+    # Clean input: no warning.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fidelis.errors.DataWarning)
+        m.score(tx, as_of="2024-12-31")
+    # A duplicated column: an InputError (exit 2) naming it.
+    dup = pa.Table.from_arrays(
+        [tx.column("customer_id"), tx.column("ts"), tx.column("amount"), pc.multiply(tx.column("amount"), 2)],
+        names=["customer_id", "ts", "amount", "amount"],
+    )
+    with pytest.raises(fidelis.InputError) as err:
+        m.score(dup, as_of="2024-12-31")
+    assert "amount" in str(err.value) and "more than once" in str(err.value)
+    assert err.value.exit_code == 2

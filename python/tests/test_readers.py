@@ -20,7 +20,7 @@ duckdb = pytest.importorskip("duckdb")
 
 AS_OF = "2024-12-31"
 # The globs as the README gives them.
-GLOB = "output/scores/*/scores.parquet"
+GLOB = "output/scores/*/*.parquet"
 
 
 def read_polars(ws: Path) -> int:

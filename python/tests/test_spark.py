@@ -157,12 +157,12 @@ def test_writes_replace_only_their_date(spark, tmp_path):
     out = tmp_path / "out"
     for as_of in ["2024-12-17", "2024-12-31"]:
         fs.write(fs.score(spark, tx, str(FIXTURE / "models"), as_of, buckets=7), str(out))
-    kept = {p: p.read_bytes() for p in (out / "scores/as_of=2024-12-17").glob("*.parquet")}
+    kept = {p: p.read_bytes() for p in (out / "scores/run=2024-12-17").glob("*.parquet")}
     assert kept
     fs.write(fs.score(spark, tx, str(FIXTURE / "models"), "2024-12-31", buckets=3), str(out))
-    assert {p: p.read_bytes() for p in (out / "scores/as_of=2024-12-17").glob("*.parquet")} == kept
-    dates = sorted(p.name for p in (out / "scores").iterdir() if p.name.startswith("as_of="))
-    assert dates == ["as_of=2024-12-17", "as_of=2024-12-31"]
+    assert {p: p.read_bytes() for p in (out / "scores/run=2024-12-17").glob("*.parquet")} == kept
+    dates = sorted(p.name for p in (out / "scores").iterdir() if p.name.startswith("run="))
+    assert dates == ["run=2024-12-17", "run=2024-12-31"]
     back = spark.read.parquet(str(out / "scores")).filter("as_of = '2024-12-31'").count()
     expected = pq.read_table(FIXTURE / "expected/scores/as_of=2024-12-31/scores.parquet").num_rows
     assert back == expected
@@ -204,7 +204,7 @@ def test_the_job_runs_as_a_module(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "scored 399 customers" in res.stdout
-    assert list((out / "scores/as_of=2024-12-31").glob("*.parquet"))
+    assert list((out / "scores/run=2024-12-31").glob("*.parquet"))
 
 
 def cli_weekly(ws: Path, dates: list, name: str) -> Path:
@@ -249,7 +249,7 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
     for d in dates:
         ours = spark.read.parquet(str(out / "scores")).filter(f"as_of = '{d}'").toArrow()
-        cli = pq.read_table(cli_out / f"scores/as_of={d}/scores.parquet")
+        cli = pq.read_table(cli_out / f"scores/run={d}/part-0.parquet")
         same_as_cli(ours.select(cli.column_names), cli)
         expected = history_rows(cli_history, d)
         assert expected and history_rows(ours_history, d) == expected, d
@@ -340,3 +340,23 @@ def test_spark_writes_postgresql_as_the_cli_does(spark, tmp_path):
     tables = spark.read.jdbc(jdbc, "information_schema.tables", properties=props).toArrow()
     names = [t for t, s in zip(tables["table_name"].to_pylist(), tables["table_schema"].to_pylist()) if s == f"spark_{tag}"]
     assert sorted(names) == ["churn_scores", "churn_top_risk", "scoring_runs"]
+
+
+@pytest.mark.parametrize("customers", ["fixture", "demo"])
+def test_no_stage_runs_on_a_single_partition(spark, demo, customers):
+    """Issue 36 (item 5): the weekly run logged `WindowExec: No Partition Defined for Window
+    operation! Moving all data to a single partition` 48 times (the ranks of a base smaller
+    than one range were a window partitioned by a constant). No physical plan of the scores,
+    of the top-risk segment as written, or of the average ranks may hold a single-partition
+    exchange."""
+    from pyspark.sql import functions as F
+
+    from fidelis import spark as fs
+
+    base = FIXTURE if customers == "fixture" else demo
+    tx = spark.read.parquet(str(base / "data/transactions.parquet"))
+    scores = fs.score(spark, tx, str(base / "models"), "2024-12-31", buckets=5)
+    for name, df in [("scores", scores), ("top_risk", scores.filter(F.col("in_top_decile")).orderBy("risk_rank"))]:
+        plan = df._jdf.queryExecution().executedPlan().toString()
+        assert "SinglePartition" not in plan, f"{name}:\n{plan}"
+        assert "Window" in plan or name == "top_risk", plan

@@ -63,7 +63,7 @@ def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
     for d in DATES:
         ours = spark.read.parquet(str(out / "scores")).filter(f"as_of = '{d}'").toArrow()
-        cli = pq.read_table(cli_out / f"scores/as_of={d}/scores.parquet")
+        cli = pq.read_table(cli_out / f"scores/run={d}/part-0.parquet")
         assert {"health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "escalation"} <= set(cli.column_names)
         assert set(ours.column_names) == set(cli.column_names)
         same_as_cli(ours.select(cli.column_names), cli)
@@ -73,7 +73,7 @@ def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):
     history = fs._health_history(spark, str(out), DATES[2])
     assert history is not None and history.count() > 1000
     # The signals are exercised, not all empty.
-    last = pq.read_table(cli_out / f"scores/as_of={DATES[-1]}/scores.parquet")
+    last = pq.read_table(cli_out / f"scores/run={DATES[-1]}/part-0.parquet")
     assert len(set(last.column("health_colour").to_pylist())) >= 2
     assert any(last.column("review_flag").to_pylist())
     assert any(v is not None for v in last.column("csm_sentiment").to_pylist())

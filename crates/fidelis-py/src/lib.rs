@@ -88,6 +88,17 @@ fn import_stream(capsule: &Bound<'_, PyAny>, what: &str, allow_empty: bool) -> P
             .downcast_ref::<StructArray>()
             .ok_or_else(|| PyValueError::new_err(format!("{what}: expected a stream of record batches")))?
             .clone();
+        // A duplicated column name is the caller's input, named as such (exit 2).
+        let mut seen = std::collections::HashSet::new();
+        if let Some(f) = batch.fields().iter().find(|f| !seen.insert(f.name.as_str())) {
+            return Err(py_err(Error::InputFile {
+                path: what.into(),
+                message: format!(
+                    "the column {:?} appears more than once; give every column its own name",
+                    f.name.as_str()
+                ),
+            }));
+        }
         frames.push(DataFrame::try_from(batch).map_err(polars_err(&context))?);
     }
     let mut frames = frames.into_iter();
@@ -265,6 +276,28 @@ impl NativeModel {
     }
 }
 
+/// The validation summary of a frame of transactions as JSON, with `customers_lost`: the
+/// customers of `raw` (distinct non-empty ids) none of whose rows was kept.
+fn summary_json(raw_customers: usize, tx: &fidelis::ingest::Transactions) -> PyResult<String> {
+    let mut v = serde_json::to_value(&tx.summary).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("customers_lost".into(), raw_customers.saturating_sub(tx.summary.customers).into());
+    }
+    Ok(v.to_string())
+}
+
+/// Distinct non-empty customer ids of a raw frame (as text, trimmed).
+fn raw_customers(raw: &DataFrame, column: &str) -> usize {
+    let Ok(c) = raw.column(column).and_then(|c| c.cast(&DataType::String)) else { return 0 };
+    let Ok(ids) = c.str() else { return 0 };
+    ids.iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .collect::<std::collections::HashSet<_>>()
+        .len()
+}
+
 #[pymethods]
 impl NativeModel {
     #[getter]
@@ -292,7 +325,9 @@ impl NativeModel {
     }
 
     /// The scores table of every customer eligible at `as_of` (default: the day after the
-    /// last transaction), exactly as `fidelis score` writes it for a first run.
+    /// last transaction), exactly as `fidelis score` writes it for a first run, and the
+    /// validation summary of the transactions (JSON: rows read, kept, dropped by reason with
+    /// examples, `customers_lost`).
     #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
     fn score<'py>(
         &self,
@@ -301,8 +336,17 @@ impl NativeModel {
         as_of: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyCapsule>> {
-        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
+    ) -> PyResult<(Bound<'py, PyCapsule>, String)> {
+        let raw = import_frame(transactions, "transactions")?;
+        let n_raw = raw_customers(&raw, &self.cfg.input.transactions.customer_id);
+        let tx = fidelis::ingest::transactions_from_frame(raw, &self.cfg.input.transactions, "transactions")
+            .map_err(py_err)?;
+        let summary = summary_json(n_raw, &tx)?;
+        let signals = self.signals(events, customers)?;
+        let as_of = match as_of {
+            Some(d) => parse_date(d)?,
+            None => tx.data_end().map_err(py_err)?,
+        };
         let run = py
             .detach(|| {
                 jobs::score::score_frame(
@@ -316,7 +360,7 @@ impl NativeModel {
                 )
             })
             .map_err(py_err)?;
-        export_frame(py, run.scores)
+        Ok((export_frame(py, run.scores)?, summary))
     }
 
     /// The per-customer part of the scores (`score::local_scores`: every column that no other
