@@ -401,10 +401,20 @@ def score(
     return _assemble(local, _model(*args), previous, rank_rows)
 
 
+def _exists(spark: Any, path: str) -> bool:
+    """Whether ``path`` exists (through the Hadoop FileSystem API: any store Spark reads)."""
+    jvm = spark.sparkContext._jvm
+    p = jvm.org.apache.hadoop.fs.Path(path)
+    return bool(p.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()).exists(p))
+
+
 def _read(spark: Any, path: str) -> Any:
-    """The Parquet dataset at ``path``, or None when there is none."""
+    """The Parquet dataset at ``path``, or None when there is none (asked first: Spark logs a
+    `FileNotFoundException` stack trace for a missing path before it raises)."""
     from pyspark.errors import AnalysisException
 
+    if not _exists(spark, path):
+        return None
     try:
         return spark.read.parquet(path)
     except AnalysisException as e:

@@ -86,6 +86,7 @@ def test_the_readme_spark_commands_run_as_written(tmp_path):
     parts = list((ws / "out/scores/run=2024-12-31").glob("*.parquet"))
     assert parts and sum(pq.ParquetFile(p).metadata.num_rows for p in parts) > 0
     assert "WindowExec: No Partition Defined" not in res.stderr
+    assert "FileNotFoundException" not in res.stderr, "a first run reads no missing path"
     latest = (ws / "models/latest").read_text().strip()
     assert (ws / "models" / latest / "model.json").is_file(), "train wrote a model and moved latest"
 
