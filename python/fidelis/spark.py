@@ -47,7 +47,8 @@ import pyarrow as pa
 from fidelis import _native
 
 __all__ = [
-    "score", "weekly", "monitor", "train", "write", "write_sql", "migrate", "main", "Monitoring", "Weekly", "Trained",
+    "score", "weekly", "monitor", "train", "write", "write_sql", "migrate", "dropped_line", "main", "Monitoring",
+    "Weekly", "Trained",
 ]
 
 # The per-customer columns the Rust core returns for a bucket, as Spark types.
@@ -153,6 +154,74 @@ def _event_facts(events: Any, args: tuple, customer_col: str, buckets: int) -> s
     return reduce(_native.merge_event_facts, sorted(r[0] for r in parts), "{}") if parts else "{}"
 
 
+class _DropCounts:
+    """An accumulator parameter (PySpark's AccumulatorParam protocol) adding up the buckets'
+    validation summaries: rows read and kept, dropped rows per reason, customers lost (each
+    customer is in one bucket, so the sums are the whole input's)."""
+
+    def zero(self, value: dict) -> dict:
+        return {}
+
+    def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - PySpark's name
+        for key in ("rows_read", "rows_valid", "customers_lost"):
+            a[key] = a.get(key, 0) + b.get(key, 0)
+        dropped = a.setdefault("dropped", {})
+        for reason, n in b.get("dropped", {}).items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        return a
+
+
+def _summary_counts(summary_json: Optional[str]) -> dict:
+    """One bucket's summary (JSON from the Rust core) as the accumulator's counts."""
+    if not summary_json:
+        return {}
+    s = json.loads(summary_json)
+    dropped = {}
+    for d in s.get("dropped", []):
+        key = f"{str(d['reason']).replace('_', ' ')} ({d['column']})"
+        dropped[key] = dropped.get(key, 0) + int(d["count"])
+    return {
+        "rows_read": int(s.get("rows_read", 0)),
+        "rows_valid": int(s.get("rows_valid", 0)),
+        "customers_lost": int(s.get("customers_lost", 0)),
+        "dropped": dropped,
+    }
+
+
+def dropped_line(counts: dict) -> Optional[str]:
+    """What validation dropped, in one line (None when nothing was)."""
+    read, valid, lost = counts.get("rows_read", 0), counts.get("rows_valid", 0), counts.get("customers_lost", 0)
+    if read == valid and not lost:
+        return None
+    reasons = ", ".join(f"{n} {k}" for k, n in sorted(counts.get("dropped", {}).items()))
+    return (
+        f"fidelis: {read - valid} of {read} transaction rows dropped ({reasons or 'invalid'}); "
+        f"{lost} customers lost every row and are not scored"
+    )
+
+
+# The accumulator of the last `_local` (read once an action has run over it).
+_LAST_COUNTS: list = []
+
+
+def _report_dropped() -> Optional[dict]:
+    """Say what validation dropped in the last scoring (stderr and a DataWarning), once its
+    rows have been computed; the counts, or None. Buckets a failed task retried may be
+    counted twice (an accumulator in a transformation)."""
+    if not _LAST_COUNTS:
+        return None
+    counts = dict(_LAST_COUNTS.pop().value)
+    line = dropped_line(counts)
+    if line:
+        import warnings
+
+        from fidelis.errors import DataWarning
+
+        print(line, file=sys.stderr)
+        warnings.warn(line, DataWarning, stacklevel=3)
+    return counts
+
+
 def _local(
     transactions: Any,
     args: tuple,
@@ -178,11 +247,15 @@ def _local(
     if drift:
         columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
     schema = ", ".join(f"`{name}` {t}" for name, t in columns)
+    counts = transactions.sparkSession.sparkContext.accumulator({}, _DropCounts())
+    _LAST_COUNTS[:] = [counts]
     if events is None and customers is None:
 
         def per_bucket(table: pa.Table) -> pa.Table:
             m = _model(*args)
-            return _plain_strings(_table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift)))
+            out = _table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift))
+            counts.add(_summary_counts(m.take_summary()))
+            return _plain_strings(out)
 
         return _bucketed(transactions, tx_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
 
@@ -198,9 +271,9 @@ def _local(
         if parts["t"].num_rows == 0:
             return empty
         stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
-        out = _model(*args).score_local(
-            stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h")
-        )
+        m = _model(*args)
+        out = m.score_local(stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h"))
+        counts.add(_summary_counts(m.take_summary()))
         return _plain_strings(_table(out))
 
     return wide.groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
@@ -398,7 +471,9 @@ def score(
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     local = _local(transactions, args, as_of, buckets, False, events, customers, history)
-    return _assemble(local, _model(*args), previous, rank_rows)
+    scored = _assemble(local, _model(*args), previous, rank_rows)
+    _report_dropped()  # `_assemble` has counted the cached per-customer rows
+    return scored
 
 
 def _exists(spark: Any, path: str) -> bool:
@@ -617,6 +692,7 @@ def weekly(
     history = _health_history(spark, out, as_of) if events is not None else None
     local = _local(transactions, args, as_of, buckets, True, events, customers, history)
     scores = _assemble(local, driver, _previous(spark, out, as_of), rank_rows)
+    _report_dropped()
     write(scores, out)
     if sql:
         write_sql(scores, as_of, config)

@@ -360,3 +360,25 @@ def test_no_stage_runs_on_a_single_partition(spark, demo, customers):
         plan = df._jdf.queryExecution().executedPlan().toString()
         assert "SinglePartition" not in plan, f"{name}:\n{plan}"
         assert "Window" in plan or name == "top_risk", plan
+
+
+def test_the_spark_job_says_what_validation_dropped(spark, tmp_path):
+    """Issue 36 (item 8): the Spark job, like `m.score`, says how many rows validation dropped
+    and why, and how many customers lost every row: the same counts as the Python API."""
+    import fidelis
+    from fidelis import spark as fs
+
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    amount = tx.column("amount").to_pylist()
+    for i in range(0, len(amount), 50):
+        amount[i] = None
+    bad = tx.set_column(tx.schema.get_field_index("amount"), "amount", pa.array(amount, tx.schema.field("amount").type))
+    pq.write_table(bad, tmp_path / "bad.parquet")
+    with pytest.warns(fidelis.errors.DataWarning):
+        _, summary = fidelis.load_model(FIXTURE / "models").score(bad, as_of="2024-12-31", return_summary=True)
+    with pytest.warns(fidelis.errors.DataWarning) as caught:
+        fs.score(spark, spark.read.parquet(str(tmp_path / "bad.parquet")), str(FIXTURE / "models"), "2024-12-31", buckets=5)
+    text = str(caught[0].message)
+    dropped = summary["rows_read"] - summary["rows_valid"]
+    assert dropped > 0 and f"{dropped} of {summary['rows_read']} transaction rows dropped" in text, text
+    assert f"{summary['customers_lost']} customers lost" in text, text

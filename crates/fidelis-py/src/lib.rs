@@ -214,6 +214,9 @@ pub(crate) fn bucket_signals(
 struct NativeModel {
     model: LoadedModel,
     cfg: Config,
+    /// The validation summary of the last `score_local` (JSON), for the Spark job's count of
+    /// what validation dropped (`take_summary`).
+    last_summary: std::sync::Mutex<Option<String>>,
 }
 
 impl NativeModel {
@@ -386,7 +389,13 @@ impl NativeModel {
         facts: Option<&str>,
         history: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let tx = self.transactions(transactions)?;
+        let raw = import_frame(transactions, "transactions")?;
+        let n_raw = raw_customers(&raw, &self.cfg.input.transactions.customer_id);
+        let tx = fidelis::ingest::transactions_from_frame(raw, &self.cfg.input.transactions, "transactions")
+            .map_err(py_err)?;
+        if let Ok(mut last) = self.last_summary.lock() {
+            *last = Some(summary_json(n_raw, &tx)?);
+        }
         let as_of = parse_date(as_of)?;
         let mut signals = bucket_signals(&self.cfg, events, customers)?;
         if let (Some(e), Some(f)) = (signals.events.as_mut(), facts) {
@@ -430,6 +439,12 @@ impl NativeModel {
             })
             .map_err(py_err)?;
         export_frame(py, local)
+    }
+
+    /// The validation summary of the last `score_local` call (JSON, as `score` returns it),
+    /// once: the Spark job adds them up over the buckets.
+    fn take_summary(&self) -> Option<String> {
+        self.last_summary.lock().ok().and_then(|mut s| s.take())
     }
 
     /// The facts of one bucket's events that health depends on beyond each customer's rows
@@ -649,7 +664,7 @@ impl NativeModel {
 fn load_model(path: &str, model_id: Option<&str>, config: Option<&str>) -> PyResult<NativeModel> {
     let (dir, id) = locate(path, model_id);
     let model = model::load(&dir, id.as_deref()).map_err(py_err)?;
-    Ok(NativeModel { model, cfg: config_of(config)? })
+    Ok(NativeModel { model, cfg: config_of(config)?, last_summary: Default::default() })
 }
 
 /// `fidelis validate --json` of a config file: the transaction summary as JSON.
