@@ -92,11 +92,11 @@ def spark_env(cores: int) -> dict:
 
 
 def scored_count(out_dir: Path) -> int:
-    """Rows of the scores files under ``out_dir/scores`` (from the footers): the CLI's
-    ``scores.parquet`` (not the ``top_risk.parquet`` beside it), Spark's part files."""
+    """Rows of the scores dataset under ``out_dir/scores`` (from the footers; the top-risk
+    segment is a dataset of its own, ``out_dir/top_risk``)."""
     import pyarrow.parquet as pq
 
-    files = [f for f in (out_dir / "scores").rglob("*.parquet") if f.name != "top_risk.parquet"]
+    files = list((out_dir / "scores").rglob("*.parquet"))
     return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
 
 
