@@ -389,7 +389,8 @@ def _offsets(df: Any, range_col: str, cuts: list, descending: bool) -> Any:
 
 
 def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS) -> Any:
-    """The scores table from the local columns: the whole-base columns by Spark."""
+    """The scores table from the local columns: the whole-base columns by Spark (persisted:
+    the caller writes and counts it; ``unpersist()`` it when done)."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
     from pyspark.sql.types import IntegerType, StringType, StructField, StructType
@@ -440,7 +441,10 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     else:
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
     signals = [n for n, _, _, _ in _SIGNALS if n in local.columns]
-    return scored.select(*_native.score_columns(), *signals)
+    # Persisted: the scores are written twice (all of them, then the top-risk segment) and
+    # counted; without it each action recomputes every window (at 1,000,000 customers the
+    # writes took 18.5 s, then 4.6 s).
+    return scored.select(*_native.score_columns(), *signals).persist()
 
 
 def score(
