@@ -32,6 +32,19 @@ def run(args, cwd, check=True, env=None):
     return out
 
 
+def fixture_workspace(ws: Path, extra: str = "") -> Path:
+    """A workspace at ``ws`` with the committed model fixture's model and data and a
+    ``fidelis.toml`` writing to ``output`` (``extra``: more sections, before the output)."""
+    fixture = ROOT / "tests/fixtures/model_v1"
+    shutil.copytree(fixture / "models", ws / "models")
+    shutil.copytree(fixture / "data", ws / "data")
+    (ws / "fidelis.toml").write_text(
+        f'[input.transactions]\npath = "data/transactions.parquet"\n\n{extra}[output]\ndir = "output"\nsql = []\n\n'
+        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
+    )
+    return ws
+
+
 def datasets() -> Path:
     for candidate in [os.environ.get("FIDELIS_DATASETS"), ROOT / "../shared/datasets", ROOT / "data/external"]:
         if candidate and (Path(candidate) / "cdnow/CDNOW_master.txt").is_file():

@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, run
+from conftest import ROOT, fixture_workspace, run
 from test_spark import spark  # noqa: F401 - the session fixture
 
 pl = pytest.importorskip("polars")
@@ -26,13 +26,7 @@ DATES = ["2024-12-17", "2024-12-31"]
 
 
 def cli_output(tmp_path: Path) -> Path:
-    ws = tmp_path / "cli"
-    shutil.copytree(FIXTURE / "models", ws / "models")
-    shutil.copytree(FIXTURE / "data", ws / "data")
-    (ws / "fidelis.toml").write_text(
-        '[input.transactions]\npath = "data/transactions.parquet"\n\n[output]\ndir = "output"\nsql = []\n\n'
-        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
-    )
+    ws = fixture_workspace(tmp_path / "cli")
     for d in DATES:
         run(["score", "--config", "fidelis.toml", "--as-of", d, "-q"], ws)
     return ws / "output"
@@ -114,14 +108,8 @@ def test_an_output_of_the_earlier_layout_is_moved_once(tmp_path):
     """`scores/as_of=DATE/{scores,top_risk}.parquet` (what fidelis wrote before) is moved to
     the two datasets by the next command that opens the output; its rows stay readable and
     the next run's score_change is computed against it."""
-    ws = tmp_path / "ws"
-    shutil.copytree(FIXTURE / "models", ws / "models")
-    shutil.copytree(FIXTURE / "data", ws / "data")
+    ws = fixture_workspace(tmp_path / "ws")
     shutil.copytree(FIXTURE / "expected/scores", ws / "output/scores")
-    (ws / "fidelis.toml").write_text(
-        '[input.transactions]\npath = "data/transactions.parquet"\n\n[output]\ndir = "output"\nsql = []\n\n'
-        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
-    )
     old = pq.read_table(ws / "output/scores/as_of=2024-12-31/scores.parquet")
     run(["score", "--config", "fidelis.toml", "--as-of", "2025-01-07", "-q"], ws)
     assert not (ws / "output/scores/as_of=2024-12-31").exists()

@@ -14,9 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, fixture_workspace
 
-FIXTURE = ROOT / "tests/fixtures/model_v1"
 SECTION = "(`python/tests/test_spark_launch.py` reads them from this file):"
 
 
@@ -53,15 +52,7 @@ def spark_env(path: str) -> dict:
 
 
 def workspace(tmp_path: Path) -> Path:
-    ws = tmp_path / "ws"
-    shutil.copytree(FIXTURE / "models", ws / "models")
-    shutil.copytree(FIXTURE / "data", ws / "data")
-    (ws / "fidelis.toml").write_text(
-        '[input.transactions]\npath = "data/transactions.parquet"\n\n[model]\niterations = 40\n\n'
-        '[baselines]\nenabled = false\n\n[output]\ndir = "output"\nsql = []\n\n'
-        '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
-    )
-    return ws
+    return fixture_workspace(tmp_path / "ws", '[model]\niterations = 40\n\n[baselines]\nenabled = false\n\n')
 
 
 def needs_spark():
