@@ -269,6 +269,19 @@ impl NativeModel {
         Ok((tx, signals, as_of))
     }
 
+    /// [`Self::transactions`] and their validation summary ([`summary_json`]).
+    fn transactions_with_summary(
+        &self,
+        tx: &Bound<'_, PyAny>,
+    ) -> PyResult<(fidelis::ingest::Transactions, String)> {
+        let raw = import_frame(tx, "transactions")?;
+        let n_raw = raw_customers(&raw, &self.cfg.input.transactions.customer_id);
+        let tx = fidelis::ingest::transactions_from_frame(raw, &self.cfg.input.transactions, "transactions")
+            .map_err(py_err)?;
+        let summary = summary_json(n_raw, &tx)?;
+        Ok((tx, summary))
+    }
+
     fn transactions(&self, tx: &Bound<'_, PyAny>) -> PyResult<fidelis::ingest::Transactions> {
         fidelis::ingest::transactions_from_frame(
             import_frame(tx, "transactions")?,
@@ -340,11 +353,7 @@ impl NativeModel {
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyCapsule>, String)> {
-        let raw = import_frame(transactions, "transactions")?;
-        let n_raw = raw_customers(&raw, &self.cfg.input.transactions.customer_id);
-        let tx = fidelis::ingest::transactions_from_frame(raw, &self.cfg.input.transactions, "transactions")
-            .map_err(py_err)?;
-        let summary = summary_json(n_raw, &tx)?;
+        let (tx, summary) = self.transactions_with_summary(transactions)?;
         let signals = self.signals(events, customers)?;
         let as_of = match as_of {
             Some(d) => parse_date(d)?,
@@ -389,12 +398,9 @@ impl NativeModel {
         facts: Option<&str>,
         history: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let raw = import_frame(transactions, "transactions")?;
-        let n_raw = raw_customers(&raw, &self.cfg.input.transactions.customer_id);
-        let tx = fidelis::ingest::transactions_from_frame(raw, &self.cfg.input.transactions, "transactions")
-            .map_err(py_err)?;
+        let (tx, summary) = self.transactions_with_summary(transactions)?;
         if let Ok(mut last) = self.last_summary.lock() {
-            *last = Some(summary_json(n_raw, &tx)?);
+            *last = Some(summary);
         }
         let as_of = parse_date(as_of)?;
         let mut signals = bucket_signals(&self.cfg, events, customers)?;
