@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-deps bench-score bench-monitor lint fmt datasets clean
+.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -84,6 +84,11 @@ bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fid
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release
 	cargo build --release --quiet --bin fidelis
 	$(VENV)/bin/python benches/spark.py
+
+bench-spark-10m: ## Spark local[2] at 10,000,000 customers, driver memory 2 GB: wall, memory, largest task, single-partition warnings (after make bench)
+	$(MAKE) python
+	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet --release
+	$(VENV)/bin/python benches/spark_scale.py
 
 bench-deps: ## Python packages for the LightGBM / DuckDB comparison in make bench
 	python3 -m pip install --quiet lightgbm duckdb pandas pyarrow

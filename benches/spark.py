@@ -131,8 +131,16 @@ def main() -> int:
             sys.exit(f"Spark local[{cores}] scored {got} customers, the CLI {n}")
         print(f"spark local[{cores}]: {r['wall_s']:.2f} s, {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
         results[f"spark_local_{cores}"] = r
-    for r in [results["cli"], results["spark_local_1"], results["spark_local_2"]]:
-        r.pop("stdout", None)
+    # The floor of this design: what Spark costs before any fidelis work - a session that
+    # starts and stops, and a session that sends every transaction row to a Python worker
+    # (no shuffle, no work there).
+    for probe in ["session", "to_python"]:
+        r = measure([sys.executable, str(Path(__file__).resolve()), "--probe", probe, str(tx)], spark_env(2), ROOT)
+        print(f"spark local[2] {probe}: {r['wall_s']:.2f} s", file=sys.stderr)
+        results[f"spark_local_2_{probe}"] = r
+    keys = ["cli", "spark_local_2", "spark_local_1", "spark_local_2_session", "spark_local_2_to_python"]
+    for key in keys:
+        results[key].pop("stdout", None)
     s1, s2 = results["spark_local_1"], results["spark_local_2"]
     results["wall_ratio_spark2_vs_cli"] = round(s2["wall_s"] / cli["wall_s"], 2)
     results["rss_ratio_spark2_vs_cli"] = round(s2["peak_rss_mb"] / cli["peak_rss_mb"], 2)
@@ -140,11 +148,16 @@ def main() -> int:
 
     print(f"\nweekly scoring of {size:,} customers ({n:,} eligible at {AS_OF}), one run")
     print(f"{'':24}{'wall s':>10}{'peak MB':>10}")
-    for label, key in [("fidelis score (CLI)", "cli"), ("Spark local[2]", "spark_local_2"), ("Spark local[1]", "spark_local_1")]:
+    labels = ["fidelis score (CLI)", "Spark local[2]", "Spark local[1]", "  [2] session only", "  [2] rows to Python"]
+    for label, key in zip(labels, keys):
         print(f"{label:24}{results[key]['wall_s']:>10.2f}{results[key]['peak_rss_mb']:>10.0f}")
+    results["floor_ratio_vs_cli"] = round(results["spark_local_2_to_python"]["wall_s"] / cli["wall_s"], 2)
     print(
         f"Spark local[2] / CLI: {results['wall_ratio_spark2_vs_cli']}x wall, "
         f"{results['rss_ratio_spark2_vs_cli']}x memory; 1 -> 2 cores: {results['speedup_1_to_2_cores']}x faster"
+    )
+    print(
+        f"floor (session + every row to Python, no work) / CLI: {results['floor_ratio_vs_cli']}x"
     )
     latest = ROOT / "reports/bench/latest.json"
     latest.parent.mkdir(parents=True, exist_ok=True)
@@ -157,5 +170,25 @@ def main() -> int:
     return 0
 
 
+def probe(kind: str, tx: str) -> int:
+    """``--probe session``: start and stop a session; ``--probe to_python``: every row of
+    ``tx`` through ``mapInArrow`` to a Python worker that only counts them."""
+    import pyarrow as pa
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    if kind == "to_python":
+
+        def count(batches):
+            yield pa.RecordBatch.from_pydict({"n": [sum(b.num_rows for b in batches)]})
+
+        rows = sum(r.n for r in spark.read.parquet(tx).mapInArrow(count, "n long").collect())
+        print(rows)
+    spark.stop()
+    return 0
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--probe":
+        sys.exit(probe(sys.argv[2], sys.argv[3]))
     sys.exit(main())

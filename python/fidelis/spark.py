@@ -5,8 +5,9 @@
 
 What runs where:
 
-- **Executors**: rows are bucketed by ``pmod(xxhash64(customer_id), buckets)`` and each
-  bucket (many customers) goes to the Rust core through ``groupBy(bucket).applyInArrow``:
+- **Executors**: rows are hash-partitioned by customer id into ``buckets`` partitions and
+  each partition (many customers, all of their rows) streams to the Rust core through
+  ``mapInArrow`` (no sort by group, no copy of the partition in Python):
   validation, per-day activity, features, predictions, and every per-customer column of the
   scores (probability, risk score and level, playbook, CLV, expected loss, contact, reasons).
   The model is loaded once per Python worker. A customer's rows all land in one bucket, and
@@ -107,6 +108,33 @@ def _bucketed(transactions: Any, customer_col: str, buckets: int) -> Any:
     return transactions.withColumn("__bucket", _bucket_of(customer_col, buckets))
 
 
+def _key_of(customer_col: str) -> Any:
+    """The customer id as a string: the partitioning key of every input (transactions,
+    events, customer table, health history), so a customer's rows of each land together."""
+    from pyspark.sql import functions as F
+
+    return F.col(f"`{customer_col}`").cast("string")
+
+
+def _per_partition(df: Any, key: Any, partitions: int, run: Any, schema: str) -> Any:
+    """``run(rows)`` on every partition of ``df`` hash-partitioned by ``key`` into
+    ``partitions`` (a partition holds every row of its customers, and nothing per-customer
+    depends on other customers): ``rows`` streams the partition's Arrow batches (no sort, no
+    copy of the partition in Python), ``run`` returns a table with the columns of
+    ``schema``. Empty partitions are skipped."""
+    import itertools
+
+    def each(batches: Any) -> Any:
+        it = iter(batches)
+        first = next(it, None)
+        if first is None:
+            return
+        out = run(pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], it)))
+        yield from out.to_batches()
+
+    return df.repartition(int(partitions), key).mapInArrow(each, schema)
+
+
 def _bucket_of(customer_col: str, buckets: int) -> Any:
     """``pmod(xxhash64(id as a string), buckets)``: the same bucket for a customer in every
     input (transactions, events, customer table, health history)."""
@@ -141,16 +169,10 @@ def _event_facts(events: Any, args: tuple, customer_col: str, buckets: int) -> s
     computed per bucket by the Rust core and merged."""
     from functools import reduce
 
-    def per_bucket(table: pa.Table) -> pa.Table:
-        facts = _model(*args).event_facts(table.drop(["__bucket"]).__arrow_c_stream__())
-        return pa.table({"facts": [facts]})
+    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+        return pa.table({"facts": [_model(*args).event_facts(rows.__arrow_c_stream__())]})
 
-    parts = (
-        events.withColumn("__bucket", _bucket_of(customer_col, buckets))
-        .groupBy("__bucket")
-        .applyInArrow(per_bucket, "facts string")
-        .collect()
-    )
+    parts = _per_partition(events, _key_of(customer_col), buckets, per_partition, "facts string").collect()
     return reduce(_native.merge_event_facts, sorted(r[0] for r in parts), "{}") if parts else "{}"
 
 
@@ -251,23 +273,22 @@ def _local(
     _LAST_COUNTS[:] = [counts]
     if events is None and customers is None:
 
-        def per_bucket(table: pa.Table) -> pa.Table:
+        def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
             m = _model(*args)
-            out = _table(m.score_local(table.drop(["__bucket"]).__arrow_c_stream__(), as_of, drift))
+            out = _table(m.score_local(rows.__arrow_c_stream__(), as_of, drift))
             counts.add(_summary_counts(m.take_summary()))
             return _plain_strings(out)
 
-        return _bucketed(transactions, tx_col, buckets).groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+        return _per_partition(transactions, _key_of(tx_col), buckets, per_partition, schema).cache()
 
     facts = _event_facts(events, args, ev_col, buckets) if events is not None else None
     wide, kinds = _cogrouped(
-        [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")],
-        buckets,
+        [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")]
     )
     empty = _empty(columns)
 
-    def per_bucket(table: pa.Table) -> pa.Table:
-        parts = _split(table, kinds)
+    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+        parts = _split(rows.read_all(), kinds)
         if parts["t"].num_rows == 0:
             return empty
         stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
@@ -276,7 +297,7 @@ def _local(
         counts.add(_summary_counts(m.take_summary()))
         return _plain_strings(_table(out))
 
-    return wide.groupBy("__bucket").applyInArrow(per_bucket, schema).cache()
+    return _per_partition(wide, "__key", buckets, per_partition, schema).cache()
 
 
 def _empty(columns: list) -> pa.Table:
@@ -284,18 +305,19 @@ def _empty(columns: list) -> pa.Table:
     return pa.schema([pa.field(n, _ARROW.get(t, pa.float64())) for n, t in columns]).empty_table()
 
 
-def _cogrouped(inputs: list, buckets: int) -> tuple:
-    """Several inputs grouped by customer bucket at once (``cogroup`` takes two): each
-    ``(kind, DataFrame, customer column)`` is tagged with its kind, its columns prefixed with
-    ``<kind>__``, bucketed by the same hash of the customer id, and the inputs unioned, so one
-    ``groupBy("__bucket")`` group holds every input's rows of its customers (split again by
-    :func:`_split`). Inputs that are None are left out; returns the union and its kinds."""
+def _cogrouped(inputs: list) -> tuple:
+    """Several inputs keyed by customer at once (``cogroup`` takes two): each ``(kind,
+    DataFrame, customer column)`` is tagged with its kind, its columns prefixed with
+    ``<kind>__``, keyed by the customer id as a string (``__key``), and the inputs unioned,
+    so a partition by ``__key`` (or a group by a hash of it) holds every input's rows of its
+    customers (split again by :func:`_split`). Inputs that are None are left out; returns the
+    union and its kinds."""
     from pyspark.sql import functions as F
 
     inputs = [(k, df, c) for k, df, c in inputs if df is not None]
     tagged = [
         df.select(
-            _bucket_of(c, buckets).alias("__bucket"),
+            _key_of(c).alias("__key"),
             F.lit(k).alias("__kind"),
             *[F.col(f"`{name}`").alias(f"{k}__{name}") for name in df.columns],
         )
@@ -374,18 +396,26 @@ def _range_of(column: str, cuts: list) -> Any:
     return below(0, len(cuts))
 
 
-def _offsets(df: Any, range_col: str, cuts: list, descending: bool) -> Any:
-    """The number of rows in the ranges before each range (in ascending or descending order
-    of the ranges), as an expression of the range index."""
+def _offsets(df: Any, columns: list, cuts: dict, descending: set) -> dict:
+    """Per column, the number of rows in the ranges before each range (in ascending or, for
+    the columns in ``descending``, descending order of the ranges), as an expression of the
+    range index ``__range_<column>``: the rows per (column, range) counted in one job."""
     from pyspark.sql import functions as F
 
-    counts = {r[0]: r[1] for r in df.groupBy(range_col).count().collect()}
-    order = range(len(cuts), -1, -1) if descending else range(len(cuts) + 1)
-    before, offsets = 0, {}
-    for r in order:
-        offsets[r] = before
-        before += counts.get(r, 0)
-    return F.element_at(F.array(*[F.lit(offsets[r]) for r in range(len(cuts) + 1)]), F.col(range_col) + 1)
+    pairs = F.array(*[F.struct(F.lit(i).alias("c"), F.col(f"__range_{c}").alias("r")) for i, c in enumerate(columns)])
+    counts: dict = {}
+    for row in df.select(F.explode(pairs).alias("p")).groupBy("p.c", "p.r").count().collect():
+        counts.setdefault(columns[row[0]], {})[row[1]] = row[2]
+    out = {}
+    for c in columns:
+        ranges = range(len(cuts[c]), -1, -1) if c in descending else range(len(cuts[c]) + 1)
+        before, offsets = 0, {}
+        for r in ranges:
+            offsets[r] = before
+            before += counts.get(c, {}).get(r, 0)
+        lits = [F.lit(offsets[r]) for r in range(len(cuts[c]) + 1)]
+        out[c] = F.element_at(F.array(*lits), F.col(f"__range_{c}") + 1)
+    return out
 
 
 def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS) -> Any:
@@ -402,18 +432,21 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     cuts = _range_buckets(local, columns, n, rank_rows)
     ranges = local.select("*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns])
     # The offsets from the cached local columns (before any window: nothing is recomputed).
-    offset = {c: _offsets(ranges, f"__range_{c}", cuts[c], descending=c == "rank_key") for c in columns}
+    offset = _offsets(ranges, columns, cuts, {"rank_key"})
     # Risk rank: rank key descending, ties by customer id ascending, as the CLI.
     in_range = Window.partitionBy("__range_rank_key").orderBy(F.desc("rank_key"), F.asc("customer_id"))
     ranked = ranges.withColumn(
         "risk_rank", (offset["rank_key"] + F.row_number().over(in_range)).cast("int")
     ).withColumn("in_top_decile", F.col("risk_rank") <= F.lit(top_n))
-    # Average ranks (ties share the mean of their positions), as the CLI's quintiles use.
+    # Average ranks (ties share the mean of their positions), as the CLI's quintiles use. The
+    # ties are counted per (range, value): equal values share a range, and the window needs
+    # no shuffle of its own (the rank's partitioning by range serves it).
     for value, rank in values:
+        in_range = f"__range_{value}"
         ranked = ranked.withColumn(
             rank,
-            (offset[value] + F.rank().over(Window.partitionBy(f"__range_{value}").orderBy(value))).cast("double")
-            + (F.count(F.lit(1)).over(Window.partitionBy(value)) - 1) / 2.0,
+            (offset[value] + F.rank().over(Window.partitionBy(in_range).orderBy(value))).cast("double")
+            + (F.count(F.lit(1)).over(Window.partitionBy(in_range, value)) - 1) / 2.0,
         )
     ranked = ranked.drop(*[f"__range_{c}" for c in columns])
     # A new schema (StructType.add would change the DataFrame's own).
@@ -442,8 +475,7 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
     signals = [n for n, _, _, _ in _SIGNALS if n in local.columns]
     # Persisted: the scores are written twice (all of them, then the top-risk segment) and
-    # counted; without it each action recomputes every window (at 1,000,000 customers the
-    # writes took 18.5 s, then 4.6 s).
+    # counted; without it each action would recompute every window.
     return scored.select(*_native.score_columns(), *signals).persist()
 
 
@@ -575,16 +607,11 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
         return [], known
     customer_col, _ = driver.columns
 
-    def per_bucket(table: pa.Table) -> pa.Table:
-        m = _model(*args)
-        return _plain_strings(_table(m.activity(table.drop(["__bucket"]).__arrow_c_stream__(), candidates)))
+    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+        return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
 
-    activity = (
-        _bucketed(transactions, customer_col, buckets)
-        .groupBy("__bucket")
-        .applyInArrow(per_bucket, "kind string, day date, customer_id string")
-        .cache()
-    )
+    schema = "kind string, day date, customer_id string"
+    activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
     data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
     out_rows = []
     for run in candidates:
@@ -819,14 +846,14 @@ def _signal_spec(events: Any, customers: Any, config: Optional[str], buckets: in
     if events is None and customers is None:
         return None
     ev_col, cu_col = _trainer(config).signal_customer_columns
-    wide, kinds = _cogrouped([("e", events, ev_col), ("c", customers, cu_col)], buckets)
+    wide, kinds = _cogrouped([("e", events, ev_col), ("c", customers, cu_col)])
 
-    def counts(table: pa.Table) -> pa.Table:
-        parts = _split(table, kinds)
+    def counts(rows: pa.RecordBatchReader) -> pa.Table:
+        parts = _split(rows.read_all(), kinds)
         stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
         return pa.table({"counts": [_trainer(config).signal_counts(stream("e"), stream("c"))]})
 
-    found = wide.groupBy("__bucket").applyInArrow(counts, "counts string").collect()
+    found = _per_partition(wide, "__key", buckets, counts, "counts string").collect()
     return _trainer(config).signal_spec(sorted(r[0] for r in found))
 
 
@@ -924,9 +951,8 @@ def train(
         if signal_spec is None:
             source, kinds = bucketed, None
         else:
-            source, kinds = _cogrouped(
-                [("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)], buckets
-            )
+            wide, kinds = _cogrouped([("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)])
+            source = wide.withColumn("__bucket", _bucket_of("__key", buckets))
         dataset = _features_per_bucket(source, kinds, config, "dataset", data_columns, snapshot_models, signal_spec)
         dataset = dataset.cache()
         rows = dataset.count()
@@ -1008,7 +1034,7 @@ def main(argv: Optional[list] = None) -> int:
         s.add_argument("--as-of", required=True)
         s.add_argument("--out", required=True, help="output root: scores/, top_risk/, metrics_history/")
         s.add_argument("--config", help="fidelis.toml: column mapping, ranking, monitoring thresholds")
-        s.add_argument("--buckets", type=int, default=64)
+        s.add_argument("--buckets", type=int, default=64, help="partitions of the per-customer stage (each holds every row of its customers)")
         s.add_argument("--events", help="the event log (a Parquet path or a table), for a model trained with it")
         s.add_argument("--customers", help="the customer table (a Parquet path or a table)")
         if name != "score":
