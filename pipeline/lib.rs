@@ -21,6 +21,7 @@ pub mod bgnbd;
 pub mod calibration;
 pub mod config;
 pub mod error;
+pub mod experiment;
 pub mod features;
 pub mod files;
 pub mod format;

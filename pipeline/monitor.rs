@@ -29,7 +29,7 @@
 //! of the contact flags it wrote, with the decision settings of the model that scored it.
 //! Computed once per run: at the first monitor date where it is mature.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
+use crate::experiment::{Group, Outcome, RunEffect};
 use crate::features::{Daily, FeatureMatrix};
 use crate::math::ExactSum;
 use crate::metrics;
@@ -420,6 +421,9 @@ pub struct Realized {
     pub top10_capture: f64,
     pub contacted: usize,
     pub net_value: f64,
+    /// The measured effect of contacting in this run (its scores have a control group).
+    #[serde(default)]
+    pub effect: Option<RunEffect>,
 }
 
 fn col_f64(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<f64>> {
@@ -433,18 +437,19 @@ fn col_bool(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<bool>> {
 
 /// Realized metrics of the run `scores` (a run's scores table, rows in any order: they are
 /// taken in customer order, so that every sum is the same whoever stored them) given who was
-/// active in its outcome window.
+/// active in its outcome window and their revenue there (`outcomes`, [`outcomes_between`]):
+/// with a control group in the scores, the measured effect of contacting too.
 pub fn realized(
     run: NaiveDate,
     scores: &DataFrame,
-    active: &HashSet<String>,
+    outcomes: &HashMap<String, f64>,
     decision: &DecisionConfig,
 ) -> Result<Realized> {
     let ctx = format!("the scores of the run at {run}");
     let scores = &scores.sort([CUSTOMER], SortMultipleOptions::default()).polars(&ctx)?;
     let ids = scores.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
     let y: Vec<f64> =
-        ids.iter().map(|id| f64::from(u8::from(!id.is_some_and(|id| active.contains(id))))).collect();
+        ids.iter().map(|id| f64::from(u8::from(!id.is_some_and(|id| outcomes.contains_key(id))))).collect();
     let p = col_f64(scores, "churn_probability", &ctx)?;
     let clv = col_f64(scores, "predicted_clv", &ctx)?;
     let contact = col_bool(scores, "contact", &ctx)?;
@@ -465,19 +470,64 @@ pub fn realized(
         top10_capture: if churners > 0.0 { captured / churners } else { f64::NAN },
         contacted: contact.iter().filter(|&&c| c).count(),
         net_value: threshold::net_value_of(&contact, &y, &values, decision),
+        effect: run_effect(scores, &y, outcomes, &values, decision, &ctx)?,
     })
 }
 
-/// Customers with at least one transaction in `[from, to)`.
-pub fn active_between(daily: &Daily, from: NaiveDate, to: NaiveDate) -> HashSet<String> {
+/// The measured effect of a run whose scores carry `experiment_group` (rows in customer order,
+/// `y` their churn, `values` the value of a saved churner of each).
+fn run_effect(
+    scores: &DataFrame,
+    y: &[f64],
+    outcomes: &HashMap<String, f64>,
+    values: &[f64],
+    decision: &DecisionConfig,
+    ctx: &str,
+) -> Result<Option<RunEffect>> {
+    let Ok(groups) = scores.column(schema::EXPERIMENT_GROUP) else {
+        return Ok(None);
+    };
+    let text = |name: &str| -> Result<Vec<Option<String>>> {
+        let c = scores.column(name).polars(ctx)?.cast(&DataType::String).polars(ctx)?;
+        Ok(c.str().polars(ctx)?.iter().map(|v| v.map(str::to_string)).collect())
+    };
+    let groups = groups.cast(&DataType::String).polars(ctx)?;
+    let groups = groups.str().polars(ctx)?;
+    let (ids, band, playbook) = (text(CUSTOMER)?, text("risk_level")?, text("playbook")?);
+    let rows: Vec<Outcome> = (0..y.len())
+        .filter_map(|i| {
+            let group = Group::parse(groups.get(i)?)?;
+            let id = ids[i].as_deref()?;
+            Some(Outcome {
+                group,
+                churned: y[i] > 0.5,
+                revenue: outcomes.get(id).copied().unwrap_or(0.0),
+                value: values[i],
+                band: band[i].as_deref().unwrap_or_default(),
+                playbook: playbook[i].as_deref().unwrap_or_default(),
+            })
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RunEffect::of(&rows, decision)))
+}
+
+/// Customers with at least one transaction in `[from, to)`, with their revenue there (the
+/// sum of the amounts, refunds included).
+pub fn outcomes_between(daily: &Daily, from: NaiveDate, to: NaiveDate) -> HashMap<String, f64> {
     let (from, to) = (schema::epoch_day(from), schema::epoch_day(to));
     (0..daily.customers.len())
-        .filter(|&c| {
+        .filter_map(|c| {
             let days = daily.days_of(c);
             let first = days.partition_point(|&d| d < from);
-            days.get(first).is_some_and(|&d| d < to)
+            let last = days.partition_point(|&d| d < to);
+            (first < last).then(|| {
+                let base = daily.start[c];
+                (daily.customers[c].clone(), daily.amount[base + first..base + last].iter().sum())
+            })
         })
-        .map(|c| daily.customers[c].clone())
         .collect()
 }
 
@@ -521,7 +571,16 @@ pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
         auc_history.insert(r.run, r.roc_auc);
     }
     let model_age_days = (o.as_of - o.model_end).num_days();
-    let alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    let mut alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    for r in &o.realized {
+        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()).filter(|e| e.harmful()) {
+            alerts.push(format!(
+                "ALERT contacting increased churn in the run at {}: {} (the whole 95% interval is below zero)",
+                r.run,
+                effect_words(e)
+            ));
+        }
+    }
     let (retrain, advice) = advice(alerts.len(), model_age_days, o.as_of, cfg);
     MonitorReport {
         as_of: o.as_of,
@@ -599,6 +658,41 @@ fn advice(alerts: usize, model_age_days: i64, as_of: NaiveDate, cfg: &MonitorCon
     (retrain, advice)
 }
 
+/// An effect in words: churn per group, the reduction with its interval, revenue, net value.
+pub fn effect_words(e: &crate::experiment::Effect) -> String {
+    format!(
+        "churn {:.1}% treated (n {}) vs {:.1}% control (n {}), reduction {:+.1} points [95% {:+.1}, {:+.1}], \
+         revenue per customer {:+.2}, incremental net value {:.0}",
+        100.0 * e.churn_treatment,
+        e.treatment,
+        100.0 * e.churn_control,
+        e.control,
+        100.0 * e.reduction,
+        100.0 * e.reduction_low,
+        100.0 * e.reduction_high,
+        e.revenue_difference,
+        e.incremental_net_value
+    )
+}
+
+/// The effect metrics in the history (kind `effect`, item = the run, `<run> band=<band>` or
+/// `<run> playbook=<playbook>`).
+const EFFECT_METRICS: [&str; 13] = [
+    "treatment",
+    "control",
+    "churn_treatment",
+    "churn_control",
+    "reduction",
+    "reduction_low",
+    "reduction_high",
+    "revenue_treatment",
+    "revenue_control",
+    "revenue_difference",
+    "revenue_low",
+    "revenue_high",
+    "incremental_net_value",
+];
+
 /// One row of the monitoring history.
 struct Row {
     kind: &'static str,
@@ -670,6 +764,42 @@ impl MonitorReport {
                     v,
                     if *m == "roc_auc" { auc_status } else { Status::Info },
                 );
+            }
+        }
+        for r in &self.realized {
+            let Some(effect) = &r.effect else { continue };
+            let strata = effect
+                .overall
+                .iter()
+                .map(|e| (r.run.to_string(), e))
+                .chain(effect.by_band.iter().map(|(b, e)| (format!("{} band={b}", r.run), e)))
+                .chain(effect.by_playbook.iter().map(|(p, e)| (format!("{} playbook={p}", r.run), e)));
+            for (item, e) in strata {
+                let values = [
+                    e.treatment as f64,
+                    e.control as f64,
+                    e.churn_treatment,
+                    e.churn_control,
+                    e.reduction,
+                    e.reduction_low,
+                    e.reduction_high,
+                    e.revenue_treatment,
+                    e.revenue_control,
+                    e.revenue_difference,
+                    e.revenue_low,
+                    e.revenue_high,
+                    e.incremental_net_value,
+                ];
+                let status = if e.harmful() { Status::Alert } else { Status::Ok };
+                for (m, v) in EFFECT_METRICS.iter().zip(values) {
+                    push(
+                        "effect",
+                        item.as_str(),
+                        *m,
+                        v,
+                        if *m == "reduction" { status } else { Status::Info },
+                    );
+                }
             }
         }
         let t = &self.thresholds;
@@ -826,9 +956,56 @@ impl HistoryRows {
                 top10_capture: v("top10_capture"),
                 contacted: count("contacted"),
                 net_value: v("net_value"),
+                effect: self.effect_at(here, item),
             });
         }
         Ok(out)
+    }
+
+    /// The effect of the run `run` at the rows `here` (None when the history has none).
+    fn effect_at(&self, here: &[usize], run: &str) -> Option<RunEffect> {
+        let of = |item: &str| -> Option<crate::experiment::Effect> {
+            let v = |m: &str| self.value_of(here, "effect", item, m);
+            Some(crate::experiment::Effect {
+                treatment: v("treatment")? as usize,
+                control: v("control")? as usize,
+                churn_treatment: v("churn_treatment")?,
+                churn_control: v("churn_control")?,
+                reduction: v("reduction")?,
+                reduction_low: v("reduction_low")?,
+                reduction_high: v("reduction_high")?,
+                relative_reduction: {
+                    let (r, c) = (v("reduction")?, v("churn_control")?);
+                    if c > 0.0 {
+                        r / c
+                    } else {
+                        f64::NAN
+                    }
+                },
+                revenue_treatment: v("revenue_treatment")?,
+                revenue_control: v("revenue_control")?,
+                revenue_difference: v("revenue_difference")?,
+                revenue_low: v("revenue_low")?,
+                revenue_high: v("revenue_high")?,
+                incremental_net_value: v("incremental_net_value")?,
+            })
+        };
+        let strata = |prefix: &str| -> Vec<(String, crate::experiment::Effect)> {
+            let mut items: Vec<&str> = here
+                .iter()
+                .filter(|&&i| self.kind[i] == "effect" && self.metric[i] == "reduction")
+                .filter_map(|&i| self.item[i].strip_prefix(run)?.strip_prefix(prefix))
+                .collect();
+            items.sort_unstable();
+            items.dedup();
+            items
+                .into_iter()
+                .filter_map(|s| Some((s.to_string(), of(&format!("{run}{prefix}{s}"))?)))
+                .collect()
+        };
+        let overall = of(run);
+        let (by_band, by_playbook) = (strata(" band="), strata(" playbook="));
+        (overall.is_some() || !by_band.is_empty()).then_some(RunEffect { overall, by_band, by_playbook })
     }
 }
 

@@ -5,6 +5,8 @@
 use chrono::{Datelike as _, NaiveDate};
 
 /// Customer id column (transactions, events, customer table, features, scores).
+/// The scores' experiment group column (`experiment`): `treatment`, `control`, `exempt`, null.
+pub const EXPERIMENT_GROUP: &str = "experiment_group";
 pub const CUSTOMER: &str = "customer_id";
 /// Snapshot date column of a feature frame.
 pub const SNAPSHOT: &str = "snapshot";

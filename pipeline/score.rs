@@ -11,7 +11,8 @@
 //! | `risk_score`, `risk_level`, `playbook` | 0-100 score, its band and the band's playbook |
 //! | `predicted_clv` | revenue predicted over the next horizon |
 //! | `expected_loss` | `churn_probability * max(predicted_clv, 0)` |
-//! | `contact` | the model's cost-weighted threshold applied |
+//! | `contact` | the model's cost-weighted threshold applied, control group held out |
+//! | `experiment_group` | `treatment`, `control`, `exempt`, or null outside the experiment (`experiment`) |
 //! | `risk_rank`, `in_top_decile` | 1 = riskiest by `output.rank_by`; in the top `round(top_share * n)` |
 //! | `score_change` | risk score minus the customer's score in the previous run (null if none) |
 //! | `rfm_r`, `rfm_f`, `rfm_m`, `rfm_segment` | quintiles 1-5 over the scored base, and the segment |
@@ -39,6 +40,7 @@ use serde::Serialize;
 
 use crate::config::{Config, RankBy};
 use crate::error::{PolarsContext, Result};
+use crate::experiment::{self, Group, HeldOut};
 use crate::metrics;
 use crate::model::LoadedModel;
 use crate::predict::Predictions;
@@ -52,10 +54,16 @@ pub struct ScoreSummary {
     pub as_of: NaiveDate,
     pub model_id: String,
     pub scored: usize,
+    /// Customers the cost-weighted threshold selects.
+    pub selected: usize,
+    /// Customers to contact: the selected ones but the control group, plus exploration.
     pub contacted: usize,
     pub per_level: Vec<(String, usize)>,
     pub top_size: usize,
     pub top_expected_loss: f64,
+    /// The control group of this run (None without one: `experiment.control_share = 0` and
+    /// no exploration).
+    pub experiment: Option<HeldOut>,
     pub previous_run: Option<NaiveDate>,
     /// Which health components the event log feeds, and which were dropped (weights
     /// renormalized over the rest); `None` without events.
@@ -118,8 +126,8 @@ pub fn score(
     health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
     let (as_of, n) = (preds.as_of, preds.x.rows);
-    let local = local_scores(cfg, model, preds)?;
-    let global = whole_base(&local, cfg.output.top_share, previous)?;
+    let local = local_scores(cfg, model, preds, signals)?;
+    let global = whole_base(&local, cfg, previous)?;
     let rank = global.risk_rank.clone();
     let mut scores = assemble(&local, global)?;
     let level: Vec<&str> = {
@@ -138,14 +146,15 @@ pub fn score(
         .sort(["risk_rank"], SortMultipleOptions::default())
         .collect()
         .polars("selecting the top-risk segment")?;
-    let (p, bands, threshold) = (&preds.churn_probability, &model.decision.bands, model.decision.threshold);
+    let bands = &model.decision.bands;
     let expected_loss = features_of(&local, "expected_loss")?;
     let top_n = top_size(cfg.output.top_share, n);
     let summary = ScoreSummary {
         as_of,
         model_id: model.info.model_id.clone(),
         scored: n,
-        contacted: p.iter().filter(|&&q| threshold.is_some_and(|t| q >= t)).count(),
+        selected: preds.churn_probability.iter().filter(|&&q| model.decision.contacts(q)).count(),
+        contacted: bool_column(&scores, "contact")?.iter().filter(|&&c| c).count(),
         per_level: bands
             .bands
             .iter()
@@ -153,6 +162,7 @@ pub fn score(
             .collect(),
         top_size: top_risk.height(),
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
+        experiment: held_out(cfg, model, preds, &scores)?,
         previous_run: previous.map(|p| p.as_of),
         health: signals.events.as_ref().map(|e| health_note(&cfg.health, e, as_of)),
         notes: in_sample_note(model, as_of).into_iter().collect(),
@@ -164,7 +174,36 @@ fn features_of(df: &DataFrame, name: &str) -> Result<Vec<f64>> {
     crate::features::column_f64(df, name)
 }
 
-/// A warning when `as_of` lies inside the model's training data: those scores are in-sample.
+fn bool_column(df: &DataFrame, name: &str) -> Result<Vec<bool>> {
+    let c = df.column(name).polars(name)?.bool().polars(name)?;
+    Ok(c.iter().map(|v| v.unwrap_or(false)).collect())
+}
+
+fn text_column(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
+    let c = df.column(name).polars(name)?.str().polars(name)?;
+    Ok(c.iter().map(|v| v.map(str::to_string)).collect())
+}
+
+/// [`HeldOut`] of a run's scores (rows in the order of `preds`); None outside an experiment.
+fn held_out(
+    cfg: &Config,
+    model: &LoadedModel,
+    preds: &Predictions,
+    scores: &DataFrame,
+) -> Result<Option<HeldOut>> {
+    let e = &cfg.experiment;
+    if e.control_share <= 0.0 && e.explore_share <= 0.0 {
+        return Ok(None);
+    }
+    let groups: Vec<Option<Group>> =
+        text_column(scores, EXPERIMENT_GROUP)?.iter().map(|g| g.as_deref().and_then(Group::parse)).collect();
+    let p = &preds.churn_probability;
+    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
+    let d = &model.decision.config;
+    let values = crate::threshold::tp_values(d, &preds.predicted_clv);
+    Ok(Some(experiment::held_out(d, &groups, &decided, p, &values)))
+}
+
 fn in_sample_note(model: &LoadedModel, as_of: NaiveDate) -> Option<String> {
     let end = model.info.snapshots.last_ts.date();
     (as_of <= end).then(|| {
@@ -198,9 +237,14 @@ pub fn top_size(top_share: f64, n: usize) -> u32 {
 /// amount).
 pub const RANK_KEY: &str = "rank_key";
 pub const RFM_VALUES: [&str; 3] = ["rfm_r_value", "rfm_f_value", "rfm_m_value"];
+/// Helper columns of the control group: the customer's draw and whether the decision
+/// contacts them (the group is balanced per band over the whole base, [`experiment::balance`]).
+pub const EXPERIMENT_DRAW: &str = "experiment_draw";
+pub const DECIDED: &str = "decided";
+pub use crate::schema::EXPERIMENT_GROUP;
 
 /// The columns of the scores table, in order (the optional signal columns follow).
-pub const SCORE_COLUMNS: [&str; 18] = [
+pub const SCORE_COLUMNS: [&str; 19] = [
     "as_of",
     CUSTOMER,
     CHURN_SCORE,
@@ -210,6 +254,7 @@ pub const SCORE_COLUMNS: [&str; 18] = [
     CLV_SCORE,
     "expected_loss",
     "contact",
+    EXPERIMENT_GROUP,
     "risk_rank",
     "in_top_decile",
     "score_change",
@@ -223,9 +268,22 @@ pub const SCORE_COLUMNS: [&str; 18] = [
 
 /// The per-customer columns of the scores, which no other customer changes (a bucket of
 /// customers scored apart, on a Spark executor, gives exactly these), with the helper
-/// columns [`RANK_KEY`] and [`RFM_VALUES`] the whole-base columns are computed from.
-pub fn local_scores(cfg: &Config, model: &LoadedModel, preds: &Predictions) -> Result<DataFrame> {
+/// columns [`RANK_KEY`], [`RFM_VALUES`], [`EXPERIMENT_DRAW`] and [`DECIDED`] the whole-base
+/// columns are computed from. The group and `contact` are before the per-band balance.
+pub fn local_scores(
+    cfg: &Config,
+    model: &LoadedModel,
+    preds: &Predictions,
+    signals: &SignalData,
+) -> Result<DataFrame> {
     let (p, n, bands) = (&preds.churn_probability, preds.x.rows, &model.decision.bands);
+    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
+    let draws: Vec<f64> =
+        preds.customers.iter().map(|id| experiment::draw(&cfg.experiment.name, id)).collect();
+    let arr = |id: &str| signals.customers.as_ref().and_then(|c| c.rows.get(id)).and_then(|c| c.arr());
+    let groups: Vec<Option<Group>> = (0..n)
+        .map(|i| experiment::assign(&cfg.experiment, decided[i], draws[i], arr(&preds.customers[i])))
+        .collect();
     let expected_loss: Vec<f64> = p.iter().zip(&preds.predicted_clv).map(|(q, c)| q * c.max(0.0)).collect();
     let feature = |name: &str| -> Result<Vec<f64>> {
         let c = preds.x.names.iter().position(|n| n == name).ok_or_else(|| {
@@ -243,7 +301,6 @@ pub fn local_scores(cfg: &Config, model: &LoadedModel, preds: &Predictions) -> R
         RankBy::Probability => p.iter().map(|v| v + 0.0).collect(),
         RankBy::ExpectedLoss => expected_loss.iter().map(|v| v + 0.0).collect(),
     };
-    let threshold = model.decision.threshold;
     let as_of_col = Column::new("as_of".into(), vec![schema::epoch_day(preds.as_of); n])
         .cast(&DataType::Date)
         .polars("as_of column")?;
@@ -259,16 +316,16 @@ pub fn local_scores(cfg: &Config, model: &LoadedModel, preds: &Predictions) -> R
         ),
         Column::new(CLV_SCORE.into(), preds.predicted_clv.clone()),
         Column::new("expected_loss".into(), expected_loss),
-        Column::new(
-            "contact".into(),
-            p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect::<Vec<_>>(),
-        ),
+        Column::new("contact".into(), groups.iter().map(|&g| Group::contacted(g)).collect::<Vec<_>>()),
+        Column::new(EXPERIMENT_GROUP.into(), groups.iter().map(|g| g.map(Group::as_str)).collect::<Vec<_>>()),
         Column::new("top_reasons".into(), reasons),
         Column::new("model_id".into(), vec![model.info.model_id.as_str(); n]),
         Column::new(RANK_KEY.into(), key),
         Column::new(RFM_VALUES[0].into(), feature("recency_days")?.iter().map(|v| -v).collect::<Vec<_>>()),
         Column::new(RFM_VALUES[1].into(), feature("count_life")?),
         Column::new(RFM_VALUES[2].into(), feature("amount_life")?),
+        Column::new(EXPERIMENT_DRAW.into(), draws),
+        Column::new(DECIDED.into(), decided),
     ])
     .polars("assembling scores")
 }
@@ -280,10 +337,13 @@ pub struct WholeBase {
     pub in_top_decile: Vec<bool>,
     pub score_change: Vec<Option<i32>>,
     pub rfm: [Vec<i32>; 3],
+    /// The groups after the per-band balance ([`experiment::balance`]).
+    pub groups: Vec<Option<Group>>,
 }
 
 /// [`WholeBase`] of the local scores of every customer (rows in customer order).
-pub fn whole_base(local: &DataFrame, top_share: f64, previous: Option<&PreviousRun>) -> Result<WholeBase> {
+pub fn whole_base(local: &DataFrame, cfg: &Config, previous: Option<&PreviousRun>) -> Result<WholeBase> {
+    let top_share = cfg.output.top_share;
     let risk_rank = risk_ranks(&features_of(local, RANK_KEY)?);
     let top_n = top_size(top_share, local.height());
     let ctx = "the local scores";
@@ -303,7 +363,18 @@ pub fn whole_base(local: &DataFrame, top_share: f64, previous: Option<&PreviousR
         quintiles(&features_of(local, RFM_VALUES[2])?),
     ];
     let in_top_decile = risk_rank.iter().map(|&r| r <= top_n).collect();
-    Ok(WholeBase { risk_rank, in_top_decile, score_change, rfm })
+    let mut groups: Vec<Option<Group>> =
+        text_column(local, EXPERIMENT_GROUP)?.iter().map(|g| g.as_deref().and_then(Group::parse)).collect();
+    let levels = text_column(local, "risk_level")?;
+    let band: Vec<&str> = levels.iter().map(|l| l.as_deref().unwrap_or_default()).collect();
+    experiment::balance(
+        &cfg.experiment,
+        &mut groups,
+        &bool_column(local, DECIDED)?,
+        &band,
+        &features_of(local, EXPERIMENT_DRAW)?,
+    );
+    Ok(WholeBase { risk_rank, in_top_decile, score_change, rfm, groups })
 }
 
 /// The scores table (columns [`SCORE_COLUMNS`]) of the local scores and the whole-base
@@ -320,6 +391,11 @@ pub fn assemble(local: &DataFrame, w: WholeBase) -> Result<DataFrame> {
         Column::new("rfm_f".into(), f),
         Column::new("rfm_m".into(), m),
         Column::new("rfm_segment".into(), segment),
+        Column::new("contact".into(), w.groups.iter().map(|&g| Group::contacted(g)).collect::<Vec<_>>()),
+        Column::new(
+            EXPERIMENT_GROUP.into(),
+            w.groups.iter().map(|g| g.map(Group::as_str)).collect::<Vec<_>>(),
+        ),
     ] {
         df.with_column(c).polars("assembling scores")?;
     }
@@ -418,7 +494,14 @@ impl std::fmt::Display for ScoreSummary {
             let share = if self.scored > 0 { 100.0 * *count as f64 / self.scored as f64 } else { 0.0 };
             writeln!(f, "  {level:<10} {count:>9}  ({share:.1}%)")?;
         }
-        writeln!(f, "  to contact (cost-weighted threshold): {}", self.contacted)?;
+        writeln!(
+            f,
+            "  selected by the cost-weighted threshold: {}; to contact: {}",
+            self.selected, self.contacted
+        )?;
+        if let Some(e) = &self.experiment {
+            writeln!(f, "  {e}")?;
+        }
         write!(
             f,
             "  top-risk segment: {} customers, expected loss {:.0}",

@@ -51,6 +51,16 @@ pub struct ThresholdChoice {
     pub curve: Vec<CurvePoint>,
 }
 
+/// The contact rule, the one place it is written: contact when the calibrated churn
+/// probability is at least the threshold; nobody without a threshold. `score`, the reports,
+/// the decision's evaluation and (through `score`) Python and Spark all apply this.
+pub fn contacts(threshold: Option<f64>, p: f64) -> bool {
+    threshold.is_some_and(|t| p >= t)
+}
+
+/// Points kept of a net-value curve (the decision artifact's and the reports' charts).
+pub const CURVE_POINTS: usize = 201;
+
 /// Sweep every distinct score; pick the threshold with the highest net value.
 pub fn choose_threshold(p: &[f64], y: &[f64], value: &[f64], cfg: &DecisionConfig) -> ThresholdChoice {
     let g = gains(y, value, cfg);
@@ -122,7 +132,7 @@ pub fn evaluate(
     cfg: &DecisionConfig,
 ) -> PolicyOutcome {
     let g = gains(y, value, cfg);
-    let contact: Vec<bool> = p.iter().map(|&q| threshold.is_some_and(|t| q >= t)).collect();
+    let contact: Vec<bool> = p.iter().map(|&q| contacts(threshold, q)).collect();
     let contacted = contact.iter().filter(|&&c| c).count();
     let tp = contact.iter().zip(y).filter(|(&c, &t)| c && t > 0.5).count();
     let positives = y.iter().filter(|&&t| t > 0.5).count();

@@ -41,13 +41,34 @@ fn a_model_of_the_first_format_loads_and_scores_as_it_did() {
     let then = read(&fixture().join("expected/scores/as_of=2024-12-31/scores.parquet"));
     let now = read(&ws.path().join("expected/scores/run=2024-12-31/part-0.parquet"));
     assert_eq!(then.height(), now.height());
-    assert_eq!(then.get_column_names(), now.get_column_names());
+    // Since then the scores gained `experiment_group` (after `contact`), and `contact` holds
+    // the control group out: every other column is as it was, and `contact` is as it was
+    // except for the control customers, who are not contacted.
+    let mut columns: Vec<_> = then.get_column_names().into_iter().cloned().collect();
+    columns.insert(columns.iter().position(|c| c == "contact").unwrap() + 1, "experiment_group".into());
+    assert_eq!(columns, now.get_column_names().into_iter().cloned().collect::<Vec<_>>());
     for name in then.get_column_names() {
+        if name == "contact" {
+            continue;
+        }
         assert!(
             then.column(name).unwrap().equals_missing(now.column(name).unwrap()),
             "column {name} differs from what the format-1 model scored when it was written"
         );
     }
+    let contact = |df: &DataFrame| df.column("contact").unwrap().bool().unwrap().clone();
+    let group = now.column("experiment_group").unwrap().str().unwrap().clone();
+    let (was, is) = (contact(&then), contact(&now));
+    let mut held_out = 0;
+    for i in 0..now.height() {
+        if group.get(i) == Some("control") {
+            assert!(was.get(i).unwrap() && !is.get(i).unwrap());
+            held_out += 1;
+        } else {
+            assert_eq!(was.get(i), is.get(i), "row {i}");
+        }
+    }
+    assert!(held_out > 0, "the default control group holds some selected customers out");
     // Its settings load as they were stored (monitoring and reports read them).
     let loaded = fidelis::model::load(&ws.path().join("models"), None).unwrap();
     assert_eq!(loaded.info.format_version, 1);

@@ -919,3 +919,29 @@ fn a_crm_export_that_fails_after_the_messages_does_not_resend_them() {
     assert_eq!(slack.requests().len(), 1);
     assert_eq!(smtp.mails().len(), 4);
 }
+
+/// A control customer of the experiment is not contacted in any way: no account message or
+/// CSM alert, no CRM record (whichever segment the CRM takes), while a treated customer with
+/// the same events gets both.
+#[test]
+fn a_control_customer_gets_no_account_message_and_no_crm_record() {
+    let before = scores(&[("A", "low", "green", None, 10.0), ("B", "low", "green", None, 10.0)]);
+    let mut now = scores(&[("A", "critical", "red", None, 100.0), ("B", "critical", "red", None, 90.0)]);
+    now.with_column(Column::new("experiment_group".into(), ["control", "treatment"])).unwrap();
+    let cfg = Config::default();
+    let levels: Vec<String> = LEVELS.iter().map(|s| s.to_string()).collect();
+    let accounts =
+        notify::account_events(&now, Some(&before), Some(&customers()), &levels, &cfg.escalation).unwrap();
+    let ids: Vec<&str> = accounts.iter().map(|a| a.scored.customer_id.as_str()).collect();
+    assert_eq!(ids, ["B"], "only the treated customer's events are sent");
+    let as_of = NaiveDate::from_ymd_opt(2024, 12, 10).unwrap();
+    for include in [fidelis::config::CrmInclude::TopRisk, fidelis::config::CrmInclude::Contacted] {
+        let records = crm::records(&now, include, "at-risk", as_of).unwrap();
+        let ids: Vec<&str> = records.iter().map(|r| r.scored.customer_id.as_str()).collect();
+        assert_eq!(ids, ["B"], "{include:?}: the control customer is not pushed");
+    }
+    // Scores written before the experiment (no group column) push everybody, as before.
+    now.drop_in_place("experiment_group").unwrap();
+    let records = crm::records(&now, fidelis::config::CrmInclude::TopRisk, "at-risk", as_of).unwrap();
+    assert_eq!(records.len(), 2);
+}

@@ -203,7 +203,7 @@ fn weekly_report_shows_the_run() {
     let first = top.column("customer_id").unwrap().str().unwrap().get(0).unwrap().to_string();
     assert_eq!(j["top"][0]["customer_id"], first.as_str());
     assert!(html.contains(&first));
-    // Most worth saving: the contacted customer with the highest expected loss heads it, and
+    // The contact list: the contacted customer with the highest expected loss heads it, and
     // every listed customer is one the decision contacts.
     let contacted = df.clone().lazy().filter(col("contact")).collect().unwrap();
     let loss = contacted.column("expected_loss").unwrap().f64().unwrap();
@@ -211,7 +211,13 @@ fn weekly_report_shows_the_run() {
     let worth = j["worth_saving"].as_array().unwrap();
     assert!(!worth.is_empty() && worth.iter().all(|r| r["contact"] == true), "{worth:?}");
     assert_eq!(worth[0]["expected_loss"].as_f64().unwrap(), max_loss);
-    assert!(html.contains("Most worth saving"));
+    // The contact list leads (before the top-risk segment), and each list says how it is ranked.
+    let lead = html.find("Contact list: most worth a call").expect("the contact list");
+    assert!(lead < html.find("Top 10% risk segment").unwrap(), "the contact list comes first");
+    assert!(
+        html.contains("ranked by expected loss")
+            && html.contains("ranked by churn probability (output.rank_by)")
+    );
     let change = df.column("score_change").unwrap().cast(&DataType::Int32).unwrap();
     let risers = change.i32().unwrap().iter().filter(|c| c.is_some_and(|c| c >= 20)).count();
     assert_eq!(j["risers_total"].as_u64().unwrap() as usize, risers);

@@ -626,3 +626,141 @@ fn delivery_waiting_on_a_slow_receiver_does_not_hold_the_output_lock() {
     assert_eq!(out.status.code(), Some(7), "the CRM timed out: {}", stdout(&out));
     assert_eq!(parquet.run_dates().unwrap(), vec![date("2024-09-03"), date("2024-10-01")]);
 }
+
+/// Each row's (group, contact, churn probability, risk level) by customer id.
+fn groups_of(scores: &DataFrame) -> BTreeMap<String, (Option<String>, bool, f64, String)> {
+    let ids = scores.column(CUSTOMER).unwrap().str().unwrap().clone();
+    let g = scores.column("experiment_group").unwrap().str().unwrap().clone();
+    let c = scores.column("contact").unwrap().bool().unwrap().clone();
+    let p = scores.column("churn_probability").unwrap().f64().unwrap().clone();
+    let l = scores.column("risk_level").unwrap().str().unwrap().clone();
+    (0..scores.height())
+        .map(|i| {
+            let row = (
+                g.get(i).map(str::to_string),
+                c.get(i).unwrap(),
+                p.get(i).unwrap(),
+                l.get(i).unwrap().to_string(),
+            );
+            (ids.get(i).unwrap().to_string(), row)
+        })
+        .collect()
+}
+
+/// The control group as a retention team relies on it: by default 10% of the customers the
+/// decision contacts are held out (`contact = false`, group `control`), the others treated,
+/// nobody else in a group; every band with two or more selected customers has both groups; a
+/// customer keeps its group from one weekly run to the next; the run says how many are held
+/// out and what that forgoes; `control_share = 0` holds out nobody, and a new experiment name
+/// draws new groups.
+#[test]
+fn the_control_group_is_a_stable_stratified_tenth_of_the_customers_to_contact() {
+    let ws = workspace("");
+    let model = model::load(&ws.path().join("models"), None).unwrap();
+    let mut runs = Vec::new();
+    for as_of in ["2024-09-03", "2024-09-10"] {
+        let out = score_cli(ws.path(), as_of, &[]);
+        ok(&out);
+        let parquet = ScoreParquet::new(&ws.path().join("output"));
+        runs.push((groups_of(&parquet.read_scores(date(as_of)).unwrap()), stdout(&out)));
+    }
+    for (rows, text) in &runs {
+        let decided: Vec<_> = rows.values().filter(|r| model.decision.contacts(r.2)).collect();
+        let control = decided.iter().filter(|r| r.0.as_deref() == Some("control")).count();
+        assert!(decided.len() > 200, "{} customers to contact", decided.len());
+        let share = control as f64 / decided.len() as f64;
+        assert!((0.06..0.14).contains(&share), "{control} of {} held out", decided.len());
+        for (g, contact, p, _) in rows.values() {
+            match g.as_deref() {
+                Some("control") => assert!(!contact && model.decision.contacts(*p)),
+                Some("treatment") => assert!(*contact && model.decision.contacts(*p)),
+                None => assert!(!contact && !model.decision.contacts(*p)),
+                other => panic!("unexpected group {other:?}"),
+            }
+        }
+        let mut per_band: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for r in &decided {
+            let e = per_band.entry(r.3.as_str()).or_default();
+            if r.0.as_deref() == Some("control") {
+                e.0 += 1
+            } else {
+                e.1 += 1
+            }
+        }
+        for (band, (c, t)) in per_band {
+            assert!(c + t < 2 || (c > 0 && t > 0), "band {band}: {c} control, {t} treatment");
+        }
+        assert!(text.contains(&format!("control group: {control} held out")), "{text}");
+        assert!(text.contains("forgoes an expected"), "{text}");
+    }
+    let (first, second) = (&runs[0].0, &runs[1].0);
+    let both: Vec<_> = first
+        .keys()
+        .filter(|id| first[*id].0.is_some() && second.get(*id).is_some_and(|r| r.0.is_some()))
+        .collect();
+    let moved = both.iter().filter(|id| first[**id].0 != second[**id].0).count();
+    assert!(both.len() > 100, "{} customers selected in both runs", both.len());
+    assert!(moved <= 5, "{moved} of {} customers changed group between two weekly runs", both.len());
+
+    // Off: everybody the decision selects is contacted.
+    let off = workspace("\n[experiment]\ncontrol_share = 0");
+    ok(&score_cli(off.path(), "2024-09-03", &[]));
+    let rows =
+        groups_of(&ScoreParquet::new(&off.path().join("output")).read_scores(date("2024-09-03")).unwrap());
+    assert!(rows.values().all(|r| r.1 == model.decision.contacts(r.2)));
+    assert!(rows.values().all(|r| r.0.as_deref() != Some("control")));
+    // Another experiment draws other groups.
+    let renamed = workspace("\n[experiment]\nname = \"q4-winback\"");
+    ok(&score_cli(renamed.path(), "2024-09-03", &[]));
+    let rows = groups_of(
+        &ScoreParquet::new(&renamed.path().join("output")).read_scores(date("2024-09-03")).unwrap(),
+    );
+    let changed = first.iter().filter(|(id, r)| r.0.is_some() && rows[*id].0 != r.0).count();
+    assert!(changed > 20, "only {changed} customers changed group under a new experiment name");
+}
+
+/// When a run's outcome window closes, monitoring measures the effect of contacting: churn of
+/// the treated against the control group of that run, with Newcombe's 95% interval, in the
+/// printed report and the history (overall, per band and per playbook). The generated data
+/// has no campaign in it (contacting changes nothing), so the interval covers zero and no
+/// harm alert fires.
+#[test]
+fn a_matured_run_measures_the_effect_of_contacting_against_its_control_group() {
+    let ws = workspace("");
+    ok(&score_cli(ws.path(), "2024-09-03", &[]));
+    let run =
+        groups_of(&ScoreParquet::new(&ws.path().join("output")).read_scores(date("2024-09-03")).unwrap());
+    let count = |g: &str| run.values().filter(|r| r.0.as_deref() == Some(g)).count();
+    let out = fidelis(&["monitor", "--config", "fidelis.toml", "--as-of", "2024-12-31", "-q"], ws.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("effect of contacting, run at 2024-09-03"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(&format!("treated (n {})", count("treatment"))), "{line}");
+    assert!(line.contains(&format!("control (n {})", count("control"))), "{line}");
+    assert!(!text.contains("ALERT contacting"), "{text}");
+    let history = read_parquet(&ws.path().join("output/monitoring/metrics_history.parquet")).unwrap();
+    let effect = history.lazy().filter(col("kind").eq(lit("effect"))).collect().unwrap();
+    let value = |item: &str, metric: &str| {
+        let rows = effect
+            .clone()
+            .lazy()
+            .filter(col("item").eq(lit(item)).and(col("metric").eq(lit(metric))))
+            .collect()
+            .unwrap();
+        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    let (low, high) = (value("2024-09-03", "reduction_low"), value("2024-09-03", "reduction_high"));
+    assert!(low < 0.0 && 0.0 < high, "no campaign happened, yet the interval is [{low}, {high}]");
+    assert_eq!(value("2024-09-03", "control") as usize, count("control"));
+    let churn_c = value("2024-09-03", "churn_control");
+    assert!(
+        (value("2024-09-03", "reduction") - (churn_c - value("2024-09-03", "churn_treatment"))).abs() < 1e-12
+    );
+    let items: Vec<String> =
+        effect.column("item").unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect();
+    assert!(items.iter().any(|i| i.starts_with("2024-09-03 band=")), "{items:?}");
+    assert!(items.iter().any(|i| i.starts_with("2024-09-03 playbook=")), "{items:?}");
+}

@@ -29,6 +29,7 @@ pub struct Config {
     pub model: GbdtConfig,
     pub baselines: BaselineConfig,
     pub decision: DecisionConfig,
+    pub experiment: ExperimentConfig,
     pub output: OutputConfig,
     pub monitor: MonitorConfig,
     pub report: ReportConfig,
@@ -457,6 +458,36 @@ impl Default for DecisionConfig {
     }
 }
 
+/// The control group among the customers the decision contacts (see `experiment`): held out
+/// by a keyed hash of the experiment's name and the customer id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// The hash key: every weekly run of one name keeps each customer's group; a new name
+    /// draws new groups (a new experiment).
+    pub name: String,
+    /// Share of the customers the decision contacts who are held out (not contacted) to
+    /// measure the effect of contacting; 0 = no control group.
+    pub control_share: f64,
+    /// Share of the customers below the threshold who are contacted anyway, so that the
+    /// effect is also measured where the risk rule would never call; 0 = none.
+    pub explore_share: f64,
+    /// Accounts whose ARR (the customer table's `arr`, or 12 x `mrr`) is above this are never
+    /// held out: always contacted, group `exempt`, left out of the effect; unset = no limit.
+    pub never_hold_out_above_arr: Option<f64>,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        ExperimentConfig {
+            name: "retention".into(),
+            control_share: 0.1,
+            explore_share: 0.0,
+            never_hold_out_above_arr: None,
+        }
+    }
+}
+
 /// What orders the customers of a scoring run (risk_rank, the top-10% segment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -776,6 +807,7 @@ impl Config {
             check_health(&self.health)?;
             check_report(&self.report)?;
             check_decision(&self.decision, &self.escalation)?;
+            check_experiment(&self.experiment)?;
             let levels: Vec<String> = self.decision.bands.iter().map(|b| b.name.clone()).collect();
             notify::check_notify(&self.notify, &levels, self.output.parquet)?;
             for (i, r) in self.escalation.rules.iter().enumerate() {
@@ -1052,6 +1084,31 @@ fn check_report(r: &ReportConfig) -> Checked {
     let g = r.gross_margin;
     if !(g > 0.0 && g <= 1.0) {
         return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
+    }
+    Ok(())
+}
+
+fn check_experiment(e: &ExperimentConfig) -> Checked {
+    if e.name.trim().is_empty() {
+        return bad("experiment.name", "must not be empty (it keys every customer's group)".to_string());
+    }
+    for (key, v) in
+        [("experiment.control_share", e.control_share), ("experiment.explore_share", e.explore_share)]
+    {
+        if !(0.0..0.5).contains(&v) {
+            return bad(key, format!("must be in [0, 0.5), got {v}"));
+        }
+    }
+    if e.control_share + e.explore_share >= 1.0 {
+        return bad("experiment.explore_share", "control_share + explore_share must be below 1".to_string());
+    }
+    if let Some(a) = e.never_hold_out_above_arr {
+        if !a.is_finite() || a < 0.0 {
+            return bad(
+                "experiment.never_hold_out_above_arr",
+                format!("must be a non-negative amount, got {a}"),
+            );
+        }
     }
     Ok(())
 }

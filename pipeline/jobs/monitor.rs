@@ -131,9 +131,9 @@ fn realized_runs(
             continue;
         }
         let scores = parquet.read_scores(run)?;
-        let active = monitor::active_between(&s.daily, run, run + horizon);
+        let outcomes = monitor::outcomes_between(&s.daily, run, run + horizon);
         let decision = run_decision(&cfg.models_dir(), &scores, &s.model)?;
-        out.push(monitor::realized(run, &scores, &active, &decision)?);
+        out.push(monitor::realized(run, &scores, &outcomes, &decision)?);
     }
     Ok(out)
 }
@@ -184,6 +184,11 @@ impl std::fmt::Display for MonitorReport {
                 if r.auc_history.len() > 6 { "... " } else { "" },
                 shown.join(", ")
             )?;
+        }
+        for run in &r.realized {
+            if let Some(e) = run.effect.as_ref().and_then(|e| e.overall.as_ref()) {
+                writeln!(f, "effect of contacting, run at {}: {}", run.run, monitor::effect_words(e))?;
+            }
         }
         for a in &r.alerts {
             writeln!(f, "{a}")?;

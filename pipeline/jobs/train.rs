@@ -728,7 +728,7 @@ fn decide(
         threshold: chosen.threshold,
         config: d.clone(),
         bands,
-        validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, 201),
+        validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, threshold::CURVE_POINTS),
         explanation,
     };
     Ok(Decided { calibrator, calibration, decision, artifact, val, hold, contributions_hold })

@@ -228,6 +228,14 @@ pub struct DecisionArtifact {
     pub explanation: String,
 }
 
+impl DecisionArtifact {
+    /// Whether a customer with calibrated churn probability `p` is contacted
+    /// ([`crate::threshold::contacts`] at this decision's threshold).
+    pub fn contacts(&self, p: f64) -> bool {
+        crate::threshold::contacts(self.threshold, p)
+    }
+}
+
 /// `model.json`: what a model is, what it was trained on and with, and what scoring needs
 /// to rebuild its features. Never a secret: `settings` records the configuration sections
 /// that shape the model, not `[output]` (database URLs carry passwords) nor `[paths]`.

@@ -53,6 +53,14 @@ pub fn records(
         CrmInclude::TopRisk => col("in_top_decile"),
         CrmInclude::Contacted => col("contact"),
     };
+    // The control group is held out of the CRM too (scores written before the experiment
+    // have no group column).
+    let group = crate::schema::EXPERIMENT_GROUP;
+    let keep = if scores.column(group).is_ok() {
+        keep.and(col(group).neq(lit(crate::experiment::Group::Control.as_str())).fill_null(lit(true)))
+    } else {
+        keep
+    };
     let df = scores
         .clone()
         .lazy()

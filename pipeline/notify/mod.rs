@@ -248,11 +248,13 @@ pub fn account_events(
         f64_col(scores, "health_score")?,
     );
     let (review, reason) = (bool_col(scores, "review_flag")?, text_col(scores, "review_reason")?);
+    let group = text_col(scores, crate::schema::EXPERIMENT_GROUP)?;
     let none = Before::default();
     let mut out = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
         let (id, lvl) = (&row.customer_id, row.risk_level.clone());
-        if id.is_empty() {
+        // A control customer is not contacted in any way: no CSM alert, no account message.
+        if id.is_empty() || group[i].as_deref() == Some(crate::experiment::Group::Control.as_str()) {
             continue;
         }
         let was = before.as_ref().map(|b| b.get(id).unwrap_or(&none));

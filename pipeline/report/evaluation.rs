@@ -395,8 +395,8 @@ fn decision_view(decision: &DecisionArtifact, m: &TrainMetrics, h: &Holdout) -> 
     let cfg = &decision.config;
     let values = threshold::tp_values(cfg, clv_pred);
     let swept = threshold::choose_threshold(p, y, &values, cfg);
-    let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, 201);
-    let contact: Vec<bool> = p.iter().map(|&q| decision.threshold.is_some_and(|t| q >= t)).collect();
+    let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, threshold::CURVE_POINTS);
+    let contact: Vec<bool> = p.iter().map(|&q| decision.contacts(q)).collect();
     let count = |c: bool, churned: bool| {
         contact.iter().zip(y).filter(|(&k, &v)| k == c && (v > 0.5) == churned).count()
     };

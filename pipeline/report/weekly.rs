@@ -117,6 +117,11 @@ pub struct WeeklyReport {
     pub advice: String,
     pub kpis: Kpis,
     pub signals: Option<SignalsView>,
+    /// The control group of this run (None outside an experiment or for scores written
+    /// before it).
+    pub experiment: Option<crate::experiment::HeldOut>,
+    /// What orders `risk_rank` and the top-risk segment (`output.rank_by`).
+    pub rank_by: String,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -297,6 +302,9 @@ pub struct WeeklyInputs<'a> {
     pub active_days: i32,
     pub gross_margin: f64,
     pub top_share: f64,
+    /// The run's control group (see [`crate::experiment::held_out`]).
+    pub experiment: Option<crate::experiment::HeldOut>,
+    pub rank_by: crate::config::RankBy,
 }
 
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
@@ -396,6 +404,8 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
             v.health_components = w.health_note.clone();
             v
         }),
+        experiment: w.experiment,
+        rank_by: rank_by_words(w.rank_by).to_string(),
     })
 }
 
@@ -496,8 +506,8 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
 
     section_status(&mut d, r)?;
     section_levels(&mut d, r)?;
-    section_top(&mut d, r)?;
     section_worth_saving(&mut d, r)?;
+    section_top(&mut d, r)?;
     section_risers(&mut d, r)?;
     section_rfm(&mut d, r)?;
     section_drift(&mut d, r)?;
@@ -601,8 +611,9 @@ fn section_levels(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
 fn section_top(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("top", "Top 10% risk segment");
     d.reading(&format!(
-        "{} customers in the top-risk segment, expected loss {} (churn probability x predicted CLV). The {} riskiest are listed; the full list is in top_risk.parquet / churn_top_risk.",
+        "{} customers in the top-risk segment, ranked by {} (output.rank_by), expected loss {} (churn probability x predicted CLV). The first {} are listed; the full list is in top_risk.parquet / churn_top_risk.",
         int(r.top_size as i64),
+        r.rank_by,
         money(r.top_expected_loss),
         r.top.len()
     ));
@@ -611,15 +622,37 @@ fn section_top(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
 }
 
 fn section_worth_saving(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
-    d.section("worth-saving", "Most worth saving");
+    d.section("worth-saving", "Contact list: most worth a call");
     d.reading(&format!(
-        "Of the {} customers the decision contacts, the {} with the highest expected loss (churn \
-         probability x predicted CLV). The riskiest above are often already gone and worth little; \
-         these are where a call pays most. output.rank_by = \"expected_loss\" ranks the top-risk \
-         segment this way.",
+        "Of the {} customers to contact this week, the {} with the most at stake, ranked by expected \
+         loss (churn probability x predicted CLV). The riskiest customers are often already gone and \
+         worth little; these are where a call pays most. The full list is the scores' contact = true.",
         int(r.contacted as i64),
         r.worth_saving.len()
     ));
+    if let Some(e) = &r.experiment {
+        d.para(&format!(
+            "Control group: {} customer(s) the decision selects are held out (scored, not contacted, not \
+             listed here, not pushed to the CRM) so that the effect of contacting can be measured when \
+             their outcomes mature; at the decision's assumed value of a contact this forgoes an expected \
+             {} this run.{}{}",
+            int(e.control as i64),
+            money(e.forgone_value),
+            if e.exempt > 0 {
+                format!(" {} account(s) are never held out (exempt).", int(e.exempt as i64))
+            } else {
+                String::new()
+            },
+            if e.explored > 0 {
+                format!(
+                    " {} customer(s) below the threshold are contacted to explore.",
+                    int(e.explored as i64)
+                )
+            } else {
+                String::new()
+            },
+        ));
+    }
     customer_table(d, &r.worth_saving);
     Ok(())
 }
@@ -846,6 +879,32 @@ pub fn write_weekly(report: &WeeklyReport, reports_dir: &Path) -> Result<PathBuf
 /// ([`write_weekly`] writes it): `scores` is the run's scores table,
 /// `monitor` its monitoring result; last week's scores come from the Parquet partitions when
 /// that sink is on.
+fn rank_by_words(r: crate::config::RankBy) -> &'static str {
+    match r {
+        crate::config::RankBy::Probability => "churn probability",
+        crate::config::RankBy::ExpectedLoss => "expected loss",
+    }
+}
+
+/// The control group of a run's scores (None when they have no group column or nobody is in
+/// the experiment).
+fn experiment_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<crate::experiment::HeldOut>> {
+    use crate::experiment::Group;
+    let Ok(column) = scores.column(crate::schema::EXPERIMENT_GROUP) else {
+        return Ok(None);
+    };
+    let groups: Vec<Option<Group>> =
+        column.str().polars("experiment groups")?.iter().map(|g| g.and_then(Group::parse)).collect();
+    if groups.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let p = f64_col(scores, "churn_probability")?;
+    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
+    let d = &model.decision.config;
+    let values = crate::threshold::tp_values(d, &f64_col(scores, "predicted_clv")?);
+    Ok(Some(crate::experiment::held_out(d, &groups, &decided, &p, &values)))
+}
+
 pub fn build_for_run(
     cfg: &Config,
     model: &LoadedModel,
@@ -870,5 +929,7 @@ pub fn build_for_run(
         active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
+        experiment: experiment_of(model, scores)?,
+        rank_by: cfg.output.rank_by,
     })
 }

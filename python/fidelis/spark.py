@@ -63,12 +63,15 @@ _LOCAL = [
     ("predicted_clv", "double"),
     ("expected_loss", "double"),
     ("contact", "boolean"),
+    ("experiment_group", "string"),
     ("top_reasons", "string"),
     ("model_id", "string"),
     ("rank_key", "double"),
     ("rfm_r_value", "double"),
     ("rfm_f_value", "double"),
     ("rfm_m_value", "double"),
+    ("experiment_draw", "double"),
+    ("decided", "boolean"),
 ]
 
 _MODELS: dict = {}
@@ -418,6 +421,36 @@ def _offsets(df: Any, columns: list, cuts: dict, descending: set) -> dict:
     return out
 
 
+def _balanced(local: Any, driver: Any) -> Any:
+    """The control group balanced per risk band over the whole base (``experiment::flips``
+    on the bands' counts and extreme draws, one small aggregation): ``experiment_group`` and
+    ``contact`` as the CLI writes them."""
+    from pyspark.sql import functions as F
+
+    group, draw = F.col("experiment_group"), F.col("experiment_draw")
+    stats = (
+        local.filter(F.col("decided") & group.isin("control", "treatment"))
+        .groupBy("risk_level")
+        .agg(
+            F.sum((group == "control").cast("long")),
+            F.sum((group == "treatment").cast("long")),
+            F.min(F.when(group == "treatment", draw)),
+            F.max(F.when(group == "control", draw)),
+        )
+        .collect()
+    )
+    flips = driver.experiment_flips([(r[0], int(r[1]), int(r[2]), r[3], r[4]) for r in stats])
+    if not flips:
+        return local
+    balanced = group
+    for band, at, to in flips:
+        moved = F.col("decided") & (F.col("risk_level") == band) & (draw == F.lit(at)) & (group != "exempt")
+        balanced = F.when(moved, F.lit(to)).otherwise(balanced)
+    return local.withColumn("experiment_group", balanced).withColumn(
+        "contact", F.coalesce(F.col("experiment_group").isin(*driver.contacted_groups), F.lit(False))
+    )
+
+
 def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS) -> Any:
     """The scores table from the local columns: the whole-base columns by Spark (persisted:
     the caller writes and counts it; ``unpersist()`` it when done)."""
@@ -430,7 +463,9 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     values = [("rfm_r_value", "r_rank"), ("rfm_f_value", "f_rank"), ("rfm_m_value", "m_rank")]
     columns = ["rank_key"] + [v for v, _ in values]
     cuts = _range_buckets(local, columns, n, rank_rows)
-    ranges = local.select("*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns])
+    ranges = _balanced(local, driver).select(
+        "*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns]
+    )
     # The offsets from the cached local columns (before any window: nothing is recomputed).
     offset = _offsets(ranges, columns, cuts, {"rank_key"})
     # Risk rank: rank key descending, ties by customer id ascending, as the CLI.
@@ -610,7 +645,7 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
     def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
         return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
 
-    schema = "kind string, day date, customer_id string"
+    schema = "kind string, day date, customer_id string, revenue double"
     activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
     data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
     out_rows = []
@@ -618,12 +653,16 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
         if data_end is None or day(run) + horizon > data_end:
             continue
         active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
-        active = active.select("customer_id", F.lit(True).alias("active"))
+        active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
         table = (
             runs.filter(F.col("as_of").cast("string") == run)
             .join(active, "customer_id", "left")
             .withColumn("active", F.coalesce(F.col("active"), F.lit(False)))
-            .select("customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active")
+            .withColumn("revenue", F.coalesce(F.col("revenue"), F.lit(0.0)))
+            .select(
+                "customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active",
+                "revenue", *[c for c in ("experiment_group", "risk_level", "playbook") if c in runs.columns],
+            )
             .toArrow()
         )
         out_rows.append(driver.realized(run, table.__arrow_c_stream__()))

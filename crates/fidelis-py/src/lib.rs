@@ -314,6 +314,12 @@ fn raw_customers(raw: &DataFrame, column: &str) -> usize {
         .len()
 }
 
+/// One band's stats of the control group as Spark aggregates them: band, controls,
+/// treated, smallest treatment draw, largest control draw.
+type BandStatsRow = (String, usize, usize, Option<f64>, Option<f64>);
+/// One row of `Model.activity`: kind, day, customer, revenue.
+type ActivityRow = (&'static str, i32, Option<String>, Option<f64>);
+
 #[pymethods]
 impl NativeModel {
     #[getter]
@@ -415,7 +421,7 @@ impl NativeModel {
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
                 let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
-                let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds)?;
+                let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds, &signals)?;
                 if !signals.is_empty() {
                     let ctx = "risk levels";
                     let levels = local.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
@@ -445,6 +451,40 @@ impl NativeModel {
             })
             .map_err(py_err)?;
         export_frame(py, local)
+    }
+
+    /// The control group's per-band balance (`experiment::flips`) from the whole base's stats
+    /// per band of the decided customers: `(band, control, treatment, smallest treatment
+    /// draw, largest control draw)` in, `(band, draw, new group)` out (the customer of that
+    /// band and draw changes group; an empty list without a control group).
+    fn experiment_flips(&self, stats: Vec<BandStatsRow>) -> Vec<(String, f64, &'static str)> {
+        let stats: Vec<(&str, fidelis::experiment::BandStats)> = stats
+            .iter()
+            .map(|(b, c, t, min_t, max_c)| {
+                let s = fidelis::experiment::BandStats {
+                    control: *c,
+                    treatment: *t,
+                    min_treatment_draw: *min_t,
+                    max_control_draw: *max_c,
+                };
+                (b.as_str(), s)
+            })
+            .collect();
+        fidelis::experiment::flips(&self.cfg.experiment, stats)
+            .into_iter()
+            .map(|(b, d, g)| (b.to_string(), d, g.as_str()))
+            .collect()
+    }
+
+    /// The groups that are contacted (`experiment::Group::contacted`).
+    #[getter]
+    fn contacted_groups(&self) -> Vec<&'static str> {
+        use fidelis::experiment::Group;
+        [Group::Treatment, Group::Control, Group::Exempt]
+            .into_iter()
+            .filter(|&g| Group::contacted(Some(g)))
+            .map(Group::as_str)
+            .collect()
     }
 
     /// The validation summary of the last `score_local` call (JSON, as `score` returns it),
@@ -517,9 +557,9 @@ impl NativeModel {
     }
 
     /// Who was active when, for realized performance: for each run date in `runs`, one row
-    /// (`kind` "active", `day` = the run, `customer_id`) per customer of `transactions` with a
-    /// transaction in the run's outcome window (`[run, run + horizon)`); and one row (`kind`
-    /// "data_end", `day` = the day after the last transaction).
+    /// (`kind` "active", `day` = the run, `customer_id`, `revenue` there) per customer of
+    /// `transactions` with a transaction in the run's outcome window (`[run, run + horizon)`);
+    /// and one row (`kind` "data_end", `day` = the day after the last transaction).
     fn activity<'py>(
         &self,
         py: Python<'py>,
@@ -531,15 +571,15 @@ impl NativeModel {
         let horizon = chrono::Duration::days(i64::from(self.model.info.feature_spec.horizon_days));
         let end = tx.data_end().map_err(py_err)?;
         let rows = py
-            .detach(|| -> fidelis::error::Result<Vec<(&'static str, i32, Option<String>)>> {
+            .detach(|| -> fidelis::error::Result<Vec<ActivityRow>> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
-                let mut rows = vec![("data_end", fidelis::schema::epoch_day(end), None)];
+                let mut rows = vec![("data_end", fidelis::schema::epoch_day(end), None, None)];
                 for run in runs {
-                    let mut active: Vec<String> =
-                        fidelis::monitor::active_between(&daily, run, run + horizon).into_iter().collect();
-                    active.sort_unstable();
+                    let mut active: Vec<(String, f64)> =
+                        fidelis::monitor::outcomes_between(&daily, run, run + horizon).into_iter().collect();
+                    active.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     let day = fidelis::schema::epoch_day(run);
-                    rows.extend(active.into_iter().map(|id| ("active", day, Some(id))));
+                    rows.extend(active.into_iter().map(|(id, r)| ("active", day, Some(id), Some(r))));
                 }
                 Ok(rows)
             })
@@ -554,6 +594,7 @@ impl NativeModel {
                 fidelis::schema::CUSTOMER.into(),
                 rows.iter().map(|r| r.2.as_deref()).collect::<Vec<_>>(),
             ),
+            Column::new("revenue".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
         ])
         .map_err(polars_err("activity"))?;
         export_frame(py, out)
@@ -561,7 +602,7 @@ impl NativeModel {
 
     /// Realized performance (`monitor::Realized`, JSON) of the run at `run` from its scores
     /// table in `risk_rank` order with a boolean `active` column (a transaction in the outcome
-    /// window), with the decision settings of the model that scored it.
+    /// window) and `revenue` (there), with the decision settings of the model that scored it.
     fn realized(&self, py: Python<'_>, run: &str, scores: &Bound<'_, PyAny>) -> PyResult<String> {
         let run = parse_date(run)?;
         let scores = import_frame(scores, "run scores")?;
@@ -569,11 +610,15 @@ impl NativeModel {
         let flags = flags.bool().map_err(polars_err("active"))?;
         let ids = scores.column(fidelis::schema::CUSTOMER).map_err(polars_err("customer_id"))?;
         let ids = ids.str().map_err(polars_err("customer_id"))?;
+        let revenue = scores.column("revenue").map_err(polars_err("revenue"))?;
+        let revenue = revenue.cast(&DataType::Float64).map_err(polars_err("revenue"))?;
+        let revenue = revenue.f64().map_err(polars_err("revenue"))?;
         let active = ids
             .iter()
             .zip(flags.iter())
-            .filter(|(_, a)| a.unwrap_or(false))
-            .filter_map(|(id, _)| id.map(str::to_string))
+            .zip(revenue.iter())
+            .filter(|((_, a), _)| a.unwrap_or(false))
+            .filter_map(|((id, _), r)| id.map(|id| (id.to_string(), r.unwrap_or(0.0))))
             .collect();
         let models_dir = self.model.dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let realized = py

@@ -1,0 +1,504 @@
+//! The control group: who the decision would contact but is held out, so that the effect of
+//! contacting can be measured when the outcomes mature.
+//!
+//! Every customer has a **draw** in `[0, 1)`, a keyed hash (xxh3-64) of the experiment's
+//! name and the customer id: the same in every weekly run of one experiment, whatever the row
+//! order, the thread count or the engine (CLI, `fidelis.Model.score`, Spark), and a new set of
+//! draws when the experiment is renamed. With `c = control_share` and `e = explore_share`:
+//!
+//! | customer | draw | group | contacted |
+//! |---|---|---|---|
+//! | the decision contacts them, ARR above `never_hold_out_above_arr` | any | `exempt` | yes |
+//! | the decision contacts them | `< c` | `control` | no |
+//! | the decision contacts them | `>= c` | `treatment` | yes |
+//! | below the threshold, `e > 0` | `< c` | `control` | no |
+//! | below the threshold, `e > 0` | `c <= draw < c + e` | `treatment` (exploration) | yes |
+//! | anybody else | | empty | no |
+//!
+//! Control is a property of the customer within an experiment (draw below `c`), so a customer
+//! who moves across the threshold between runs never switches from control to treatment; the
+//! exploration sample compares with the control customers below the threshold. `exempt`
+//! accounts are always contacted and left out of every effect estimate.
+//!
+//! **Stratified by risk band**: among the customers the decision contacts (exempt ones
+//! aside), every band with at least two of them has both groups. The draws give each band
+//! about `c` controls; when a band has none (a small band), the customer with the smallest
+//! draw becomes control, and when it has no treatment, the control with the largest draw
+//! becomes treatment ([`balance`]). Only such small bands ever move, and only by one customer.
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DecisionConfig, ExperimentConfig};
+
+/// A customer's group, as the scores' `experiment_group` column writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Group {
+    Treatment,
+    Control,
+    Exempt,
+}
+
+impl Group {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Group::Treatment => "treatment",
+            Group::Control => "control",
+            Group::Exempt => "exempt",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Group> {
+        match s {
+            "treatment" => Some(Group::Treatment),
+            "control" => Some(Group::Control),
+            "exempt" => Some(Group::Exempt),
+            _ => None,
+        }
+    }
+
+    /// Whether a customer of this group is contacted.
+    pub fn contacted(group: Option<Group>) -> bool {
+        matches!(group, Some(Group::Treatment | Group::Exempt))
+    }
+}
+
+/// The customer's draw in `[0, 1)`: the top 53 bits of xxh3-64 over
+/// `<experiment name> NUL <customer id>`.
+pub fn draw(experiment: &str, customer_id: &str) -> f64 {
+    let mut key = Vec::with_capacity(experiment.len() + 1 + customer_id.len());
+    key.extend_from_slice(experiment.as_bytes());
+    key.push(0);
+    key.extend_from_slice(customer_id.as_bytes());
+    (xxh3_64(&key) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The group of one customer (before [`balance`]): `decided` = the decision contacts them,
+/// `arr` = their annual recurring revenue if the customer table has it.
+pub fn assign(cfg: &ExperimentConfig, decided: bool, draw: f64, arr: Option<f64>) -> Option<Group> {
+    let (c, e) = (cfg.control_share, cfg.explore_share);
+    if decided {
+        if cfg.never_hold_out_above_arr.is_some_and(|limit| arr.is_some_and(|a| a > limit)) {
+            return Some(Group::Exempt);
+        }
+        if c <= 0.0 {
+            return Some(Group::Treatment);
+        }
+        return Some(if draw < c { Group::Control } else { Group::Treatment });
+    }
+    if e <= 0.0 {
+        return None;
+    }
+    if draw < c {
+        Some(Group::Control)
+    } else if draw < c + e {
+        Some(Group::Treatment)
+    } else {
+        None
+    }
+}
+
+/// What one band of the decided customers holds (exempt ones aside): the counts per group,
+/// the smallest draw among its treatment customers and the largest among its controls. The
+/// Spark job aggregates these per band and asks [`flips`] what to change.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BandStats {
+    pub control: usize,
+    pub treatment: usize,
+    pub min_treatment_draw: Option<f64>,
+    pub max_control_draw: Option<f64>,
+}
+
+impl BandStats {
+    pub fn add(&mut self, group: Group, draw: f64) {
+        match group {
+            Group::Control => {
+                self.control += 1;
+                self.max_control_draw = Some(self.max_control_draw.map_or(draw, |d| d.max(draw)));
+            }
+            Group::Treatment => {
+                self.treatment += 1;
+                self.min_treatment_draw = Some(self.min_treatment_draw.map_or(draw, |d| d.min(draw)));
+            }
+            Group::Exempt => {}
+        }
+    }
+
+    /// The customer (by draw) of this band that changes group, and its new group: a band of
+    /// at least two with no control gives its smallest-draw treatment customer to control;
+    /// one with no treatment gives its largest-draw control to treatment.
+    pub fn flip(&self) -> Option<(f64, Group)> {
+        if self.control + self.treatment < 2 {
+            return None;
+        }
+        if self.control == 0 {
+            return self.min_treatment_draw.map(|d| (d, Group::Control));
+        }
+        if self.treatment == 0 {
+            return self.max_control_draw.map(|d| (d, Group::Treatment));
+        }
+        None
+    }
+}
+
+/// The changes of [`BandStats::flip`] for each band's stats, none when the experiment has no
+/// control group (everybody decided is treated then).
+pub fn flips<'a>(
+    cfg: &ExperimentConfig,
+    stats: impl IntoIterator<Item = (&'a str, BandStats)>,
+) -> Vec<(&'a str, f64, Group)> {
+    if cfg.control_share <= 0.0 {
+        return Vec::new();
+    }
+    stats.into_iter().filter_map(|(b, s)| s.flip().map(|(d, g)| (b, d, g))).collect()
+}
+
+/// Stratify: `groups[i]` of the customers the decision contacts (`decided[i]`), per band
+/// (`band[i]`), changed where a band lacks a group (see [`BandStats::flip`]).
+pub fn balance(
+    cfg: &ExperimentConfig,
+    groups: &mut [Option<Group>],
+    decided: &[bool],
+    band: &[&str],
+    draws: &[f64],
+) {
+    let mut stats: std::collections::BTreeMap<&str, BandStats> = Default::default();
+    for i in 0..groups.len() {
+        if let (true, Some(g)) = (decided[i], groups[i]) {
+            stats.entry(band[i]).or_default().add(g, draws[i]);
+        }
+    }
+    for (b, d, to) in flips(cfg, stats) {
+        for i in 0..groups.len() {
+            if decided[i] && band[i] == b && draws[i] == d && groups[i] != Some(Group::Exempt) {
+                groups[i] = Some(to);
+            }
+        }
+    }
+}
+
+/// The expected net value of contacting a customer of churn probability `p` and value `v`
+/// (what a contacted churner is worth under the decision's policy), as the threshold's net
+/// value counts it: `p * v - (1 - p) * fp_cost - contact_cost`.
+pub fn expected_gain(cfg: &DecisionConfig, p: f64, v: f64) -> f64 {
+    p * v - (1.0 - p) * cfg.fp_cost - cfg.contact_cost
+}
+
+/// What the control group held out in one run: customers, and the net value their contacts
+/// would have brought at the decision's assumed value of a contact (the price of measuring).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct HeldOut {
+    pub control: usize,
+    pub treatment: usize,
+    pub exempt: usize,
+    /// Exploration contacts (treatment below the threshold).
+    pub explored: usize,
+    /// Expected net value forgone by not contacting the decided control customers.
+    pub forgone_value: f64,
+}
+
+/// [`HeldOut`] of a run: each customer's group (after the balance), whether the decision
+/// contacts them, their churn probability and the value of a saved churner under the
+/// decision's policy (`threshold::tp_values`).
+pub fn held_out(
+    d: &DecisionConfig,
+    groups: &[Option<Group>],
+    decided: &[bool],
+    p: &[f64],
+    value: &[f64],
+) -> HeldOut {
+    let mut out = HeldOut::default();
+    for i in 0..groups.len() {
+        match (groups[i], decided[i]) {
+            (Some(Group::Control), true) => {
+                out.control += 1;
+                out.forgone_value += expected_gain(d, p[i], value[i]);
+            }
+            (Some(Group::Control), false) => out.control += 1,
+            (Some(Group::Treatment), true) => out.treatment += 1,
+            (Some(Group::Treatment), false) => out.explored += 1,
+            (Some(Group::Exempt), _) => out.exempt += 1,
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+impl std::fmt::Display for HeldOut {
+    /// One sentence: who is held out and what it costs at the assumed value of a contact.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "control group: {} held out, {} treated{}{}; holding them out forgoes an expected {:.0} \
+             this run at the decision's assumed value of a contact",
+            self.control,
+            self.treatment,
+            if self.exempt > 0 {
+                format!(", {} exempt (never held out)", self.exempt)
+            } else {
+                String::new()
+            },
+            if self.explored > 0 {
+                format!(", {} contacted below the threshold (exploration)", self.explored)
+            } else {
+                String::new()
+            },
+            self.forgone_value
+        )
+    }
+}
+
+/// 95% two-sided normal quantile.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// Wilson score interval of a proportion `k / n` at 95% (`(NaN, NaN)` when `n = 0`).
+pub fn wilson(k: usize, n: usize) -> (f64, f64) {
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let (n, p, z2) = (n as f64, k as f64 / n as f64, Z95 * Z95);
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = Z95 * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt() / (1.0 + z2 / n);
+    ((centre - half).max(0.0), (centre + half).min(1.0))
+}
+
+/// Newcombe's hybrid score interval (his method 10, 1998) of `k1/n1 - k2/n2` at 95%: from the
+/// two Wilson intervals, good coverage at small counts and near 0 or 1, unlike the Wald
+/// interval.
+pub fn newcombe(k1: usize, n1: usize, k2: usize, n2: usize) -> (f64, f64) {
+    let (p1, p2) = (k1 as f64 / n1 as f64, k2 as f64 / n2 as f64);
+    let ((l1, u1), (l2, u2)) = (wilson(k1, n1), wilson(k2, n2));
+    let d = p1 - p2;
+    (d - ((p1 - l1).powi(2) + (u2 - p2).powi(2)).sqrt(), d + ((u1 - p1).powi(2) + (p2 - l2).powi(2)).sqrt())
+}
+
+/// One customer of a matured run in the experiment: its group, whether it churned over the
+/// horizon after the run, its revenue over that horizon, the value of a saved churner under
+/// the run's decision (`threshold::tp_values`), and its stratum (risk band, playbook).
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub group: Group,
+    pub churned: bool,
+    pub revenue: f64,
+    pub value: f64,
+    pub band: &'a str,
+    pub playbook: &'a str,
+}
+
+/// The measured effect of contacting in a set of customers: treatment against control.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effect {
+    pub treatment: usize,
+    pub control: usize,
+    pub churn_treatment: f64,
+    pub churn_control: f64,
+    /// Churn rate of control minus treatment: the churn contacting prevents (negative =
+    /// contacting causes churn), with its 95% interval (Newcombe).
+    pub reduction: f64,
+    pub reduction_low: f64,
+    pub reduction_high: f64,
+    /// `reduction / churn_control`.
+    pub relative_reduction: f64,
+    /// Mean revenue over the horizon per customer, and treatment minus control with its 95%
+    /// interval (normal, unequal variances).
+    pub revenue_treatment: f64,
+    pub revenue_control: f64,
+    pub revenue_difference: f64,
+    pub revenue_low: f64,
+    pub revenue_high: f64,
+    /// Churners saved among the treated (`reduction x treated`) times the mean value of a
+    /// saved churner, minus what the treated contacts cost (`contact_cost` each, `fp_cost`
+    /// for each treated customer who stayed).
+    pub incremental_net_value: f64,
+}
+
+impl Effect {
+    /// None without both groups.
+    pub fn of(rows: &[&Outcome], d: &DecisionConfig) -> Option<Effect> {
+        let (t, c): (Vec<&Outcome>, Vec<&Outcome>) =
+            rows.iter().filter(|o| o.group != Group::Exempt).partition(|o| o.group == Group::Treatment);
+        if t.is_empty() || c.is_empty() {
+            return None;
+        }
+        let churned = |v: &[&Outcome]| v.iter().filter(|o| o.churned).count();
+        let (kt, kc) = (churned(&t), churned(&c));
+        let (nt, nc) = (t.len(), c.len());
+        let (ct, cc) = (kt as f64 / nt as f64, kc as f64 / nc as f64);
+        let (low, high) = newcombe(kc, nc, kt, nt);
+        let revenue = |v: &[&Outcome]| v.iter().map(|o| o.revenue).collect::<Vec<f64>>();
+        let (rt, rc) = (revenue(&t), revenue(&c));
+        let (mt, mc) = (crate::metrics::mean(&rt), crate::metrics::mean(&rc));
+        let var = |v: &[f64], m: f64| {
+            if v.len() < 2 {
+                0.0
+            } else {
+                v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+            }
+        };
+        let se = (var(&rt, mt) / nt as f64 + var(&rc, mc) / nc as f64).sqrt();
+        let value = t.iter().map(|o| o.value).sum::<f64>() / nt as f64;
+        let reduction = cc - ct;
+        Some(Effect {
+            treatment: nt,
+            control: nc,
+            churn_treatment: ct,
+            churn_control: cc,
+            reduction,
+            reduction_low: low,
+            reduction_high: high,
+            relative_reduction: if cc > 0.0 { reduction / cc } else { f64::NAN },
+            revenue_treatment: mt,
+            revenue_control: mc,
+            revenue_difference: mt - mc,
+            revenue_low: mt - mc - Z95 * se,
+            revenue_high: mt - mc + Z95 * se,
+            incremental_net_value: reduction * nt as f64 * value
+                - nt as f64 * d.contact_cost
+                - (nt - kt) as f64 * d.fp_cost,
+        })
+    }
+
+    /// Whether contacting measurably causes churn: the whole interval of the reduction is
+    /// below zero.
+    pub fn harmful(&self) -> bool {
+        self.reduction_high < 0.0
+    }
+}
+
+/// The effect in one matured run: overall, per risk band and per playbook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEffect {
+    pub overall: Option<Effect>,
+    pub by_band: Vec<(String, Effect)>,
+    pub by_playbook: Vec<(String, Effect)>,
+}
+
+impl RunEffect {
+    pub fn of(rows: &[Outcome], d: &DecisionConfig) -> RunEffect {
+        let all: Vec<&Outcome> = rows.iter().collect();
+        let by = |keys: Vec<&str>| {
+            let mut groups: std::collections::BTreeMap<&str, Vec<&Outcome>> = Default::default();
+            for (o, k) in rows.iter().zip(keys) {
+                groups.entry(k).or_default().push(o);
+            }
+            groups.into_iter().filter_map(|(k, v)| Effect::of(&v, d).map(|e| (k.to_string(), e))).collect()
+        };
+        RunEffect {
+            overall: Effect::of(&all, d),
+            by_band: by(rows.iter().map(|o| o.band).collect()),
+            by_playbook: by(rows.iter().map(|o| o.playbook).collect()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(c: f64, e: f64) -> ExperimentConfig {
+        ExperimentConfig { control_share: c, explore_share: e, ..ExperimentConfig::default() }
+    }
+
+    #[test]
+    fn a_draw_is_uniform_stable_and_keyed_by_the_experiment() {
+        let ids: Vec<String> = (0..20_000).map(|i| format!("C{i:06}")).collect();
+        let d: Vec<f64> = ids.iter().map(|id| draw("retention", id)).collect();
+        assert!(d.iter().all(|&x| (0.0..1.0).contains(&x)));
+        let below = d.iter().filter(|&&x| x < 0.1).count();
+        assert!((1800..2200).contains(&below), "{below} of 20000 draws below 0.1");
+        assert_eq!(draw("retention", "C000001"), d[1], "the same id draws the same");
+        let renamed = ids.iter().filter(|id| (draw("q3", id) < 0.1) != (draw("retention", id) < 0.1)).count();
+        assert!(renamed > 2_500, "a new experiment name draws new groups ({renamed} changed)");
+    }
+
+    #[test]
+    fn groups_follow_the_table_in_the_module_docs() {
+        let c = cfg(0.1, 0.05);
+        assert_eq!(assign(&c, true, 0.05, None), Some(Group::Control));
+        assert_eq!(assign(&c, true, 0.5, None), Some(Group::Treatment));
+        assert_eq!(assign(&c, false, 0.05, None), Some(Group::Control));
+        assert_eq!(assign(&c, false, 0.12, None), Some(Group::Treatment));
+        assert_eq!(assign(&c, false, 0.2, None), None);
+        assert_eq!(assign(&cfg(0.1, 0.0), false, 0.05, None), None, "no exploration: no group below");
+        assert_eq!(assign(&cfg(0.0, 0.0), true, 0.05, None), Some(Group::Treatment), "off: all treated");
+        let exempt = ExperimentConfig { never_hold_out_above_arr: Some(50_000.0), ..cfg(0.1, 0.0) };
+        assert_eq!(assign(&exempt, true, 0.05, Some(80_000.0)), Some(Group::Exempt));
+        assert_eq!(assign(&exempt, true, 0.05, Some(20_000.0)), Some(Group::Control));
+        assert_eq!(assign(&exempt, true, 0.05, None), Some(Group::Control), "no ARR: randomized");
+    }
+
+    #[test]
+    fn every_band_of_two_or_more_gets_both_groups_and_only_one_customer_moves() {
+        // band "a": three treated; band "b": two controls; band "c": one; band "d": mixed.
+        let band = ["a", "a", "a", "b", "b", "c", "d", "d"];
+        let draws = [0.5, 0.3, 0.9, 0.01, 0.05, 0.7, 0.02, 0.4];
+        let decided = [true; 8];
+        let c = cfg(0.1, 0.0);
+        let mut g: Vec<Option<Group>> = draws.iter().map(|&d| assign(&c, true, d, None)).collect();
+        let before = g.clone();
+        balance(&c, &mut g, &decided, &band, &draws);
+        assert_eq!(g[1], Some(Group::Control), "the smallest draw of band a");
+        assert_eq!(g[4], Some(Group::Treatment), "the largest control draw of band b");
+        let moved = g.iter().zip(&before).filter(|(a, b)| a != b).count();
+        assert_eq!(moved, 2);
+        assert_eq!(g[5], before[5], "a band of one keeps its group");
+        assert_eq!(&g[6..], &before[6..], "a band with both groups is left alone");
+        let off = cfg(0.0, 0.0);
+        let mut all: Vec<Option<Group>> = draws.iter().map(|&d| assign(&off, true, d, None)).collect();
+        balance(&off, &mut all, &decided, &band, &draws);
+        assert!(all.iter().all(|&g| g == Some(Group::Treatment)), "no control group: nobody is held out");
+    }
+
+    #[test]
+    fn newcombe_matches_his_published_example_and_covers_the_true_difference() {
+        // Newcombe (1998), Table II example (a): 56/70 - 48/80, method 10: 0.0524 to 0.3339.
+        let (l, u) = newcombe(56, 70, 48, 80);
+        assert!((l - 0.0524).abs() < 5e-4 && (u - 0.3339).abs() < 5e-4, "{l} {u}");
+        // Coverage of a known difference on simulated groups (0.30 vs 0.25, 400 and 3,600).
+        let mut r = crate::rng::Rng::for_item(7, 0);
+        let trials = 2_000;
+        let covered = (0..trials)
+            .filter(|_| {
+                let kc = (0..400).filter(|_| r.bernoulli(0.30)).count();
+                let kt = (0..3_600).filter(|_| r.bernoulli(0.25)).count();
+                let (l, u) = newcombe(kc, 400, kt, 3_600);
+                l <= 0.05 && 0.05 <= u
+            })
+            .count();
+        let rate = covered as f64 / trials as f64;
+        assert!((0.93..0.97).contains(&rate), "coverage {rate}");
+    }
+
+    #[test]
+    fn the_effect_is_control_minus_treatment_per_stratum_and_harm_is_flagged() {
+        let d = DecisionConfig { contact_cost: 1.0, fp_cost: 3.0, ..DecisionConfig::default() };
+        let o = |group, churned, band| Outcome {
+            group,
+            churned,
+            revenue: if churned { 0.0 } else { 100.0 },
+            value: 65.0,
+            band,
+            playbook: band,
+        };
+        let mut rows = Vec::new();
+        // Band "high": control churns 6/10, treatment 30/100: contacting prevents 0.3.
+        rows.extend((0..10).map(|i| o(Group::Control, i < 6, "high")));
+        rows.extend((0..100).map(|i| o(Group::Treatment, i < 30, "high")));
+        // Band "low": contacting causes churn: control 0/200, treatment 400/2000.
+        rows.extend((0..200).map(|_| o(Group::Control, false, "low")));
+        rows.extend((0..2000).map(|i| o(Group::Treatment, i < 400, "low")));
+        rows.push(o(Group::Exempt, true, "high"));
+        let e = RunEffect::of(&rows, &d);
+        let high = &e.by_band.iter().find(|(b, _)| b == "high").unwrap().1;
+        assert_eq!((high.treatment, high.control), (100, 10), "exempt left out");
+        assert!((high.reduction - 0.3).abs() < 1e-12 && (high.relative_reduction - 0.5).abs() < 1e-12);
+        assert!((high.incremental_net_value - (0.3 * 100.0 * 65.0 - 100.0 - 70.0 * 3.0)).abs() < 1e-9);
+        assert!((high.revenue_difference - 30.0).abs() < 1e-9);
+        assert!(!high.harmful());
+        let low = &e.by_band.iter().find(|(b, _)| b == "low").unwrap().1;
+        assert!(low.harmful(), "{low:?}");
+        let all = e.overall.unwrap();
+        assert_eq!((all.treatment, all.control), (2100, 210));
+    }
+}
