@@ -198,7 +198,18 @@ mod tests {
         assert_eq!(RunLock::acquire(dir.path()).unwrap_err().exit_code(), 4);
         child.kill().unwrap();
         child.wait().unwrap();
-        drop(RunLock::acquire(dir.path()).unwrap());
+        // flock(1) forks before it closes the descriptor in the child it turns into `sleep`:
+        // killed at that instant, the lock lives until the child's copy is closed, a moment
+        // later. Released within a second, never held for the 20 s of the child.
+        let clock = std::time::Instant::now();
+        let lock = loop {
+            match RunLock::acquire(dir.path()) {
+                Ok(lock) => break lock,
+                Err(e) => assert!(clock.elapsed().as_secs() < 1, "still held after the holder died: {e}"),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        drop(lock);
     }
 
     #[test]

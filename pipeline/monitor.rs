@@ -1018,6 +1018,59 @@ mod tests {
     use super::*;
     use crate::rng::Rng;
 
+    /// A report regenerated from the history (`fidelis report` for a past week) has the same
+    /// measured effect as the one monitoring computed: overall, per band and per playbook.
+    #[test]
+    fn the_effect_of_a_run_reads_back_from_the_history() {
+        let d = DecisionConfig::default();
+        let o = |group, churned, band| Outcome {
+            group,
+            churned,
+            revenue: 10.0 * f64::from(u8::from(!churned)),
+            value: 65.0,
+            band,
+            playbook: band,
+        };
+        let rows: Vec<Outcome> = (0..300)
+            .map(|i| {
+                o(
+                    if i % 10 == 0 { Group::Control } else { Group::Treatment },
+                    i % 3 == 0,
+                    if i < 150 { "high" } else { "critical" },
+                )
+            })
+            .collect();
+        let run = NaiveDate::from_ymd_opt(2024, 9, 3).unwrap();
+        let realized = Realized {
+            run,
+            model_id: "m".into(),
+            customers: 300,
+            churn_rate: 0.3,
+            roc_auc: 0.8,
+            pr_auc: 0.5,
+            brier: 0.2,
+            top10_capture: 0.3,
+            contacted: 270,
+            net_value: 1.0,
+            effect: Some(RunEffect::of(&rows, &d)),
+        };
+        let as_of = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+        let report = assess(
+            Observed {
+                as_of,
+                model_id: "m",
+                holdout_auc: 0.8,
+                model_end: as_of,
+                drift: Vec::new(),
+                realized: vec![realized.clone()],
+                auc_history: BTreeMap::new(),
+            },
+            &MonitorConfig::default(),
+        );
+        let back = MonitorReport::from_history(&report.history_frame().unwrap(), as_of).unwrap();
+        assert_eq!(back.realized[0].effect, realized.effect);
+    }
+
     #[test]
     fn psi_hand_computed() {
         // (0.3-0.2) ln(0.3/0.2) + (0.5-0.5) ln 1 + (0.2-0.3) ln(0.2/0.3)

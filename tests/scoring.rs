@@ -763,4 +763,11 @@ fn a_matured_run_measures_the_effect_of_contacting_against_its_control_group() {
         effect.column("item").unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect();
     assert!(items.iter().any(|i| i.starts_with("2024-09-03 band=")), "{items:?}");
     assert!(items.iter().any(|i| i.starts_with("2024-09-03 playbook=")), "{items:?}");
+    // The weekly report shows it: a section, the run's row, and what it concludes.
+    let out = fidelis(&["weekly", "--config", "fidelis.toml", "--as-of", "2024-12-31", "-q"], ws.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let md = fs::read_to_string(ws.path().join("reports/weekly/2024-12-31.md")).unwrap();
+    let section = &md[md.find("Is contacting working?").unwrap_or_else(|| panic!("{md}"))..];
+    assert!(section.contains("| 2024-09-03 |"), "{section}");
+    assert!(section.contains("not distinguishable from zero"), "{section}");
 }

@@ -122,6 +122,22 @@ pub struct WeeklyReport {
     pub experiment: Option<crate::experiment::HeldOut>,
     /// What orders `risk_rank` and the top-risk segment (`output.rank_by`).
     pub rank_by: String,
+    /// The measured effect of contacting of every matured run with a control group so far.
+    pub effects: Vec<EffectPoint>,
+}
+
+/// The effect of contacting measured on one matured run (overall).
+#[derive(Debug, Clone, Serialize)]
+pub struct EffectPoint {
+    pub run: NaiveDate,
+    pub treatment: usize,
+    pub control: usize,
+    pub churn_treatment: f64,
+    pub churn_control: f64,
+    pub reduction: f64,
+    pub reduction_low: f64,
+    pub reduction_high: f64,
+    pub incremental_net_value: f64,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -305,6 +321,7 @@ pub struct WeeklyInputs<'a> {
     /// The run's control group (see [`crate::experiment::held_out`]).
     pub experiment: Option<crate::experiment::HeldOut>,
     pub rank_by: crate::config::RankBy,
+    pub effects: Vec<EffectPoint>,
 }
 
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
@@ -406,6 +423,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         }),
         experiment: w.experiment,
         rank_by: rank_by_words(w.rank_by).to_string(),
+        effects: w.effects.clone(),
     })
 }
 
@@ -512,6 +530,7 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     section_rfm(&mut d, r)?;
     section_drift(&mut d, r)?;
     section_auc(&mut d, r)?;
+    section_effect(&mut d, r)?;
     section_kpis(&mut d, r)?;
     Ok(d)
 }
@@ -744,6 +763,90 @@ fn section_drift(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     Ok(())
 }
 
+fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
+    d.section("effect", "Is contacting working?");
+    if r.effects.is_empty() {
+        d.para(
+            "No run with a control group has matured yet: the effect of contacting is measured once a \
+             run's outcome window (the horizon) has passed, churn of the contacted customers against the \
+             held-out control group of the same run.",
+        );
+        return Ok(());
+    }
+    let x = |e: &EffectPoint| f64::from(epoch_day(e.run));
+    let pts = |f: fn(&EffectPoint) -> f64| r.effects.iter().map(|e| (x(e), 100.0 * f(e))).collect::<Vec<_>>();
+    let svg = chart::line_chart(&LineChart {
+        title: "Churn prevented by contacting, per matured run (points, 95% interval)".into(),
+        x_label: "run date".into(),
+        y_label: "control minus treatment churn (points)".into(),
+        lines: vec![
+            Line::new("measured", pts(|e| e.reduction), 0).dots(),
+            Line::new("95% low", pts(|e| e.reduction_low), 1).dashed(),
+            Line::new("95% high", pts(|e| e.reduction_high), 1).dashed(),
+        ],
+        hlines: vec![HLine { y: 0.0, label: "no effect".into(), color: 5 }],
+        dates: true,
+        legend_low: true,
+        ..LineChart::default()
+    })?;
+    let last = r.effects.last().expect("not empty");
+    let verdict = if last.reduction_low > 0.0 {
+        "contacting measurably reduced churn"
+    } else if last.reduction_high < 0.0 {
+        "contacting measurably increased churn"
+    } else {
+        "the effect is not distinguishable from zero at this size"
+    };
+    d.chart(
+        "effect",
+        svg,
+        &format!(
+            "In the latest matured run ({}), {:.1}% of the contacted customers churned against {:.1}% of the \
+             control group: {verdict} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
+            last.run,
+            100.0 * last.churn_treatment,
+            100.0 * last.churn_control,
+            100.0 * last.reduction,
+            100.0 * last.reduction_low,
+            100.0 * last.reduction_high
+        ),
+    );
+    let rows: Vec<Vec<String>> = r
+        .effects
+        .iter()
+        .map(|e| {
+            vec![
+                e.run.to_string(),
+                int(e.treatment as i64),
+                int(e.control as i64),
+                pct(e.churn_treatment),
+                pct(e.churn_control),
+                format!(
+                    "{:+.1} [{:+.1}, {:+.1}]",
+                    100.0 * e.reduction,
+                    100.0 * e.reduction_low,
+                    100.0 * e.reduction_high
+                ),
+                money(e.incremental_net_value),
+            ]
+        })
+        .collect();
+    d.table(
+        &[
+            "run",
+            "treated",
+            "control",
+            "churn treated",
+            "churn control",
+            "reduction, points [95%]",
+            "incremental net value",
+        ],
+        &rows,
+        None,
+    );
+    Ok(())
+}
+
 fn section_auc(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("auc", "Realized AUC over time");
     if r.auc_history.is_empty() {
@@ -905,6 +1008,48 @@ fn experiment_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<crate
     Ok(Some(crate::experiment::held_out(d, &groups, &decided, &p, &values)))
 }
 
+/// The overall effect of every matured run so far: the history's, and the runs matured now.
+fn effects_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<EffectPoint>> {
+    let history = crate::sink::History::new(Path::new(&cfg.output.dir));
+    let mut out: BTreeMap<NaiveDate, EffectPoint> = BTreeMap::new();
+    for (run, m) in history.effects(monitor.as_of)? {
+        let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+        out.insert(
+            run,
+            EffectPoint {
+                run,
+                treatment: v("treatment") as usize,
+                control: v("control") as usize,
+                churn_treatment: v("churn_treatment"),
+                churn_control: v("churn_control"),
+                reduction: v("reduction"),
+                reduction_low: v("reduction_low"),
+                reduction_high: v("reduction_high"),
+                incremental_net_value: v("incremental_net_value"),
+            },
+        );
+    }
+    for r in &monitor.realized {
+        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()) {
+            out.insert(
+                r.run,
+                EffectPoint {
+                    run: r.run,
+                    treatment: e.treatment,
+                    control: e.control,
+                    churn_treatment: e.churn_treatment,
+                    churn_control: e.churn_control,
+                    reduction: e.reduction,
+                    reduction_low: e.reduction_low,
+                    reduction_high: e.reduction_high,
+                    incremental_net_value: e.incremental_net_value,
+                },
+            );
+        }
+    }
+    Ok(out.into_values().collect())
+}
+
 pub fn build_for_run(
     cfg: &Config,
     model: &LoadedModel,
@@ -931,5 +1076,6 @@ pub fn build_for_run(
         top_share: cfg.output.top_share,
         experiment: experiment_of(model, scores)?,
         rank_by: cfg.output.rank_by,
+        effects: effects_of(cfg, monitor)?,
     })
 }

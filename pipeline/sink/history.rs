@@ -92,6 +92,33 @@ impl History {
         }
         Ok(out)
     }
+
+    /// The measured effect of contacting of every run recorded up to `as_of` (kind `effect`,
+    /// the overall rows: item = the run): run -> metric -> value.
+    pub fn effects(&self, as_of: NaiveDate) -> Result<BTreeMap<NaiveDate, BTreeMap<String, f64>>> {
+        let mut out: BTreeMap<NaiveDate, BTreeMap<String, f64>> = BTreeMap::new();
+        let Some(df) = self.read()? else { return Ok(out) };
+        let ctx = format!("reading {}", self.path.display());
+        let df = df
+            .lazy()
+            .filter(
+                col("kind")
+                    .eq(lit("effect"))
+                    .and(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of)))),
+            )
+            .collect()
+            .polars(&ctx)?;
+        let items = df.column("item").polars(&ctx)?.str().polars(&ctx)?;
+        let metrics = df.column("metric").polars(&ctx)?.str().polars(&ctx)?;
+        let values = df.column("value").polars(&ctx)?.f64().polars(&ctx)?;
+        for ((i, m), v) in items.iter().zip(metrics.iter()).zip(values.iter()) {
+            let run = i.and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
+            if let (Some(run), Some(m), Some(v)) = (run, m, v) {
+                out.entry(run).or_default().insert(m.to_string(), v);
+            }
+        }
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
