@@ -33,29 +33,41 @@ ROOT = Path(__file__).resolve().parents[1]
 AS_OF = "2024-12-31"
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of `pid` and all its descendants."""
+def processes() -> tuple:
+    """Every process: ``(children by parent pid, (command name, resident bytes) by pid)``."""
     children: dict = {}
-    rss: dict = {}
+    info: dict = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
                 stat = f.read()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             with open(f"/proc/{entry}/statm") as f:
                 pages = int(f.read().split()[1])
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, todo = 0, [pid]
+        info[int(entry)] = (comm, pages * os.sysconf("SC_PAGE_SIZE"))
+    return children, info
+
+
+def descendants(pid: int, children: dict) -> list:
+    """The pids under ``pid`` (not itself)."""
+    out, todo = [], list(children.get(pid, []))
     while todo:
         p = todo.pop()
-        total += rss.get(p, 0)
+        out.append(p)
         todo.extend(children.get(p, []))
-    return total
+    return out
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of `pid` and all its descendants."""
+    children, info = processes()
+    return sum(info.get(p, ("", 0))[1] for p in [pid, *descendants(pid, children)])
 
 
 def measure(cmd: list, env: dict, cwd: Path) -> dict:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benches"))
-from spark import AS_OF, spark_env  # noqa: E402
+from spark import AS_OF, descendants, processes, spark_env  # noqa: E402
 
 COPIES = 10
 BUCKETS = 256
@@ -59,30 +59,13 @@ def replicate(src: Path, dst: Path) -> None:
 
 
 def rss_by_kind(pid: int) -> dict:
-    """Resident bytes of the process tree under ``pid``: the JVM (``java``) and the rest."""
-    children: dict = {}
-    info: dict = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/statm") as f:
-                pages = int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-        info[int(entry)] = (comm, pages * os.sysconf("SC_PAGE_SIZE"))
+    """Resident bytes of the process tree under ``pid`` (the launcher itself left out): the
+    JVM (``java``) and the rest (the Python workers)."""
+    children, info = processes()
     out = {"jvm": 0, "python": 0}
-    todo = list(children.get(pid, []))  # the driver's own Python process is the launcher
-    while todo:
-        p = todo.pop()
+    for p in descendants(pid, children):
         comm, rss = info.get(p, ("", 0))
         out["jvm" if comm == "java" else "python"] += rss
-        todo.extend(children.get(p, []))
     return out
 
 

@@ -359,6 +359,63 @@ impl Effect {
         })
     }
 
+    /// The names of [`Effect::metrics`], as the monitoring history stores them.
+    pub const METRICS: [&'static str; 13] = [
+        "treatment",
+        "control",
+        "churn_treatment",
+        "churn_control",
+        "reduction",
+        "reduction_low",
+        "reduction_high",
+        "revenue_treatment",
+        "revenue_control",
+        "revenue_difference",
+        "revenue_low",
+        "revenue_high",
+        "incremental_net_value",
+    ];
+
+    /// The values of [`Effect::METRICS`] (`relative_reduction` follows from two of them).
+    pub fn metrics(&self) -> [f64; 13] {
+        [
+            self.treatment as f64,
+            self.control as f64,
+            self.churn_treatment,
+            self.churn_control,
+            self.reduction,
+            self.reduction_low,
+            self.reduction_high,
+            self.revenue_treatment,
+            self.revenue_control,
+            self.revenue_difference,
+            self.revenue_low,
+            self.revenue_high,
+            self.incremental_net_value,
+        ]
+    }
+
+    /// The effect from its metrics by name (None when one is missing).
+    pub fn from_metrics(v: impl Fn(&str) -> Option<f64>) -> Option<Effect> {
+        let (reduction, churn_control) = (v("reduction")?, v("churn_control")?);
+        Some(Effect {
+            treatment: v("treatment")? as usize,
+            control: v("control")? as usize,
+            churn_treatment: v("churn_treatment")?,
+            churn_control,
+            reduction,
+            reduction_low: v("reduction_low")?,
+            reduction_high: v("reduction_high")?,
+            relative_reduction: if churn_control > 0.0 { reduction / churn_control } else { f64::NAN },
+            revenue_treatment: v("revenue_treatment")?,
+            revenue_control: v("revenue_control")?,
+            revenue_difference: v("revenue_difference")?,
+            revenue_low: v("revenue_low")?,
+            revenue_high: v("revenue_high")?,
+            incremental_net_value: v("incremental_net_value")?,
+        })
+    }
+
     /// Whether contacting measurably causes churn: the whole interval of the reduction is
     /// below zero.
     pub fn harmful(&self) -> bool {

@@ -79,6 +79,15 @@ enum Command {
         /// product events and a customer table (events.parquet, customers.parquet).
         #[arg(long, value_enum, default_value_t = Kind::Retail)]
         kind: Kind,
+        /// A campaign that followed fidelis: the output directory of weekly runs scored on
+        /// these customers (same options and seed). Each customer in a run's experiment is
+        /// contacted at its first run unless it is a control; writes the realized
+        /// transactions.parquet and truth.parquet (both potential outcomes per customer).
+        #[arg(long)]
+        campaign: Option<PathBuf>,
+        /// The outcome window of truth.parquet, in days (the model's horizon).
+        #[arg(long, default_value_t = 90, requires = "campaign")]
+        horizon_days: i32,
     },
     /// Read and validate the transaction log; print what was kept and dropped, by reason.
     Validate {
@@ -278,6 +287,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shift_share,
             shift_rate,
             kind,
+            campaign,
+            horizon_days,
         } => {
             let shift = shift_date.map(|d| generate::Shift {
                 day: (d - start).num_days() as i32,
@@ -289,7 +300,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Kind::Retail => jobs::generate::Kind::Retail,
                 Kind::Saas => jobs::generate::Kind::Saas,
             };
-            println!("{}", jobs::generate::run(&opts, kind, &out, &progress)?);
+            match campaign {
+                Some(_) if kind == jobs::generate::Kind::Saas => {
+                    return Err(fidelis::Error::config(
+                        "command line",
+                        "--campaign",
+                        "simulates a retail log for now: use it with --kind retail",
+                    )
+                    .into());
+                }
+                Some(output) => {
+                    println!(
+                        "{}",
+                        jobs::generate::run_campaign(&opts, &output, horizon_days, &out, &progress)?
+                    )
+                }
+                None => println!("{}", jobs::generate::run(&opts, kind, &out, &progress)?),
+            }
         }
         Command::Validate { config, json } => {
             let outcome = jobs::validate::run(&load_config(&config)?, &progress)?;

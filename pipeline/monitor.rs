@@ -675,24 +675,6 @@ pub fn effect_words(e: &crate::experiment::Effect) -> String {
     )
 }
 
-/// The effect metrics in the history (kind `effect`, item = the run, `<run> band=<band>` or
-/// `<run> playbook=<playbook>`).
-const EFFECT_METRICS: [&str; 13] = [
-    "treatment",
-    "control",
-    "churn_treatment",
-    "churn_control",
-    "reduction",
-    "reduction_low",
-    "reduction_high",
-    "revenue_treatment",
-    "revenue_control",
-    "revenue_difference",
-    "revenue_low",
-    "revenue_high",
-    "incremental_net_value",
-];
-
 /// One row of the monitoring history.
 struct Row {
     kind: &'static str,
@@ -775,23 +757,8 @@ impl MonitorReport {
                 .chain(effect.by_band.iter().map(|(b, e)| (format!("{} band={b}", r.run), e)))
                 .chain(effect.by_playbook.iter().map(|(p, e)| (format!("{} playbook={p}", r.run), e)));
             for (item, e) in strata {
-                let values = [
-                    e.treatment as f64,
-                    e.control as f64,
-                    e.churn_treatment,
-                    e.churn_control,
-                    e.reduction,
-                    e.reduction_low,
-                    e.reduction_high,
-                    e.revenue_treatment,
-                    e.revenue_control,
-                    e.revenue_difference,
-                    e.revenue_low,
-                    e.revenue_high,
-                    e.incremental_net_value,
-                ];
                 let status = if e.harmful() { Status::Alert } else { Status::Ok };
-                for (m, v) in EFFECT_METRICS.iter().zip(values) {
+                for (m, v) in crate::experiment::Effect::METRICS.iter().zip(e.metrics()) {
                     push(
                         "effect",
                         item.as_str(),
@@ -964,32 +931,8 @@ impl HistoryRows {
 
     /// The effect of the run `run` at the rows `here` (None when the history has none).
     fn effect_at(&self, here: &[usize], run: &str) -> Option<RunEffect> {
-        let of = |item: &str| -> Option<crate::experiment::Effect> {
-            let v = |m: &str| self.value_of(here, "effect", item, m);
-            Some(crate::experiment::Effect {
-                treatment: v("treatment")? as usize,
-                control: v("control")? as usize,
-                churn_treatment: v("churn_treatment")?,
-                churn_control: v("churn_control")?,
-                reduction: v("reduction")?,
-                reduction_low: v("reduction_low")?,
-                reduction_high: v("reduction_high")?,
-                relative_reduction: {
-                    let (r, c) = (v("reduction")?, v("churn_control")?);
-                    if c > 0.0 {
-                        r / c
-                    } else {
-                        f64::NAN
-                    }
-                },
-                revenue_treatment: v("revenue_treatment")?,
-                revenue_control: v("revenue_control")?,
-                revenue_difference: v("revenue_difference")?,
-                revenue_low: v("revenue_low")?,
-                revenue_high: v("revenue_high")?,
-                incremental_net_value: v("incremental_net_value")?,
-            })
-        };
+        let of =
+            |item: &str| crate::experiment::Effect::from_metrics(|m| self.value_of(here, "effect", item, m));
         let strata = |prefix: &str| -> Vec<(String, crate::experiment::Effect)> {
             let mut items: Vec<&str> = here
                 .iter()

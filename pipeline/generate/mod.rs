@@ -79,6 +79,69 @@ fn season(day_of_year: u32) -> f64 {
 const SEASON_MAX: f64 = 1.8;
 
 fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut Chunk) {
+    customer_path(opts, idx, season_by_day, None, out);
+}
+
+/// What a contact did to a customer (see [`campaign`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContactEffect {
+    /// Not there yet, or the contact day is past the period.
+    Before,
+    /// Last purchase more than 120 days before the contact: nothing changes.
+    LostCause,
+    /// Leaving (fading out or gone) and won back: buys again from the contact day.
+    Persuaded,
+    /// Leaving and not won back.
+    NotPersuaded,
+    /// A heavy, recent customer the contact annoys into leaving (a "sleeping dog").
+    Annoyed,
+    /// Active and staying either way.
+    SureThing,
+}
+
+/// A contact on day `day` (days after the start) and what it does, decided on the customer's
+/// own effect stream (separate from the purchase stream: before the contact the two paths of
+/// a customer are the same draws).
+fn contact_effect(
+    opts: &GenerateOptions,
+    idx: u32,
+    state: (f64, f64, f64, bool),
+    rate: f64,
+) -> ContactEffect {
+    let (day, signup, last, leaving) = state;
+    if day < signup {
+        return ContactEffect::Before;
+    }
+    let (recency, tenure) = (day - last, day - signup);
+    let mut r = Rng::for_item(opts.seed ^ 0x4341_4d50_4149_474e, u64::from(idx));
+    let u = r.uniform();
+    if recency > 120.0 {
+        ContactEffect::LostCause
+    } else if leaving {
+        // Long-standing customers on their way out respond most.
+        let p = 0.15 + 0.55 * (tenure / 540.0).min(1.0);
+        if u < p {
+            ContactEffect::Persuaded
+        } else {
+            ContactEffect::NotPersuaded
+        }
+    } else if tenure < 200.0 && rate > 0.2 && u < 0.4 {
+        ContactEffect::Annoyed
+    } else {
+        ContactEffect::SureThing
+    }
+}
+
+/// One customer's purchases, contacted on day `contact` or never: the draws up to the first
+/// purchase after the contact are those of the uncontacted customer, so the two paths are
+/// the customer's two potential outcomes. Returns what the contact did.
+fn customer_path(
+    opts: &GenerateOptions,
+    idx: u32,
+    season_by_day: &[f64],
+    contact: Option<f64>,
+    out: &mut Chunk,
+) -> Option<ContactEffect> {
     let mut r = Rng::for_item(opts.seed, idx as u64);
     let days = opts.days as f64;
     let signup = (r.uniform().powf(0.8) * 0.9 * days).floor();
@@ -99,52 +162,135 @@ fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut C
     let shifted = opts
         .shift
         .filter(|s| Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64).uniform() < s.share);
+    let mut pending = contact.filter(|&c| c < days);
+    let mut effect = contact.map(|_| ContactEffect::Before);
     let mut t = signup;
+    let mut last = signup;
     let mut first = true;
     let mut fade_until: Option<f64> = None;
-    loop {
-        if !first {
-            let mut current = if fade_until.is_some() { rate * 0.35 } else { rate };
-            if let Some(s) = shifted {
-                if t >= s.day as f64 {
-                    current *= s.rate_factor;
+    // The contact, applied before the first purchase after it (or once the customer is gone):
+    // Some(true) = buy again from the contact day, Some(false) = leave at once.
+    let apply = |pending: &mut Option<f64>, effect: &mut Option<ContactEffect>, leaving: bool, last: f64| {
+        let day = pending.take()?;
+        let e = contact_effect(opts, idx, (day, signup, last, leaving), rate);
+        *effect = Some(e);
+        match e {
+            ContactEffect::Persuaded => Some(true),
+            ContactEffect::Annoyed => Some(false),
+            _ => None,
+        }
+    };
+    'life: loop {
+        loop {
+            if !first {
+                let mut current = if fade_until.is_some() { rate * 0.35 } else { rate };
+                if let Some(s) = shifted {
+                    if t >= s.day as f64 {
+                        current *= s.rate_factor;
+                    }
+                }
+                t += r.exponential(current * SEASON_MAX);
+                if let Some(c) = pending.filter(|&c| t >= c) {
+                    match apply(&mut pending, &mut effect, fade_until.is_some(), last) {
+                        Some(true) => {
+                            (t, fade_until) = (c, None);
+                            continue;
+                        }
+                        Some(false) => break 'life,
+                        None => {}
+                    }
+                }
+                if t >= days {
+                    break;
+                }
+                if let Some(end) = fade_until {
+                    if t > end {
+                        break;
+                    }
+                }
+                let s = season_by_day[t as usize];
+                if !r.bernoulli(s / SEASON_MAX) {
+                    continue;
                 }
             }
-            t += r.exponential(current * SEASON_MAX);
-            if t >= days {
-                break;
+            first = false;
+            last = t;
+            let amount = (r.gamma(4.0, level / 4.0).max(0.5) * 100.0).round() / 100.0;
+            emit(&mut r, t, amount, out);
+            if r.bernoulli(0.02) {
+                let back = t + 1.0 + r.below(20) as f64;
+                if back < days {
+                    emit(&mut r, back, -amount, out);
+                }
             }
-            if let Some(end) = fade_until {
-                if t > end {
+            if fade_until.is_none() && r.bernoulli(p_leave) {
+                if r.bernoulli(0.6) {
+                    fade_until = Some(t + r.exponential(1.0 / 45.0));
+                } else {
                     break;
                 }
             }
-            let s = season_by_day[t as usize];
-            if !r.bernoulli(s / SEASON_MAX) {
-                continue;
+        }
+        // Gone (or the period is over) before the contact: it may still win the customer back.
+        if let Some(c) = pending.filter(|&c| c >= signup) {
+            if apply(&mut pending, &mut effect, true, last) == Some(true) {
+                (t, fade_until, first) = (c, None, false);
+                continue 'life;
             }
         }
-        first = false;
-        let amount = (r.gamma(4.0, level / 4.0).max(0.5) * 100.0).round() / 100.0;
-        emit(&mut r, t, amount, out);
-        if r.bernoulli(0.02) {
-            let back = t + 1.0 + r.below(20) as f64;
-            if back < days {
-                emit(&mut r, back, -amount, out);
-            }
-        }
-        if fade_until.is_none() && r.bernoulli(p_leave) {
-            if r.bernoulli(0.6) {
-                fade_until = Some(t + r.exponential(1.0 / 45.0));
-            } else {
-                break;
-            }
-        }
+        break;
     }
+    effect
+}
+
+/// The transaction log of a campaign: customer `i` (0-based index, id `C{i+1:07}`) first
+/// contacted on day `contacts[i]` (days after the start; no entry = never contacted) buys
+/// from then on as its contacted path says; everybody else exactly as [`generate`] makes
+/// them. Also returns what each contact did.
+pub fn generate_campaign(
+    opts: &GenerateOptions,
+    contacts: &std::collections::HashMap<u32, f64>,
+) -> Result<(DataFrame, std::collections::BTreeMap<u32, ContactEffect>)> {
+    let effects = std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let df = generate_with(opts, |idx, season, out| {
+        if let Some(e) = customer_path(opts, idx, season, contacts.get(&idx).copied(), out) {
+            if let Ok(mut m) = effects.lock() {
+                m.insert(idx, e);
+            }
+        }
+    })?;
+    let effects = effects.into_inner().map_err(|_| Error::Data("a generator thread panicked".into()))?;
+    Ok((df, effects))
+}
+
+/// The days (after the start) with a valid transaction of customer `idx`, contacted on
+/// `contact` or never: one of its two potential outcomes, as fidelis would read it (rows made
+/// messy on purpose are dropped there, so they are left out here).
+pub fn activity_days(
+    opts: &GenerateOptions,
+    idx: u32,
+    contact: Option<f64>,
+) -> (Vec<i32>, Option<ContactEffect>) {
+    let season: Vec<f64> =
+        (0..opts.days).map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal())).collect();
+    let mut out = Chunk::default();
+    let effect = customer_path(opts, idx, &season, contact, &mut out);
+    let start = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+    let mut days: Vec<i32> = (0..out.ts_ms.len())
+        .filter(|&i| out.mess[i] == 0)
+        .map(|i| ((out.ts_ms[i] - start) / 86_400_000) as i32)
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    (days, effect)
 }
 
 /// Generate the transaction log in memory.
 pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
+    generate_with(opts, |idx, season, out| customer(opts, idx, season, out))
+}
+
+fn generate_with(opts: &GenerateOptions, one: impl Fn(u32, &[f64], &mut Chunk) + Sync) -> Result<DataFrame> {
     if opts.customers == 0 || opts.customers > u32::MAX as usize {
         return Err(Error::Data(format!("--customers must be in 1..=4294967295, got {}", opts.customers)));
     }
@@ -169,7 +315,7 @@ pub fn generate(opts: &GenerateOptions) -> Result<DataFrame> {
         .map(|c| {
             let mut out = Chunk::default();
             for idx in c * chunk..((c + 1) * chunk).min(n) {
-                customer(opts, idx, &season_by_day, &mut out);
+                one(idx, &season_by_day, &mut out);
             }
             out
         })
@@ -230,5 +376,46 @@ mod tests {
         assert_eq!(count(&a, true), count(&s, true), "nothing changes before the shift");
         let (after_a, after_s) = (count(&a, false) as f64, count(&s, false) as f64);
         assert!(after_s < 0.7 * after_a, "{after_s} vs {after_a} transactions after the shift");
+    }
+
+    /// A campaign changes nothing for the customers it does not contact, nothing before a
+    /// contact, and after it exactly what the contact's effect says: persuaded leavers buy
+    /// again, annoyed customers stop, the others buy as they would have.
+    #[test]
+    fn a_campaign_changes_only_what_follows_each_contact() {
+        let opts = GenerateOptions { customers: 3000, ..GenerateOptions::default() };
+        let none = generate_campaign(&opts, &Default::default()).unwrap().0;
+        assert!(none.equals_missing(&generate(&opts).unwrap()), "no contact: the same data as generate");
+        let day = 500.0;
+        let contacts: std::collections::HashMap<u32, f64> = (0..3000).map(|i| (i, day)).collect();
+        let (_, effects) = generate_campaign(&opts, &contacts).unwrap();
+        let mut seen = std::collections::BTreeMap::new();
+        for idx in 0..3000u32 {
+            let (plain, _) = activity_days(&opts, idx, None);
+            let (contacted, effect) = activity_days(&opts, idx, Some(day));
+            let effect = effect.unwrap();
+            assert_eq!(Some(&effect), effects.get(&idx));
+            *seen.entry(format!("{effect:?}")).or_insert(0) += 1;
+            let before =
+                |d: &Vec<i32>| d.iter().filter(|&&x| f64::from(x) < day).copied().collect::<Vec<_>>();
+            assert_eq!(before(&plain), before(&contacted), "customer {idx}: the past is the same");
+            let after = |d: &Vec<i32>| d.iter().filter(|&&x| f64::from(x) >= day).count();
+            match effect {
+                // Only refunds of earlier purchases (at most 20 days later) may follow.
+                ContactEffect::Annoyed => {
+                    assert!(contacted.iter().all(|&x| f64::from(x) < day + 21.0), "customer {idx}")
+                }
+                ContactEffect::Persuaded => {
+                    assert!(after(&contacted) > 0 || day + 30.0 > f64::from(opts.days))
+                }
+                ContactEffect::LostCause
+                | ContactEffect::Before
+                | ContactEffect::NotPersuaded
+                | ContactEffect::SureThing => assert_eq!(plain, contacted, "customer {idx}: no effect"),
+            }
+        }
+        for kind in ["Persuaded", "NotPersuaded", "Annoyed", "SureThing", "LostCause", "Before"] {
+            assert!(seen.get(kind).copied().unwrap_or(0) > 20, "{seen:?}");
+        }
     }
 }

@@ -49,6 +49,116 @@ pub fn run(opts: &GenerateOptions, kind: Kind, out: &Path, progress: &Progress) 
     Ok(GenerateOutcome { files })
 }
 
+/// `fidelis generate --campaign <OUTPUT>`: the same customers (same options and seed) as if
+/// fidelis's weekly runs under `<OUTPUT>/scores` had been acted on: each customer in a run's
+/// experiment is contacted at the first run that selected it unless it is in the control
+/// group; its purchases from then on follow its contacted path (`generate::generate_campaign`).
+/// Writes the realized `transactions.parquet` and `truth.parquet`: per customer ever selected,
+/// its first run, group, what a contact does to it (`effect`), and its two potential outcomes
+/// over `horizon_days` from that run (`churn_if_contacted`, `churn_if_not`; `true_effect` =
+/// the second minus the first). Features are per customer and a customer's two paths are the
+/// same draws before the contact, so the runs scored on the uncontacted data select the same
+/// customers at their first selection as runs on the realized data would.
+pub fn run_campaign(
+    opts: &GenerateOptions,
+    output: &Path,
+    horizon_days: i32,
+    out: &Path,
+    progress: &Progress,
+) -> Result<GenerateOutcome> {
+    use std::collections::{BTreeMap, HashMap};
+
+    use polars::prelude::*;
+
+    use crate::error::{Error, PolarsContext};
+    use crate::experiment::Group;
+
+    let runs = crate::sink::ScoreParquet::new(output);
+    let dates = runs.run_dates()?;
+    if dates.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no scoring runs under it (score the generated data first: fidelis score --as-of ...)",
+            output.display()
+        )));
+    }
+    // Each customer's first run in the experiment, and its group there.
+    let mut first: BTreeMap<u32, (chrono::NaiveDate, Group)> = BTreeMap::new();
+    for run in &dates {
+        let scores = runs.read_scores(*run)?;
+        let ctx = format!("the scores of the run at {run}");
+        let Ok(groups) = scores.column(crate::schema::EXPERIMENT_GROUP) else { continue };
+        let groups = groups.str().polars(&ctx)?;
+        let ids = scores.column(crate::schema::CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
+        for (id, g) in ids.iter().zip(groups.iter()) {
+            let (Some(id), Some(g)) = (id, g.and_then(Group::parse)) else { continue };
+            let idx =
+                id.strip_prefix('C').and_then(|n| n.parse::<u32>().ok()).filter(|&n| n >= 1).ok_or_else(
+                    || Error::Data(format!("{ctx}: customer {id:?} is not a generated id (C0000001 ...)")),
+                )? - 1;
+            first.entry(idx).or_insert((*run, g));
+        }
+    }
+    let day_of = |d: chrono::NaiveDate| (d - opts.start).num_days() as f64;
+    let contacts: HashMap<u32, f64> = first
+        .iter()
+        .filter(|(_, (_, g))| Group::contacted(Some(*g)))
+        .map(|(&i, (d, _))| (i, day_of(*d)))
+        .collect();
+    let customers = opts.customers;
+    let (mut df, _) = progress.step(
+        "generate",
+        &format!("generating {customers} customers, {} contacted", contacts.len()),
+        || crate::generate::generate_campaign(opts, &contacts),
+    )?;
+    let mut truth = progress.step("truth", "both potential outcomes of every selected customer", || {
+        let churned = |days: &[i32], from: f64| {
+            let (from, to) = (from as i32, from as i32 + horizon_days);
+            !days.iter().any(|&d| d >= from && d < to)
+        };
+        let mut rows: Vec<(String, i32, &'static str, String, bool, bool)> = Vec::new();
+        for (&idx, &(run, group)) in &first {
+            let day = day_of(run);
+            let (contacted, effect) = crate::generate::activity_days(opts, idx, Some(day));
+            let (plain, _) = crate::generate::activity_days(opts, idx, None);
+            let effect = effect.map_or(String::new(), |e| format!("{e:?}"));
+            rows.push((
+                format!("C{:07}", idx + 1),
+                crate::schema::epoch_day(run),
+                group.as_str(),
+                effect,
+                churned(&contacted, day),
+                churned(&plain, day),
+            ));
+        }
+        let run = Column::new("first_run".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>())
+            .cast(&DataType::Date)
+            .polars("first_run")?;
+        DataFrame::new_infer_height(vec![
+            Column::new("customer_id".into(), rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
+            run,
+            Column::new("group".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            Column::new("effect".into(), rows.iter().map(|r| r.3.as_str()).collect::<Vec<_>>()),
+            Column::new("churn_if_contacted".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()),
+            Column::new("churn_if_not".into(), rows.iter().map(|r| r.5).collect::<Vec<_>>()),
+            Column::new(
+                "true_effect".into(),
+                rows.iter().map(|r| i32::from(r.5) - i32::from(r.4)).collect::<Vec<_>>(),
+            ),
+        ])
+        .polars("assembling the truth")
+    })?;
+    let path = out.join("transactions.parquet");
+    progress.step("write", "writing parquet", || write_parquet_atomic(&mut df, &path))?;
+    let truth_path = out.join("truth.parquet");
+    write_parquet_atomic(&mut truth, &truth_path)?;
+    Ok(GenerateOutcome {
+        files: vec![
+            (path, df.height(), format!("transactions, {customers} customers, {} contacted", contacts.len())),
+            (truth_path, truth.height(), "customers selected by a run (both potential outcomes)".into()),
+        ],
+    })
+}
+
 impl std::fmt::Display for GenerateOutcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let lines: Vec<String> =

@@ -13,6 +13,7 @@ use super::kpi::{self, Kpis, COHORT_OFFSETS};
 use super::{Doc, Tone};
 use crate::config::Config;
 use crate::error::{PolarsContext, Result};
+use crate::experiment::Effect;
 use crate::features::Daily;
 use crate::format::{f4, int, money, pct};
 use crate::model::LoadedModel;
@@ -123,21 +124,7 @@ pub struct WeeklyReport {
     /// What orders `risk_rank` and the top-risk segment (`output.rank_by`).
     pub rank_by: String,
     /// The measured effect of contacting of every matured run with a control group so far.
-    pub effects: Vec<EffectPoint>,
-}
-
-/// The effect of contacting measured on one matured run (overall).
-#[derive(Debug, Clone, Serialize)]
-pub struct EffectPoint {
-    pub run: NaiveDate,
-    pub treatment: usize,
-    pub control: usize,
-    pub churn_treatment: f64,
-    pub churn_control: f64,
-    pub reduction: f64,
-    pub reduction_low: f64,
-    pub reduction_high: f64,
-    pub incremental_net_value: f64,
+    pub effects: Vec<(NaiveDate, Effect)>,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -321,7 +308,7 @@ pub struct WeeklyInputs<'a> {
     /// The run's control group (see [`crate::experiment::held_out`]).
     pub experiment: Option<crate::experiment::HeldOut>,
     pub rank_by: crate::config::RankBy,
-    pub effects: Vec<EffectPoint>,
+    pub effects: Vec<(NaiveDate, Effect)>,
 }
 
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
@@ -773,8 +760,9 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         );
         return Ok(());
     }
-    let x = |e: &EffectPoint| f64::from(epoch_day(e.run));
-    let pts = |f: fn(&EffectPoint) -> f64| r.effects.iter().map(|e| (x(e), 100.0 * f(e))).collect::<Vec<_>>();
+    let pts = |f: fn(&Effect) -> f64| {
+        r.effects.iter().map(|(run, e)| (f64::from(epoch_day(*run)), 100.0 * f(e))).collect::<Vec<_>>()
+    };
     let svg = chart::line_chart(&LineChart {
         title: "Churn prevented by contacting, per matured run (points, 95% interval)".into(),
         x_label: "run date".into(),
@@ -789,7 +777,7 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         legend_low: true,
         ..LineChart::default()
     })?;
-    let last = r.effects.last().expect("not empty");
+    let (last_run, last) = r.effects.last().expect("not empty");
     let verdict = if last.reduction_low > 0.0 {
         "contacting measurably reduced churn"
     } else if last.reduction_high < 0.0 {
@@ -803,7 +791,7 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         &format!(
             "In the latest matured run ({}), {:.1}% of the contacted customers churned against {:.1}% of the \
              control group: {verdict} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
-            last.run,
+            last_run,
             100.0 * last.churn_treatment,
             100.0 * last.churn_control,
             100.0 * last.reduction,
@@ -814,9 +802,9 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     let rows: Vec<Vec<String>> = r
         .effects
         .iter()
-        .map(|e| {
+        .map(|(run, e)| {
             vec![
-                e.run.to_string(),
+                run.to_string(),
                 int(e.treatment as i64),
                 int(e.control as i64),
                 pct(e.churn_treatment),
@@ -1009,45 +997,14 @@ fn experiment_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<crate
 }
 
 /// The overall effect of every matured run so far: the history's, and the runs matured now.
-fn effects_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<EffectPoint>> {
-    let history = crate::sink::History::new(Path::new(&cfg.output.dir));
-    let mut out: BTreeMap<NaiveDate, EffectPoint> = BTreeMap::new();
-    for (run, m) in history.effects(monitor.as_of)? {
-        let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
-        out.insert(
-            run,
-            EffectPoint {
-                run,
-                treatment: v("treatment") as usize,
-                control: v("control") as usize,
-                churn_treatment: v("churn_treatment"),
-                churn_control: v("churn_control"),
-                reduction: v("reduction"),
-                reduction_low: v("reduction_low"),
-                reduction_high: v("reduction_high"),
-                incremental_net_value: v("incremental_net_value"),
-            },
-        );
-    }
+fn effects_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<(NaiveDate, Effect)>> {
+    let mut out = crate::sink::History::new(Path::new(&cfg.output.dir)).effects(monitor.as_of)?;
     for r in &monitor.realized {
         if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()) {
-            out.insert(
-                r.run,
-                EffectPoint {
-                    run: r.run,
-                    treatment: e.treatment,
-                    control: e.control,
-                    churn_treatment: e.churn_treatment,
-                    churn_control: e.churn_control,
-                    reduction: e.reduction,
-                    reduction_low: e.reduction_low,
-                    reduction_high: e.reduction_high,
-                    incremental_net_value: e.incremental_net_value,
-                },
-            );
+            out.insert(r.run, e.clone());
         }
     }
-    Ok(out.into_values().collect())
+    Ok(out.into_iter().collect())
 }
 
 pub fn build_for_run(

@@ -70,54 +70,47 @@ impl History {
 
     /// Realized ROC AUC per run recorded at a monitor date other than `as_of`.
     pub fn realized_auc(&self, except: NaiveDate) -> Result<BTreeMap<NaiveDate, f64>> {
-        let mut out = BTreeMap::new();
-        let Some(df) = self.read()? else { return Ok(out) };
-        let ctx = format!("reading {}", self.path.display());
-        let df = df
-            .lazy()
-            .filter(
-                col("kind")
-                    .eq(lit("realized"))
-                    .and(col("metric").eq(lit("roc_auc")))
-                    .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except)))),
-            )
-            .collect()
-            .polars(&ctx)?;
-        let items = df.column("item").polars(&ctx)?.str().polars(&ctx)?;
-        let values = df.column("value").polars(&ctx)?.f64().polars(&ctx)?;
-        for (i, v) in items.iter().zip(values.iter()) {
-            if let (Some(d), Some(v)) = (i.and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()), v) {
-                out.insert(d, v);
-            }
-        }
-        Ok(out)
+        let kept = col("kind")
+            .eq(lit("realized"))
+            .and(col("metric").eq(lit("roc_auc")))
+            .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except))));
+        Ok(self.run_rows(kept)?.into_iter().map(|(run, _, v)| (run, v)).collect())
     }
 
     /// The measured effect of contacting of every run recorded up to `as_of` (kind `effect`,
-    /// the overall rows: item = the run): run -> metric -> value.
-    pub fn effects(&self, as_of: NaiveDate) -> Result<BTreeMap<NaiveDate, BTreeMap<String, f64>>> {
-        let mut out: BTreeMap<NaiveDate, BTreeMap<String, f64>> = BTreeMap::new();
-        let Some(df) = self.read()? else { return Ok(out) };
+    /// the overall rows: item = the run).
+    pub fn effects(&self, as_of: NaiveDate) -> Result<BTreeMap<NaiveDate, crate::experiment::Effect>> {
+        let kept = col("kind")
+            .eq(lit("effect"))
+            .and(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of))));
+        let mut metrics: BTreeMap<NaiveDate, BTreeMap<String, f64>> = BTreeMap::new();
+        for (run, metric, v) in self.run_rows(kept)? {
+            metrics.entry(run).or_default().insert(metric, v);
+        }
+        Ok(metrics
+            .into_iter()
+            .filter_map(|(run, m)| {
+                Some((run, crate::experiment::Effect::from_metrics(|k| m.get(k).copied())?))
+            })
+            .collect())
+    }
+
+    /// The rows `kept` whose item is a run date: (run, metric, value).
+    fn run_rows(&self, kept: Expr) -> Result<Vec<(NaiveDate, String, f64)>> {
+        let Some(df) = self.read()? else { return Ok(Vec::new()) };
         let ctx = format!("reading {}", self.path.display());
-        let df = df
-            .lazy()
-            .filter(
-                col("kind")
-                    .eq(lit("effect"))
-                    .and(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of)))),
-            )
-            .collect()
-            .polars(&ctx)?;
+        let df = df.lazy().filter(kept).collect().polars(&ctx)?;
         let items = df.column("item").polars(&ctx)?.str().polars(&ctx)?;
         let metrics = df.column("metric").polars(&ctx)?.str().polars(&ctx)?;
         let values = df.column("value").polars(&ctx)?.f64().polars(&ctx)?;
-        for ((i, m), v) in items.iter().zip(metrics.iter()).zip(values.iter()) {
-            let run = i.and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok());
-            if let (Some(run), Some(m), Some(v)) = (run, m, v) {
-                out.entry(run).or_default().insert(m.to_string(), v);
-            }
-        }
-        Ok(out)
+        Ok(items
+            .iter()
+            .zip(metrics.iter())
+            .zip(values.iter())
+            .filter_map(|((i, m), v)| {
+                Some((NaiveDate::parse_from_str(i?, "%Y-%m-%d").ok()?, m?.to_string(), v?))
+            })
+            .collect())
     }
 }
 

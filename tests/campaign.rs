@@ -1,0 +1,193 @@
+//! A campaign that follows fidelis, against ground truth: generated customers, a model, weekly
+//! runs with a control group, the same customers regenerated as if the runs had been acted on
+//! (`fidelis generate --campaign`, with both potential outcomes of every selected customer in
+//! truth.parquet), the runs scored again on the realized data, and the effect fidelis measures
+//! when the first run matures compared with the true effect.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+
+use common::{fidelis, stderr, stdout};
+use fidelis::sink::{read_parquet, ScoreParquet};
+use polars::prelude::*;
+
+/// The run the examples score (its outcome window closes by 2024-12-31, the data's end).
+const RUN: &str = "2024-08-06";
+
+fn ok(out: &std::process::Output) {
+    assert!(out.status.success(), "exit {:?}\n{}{}", out.status, stdout(out), stderr(out));
+}
+
+fn config(dir: &Path, name: &str, data: &str, output: &str) {
+    let text = format!(
+        "[input.transactions]\npath = \"{data}/transactions.parquet\"\n\n[output]\ndir = \"{output}\"\nsql = []\n"
+    );
+    fs::write(dir.join(name), text).unwrap();
+}
+
+fn text(df: &DataFrame, name: &str) -> Vec<String> {
+    df.column(name)
+        .unwrap()
+        .cast(&DataType::String)
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The command lines of the README's campaign example (the `sh` block after "tests/campaign.rs
+/// runs these lines"), each as its arguments.
+fn readme_lines() -> Vec<Vec<String>> {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let at = readme.find("(`tests/campaign.rs` runs these lines").expect("the README's campaign example");
+    let block = &readme[at..];
+    let block = &block[block.find("```sh\n").unwrap() + 6..];
+    let block = &block[..block.find("```").unwrap()];
+    block.lines().map(|l| l.split_whitespace().skip(1).map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    config(d, "plain.toml", "plain", "untreated");
+    config(d, "realized.toml", "realized", "measured");
+    let lines = readme_lines();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let mut outputs = Vec::new();
+    for args in &lines {
+        let args: Vec<&str> = args.iter().map(String::as_str).chain(["-q"]).collect();
+        let out = fidelis(&args, d);
+        ok(&out);
+        outputs.push(out);
+    }
+    assert!(stdout(&outputs[3]).contains("truth.parquet"), "{}", stdout(&outputs[3]));
+    let out = &outputs[5];
+    // The README's runs are the run this test checks.
+    assert!(lines[2].contains(&RUN.to_string()) && lines[4].contains(&RUN.to_string()));
+
+    // Before its first contact a customer's data is the same, so the runs on the realized
+    // data select every customer of the first run, in the same group.
+    let truth = read_parquet(&d.join("realized/truth.parquet")).unwrap();
+    let first_run = text(&truth, "first_run");
+    let (ids, groups) = (text(&truth, "customer_id"), text(&truth, "group"));
+    let measured = ScoreParquet::new(&d.join("measured"));
+    let run1 = measured.read_scores(RUN.parse().unwrap()).unwrap();
+    let in_run1: HashMap<String, String> =
+        text(&run1, "customer_id").into_iter().zip(text(&run1, "experiment_group")).collect();
+    let mut first = 0;
+    for i in 0..ids.len() {
+        if first_run[i] == RUN {
+            assert_eq!(in_run1.get(&ids[i]), Some(&groups[i]), "{}", ids[i]);
+            first += 1;
+        }
+    }
+    assert!(first > 300, "{first} customers selected by the first run");
+    // The effect is heterogeneous: some are won back, some annoyed into leaving.
+    let effects = text(&truth, "effect");
+    for kind in ["Persuaded", "Annoyed", "SureThing"] {
+        assert!(effects.iter().any(|e| e == kind), "no {kind} in the truth");
+    }
+
+    // The first run matures; its measured effect against the true average effect of the
+    // customers it selected (each of them at its first selection).
+    let true_effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
+    let true_effect = true_effect.f64().unwrap();
+    let (mut sum, mut n) = (0.0, 0.0);
+    for i in 0..ids.len() {
+        if first_run[i] == RUN && groups[i] != "exempt" {
+            sum += true_effect.get(i).unwrap();
+            n += 1.0;
+        }
+    }
+    let truth_mean = sum / n;
+    let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
+    let value = |metric: &str| {
+        let rows = history
+            .clone()
+            .lazy()
+            .filter(
+                col("kind")
+                    .eq(lit("effect"))
+                    .and(col("item").eq(lit(RUN)))
+                    .and(col("metric").eq(lit(metric))),
+            )
+            .collect()
+            .unwrap();
+        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    let (low, high) = (value("reduction_low"), value("reduction_high"));
+    eprintln!(
+        "run {}: {n} customers, true effect {truth_mean:.4}, measured {:.4} [{low:.4}, {high:.4}]",
+        RUN,
+        value("reduction")
+    );
+    assert!(
+        low <= truth_mean && truth_mean <= high,
+        "true effect {truth_mean:.4} outside [{low:.4}, {high:.4}]\n{}",
+        stdout(out)
+    );
+    assert!(truth_mean.abs() > 0.0, "the campaign has an effect to measure");
+}
+
+/// The measured effect's 95% interval (Newcombe) against the true average effect of the
+/// customers a run selected, on 20 generated campaigns (seeds 1..=20, one model trained on
+/// another seed): it must cover the truth on at least 18 of them.
+#[test]
+fn the_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let size = ["--customers", "5000", "-q"];
+    ok(&fidelis(&[&["generate", "--seed", "99", "--out", "base"][..], &size[..]].concat(), d));
+    config(d, "base.toml", "base", "base_out");
+    ok(&fidelis(&["train", "--config", "base.toml", "-q"], d));
+    let mut covered = 0;
+    let mut lines = Vec::new();
+    for seed in 1..=20 {
+        let seed = seed.to_string();
+        let (plain, realized) = (format!("plain{seed}"), format!("realized{seed}"));
+        let (untreated, measured) = (format!("untreated{seed}"), format!("measured{seed}"));
+        ok(&fidelis(&[&["generate", "--seed", &seed, "--out", &plain][..], &size[..]].concat(), d));
+        config(d, "plain.toml", &plain, &untreated);
+        ok(&fidelis(&["score", "--config", "plain.toml", "--as-of", RUN, "-q"], d));
+        let args = ["generate", "--seed", &seed, "--out", &realized, "--campaign", &untreated];
+        ok(&fidelis(&[&args[..], &size[..]].concat(), d));
+        config(d, "realized.toml", &realized, &measured);
+        ok(&fidelis(&["score", "--config", "realized.toml", "--as-of", RUN, "-q"], d));
+        ok(&fidelis(&["monitor", "--config", "realized.toml", "--as-of", "2024-12-31", "-q"], d));
+        let truth = read_parquet(&d.join(&realized).join("truth.parquet")).unwrap();
+        let groups = text(&truth, "group");
+        let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
+        let kept: Vec<f64> = effect
+            .f64()
+            .unwrap()
+            .iter()
+            .zip(&groups)
+            .filter(|(_, g)| *g != "exempt")
+            .map(|(v, _)| v.unwrap())
+            .collect();
+        let truth_mean = kept.iter().sum::<f64>() / kept.len() as f64;
+        let history = read_parquet(&d.join(&measured).join("monitoring/metrics_history.parquet")).unwrap();
+        let value = |metric: &str| {
+            let keep = col("kind")
+                .eq(lit("effect"))
+                .and(col("item").eq(lit(RUN)))
+                .and(col("metric").eq(lit(metric)));
+            let rows = history.clone().lazy().filter(keep).collect().unwrap();
+            rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+        };
+        let (low, high) = (value("reduction_low"), value("reduction_high"));
+        covered += usize::from(low <= truth_mean && truth_mean <= high);
+        lines.push(format!(
+            "seed {seed}: truth {truth_mean:.4}, measured {:.4} [{low:.4}, {high:.4}]",
+            value("reduction")
+        ));
+    }
+    eprintln!("{}\ncovered {covered} of 20", lines.join("\n"));
+    assert!(covered >= 18, "covered {covered} of 20\n{}", lines.join("\n"));
+}
