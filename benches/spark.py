@@ -171,15 +171,21 @@ def main() -> int:
     print(
         f"floor (session + every row to Python, no work) / CLI: {results['floor_ratio_vs_cli']}x"
     )
+    print(f"written to {record('spark', results)} (spark)")
+    return 0
+
+
+def record(section: str, results: dict) -> Path:
+    """Write ``results`` under ``section`` of reports/bench/latest.json (the rest of the file
+    is kept; written to a temporary file and renamed)."""
     latest = ROOT / "reports/bench/latest.json"
     latest.parent.mkdir(parents=True, exist_ok=True)
     report = json.loads(latest.read_text()) if latest.is_file() else {}
-    report["spark"] = results
+    report[section] = results
     tmp = latest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=2))
     tmp.replace(latest)
-    print(f"written to {latest} (spark)")
-    return 0
+    return latest
 
 
 def probe(kind: str, tx: str) -> int:

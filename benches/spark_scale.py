@@ -20,7 +20,6 @@ Writes the figures under `spark_10m` in reports/bench/latest.json.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benches"))
-from spark import AS_OF, descendants, processes, spark_env  # noqa: E402
+from spark import AS_OF, descendants, processes, record, spark_env  # noqa: E402
 
 COPIES = 10
 BUCKETS = 256
@@ -143,13 +142,7 @@ def main() -> int:
     print(f"\nSpark local[2], {COPIES * 1_000_000:,} customers ({scored:,} scored at {AS_OF}), driver memory {memory}")
     for k, v in results.items():
         print(f"  {k:28}{v}")
-    latest = ROOT / "reports/bench/latest.json"
-    latest.parent.mkdir(parents=True, exist_ok=True)
-    report = json.loads(latest.read_text()) if latest.is_file() else {}
-    report["spark_10m"] = results
-    tmp = latest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(latest)
+    record("spark_10m", results)
     return 0 if results["single_partition_warnings"] == 0 else 1
 
 
