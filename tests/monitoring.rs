@@ -103,6 +103,15 @@ fn a_behaviour_change_raises_drift_and_auc_alerts_after_it_and_not_before() {
     let auc_alert = |r: &monitor::MonitorReport| r.alerts.iter().any(|a| a.contains("realized AUC"));
     assert!(reports.iter().filter(|r| r.as_of <= change).all(|r| !auc_alert(r)));
     assert!(reports.iter().any(auc_alert));
+    // What the backtest prints lists every alert line it counts, under its date.
+    let text = f.backtest.to_string();
+    let total: usize = reports.iter().map(|r| r.alerts.len()).sum();
+    assert!(text.contains(&format!("{total} alert line(s)")), "{text}");
+    for r in reports {
+        for a in &r.alerts {
+            assert!(text.contains(&format!("{}: {a}", r.as_of)), "{a} missing from\n{text}");
+        }
+    }
     // Every run is realized exactly once in the history.
     let history = read_parquet(&f.backtest.out_dir.join("monitoring/metrics_history.parquet")).unwrap();
     let realized = history

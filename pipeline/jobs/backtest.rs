@@ -145,7 +145,14 @@ impl std::fmt::Display for BacktestOutcome {
                 realized
             )?;
         }
+        // Every alert line, under the pass that raised it: the table counts drift alerts
+        // only, and a closing pass (realized AUC once the last window matures) has no row.
         let alerts: usize = self.reports.iter().map(|r| r.alerts.len()).sum();
+        for r in self.reports.iter().filter(|r| !r.alerts.is_empty()) {
+            for a in &r.alerts {
+                writeln!(f, "{}: {a}", r.as_of)?;
+            }
+        }
         write!(
             f,
             "{alerts} alert line(s) over {} monitoring passes; history in {}",

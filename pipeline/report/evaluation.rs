@@ -563,18 +563,46 @@ fn section_summary(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
     }
     d.table(&["metric", "value"], &summary, None);
     if let Some((name, auc)) = best_baseline {
-        let diff = r.churn.roc_auc - auc;
-        d.reading(&format!(
-            "The shipped model ranks a random churner above a random stayer {:.1}% of the time, {} the best baseline ({name}, {:.1}%) by {:.4}.",
-            100.0 * r.churn.roc_auc,
-            if diff >= 0.0 { "ahead of" } else { "behind" },
-            100.0 * auc,
-            diff.abs()
-        ));
+        d.reading(&baseline_sentence(r.churn.roc_auc, name, auc));
     }
 
     // Data and split.
     Ok(())
+}
+
+/// What calibration did to the holdout's expected calibration error, as the numbers print
+/// (four decimals): no "worsened" for an error that reads the same, no claim for method "none".
+fn calibration_sentence(method: &str, before: f64, after: f64) -> String {
+    let (b, a) = (f4(before), f4(after));
+    if method == "none" {
+        return format!(
+            "No calibrator is applied (none beat the raw probabilities out of time): expected calibration error {b}."
+        );
+    }
+    let verdict = if a == b {
+        "left the expected calibration error unchanged"
+    } else if after < before {
+        "improved the expected calibration error"
+    } else {
+        "worsened the expected calibration error"
+    };
+    format!("Calibration ({method}) {verdict}: {b} -> {a}.")
+}
+
+/// The shipped model's ROC AUC against the best baseline's, with a difference that is only
+/// claimed when it shows at four decimals.
+fn baseline_sentence(auc: f64, name: &str, baseline: f64) -> String {
+    let diff = auc - baseline;
+    let lead = format!(
+        "The shipped model ranks a random churner above a random stayer {:.1}% of the time",
+        100.0 * auc
+    );
+    if f4(diff.abs()) == f4(0.0) {
+        format!("{lead}, level with the best baseline ({name}, {:.1}%).", 100.0 * baseline)
+    } else {
+        let side = if diff > 0.0 { "ahead of" } else { "behind" };
+        format!("{lead}, {side} the best baseline ({name}, {:.1}%) by {}.", 100.0 * baseline, f4(diff.abs()))
+    }
 }
 
 fn section_data(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
@@ -727,16 +755,12 @@ fn section_calibration(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
         legend_low: true,
         ..LineChart::default()
     })?;
-    let verdict =
-        if r.calibration.ece_after <= r.calibration.ece_before { "kept or improved" } else { "worsened" };
     d.chart(
         "calibration",
         svg,
         &format!(
-            "Points on the diagonal mean \"a 30% score churns 30% of the time\". Calibration ({}) {verdict} the expected calibration error: {} -> {}.",
-            r.calibration.method,
-            f4(r.calibration.ece_before),
-            f4(r.calibration.ece_after)
+            "Points on the diagonal mean \"a 30% score churns 30% of the time\". {}",
+            calibration_sentence(&r.calibration.method, r.calibration.ece_before, r.calibration.ece_after)
         ),
     );
 
@@ -1141,6 +1165,21 @@ pub fn write_evaluation(model_dir: &Path, models_dir: &Path, reports_dir: &Path)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn report_sentences_say_what_their_numbers_show() {
+        let same = calibration_sentence("platt", 0.025_91, 0.025_93);
+        assert!(same.contains("unchanged") && !same.contains("worsened"), "{same}");
+        assert!(calibration_sentence("platt", 0.03, 0.02).contains("improved"));
+        assert!(calibration_sentence("isotonic", 0.02, 0.03).contains("worsened"));
+        let none = calibration_sentence("none", 0.0259, 0.0259);
+        assert!(none.starts_with("No calibrator is applied") && !none.contains("->"), "{none}");
+        let level = baseline_sentence(0.81234, "bgnbd", 0.81233);
+        assert!(level.contains("level with") && !level.contains("0.0000"), "{level}");
+        assert!(baseline_sentence(0.82, "forest", 0.80)
+            .contains("ahead of the best baseline (forest, 80.0%) by 0.0200"));
+        assert!(baseline_sentence(0.79, "forest", 0.80).contains("behind"));
+    }
+
     use super::*;
 
     #[test]

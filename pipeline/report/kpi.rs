@@ -128,22 +128,30 @@ pub fn compute(
     }
     let monthly = ratio(lapsed as f64, ago30 as f64);
     let arpu = ratio(revenue_90 / 3.0, end as f64);
-    let cohorts: Vec<Cohort> = cohorts
-        .into_iter()
+    // The twelve calendar months up to the last day before `as_of`, every one listed (a
+    // month nobody first bought in is a cohort of 0, not a gap).
+    let last = as_of.pred_opt().unwrap_or(as_of);
+    let months: Vec<(i32, u32)> = (0..12)
         .rev()
-        .take(12)
-        .map(|((y, m), (n, kept, last_first))| Cohort {
-            month: format!("{y}-{m:02}"),
-            customers: n,
-            retained: COHORT_OFFSETS
-                .iter()
-                .zip(kept)
-                .map(|(&off, k)| (last_first + off < t).then(|| k as f64 / n as f64))
-                .collect(),
+        .map(|back| {
+            let m = i64::from(last.year()) * 12 + i64::from(last.month0()) - back;
+            ((m.div_euclid(12)) as i32, (m.rem_euclid(12) + 1) as u32)
         })
-        .collect::<Vec<_>>()
+        .collect();
+    let cohorts: Vec<Cohort> = months
         .into_iter()
-        .rev()
+        .map(|(y, m)| {
+            let (n, kept, last_first) = cohorts.get(&(y, m)).copied().unwrap_or((0, [0; 5], t));
+            Cohort {
+                month: format!("{y}-{m:02}"),
+                customers: n,
+                retained: COHORT_OFFSETS
+                    .iter()
+                    .zip(kept)
+                    .map(|(&off, k)| (n > 0 && last_first + off < t).then(|| k as f64 / n as f64))
+                    .collect(),
+            }
+        })
         .collect();
     let kpis = Kpis {
         as_of,
@@ -227,6 +235,12 @@ mod tests {
         assert_eq!(may.customers, 1);
         assert_eq!(may.retained[0], Some(1.0));
         assert_eq!(may.retained[2], None, "+90 not reached yet");
+        // Every one of the twelve months before as_of is listed, empty ones too.
+        let months: Vec<&str> = k.cohorts.iter().map(|c| c.month.as_str()).collect();
+        assert_eq!(months.len(), 12);
+        assert_eq!((months[0], months[11]), ("2023-07", "2024-06"));
+        let june = k.cohorts.iter().find(|c| c.month == "2024-06").unwrap();
+        assert!(june.customers == 0 && june.retained.iter().all(Option::is_none));
         let jan = k.cohorts.iter().find(|c| c.month == "2024-01").unwrap();
         assert_eq!(jan.retained[..3], [Some(0.0), Some(0.0), Some(0.0)]);
         // a bought again at +157 days, but +180 is after as_of: unknown yet.
