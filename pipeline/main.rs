@@ -88,6 +88,10 @@ enum Command {
         /// The outcome window of truth.parquet, in days (the model's horizon).
         #[arg(long, default_value_t = 90, requires = "campaign")]
         horizon_days: i32,
+        /// How customers respond to a contact: `mixed` (persuadables, sleeping dogs, lost
+        /// causes, sure things), `none` (no effect), `harmful` (annoys, wins nobody back).
+        #[arg(long, value_enum, default_value_t = CampaignResponse::Mixed, requires = "campaign")]
+        campaign_response: CampaignResponse,
     },
     /// Read and validate the transaction log; print what was kept and dropped, by reason.
     Validate {
@@ -196,6 +200,13 @@ enum Command {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CampaignResponse {
+    Mixed,
+    None,
+    Harmful,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Kind {
     Retail,
     Saas,
@@ -289,6 +300,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kind,
             campaign,
             horizon_days,
+            campaign_response,
         } => {
             let shift = shift_date.map(|d| generate::Shift {
                 day: (d - start).num_days() as i32,
@@ -312,7 +324,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(output) => {
                     println!(
                         "{}",
-                        jobs::generate::run_campaign(&opts, &output, horizon_days, &out, &progress)?
+                        jobs::generate::run_campaign(
+                            &opts,
+                            &output,
+                            horizon_days,
+                            match campaign_response {
+                                CampaignResponse::Mixed => generate::Response::Mixed,
+                                CampaignResponse::None => generate::Response::Nil,
+                                CampaignResponse::Harmful => generate::Response::Harmful,
+                            },
+                            &out,
+                            &progress,
+                        )?
                     )
                 }
                 None => println!("{}", jobs::generate::run(&opts, kind, &out, &progress)?),

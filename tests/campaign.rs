@@ -191,3 +191,48 @@ fn the_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
     eprintln!("{}\ncovered {covered} of 20", lines.join("\n"));
     assert!(covered >= 18, "covered {covered} of 20\n{}", lines.join("\n"));
 }
+
+/// Two campaigns on the same customers and runs: one where a contact changes nothing (every
+/// true effect is zero; the interval covers zero and nothing alerts) and one where it harms
+/// (annoys active customers into leaving; monitoring raises the harm alert).
+#[test]
+fn no_effect_is_measured_as_none_and_a_harmful_campaign_raises_the_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let gen = ["generate", "--customers", "6000", "--seed", "31", "-q"];
+    ok(&fidelis(&[&gen[..], &["--out", "plain"]].concat(), d));
+    config(d, "plain.toml", "plain", "untreated");
+    ok(&fidelis(&["train", "--config", "plain.toml", "-q"], d));
+    ok(&fidelis(&["score", "--config", "plain.toml", "--as-of", RUN, "-q"], d));
+    let mut texts = Vec::new();
+    for response in ["none", "harmful"] {
+        let data = format!("realized_{response}");
+        let extra = ["--out", &data, "--campaign", "untreated", "--campaign-response", response];
+        ok(&fidelis(&[&gen[..], &extra[..]].concat(), d));
+        config(d, "r.toml", &data, &format!("measured_{response}"));
+        ok(&fidelis(&["score", "--config", "r.toml", "--as-of", RUN, "-q"], d));
+        let out = fidelis(&["monitor", "--config", "r.toml", "--as-of", "2024-12-31", "-q"], d);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        let truth = read_parquet(&d.join(&data).join("truth.parquet")).unwrap();
+        let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
+        let effect: Vec<f64> = effect.f64().unwrap().iter().flatten().collect();
+        texts.push((stdout(&out), effect));
+    }
+    let (none, zero) = &texts[0];
+    assert!(zero.iter().all(|&e| e == 0.0), "a contact that changes nothing has no effect");
+    let line =
+        none.lines().find(|l| l.starts_with("effect of contacting")).unwrap_or_else(|| panic!("{none}"));
+    let bounds = line.split("[95% ").nth(1).unwrap().split(']').next().unwrap();
+    let (low, high): (f64, f64) = {
+        let mut b = bounds.split(", ").map(|v| v.parse::<f64>().unwrap());
+        (b.next().unwrap(), b.next().unwrap())
+    };
+    assert!(low <= 0.0 && 0.0 <= high, "{line}");
+    assert!(!none.contains("ALERT contacting"), "{none}");
+    let (harmful, effects) = &texts[1];
+    let mean = effects.iter().sum::<f64>() / effects.len() as f64;
+    assert!(mean < -0.05, "the harmful campaign's true effect is {mean}");
+    assert!(harmful.contains("ALERT contacting increased churn in the run at 2024-08-06"), "{harmful}");
+    let harm = harmful.lines().find(|l| l.starts_with("effect of contacting")).unwrap_or_default();
+    eprintln!("no effect: {line}\nharmful (true mean {mean:.4}): {harm}");
+}

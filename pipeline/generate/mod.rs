@@ -79,10 +79,22 @@ fn season(day_of_year: u32) -> f64 {
 const SEASON_MAX: f64 = 1.8;
 
 fn customer(opts: &GenerateOptions, idx: u32, season_by_day: &[f64], out: &mut Chunk) {
-    customer_path(opts, idx, season_by_day, None, out);
+    customer_path(opts, idx, season_by_day, None, Response::Mixed, out);
 }
 
-/// What a contact did to a customer (see [`campaign`]).
+/// How customers respond to a contact in a generated campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Response {
+    /// Persuadables, sleeping dogs, lost causes and sure things (see `contact_effect`).
+    #[default]
+    Mixed,
+    /// A contact changes nothing: the true effect is zero.
+    Nil,
+    /// A contact annoys three in ten active customers into leaving and wins nobody back.
+    Harmful,
+}
+
+/// What a contact did to a customer (see [`generate_campaign`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContactEffect {
     /// Not there yet, or the contact day is past the period.
@@ -107,6 +119,7 @@ fn contact_effect(
     idx: u32,
     state: (f64, f64, f64, bool),
     rate: f64,
+    response: Response,
 ) -> ContactEffect {
     let (day, signup, last, leaving) = state;
     if day < signup {
@@ -117,6 +130,20 @@ fn contact_effect(
     let u = r.uniform();
     if recency > 120.0 {
         ContactEffect::LostCause
+    } else if response == Response::Nil {
+        if leaving {
+            ContactEffect::NotPersuaded
+        } else {
+            ContactEffect::SureThing
+        }
+    } else if response == Response::Harmful {
+        if leaving {
+            ContactEffect::NotPersuaded
+        } else if u < 0.3 {
+            ContactEffect::Annoyed
+        } else {
+            ContactEffect::SureThing
+        }
     } else if leaving {
         // Long-standing customers on their way out respond most.
         let p = 0.15 + 0.55 * (tenure / 540.0).min(1.0);
@@ -140,6 +167,7 @@ fn customer_path(
     idx: u32,
     season_by_day: &[f64],
     contact: Option<f64>,
+    response: Response,
     out: &mut Chunk,
 ) -> Option<ContactEffect> {
     let mut r = Rng::for_item(opts.seed, idx as u64);
@@ -172,7 +200,7 @@ fn customer_path(
     // Some(true) = buy again from the contact day, Some(false) = leave at once.
     let apply = |pending: &mut Option<f64>, effect: &mut Option<ContactEffect>, leaving: bool, last: f64| {
         let day = pending.take()?;
-        let e = contact_effect(opts, idx, (day, signup, last, leaving), rate);
+        let e = contact_effect(opts, idx, (day, signup, last, leaving), rate, response);
         *effect = Some(e);
         match e {
             ContactEffect::Persuaded => Some(true),
@@ -250,10 +278,11 @@ fn customer_path(
 pub fn generate_campaign(
     opts: &GenerateOptions,
     contacts: &std::collections::HashMap<u32, f64>,
+    response: Response,
 ) -> Result<(DataFrame, std::collections::BTreeMap<u32, ContactEffect>)> {
     let effects = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let df = generate_with(opts, |idx, season, out| {
-        if let Some(e) = customer_path(opts, idx, season, contacts.get(&idx).copied(), out) {
+        if let Some(e) = customer_path(opts, idx, season, contacts.get(&idx).copied(), response, out) {
             if let Ok(mut m) = effects.lock() {
                 m.insert(idx, e);
             }
@@ -270,11 +299,12 @@ pub fn activity_days(
     opts: &GenerateOptions,
     idx: u32,
     contact: Option<f64>,
+    response: Response,
 ) -> (Vec<i32>, Option<ContactEffect>) {
     let season: Vec<f64> =
         (0..opts.days).map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal())).collect();
     let mut out = Chunk::default();
-    let effect = customer_path(opts, idx, &season, contact, &mut out);
+    let effect = customer_path(opts, idx, &season, contact, response, &mut out);
     let start = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let mut days: Vec<i32> = (0..out.ts_ms.len())
         .filter(|&i| out.mess[i] == 0)
@@ -384,15 +414,15 @@ mod tests {
     #[test]
     fn a_campaign_changes_only_what_follows_each_contact() {
         let opts = GenerateOptions { customers: 3000, ..GenerateOptions::default() };
-        let none = generate_campaign(&opts, &Default::default()).unwrap().0;
+        let none = generate_campaign(&opts, &Default::default(), Response::Mixed).unwrap().0;
         assert!(none.equals_missing(&generate(&opts).unwrap()), "no contact: the same data as generate");
         let day = 500.0;
         let contacts: std::collections::HashMap<u32, f64> = (0..3000).map(|i| (i, day)).collect();
-        let (_, effects) = generate_campaign(&opts, &contacts).unwrap();
+        let (_, effects) = generate_campaign(&opts, &contacts, Response::Mixed).unwrap();
         let mut seen = std::collections::BTreeMap::new();
         for idx in 0..3000u32 {
-            let (plain, _) = activity_days(&opts, idx, None);
-            let (contacted, effect) = activity_days(&opts, idx, Some(day));
+            let (plain, _) = activity_days(&opts, idx, None, Response::Mixed);
+            let (contacted, effect) = activity_days(&opts, idx, Some(day), Response::Mixed);
             let effect = effect.unwrap();
             assert_eq!(Some(&effect), effects.get(&idx));
             *seen.entry(format!("{effect:?}")).or_insert(0) += 1;

@@ -63,6 +63,7 @@ pub fn run_campaign(
     opts: &GenerateOptions,
     output: &Path,
     horizon_days: i32,
+    response: crate::generate::Response,
     out: &Path,
     progress: &Progress,
 ) -> Result<GenerateOutcome> {
@@ -108,7 +109,7 @@ pub fn run_campaign(
     let (mut df, _) = progress.step(
         "generate",
         &format!("generating {customers} customers, {} contacted", contacts.len()),
-        || crate::generate::generate_campaign(opts, &contacts),
+        || crate::generate::generate_campaign(opts, &contacts, response),
     )?;
     let mut truth = progress.step("truth", "both potential outcomes of every selected customer", || {
         let churned = |days: &[i32], from: f64| {
@@ -118,8 +119,8 @@ pub fn run_campaign(
         let mut rows: Vec<(String, i32, &'static str, String, bool, bool)> = Vec::new();
         for (&idx, &(run, group)) in &first {
             let day = day_of(run);
-            let (contacted, effect) = crate::generate::activity_days(opts, idx, Some(day));
-            let (plain, _) = crate::generate::activity_days(opts, idx, None);
+            let (contacted, effect) = crate::generate::activity_days(opts, idx, Some(day), response);
+            let (plain, _) = crate::generate::activity_days(opts, idx, None, response);
             let effect = effect.map_or(String::new(), |e| format!("{e:?}"));
             rows.push((
                 format!("C{:07}", idx + 1),
