@@ -162,7 +162,7 @@ pub fn score(
             .collect(),
         top_size: top_risk.height(),
         top_expected_loss: (0..n).filter(|&i| rank[i] <= top_n).map(|i| expected_loss[i]).sum(),
-        experiment: held_out(cfg, model, preds, &scores)?,
+        experiment: held_out(cfg, model, &scores)?,
         previous_run: previous.map(|p| p.as_of),
         health: signals.events.as_ref().map(|e| health_note(&cfg.health, e, as_of)),
         notes: in_sample_note(model, as_of).into_iter().collect(),
@@ -185,23 +185,30 @@ fn text_column(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
 }
 
 /// [`HeldOut`] of a run's scores (rows in the order of `preds`); None outside an experiment.
-fn held_out(
-    cfg: &Config,
-    model: &LoadedModel,
-    preds: &Predictions,
-    scores: &DataFrame,
-) -> Result<Option<HeldOut>> {
+fn held_out(cfg: &Config, model: &LoadedModel, scores: &DataFrame) -> Result<Option<HeldOut>> {
     let e = &cfg.experiment;
     if e.control_share <= 0.0 && e.explore_share <= 0.0 {
         return Ok(None);
     }
+    Ok(Some(held_out_of(model, scores)?.unwrap_or_default()))
+}
+
+/// The control group of a run's scores (None when they have no group column or nobody is in
+/// the experiment): what `score` prints and the weekly report shows.
+pub fn held_out_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<HeldOut>> {
+    let Ok(column) = scores.column(EXPERIMENT_GROUP) else {
+        return Ok(None);
+    };
     let groups: Vec<Option<Group>> =
-        text_column(scores, EXPERIMENT_GROUP)?.iter().map(|g| g.as_deref().and_then(Group::parse)).collect();
-    let p = &preds.churn_probability;
+        column.str().polars("experiment groups")?.iter().map(|g| g.and_then(Group::parse)).collect();
+    if groups.iter().all(Option::is_none) {
+        return Ok(None);
+    }
+    let p = features_of(scores, CHURN_SCORE)?;
     let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
     let d = &model.decision.config;
-    let values = crate::threshold::tp_values(d, &preds.predicted_clv);
-    Ok(Some(experiment::held_out(d, &groups, &decided, p, &values)))
+    let values = crate::threshold::tp_values(d, &features_of(scores, CLV_SCORE)?);
+    Ok(Some(experiment::held_out(d, &groups, &decided, &p, &values)))
 }
 
 fn in_sample_note(model: &LoadedModel, as_of: NaiveDate) -> Option<String> {

@@ -777,7 +777,7 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         legend_low: true,
         ..LineChart::default()
     })?;
-    let (last_run, last) = r.effects.last().expect("not empty");
+    let Some((last_run, last)) = r.effects.last() else { return Ok(()) };
     let verdict = if last.reduction_low > 0.0 {
         "contacting measurably reduced churn"
     } else if last.reduction_high < 0.0 {
@@ -977,25 +977,6 @@ fn rank_by_words(r: crate::config::RankBy) -> &'static str {
     }
 }
 
-/// The control group of a run's scores (None when they have no group column or nobody is in
-/// the experiment).
-fn experiment_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<crate::experiment::HeldOut>> {
-    use crate::experiment::Group;
-    let Ok(column) = scores.column(crate::schema::EXPERIMENT_GROUP) else {
-        return Ok(None);
-    };
-    let groups: Vec<Option<Group>> =
-        column.str().polars("experiment groups")?.iter().map(|g| g.and_then(Group::parse)).collect();
-    if groups.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    let p = f64_col(scores, "churn_probability")?;
-    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
-    let d = &model.decision.config;
-    let values = crate::threshold::tp_values(d, &f64_col(scores, "predicted_clv")?);
-    Ok(Some(crate::experiment::held_out(d, &groups, &decided, &p, &values)))
-}
-
 /// The overall effect of every matured run so far: the history's, and the runs matured now.
 fn effects_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<(NaiveDate, Effect)>> {
     let mut out = crate::sink::History::new(Path::new(&cfg.output.dir)).effects(monitor.as_of)?;
@@ -1031,7 +1012,7 @@ pub fn build_for_run(
         active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
-        experiment: experiment_of(model, scores)?,
+        experiment: crate::score::held_out_of(model, scores)?,
         rank_by: cfg.output.rank_by,
         effects: effects_of(cfg, monitor)?,
     })
