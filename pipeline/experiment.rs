@@ -26,11 +26,14 @@
 //! draw becomes control, and when it has no treatment, the control with the largest draw
 //! becomes treatment ([`balance`]). Only such small bands ever move, and only by one customer.
 
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
 use xxhash_rust::xxh3::xxh3_64;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DecisionConfig, ExperimentConfig};
+use crate::config::{DecisionConfig, ExperimentConfig, SaveRate};
 
 /// A customer's group, as the scores' `experiment_group` column writes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -163,7 +166,7 @@ pub fn balance(
     band: &[&str],
     draws: &[f64],
 ) {
-    let mut stats: std::collections::BTreeMap<&str, BandStats> = Default::default();
+    let mut stats: BTreeMap<&str, BandStats> = Default::default();
     for i in 0..groups.len() {
         if let (true, Some(g)) = (decided[i], groups[i]) {
             stats.entry(band[i]).or_default().add(g, draws[i]);
@@ -275,7 +278,7 @@ pub fn newcombe(k1: usize, n1: usize, k2: usize, n2: usize) -> (f64, f64) {
 
 /// One customer of a matured run in the experiment: its group, whether it churned over the
 /// horizon after the run, its revenue over that horizon, the value of a saved churner under
-/// the run's decision (`threshold::tp_values`), and its stratum (risk band, playbook).
+/// the run's decision (`threshold::saved_values`), and its stratum (risk band, playbook).
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
     pub group: Group,
@@ -284,6 +287,9 @@ pub struct Outcome<'a> {
     pub value: f64,
     pub band: &'a str,
     pub playbook: &'a str,
+    /// The customer entered the experiment at this run (no group in any earlier run): the
+    /// customers [`pooled`] counts.
+    pub first: bool,
 }
 
 /// The measured effect of contacting in a set of customers: treatment against control.
@@ -423,30 +429,332 @@ impl Effect {
     }
 }
 
-/// The effect in one matured run: overall, per risk band and per playbook.
+/// The monitoring history's item of a run's effect among the customers new to the
+/// experiment: `<run> first`.
+pub const FIRST: &str = "first";
+/// The monitoring history's item of the pooled effect.
+pub const POOLED: &str = "pooled";
+
+/// The effects per run of the monitoring history's `effect` rows `(item, metric, value)`
+/// whose item is a run date followed by `suffix` (`""` for the overall effects); a run
+/// missing a metric is left out.
+pub fn effects_by_run<'a>(
+    rows: impl IntoIterator<Item = (&'a str, &'a str, f64)>,
+    suffix: &str,
+) -> BTreeMap<NaiveDate, Effect> {
+    let mut metrics: BTreeMap<NaiveDate, BTreeMap<&str, f64>> = Default::default();
+    for (item, metric, value) in rows {
+        let run = item.strip_suffix(suffix).and_then(|r| NaiveDate::parse_from_str(r, "%Y-%m-%d").ok());
+        if let Some(run) = run {
+            metrics.entry(run).or_default().insert(metric, value);
+        }
+    }
+    metrics
+        .into_iter()
+        .filter_map(|(run, m)| Some((run, Effect::from_metrics(|k| m.get(k).copied())?)))
+        .collect()
+}
+
+/// Each run's effect among the customers new to the experiment, by (run, band): band `""`
+/// for all of them ([`RunEffect::first`]), else one band's ([`RunEffect::first_by_band`]).
+pub type FirstEffects = BTreeMap<(NaiveDate, String), Effect>;
+
+/// The [`FirstEffects`] of the monitoring history's `effect` rows `(item, metric, value)`
+/// (items `<run> first` and `<run> first band=<band>`).
+pub fn first_effects<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, f64)>) -> FirstEffects {
+    let mut metrics: BTreeMap<(NaiveDate, String), BTreeMap<&str, f64>> = Default::default();
+    for (item, metric, value) in rows {
+        let Some((run, rest)) = item.split_once(' ') else { continue };
+        let Ok(run) = NaiveDate::parse_from_str(run, "%Y-%m-%d") else { continue };
+        let band = match rest.strip_prefix(FIRST) {
+            Some("") => String::new(),
+            Some(b) => match b.strip_prefix(" band=") {
+                Some(b) => b.to_string(),
+                None => continue,
+            },
+            None => continue,
+        };
+        metrics.entry((run, band)).or_default().insert(metric, value);
+    }
+    metrics.into_iter().filter_map(|(k, m)| Some((k, Effect::from_metrics(|k| m.get(k).copied())?))).collect()
+}
+
+/// The effect in one matured run: overall, per risk band and per playbook, and among the
+/// customers who entered the experiment at this run (`first`, what [`pooled`] adds up).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunEffect {
     pub overall: Option<Effect>,
     pub by_band: Vec<(String, Effect)>,
     pub by_playbook: Vec<(String, Effect)>,
+    #[serde(default)]
+    pub first: Option<Effect>,
+    /// Among the new customers, per risk band.
+    #[serde(default)]
+    pub first_by_band: Vec<(String, Effect)>,
 }
 
 impl RunEffect {
     pub fn of(rows: &[Outcome], d: &DecisionConfig) -> RunEffect {
         let all: Vec<&Outcome> = rows.iter().collect();
-        let by = |keys: Vec<&str>| {
-            let mut groups: std::collections::BTreeMap<&str, Vec<&Outcome>> = Default::default();
-            for (o, k) in rows.iter().zip(keys) {
-                groups.entry(k).or_default().push(o);
+        let first: Vec<&Outcome> = rows.iter().filter(|o| o.first).collect();
+        let by = |rows: &[&Outcome], playbook: bool| {
+            let mut groups: BTreeMap<&str, Vec<&Outcome>> = Default::default();
+            for o in rows {
+                groups.entry(if playbook { o.playbook } else { o.band }).or_default().push(o);
             }
             groups.into_iter().filter_map(|(k, v)| Effect::of(&v, d).map(|e| (k.to_string(), e))).collect()
         };
         RunEffect {
             overall: Effect::of(&all, d),
-            by_band: by(rows.iter().map(|o| o.band).collect()),
-            by_playbook: by(rows.iter().map(|o| o.playbook).collect()),
+            by_band: by(&all, false),
+            by_playbook: by(&all, true),
+            first: Effect::of(&first, d),
+            first_by_band: by(&first, false),
         }
     }
+}
+
+/// The effect pooled over matured runs, each customer once: at the run where it entered the
+/// experiment (each run's [`RunEffect::first`]).
+///
+/// Why not every customer of every run: a customer the decision contacts again and again is
+/// selected again *because of* what earlier contacts did (a treated customer who was saved
+/// drops below the threshold, a control customer at the same risk stays above it), so from
+/// the second run on the two groups of a run are no longer alike. At its first selection
+/// nobody in either group has been contacted, and the draw alone decides the group.
+///
+/// Churn: the counts of the runs added up (the control share is the same in every run), the
+/// interval Newcombe's. Revenue: the runs' differences weighted by their customers, the
+/// standard error from the runs' (`se_r = (high - low) / (2 x 1.96)`). Incremental net value:
+/// the sum over the runs.
+pub fn pooled(runs: &[&Effect]) -> Option<Effect> {
+    if runs.is_empty() {
+        return None;
+    }
+    let count = |rate: f64, n: usize| (rate * n as f64).round() as usize;
+    let (mut nt, mut nc, mut kt, mut kc) = (0, 0, 0, 0);
+    for e in runs {
+        nt += e.treatment;
+        nc += e.control;
+        kt += count(e.churn_treatment, e.treatment);
+        kc += count(e.churn_control, e.control);
+    }
+    if nt == 0 || nc == 0 {
+        return None;
+    }
+    let n: f64 = runs.iter().map(|e| (e.treatment + e.control) as f64).sum();
+    let w = |e: &Effect| (e.treatment + e.control) as f64 / n;
+    let difference: f64 = runs.iter().map(|e| w(e) * e.revenue_difference).sum();
+    let se = runs
+        .iter()
+        .map(|e| (w(e) * (e.revenue_high - e.revenue_low) / (2.0 * Z95)).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let mean = |f: fn(&Effect) -> (f64, usize), total: usize| {
+        runs.iter().map(|e| f(e).0 * f(e).1 as f64).sum::<f64>() / total as f64
+    };
+    let (ct, cc) = (kt as f64 / nt as f64, kc as f64 / nc as f64);
+    let (low, high) = newcombe(kc, nc, kt, nt);
+    Some(Effect {
+        treatment: nt,
+        control: nc,
+        churn_treatment: ct,
+        churn_control: cc,
+        reduction: cc - ct,
+        reduction_low: low,
+        reduction_high: high,
+        relative_reduction: if cc > 0.0 { (cc - ct) / cc } else { f64::NAN },
+        revenue_treatment: mean(|e| (e.revenue_treatment, e.treatment), nt),
+        revenue_control: mean(|e| (e.revenue_control, e.control), nc),
+        revenue_difference: difference,
+        revenue_low: difference - Z95 * se,
+        revenue_high: difference + Z95 * se,
+        incremental_net_value: runs.iter().map(|e| e.incremental_net_value).sum(),
+    })
+}
+
+/// The measured effect a decision can use: the pooled effect at the latest monitoring date
+/// that has one (`as_of`), over `runs` runs, overall and per risk band.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured<'a> {
+    pub as_of: NaiveDate,
+    pub runs: usize,
+    pub effect: &'a Effect,
+    pub by_band: &'a [(String, Effect)],
+}
+
+/// A measured save rate: the share of would-be churners a contact saved (the relative
+/// reduction, `(churn_control - churn_treatment) / churn_control`) with its 95% interval (the
+/// reduction's Newcombe interval over the control churn rate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateEstimate {
+    pub estimate: f64,
+    pub low: f64,
+    pub high: f64,
+    pub treatment: usize,
+    pub control: usize,
+}
+
+impl RateEstimate {
+    pub fn of(e: &Effect) -> Option<RateEstimate> {
+        let cc = e.churn_control;
+        (cc > 0.0 && e.reduction.is_finite()).then(|| RateEstimate {
+            estimate: e.reduction / cc,
+            low: e.reduction_low / cc,
+            high: e.reduction_high / cc,
+            treatment: e.treatment,
+            control: e.control,
+        })
+    }
+
+    fn se(&self) -> f64 {
+        (self.high - self.low) / (2.0 * Z95)
+    }
+}
+
+/// One band's measured save rate: its own estimate, shrunk toward the pooled one, and the
+/// rate the decision uses (the lower end of the shrunk estimate's 95% interval, in [0, 1]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BandRate {
+    pub band: String,
+    pub measured: RateEstimate,
+    pub shrunk: f64,
+    pub used: f64,
+}
+
+/// Where the decision's save rate came from, as the decision artifact, the evaluation report
+/// and `fidelis train` say it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SaveRateSource {
+    /// `assumed` or `measured`.
+    pub source: String,
+    /// The overall save rate the threshold was chosen with.
+    pub rate: f64,
+    /// What the control group measured (pooled over `runs` matured runs, at `as_of`), if
+    /// anything.
+    pub measured: Option<RateEstimate>,
+    pub runs: usize,
+    pub as_of: Option<NaiveDate>,
+    /// Per band, when the decision uses the measured rates.
+    pub by_band: Vec<BandRate>,
+    /// One sentence: which rate and why.
+    pub why: String,
+}
+
+/// The decision settings to train with, given what the control group measured: with
+/// `save_rate = "measured"` (or an assumed rate once the measured one's 95% interval is
+/// narrower than `measured_save_rate_width`), the overall save rate becomes the lower end of
+/// the measured rate's 95% interval (in `[0, 1]`), and every band with a measurement gets its
+/// own: its estimate shrunk toward the pooled one by how much the bands really differ
+/// (DerSimonian-Laird between-band variance: bands that differ no more than their noise all
+/// get the pooled rate), again the lower end of its interval. The lower end, not the estimate:
+/// fidelis pays for contacts only as far as the control group has shown that they work, so a
+/// campaign with no effect stops mass contact instead of following its noise.
+pub fn resolve_save_rate(d: &DecisionConfig, measured: Option<Measured>) -> (DecisionConfig, SaveRateSource) {
+    let estimate = measured.and_then(|m| RateEstimate::of(m.effect).map(|r| (m, r)));
+    let width = d.measured_save_rate_width;
+    let wanted = matches!(d.save_rate, SaveRate::Measured);
+    let narrow = |r: &RateEstimate| width > 0.0 && r.high - r.low < width;
+    let assumed = |why: String, measured: Option<(Measured, RateEstimate)>| {
+        let source = SaveRateSource {
+            source: "assumed".into(),
+            rate: d.save_rate.assumed(),
+            runs: measured.as_ref().map_or(0, |(m, _)| m.runs),
+            as_of: measured.as_ref().map(|(m, _)| m.as_of),
+            measured: measured.map(|(_, r)| r),
+            by_band: Vec::new(),
+            why,
+        };
+        (d.clone(), source)
+    };
+    let Some((m, overall)) = estimate else {
+        let why = if wanted {
+            "save_rate = \"measured\" but no run with a control group has matured yet: assumed 1.0 until one has"
+                .to_string()
+        } else {
+            format!("assumed save_rate {} (nothing measured yet)", d.save_rate.assumed())
+        };
+        return assumed(why, None);
+    };
+    if !wanted && !narrow(&overall) {
+        let why = format!(
+            "assumed save_rate {}; measured {:.3} [95% {:.3}, {:.3}] over {}, an interval wider than \
+             measured_save_rate_width {width}",
+            d.save_rate.assumed(),
+            overall.estimate,
+            overall.low,
+            overall.high,
+            runs_words(m.runs)
+        );
+        return assumed(why, Some((m, overall)));
+    }
+    let used = overall.low.clamp(0.0, 1.0);
+    let bands: Vec<(String, RateEstimate)> =
+        m.by_band.iter().filter_map(|(b, e)| Some((b.clone(), RateEstimate::of(e)?))).collect();
+    let by_band = shrink(&overall, &bands);
+    let mut out = d.clone();
+    out.save_rate = SaveRate::Assumed(used);
+    for b in &mut out.bands {
+        b.save_rate = by_band.iter().find(|r| r.band == b.name).map(|r| r.used);
+    }
+    let why = format!(
+        "measured save_rate: {:.3}, the lower end of the 95% interval [{:.3}, {:.3}] of the effect the control \
+         group measured ({} treated, {} control, pooled over {}, at {}){}",
+        used,
+        overall.low,
+        overall.high,
+        overall.treatment,
+        overall.control,
+        runs_words(m.runs),
+        m.as_of,
+        if wanted { "" } else { "; used because its interval is narrower than measured_save_rate_width" }
+    );
+    let source = SaveRateSource {
+        source: "measured".into(),
+        rate: used,
+        measured: Some(overall),
+        runs: m.runs,
+        as_of: Some(m.as_of),
+        by_band,
+        why,
+    };
+    (out, source)
+}
+
+fn runs_words(n: usize) -> String {
+    format!("{n} run{}", if n == 1 { "" } else { "s" })
+}
+
+/// Each band's estimate shrunk toward the pooled one (random effects, DerSimonian-Laird).
+fn shrink(pooled: &RateEstimate, bands: &[(String, RateEstimate)]) -> Vec<BandRate> {
+    let usable: Vec<(&String, &RateEstimate, f64)> =
+        bands.iter().filter(|(_, r)| r.se() > 0.0).map(|(b, r)| (b, r, r.se().powi(2))).collect();
+    let tau2 = if usable.len() < 2 {
+        0.0
+    } else {
+        let w: Vec<f64> = usable.iter().map(|u| 1.0 / u.2).collect();
+        let sw: f64 = w.iter().sum();
+        let mean = usable.iter().zip(&w).map(|(u, w)| w * u.1.estimate).sum::<f64>() / sw;
+        let q: f64 = usable.iter().zip(&w).map(|(u, w)| w * (u.1.estimate - mean).powi(2)).sum();
+        let c = sw - w.iter().map(|w| w * w).sum::<f64>() / sw;
+        ((q - (usable.len() - 1) as f64) / c).max(0.0)
+    };
+    let se2 = pooled.se().powi(2);
+    usable
+        .into_iter()
+        .map(|(band, r, v)| {
+            // b = the weight of the pooled rate.
+            let b = v / (tau2 + v);
+            let shrunk = b * pooled.estimate + (1.0 - b) * r.estimate;
+            let var = (1.0 - b) * v + b * b * se2;
+            BandRate {
+                band: band.clone(),
+                measured: r.clone(),
+                shrunk,
+                used: (shrunk - Z95 * var.sqrt()).clamp(0.0, 1.0),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -537,6 +845,7 @@ mod tests {
             value: 65.0,
             band,
             playbook: band,
+            first: true,
         };
         let mut rows = Vec::new();
         // Band "high": control churns 6/10, treatment 30/100: contacting prevents 0.3.
@@ -557,5 +866,142 @@ mod tests {
         assert!(low.harmful(), "{low:?}");
         let all = e.overall.unwrap();
         assert_eq!((all.treatment, all.control), (2100, 210));
+    }
+
+    #[test]
+    fn pooled_adds_the_runs_counts_and_weights_their_revenue_differences() {
+        let d = DecisionConfig::default();
+        let o = |group, churned: bool, revenue| Outcome {
+            group,
+            churned,
+            revenue,
+            value: 65.0,
+            band: "high",
+            playbook: "call",
+            first: true,
+        };
+        // Run 1: control 8/20 churn, treatment 30/100; run 2: control 5/10, treatment 20/100.
+        let run = |kc: usize, nc: usize, kt: usize, nt: usize, lift: f64| -> Vec<Outcome> {
+            (0..nc)
+                .map(|i| o(Group::Control, i < kc, (i % 7) as f64))
+                .chain((0..nt).map(|i| o(Group::Treatment, i < kt, lift + (i % 5) as f64)))
+                .collect()
+        };
+        let (a, b) = (run(8, 20, 30, 100, 2.0), run(5, 10, 20, 100, 6.0));
+        let (ea, eb) = (
+            Effect::of(&a.iter().collect::<Vec<_>>(), &d).unwrap(),
+            Effect::of(&b.iter().collect::<Vec<_>>(), &d).unwrap(),
+        );
+        assert_eq!(pooled(&[&ea]).unwrap().reduction, ea.reduction, "one run pools to itself");
+        let p = pooled(&[&ea, &eb]).unwrap();
+        assert_eq!((p.treatment, p.control), (200, 30));
+        assert!(
+            (p.churn_control - 13.0 / 30.0).abs() < 1e-12 && (p.churn_treatment - 50.0 / 200.0).abs() < 1e-12
+        );
+        assert_eq!((p.reduction_low, p.reduction_high), newcombe(13, 30, 50, 200));
+        let w = |e: &Effect| (e.treatment + e.control) as f64 / 230.0;
+        assert!(
+            (p.revenue_difference - (w(&ea) * ea.revenue_difference + w(&eb) * eb.revenue_difference)).abs()
+                < 1e-9
+        );
+        assert!(
+            p.revenue_high - p.revenue_low < ea.revenue_high - ea.revenue_low,
+            "two runs narrow the interval"
+        );
+        assert!((p.incremental_net_value - ea.incremental_net_value - eb.incremental_net_value).abs() < 1e-9);
+        assert!(pooled(&[]).is_none());
+    }
+
+    /// An effect with control churn `kc/nc` and treatment churn `kt/nt`.
+    fn effect(kc: usize, nc: usize, kt: usize, nt: usize) -> Effect {
+        let o = |group, churned| Outcome {
+            group,
+            churned,
+            revenue: 0.0,
+            value: 65.0,
+            band: "b",
+            playbook: "p",
+            first: true,
+        };
+        let rows: Vec<Outcome> = (0..nc)
+            .map(|i| o(Group::Control, i < kc))
+            .chain((0..nt).map(|i| o(Group::Treatment, i < kt)))
+            .collect();
+        Effect::of(&rows.iter().collect::<Vec<_>>(), &DecisionConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn the_save_rate_is_assumed_until_measured_then_the_lower_end_of_what_was_measured() {
+        let day = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+        let measured = |e: &'static Effect, bands: &'static [(String, Effect)]| Measured {
+            as_of: day,
+            runs: 3,
+            effect: e,
+            by_band: bands,
+        };
+        let d = DecisionConfig::default();
+        let (same, source) = resolve_save_rate(&d, None);
+        assert_eq!((same, source.source.as_str(), source.rate), (d.clone(), "assumed", 1.0));
+        // No effect: control and treatment churn alike; the interval covers zero.
+        let none: &'static Effect = Box::leak(Box::new(effect(60, 200, 540, 1800)));
+        let (kept, source) = resolve_save_rate(&d, Some(measured(none, &[])));
+        assert_eq!(source.source, "assumed", "wide interval, assumed rate kept: {}", source.why);
+        assert_eq!(kept.save_rate, SaveRate::Assumed(1.0));
+        let wanted = DecisionConfig { save_rate: SaveRate::Measured, ..d.clone() };
+        let (zero, source) = resolve_save_rate(&wanted, Some(measured(none, &[])));
+        assert_eq!(
+            (source.source.as_str(), zero.save_rate),
+            ("measured", SaveRate::Assumed(0.0)),
+            "{}",
+            source.why
+        );
+        assert!(source.why.contains("lower end"), "{}", source.why);
+        // A large, clear effect: 30% -> 15% churn, save rate 0.5; narrow enough to switch on
+        // its own at width 0.2.
+        let clear: &'static Effect = Box::leak(Box::new(effect(3_000, 10_000, 13_500, 90_000)));
+        let d2 = DecisionConfig { measured_save_rate_width: 0.2, ..d.clone() };
+        let (used, source) = resolve_save_rate(&d2, Some(measured(clear, &[])));
+        let SaveRate::Assumed(rate) = used.save_rate else { panic!() };
+        assert_eq!(source.source, "measured");
+        assert!((0.45..0.5).contains(&rate), "{rate}");
+        let m = source.measured.unwrap();
+        assert!((m.estimate - 0.5).abs() < 1e-9 && m.low < 0.5 && m.high > 0.5);
+    }
+
+    #[test]
+    fn band_rates_shrink_to_the_pooled_one_unless_the_bands_really_differ() {
+        let day = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
+        let wanted = DecisionConfig { save_rate: SaveRate::Measured, ..DecisionConfig::default() };
+        let pooled = effect(1_200, 4_000, 9_000, 36_000);
+        // Bands alike (both 30% -> 25%, save rate 1/6): every band gets the pooled rate.
+        let alike = vec![
+            ("high".to_string(), effect(600, 2_000, 4_500, 18_000)),
+            ("critical".to_string(), effect(600, 2_000, 4_500, 18_000)),
+        ];
+        let (cfg, source) = resolve_save_rate(
+            &wanted,
+            Some(Measured { as_of: day, runs: 2, effect: &pooled, by_band: &alike }),
+        );
+        for b in &source.by_band {
+            assert!((b.shrunk - 1.0 / 6.0).abs() < 1e-9, "{b:?}");
+        }
+        let rate_of = |name: &str| cfg.bands.iter().find(|b| b.name == name).unwrap().save_rate;
+        assert!(
+            rate_of("high").is_some() && rate_of("low").is_none(),
+            "unmeasured bands use the overall rate"
+        );
+        // Bands that differ far beyond their noise (0.8 vs 0.0): each keeps about its own.
+        let apart = vec![
+            ("high".to_string(), effect(1_000, 2_000, 1_800, 18_000)),
+            ("critical".to_string(), effect(600, 2_000, 5_400, 18_000)),
+        ];
+        let (_, source) = resolve_save_rate(
+            &wanted,
+            Some(Measured { as_of: day, runs: 2, effect: &pooled, by_band: &apart }),
+        );
+        let high = source.by_band.iter().find(|b| b.band == "high").unwrap();
+        let critical = source.by_band.iter().find(|b| b.band == "critical").unwrap();
+        assert!((high.shrunk - 0.8).abs() < 0.02 && critical.shrunk.abs() < 0.02, "{high:?} {critical:?}");
+        assert_eq!(critical.used, 0.0, "no measured effect in this band: contacting it is not paid for");
     }
 }

@@ -29,7 +29,7 @@
 //! of the contact flags it wrote, with the decision settings of the model that scored it.
 //! Computed once per run: at the first monitor date where it is mature.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
 use polars::prelude::*;
@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
-use crate::experiment::{Group, Outcome, RunEffect};
+use crate::experiment::{Effect, FirstEffects, Group, Outcome, RunEffect, FIRST, POOLED};
 use crate::features::{Daily, FeatureMatrix};
 use crate::math::ExactSum;
 use crate::metrics;
@@ -458,7 +458,7 @@ pub fn realized(
         scores.column("model_id").polars(&ctx)?.str().polars(&ctx)?.get(0).unwrap_or_default().to_string();
     let churners = y.iter().sum::<f64>();
     let captured: f64 = y.iter().zip(&top).filter(|(_, &t)| t).map(|(v, _)| v).sum();
-    let values = threshold::tp_values(decision, &clv);
+    let values = threshold::tp_values(decision, &p, &clv);
     Ok(Realized {
         run,
         model_id,
@@ -470,8 +470,32 @@ pub fn realized(
         top10_capture: if churners > 0.0 { captured / churners } else { f64::NAN },
         contacted: contact.iter().filter(|&&c| c).count(),
         net_value: threshold::net_value_of(&contact, &y, &values, decision),
-        effect: run_effect(scores, &y, outcomes, &values, decision, &ctx)?,
+        effect: run_effect(scores, &y, outcomes, &threshold::saved_values(decision, &clv), decision, &ctx)?,
     })
+}
+
+/// The column of a run's scores, as [`realized`] takes them, that says which customers entered
+/// the experiment at this run (no group in any earlier run; see [`crate::experiment::pooled`]).
+/// The caller adds it ([`first_in_experiment`]); without it no customer counts as first.
+pub const FIRST_IN_EXPERIMENT: &str = "first_in_experiment";
+
+/// A run's scores with the [`FIRST_IN_EXPERIMENT`] column, given the customers that had a
+/// group in an earlier run (`earlier`). Scores without a control group are returned as they are.
+pub fn with_first_in_experiment(scores: &DataFrame, earlier: &HashSet<String>) -> Result<DataFrame> {
+    let ctx = "marking the customers new to the experiment";
+    let Ok(groups) = scores.column(schema::EXPERIMENT_GROUP) else {
+        return Ok(scores.clone());
+    };
+    let groups = groups.cast(&DataType::String).polars(ctx)?;
+    let ids = scores.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+    let first: Vec<bool> = ids
+        .iter()
+        .zip(groups.str().polars(ctx)?.iter())
+        .map(|(id, g)| g.is_some() && id.is_some_and(|id| !earlier.contains(id)))
+        .collect();
+    let mut out = scores.clone();
+    out.with_column(Column::new(FIRST_IN_EXPERIMENT.into(), first)).polars(ctx)?;
+    Ok(out)
 }
 
 /// The measured effect of a run whose scores carry `experiment_group` (rows in customer order,
@@ -494,6 +518,10 @@ fn run_effect(
     let groups = groups.cast(&DataType::String).polars(ctx)?;
     let groups = groups.str().polars(ctx)?;
     let (ids, band, playbook) = (text(CUSTOMER)?, text("risk_level")?, text("playbook")?);
+    let first = match scores.column(FIRST_IN_EXPERIMENT) {
+        Ok(_) => col_bool(scores, FIRST_IN_EXPERIMENT, ctx)?,
+        Err(_) => vec![false; y.len()],
+    };
     let rows: Vec<Outcome> = (0..y.len())
         .filter_map(|i| {
             let group = Group::parse(groups.get(i)?)?;
@@ -505,6 +533,7 @@ fn run_effect(
                 value: values[i],
                 band: band[i].as_deref().unwrap_or_default(),
                 playbook: playbook[i].as_deref().unwrap_or_default(),
+                first: first[i],
             })
         })
         .collect();
@@ -541,6 +570,8 @@ pub struct MonitorReport {
     pub realized: Vec<Realized>,
     /// Realized AUC of every mature run so far (history included), oldest first.
     pub auc_history: Vec<(NaiveDate, f64)>,
+    /// The effect of contacting pooled over every matured run so far (history included).
+    pub pooled: Option<PooledEffect>,
     pub holdout_auc: f64,
     pub model_age_days: i64,
     pub alerts: Vec<String>,
@@ -562,6 +593,37 @@ pub struct Observed<'a> {
     pub realized: Vec<Realized>,
     /// Realized AUC of the runs already in the history.
     pub auc_history: BTreeMap<NaiveDate, f64>,
+    /// The effect among the customers new to the experiment ([`RunEffect::first`], per band
+    /// too) of the runs already in the history.
+    pub first_effects: FirstEffects,
+}
+
+/// The effect of contacting pooled over the matured runs ([`crate::experiment::pooled`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PooledEffect {
+    /// Matured runs with both groups among their new customers.
+    pub runs: usize,
+    pub effect: Effect,
+    /// Per risk band, pooled the same way.
+    #[serde(default)]
+    pub by_band: Vec<(String, Effect)>,
+}
+
+impl PooledEffect {
+    /// Pooled over each run's effect among its new customers.
+    pub fn of(first: &FirstEffects) -> Option<PooledEffect> {
+        let mut strata: BTreeMap<&str, Vec<&Effect>> = BTreeMap::new();
+        for ((_, band), e) in first {
+            strata.entry(band.as_str()).or_default().push(e);
+        }
+        let all = strata.remove("")?;
+        let effect = crate::experiment::pooled(&all)?;
+        let by_band = strata
+            .into_iter()
+            .filter_map(|(b, v)| Some((b.to_string(), crate::experiment::pooled(&v)?)))
+            .collect();
+        Some(PooledEffect { runs: all.len(), effect, by_band })
+    }
 }
 
 /// Alerts and retrain advice from what was observed.
@@ -571,16 +633,20 @@ pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
         auc_history.insert(r.run, r.roc_auc);
     }
     let model_age_days = (o.as_of - o.model_end).num_days();
-    let mut alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    let mut first = o.first_effects;
     for r in &o.realized {
-        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()).filter(|e| e.harmful()) {
-            alerts.push(format!(
-                "ALERT contacting increased churn in the run at {}: {} (the whole 95% interval is below zero)",
-                r.run,
-                effect_words(e)
-            ));
+        let Some(e) = &r.effect else { continue };
+        first.retain(|(run, _), _| *run != r.run);
+        if let Some(all) = &e.first {
+            first.insert((r.run, String::new()), all.clone());
+        }
+        for (b, be) in &e.first_by_band {
+            first.insert((r.run, b.clone()), be.clone());
         }
     }
+    let pooled = PooledEffect::of(&first);
+    let mut alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    alerts.extend(effect_alerts(&o.realized, pooled.as_ref()));
     let (retrain, advice) = advice(alerts.len(), model_age_days, o.as_of, cfg);
     MonitorReport {
         as_of: o.as_of,
@@ -588,6 +654,7 @@ pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
         drift: o.drift,
         realized: o.realized,
         auc_history: auc_history.into_iter().collect(),
+        pooled,
         holdout_auc: o.holdout_auc,
         model_age_days,
         alerts,
@@ -618,6 +685,29 @@ fn alerts(
                 cfg.auc_drop_alert
             ));
         }
+    }
+    alerts
+}
+
+/// One line per matured run whose measured effect is harmful, and one when the pooled effect is.
+fn effect_alerts(realized: &[Realized], pooled: Option<&PooledEffect>) -> Vec<String> {
+    let mut alerts = Vec::new();
+    for r in realized {
+        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()).filter(|e| e.harmful()) {
+            alerts.push(format!(
+                "ALERT contacting increased churn in the run at {}: {} (the whole 95% interval is below zero)",
+                r.run,
+                effect_words(e)
+            ));
+        }
+    }
+    if let Some(p) = pooled.filter(|p| p.effect.harmful()) {
+        alerts.push(format!(
+            "ALERT contacting increased churn, pooled over {} run{}: {} (the whole 95% interval is below zero)",
+            p.runs,
+            if p.runs == 1 { "" } else { "s" },
+            effect_words(&p.effect)
+        ));
     }
     alerts
 }
@@ -659,7 +749,7 @@ fn advice(alerts: usize, model_age_days: i64, as_of: NaiveDate, cfg: &MonitorCon
 }
 
 /// An effect in words: churn per group, the reduction with its interval, revenue, net value.
-pub fn effect_words(e: &crate::experiment::Effect) -> String {
+pub fn effect_words(e: &Effect) -> String {
     format!(
         "churn {:.1}% treated (n {}) vs {:.1}% control (n {}), reduction {:+.1} points [95% {:+.1}, {:+.1}], \
          revenue per customer {:+.2}, incremental net value {:.0}",
@@ -674,6 +764,9 @@ pub fn effect_words(e: &crate::experiment::Effect) -> String {
         e.incremental_net_value
     )
 }
+
+/// Primary key of the campaign effect table ([`MonitorReport::effect_frame`]).
+pub const CAMPAIGN_EFFECT_KEY: &[&str] = &["as_of", "run", "stratum", "stratum_value"];
 
 /// One row of the monitoring history.
 struct Row {
@@ -755,10 +848,12 @@ impl MonitorReport {
                 .iter()
                 .map(|e| (r.run.to_string(), e))
                 .chain(effect.by_band.iter().map(|(b, e)| (format!("{} band={b}", r.run), e)))
-                .chain(effect.by_playbook.iter().map(|(p, e)| (format!("{} playbook={p}", r.run), e)));
+                .chain(effect.by_playbook.iter().map(|(p, e)| (format!("{} playbook={p}", r.run), e)))
+                .chain(effect.first.iter().map(|e| (format!("{} {FIRST}", r.run), e)))
+                .chain(effect.first_by_band.iter().map(|(b, e)| (format!("{} {FIRST} band={b}", r.run), e)));
             for (item, e) in strata {
                 let status = if e.harmful() { Status::Alert } else { Status::Ok };
-                for (m, v) in crate::experiment::Effect::METRICS.iter().zip(e.metrics()) {
+                for (m, v) in Effect::METRICS.iter().zip(e.metrics()) {
                     push(
                         "effect",
                         item.as_str(),
@@ -768,6 +863,18 @@ impl MonitorReport {
                     );
                 }
             }
+        }
+        if let Some(p) = &self.pooled {
+            let strata = [(POOLED.to_string(), &p.effect)]
+                .into_iter()
+                .chain(p.by_band.iter().map(|(b, e)| (format!("{POOLED} band={b}"), e)));
+            for (item, e) in strata {
+                let status = if e.harmful() { Status::Alert } else { Status::Ok };
+                for (m, v) in Effect::METRICS.iter().zip(e.metrics()) {
+                    push("effect", &item, *m, v, if *m == "reduction" { status } else { Status::Info });
+                }
+            }
+            push("effect", POOLED, "runs", p.runs as f64, Status::Info);
         }
         let t = &self.thresholds;
         push("model", "model", "age_days", self.model_age_days as f64, Status::Info);
@@ -799,6 +906,71 @@ impl MonitorReport {
             Column::new("status".into(), rows.iter().map(|r| r.status.as_str()).collect::<Vec<_>>()),
         ])
         .polars("assembling the monitoring rows")
+    }
+
+    /// The measured effect of contacting at this as_of, one row per run x stratum (the SQL
+    /// table `campaign_effect`, key [`CAMPAIGN_EFFECT_KEY`]): `run` is the run's date or
+    /// `pooled`. A run's strata: `all`, `band` and `playbook` (every customer of its
+    /// experiment), `new` and `new_band` (the customers who entered the experiment at that
+    /// run); the pooled rows (`all`, `band`) count each customer at its first run. The band or
+    /// playbook is in `stratum_value` (empty otherwise); `runs` is how many runs the pooled
+    /// rows add up (null on a run's rows).
+    pub fn effect_frame(&self) -> Result<DataFrame> {
+        let mut rows: Vec<(String, &str, &str, &Effect, Option<i64>)> = Vec::new();
+        for r in &self.realized {
+            let Some(e) = &r.effect else { continue };
+            let run = r.run.to_string();
+            rows.extend(e.overall.iter().map(|e| (run.clone(), "all", "", e, None)));
+            rows.extend(e.first.iter().map(|e| (run.clone(), "new", "", e, None)));
+            rows.extend(e.by_band.iter().map(|(b, e)| (run.clone(), "band", b.as_str(), e, None)));
+            rows.extend(e.by_playbook.iter().map(|(p, e)| (run.clone(), "playbook", p.as_str(), e, None)));
+            rows.extend(e.first_by_band.iter().map(|(b, e)| (run.clone(), "new_band", b.as_str(), e, None)));
+        }
+        if let Some(p) = &self.pooled {
+            rows.push((POOLED.to_string(), "all", "", &p.effect, Some(p.runs as i64)));
+            rows.extend(
+                p.by_band
+                    .iter()
+                    .map(|(b, e)| (POOLED.to_string(), "band", b.as_str(), e, Some(p.runs as i64))),
+            );
+        }
+        let n = rows.len();
+        let as_of = Column::new("as_of".into(), vec![schema::epoch_day(self.as_of); n])
+            .cast(&DataType::Date)
+            .polars("as_of column")?;
+        let mut columns = vec![
+            as_of,
+            Column::new("model_id".into(), vec![self.model_id.as_str(); n]),
+            Column::new("run".into(), rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>()),
+            Column::new("stratum".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>()),
+            Column::new("stratum_value".into(), rows.iter().map(|r| r.2).collect::<Vec<_>>()),
+            Column::new("treatment".into(), rows.iter().map(|r| r.3.treatment as i64).collect::<Vec<_>>()),
+            Column::new("control".into(), rows.iter().map(|r| r.3.control as i64).collect::<Vec<_>>()),
+        ];
+        // The history's metrics but the two counts (above, as integers), then the relative one.
+        for (k, name) in Effect::METRICS.iter().enumerate().skip(2) {
+            columns.push(Column::new(
+                (*name).into(),
+                rows.iter().map(|r| r.3.metrics()[k]).collect::<Vec<f64>>(),
+            ));
+        }
+        columns.push(Column::new(
+            "relative_reduction".into(),
+            rows.iter().map(|r| r.3.relative_reduction).collect::<Vec<f64>>(),
+        ));
+        columns.push(Column::new("harmful".into(), rows.iter().map(|r| r.3.harmful()).collect::<Vec<_>>()));
+        columns.push(Column::new("runs".into(), rows.iter().map(|r| r.4).collect::<Vec<_>>()));
+        DataFrame::new_infer_height(columns).polars("assembling the campaign effect rows")
+    }
+
+    /// The latest monitoring date of the history with a pooled effect of contacting.
+    pub fn latest_pooled_date(history: &DataFrame) -> Result<Option<NaiveDate>> {
+        let rows = HistoryRows::read(history)?;
+        let day = (0..rows.day.len())
+            .filter(|&i| rows.kind[i] == "effect" && rows.item[i] == POOLED)
+            .map(|i| rows.day[i])
+            .max();
+        Ok(day.and_then(schema::date_of_day))
     }
 
     /// The monitoring result of `as_of` as the history recorded it (what a report shows
@@ -847,7 +1019,15 @@ impl MonitorReport {
             .filter(|&i| rows.day[i] <= day && rows.kind[i] == "realized" && rows.metric[i] == "roc_auc")
             .filter_map(|i| Some((NaiveDate::parse_from_str(&rows.item[i], "%Y-%m-%d").ok()?, rows.value[i])))
             .collect();
-        let alerts = alerts(&drift, realized.iter().map(|r| (r.run, r.roc_auc)), holdout_auc, &thresholds);
+        let pooled =
+            Effect::from_metrics(|m| rows.value_of(&here, "effect", POOLED, m)).map(|effect| PooledEffect {
+                runs: rows.value_of(&here, "effect", POOLED, "runs").map_or(0, |v| v as usize),
+                effect,
+                by_band: rows.strata(&here, POOLED, " band="),
+            });
+        let mut alerts =
+            alerts(&drift, realized.iter().map(|r| (r.run, r.roc_auc)), holdout_auc, &thresholds);
+        alerts.extend(effect_alerts(&realized, pooled.as_ref()));
         let (retrain, advice) = advice(alerts.len(), model_age_days, as_of, &thresholds);
         Ok(MonitorReport {
             as_of,
@@ -855,6 +1035,7 @@ impl MonitorReport {
             drift,
             realized,
             auc_history: auc_history.into_iter().collect(),
+            pooled,
             holdout_auc,
             model_age_days,
             alerts,
@@ -931,24 +1112,38 @@ impl HistoryRows {
 
     /// The effect of the run `run` at the rows `here` (None when the history has none).
     fn effect_at(&self, here: &[usize], run: &str) -> Option<RunEffect> {
-        let of =
-            |item: &str| crate::experiment::Effect::from_metrics(|m| self.value_of(here, "effect", item, m));
-        let strata = |prefix: &str| -> Vec<(String, crate::experiment::Effect)> {
-            let mut items: Vec<&str> = here
-                .iter()
-                .filter(|&&i| self.kind[i] == "effect" && self.metric[i] == "reduction")
-                .filter_map(|&i| self.item[i].strip_prefix(run)?.strip_prefix(prefix))
-                .collect();
-            items.sort_unstable();
-            items.dedup();
-            items
-                .into_iter()
-                .filter_map(|s| Some((s.to_string(), of(&format!("{run}{prefix}{s}"))?)))
-                .collect()
-        };
+        let of = |item: &str| Effect::from_metrics(|m| self.value_of(here, "effect", item, m));
         let overall = of(run);
-        let (by_band, by_playbook) = (strata(" band="), strata(" playbook="));
-        (overall.is_some() || !by_band.is_empty()).then_some(RunEffect { overall, by_band, by_playbook })
+        let (by_band, by_playbook) = (self.strata(here, run, " band="), self.strata(here, run, " playbook="));
+        let first = of(&format!("{run} {FIRST}"));
+        let first_by_band = self.strata(here, &format!("{run} {FIRST}"), " band=");
+        (overall.is_some() || !by_band.is_empty()).then_some(RunEffect {
+            overall,
+            by_band,
+            by_playbook,
+            first,
+            first_by_band,
+        })
+    }
+
+    /// The effects at the rows `here` whose item is `<item><prefix><stratum>`, by stratum.
+    fn strata(&self, here: &[usize], item: &str, prefix: &str) -> Vec<(String, Effect)> {
+        let mut names: Vec<&str> = here
+            .iter()
+            .filter(|&&i| self.kind[i] == "effect" && self.metric[i] == "reduction")
+            .filter_map(|&i| self.item[i].strip_prefix(item)?.strip_prefix(prefix))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|s| {
+                let e = Effect::from_metrics(|m| {
+                    self.value_of(here, "effect", &format!("{item}{prefix}{s}"), m)
+                })?;
+                Some((s.to_string(), e))
+            })
+            .collect()
     }
 }
 
@@ -962,17 +1157,19 @@ mod tests {
     use crate::rng::Rng;
 
     /// A report regenerated from the history (`fidelis report` for a past week) has the same
-    /// measured effect as the one monitoring computed: overall, per band and per playbook.
+    /// measured effect as the one monitoring computed: overall, per band and per playbook,
+    /// among the new customers, and pooled with the runs already in the history.
     #[test]
     fn the_effect_of_a_run_reads_back_from_the_history() {
         let d = DecisionConfig::default();
-        let o = |group, churned, band| Outcome {
+        let o = |group, churned, band, first| Outcome {
             group,
             churned,
             revenue: 10.0 * f64::from(u8::from(!churned)),
             value: 65.0,
             band,
             playbook: band,
+            first,
         };
         let rows: Vec<Outcome> = (0..300)
             .map(|i| {
@@ -980,9 +1177,14 @@ mod tests {
                     if i % 10 == 0 { Group::Control } else { Group::Treatment },
                     i % 3 == 0,
                     if i < 150 { "high" } else { "critical" },
+                    i >= 100,
                 )
             })
             .collect();
+        let earlier: Vec<Outcome> = (0..500)
+            .map(|i| o(if i % 10 == 0 { Group::Control } else { Group::Treatment }, i % 4 == 0, "high", true))
+            .collect();
+        let earlier_first = RunEffect::of(&earlier, &d).first.unwrap();
         let run = NaiveDate::from_ymd_opt(2024, 9, 3).unwrap();
         let realized = Realized {
             run,
@@ -1007,11 +1209,17 @@ mod tests {
                 drift: Vec::new(),
                 realized: vec![realized.clone()],
                 auc_history: BTreeMap::new(),
+                first_effects: [((run - chrono::Duration::days(7), String::new()), earlier_first)].into(),
             },
             &MonitorConfig::default(),
         );
+        let first = realized.effect.as_ref().unwrap().first.as_ref().unwrap();
+        assert_eq!((first.treatment, first.control), (180, 20), "customers new at this run only");
+        let pooled = report.pooled.as_ref().unwrap();
+        assert_eq!((pooled.runs, pooled.effect.treatment, pooled.effect.control), (2, 630, 70));
         let back = MonitorReport::from_history(&report.history_frame().unwrap(), as_of).unwrap();
         assert_eq!(back.realized[0].effect, realized.effect);
+        assert_eq!(back.pooled, report.pooled);
     }
 
     #[test]

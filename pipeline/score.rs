@@ -207,7 +207,7 @@ pub fn held_out_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<Hel
     let p = features_of(scores, CHURN_SCORE)?;
     let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
     let d = &model.decision.config;
-    let values = crate::threshold::tp_values(d, &features_of(scores, CLV_SCORE)?);
+    let values = crate::threshold::tp_values(d, &p, &features_of(scores, CLV_SCORE)?);
     Ok(Some(experiment::held_out(d, &groups, &decided, &p, &values)))
 }
 

@@ -14,12 +14,29 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DecisionConfig, ValuePolicy};
 use crate::metrics;
 
-/// Per-customer value of a correctly contacted churner under `cfg`.
-pub fn tp_values(cfg: &DecisionConfig, predicted_clv: &[f64]) -> Vec<f64> {
-    match cfg.value {
-        ValuePolicy::Flat => vec![cfg.tp_value; predicted_clv.len()],
-        ValuePolicy::Clv => predicted_clv.iter().map(|&c| c.max(0.0) * cfg.save_rate).collect(),
-    }
+/// The save rate of a customer of churn probability `p`: its band's (`bands[i].save_rate`)
+/// when set, else `save_rate`.
+pub fn save_rate_at(cfg: &DecisionConfig, p: f64) -> f64 {
+    let band =
+        cfg.bands.iter().position(|b| p < b.upper_probability).unwrap_or(cfg.bands.len().saturating_sub(1));
+    cfg.bands.get(band).and_then(|b| b.save_rate).unwrap_or_else(|| cfg.save_rate.assumed())
+}
+
+/// Per-customer value of a churner who is saved: `tp_value` (flat) or `max(CLV, 0)` (clv).
+pub fn saved_values(cfg: &DecisionConfig, predicted_clv: &[f64]) -> Vec<f64> {
+    predicted_clv
+        .iter()
+        .map(|&c| match cfg.value {
+            ValuePolicy::Flat => cfg.tp_value,
+            ValuePolicy::Clv => c.max(0.0),
+        })
+        .collect()
+}
+
+/// Per-customer value of a contacted churner under `cfg` (churn probability `p`, predicted
+/// CLV): the value of a saved churner ([`saved_values`]) times the customer's save rate.
+pub fn tp_values(cfg: &DecisionConfig, p: &[f64], predicted_clv: &[f64]) -> Vec<f64> {
+    saved_values(cfg, predicted_clv).into_iter().zip(p).map(|(v, &p)| v * save_rate_at(cfg, p)).collect()
 }
 
 /// Gain of contacting each customer: value if they churn, -fp_cost if not, minus contact_cost.
@@ -152,9 +169,10 @@ pub fn evaluate(
     }
 }
 
-/// Break-even churn probability of a flat policy: contacting pays off above it.
+/// Break-even churn probability of a flat policy at the overall save rate: contacting pays
+/// off above it.
 pub fn break_even(cfg: &DecisionConfig) -> f64 {
-    (cfg.fp_cost + cfg.contact_cost) / (cfg.tp_value + cfg.fp_cost)
+    (cfg.fp_cost + cfg.contact_cost) / (cfg.tp_value * cfg.save_rate.assumed() + cfg.fp_cost)
 }
 
 /// One sentence that says why the chosen policy contacts as many customers as it does.
@@ -164,11 +182,12 @@ pub fn explain(cfg: &DecisionConfig, outcome: &PolicyOutcome) -> String {
     match cfg.value {
         ValuePolicy::Flat => format!(
             "A contact pays off when the churn probability exceeds the break-even \
-             (fp_cost + contact_cost) / (tp_value + fp_cost) = ({} + {}) / ({} + {}) = {:.3}; the threshold \
-             chosen on validation ({threshold}) contacts {share:.1}% of customers{}.",
+             (fp_cost + contact_cost) / (tp_value x save_rate + fp_cost) = ({} + {}) / ({} x {} + {}) = {:.3}; \
+             the threshold chosen on validation ({threshold}) contacts {share:.1}% of customers{}.",
             cfg.fp_cost,
             cfg.contact_cost,
             cfg.tp_value,
+            cfg.save_rate.assumed(),
             cfg.fp_cost,
             break_even(cfg),
             if share > 80.0 {
@@ -181,7 +200,8 @@ pub fn explain(cfg: &DecisionConfig, outcome: &PolicyOutcome) -> String {
             "Each customer is worth contacting when churn probability x predicted CLV x save rate \
              ({}) exceeds the cost of a needless contact ({}); the threshold chosen on validation \
              ({threshold}) contacts {share:.1}% of customers.",
-            cfg.save_rate, cfg.fp_cost
+            cfg.save_rate.assumed(),
+            cfg.fp_cost
         ),
     }
 }
@@ -308,7 +328,7 @@ mod tests {
         let p = [0.2, 0.9, 0.4, 0.7, 0.8];
         let y = [0.0, 1.0, 0.0, 1.0, 0.0];
         let c = cfg(10.0, 4.0);
-        let v = tp_values(&c, &[0.0; 5]);
+        let v = tp_values(&c, &p, &[0.0; 5]);
         let t = choose_threshold(&p, &y, &v, &c);
         assert_eq!(t.threshold, Some(0.7));
         assert_eq!(t.net_value, 16.0);
@@ -329,7 +349,7 @@ mod tests {
         // 0.5 tied (churn +10, stay -4) enter together: +6; 0.1 stay -4 -> best 0.5 with 6.
         let p = [0.5, 0.5, 0.1];
         let y = [1.0, 0.0, 0.0];
-        let v = tp_values(&c, &[0.0; 3]);
+        let v = tp_values(&c, &p, &[0.0; 3]);
         let t = choose_threshold(&p, &y, &v, &c);
         assert_eq!((t.threshold, t.net_value, t.contacted), (Some(0.5), 6.0, 2));
         // All scores equal and contacting everyone loses (-6 -6 +10): contact nobody.
@@ -343,9 +363,18 @@ mod tests {
     }
 
     #[test]
-    fn clv_policy_uses_predicted_value_times_save_rate() {
-        let c = DecisionConfig { value: ValuePolicy::Clv, save_rate: 0.5, ..cfg(65.0, 3.0) };
-        assert_eq!(tp_values(&c, &[100.0, -20.0]), vec![50.0, 0.0]);
+    fn a_saved_churner_is_worth_its_value_times_its_bands_save_rate() {
+        use crate::config::SaveRate;
+        let c =
+            DecisionConfig { value: ValuePolicy::Clv, save_rate: SaveRate::Assumed(0.5), ..cfg(65.0, 3.0) };
+        assert_eq!(tp_values(&c, &[0.5, 0.5], &[100.0, -20.0]), vec![50.0, 0.0]);
+        let mut flat = DecisionConfig { save_rate: SaveRate::Assumed(0.5), ..cfg(65.0, 3.0) };
+        assert_eq!(tp_values(&flat, &[0.05, 0.95], &[0.0, 0.0]), vec![32.5, 32.5]);
+        assert!((break_even(&flat) - 3.0 / (32.5 + 3.0)).abs() < 1e-12);
+        // A band's own rate (the default bands: low < 0.10 ... imminent >= 0.85).
+        flat.bands[4].save_rate = Some(0.1);
+        flat.bands[0].save_rate = Some(0.0);
+        assert_eq!(tp_values(&flat, &[0.05, 0.5, 0.95, 1.0], &[0.0; 4]), vec![0.0, 32.5, 6.5, 6.5]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use polars::prelude::*;
 
 /// The run the examples score (its outcome window closes by 2024-12-31, the data's end).
 const RUN: &str = "2024-08-06";
+/// Three weekly runs from it.
+const RUNS: [&str; 3] = [RUN, "2024-08-13", "2024-08-20"];
 
 fn ok(out: &std::process::Output) {
     assert!(out.status.success(), "exit {:?}\n{}{}", out.status, stdout(out), stderr(out));
@@ -24,6 +26,15 @@ fn ok(out: &std::process::Output) {
 fn config(dir: &Path, name: &str, data: &str, output: &str) {
     let text = format!(
         "[input.transactions]\npath = \"{data}/transactions.parquet\"\n\n[output]\ndir = \"{output}\"\nsql = []\n"
+    );
+    fs::write(dir.join(name), text).unwrap();
+}
+
+/// [`config`] with the default SQLite sink (`<output>/fidelis.sqlite`).
+fn config_with_sqlite(dir: &Path, name: &str, data: &str, output: &str) {
+    let text = format!(
+        "[input.transactions]\npath = \"{data}/transactions.parquet\"\n\n[output]\ndir = \"{output}\"\n\
+         sql = [\"sqlite://{output}/fidelis.sqlite\"]\n"
     );
     fs::write(dir.join(name), text).unwrap();
 }
@@ -56,7 +67,7 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     config(d, "plain.toml", "plain", "untreated");
-    config(d, "realized.toml", "realized", "measured");
+    config_with_sqlite(d, "realized.toml", "realized", "measured");
     let lines = readme_lines();
     assert_eq!(lines.len(), 6, "{lines:?}");
     let mut outputs = Vec::new();
@@ -133,13 +144,42 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
         stdout(out)
     );
     assert!(truth_mean.abs() > 0.0, "the campaign has an effect to measure");
+
+    // The same figures in SQL: the run's rows (all, new, per band and playbook) and the pooled one.
+    let db = rusqlite::Connection::open(d.join("measured/fidelis.sqlite")).unwrap();
+    let sql = |q: &str| -> (String, i64, i64, f64, f64, f64) {
+        db.query_row(q, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .unwrap()
+    };
+    let select =
+        "SELECT stratum, treatment, control, reduction, reduction_low, reduction_high FROM campaign_effect";
+    let all = sql(&format!("{select} WHERE as_of = '2024-12-31' AND run = '{RUN}' AND stratum = 'all'"));
+    assert_eq!((all.3, all.4, all.5), (value("reduction"), low, high));
+    assert_eq!((all.1 + all.2) as f64, value("treatment") + value("control"));
+    let pooled = sql(&format!("{select} WHERE run = 'pooled'"));
+    assert_eq!((pooled.1, pooled.2), (all.1, all.2), "one run: every customer is new to the experiment");
+    let bands: i64 = db
+        .query_row(
+            &format!("SELECT count(*) FROM campaign_effect WHERE run = '{RUN}' AND stratum = 'band'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(bands >= 2, "{bands} bands");
+    assert!(
+        stdout(out)
+            .contains("effect of contacting, pooled over 1 run (each customer at its first selection)"),
+        "{}",
+        stdout(out)
+    );
 }
 
-/// The measured effect's 95% interval (Newcombe) against the true average effect of the
-/// customers a run selected, on 20 generated campaigns (seeds 1..=20, one model trained on
-/// another seed): it must cover the truth on at least 18 of them.
+/// The pooled effect's 95% interval (Newcombe, each customer at the run that first selected
+/// it) against the true average effect of the customers the runs selected, on 20 generated
+/// campaigns of three weekly runs (seeds 1..=20, one model trained on another seed): it must
+/// cover the truth on at least 18 of them.
 #[test]
-fn the_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
+fn the_pooled_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let size = ["--customers", "5000", "-q"];
@@ -154,12 +194,17 @@ fn the_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
         let (untreated, measured) = (format!("untreated{seed}"), format!("measured{seed}"));
         ok(&fidelis(&[&["generate", "--seed", &seed, "--out", &plain][..], &size[..]].concat(), d));
         config(d, "plain.toml", &plain, &untreated);
-        ok(&fidelis(&["score", "--config", "plain.toml", "--as-of", RUN, "-q"], d));
+        for run in RUNS {
+            ok(&fidelis(&["score", "--config", "plain.toml", "--as-of", run, "-q"], d));
+        }
         let args = ["generate", "--seed", &seed, "--out", &realized, "--campaign", &untreated];
         ok(&fidelis(&[&args[..], &size[..]].concat(), d));
         config(d, "realized.toml", &realized, &measured);
-        ok(&fidelis(&["score", "--config", "realized.toml", "--as-of", RUN, "-q"], d));
-        ok(&fidelis(&["monitor", "--config", "realized.toml", "--as-of", "2024-12-31", "-q"], d));
+        for run in RUNS {
+            ok(&fidelis(&["score", "--config", "realized.toml", "--as-of", run, "-q"], d));
+        }
+        let out = fidelis(&["monitor", "--config", "realized.toml", "--as-of", "2024-12-31", "-q"], d);
+        ok(&out);
         let truth = read_parquet(&d.join(&realized).join("truth.parquet")).unwrap();
         let groups = text(&truth, "group");
         let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
@@ -176,16 +221,26 @@ fn the_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() {
         let value = |metric: &str| {
             let keep = col("kind")
                 .eq(lit("effect"))
-                .and(col("item").eq(lit(RUN)))
+                .and(col("item").eq(lit("pooled")))
                 .and(col("metric").eq(lit(metric)));
             let rows = history.clone().lazy().filter(keep).collect().unwrap();
             rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
         };
+        assert_eq!(value("runs"), 3.0, "{}", stdout(&out));
+        assert_eq!((value("treatment") + value("control")) as usize, kept.len(), "each customer once");
         let (low, high) = (value("reduction_low"), value("reduction_high"));
         covered += usize::from(low <= truth_mean && truth_mean <= high);
+        // The last run alone, every customer it selected (most of them selected before).
+        let last = stdout(&out)
+            .lines()
+            .find(|l| l.starts_with(&format!("effect of contacting, run at {}", RUNS[2])))
+            .map(|l| l.split(": ").nth(1).unwrap_or_default().to_string())
+            .unwrap_or_default();
         lines.push(format!(
-            "seed {seed}: truth {truth_mean:.4}, measured {:.4} [{low:.4}, {high:.4}]",
-            value("reduction")
+            "seed {seed}: truth {truth_mean:.4}, pooled {:.4} [{low:.4}, {high:.4}] over {} customers; run {} alone: {last}",
+            value("reduction"),
+            kept.len(),
+            RUNS[2]
         ));
     }
     eprintln!("{}\ncovered {covered} of 20", lines.join("\n"));
@@ -229,6 +284,30 @@ fn no_effect_is_measured_as_none_and_a_harmful_campaign_raises_the_alert() {
     };
     assert!(low <= 0.0 && 0.0 <= high, "{line}");
     assert!(!none.contains("ALERT contacting"), "{none}");
+    // Once measured, the decision stops recommending mass contact: trained with
+    // save_rate = "measured" on the campaign with no effect, it contacts (nearly) nobody.
+    let share = |dir: &Path| -> (f64, String) {
+        let id = fs::read_to_string(dir.join("models/latest")).unwrap();
+        let path = dir.join("models").join(id.trim()).join("metrics.json");
+        let m: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+        let d = &m["decision"];
+        (
+            d["holdout"]["contacted_share"].as_f64().unwrap(),
+            d["save_rate"]["why"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (assumed, why) = share(d);
+    assert!(assumed > 0.5 && why.contains("assumed"), "{assumed} {why}");
+    let text = fs::read_to_string(d.join("r.toml")).unwrap().replace("measured_harmful", "measured_none");
+    fs::write(d.join("m.toml"), format!("{text}\n[decision]\nsave_rate = \"measured\"\n")).unwrap();
+    let trained = fidelis(&["train", "--config", "m.toml", "-q"], d);
+    ok(&trained);
+    let (measured, why) = share(d);
+    assert!(stdout(&trained).contains("save rate: measured save_rate: 0.000"), "{}", stdout(&trained));
+    assert!(measured < 0.05, "contacted share {measured} with nothing measured: {why}");
+    eprintln!(
+        "contacted share of the holdout: assumed save rate {assumed:.3}, measured {measured:.3} ({why})"
+    );
     let (harmful, effects) = &texts[1];
     let mean = effects.iter().sum::<f64>() / effects.len() as f64;
     assert!(mean < -0.05, "the harmful campaign's true effect is {mean}");

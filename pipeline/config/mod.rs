@@ -389,6 +389,53 @@ pub enum ValuePolicy {
     Clv,
 }
 
+/// The share of contacted churners a contact saves: assumed (a number in `[0, 1]`) or
+/// measured by the control group (`"measured"`; see `experiment::resolve_save_rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "SaveRateText", into = "SaveRateText")]
+pub enum SaveRate {
+    Assumed(f64),
+    Measured,
+}
+
+impl SaveRate {
+    /// The assumed rate (1 for `Measured`: what is assumed until something is measured).
+    pub fn assumed(self) -> f64 {
+        match self {
+            SaveRate::Assumed(v) => v,
+            SaveRate::Measured => 1.0,
+        }
+    }
+}
+
+/// How `save_rate` is written: a number or a word.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum SaveRateText {
+    Number(f64),
+    Word(String),
+}
+
+impl TryFrom<SaveRateText> for SaveRate {
+    type Error = String;
+    fn try_from(t: SaveRateText) -> std::result::Result<SaveRate, String> {
+        match t {
+            SaveRateText::Number(v) => Ok(SaveRate::Assumed(v)),
+            SaveRateText::Word(w) if w == "measured" => Ok(SaveRate::Measured),
+            SaveRateText::Word(w) => Err(format!("expected a number in (0, 1] or \"measured\", got {w:?}")),
+        }
+    }
+}
+
+impl From<SaveRate> for SaveRateText {
+    fn from(s: SaveRate) -> SaveRateText {
+        match s {
+            SaveRate::Assumed(v) => SaveRateText::Number(v),
+            SaveRate::Measured => SaveRateText::Word("measured".into()),
+        }
+    }
+}
+
 /// The retention decision: who to contact, and the 0-100 risk score's bands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -399,8 +446,13 @@ pub struct DecisionConfig {
     pub fp_cost: f64,
     /// Cost charged on every contact, churner or not.
     pub contact_cost: f64,
-    /// Share of contacted churners actually retained, in (0, 1] (clv policy).
-    pub save_rate: f64,
+    /// Share of contacted churners a contact saves: a number in (0, 1] (assumed) or
+    /// `"measured"` (the control group's pooled effect; see `experiment::resolve_save_rate`).
+    /// A saved churner is worth `tp_value x save_rate` (flat) or `CLV x save_rate` (clv).
+    pub save_rate: SaveRate,
+    /// With an assumed `save_rate`, `train` uses the measured one all the same once the
+    /// measured save rate's 95% interval is narrower than this (0 = never).
+    pub measured_save_rate_width: f64,
     pub value: ValuePolicy,
     /// Training snapshots (the last ones, validation included) whose out-of-time predictions
     /// the calibrator is fitted on; 1 = the validation snapshot only.
@@ -428,6 +480,10 @@ pub struct BandConfig {
     pub name: String,
     pub upper_probability: f64,
     pub playbook: String,
+    /// This band's save rate, in place of `decision.save_rate` (a trained model's decision
+    /// holds the measured one of each band here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_rate: Option<f64>,
 }
 
 impl Default for DecisionConfig {
@@ -436,12 +492,14 @@ impl Default for DecisionConfig {
             name: name.into(),
             upper_probability: upper,
             playbook: playbook.into(),
+            save_rate: None,
         };
         DecisionConfig {
             tp_value: 65.0,
             fp_cost: 3.0,
             contact_cost: 0.0,
-            save_rate: 1.0,
+            save_rate: SaveRate::Assumed(1.0),
+            measured_save_rate_width: 0.1,
             value: ValuePolicy::Flat,
             calibration_snapshots: 3,
             calibration_folds: 5,
@@ -550,6 +608,8 @@ pub struct TableNames {
     pub monitoring: String,
     /// The delivery log of alerts and CRM pushes.
     pub notifications: String,
+    /// The measured effect of contacting per monitor date, run and stratum.
+    pub campaign_effect: String,
 }
 
 impl Default for TableNames {
@@ -561,6 +621,7 @@ impl Default for TableNames {
             runs: t.runs,
             monitoring: t.monitoring,
             notifications: t.notifications,
+            campaign_effect: t.campaign_effect,
         }
     }
 }
@@ -744,6 +805,7 @@ impl OutputConfig {
             runs: self.tables.runs.clone(),
             monitoring: self.tables.monitoring.clone(),
             notifications: self.tables.notifications.clone(),
+            campaign_effect: self.tables.campaign_effect.clone(),
             schema: self.pg_schema.clone(),
         }
     }
@@ -1008,6 +1070,7 @@ fn check_output(o: &OutputConfig) -> Checked {
         ("output.tables.runs", &o.tables.runs),
         ("output.tables.monitoring", &o.tables.monitoring),
         ("output.tables.notifications", &o.tables.notifications),
+        ("output.tables.campaign_effect", &o.tables.campaign_effect),
     ] {
         if !targets::valid_identifier(name) {
             return bad(
@@ -1017,13 +1080,13 @@ fn check_output(o: &OutputConfig) -> Checked {
         }
     }
     let t = &o.tables;
-    if [&t.scores, &t.top_risk, &t.runs, &t.monitoring, &t.notifications]
+    if [&t.scores, &t.top_risk, &t.runs, &t.monitoring, &t.notifications, &t.campaign_effect]
         .iter()
         .collect::<std::collections::HashSet<_>>()
         .len()
-        < 5
+        < 6
     {
-        return bad("output.tables", "the five table names must differ".into());
+        return bad("output.tables", "the six table names must differ".into());
     }
     Ok(())
 }
@@ -1123,8 +1186,21 @@ fn check_decision(d: &DecisionConfig, escalation: &EscalationConfig) -> Checked 
             return bad(key, format!("must be a non-negative amount, got {v}"));
         }
     }
-    if !(d.save_rate > 0.0 && d.save_rate <= 1.0) {
-        return bad("decision.save_rate", format!("must be in (0, 1], got {}", d.save_rate));
+    if let SaveRate::Assumed(v) = d.save_rate {
+        if !(v > 0.0 && v <= 1.0) {
+            return bad("decision.save_rate", format!("must be in (0, 1] or \"measured\", got {v}"));
+        }
+    }
+    if !(d.measured_save_rate_width.is_finite() && d.measured_save_rate_width >= 0.0) {
+        return bad(
+            "decision.measured_save_rate_width",
+            format!("must be 0 (never) or a positive width, got {}", d.measured_save_rate_width),
+        );
+    }
+    for (i, b) in d.bands.iter().enumerate() {
+        if let Some(v) = b.save_rate.filter(|v| !(0.0..=1.0).contains(v)) {
+            return bad(&format!("decision.bands[{i}].save_rate"), format!("must be in [0, 1], got {v}"));
+        }
     }
     if d.calibration_snapshots < 1 {
         return bad(

@@ -200,6 +200,8 @@ pub struct Tables {
     pub runs: String,
     pub monitoring: String,
     pub notifications: String,
+    /// The measured effect of contacting: one row per monitor date x run x stratum.
+    pub campaign_effect: String,
     /// PostgreSQL schema (created when missing); SQLite has none.
     pub schema: String,
 }
@@ -212,6 +214,7 @@ impl Default for Tables {
             runs: "scoring_runs".into(),
             monitoring: "model_monitoring".into(),
             notifications: "notifications".into(),
+            campaign_effect: "campaign_effect".into(),
             schema: "public".into(),
         }
     }

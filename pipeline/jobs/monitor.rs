@@ -1,9 +1,10 @@
 //! The monitor job (`fidelis monitor`, and the monitoring half of `weekly`): drift of the
 //! features and scores at `as_of` against the model's reference, realized performance of the
 //! runs whose outcome window has closed, retrain advice; written to the monitoring history
-//! (Parquet and every SQL sink).
+//! (Parquet and every SQL sink; the measured effect of contacting also to the SQL table
+//! `campaign_effect`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use chrono::{Duration, NaiveDate};
@@ -12,6 +13,7 @@ use polars::prelude::DataFrame;
 use super::{BatchOptions, Loaded, Session};
 use crate::config::{Config, DecisionConfig};
 use crate::error::Result;
+use crate::experiment::FirstEffects;
 use crate::model::{self, LoadedModel};
 use crate::monitor::{self, Drift, MonitorReport, Observed, Realized, Status};
 use crate::predict::{self, Predictions};
@@ -70,22 +72,28 @@ pub fn observe(
     })?;
     let history = History::new(Path::new(&cfg.output.dir));
     let auc_history = history.realized_auc(as_of)?;
+    let first_effects = history.first_effects(as_of)?;
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    assess(cfg, model, as_of, drift, realized, auc_history)
+    assess(cfg, model, as_of, drift, realized, auc_history, first_effects)
 }
 
 /// Write `report` to the monitoring history (Parquet, then every SQL sink).
 pub fn record(cfg: &Config, report: &MonitorReport, progress: &Progress) -> Result<()> {
     let as_of = report.as_of;
     let rows = report.history_frame()?;
+    let effect = report.effect_frame()?;
     let history = History::new(Path::new(&cfg.output.dir));
     progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
     let tables = cfg.output.sql_tables();
+    let parts = [
+        (tables.monitoring.as_str(), &rows, sql::MONITORING_KEY),
+        (tables.campaign_effect.as_str(), &effect, monitor::CAMPAIGN_EFFECT_KEY),
+    ];
     for target in cfg.output.sql_targets()? {
         progress.step("sql", &format!("writing {}", target.display()), || {
-            sql::replace_as_of(&target, &tables, &tables.monitoring, &rows, sql::MONITORING_KEY, as_of)
+            sql::replace_as_of(&target, &tables, &parts, as_of)
         })?;
     }
     Ok(())
@@ -100,6 +108,7 @@ pub fn assess(
     drift: Vec<Drift>,
     realized: Vec<Realized>,
     auc_history: BTreeMap<NaiveDate, f64>,
+    first_effects: FirstEffects,
 ) -> Result<MonitorReport> {
     Ok(monitor::assess(
         Observed {
@@ -110,6 +119,7 @@ pub fn assess(
             drift,
             realized,
             auc_history,
+            first_effects,
         },
         &cfg.monitor,
     ))
@@ -125,12 +135,23 @@ fn realized_runs(
 ) -> Result<Vec<Realized>> {
     let horizon = Duration::days(i64::from(s.model.info.feature_spec.horizon_days));
     let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
+    let runs = parquet.run_dates()?;
+    let matured =
+        |run: &NaiveDate| !known.contains_key(run) && *run + horizon <= as_of && *run + horizon <= s.data_end;
+    let Some(last) = runs.iter().rfind(|r| matured(r)).copied() else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::new();
-    for run in parquet.run_dates()? {
-        if known.contains_key(&run) || run + horizon > as_of || run + horizon > s.data_end {
+    // Who had a group in a run before the one at hand (runs in date order).
+    let mut earlier: HashSet<String> = HashSet::new();
+    for (i, &run) in runs.iter().enumerate().take_while(|(_, &r)| r <= last) {
+        if i > 0 {
+            earlier.extend(parquet.experiment_members(runs[i - 1])?);
+        }
+        if !matured(&run) {
             continue;
         }
-        let scores = parquet.read_scores(run)?;
+        let scores = monitor::with_first_in_experiment(&parquet.read_scores(run)?, &earlier)?;
         let outcomes = monitor::outcomes_between(&s.daily, run, run + horizon);
         let decision = run_decision(&cfg.models_dir(), &scores, &s.model)?;
         out.push(monitor::realized(run, &scores, &outcomes, &decision)?);
@@ -189,6 +210,15 @@ impl std::fmt::Display for MonitorReport {
             if let Some(e) = run.effect.as_ref().and_then(|e| e.overall.as_ref()) {
                 writeln!(f, "effect of contacting, run at {}: {}", run.run, monitor::effect_words(e))?;
             }
+        }
+        if let Some(p) = &r.pooled {
+            writeln!(
+                f,
+                "effect of contacting, pooled over {} run{} (each customer at its first selection): {}",
+                p.runs,
+                if p.runs == 1 { "" } else { "s" },
+                monitor::effect_words(&p.effect)
+            )?;
         }
         for a in &r.alerts {
             writeln!(f, "{a}")?;

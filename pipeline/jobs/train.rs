@@ -660,6 +660,15 @@ struct Decided {
     contributions_hold: Vec<f64>,
 }
 
+/// The pooled effect of contacting at the latest date of the monitoring history (under
+/// `output.dir`) that has one.
+fn measured_effect(cfg: &Config) -> Result<Option<(NaiveDate, crate::monitor::PooledEffect)>> {
+    let history = crate::sink::History::new(std::path::Path::new(&cfg.output.dir));
+    let Some(df) = history.read()? else { return Ok(None) };
+    let Some(as_of) = crate::monitor::MonitorReport::latest_pooled_date(&df)? else { return Ok(None) };
+    Ok(crate::monitor::MonitorReport::from_history(&df, as_of)?.pooled.map(|p| (as_of, p)))
+}
+
 /// Calibrate on out-of-time predictions, choose the threshold on validation, and report
 /// both on the holdout. Every churn probability from here on is calibrated.
 fn decide(
@@ -672,7 +681,15 @@ fn decide(
 ) -> Result<Decided> {
     let raw_val = f.churn.predict(&r.val.x);
     let (raw_hold, contributions_hold) = f.churn.predict_with_contributions(&r.hold.x);
-    let d = &cfg.decision;
+    let pooled = measured_effect(cfg)?;
+    let measured = pooled.as_ref().map(|(as_of, p)| crate::experiment::Measured {
+        as_of: *as_of,
+        runs: p.runs,
+        effect: &p.effect,
+        by_band: &p.by_band,
+    });
+    let (resolved, save_rate) = crate::experiment::resolve_save_rate(&cfg.decision, measured);
+    let d = &resolved;
     let (calibrator, choice) =
         progress.step("calibrate", "calibrating probabilities on the out-of-time predictions", || {
             Ok::<_, Error>(choose::calibrator(
@@ -704,12 +721,16 @@ fn decide(
         holdout_roc_auc_before: metrics::roc_auc(y_hold, &hold.raw),
         holdout_roc_auc_after: metrics::roc_auc(y_hold, &hold.calibrated),
     };
-    let chosen =
-        threshold::choose_threshold(&val.calibrated, &r.val.churn, &threshold::tp_values(d, &val.clv), d);
+    let chosen = threshold::choose_threshold(
+        &val.calibrated,
+        &r.val.churn,
+        &threshold::tp_values(d, &val.calibrated, &val.clv),
+        d,
+    );
     let outcome = threshold::evaluate(
         &hold.calibrated,
         y_hold,
-        &threshold::tp_values(d, &hold.clv),
+        &threshold::tp_values(d, &hold.calibrated, &hold.clv),
         chosen.threshold,
         d,
     );
@@ -723,6 +744,7 @@ fn decide(
         holdout: outcome,
         explanation: explanation.clone(),
         holdout_bands: threshold::band_outcomes(&bands, &hold.calibrated, y_hold),
+        save_rate: Some(save_rate.clone()),
     };
     let artifact = DecisionArtifact {
         threshold: chosen.threshold,
@@ -730,6 +752,7 @@ fn decide(
         bands,
         validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, threshold::CURVE_POINTS),
         explanation,
+        save_rate: Some(save_rate),
     };
     Ok(Decided { calibrator, calibration, decision, artifact, val, hold, contributions_hold })
 }
@@ -962,6 +985,9 @@ impl std::fmt::Display for TrainOutcome {
         write!(f, "{}", summary_table(&self.metrics))?;
         for n in &self.metrics.notes {
             writeln!(f, "note: {n}")?;
+        }
+        if let Some(s) = &self.metrics.decision.save_rate {
+            writeln!(f, "save rate: {}", s.why)?;
         }
         if !self.metrics.deployed.description.is_empty() {
             writeln!(f, "deployed: {}", self.metrics.deployed.description)?;

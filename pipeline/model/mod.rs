@@ -215,6 +215,9 @@ pub struct DecisionReport {
     pub explanation: String,
     /// Holdout customers and realized churn rate per risk band.
     pub holdout_bands: Vec<BandOutcome>,
+    /// Where the save rate came from (None in models trained before it was reported).
+    #[serde(default)]
+    pub save_rate: Option<crate::experiment::SaveRateSource>,
 }
 
 /// `decision.json`: the rule `score` applies, with the curve it was chosen from.
@@ -226,6 +229,9 @@ pub struct DecisionArtifact {
     /// Net value vs threshold on the validation snapshot (at most 201 points).
     pub validation_curve: Vec<CurvePoint>,
     pub explanation: String,
+    /// Where the save rate in `config` came from (None in models trained before it).
+    #[serde(default)]
+    pub save_rate: Option<crate::experiment::SaveRateSource>,
 }
 
 impl DecisionArtifact {

@@ -749,14 +749,8 @@ fn copy_log(cfg: &Config, log: &DeliveryLog, as_of: NaiveDate) -> Vec<String> {
     };
     let mut errors = Vec::new();
     for target in targets {
-        if let Err(e) = crate::sink::sql::replace_as_of(
-            &target,
-            &tables,
-            &tables.notifications,
-            &day,
-            crate::sink::notifications::NOTIFICATIONS_KEY,
-            as_of,
-        ) {
+        let rows = [(tables.notifications.as_str(), &day, crate::sink::notifications::NOTIFICATIONS_KEY)];
+        if let Err(e) = crate::sink::sql::replace_as_of(&target, &tables, &rows, as_of) {
             errors.push(format!(
                 "the delivery log was not copied to {} ({e}); {} keeps it and the next delivery copies it",
                 target.display(),

@@ -74,6 +74,8 @@ pub struct DecisionView {
     pub validation_curve: Vec<CurvePoint>,
     pub holdout_curve: Vec<CurvePoint>,
     pub explanation: String,
+    /// Where the save rate came from (assumed or measured by the control group).
+    pub save_rate: Option<crate::experiment::SaveRateSource>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -393,7 +395,7 @@ fn curves(info: &ModelInfo, m: &TrainMetrics, h: &Holdout) -> Curves {
 fn decision_view(decision: &DecisionArtifact, m: &TrainMetrics, h: &Holdout) -> DecisionView {
     let (y, p, clv_pred) = (&h.y, &h.p, &h.clv_pred);
     let cfg = &decision.config;
-    let values = threshold::tp_values(cfg, clv_pred);
+    let values = threshold::tp_values(cfg, p, clv_pred);
     let swept = threshold::choose_threshold(p, y, &values, cfg);
     let holdout_curve = threshold::downsample(&swept.curve, decision.threshold, threshold::CURVE_POINTS);
     let contact: Vec<bool> = p.iter().map(|&q| decision.contacts(q)).collect();
@@ -416,6 +418,7 @@ fn decision_view(decision: &DecisionArtifact, m: &TrainMetrics, h: &Holdout) -> 
         validation_curve: decision.validation_curve.clone(),
         holdout_curve,
         explanation: m.decision.explanation.clone(),
+        save_rate: m.decision.save_rate.clone(),
     }
 }
 
@@ -856,6 +859,30 @@ fn section_decision(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
         ),
     );
     d.para(&r.decision.explanation);
+    if let Some(s) = &r.decision.save_rate {
+        d.para(&format!("Save rate: {}.", s.why));
+        if !s.by_band.is_empty() {
+            let rows: Vec<Vec<String>> = s
+                .by_band
+                .iter()
+                .map(|b| {
+                    vec![
+                        b.band.clone(),
+                        int(b.measured.treatment as i64),
+                        int(b.measured.control as i64),
+                        format!("{:.3} [{:.3}, {:.3}]", b.measured.estimate, b.measured.low, b.measured.high),
+                        format!("{:.3}", b.shrunk),
+                        format!("{:.3}", b.used),
+                    ]
+                })
+                .collect();
+            d.table(
+                &["band", "treated", "control", "measured save rate [95%]", "shrunk toward pooled", "used"],
+                &rows,
+                None,
+            );
+        }
+    }
     let c = &r.decision.confusion;
     d.table(
         &["at the threshold", "churned", "stayed", "total"],

@@ -125,6 +125,9 @@ pub struct WeeklyReport {
     pub rank_by: String,
     /// The measured effect of contacting of every matured run with a control group so far.
     pub effects: Vec<(NaiveDate, Effect)>,
+    /// The effect pooled over those runs, each customer at its first selection.
+    #[serde(default)]
+    pub pooled: Option<crate::monitor::PooledEffect>,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -411,6 +414,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         experiment: w.experiment,
         rank_by: rank_by_words(w.rank_by).to_string(),
         effects: w.effects.clone(),
+        pooled: m.pooled.clone(),
     })
 }
 
@@ -778,33 +782,61 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         ..LineChart::default()
     })?;
     let Some((last_run, last)) = r.effects.last() else { return Ok(()) };
-    let verdict = if last.reduction_low > 0.0 {
-        "contacting measurably reduced churn"
-    } else if last.reduction_high < 0.0 {
-        "contacting measurably increased churn"
-    } else {
-        "the effect is not distinguishable from zero at this size"
+    let verdict = |e: &Effect| {
+        if e.reduction_low > 0.0 {
+            "contacting measurably reduced churn"
+        } else if e.reduction_high < 0.0 {
+            "contacting measurably increased churn"
+        } else {
+            "the effect is not distinguishable from zero at this size"
+        }
     };
-    d.chart(
-        "effect",
-        svg,
-        &format!(
-            "In the latest matured run ({}), {:.1}% of the contacted customers churned against {:.1}% of the \
-             control group: {verdict} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
-            last_run,
-            100.0 * last.churn_treatment,
-            100.0 * last.churn_control,
-            100.0 * last.reduction,
-            100.0 * last.reduction_low,
-            100.0 * last.reduction_high
-        ),
+    let mut caption = format!(
+        "In the latest matured run ({}), {:.1}% of the contacted customers churned against {:.1}% of the \
+         control group: {} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
+        last_run,
+        100.0 * last.churn_treatment,
+        100.0 * last.churn_control,
+        verdict(last),
+        100.0 * last.reduction,
+        100.0 * last.reduction_low,
+        100.0 * last.reduction_high
     );
+    if let Some(p) = &r.pooled {
+        let e = &p.effect;
+        caption.push_str(&format!(
+            " Pooled over {} matured run{}, each customer once at the run that first selected it ({} treated, \
+             {} control): {} ({:+.1} points, 95% interval {:+.1} to {:+.1}). The pooled figure is the one \
+             to act on: from its second selection on, a customer's group has already changed who is \
+             selected again (a saved customer drops out, a control at the same risk stays), so a single \
+             later run compares groups that are no longer alike.",
+            p.runs,
+            if p.runs == 1 { "" } else { "s" },
+            int(e.treatment as i64),
+            int(e.control as i64),
+            verdict(e),
+            100.0 * e.reduction,
+            100.0 * e.reduction_low,
+            100.0 * e.reduction_high
+        ));
+    }
+    d.chart("effect", svg, &caption);
+    effect_table(d, r);
+    Ok(())
+}
+
+/// The effect section's table: every matured run, then the pooled row.
+fn effect_table(d: &mut Doc, r: &WeeklyReport) {
+    let pooled =
+        r.pooled.as_ref().map(|p| (format!("pooled ({} runs, each customer once)", p.runs), &p.effect));
     let rows: Vec<Vec<String>> = r
         .effects
         .iter()
+        .map(|(run, e)| (run.to_string(), e))
+        .chain(pooled.iter().map(|(k, e)| (k.clone(), *e)))
         .map(|(run, e)| {
             vec![
-                run.to_string(),
+                run,
                 int(e.treatment as i64),
                 int(e.control as i64),
                 pct(e.churn_treatment),
@@ -832,7 +864,6 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         &rows,
         None,
     );
-    Ok(())
 }
 
 fn section_auc(d: &mut Doc, r: &WeeklyReport) -> Result<()> {

@@ -74,7 +74,22 @@ impl History {
             .eq(lit("realized"))
             .and(col("metric").eq(lit("roc_auc")))
             .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except))));
-        Ok(self.run_rows(kept)?.into_iter().map(|(run, _, v)| (run, v)).collect())
+        Ok(self
+            .rows(kept)?
+            .into_iter()
+            .filter_map(|(run, _, v)| Some((NaiveDate::parse_from_str(&run, "%Y-%m-%d").ok()?, v)))
+            .collect())
+    }
+
+    /// Each run's effect among the customers new to the experiment (items `<run> first` and
+    /// `<run> first band=...`) recorded at a monitor date other than `except`: what the pooled
+    /// effect adds up.
+    pub fn first_effects(&self, except: NaiveDate) -> Result<crate::experiment::FirstEffects> {
+        let kept = col("kind")
+            .eq(lit("effect"))
+            .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except))));
+        let rows = self.rows(kept)?;
+        Ok(crate::experiment::first_effects(rows.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v))))
     }
 
     /// The measured effect of contacting of every run recorded up to `as_of` (kind `effect`,
@@ -83,20 +98,24 @@ impl History {
         let kept = col("kind")
             .eq(lit("effect"))
             .and(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of))));
-        let mut metrics: BTreeMap<NaiveDate, BTreeMap<String, f64>> = BTreeMap::new();
-        for (run, metric, v) in self.run_rows(kept)? {
-            metrics.entry(run).or_default().insert(metric, v);
-        }
-        Ok(metrics
-            .into_iter()
-            .filter_map(|(run, m)| {
-                Some((run, crate::experiment::Effect::from_metrics(|k| m.get(k).copied())?))
-            })
-            .collect())
+        self.effects_where(kept, "")
     }
 
-    /// The rows `kept` whose item is a run date: (run, metric, value).
-    fn run_rows(&self, kept: Expr) -> Result<Vec<(NaiveDate, String, f64)>> {
+    /// The effects of the `effect` rows `kept` whose item is a run date followed by `suffix`.
+    fn effects_where(
+        &self,
+        kept: Expr,
+        suffix: &str,
+    ) -> Result<BTreeMap<NaiveDate, crate::experiment::Effect>> {
+        let rows = self.rows(kept)?;
+        Ok(crate::experiment::effects_by_run(
+            rows.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
+            suffix,
+        ))
+    }
+
+    /// The rows `kept`: (item, metric, value).
+    fn rows(&self, kept: Expr) -> Result<Vec<(String, String, f64)>> {
         let Some(df) = self.read()? else { return Ok(Vec::new()) };
         let ctx = format!("reading {}", self.path.display());
         let df = df.lazy().filter(kept).collect().polars(&ctx)?;
@@ -107,9 +126,7 @@ impl History {
             .iter()
             .zip(metrics.iter())
             .zip(values.iter())
-            .filter_map(|((i, m), v)| {
-                Some((NaiveDate::parse_from_str(i?, "%Y-%m-%d").ok()?, m?.to_string(), v?))
-            })
+            .filter_map(|((i, m), v)| Some((i?.to_string(), m?.to_string(), v?)))
             .collect())
     }
 }

@@ -26,7 +26,7 @@ use polars::prelude::*;
 
 use super::PreviousRun;
 use crate::error::{Error, PolarsContext, Result};
-use crate::schema::CUSTOMER;
+use crate::schema::{self, CUSTOMER};
 
 /// Write a frame to Parquet atomically: a temporary file in the same directory, synced, then
 /// renamed into place and the directory synced (a crash leaves the old file or the new one,
@@ -385,6 +385,27 @@ impl ScoreParquet {
     /// The scores of one run.
     pub fn read_scores(&self, as_of: NaiveDate) -> Result<DataFrame> {
         read_parquet(&self.scores_file(as_of))
+    }
+
+    /// The customers with an experiment group (`experiment_group` not null) in the run at
+    /// `as_of` (none when its scores have no such column).
+    pub fn experiment_members(&self, as_of: NaiveDate) -> Result<Vec<String>> {
+        let path = self.scores_file(as_of);
+        let ctx = format!("reading {}", path.display());
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut reader = ParquetReader::new(file);
+        if !reader.schema().polars(&ctx)?.contains(schema::EXPERIMENT_GROUP) {
+            return Ok(Vec::new());
+        }
+        let df = reader
+            .with_columns(Some(vec![CUSTOMER.into(), schema::EXPERIMENT_GROUP.into()]))
+            .finish()
+            .polars(&ctx)?;
+        let ids = df.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
+        let groups =
+            df.column(schema::EXPERIMENT_GROUP).polars(&ctx)?.cast(&DataType::String).polars(&ctx)?;
+        let groups = groups.str().polars(&ctx)?;
+        Ok(ids.iter().zip(groups.iter()).filter_map(|(id, g)| g.and(id).map(str::to_string)).collect())
     }
 
     /// Health scores of the two latest runs before `as_of` that have them, per customer,

@@ -72,24 +72,26 @@ pub fn write_run(target: &SqlTarget, tables: &Tables, run: &SqlRun) -> Result<()
     })
 }
 
-/// Replace the rows of `as_of` in `table` by `df` in one transaction (the table is created,
-/// or extended with new columns, to fit the frame). Used for the monitoring history.
+/// The rows of one date for one table: its name, the rows, its primary key.
+pub type DatedRows<'a> = (&'a str, &'a DataFrame, &'a [&'a str]);
+
+/// Replace the rows of `as_of` in each table of `parts` by its frame, all in one transaction
+/// (each table is created, or extended with new columns, to fit its frame). Used for the
+/// monitoring history with the campaign effect, and for the delivery log.
 pub fn replace_as_of(
     target: &SqlTarget,
     tables: &Tables,
-    table: &str,
-    df: &DataFrame,
-    key: &[&str],
+    parts: &[DatedRows],
     as_of: NaiveDate,
 ) -> Result<()> {
-    for name in [table, &tables.schema] {
+    for name in parts.iter().map(|p| p.0).chain([tables.schema.as_str()]) {
         if !valid_identifier(name) {
             return Err(sink_error(target, format!("{name:?} is not a valid table or schema name")));
         }
     }
     let result = match target {
-        SqlTarget::Sqlite(path) => sqlite::replace_as_of(path, table, df, key, as_of),
-        SqlTarget::Postgres(url) => postgres_sink::replace_as_of(url, tables, table, df, key, as_of),
+        SqlTarget::Sqlite(path) => sqlite::replace_as_of(path, parts, as_of),
+        SqlTarget::Postgres(url) => postgres_sink::replace_as_of(url, tables, parts, as_of),
     };
     result.map_err(|m| sink_error(target, format!("{m}; the transaction was rolled back")))
 }
@@ -467,16 +469,16 @@ mod sqlite {
 
     pub(super) fn replace_as_of(
         path: &Path,
-        table: &str,
-        df: &DataFrame,
-        key: &[&str],
+        parts: &[DatedRows],
         as_of: NaiveDate,
     ) -> std::result::Result<(), String> {
         let mut conn = open(path).map_err(|e| e.to_string())?;
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| e.to_string())?;
-        load_table(&tx, table, df, key, &as_of.to_string(), false)?;
+        for (table, df, key) in parts {
+            load_table(&tx, table, df, key, &as_of.to_string(), false)?;
+        }
         tx.commit().map_err(|e| e.to_string())
     }
 
@@ -880,9 +882,7 @@ mod postgres_sink {
     pub(super) fn replace_as_of(
         url: &PgUrl,
         tables: &Tables,
-        table: &str,
-        df: &DataFrame,
-        key: &[&str],
+        parts: &[DatedRows],
         as_of: NaiveDate,
     ) -> std::result::Result<(), String> {
         let mut client = connect(url)?;
@@ -890,7 +890,9 @@ mod postgres_sink {
         lock(&mut tx, tables)?;
         tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote(&tables.schema)))
             .map_err(|e| format!("schema {}: {}", tables.schema, msg(&e)))?;
-        load_table(&mut tx, tables, table, df, key, as_of, false)?;
+        for (table, df, key) in parts {
+            load_table(&mut tx, tables, table, df, key, as_of, false)?;
+        }
         tx.commit().map_err(|e| format!("commit: {}", msg(&e)))
     }
 

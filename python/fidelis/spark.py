@@ -617,6 +617,7 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
 
     driver = _model(*args)
     known: dict = {}
+    first_effects: list = []
     migrate(spark, out)
     history = _read(spark, f"{out}/metrics_history")
     if history is not None:
@@ -630,17 +631,36 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
             .collect()
         )
         known = {r["item"]: r["value"] for r in rows}
+        first_effects = [
+            (r["item"], r["metric"], r["value"])
+            for r in history.filter(
+                (F.col("kind") == "effect")
+                & F.col("item").contains(" first")
+                & (F.col("as_of").cast("string") != as_of)
+            )
+            .select("item", "metric", "value")
+            .collect()
+        ]
     runs = _read(spark, f"{out}/scores")
     if runs is None:
-        return [], known
+        return [], known, first_effects
     horizon = dt.timedelta(days=driver.horizon_days)
     day = dt.date.fromisoformat
     candidates = [
         r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)
     ]
     if not candidates:
-        return [], known
+        return [], known, first_effects
     customer_col, _ = driver.columns
+    # The run at which each customer entered the experiment (first run with a group): the
+    # customers the pooled effect counts, at that run.
+    entered = None
+    if "experiment_group" in runs.columns:
+        entered = (
+            runs.filter(F.col("experiment_group").isNotNull())
+            .groupBy("customer_id")
+            .agg(F.min(F.col("as_of").cast("string")).alias("__entered"))
+        )
 
     def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
         return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
@@ -654,20 +674,25 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
             continue
         active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
         active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
+        scores = runs.filter(F.col("as_of").cast("string") == run)
+        if entered is not None:
+            scores = scores.join(entered, "customer_id", "left").withColumn(
+                "first_in_experiment", F.coalesce(F.col("__entered") == F.lit(run), F.lit(False))
+            )
         table = (
-            runs.filter(F.col("as_of").cast("string") == run)
-            .join(active, "customer_id", "left")
+            scores.join(active, "customer_id", "left")
             .withColumn("active", F.coalesce(F.col("active"), F.lit(False)))
             .withColumn("revenue", F.coalesce(F.col("revenue"), F.lit(0.0)))
             .select(
                 "customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active",
-                "revenue", *[c for c in ("experiment_group", "risk_level", "playbook") if c in runs.columns],
+                "revenue",
+                *[c for c in ("experiment_group", "risk_level", "playbook", "first_in_experiment") if c in scores.columns],
             )
             .toArrow()
         )
         out_rows.append(driver.realized(run, table.__arrow_c_stream__()))
     activity.unpersist()
-    return out_rows, known
+    return out_rows, known, first_effects
 
 
 class Monitoring:
@@ -712,9 +737,9 @@ def monitor(
     if local is None:
         local = _local(transactions, args, as_of, buckets, True, events, customers)
     counts = _drift_counts(local, args)
-    realized, known = _realized(spark, transactions, args, as_of, out, buckets)
+    realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets)
     capsule, report, retrain, alerts = driver.assess(
-        as_of, [counts] if counts else [], realized, sorted(known.items())
+        as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects
     )
     rows = _plain_strings(_table(capsule))
     if write:

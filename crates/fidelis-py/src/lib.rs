@@ -631,9 +631,11 @@ impl NativeModel {
     }
 
     /// Monitoring at `as_of` from the drift counts of every part of the scored customers, the
-    /// runs realized now (JSON of [`Self::realized`]) and the realized AUCs already recorded
-    /// (`(run, auc)`): the history rows (as `metrics_history.parquet`), the printed report,
-    /// whether to retrain, the alerts.
+    /// runs realized now (JSON of [`Self::realized`]), the realized AUCs already recorded
+    /// (`(run, auc)`) and the history's rows of the runs' effects among new customers
+    /// (`(item, metric, value)` of kind `effect`, items `<run> first[ band=...]`): the history rows (as
+    /// `metrics_history.parquet`), the printed report, whether to retrain, the alerts.
+    #[pyo3(signature = (as_of, counts, realized, auc_history, first_effects=Vec::new()))]
     fn assess<'py>(
         &self,
         py: Python<'py>,
@@ -641,6 +643,7 @@ impl NativeModel {
         counts: Vec<String>,
         realized: Vec<String>,
         auc_history: Vec<(String, f64)>,
+        first_effects: Vec<(String, String, f64)>,
     ) -> PyResult<(Bound<'py, PyCapsule>, String, bool, Vec<String>)> {
         let as_of = parse_date(as_of)?;
         let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
@@ -654,8 +657,12 @@ impl NativeModel {
             .collect::<PyResult<std::collections::BTreeMap<_, _>>>()?;
         let reference = self.model.reference().map_err(py_err)?;
         let drift = fidelis::monitor::drift_of_parts(&reference, &parts, &self.cfg.monitor);
-        let report = jobs::monitor::assess(&self.cfg, &self.model, as_of, drift, realized, auc_history)
-            .map_err(py_err)?;
+        let first_effects = fidelis::experiment::first_effects(
+            first_effects.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
+        );
+        let report =
+            jobs::monitor::assess(&self.cfg, &self.model, as_of, drift, realized, auc_history, first_effects)
+                .map_err(py_err)?;
         let rows = report.history_frame().map_err(py_err)?;
         Ok((export_frame(py, rows)?, report.to_string(), report.retrain, report.alerts.clone()))
     }
