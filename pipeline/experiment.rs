@@ -297,25 +297,37 @@ pub struct Outcome<'a> {
 pub struct Effect {
     pub treatment: usize,
     pub control: usize,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub churn_treatment: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub churn_control: f64,
     /// Churn rate of control minus treatment: the churn contacting prevents (negative =
     /// contacting causes churn), with its 95% interval (Newcombe).
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub reduction: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub reduction_low: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub reduction_high: f64,
     /// `reduction / churn_control`.
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub relative_reduction: f64,
     /// Mean revenue over the horizon per customer, and treatment minus control with its 95%
     /// interval (normal, unequal variances).
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub revenue_treatment: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub revenue_control: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub revenue_difference: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub revenue_low: f64,
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub revenue_high: f64,
     /// Churners saved among the treated (`reduction x treated`) times the mean value of a
     /// saved churner, minus what the treated contacts cost (`contact_cost` each, `fp_cost`
     /// for each treated customer who stayed).
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub incremental_net_value: f64,
 }
 
@@ -1003,5 +1015,15 @@ mod tests {
         let critical = source.by_band.iter().find(|b| b.band == "critical").unwrap();
         assert!((high.shrunk - 0.8).abs() < 0.02 && critical.shrunk.abs() < 0.02, "{high:?} {critical:?}");
         assert_eq!(critical.used, 0.0, "no measured effect in this band: contacting it is not paid for");
+    }
+
+    #[test]
+    fn an_effect_with_undefined_parts_survives_json() {
+        // No control churns: the relative reduction is undefined (NaN, written as null).
+        let e = effect(0, 10, 5, 90);
+        assert!(e.relative_reduction.is_nan());
+        let back: Effect = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!(back.relative_reduction.is_nan());
+        assert_eq!((back.treatment, back.reduction), (e.treatment, e.reduction));
     }
 }

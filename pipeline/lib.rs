@@ -36,6 +36,7 @@ pub mod monitor;
 pub mod notify;
 pub mod predict;
 pub mod progress;
+pub mod qini;
 pub mod report;
 pub mod rng;
 pub mod schema;

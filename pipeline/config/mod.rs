@@ -30,6 +30,7 @@ pub struct Config {
     pub baselines: BaselineConfig,
     pub decision: DecisionConfig,
     pub experiment: ExperimentConfig,
+    pub uplift: UpliftConfig,
     pub output: OutputConfig,
     pub monitor: MonitorConfig,
     pub report: ReportConfig,
@@ -542,6 +543,37 @@ impl Default for ExperimentConfig {
             control_share: 0.1,
             explore_share: 0.0,
             never_hold_out_above_arr: None,
+        }
+    }
+}
+
+/// The uplift model `train` fits from the experiment's matured runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpliftConfig {
+    /// Fit once this many matured runs with a control group exist (the latest one is held
+    /// out to choose the learner and to judge it against the risk rankings); 0 = never.
+    pub min_runs: usize,
+    /// Trees per model (fixed: no rows are left over to stop early on).
+    pub iterations: usize,
+    pub learning_rate: f64,
+    pub max_depth: usize,
+    /// Minimum hessian sum in a leaf.
+    pub min_leaf_weight: f64,
+    /// Customers whose estimated uplift is below this (a contact expected to raise their
+    /// churn probability by more than its absolute value) are never contacted.
+    pub never_contact_below: f64,
+}
+
+impl Default for UpliftConfig {
+    fn default() -> Self {
+        UpliftConfig {
+            min_runs: 3,
+            iterations: 150,
+            learning_rate: 0.05,
+            max_depth: 3,
+            min_leaf_weight: 20.0,
+            never_contact_below: -0.05,
         }
     }
 }

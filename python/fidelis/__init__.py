@@ -20,6 +20,7 @@ from . import _native
 from .errors import FidelisError, InputError, LockedError, OutputError, ScoresWrittenError
 
 __all__ = [
+    "uplift",
     "Model",
     "load_model",
     "validate",
@@ -176,3 +177,5 @@ def train(config: str) -> str:
     """``fidelis train`` of a configuration file (writes the model and its report, moves
     ``latest``); the new model's id."""
     return _native.train(str(config))
+
+from . import uplift  # noqa: E402 - the submodule uses the helpers above

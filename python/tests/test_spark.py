@@ -232,12 +232,21 @@ def history_rows(t: pa.Table, as_of: str) -> list:
     return sorted(rows)
 
 
+def struct_value(bits: str) -> float:
+    """A value of :func:`history_rows` back from its bits."""
+    import struct
+
+    return struct.unpack("<d", bytes.fromhex(bits))[0]
+
+
 def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path):
-    """Three weekly runs: scores with score_change against the run before, drift, and the
-    first run's realized performance once its outcome window closes (then not recomputed)."""
+    """Four weekly runs: scores with score_change against the run before, drift, the first
+    run's realized performance once its outcome window closes (then not recomputed), and the
+    second's a week later, with the effect of contacting among the customers new to the
+    experiment at it and pooled over both."""
     from fidelis import spark as fs
 
-    dates = ["2024-09-01", "2024-12-01", "2024-12-08"]
+    dates = ["2024-09-01", "2024-09-08", "2024-12-01", "2024-12-08"]
     cli_out = cli_weekly(demo, dates, "cli-weekly")
     pq.write_table(shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=3), tmp_path / "tx.parquet")
     tx = spark.read.parquet(str(tmp_path / "tx.parquet"))
@@ -257,10 +266,19 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     # score_change is there from the second run on.
     second = spark.read.parquet(str(out / "scores")).filter("as_of = '2024-12-01'")
     assert second.filter("score_change is not null").count() > 0
-    # The first run matured at the second date and was not recomputed at the third.
+    # The first run matured at 2024-12-01 and was not recomputed at 2024-12-08, where the
+    # second matured.
     realized = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "realized"]
     assert {r[2] for r in realized} == {"2024-09-01"}
-    assert not [r for r in history_rows(cli_history, "2024-12-08") if r[1] == "realized"]
+    realized = [r for r in history_rows(cli_history, "2024-12-08") if r[1] == "realized"]
+    assert {r[2] for r in realized} == {"2024-09-08"}
+    # The second run's customers new to the experiment are fewer than all of its customers,
+    # and the pooled effect adds both runs' new customers.
+    effect = {(r[2], r[3]): struct_value(r[4]) for r in history_rows(cli_history, "2024-12-08") if r[1] == "effect"}
+    first = effect[("2024-09-08 first", "treatment")] + effect[("2024-09-08 first", "control")]
+    every = effect[("2024-09-08", "treatment")] + effect[("2024-09-08", "control")]
+    assert 0 < first < every
+    assert effect[("pooled", "runs")] == 2.0
     drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
     assert len(drift) > 10
     assert "realized AUC" in found["2024-12-08"].report

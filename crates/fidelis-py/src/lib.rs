@@ -25,6 +25,7 @@ use fidelis::progress::Progress;
 use fidelis::signals::SignalData;
 
 mod distributed;
+mod uplift;
 
 const STREAM: &std::ffi::CStr = c"arrow_array_stream";
 
@@ -941,6 +942,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(drop_stage, m)?)?;
     m.add_class::<NativeModel>()?;
     m.add_class::<distributed::Trainer>()?;
+    m.add_class::<uplift::UpliftLearner>()?;
+    m.add_function(wrap_pyfunction!(uplift::qini_curve, m)?)?;
+    m.add_function(wrap_pyfunction!(uplift::qini_coefficient, m)?)?;
+    m.add_function(wrap_pyfunction!(uplift::uplift_at_k, m)?)?;
     m.add_function(wrap_pyfunction!(load_model, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;

@@ -1,0 +1,105 @@
+"""Uplift models and their metrics on any table of features, treatment flag and outcome.
+
+The learners and metrics ``fidelis train`` uses on the experiment's runs, for campaigns
+fidelis did not run::
+
+    from fidelis import uplift
+    m = uplift.UpliftModel.fit(features, treatment, churned, learner="t_learner")
+    u = m.predict(features_next_week)          # estimated reduction in churn probability
+    uplift.qini_auc_score(retained, u, treatment)
+    uplift.uplift_at_k(retained, u, treatment, strategy="overall", k=0.3)
+
+``features`` is any frame with ``__arrow_c_stream__`` (pyarrow, polars) or a pandas
+DataFrame, every column numeric. The metrics take ``y_true`` as the outcome the treatment
+should raise (1 = good: for churn, retained) and equal scikit-uplift's
+(``sklift.metrics.qini_curve``, ``qini_auc_score``, ``uplift_at_k``) on the same arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from . import _capsule, _native
+
+__all__ = ["UpliftModel", "qini_curve", "qini_auc_score", "uplift_at_k"]
+
+
+def _floats(v: Any) -> list:
+    return [float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
+
+
+def _flags(v: Any) -> list:
+    return [bool(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
+
+
+def qini_curve(y_true: Sequence, uplift: Sequence, treatment: Sequence) -> tuple:
+    """Points of the Qini curve: customers targeted (highest uplift first), Qini values."""
+    return _native.qini_curve(_floats(y_true), _floats(uplift), _flags(treatment))
+
+
+def qini_auc_score(y_true: Sequence, uplift: Sequence, treatment: Sequence) -> float:
+    """The Qini coefficient: area between the Qini curve and random targeting over the same
+    area of the perfect ranking (1 perfect, 0 random, below 0 worse than random)."""
+    return _native.qini_coefficient(_floats(y_true), _floats(uplift), _flags(treatment))
+
+
+def uplift_at_k(
+    y_true: Sequence, uplift: Sequence, treatment: Sequence, strategy: str = "overall", k: float = 0.3
+) -> float:
+    """Success rate of the treated minus that of the controls among the top ``k`` (a fraction)
+    by uplift: overall (``strategy="overall"``) or per group (``"by_group"``)."""
+    return _native.uplift_at_k(_floats(y_true), _floats(uplift), _flags(treatment), float(k), strategy)
+
+
+class UpliftModel:
+    """An uplift learner on fidelis's GBDT: ``t_learner`` (a churn model per group) or
+    ``transformed_outcome`` (one regressor of the transformed outcome)."""
+
+    def __init__(self, native: Any):
+        self._native = native
+
+    @classmethod
+    def fit(
+        cls,
+        features: Any,
+        treatment: Sequence,
+        churned: Sequence,
+        learner: str = "t_learner",
+        iterations: int = 150,
+        learning_rate: float = 0.05,
+        max_depth: int = 3,
+        min_leaf_weight: float = 20.0,
+        seed: int = 42,
+    ) -> "UpliftModel":
+        """Fit on ``features`` with each row's treatment flag and outcome (1 = churned)."""
+        native = _native.UpliftLearner.fit(
+            _capsule(features),
+            _flags(treatment),
+            _floats(churned),
+            learner,
+            int(iterations),
+            float(learning_rate),
+            int(max_depth),
+            float(min_leaf_weight),
+            int(seed),
+        )
+        return cls(native)
+
+    def predict(self, features: Any) -> list:
+        """The estimated reduction in churn probability if treated, per row (columns by name)."""
+        return self._native.predict(_capsule(features))
+
+    @property
+    def learner(self) -> str:
+        return self._native.learner
+
+    @property
+    def feature_names(self) -> list:
+        return self._native.feature_names
+
+    def to_json(self) -> str:
+        return self._native.to_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> "UpliftModel":
+        return cls(_native.UpliftLearner.from_json(text))
