@@ -506,6 +506,13 @@ pub struct RunEffect {
 }
 
 impl RunEffect {
+    /// The run's effect to read and act on: among its customers new to the experiment
+    /// (unbiased: nobody in either group was contacted before), the overall one for runs
+    /// recorded without it.
+    pub fn headline(&self) -> Option<&Effect> {
+        self.first.as_ref().or(self.overall.as_ref())
+    }
+
     pub fn of(rows: &[Outcome], d: &DecisionConfig) -> RunEffect {
         let all: Vec<&Outcome> = rows.iter().collect();
         let first: Vec<&Outcome> = rows.iter().filter(|o| o.first).collect();

@@ -693,9 +693,10 @@ fn alerts(
 fn effect_alerts(realized: &[Realized], pooled: Option<&PooledEffect>) -> Vec<String> {
     let mut alerts = Vec::new();
     for r in realized {
-        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()).filter(|e| e.harmful()) {
+        if let Some(e) = r.effect.as_ref().and_then(RunEffect::headline).filter(|e| e.harmful()) {
             alerts.push(format!(
-                "ALERT contacting increased churn in the run at {}: {} (the whole 95% interval is below zero)",
+                "ALERT contacting increased churn in the run at {} (its customers new to the experiment): {} \
+                 (the whole 95% interval is below zero)",
                 r.run,
                 effect_words(e)
             ));

@@ -23,6 +23,9 @@ pub struct Predictions {
     /// Per customer, the churn log-odds contribution of each feature and a bias
     /// (`x.names.len() + 1` values a row), when asked for.
     pub contributions: Option<Vec<f64>>,
+    /// The estimated reduction in churn probability if contacted, when the model has an
+    /// uplift model.
+    pub uplift: Option<Vec<f64>>,
 }
 
 /// Features of every customer eligible at `as_of` (at least one transaction in the model's
@@ -78,5 +81,6 @@ pub fn apply(
     };
     let churn_probability = model.calibrator.apply_all(&raw);
     let predicted_clv = model.clv.predict(&x);
-    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions }
+    let uplift = model.uplift.as_ref().map(|u| u.predict(&x));
+    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions, uplift }
 }

@@ -11,6 +11,8 @@
 //! | `risk_score`, `risk_level`, `playbook` | 0-100 score, its band and the band's playbook |
 //! | `predicted_clv` | revenue predicted over the next horizon |
 //! | `expected_loss` | `churn_probability * max(predicted_clv, 0)` |
+//! | `uplift` | estimated reduction in churn probability if contacted (null until an uplift model ships) |
+//! | `incremental_value` | `uplift * max(predicted_clv, 0) - contact_cost`, what a call is worth (null likewise) |
 //! | `contact` | the model's cost-weighted threshold applied, control group held out |
 //! | `experiment_group` | `treatment`, `control`, `exempt`, or null outside the experiment (`experiment`) |
 //! | `risk_rank`, `in_top_decile` | 1 = riskiest by `output.rank_by`; in the top `round(top_share * n)` |
@@ -153,7 +155,7 @@ pub fn score(
         as_of,
         model_id: model.info.model_id.clone(),
         scored: n,
-        selected: preds.churn_probability.iter().filter(|&&q| model.decision.contacts(q)).count(),
+        selected: bool_column(&local, DECIDED)?.iter().filter(|&&c| c).count(),
         contacted: bool_column(&scores, "contact")?.iter().filter(|&&c| c).count(),
         per_level: bands
             .bands
@@ -190,12 +192,12 @@ fn held_out(cfg: &Config, model: &LoadedModel, scores: &DataFrame) -> Result<Opt
     if e.control_share <= 0.0 && e.explore_share <= 0.0 {
         return Ok(None);
     }
-    Ok(Some(held_out_of(model, scores)?.unwrap_or_default()))
+    Ok(Some(held_out_of(cfg, model, scores)?.unwrap_or_default()))
 }
 
 /// The control group of a run's scores (None when they have no group column or nobody is in
 /// the experiment): what `score` prints and the weekly report shows.
-pub fn held_out_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<HeldOut>> {
+pub fn held_out_of(cfg: &Config, model: &LoadedModel, scores: &DataFrame) -> Result<Option<HeldOut>> {
     let Ok(column) = scores.column(EXPERIMENT_GROUP) else {
         return Ok(None);
     };
@@ -205,7 +207,17 @@ pub fn held_out_of(model: &LoadedModel, scores: &DataFrame) -> Result<Option<Hel
         return Ok(None);
     }
     let p = features_of(scores, CHURN_SCORE)?;
-    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
+    let uplift: Option<Vec<Option<f64>>> = match scores.column(UPLIFT) {
+        Ok(c) => {
+            let c = c.cast(&DataType::Float64).polars(UPLIFT)?;
+            Some(c.f64().polars(UPLIFT)?.iter().collect())
+        }
+        Err(_) => None,
+    };
+    let never_below = cfg.uplift.never_contact_below;
+    let decided: Vec<bool> = (0..p.len())
+        .map(|i| model.decision.contacts_with(p[i], uplift.as_ref().and_then(|u| u[i]), never_below))
+        .collect();
     let d = &model.decision.config;
     let values = crate::threshold::tp_values(d, &p, &features_of(scores, CLV_SCORE)?);
     Ok(Some(experiment::held_out(d, &groups, &decided, &p, &values)))
@@ -248,10 +260,14 @@ pub const RFM_VALUES: [&str; 3] = ["rfm_r_value", "rfm_f_value", "rfm_m_value"];
 /// contacts them (the group is balanced per band over the whole base, [`experiment::balance`]).
 pub const EXPERIMENT_DRAW: &str = "experiment_draw";
 pub const DECIDED: &str = "decided";
+/// The estimated reduction in churn probability if contacted (null without an uplift model).
+pub const UPLIFT: &str = "uplift";
+/// `uplift x max(predicted_clv, 0) - contact_cost` (null without an uplift model).
+pub const INCREMENTAL_VALUE: &str = "incremental_value";
 pub use crate::schema::EXPERIMENT_GROUP;
 
 /// The columns of the scores table, in order (the optional signal columns follow).
-pub const SCORE_COLUMNS: [&str; 19] = [
+pub const SCORE_COLUMNS: [&str; 21] = [
     "as_of",
     CUSTOMER,
     CHURN_SCORE,
@@ -260,6 +276,8 @@ pub const SCORE_COLUMNS: [&str; 19] = [
     "playbook",
     CLV_SCORE,
     "expected_loss",
+    UPLIFT,
+    INCREMENTAL_VALUE,
     "contact",
     EXPERIMENT_GROUP,
     "risk_rank",
@@ -284,7 +302,18 @@ pub fn local_scores(
     signals: &SignalData,
 ) -> Result<DataFrame> {
     let (p, n, bands) = (&preds.churn_probability, preds.x.rows, &model.decision.bands);
-    let decided: Vec<bool> = p.iter().map(|&q| model.decision.contacts(q)).collect();
+    let uplift = preds.uplift.as_deref();
+    let decided: Vec<bool> = (0..n)
+        .map(|i| model.decision.contacts_with(p[i], uplift.map(|u| u[i]), cfg.uplift.never_contact_below))
+        .collect();
+    // What a call is worth once the uplift model ships: the churn it prevents times the value
+    // at stake, minus the cost of the call.
+    let incremental: Option<Vec<f64>> = uplift.map(|u| {
+        u.iter()
+            .zip(&preds.predicted_clv)
+            .map(|(u, c)| u * c.max(0.0) - model.decision.config.contact_cost)
+            .collect()
+    });
     let draws: Vec<f64> =
         preds.customers.iter().map(|id| experiment::draw(&cfg.experiment.name, id)).collect();
     let arr = |id: &str| signals.customers.as_ref().and_then(|c| c.rows.get(id)).and_then(|c| c.arr());
@@ -304,9 +333,13 @@ pub fn local_scores(
         None => vec![String::new(); n],
     };
     // `+ 0.0` turns -0.0 into 0.0: one zero, whose ties every engine breaks by customer id.
-    let key: Vec<f64> = match cfg.output.rank_by {
-        RankBy::Probability => p.iter().map(|v| v + 0.0).collect(),
-        RankBy::ExpectedLoss => expected_loss.iter().map(|v| v + 0.0).collect(),
+    let key: Vec<f64> = match (cfg.output.rank_by, &incremental) {
+        (RankBy::Probability, _) => p.iter().map(|v| v + 0.0).collect(),
+        (RankBy::IncrementalValue, Some(v)) => v.iter().map(|v| v + 0.0).collect(),
+        // Until an uplift model ships, incremental value ranks as expected loss does.
+        (RankBy::ExpectedLoss | RankBy::IncrementalValue, _) => {
+            expected_loss.iter().map(|v| v + 0.0).collect()
+        }
     };
     let as_of_col = Column::new("as_of".into(), vec![schema::epoch_day(preds.as_of); n])
         .cast(&DataType::Date)
@@ -323,6 +356,15 @@ pub fn local_scores(
         ),
         Column::new(CLV_SCORE.into(), preds.predicted_clv.clone()),
         Column::new("expected_loss".into(), expected_loss),
+        Column::new(
+            UPLIFT.into(),
+            uplift.map_or_else(|| vec![None; n], |u| u.iter().copied().map(Some).collect()),
+        ),
+        Column::new(
+            INCREMENTAL_VALUE.into(),
+            incremental
+                .map_or_else(|| vec![None; n], |v| v.into_iter().map(Some).collect::<Vec<Option<f64>>>()),
+        ),
         Column::new("contact".into(), groups.iter().map(|&g| Group::contacted(g)).collect::<Vec<_>>()),
         Column::new(EXPERIMENT_GROUP.into(), groups.iter().map(|g| g.map(Group::as_str)).collect::<Vec<_>>()),
         Column::new("top_reasons".into(), reasons),

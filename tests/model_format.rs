@@ -42,11 +42,22 @@ fn a_model_of_the_first_format_loads_and_scores_as_it_did() {
     let now = read(&ws.path().join("expected/scores/run=2024-12-31/part-0.parquet"));
     assert_eq!(then.height(), now.height());
     // Since then the scores gained `experiment_group` (after `contact`), and `contact` holds
-    // the control group out: every other column is as it was, and `contact` is as it was
-    // except for the control customers, who are not contacted.
+    // the control group out; and `uplift`, `incremental_value` (before `contact`, null: the
+    // model has no uplift model). Every other column is as it was, and `contact` is as it
+    // was except for the control customers, who are not contacted.
     let mut columns: Vec<_> = then.get_column_names().into_iter().cloned().collect();
-    columns.insert(columns.iter().position(|c| c == "contact").unwrap() + 1, "experiment_group".into());
+    let at = columns.iter().position(|c| c == "contact").unwrap();
+    columns.insert(at + 1, "experiment_group".into());
+    columns.insert(at, "incremental_value".into());
+    columns.insert(at, "uplift".into());
     assert_eq!(columns, now.get_column_names().into_iter().cloned().collect::<Vec<_>>());
+    for name in ["uplift", "incremental_value"] {
+        assert_eq!(
+            now.column(name).unwrap().null_count(),
+            now.height(),
+            "{name} is null without an uplift model"
+        );
+    }
     for name in then.get_column_names() {
         if name == "contact" {
             continue;

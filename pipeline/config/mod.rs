@@ -587,6 +587,9 @@ pub enum RankBy {
     Probability,
     /// Churn probability x predicted CLV.
     ExpectedLoss,
+    /// Uplift x predicted CLV - contact cost, what a call is worth (expected loss until the
+    /// model has an uplift model).
+    IncrementalValue,
 }
 
 /// Scoring output: which sinks a run writes and how the top-risk segment is chosen.

@@ -11,6 +11,7 @@ pub mod notify;
 pub mod report;
 pub mod score;
 pub mod train;
+pub mod uplift;
 pub mod validate;
 
 use std::path::Path;

@@ -207,8 +207,13 @@ impl std::fmt::Display for MonitorReport {
             )?;
         }
         for run in &r.realized {
-            if let Some(e) = run.effect.as_ref().and_then(|e| e.overall.as_ref()) {
-                writeln!(f, "effect of contacting, run at {}: {}", run.run, monitor::effect_words(e))?;
+            if let Some(e) = run.effect.as_ref().and_then(crate::experiment::RunEffect::headline) {
+                writeln!(
+                    f,
+                    "effect of contacting, run at {} (customers new to the experiment): {}",
+                    run.run,
+                    monitor::effect_words(e)
+                )?;
             }
         }
         if let Some(p) = &r.pooled {

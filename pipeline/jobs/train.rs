@@ -37,6 +37,7 @@ use crate::train::hist::Binned;
 use crate::train::linear::Logistic;
 use crate::train::oot::{self, OutOfTime, Trees};
 use crate::train::poisson::PoissonGbdt;
+use crate::train::uplift::UpliftReport;
 use crate::train::{baselines, choose, mean_abs_columns, pick, Dataset, Engine, RoleSet};
 
 /// Options of a training run beyond the config.
@@ -167,6 +168,7 @@ pub fn run_prepared(
         rows: prepared.dataset_rows,
         probabilistic: prepared.probabilistic,
         with_signals: true,
+        uplift: None,
     };
     let outcome = fit_and_write(cfg, opts, &inputs, frames, progress)?;
     publish(cfg, outcome, progress)
@@ -177,7 +179,7 @@ fn train_model(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result
     crate::files::remove_stale_temps(&cfg.models_dir())?;
     crate::files::remove_stale_temps(&cfg.reports_dir())?;
     let (inputs, tx) = read_inputs(cfg, opts.cutoff, progress)?;
-    let frames = build_frames(&inputs, &tx, progress)?;
+    let frames = build_frames(cfg, &inputs, &tx, progress)?;
     drop(tx);
     fit_and_write(cfg, opts, &inputs, frames, progress)
 }
@@ -191,6 +193,9 @@ struct Frames {
     probabilistic: Option<Probabilistic>,
     /// The signal features are in the frames already (prepared elsewhere).
     with_signals: bool,
+    /// The experiment's matured runs with a control group, and the uplift model's training
+    /// rows when there are enough of them (`None`: no experiment, or prepared elsewhere).
+    uplift: Option<(Vec<NaiveDate>, Option<crate::train::uplift::ExperimentRows>)>,
 }
 
 /// Keep the rows of the customers of the training sample (every row without one).
@@ -201,6 +206,25 @@ fn sampled(df: DataFrame, fraction: Option<f64>) -> Result<DataFrame> {
     let keep: BooleanChunked =
         ids.iter().map(|id| Some(crate::rng::customer_share(id.unwrap_or_default()) < f)).collect();
     df.filter(&keep).polars(ctx)
+}
+
+/// The uplift model's report and, when one ships, the model (see `train::uplift::choose`).
+fn fit_uplift(
+    cfg: &Config,
+    uplift: Option<(Vec<NaiveDate>, Option<crate::train::uplift::ExperimentRows>)>,
+    progress: &Progress,
+) -> Result<(Option<UpliftReport>, Option<crate::train::uplift::UpliftModel>)> {
+    Ok(match uplift {
+        None => (None, None),
+        Some((runs, None)) => (Some(UpliftReport::too_few(runs, cfg.uplift.min_runs)), None),
+        Some((_, Some(rows))) => {
+            let params = crate::train::uplift::gbdt_params(&cfg.model, &cfg.uplift);
+            let (report, model) = progress.step("uplift", "choosing and fitting the uplift model", || {
+                crate::train::uplift::choose(&rows, &params, cfg.uplift.min_runs)
+            })?;
+            (Some(report), model)
+        }
+    })
 }
 
 /// Fit, decide and write the model directory from the feature frames.
@@ -240,6 +264,7 @@ fn fit_and_write(
         fitted.churn.explain = bgnbd_explainer(cfg, &data.x, &data.rows.fit, probabilistic.as_ref());
     }
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
+    let (uplift_report, uplift_model) = fit_uplift(cfg, frames.uplift, progress)?;
     // The refit and the comparison baselines are independent (and the baselines mostly
     // single-threaded): side by side, each step timed on its own wall clock.
     let (refitted, baselines) = rayon::join(
@@ -279,7 +304,9 @@ fn fit_and_write(
     )?;
     let deployed = deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
     let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample, deployed };
-    let (mut info, metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
+    let (mut info, mut metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
+    metrics.uplift = uplift_report;
+    info.uplift = uplift_model.as_ref().map(|m| m.learner);
     let mut files = vec![
         (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
         (file::CHURN_GBDT, churn_model.gbdt.to_json()?.into_bytes()),
@@ -291,6 +318,9 @@ fn fit_and_write(
         (file::REFERENCE, to_json_bytes(&reference, file::REFERENCE)?),
         (file::PREDICTIONS, crate::sink::parquet_bytes(predictions)?),
     ];
+    if let Some(m) = &uplift_model {
+        files.push((file::UPLIFT, m.to_json()?.into_bytes()));
+    }
     // model.json names every other file with its checksum, and is written with them.
     info.checksums = files.iter().map(|(name, bytes)| (name.to_string(), model::sha256_hex(bytes))).collect();
     files.insert(0, (file::MODEL, to_json_bytes(&info, file::MODEL)?));
@@ -511,7 +541,7 @@ fn read_inputs(
 
 /// The training rows, and the customers eligible at the end of the data (the drift
 /// reference: what the first scoring run after training sees).
-fn build_frames(inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<Frames> {
+fn build_frames(cfg: &Config, inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<Frames> {
     let snapshots = inp.plan.all();
     progress.step(
         "features",
@@ -522,12 +552,28 @@ fn build_frames(inp: &Inputs, tx: &Transactions, progress: &Progress) -> Result<
             let probabilistic =
                 if spec.probabilistic { features::fit_probabilistic(&daily, inp.data_end) } else { None };
             let dataset = features::dataset_at(&daily, spec, &snapshots)?;
+            let uplift = if cfg.uplift.min_runs == 0 {
+                None
+            } else {
+                let sources = super::uplift::Sources {
+                    output_dir: std::path::Path::new(&cfg.output.dir),
+                    daily: &daily,
+                    spec,
+                    signal_spec: &inp.signal_spec,
+                    signals: &inp.signals,
+                    names: &inp.names,
+                    probabilistic: probabilistic.as_ref(),
+                    data_end: inp.data_end,
+                };
+                super::uplift::experiment_rows(&sources, cfg.uplift.min_runs)?
+            };
             Ok(Frames {
                 rows: dataset.height(),
                 dataset,
                 at_end: features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
                 probabilistic,
                 with_signals: false,
+                uplift,
             })
         },
     )
@@ -920,6 +966,7 @@ fn describe(
         snapshots,
         deployed: t.deployed.clone(),
         notes,
+        uplift: None,
     };
     let horizon = chrono::Duration::days(i64::from(cfg.snapshots.horizon_days));
     let info = ModelInfo {
@@ -943,6 +990,7 @@ fn describe(
         churn_model: f.churn.mix,
         bgnbd_explainer: f.churn.explain,
         clv_model: f.clv.mix,
+        uplift: None,
     };
     Ok((info, metrics))
 }
@@ -988,6 +1036,16 @@ impl std::fmt::Display for TrainOutcome {
         }
         if let Some(s) = &self.metrics.decision.save_rate {
             writeln!(f, "save rate: {}", s.why)?;
+        }
+        if let Some(u) = &self.metrics.uplift {
+            writeln!(f, "uplift: {}", u.why)?;
+            for r in &u.rankings {
+                writeln!(
+                    f,
+                    "  {:<20} Qini {:>8.4}  uplift@10% {:>+8.4}  uplift@30% {:>+8.4}",
+                    r.name, r.qini, r.uplift_at_10, r.uplift_at_30
+                )?;
+            }
         }
         if !self.metrics.deployed.description.is_empty() {
             writeln!(f, "deployed: {}", self.metrics.deployed.description)?;

@@ -37,6 +37,8 @@ pub struct LoadedModel {
     pub clv: ClvModel,
     pub calibrator: Calibrator,
     pub decision: DecisionArtifact,
+    /// The uplift model, when one shipped with this model.
+    pub uplift: Option<crate::train::uplift::UpliftModel>,
 }
 
 fn artifact_error(path: &Path, message: impl Into<String>) -> Error {
@@ -103,7 +105,25 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
         info.clv_model.uses_poisson(),
         &format!("the CLV model is '{}'", info.clv_model.name()),
     )?;
+    let uplift = match info.uplift {
+        None => None,
+        Some(learner) => {
+            let p = dir.join(file::UPLIFT);
+            let bytes = read_checked(&dir, &info, file::UPLIFT)?;
+            let text = String::from_utf8(bytes).map_err(|_| artifact_error(&p, "not UTF-8 text"))?;
+            let m = crate::train::uplift::UpliftModel::from_json(&text)
+                .map_err(|e| artifact_error(&p, e.to_string()))?;
+            if m.learner != learner {
+                return Err(artifact_error(
+                    &p,
+                    format!("a {}, but model.json says {}", m.learner.name(), learner.name()),
+                ));
+            }
+            Some(m)
+        }
+    };
     let model = LoadedModel {
+        uplift,
         churn: ChurnModel {
             mix: info.churn_model,
             gbdt: engine(file::CHURN_GBDT)?,

@@ -52,6 +52,9 @@ pub mod file {
     pub const DECISION: &str = "decision.json";
     pub const REFERENCE: &str = "reference.json";
     pub const PREDICTIONS: &str = "predictions.parquet";
+    /// The uplift model (`train::uplift::UpliftModel`), only when one shipped
+    /// (`model.json`'s `uplift` names its learner).
+    pub const UPLIFT: &str = "uplift.json";
     /// Every file a model of this format has.
     pub const ALL: [&str; 10] = [
         MODEL,
@@ -164,6 +167,9 @@ pub struct TrainMetrics {
     /// eligible).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How the uplift model was chosen and judged, when the experiment had matured runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplift: Option<crate::train::uplift::UpliftReport>,
 }
 
 /// The deployed models: the evaluated ones, or those refit on every matured label
@@ -240,6 +246,12 @@ impl DecisionArtifact {
     pub fn contacts(&self, p: f64) -> bool {
         crate::threshold::contacts(self.threshold, p)
     }
+
+    /// [`Self::contacts`], and never a customer whose estimated uplift is below
+    /// `never_below` (a contact expected to make them churn).
+    pub fn contacts_with(&self, p: f64, uplift: Option<f64>, never_below: f64) -> bool {
+        self.contacts(p) && !uplift.is_some_and(|u| u < never_below)
+    }
 }
 
 /// `model.json`: what a model is, what it was trained on and with, and what scoring needs
@@ -291,6 +303,9 @@ pub struct ModelInfo {
     /// How the BG/NBD churn mix's log-odds split into reasons (that mix only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgnbd_explainer: Option<crate::train::candidates::BgnbdExplainer>,
+    /// The learner of the shipped uplift model (`uplift.json`), if one shipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplift: Option<crate::train::uplift::Learner>,
 }
 
 fn format_v1() -> u32 {

@@ -148,6 +148,8 @@ pub struct EvaluationReport {
     /// The candidates the shipped models were chosen from (empty for older models).
     pub candidates: crate::train::candidates::CandidateReport,
     pub previous: Option<PreviousModel>,
+    /// How the uplift model was chosen and judged (None without a matured experiment).
+    pub uplift: Option<crate::train::uplift::UpliftReport>,
 }
 
 const MAX_POINTS: usize = 200;
@@ -491,6 +493,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         comparison: c.comparison,
         candidates: m.candidates.clone(),
         previous: previous_model(models_dir, &m.model_id),
+        uplift: m.uplift.clone(),
     })
 }
 
@@ -527,6 +530,9 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     section_features(&mut d, r)?;
     section_clv(&mut d, r)?;
     section_comparison(&mut d, r)?;
+    if let Some(u) = &r.uplift {
+        super::uplift::section(&mut d, u)?;
+    }
     Ok(d)
 }
 

@@ -9,6 +9,7 @@
 pub mod chart;
 pub mod evaluation;
 pub mod kpi;
+pub mod uplift;
 pub mod weekly;
 
 use std::fmt::Write as _;

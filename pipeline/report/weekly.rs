@@ -768,7 +768,7 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         r.effects.iter().map(|(run, e)| (f64::from(epoch_day(*run)), 100.0 * f(e))).collect::<Vec<_>>()
     };
     let svg = chart::line_chart(&LineChart {
-        title: "Churn prevented by contacting, per matured run (points, 95% interval)".into(),
+        title: "Churn prevented by contacting, per matured run: its customers new to the experiment (points, 95% interval)".into(),
         x_label: "run date".into(),
         y_label: "control minus treatment churn (points)".into(),
         lines: vec![
@@ -792,8 +792,8 @@ fn section_effect(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         }
     };
     let mut caption = format!(
-        "In the latest matured run ({}), {:.1}% of the contacted customers churned against {:.1}% of the \
-         control group: {} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
+        "In the latest matured run ({}), {:.1}% of the contacted customers new to the experiment churned \
+         against {:.1}% of the control group's: {} ({:+.1} points, 95% interval {:+.1} to {:+.1}, Newcombe).",
         last_run,
         100.0 * last.churn_treatment,
         100.0 * last.churn_control,
@@ -1005,14 +1005,24 @@ fn rank_by_words(r: crate::config::RankBy) -> &'static str {
     match r {
         crate::config::RankBy::Probability => "churn probability",
         crate::config::RankBy::ExpectedLoss => "expected loss",
+        crate::config::RankBy::IncrementalValue => {
+            "incremental value (expected loss until an uplift model ships)"
+        }
     }
 }
 
-/// The overall effect of every matured run so far: the history's, and the runs matured now.
+/// The effect of every matured run so far among its customers new to the experiment (the
+/// overall one for runs recorded without it): the history's, and the runs matured now.
 fn effects_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<(NaiveDate, Effect)>> {
-    let mut out = crate::sink::History::new(Path::new(&cfg.output.dir)).effects(monitor.as_of)?;
+    let history = crate::sink::History::new(Path::new(&cfg.output.dir));
+    let mut out = history.effects(monitor.as_of)?;
+    for ((run, band), e) in history.first_effects_until(monitor.as_of)? {
+        if band.is_empty() {
+            out.insert(run, e);
+        }
+    }
     for r in &monitor.realized {
-        if let Some(e) = r.effect.as_ref().and_then(|e| e.overall.as_ref()) {
+        if let Some(e) = r.effect.as_ref().and_then(crate::experiment::RunEffect::headline) {
             out.insert(r.run, e.clone());
         }
     }
@@ -1043,7 +1053,7 @@ pub fn build_for_run(
         active_days: model.info.feature_spec.eligibility_days,
         gross_margin: cfg.report.gross_margin,
         top_share: cfg.output.top_share,
-        experiment: crate::score::held_out_of(model, scores)?,
+        experiment: crate::score::held_out_of(cfg, model, scores)?,
         rank_by: cfg.output.rank_by,
         effects: effects_of(cfg, monitor)?,
     })

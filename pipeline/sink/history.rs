@@ -85,10 +85,16 @@ impl History {
     /// `<run> first band=...`) recorded at a monitor date other than `except`: what the pooled
     /// effect adds up.
     pub fn first_effects(&self, except: NaiveDate) -> Result<crate::experiment::FirstEffects> {
-        let kept = col("kind")
-            .eq(lit("effect"))
-            .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except))));
-        let rows = self.rows(kept)?;
+        self.first_effects_where(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except))))
+    }
+
+    /// [`Self::first_effects`] recorded up to `as_of` (what a report of that date shows).
+    pub fn first_effects_until(&self, as_of: NaiveDate) -> Result<crate::experiment::FirstEffects> {
+        self.first_effects_where(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of))))
+    }
+
+    fn first_effects_where(&self, dates: Expr) -> Result<crate::experiment::FirstEffects> {
+        let rows = self.rows(col("kind").eq(lit("effect")).and(dates))?;
         Ok(crate::experiment::first_effects(rows.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v))))
     }
 

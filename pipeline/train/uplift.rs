@@ -246,6 +246,28 @@ pub struct UpliftReport {
     pub why: String,
 }
 
+impl UpliftReport {
+    /// The report when the experiment has fewer matured runs than `min_runs` (at least two:
+    /// one to fit on, one to judge on).
+    pub fn too_few(runs: Vec<NaiveDate>, min_runs: usize) -> UpliftReport {
+        UpliftReport {
+            why: format!(
+                "no uplift model: {} matured run(s) with a control group, {} needed ([uplift] min_runs)",
+                runs.len(),
+                min_runs.max(2)
+            ),
+            runs,
+            held_out_run: None,
+            fit_rows: 0,
+            held_out_rows: 0,
+            held_out_treated: 0,
+            held_out_control: 0,
+            rankings: Vec::new(),
+            shipped: None,
+        }
+    }
+}
+
 /// Choose and fit the uplift model: with at least `min_runs` runs, each learner is fitted on
 /// every run but the latest and judged there by the Qini coefficient beside the run's own
 /// rankings by churn probability and by expected loss; the best learner ships (refitted on
@@ -256,23 +278,8 @@ pub fn choose(
     min_runs: usize,
 ) -> Result<(UpliftReport, Option<UpliftModel>)> {
     let runs = rows.runs();
-    let mut report = UpliftReport {
-        runs: runs.clone(),
-        held_out_run: None,
-        fit_rows: 0,
-        held_out_rows: 0,
-        held_out_treated: 0,
-        held_out_control: 0,
-        rankings: Vec::new(),
-        shipped: None,
-        why: String::new(),
-    };
+    let mut report = UpliftReport::too_few(runs.clone(), min_runs);
     let Some(&held) = runs.last().filter(|_| min_runs > 0 && runs.len() >= min_runs.max(2)) else {
-        report.why = format!(
-            "no uplift model: {} matured run(s) with a control group, {} needed ([uplift] min_runs)",
-            runs.len(),
-            min_runs.max(2)
-        );
         return Ok((report, None));
     };
     let (fit, test) = (rows.rows_where(|r| r != held), rows.rows_where(|r| r == held));

@@ -62,6 +62,8 @@ _LOCAL = [
     ("playbook", "string"),
     ("predicted_clv", "double"),
     ("expected_loss", "double"),
+    ("uplift", "double"),
+    ("incremental_value", "double"),
     ("contact", "boolean"),
     ("experiment_group", "string"),
     ("top_reasons", "string"),
