@@ -12,7 +12,7 @@ CUSTOMERS ?= 50000
 SEED ?= 42
 FIDELIS := cargo run --quiet --bin fidelis --
 
-.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor lint fmt datasets clean
+.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -77,6 +77,7 @@ bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installe
 	cargo bench --bench score
 	cargo bench --bench monitor
 	cargo bench --bench deliver
+	cargo bench --bench uplift
 	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
 
 bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fidelis score (release builds; after make bench)
@@ -95,6 +96,9 @@ bench-deps: ## Python packages for the LightGBM / DuckDB comparison in make benc
 
 bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, peak RSS, stages
 	cargo bench --bench score
+
+bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift training at 100,000 customers x 8 runs
+	cargo bench --bench uplift
 
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
 	cargo bench --bench monitor

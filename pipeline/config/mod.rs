@@ -563,6 +563,9 @@ pub struct UpliftConfig {
     /// Customers whose estimated uplift is below this (a contact expected to raise their
     /// churn probability by more than its absolute value) are never contacted.
     pub never_contact_below: f64,
+    /// The best learner ships only if its Qini is above both risk rankings' on at least this
+    /// share of bootstrap resamples of the held-out run.
+    pub ship_confidence: f64,
 }
 
 impl Default for UpliftConfig {
@@ -574,6 +577,7 @@ impl Default for UpliftConfig {
             max_depth: 3,
             min_leaf_weight: 20.0,
             never_contact_below: -0.05,
+            ship_confidence: 0.9,
         }
     }
 }

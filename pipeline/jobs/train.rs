@@ -220,7 +220,7 @@ fn fit_uplift(
         Some((_, Some(rows))) => {
             let params = crate::train::uplift::gbdt_params(&cfg.model, &cfg.uplift);
             let (report, model) = progress.step("uplift", "choosing and fitting the uplift model", || {
-                crate::train::uplift::choose(&rows, &params, cfg.uplift.min_runs)
+                crate::train::uplift::choose(&rows, &params, cfg.uplift.min_runs, cfg.uplift.ship_confidence)
             })?;
             (Some(report), model)
         }

@@ -240,6 +240,10 @@ pub struct UpliftReport {
     pub held_out_control: usize,
     /// Every learner and both risk rankings on the held-out run, best Qini first.
     pub rankings: Vec<RankingScore>,
+    /// Share of bootstrap resamples of the held-out run on which the best learner's Qini is
+    /// above both risk rankings'.
+    #[serde(default)]
+    pub win_share: Option<f64>,
     /// The learner that ships (refitted on every run), if it beat both risk rankings.
     pub shipped: Option<Learner>,
     /// One sentence: what was done and why.
@@ -263,19 +267,57 @@ impl UpliftReport {
             held_out_treated: 0,
             held_out_control: 0,
             rankings: Vec::new(),
+            win_share: None,
             shipped: None,
         }
     }
 }
 
+/// Bootstrap resamples of the held-out customers that judge whether a learner's lead is real.
+pub const BOOTSTRAP: usize = 200;
+
+/// The share of `resamples` bootstrap resamples of the rows (drawn with replacement, seeded:
+/// the same rows give the same share) on which `score`'s Qini coefficient is above each of
+/// `others`'.
+pub fn bootstrap_wins(
+    retained: &[f64],
+    treated: &[bool],
+    score: &[f64],
+    others: &[&[f64]],
+    resamples: usize,
+) -> f64 {
+    let n = retained.len();
+    if n == 0 || resamples == 0 {
+        return f64::NAN;
+    }
+    let mut rng = crate::rng::Rng::new(0x5eed_u64);
+    let mut wins = 0;
+    for _ in 0..resamples {
+        let idx: Vec<usize> = (0..n).map(|_| ((rng.uniform() * n as f64) as usize).min(n - 1)).collect();
+        let take = |v: &[f64]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let (y, t): (Vec<f64>, Vec<bool>) = idx.iter().map(|&i| (retained[i], treated[i])).unzip();
+        let q = crate::qini::qini_coefficient(&y, &take(score), &t);
+        if others.iter().all(|o| {
+            let qo = crate::qini::qini_coefficient(&y, &take(o), &t);
+            q > qo || (q.is_finite() && !qo.is_finite())
+        }) {
+            wins += 1;
+        }
+    }
+    wins as f64 / resamples as f64
+}
+
 /// Choose and fit the uplift model: with at least `min_runs` runs, each learner is fitted on
 /// every run but the latest and judged there by the Qini coefficient beside the run's own
 /// rankings by churn probability and by expected loss; the best learner ships (refitted on
-/// every run) only if its Qini is above both.
+/// every run) only if its Qini is above both, and so on at least `confidence` of
+/// [`BOOTSTRAP`] bootstrap resamples of the held-out customers (a lead the noise of one run
+/// could give does not ship).
 pub fn choose(
     rows: &ExperimentRows,
     params: &GbdtConfig,
     min_runs: usize,
+    confidence: f64,
 ) -> Result<(UpliftReport, Option<UpliftModel>)> {
     let runs = rows.runs();
     let mut report = UpliftReport::too_few(runs.clone(), min_runs);
@@ -298,44 +340,55 @@ pub fn choose(
     for learner in Learner::ALL {
         match UpliftModel::fit(learner, params, &xf, &tf, &pick(&rows.churned, &fit)) {
             Ok(m) => {
-                learners.push((learner, RankingScore::of(learner.name(), &m.predict(&xt), &retained, &tt)))
+                let u = m.predict(&xt);
+                learners.push((learner, RankingScore::of(learner.name(), &u, &retained, &tt), u));
             }
             Err(e) => log::warn!("uplift {}: {e}", learner.name()),
         }
     }
-    let risk = RankingScore::of("churn probability", &pick(&rows.churn_probability, &test), &retained, &tt);
-    let loss = RankingScore::of("expected loss", &pick(&rows.expected_loss, &test), &retained, &tt);
+    let (p, el) = (pick(&rows.churn_probability, &test), pick(&rows.expected_loss, &test));
+    let risk = RankingScore::of("churn probability", &p, &retained, &tt);
+    let loss = RankingScore::of("expected loss", &el, &retained, &tt);
     let bar = risk.qini.max(loss.qini);
     let best = learners
         .iter()
-        .filter(|(_, s)| s.qini.is_finite())
+        .filter(|(_, s, _)| s.qini.is_finite())
         .max_by(|a, b| a.1.qini.total_cmp(&b.1.qini))
         .cloned();
-    report.rankings = learners.iter().map(|(_, s)| s.clone()).chain([risk, loss]).collect();
+    report.rankings = learners.iter().map(|(_, s, _)| s.clone()).chain([risk, loss]).collect();
     report.rankings.sort_by(|a, b| b.qini.total_cmp(&a.qini));
+    if let Some((_, _, u)) = &best {
+        report.win_share = Some(bootstrap_wins(&retained, &tt, u, &[&p, &el], BOOTSTRAP));
+    }
+    let sure = report.win_share.is_some_and(|w| w >= confidence);
     let model = match best {
-        Some((learner, s)) if s.qini > bar || (s.qini.is_finite() && !bar.is_finite()) => {
+        Some((learner, s, _)) if sure && s.qini > bar || (s.qini.is_finite() && !bar.is_finite()) => {
             let all: Vec<usize> = (0..rows.run.len()).collect();
             let m = UpliftModel::fit(learner, params, &rows.x, &rows.treated, &pick(&rows.churned, &all))?;
             report.shipped = Some(learner);
             report.why = format!(
                 "the {} ships (refitted on {} customers of {} runs): on the held-out run {held} its Qini \
-                 coefficient {:.4} is above ranking by churn probability and by expected loss (best {:.4})",
+                 coefficient {:.4} is above ranking by churn probability and by expected loss (best {:.4}), \
+                 on {:.0}% of {BOOTSTRAP} bootstrap resamples of its customers",
                 learner.name(),
                 rows.run.len(),
                 runs.len(),
                 s.qini,
-                bar
+                bar,
+                100.0 * report.win_share.unwrap_or(f64::NAN)
             );
             Some(m)
         }
-        Some((learner, s)) => {
+        Some((learner, s, _)) => {
             report.why = format!(
-                "no uplift model ships: on the held-out run {held} the best learner ({}, Qini {:.4}) is not \
-                 above ranking by churn probability and by expected loss (best {:.4})",
+                "no uplift model ships: on the held-out run {held} the best learner ({}, Qini {:.4}) is above \
+                 ranking by churn probability and by expected loss (best {:.4}) on {:.0}% of {BOOTSTRAP} \
+                 bootstrap resamples of its customers, not the {:.0}% [uplift] ship_confidence asks",
                 learner.name(),
                 s.qini,
-                bar
+                bar,
+                100.0 * report.win_share.unwrap_or(f64::NAN),
+                100.0 * confidence
             );
             None
         }
