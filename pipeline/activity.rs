@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::config::{CustomersInput, EventsInput, TransactionsInput};
+use crate::config::{ContactsInput, CustomersInput, EventsInput, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
 use crate::ingest::{self, Mapping};
 
@@ -269,29 +269,44 @@ fn invalid_events(
     parsed: &DataFrame,
     rows_read: usize,
 ) -> Result<Vec<Invalid>> {
-    let reasons = parsed.column("__reason").polars("reasons")?.i32().polars("reasons")?.clone();
+    let reasons = [
+        (1, "missing customer id", input.customer_id.as_str()),
+        (2, "missing timestamp", input.timestamp.as_str()),
+        (3, "unparsable timestamp", input.timestamp.as_str()),
+        (4, "missing event name", input.event.as_str()),
+        (5, "value is not a number", input.value.as_str()),
+    ];
+    invalid_rows(parsed, rows_read, &reasons, input.max_invalid_share, ("input.events", "event"), path)
+}
+
+/// The rows of `parsed` whose `__reason` is one of `reasons` (code, reason, column), counted
+/// with examples; an error naming each when more than `max_share` of the rows read are
+/// invalid (`what` = the config section and what a row is).
+fn invalid_rows(
+    parsed: &DataFrame,
+    rows_read: usize,
+    reasons: &[(i32, &str, &str)],
+    max_share: f64,
+    what: (&str, &str),
+    path: &Path,
+) -> Result<Vec<Invalid>> {
+    let codes = parsed.column("__reason").polars("reasons")?.i32().polars("reasons")?.clone();
     let mut invalid = Vec::new();
     let mut n_bad = 0;
-    for (code, reason, column) in [
-        (1, "missing customer id", &input.customer_id),
-        (2, "missing timestamp", &input.timestamp),
-        (3, "unparsable timestamp", &input.timestamp),
-        (4, "missing event name", &input.event),
-        (5, "value is not a number", &input.value),
-    ] {
-        let mask = reasons.equal(code);
+    for &(code, reason, column) in reasons {
+        let mask = codes.equal(code);
         let count = mask.sum().unwrap_or(0) as usize;
         if count > 0 {
             n_bad += count;
             invalid.push(Invalid {
                 reason: reason.into(),
-                column: column.clone(),
+                column: column.to_string(),
                 count,
                 examples: ingest::examples(parsed, &mask, column)?,
             });
         }
     }
-    if rows_read > 0 && n_bad as f64 / rows_read as f64 > input.max_invalid_share {
+    if rows_read > 0 && n_bad as f64 / rows_read as f64 > max_share {
         let detail: Vec<String> = invalid
             .iter()
             .map(|i| {
@@ -302,13 +317,146 @@ fn invalid_events(
         return Err(Error::InvalidRows {
             path: path.to_path_buf(),
             message: format!(
-                "{n_bad} of {rows_read} event rows are invalid, more than [input.events].max_invalid_share = {}: {}",
-                input.max_invalid_share,
+                "{n_bad} of {rows_read} {} rows are invalid, more than [{}].max_invalid_share = {max_share}: {}",
+                what.1,
+                what.0,
                 detail.join("; ")
             ),
         });
     }
     Ok(invalid)
+}
+
+/// The contact log (`[input.contacts]`): who was contacted when, and whether the contact
+/// reached them. What a control group cannot say alone: how many of the treated were
+/// actually reached, so the effect among those reached can be told from the effect of
+/// putting a customer on the list.
+#[derive(Debug, Clone, Default)]
+pub struct Contacts {
+    /// Per customer, the days (since 1970-01-01) of its reached contacts, sorted.
+    pub reached: HashMap<String, Vec<i32>>,
+    pub summary: ContactsSummary,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContactsSummary {
+    pub path: PathBuf,
+    pub rows_read: usize,
+    pub rows_valid: usize,
+    /// Valid rows that reached the customer.
+    pub rows_reached: usize,
+    pub invalid: Vec<Invalid>,
+}
+
+impl Contacts {
+    /// Whether the customer had a reached contact on a day in `[from, to)`.
+    pub fn reached_between(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> bool {
+        let (from, to) = (crate::schema::epoch_day(from), crate::schema::epoch_day(to));
+        self.reached.get(customer).is_some_and(|days| {
+            let i = days.partition_point(|&d| d < from);
+            i < days.len() && days[i] < to
+        })
+    }
+}
+
+/// Read and validate the contact log of `[input.contacts]`.
+pub fn load_contacts(input: &ContactsInput) -> Result<Contacts> {
+    let path = PathBuf::from(&input.path);
+    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
+    let (raw, _) = ingest::read_raw(&path, &file, "input.contacts")?;
+    contacts_from_frame(raw, input, &input.path)
+}
+
+/// Read and validate a contact log already in memory. `reached` is yes/no, true/false or 1/0
+/// (any case); anything else is an invalid row, as are rows without a customer or a time.
+pub fn contacts_from_frame(raw: DataFrame, input: &ContactsInput, source: &str) -> Result<Contacts> {
+    let path = PathBuf::from(source);
+    let rows_read = raw.height();
+    require(
+        &path,
+        &raw,
+        "input.contacts",
+        &[("customer_id", &input.customer_id), ("timestamp", &input.timestamp), ("reached", &input.reached)],
+    )?;
+    if let Ok(v) = raw.column(&input.customer_id).polars(&input.customer_id)?.str() {
+        ingest::check_no_nul(&path, &input.customer_id, v)?;
+    }
+    let m = Mapping {
+        section: "input.contacts",
+        customer_id: input.customer_id.clone(),
+        timestamp: input.timestamp.clone(),
+        timestamp_format: input.timestamp_format.clone(),
+        amount: None,
+        quantity_price: None,
+        order_id: None,
+        latest_ms: i64::MAX,
+        drop_duplicates: false,
+    };
+    let ts = ingest::ts_expr(&path, &raw, &m)?;
+    let word = col(&input.reached).cast(DataType::String).str().strip_chars(lit(NULL)).str().to_lowercase();
+    let yes = ["yes", "y", "true", "1", "1.0"];
+    let no = ["no", "n", "false", "0", "0.0"];
+    let is_in = |words: &[&str]| words.iter().fold(lit(false), |acc, w| acc.or(word.clone().eq(lit(*w))));
+    let parsed = raw
+        .lazy()
+        .with_columns([
+            text_expr(&input.customer_id).alias("__cid"),
+            ts.alias("__ts"),
+            when(is_in(&yes))
+                .then(lit(1))
+                .when(is_in(&no))
+                .then(lit(0))
+                .otherwise(lit(NULL))
+                .cast(DataType::Int32)
+                .alias("__reached"),
+        ])
+        .with_column(
+            when(col("__cid").is_null())
+                .then(lit(1))
+                .when(col(&input.timestamp).is_null())
+                .then(lit(2))
+                .when(col("__ts").is_null())
+                .then(lit(3))
+                .when(col("__reached").is_null())
+                .then(lit(4))
+                .otherwise(lit(0))
+                .cast(DataType::Int32)
+                .alias("__reason"),
+        )
+        .collect()
+        .polars("validating contacts")?;
+    let reasons = [
+        (1, "missing customer id", input.customer_id.as_str()),
+        (2, "missing timestamp", input.timestamp.as_str()),
+        (3, "unparsable timestamp", input.timestamp.as_str()),
+        (4, "reached is not yes/no, true/false or 1/0", input.reached.as_str()),
+    ];
+    let invalid = invalid_rows(
+        &parsed,
+        rows_read,
+        &reasons,
+        input.max_invalid_share,
+        ("input.contacts", "contact"),
+        &path,
+    )?;
+    let valid = parsed.lazy().filter(col("__reason").eq(lit(0))).collect().polars("valid contacts")?;
+    let ids = valid.column("__cid").polars("ids")?.str().polars("ids")?.clone();
+    let ts = valid.column("__ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
+    let hit = valid.column("__reached").polars("reached")?.i32().polars("reached")?.clone();
+    let mut reached: HashMap<String, Vec<i32>> = HashMap::new();
+    for ((id, t), h) in ids.iter().zip(ts.iter()).zip(hit.iter()) {
+        if let (Some(id), Some(t), Some(1)) = (id, t, h) {
+            reached.entry(id.to_string()).or_default().push(t.div_euclid(86_400_000) as i32);
+        }
+    }
+    for days in reached.values_mut() {
+        days.sort_unstable();
+    }
+    let rows_reached = reached.values().map(Vec::len).sum();
+    Ok(Contacts {
+        reached,
+        summary: ContactsSummary { path, rows_read, rows_valid: valid.height(), rows_reached, invalid },
+    })
 }
 
 /// Events per name.
@@ -661,5 +809,41 @@ impl Table<'_> {
             NaiveDate::parse_from_str(&s[..s.len().min(10)], "%Y-%m-%d")
                 .map_err(|_| format!("{s:?} is not a date (YYYY-MM-DD)"))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contacts(reached: &[&str]) -> Result<Contacts> {
+        let n = reached.len();
+        let raw = df!(
+            "customer_id" => (0..n).map(|i| format!("C{}", i % 3)).collect::<Vec<_>>(),
+            "ts" => (0..n).map(|i| format!("2024-08-{:02}", 6 + i)).collect::<Vec<_>>(),
+            "reached" => reached.to_vec(),
+        )
+        .unwrap();
+        contacts_from_frame(raw, &ContactsInput::default(), "contacts.csv")
+    }
+
+    #[test]
+    fn a_contact_log_reads_yes_no_in_any_spelling_and_names_what_it_refuses() {
+        let c = contacts(&["yes", "No", "TRUE", "0", "1", "y"]).unwrap();
+        assert_eq!((c.summary.rows_valid, c.summary.rows_reached), (6, 4));
+        let day = |d: u32| NaiveDate::from_ymd_opt(2024, 8, d).unwrap();
+        // C0: reached 08-06 and 08-09; C1: no (08-07), 1 (08-10); C2: TRUE (08-08), y (08-11).
+        assert!(c.reached_between("C0", day(6), day(7)));
+        assert!(!c.reached_between("C1", day(7), day(8)), "a 'No' is not reached");
+        assert!(c.reached_between("C1", day(8), day(11)));
+        assert!(!c.reached_between("C9", day(1), day(31)));
+        let err = contacts(&["yes", "maybe", "no"]).unwrap_err().to_string();
+        assert!(
+            err.contains("contacts.csv")
+                && err.contains("`reached`")
+                && err.contains("row")
+                && err.contains("maybe"),
+            "{err}"
+        );
     }
 }

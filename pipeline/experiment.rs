@@ -290,6 +290,8 @@ pub struct Outcome<'a> {
     /// The customer entered the experiment at this run (no group in any earlier run): the
     /// customers [`pooled`] counts.
     pub first: bool,
+    /// Whether a contact reached the customer after the run (None without a contact log).
+    pub reached: Option<bool>,
 }
 
 /// The measured effect of contacting in a set of customers: treatment against control.
@@ -329,6 +331,42 @@ pub struct Effect {
     /// for each treated customer who stayed).
     #[serde(with = "crate::metrics::nan_as_null")]
     pub incremental_net_value: f64,
+    /// With a contact log: the share of each group a contact reached after the run, and the
+    /// effect among the reached (the Wald estimator: the reduction over the difference in
+    /// reach, its interval the reduction's over the same difference); NaN without one.
+    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reach_treatment: f64,
+    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reach_control: f64,
+    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reached_reduction: f64,
+    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reached_low: f64,
+    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reached_high: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
+}
+
+/// Below this difference in reach between the groups the Wald estimator is not computed
+/// (it divides by it).
+const MIN_REACH_DIFFERENCE: f64 = 0.01;
+
+impl Effect {
+    /// Set the reach fields from the reach of each group.
+    fn with_reach(mut self, reach_treatment: f64, reach_control: f64) -> Effect {
+        self.reach_treatment = reach_treatment;
+        self.reach_control = reach_control;
+        let diff = reach_treatment - reach_control;
+        if diff.is_finite() && diff >= MIN_REACH_DIFFERENCE {
+            self.reached_reduction = self.reduction / diff;
+            self.reached_low = self.reduction_low / diff;
+            self.reached_high = self.reduction_high / diff;
+        }
+        self
+    }
 }
 
 impl Effect {
@@ -357,7 +395,14 @@ impl Effect {
         let se = (var(&rt, mt) / nt as f64 + var(&rc, mc) / nc as f64).sqrt();
         let value = t.iter().map(|o| o.value).sum::<f64>() / nt as f64;
         let reduction = cc - ct;
-        Some(Effect {
+        let reach = |v: &[&Outcome]| -> f64 {
+            if v.iter().any(|o| o.reached.is_none()) {
+                return f64::NAN;
+            }
+            v.iter().filter(|o| o.reached == Some(true)).count() as f64 / v.len() as f64
+        };
+        let (reach_t, reach_c) = (reach(&t), reach(&c));
+        let effect = Effect {
             treatment: nt,
             control: nc,
             churn_treatment: ct,
@@ -374,11 +419,17 @@ impl Effect {
             incremental_net_value: reduction * nt as f64 * value
                 - nt as f64 * d.contact_cost
                 - (nt - kt) as f64 * d.fp_cost,
-        })
+            reach_treatment: f64::NAN,
+            reach_control: f64::NAN,
+            reached_reduction: f64::NAN,
+            reached_low: f64::NAN,
+            reached_high: f64::NAN,
+        };
+        Some(effect.with_reach(reach_t, reach_c))
     }
 
     /// The names of [`Effect::metrics`], as the monitoring history stores them.
-    pub const METRICS: [&'static str; 13] = [
+    pub const METRICS: [&'static str; 18] = [
         "treatment",
         "control",
         "churn_treatment",
@@ -392,10 +443,15 @@ impl Effect {
         "revenue_low",
         "revenue_high",
         "incremental_net_value",
+        "reach_treatment",
+        "reach_control",
+        "reached_reduction",
+        "reached_low",
+        "reached_high",
     ];
 
     /// The values of [`Effect::METRICS`] (`relative_reduction` follows from two of them).
-    pub fn metrics(&self) -> [f64; 13] {
+    pub fn metrics(&self) -> [f64; 18] {
         [
             self.treatment as f64,
             self.control as f64,
@@ -410,10 +466,16 @@ impl Effect {
             self.revenue_low,
             self.revenue_high,
             self.incremental_net_value,
+            self.reach_treatment,
+            self.reach_control,
+            self.reached_reduction,
+            self.reached_low,
+            self.reached_high,
         ]
     }
 
-    /// The effect from its metrics by name (None when one is missing).
+    /// The effect from its metrics by name (None when one is missing; the reach ones, which
+    /// histories from before contact logs lack, are NaN then).
     pub fn from_metrics(v: impl Fn(&str) -> Option<f64>) -> Option<Effect> {
         let (reduction, churn_control) = (v("reduction")?, v("churn_control")?);
         Some(Effect {
@@ -431,6 +493,11 @@ impl Effect {
             revenue_low: v("revenue_low")?,
             revenue_high: v("revenue_high")?,
             incremental_net_value: v("incremental_net_value")?,
+            reach_treatment: v("reach_treatment").unwrap_or(f64::NAN),
+            reach_control: v("reach_control").unwrap_or(f64::NAN),
+            reached_reduction: v("reached_reduction").unwrap_or(f64::NAN),
+            reached_low: v("reached_low").unwrap_or(f64::NAN),
+            reached_high: v("reached_high").unwrap_or(f64::NAN),
         })
     }
 
@@ -574,7 +641,9 @@ pub fn pooled(runs: &[&Effect]) -> Option<Effect> {
     };
     let (ct, cc) = (kt as f64 / nt as f64, kc as f64 / nc as f64);
     let (low, high) = newcombe(kc, nc, kt, nt);
-    Some(Effect {
+    let reach_t = mean(|e| (e.reach_treatment, e.treatment), nt);
+    let reach_c = mean(|e| (e.reach_control, e.control), nc);
+    let effect = Effect {
         treatment: nt,
         control: nc,
         churn_treatment: ct,
@@ -589,7 +658,13 @@ pub fn pooled(runs: &[&Effect]) -> Option<Effect> {
         revenue_low: difference - Z95 * se,
         revenue_high: difference + Z95 * se,
         incremental_net_value: runs.iter().map(|e| e.incremental_net_value).sum(),
-    })
+        reach_treatment: f64::NAN,
+        reach_control: f64::NAN,
+        reached_reduction: f64::NAN,
+        reached_low: f64::NAN,
+        reached_high: f64::NAN,
+    };
+    Some(effect.with_reach(reach_t, reach_c))
 }
 
 /// The measured effect a decision can use: the pooled effect at the latest monitoring date
@@ -865,6 +940,7 @@ mod tests {
             band,
             playbook: band,
             first: true,
+            reached: None,
         };
         let mut rows = Vec::new();
         // Band "high": control churns 6/10, treatment 30/100: contacting prevents 0.3.
@@ -898,6 +974,7 @@ mod tests {
             band: "high",
             playbook: "call",
             first: true,
+            reached: None,
         };
         // Run 1: control 8/20 churn, treatment 30/100; run 2: control 5/10, treatment 20/100.
         let run = |kc: usize, nc: usize, kt: usize, nt: usize, lift: f64| -> Vec<Outcome> {
@@ -941,6 +1018,7 @@ mod tests {
             band: "b",
             playbook: "p",
             first: true,
+            reached: None,
         };
         let rows: Vec<Outcome> = (0..nc)
             .map(|i| o(Group::Control, i < kc))
@@ -1032,5 +1110,43 @@ mod tests {
         let back: Effect = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert!(back.relative_reduction.is_nan());
         assert_eq!((back.treatment, back.reduction), (e.treatment, e.reduction));
+    }
+
+    #[test]
+    fn the_effect_among_the_reached_is_the_reduction_over_the_difference_in_reach() {
+        let o = |group, churned, reached| Outcome {
+            group,
+            churned,
+            revenue: 0.0,
+            value: 65.0,
+            band: "b",
+            playbook: "p",
+            first: true,
+            reached: Some(reached),
+        };
+        // Control 300/1000 churn, nobody reached; treatment 2000/8000, half of them reached:
+        // the list prevents 5 points of churn, a reached contact 10.
+        let rows: Vec<Outcome> = (0..1000)
+            .map(|i| o(Group::Control, i < 300, false))
+            .chain((0..8000).map(|i| o(Group::Treatment, i < 2000, i % 2 == 0)))
+            .collect();
+        let e = Effect::of(&rows.iter().collect::<Vec<_>>(), &DecisionConfig::default()).unwrap();
+        assert!(
+            (e.reduction - 0.05).abs() < 1e-12
+                && (e.reach_treatment - 0.5).abs() < 1e-12
+                && e.reach_control == 0.0
+        );
+        assert!((e.reached_reduction - 0.1).abs() < 1e-12);
+        assert!(
+            (e.reached_low - 2.0 * e.reduction_low).abs() < 1e-12
+                && (e.reached_high - 2.0 * e.reduction_high).abs() < 1e-12
+        );
+        let back =
+            Effect::from_metrics(|m| Effect::METRICS.iter().position(|k| *k == m).map(|k| e.metrics()[k]))
+                .unwrap();
+        assert_eq!(back.reached_reduction, e.reached_reduction);
+        // No contact log: no reach, no Wald.
+        let plain = effect(300, 1000, 2000, 8000);
+        assert!(plain.reach_treatment.is_nan() && plain.reached_reduction.is_nan());
     }
 }

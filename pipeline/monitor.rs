@@ -479,6 +479,29 @@ pub fn realized(
 /// The caller adds it ([`first_in_experiment`]); without it no customer counts as first.
 pub const FIRST_IN_EXPERIMENT: &str = "first_in_experiment";
 
+/// The column of a run's scores, as [`realized`] takes them, that says which customers a
+/// contact reached after the run (from the contact log, [`with_reached`]); without it the
+/// effect has no reach figures.
+pub const REACHED: &str = "reached";
+
+/// A run's scores with the [`REACHED`] column: a reached contact of the log in the
+/// `window_days` after `run`.
+pub fn with_reached(
+    scores: &DataFrame,
+    contacts: &crate::activity::Contacts,
+    run: NaiveDate,
+    window_days: i64,
+) -> Result<DataFrame> {
+    let ctx = "marking the customers a contact reached";
+    let end = run + chrono::Duration::days(window_days);
+    let ids = scores.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
+    let reached: Vec<bool> =
+        ids.iter().map(|id| id.is_some_and(|id| contacts.reached_between(id, run, end))).collect();
+    let mut out = scores.clone();
+    out.with_column(Column::new(REACHED.into(), reached)).polars(ctx)?;
+    Ok(out)
+}
+
 /// A run's scores with the [`FIRST_IN_EXPERIMENT`] column, given the customers that had a
 /// group in an earlier run (`earlier`). Scores without a control group are returned as they are.
 pub fn with_first_in_experiment(scores: &DataFrame, earlier: &HashSet<String>) -> Result<DataFrame> {
@@ -522,6 +545,10 @@ fn run_effect(
         Ok(_) => col_bool(scores, FIRST_IN_EXPERIMENT, ctx)?,
         Err(_) => vec![false; y.len()],
     };
+    let reached: Option<Vec<bool>> = match scores.column(REACHED) {
+        Ok(_) => Some(col_bool(scores, REACHED, ctx)?),
+        Err(_) => None,
+    };
     let rows: Vec<Outcome> = (0..y.len())
         .filter_map(|i| {
             let group = Group::parse(groups.get(i)?)?;
@@ -534,6 +561,7 @@ fn run_effect(
                 band: band[i].as_deref().unwrap_or_default(),
                 playbook: playbook[i].as_deref().unwrap_or_default(),
                 first: first[i],
+                reached: reached.as_ref().map(|r| r[i]),
             })
         })
         .collect();
@@ -763,6 +791,28 @@ pub fn effect_words(e: &Effect) -> String {
         100.0 * e.reduction_high,
         e.revenue_difference,
         e.incremental_net_value
+    ) + &reach_words(e)
+}
+
+/// The reach part of [`effect_words`] (empty without a contact log).
+fn reach_words(e: &Effect) -> String {
+    if !e.reach_treatment.is_finite() {
+        return String::new();
+    }
+    let among = if e.reached_reduction.is_finite() {
+        format!(
+            ", among the reached {:+.1} points [95% {:+.1}, {:+.1}] (Wald)",
+            100.0 * e.reached_reduction,
+            100.0 * e.reached_low,
+            100.0 * e.reached_high
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "; reached {:.0}% of the treated, {:.0}% of the control group{among}",
+        100.0 * e.reach_treatment,
+        100.0 * e.reach_control
     )
 }
 
@@ -1171,6 +1221,7 @@ mod tests {
             band,
             playbook: band,
             first,
+            reached: None,
         };
         let rows: Vec<Outcome> = (0..300)
             .map(|i| {
@@ -1219,8 +1270,11 @@ mod tests {
         let pooled = report.pooled.as_ref().unwrap();
         assert_eq!((pooled.runs, pooled.effect.treatment, pooled.effect.control), (2, 630, 70));
         let back = MonitorReport::from_history(&report.history_frame().unwrap(), as_of).unwrap();
-        assert_eq!(back.realized[0].effect, realized.effect);
-        assert_eq!(back.pooled, report.pooled);
+        // Compared as JSON: the reach figures are NaN (no contact log), and NaN != NaN.
+        let json = |v: &Option<RunEffect>| serde_json::to_string(v).unwrap();
+        assert_eq!(json(&back.realized[0].effect), json(&realized.effect));
+        let pooled = |v: &Option<PooledEffect>| serde_json::to_string(v).unwrap();
+        assert_eq!(pooled(&back.pooled), pooled(&report.pooled));
     }
 
     #[test]

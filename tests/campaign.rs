@@ -172,6 +172,56 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
         "{}",
         stdout(out)
     );
+    // What was actually done: a contact log where the calls reached every other treated
+    // customer of the run (and nobody of the control group, whom nobody called). The effect
+    // among the reached is the list's effect over the difference in reach (Wald).
+    let mut log = String::from("customer_id,ts,reached\n");
+    let (run_ids, run_groups) = (text(&run1, "customer_id"), text(&run1, "experiment_group"));
+    let mut treated = 0;
+    for (id, g) in run_ids.iter().zip(&run_groups) {
+        if g == "treatment" {
+            log.push_str(&format!(
+                "{id},2024-08-0{},{}\n",
+                7 + treated % 2,
+                if treated % 2 == 0 { "yes" } else { "no" }
+            ));
+            treated += 1;
+        }
+    }
+    fs::write(d.join("contacts.csv"), log).unwrap();
+    let cfg = fs::read_to_string(d.join("realized.toml")).unwrap();
+    fs::write(d.join("reach.toml"), format!("{cfg}\n[input.contacts]\npath = \"contacts.csv\"\n")).unwrap();
+    let again = fidelis(&["monitor", "--config", "reach.toml", "--as-of", "2024-12-31", "-q"], d);
+    ok(&again);
+    let line = stdout(&again)
+        .lines()
+        .find(|l| l.starts_with("effect of contacting, run at"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        line.contains("reached 50% of the treated, 0% of the control group, among the reached"),
+        "{line}"
+    );
+    let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
+    let metric = |m: &str| {
+        let keep = col("kind").eq(lit("effect")).and(col("item").eq(lit(RUN))).and(col("metric").eq(lit(m)));
+        history
+            .clone()
+            .lazy()
+            .filter(keep)
+            .collect()
+            .unwrap()
+            .column("value")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0)
+            .unwrap()
+    };
+    let reach = metric("reach_treatment");
+    assert!((reach - 0.5).abs() < 0.01 && metric("reach_control") == 0.0, "{reach}");
+    assert!((metric("reached_reduction") - metric("reduction") / reach).abs() < 1e-9);
+    eprintln!("with a contact log reaching half the treated: {line}");
 }
 
 /// The pooled effect's 95% interval (Newcombe, each customer at the run that first selected

@@ -49,6 +49,45 @@ pub struct InputConfig {
     pub events: EventsInput,
     /// Optional customer table (empty path = none).
     pub customers: CustomersInput,
+    /// Optional contact log: what was actually done with the contact lists (empty path = none).
+    pub contacts: ContactsInput,
+}
+
+/// The contact log: one row per contact attempt (customer id, time, whether it reached the
+/// customer; optionally the channel or playbook). A run's customer counts as reached when a
+/// reached contact falls in the `window_days` after the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactsInput {
+    pub path: String,
+    pub format: FileFormat,
+    pub has_header: bool,
+    pub delimiter: String,
+    pub customer_id: String,
+    pub timestamp: String,
+    pub timestamp_format: String,
+    /// yes/no, true/false or 1/0.
+    pub reached: String,
+    /// Days after a run in which a reached contact counts for it.
+    pub window_days: i64,
+    pub max_invalid_share: f64,
+}
+
+impl Default for ContactsInput {
+    fn default() -> Self {
+        ContactsInput {
+            path: String::new(),
+            format: FileFormat::Auto,
+            has_header: true,
+            delimiter: ",".into(),
+            customer_id: "customer_id".into(),
+            timestamp: "ts".into(),
+            timestamp_format: String::new(),
+            reached: "reached".into(),
+            window_days: 14,
+            max_invalid_share: 0.05,
+        }
+    }
 }
 
 /// Activity events: one row per event. Validated like transactions: rows without a customer,
@@ -887,6 +926,8 @@ impl Config {
             expand_env(&cfg.input.events.path).map_err(|m| Error::config(origin, "input.events.path", m))?;
         cfg.input.customers.path = expand_env(&cfg.input.customers.path)
             .map_err(|m| Error::config(origin, "input.customers.path", m))?;
+        cfg.input.contacts.path = expand_env(&cfg.input.contacts.path)
+            .map_err(|m| Error::config(origin, "input.contacts.path", m))?;
         cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
         for (i, url) in cfg.output.sql.iter_mut().enumerate() {
             *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
@@ -909,6 +950,7 @@ impl Config {
             check_report(&self.report)?;
             check_decision(&self.decision, &self.escalation)?;
             check_experiment(&self.experiment)?;
+            check_contacts_and_uplift(&self.input.contacts, &self.uplift)?;
             let levels: Vec<String> = self.decision.bands.iter().map(|b| b.name.clone()).collect();
             notify::check_notify(&self.notify, &levels, self.output.parquet)?;
             for (i, r) in self.escalation.rules.iter().enumerate() {
@@ -1186,6 +1228,37 @@ fn check_report(r: &ReportConfig) -> Checked {
     let g = r.gross_margin;
     if !(g > 0.0 && g <= 1.0) {
         return bad("report.gross_margin", format!("must be in (0, 1], got {g}"));
+    }
+    Ok(())
+}
+
+fn check_contacts_and_uplift(c: &ContactsInput, u: &UpliftConfig) -> Checked {
+    if c.window_days < 1 {
+        return bad("input.contacts.window_days", format!("must be at least 1, got {}", c.window_days));
+    }
+    if !(0.0..=1.0).contains(&c.max_invalid_share) {
+        return bad(
+            "input.contacts.max_invalid_share",
+            format!("must be in [0, 1], got {}", c.max_invalid_share),
+        );
+    }
+    if !(0.0..=1.0).contains(&u.ship_confidence) {
+        return bad("uplift.ship_confidence", format!("must be in [0, 1], got {}", u.ship_confidence));
+    }
+    if !(u.learning_rate > 0.0 && u.learning_rate <= 1.0) || u.iterations == 0 || u.max_depth == 0 {
+        return bad(
+            "uplift",
+            format!(
+                "iterations and max_depth must be at least 1 and learning_rate in (0, 1], got {}, {} and {}",
+                u.iterations, u.max_depth, u.learning_rate
+            ),
+        );
+    }
+    if !(-1.0..=0.0).contains(&u.never_contact_below) {
+        return bad(
+            "uplift.never_contact_below",
+            format!("must be in [-1, 0], got {}", u.never_contact_below),
+        );
     }
     Ok(())
 }

@@ -141,6 +141,10 @@ fn realized_runs(
     let Some(last) = runs.iter().rfind(|r| matured(r)).copied() else {
         return Ok(Vec::new());
     };
+    let contacts = match cfg.input.contacts.path.as_str() {
+        "" => None,
+        _ => Some(crate::activity::load_contacts(&cfg.input.contacts)?),
+    };
     let mut out = Vec::new();
     // Who had a group in a run before the one at hand (runs in date order).
     let mut earlier: HashSet<String> = HashSet::new();
@@ -151,7 +155,10 @@ fn realized_runs(
         if !matured(&run) {
             continue;
         }
-        let scores = monitor::with_first_in_experiment(&parquet.read_scores(run)?, &earlier)?;
+        let mut scores = monitor::with_first_in_experiment(&parquet.read_scores(run)?, &earlier)?;
+        if let Some(c) = &contacts {
+            scores = monitor::with_reached(&scores, c, run, cfg.input.contacts.window_days)?;
+        }
         let outcomes = monitor::outcomes_between(&s.daily, run, run + horizon);
         let decision = run_decision(&cfg.models_dir(), &scores, &s.model)?;
         out.push(monitor::realized(run, &scores, &outcomes, &decision)?);

@@ -17,6 +17,8 @@ pub struct ValidateOutcome {
     pub events: Option<EventsSummary>,
     /// The customer table: its file, rows and columns.
     pub customers: Option<(String, usize, Vec<String>)>,
+    /// The contact log (`[input.contacts]`).
+    pub contacts: Option<crate::activity::ContactsSummary>,
 }
 
 pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
@@ -24,7 +26,18 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
         ingest::load_transactions(&cfg.input.transactions)
     })?;
     let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
+    let contacts = match cfg.input.contacts.path.as_str() {
+        "" => None,
+        _ => Some(
+            progress
+                .step("contacts", "reading the contact log", || {
+                    crate::activity::load_contacts(&cfg.input.contacts)
+                })?
+                .summary,
+        ),
+    };
     Ok(ValidateOutcome {
+        contacts,
         transactions: tx.summary,
         events: signals.events.map(|e| e.summary),
         customers: signals.customers.map(|c| (c.path.display().to_string(), c.rows.len(), c.columns)),
@@ -54,16 +67,31 @@ impl std::fmt::Display for ValidateOutcome {
         if let Some(s) = &self.events {
             write!(f, "\nevents: {}", s.path.display())?;
             write!(f, "\n  rows read {:>12}\n  rows valid {:>11}", s.rows_read, s.rows_valid)?;
-            for i in &s.invalid {
-                let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
-                write!(f, "\n  dropped: {} in `{}`: {} ({})", i.reason, i.column, i.count, ex.join(", "))?;
-            }
+            write_dropped(f, &s.invalid)?;
             let names: Vec<String> = s.events.iter().map(|(k, v)| format!("{k} {v}")).collect();
             write!(f, "\n  events by name: {}", names.join(", "))?;
         }
         if let Some((path, rows, columns)) = &self.customers {
             write!(f, "\ncustomers: {path}: {rows} rows, columns {}", columns.join(", "))?;
         }
+        if let Some(c) = &self.contacts {
+            write!(f, "\ncontacts: {}", c.path.display())?;
+            write!(
+                f,
+                "\n  rows read {:>12}\n  rows valid {:>11}\n  reached {:>14}",
+                c.rows_read, c.rows_valid, c.rows_reached
+            )?;
+            write_dropped(f, &c.invalid)?;
+        }
         Ok(())
     }
+}
+
+/// One line per reason rows were dropped, with examples.
+fn write_dropped(f: &mut std::fmt::Formatter<'_>, invalid: &[crate::activity::Invalid]) -> std::fmt::Result {
+    for i in invalid {
+        let ex: Vec<String> = i.examples.iter().map(|(r, v)| format!("row {r}: {v}")).collect();
+        write!(f, "\n  dropped: {} in `{}`: {} ({})", i.reason, i.column, i.count, ex.join(", "))?;
+    }
+    Ok(())
 }
