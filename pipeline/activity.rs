@@ -147,6 +147,18 @@ fn file_input(
     }
 }
 
+/// An optional input's file as it is (the format options of its `section`).
+fn read_file(
+    path: &str,
+    format: crate::config::FileFormat,
+    has_header: bool,
+    delimiter: &str,
+    section: &str,
+) -> Result<DataFrame> {
+    let file = file_input(path, format, has_header, delimiter);
+    Ok(ingest::read_raw(Path::new(path), &file, section)?.0)
+}
+
 fn require(path: &Path, df: &DataFrame, section: &str, keys: &[(&str, &str)]) -> Result<()> {
     let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
     for (key, column) in keys {
@@ -170,9 +182,7 @@ fn text_expr(name: &str) -> Expr {
 
 /// Read and validate the event log of `[input.events]`.
 pub fn load_events(input: &EventsInput) -> Result<Events> {
-    let path = PathBuf::from(&input.path);
-    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
-    let (raw, _) = ingest::read_raw(&path, &file, "input.events")?;
+    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.events")?;
     events_from_frame(raw, input, &input.path)
 }
 
@@ -361,9 +371,7 @@ impl Contacts {
 
 /// Read and validate the contact log of `[input.contacts]`.
 pub fn load_contacts(input: &ContactsInput) -> Result<Contacts> {
-    let path = PathBuf::from(&input.path);
-    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
-    let (raw, _) = ingest::read_raw(&path, &file, "input.contacts")?;
+    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.contacts")?;
     contacts_from_frame(raw, input, &input.path)
 }
 
@@ -624,9 +632,7 @@ fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
 
 /// Read and validate the customer table of `[input.customers]`.
 pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
-    let path = PathBuf::from(&input.path);
-    let file = file_input(&input.path, input.format, input.has_header, &input.delimiter);
-    let (raw, _) = ingest::read_raw(&path, &file, "input.customers")?;
+    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.customers")?;
     customers_from_frame(raw, input, &input.path)
 }
 

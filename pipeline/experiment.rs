@@ -331,19 +331,33 @@ pub struct Effect {
     /// for each treated customer who stayed).
     #[serde(with = "crate::metrics::nan_as_null")]
     pub incremental_net_value: f64,
-    /// With a contact log: the share of each group a contact reached after the run, and the
-    /// effect among the reached (the Wald estimator: the reduction over the difference in
-    /// reach, its interval the reduction's over the same difference); NaN without one.
-    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
-    pub reach_treatment: f64,
-    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
-    pub reach_control: f64,
-    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
-    pub reached_reduction: f64,
-    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
-    pub reached_low: f64,
-    #[serde(default = "nan", with = "crate::metrics::nan_as_null")]
-    pub reached_high: f64,
+    /// With a contact log, who was reached and the effect among them.
+    #[serde(flatten)]
+    pub reach: Reach,
+}
+
+/// With a contact log: the share of each group a contact reached after the run, and the
+/// effect among the reached (the Wald estimator: the reduction over the difference in reach,
+/// its interval the reduction's over the same difference); NaN without one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Reach {
+    #[serde(rename = "reach_treatment", default = "nan", with = "crate::metrics::nan_as_null")]
+    pub treatment: f64,
+    #[serde(rename = "reach_control", default = "nan", with = "crate::metrics::nan_as_null")]
+    pub control: f64,
+    #[serde(rename = "reached_reduction", default = "nan", with = "crate::metrics::nan_as_null")]
+    pub reduction: f64,
+    #[serde(rename = "reached_low", default = "nan", with = "crate::metrics::nan_as_null")]
+    pub low: f64,
+    #[serde(rename = "reached_high", default = "nan", with = "crate::metrics::nan_as_null")]
+    pub high: f64,
+}
+
+impl Default for Reach {
+    /// Nothing known (no contact log).
+    fn default() -> Reach {
+        Reach { treatment: f64::NAN, control: f64::NAN, reduction: f64::NAN, low: f64::NAN, high: f64::NAN }
+    }
 }
 
 fn nan() -> f64 {
@@ -356,14 +370,13 @@ const MIN_REACH_DIFFERENCE: f64 = 0.01;
 
 impl Effect {
     /// Set the reach fields from the reach of each group.
-    fn with_reach(mut self, reach_treatment: f64, reach_control: f64) -> Effect {
-        self.reach_treatment = reach_treatment;
-        self.reach_control = reach_control;
-        let diff = reach_treatment - reach_control;
+    fn with_reach(mut self, treatment: f64, control: f64) -> Effect {
+        self.reach = Reach { treatment, control, ..Reach::default() };
+        let diff = treatment - control;
         if diff.is_finite() && diff >= MIN_REACH_DIFFERENCE {
-            self.reached_reduction = self.reduction / diff;
-            self.reached_low = self.reduction_low / diff;
-            self.reached_high = self.reduction_high / diff;
+            self.reach.reduction = self.reduction / diff;
+            self.reach.low = self.reduction_low / diff;
+            self.reach.high = self.reduction_high / diff;
         }
         self
     }
@@ -419,11 +432,7 @@ impl Effect {
             incremental_net_value: reduction * nt as f64 * value
                 - nt as f64 * d.contact_cost
                 - (nt - kt) as f64 * d.fp_cost,
-            reach_treatment: f64::NAN,
-            reach_control: f64::NAN,
-            reached_reduction: f64::NAN,
-            reached_low: f64::NAN,
-            reached_high: f64::NAN,
+            reach: Reach::default(),
         };
         Some(effect.with_reach(reach_t, reach_c))
     }
@@ -466,11 +475,11 @@ impl Effect {
             self.revenue_low,
             self.revenue_high,
             self.incremental_net_value,
-            self.reach_treatment,
-            self.reach_control,
-            self.reached_reduction,
-            self.reached_low,
-            self.reached_high,
+            self.reach.treatment,
+            self.reach.control,
+            self.reach.reduction,
+            self.reach.low,
+            self.reach.high,
         ]
     }
 
@@ -493,11 +502,13 @@ impl Effect {
             revenue_low: v("revenue_low")?,
             revenue_high: v("revenue_high")?,
             incremental_net_value: v("incremental_net_value")?,
-            reach_treatment: v("reach_treatment").unwrap_or(f64::NAN),
-            reach_control: v("reach_control").unwrap_or(f64::NAN),
-            reached_reduction: v("reached_reduction").unwrap_or(f64::NAN),
-            reached_low: v("reached_low").unwrap_or(f64::NAN),
-            reached_high: v("reached_high").unwrap_or(f64::NAN),
+            reach: Reach {
+                treatment: v("reach_treatment").unwrap_or(f64::NAN),
+                control: v("reach_control").unwrap_or(f64::NAN),
+                reduction: v("reached_reduction").unwrap_or(f64::NAN),
+                low: v("reached_low").unwrap_or(f64::NAN),
+                high: v("reached_high").unwrap_or(f64::NAN),
+            },
         })
     }
 
@@ -641,8 +652,8 @@ pub fn pooled(runs: &[&Effect]) -> Option<Effect> {
     };
     let (ct, cc) = (kt as f64 / nt as f64, kc as f64 / nc as f64);
     let (low, high) = newcombe(kc, nc, kt, nt);
-    let reach_t = mean(|e| (e.reach_treatment, e.treatment), nt);
-    let reach_c = mean(|e| (e.reach_control, e.control), nc);
+    let reach_t = mean(|e| (e.reach.treatment, e.treatment), nt);
+    let reach_c = mean(|e| (e.reach.control, e.control), nc);
     let effect = Effect {
         treatment: nt,
         control: nc,
@@ -658,11 +669,7 @@ pub fn pooled(runs: &[&Effect]) -> Option<Effect> {
         revenue_low: difference - Z95 * se,
         revenue_high: difference + Z95 * se,
         incremental_net_value: runs.iter().map(|e| e.incremental_net_value).sum(),
-        reach_treatment: f64::NAN,
-        reach_control: f64::NAN,
-        reached_reduction: f64::NAN,
-        reached_low: f64::NAN,
-        reached_high: f64::NAN,
+        reach: Reach::default(),
     };
     Some(effect.with_reach(reach_t, reach_c))
 }
@@ -1133,20 +1140,20 @@ mod tests {
         let e = Effect::of(&rows.iter().collect::<Vec<_>>(), &DecisionConfig::default()).unwrap();
         assert!(
             (e.reduction - 0.05).abs() < 1e-12
-                && (e.reach_treatment - 0.5).abs() < 1e-12
-                && e.reach_control == 0.0
+                && (e.reach.treatment - 0.5).abs() < 1e-12
+                && e.reach.control == 0.0
         );
-        assert!((e.reached_reduction - 0.1).abs() < 1e-12);
+        assert!((e.reach.reduction - 0.1).abs() < 1e-12);
         assert!(
-            (e.reached_low - 2.0 * e.reduction_low).abs() < 1e-12
-                && (e.reached_high - 2.0 * e.reduction_high).abs() < 1e-12
+            (e.reach.low - 2.0 * e.reduction_low).abs() < 1e-12
+                && (e.reach.high - 2.0 * e.reduction_high).abs() < 1e-12
         );
         let back =
             Effect::from_metrics(|m| Effect::METRICS.iter().position(|k| *k == m).map(|k| e.metrics()[k]))
                 .unwrap();
-        assert_eq!(back.reached_reduction, e.reached_reduction);
+        assert_eq!(back.reach.reduction, e.reach.reduction);
         // No contact log: no reach, no Wald.
         let plain = effect(300, 1000, 2000, 8000);
-        assert!(plain.reach_treatment.is_nan() && plain.reached_reduction.is_nan());
+        assert!(plain.reach.treatment.is_nan() && plain.reach.reduction.is_nan());
     }
 }

@@ -796,23 +796,23 @@ pub fn effect_words(e: &Effect) -> String {
 
 /// The reach part of [`effect_words`] (empty without a contact log).
 fn reach_words(e: &Effect) -> String {
-    if !e.reach_treatment.is_finite() {
+    if !e.reach.treatment.is_finite() {
         return String::new();
     }
-    let among = if e.reached_reduction.is_finite() {
+    let among = if e.reach.reduction.is_finite() {
         format!(
             ", among the reached {:+.1} points [95% {:+.1}, {:+.1}] (Wald)",
-            100.0 * e.reached_reduction,
-            100.0 * e.reached_low,
-            100.0 * e.reached_high
+            100.0 * e.reach.reduction,
+            100.0 * e.reach.low,
+            100.0 * e.reach.high
         )
     } else {
         String::new()
     };
     format!(
         "; reached {:.0}% of the treated, {:.0}% of the control group{among}",
-        100.0 * e.reach_treatment,
-        100.0 * e.reach_control
+        100.0 * e.reach.treatment,
+        100.0 * e.reach.control
     )
 }
 

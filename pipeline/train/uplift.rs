@@ -9,6 +9,11 @@
 //!   Athey & Imbens 2015): with `e` the treated share and `r = 1 - churn`, the target
 //!   `r (T - e) / (e (1 - e))` has the uplift as its expectation given x; one squared-loss
 //!   GBDT regresses it. One model sees every row, which helps when the control group is small.
+//! - **X-learner** (Künzel et al. 2019): the T-learner's two churn models impute each
+//!   customer's effect from the other group's model (treated: `P(churn | control, x) -
+//!   churn`; controls: `churn - P(churn | treated, x)`), one squared-loss GBDT per group
+//!   regresses those, and the two are mixed by the treated share: `e tau_0(x) + (1 - e)
+//!   tau_1(x)` (the effect model of the smaller group weighs more where it is noisier).
 //!
 //! Rows are taken in the caller's order, which must not depend on the input's (the job sorts
 //! them by run and customer id): the same experiment gives byte-identical models.
@@ -28,15 +33,26 @@ use crate::train::hist::Binned;
 pub enum Learner {
     TLearner,
     TransformedOutcome,
+    XLearner,
 }
 
 impl Learner {
-    pub const ALL: [Learner; 2] = [Learner::TLearner, Learner::TransformedOutcome];
+    pub const ALL: [Learner; 3] = [Learner::TLearner, Learner::TransformedOutcome, Learner::XLearner];
 
     pub fn name(self) -> &'static str {
         match self {
             Learner::TLearner => "T-learner",
             Learner::TransformedOutcome => "transformed outcome",
+            Learner::XLearner => "X-learner",
+        }
+    }
+
+    /// How many models a fitted learner holds.
+    fn models(self) -> usize {
+        match self {
+            Learner::TLearner => 2,
+            Learner::TransformedOutcome => 1,
+            Learner::XLearner => 4,
         }
     }
 }
@@ -47,7 +63,8 @@ pub struct UpliftModel {
     /// Share of treated rows it was fitted on.
     pub treated_share: f64,
     /// T-learner: the treated customers' churn model, then the controls'; transformed
-    /// outcome: its one regressor.
+    /// outcome: its one regressor; X-learner: the T-learner's two, then the effect models of
+    /// the treated and of the controls.
     models: Vec<HistGbdt>,
 }
 
@@ -104,6 +121,20 @@ impl UpliftModel {
                 let rows: Vec<usize> = (0..n).collect();
                 vec![HistGbdt::fit_binned(params, Task::Clv, &binned, &rows, &z, None)?]
             }
+            Learner::XLearner => {
+                let rows = |want: bool| (0..n).filter(|&i| treated[i] == want).collect::<Vec<usize>>();
+                let (rt, rc) = (rows(true), rows(false));
+                let mt = HistGbdt::fit_binned(params, Task::Churn, &binned, &rt, churned, None)?;
+                let mc = HistGbdt::fit_binned(params, Task::Churn, &binned, &rc, churned, None)?;
+                let (pt, pc) = (mt.predict(x), mc.predict(x));
+                // Each customer's imputed reduction in churn probability.
+                let d: Vec<f64> = (0..n)
+                    .map(|i| if treated[i] { pc[i] - churned[i] } else { churned[i] - pt[i] })
+                    .collect();
+                let tau_t = HistGbdt::fit_binned(params, Task::Clv, &binned, &rt, &d, None)?;
+                let tau_c = HistGbdt::fit_binned(params, Task::Clv, &binned, &rc, &d, None)?;
+                vec![mt, mc, tau_t, tau_c]
+            }
         };
         Ok(UpliftModel { learner, treated_share: e, models })
     }
@@ -116,6 +147,15 @@ impl UpliftModel {
             }
             (Learner::TransformedOutcome, [m]) => {
                 m.predict(x).into_iter().map(|v| v.clamp(-1.0, 1.0)).collect()
+            }
+            (Learner::XLearner, [_, _, tau_t, tau_c]) => {
+                let e = self.treated_share;
+                tau_t
+                    .predict(x)
+                    .into_iter()
+                    .zip(tau_c.predict(x))
+                    .map(|(t, c)| (e * c + (1.0 - e) * t).clamp(-1.0, 1.0))
+                    .collect()
             }
             _ => vec![f64::NAN; x.rows],
         }
@@ -135,10 +175,7 @@ impl UpliftModel {
     pub fn from_json(s: &str) -> Result<UpliftModel> {
         let file: UpliftFile = serde_json::from_str(s)
             .map_err(|source| Error::Json { context: "reading the uplift model".into(), source })?;
-        let want = match file.learner {
-            Learner::TLearner => 2,
-            Learner::TransformedOutcome => 1,
-        };
+        let want = file.learner.models();
         if file.models.len() != want || !(file.treated_share > 0.0 && file.treated_share < 1.0) {
             return Err(Error::Model {
                 model: "uplift".into(),

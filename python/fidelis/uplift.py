@@ -52,8 +52,9 @@ def uplift_at_k(
 
 
 class UpliftModel:
-    """An uplift learner on fidelis's GBDT: ``t_learner`` (a churn model per group) or
-    ``transformed_outcome`` (one regressor of the transformed outcome)."""
+    """An uplift learner on fidelis's GBDT: ``t_learner`` (a churn model per group),
+    ``transformed_outcome`` (one regressor of the transformed outcome) or ``x_learner`` (the
+    T-learner's models impute each customer's effect, one effect model per group)."""
 
     def __init__(self, native: Any):
         self._native = native

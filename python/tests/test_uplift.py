@@ -51,7 +51,7 @@ def test_the_learners_rank_by_the_effect_on_a_table_fidelis_did_not_make():
     retained = 1 - held_churned
     oracle = uplift.qini_auc_score(retained, truth, held_treated)
     by_risk = uplift.qini_auc_score(retained, held.column("x0").to_numpy(), held_treated)
-    for learner in ("t_learner", "transformed_outcome"):
+    for learner in ("t_learner", "transformed_outcome", "x_learner"):
         m = uplift.UpliftModel.fit(features, treated, churned, learner=learner)
         u = m.predict(held.select(["noise", "x1", "x0"]))  # columns found by name
         q = uplift.qini_auc_score(retained, u, held_treated)

@@ -86,7 +86,7 @@ fn features(capsule: &Bound<'_, PyAny>, names: Option<&[String]>) -> PyResult<(F
 #[pymethods]
 impl UpliftLearner {
     /// Fit on a features table (every column numeric), the treatment flag and the outcome
-    /// (1 = churned) of each row. `learner`: `t_learner` or `transformed_outcome`.
+    /// (1 = churned) of each row. `learner`: `t_learner`, `transformed_outcome` or `x_learner`.
     #[staticmethod]
     #[pyo3(signature = (features_capsule, treatment, churned, learner, iterations, learning_rate, max_depth, min_leaf_weight, seed))]
     #[allow(clippy::too_many_arguments)]
@@ -114,9 +114,10 @@ impl UpliftLearner {
         let learner = match learner {
             "t_learner" => Learner::TLearner,
             "transformed_outcome" => Learner::TransformedOutcome,
+            "x_learner" => Learner::XLearner,
             other => {
                 return Err(PyValueError::new_err(format!(
-                    "learner must be 't_learner' or 'transformed_outcome', got {other:?}"
+                    "learner must be 't_learner', 'transformed_outcome' or 'x_learner', got {other:?}"
                 )))
             }
         };
