@@ -106,6 +106,9 @@ pub struct WeeklyReport {
     /// Customers the decision contacts, highest expected loss first: the most worth saving
     /// (the riskiest are often already gone and worth little).
     pub worth_saving: Vec<CustomerRow>,
+    /// What the contact list is ranked by (incremental value once an uplift model scores).
+    #[serde(default)]
+    pub worth_saving_by_uplift: bool,
     pub risers_total: usize,
     pub risers: Vec<CustomerRow>,
     pub segments: Vec<SegmentRow>,
@@ -244,6 +247,9 @@ struct ScoreColumns<'a> {
     reasons: Vec<&'a str>,
     playbook: Vec<&'a str>,
     contact: Vec<bool>,
+    /// `incremental_value` when an uplift model scored the run (None: the column is absent or
+    /// empty).
+    incremental: Option<Vec<f64>>,
 }
 
 /// A text column's values in place (missing ones empty).
@@ -270,6 +276,10 @@ impl<'a> ScoreColumns<'a> {
             reasons: str_refs(scores, "top_reasons")?,
             playbook: str_refs(scores, "playbook")?,
             contact,
+            incremental: match scores.column(crate::score::INCREMENTAL_VALUE) {
+                Ok(c) if c.null_count() < c.len() => Some(f64_col(scores, crate::score::INCREMENTAL_VALUE)?),
+                _ => None,
+            },
         })
     }
 
@@ -350,7 +360,10 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let top: Vec<CustomerRow> = by_rank.iter().take(SHOWN.min(top_n as usize)).map(|&i| c.row(i)).collect();
     let top_expected_loss = (0..n).filter(|&i| c.rank[i] <= top_n).map(|i| c.loss[i]).sum();
     let mut worth_saving: Vec<usize> = (0..n).filter(|&i| c.contact[i]).collect();
-    worth_saving.sort_by(|&a, &b| c.loss[b].total_cmp(&c.loss[a]).then(c.rank[a].cmp(&c.rank[b])));
+    // What a call is worth: its incremental value once an uplift model scores, else the
+    // expected loss.
+    let worth = c.incremental.as_ref().unwrap_or(&c.loss);
+    worth_saving.sort_by(|&a, &b| worth[b].total_cmp(&worth[a]).then(c.rank[a].cmp(&c.rank[b])));
     let worth_saving = worth_saving.into_iter().take(SHOWN).map(|i| c.row(i)).collect();
     let mut risers: Vec<usize> = (0..n).filter(|&i| c.change[i].is_some_and(|d| d >= RISE_POINTS)).collect();
     risers.sort_by(|&a, &b| c.change[b].cmp(&c.change[a]).then(c.rank[a].cmp(&c.rank[b])));
@@ -396,6 +409,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         levels,
         top,
         worth_saving,
+        worth_saving_by_uplift: c.incremental.is_some(),
         risers_total,
         risers,
         segments,
@@ -633,10 +647,17 @@ fn section_top(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
 
 fn section_worth_saving(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("worth-saving", "Contact list: most worth a call");
+    let ranked = if r.worth_saving_by_uplift {
+        "ranked by incremental value (the churn a call prevents, from the uplift model, x predicted CLV, \
+         minus the contact cost): the customers a call changes most"
+    } else {
+        "ranked by expected loss (churn probability x predicted CLV; by incremental value once an uplift \
+         model ships)"
+    };
     d.reading(&format!(
-        "Of the {} customers to contact this week, the {} with the most at stake, ranked by expected \
-         loss (churn probability x predicted CLV). The riskiest customers are often already gone and \
-         worth little; these are where a call pays most. The full list is the scores' contact = true.",
+        "Of the {} customers to contact this week, the {} with the most at stake, {ranked}. The riskiest \
+         customers are often already gone and worth little; these are where a call pays most. The full \
+         list is the scores' contact = true.",
         int(r.contacted as i64),
         r.worth_saving.len()
     ));
