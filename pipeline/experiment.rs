@@ -1015,18 +1015,14 @@ mod tests {
         assert!(pooled(&[]).is_none());
     }
 
+    /// A customer new to the experiment in band "b", playbook "p", worth 65, no revenue.
+    fn plain(group: Group, churned: bool, reached: Option<bool>) -> Outcome<'static> {
+        Outcome { group, churned, revenue: 0.0, value: 65.0, band: "b", playbook: "p", first: true, reached }
+    }
+
     /// An effect with control churn `kc/nc` and treatment churn `kt/nt`.
     fn effect(kc: usize, nc: usize, kt: usize, nt: usize) -> Effect {
-        let o = |group, churned| Outcome {
-            group,
-            churned,
-            revenue: 0.0,
-            value: 65.0,
-            band: "b",
-            playbook: "p",
-            first: true,
-            reached: None,
-        };
+        let o = |group, churned| plain(group, churned, None);
         let rows: Vec<Outcome> = (0..nc)
             .map(|i| o(Group::Control, i < kc))
             .chain((0..nt).map(|i| o(Group::Treatment, i < kt)))
@@ -1121,16 +1117,7 @@ mod tests {
 
     #[test]
     fn the_effect_among_the_reached_is_the_reduction_over_the_difference_in_reach() {
-        let o = |group, churned, reached| Outcome {
-            group,
-            churned,
-            revenue: 0.0,
-            value: 65.0,
-            band: "b",
-            playbook: "p",
-            first: true,
-            reached: Some(reached),
-        };
+        let o = |group, churned, reached| plain(group, churned, Some(reached));
         // Control 300/1000 churn, nobody reached; treatment 2000/8000, half of them reached:
         // the list prevents 5 points of churn, a reached contact 10.
         let rows: Vec<Outcome> = (0..1000)
