@@ -608,7 +608,7 @@ def _drift_counts(local: Any, args: tuple) -> Optional[str]:
     return parts.treeReduce(_native.merge_counts)
 
 
-def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, buckets: int):
+def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, buckets: int, contacts: Any = None):
     """Realized performance of the runs under ``out/scores`` whose outcome window closed by
     ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
     core takes the rows in customer order, whatever order Spark collects them in), and the
@@ -671,12 +671,21 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
     activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
     data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
     out_rows = []
+    # The contact log is small (a row per call): the driver validates it once per run, as the
+    # CLI does, and the reached customers join the run's scores.
+    log = contacts.toArrow() if contacts is not None else None
     for run in candidates:
         if data_end is None or day(run) + horizon > data_end:
             continue
         active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
         active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
         scores = runs.filter(F.col("as_of").cast("string") == run)
+        if log is not None:
+            ids = driver.reached(run, log.__arrow_c_stream__())
+            hit = spark.createDataFrame([(i,) for i in ids], "customer_id string").withColumn("reached", F.lit(True))
+            scores = scores.join(hit, "customer_id", "left").withColumn(
+                "reached", F.coalesce(F.col("reached"), F.lit(False))
+            )
         if entered is not None:
             scores = scores.join(entered, "customer_id", "left").withColumn(
                 "first_in_experiment", F.coalesce(F.col("__entered") == F.lit(run), F.lit(False))
@@ -688,7 +697,11 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
             .select(
                 "customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active",
                 "revenue",
-                *[c for c in ("experiment_group", "risk_level", "playbook", "first_in_experiment") if c in scores.columns],
+                *[
+                    c
+                    for c in ("experiment_group", "risk_level", "playbook", "first_in_experiment", "reached")
+                    if c in scores.columns
+                ],
             )
             .toArrow()
         )
@@ -724,6 +737,7 @@ def monitor(
     write: bool = True,
     events: Any = None,
     customers: Any = None,
+    contacts: Any = None,
     _local_frame: Any = None,
 ) -> Monitoring:
     """``fidelis monitor`` on Spark: drift of the features and scores of every customer
@@ -731,7 +745,9 @@ def monitor(
     Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
     performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
     retrain advice. With ``write``, the rows go to ``out/metrics_history/run=DATE/``
-    (replacing that date only). ``events`` and ``customers`` as for :func:`score`."""
+    (replacing that date only). ``events`` and ``customers`` as for :func:`score`;
+    ``contacts``: the contact log (columns as ``[input.contacts]`` maps them), for the reach
+    of each group and the effect among the reached."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
@@ -739,7 +755,7 @@ def monitor(
     if local is None:
         local = _local(transactions, args, as_of, buckets, True, events, customers)
     counts = _drift_counts(local, args)
-    realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets)
+    realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets, contacts)
     capsule, report, retrain, alerts = driver.assess(
         as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects
     )
@@ -776,6 +792,7 @@ def weekly(
     config: Optional[str] = None,
     rank_rows: int = RANK_ROWS,
     sql: bool = False,
+    contacts: Any = None,
 ) -> Weekly:
     """``fidelis weekly`` on Spark: score every eligible customer (``score_change`` against the
     latest run before ``as_of`` under ``out/scores``), write ``out/scores`` and
@@ -796,7 +813,7 @@ def weekly(
     scored = local.count()
     monitoring = monitor(
         spark, transactions, str(model_dir), as_of, out, buckets=buckets, model_id=model_id, config=config,
-        _local_frame=local,
+        contacts=contacts, _local_frame=local,
     )
     local.unpersist()
     return Weekly(scores, scored, monitoring)
@@ -1104,6 +1121,7 @@ def main(argv: Optional[list] = None) -> int:
         s.add_argument("--events", help="the event log (a Parquet path or a table), for a model trained with it")
         s.add_argument("--customers", help="the customer table (a Parquet path or a table)")
         if name != "score":
+            s.add_argument("--contacts", help="the contact log (a Parquet path or a table), as [input.contacts] maps it")
             s.add_argument("--fail-on-alert", action="store_true", help="exit 3 when monitoring alerts")
         if name != "monitor":
             s.add_argument("--sql", action="store_true", help="also write to the PostgreSQL targets of --config (JDBC)")
@@ -1151,10 +1169,11 @@ def main(argv: Optional[list] = None) -> int:
                 print(f"{shown}: {n} scores, {top} in the top segment, {contacted} to contact")
         print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
         return 0
+    contacts = read(args.contacts)
     if args.command == "monitor":
-        found = fs.monitor(spark, tx, args.model, args.as_of, args.out, **common)
+        found = fs.monitor(spark, tx, args.model, args.as_of, args.out, contacts=contacts, **common)
     else:
-        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, sql=args.sql, **common)
+        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, sql=args.sql, contacts=contacts, **common)
         print(f"scored {done.scored} customers eligible at {args.as_of}; written to {args.out}")
         found = done.monitoring
     print(found.report)

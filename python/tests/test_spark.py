@@ -207,11 +207,12 @@ def test_the_job_runs_as_a_module(tmp_path):
     assert list((out / "scores/run=2024-12-31").glob("*.parquet"))
 
 
-def cli_weekly(ws: Path, dates: list, name: str) -> Path:
-    """`fidelis weekly` at each date in turn, into a fresh output directory `name`."""
+def cli_weekly(ws: Path, dates: list, name: str, extra: str = "") -> Path:
+    """`fidelis weekly` at each date in turn, into a fresh output directory `name` (``extra``:
+    configuration appended)."""
     out = ws / name
     shutil.rmtree(out, ignore_errors=True)
-    cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{name}"')
+    cfg = (ws / "fidelis.toml").read_text().replace('dir = "output"', f'dir = "{name}"') + extra
     (ws / f"{name}.toml").write_text(cfg)
     for d in dates:
         run(["weekly", "--config", f"{name}.toml", "--as-of", d, "-q"], ws)
@@ -247,13 +248,20 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     from fidelis import spark as fs
 
     dates = ["2024-09-01", "2024-09-08", "2024-12-01", "2024-12-08"]
-    cli_out = cli_weekly(demo, dates, "cli-weekly")
+    # A contact log: calls after the first run, every third customer reached, every fifth not.
+    ids = sorted({c for c in pq.read_table(demo / "data/transactions.parquet").column("customer_id").to_pylist() if c})
+    log = [(c, "2024-09-03 10:00:00", "yes" if k % 3 == 0 else "no") for k, c in enumerate(ids) if k % 3 == 0 or k % 5 == 0]
+    pq.write_table(pa.table({"customer_id": [r[0] for r in log], "ts": [r[1] for r in log], "reached": [r[2] for r in log]}), demo / "contacts.parquet")
+    cli_out = cli_weekly(demo, dates, "cli-weekly", '\n[input.contacts]\npath = "contacts.parquet"\n')
     pq.write_table(shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=3), tmp_path / "tx.parquet")
     tx = spark.read.parquet(str(tmp_path / "tx.parquet"))
     out = tmp_path / "spark-weekly"
     found = {}
     for d in dates:
-        found[d] = fs.weekly(spark, tx, str(demo / "models"), d, str(out), buckets=7, rank_rows=4000).monitoring
+        found[d] = fs.weekly(
+            spark, tx, str(demo / "models"), d, str(out), buckets=7, rank_rows=4000,
+            contacts=spark.read.parquet(str(demo / "contacts.parquet")),
+        ).monitoring
     cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
     for d in dates:
@@ -279,6 +287,11 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     every = effect[("2024-09-08", "treatment")] + effect[("2024-09-08", "control")]
     assert 0 < first < every
     assert effect[("pooled", "runs")] == 2.0
+    # The contact log reached about a third of the treated customers of the first run (none of
+    # the second's: the calls were before it), in the CLI's history as in Spark's (above).
+    first = {(r[2], r[3]): struct_value(r[4]) for r in history_rows(cli_history, "2024-12-01") if r[1] == "effect"}
+    assert 0.2 < first[("2024-09-01", "reach_treatment")] < 0.45, first[("2024-09-01", "reach_treatment")]
+    assert effect[("2024-09-08", "reach_treatment")] == 0.0
     drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
     assert len(drift) > 10
     assert "realized AUC" in found["2024-12-08"].report

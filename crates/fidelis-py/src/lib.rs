@@ -601,6 +601,23 @@ impl NativeModel {
         export_frame(py, out)
     }
 
+    /// The customers the contact log (a table with the columns the configuration's
+    /// `[input.contacts]` maps, validated as the CLI validates it) shows reached in the
+    /// `window_days` after `run`, sorted.
+    fn reached(&self, py: Python<'_>, run: &str, contacts: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        let run = parse_date(run)?;
+        let df = import_frame(contacts, "contacts")?;
+        let input = &self.cfg.input.contacts;
+        let log = py
+            .detach(|| fidelis::activity::contacts_from_frame(df, input, "the contact log"))
+            .map_err(py_err)?;
+        let end = run + chrono::Duration::days(input.window_days);
+        let mut ids: Vec<String> =
+            log.reached.keys().filter(|id| log.reached_between(id, run, end)).cloned().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
     /// Realized performance (`monitor::Realized`, JSON) of the run at `run` from its scores
     /// table in `risk_rank` order with a boolean `active` column (a transaction in the outcome
     /// window) and `revenue` (there), with the decision settings of the model that scored it.
