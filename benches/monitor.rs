@@ -8,21 +8,19 @@
 //! `make bench-monitor` (or `cargo bench --bench monitor`); `FIDELIS_BENCH_CUSTOMERS`
 //! changes the size. Under `cargo test` it is a smoke run on 20,000 customers.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::NaiveDate;
+use common::median;
 use fidelis::config::MonitorConfig;
 use fidelis::features::{self, FeatureMatrix, FeatureSpec};
 use fidelis::generate::{self, GenerateOptions};
 use fidelis::monitor::{self, Reference, Status};
 use fidelis::Config;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
@@ -85,22 +83,17 @@ fn main() {
     println!("{:<46} {:>10.3}", "reference (deciles, shares, sample)", median(build.clone()));
     println!("{:<46} {:>10.3}", "drift (PSI, KS, missing, mean; all features)", median(drift_s.clone()));
     println!("items in alert between the two dates: {alerts} of {}", last.len());
-    if !bench {
-        println!("(smoke run under cargo test: not recorded)");
-        return;
-    }
-    let report = serde_json::json!({
-        "benchmark": "monitor",
-        "customers": customers,
-        "current_rows": x_cur.rows,
-        "reference_rows": x_ref.rows,
-        "features": last.len(),
-        "reference_seconds_median": median(build),
-        "drift_seconds_median": median(drift_s.clone()),
-        "drift_seconds_runs": drift_s,
-        "targets": {"drift_seconds": 5.0},
+    common::record(bench, "monitor", || {
+        serde_json::json!({
+            "benchmark": "monitor",
+            "customers": customers,
+            "current_rows": x_cur.rows,
+            "reference_rows": x_ref.rows,
+            "features": last.len(),
+            "reference_seconds_median": median(build),
+            "drift_seconds_median": median(drift_s.clone()),
+            "drift_seconds_runs": drift_s,
+            "targets": {"drift_seconds": 5.0},
+        })
     });
-    std::fs::create_dir_all("reports/bench").unwrap();
-    std::fs::write("reports/bench/monitor.json", serde_json::to_vec_pretty(&report).unwrap()).unwrap();
-    println!("written to reports/bench/monitor.json");
 }

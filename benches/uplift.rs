@@ -162,27 +162,22 @@ fn main() {
     println!("{:<62} {:>10.3}", "transformed-outcome fit, same rows", o_fit);
     println!("{:<62} {:>10.3}", "choose (three learners on 7 runs, judged on the 8th, refit)", choose_s);
     println!("uplift: {}", report.why);
-    if !bench {
-        println!("(smoke run under cargo test: not recorded)");
-        return;
-    }
-    let out = serde_json::json!({
-        "benchmark": "uplift",
-        "scored": scored,
-        "realized_seconds_without_effect": realized_plain,
-        "realized_seconds_with_effect": realized_with,
-        "effect_seconds": realized_with - realized_plain,
-        "qini_seconds": qini,
-        "pooling_52_runs_seconds": pooling,
-        "uplift_customers": customers,
-        "uplift_rows": rows.run.len(),
-        "features_seconds": features_s,
-        "t_learner_fit_seconds": t_fit,
-        "transformed_outcome_fit_seconds": o_fit,
-        "choose_seconds": choose_s,
-        "targets": {"effect_and_qini_seconds": 1.0, "uplift_training_seconds": 60.0},
+    common::record(bench, "uplift", || {
+        serde_json::json!({
+            "benchmark": "uplift",
+            "scored": scored,
+            "realized_seconds_without_effect": realized_plain,
+            "realized_seconds_with_effect": realized_with,
+            "effect_seconds": realized_with - realized_plain,
+            "qini_seconds": qini,
+            "pooling_52_runs_seconds": pooling,
+            "uplift_customers": customers,
+            "uplift_rows": rows.run.len(),
+            "features_seconds": features_s,
+            "t_learner_fit_seconds": t_fit,
+            "transformed_outcome_fit_seconds": o_fit,
+            "choose_seconds": choose_s,
+            "targets": {"effect_and_qini_seconds": 1.0, "uplift_training_seconds": 60.0},
+        })
     });
-    std::fs::create_dir_all("reports/bench").unwrap();
-    std::fs::write("reports/bench/uplift.json", serde_json::to_vec_pretty(&out).unwrap()).unwrap();
-    println!("written to reports/bench/uplift.json");
 }

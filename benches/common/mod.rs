@@ -72,3 +72,16 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Write a bench's results to `reports/bench/<name>.json` (built only under `cargo bench`:
+/// `bench` is false under `cargo test`, where the run is a smoke run and nothing is recorded).
+pub fn record(bench: bool, name: &str, results: impl FnOnce() -> serde_json::Value) {
+    if !bench {
+        println!("(smoke run under cargo test: not recorded)");
+        return;
+    }
+    let path = format!("reports/bench/{name}.json");
+    std::fs::create_dir_all("reports/bench").unwrap();
+    std::fs::write(&path, serde_json::to_vec_pretty(&results()).unwrap()).unwrap();
+    println!("written to {path}");
+}
