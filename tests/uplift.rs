@@ -62,6 +62,14 @@ fn the_uplift_model_beats_the_risk_rankings_on_a_later_run_and_ships() {
     ok(&trained);
     let text = stdout(&trained);
     assert!(text.contains("uplift: the ") && text.contains(" ships "), "{text}");
+    // The evaluation report shows the choice: the Qini curves of every ranking on the held-out run.
+    let id = fs::read_to_string(d.join("models/latest")).unwrap();
+    let report = fs::read_to_string(d.join("reports").join(id.trim()).join("evaluation.md")).unwrap();
+    assert!(report.contains("## Whom contacting changes") && report.contains("judged on the"), "{report}");
+    assert!(report.contains("ships (refitted on"), "the report says which learner ships");
+    for name in ["T-learner", "X-learner", "transformed outcome", "churn probability", "expected loss"] {
+        assert!(report.contains(name), "{name} missing from the uplift section");
+    }
 
     // Out of time: the run after the ones it learned from, scored with it.
     ok(&fidelis(&["score", "--config", "realized.toml", "--as-of", JUDGED, "-q"], d));

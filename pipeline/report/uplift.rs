@@ -10,7 +10,7 @@ use crate::train::uplift::UpliftReport;
 pub fn section(d: &mut Doc, u: &UpliftReport) -> Result<()> {
     d.section("uplift", "Whom contacting changes: the uplift model");
     let Some(held) = u.held_out_run else {
-        d.para(&format!("{}.", u.why));
+        d.para(&format!("{}.", sentence(&u.why)));
         return Ok(());
     };
     let lines: Vec<Line> = u
@@ -48,7 +48,7 @@ pub fn section(d: &mut Doc, u: &UpliftReport) -> Result<()> {
             u.held_out_rows,
             u.held_out_treated,
             u.held_out_control,
-            u.why
+            sentence(&u.why)
         ),
     );
     let rows: Vec<Vec<String>> = u
@@ -65,4 +65,10 @@ pub fn section(d: &mut Doc, u: &UpliftReport) -> Result<()> {
         .collect();
     d.table(&["ranking", "Qini coefficient", "uplift@10%", "uplift@30%"], &rows, None);
     Ok(())
+}
+
+/// `why` as a sentence: its first letter capitalized.
+fn sentence(why: &str) -> String {
+    let mut c = why.chars();
+    c.next().map_or_else(String::new, |f| f.to_uppercase().chain(c).collect())
 }
