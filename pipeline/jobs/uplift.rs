@@ -54,10 +54,9 @@ pub fn experiment_rows(
     let mut seen: HashSet<String> = HashSet::new();
     let mut entries: Vec<Entry> = Vec::new();
     for run in parquet.run_dates()?.into_iter().filter(|&r| r + horizon <= s.data_end) {
-        let scores = parquet.read_scores(run)?;
-        if scores.column(schema::EXPERIMENT_GROUP).is_err() {
+        let Some(scores) = parquet.experiment_columns(run, &["churn_probability", "expected_loss"])? else {
             continue;
-        }
+        };
         let ctx = format!("the scores of the run at {run}");
         let text = |name: &str| -> Result<Vec<Option<String>>> {
             let c = scores.column(name).polars(&ctx)?.cast(&DataType::String).polars(&ctx)?;

@@ -390,22 +390,27 @@ impl ScoreParquet {
     /// The customers with an experiment group (`experiment_group` not null) in the run at
     /// `as_of` (none when its scores have no such column).
     pub fn experiment_members(&self, as_of: NaiveDate) -> Result<Vec<String>> {
-        let path = self.scores_file(as_of);
-        let ctx = format!("reading {}", path.display());
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let mut reader = ParquetReader::new(file);
-        if !reader.schema().polars(&ctx)?.contains(schema::EXPERIMENT_GROUP) {
-            return Ok(Vec::new());
-        }
-        let df = reader
-            .with_columns(Some(vec![CUSTOMER.into(), schema::EXPERIMENT_GROUP.into()]))
-            .finish()
-            .polars(&ctx)?;
+        let Some(df) = self.experiment_columns(as_of, &[])? else { return Ok(Vec::new()) };
+        let ctx = format!("reading the run at {as_of}");
         let ids = df.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
         let groups =
             df.column(schema::EXPERIMENT_GROUP).polars(&ctx)?.cast(&DataType::String).polars(&ctx)?;
         let groups = groups.str().polars(&ctx)?;
         Ok(ids.iter().zip(groups.iter()).filter_map(|(id, g)| g.and(id).map(str::to_string)).collect())
+    }
+
+    /// The customer id, `experiment_group` and the `extra` columns of the run at `as_of`, read
+    /// alone (None when its scores have no experiment group).
+    pub fn experiment_columns(&self, as_of: NaiveDate, extra: &[&str]) -> Result<Option<DataFrame>> {
+        let path = self.scores_file(as_of);
+        let ctx = format!("reading {}", path.display());
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let mut reader = ParquetReader::new(file);
+        if !reader.schema().polars(&ctx)?.contains(schema::EXPERIMENT_GROUP) {
+            return Ok(None);
+        }
+        let columns = [CUSTOMER, schema::EXPERIMENT_GROUP].iter().chain(extra).map(|c| (*c).into()).collect();
+        Ok(Some(reader.with_columns(Some(columns)).finish().polars(&ctx)?))
     }
 
     /// Health scores of the two latest runs before `as_of` that have them, per customer,
