@@ -81,8 +81,9 @@ enum Command {
         kind: Kind,
         /// A campaign that followed fidelis: the output directory of weekly runs scored on
         /// these customers (same options and seed). Each customer in a run's experiment is
-        /// contacted at its first run unless it is a control; writes the realized
-        /// transactions.parquet and truth.parquet (both potential outcomes per customer).
+        /// contacted at its first run unless it is a control; writes the realized data
+        /// (transactions.parquet; with --kind saas also events and customers) and
+        /// truth.parquet (both potential outcomes per customer).
         #[arg(long)]
         campaign: Option<PathBuf>,
         /// The outcome window of truth.parquet, in days (the model's horizon).
@@ -313,19 +314,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Kind::Saas => jobs::generate::Kind::Saas,
             };
             match campaign {
-                Some(_) if kind == jobs::generate::Kind::Saas => {
-                    return Err(fidelis::Error::config(
-                        "command line",
-                        "--campaign",
-                        "simulates a retail log for now: use it with --kind retail",
-                    )
-                    .into());
-                }
                 Some(output) => {
                     println!(
                         "{}",
                         jobs::generate::run_campaign(
                             &opts,
+                            kind,
                             &output,
                             horizon_days,
                             match campaign_response {

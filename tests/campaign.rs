@@ -365,3 +365,96 @@ fn no_effect_is_measured_as_none_and_a_harmful_campaign_raises_the_alert() {
     let harm = harmful.lines().find(|l| l.starts_with("effect of contacting")).unwrap_or_default();
     eprintln!("no effect: {line}\nharmful (true mean {mean:.4}): {harm}");
 }
+
+/// The SaaS kind (`fidelis generate --kind saas --campaign`): subscriptions with product
+/// events and a customer table, contacted as fidelis's weekly runs say. The realized tables
+/// are all written, the first run's customers are selected again in the same groups, every
+/// kind of response occurs (a subscriber who already cancelled is a lost cause), and the
+/// pooled effect's interval covers the true average effect.
+#[test]
+fn a_generated_saas_campaign_is_measured_against_its_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let saas = |name: &str, data: &str, output: &str| {
+        let text = format!(
+            "[input.transactions]\npath = \"{data}/transactions.parquet\"\n\n[input.events]\n\
+             path = \"{data}/events.parquet\"\n\n[input.customers]\npath = \"{data}/customers.parquet\"\n\n\
+             [snapshots]\neligibility_days = 31\n\n[experiment]\ncontrol_share = 0.4\n\n\
+             [output]\ndir = \"{output}\"\nsql = []\n"
+        );
+        fs::write(d.join(name), text).unwrap();
+    };
+    let gen = ["generate", "--kind", "saas", "-q"];
+    ok(&fidelis(&[&gen[..], &["--customers", "5000", "--seed", "99", "--out", "base"]].concat(), d));
+    saas("base.toml", "base", "base_out");
+    ok(&fidelis(&["train", "--config", "base.toml", "-q"], d));
+    let size = ["--customers", "10000", "--seed", "1"];
+    ok(&fidelis(&[&gen[..], &size[..], &["--out", "plain"]].concat(), d));
+    saas("plain.toml", "plain", "untreated");
+    for run in RUNS {
+        ok(&fidelis(&["score", "--config", "plain.toml", "--as-of", run, "-q"], d));
+    }
+    let made = fidelis(&[&gen[..], &size[..], &["--out", "realized", "--campaign", "untreated"]].concat(), d);
+    ok(&made);
+    for file in ["transactions", "events", "customers", "truth"] {
+        assert!(stdout(&made).contains(&format!("realized/{file}.parquet")), "{}", stdout(&made));
+    }
+    saas("realized.toml", "realized", "measured");
+    for run in RUNS {
+        ok(&fidelis(&["score", "--config", "realized.toml", "--as-of", run, "-q"], d));
+    }
+    let out = fidelis(&["monitor", "--config", "realized.toml", "--as-of", "2024-12-31", "-q"], d);
+    ok(&out);
+
+    let truth = read_parquet(&d.join("realized/truth.parquet")).unwrap();
+    let (ids, groups, first_run) =
+        (text(&truth, "customer_id"), text(&truth, "group"), text(&truth, "first_run"));
+    let run1 = ScoreParquet::new(&d.join("measured")).read_scores(RUN.parse().unwrap()).unwrap();
+    let in_run1: HashMap<String, String> =
+        text(&run1, "customer_id").into_iter().zip(text(&run1, "experiment_group")).collect();
+    let mut first = 0;
+    for i in 0..ids.len() {
+        assert!(ids[i].starts_with('S'), "{}", ids[i]);
+        if first_run[i] == RUN {
+            assert_eq!(in_run1.get(&ids[i]), Some(&groups[i]), "{}", ids[i]);
+            first += 1;
+        }
+    }
+    assert!(first > 300, "{first} subscribers selected by the first run");
+    let effects = text(&truth, "effect");
+    for kind in ["Persuaded", "NotPersuaded", "Annoyed", "SureThing", "LostCause"] {
+        assert!(effects.iter().any(|e| e == kind), "no {kind} in the truth");
+    }
+    let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
+    let kept: Vec<f64> = effect
+        .f64()
+        .unwrap()
+        .iter()
+        .zip(&groups)
+        .filter(|(_, g)| *g != "exempt")
+        .map(|(v, _)| v.unwrap())
+        .collect();
+    let truth_mean = kept.iter().sum::<f64>() / kept.len() as f64;
+    let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
+    let value = |metric: &str| {
+        let keep = col("kind")
+            .eq(lit("effect"))
+            .and(col("item").eq(lit("pooled")))
+            .and(col("metric").eq(lit(metric)));
+        let rows = history.clone().lazy().filter(keep).collect().unwrap();
+        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    assert_eq!(value("runs"), 3.0, "{}", stdout(&out));
+    assert_eq!((value("treatment") + value("control")) as usize, kept.len(), "each subscriber once");
+    let (low, high) = (value("reduction_low"), value("reduction_high"));
+    eprintln!(
+        "SaaS campaign: {} subscribers, true effect {truth_mean:.4}, pooled {:.4} [{low:.4}, {high:.4}]",
+        kept.len(),
+        value("reduction")
+    );
+    assert!(
+        low <= truth_mean && truth_mean <= high,
+        "{truth_mean} outside [{low}, {high}]\n{}",
+        stdout(&out)
+    );
+}

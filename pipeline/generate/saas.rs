@@ -21,11 +21,19 @@
 //!   0.3, yellow between; the customer table keeps the latest with its date.
 //!
 //! Plans: basic (MRR ~ 50, 60%), pro (~ 200, 30%), enterprise (~ 1,200, 10%).
+//!
+//! A campaign (`fidelis generate --kind saas --campaign`, [`generate_saas_campaign`]): a
+//! contact acts at the end of the week it falls in. A subscriber who already cancelled is a
+//! lost cause; an unhealthy one (h < 0.45) is won back with probability 0.15 + 0.45
+//! min(tenure / 365, 1) + 0.15 [not basic] (health back to at least 0.75, its payment
+//! failure and critical ticket resolved), else not persuaded; a healthy basic subscriber
+//! younger than 180 days cancels with probability 0.35 (a sleeping dog reminded of a
+//! subscription it barely uses); the rest are sure things.
 
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use super::GenerateOptions;
+use super::{ContactEffect, GenerateOptions, Response};
 use crate::error::{Error, PolarsContext, Result};
 use crate::math::sigmoid;
 use crate::rng::Rng;
@@ -135,7 +143,58 @@ fn product_events(r: &mut Rng, w: &Week, out: &mut Out) -> Option<i32> {
     last_critical
 }
 
+/// What a contact at day `c` does to a subscriber (decided on the customer's own effect
+/// stream, separate from its life's stream, so the draws before the contact are the same on
+/// both paths). `state`: the contact day, signup day, health, plan.
+fn contact_effect(
+    opts: &GenerateOptions,
+    idx: u32,
+    state: (i32, i32, f64, &str),
+    response: Response,
+) -> ContactEffect {
+    let (day, signup, h, plan) = state;
+    let tenure = f64::from(day - signup);
+    let u = Rng::for_item(opts.seed ^ 0x5341_4153_4341_4d50, u64::from(idx)).uniform();
+    let leaving = h < 0.45;
+    match response {
+        Response::Nil if leaving => ContactEffect::NotPersuaded,
+        Response::Nil => ContactEffect::SureThing,
+        Response::Harmful if leaving => ContactEffect::NotPersuaded,
+        Response::Harmful if u < 0.3 => ContactEffect::Annoyed,
+        Response::Harmful => ContactEffect::SureThing,
+        Response::Mixed if leaving => {
+            // A CSM call wins back long-standing accounts on paid-up plans most often.
+            let p = 0.15 + 0.45 * (tenure / 365.0).min(1.0) + if plan == "basic" { 0.0 } else { 0.15 };
+            if u < p {
+                ContactEffect::Persuaded
+            } else {
+                ContactEffect::NotPersuaded
+            }
+        }
+        // A young basic subscriber reminded of a subscription it barely uses cancels it.
+        Response::Mixed if tenure < 180.0 && plan == "basic" && u < 0.35 => ContactEffect::Annoyed,
+        Response::Mixed => ContactEffect::SureThing,
+    }
+}
+
 fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
+    customer_path(opts, idx, None, Response::Mixed, out);
+}
+
+/// One subscriber's life, contacted on day `contact` or never: everything up to the end of
+/// the week of the contact is the uncontacted customer's (same draws), then the contact acts
+/// (see [`contact_effect`]): a persuaded customer's health recovers (to at least 0.75, its
+/// recent payment failure and critical ticket resolved), an annoyed one cancels, the others
+/// go on as they would have. A customer who cancelled before the contact is a lost cause.
+fn customer_path(
+    opts: &GenerateOptions,
+    idx: u32,
+    contact: Option<i32>,
+    response: Response,
+    out: &mut Out,
+) -> Option<ContactEffect> {
+    let mut pending = contact;
+    let mut effect = contact.map(|_| ContactEffect::Before);
     let mut r = Rng::for_item(opts.seed ^ 0x5AA5, idx as u64);
     let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let at = |r: &mut Rng, day: i32| time_on(start_ms, r, day);
@@ -188,6 +247,23 @@ fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
             };
             sentiment = Some((s, day0));
         }
+        if let Some(c) = pending.filter(|&c| c < day0 + 7) {
+            pending = None;
+            let e = if c < signup {
+                ContactEffect::Before
+            } else {
+                contact_effect(opts, idx, (c, signup, h, plan), response)
+            };
+            effect = Some(e);
+            match e {
+                ContactEffect::Persuaded => {
+                    h = h.max(0.75);
+                    (last_fail, last_critical) = (i32::MIN / 2, i32::MIN / 2);
+                }
+                ContactEffect::Annoyed => break,
+                _ => {}
+            }
+        }
         // Health moves, then the customer may leave.
         h = (h + 0.04 * r.normal() + 0.05 * (0.65 - h)).clamp(0.0, 1.0);
         if r.bernoulli(0.02) {
@@ -200,11 +276,16 @@ fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
                 + if end - last_critical <= 28 { 0.8 } else { 0.0 },
         );
         if r.bernoulli(hazard) {
+            // Cancelled before a contact later in the period: nothing to win back.
+            if pending.is_some_and(|c| c >= signup && c < opts.days) {
+                effect = Some(ContactEffect::LostCause);
+            }
             break;
         }
         week += 1;
     }
     out.cust.push(CustomerRow { idx, signup, plan, mrr, csm, sentiment });
+    effect
 }
 
 fn id(i: u32) -> String {
@@ -213,6 +294,40 @@ fn id(i: u32) -> String {
 
 /// Generate the three SaaS tables in memory.
 pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
+    assemble(opts, |i, out| customer(opts, i, out))
+}
+
+/// The SaaS tables of a campaign: subscriber `i` (0-based, id `S{i+1:06}`) first contacted
+/// on day `contacts[i]` (days after the start; none = never) lives as its contacted path says
+/// ([`customer_path`]); everybody else exactly as [`generate_saas`] makes them.
+pub fn generate_saas_campaign(
+    opts: &GenerateOptions,
+    contacts: &std::collections::HashMap<u32, f64>,
+    response: Response,
+) -> Result<SaasData> {
+    assemble(opts, |i, out| {
+        customer_path(opts, i, contacts.get(&i).map(|&d| d as i32), response, out);
+    })
+}
+
+/// The days (after the start) with a payment of subscriber `idx`, contacted on `contact` or
+/// never: one of its two potential outcomes as fidelis reads it, and what the contact did.
+pub fn payment_days(
+    opts: &GenerateOptions,
+    idx: u32,
+    contact: Option<f64>,
+    response: Response,
+) -> (Vec<i32>, Option<ContactEffect>) {
+    let mut out = Out::default();
+    let effect = customer_path(opts, idx, contact.map(|d| d as i32), response, &mut out);
+    let start = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
+    let mut days: Vec<i32> = out.tx.iter().map(|t| ((t.1 - start) / 86_400_000) as i32).collect();
+    days.sort_unstable();
+    days.dedup();
+    (days, effect)
+}
+
+fn assemble(opts: &GenerateOptions, one: impl Fn(u32, &mut Out) + Sync) -> Result<SaasData> {
     if opts.customers == 0 || opts.customers > 10_000_000 {
         return Err(Error::Data(format!(
             "--customers must be in 1..=10000000 for --kind saas, got {}",
@@ -226,7 +341,7 @@ pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
         .map(|c| {
             let mut out = Out::default();
             for i in c * chunk..((c + 1) * chunk).min(n) {
-                customer(opts, i, &mut out);
+                one(i, &mut out);
             }
             out
         })
@@ -279,4 +394,49 @@ pub fn generate_saas(opts: &GenerateOptions) -> Result<SaasData> {
     ])
     .polars("assembling SaaS customers")?;
     Ok(SaasData { transactions, events, customers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A SaaS campaign changes nothing for the subscribers it does not contact, nothing before
+    /// the week of a contact, and after it what the contact's effect says; every kind of
+    /// response occurs.
+    #[test]
+    fn a_saas_campaign_changes_only_what_follows_each_contact() {
+        let opts = GenerateOptions { customers: 3000, ..GenerateOptions::default() };
+        let plain = generate_saas(&opts).unwrap();
+        let none = generate_saas_campaign(&opts, &Default::default(), Response::Mixed).unwrap();
+        assert!(plain.transactions.equals_missing(&none.transactions));
+        assert!(plain.events.equals_missing(&none.events));
+        assert!(plain.customers.equals_missing(&none.customers));
+        let day = 500.0;
+        let mut seen = std::collections::BTreeMap::new();
+        for idx in 0..3000u32 {
+            let (before, _) = payment_days(&opts, idx, None, Response::Mixed);
+            let (after, effect) = payment_days(&opts, idx, Some(day), Response::Mixed);
+            let effect = effect.unwrap();
+            *seen.entry(format!("{effect:?}")).or_insert(0) += 1;
+            let upto = |d: &Vec<i32>| d.iter().filter(|&&x| f64::from(x) < day).copied().collect::<Vec<_>>();
+            assert_eq!(upto(&before), upto(&after), "subscriber {idx}: the past is the same");
+            match effect {
+                // Payments stop within the week of the contact.
+                ContactEffect::Annoyed => {
+                    assert!(after.iter().all(|&x| f64::from(x) < day + 7.0), "subscriber {idx}")
+                }
+                ContactEffect::Persuaded => {}
+                _ => assert_eq!(before, after, "subscriber {idx}: no effect"),
+            }
+        }
+        for kind in ["Persuaded", "NotPersuaded", "Annoyed", "SureThing", "LostCause", "Before"] {
+            assert!(seen.get(kind).copied().unwrap_or(0) > 20, "{seen:?}");
+        }
+        // With no effect, both paths are the same for everybody.
+        for idx in 0..300u32 {
+            let (a, _) = payment_days(&opts, idx, None, Response::Nil);
+            let (b, _) = payment_days(&opts, idx, Some(day), Response::Nil);
+            assert_eq!(a, b);
+        }
+    }
 }

@@ -18,6 +18,47 @@ pub enum Kind {
     Saas,
 }
 
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Retail => "retail",
+            Kind::Saas => "saas",
+        }
+    }
+
+    /// The id the generator gives customer `idx` (0-based).
+    fn id_of(self, idx: u32) -> String {
+        match self {
+            Kind::Retail => format!("C{:07}", idx + 1),
+            Kind::Saas => format!("S{:06}", idx + 1),
+        }
+    }
+
+    /// The 0-based index of a generated id (`C0000001` / `S000001` is 0).
+    fn index_of(self, id: &str) -> Option<u32> {
+        let prefix = match self {
+            Kind::Retail => 'C',
+            Kind::Saas => 'S',
+        };
+        id.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok()).filter(|&n| n >= 1).map(|n| n - 1)
+    }
+}
+
+/// Write the three SaaS tables under `out`.
+fn write_saas(mut data: generate::saas::SaasData, out: &Path) -> Result<Vec<(PathBuf, usize, String)>> {
+    let mut files = Vec::new();
+    for (name, df) in [
+        ("transactions.parquet", &mut data.transactions),
+        ("events.parquet", &mut data.events),
+        ("customers.parquet", &mut data.customers),
+    ] {
+        let path = out.join(name);
+        write_parquet_atomic(df, &path)?;
+        files.push((path, df.height(), "rows".to_string()));
+    }
+    Ok(files)
+}
+
 /// The files written: path, rows, and a note.
 pub struct GenerateOutcome {
     pub files: Vec<(PathBuf, usize, String)>,
@@ -27,18 +68,10 @@ pub fn run(opts: &GenerateOptions, kind: Kind, out: &Path, progress: &Progress) 
     let customers = opts.customers;
     let mut files = Vec::new();
     if kind == Kind::Saas {
-        let mut data = progress.step("generate", &format!("generating {customers} subscriptions"), || {
+        let data = progress.step("generate", &format!("generating {customers} subscriptions"), || {
             generate::saas::generate_saas(opts)
         })?;
-        for (name, df) in [
-            ("transactions.parquet", &mut data.transactions),
-            ("events.parquet", &mut data.events),
-            ("customers.parquet", &mut data.customers),
-        ] {
-            let path = out.join(name);
-            write_parquet_atomic(df, &path)?;
-            files.push((path, df.height(), "rows".to_string()));
-        }
+        files.extend(write_saas(data, out)?);
         return Ok(GenerateOutcome { files });
     }
     let mut df = progress
@@ -53,7 +86,9 @@ pub fn run(opts: &GenerateOptions, kind: Kind, out: &Path, progress: &Progress) 
 /// fidelis's weekly runs under `<OUTPUT>/scores` had been acted on: each customer in a run's
 /// experiment is contacted at the first run that selected it unless it is in the control
 /// group; its purchases from then on follow its contacted path (`generate::generate_campaign`).
-/// Writes the realized `transactions.parquet` and `truth.parquet`: per customer ever selected,
+/// `kind` says which generator made the customers (retail: purchases; SaaS: subscriptions,
+/// see `generate::saas::customer_path`). Writes the realized data (`transactions.parquet`,
+/// for SaaS also `events.parquet` and `customers.parquet`) and `truth.parquet`: per customer ever selected,
 /// its first run, group, what a contact does to it (`effect`), and its two potential outcomes
 /// over `horizon_days` from that run (`churn_if_contacted`, `churn_if_not`; `true_effect` =
 /// the second minus the first). Features are per customer and a customer's two paths are the
@@ -61,44 +96,21 @@ pub fn run(opts: &GenerateOptions, kind: Kind, out: &Path, progress: &Progress) 
 /// customers at their first selection as runs on the realized data would.
 pub fn run_campaign(
     opts: &GenerateOptions,
+    kind: Kind,
     output: &Path,
     horizon_days: i32,
     response: crate::generate::Response,
     out: &Path,
     progress: &Progress,
 ) -> Result<GenerateOutcome> {
-    use std::collections::{BTreeMap, HashMap};
+    use std::collections::HashMap;
 
     use polars::prelude::*;
 
-    use crate::error::{Error, PolarsContext};
+    use crate::error::PolarsContext;
     use crate::experiment::Group;
 
-    let runs = crate::sink::ScoreParquet::new(output);
-    let dates = runs.run_dates()?;
-    if dates.is_empty() {
-        return Err(Error::Data(format!(
-            "{}: no scoring runs under it (score the generated data first: fidelis score --as-of ...)",
-            output.display()
-        )));
-    }
-    // Each customer's first run in the experiment, and its group there.
-    let mut first: BTreeMap<u32, (chrono::NaiveDate, Group)> = BTreeMap::new();
-    for run in &dates {
-        let scores = runs.read_scores(*run)?;
-        let ctx = format!("the scores of the run at {run}");
-        let Ok(groups) = scores.column(crate::schema::EXPERIMENT_GROUP) else { continue };
-        let groups = groups.str().polars(&ctx)?;
-        let ids = scores.column(crate::schema::CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
-        for (id, g) in ids.iter().zip(groups.iter()) {
-            let (Some(id), Some(g)) = (id, g.and_then(Group::parse)) else { continue };
-            let idx =
-                id.strip_prefix('C').and_then(|n| n.parse::<u32>().ok()).filter(|&n| n >= 1).ok_or_else(
-                    || Error::Data(format!("{ctx}: customer {id:?} is not a generated id (C0000001 ...)")),
-                )? - 1;
-            first.entry(idx).or_insert((*run, g));
-        }
-    }
+    let first = first_selections(output, kind)?;
     let day_of = |d: chrono::NaiveDate| (d - opts.start).num_days() as f64;
     let contacts: HashMap<u32, f64> = first
         .iter()
@@ -106,11 +118,28 @@ pub fn run_campaign(
         .map(|(&i, (d, _))| (i, day_of(*d)))
         .collect();
     let customers = opts.customers;
-    let (mut df, _) = progress.step(
-        "generate",
-        &format!("generating {customers} customers, {} contacted", contacts.len()),
-        || crate::generate::generate_campaign(opts, &contacts, response),
-    )?;
+    let what = format!("generating {customers} customers, {} contacted", contacts.len());
+    let mut files = Vec::new();
+    match kind {
+        Kind::Retail => {
+            let (mut df, _) = progress
+                .step("generate", &what, || crate::generate::generate_campaign(opts, &contacts, response))?;
+            let path = out.join("transactions.parquet");
+            progress.step("write", "writing parquet", || write_parquet_atomic(&mut df, &path))?;
+            let note = format!("transactions, {customers} customers, {} contacted", contacts.len());
+            files.push((path, df.height(), note));
+        }
+        Kind::Saas => {
+            let data = progress.step("generate", &what, || {
+                crate::generate::saas::generate_saas_campaign(opts, &contacts, response)
+            })?;
+            files.extend(write_saas(data, out)?);
+        }
+    }
+    let days = |idx: u32, contact: Option<f64>| match kind {
+        Kind::Retail => crate::generate::activity_days(opts, idx, contact, response),
+        Kind::Saas => crate::generate::saas::payment_days(opts, idx, contact, response),
+    };
     let mut truth = progress.step("truth", "both potential outcomes of every selected customer", || {
         let churned = |days: &[i32], from: f64| {
             let (from, to) = (from as i32, from as i32 + horizon_days);
@@ -119,11 +148,11 @@ pub fn run_campaign(
         let mut rows: Vec<(String, i32, &'static str, String, bool, bool)> = Vec::new();
         for (&idx, &(run, group)) in &first {
             let day = day_of(run);
-            let (contacted, effect) = crate::generate::activity_days(opts, idx, Some(day), response);
-            let (plain, _) = crate::generate::activity_days(opts, idx, None, response);
+            let (contacted, effect) = days(idx, Some(day));
+            let (plain, _) = days(idx, None);
             let effect = effect.map_or(String::new(), |e| format!("{e:?}"));
             rows.push((
-                format!("C{:07}", idx + 1),
+                kind.id_of(idx),
                 crate::schema::epoch_day(run),
                 group.as_str(),
                 effect,
@@ -148,16 +177,51 @@ pub fn run_campaign(
         ])
         .polars("assembling the truth")
     })?;
-    let path = out.join("transactions.parquet");
-    progress.step("write", "writing parquet", || write_parquet_atomic(&mut df, &path))?;
     let truth_path = out.join("truth.parquet");
     write_parquet_atomic(&mut truth, &truth_path)?;
-    Ok(GenerateOutcome {
-        files: vec![
-            (path, df.height(), format!("transactions, {customers} customers, {} contacted", contacts.len())),
-            (truth_path, truth.height(), "customers selected by a run (both potential outcomes)".into()),
-        ],
-    })
+    files.push((truth_path, truth.height(), "customers selected by a run (both potential outcomes)".into()));
+    Ok(GenerateOutcome { files })
+}
+
+/// Each customer's first run in the experiment under `output` (by generated index), and its
+/// group there.
+fn first_selections(
+    output: &Path,
+    kind: Kind,
+) -> Result<std::collections::BTreeMap<u32, (chrono::NaiveDate, crate::experiment::Group)>> {
+    use std::collections::BTreeMap;
+
+    use crate::error::{Error, PolarsContext};
+    use crate::experiment::Group;
+
+    let runs = crate::sink::ScoreParquet::new(output);
+    let dates = runs.run_dates()?;
+    if dates.is_empty() {
+        return Err(Error::Data(format!(
+            "{}: no scoring runs under it (score the generated data first: fidelis score --as-of ...)",
+            output.display()
+        )));
+    }
+    let mut first: BTreeMap<u32, (chrono::NaiveDate, Group)> = BTreeMap::new();
+    for run in &dates {
+        let scores = runs.read_scores(*run)?;
+        let ctx = format!("the scores of the run at {run}");
+        let Ok(groups) = scores.column(crate::schema::EXPERIMENT_GROUP) else { continue };
+        let groups = groups.str().polars(&ctx)?;
+        let ids = scores.column(crate::schema::CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
+        for (id, g) in ids.iter().zip(groups.iter()) {
+            let (Some(id), Some(g)) = (id, g.and_then(Group::parse)) else { continue };
+            let idx = kind.index_of(id).ok_or_else(|| {
+                Error::Data(format!(
+                    "{ctx}: customer {id:?} is not a generated {} id ({} ...)",
+                    kind.name(),
+                    kind.id_of(0)
+                ))
+            })?;
+            first.entry(idx).or_insert((*run, g));
+        }
+    }
+    Ok(first)
 }
 
 impl std::fmt::Display for GenerateOutcome {
