@@ -343,10 +343,14 @@ fn invalid_rows(
 /// putting a customer on the list.
 #[derive(Debug, Clone, Default)]
 pub struct Contacts {
-    /// Per customer, the days (since 1970-01-01) of its reached contacts, sorted.
-    pub reached: HashMap<String, Vec<i32>>,
+    /// Per customer, its reached contacts: the day (since 1970-01-01) and the channel (an
+    /// index into `channels`; None without a channel column or value), sorted.
+    pub reached: ReachedContacts,
     pub summary: ContactsSummary,
 }
+
+/// Per customer, its reached contacts: day (since 1970-01-01) and channel index, sorted.
+pub type ReachedContacts = HashMap<String, Vec<(i32, Option<u32>)>>;
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ContactsSummary {
@@ -355,17 +359,25 @@ pub struct ContactsSummary {
     pub rows_valid: usize,
     /// Valid rows that reached the customer.
     pub rows_reached: usize,
+    /// The channels of the log (`[input.contacts] channel`), sorted; empty without one.
+    pub channels: Vec<String>,
     pub invalid: Vec<Invalid>,
 }
 
 impl Contacts {
     /// Whether the customer had a reached contact on a day in `[from, to)`.
     pub fn reached_between(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> bool {
+        self.first_reached(customer, from, to).is_some()
+    }
+
+    /// The customer's first reached contact on a day in `[from, to)`, if any: `Some(channel)`
+    /// (`Some(None)` when the log has no channel for it).
+    pub fn first_reached(&self, customer: &str, from: NaiveDate, to: NaiveDate) -> Option<Option<&str>> {
         let (from, to) = (crate::schema::epoch_day(from), crate::schema::epoch_day(to));
-        self.reached.get(customer).is_some_and(|days| {
-            let i = days.partition_point(|&d| d < from);
-            i < days.len() && days[i] < to
-        })
+        let contacts = self.reached.get(customer)?;
+        let i = contacts.partition_point(|&(d, _)| d < from);
+        let &(day, channel) = contacts.get(i)?;
+        (day < to).then(|| channel.map(|c| self.summary.channels[c as usize].as_str()))
     }
 }
 
@@ -386,6 +398,9 @@ pub fn contacts_from_frame(raw: DataFrame, input: &ContactsInput, source: &str) 
         "input.contacts",
         &[("customer_id", &input.customer_id), ("timestamp", &input.timestamp), ("reached", &input.reached)],
     )?;
+    if !input.channel.is_empty() {
+        require(&path, &raw, "input.contacts", &[("channel", &input.channel)])?;
+    }
     if let Ok(v) = raw.column(&input.customer_id).polars(&input.customer_id)?.str() {
         ingest::check_no_nul(&path, &input.customer_id, v)?;
     }
@@ -448,23 +463,51 @@ pub fn contacts_from_frame(raw: DataFrame, input: &ContactsInput, source: &str) 
         &path,
     )?;
     let valid = parsed.lazy().filter(col("__reason").eq(lit(0))).collect().polars("valid contacts")?;
+    let (reached, channels) = reached_contacts(&valid, &input.channel)?;
+    let rows_reached = reached.values().map(Vec::len).sum();
+    Ok(Contacts {
+        reached,
+        summary: ContactsSummary {
+            path,
+            rows_read,
+            rows_valid: valid.height(),
+            rows_reached,
+            channels,
+            invalid,
+        },
+    })
+}
+
+/// The reached contacts of a validated log (columns `__cid`, `__ts`, `__reached`) per
+/// customer, sorted, with the channel of each (`channel`: the column naming it, empty = none)
+/// as an index into the returned sorted channel names.
+fn reached_contacts(valid: &DataFrame, channel: &str) -> Result<(ReachedContacts, Vec<String>)> {
     let ids = valid.column("__cid").polars("ids")?.str().polars("ids")?.clone();
     let ts = valid.column("__ts").polars("ts")?.datetime().polars("ts")?.physical().clone();
     let hit = valid.column("__reached").polars("reached")?.i32().polars("reached")?.clone();
-    let mut reached: HashMap<String, Vec<i32>> = HashMap::new();
-    for ((id, t), h) in ids.iter().zip(ts.iter()).zip(hit.iter()) {
+    // The channel of each row (trimmed; blank = none), as an index into the sorted names.
+    let channel_of: Vec<Option<String>> = if channel.is_empty() {
+        vec![None; valid.height()]
+    } else {
+        let c = valid.column(channel).polars(channel)?.cast(&DataType::String).polars(channel)?;
+        let c = c.str().polars(channel)?;
+        c.iter().map(|v| v.map(str::trim).filter(|v| !v.is_empty()).map(str::to_string)).collect()
+    };
+    let mut channels: Vec<String> = channel_of.iter().flatten().cloned().collect();
+    channels.sort_unstable();
+    channels.dedup();
+    let index =
+        |c: &Option<String>| c.as_ref().and_then(|c| channels.binary_search(c).ok()).map(|i| i as u32);
+    let mut reached = ReachedContacts::new();
+    for (((id, t), h), c) in ids.iter().zip(ts.iter()).zip(hit.iter()).zip(&channel_of) {
         if let (Some(id), Some(t), Some(1)) = (id, t, h) {
-            reached.entry(id.to_string()).or_default().push(t.div_euclid(86_400_000) as i32);
+            reached.entry(id.to_string()).or_default().push((t.div_euclid(86_400_000) as i32, index(c)));
         }
     }
     for days in reached.values_mut() {
         days.sort_unstable();
     }
-    let rows_reached = reached.values().map(Vec::len).sum();
-    Ok(Contacts {
-        reached,
-        summary: ContactsSummary { path, rows_read, rows_valid: valid.height(), rows_reached, invalid },
-    })
+    Ok((reached, channels))
 }
 
 /// Events per name.
@@ -851,5 +894,31 @@ mod tests {
                 && err.contains("maybe"),
             "{err}"
         );
+    }
+
+    /// With `channel` set, each reached contact keeps its channel; a customer's first reached
+    /// contact in a window gives its channel; a blank channel is none; a log without the
+    /// configured column is refused, naming it.
+    #[test]
+    fn a_contact_log_with_channels_says_which_channel_reached_each_customer() {
+        let raw = df!(
+            "customer_id" => ["C0", "C0", "C1", "C2", "C2"],
+            "ts" => ["2024-08-07", "2024-08-06", "2024-08-06", "2024-08-06", "2024-08-08"],
+            "reached" => ["yes", "yes", "no", "yes", "yes"],
+            "via" => ["email", " phone ", "phone", "", "sms"],
+        )
+        .unwrap();
+        let input = ContactsInput { channel: "via".into(), ..ContactsInput::default() };
+        let c = contacts_from_frame(raw.clone(), &input, "contacts.csv").unwrap();
+        assert_eq!(c.summary.channels, ["email", "phone", "sms"]);
+        let day = |d: u32| NaiveDate::from_ymd_opt(2024, 8, d).unwrap();
+        assert_eq!(c.first_reached("C0", day(6), day(20)), Some(Some("phone")));
+        assert_eq!(c.first_reached("C0", day(7), day(20)), Some(Some("email")));
+        assert_eq!(c.first_reached("C1", day(6), day(20)), None, "not reached");
+        assert_eq!(c.first_reached("C2", day(6), day(7)), Some(None), "reached, no channel");
+        assert_eq!(c.first_reached("C2", day(7), day(20)), Some(Some("sms")));
+        let input = ContactsInput { channel: "playbook".into(), ..ContactsInput::default() };
+        let err = contacts_from_frame(raw, &input, "contacts.csv").unwrap_err().to_string();
+        assert!(err.contains("contacts.csv") && err.contains("playbook"), "{err}");
     }
 }

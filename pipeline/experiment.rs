@@ -292,6 +292,9 @@ pub struct Outcome<'a> {
     pub first: bool,
     /// Whether a contact reached the customer after the run (None without a contact log).
     pub reached: Option<bool>,
+    /// The channel of the first contact that reached it (None when not reached or the log
+    /// has no channels).
+    pub channel: Option<&'a str>,
 }
 
 /// The measured effect of contacting in a set of customers: treatment against control.
@@ -581,6 +584,12 @@ pub struct RunEffect {
     /// Among the new customers, per risk band.
     #[serde(default)]
     pub first_by_band: Vec<(String, Effect)>,
+    /// Per channel of the contact log: the treated customers that channel reached first
+    /// against the whole control group. Channels are not randomized (who a channel reaches
+    /// differs from who it does not), so this compares channels; it does not measure their
+    /// effects. No reach figures.
+    #[serde(default)]
+    pub by_channel: Vec<(String, Effect)>,
 }
 
 impl RunEffect {
@@ -601,12 +610,28 @@ impl RunEffect {
             }
             groups.into_iter().filter_map(|(k, v)| Effect::of(&v, d).map(|e| (k.to_string(), e))).collect()
         };
+        let control: Vec<&Outcome> = rows.iter().filter(|o| o.group == Group::Control).collect();
+        let mut channels: BTreeMap<&str, Vec<&Outcome>> = Default::default();
+        for o in rows.iter().filter(|o| o.group == Group::Treatment) {
+            if let Some(c) = o.channel {
+                channels.entry(c).or_default().push(o);
+            }
+        }
+        let by_channel = channels
+            .into_iter()
+            .filter_map(|(c, mut v)| {
+                v.extend(&control);
+                let e = Effect::of(&v, d)?;
+                Some((c.to_string(), Effect { reach: Reach::default(), ..e }))
+            })
+            .collect();
         RunEffect {
             overall: Effect::of(&all, d),
             by_band: by(&all, false),
             by_playbook: by(&all, true),
             first: Effect::of(&first, d),
             first_by_band: by(&first, false),
+            by_channel,
         }
     }
 }
@@ -948,6 +973,7 @@ mod tests {
             playbook: band,
             first: true,
             reached: None,
+            channel: None,
         };
         let mut rows = Vec::new();
         // Band "high": control churns 6/10, treatment 30/100: contacting prevents 0.3.
@@ -982,6 +1008,7 @@ mod tests {
             playbook: "call",
             first: true,
             reached: None,
+            channel: None,
         };
         // Run 1: control 8/20 churn, treatment 30/100; run 2: control 5/10, treatment 20/100.
         let run = |kc: usize, nc: usize, kt: usize, nt: usize, lift: f64| -> Vec<Outcome> {
@@ -1017,7 +1044,17 @@ mod tests {
 
     /// A customer new to the experiment in band "b", playbook "p", worth 65, no revenue.
     fn plain(group: Group, churned: bool, reached: Option<bool>) -> Outcome<'static> {
-        Outcome { group, churned, revenue: 0.0, value: 65.0, band: "b", playbook: "p", first: true, reached }
+        Outcome {
+            group,
+            churned,
+            revenue: 0.0,
+            value: 65.0,
+            band: "b",
+            playbook: "p",
+            first: true,
+            reached,
+            channel: None,
+        }
     }
 
     /// An effect with control churn `kc/nc` and treatment churn `kt/nt`.
@@ -1142,5 +1179,31 @@ mod tests {
         // No contact log: no reach, no Wald.
         let plain = effect(300, 1000, 2000, 8000);
         assert!(plain.reach.treatment.is_nan() && plain.reach.reduction.is_nan());
+    }
+
+    /// Per channel: the treated customers each channel reached first against the whole
+    /// control group; treated customers no channel reached are in no channel's row.
+    #[test]
+    fn each_channel_compares_the_treated_it_reached_with_the_whole_control_group() {
+        let o =
+            |group, churned, channel| Outcome { channel, ..plain(group, churned, Some(channel.is_some())) };
+        // Control 30/100; phone reached 200 (20 churn), email 100 (25 churn), 700 unreached.
+        let rows: Vec<Outcome> = (0..100)
+            .map(|i| o(Group::Control, i < 30, None))
+            .chain((0..200).map(|i| o(Group::Treatment, i < 20, Some("phone"))))
+            .chain((0..100).map(|i| o(Group::Treatment, i < 25, Some("email"))))
+            .chain((0..700).map(|i| o(Group::Treatment, i < 300, None)))
+            .collect();
+        let r = RunEffect::of(&rows, &DecisionConfig::default());
+        let names: Vec<&str> = r.by_channel.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(names, ["email", "phone"]);
+        let phone = &r.by_channel[1].1;
+        assert_eq!((phone.treatment, phone.control), (200, 100));
+        assert!((phone.reduction - 0.2).abs() < 1e-12 && (phone.churn_treatment - 0.1).abs() < 1e-12);
+        assert_eq!((phone.reduction_low, phone.reduction_high), newcombe(30, 100, 20, 200));
+        assert!(phone.reach.treatment.is_nan(), "no reach figures on a channel's row");
+        let email = &r.by_channel[0].1;
+        assert_eq!((email.treatment, (email.reduction * 100.0).round()), (100, 5.0));
+        assert_eq!(r.overall.as_ref().map(|e| e.treatment), Some(1000));
     }
 }

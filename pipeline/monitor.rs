@@ -484,6 +484,10 @@ pub const FIRST_IN_EXPERIMENT: &str = "first_in_experiment";
 /// effect has no reach figures.
 pub const REACHED: &str = "reached";
 
+/// With a contact log that names channels: the channel of the first contact that reached the
+/// customer after the run (null when none did), beside [`REACHED`].
+pub const REACHED_CHANNEL: &str = "reached_channel";
+
 /// A run's scores with the [`REACHED`] column: a reached contact of the log in the
 /// `window_days` after `run`.
 pub fn with_reached(
@@ -495,10 +499,15 @@ pub fn with_reached(
     let ctx = "marking the customers a contact reached";
     let end = run + chrono::Duration::days(window_days);
     let ids = scores.column(CUSTOMER).polars(ctx)?.str().polars(ctx)?;
-    let reached: Vec<bool> =
-        ids.iter().map(|id| id.is_some_and(|id| contacts.reached_between(id, run, end))).collect();
+    let first: Vec<Option<Option<&str>>> =
+        ids.iter().map(|id| id.and_then(|id| contacts.first_reached(id, run, end))).collect();
     let mut out = scores.clone();
-    out.with_column(Column::new(REACHED.into(), reached)).polars(ctx)?;
+    out.with_column(Column::new(REACHED.into(), first.iter().map(Option::is_some).collect::<Vec<_>>()))
+        .polars(ctx)?;
+    if !contacts.summary.channels.is_empty() {
+        let channel: Vec<Option<&str>> = first.iter().map(|c| c.flatten()).collect();
+        out.with_column(Column::new(REACHED_CHANNEL.into(), channel)).polars(ctx)?;
+    }
     Ok(out)
 }
 
@@ -549,6 +558,10 @@ fn run_effect(
         Ok(_) => Some(col_bool(scores, REACHED, ctx)?),
         Err(_) => None,
     };
+    let channel = match scores.column(REACHED_CHANNEL) {
+        Ok(_) => text(REACHED_CHANNEL)?,
+        Err(_) => vec![None; y.len()],
+    };
     let rows: Vec<Outcome> = (0..y.len())
         .filter_map(|i| {
             let group = Group::parse(groups.get(i)?)?;
@@ -562,6 +575,7 @@ fn run_effect(
                 playbook: playbook[i].as_deref().unwrap_or_default(),
                 first: first[i],
                 reached: reached.as_ref().map(|r| r[i]),
+                channel: channel[i].as_deref(),
             })
         })
         .collect();
@@ -901,7 +915,8 @@ impl MonitorReport {
                 .chain(effect.by_band.iter().map(|(b, e)| (format!("{} band={b}", r.run), e)))
                 .chain(effect.by_playbook.iter().map(|(p, e)| (format!("{} playbook={p}", r.run), e)))
                 .chain(effect.first.iter().map(|e| (format!("{} {FIRST}", r.run), e)))
-                .chain(effect.first_by_band.iter().map(|(b, e)| (format!("{} {FIRST} band={b}", r.run), e)));
+                .chain(effect.first_by_band.iter().map(|(b, e)| (format!("{} {FIRST} band={b}", r.run), e)))
+                .chain(effect.by_channel.iter().map(|(c, e)| (format!("{} channel={c}", r.run), e)));
             for (item, e) in strata {
                 let status = if e.harmful() { Status::Alert } else { Status::Ok };
                 for (m, v) in Effect::METRICS.iter().zip(e.metrics()) {
@@ -963,8 +978,10 @@ impl MonitorReport {
     /// table `campaign_effect`, key [`CAMPAIGN_EFFECT_KEY`]): `run` is the run's date or
     /// `pooled`. A run's strata: `all`, `band` and `playbook` (every customer of its
     /// experiment), `new` and `new_band` (the customers who entered the experiment at that
-    /// run); the pooled rows (`all`, `band`) count each customer at its first run. The band or
-    /// playbook is in `stratum_value` (empty otherwise); `runs` is how many runs the pooled
+    /// run), `channel` (the treated customers a channel of the contact log reached first,
+    /// against the whole control group: a comparison, channels are not randomized); the pooled
+    /// rows (`all`, `band`) count each customer at its first run. The band, playbook or
+    /// channel is in `stratum_value` (empty otherwise); `runs` is how many runs the pooled
     /// rows add up (null on a run's rows).
     pub fn effect_frame(&self) -> Result<DataFrame> {
         let mut rows: Vec<(String, &str, &str, &Effect, Option<i64>)> = Vec::new();
@@ -976,6 +993,7 @@ impl MonitorReport {
             rows.extend(e.by_band.iter().map(|(b, e)| (run.clone(), "band", b.as_str(), e, None)));
             rows.extend(e.by_playbook.iter().map(|(p, e)| (run.clone(), "playbook", p.as_str(), e, None)));
             rows.extend(e.first_by_band.iter().map(|(b, e)| (run.clone(), "new_band", b.as_str(), e, None)));
+            rows.extend(e.by_channel.iter().map(|(c, e)| (run.clone(), "channel", c.as_str(), e, None)));
         }
         if let Some(p) = &self.pooled {
             rows.push((POOLED.to_string(), "all", "", &p.effect, Some(p.runs as i64)));
@@ -1168,12 +1186,14 @@ impl HistoryRows {
         let (by_band, by_playbook) = (self.strata(here, run, " band="), self.strata(here, run, " playbook="));
         let first = of(&format!("{run} {FIRST}"));
         let first_by_band = self.strata(here, &format!("{run} {FIRST}"), " band=");
+        let by_channel = self.strata(here, run, " channel=");
         (overall.is_some() || !by_band.is_empty()).then_some(RunEffect {
             overall,
             by_band,
             by_playbook,
             first,
             first_by_band,
+            by_channel,
         })
     }
 
@@ -1222,6 +1242,7 @@ mod tests {
             playbook: band,
             first,
             reached: None,
+            channel: None,
         };
         let rows: Vec<Outcome> = (0..300)
             .map(|i| {

@@ -175,22 +175,28 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
     // What was actually done: a contact log where the calls reached every other treated
     // customer of the run (and nobody of the control group, whom nobody called). The effect
     // among the reached is the list's effect over the difference in reach (Wald).
-    let mut log = String::from("customer_id,ts,reached\n");
+    // Calls by phone and by e-mail (the log's `via` column, named as the channel).
+    let mut log = String::from("customer_id,ts,reached,via\n");
     let (run_ids, run_groups) = (text(&run1, "customer_id"), text(&run1, "experiment_group"));
     let mut treated = 0;
     for (id, g) in run_ids.iter().zip(&run_groups) {
         if g == "treatment" {
             log.push_str(&format!(
-                "{id},2024-08-0{},{}\n",
+                "{id},2024-08-0{},{},{}\n",
                 7 + treated % 2,
-                if treated % 2 == 0 { "yes" } else { "no" }
+                if treated % 2 == 0 { "yes" } else { "no" },
+                if treated % 4 == 0 { "email" } else { "phone" }
             ));
             treated += 1;
         }
     }
     fs::write(d.join("contacts.csv"), log).unwrap();
     let cfg = fs::read_to_string(d.join("realized.toml")).unwrap();
-    fs::write(d.join("reach.toml"), format!("{cfg}\n[input.contacts]\npath = \"contacts.csv\"\n")).unwrap();
+    let contacts = "[input.contacts]\npath = \"contacts.csv\"\nchannel = \"via\"\n";
+    fs::write(d.join("reach.toml"), format!("{cfg}\n{contacts}")).unwrap();
+    let validated = fidelis(&["validate", "--config", "reach.toml", "-q"], d);
+    ok(&validated);
+    assert!(stdout(&validated).contains("channels: email, phone"), "{}", stdout(&validated));
     let again = fidelis(&["monitor", "--config", "reach.toml", "--as-of", "2024-12-31", "-q"], d);
     ok(&again);
     let line = stdout(&again)
@@ -222,6 +228,27 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
     assert!((reach - 0.5).abs() < 0.01 && metric("reach_control") == 0.0, "{reach}");
     assert!((metric("reached_reduction") - metric("reduction") / reach).abs() < 1e-9);
     eprintln!("with a contact log reaching half the treated: {line}");
+    // Per channel: each reached a quarter of the treated, against the whole control group.
+    let channel = |c: &str, m: &str| {
+        let keep = col("kind").eq(lit("effect")).and(col("item").eq(lit(format!("{RUN} channel={c}"))));
+        let rows = history.clone().lazy().filter(keep.and(col("metric").eq(lit(m)))).collect().unwrap();
+        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    let all = metric("treatment");
+    for c in ["email", "phone"] {
+        assert!(
+            (channel(c, "treatment") / all - 0.25).abs() < 0.01,
+            "{c}: {} of {all}",
+            channel(c, "treatment")
+        );
+        assert_eq!(channel(c, "control"), metric("control"));
+    }
+    let by = stdout(&again).lines().find(|l| l.contains("by channel")).unwrap_or_default().to_string();
+    assert!(
+        by.contains("email reached") && by.contains("phone reached") && by.contains("not randomized"),
+        "{by}"
+    );
+    eprintln!("{by}");
 }
 
 /// The pooled effect's 95% interval (Newcombe, each customer at the run that first selected

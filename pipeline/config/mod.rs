@@ -68,6 +68,10 @@ pub struct ContactsInput {
     pub timestamp_format: String,
     /// yes/no, true/false or 1/0.
     pub reached: String,
+    /// Optional: the column naming the channel or playbook of each contact (phone, email,
+    /// ...); empty = the log has none. With it, the monitoring compares the treated reached
+    /// by each channel with the control group.
+    pub channel: String,
     /// Days after a run in which a reached contact counts for it.
     pub window_days: i64,
     pub max_invalid_share: f64,
@@ -84,6 +88,7 @@ impl Default for ContactsInput {
             timestamp: "ts".into(),
             timestamp_format: String::new(),
             reached: "reached".into(),
+            channel: String::new(),
             window_days: 14,
             max_invalid_share: 0.05,
         }

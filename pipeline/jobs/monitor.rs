@@ -222,6 +222,29 @@ impl std::fmt::Display for MonitorReport {
                     monitor::effect_words(e)
                 )?;
             }
+            let channels = run.effect.as_ref().map(|e| e.by_channel.as_slice()).unwrap_or_default();
+            if !channels.is_empty() {
+                let words: Vec<String> = channels
+                    .iter()
+                    .map(|(c, e)| {
+                        format!(
+                            "{c} reached {} (churn {:.1}%, {:+.1} points [95% {:+.1}, {:+.1}])",
+                            e.treatment,
+                            100.0 * e.churn_treatment,
+                            100.0 * e.reduction,
+                            100.0 * e.reduction_low,
+                            100.0 * e.reduction_high
+                        )
+                    })
+                    .collect();
+                let control = channels[0].1.churn_control;
+                writeln!(
+                    f,
+                    "  by channel, against the control group's churn {:.1}% (channels are not randomized: a comparison, not an effect): {}",
+                    100.0 * control,
+                    words.join("; ")
+                )?;
+            }
         }
         if let Some(p) = &r.pooled {
             writeln!(

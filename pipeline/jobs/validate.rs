@@ -81,6 +81,9 @@ impl std::fmt::Display for ValidateOutcome {
                 "\n  rows read {:>12}\n  rows valid {:>11}\n  reached {:>14}",
                 c.rows_read, c.rows_valid, c.rows_reached
             )?;
+            if !c.channels.is_empty() {
+                write!(f, "\n  channels: {}", c.channels.join(", "))?;
+            }
             write_dropped(f, &c.invalid)?;
         }
         Ok(())

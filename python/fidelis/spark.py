@@ -681,8 +681,9 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
         active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
         scores = runs.filter(F.col("as_of").cast("string") == run)
         if log is not None:
-            ids = driver.reached(run, log.__arrow_c_stream__())
-            hit = spark.createDataFrame([(i,) for i in ids], "customer_id string").withColumn("reached", F.lit(True))
+            pairs = driver.reached(run, log.__arrow_c_stream__())
+            hit = spark.createDataFrame(pairs, "customer_id string, reached_channel string")
+            hit = hit.withColumn("reached", F.lit(True))
             scores = scores.join(hit, "customer_id", "left").withColumn(
                 "reached", F.coalesce(F.col("reached"), F.lit(False))
             )
@@ -699,7 +700,9 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
                 "revenue",
                 *[
                     c
-                    for c in ("experiment_group", "risk_level", "playbook", "first_in_experiment", "reached")
+                    for c in (
+                        "experiment_group", "risk_level", "playbook", "first_in_experiment", "reached", "reached_channel"
+                    )
                     if c in scores.columns
                 ],
             )

@@ -250,9 +250,16 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     dates = ["2024-09-01", "2024-09-08", "2024-12-01", "2024-12-08"]
     # A contact log: calls after the first run, every third customer reached, every fifth not.
     ids = sorted({c for c in pq.read_table(demo / "data/transactions.parquet").column("customer_id").to_pylist() if c})
-    log = [(c, "2024-09-03 10:00:00", "yes" if k % 3 == 0 else "no") for k, c in enumerate(ids) if k % 3 == 0 or k % 5 == 0]
-    pq.write_table(pa.table({"customer_id": [r[0] for r in log], "ts": [r[1] for r in log], "reached": [r[2] for r in log]}), demo / "contacts.parquet")
-    cli_out = cli_weekly(demo, dates, "cli-weekly", '\n[input.contacts]\npath = "contacts.parquet"\n')
+    # Each call by phone or e-mail (a column the configuration names as the channel).
+    log = [
+        (c, "2024-09-03 10:00:00", "yes" if k % 3 == 0 else "no", "phone" if k % 2 else "email")
+        for k, c in enumerate(ids)
+        if k % 3 == 0 or k % 5 == 0
+    ]
+    names = ["customer_id", "ts", "reached", "via"]
+    pq.write_table(pa.table({n: [r[i] for r in log] for i, n in enumerate(names)}), demo / "contacts.parquet")
+    extra = '\n[input.contacts]\npath = "contacts.parquet"\nchannel = "via"\n'
+    cli_out = cli_weekly(demo, dates, "cli-weekly", extra)
     pq.write_table(shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=3), tmp_path / "tx.parquet")
     tx = spark.read.parquet(str(tmp_path / "tx.parquet"))
     out = tmp_path / "spark-weekly"
@@ -260,7 +267,7 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     for d in dates:
         found[d] = fs.weekly(
             spark, tx, str(demo / "models"), d, str(out), buckets=7, rank_rows=4000,
-            contacts=spark.read.parquet(str(demo / "contacts.parquet")),
+            contacts=spark.read.parquet(str(demo / "contacts.parquet")), config=str(demo / "cli-weekly.toml"),
         ).monitoring
     cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
@@ -292,6 +299,10 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     first = {(r[2], r[3]): struct_value(r[4]) for r in history_rows(cli_history, "2024-12-01") if r[1] == "effect"}
     assert 0.2 < first[("2024-09-01", "reach_treatment")] < 0.45, first[("2024-09-01", "reach_treatment")]
     assert effect[("2024-09-08", "reach_treatment")] == 0.0
+    # Per channel: the treated each channel reached, against the whole control group.
+    for channel in ("email", "phone"):
+        assert first[(f"2024-09-01 channel={channel}", "treatment")] > 0
+        assert first[(f"2024-09-01 channel={channel}", "control")] == first[("2024-09-01", "control")]
     drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
     assert len(drift) > 10
     assert "realized AUC" in found["2024-12-08"].report

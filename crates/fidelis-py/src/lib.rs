@@ -603,8 +603,14 @@ impl NativeModel {
 
     /// The customers the contact log (a table with the columns the configuration's
     /// `[input.contacts]` maps, validated as the CLI validates it) shows reached in the
-    /// `window_days` after `run`, sorted.
-    fn reached(&self, py: Python<'_>, run: &str, contacts: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    /// `window_days` after `run`, sorted, each with the channel of its first reached contact
+    /// there (None when the log names no channel).
+    fn reached(
+        &self,
+        py: Python<'_>,
+        run: &str,
+        contacts: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<(String, Option<String>)>> {
         let run = parse_date(run)?;
         let df = import_frame(contacts, "contacts")?;
         let input = &self.cfg.input.contacts;
@@ -612,8 +618,11 @@ impl NativeModel {
             .detach(|| fidelis::activity::contacts_from_frame(df, input, "the contact log"))
             .map_err(py_err)?;
         let end = run + chrono::Duration::days(input.window_days);
-        let mut ids: Vec<String> =
-            log.reached.keys().filter(|id| log.reached_between(id, run, end)).cloned().collect();
+        let mut ids: Vec<(String, Option<String>)> = log
+            .reached
+            .keys()
+            .filter_map(|id| Some((id.clone(), log.first_reached(id, run, end)?.map(str::to_string))))
+            .collect();
         ids.sort_unstable();
         Ok(ids)
     }
