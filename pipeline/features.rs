@@ -712,6 +712,17 @@ pub fn dataset_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) ->
     build(daily, spec, snapshots, true, Models::Fit)
 }
 
+/// Features and labels at `snapshots` with one BG/NBD model for all of them (the one fitted
+/// at the end of the data, as scoring uses): the uplift model's rows at the experiment's runs.
+pub fn labelled_with(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    snapshots: &[NaiveDate],
+    probabilistic: Option<&Probabilistic>,
+) -> Result<DataFrame> {
+    build(daily, spec, snapshots, true, Models::Fixed(probabilistic))
+}
+
 /// [`dataset_at`] with the BG/NBD models of each snapshot given (fitted on the whole base by
 /// [`fit_probabilistic_on`] where the rows are partitioned): a customer's rows then equal
 /// [`dataset_at`]'s on the whole base.

@@ -108,6 +108,11 @@ pub struct Prepared {
     pub dataset_rows: usize,
     /// BG/NBD + Gamma-Gamma at the end of the data (stored with the model, for scoring).
     pub probabilistic: Option<Probabilistic>,
+    /// The experiment's customers at their first selection (from the runs' scores,
+    /// [`super::uplift::Selected::of_frame`]) and, when there are enough runs, their features
+    /// and labels at those runs ([`features::labelled_with`] with the end-of-data model, the
+    /// signal features appended; rows of other customers allowed): the uplift model's rows.
+    pub experiment: Option<(super::uplift::Selected, Option<DataFrame>)>,
 }
 
 /// The share of customers ([`crate::rng::customer_share`] below it) training keeps when the
@@ -162,13 +167,22 @@ pub fn run_prepared(
         .with_columns([col(schema::CHURN).cast(DataType::Int32), col(schema::CLV).cast(DataType::Float64)])
         .collect()
         .polars(ctx)?;
+    let uplift = match prepared.experiment {
+        None => None,
+        Some((selected, None)) => Some((selected.runs, None)),
+        Some((selected, Some(labelled))) if selected.enough() => {
+            let runs = selected.runs.clone();
+            Some((runs, Some(selected.rows(&labelled, &inputs.names)?)))
+        }
+        Some((selected, Some(_))) => Some((selected.runs, None)),
+    };
     let frames = Frames {
         dataset,
         at_end: order(prepared.at_end, &[schema::CUSTOMER])?,
         rows: prepared.dataset_rows,
         probabilistic: prepared.probabilistic,
         with_signals: true,
-        uplift: None,
+        uplift,
     };
     let outcome = fit_and_write(cfg, opts, &inputs, frames, progress)?;
     publish(cfg, outcome, progress)

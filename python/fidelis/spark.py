@@ -944,26 +944,69 @@ def _signal_spec(events: Any, customers: Any, config: Optional[str], buckets: in
 
 
 def _features_per_bucket(
-    source: Any, kinds: Optional[list], config: Optional[str], method: str, columns: list, models: str, spec: Any
+    source: Any,
+    kinds: Optional[list],
+    config: Optional[str],
+    method: str,
+    columns: list,
+    models: str,
+    spec: Any,
+    runs: Optional[list] = None,
 ) -> Any:
-    """``Trainer.dataset`` / ``Trainer.at_end`` on every bucket: of the bucketed transactions
-    (``kinds`` None), or of the cogrouped transactions, events and customer rows."""
+    """``Trainer.dataset`` / ``Trainer.at_end`` / ``Trainer.experiment`` (at ``runs``) on
+    every bucket: of the bucketed transactions (``kinds`` None), or of the cogrouped
+    transactions, events and customer rows."""
     schema = ", ".join(f"`{n}` {t}" for n, t in columns)
     empty = _empty(columns)
+    given = (models,) if runs is None else (models, runs)
 
     def run(table: pa.Table) -> pa.Table:
         t = _trainer(config)
         if kinds is None:
-            out = getattr(t, method)(table.drop(["__bucket"]).__arrow_c_stream__(), models)
+            out = getattr(t, method)(table.drop(["__bucket"]).__arrow_c_stream__(), *given)
         else:
             parts = _split(table, kinds)
             if parts["t"].num_rows == 0:
                 return empty
             stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
-            out = getattr(t, method)(stream("t"), models, spec, stream("e"), stream("c"))
+            out = getattr(t, method)(stream("t"), *given, spec, stream("e"), stream("c"))
         return _plain_strings(_table(out))
 
     return source.groupBy("__bucket").applyInArrow(run, schema)
+
+
+def _experiment(
+    scores: Any,
+    trainer: Any,
+    data_end: str,
+    source: Any,
+    kinds: Optional[list],
+    config: Optional[str],
+    columns: list,
+    end_model: str,
+    signal_spec: Any,
+) -> tuple:
+    """The uplift model's inputs for ``Trainer.train``: the runs' scores of the experiment's
+    customers (None without a control group), and their features and labels at the matured
+    runs when there are enough of them (else None)."""
+    from pyspark.sql import functions as F
+
+    if scores is None or "experiment_group" not in scores.columns:
+        return (None, None)
+    members = scores.filter(F.col("experiment_group").isNotNull()).select(
+        F.col("as_of").cast("date").alias("as_of"), "customer_id", "experiment_group", "churn_probability",
+        "expected_loss",
+    )
+    table = members.toArrow()
+    found = trainer.experiment_runs(table.__arrow_c_stream__(), data_end)
+    if found is None:
+        return (None, None)
+    runs, enough = found
+    if not enough:
+        return (table, None)
+    labelled = _features_per_bucket(source, kinds, config, "experiment", columns, end_model, signal_spec, runs)
+    keys = members.select("customer_id", F.col("as_of").alias("snapshot")).distinct()
+    return (table, labelled.join(keys, ["customer_id", "snapshot"], "left_semi").toArrow())
 
 
 def train(
@@ -974,6 +1017,7 @@ def train(
     export_features: Optional[str] = None,
     events: Any = None,
     customers: Any = None,
+    scores: Any = None,
 ) -> Trained:
     """``fidelis train`` with the per-customer work on Spark: validation, the BG/NBD fit
     inputs and the features and labels at every snapshot run on the executors per bucket of
@@ -986,7 +1030,11 @@ def train(
     configuration maps them, as ``fidelis train`` would read them); the signal features are
     chosen from counts merged over the buckets and computed per bucket.
     ``export_features``: also write the training rows with their role to this Parquet file
-    on the driver (as ``fidelis train --export-features``)."""
+    on the driver (as ``fidelis train --export-features``). ``scores``: the weekly runs'
+    scores (e.g. ``spark.read.parquet(out + "/scores")``): with an experiment's matured runs
+    in them, the uplift model is chosen and fitted as ``fidelis train`` does from its output
+    directory (the features at each run built per bucket, only the experiment's customers
+    reaching the driver)."""
     from pyspark.sql import functions as F
 
     from .errors import InputError
@@ -1048,10 +1096,13 @@ def train(
         at_end = _features_per_bucket(source, kinds, config, "at_end", end_columns, end_model, signal_spec)
         at_end = keep(at_end).toArrow()
         dataset.unpersist()
-        # 5. Train on the driver.
+        # 5. The experiment's customers at their first selection and, with enough matured
+        # runs, their features and labels at those runs (for the uplift model).
+        experiment = _experiment(scores, trainer, data_end, source, kinds, config, data_columns, end_model, signal_spec)
+        # 6. Train on the driver.
         model_id, model_dir, report = trainer.train(
             merged, data.__arrow_c_stream__(), at_end.__arrow_c_stream__(), rows, end_model, export_features,
-            signal_spec,
+            signal_spec, *[None if t is None else t.__arrow_c_stream__() for t in experiment],
         )
         return Trained(model_id, os.path.abspath(model_dir), os.path.abspath(report), rows, data.num_rows)
     finally:
@@ -1135,6 +1186,7 @@ def main(argv: Optional[list] = None) -> int:
     t.add_argument("--export-features", help="also write the training rows with their role (Parquet)")
     t.add_argument("--events", help="the event log (a Parquet path or a table), when the configuration maps one")
     t.add_argument("--customers", help="the customer table (a Parquet path or a table)")
+    t.add_argument("--scores", help="the weekly runs' scores (a Parquet path or a table), for the uplift model")
     args = p.parse_args(argv)
     # Spark's Python workers start `spark.pyspark.python`, else $PYSPARK_PYTHON, else
     # `python3` from PATH: under cron or systemd (this interpreter by absolute path, a PATH
@@ -1157,7 +1209,7 @@ def main(argv: Optional[list] = None) -> int:
     if args.command == "train":
         done = fs.train(
             spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features,
-            events=read(args.events), customers=read(args.customers),
+            events=read(args.events), customers=read(args.customers), scores=read(args.scores),
         )
         print(done)
         return 0

@@ -92,6 +92,19 @@ impl Trainer {
         export_frame(py, with_share(df)?)
     }
 
+    /// [`jobs::uplift::Selected::of_frame`] of the runs' scores.
+    fn selected(
+        &self,
+        py: Python<'_>,
+        scores: &Bound<'_, PyAny>,
+        data_end: &str,
+    ) -> PyResult<Option<jobs::uplift::Selected>> {
+        let scores = import_frame(scores, "the runs' scores")?;
+        let data_end = parse_date(data_end)?;
+        let (horizon, needed) = (self.cfg.snapshots.horizon_days, self.cfg.uplift.min_runs);
+        py.detach(|| jobs::uplift::Selected::of_frame(&scores, horizon, data_end, needed)).map_err(py_err)
+    }
+
     fn signal_spec_of(&self, json: Option<&str>) -> PyResult<SignalSpec> {
         json.map_or(Ok(SignalSpec::default()), |s| serde_json::from_str(s).map_err(json_err))
     }
@@ -326,6 +339,47 @@ impl Trainer {
         })
     }
 
+    /// Features and labels of the bucket's customers at the experiment's runs `runs` with the
+    /// end-of-data model (`models`: its one date and model), with `__share` (and the signal
+    /// features, as [`Self::dataset`]): the uplift model's rows before they are matched to the
+    /// experiment's customers.
+    #[pyo3(signature = (transactions, models, runs, signal_spec=None, events=None, customers=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn experiment<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        models: &str,
+        runs: Vec<String>,
+        signal_spec: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let models: Models = serde_json::from_str(models).map_err(json_err)?;
+        let [(_, model)] = models.as_slice() else {
+            return Err(PyValueError::new_err("experiment takes the end-of-data model"));
+        };
+        let runs = dates(&runs)?;
+        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
+            features::labelled_with(daily, &self.spec(), &runs, model.as_ref())
+        })
+    }
+
+    /// The experiment's matured runs from the runs' scores (a table with `as_of`, the
+    /// customer id, `experiment_group`, `churn_probability`, `expected_loss`) and the day
+    /// after the data (`merge`'s): `None` when no run has a control group, else the runs with
+    /// both groups among their new customers and whether they are enough
+    /// (`[uplift].min_runs`) to train the uplift model on.
+    fn experiment_runs(
+        &self,
+        py: Python<'_>,
+        scores: &Bound<'_, PyAny>,
+        data_end: &str,
+    ) -> PyResult<Option<(Vec<String>, bool)>> {
+        let selected = self.selected(py, scores, data_end)?;
+        Ok(selected.map(|s| (s.runs.iter().map(ToString::to_string).collect(), s.enough())))
+    }
+
     /// The share of customers the training sample keeps when the dataset has `rows` rows
     /// (None: every row; `[model].max_rows`).
     fn sample_fraction(&self, rows: usize) -> Option<f64> {
@@ -338,7 +392,13 @@ impl Trainer {
     /// publishes `latest` as `fidelis train` does: `(model id, model directory, report)`.
     /// `export_features`: also write the training rows with their role there (as `fidelis
     /// train --export-features`).
-    #[pyo3(signature = (merged, dataset, at_end, rows, end_model, export_features=None, signal_spec=None))]
+    /// `experiment`: the runs' scores and the bucket rows of [`Self::experiment`] (of the
+    /// experiment's customers) when the uplift model is to be fitted (see
+    /// [`Self::experiment_runs`]); the scores alone when there are too few runs.
+    #[pyo3(signature = (
+        merged, dataset, at_end, rows, end_model, export_features=None, signal_spec=None,
+        experiment_scores=None, experiment_rows=None
+    ))]
     #[allow(clippy::too_many_arguments)]
     fn train(
         &self,
@@ -350,6 +410,8 @@ impl Trainer {
         end_model: &str,
         export_features: Option<&str>,
         signal_spec: Option<&str>,
+        experiment_scores: Option<&Bound<'_, PyAny>>,
+        experiment_rows: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(String, String, String)> {
         let signal_spec = self.signal_spec_of(signal_spec)?;
         let merged: Inspected = serde_json::from_str(merged).map_err(json_err)?;
@@ -361,6 +423,16 @@ impl Trainer {
                 Ok(df)
             }
         };
+        let experiment = match experiment_scores {
+            None => None,
+            Some(scores) => {
+                let [(data_end, _)] = end.as_slice() else {
+                    return Err(PyValueError::new_err("train takes the end-of-data model"));
+                };
+                let rows = experiment_rows.map(|r| import_frame(r, "experiment rows")).transpose()?;
+                self.selected(py, scores, &data_end.to_string())?.map(|s| (s, rows))
+            }
+        };
         let prepared = jobs::train::Prepared {
             signal_spec,
             summary: merged.summary,
@@ -369,6 +441,7 @@ impl Trainer {
             at_end: drop_share(import_frame(at_end, "end-of-data features")?)?,
             dataset_rows: rows,
             probabilistic: end.into_iter().next().and_then(|(_, p)| p),
+            experiment,
         };
         let opts =
             jobs::train::TrainOptions { cutoff: None, export_features: export_features.map(Into::into) };
