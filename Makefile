@@ -107,7 +107,7 @@ lint: ## formatting, clippy (warnings are errors, too_many_lines on), and the la
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p fidelis-py -- -D warnings
-	cargo test --quiet --test layers
+	cargo test --quiet --test layers --test docs
 
 fmt: ## format the code
 	cargo fmt --all

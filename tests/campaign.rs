@@ -51,11 +51,13 @@ fn text(df: &DataFrame, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// The command lines of the README's campaign example (the `sh` block after "tests/campaign.rs
+/// The command lines of the campaign example in docs/decision.md (the `sh` block after "tests/campaign.rs
 /// runs these lines"), each as its arguments.
 fn readme_lines() -> Vec<Vec<String>> {
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let at = readme.find("(`tests/campaign.rs` runs these lines").expect("the README's campaign example");
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/decision.md")).unwrap();
+    let at = readme
+        .find("(`tests/campaign.rs` runs these lines")
+        .expect("the campaign example of docs/decision.md");
     let block = &readme[at..];
     let block = &block[block.find("```sh\n").unwrap() + 6..];
     let block = &block[..block.find("```").unwrap()];
@@ -79,7 +81,7 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
     }
     assert!(stdout(&outputs[3]).contains("truth.parquet"), "{}", stdout(&outputs[3]));
     let out = &outputs[5];
-    // The README's runs are the run this test checks.
+    // The example's runs are the run this test checks.
     assert!(lines[2].contains(&RUN.to_string()) && lines[4].contains(&RUN.to_string()));
 
     // Before its first contact a customer's data is the same, so the runs on the realized

@@ -1,6 +1,6 @@
 //! Holdout regression tests on the real datasets, with the protocol of the training issue
 //! (28-day grid, 90-day horizon and eligibility, last snapshot with a full label window as
-//! holdout). Floors sit a little under the measured values (README "Results").
+//! holdout). Floors sit a little under the measured values (docs/results.md).
 
 mod common;
 

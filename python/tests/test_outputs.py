@@ -82,7 +82,7 @@ def check_every_reader(root: Path, want: dict, spark_session) -> None:
         lf = pl.scan_parquet(str(path / "*/*.parquet"), hive_partitioning=True).collect()
         assert lf.schema["as_of"] == pl.Date, lf.schema
         got["polars.scan"] = counts(as_dates(lf["as_of"].to_list()))
-        # DuckDB: the README's glob with hive partitioning.
+        # DuckDB: the docs' glob with hive partitioning.
         con = duckdb.connect()
         rows = con.execute(
             f"SELECT as_of FROM read_parquet('{path}/*/*.parquet', hive_partitioning = true)"

@@ -1,4 +1,4 @@
-"""The README's reader globs while runs replace partitions, and after runs killed at every
+"""The reader globs of docs/weekly.md while runs replace partitions, and after runs killed at every
 rename (reliability round three, fault 8): a run's work in progress must never be seen by
 polars or DuckDB reading `output/scores/*/scores.parquet` with hive partitioning, so every
 read returns the whole partition, whatever the writers are doing."""
@@ -19,7 +19,7 @@ pl = pytest.importorskip("polars")
 duckdb = pytest.importorskip("duckdb")
 
 AS_OF = "2024-12-31"
-# The globs as the README gives them.
+# The globs as docs/weekly.md gives them.
 GLOB = "output/scores/*/*.parquet"
 
 

@@ -1,6 +1,6 @@
-"""The Spark job launched the ways users launch it: every command line of the README's Spark
-section run as written (extracted from the README, so a doc change breaks this test, not the
-user), and the job started the way cron and systemd start it (the virtual environment's
+"""The Spark job launched the ways users launch it: every command line of the Spark
+section of docs/python-spark.md run as written (extracted from the page, so a doc change breaks
+this test, not the user), and the job started the way cron and systemd start it (the virtual environment's
 interpreter by absolute path, a PATH without the environment, no PYSPARK_PYTHON)."""
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ SECTION = "(`python/tests/test_spark_launch.py` reads them from this file):"
 
 
 def readme_commands() -> list:
-    """The README's Spark job commands that run on one machine (`JOB=...` and the
+    """The Spark job commands of docs/python-spark.md that run on one machine (`JOB=...` and the
     `spark-submit --master local[2]` lines), continuations joined, comments and the optional
     `[...]` flags dropped."""
-    text = (ROOT / "README.md").read_text()
-    assert SECTION in text, "the README's Spark section moved: update this test"
+    text = (ROOT / "docs/python-spark.md").read_text()
+    assert SECTION in text, "the Spark section of docs/python-spark.md moved: update this test"
     block = text.split(SECTION, 1)[1].split("```sh", 1)[1].split("```", 1)[0]
     commands, current = [], ""
     for raw in block.splitlines():
