@@ -10,16 +10,21 @@ export FIDELIS_DATASETS
 CONFIG ?= fidelis.toml
 CUSTOMERS ?= 50000
 SEED ?= 42
-FIDELIS := cargo run --quiet --bin fidelis --
+# The binary `make bin` builds (every target below builds it first, with cargo's progress
+# shown: the first build compiles the dependencies and takes a while).
+FIDELIS := $(CARGO_TARGET_DIR)/debug/fidelis
 
-.PHONY: python python-test help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift lint fmt datasets clean
+.PHONY: bin python python-test python-lint help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 demo: generate validate train weekly backtest ## generate 50,000 customers and run every stage on them
 
-demo-saas: ## SaaS demo: 5,000 subscriptions with events and a customer table; train; three weekly runs (health, review flags, escalations)
+bin: ## build the fidelis binary (debug profile) with cargo's progress
+	cargo build --bin fidelis
+
+demo-saas: bin ## SaaS demo: 5,000 subscriptions with events and a customer table; train; three weekly runs (health, review flags, escalations)
 	$(FIDELIS) generate --kind saas --customers 5000 --seed $(SEED) --out data/saas
 	$(FIDELIS) validate --config configs/saas.toml
 	$(FIDELIS) train --config configs/saas.toml
@@ -27,34 +32,34 @@ demo-saas: ## SaaS demo: 5,000 subscriptions with events and a customer table; t
 	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-24 --dry-run
 	$(FIDELIS) weekly --config configs/saas.toml --dry-run
 
-generate: ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
+generate: bin ## write data/generated/transactions.parquet (CUSTOMERS, SEED)
 	$(FIDELIS) generate --customers $(CUSTOMERS) --seed $(SEED) --out data/generated
 
-validate: ## check the input of CONFIG and print what is kept and dropped
+validate: bin ## check the input of CONFIG and print what is kept and dropped
 	$(FIDELIS) validate --config $(CONFIG)
 
-train: ## train the churn and CLV models of CONFIG (default fidelis.toml)
+train: bin ## train the churn and CLV models of CONFIG (default fidelis.toml)
 	$(FIDELIS) train --config $(CONFIG)
 
-evaluate: ## rolling-origin evaluation of CONFIG: train at the last ORIGINS snapshots with complete labels (reports/rolling_origins.*)
+evaluate: bin ## rolling-origin evaluation of CONFIG: train at the last ORIGINS snapshots with complete labels (reports/rolling_origins.*)
 	$(FIDELIS) evaluate --config $(CONFIG) --origins $(ORIGINS)
 
-score: ## score every eligible customer with models/latest; Parquet + SQLite under output/
+score: bin ## score every eligible customer with models/latest; Parquet + SQLite under output/
 	$(FIDELIS) score --config $(CONFIG)
 
-weekly: ## the scheduled job: score, monitor (drift, realized AUC), weekly report
+weekly: bin ## the scheduled job: score, monitor (drift, realized AUC), weekly report
 	$(FIDELIS) weekly --config $(CONFIG)
 
-report: ## regenerate the evaluation report of models/latest and the weekly report of the latest run
+report: bin ## regenerate the evaluation report of models/latest and the weekly report of the latest run
 	$(FIDELIS) report --config $(CONFIG) --weekly
 
-monitor: ## drift and realized performance at the end of the data, history under output/monitoring
+monitor: bin ## drift and realized performance at the end of the data, history under output/monitoring
 	$(FIDELIS) monitor --config $(CONFIG)
 
 FROM ?= 2024-06-01
 EVERY ?= 14
 ORIGINS ?= 3
-backtest: ## replay the weekly job from FROM every EVERY days with a model trained before FROM
+backtest: bin ## replay the weekly job from FROM every EVERY days with a model trained before FROM
 	$(FIDELIS) backtest --config $(CONFIG) --from $(FROM) --every $(EVERY)
 
 test: datasets ## run every test (PostgreSQL tests against a throwaway local server), then the Python tests
@@ -65,12 +70,17 @@ VENV ?= .venv
 PYTHON ?= python3
 python: ## the Python package, built from the Rust core into $(VENV) (maturin develop), with PySpark: `import fidelis`
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1" "ruff==0.17.6" "mypy==2.4.1"
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 
-python-test: python ## the Python tests (pytest, python/tests) against the CLI built by cargo
+python-test: python python-lint ## the Python tests (pytest, python/tests) against the CLI built by cargo
 	cargo build --quiet --bin fidelis
 	FIDELIS_BIN=$(CARGO_TARGET_DIR)/debug/fidelis $(VENV)/bin/pytest -q python/tests
+
+python-lint: python ## ruff (lint and format) over the Python code, mypy --strict over the package
+	$(VENV)/bin/ruff check python benches
+	$(VENV)/bin/ruff format --check python benches
+	$(VENV)/bin/mypy --strict python/fidelis
 
 bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installed), the score and monitor benches, then Spark vs the CLI (when Java is there)
 	cargo bench --bench pipeline
@@ -103,7 +113,7 @@ bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift trainin
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
 	cargo bench --bench monitor
 
-lint: ## formatting, clippy (warnings are errors, too_many_lines on), and the layering check of ARCHITECTURE.md
+lint: python-lint ## rustfmt, clippy (warnings are errors, too_many_lines on), the layering and docs checks, ruff and mypy --strict
 	cargo fmt --all --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy -p fidelis-py -- -D warnings

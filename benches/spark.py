@@ -161,16 +161,14 @@ def main() -> int:
     print(f"\nweekly scoring of {size:,} customers ({n:,} eligible at {AS_OF}), one run")
     print(f"{'':24}{'wall s':>10}{'peak MB':>10}")
     labels = ["fidelis score (CLI)", "Spark local[2]", "Spark local[1]", "  [2] session only", "  [2] rows to Python"]
-    for label, key in zip(labels, keys):
+    for label, key in zip(labels, keys, strict=True):
         print(f"{label:24}{results[key]['wall_s']:>10.2f}{results[key]['peak_rss_mb']:>10.0f}")
     results["floor_ratio_vs_cli"] = round(results["spark_local_2_to_python"]["wall_s"] / cli["wall_s"], 2)
     print(
         f"Spark local[2] / CLI: {results['wall_ratio_spark2_vs_cli']}x wall, "
         f"{results['rss_ratio_spark2_vs_cli']}x memory; 1 -> 2 cores: {results['speedup_1_to_2_cores']}x faster"
     )
-    print(
-        f"floor (session + every row to Python, no work) / CLI: {results['floor_ratio_vs_cli']}x"
-    )
+    print(f"floor (session + every row to Python, no work) / CLI: {results['floor_ratio_vs_cli']}x")
     print(f"written to {record('spark', results)} (spark)")
     return 0
 

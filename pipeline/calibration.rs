@@ -262,9 +262,8 @@ fn gain(y: &[f64], none: &[f64], cal: &[f64]) -> (f64, f64) {
 /// time, a lower log loss on every snapshot and, on the latest one, an ECE lower by that same
 /// margin. A calibrator that only moves the log loss within noise, on a few thousand rows,
 /// has made holdout ECE worse; so has one that corrects a miscalibration the latest snapshot
-/// no longer shows (measured: generated data whose churn rate rose after the purged
-/// snapshots; Platt took ECE 0.0146 -> 0.0039 pooled, 0.0122 -> 0.0110 on the latest
-/// snapshot, and the holdout's 0.0231 -> 0.0350).
+/// no longer shows (the case that showed it: docs/models.md, "Why the rules are what they
+/// are").
 pub fn choose(
     p: &[f64],
     y: &[f64],

@@ -16,6 +16,7 @@ which no honest selection can beat (it is the holdout used as the tuning set):
 Usage: python3 benches/compare/ceiling.py FEATURES.parquet   (make bench-deps installs the
 packages). Prints one JSON object.
 """
+
 import json
 import sys
 import warnings
@@ -73,7 +74,8 @@ def main(path):
     best_lr, best_blend = 0.0, 0.0
     for C in [0.001, 0.01, 0.1, 1, 10]:
         for transform in ["log", "raw"]:
-            def f(z):
+
+            def f(z, transform=transform):
                 x = z[feats].fillna(0)
                 return np.sign(x) * np.log1p(np.abs(x)) if transform == "log" else x
 
@@ -82,14 +84,22 @@ def main(path):
             best_lr = max(best_lr, roc_auc_score(hold.churn, lr))
             for w in np.linspace(0, 1, 11):
                 best_blend = max(best_blend, roc_auc_score(hold.churn, w * best_gbdt_margin + (1 - w) * lr))
-    print(json.dumps({
-        "holdout_rows": len(hold),
-        "churn_roc_auc": {"lightgbm": round(best_churn[0], 4), "logistic": round(best_lr, 4),
-                          "blend": round(best_blend, 4)},
-        "clv_normalized_gini": round(best_clv[0], 4),
-        "best_lightgbm_churn_settings": best_churn[1],
-        "best_lightgbm_clv_settings": best_clv[1],
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "holdout_rows": len(hold),
+                "churn_roc_auc": {
+                    "lightgbm": round(best_churn[0], 4),
+                    "logistic": round(best_lr, 4),
+                    "blend": round(best_blend, 4),
+                },
+                "clv_normalized_gini": round(best_clv[0], 4),
+                "best_lightgbm_churn_settings": best_churn[1],
+                "best_lightgbm_clv_settings": best_clv[1],
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

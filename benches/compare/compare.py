@@ -17,6 +17,7 @@
 
 Prints one JSON object. Needs `pip install lightgbm duckdb pyarrow pandas` (make bench-deps).
 """
+
 import argparse
 import json
 import os
@@ -110,9 +111,18 @@ def main():
     x_fit, y_fit = fit[cols].to_numpy(np.float64), fit["churn"].to_numpy(np.float64)
     x_hold, y_hold = hold[cols].to_numpy(np.float64), hold["churn"].to_numpy(np.float64)
     params = dict(
-        objective="binary", learning_rate=a.learning_rate, max_depth=a.max_depth,
-        num_leaves=2 ** a.max_depth, min_sum_hessian_in_leaf=a.min_leaf_weight, min_data_in_leaf=1,
-        lambda_l2=a.l2, max_bin=256, num_threads=a.threads, verbose=-1, deterministic=True, seed=42,
+        objective="binary",
+        learning_rate=a.learning_rate,
+        max_depth=a.max_depth,
+        num_leaves=2**a.max_depth,
+        min_sum_hessian_in_leaf=a.min_leaf_weight,
+        min_data_in_leaf=1,
+        lambda_l2=a.l2,
+        max_bin=256,
+        num_threads=a.threads,
+        verbose=-1,
+        deterministic=True,
+        seed=42,
     )
     t0 = time.perf_counter()
     booster = lgb.train(params, lgb.Dataset(x_fit, y_fit), num_boost_round=a.trees)
@@ -130,13 +140,24 @@ def main():
     n = len(con.execute(sql).fetchall())
     duck_s = time.perf_counter() - t0
 
-    print(json.dumps({
-        "lightgbm": {"version": lgb.__version__, "rows": len(fit), "features": len(cols), "trees": a.trees,
-                     "train_s": train_s, "predict_s": predict_s, "predict_rows": len(hold),
-                     "auc": auc(y_hold, p)},
-        "duckdb": {"version": duckdb.__version__, "features_s": duck_s, "customers": n, "as_of": a.as_of},
-        "same_fits": same,
-    }))
+    print(
+        json.dumps(
+            {
+                "lightgbm": {
+                    "version": lgb.__version__,
+                    "rows": len(fit),
+                    "features": len(cols),
+                    "trees": a.trees,
+                    "train_s": train_s,
+                    "predict_s": predict_s,
+                    "predict_rows": len(hold),
+                    "auc": auc(y_hold, p),
+                },
+                "duckdb": {"version": duckdb.__version__, "features_s": duck_s, "customers": n, "as_of": a.as_of},
+                "same_fits": same,
+            }
+        )
+    )
 
 
 def same_fits(a, df, cols, base):
@@ -154,8 +175,9 @@ def same_fits(a, df, cols, base):
             return 0.0
         x, y = rows[cols].to_numpy(np.float64), rows[label].to_numpy(np.float64)
         t0 = time.perf_counter()
-        lgb.train(dict(params, **extra), lgb.Dataset(x, np.maximum(y, 0) if kind == "poisson" else y),
-                  num_boost_round=trees)
+        lgb.train(
+            dict(params, **extra), lgb.Dataset(x, np.maximum(y, 0) if kind == "poisson" else y), num_boost_round=trees
+        )
         return time.perf_counter() - t0
 
     parts = {}

@@ -23,6 +23,7 @@ its tree count early-stopped on validation, a stand-in for fidelis's own engine.
 Usage: python3 benches/compare/levers.py FEATURES.parquet   (make bench-deps installs the
 packages). Prints one JSON object.
 """
+
 import hashlib
 import json
 import sys
@@ -63,9 +64,18 @@ def logistic(x, y, l2):
     return lambda x2: np.c_[np.ones(len(x2)), (np.clip(slog(x2), lo, hi) - m) / s] @ b
 
 
-PARAMS = dict(objective="binary", learning_rate=0.03, max_depth=4, num_leaves=16,
-              min_sum_hessian_in_leaf=5.0, lambda_l2=1.0, verbose=-1, seed=42,
-              num_threads=2, deterministic=True)
+PARAMS = dict(
+    objective="binary",
+    learning_rate=0.03,
+    max_depth=4,
+    num_leaves=16,
+    min_sum_hessian_in_leaf=5.0,
+    lambda_l2=1.0,
+    verbose=-1,
+    seed=42,
+    num_threads=2,
+    deterministic=True,
+)
 
 
 def gbdt(x, y, trees):
@@ -84,8 +94,7 @@ def nonneg_weights(s, y):
         return np.sum(np.logaddexp(0, z) - y * z)
 
     k = s.shape[1]
-    r = minimize(nll, np.r_[0.0, np.full(k, 1.0 / k)], method="L-BFGS-B",
-                 bounds=[(None, None)] + [(0.0, None)] * k)
+    r = minimize(nll, np.r_[0.0, np.full(k, 1.0 / k)], method="L-BFGS-B", bounds=[(None, None)] + [(0.0, None)] * k)
     return r.x
 
 
@@ -116,9 +125,13 @@ def main(path):
         return np.nan_to_num(d[feats].to_numpy(dtype=float))
 
     # GBDT tree count: early-stopped on validation, like fidelis's main model.
-    b = lgb.train(PARAMS, lgb.Dataset(matrix(fit, base), fit.churn.to_numpy()), 1000,
-                  valid_sets=[lgb.Dataset(matrix(val, base), val.churn.to_numpy())],
-                  callbacks=[lgb.early_stopping(50, verbose=False)])
+    b = lgb.train(
+        PARAMS,
+        lgb.Dataset(matrix(fit, base), fit.churn.to_numpy()),
+        1000,
+        valid_sets=[lgb.Dataset(matrix(val, base), val.churn.to_numpy())],
+        callbacks=[lgb.early_stopping(50, verbose=False)],
+    )
     trees = max(b.best_iteration, 1)
 
     def out_of_sample(feats, l2):
@@ -126,12 +139,17 @@ def main(path):
         for train_idx, test_idx in groups:
             tr, te = t.loc[train_idx], t.loc[test_idx]
             x, y, xt = matrix(tr, feats), tr.churn.to_numpy(), matrix(te, feats)
-            rows.append(pd.DataFrame({
-                "y": te.churn.to_numpy(),
-                "logistic": logistic(x, y, l2)(xt),
-                "gbdt": gbdt(x, y, trees)(xt),
-                "bgnbd": logit(te.bgnbd_p_no_purchase.to_numpy()),
-            }, index=te.index).assign(group=len(rows)))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "y": te.churn.to_numpy(),
+                        "logistic": logistic(x, y, l2)(xt),
+                        "gbdt": gbdt(x, y, trees)(xt),
+                        "bgnbd": logit(te.bgnbd_p_no_purchase.to_numpy()),
+                    },
+                    index=te.index,
+                ).assign(group=len(rows))
+            )
         return pd.concat(rows)
 
     def mean_auc(o, col):
@@ -139,8 +157,13 @@ def main(path):
 
     l2_grid = {l2: mean_auc(out_of_sample(base, l2), "logistic") for l2 in (1.0, 10.0, 100.0, 1000.0)}
     l2 = max(l2_grid, key=lambda k: (l2_grid[k], -list(l2_grid).index(k)))
-    result = {"rows": {"fit": len(fit), "validation": len(val), "holdout": len(hold)},
-              "scheme": scheme, "gbdt_trees": trees, "logistic_l2": l2, "churn_roc_auc": {}}
+    result = {
+        "rows": {"fit": len(fit), "validation": len(val), "holdout": len(hold)},
+        "scheme": scheme,
+        "gbdt_trees": trees,
+        "logistic_l2": l2,
+        "churn_roc_auc": {},
+    }
 
     def evaluate(name, feats, with_stack):
         o = out_of_sample(feats, l2)
@@ -155,21 +178,25 @@ def main(path):
         sv, sh = scores(val), scores(hold)
         row = {}
         for i, c in enumerate(cols):
-            row[c] = {"choice": mean_auc(o, c), "validation": auc(val.churn.to_numpy(), sv[:, i]),
-                      "holdout": auc(hold.churn.to_numpy(), sh[:, i])}
+            row[c] = {
+                "choice": mean_auc(o, c),
+                "validation": auc(val.churn.to_numpy(), sv[:, i]),
+                "holdout": auc(hold.churn.to_numpy(), sh[:, i]),
+            }
         if with_stack:
             s, ys = o[cols].to_numpy(), o.y.to_numpy()
             loo = []
             for gi, g in o.groupby("group"):
                 w = nonneg_weights(s[o.group.to_numpy() != gi], ys[o.group.to_numpy() != gi])
-                loo.append(auc(g.y.to_numpy(), g[cols].to_numpy() @ w[1:])
-                           - auc(g.y.to_numpy(), g.logistic.to_numpy()))
+                loo.append(auc(g.y.to_numpy(), g[cols].to_numpy() @ w[1:]) - auc(g.y.to_numpy(), g.logistic.to_numpy()))
             w = nonneg_weights(s, ys)
-            row["stack"] = {"weights": dict(zip(cols, np.round(w[1:], 3).tolist())),
-                            "choice": row["logistic"]["choice"] + float(np.mean(loo)),
-                            "choice_minus_logistic_se": float(np.std(loo, ddof=1) / np.sqrt(len(loo))),
-                            "validation": auc(val.churn.to_numpy(), sv @ w[1:]),
-                            "holdout": auc(hold.churn.to_numpy(), sh @ w[1:])}
+            row["stack"] = {
+                "weights": dict(zip(cols, np.round(w[1:], 3).tolist(), strict=True)),
+                "choice": row["logistic"]["choice"] + float(np.mean(loo)),
+                "choice_minus_logistic_se": float(np.std(loo, ddof=1) / np.sqrt(len(loo))),
+                "validation": auc(val.churn.to_numpy(), sv @ w[1:]),
+                "holdout": auc(hold.churn.to_numpy(), sh @ w[1:]),
+            }
         result["churn_roc_auc"][name] = row
 
     evaluate("tenure_days", base, True)

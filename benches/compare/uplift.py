@@ -45,11 +45,15 @@ from causalml.inference.meta import BaseTClassifier, BaseXClassifier
 fit, judged, out = sys.argv[1:4]
 a, b = pq.read_table(fit).to_pandas(), pq.read_table(judged).to_pandas()
 cols = [c for c in a.columns if c.startswith("f__")]
-params = dict(n_estimators=150, learning_rate=0.05, max_depth=3, num_leaves=8, min_child_samples=100, verbose=-1, random_state=42)
+params = dict(
+    n_estimators=150, learning_rate=0.05, max_depth=3, num_leaves=8, min_child_samples=100, verbose=-1, random_state=42
+)
 res = {}
 for name, m in [
     ("causalml T-learner (LightGBM)", BaseTClassifier(learner=LGBMClassifier(**params), control_name="control")),
-    ("causalml X-learner (LightGBM)", BaseXClassifier(outcome_learner=LGBMClassifier(**params), effect_learner=LGBMRegressor(**params), control_name="control")),
+    ("causalml X-learner (LightGBM)", BaseXClassifier(
+        outcome_learner=LGBMClassifier(**params), effect_learner=LGBMRegressor(**params), control_name="control"
+    )),
 ]:
     t = a["treated"].astype(int).values
     m.fit(X=a[cols].values, treatment=np.where(t == 1, "contact", "control"), y=a["retained"].values)
@@ -125,14 +129,17 @@ def compare(work: Path, a):
     fit, judged = rows[rows.run != JUDGED], rows[rows.run == JUDGED]
     scores = {}
     for learner in ("t_learner", "transformed_outcome", "x_learner"):
-        m = uplift.UpliftModel.fit(pa.Table.from_pandas(fit[cols], preserve_index=False), fit.treated, fit.churned, learner=learner)
+        m = uplift.UpliftModel.fit(
+            pa.Table.from_pandas(fit[cols], preserve_index=False), fit.treated, fit.churned, learner=learner
+        )
         scores[f"fidelis {m.learner}"] = m.predict(pa.Table.from_pandas(judged[cols], preserve_index=False))
     with tempfile.TemporaryDirectory() as tmp:
         keep = cols + ["treated", "retained"]
         pq.write_table(pa.Table.from_pandas(fit[keep], preserve_index=False), f"{tmp}/fit.parquet")
         pq.write_table(pa.Table.from_pandas(judged[keep], preserve_index=False), f"{tmp}/judged.parquet")
         subprocess.run(
-            [a.causalml_python, "-c", CAUSALML, f"{tmp}/fit.parquet", f"{tmp}/judged.parquet", f"{tmp}/out.json"], check=True
+            [a.causalml_python, "-c", CAUSALML, f"{tmp}/fit.parquet", f"{tmp}/judged.parquet", f"{tmp}/out.json"],
+            check=True,
         )
         scores.update(json.load(open(f"{tmp}/out.json")))
     p = model.score(tx, as_of=JUDGED).to_pandas().set_index("customer_id")
@@ -140,13 +147,25 @@ def compare(work: Path, a):
     scores["oracle (true effect)"] = judged.true_effect.values
     y, t = judged.retained.values, judged.treated.values
     result = {k: uplift.qini_auc_score(y, v, t) for k, v in scores.items()}
-    print(f"\n{len(fit)} rows fitted (runs {RUNS[0]} .. {RUNS[-1]}), {len(judged)} judged at {JUDGED} ({int(t.sum())} treated)")
+    fitted = f"{len(fit)} rows fitted (runs {RUNS[0]} .. {RUNS[-1]})"
+    print(f"\n{fitted}, {len(judged)} judged at {JUDGED} ({int(t.sum())} treated)")
     print(f"{'ranking':<42} {'Qini':>8}")
     for k, v in sorted(result.items(), key=lambda kv: -kv[1]):
         print(f"{k:<42} {v:>8.4f}")
     out = ROOT / "reports/bench/uplift_compare.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"customers": a.customers, "seed": a.seed, "fit_rows": len(fit), "judged_rows": len(judged), "qini": result}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "customers": a.customers,
+                "seed": a.seed,
+                "fit_rows": len(fit),
+                "judged_rows": len(judged),
+                "qini": result,
+            },
+            indent=2,
+        )
+    )
     print(f"written to {out}")
 
 

@@ -331,8 +331,8 @@ pub struct GbdtConfig {
     /// share of all the trees before gained on it (0 = any decrease); the trees up to the
     /// lowest validation loss are kept. The last trees of a slow learning rate each gain next
     /// to nothing on validation and nothing on later snapshots; 0.001 stops there (a
-    /// fraction of the trees; holdout numbers within 0.0011 of running to the cap: README,
-    /// training cost).
+    /// fraction of the trees, with holdout numbers close to running to the cap: the
+    /// measurement is in docs/models.md, "Why the rules are what they are").
     pub early_stopping_tolerance: f64,
     /// Row subsample per tree, in (0, 1].
     pub subsample: f64,

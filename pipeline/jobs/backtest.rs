@@ -86,20 +86,36 @@ pub fn run(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<
         )));
     }
     let quiet = Progress::hidden();
+    let sinks = crate::sink::Sinks::resolve(&bcfg.output)?;
     let (mut reports, mut scored) = (Vec::new(), Vec::new());
     let mut d = opts.from;
     while d <= to {
         let batch = progress.step("replay", &format!("replaying the weekly job at {d}"), || {
-            super::score::score_to_parquet(&bcfg, &loaded.model, &loaded.daily, &loaded.signals, d, &quiet)
-                .and_then(|s| s.finish(&bcfg, &quiet))
+            super::score::score_to_parquet(
+                &bcfg,
+                &sinks,
+                &loaded.model,
+                &loaded.daily,
+                &loaded.signals,
+                d,
+                &quiet,
+            )
+            .and_then(|s| s.finish(&sinks, &quiet))
         })?;
         scored.push((d, batch.summary.scored));
-        reports.push(super::monitor::monitor_at(&bcfg, &loaded, d, Some(&batch.predictions), &quiet)?);
+        reports.push(super::monitor::monitor_at(
+            &bcfg,
+            &sinks,
+            &loaded,
+            d,
+            Some(&batch.predictions),
+            &quiet,
+        )?);
         d += Duration::days(opts.every_days);
     }
     if loaded.data_end > to {
         reports.push(progress.step("close", "closing pass at the end of the data", || {
-            super::monitor::monitor_at(&bcfg, &loaded, loaded.data_end, None, &quiet)
+            super::monitor::monitor_at(&bcfg, &sinks, &loaded, loaded.data_end, None, &quiet)
         })?);
     }
     let deployed = trained.metrics.deployed.clone();

@@ -27,7 +27,7 @@ use crate::lock::RunLock;
 use crate::model::{self, LoadedModel};
 use crate::progress::Progress;
 use crate::signals::SignalData;
-use crate::sink::ScoreParquet;
+use crate::sink::{ScoreParquet, Sinks};
 
 /// What a batch command (`score`, `weekly`, `monitor`) is asked for.
 #[derive(Debug, Clone, Default)]
@@ -86,20 +86,22 @@ impl Loaded {
     }
 }
 
-/// What a scheduled command holds while it runs: the output lock, the model, the inputs.
+/// What a scheduled command holds while it runs: the output lock, the output sinks
+/// (resolved once per run), the model, the inputs.
 pub struct Session {
     /// Held until [`Session::release_output`] (or the end of the run).
     lock: Option<RunLock>,
+    pub sinks: Sinks,
     loaded: Loaded,
 }
 
 impl Session {
     /// Take the output lock, load the model (`latest` unless `model`) and read and validate
-    /// the inputs.
-    pub fn open(cfg: &Config, model: Option<&str>, progress: &Progress) -> Result<Session> {
+    /// the inputs; `sinks` are the run's outputs ([`Sinks::resolve`], before anything is read).
+    pub fn open(cfg: &Config, sinks: Sinks, model: Option<&str>, progress: &Progress) -> Result<Session> {
         let lock = open_output(cfg)?;
         let model = model::load(&cfg.models_dir(), model)?;
-        Ok(Session { lock: Some(lock), loaded: Loaded::read(cfg, model, progress)? })
+        Ok(Session { lock: Some(lock), sinks, loaded: Loaded::read(cfg, model, progress)? })
     }
 
     /// Release the output lock once everything the run writes to the output is written:
@@ -127,18 +129,6 @@ pub fn open_output(cfg: &Config) -> Result<RunLock> {
     files::remove_stale_temps(out)?;
     files::remove_stale_temps(&cfg.reports_dir())?;
     Ok(lock)
-}
-
-/// Refuse an output configuration without any sink.
-fn check_sinks(cfg: &Config) -> Result<()> {
-    if !cfg.output.parquet && cfg.output.sql_targets()?.is_empty() {
-        return Err(Error::config(
-            "(config)",
-            "output",
-            "no sink: set parquet = true or list a SQL URL in sql",
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

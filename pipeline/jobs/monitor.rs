@@ -20,26 +20,27 @@ use crate::predict::{self, Predictions};
 use crate::progress::Progress;
 use crate::schema::{CHURN_SCORE, CLV_SCORE};
 use crate::sink::sql;
-use crate::sink::{History, ScoreParquet};
+use crate::sink::{History, ScoreParquet, Sinks};
 
 /// `fidelis monitor`: lock, load, monitor at `as_of` (default: the day after the last
 /// transaction).
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<MonitorReport> {
-    let s = Session::open(cfg, opts.model.as_deref(), progress)?;
-    monitor_at(cfg, &s, opts.as_of(s.data_end)?, None, progress)
+    let s = Session::open(cfg, Sinks::resolve(&cfg.output)?, opts.model.as_deref(), progress)?;
+    monitor_at(cfg, &s.sinks, &s, opts.as_of(s.data_end)?, None, progress)
 }
 
 /// Monitor at `as_of` and write the history (Parquet + every SQL sink). `predictions` are
 /// reused when they are of `as_of` (the weekly batch's).
 pub fn monitor_at(
     cfg: &Config,
+    sinks: &Sinks,
     s: &Loaded,
     as_of: NaiveDate,
     predictions: Option<&Predictions>,
     progress: &Progress,
 ) -> Result<MonitorReport> {
     let report = observe(cfg, s, as_of, predictions, progress)?;
-    record(cfg, &report, progress)?;
+    record(cfg, sinks, &report, progress)?;
     Ok(report)
 }
 
@@ -80,22 +81,18 @@ pub fn observe(
 }
 
 /// Write `report` to the monitoring history (Parquet, then every SQL sink).
-pub fn record(cfg: &Config, report: &MonitorReport, progress: &Progress) -> Result<()> {
+pub fn record(cfg: &Config, sinks: &Sinks, report: &MonitorReport, progress: &Progress) -> Result<()> {
     let as_of = report.as_of;
     let rows = report.history_frame()?;
     let effect = report.effect_frame()?;
     let history = History::new(Path::new(&cfg.output.dir));
     progress.step("history", "writing the monitoring history", || history.replace(as_of, &rows))?;
-    let tables = cfg.output.sql_tables();
+    let tables = &sinks.tables;
     let parts = [
         (tables.monitoring.as_str(), &rows, sql::MONITORING_KEY),
         (tables.campaign_effect.as_str(), &effect, monitor::CAMPAIGN_EFFECT_KEY),
     ];
-    for target in cfg.output.sql_targets()? {
-        progress.step("sql", &format!("writing {}", target.display()), || {
-            sql::replace_as_of(&target, &tables, &parts, as_of)
-        })?;
-    }
+    sinks.replace_as_of(&parts, as_of, progress)?;
     Ok(())
 }
 

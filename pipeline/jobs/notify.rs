@@ -13,7 +13,7 @@ use crate::model::LoadedModel;
 use crate::monitor::MonitorReport;
 use crate::notify::{self, crm, DeliveryOutcome, RunEvents};
 use crate::signals::SignalData;
-use crate::sink::ScoreParquet;
+use crate::sink::{ScoreParquet, Sinks};
 
 /// Whether the config asks for any delivery.
 pub fn wanted(cfg: &Config) -> bool {
@@ -45,6 +45,7 @@ pub struct RunFindings<'a> {
 /// failure here never touches what the run wrote: it is reported in the outcome (exit 7).
 pub fn deliver(
     cfg: &Config,
+    sinks: &Sinks,
     model: &LoadedModel,
     signals: &SignalData,
     run: &RunFindings,
@@ -53,7 +54,7 @@ pub fn deliver(
     if !wanted(cfg) {
         return None;
     }
-    Some(try_deliver(cfg, model, signals, run, dry_run).unwrap_or_else(|e| DeliveryOutcome {
+    Some(try_deliver(cfg, sinks, model, signals, run, dry_run).unwrap_or_else(|e| DeliveryOutcome {
         failed: vec![format!("delivery stopped: {e}")],
         ..DeliveryOutcome::default()
     }))
@@ -71,6 +72,7 @@ fn delivery_lock(cfg: &Config, dry_run: bool) -> Result<Option<RunLock>> {
 
 fn try_deliver(
     cfg: &Config,
+    sinks: &Sinks,
     model: &LoadedModel,
     signals: &SignalData,
     run: &RunFindings,
@@ -109,9 +111,18 @@ fn try_deliver(
         None
     };
     let mut out = notify::deliver(cfg, run.as_of, &notices, records.as_deref(), dry_run)?;
+    copy_deliveries(cfg, sinks, &mut out, run.as_of);
     out.accounts = n_accounts;
     out.events = kinds;
     Ok(out)
+}
+
+/// Copy the delivery log to the sinks when this delivery journaled anything.
+fn copy_deliveries(cfg: &Config, sinks: &Sinks, out: &mut DeliveryOutcome, as_of: NaiveDate) {
+    if out.journaled > 0 {
+        let log = crate::sink::DeliveryLog::new(Path::new(&cfg.output.dir));
+        out.log_errors = sinks.copy_deliveries(&log, as_of);
+    }
 }
 
 /// Tell the rules listening to `run_failed` that a run failed with `message` (an error's
@@ -142,8 +153,12 @@ pub fn run_failed(
         link: cfg.notify.report_url.clone(),
     };
     let notices = notify::plan(&cfg.notify, &ev);
-    let sent =
-        delivery_lock(cfg, dry_run).and_then(|_lock| notify::deliver(cfg, as_of, &notices, None, dry_run));
+    let sent = delivery_lock(cfg, dry_run).and_then(|_lock| {
+        let mut out = notify::deliver(cfg, as_of, &notices, None, dry_run)?;
+        // A failed run has no session: its sinks are resolved here.
+        copy_deliveries(cfg, &Sinks::resolve(&cfg.output)?, &mut out, as_of);
+        Ok(out)
+    });
     Some(sent.unwrap_or_else(|e| DeliveryOutcome {
         failed: vec![format!("delivery stopped: {e}")],
         ..DeliveryOutcome::default()

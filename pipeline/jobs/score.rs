@@ -8,7 +8,7 @@ use chrono::{NaiveDate, Utc};
 use polars::prelude::DataFrame;
 
 use super::notify::RunFindings;
-use super::{check_sinks, BatchOptions, Session};
+use super::{BatchOptions, Session};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::features::{self, Daily};
@@ -21,7 +21,7 @@ use crate::report::weekly::WeeklyReport;
 use crate::score::{self, ScoreRun, ScoreSummary};
 use crate::signals::SignalData;
 use crate::sink::sql::{self, SqlRun};
-use crate::sink::{History, PreviousRun, RunRecord, ScoreParquet};
+use crate::sink::{History, PreviousRun, RunRecord, ScoreParquet, Sinks};
 
 /// What a scoring run wrote.
 pub struct BatchOutcome {
@@ -38,18 +38,19 @@ pub struct BatchOutcome {
 /// `fidelis score`: score every customer eligible at `as_of` and write every configured
 /// sink, under the output lock.
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<BatchOutcome> {
-    check_sinks(cfg)?;
+    let sinks = Sinks::resolve(&cfg.output)?;
+    sinks.require_one()?;
     if !opts.dry_run {
         crate::notify::check_secrets(cfg)?;
     }
-    let mut s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    let mut s = Session::open(cfg, sinks, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
-    let mut batch =
-        score_to_parquet(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?.finish(cfg, progress)?;
+    let mut batch = score_to_parquet(cfg, &s.sinks, &s.model, &s.daily, &s.signals, as_of, progress)?
+        .finish(&s.sinks, progress)?;
     s.release_output();
     let run = RunFindings { as_of, scores: &batch.scores, monitor: None, report: None };
     batch.delivery = progress.step("notify", "delivering alerts", || {
-        Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
+        Ok::<_, Error>(super::notify::deliver(cfg, &s.sinks, &s.model, &s.signals, &run, opts.dry_run))
     })?;
     Ok(batch)
 }
@@ -65,21 +66,22 @@ pub struct WeeklyOutcome {
 /// `fidelis weekly`: under one lock and one read of the data, the batch of `score`, then
 /// monitoring at the same `as_of`, then the weekly report.
 pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<WeeklyOutcome> {
-    check_sinks(cfg)?;
+    let sinks = Sinks::resolve(&cfg.output)?;
+    sinks.require_one()?;
     if !opts.dry_run {
         crate::notify::check_secrets(cfg)?;
     }
-    let mut s = Session::open(cfg, opts.model.as_deref(), progress)?;
+    let mut s = Session::open(cfg, sinks, opts.model.as_deref(), progress)?;
     let as_of = opts.as_of(s.data_end)?;
     // Everything monitoring reads is checked before anything is written.
     s.model.reference()?;
     s.model.metrics()?;
     History::new(Path::new(&cfg.output.dir)).read()?;
-    let scored = score_to_parquet(cfg, &s.model, &s.daily, &s.signals, as_of, progress)?;
+    let scored = score_to_parquet(cfg, &s.sinks, &s.model, &s.daily, &s.signals, as_of, progress)?;
     // The SQL load of the scores and the monitoring and report that read them run side by
     // side; what the latter write is written only once the scores are in every sink.
     let (sql, findings) = rayon::join(
-        || scored.write_sql(cfg, progress),
+        || scored.write_sql(&s.sinks, progress),
         || -> Result<(MonitorReport, WeeklyReport)> {
             let monitor = super::monitor::observe(cfg, &s, as_of, Some(&scored.preds), progress)?;
             let report = progress.step("report_build", "building the weekly report", || {
@@ -97,7 +99,7 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     );
     let mut batch = scored.outcome(sql?);
     let after = |(monitor, report): (MonitorReport, WeeklyReport)| -> Result<(MonitorReport, PathBuf)> {
-        super::monitor::record(cfg, &monitor, progress)?;
+        super::monitor::record(cfg, &s.sinks, &monitor, progress)?;
         let path = progress.step("report", "writing the weekly report", || {
             crate::report::weekly::write_weekly(&report, &cfg.reports_dir())
         })?;
@@ -109,7 +111,14 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
             let run =
                 RunFindings { as_of, scores: &batch.scores, monitor: Some(&monitor), report: Some(&report) };
             let delivery = progress.step("notify", "delivering alerts", || {
-                Ok::<_, Error>(super::notify::deliver(cfg, &s.model, &s.signals, &run, opts.dry_run))
+                Ok::<_, Error>(super::notify::deliver(
+                    cfg,
+                    &s.sinks,
+                    &s.model,
+                    &s.signals,
+                    &run,
+                    opts.dry_run,
+                ))
             })?;
             batch.delivery = delivery;
             Ok(WeeklyOutcome { batch, monitor, report })
@@ -162,8 +171,10 @@ pub struct Scored {
 
 /// Score at `as_of` and write the Parquet partition (the first sink; the caller holds the
 /// lock). [`Scored::write_sql`] writes the rest.
+#[allow(clippy::too_many_arguments)]
 pub fn score_to_parquet(
     cfg: &Config,
+    sinks: &Sinks,
     model: &LoadedModel,
     daily: &Daily,
     signals: &SignalData,
@@ -172,15 +183,13 @@ pub fn score_to_parquet(
 ) -> Result<Scored> {
     let started = Utc::now();
     let out_dir = Path::new(&cfg.output.dir);
-    let targets = cfg.output.sql_targets()?;
-    let tables = cfg.output.sql_tables();
     let parquet = ScoreParquet::new(out_dir);
-    let previous = match targets.first() {
-        _ if cfg.output.parquet => parquet.previous_run(as_of)?,
-        Some(t) => sql::previous_run(t, &tables, as_of)?,
+    let previous = match sinks.sql.first() {
+        _ if sinks.parquet => parquet.previous_run(as_of)?,
+        Some(t) => sql::previous_run(t, &sinks.tables, as_of)?,
         None => None,
     };
-    let health_history = if cfg.output.parquet && signals.events.is_some() {
+    let health_history = if sinks.parquet && signals.events.is_some() {
         parquet.health_history(as_of)?
     } else {
         HashMap::new()
@@ -194,7 +203,7 @@ pub fn score_to_parquet(
             Ok::<_, crate::error::Error>((preds, run))
         })?;
     let mut written = None;
-    if cfg.output.parquet {
+    if sinks.parquet {
         let dir = progress.step("parquet", "writing parquet", || {
             parquet.write_run(as_of, &mut run.scores, &mut run.top_risk)
         })?;
@@ -206,7 +215,7 @@ pub fn score_to_parquet(
 impl Scored {
     /// Write the scores to every SQL sink, one transaction each; the sinks written (redacted
     /// URLs).
-    pub fn write_sql(&self, cfg: &Config, progress: &Progress) -> Result<Vec<String>> {
+    pub fn write_sql(&self, sinks: &Sinks, progress: &Progress) -> Result<Vec<String>> {
         let s = &self.run.summary;
         let record = RunRecord {
             as_of: self.preds.as_of,
@@ -218,14 +227,13 @@ impl Scored {
             finished: Utc::now(),
             status: "ok".into(),
         };
-        let tables = cfg.output.sql_tables();
         let mut written = Vec::new();
-        for target in &cfg.output.sql_targets()? {
+        for target in &sinks.sql {
             let shown = target.display();
             progress.step("sql", &format!("writing {shown}"), || {
                 sql::write_run(
                     target,
-                    &tables,
+                    &sinks.tables,
                     &SqlRun { scores: &self.run.scores, top_risk: &self.run.top_risk, record: &record },
                 )
             })?;
@@ -235,8 +243,8 @@ impl Scored {
     }
 
     /// Write every SQL sink ([`Scored::write_sql`]): the batch's outcome.
-    pub fn finish(self, cfg: &Config, progress: &Progress) -> Result<BatchOutcome> {
-        let sql = self.write_sql(cfg, progress)?;
+    pub fn finish(self, sinks: &Sinks, progress: &Progress) -> Result<BatchOutcome> {
+        let sql = self.write_sql(sinks, progress)?;
         Ok(self.outcome(sql))
     }
 

@@ -544,6 +544,9 @@ pub struct DeliveryOutcome {
     /// Copies of the delivery log that could not be written (the journal has every row; the
     /// next delivery writes them). What was sent stays counted as sent.
     pub log_errors: Vec<String>,
+    /// Deliveries journaled by this run: the job copies the log to the sinks when any
+    /// (`sink::Sinks::copy_deliveries`).
+    pub journaled: usize,
 }
 
 impl DeliveryOutcome {
@@ -659,8 +662,8 @@ impl Journal<'_> {
 }
 
 /// Deliver `notices`: skip what the log says was delivered for this as_of with the same
-/// content, send the rest (or render them with `dry_run`), journal each as it happens, then
-/// copy the log to Parquet and every SQL sink. `crm` are the records of the CRM push and
+/// content, send the rest (or render them with `dry_run`) and journal each as it happens (the
+/// job then copies the log to the sinks: `sink::Sinks::copy_deliveries`). `crm` are the records of the CRM push and
 /// export (`None`: nothing configured).
 pub fn deliver(
     cfg: &Config,
@@ -729,36 +732,8 @@ pub fn deliver(
             Err(e) => out.failed.push(format!("crm: {e}")),
         }
     }
-    if journal.written > 0 {
-        out.log_errors = copy_log(cfg, &log, as_of);
-    }
+    out.journaled = journal.written;
     Ok(out)
-}
-
-/// Copy the journal to `notifications.parquet` and the day's rows to every SQL sink; what
-/// could not be copied is returned (the journal keeps it; the next delivery copies it again).
-fn copy_log(cfg: &Config, log: &DeliveryLog, as_of: NaiveDate) -> Vec<String> {
-    let day = match log.copy(as_of) {
-        Ok(day) => day,
-        Err(e) => return vec![format!("the delivery log was not copied to {}: {e}", log.path.display())],
-    };
-    let tables = cfg.output.sql_tables();
-    let targets = match cfg.output.sql_targets() {
-        Ok(t) => t,
-        Err(e) => return vec![format!("the delivery log was not copied to SQL: {e}")],
-    };
-    let mut errors = Vec::new();
-    for target in targets {
-        let rows = [(tables.notifications.as_str(), &day, crate::sink::notifications::NOTIFICATIONS_KEY)];
-        if let Err(e) = crate::sink::sql::replace_as_of(&target, &tables, &rows, as_of) {
-            errors.push(format!(
-                "the delivery log was not copied to {} ({e}); {} keeps it and the next delivery copies it",
-                target.display(),
-                log.journal.display()
-            ));
-        }
-    }
-    errors
 }
 
 /// Read every secret the configured channels and the CRM push need, so that a missing one

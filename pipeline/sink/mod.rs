@@ -29,6 +29,77 @@ pub use parquet::{
     parquet_bytes, read_parquet, write_parquet_atomic, ScoreParquet, PARTITION_KEY, PART_FILE, STAGING_DIR,
 };
 
+/// The output sinks of a run, resolved once (`[output]`: the SQL URLs parsed and
+/// `FIDELIS_PG_URL` read here, not at every write): whether the Parquet datasets are written,
+/// the SQL targets in order, and their table names. Every job that writes outputs goes
+/// through one of these.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    pub parquet: bool,
+    pub sql: Vec<crate::config::targets::SqlTarget>,
+    pub tables: crate::config::targets::Tables,
+}
+
+impl Sinks {
+    pub fn resolve(output: &crate::config::OutputConfig) -> crate::error::Result<Sinks> {
+        Ok(Sinks { parquet: output.parquet, sql: output.sql_targets()?, tables: output.sql_tables() })
+    }
+
+    /// Refuse an output without any sink (what `score` and `weekly` write to).
+    pub fn require_one(&self) -> crate::error::Result<()> {
+        if !self.parquet && self.sql.is_empty() {
+            return Err(crate::error::Error::config(
+                "(config)",
+                "output",
+                "no sink: set parquet = true or list a SQL URL in sql",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Replace the rows of `as_of` in `parts` (table, rows, key) in every SQL sink, one
+    /// transaction each, in order; the first failure stops (the sinks written keep the new
+    /// rows, the others the old). Returns the sinks written (redacted URLs).
+    pub fn replace_as_of(
+        &self,
+        parts: &[sql::DatedRows],
+        as_of: NaiveDate,
+        progress: &crate::progress::Progress,
+    ) -> crate::error::Result<Vec<String>> {
+        let mut written = Vec::new();
+        for target in &self.sql {
+            let shown = target.display();
+            progress.step("sql", &format!("writing {shown}"), || {
+                sql::replace_as_of(target, &self.tables, parts, as_of)
+            })?;
+            written.push(shown);
+        }
+        Ok(written)
+    }
+
+    /// Copy the delivery log to `notifications.parquet` and the day's rows to every SQL
+    /// sink; what could not be copied, in words (the journal keeps it; the next delivery
+    /// copies it again).
+    pub fn copy_deliveries(&self, log: &DeliveryLog, as_of: NaiveDate) -> Vec<String> {
+        let day = match log.copy(as_of) {
+            Ok(day) => day,
+            Err(e) => return vec![format!("the delivery log was not copied to {}: {e}", log.path.display())],
+        };
+        let mut errors = Vec::new();
+        for target in &self.sql {
+            let rows = [(self.tables.notifications.as_str(), &day, notifications::NOTIFICATIONS_KEY)];
+            if let Err(e) = sql::replace_as_of(target, &self.tables, &rows, as_of) {
+                errors.push(format!(
+                    "the delivery log was not copied to {} ({e}); {} keeps it and the next delivery copies it",
+                    target.display(),
+                    log.journal.display()
+                ));
+            }
+        }
+        errors
+    }
+}
+
 /// One scoring run, as recorded in `scoring_runs`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunRecord {

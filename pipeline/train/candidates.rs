@@ -108,10 +108,10 @@ impl ClvMix {
     /// From the simplest (blends before a GBDT alone, whose variance a blend halves): a
     /// candidate earlier here is shipped unless a later one wins by more than the choice
     /// metric's standard error. The BG/NBD alone comes last, though it fits least: it is
-    /// not fitted on the fit rows at all, so cross-fitting's folds say little about it (on
-    /// Complete Journey with 60 days of minimum history, first it shipped at 0.8763 holdout AUC
-    /// where the logistic regression had 0.8933): it ships only when it beats every fitted
-    /// candidate by more than their standard errors.
+    /// not fitted on the fit rows at all, so cross-fitting's folds say little about it (it
+    /// once shipped well below the logistic regression on a short history: docs/models.md,
+    /// "Why the rules are what they are"): it ships only when it beats every fitted candidate
+    /// by more than their standard errors.
     pub const SIMPLEST_FIRST: [ClvMix; 5] =
         [ClvMix::PoissonBgnbd, ClvMix::BlendBgnbd, ClvMix::Poisson, ClvMix::Gbdt, ClvMix::Bgnbd];
 

@@ -1,6 +1,6 @@
 //! Gradient-boosted trees behind one small trait of ours: fidelis's own histogram engine
-//! ([`HistGbdt`], every loss, one binning per training run: chosen on `make bench`, README
-//! "Models") fits every model; forust-ml ([`ForustGbdt`]) still loads and scores models
+//! ([`HistGbdt`], every loss, one binning per training run: chosen on `make bench`, docs/models.md)
+//! fits every model; forust-ml ([`ForustGbdt`]) still loads and scores models
 //! trained by earlier releases ([`AnyGbdt`]) and is the comparison in the engine bench.
 
 use forust_ml::gradientbooster::ImportanceMethod;

@@ -14,7 +14,7 @@ Errors are :mod:`fidelis.errors` exceptions with the CLI's message and exit code
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Any
 
 from . import _native
 from .errors import FidelisError, InputError, LockedError, OutputError, ScoresWrittenError
@@ -70,11 +70,11 @@ def _table(capsule: Any) -> Any:
     return pa.RecordBatchReader.from_stream(_Stream(capsule)).read_all()
 
 
-def _date(as_of: Any) -> Optional[str]:
+def _date(as_of: Any) -> str | None:
     return None if as_of is None else str(as_of)[:10]
 
 
-def _warn_dropped(summary: dict) -> None:
+def _warn_dropped(summary: dict[str, Any]) -> None:
     """A DataWarning when validation dropped rows (what the CLI prints as its summary)."""
     read, valid = summary.get("rows_read", 0), summary.get("rows_valid", 0)
     lost = summary.get("customers_lost", 0)
@@ -100,20 +100,20 @@ class Model:
 
     def __init__(self, native: Any):
         self._native = native
-        self._info: Optional[dict] = None
+        self._info: dict[str, Any] | None = None
         #: The validation summary of the last :meth:`score` call.
-        self.last_summary: Optional[dict] = None
+        self.last_summary: dict[str, Any] | None = None
 
     @property
     def model_id(self) -> str:
-        return self._native.model_id
+        return str(self._native.model_id)
 
     @property
     def model_dir(self) -> str:
-        return self._native.model_dir
+        return str(self._native.model_dir)
 
     @property
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         """``{"model": model.json, "metrics": metrics.json, "decision": decision.json}``:
         the features, the holdout metrics, the contact threshold and risk bands."""
         if self._info is None:
@@ -127,7 +127,7 @@ class Model:
         events: Any = None,
         customers: Any = None,
         return_summary: bool = False,
-    ):
+    ) -> Any:
         """The scores of every customer eligible at ``as_of`` (default: the day after the
         last transaction), as a ``pyarrow.Table`` with the columns and values of the CLI's
         scores (a first run: ``score_change`` is null).
@@ -151,7 +151,7 @@ class Model:
         table = _table(capsule)
         return (table, summary) if return_summary else table
 
-    def features(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None):
+    def features(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None) -> Any:
         """The model's features at ``as_of``: ``customer_id`` and one column per feature."""
         return _table(
             self._native.features(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
@@ -161,21 +161,23 @@ class Model:
         return f"fidelis.Model({self.model_id!r}, dir={self.model_dir!r})"
 
 
-def load_model(path: str, model_id: Optional[str] = None, config: Optional[str] = None) -> Model:
+def load_model(path: str, model_id: str | None = None, config: str | None = None) -> Model:
     """Load a model: a model directory (``models/<id>``), or a models directory (the model its
     ``latest`` names, or ``model_id``). ``config`` (a fidelis.toml) maps the input columns and
     sets ranking; by default every default."""
     return Model(_native.load_model(str(path), model_id, None if config is None else str(config)))
 
 
-def validate(config: str) -> dict:
+def validate(config: str) -> dict[str, Any]:
     """``fidelis validate`` of a configuration file: what was read, kept and dropped."""
-    return json.loads(_native.validate(str(config)))
+    found: dict[str, Any] = json.loads(_native.validate(str(config)))
+    return found
 
 
 def train(config: str) -> str:
     """``fidelis train`` of a configuration file (writes the model and its report, moves
     ``latest``); the new model's id."""
     return _native.train(str(config))
+
 
 from . import uplift  # noqa: E402 - the submodule uses the helpers above

@@ -39,17 +39,29 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pyarrow as pa
 
 # Absolute, not relative: this file also runs as a script (`spark-submit .../spark.py`), where
 # it has no package; the installed package is imported either way.
 from fidelis import _native
+from fidelis.errors import ExitCode
 
 __all__ = [
-    "score", "weekly", "monitor", "train", "write", "write_sql", "migrate", "dropped_line", "main", "Monitoring",
-    "Weekly", "Trained",
+    "score",
+    "weekly",
+    "monitor",
+    "train",
+    "write",
+    "write_sql",
+    "migrate",
+    "dropped_line",
+    "main",
+    "Monitoring",
+    "Weekly",
+    "Trained",
 ]
 
 # The per-customer columns the Rust core returns for a bucket, as Spark types.
@@ -76,10 +88,10 @@ _LOCAL = [
     ("decided", "boolean"),
 ]
 
-_MODELS: dict = {}
+_MODELS: dict[tuple[str | None, ...], Any] = {}
 
 
-def _model(path: str, model_id: Optional[str], config: Optional[str]) -> Any:
+def _model(path: str, model_id: str | None, config: str | None) -> Any:
     """The model, loaded once per Python worker."""
     key = (path, model_id, config)
     if key not in _MODELS:
@@ -108,7 +120,6 @@ def _plain_strings(t: pa.Table) -> pa.Table:
 def _bucketed(transactions: Any, customer_col: str, buckets: int) -> Any:
     """The rows with ``__bucket`` = ``pmod(xxhash64(customer), buckets)``: all of a
     customer's rows land in one bucket."""
-    from pyspark.sql import functions as F
 
     return transactions.withColumn("__bucket", _bucket_of(customer_col, buckets))
 
@@ -163,13 +174,13 @@ _SIGNALS = [
 _ARROW = {"date": pa.date32(), "string": pa.string(), "double": pa.float64(), "int": pa.int32(), "boolean": pa.bool_()}
 
 
-def _signal_columns(events: bool, customers: bool) -> list:
+def _signal_columns(events: bool, customers: bool) -> list[Any]:
     if not (events or customers):
         return []
     return [(n, t) for n, t, e, c in _SIGNALS if (not e or events) and (not c or customers)]
 
 
-def _event_facts(events: Any, args: tuple, customer_col: str, buckets: int) -> str:
+def _event_facts(events: Any, args: tuple[Any, ...], customer_col: str, buckets: int) -> str:
     """The whole event log's facts (first day of each name, the product's features),
     computed per bucket by the Rust core and merged."""
     from functools import reduce
@@ -186,10 +197,10 @@ class _DropCounts:
     validation summaries: rows read and kept, dropped rows per reason, customers lost (each
     customer is in one bucket, so the sums are the whole input's)."""
 
-    def zero(self, value: dict) -> dict:
+    def zero(self, value: dict[str, Any]) -> dict[str, Any]:
         return {}
 
-    def addInPlace(self, a: dict, b: dict) -> dict:  # noqa: N802 - PySpark's name
+    def addInPlace(self, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:  # noqa: N802 - PySpark's name
         for key in ("rows_read", "rows_valid", "customers_lost"):
             a[key] = a.get(key, 0) + b.get(key, 0)
         dropped = a.setdefault("dropped", {})
@@ -198,12 +209,12 @@ class _DropCounts:
         return a
 
 
-def _summary_counts(summary_json: Optional[str]) -> dict:
+def _summary_counts(summary_json: str | None) -> dict[str, Any]:
     """One bucket's summary (JSON from the Rust core) as the accumulator's counts."""
     if not summary_json:
         return {}
     s = json.loads(summary_json)
-    dropped = {}
+    dropped: dict[str, int] = {}
     for d in s.get("dropped", []):
         key = f"{str(d['reason']).replace('_', ' ')} ({d['column']})"
         dropped[key] = dropped.get(key, 0) + int(d["count"])
@@ -215,7 +226,7 @@ def _summary_counts(summary_json: Optional[str]) -> dict:
     }
 
 
-def dropped_line(counts: dict) -> Optional[str]:
+def dropped_line(counts: dict[str, Any]) -> str | None:
     """What validation dropped, in one line (None when nothing was)."""
     read, valid, lost = counts.get("rows_read", 0), counts.get("rows_valid", 0), counts.get("customers_lost", 0)
     if read == valid and not lost:
@@ -228,10 +239,10 @@ def dropped_line(counts: dict) -> Optional[str]:
 
 
 # The accumulator of the last `_local` (read once an action has run over it).
-_LAST_COUNTS: list = []
+_LAST_COUNTS: list[Any] = []
 
 
-def _report_dropped() -> Optional[dict]:
+def _report_dropped() -> dict[str, Any] | None:
     """Say what validation dropped in the last scoring (stderr and a DataWarning), once its
     rows have been computed; the counts, or None. Buckets a failed task retried may be
     counted twice (an accumulator in a transformation)."""
@@ -251,7 +262,7 @@ def _report_dropped() -> Optional[dict]:
 
 def _local(
     transactions: Any,
-    args: tuple,
+    args: tuple[Any, ...],
     as_of: str,
     buckets: int,
     drift: bool,
@@ -265,7 +276,6 @@ def _local(
     inputs are cogrouped by bucket (tagged and unioned: one group holds every input's rows of
     its customers), the events' whole-log facts are merged first, and the signal columns
     follow."""
-    from pyspark.sql import functions as F
 
     driver = _model(*args)
     driver.check_inputs(events is not None, customers is not None)
@@ -292,25 +302,25 @@ def _local(
     )
     empty = _empty(columns)
 
-    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+    def per_group(rows: pa.RecordBatchReader) -> pa.Table:
         parts = _split(rows.read_all(), kinds)
         if parts["t"].num_rows == 0:
             return empty
-        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+        stream = _stream_of(parts)
         m = _model(*args)
         out = m.score_local(stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h"))
         counts.add(_summary_counts(m.take_summary()))
         return _plain_strings(_table(out))
 
-    return _per_partition(wide, "__key", buckets, per_partition, schema).cache()
+    return _per_partition(wide, "__key", buckets, per_group, schema).cache()
 
 
-def _empty(columns: list) -> pa.Table:
+def _empty(columns: list[Any]) -> pa.Table:
     """No rows, with the Arrow types of ``(name, Spark type)`` columns."""
     return pa.schema([pa.field(n, _ARROW.get(t, pa.float64())) for n, t in columns]).empty_table()
 
 
-def _cogrouped(inputs: list) -> tuple:
+def _cogrouped(inputs: list[Any]) -> tuple[Any, ...]:
     """Several inputs keyed by customer at once (``cogroup`` takes two): each ``(kind,
     DataFrame, customer column)`` is tagged with its kind, its columns prefixed with
     ``<kind>__``, keyed by the customer id as a string (``__key``), and the inputs unioned,
@@ -334,7 +344,17 @@ def _cogrouped(inputs: list) -> tuple:
     return wide, [k for k, _, _ in inputs]
 
 
-def _split(table: pa.Table, kinds: list) -> dict:
+def _stream_of(parts: dict[str, Any]) -> Callable[[str], Any]:
+    """Kind -> the Arrow C stream of a :func:`_split` group's rows of that kind (None when
+    the group has none)."""
+
+    def stream(kind: str) -> Any:
+        return parts[kind].__arrow_c_stream__() if kind in parts else None
+
+    return stream
+
+
+def _split(table: pa.Table, kinds: list[Any]) -> dict[str, Any]:
     """One group of :func:`_cogrouped` as its inputs' rows: kind -> table (possibly empty)."""
     import pyarrow.compute as pc
 
@@ -343,7 +363,7 @@ def _split(table: pa.Table, kinds: list) -> dict:
         prefix = f"{kind}__"
         names = [n for n in table.column_names if n.startswith(prefix)]
         rows = table.filter(pc.equal(table["__kind"], kind)).select(names)
-        parts[kind] = rows.rename_columns([n[len(prefix):] for n in names])
+        parts[kind] = rows.rename_columns([n[len(prefix) :] for n in names])
     return parts
 
 
@@ -372,7 +392,7 @@ def _health_history(spark: Any, out: str, as_of: str) -> Any:
 RANK_ROWS = 200_000
 
 
-def _range_buckets(df: Any, columns: list, n: int, rank_rows: int) -> dict:
+def _range_buckets(df: Any, columns: list[Any], n: int, rank_rows: int) -> dict[str, Any]:
     """Fixed cut points per column (approximate quantiles, taken once), so that a global
     order can be split into ranges: every value goes to the range of the cut points below it
     (ties together), each range is ranked exactly on its own (a window partitioned by range,
@@ -384,10 +404,10 @@ def _range_buckets(df: Any, columns: list, n: int, rank_rows: int) -> dict:
     parts = int(df.sparkSession.conf.get("spark.sql.shuffle.partitions", "200"))
     k = max(2, min(1024, max(-(-n // max(1, rank_rows)), min(parts, max(2, n // 1000)))))
     qs = df.approxQuantile(columns, [i / k for i in range(1, k)], 1.0 / (4 * k))
-    return {c: sorted(set(q)) for c, q in zip(columns, qs)}
+    return {c: sorted(set(q)) for c, q in zip(columns, qs, strict=True)}
 
 
-def _range_of(column: str, cuts: list) -> Any:
+def _range_of(column: str, cuts: list[Any]) -> Any:
     """The ascending range index of a value: how many cut points are below it (a balanced
     tree of comparisons, ``log2`` of the cut points deep)."""
     from pyspark.sql import functions as F
@@ -401,14 +421,14 @@ def _range_of(column: str, cuts: list) -> Any:
     return below(0, len(cuts))
 
 
-def _offsets(df: Any, columns: list, cuts: dict, descending: set) -> dict:
+def _offsets(df: Any, columns: list[Any], cuts: dict[str, Any], descending: set[str]) -> dict[str, Any]:
     """Per column, the number of rows in the ranges before each range (in ascending or, for
     the columns in ``descending``, descending order of the ranges), as an expression of the
     range index ``__range_<column>``: the rows per (column, range) counted in one job."""
     from pyspark.sql import functions as F
 
     pairs = F.array(*[F.struct(F.lit(i).alias("c"), F.col(f"__range_{c}").alias("r")) for i, c in enumerate(columns)])
-    counts: dict = {}
+    counts: dict[str, Any] = {}
     for row in df.select(F.explode(pairs).alias("p")).groupBy("p.c", "p.r").count().collect():
         counts.setdefault(columns[row[0]], {})[row[1]] = row[2]
     out = {}
@@ -465,15 +485,13 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     values = [("rfm_r_value", "r_rank"), ("rfm_f_value", "f_rank"), ("rfm_m_value", "m_rank")]
     columns = ["rank_key"] + [v for v, _ in values]
     cuts = _range_buckets(local, columns, n, rank_rows)
-    ranges = _balanced(local, driver).select(
-        "*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns]
-    )
+    ranges = _balanced(local, driver).select("*", *[_range_of(c, cuts[c]).alias(f"__range_{c}") for c in columns])
     # The offsets from the cached local columns (before any window: nothing is recomputed).
     offset = _offsets(ranges, columns, cuts, {"rank_key"})
     # Risk rank: rank key descending, ties by customer id ascending, as the CLI.
-    in_range = Window.partitionBy("__range_rank_key").orderBy(F.desc("rank_key"), F.asc("customer_id"))
+    by_rank_key = Window.partitionBy("__range_rank_key").orderBy(F.desc("rank_key"), F.asc("customer_id"))
     ranked = ranges.withColumn(
-        "risk_rank", (offset["rank_key"] + F.row_number().over(in_range)).cast("int")
+        "risk_rank", (offset["rank_key"] + F.row_number().over(by_rank_key)).cast("int")
     ).withColumn("in_top_decile", F.col("risk_rank") <= F.lit(top_n))
     # Average ranks (ties share the mean of their positions), as the CLI's quintiles use. The
     # ties are counted per (range, value): equal values share a range, and the window needs
@@ -493,7 +511,7 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
         + [StructField("rfm_segment", StringType())]
     )
 
-    def with_rfm(batches):
+    def with_rfm(batches: Any) -> Any:
         for b in batches:
             t = pa.Table.from_batches([b])
             ranks = t.select(["r_rank", "f_rank", "m_rank"])
@@ -524,8 +542,8 @@ def score(
     events: Any = None,
     customers: Any = None,
     buckets: int = 64,
-    model_id: Optional[str] = None,
-    config: Optional[str] = None,
+    model_id: str | None = None,
+    config: str | None = None,
     previous: Any = None,
     rank_rows: int = RANK_ROWS,
     history: Any = None,
@@ -571,7 +589,7 @@ def _read(spark: Any, path: str) -> Any:
         raise
 
 
-def _date_strings(df: Any) -> list:
+def _date_strings(df: Any) -> list[Any]:
     from pyspark.sql import functions as F
 
     return sorted(r[0] for r in df.select(F.col("as_of").cast("string")).distinct().collect())
@@ -589,13 +607,13 @@ def _previous(spark: Any, out: str, as_of: str) -> Any:
     return runs.filter(F.col("as_of").cast("string") == before[-1]) if before else None
 
 
-def _drift_counts(local: Any, args: tuple) -> Optional[str]:
+def _drift_counts(local: Any, args: tuple[Any, ...]) -> str | None:
     """The drift counts of every scored customer: counted per partition by the Rust core,
     merged by Spark (``treeReduce``); None when nobody was scored."""
     driver = _model(*args)
     columns = [c for _, c in driver.drift_columns]
 
-    def per_partition(batches):
+    def per_partition(batches: Any) -> Any:
         tables = [pa.Table.from_batches([b]).select(columns) for b in batches if b.num_rows]
         if tables:
             t = pa.concat_tables(tables)
@@ -605,10 +623,13 @@ def _drift_counts(local: Any, args: tuple) -> Optional[str]:
     parts = parts.map(lambda row: row[0])
     if parts.isEmpty():
         return None
-    return parts.treeReduce(_native.merge_counts)
+    merged: str = parts.treeReduce(_native.merge_counts)
+    return merged
 
 
-def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, buckets: int, contacts: Any = None):
+def _realized(
+    spark: Any, transactions: Any, args: tuple[Any, ...], as_of: str, out: str, buckets: int, contacts: Any = None
+) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]]]:
     """Realized performance of the runs under ``out/scores`` whose outcome window closed by
     ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
     core takes the rows in customer order, whatever order Spark collects them in), and the
@@ -618,8 +639,8 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
     from pyspark.sql import functions as F
 
     driver = _model(*args)
-    known: dict = {}
-    first_effects: list = []
+    known: dict[str, Any] = {}
+    first_effects: list[Any] = []
     migrate(spark, out)
     history = _read(spark, f"{out}/metrics_history")
     if history is not None:
@@ -648,9 +669,7 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
         return [], known, first_effects
     horizon = dt.timedelta(days=driver.horizon_days)
     day = dt.date.fromisoformat
-    candidates = [
-        r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)
-    ]
+    candidates = [r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)]
     if not candidates:
         return [], known, first_effects
     customer_col, _ = driver.columns
@@ -696,12 +715,23 @@ def _realized(spark: Any, transactions: Any, args: tuple, as_of: str, out: str, 
             .withColumn("active", F.coalesce(F.col("active"), F.lit(False)))
             .withColumn("revenue", F.coalesce(F.col("revenue"), F.lit(0.0)))
             .select(
-                "customer_id", "churn_probability", "predicted_clv", "contact", "in_top_decile", "model_id", "active",
+                "customer_id",
+                "churn_probability",
+                "predicted_clv",
+                "contact",
+                "in_top_decile",
+                "model_id",
+                "active",
                 "revenue",
                 *[
                     c
                     for c in (
-                        "experiment_group", "risk_level", "playbook", "first_in_experiment", "reached", "reached_channel"
+                        "experiment_group",
+                        "risk_level",
+                        "playbook",
+                        "first_in_experiment",
+                        "reached",
+                        "reached_channel",
                     )
                     if c in scores.columns
                 ],
@@ -718,7 +748,7 @@ class Monitoring:
     columns of ``metrics_history.parquet``), ``report`` (what ``fidelis monitor`` prints),
     ``retrain`` and ``alerts``."""
 
-    def __init__(self, rows: pa.Table, report: str, retrain: bool, alerts: list):
+    def __init__(self, rows: pa.Table, report: str, retrain: bool, alerts: list[Any]):
         self.rows, self.report, self.retrain, self.alerts = rows, report, retrain, alerts
 
     def __str__(self) -> str:
@@ -735,8 +765,8 @@ def monitor(
     as_of: Any,
     out: str,
     buckets: int = 64,
-    model_id: Optional[str] = None,
-    config: Optional[str] = None,
+    model_id: str | None = None,
+    config: str | None = None,
     write: bool = True,
     events: Any = None,
     customers: Any = None,
@@ -791,8 +821,8 @@ def weekly(
     events: Any = None,
     customers: Any = None,
     buckets: int = 64,
-    model_id: Optional[str] = None,
-    config: Optional[str] = None,
+    model_id: str | None = None,
+    config: str | None = None,
     rank_rows: int = RANK_ROWS,
     sql: bool = False,
     contacts: Any = None,
@@ -815,8 +845,16 @@ def weekly(
         write_sql(scores, as_of, config)
     scored = local.count()
     monitoring = monitor(
-        spark, transactions, str(model_dir), as_of, out, buckets=buckets, model_id=model_id, config=config,
-        contacts=contacts, _local_frame=local,
+        spark,
+        transactions,
+        str(model_dir),
+        as_of,
+        out,
+        buckets=buckets,
+        model_id=model_id,
+        config=config,
+        contacts=contacts,
+        _local_frame=local,
     )
     local.unpersist()
     return Weekly(scores, scored, monitoring)
@@ -875,7 +913,11 @@ def migrate(spark: Any, out: str) -> int:
         fs = root.getFileSystem(conf)
         if not fs.exists(root):
             continue
-        old = [st.getPath() for st in fs.listStatus(root) if st.isDirectory() and st.getPath().getName().startswith("as_of=")]
+        old = [
+            st.getPath()
+            for st in fs.listStatus(root)
+            if st.isDirectory() and st.getPath().getName().startswith("as_of=")
+        ]
         if not old:
             continue
         scratch = f"{out}/.{name}-migrating"
@@ -908,7 +950,7 @@ class Trained:
         return f"trained model {self.model_id} on {self.rows} rows{sample}: {self.model_dir}; report {self.report}"
 
 
-def _trainer(config: Optional[str]) -> Any:
+def _trainer(config: str | None) -> Any:
     """The training configuration, built once per Python worker."""
     key = ("trainer", config)
     if key not in _MODELS:
@@ -916,7 +958,7 @@ def _trainer(config: Optional[str]) -> Any:
     return _MODELS[key]
 
 
-def _per_bucket(bucketed: Any, config: Optional[str], method: str, schema: str, *args: Any) -> Any:
+def _per_bucket(bucketed: Any, config: str | None, method: str, schema: str, *args: Any) -> Any:
     """``Trainer.<method>(bucket, *args)`` on every bucket (on the executors)."""
 
     def run(table: pa.Table) -> pa.Table:
@@ -926,7 +968,7 @@ def _per_bucket(bucketed: Any, config: Optional[str], method: str, schema: str, 
     return bucketed.groupBy("__bucket").applyInArrow(run, schema)
 
 
-def _signal_spec(events: Any, customers: Any, config: Optional[str], buckets: int) -> Optional[str]:
+def _signal_spec(events: Any, customers: Any, config: str | None, buckets: int) -> str | None:
     """The signal features (JSON) chosen from every bucket's counts of event names and
     customer categories; None without events and a customer table."""
     if events is None and customers is None:
@@ -936,22 +978,23 @@ def _signal_spec(events: Any, customers: Any, config: Optional[str], buckets: in
 
     def counts(rows: pa.RecordBatchReader) -> pa.Table:
         parts = _split(rows.read_all(), kinds)
-        stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+        stream = _stream_of(parts)
         return pa.table({"counts": [_trainer(config).signal_counts(stream("e"), stream("c"))]})
 
     found = _per_partition(wide, "__key", buckets, counts, "counts string").collect()
-    return _trainer(config).signal_spec(sorted(r[0] for r in found))
+    spec: str = _trainer(config).signal_spec(sorted(r[0] for r in found))
+    return spec
 
 
 def _features_per_bucket(
     source: Any,
-    kinds: Optional[list],
-    config: Optional[str],
+    kinds: list[Any] | None,
+    config: str | None,
     method: str,
-    columns: list,
+    columns: list[Any],
     models: str,
     spec: Any,
-    runs: Optional[list] = None,
+    runs: list[Any] | None = None,
 ) -> Any:
     """``Trainer.dataset`` / ``Trainer.at_end`` / ``Trainer.experiment`` (at ``runs``) on
     every bucket: of the bucketed transactions (``kinds`` None), or of the cogrouped
@@ -968,7 +1011,7 @@ def _features_per_bucket(
             parts = _split(table, kinds)
             if parts["t"].num_rows == 0:
                 return empty
-            stream = lambda k: parts[k].__arrow_c_stream__() if k in parts else None  # noqa: E731
+            stream = _stream_of(parts)
             out = getattr(t, method)(stream("t"), *given, spec, stream("e"), stream("c"))
         return _plain_strings(_table(out))
 
@@ -980,12 +1023,12 @@ def _experiment(
     trainer: Any,
     data_end: str,
     source: Any,
-    kinds: Optional[list],
-    config: Optional[str],
-    columns: list,
+    kinds: list[Any] | None,
+    config: str | None,
+    columns: list[Any],
     end_model: str,
     signal_spec: Any,
-) -> tuple:
+) -> tuple[Any, ...]:
     """The uplift model's inputs for ``Trainer.train``: the runs' scores of the experiment's
     customers (None without a control group), and their features and labels at the matured
     runs when there are enough of them (else None)."""
@@ -994,7 +1037,10 @@ def _experiment(
     if scores is None or "experiment_group" not in scores.columns:
         return (None, None)
     members = scores.filter(F.col("experiment_group").isNotNull()).select(
-        F.col("as_of").cast("date").alias("as_of"), "customer_id", "experiment_group", "churn_probability",
+        F.col("as_of").cast("date").alias("as_of"),
+        "customer_id",
+        "experiment_group",
+        "churn_probability",
         "expected_loss",
     )
     table = members.toArrow()
@@ -1012,9 +1058,9 @@ def _experiment(
 def train(
     spark: Any,
     transactions: Any,
-    config: Optional[str] = None,
+    config: str | None = None,
     buckets: int = 64,
-    export_features: Optional[str] = None,
+    export_features: str | None = None,
     events: Any = None,
     customers: Any = None,
     scores: Any = None,
@@ -1040,12 +1086,13 @@ def train(
     from .errors import InputError
 
     trainer = _trainer(config)
-    for mapped, given, section in zip(trainer.signal_inputs, (events, customers), ("input.events", "input.customers")):
+    for mapped, given, section in zip(
+        trainer.signal_inputs, (events, customers), ("input.events", "input.customers"), strict=True
+    ):
         if mapped and given is None:
             raise InputError(
                 f"the configuration maps [{section}] (fidelis train would use it): pass it to train() "
-                f"as {'events' if section == 'input.events' else 'customers'}=",
-                2,
+                f"as {'events' if section == 'input.events' else 'customers'}="
             )
     customer_col = trainer.customer_column
     ev_col, cu_col = trainer.signal_customer_columns
@@ -1063,12 +1110,19 @@ def train(
         fit_schema = "day date, customer_id string, share double, x double, t_x double, t double, repeat_spend double"
         inputs = _per_bucket(bucketed, config, "fit_inputs", fit_schema, dates).cache()
         counts = {str(r[0]): r[1] for r in inputs.groupBy("day").count().collect()}
-        n_of = F.element_at(F.create_map(*[x for d, n in counts.items() for x in (F.lit(d), F.lit(n))]),
-                            F.col("day").cast("string")) if counts else F.lit(0)
+        n_of = (
+            F.element_at(
+                F.create_map(*[x for d, n in counts.items() for x in (F.lit(d), F.lit(n))]), F.col("day").cast("string")
+            )
+            if counts
+            else F.lit(0)
+        )
         # The sample rule of `features::in_probabilistic_sample`, applied again on the driver.
         limit = trainer.probabilistic_fit_sample
         sample = inputs.filter((n_of <= limit) | (F.col("share") < F.lit(float(limit)) / n_of))
-        models = json.loads(trainer.fit_models(sample.toArrow().__arrow_c_stream__(), [(d, counts.get(d, 0)) for d in dates]))
+        models = json.loads(
+            trainer.fit_models(sample.toArrow().__arrow_c_stream__(), [(d, counts.get(d, 0)) for d in dates])
+        )
         inputs.unpersist()
         snapshot_models = json.dumps([m for m in models if m[0] != data_end])
         end_model = json.dumps([m for m in models if m[0] == data_end])
@@ -1078,20 +1132,25 @@ def train(
         # only the training sample reaches the driver.
         # The column order of the CLI's frames: features, labels, then the signal features.
         base = [(n, "double") for n in trainer.feature_names(None)]
-        signal = [(n, "double") for n in trainer.feature_names(signal_spec)[len(base):]]
+        signal = [(n, "double") for n in trainer.feature_names(signal_spec)[len(base) :]]
         key = [("customer_id", "string"), ("snapshot", "date")]
         data_columns = key + base + [("churn", "int"), ("clv", "double")] + signal + [("__share", "double")]
         end_columns = key + base + signal + [("__share", "double")]
         if signal_spec is None:
             source, kinds = bucketed, None
         else:
-            wide, kinds = _cogrouped([("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)])
+            wide, kinds = _cogrouped(
+                [("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)]
+            )
             source = wide.withColumn("__bucket", _bucket_of("__key", buckets))
         dataset = _features_per_bucket(source, kinds, config, "dataset", data_columns, snapshot_models, signal_spec)
         dataset = dataset.cache()
         rows = dataset.count()
         fraction = trainer.sample_fraction(rows)
-        keep = (lambda df: df.filter(F.col("__share") < F.lit(fraction))) if fraction is not None else (lambda df: df)
+
+        def keep(df: Any) -> Any:
+            return df if fraction is None else df.filter(F.col("__share") < F.lit(fraction))
+
         data = keep(dataset).toArrow()
         at_end = _features_per_bucket(source, kinds, config, "at_end", end_columns, end_model, signal_spec)
         at_end = keep(at_end).toArrow()
@@ -1101,8 +1160,14 @@ def train(
         experiment = _experiment(scores, trainer, data_end, source, kinds, config, data_columns, end_model, signal_spec)
         # 6. Train on the driver.
         model_id, model_dir, report = trainer.train(
-            merged, data.__arrow_c_stream__(), at_end.__arrow_c_stream__(), rows, end_model, export_features,
-            signal_spec, *[None if t is None else t.__arrow_c_stream__() for t in experiment],
+            merged,
+            data.__arrow_c_stream__(),
+            at_end.__arrow_c_stream__(),
+            rows,
+            end_model,
+            export_features,
+            signal_spec,
+            *[None if t is None else t.__arrow_c_stream__() for t in experiment],
         )
         return Trained(model_id, os.path.abspath(model_dir), os.path.abspath(report), rows, data.num_rows)
     finally:
@@ -1116,7 +1181,7 @@ def _sql_template(scores: Any) -> pa.Table:
     return t.set_column(i, "risk_rank", t.column(i).cast(pa.uint32()))
 
 
-def write_sql(scores: Any, as_of: Any, config: Optional[str] = None, batchsize: int = 10_000) -> list:
+def write_sql(scores: Any, as_of: Any, config: str | None = None, batchsize: int = 10_000) -> list[Any]:
     """Write the scores of ``as_of`` (and its top segment) to every PostgreSQL target of the
     configuration (``[output].sql``, then ``FIDELIS_PG_URL``; tables and schema from
     ``[output]``), as ``fidelis score`` does: Spark's JDBC writer loads the rows in parallel
@@ -1148,12 +1213,12 @@ def write_sql(scores: Any, as_of: Any, config: Optional[str] = None, batchsize: 
         except Exception as e:  # the JDBC error, without the properties (the password)
             _native.drop_stage(i, stage, config)
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise OutputError(f"sql {shown}: loading the rows of {as_of} failed: {first[:500]}", 5) from None
+            raise OutputError(f"sql {shown}: loading the rows of {as_of} failed: {first[:500]}") from None
         done.append((shown, _native.publish_staged(i, stage, template.__arrow_c_stream__(), as_of, started, config)))
     return done
 
 
-def main(argv: Optional[list] = None) -> int:
+def main(argv: list[Any] | None = None) -> int:
     """``python -m fidelis.spark {score,monitor,weekly} --model DIR --transactions PATH|TABLE
     --as-of DATE --out DIR`` and ``train --transactions PATH|TABLE --config FILE`` (under
     ``spark-submit``). ``weekly`` and ``monitor`` exit 3 on an alert with
@@ -1171,11 +1236,18 @@ def main(argv: Optional[list] = None) -> int:
         s.add_argument("--as-of", required=True)
         s.add_argument("--out", required=True, help="output root: scores/, top_risk/, metrics_history/")
         s.add_argument("--config", help="fidelis.toml: column mapping, ranking, monitoring thresholds")
-        s.add_argument("--buckets", type=int, default=64, help="partitions of the per-customer stage (each holds every row of its customers)")
+        s.add_argument(
+            "--buckets",
+            type=int,
+            default=64,
+            help="partitions of the per-customer stage (each holds every row of its customers)",
+        )
         s.add_argument("--events", help="the event log (a Parquet path or a table), for a model trained with it")
         s.add_argument("--customers", help="the customer table (a Parquet path or a table)")
         if name != "score":
-            s.add_argument("--contacts", help="the contact log (a Parquet path or a table), as [input.contacts] maps it")
+            s.add_argument(
+                "--contacts", help="the contact log (a Parquet path or a table), as [input.contacts] maps it"
+            )
             s.add_argument("--fail-on-alert", action="store_true", help="exit 3 when monitoring alerts")
         if name != "monitor":
             s.add_argument("--sql", action="store_true", help="also write to the PostgreSQL targets of --config (JDBC)")
@@ -1200,7 +1272,8 @@ def main(argv: Optional[list] = None) -> int:
     from fidelis import spark as fs
 
     spark = SparkSession.builder.appName(f"fidelis {args.command}").getOrCreate()
-    def read(source: Optional[str]) -> Any:
+
+    def read(source: str | None) -> Any:
         if source is None:
             return None
         return spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
@@ -1208,11 +1281,17 @@ def main(argv: Optional[list] = None) -> int:
     tx = read(args.transactions)
     if args.command == "train":
         done = fs.train(
-            spark, tx, config=args.config, buckets=args.buckets, export_features=args.export_features,
-            events=read(args.events), customers=read(args.customers), scores=read(args.scores),
+            spark,
+            tx,
+            config=args.config,
+            buckets=args.buckets,
+            export_features=args.export_features,
+            events=read(args.events),
+            customers=read(args.customers),
+            scores=read(args.scores),
         )
         print(done)
-        return 0
+        return ExitCode.OK
     common = dict(buckets=args.buckets, config=args.config, events=read(args.events), customers=read(args.customers))
     if args.command == "score":
         previous = fs._previous(spark, args.out, args.as_of)
@@ -1223,16 +1302,16 @@ def main(argv: Optional[list] = None) -> int:
             for shown, (n, top, contacted) in fs.write_sql(scores, args.as_of, args.config):
                 print(f"{shown}: {n} scores, {top} in the top segment, {contacted} to contact")
         print(f"scored {scores.count()} customers eligible at {args.as_of}; written to {args.out}")
-        return 0
+        return ExitCode.OK
     contacts = read(args.contacts)
     if args.command == "monitor":
         found = fs.monitor(spark, tx, args.model, args.as_of, args.out, contacts=contacts, **common)
     else:
-        done = fs.weekly(spark, tx, args.model, args.as_of, args.out, sql=args.sql, contacts=contacts, **common)
-        print(f"scored {done.scored} customers eligible at {args.as_of}; written to {args.out}")
-        found = done.monitoring
+        week = fs.weekly(spark, tx, args.model, args.as_of, args.out, sql=args.sql, contacts=contacts, **common)
+        print(f"scored {week.scored} customers eligible at {args.as_of}; written to {args.out}")
+        found = week.monitoring
     print(found.report)
-    return 3 if args.fail_on_alert and found.alerts else 0
+    return ExitCode.ALERT if args.fail_on_alert and found.alerts else ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -17,34 +17,35 @@ should raise (1 = good: for churn, retained) and equal scikit-uplift's
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from . import _capsule, _native
 
 __all__ = ["UpliftModel", "qini_curve", "qini_auc_score", "uplift_at_k"]
 
 
-def _floats(v: Any) -> list:
+def _floats(v: Any) -> list[Any]:
     return [float(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
 
 
-def _flags(v: Any) -> list:
+def _flags(v: Any) -> list[Any]:
     return [bool(x) for x in (v.tolist() if hasattr(v, "tolist") else v)]
 
 
-def qini_curve(y_true: Sequence, uplift: Sequence, treatment: Sequence) -> tuple:
+def qini_curve(y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any]) -> tuple[Any, ...]:
     """Points of the Qini curve: customers targeted (highest uplift first), Qini values."""
     return _native.qini_curve(_floats(y_true), _floats(uplift), _flags(treatment))
 
 
-def qini_auc_score(y_true: Sequence, uplift: Sequence, treatment: Sequence) -> float:
+def qini_auc_score(y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any]) -> float:
     """The Qini coefficient: area between the Qini curve and random targeting over the same
     area of the perfect ranking (1 perfect, 0 random, below 0 worse than random)."""
     return _native.qini_coefficient(_floats(y_true), _floats(uplift), _flags(treatment))
 
 
 def uplift_at_k(
-    y_true: Sequence, uplift: Sequence, treatment: Sequence, strategy: str = "overall", k: float = 0.3
+    y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any], strategy: str = "overall", k: float = 0.3
 ) -> float:
     """Success rate of the treated minus that of the controls among the top ``k`` (a fraction)
     by uplift: overall (``strategy="overall"``) or per group (``"by_group"``)."""
@@ -63,15 +64,15 @@ class UpliftModel:
     def fit(
         cls,
         features: Any,
-        treatment: Sequence,
-        churned: Sequence,
+        treatment: Sequence[Any],
+        churned: Sequence[Any],
         learner: str = "t_learner",
         iterations: int = 150,
         learning_rate: float = 0.05,
         max_depth: int = 3,
         min_leaf_weight: float = 20.0,
         seed: int = 42,
-    ) -> "UpliftModel":
+    ) -> UpliftModel:
         """Fit on ``features`` with each row's treatment flag and outcome (1 = churned)."""
         native = _native.UpliftLearner.fit(
             _capsule(features),
@@ -86,21 +87,21 @@ class UpliftModel:
         )
         return cls(native)
 
-    def predict(self, features: Any) -> list:
+    def predict(self, features: Any) -> list[Any]:
         """The estimated reduction in churn probability if treated, per row (columns by name)."""
-        return self._native.predict(_capsule(features))
+        return list(self._native.predict(_capsule(features)))
 
     @property
     def learner(self) -> str:
-        return self._native.learner
+        return str(self._native.learner)
 
     @property
-    def feature_names(self) -> list:
-        return self._native.feature_names
+    def feature_names(self) -> list[str]:
+        return list(self._native.feature_names)
 
     def to_json(self) -> str:
-        return self._native.to_json()
+        return str(self._native.to_json())
 
     @classmethod
-    def from_json(cls, text: str) -> "UpliftModel":
+    def from_json(cls, text: str) -> UpliftModel:
         return cls(_native.UpliftLearner.from_json(text))

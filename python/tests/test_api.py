@@ -87,7 +87,7 @@ def test_polars_and_pandas_frames_give_the_same_scores():
     arrow = m.score(tx, as_of="2024-12-31")
     pl = pytest.importorskip("polars")
     assert m.score(pl.from_arrow(tx), as_of="2024-12-31").equals(arrow)
-    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pandas")
     assert m.score(tx.to_pandas(), as_of="2024-12-31").equals(arrow)
     # A model directory loads the same as its models directory's latest.
     m2 = fidelis.load_model(FIXTURE / "models" / m.model_id)
@@ -103,8 +103,10 @@ def test_the_fixture_scores_as_it_did_when_it_was_made():
     # control group out: every other column is as it was; `contact` too except for controls.
     group = now.column("experiment_group").to_pylist()
     was, contact = then.column("contact").to_pylist(), now.column("contact").to_pylist()
-    assert [c for c, g in zip(contact, group) if g != "control"] == [c for c, g in zip(was, group) if g != "control"]
-    assert all(w and not c for w, c, g in zip(was, contact, group) if g == "control")
+    assert [c for c, g in zip(contact, group, strict=True) if g != "control"] == [
+        c for c, g in zip(was, group, strict=True) if g != "control"
+    ]
+    assert all(w and not c for w, c, g in zip(was, contact, group, strict=True) if g == "control")
     assert "control" in group
     keep = [c for c in then.column_names if c != "contact"]
     assert_same_rows(now.select(keep), then.select(keep))
@@ -133,6 +135,49 @@ def test_errors_carry_the_cli_message_and_exit_code(tmp_path):
     assert "run `fidelis train` first" in str(e.value)
     with pytest.raises(TypeError):
         m.score([1, 2, 3])
+
+
+def test_named_exit_codes_are_the_clis(tmp_path):
+    """fidelis.errors.ExitCode and the errors' codes are the CLI's: bad input exits INPUT,
+    each error class carries its code."""
+    from fidelis.errors import ExitCode, FidelisError, LockedError, OutputError, ScoresWrittenError
+
+    out = run(["validate", "--config", "missing.toml"], tmp_path, check=False)
+    assert out.returncode == ExitCode.INPUT
+    for cls, code in [
+        (fidelis.InputError, ExitCode.INPUT),
+        (LockedError, ExitCode.LOCKED),
+        (OutputError, ExitCode.OUTPUT),
+        (ScoresWrittenError, ExitCode.AFTER_SCORES),
+        (FidelisError, ExitCode.INTERNAL),
+    ]:
+        assert cls("x").exit_code == code
+    assert [c.value for c in ExitCode] == list(range(8))
+
+
+def test_the_type_stubs_name_everything_the_extension_has():
+    """python/fidelis/_native.pyi lists every public function and class of the extension, and
+    every public method of each class, and nothing it does not have (a Rust rename breaks this
+    test, not an editor's completion)."""
+    import ast
+
+    from fidelis import _native
+
+    stub = ast.parse((ROOT / "python/fidelis/_native.pyi").read_text())
+    top = {n.name for n in stub.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    top |= {n.target.id for n in stub.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    real = {n for n in dir(_native) if not n.startswith("_")} | {"__version__"}
+    assert top - {"ArrowStream"} == real
+    for cls in (n for n in stub.body if isinstance(n, ast.ClassDef)):
+        stubbed = {f.name for f in cls.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")}
+        # Properties in the stub are getters in Rust (attributes), the rest methods.
+        real_cls = getattr(_native, cls.name)
+        for f in (f for f in cls.body if isinstance(f, ast.FunctionDef) and not f.name.startswith("_")):
+            is_property = any(getattr(d, "id", "") == "property" for d in f.decorator_list)
+            kind = type(real_cls.__dict__[f.name]).__name__
+            assert (kind == "getset_descriptor") == is_property, f"{cls.name}.{f.name}: {kind}"
+        have = {m for m in dir(real_cls) if not m.startswith("_")}
+        assert stubbed == have, cls.name
 
 
 def test_validate_and_train(tmp_path):

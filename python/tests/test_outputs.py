@@ -84,9 +84,7 @@ def check_every_reader(root: Path, want: dict, spark_session) -> None:
         got["polars.scan"] = counts(as_dates(lf["as_of"].to_list()))
         # DuckDB: the docs' glob with hive partitioning.
         con = duckdb.connect()
-        rows = con.execute(
-            f"SELECT as_of FROM read_parquet('{path}/*/*.parquet', hive_partitioning = true)"
-        ).fetchall()
+        rows = con.execute(f"SELECT as_of FROM read_parquet('{path}/*/*.parquet', hive_partitioning = true)").fetchall()
         got["duckdb"] = counts(as_dates([r[0] for r in rows]))
         # Spark: the default call on the directory.
         sdf = spark_session.read.parquet(str(path))

@@ -97,11 +97,26 @@ def test_readers_never_fail_after_a_run_killed_at_any_rename(demo, tmp_path, sys
     for n in range(1, 12):
         out = subprocess.run(
             [
-                "strace", "-f", "-qq", "-o", "/dev/null", "-e", f"trace={syscall}",
-                "-e", f"inject={syscall}:signal=KILL:when={n}",
-                fidelis_bin(), "score", "--config", "fidelis.toml", "--as-of", AS_OF, "-q",
+                "strace",
+                "-f",
+                "-qq",
+                "-o",
+                "/dev/null",
+                "-e",
+                f"trace={syscall}",
+                "-e",
+                f"inject={syscall}:signal=KILL:when={n}",
+                fidelis_bin(),
+                "score",
+                "--config",
+                "fidelis.toml",
+                "--as-of",
+                AS_OF,
+                "-q",
             ],
-            cwd=ws, capture_output=True, text=True,
+            cwd=ws,
+            capture_output=True,
+            text=True,
         )
         if out.returncode == 0:
             break  # fewer than n such calls: every one has been killed at

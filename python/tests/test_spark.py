@@ -67,7 +67,9 @@ def shuffled(table: pa.Table, seed: int) -> pa.Table:
     return table.take(pa.array(order))
 
 
-def spark_scores(spark, tx_path: Path, model_dir: Path, as_of: str, buckets: int, config=None, rank_rows=None) -> pa.Table:
+def spark_scores(
+    spark, tx_path: Path, model_dir: Path, as_of: str, buckets: int, config=None, rank_rows=None
+) -> pa.Table:
     from fidelis import spark as fs
 
     tx = spark.read.parquet(str(tx_path))
@@ -80,7 +82,9 @@ def same_as_cli(ours: pa.Table, cli: pa.Table) -> None:
     the rank comes back as int32)."""
     ours = ours.sort_by("customer_id")
     cli = plain_table(cli).sort_by("customer_id")
-    ours = ours.set_column(ours.column_names.index("risk_rank"), "risk_rank", ours.column("risk_rank").cast(pa.uint32()))
+    ours = ours.set_column(
+        ours.column_names.index("risk_rank"), "risk_rank", ours.column("risk_rank").cast(pa.uint32())
+    )
     ours = ours.set_column(ours.column_names.index("as_of"), "as_of", ours.column("as_of").cast(pa.date32()))
     assert_same_rows(ours, cli)
 
@@ -132,7 +136,9 @@ def test_a_customer_with_5_percent_of_the_rows_at_tied_times(spark, tmp_path):
     big = pa.table(
         {
             "customer_id": ["ZZ-BIG"] * n,
-            "ts": pa.array([ts.replace(year=2024, month=11, day=1 + i % 20) for i in range(n)], base.schema.field("ts").type),
+            "ts": pa.array(
+                [ts.replace(year=2024, month=11, day=1 + i % 20) for i in range(n)], base.schema.field("ts").type
+            ),
             "amount": [round(0.1 * (i % 7) + 3.3, 2) for i in range(n)],
         }
     ).cast(base.schema)
@@ -266,8 +272,15 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     found = {}
     for d in dates:
         found[d] = fs.weekly(
-            spark, tx, str(demo / "models"), d, str(out), buckets=7, rank_rows=4000,
-            contacts=spark.read.parquet(str(demo / "contacts.parquet")), config=str(demo / "cli-weekly.toml"),
+            spark,
+            tx,
+            str(demo / "models"),
+            d,
+            str(out),
+            buckets=7,
+            rank_rows=4000,
+            contacts=spark.read.parquet(str(demo / "contacts.parquet")),
+            config=str(demo / "cli-weekly.toml"),
         ).monitoring
     cli_history = pq.read_table(cli_out / "monitoring/metrics_history.parquet")
     ours_history = spark.read.parquet(str(out / "metrics_history")).toArrow()
@@ -363,7 +376,10 @@ def test_spark_writes_postgresql_as_the_cli_does(spark, tmp_path):
         assert ours.num_rows > 0 and ours.schema == cli.schema, table
         for name in ours.column_names:
             assert ours[name].equals(cli[name]), (table, name)
-    runs = {r: rows(f"{r}_{tag}", "scoring_runs").select(["as_of", "model_id", "scored", "top_size", "contacted", "status"]) for r in ["spark", "cli"]}
+    runs = {
+        r: rows(f"{r}_{tag}", "scoring_runs").select(["as_of", "model_id", "scored", "top_size", "contacted", "status"])
+        for r in ["spark", "cli"]
+    }
     assert runs["spark"].equals(runs["cli"])
     assert runs["spark"].num_rows == 2
     n, top, _ = written["2024-12-31"][0][1]
@@ -380,7 +396,11 @@ def test_spark_writes_postgresql_as_the_cli_does(spark, tmp_path):
         assert rows(f"spark_{tag}", t).equals(kept), t
     # No stage table is left behind.
     tables = spark.read.jdbc(jdbc, "information_schema.tables", properties=props).toArrow()
-    names = [t for t, s in zip(tables["table_name"].to_pylist(), tables["table_schema"].to_pylist()) if s == f"spark_{tag}"]
+    names = [
+        t
+        for t, s in zip(tables["table_name"].to_pylist(), tables["table_schema"].to_pylist(), strict=True)
+        if s == f"spark_{tag}"
+    ]
     assert sorted(names) == ["churn_scores", "churn_top_risk", "scoring_runs"]
 
 
@@ -419,7 +439,9 @@ def test_the_spark_job_says_what_validation_dropped(spark, tmp_path):
     with pytest.warns(fidelis.errors.DataWarning):
         _, summary = fidelis.load_model(FIXTURE / "models").score(bad, as_of="2024-12-31", return_summary=True)
     with pytest.warns(fidelis.errors.DataWarning) as caught:
-        fs.score(spark, spark.read.parquet(str(tmp_path / "bad.parquet")), str(FIXTURE / "models"), "2024-12-31", buckets=5)
+        fs.score(
+            spark, spark.read.parquet(str(tmp_path / "bad.parquet")), str(FIXTURE / "models"), "2024-12-31", buckets=5
+        )
     text = str(caught[0].message)
     dropped = summary["rows_read"] - summary["rows_valid"]
     assert dropped > 0 and f"{dropped} of {summary['rows_read']} transaction rows dropped" in text, text

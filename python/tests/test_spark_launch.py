@@ -46,13 +46,17 @@ def readme_commands() -> list:
 
 
 def spark_env(path: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYSPARK_PYTHON", "PYSPARK_SUBMIT_ARGS", "PYSPARK_DRIVER_PYTHON")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYSPARK_PYTHON", "PYSPARK_SUBMIT_ARGS", "PYSPARK_DRIVER_PYTHON")
+    }
     env.update(PATH=path, SPARK_LOCAL_IP="127.0.0.1", RAYON_NUM_THREADS="1", POLARS_MAX_THREADS="1", TZ="UTC")
     return env
 
 
 def workspace(tmp_path: Path) -> Path:
-    return fixture_workspace(tmp_path / "ws", '[model]\niterations = 40\n\n[baselines]\nenabled = false\n\n')
+    return fixture_workspace(tmp_path / "ws", "[model]\niterations = 40\n\n[baselines]\nenabled = false\n\n")
 
 
 def needs_spark():
@@ -70,7 +74,11 @@ def test_the_readme_spark_commands_run_as_written(tmp_path):
     venv_bin = str(Path(sys.executable).parent)
     script = "set -euo pipefail\n" + "\n".join(commands) + "\n"
     res = subprocess.run(
-        ["bash", "-c", script], cwd=ws, capture_output=True, text=True, timeout=900,
+        ["bash", "-c", script],
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env=spark_env(f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}"),
     )
     assert res.returncode == 0, f"{commands}\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
@@ -93,10 +101,26 @@ def test_the_job_runs_from_the_venv_interpreter_without_the_venv_on_path(tmp_pat
     assert shutil.which("python3", path=path) != sys.executable
     res = subprocess.run(
         [
-            sys.executable, "-m", "fidelis.spark", "score", "--model", "models", "--transactions",
-            "data/transactions.parquet", "--as-of", "2024-12-31", "--out", "out", "--buckets", "3",
+            sys.executable,
+            "-m",
+            "fidelis.spark",
+            "score",
+            "--model",
+            "models",
+            "--transactions",
+            "data/transactions.parquet",
+            "--as-of",
+            "2024-12-31",
+            "--out",
+            "out",
+            "--buckets",
+            "3",
         ],
-        cwd=ws, capture_output=True, text=True, timeout=600, env=spark_env(path),
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=spark_env(path),
     )
     assert res.returncode == 0, res.stderr[-4000:]
     assert "ModuleNotFoundError" not in res.stderr

@@ -64,7 +64,9 @@ def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):
     for d in DATES:
         ours = spark.read.parquet(str(out / "scores")).filter(f"as_of = '{d}'").toArrow()
         cli = pq.read_table(cli_out / f"scores/run={d}/part-0.parquet")
-        assert {"health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "escalation"} <= set(cli.column_names)
+        assert {"health_score", "health_colour", "usage_drop", "csm_sentiment", "review_flag", "escalation"} <= set(
+            cli.column_names
+        )
         # `run` is the dataset's partition key (the file itself has the CLI's columns).
         assert set(ours.column_names) - {"run"} == set(cli.column_names)
         same_as_cli(ours.select(cli.column_names), cli)
@@ -81,7 +83,7 @@ def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):
 
 
 def test_a_model_trained_with_events_needs_them_on_spark(spark, saas):  # noqa: F811
-    from fidelis import InputError, FidelisError
+    from fidelis import FidelisError, InputError
     from fidelis import spark as fs
 
     tx = spark.read.parquet(str(saas / "data/transactions.parquet"))

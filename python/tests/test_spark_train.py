@@ -36,7 +36,7 @@ def workspace(tmp_path: Path, demo: Path, max_rows: int, seed: int) -> Path:
     pq.write_table(shuffled(pq.read_table(demo / "data/transactions.parquet"), seed=seed), ws / "data/tx.parquet")
     (ws / "fidelis.toml").write_text(
         '[input.transactions]\npath = "data/tx.parquet"\n\n'
-        f'[model]\niterations = 60\nlogistic_l2 = 10.0\nclv_poisson = false\nmax_rows = {max_rows}\n\n'
+        f"[model]\niterations = 60\nlogistic_l2 = 10.0\nclv_poisson = false\nmax_rows = {max_rows}\n\n"
         '[baselines]\nenabled = false\n\n[output]\ndir = "output"\nsql = []\n\n'
         '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
     )
@@ -58,7 +58,9 @@ def test_spark_training_makes_the_cli_model(spark, demo, tmp_path, monkeypatch, 
 
     monkeypatch.chdir(ws)
     tx = spark.read.parquet(str(ws / "data/tx.parquet"))
-    done = fs.train(spark, tx, config=str(ws / "fidelis.toml"), buckets=buckets, export_features="spark_features.parquet")
+    done = fs.train(
+        spark, tx, config=str(ws / "fidelis.toml"), buckets=buckets, export_features="spark_features.parquet"
+    )
     ours = Path(done.model_dir)
     assert ours != cli and model_dir(ws) == ours, "the Spark model is published as latest"
     assert Path(done.report).is_file()
@@ -120,10 +122,10 @@ def test_spark_training_fits_the_uplift_model_the_cli_fits(spark, tmp_path, monk
     ws = tmp_path / "ws"
     ws.mkdir()
     settings = (
-        '[model]\niterations = 60\nlogistic_l2 = 10.0\nclv_poisson = false\n\n[baselines]\nenabled = false\n\n'
+        "[model]\niterations = 60\nlogistic_l2 = 10.0\nclv_poisson = false\n\n[baselines]\nenabled = false\n\n"
         # ship_confidence below the default so that the model ships here and the shipped
         # path (uplift.json, scores with uplift) is compared too.
-        '[experiment]\ncontrol_share = 0.4\n\n[uplift]\nmin_runs = 3\niterations = 60\nship_confidence = 0.8\n\n'
+        "[experiment]\ncontrol_share = 0.4\n\n[uplift]\nmin_runs = 3\niterations = 60\nship_confidence = 0.8\n\n"
         '[paths]\nmodels_dir = "models"\nreports_dir = "reports"\n'
     )
     for name, data, out in [("plain", "plain", "untreated"), ("realized", "realized", "output")]:

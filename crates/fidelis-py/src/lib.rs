@@ -859,10 +859,10 @@ fn rfm_from_ranks<'py>(
     export_frame(py, out)
 }
 
-/// The PostgreSQL targets of a configuration (`[output].sql`, then `FIDELIS_PG_URL`), in
-/// that order.
+/// The PostgreSQL targets of a configuration's sinks (`[output].sql`, then `FIDELIS_PG_URL`),
+/// in that order.
 fn pg_targets(cfg: &Config) -> PyResult<Vec<fidelis::config::targets::SqlTarget>> {
-    let all = cfg.output.sql_targets().map_err(py_err)?;
+    let all = fidelis::sink::Sinks::resolve(&cfg.output).map_err(py_err)?.sql;
     Ok(all.into_iter().filter(|t| matches!(t, fidelis::config::targets::SqlTarget::Postgres(_))).collect())
 }
 
