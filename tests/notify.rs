@@ -197,6 +197,20 @@ fn deliver(cfg: &Config, i: usize, dry_run: bool) -> notify::DeliveryOutcome {
     deliver_with(cfg, i, &alerts, &runs()[i].1, dry_run)
 }
 
+/// `notify::deliver`, then the delivery log copied to the sinks, as the jobs do.
+fn deliver_and_copy(
+    cfg: &Config,
+    as_of: chrono::NaiveDate,
+    notices: &[notify::Notice],
+    records: Option<&[crm::Record]>,
+    dry_run: bool,
+) -> fidelis::Result<notify::DeliveryOutcome> {
+    let mut out = notify::deliver(cfg, as_of, notices, records, dry_run)?;
+    let sinks = fidelis::sink::Sinks::resolve(&cfg.output)?;
+    fidelis::jobs::notify::copy_deliveries(cfg, &sinks, &mut out, as_of);
+    Ok(out)
+}
+
 /// Run the rules over run `i` with these monitoring alerts and these scores.
 fn deliver_with(
     cfg: &Config,
@@ -221,7 +235,7 @@ fn deliver_with(
     let notices = notify::plan(&cfg.notify, &ev);
     let records =
         cfg.crm.enabled().then(|| crm::records(now, cfg.crm.include, &cfg.crm.segment, *as_of).unwrap());
-    notify::deliver(cfg, *as_of, &notices, records.as_deref(), dry_run).unwrap()
+    deliver_and_copy(cfg, *as_of, &notices, records.as_deref(), dry_run).unwrap()
 }
 
 fn slack_text(j: &serde_json::Value) -> String {
@@ -608,7 +622,7 @@ fn changed_content_is_delivered_and_identical_content_is_not() {
         run: vec![(fidelis::config::EventKind::RunFailed, "fidelis weekly: PostgreSQL down".into())],
         link: String::new(),
     };
-    let o = notify::deliver(&cfg, failed.as_of, &notify::plan(&cfg.notify, &failed), None, false).unwrap();
+    let o = deliver_and_copy(&cfg, failed.as_of, &notify::plan(&cfg.notify, &failed), None, false).unwrap();
     assert_eq!(o.sent, 1, "{o}");
     // ... then the fixed rerun: its drift alerts are new content and go out.
     let alerts: Vec<String> = (0..22).map(|i| format!("drift: feature_{i} PSI 0.4 > 0.25")).collect();
@@ -799,7 +813,7 @@ fn values_from_the_data_cannot_inject_into_any_channel() {
     let as_of = NaiveDate::from_ymd_opt(2024, 12, 10).unwrap();
     let ev = RunEvents { as_of, model_id: "m".into(), accounts, run: Vec::new(), link: "r.html".into() };
     let records = crm::records(&now, cfg.crm.include, &cfg.crm.segment, as_of).unwrap();
-    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), Some(&records), false).unwrap();
+    let o = deliver_and_copy(&cfg, as_of, &notify::plan(&cfg.notify, &ev), Some(&records), false).unwrap();
     assert!(o.failed.is_empty(), "{o}");
     let j = slack.requests()[0].json();
     let text = j["text"].as_str().unwrap();
@@ -883,7 +897,7 @@ fn slack_messages_fit_slacks_limits_and_a_failed_log_copy_does_not_unsend() {
     };
     // The SQL copy of the log cannot be written (a directory where the database should be).
     std::fs::create_dir_all(dir.path().join("fidelis.sqlite")).unwrap();
-    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
+    let o = deliver_and_copy(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
     let j = slack.requests()[0].json();
     let n_blocks = j["blocks"].as_array().unwrap().len();
     assert!(n_blocks <= 50, "{n_blocks} blocks");
@@ -893,7 +907,7 @@ fn slack_messages_fit_slacks_limits_and_a_failed_log_copy_does_not_unsend() {
     assert!(o.to_string().contains("2 messages sent") && o.to_string().contains("WARNING"), "{o}");
     // The journal has it: a rerun does not send it again.
     std::fs::remove_dir_all(dir.path().join("fidelis.sqlite")).unwrap();
-    let o = notify::deliver(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
+    let o = deliver_and_copy(&cfg, as_of, &notify::plan(&cfg.notify, &ev), None, false).unwrap();
     assert_eq!((o.sent, o.already), (0, 2), "{o}");
 }
 

@@ -117,8 +117,9 @@ fn try_deliver(
     Ok(out)
 }
 
-/// Copy the delivery log to the sinks when this delivery journaled anything.
-fn copy_deliveries(cfg: &Config, sinks: &Sinks, out: &mut DeliveryOutcome, as_of: NaiveDate) {
+/// Copy the delivery log to the sinks when this delivery journaled anything (what could not
+/// be copied goes to `out.log_errors`).
+pub fn copy_deliveries(cfg: &Config, sinks: &Sinks, out: &mut DeliveryOutcome, as_of: NaiveDate) {
     if out.journaled > 0 {
         let log = crate::sink::DeliveryLog::new(Path::new(&cfg.output.dir));
         out.log_errors = sinks.copy_deliveries(&log, as_of);
