@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import fidelis
 from conftest import ROOT, run
 from test_api import assert_same_rows, cli_scores, plain_table
 
@@ -173,7 +174,7 @@ def test_writes_replace_only_their_date(spark, tmp_path):
     expected = pq.read_table(FIXTURE / "expected/scores/as_of=2024-12-31/scores.parquet").num_rows
     assert back == expected
     top = spark.read.parquet(str(out / "top_risk")).filter("as_of = '2024-12-31'").count()
-    assert top == fs._native.top_size(0.1, expected)
+    assert top == fidelis._native.top_size(0.1, expected)
 
 
 def test_the_job_runs_as_a_module(tmp_path):
@@ -385,7 +386,7 @@ def test_spark_writes_postgresql_as_the_cli_does(spark, tmp_path):
     n, top, _ = written["2024-12-31"][0][1]
     scores = rows(f"spark_{tag}", "churn_scores")
     assert n == scores.filter(pc.equal(scores["as_of"], pa.scalar(datetime.date(2024, 12, 31)))).num_rows
-    assert top == fs._native.top_size(0.1, n)
+    assert top == fidelis._native.top_size(0.1, n)
     # A run that fails to publish (rows of another date) changes nothing.
     from fidelis import OutputError
 

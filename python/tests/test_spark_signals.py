@@ -73,7 +73,9 @@ def test_weekly_with_events_and_customers_equals_the_cli(spark, saas, tmp_path):
         expected = history_rows(cli_history, d)
         assert expected and history_rows(ours_history, d) == expected, d
     # The third run read the health history of the first two (for the "health falling" flag).
-    history = fs._health_history(spark, str(out), DATES[2])
+    from fidelis.spark._core import _health_history
+
+    history = _health_history(spark, str(out), DATES[2])
     assert history is not None and history.count() > 1000
     # The signals are exercised, not all empty.
     last = pq.read_table(cli_out / f"scores/run={DATES[-1]}/part-0.parquet")

@@ -1,0 +1,206 @@
+"""``monitor``: drift counts per partition merged by Spark, realized performance of matured
+runs, the effect of contacting, alerts and advice by the Rust core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from fidelis import _native
+from fidelis.spark._core import _date_strings, _key_of, _local, _model, _per_partition, _plain_strings, _read, _table
+from fidelis.spark._write import _hive_write, migrate
+
+
+def _drift_counts(local: Any, args: tuple[Any, ...]) -> str | None:
+    """The drift counts of every scored customer: counted per partition by the Rust core,
+    merged by Spark (``treeReduce``); None when nobody was scored."""
+    driver = _model(*args)
+    columns = [c for _, c in driver.drift_columns]
+
+    def per_partition(batches: Any) -> Any:
+        tables = [pa.Table.from_batches([b]).select(columns) for b in batches if b.num_rows]
+        if tables:
+            t = pa.concat_tables(tables)
+            yield pa.RecordBatch.from_pydict({"counts": [_model(*args).drift_counts(t.__arrow_c_stream__())]})
+
+    parts = local.select(*[f"`{c}`" for c in columns]).mapInArrow(per_partition, "counts string").rdd
+    parts = parts.map(lambda row: row[0])
+    if parts.isEmpty():
+        return None
+    merged: str = parts.treeReduce(_native.merge_counts)
+    return merged
+
+
+def _realized(
+    spark: Any, transactions: Any, args: tuple[Any, ...], as_of: str, out: str, buckets: int, contacts: Any = None
+) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]]]:
+    """Realized performance of the runs under ``out/scores`` whose outcome window closed by
+    ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
+    core takes the rows in customer order, whatever order Spark collects them in), and the
+    realized AUCs already recorded at other dates."""
+    import datetime as dt
+
+    from pyspark.sql import functions as F
+
+    driver = _model(*args)
+    known: dict[str, Any] = {}
+    first_effects: list[Any] = []
+    migrate(spark, out)
+    history = _read(spark, f"{out}/metrics_history")
+    if history is not None:
+        rows = (
+            history.filter(
+                (F.col("kind") == "realized")
+                & (F.col("metric") == "roc_auc")
+                & (F.col("as_of").cast("string") != as_of)
+            )
+            .select("item", "value")
+            .collect()
+        )
+        known = {r["item"]: r["value"] for r in rows}
+        first_effects = [
+            (r["item"], r["metric"], r["value"])
+            for r in history.filter(
+                (F.col("kind") == "effect")
+                & F.col("item").contains(" first")
+                & (F.col("as_of").cast("string") != as_of)
+            )
+            .select("item", "metric", "value")
+            .collect()
+        ]
+    runs = _read(spark, f"{out}/scores")
+    if runs is None:
+        return [], known, first_effects
+    horizon = dt.timedelta(days=driver.horizon_days)
+    day = dt.date.fromisoformat
+    candidates = [r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)]
+    if not candidates:
+        return [], known, first_effects
+    customer_col, _ = driver.columns
+    # The run at which each customer entered the experiment (first run with a group): the
+    # customers the pooled effect counts, at that run.
+    entered = None
+    if "experiment_group" in runs.columns:
+        entered = (
+            runs.filter(F.col("experiment_group").isNotNull())
+            .groupBy("customer_id")
+            .agg(F.min(F.col("as_of").cast("string")).alias("__entered"))
+        )
+
+    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+        return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
+
+    schema = "kind string, day date, customer_id string, revenue double"
+    activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
+    data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
+    out_rows = []
+    # The contact log is small (a row per call): the driver validates it once per run, as the
+    # CLI does, and the reached customers join the run's scores.
+    log = contacts.toArrow() if contacts is not None else None
+    for run in candidates:
+        if data_end is None or day(run) + horizon > data_end:
+            continue
+        active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
+        active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
+        scores = runs.filter(F.col("as_of").cast("string") == run)
+        if log is not None:
+            pairs = driver.reached(run, log.__arrow_c_stream__())
+            hit = spark.createDataFrame(pairs, "customer_id string, reached_channel string")
+            hit = hit.withColumn("reached", F.lit(True))
+            scores = scores.join(hit, "customer_id", "left").withColumn(
+                "reached", F.coalesce(F.col("reached"), F.lit(False))
+            )
+        if entered is not None:
+            scores = scores.join(entered, "customer_id", "left").withColumn(
+                "first_in_experiment", F.coalesce(F.col("__entered") == F.lit(run), F.lit(False))
+            )
+        table = (
+            scores.join(active, "customer_id", "left")
+            .withColumn("active", F.coalesce(F.col("active"), F.lit(False)))
+            .withColumn("revenue", F.coalesce(F.col("revenue"), F.lit(0.0)))
+            .select(
+                "customer_id",
+                "churn_probability",
+                "predicted_clv",
+                "contact",
+                "in_top_decile",
+                "model_id",
+                "active",
+                "revenue",
+                *[
+                    c
+                    for c in (
+                        "experiment_group",
+                        "risk_level",
+                        "playbook",
+                        "first_in_experiment",
+                        "reached",
+                        "reached_channel",
+                    )
+                    if c in scores.columns
+                ],
+            )
+            .toArrow()
+        )
+        out_rows.append(driver.realized(run, table.__arrow_c_stream__()))
+    activity.unpersist()
+    return out_rows, known, first_effects
+
+
+class Monitoring:
+    """What monitoring at one ``as_of`` found: ``rows`` (a pyarrow Table with the rows and
+    columns of ``metrics_history.parquet``), ``report`` (what ``fidelis monitor`` prints),
+    ``retrain`` and ``alerts``."""
+
+    def __init__(self, rows: pa.Table, report: str, retrain: bool, alerts: list[Any]):
+        self.rows, self.report, self.retrain, self.alerts = rows, report, retrain, alerts
+
+    def __str__(self) -> str:
+        return self.report
+
+    def __repr__(self) -> str:
+        return f"Monitoring(rows={self.rows.num_rows}, retrain={self.retrain}, alerts={len(self.alerts)})"
+
+
+def monitor(
+    spark: Any,
+    transactions: Any,
+    model_dir: str,
+    as_of: Any,
+    out: str,
+    buckets: int = 64,
+    model_id: str | None = None,
+    config: str | None = None,
+    write: bool = True,
+    events: Any = None,
+    customers: Any = None,
+    contacts: Any = None,
+    _local_frame: Any = None,
+) -> Monitoring:
+    """``fidelis monitor`` on Spark: drift of the features and scores of every customer
+    eligible at ``as_of`` against the model's reference (bin counts per partition by the
+    Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
+    performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
+    retrain advice. With ``write``, the rows go to ``out/metrics_history/run=DATE/``
+    (replacing that date only). ``events`` and ``customers`` as for :func:`score`;
+    ``contacts``: the contact log (columns as ``[input.contacts]`` maps them), for the reach
+    of each group and the effect among the reached."""
+    as_of = str(as_of)[:10]
+    args = (str(model_dir), model_id, config)
+    driver = _model(*args)
+    local = _local_frame
+    if local is None:
+        local = _local(transactions, args, as_of, buckets, True, events, customers)
+    counts = _drift_counts(local, args)
+    realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets, contacts)
+    capsule, report, retrain, alerts = driver.assess(
+        as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects
+    )
+    rows = _plain_strings(_table(capsule))
+    if write:
+        migrate(spark, out)
+        _hive_write(spark.createDataFrame(rows), f"{out}/metrics_history")
+    if _local_frame is None:
+        local.unpersist()
+    return Monitoring(rows, report, retrain, alerts)
