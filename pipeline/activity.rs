@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::config::{ContactsInput, CustomersInput, EventsInput, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
-use crate::ingest::{self, Mapping};
+use crate::table::{self, Mapping};
 
 /// Rows of one invalid kind.
 #[derive(Debug, Clone, Serialize)]
@@ -156,7 +156,7 @@ fn read_file(
     section: &str,
 ) -> Result<DataFrame> {
     let file = file_input(path, format, has_header, delimiter);
-    Ok(ingest::read_raw(Path::new(path), &file, section)?.0)
+    Ok(table::read_raw(Path::new(path), &file, section)?.0)
 }
 
 fn require(path: &Path, df: &DataFrame, section: &str, keys: &[(&str, &str)]) -> Result<()> {
@@ -227,7 +227,7 @@ fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<Data
     require(path, &raw, "input.events", &keys)?;
     for c in [&input.customer_id, &input.event] {
         if let Ok(v) = raw.column(c).polars(c)?.str() {
-            ingest::check_no_nul(path, c, v)?;
+            table::check_no_nul(path, c, v)?;
         }
     }
     let m = Mapping {
@@ -241,9 +241,9 @@ fn parse_events(input: &EventsInput, path: &Path, raw: DataFrame) -> Result<Data
         latest_ms: i64::MAX,
         drop_duplicates: false,
     };
-    let ts = ingest::ts_expr(path, &raw, &m)?;
+    let ts = table::ts_expr(path, &raw, &m)?;
     let value =
-        if has_value { ingest::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
+        if has_value { table::numeric_expr(&raw, &input.value)? } else { lit(NULL).cast(DataType::Float64) };
     let value_bad =
         if has_value { col(&input.value).is_not_null().and(col("__value").is_null()) } else { lit(false) };
     raw.lazy()
@@ -312,7 +312,7 @@ fn invalid_rows(
                 reason: reason.into(),
                 column: column.to_string(),
                 count,
-                examples: ingest::examples(parsed, &mask, column)?,
+                examples: table::examples(parsed, &mask, column)?,
             });
         }
     }
@@ -402,7 +402,7 @@ pub fn contacts_from_frame(raw: DataFrame, input: &ContactsInput, source: &str) 
         require(&path, &raw, "input.contacts", &[("channel", &input.channel)])?;
     }
     if let Ok(v) = raw.column(&input.customer_id).polars(&input.customer_id)?.str() {
-        ingest::check_no_nul(&path, &input.customer_id, v)?;
+        table::check_no_nul(&path, &input.customer_id, v)?;
     }
     let m = Mapping {
         section: "input.contacts",
@@ -415,7 +415,7 @@ pub fn contacts_from_frame(raw: DataFrame, input: &ContactsInput, source: &str) 
         latest_ms: i64::MAX,
         drop_duplicates: false,
     };
-    let ts = ingest::ts_expr(&path, &raw, &m)?;
+    let ts = table::ts_expr(&path, &raw, &m)?;
     let word = col(&input.reached).cast(DataType::String).str().strip_chars(lit(NULL)).str().to_lowercase();
     let yes = ["yes", "y", "true", "1", "1.0"];
     let no = ["no", "n", "false", "0", "0.0"];
@@ -783,7 +783,7 @@ impl Table<'_> {
             return Ok(None);
         }
         let s = self.raw.column(c).polars(c)?.cast(&DataType::String).polars(c)?;
-        ingest::check_no_nul(self.path, c, s.str().polars(c)?)?;
+        table::check_no_nul(self.path, c, s.str().polars(c)?)?;
         Ok(Some(
             s.str()
                 .polars(c)?

@@ -44,6 +44,7 @@ pub mod score;
 pub mod signals;
 pub mod sink;
 pub mod split;
+pub mod table;
 pub mod threshold;
 pub mod train;
 

@@ -20,6 +20,7 @@ pub mod hist;
 pub mod linear;
 pub mod oot;
 pub mod poisson;
+pub mod refit;
 pub mod uplift;
 
 use polars::prelude::*;

@@ -3,6 +3,8 @@
 //! choose the contact threshold, fit the baselines, write the model directory, read it back,
 //! write the evaluation report, and only then point `models/latest` at the new model.
 
+mod present;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -11,13 +13,12 @@ use polars::prelude::*;
 
 use crate::bgnbd::Probabilistic;
 use crate::calibration::{self, Calibrator};
-use crate::config::{Config, GbdtConfig};
+use crate::config::Config;
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec};
 use crate::files::to_json_bytes;
-use crate::format::opt4;
 use crate::ingest::{self, Transactions, ValidationSummary};
-use crate::metrics::{self, ChurnMetrics, ClvMetrics};
+use crate::metrics;
 use crate::model::{
     self, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval, DataFingerprint,
     DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, Role, RolePredictions, SnapshotStats,
@@ -30,11 +31,10 @@ use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
 use crate::threshold::{self, RiskBands};
 use crate::train::candidates::{
-    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvMix, ClvModel, BGNBD_INPUTS,
+    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvModel, BGNBD_INPUTS,
 };
 use crate::train::gbdt::{Gbdt, Task};
 use crate::train::hist::Binned;
-use crate::train::linear::Logistic;
 use crate::train::oot::{self, OutOfTime, Trees};
 use crate::train::poisson::PoissonGbdt;
 use crate::train::uplift::UpliftReport;
@@ -287,7 +287,7 @@ fn fit_and_write(
                 return Ok(None);
             }
             Ok(Some(progress.step("refit", "refitting the shipped models on every matured label", || {
-                refit(&cfg.model, &data, &binned, &fitted)
+                crate::train::refit::refit(&cfg.model, &data, &binned, (&fitted.churn, &fitted.clv))
             })?))
         },
         || -> Result<BaselineResults> {
@@ -358,63 +358,6 @@ fn fit_and_write(
     Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
 }
 
-/// The shipped models refit on every row of the dataset (every snapshot's labels are
-/// complete: the holdout is the last snapshot whose horizon the data covers), with the
-/// evaluated models' tree counts and logistic penalty; no early stopping (nothing is left
-/// out to stop on). Only the parts the shipped mixes use are refit (the others cannot change
-/// a score; the artifact keeps the evaluated ones for them, and `metrics.json` `deployed`
-/// says which parts were refit).
-fn refit(model: &GbdtConfig, data: &Dataset, binned: &Binned, f: &Fitted) -> Result<(ChurnModel, ClvModel)> {
-    let params = |n: usize| GbdtConfig { iterations: n.max(1), ..model.clone() };
-    let all: Vec<usize> = (0..data.x.rows).collect();
-    // A GBDT part again on every row when the shipped mix uses it, else the evaluated one.
-    let gbdt_part = |uses: bool, evaluated: &Engine, task: Task, y: &[f64]| -> Result<Engine> {
-        if uses {
-            Engine::fit_binned(&params(evaluated.n_trees()), task, binned, &all, y, None)
-        } else {
-            Ok(evaluated.clone())
-        }
-    };
-    // The parts are independent: fitted side by side (each is the same model either way).
-    let ((gbdt, logistic), (clv, poisson)) = rayon::join(
-        || {
-            rayon::join(
-                || gbdt_part(f.churn.mix.uses_gbdt(), &f.churn.gbdt, Task::Churn, &data.churn),
-                || -> Result<_> {
-                    match &f.churn.logistic {
-                        Some(l) if f.churn.mix.uses_logistic() => {
-                            Ok(Some(Logistic::fit(&data.x, &data.churn, l.l2)?))
-                        }
-                        other => Ok(other.clone()),
-                    }
-                },
-            )
-        },
-        || {
-            rayon::join(
-                || gbdt_part(f.clv.mix.uses_squared_gbdt(), &f.clv.gbdt, Task::Clv, &data.clv),
-                || -> Result<_> {
-                    match &f.clv.poisson {
-                        Some(p) if f.clv.mix.uses_poisson() => Ok(Some(PoissonGbdt::fit_binned(
-                            &params(p.n_trees()),
-                            binned,
-                            &all,
-                            &data.clv,
-                            None,
-                        )?)),
-                        other => Ok(other.clone()),
-                    }
-                },
-            )
-        },
-    );
-    let (gbdt, logistic, clv, poisson) = (gbdt?, logistic?, clv?, poisson?);
-    Ok((
-        ChurnModel { mix: f.churn.mix, gbdt, logistic, explain: f.churn.explain },
-        ClvModel { mix: f.clv.mix, gbdt: clv, poisson },
-    ))
-}
-
 /// The reasons of the BG/NBD churn mix: the BG/NBD the scoring features use (fitted at the
 /// end of the data) and the fit rows' median active days, recency and tenure as the reference.
 fn bgnbd_explainer(
@@ -434,24 +377,6 @@ fn bgnbd_explainer(
     Some(BgnbdExplainer { bgnbd: p.bgnbd, horizon_days: f64::from(cfg.snapshots.horizon_days), reference })
 }
 
-/// The fitted parts the shipped mixes use (what [`refit`] refits).
-fn refit_parts(churn: ChurnMix, clv: ClvMix, poisson: bool) -> Vec<String> {
-    let mut parts = Vec::new();
-    if churn.uses_gbdt() {
-        parts.push("churn gbdt".to_string());
-    }
-    if churn.uses_logistic() {
-        parts.push("churn logistic".to_string());
-    }
-    if clv.uses_squared_gbdt() {
-        parts.push("clv gbdt".to_string());
-    }
-    if clv.uses_poisson() && poisson {
-        parts.push("clv poisson gbdt".to_string());
-    }
-    parts
-}
-
 /// What `metrics.json` says about the deployed models.
 fn deployment(
     cfg: &Config,
@@ -469,7 +394,11 @@ fn deployment(
         .zip(days.iter().max())
         .and_then(|(&a, &b)| Some((schema::date_of_day(a)?, schema::date_of_day(b)?)));
     let labels_until = span.map(|(_, b)| b + chrono::Duration::days(i64::from(cfg.snapshots.horizon_days)));
-    let parts = if refit { refit_parts(churn.mix, clv.mix, clv.poisson.is_some()) } else { Vec::new() };
+    let parts = if refit {
+        crate::train::refit::refit_parts(churn.mix, clv.mix, clv.poisson.is_some())
+    } else {
+        Vec::new()
+    };
     let description = match (span, labels_until) {
         (Some((a, b)), Some(u)) if refit => format!(
             "refit on every matured label: {n} rows at the snapshots {a} to {b} (fit, validation and \
@@ -1039,160 +968,4 @@ fn snapshot_stats(plan: &SnapshotPlan, data: &Dataset) -> (Vec<SnapshotStats>, V
         });
     }
     (stats, notes)
-}
-
-impl std::fmt::Display for TrainOutcome {
-    /// The comparison table, the candidates, the decision, and where the model went.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", summary_table(&self.metrics))?;
-        for n in &self.metrics.notes {
-            writeln!(f, "note: {n}")?;
-        }
-        if let Some(s) = &self.metrics.decision.save_rate {
-            writeln!(f, "save rate: {}", s.why)?;
-        }
-        if let Some(u) = &self.metrics.uplift {
-            writeln!(f, "uplift: {}", u.why)?;
-            for r in &u.rankings {
-                writeln!(
-                    f,
-                    "  {:<20} Qini {:>8.4}  uplift@10% {:>+8.4}  uplift@30% {:>+8.4}",
-                    r.name, r.qini, r.uplift_at_10, r.uplift_at_30
-                )?;
-            }
-        }
-        if !self.metrics.deployed.description.is_empty() {
-            writeln!(f, "deployed: {}", self.metrics.deployed.description)?;
-        }
-        write!(f, "model {} written to {}", self.model_id, self.dir.display())?;
-        if let Some(r) = &self.report {
-            write!(f, "\nevaluation report: {}", r.display())?;
-        }
-        Ok(())
-    }
-}
-
-/// The comparison table printed at the end of `fidelis train`.
-fn summary_table(m: &TrainMetrics) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "holdout {} ({} customers, churn rate {:.1}%); validation {} ({}); fit rows {}\n",
-        m.holdout_snapshot,
-        m.n_holdout,
-        100.0 * m.churn.holdout.churn_rate,
-        m.validation_snapshot,
-        m.n_validation,
-        m.n_fit
-    ));
-    out.push_str(&format!(
-        "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
-        "model (holdout)", "ROC AUC", "PR AUC", "Brier", "lift@10%", "CLV Gini", "Spearman", "MAE"
-    ));
-    let row = |name: &str, c: Option<&ChurnMetrics>, v: Option<&ClvMetrics>| {
-        format!(
-            "{:<34} {:>8} {:>8} {:>8} {:>9} | {:>9} {:>9} {:>9}\n",
-            name,
-            opt4(c.map(|c| c.roc_auc)),
-            opt4(c.map(|c| c.pr_auc)),
-            opt4(c.map(|c| c.brier)),
-            opt4(c.map(|c| c.top10_lift)),
-            opt4(v.map(|v| v.normalized_gini)),
-            opt4(v.map(|v| v.spearman)),
-            opt4(v.map(|v| v.mae)),
-        )
-    };
-    let chosen = |churn: bool| {
-        let c = &m.candidates;
-        let name = if churn {
-            c.churn.iter().find(|k| k.chosen).map(|k| k.name.as_str())
-        } else {
-            c.clv.iter().find(|k| k.chosen).map(|k| k.name.as_str())
-        };
-        name.unwrap_or("gbdt").to_string()
-    };
-    out.push_str(&row(
-        &format!("fidelis ({} / {})", chosen(true), chosen(false)),
-        Some(&m.churn.holdout),
-        Some(&m.clv.holdout),
-    ));
-    for (name, b) in &m.baselines {
-        out.push_str(&row(name, b.churn.as_ref().map(|c| &c.holdout), b.clv.as_ref().map(|c| &c.holdout)));
-    }
-    out.push_str(&candidate_summary(m));
-    out.push_str(&decision_summary(m));
-    out
-}
-
-/// The candidates lines of the summary: what was compared, on what, and what was shipped.
-fn candidate_summary(m: &TrainMetrics) -> String {
-    let c = &m.candidates;
-    if c.churn.is_empty() {
-        return String::new();
-    }
-    let mut out = format!("candidates, chosen on {}:\n", c.basis);
-    for k in c.rows() {
-        out.push_str(&format!(
-            "  {:<5} {:<21} choice {}{}  validation {:.4}  holdout {:.4}{}\n",
-            k.task,
-            k.name,
-            opt4(k.choice),
-            k.standard_error.map_or(String::new(), |e| format!(" (SE {e:.4})")),
-            k.validation,
-            k.holdout,
-            if k.chosen { "  <- shipped" } else { "" }
-        ));
-    }
-    if let Some(line) = c.penalty_line() {
-        out.push_str(&format!("  {line}\n"));
-    }
-    out
-}
-
-/// The calibration and decision lines of the summary.
-fn decision_summary(m: &TrainMetrics) -> String {
-    let c = &m.calibration;
-    let d = &m.decision;
-    let h = &d.holdout;
-    let threshold = d.threshold.map_or("none (contact nobody)".to_string(), |t| format!("{t:.4}"));
-    let latest = c
-        .choice
-        .latest_snapshot_ece
-        .map_or(String::new(), |(b, a)| format!(" (the latest snapshot left out: {b:.4} -> {a:.4})"));
-    let mut out = format!(
-        "calibration: {} (over {} {} predictions of {} at {}: log loss none {:.5}, Platt {:.5}, \
-         isotonic {:.5}; ECE none {:.4}, best calibrator {:.4}{latest}; a calibrator must lower both, \
-         ECE by a clear margin); holdout ECE {:.4} -> {:.4}, Brier {:.4} -> {:.4}, log loss {:.4} -> {:.4}\n",
-        c.method,
-        c.choice.n_rows,
-        c.choice.scheme,
-        c.choice.source,
-        c.choice.snapshots.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
-        c.choice.cv_log_loss_uncalibrated,
-        c.choice.cv_log_loss_platt,
-        c.choice.cv_log_loss_isotonic,
-        c.choice.cv_ece_uncalibrated,
-        c.choice.cv_ece_calibrated,
-        c.holdout_ece_before,
-        c.holdout_ece_after,
-        c.holdout_brier_before,
-        c.holdout_brier_after,
-        c.holdout_log_loss_before,
-        c.holdout_log_loss_after
-    );
-    out.push_str(&format!(
-        "decision ({:?} value): contact when churn probability >= {threshold}; holdout: {} contacted \
-         ({:.1}%), precision {:.3}, recall {:.3}, net value {:.0} (everyone {:.0}, nobody 0, \
-         top 10% {:.0}, oracle {:.0})\n",
-        d.policy,
-        h.contacted,
-        100.0 * h.contacted_share,
-        h.precision,
-        h.recall,
-        h.net_value,
-        h.net_all,
-        h.net_top10,
-        h.net_oracle
-    ));
-    out.push_str(&format!("  {}\n", d.explanation));
-    out
 }
