@@ -51,6 +51,22 @@ fn text(df: &DataFrame, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The true effect of every customer of a truth.parquet outside the exempt group.
+fn kept_effects(truth: &DataFrame) -> Vec<f64> {
+    let groups = text(truth, "group");
+    let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
+    let effect = effect.f64().unwrap();
+    effect.iter().zip(&groups).filter(|(_, g)| *g != "exempt").map(|(v, _)| v.unwrap()).collect()
+}
+
+/// A metric of the monitoring history's `effect` rows of `item` (a run, `pooled`, ...).
+fn effect_value(history: &DataFrame, item: &str, metric: &str) -> f64 {
+    let keep =
+        col("kind").eq(lit("effect")).and(col("item").eq(lit(item))).and(col("metric").eq(lit(metric)));
+    let rows = history.clone().lazy().filter(keep).collect().unwrap();
+    rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
+}
+
 /// The command lines of the campaign example in docs/decision.md (the `sh` block after "tests/campaign.rs
 /// runs these lines"), each as its arguments.
 fn readme_lines() -> Vec<Vec<String>> {
@@ -120,20 +136,7 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
     }
     let truth_mean = sum / n;
     let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
-    let value = |metric: &str| {
-        let rows = history
-            .clone()
-            .lazy()
-            .filter(
-                col("kind")
-                    .eq(lit("effect"))
-                    .and(col("item").eq(lit(RUN)))
-                    .and(col("metric").eq(lit(metric))),
-            )
-            .collect()
-            .unwrap();
-        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
-    };
+    let value = |metric: &str| effect_value(&history, RUN, metric);
     let (low, high) = (value("reduction_low"), value("reduction_high"));
     eprintln!(
         "run {}: {n} customers, true effect {truth_mean:.4}, measured {:.4} [{low:.4}, {high:.4}]",
@@ -211,31 +214,13 @@ fn the_effect_measured_on_a_generated_campaign_covers_the_true_effect() {
         "{line}"
     );
     let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
-    let metric = |m: &str| {
-        let keep = col("kind").eq(lit("effect")).and(col("item").eq(lit(RUN))).and(col("metric").eq(lit(m)));
-        history
-            .clone()
-            .lazy()
-            .filter(keep)
-            .collect()
-            .unwrap()
-            .column("value")
-            .unwrap()
-            .f64()
-            .unwrap()
-            .get(0)
-            .unwrap()
-    };
+    let metric = |m: &str| effect_value(&history, RUN, m);
     let reach = metric("reach_treatment");
     assert!((reach - 0.5).abs() < 0.01 && metric("reach_control") == 0.0, "{reach}");
     assert!((metric("reached_reduction") - metric("reduction") / reach).abs() < 1e-9);
     eprintln!("with a contact log reaching half the treated: {line}");
     // Per channel: each reached a quarter of the treated, against the whole control group.
-    let channel = |c: &str, m: &str| {
-        let keep = col("kind").eq(lit("effect")).and(col("item").eq(lit(format!("{RUN} channel={c}"))));
-        let rows = history.clone().lazy().filter(keep.and(col("metric").eq(lit(m)))).collect().unwrap();
-        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
-    };
+    let channel = |c: &str, m: &str| effect_value(&history, &format!("{RUN} channel={c}"), m);
     let all = metric("treatment");
     for c in ["email", "phone"] {
         assert!(
@@ -285,26 +270,10 @@ fn the_pooled_effect_interval_covers_the_truth_on_at_least_18_of_20_campaigns() 
         let out = fidelis(&["monitor", "--config", "realized.toml", "--as-of", "2024-12-31", "-q"], d);
         ok(&out);
         let truth = read_parquet(&d.join(&realized).join("truth.parquet")).unwrap();
-        let groups = text(&truth, "group");
-        let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
-        let kept: Vec<f64> = effect
-            .f64()
-            .unwrap()
-            .iter()
-            .zip(&groups)
-            .filter(|(_, g)| *g != "exempt")
-            .map(|(v, _)| v.unwrap())
-            .collect();
+        let kept = kept_effects(&truth);
         let truth_mean = kept.iter().sum::<f64>() / kept.len() as f64;
         let history = read_parquet(&d.join(&measured).join("monitoring/metrics_history.parquet")).unwrap();
-        let value = |metric: &str| {
-            let keep = col("kind")
-                .eq(lit("effect"))
-                .and(col("item").eq(lit("pooled")))
-                .and(col("metric").eq(lit(metric)));
-            let rows = history.clone().lazy().filter(keep).collect().unwrap();
-            rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
-        };
+        let value = |metric: &str| effect_value(&history, "pooled", metric);
         assert_eq!(value("runs"), 3.0, "{}", stdout(&out));
         assert_eq!((value("treatment") + value("control")) as usize, kept.len(), "each customer once");
         let (low, high) = (value("reduction_low"), value("reduction_high"));
@@ -454,25 +423,10 @@ fn a_generated_saas_campaign_is_measured_against_its_truth() {
     for kind in ["Persuaded", "NotPersuaded", "Annoyed", "SureThing", "LostCause"] {
         assert!(effects.iter().any(|e| e == kind), "no {kind} in the truth");
     }
-    let effect = truth.column("true_effect").unwrap().cast(&DataType::Float64).unwrap();
-    let kept: Vec<f64> = effect
-        .f64()
-        .unwrap()
-        .iter()
-        .zip(&groups)
-        .filter(|(_, g)| *g != "exempt")
-        .map(|(v, _)| v.unwrap())
-        .collect();
+    let kept = kept_effects(&truth);
     let truth_mean = kept.iter().sum::<f64>() / kept.len() as f64;
     let history = read_parquet(&d.join("measured/monitoring/metrics_history.parquet")).unwrap();
-    let value = |metric: &str| {
-        let keep = col("kind")
-            .eq(lit("effect"))
-            .and(col("item").eq(lit("pooled")))
-            .and(col("metric").eq(lit(metric)));
-        let rows = history.clone().lazy().filter(keep).collect().unwrap();
-        rows.column("value").unwrap().f64().unwrap().get(0).unwrap()
-    };
+    let value = |metric: &str| effect_value(&history, "pooled", metric);
     assert_eq!(value("runs"), 3.0, "{}", stdout(&out));
     assert_eq!((value("treatment") + value("control")) as usize, kept.len(), "each subscriber once");
     let (low, high) = (value("reduction_low"), value("reduction_high"));
