@@ -111,52 +111,68 @@ pub enum ContactEffect {
     SureThing,
 }
 
-/// A contact on day `day` (days after the start) and what it does, decided on the customer's
-/// own effect stream (separate from the purchase stream: before the contact the two paths of
-/// a customer are the same draws).
+/// The effects a contact could have on a customer in its state, with their probabilities;
+/// the customer's own draw picks one ([`pick`]). Ranking customers by the expected effect
+/// over these is the best any model of the customer's state can do (what no model can know
+/// is the draw).
+pub type Odds = Vec<(ContactEffect, f64)>;
+
+/// The effect the draw `u` in [0, 1) picks from `odds` (the first whose cumulative
+/// probability exceeds it).
+fn pick(odds: &Odds, u: f64) -> ContactEffect {
+    let mut cumulative = 0.0;
+    for &(e, p) in odds {
+        cumulative += p;
+        if u < cumulative {
+            return e;
+        }
+    }
+    odds.last().map_or(ContactEffect::SureThing, |&(e, _)| e)
+}
+
+/// What a contact on day `day` (days after the start) may do to a customer in this state
+/// (`state`: day, signup day, last purchase day, leaving).
+fn contact_odds(state: (f64, f64, f64, bool), rate: f64, response: Response) -> Odds {
+    let (day, signup, last, leaving) = state;
+    let (recency, tenure) = (day - last, day - signup);
+    let certain = |e| vec![(e, 1.0)];
+    if day < signup {
+        certain(ContactEffect::Before)
+    } else if recency > 120.0 {
+        certain(ContactEffect::LostCause)
+    } else if response == Response::Nil {
+        certain(if leaving { ContactEffect::NotPersuaded } else { ContactEffect::SureThing })
+    } else if response == Response::Harmful {
+        if leaving {
+            certain(ContactEffect::NotPersuaded)
+        } else {
+            vec![(ContactEffect::Annoyed, 0.3), (ContactEffect::SureThing, 0.7)]
+        }
+    } else if leaving {
+        // Long-standing customers on their way out respond most.
+        let p = 0.15 + 0.55 * (tenure / 540.0).min(1.0);
+        vec![(ContactEffect::Persuaded, p), (ContactEffect::NotPersuaded, 1.0 - p)]
+    } else if tenure < 200.0 && rate > 0.2 {
+        vec![(ContactEffect::Annoyed, 0.4), (ContactEffect::SureThing, 0.6)]
+    } else {
+        certain(ContactEffect::SureThing)
+    }
+}
+
+/// A contact and what it does, decided on the customer's own effect stream (separate from
+/// the purchase stream: before the contact the two paths of a customer are the same draws),
+/// or `force`d to one of its possible effects; with the odds of each.
 fn contact_effect(
     opts: &GenerateOptions,
     idx: u32,
     state: (f64, f64, f64, bool),
     rate: f64,
     response: Response,
-) -> ContactEffect {
-    let (day, signup, last, leaving) = state;
-    if day < signup {
-        return ContactEffect::Before;
-    }
-    let (recency, tenure) = (day - last, day - signup);
-    let mut r = Rng::for_item(opts.seed ^ 0x4341_4d50_4149_474e, u64::from(idx));
-    let u = r.uniform();
-    if recency > 120.0 {
-        ContactEffect::LostCause
-    } else if response == Response::Nil {
-        if leaving {
-            ContactEffect::NotPersuaded
-        } else {
-            ContactEffect::SureThing
-        }
-    } else if response == Response::Harmful {
-        if leaving {
-            ContactEffect::NotPersuaded
-        } else if u < 0.3 {
-            ContactEffect::Annoyed
-        } else {
-            ContactEffect::SureThing
-        }
-    } else if leaving {
-        // Long-standing customers on their way out respond most.
-        let p = 0.15 + 0.55 * (tenure / 540.0).min(1.0);
-        if u < p {
-            ContactEffect::Persuaded
-        } else {
-            ContactEffect::NotPersuaded
-        }
-    } else if tenure < 200.0 && rate > 0.2 && u < 0.4 {
-        ContactEffect::Annoyed
-    } else {
-        ContactEffect::SureThing
-    }
+    force: Option<ContactEffect>,
+) -> (ContactEffect, Odds) {
+    let odds = contact_odds(state, rate, response);
+    let u = Rng::for_item(opts.seed ^ 0x4341_4d50_4149_474e, u64::from(idx)).uniform();
+    (force.unwrap_or_else(|| pick(&odds, u)), odds)
 }
 
 /// One customer's purchases, contacted on day `contact` or never: the draws up to the first
@@ -166,10 +182,12 @@ fn customer_path(
     opts: &GenerateOptions,
     idx: u32,
     season_by_day: &[f64],
-    contact: Option<f64>,
+    contact: Option<(f64, Option<ContactEffect>)>,
     response: Response,
     out: &mut Chunk,
-) -> Option<ContactEffect> {
+) -> Option<(ContactEffect, Odds)> {
+    let force = contact.and_then(|(_, f)| f);
+    let contact = contact.map(|(day, _)| day);
     let mut r = Rng::for_item(opts.seed, idx as u64);
     let days = opts.days as f64;
     let signup = (r.uniform().powf(0.8) * 0.9 * days).floor();
@@ -191,23 +209,24 @@ fn customer_path(
         .shift
         .filter(|s| Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64).uniform() < s.share);
     let mut pending = contact.filter(|&c| c < days);
-    let mut effect = contact.map(|_| ContactEffect::Before);
+    let mut effect = contact.map(|_| (ContactEffect::Before, vec![(ContactEffect::Before, 1.0)]));
     let mut t = signup;
     let mut last = signup;
     let mut first = true;
     let mut fade_until: Option<f64> = None;
     // The contact, applied before the first purchase after it (or once the customer is gone):
     // Some(true) = buy again from the contact day, Some(false) = leave at once.
-    let apply = |pending: &mut Option<f64>, effect: &mut Option<ContactEffect>, leaving: bool, last: f64| {
-        let day = pending.take()?;
-        let e = contact_effect(opts, idx, (day, signup, last, leaving), rate, response);
-        *effect = Some(e);
-        match e {
-            ContactEffect::Persuaded => Some(true),
-            ContactEffect::Annoyed => Some(false),
-            _ => None,
-        }
-    };
+    let apply =
+        |pending: &mut Option<f64>, effect: &mut Option<(ContactEffect, Odds)>, leaving: bool, last: f64| {
+            let day = pending.take()?;
+            let (e, odds) = contact_effect(opts, idx, (day, signup, last, leaving), rate, response, force);
+            *effect = Some((e, odds));
+            match e {
+                ContactEffect::Persuaded => Some(true),
+                ContactEffect::Annoyed => Some(false),
+                _ => None,
+            }
+        };
     'life: loop {
         loop {
             if !first {
@@ -282,7 +301,8 @@ pub fn generate_campaign(
 ) -> Result<(DataFrame, std::collections::BTreeMap<u32, ContactEffect>)> {
     let effects = std::sync::Mutex::new(std::collections::BTreeMap::new());
     let df = generate_with(opts, |idx, season, out| {
-        if let Some(e) = customer_path(opts, idx, season, contacts.get(&idx).copied(), response, out) {
+        let contact = contacts.get(&idx).map(|&day| (day, None));
+        if let Some((e, _)) = customer_path(opts, idx, season, contact, response, out) {
             if let Ok(mut m) = effects.lock() {
                 m.insert(idx, e);
             }
@@ -293,14 +313,14 @@ pub fn generate_campaign(
 }
 
 /// The days (after the start) with a valid transaction of customer `idx`, contacted on
-/// `contact` or never: one of its two potential outcomes, as fidelis would read it (rows made
+/// `contact`'s day (its effect forced when it names one) or never: one of its two potential outcomes, as fidelis would read it (rows made
 /// messy on purpose are dropped there, so they are left out here).
 pub fn activity_days(
     opts: &GenerateOptions,
     idx: u32,
-    contact: Option<f64>,
+    contact: Option<(f64, Option<ContactEffect>)>,
     response: Response,
-) -> (Vec<i32>, Option<ContactEffect>) {
+) -> (Vec<i32>, Option<(ContactEffect, Odds)>) {
     let season: Vec<f64> =
         (0..opts.days).map(|d| season((opts.start + chrono::Duration::days(d as i64)).ordinal())).collect();
     let mut out = Chunk::default();
@@ -422,9 +442,14 @@ mod tests {
         let mut seen = std::collections::BTreeMap::new();
         for idx in 0..3000u32 {
             let (plain, _) = activity_days(&opts, idx, None, Response::Mixed);
-            let (contacted, effect) = activity_days(&opts, idx, Some(day), Response::Mixed);
-            let effect = effect.unwrap();
+            let (contacted, effect) = activity_days(&opts, idx, Some((day, None)), Response::Mixed);
+            let (effect, odds) = effect.unwrap();
             assert_eq!(Some(&effect), effects.get(&idx));
+            assert!((odds.iter().map(|o| o.1).sum::<f64>() - 1.0).abs() < 1e-12);
+            assert!(odds.iter().any(|o| o.0 == effect), "{effect:?} drawn from {odds:?}");
+            // Forcing the effect the draw picked follows the same path.
+            let (forced, _) = activity_days(&opts, idx, Some((day, Some(effect))), Response::Mixed);
+            assert_eq!(forced, contacted);
             *seen.entry(format!("{effect:?}")).or_insert(0) += 1;
             let before =
                 |d: &Vec<i32>| d.iter().filter(|&&x| f64::from(x) < day).copied().collect::<Vec<_>>();

@@ -33,7 +33,7 @@
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use super::{ContactEffect, GenerateOptions, Response};
+use super::{pick, ContactEffect, GenerateOptions, Odds, Response};
 use crate::error::{Error, PolarsContext, Result};
 use crate::math::sigmoid;
 use crate::rng::Rng;
@@ -143,38 +143,39 @@ fn product_events(r: &mut Rng, w: &Week, out: &mut Out) -> Option<i32> {
     last_critical
 }
 
-/// What a contact at day `c` does to a subscriber (decided on the customer's own effect
-/// stream, separate from its life's stream, so the draws before the contact are the same on
-/// both paths). `state`: the contact day, signup day, health, plan.
+/// What a contact at day `c` may do to a subscriber in this state (`state`: the contact day,
+/// signup day, health, plan), with the probabilities; the subscriber's own draw on its effect
+/// stream (separate from its life's stream, so the draws before the contact are the same on
+/// both paths) picks one, unless `force` names it.
 fn contact_effect(
     opts: &GenerateOptions,
     idx: u32,
     state: (i32, i32, f64, &str),
     response: Response,
-) -> ContactEffect {
+    force: Option<ContactEffect>,
+) -> (ContactEffect, Odds) {
     let (day, signup, h, plan) = state;
     let tenure = f64::from(day - signup);
-    let u = Rng::for_item(opts.seed ^ 0x5341_4153_4341_4d50, u64::from(idx)).uniform();
     let leaving = h < 0.45;
-    match response {
-        Response::Nil if leaving => ContactEffect::NotPersuaded,
-        Response::Nil => ContactEffect::SureThing,
-        Response::Harmful if leaving => ContactEffect::NotPersuaded,
-        Response::Harmful if u < 0.3 => ContactEffect::Annoyed,
-        Response::Harmful => ContactEffect::SureThing,
+    let certain = |e| vec![(e, 1.0)];
+    let odds = match response {
+        Response::Nil if leaving => certain(ContactEffect::NotPersuaded),
+        Response::Nil => certain(ContactEffect::SureThing),
+        Response::Harmful if leaving => certain(ContactEffect::NotPersuaded),
+        Response::Harmful => vec![(ContactEffect::Annoyed, 0.3), (ContactEffect::SureThing, 0.7)],
         Response::Mixed if leaving => {
             // A CSM call wins back long-standing accounts on paid-up plans most often.
             let p = 0.15 + 0.45 * (tenure / 365.0).min(1.0) + if plan == "basic" { 0.0 } else { 0.15 };
-            if u < p {
-                ContactEffect::Persuaded
-            } else {
-                ContactEffect::NotPersuaded
-            }
+            vec![(ContactEffect::Persuaded, p), (ContactEffect::NotPersuaded, 1.0 - p)]
         }
         // A young basic subscriber reminded of a subscription it barely uses cancels it.
-        Response::Mixed if tenure < 180.0 && plan == "basic" && u < 0.35 => ContactEffect::Annoyed,
-        Response::Mixed => ContactEffect::SureThing,
-    }
+        Response::Mixed if tenure < 180.0 && plan == "basic" => {
+            vec![(ContactEffect::Annoyed, 0.35), (ContactEffect::SureThing, 0.65)]
+        }
+        Response::Mixed => certain(ContactEffect::SureThing),
+    };
+    let u = Rng::for_item(opts.seed ^ 0x5341_4153_4341_4d50, u64::from(idx)).uniform();
+    (force.unwrap_or_else(|| pick(&odds, u)), odds)
 }
 
 fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
@@ -189,12 +190,14 @@ fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
 fn customer_path(
     opts: &GenerateOptions,
     idx: u32,
-    contact: Option<i32>,
+    contact: Option<(i32, Option<ContactEffect>)>,
     response: Response,
     out: &mut Out,
-) -> Option<ContactEffect> {
-    let mut pending = contact;
-    let mut effect = contact.map(|_| ContactEffect::Before);
+) -> Option<(ContactEffect, Odds)> {
+    let force = contact.and_then(|(_, f)| f);
+    let mut pending = contact.map(|(day, _)| day);
+    let before = || (ContactEffect::Before, vec![(ContactEffect::Before, 1.0)]);
+    let mut effect = contact.map(|_| before());
     let mut r = Rng::for_item(opts.seed ^ 0x5AA5, idx as u64);
     let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let at = |r: &mut Rng, day: i32| time_on(start_ms, r, day);
@@ -249,12 +252,12 @@ fn customer_path(
         }
         if let Some(c) = pending.filter(|&c| c < day0 + 7) {
             pending = None;
-            let e = if c < signup {
-                ContactEffect::Before
+            let (e, odds) = if c < signup {
+                before()
             } else {
-                contact_effect(opts, idx, (c, signup, h, plan), response)
+                contact_effect(opts, idx, (c, signup, h, plan), response, force)
             };
-            effect = Some(e);
+            effect = Some((e, odds));
             match e {
                 ContactEffect::Persuaded => {
                     h = h.max(0.75);
@@ -278,7 +281,7 @@ fn customer_path(
         if r.bernoulli(hazard) {
             // Cancelled before a contact later in the period: nothing to win back.
             if pending.is_some_and(|c| c >= signup && c < opts.days) {
-                effect = Some(ContactEffect::LostCause);
+                effect = Some((ContactEffect::LostCause, vec![(ContactEffect::LostCause, 1.0)]));
             }
             break;
         }
@@ -306,20 +309,21 @@ pub fn generate_saas_campaign(
     response: Response,
 ) -> Result<SaasData> {
     assemble(opts, |i, out| {
-        customer_path(opts, i, contacts.get(&i).map(|&d| d as i32), response, out);
+        customer_path(opts, i, contacts.get(&i).map(|&d| (d as i32, None)), response, out);
     })
 }
 
 /// The days (after the start) with a payment of subscriber `idx`, contacted on `contact` or
-/// never: one of its two potential outcomes as fidelis reads it, and what the contact did.
+/// never (its effect forced when the contact names one): one of its potential outcomes as
+/// fidelis reads it, and what the contact did with the odds of each effect.
 pub fn payment_days(
     opts: &GenerateOptions,
     idx: u32,
-    contact: Option<f64>,
+    contact: Option<(f64, Option<ContactEffect>)>,
     response: Response,
-) -> (Vec<i32>, Option<ContactEffect>) {
+) -> (Vec<i32>, Option<(ContactEffect, Odds)>) {
     let mut out = Out::default();
-    let effect = customer_path(opts, idx, contact.map(|d| d as i32), response, &mut out);
+    let effect = customer_path(opts, idx, contact.map(|(d, f)| (d as i32, f)), response, &mut out);
     let start = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
     let mut days: Vec<i32> = out.tx.iter().map(|t| ((t.1 - start) / 86_400_000) as i32).collect();
     days.sort_unstable();
@@ -415,8 +419,11 @@ mod tests {
         let mut seen = std::collections::BTreeMap::new();
         for idx in 0..3000u32 {
             let (before, _) = payment_days(&opts, idx, None, Response::Mixed);
-            let (after, effect) = payment_days(&opts, idx, Some(day), Response::Mixed);
-            let effect = effect.unwrap();
+            let (after, effect) = payment_days(&opts, idx, Some((day, None)), Response::Mixed);
+            let (effect, odds) = effect.unwrap();
+            assert!(odds.iter().any(|o| o.0 == effect), "{effect:?} drawn from {odds:?}");
+            let (forced, _) = payment_days(&opts, idx, Some((day, Some(effect))), Response::Mixed);
+            assert_eq!(forced, after, "forcing the drawn effect follows the same path");
             *seen.entry(format!("{effect:?}")).or_insert(0) += 1;
             let upto = |d: &Vec<i32>| d.iter().filter(|&&x| f64::from(x) < day).copied().collect::<Vec<_>>();
             assert_eq!(upto(&before), upto(&after), "subscriber {idx}: the past is the same");
@@ -435,7 +442,7 @@ mod tests {
         // With no effect, both paths are the same for everybody.
         for idx in 0..300u32 {
             let (a, _) = payment_days(&opts, idx, None, Response::Nil);
-            let (b, _) = payment_days(&opts, idx, Some(day), Response::Nil);
+            let (b, _) = payment_days(&opts, idx, Some((day, None)), Response::Nil);
             assert_eq!(a, b);
         }
     }

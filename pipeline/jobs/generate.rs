@@ -84,16 +84,19 @@ pub fn run(opts: &GenerateOptions, kind: Kind, out: &Path, progress: &Progress) 
 
 /// `fidelis generate --campaign <OUTPUT>`: the same customers (same options and seed) as if
 /// fidelis's weekly runs under `<OUTPUT>/scores` had been acted on: each customer in a run's
-/// experiment is contacted at the first run that selected it unless it is in the control
-/// group; its purchases from then on follow its contacted path (`generate::generate_campaign`).
-/// `kind` says which generator made the customers (retail: purchases; SaaS: subscriptions,
-/// see `generate::saas::customer_path`). Writes the realized data (`transactions.parquet`,
-/// for SaaS also `events.parquet` and `customers.parquet`) and `truth.parquet`: per customer ever selected,
-/// its first run, group, what a contact does to it (`effect`), and its two potential outcomes
-/// over `horizon_days` from that run (`churn_if_contacted`, `churn_if_not`; `true_effect` =
-/// the second minus the first). Features are per customer and a customer's two paths are the
-/// same draws before the contact, so the runs scored on the uncontacted data select the same
-/// customers at their first selection as runs on the realized data would.
+/// experiment is contacted at the first run that selected it unless it is in the control group;
+/// its purchases from then on follow its contacted path (`generate::generate_campaign`). `kind`
+/// says which generator made the customers (retail: purchases; SaaS: subscriptions, see
+/// `generate::saas::customer_path`). Writes the realized data (`transactions.parquet`, for SaaS
+/// also `events.parquet` and `customers.parquet`) and `truth.parquet`: per customer ever
+/// selected, its first run, group, what a contact does to it (`effect`), and its two potential
+/// outcomes over `horizon_days` from that run (`churn_if_contacted`, `churn_if_not`;
+/// `true_effect` = the second minus the first), and `expected_effect`: the effect expected from
+/// the customer's state, every effect a contact could have had on it weighted by its
+/// probability (the ceiling of any model of the state; `true_effect` also knows the customer's
+/// own draw). Features are per customer and a customer's two paths are the same draws before
+/// the contact, so the runs scored on the uncontacted data select the same customers at their
+/// first selection as runs on the realized data would.
 pub fn run_campaign(
     opts: &GenerateOptions,
     kind: Kind,
@@ -136,7 +139,7 @@ pub fn run_campaign(
             files.extend(write_saas(data, out)?);
         }
     }
-    let days = |idx: u32, contact: Option<f64>| match kind {
+    let days = |idx: u32, contact: Option<(f64, Option<crate::generate::ContactEffect>)>| match kind {
         Kind::Retail => crate::generate::activity_days(opts, idx, contact, response),
         Kind::Saas => crate::generate::saas::payment_days(opts, idx, contact, response),
     };
@@ -145,19 +148,31 @@ pub fn run_campaign(
             let (from, to) = (from as i32, from as i32 + horizon_days);
             !days.iter().any(|&d| d >= from && d < to)
         };
-        let mut rows: Vec<(String, i32, &'static str, String, bool, bool)> = Vec::new();
+        let mut rows: Vec<(String, i32, &'static str, String, bool, bool, f64)> = Vec::new();
         for (&idx, &(run, group)) in &first {
             let day = day_of(run);
-            let (contacted, effect) = days(idx, Some(day));
+            let (contacted, effect) = days(idx, Some((day, None)));
             let (plain, _) = days(idx, None);
-            let effect = effect.map_or(String::new(), |e| format!("{e:?}"));
+            let not = churned(&plain, day);
+            // The expected effect over what the contact could have done to this customer in
+            // its state: every possible effect followed, weighted by its probability.
+            let expected = effect.as_ref().map_or(0.0, |(_, odds)| {
+                odds.iter()
+                    .map(|&(e, p)| {
+                        let (path, _) = days(idx, Some((day, Some(e))));
+                        p * (f64::from(u8::from(not)) - f64::from(u8::from(churned(&path, day))))
+                    })
+                    .sum()
+            });
+            let effect = effect.map_or(String::new(), |(e, _)| format!("{e:?}"));
             rows.push((
                 kind.id_of(idx),
                 crate::schema::epoch_day(run),
                 group.as_str(),
                 effect,
                 churned(&contacted, day),
-                churned(&plain, day),
+                not,
+                expected,
             ));
         }
         let run = Column::new("first_run".into(), rows.iter().map(|r| r.1).collect::<Vec<_>>())
@@ -174,6 +189,7 @@ pub fn run_campaign(
                 "true_effect".into(),
                 rows.iter().map(|r| i32::from(r.5) - i32::from(r.4)).collect::<Vec<_>>(),
             ),
+            Column::new("expected_effect".into(), rows.iter().map(|r| r.6).collect::<Vec<_>>()),
         ])
         .polars("assembling the truth")
     })?;
