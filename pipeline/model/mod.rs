@@ -6,6 +6,7 @@
 //! the whole configuration stored, `${VAR}`s expanded) still load and score, and a model
 //! of a newer format is refused with the version it has and the one this fidelis reads.
 
+pub mod decision;
 pub mod load;
 pub mod store;
 

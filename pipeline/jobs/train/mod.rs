@@ -12,7 +12,7 @@ use chrono::{NaiveDate, NaiveDateTime, Utc};
 use polars::prelude::*;
 
 use crate::bgnbd::Probabilistic;
-use crate::calibration::{self, Calibrator};
+use crate::calibration::Calibrator;
 use crate::config::Config;
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec};
@@ -20,16 +20,15 @@ use crate::files::to_json_bytes;
 use crate::ingest::{self, Transactions, ValidationSummary};
 use crate::metrics;
 use crate::model::{
-    self, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval, DataFingerprint,
-    DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, Role, RolePredictions, SnapshotStats,
-    TrainMetrics, TrainingSettings,
+    self, decision, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval,
+    DataFingerprint, DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, Role,
+    RolePredictions, SnapshotStats, TrainMetrics, TrainingSettings,
 };
 use crate::monitor::Reference;
 use crate::progress::Progress;
 use crate::schema;
 use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
-use crate::threshold::{self, RiskBands};
 use crate::train::candidates::{
     BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvModel, BGNBD_INPUTS,
 };
@@ -632,6 +631,11 @@ struct RolePreds {
 }
 
 impl RolePreds {
+    /// These predictions with the labels of their rows, as the decision reads them.
+    fn rows<'a>(&'a self, labels: &'a RoleSet) -> decision::Rows<'a> {
+        decision::Rows { raw: &self.raw, calibrated: &self.calibrated, clv: &self.clv, churn: &labels.churn }
+    }
+
     fn of<'a>(&'a self, rows: &'a [usize]) -> RolePredictions<'a> {
         RolePredictions { rows, calibrated: &self.calibrated, raw: &self.raw, clv: &self.clv }
     }
@@ -697,52 +701,8 @@ fn decide(
         raw: raw_hold,
         clv: f.clv.predict(&r.hold.x),
     };
-    let y_hold = &r.hold.churn;
-    let calibration = CalibrationReport {
-        method: calibrator.method().into(),
-        choice,
-        holdout_ece_before: calibration::ece(y_hold, &hold.raw, 10),
-        holdout_ece_after: calibration::ece(y_hold, &hold.calibrated, 10),
-        holdout_brier_before: metrics::brier(y_hold, &hold.raw),
-        holdout_brier_after: metrics::brier(y_hold, &hold.calibrated),
-        holdout_log_loss_before: metrics::log_loss(y_hold, &hold.raw),
-        holdout_log_loss_after: metrics::log_loss(y_hold, &hold.calibrated),
-        holdout_roc_auc_before: metrics::roc_auc(y_hold, &hold.raw),
-        holdout_roc_auc_after: metrics::roc_auc(y_hold, &hold.calibrated),
-    };
-    let chosen = threshold::choose_threshold(
-        &val.calibrated,
-        &r.val.churn,
-        &threshold::tp_values(d, &val.calibrated, &val.clv),
-        d,
-    );
-    let outcome = threshold::evaluate(
-        &hold.calibrated,
-        y_hold,
-        &threshold::tp_values(d, &hold.calibrated, &hold.clv),
-        chosen.threshold,
-        d,
-    );
-    let bands = RiskBands::from_config(d);
-    let explanation = threshold::explain(d, &outcome);
-    let decision = DecisionReport {
-        threshold: chosen.threshold,
-        policy: d.value,
-        break_even_probability: threshold::break_even(d),
-        validation_net_value: chosen.net_value,
-        holdout: outcome,
-        explanation: explanation.clone(),
-        holdout_bands: threshold::band_outcomes(&bands, &hold.calibrated, y_hold),
-        save_rate: Some(save_rate.clone()),
-    };
-    let artifact = DecisionArtifact {
-        threshold: chosen.threshold,
-        config: d.clone(),
-        bands,
-        validation_curve: threshold::downsample(&chosen.curve, chosen.threshold, threshold::CURVE_POINTS),
-        explanation,
-        save_rate: Some(save_rate),
-    };
+    let calibration = decision::calibration_report(calibrator.method(), choice, &hold.rows(&r.hold));
+    let (decision, artifact) = decision::decide(d, save_rate, &val.rows(&r.val), &hold.rows(&r.hold));
     Ok(Decided { calibrator, calibration, decision, artifact, val, hold, contributions_hold })
 }
 
