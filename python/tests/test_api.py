@@ -180,6 +180,23 @@ def test_the_type_stubs_name_everything_the_extension_has():
         assert stubbed == have, cls.name
 
 
+def test_the_spark_jobs_column_list_is_what_the_rust_core_returns():
+    """fidelis.spark declares the per-customer columns the Rust core returns for a bucket
+    (Spark needs the schema before it runs anything); they must be the core's names and
+    types, in its order: a column renamed or retyped in Rust and not in Python fails here."""
+    from fidelis.spark._core import _ARROW, _LOCAL, _table
+
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    local = _table(m._native.score_local(tx.__arrow_c_stream__(), "2024-12-31"))
+    declared = [(n, _ARROW[t]) for n, t in _LOCAL]
+    found = [(f.name, f.type) for f in local.schema]
+    assert [n for n, _ in found] == [n for n, _ in declared]
+    for (name, want), (_, got) in zip(declared, found, strict=True):
+        got = pa.string() if pa.types.is_large_string(got) or pa.types.is_string_view(got) else got
+        assert got == want, f"{name}: {got} vs {want}"
+
+
 def test_validate_and_train(tmp_path):
     shutil.copytree(FIXTURE / "data", tmp_path / "data")
     (tmp_path / "fidelis.toml").write_text(
