@@ -156,11 +156,16 @@ pub fn run_campaign(
             let not = churned(&plain, day);
             // The expected effect over what the contact could have done to this customer in
             // its state: every possible effect followed, weighted by its probability.
-            let expected = effect.as_ref().map_or(0.0, |(_, odds)| {
+            let expected = effect.as_ref().map_or(0.0, |(drawn, odds)| {
                 odds.iter()
                     .map(|&(e, p)| {
-                        let (path, _) = days(idx, Some((day, Some(e))));
-                        p * (f64::from(u8::from(not)) - f64::from(u8::from(churned(&path, day))))
+                        // The drawn effect's path is the contacted one already followed.
+                        let gone = if e == *drawn {
+                            churned(&contacted, day)
+                        } else {
+                            churned(&days(idx, Some((day, Some(e)))).0, day)
+                        };
+                        p * (f64::from(u8::from(not)) - f64::from(u8::from(gone)))
                     })
                     .sum()
             });
@@ -220,10 +225,10 @@ fn first_selections(
     }
     let mut first: BTreeMap<u32, (chrono::NaiveDate, Group)> = BTreeMap::new();
     for run in &dates {
-        let scores = runs.read_scores(*run)?;
+        // Only the id and group columns, and none for a run without an experiment.
+        let Some(scores) = runs.experiment_columns(*run, &[])? else { continue };
         let ctx = format!("the scores of the run at {run}");
-        let Ok(groups) = scores.column(crate::schema::EXPERIMENT_GROUP) else { continue };
-        let groups = groups.str().polars(&ctx)?;
+        let groups = scores.column(crate::schema::EXPERIMENT_GROUP).polars(&ctx)?.str().polars(&ctx)?;
         let ids = scores.column(crate::schema::CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
         for (id, g) in ids.iter().zip(groups.iter()) {
             let (Some(id), Some(g)) = (id, g.and_then(Group::parse)) else { continue };

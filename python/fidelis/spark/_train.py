@@ -122,16 +122,21 @@ def _experiment(
         "churn_probability",
         "expected_loss",
     )
-    table = members.toArrow()
-    found = trainer.experiment_runs(table.__arrow_c_stream__(), data_end)
-    if found is None:
-        return (None, None)
-    runs, enough = found
-    if not enough:
-        return (table, None)
-    labelled = _features_per_bucket(source, kinds, config, "experiment", columns, end_model, signal_spec, runs)
-    keys = members.select("customer_id", F.col("as_of").alias("snapshot")).distinct()
-    return (table, labelled.join(keys, ["customer_id", "snapshot"], "left_semi").toArrow())
+    # Read once: collected for the driver, then the keys the executors' rows are matched on.
+    members = members.cache()
+    try:
+        table = members.toArrow()
+        found = trainer.experiment_runs(table.__arrow_c_stream__(), data_end)
+        if found is None:
+            return (None, None)
+        runs, enough = found
+        if not enough:
+            return (table, None)
+        labelled = _features_per_bucket(source, kinds, config, "experiment", columns, end_model, signal_spec, runs)
+        keys = members.select("customer_id", F.col("as_of").alias("snapshot")).distinct()
+        return (table, labelled.join(keys, ["customer_id", "snapshot"], "left_semi").toArrow())
+    finally:
+        members.unpersist()
 
 
 def train(
