@@ -136,11 +136,7 @@ pub fn score(
         let c = local.column("risk_level").polars("risk levels")?.str().polars("risk levels")?;
         c.iter().map(|v| v.unwrap_or_default()).collect()
     };
-    if !signals.is_empty() {
-        for c in signal_columns(cfg, signals, &preds.customers, &level, as_of, health_history)? {
-            scores.with_column(c).polars("adding signal columns")?;
-        }
-    }
+    add_signal_columns(&mut scores, cfg, signals, preds, health_history)?;
     let top_risk = scores
         .clone()
         .lazy()
@@ -291,6 +287,87 @@ pub const SCORE_COLUMNS: [&str; 21] = [
     "model_id",
 ];
 
+/// The type of a score column, named as Spark SQL names it (`date`, `string`, `double`,
+/// `int`, `boolean`): what a reader that needs the schema before any row (Spark) declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Date,
+    String,
+    Double,
+    Int,
+    Boolean,
+}
+
+impl ColumnType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::Date => "date",
+            ColumnType::String => "string",
+            ColumnType::Double => "double",
+            ColumnType::Int => "int",
+            ColumnType::Boolean => "boolean",
+        }
+    }
+
+    pub fn dtype(self) -> DataType {
+        match self {
+            ColumnType::Date => DataType::Date,
+            ColumnType::String => DataType::String,
+            ColumnType::Double => DataType::Float64,
+            ColumnType::Int => DataType::Int32,
+            ColumnType::Boolean => DataType::Boolean,
+        }
+    }
+}
+
+/// The columns of [`local_scores`], in order, with their types.
+pub const LOCAL_COLUMNS: [(&str, ColumnType); 20] = [
+    ("as_of", ColumnType::Date),
+    (CUSTOMER, ColumnType::String),
+    (CHURN_SCORE, ColumnType::Double),
+    ("risk_score", ColumnType::Int),
+    ("risk_level", ColumnType::String),
+    ("playbook", ColumnType::String),
+    (CLV_SCORE, ColumnType::Double),
+    ("expected_loss", ColumnType::Double),
+    (UPLIFT, ColumnType::Double),
+    (INCREMENTAL_VALUE, ColumnType::Double),
+    ("contact", ColumnType::Boolean),
+    (EXPERIMENT_GROUP, ColumnType::String),
+    ("top_reasons", ColumnType::String),
+    ("model_id", ColumnType::String),
+    (RANK_KEY, ColumnType::Double),
+    (RFM_VALUES[0], ColumnType::Double),
+    (RFM_VALUES[1], ColumnType::Double),
+    (RFM_VALUES[2], ColumnType::Double),
+    (EXPERIMENT_DRAW, ColumnType::Double),
+    (DECIDED, ColumnType::Boolean),
+];
+
+/// The columns [`signal_columns`] adds, in order: `(name, type, needs an event log, needs a
+/// customer table)`; none without either input.
+pub const SIGNAL_COLUMNS: [(&str, ColumnType, bool, bool); 7] = [
+    ("health_score", ColumnType::Double, true, false),
+    ("health_colour", ColumnType::String, true, false),
+    ("usage_drop", ColumnType::Boolean, true, false),
+    ("csm_sentiment", ColumnType::String, false, true),
+    ("review_flag", ColumnType::Boolean, false, false),
+    ("review_reason", ColumnType::String, false, false),
+    ("escalation", ColumnType::String, false, false),
+];
+
+/// The signal columns scores gain with an event log and/or a customer table, in order.
+pub fn signal_schema(events: bool, customers: bool) -> Vec<(&'static str, ColumnType)> {
+    if !(events || customers) {
+        return Vec::new();
+    }
+    SIGNAL_COLUMNS
+        .iter()
+        .filter(|(_, _, e, c)| (!e || events) && (!c || customers))
+        .map(|&(n, t, _, _)| (n, t))
+        .collect()
+}
+
 /// The per-customer columns of the scores, which no other customer changes (a bucket of
 /// customers scored apart, on a Spark executor, gives exactly these), with the helper
 /// columns [`RANK_KEY`], [`RFM_VALUES`], [`EXPERIMENT_DRAW`] and [`DECIDED`] the whole-base
@@ -377,6 +454,28 @@ pub fn local_scores(
         Column::new(DECIDED.into(), decided),
     ])
     .polars("assembling scores")
+}
+
+/// Adds the signal columns ([`signal_columns`], typed as [`SIGNAL_COLUMNS`] says) to `df`, a
+/// frame of the scored customers in `preds` order with their `risk_level`; nothing without
+/// an event log or a customer table.
+pub fn add_signal_columns(
+    df: &mut DataFrame,
+    cfg: &Config,
+    signals: &SignalData,
+    preds: &Predictions,
+    history: &HashMap<String, [f64; 2]>,
+) -> Result<()> {
+    if signals.is_empty() {
+        return Ok(());
+    }
+    let ctx = "risk levels";
+    let levels = df.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
+    let level: Vec<&str> = levels.iter().map(|v| v.unwrap_or_default()).collect();
+    for c in signal_columns(cfg, signals, &preds.customers, &level, preds.as_of, history)? {
+        df.with_column(c).polars("adding signal columns")?;
+    }
+    Ok(())
 }
 
 /// The columns that depend on the whole scored base: rank and top segment, RFM quintiles

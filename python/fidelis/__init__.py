@@ -1,9 +1,11 @@
 """fidelis: churn and customer-lifetime-value scoring, from Python.
 
-    import fidelis
-    m = fidelis.load_model("models/cdnow")           # a model directory, or a models
-    scores = m.score(transactions, as_of="1998-07-01")  # directory (its latest model)
-    m.info["metrics"]["churn"]["holdout"]["roc_auc"]
+>>> import fidelis, pyarrow.parquet as pq
+>>> m = fidelis.load_model("tests/fixtures/model_v1/models")  # a models directory: its latest
+>>> tx = pq.read_table("tests/fixtures/model_v1/data/transactions.parquet")
+>>> scores = m.score(tx, as_of="2024-12-31")
+>>> scores.num_rows, round(m.info["metrics"]["churn"]["holdout"]["roc_auc"], 4)
+(399, 0.8646)
 
 Frames go in as any object with ``__arrow_c_stream__`` (a pyarrow Table, a polars
 DataFrame) or a pandas DataFrame (through pyarrow), with the columns the configuration maps
@@ -96,7 +98,9 @@ def _warn_dropped(summary: dict[str, Any]) -> None:
 
 
 class Model:
-    """A trained fidelis model (see :func:`load_model`)."""
+    """A trained fidelis model (see :func:`load_model`): :meth:`score` a transaction log as
+    ``fidelis score`` does, :meth:`features` for the model's inputs, :attr:`info` for what
+    it was trained on, how it did on the holdout and whom it contacts."""
 
     def __init__(self, native: Any):
         self._native = native
@@ -115,7 +119,14 @@ class Model:
     @property
     def info(self) -> dict[str, Any]:
         """``{"model": model.json, "metrics": metrics.json, "decision": decision.json}``:
-        the features, the holdout metrics, the contact threshold and risk bands."""
+        the features, the holdout metrics, the contact threshold and risk bands.
+
+        >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
+        >>> round(m.info["decision"]["threshold"], 4)  # contact at churn probability >= this
+        0.0584
+        >>> [b["name"] for b in m.info["decision"]["bands"]["bands"]]
+        ['low', 'moderate', 'high', 'critical', 'imminent']
+        """
         if self._info is None:
             self._info = json.loads(self._native.info_json())
         return self._info
@@ -137,10 +148,23 @@ class Model:
         how many customers lost every row. The summary (a dict: ``rows_read``, ``rows_valid``,
         ``dropped`` by reason with example rows, ``customers``, ``customers_lost``, ...) is
         ``model.last_summary`` after the call, and returned with the table when
-        ``return_summary`` is true::
+        ``return_summary`` is true.
 
-            scores, summary = m.score(tx, as_of="2024-12-31", return_summary=True)
-            print(summary["customers_lost"])
+        ``events`` and ``customers`` (an activity log and a customer table, mapped by the
+        configuration given to :func:`load_model`) add the signal columns: health score and
+        colour, usage drop, CSM sentiment, review flag and reason, escalation.
+
+        >>> import pyarrow.compute as pc
+        >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
+        >>> tx = pq.read_table("tests/fixtures/model_v1/data/transactions.parquet")
+        >>> scores, summary = m.score(tx, as_of="2024-12-31", return_summary=True)
+        >>> summary["customers"], summary["customers_lost"], scores.num_rows  # in the log, lost, eligible
+        (600, 0, 399)
+        >>> pc.sum(scores["contact"]).as_py()  # whom the cost-weighted threshold contacts
+        163
+        >>> top = scores.sort_by("risk_rank").slice(0, 2)
+        >>> top.select(["customer_id", "risk_score", "risk_level", "playbook"]).to_pylist()[0]
+        {'customer_id': 'C0000473', 'risk_score': 91, 'risk_level': 'imminent', 'playbook': ...}
         """
         capsule, summary_json = self._native.score(
             _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers)
@@ -152,7 +176,15 @@ class Model:
         return (table, summary) if return_summary else table
 
     def features(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None) -> Any:
-        """The model's features at ``as_of``: ``customer_id`` and one column per feature."""
+        """The model's features at ``as_of``: ``customer_id`` and one column per feature, the
+        values the model scores (point in time: nothing on or after ``as_of`` is used).
+
+        >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
+        >>> tx = pq.read_table("tests/fixtures/model_v1/data/transactions.parquet")
+        >>> f = m.features(tx, as_of="2024-12-31")
+        >>> f.select(["customer_id", "recency_days", "count_life"]).to_pylist()[0]
+        {'customer_id': 'C0000003', 'recency_days': 6.0, 'count_life': 28.0}
+        """
         return _table(
             self._native.features(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
         )
@@ -164,12 +196,24 @@ class Model:
 def load_model(path: str, model_id: str | None = None, config: str | None = None) -> Model:
     """Load a model: a model directory (``models/<id>``), or a models directory (the model its
     ``latest`` names, or ``model_id``). ``config`` (a fidelis.toml) maps the input columns and
-    sets ranking; by default every default."""
+    sets ranking; by default every default.
+
+    >>> fidelis.load_model("tests/fixtures/model_v1/models")
+    fidelis.Model('20261129T143704Z-3c140140', dir='tests/fixtures/model_v1/models/20261129T143704Z-3c140140')
+    >>> fidelis.load_model("models/none")
+    Traceback (most recent call last):
+    ...
+    fidelis.errors.InputError: ...
+    """
     return Model(_native.load_model(str(path), model_id, None if config is None else str(config)))
 
 
 def validate(config: str) -> dict[str, Any]:
-    """``fidelis validate`` of a configuration file: what was read, kept and dropped."""
+    """``fidelis validate`` of a configuration file: what was read, kept and dropped, per
+    input (the CLI's JSON summary as a dict), e.g.
+    ``fidelis.validate("fidelis.toml")["transactions"]["dropped"]``; raises
+    :class:`fidelis.errors.InputError` naming the file, column and row when an input cannot
+    be used."""
     found: dict[str, Any] = json.loads(_native.validate(str(config)))
     return found
 

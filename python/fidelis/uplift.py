@@ -34,13 +34,24 @@ def _flags(v: Any) -> list[Any]:
 
 
 def qini_curve(y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any]) -> tuple[Any, ...]:
-    """Points of the Qini curve: customers targeted (highest uplift first), Qini values."""
+    """Points of the Qini curve: customers targeted (highest uplift first), Qini values.
+
+    >>> x, q = qini_curve([1, 0, 1, 0], [0.9, 0.6, 0.4, 0.1], [1, 0, 0, 1])
+    >>> list(x), list(q)
+    ([0.0, 1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 1.0, 0.5, 0.0])
+    """
     return _native.qini_curve(_floats(y_true), _floats(uplift), _flags(treatment))
 
 
 def qini_auc_score(y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any]) -> float:
     """The Qini coefficient: area between the Qini curve and random targeting over the same
-    area of the perfect ranking (1 perfect, 0 random, below 0 worse than random)."""
+    area of the perfect ranking (1 perfect, 0 random, below 0 worse than random).
+
+    >>> retained = [1, 0, 1, 0, 1, 0]
+    >>> treated = [1, 1, 0, 1, 0, 0]
+    >>> round(qini_auc_score(retained, [0.9, 0.8, 0.7, 0.3, 0.2, 0.1], treated), 4)
+    -0.0769
+    """
     return _native.qini_coefficient(_floats(y_true), _floats(uplift), _flags(treatment))
 
 
@@ -48,14 +59,35 @@ def uplift_at_k(
     y_true: Sequence[Any], uplift: Sequence[Any], treatment: Sequence[Any], strategy: str = "overall", k: float = 0.3
 ) -> float:
     """Success rate of the treated minus that of the controls among the top ``k`` (a fraction)
-    by uplift: overall (``strategy="overall"``) or per group (``"by_group"``)."""
+    by uplift: overall (``strategy="overall"``) or per group (``"by_group"``).
+
+    >>> uplift_at_k([1, 0, 1, 0, 1, 0], [0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 0, 1, 0, 0], k=0.5)
+    -0.5
+    """
     return _native.uplift_at_k(_floats(y_true), _floats(uplift), _flags(treatment), float(k), strategy)
 
 
 class UpliftModel:
     """An uplift learner on fidelis's GBDT: ``t_learner`` (a churn model per group),
     ``transformed_outcome`` (one regressor of the transformed outcome) or ``x_learner`` (the
-    T-learner's models impute each customer's effect, one effect model per group)."""
+    T-learner's models impute each customer's effect, one effect model per group).
+
+    A campaign where contacting helps customers with a high ``x`` and does nothing at
+    ``x = 0``:
+
+    >>> import random
+    >>> import pyarrow as pa
+    >>> rng = random.Random(1)
+    >>> x = [rng.random() for _ in range(2000)]
+    >>> treated = [rng.random() < 0.5 for _ in x]
+    >>> churned = [rng.random() < 0.5 - (0.3 * v if t else 0.0) for v, t in zip(x, treated)]
+    >>> m = UpliftModel.fit(pa.table({"x": x}), treated, churned, iterations=50)
+    >>> low, high = m.predict(pa.table({"x": [0.1, 0.9]}))
+    >>> high > 0.1 > low
+    True
+    >>> m.learner, m.feature_names
+    ('T-learner', ['x'])
+    """
 
     def __init__(self, native: Any):
         self._native = native

@@ -13,6 +13,7 @@ import pytest
 
 import fidelis
 from conftest import ROOT, run
+from fidelis import _native
 
 FIXTURE = ROOT / "tests/fixtures/model_v1"
 
@@ -180,21 +181,29 @@ def test_the_type_stubs_name_everything_the_extension_has():
         assert stubbed == have, cls.name
 
 
-def test_the_spark_jobs_column_list_is_what_the_rust_core_returns():
-    """fidelis.spark declares the per-customer columns the Rust core returns for a bucket
-    (Spark needs the schema before it runs anything); they must be the core's names and
-    types, in its order: a column renamed or retyped in Rust and not in Python fails here."""
-    from fidelis.spark._core import _ARROW, _LOCAL, _table
+def declared_matches(declared: list[tuple[str, str]], local: pa.Table) -> None:
+    """The ``(name, Spark type)`` columns ``_native.local_columns`` declares are ``local``'s
+    names, types and order."""
+    from fidelis.spark._core import _ARROW
 
-    m = fidelis.load_model(FIXTURE / "models")
-    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
-    local = _table(m._native.score_local(tx.__arrow_c_stream__(), "2024-12-31"))
-    declared = [(n, _ARROW[t]) for n, t in _LOCAL]
     found = [(f.name, f.type) for f in local.schema]
     assert [n for n, _ in found] == [n for n, _ in declared]
     for (name, want), (_, got) in zip(declared, found, strict=True):
         got = pa.string() if pa.types.is_large_string(got) or pa.types.is_string_view(got) else got
-        assert got == want, f"{name}: {got} vs {want}"
+        assert got == _ARROW[want], f"{name}: {got} vs {want}"
+
+
+def test_the_declared_per_customer_columns_are_what_the_rust_core_returns():
+    """fidelis.spark declares the per-customer columns the Rust core returns for a bucket
+    (Spark needs the schema before it runs anything) from ``_native.local_columns``; they must
+    be the names, types and order ``score_local`` returns: a column added, renamed or retyped
+    in ``score::local_scores`` and not in ``score::LOCAL_COLUMNS`` fails here."""
+    from fidelis.spark._core import _table
+
+    m = fidelis.load_model(FIXTURE / "models")
+    tx = pq.read_table(FIXTURE / "data/transactions.parquet")
+    local = _table(m._native.score_local(tx.__arrow_c_stream__(), "2024-12-31"))
+    declared_matches(_native.local_columns(), local)
 
 
 def test_validate_and_train(tmp_path):
@@ -249,3 +258,18 @@ def test_dropped_rows_are_said_and_a_duplicated_column_is_an_input_error():
         m.score(dup, as_of="2024-12-31")
     assert "amount" in str(err.value) and "more than once" in str(err.value)
     assert err.value.exit_code == 2
+
+
+def test_the_docstring_examples_run(monkeypatch):
+    """The examples in the docstrings (``help(fidelis.Model.score)``, ``fidelis.uplift``) run
+    from the repository root and print what they say."""
+    import doctest
+
+    import fidelis.uplift
+
+    monkeypatch.chdir(ROOT)
+    flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
+    for module in [fidelis, fidelis.uplift]:
+        result = doctest.testmod(module, optionflags=flags, extraglobs={"fidelis": fidelis, "pq": pq})
+        assert result.attempted > 5, module.__name__
+        assert result.failed == 0, module.__name__

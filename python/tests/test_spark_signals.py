@@ -124,3 +124,24 @@ def test_spark_training_with_events_and_customers_makes_the_cli_model(spark, saa
     assert any(n.startswith("ev_") for n in a.column_names) and any(n.startswith("plan_") for n in a.column_names)
     assert a.schema == b.schema and a.equals(b)
     same_model(Path(done.model_dir), cli)
+
+
+def test_the_declared_signal_columns_are_what_the_rust_core_returns(saas):
+    """With an event log and a customer table the core adds the signal columns after the
+    per-customer ones: ``_native.local_columns(True, True)`` declares them as ``score_local``
+    returns them (``score::SIGNAL_COLUMNS``)."""
+    import fidelis
+    from fidelis import _native
+    from fidelis.spark._core import _table
+    from test_api import declared_matches
+
+    m = fidelis.load_model(saas / "models", config=saas / "fidelis.toml")
+    tables = {n: pq.read_table(saas / f"data/{n}.parquet") for n in ["transactions", "events", "customers"]}
+    out = m._native.score_local(
+        tables["transactions"].__arrow_c_stream__(),
+        "2024-12-17",
+        False,
+        tables["events"].__arrow_c_stream__(),
+        tables["customers"].__arrow_c_stream__(),
+    )
+    declared_matches(_native.local_columns(True, True), _table(out))

@@ -423,22 +423,7 @@ impl NativeModel {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
                 let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
                 let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds, &signals)?;
-                if !signals.is_empty() {
-                    let ctx = "risk levels";
-                    let levels = local.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
-                    let level: Vec<&str> = levels.iter().map(|v| v.unwrap_or_default()).collect();
-                    let cols = fidelis::score::signal_columns(
-                        &self.cfg,
-                        &signals,
-                        &preds.customers,
-                        &level,
-                        as_of,
-                        &history,
-                    )?;
-                    for c in cols {
-                        local.with_column(c).polars("adding signal columns")?;
-                    }
-                }
+                fidelis::score::add_signal_columns(&mut local, &self.cfg, &signals, &preds, &history)?;
                 if drift {
                     for (c, name) in preds.x.names.iter().enumerate() {
                         let column = Column::new(feature_column(name).into(), preds.x.column(c).to_vec());
@@ -831,6 +816,15 @@ fn score_columns() -> Vec<&'static str> {
     fidelis::score::SCORE_COLUMNS.to_vec()
 }
 
+/// The per-customer columns `score_local` returns (`score::LOCAL_COLUMNS`, then the signal
+/// columns an event log and/or a customer table add), as `(name, Spark SQL type)`.
+#[pyfunction]
+#[pyo3(signature = (events=false, customers=false))]
+fn local_columns(events: bool, customers: bool) -> Vec<(&'static str, &'static str)> {
+    let signals = fidelis::score::signal_schema(events, customers);
+    fidelis::score::LOCAL_COLUMNS.iter().chain(&signals).map(|&(n, t)| (n, t.name())).collect()
+}
+
 /// RFM quintiles and segment from average ranks: a frame with `r_rank`, `f_rank`, `m_rank`
 /// (average ranks among `n` scored customers) in, `rfm_r`, `rfm_f`, `rfm_m`, `rfm_segment`
 /// out (`score::quintile_of`, `score::rfm_segment`).
@@ -959,6 +953,7 @@ fn drop_stage(py: Python<'_>, target: usize, stage: &str, config: Option<&str>) 
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_size, m)?)?;
     m.add_function(wrap_pyfunction!(score_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(local_columns, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
     m.add_function(wrap_pyfunction!(merge_event_facts, m)?)?;

@@ -29,8 +29,9 @@ at every snapshot on the executors per bucket, fits the BG/NBD models and then t
 training on the driver from the collected rows (a ``[model].max_rows`` customer sample when
 the dataset is larger): the model ``fidelis train`` makes.
 
-Run as a job: ``spark-submit -m fidelis.spark weekly --model ... --transactions ... --as-of
-... --out ...`` (see :func:`main`).
+Run as a job: ``spark-submit $(python -c "import fidelis.spark as s; print(s.__file__)") weekly
+--model ... --transactions ... --as-of ... --out ...``, or ``python -m fidelis.spark weekly ...``
+(see :func:`main` and docs/python-spark.md).
 """
 
 from __future__ import annotations

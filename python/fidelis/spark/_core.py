@@ -14,30 +14,6 @@ import pyarrow as pa
 from fidelis import _native
 from fidelis.spark._write import migrate
 
-# The per-customer columns the Rust core returns for a bucket, as Spark types.
-_LOCAL = [
-    ("as_of", "date"),
-    ("customer_id", "string"),
-    ("churn_probability", "double"),
-    ("risk_score", "int"),
-    ("risk_level", "string"),
-    ("playbook", "string"),
-    ("predicted_clv", "double"),
-    ("expected_loss", "double"),
-    ("uplift", "double"),
-    ("incremental_value", "double"),
-    ("contact", "boolean"),
-    ("experiment_group", "string"),
-    ("top_reasons", "string"),
-    ("model_id", "string"),
-    ("rank_key", "double"),
-    ("rfm_r_value", "double"),
-    ("rfm_f_value", "double"),
-    ("rfm_m_value", "double"),
-    ("experiment_draw", "double"),
-    ("decided", "boolean"),
-]
-
 _MODELS: dict[tuple[str | None, ...], Any] = {}
 
 
@@ -109,25 +85,8 @@ def _bucket_of(customer_col: str, buckets: int) -> Any:
     return F.pmod(F.xxhash64(F.col(f"`{customer_col}`").cast("string")), F.lit(int(buckets)))
 
 
-# The signal columns (events and/or a customer table) after the per-customer columns, in the
-# order `score::signal_columns` adds them: (name, Spark type, needs events, needs customers).
-_SIGNALS = [
-    ("health_score", "double", True, False),
-    ("health_colour", "string", True, False),
-    ("usage_drop", "boolean", True, False),
-    ("csm_sentiment", "string", False, True),
-    ("review_flag", "boolean", False, False),
-    ("review_reason", "string", False, False),
-    ("escalation", "string", False, False),
-]
-
+# Spark SQL type names (as `_native.local_columns` gives them) as Arrow types.
 _ARROW = {"date": pa.date32(), "string": pa.string(), "double": pa.float64(), "int": pa.int32(), "boolean": pa.bool_()}
-
-
-def _signal_columns(events: bool, customers: bool) -> list[Any]:
-    if not (events or customers):
-        return []
-    return [(n, t) for n, t, e, c in _SIGNALS if (not e or events) and (not c or customers)]
 
 
 def _event_facts(events: Any, args: tuple[Any, ...], customer_col: str, buckets: int) -> str:
@@ -230,7 +189,7 @@ def _local(
     driver = _model(*args)
     driver.check_inputs(events is not None, customers is not None)
     tx_col, ev_col, cu_col = driver.customer_columns
-    columns = list(_LOCAL) + _signal_columns(events is not None, customers is not None)
+    columns: list[tuple[str, str]] = _native.local_columns(events is not None, customers is not None)
     if drift:
         columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
     schema = ", ".join(f"`{name}` {t}" for name, t in columns)

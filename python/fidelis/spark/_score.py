@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from fidelis import _native
-from fidelis.spark._core import _SIGNALS, _local, _model, _plain_strings, _report_dropped, _table
+from fidelis.spark._core import _local, _model, _plain_strings, _report_dropped, _table
 
 RANK_ROWS = 200_000
 
@@ -149,7 +149,8 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
         )
     else:
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
-    signals = [n for n, _, _, _ in _SIGNALS if n in local.columns]
+    per_customer = {n for n, _ in _native.local_columns()}
+    signals = [n for n, _ in _native.local_columns(True, True) if n not in per_customer and n in local.columns]
     # Persisted: the scores are written twice (all of them, then the top-risk segment) and
     # counted; without it each action would recompute every window.
     return scored.select(*_native.score_columns(), *signals).persist()
