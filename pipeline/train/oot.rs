@@ -29,8 +29,7 @@ use crate::split::SnapshotPlan;
 /// compared by cross-fitting on the fit rows instead: `decision.calibration_folds` folds by
 /// customer, each predicted by models fitted on the other folds. Not out of time, but fair
 /// between candidates, which validation is not: the GBDT was early-stopped on it and its
-/// fit labels overlap its label window (measured on Complete Journey: GBDT validation AUC
-/// 0.894, holdout 0.880; logistic 0.885, 0.890).
+/// fit labels overlap its label window (docs/models.md, "Why the rules are what they are").
 pub struct OutOfTime {
     /// Rows of the dataset predicted, group by group.
     pub rows: Vec<usize>,
