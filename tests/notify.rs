@@ -321,7 +321,7 @@ fn three_runs_reach_every_channel_exactly_once() {
     let (ts, sig) =
         (h[0].header("X-Fidelis-Timestamp").unwrap(), h[0].header("X-Fidelis-Signature").unwrap());
     let expect = {
-        use hmac::Mac;
+        use hmac::{KeyInit, Mac};
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRETS[0].as_bytes()).unwrap();
         mac.update(format!("{ts}.").as_bytes());
         mac.update(&h[0].body);

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::{Attempt, Secret};
@@ -33,12 +33,17 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `sha256=<hex>`: HMAC-SHA256 of `"<timestamp>.<body>"`.
 pub fn signature(key: &[u8], timestamp: &str, body: &[u8]) -> String {
+    format!("sha256={}", hex(&signed(key, timestamp, body).finalize().into_bytes()))
+}
+
+/// The HMAC-SHA256 state after `"<timestamp>.<body>"`.
+fn signed(key: &[u8], timestamp: &str, body: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
-    format!("sha256={}", hex(&mac.finalize().into_bytes()))
+    mac
 }
 
 /// Whether `header` is the signature of `body` sent at `timestamp` under `key` (compared in
@@ -52,11 +57,7 @@ pub fn verify(key: &[u8], timestamp: &str, body: &[u8], header: &str) -> bool {
     else {
         return false;
     };
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&sig).is_ok()
+    signed(key, timestamp, body).verify_slice(&sig).is_ok()
 }
 
 /// What went wrong, in words that contain no part of the URL.

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
 use fidelis::config::Config;
-use fidelis::error::{Error, PolarsContext};
+use fidelis::error::Error;
 use fidelis::jobs;
 use fidelis::model::{self, LoadedModel};
 use fidelis::progress::Progress;
