@@ -14,7 +14,7 @@ SEED ?= 42
 # shown: the first build compiles the dependencies and takes a while).
 FIDELIS := $(CARGO_TARGET_DIR)/debug/fidelis
 
-.PHONY: bin python python-test python-lint help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift lint fmt datasets clean
+.PHONY: bin python python-test python-lint help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift bench-shap lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ VENV ?= .venv
 PYTHON ?= python3
 python: ## the Python package, built from the Rust core into $(VENV) (maturin develop), with PySpark: `import fidelis`
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1" "ruff==0.17.6" "mypy==2.4.1"
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1" "shap==0.51.0" "ruff==0.17.6" "mypy==2.4.1"
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 
 python-test: python python-lint ## the Python tests (pytest, python/tests) against the CLI built by cargo
@@ -88,6 +88,7 @@ bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installe
 	cargo bench --bench monitor
 	cargo bench --bench deliver
 	cargo bench --bench uplift
+	cargo bench --bench shap
 	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
 
 bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fidelis score (release builds; after make bench)
@@ -109,6 +110,9 @@ bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, pe
 
 bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift training at 100,000 customers x 8 runs
 	cargo bench --bench uplift
+
+bench-shap: ## what exact SHAP reasons cost at 1,000,000 customers against the margins and path attributions
+	cargo bench --bench shap
 
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
 	cargo bench --bench monitor

@@ -5,6 +5,7 @@
 
 use chrono::NaiveDate;
 
+use crate::config::Reasons;
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, Daily, FeatureMatrix};
 use crate::model::LoadedModel;
@@ -23,6 +24,9 @@ pub struct Predictions {
     /// Per customer, the churn log-odds contribution of each feature and a bias
     /// (`x.names.len() + 1` values a row), when asked for.
     pub contributions: Option<Vec<f64>>,
+    /// Whether the contributions are exact SHAP values (else path attributions: a model
+    /// trained before fidelis stored its trees' covers).
+    pub shap: bool,
     /// The estimated reduction in churn probability if contacted, when the model has an
     /// uplift model.
     pub uplift: Option<Vec<f64>>,
@@ -53,16 +57,16 @@ pub fn features_at(
     Ok((customers, x))
 }
 
-/// Predictions at `as_of`; with `contributions`, also each customer's churn reasons.
+/// Predictions at `as_of`, with each customer's churn reasons as `reasons` says.
 pub fn predict_at(
     model: &LoadedModel,
     daily: &Daily,
     signals: &SignalData,
     as_of: NaiveDate,
-    contributions: bool,
+    reasons: Reasons,
 ) -> Result<Predictions> {
     let (customers, x) = features_at(model, daily, signals, as_of)?;
-    Ok(apply(model, as_of, customers, x, contributions))
+    Ok(apply(model, as_of, customers, x, reasons))
 }
 
 /// The model applied to features built by [`features_at`].
@@ -71,16 +75,64 @@ pub fn apply(
     as_of: NaiveDate,
     customers: Vec<String>,
     x: FeatureMatrix,
-    contributions: bool,
+    reasons: Reasons,
 ) -> Predictions {
-    let (raw, contributions) = if contributions {
-        let (raw, c) = model.churn.predict_with_contributions(&x);
-        (raw, Some(c))
-    } else {
-        (model.churn.predict(&x), None)
+    let shap = match reasons {
+        Reasons::Shap => model.churn.shap_values(&x, None),
+        Reasons::Path | Reasons::None => None,
+    };
+    let (raw, contributions, shap) = match (reasons, shap) {
+        (_, Some(c)) => (model.churn.predict(&x), Some(c), true),
+        (Reasons::None, None) => (model.churn.predict(&x), None, false),
+        (_, None) => {
+            let (raw, c) = model.churn.predict_with_contributions(&x);
+            (raw, Some(c), false)
+        }
     };
     let churn_probability = model.calibrator.apply_all(&raw);
     let predicted_clv = model.clv.predict(&x);
     let uplift = model.uplift.as_ref().map(|u| u.predict(&x));
-    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions, uplift }
+    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions, shap, uplift }
 }
+
+/// The churn reasons of every customer eligible at `as_of` as a table: `customer_id`, one
+/// column per feature (model order) with its contribution to the churn log-odds, and
+/// `expected_value`; each row adds up to the customer's log-odds before calibration. The
+/// flag says whether they are exact SHAP values (else path attributions: a model trained
+/// before fidelis stored its trees' covers).
+pub fn explain_at(
+    model: &LoadedModel,
+    daily: &Daily,
+    signals: &SignalData,
+    as_of: NaiveDate,
+) -> Result<(polars::prelude::DataFrame, bool)> {
+    let (customers, x) = features_at(model, daily, signals, as_of)?;
+    let (values, exact) = match model.churn.shap_values(&x, None) {
+        Some(v) => (v, true),
+        None => (model.churn.predict_with_contributions(&x).1, false),
+    };
+    Ok((contributions_frame(customers, &x.names, &values)?, exact))
+}
+
+/// `customer_id`, one column per name and `expected_value` from row-major contributions
+/// (`names.len() + 1` a row, the bias last).
+pub fn contributions_frame(
+    customers: Vec<String>,
+    names: &[String],
+    values: &[f64],
+) -> Result<polars::prelude::DataFrame> {
+    use polars::prelude::{Column, DataFrame};
+    let w = names.len() + 1;
+    let n = values.len() / w;
+    let mut cols = Vec::with_capacity(w + 1);
+    if !customers.is_empty() {
+        cols.push(Column::new(CUSTOMER.into(), customers));
+    }
+    for (c, name) in names.iter().chain(std::iter::once(&EXPECTED_VALUE.to_string())).enumerate() {
+        cols.push(Column::new(name.as_str().into(), (0..n).map(|r| values[r * w + c]).collect::<Vec<f64>>()));
+    }
+    DataFrame::new_infer_height(cols).polars("assembling the contributions")
+}
+
+/// The bias column of [`contributions_frame`].
+pub const EXPECTED_VALUE: &str = "expected_value";

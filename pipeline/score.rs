@@ -18,15 +18,13 @@
 //! | `risk_rank`, `in_top_decile` | 1 = riskiest by `output.rank_by`; in the top `round(top_share * n)` |
 //! | `score_change` | risk score minus the customer's score in the previous run (null if none) |
 //! | `rfm_r`, `rfm_f`, `rfm_m`, `rfm_segment` | quintiles 1-5 over the scored base, and the segment |
-//! | `top_reasons` | up to three features pushing this customer's churn score up the most |
+//! | `top_reasons` | up to three features pushing this customer's churn score up the most, as `name=value (+contribution)` |
 //!
-//! `top_reasons` come from path attributions (forust's `Average` method, Saabas-style): each
-//! split on a customer's decision path credits its feature with the change in the tree's
-//! expected value; contributions sum to the churn log-odds (docs/weekly.md compares the cost
-//! with exact TreeSHAP). When
-//! the shipped churn model is the logistic regression or the blend, its contributions
-//! (coefficient x scaled value) are added with the mix's weights, so they still sum to the
-//! log-odds that is scored.
+//! `top_reasons` come from exact SHAP values of the churn log-odds (`ChurnModel::shap_values`:
+//! TreeSHAP for the GBDT, the logistic regression's and the BG/NBD's own, a blend's weighted
+//! sum), so they add up to the log-odds that is scored. A model trained before fidelis stored
+//! its trees' covers explains with path attributions (Saabas: each split on the customer's
+//! path credits its feature with the change in the node value), the reasons it always had.
 //!
 //! RFM: R from `recency_days` (recent = 5), F from `count_life`, M from `amount_life`, each
 //! the quintile of the customer's average rank. Segments by (R, F), the usual table:
@@ -109,12 +107,32 @@ pub fn rfm_segment(r: i32, f: i32) -> &'static str {
     }
 }
 
-/// Names of up to `k` features with the largest positive contributions in a SHAP row
-/// (`names.len() + 1` values, the last being the bias).
-fn top_reasons(row: &[f64], names: &[String], k: usize) -> String {
+/// Up to `k` features with the largest positive contributions in a row of contributions
+/// (`names.len() + 1` values, the last being the bias), each as `name=value (+contribution)`
+/// (`recency_days=84 (+0.92)`), joined by `, `; `value(i)` is the customer's value of
+/// feature `i`.
+fn top_reasons(row: &[f64], names: &[String], value: impl Fn(usize) -> f64, k: usize) -> String {
     let mut idx: Vec<usize> = (0..names.len()).filter(|&i| row[i] > 0.0).collect();
-    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]));
-    idx.iter().take(k).map(|&i| names[i].as_str()).collect::<Vec<_>>().join(", ")
+    idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    idx.iter()
+        .take(k)
+        .map(|&i| format!("{}={} ({:+.2})", names[i], feature_value(value(i)), row[i]))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A feature value as a reason shows it: whole numbers without decimals, others to two
+/// decimals (three significant digits below 1), `missing` for no value.
+fn feature_value(v: f64) -> String {
+    if !v.is_finite() {
+        "missing".into()
+    } else if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
 }
 
 /// Score every customer eligible at `as_of` in `tx` (the ingest contract frame).
@@ -406,7 +424,9 @@ pub fn local_scores(
     };
     let k = preds.x.names.len() + 1;
     let reasons: Vec<String> = match &preds.contributions {
-        Some(c) => (0..n).map(|i| top_reasons(&c[i * k..(i + 1) * k], &preds.x.names, 3)).collect(),
+        Some(c) => (0..n)
+            .map(|i| top_reasons(&c[i * k..(i + 1) * k], &preds.x.names, |f| preds.x.get(i, f), 3))
+            .collect(),
         None => vec![String::new(); n],
     };
     // `+ 0.0` turns -0.0 into 0.0: one zero, whose ties every engine breaks by customer id.
@@ -707,7 +727,17 @@ mod tests {
     #[test]
     fn top_reasons_are_the_largest_positive_contributions() {
         let names: Vec<String> = ["a", "b", "c", "d"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(top_reasons(&[0.1, -0.5, 0.7, 0.3, 9.0], &names, 3), "c, d, a");
-        assert_eq!(top_reasons(&[-0.1, -0.5, 0.7, 0.0, 9.0], &names, 3), "c");
+        let values = [84.0, 0.5, 1234.56, f64::NAN];
+        let value = |f: usize| values[f];
+        // The bias (9.0) is never a reason; ties in contribution go by feature order.
+        assert_eq!(
+            top_reasons(&[0.1, -0.5, 0.7, 0.3, 9.0], &names, value, 3),
+            "c=1235 (+0.70), d=missing (+0.30), a=84 (+0.10)"
+        );
+        assert_eq!(top_reasons(&[-0.1, -0.5, 0.7, 0.0, 9.0], &names, value, 3), "c=1235 (+0.70)");
+        assert_eq!(top_reasons(&[0.2, 0.2, 0.0, 0.0, 0.0], &names, value, 1), "a=84 (+0.20)");
+        assert_eq!(feature_value(2.345), "2.35");
+        assert_eq!(feature_value(0.01234), "0.012");
+        assert_eq!(feature_value(-3.0), "-3");
     }
 }

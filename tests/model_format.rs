@@ -58,8 +58,24 @@ fn a_model_of_the_first_format_loads_and_scores_as_it_did() {
             "{name} is null without an uplift model"
         );
     }
+    // And `top_reasons` show each feature's value and contribution (`recency_days=84
+    // (+0.92)`): the features named are the ones named then, in the same order (a model of
+    // then explains with the path attributions it had).
+    let names = |df: &DataFrame| -> Vec<String> {
+        let r = df.column("top_reasons").unwrap().str().unwrap().clone();
+        r.iter()
+            .map(|v| {
+                let v = v.unwrap_or_default();
+                v.split(", ").map(|part| part.split('=').next().unwrap_or_default()).collect::<Vec<_>>().join(", ")
+            })
+            .collect()
+    };
+    assert_eq!(names(&then), names(&now));
+    assert!(names(&now).iter().zip(now.column("top_reasons").unwrap().str().unwrap().iter()).any(|(n, r)| {
+        r.is_some_and(|r| r.contains('=') && r != n)
+    }));
     for name in then.get_column_names() {
-        if name == "contact" {
+        if name == "contact" || name == "top_reasons" {
             continue;
         }
         assert!(

@@ -57,7 +57,7 @@ fn scores(rows: &[Row]) -> DataFrame {
         "contact" => vec![true; n],
         "risk_rank" => risk_rank.clone(),
         "in_top_decile" => risk_rank.iter().map(|&r| r <= 2).collect::<Vec<_>>(),
-        "top_reasons" => vec!["recency_days, count_90d"; n],
+        "top_reasons" => vec!["recency_days=84 (+0.92), count_90d=0 (+0.41)"; n],
         "health_score" => health,
         "health_colour" => colour,
         "review_flag" => vec![false; n],
@@ -465,7 +465,7 @@ fn crm_upserts_in_batches_with_idempotency_keys_and_a_csv() {
     // Risk-rank order: C (critical) first.
     assert_eq!(recs[0]["customer_id"], "C");
     assert_eq!(recs[0]["idempotency_key"], "2024-12-10:C");
-    assert_eq!(recs[0]["top_reasons"], serde_json::json!(["recency_days", "count_90d"]));
+    assert_eq!(recs[0]["top_reasons"], serde_json::json!(["recency_days=84 (+0.92)", "count_90d=0 (+0.41)"]));
     let csv = std::fs::read_to_string(dir.path().join("crm/as_of=2024-12-10/Churn_Risk_High.csv")).unwrap();
     assert!(csv.starts_with("Customer ID,Segment,As Of,Risk Score"), "{csv}");
     assert_eq!(csv.lines().count(), 5);

@@ -227,7 +227,8 @@ fn score_writes_every_column_and_the_top_decile() {
     assert_eq!(top_p, sorted[..top.height()].to_vec());
     let ranks: Vec<u32> = top.column("risk_rank").unwrap().u32().unwrap().into_no_null_iter().collect();
     assert_eq!(ranks, (1..=top.height() as u32).collect::<Vec<_>>());
-    // Risk levels follow the scores' bands; reasons are feature names.
+    // Risk levels follow the scores' bands; reasons are `feature=value (+contribution)`, the
+    // largest positive contributions first.
     let reasons = scores.column("top_reasons").unwrap().str().unwrap().clone();
     let model: serde_json::Value = serde_json::from_slice(
         &fs::read(ws.path().join("models").join(latest(ws.path())).join("model.json")).unwrap(),
@@ -235,9 +236,24 @@ fn score_writes_every_column_and_the_top_decile() {
     .unwrap();
     let features: HashSet<&str> =
         model["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut named = 0;
     for r in reasons.iter().flatten().filter(|r| !r.is_empty()) {
-        assert!(r.split(", ").count() <= 3 && r.split(", ").all(|f| features.contains(f)), "{r}");
+        let parts: Vec<(&str, f64)> = r
+            .split(", ")
+            .map(|part| {
+                let (name, rest) = part.split_once('=').unwrap_or_else(|| panic!("{r}"));
+                let c = rest
+                    .rsplit_once(" (+")
+                    .and_then(|(_, c)| c.strip_suffix(')'))
+                    .unwrap_or_else(|| panic!("{r}"));
+                (name, c.parse::<f64>().unwrap_or_else(|_| panic!("{r}")))
+            })
+            .collect();
+        assert!(parts.len() <= 3 && parts.iter().all(|(f, c)| features.contains(f) && *c >= 0.0), "{r}");
+        assert!(parts.windows(2).all(|w| w[0].1 >= w[1].1), "{r}");
+        named += 1;
     }
+    assert!(named > n / 2, "{named} of {n} customers have reasons");
     // No previous run: score_change is null everywhere.
     assert_eq!(scores.column("score_change").unwrap().null_count(), n);
 }

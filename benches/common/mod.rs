@@ -56,6 +56,38 @@ pub fn ensure_data(root: &Path, customers: usize) -> PathBuf {
     file
 }
 
+/// The model the scoring benches score with: trained on `train_size` customers of the same
+/// generator (training at 1M is the training benchmark's business), cached in
+/// `root/models_<train_size>` while it has the features this fidelis builds and was trained
+/// by a fidelis that stores its trees' covers (exact SHAP reasons).
+pub fn ensure_model(root: &Path, train_size: usize) -> PathBuf {
+    let small = ensure_data(root, train_size);
+    let models = root.join(format!("models_{train_size}"));
+    let train_cfg = root.join(format!("train_{train_size}.toml"));
+    std::fs::write(
+        &train_cfg,
+        format!(
+            "[input.transactions]\npath = {:?}\n\n[paths]\nmodels_dir = {:?}\nreports_dir = {:?}\n",
+            small.display().to_string(),
+            models.display().to_string(),
+            root.join("reports").display().to_string()
+        ),
+    )
+    .unwrap();
+    let features = fidelis::features::FeatureSpec::from_config(&fidelis::Config::default()).names();
+    let dir = fidelis::model::store::resolve(&models, None).ok();
+    let cached = dir.as_ref().is_some_and(|dir| {
+        fidelis::model::load::read_info(dir).is_ok_and(|info| info.features == features)
+            && fidelis::model::load::read_metrics(dir).is_ok_and(|m| m.gbdt.churn_contributions_shap)
+    });
+    if !cached {
+        let _ = std::fs::remove_dir_all(&models);
+        eprintln!("training the benchmark model on {train_size} customers (cached in {})", models.display());
+        run(&["train", "--config", train_cfg.to_str().unwrap(), "-q"], &[]);
+    }
+    models
+}
+
 /// In-process step timings from `RUST_LOG=info`: lines `... ] label: 1.23s`.
 pub fn steps(stderr: &[u8]) -> Vec<(String, f64)> {
     String::from_utf8_lossy(stderr)

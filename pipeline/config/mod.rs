@@ -640,6 +640,20 @@ pub enum RankBy {
     IncrementalValue,
 }
 
+/// How the scores' `top_reasons` explain each churn score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Reasons {
+    /// Exact SHAP values (TreeSHAP for the GBDT): consistent, add up to the log-odds.
+    #[default]
+    Shap,
+    /// Path attributions (Saabas): cheaper, split-order dependent; what reasons were before
+    /// SHAP (and still are for models trained before fidelis stored its trees' covers).
+    Path,
+    /// No reasons (`top_reasons` empty).
+    None,
+}
+
 /// Scoring output: which sinks a run writes and how the top-risk segment is chosen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -660,6 +674,8 @@ pub struct OutputConfig {
     pub rank_by: RankBy,
     /// Share of scored customers in the top-risk segment (round(share x n) customers).
     pub top_share: f64,
+    /// How `top_reasons` explain each churn score.
+    pub reasons: Reasons,
     /// Set by `backtest`: ignore `FIDELIS_PG_URL` (not a config key).
     #[serde(skip)]
     pub no_env_sinks: bool,
@@ -675,6 +691,7 @@ impl Default for OutputConfig {
             tables: TableNames::default(),
             rank_by: RankBy::Probability,
             top_share: 0.1,
+            reasons: Reasons::Shap,
             no_env_sinks: false,
         }
     }

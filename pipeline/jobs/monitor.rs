@@ -60,7 +60,8 @@ pub fn observe(
         let p = match predictions.filter(|p| p.as_of == as_of) {
             Some(p) => p,
             None => {
-                computed = predict::predict_at(model, &s.daily, &s.signals, as_of, false)?;
+                computed =
+                    predict::predict_at(model, &s.daily, &s.signals, as_of, crate::config::Reasons::None)?;
                 &computed
             }
         };

@@ -130,6 +130,7 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
 /// Features and predictions at `as_of`, with the churn reasons (timed in the log as laps of
 /// the scoring step).
 fn predictions(
+    cfg: &Config,
     model: &LoadedModel,
     daily: &Daily,
     signals: &SignalData,
@@ -139,7 +140,7 @@ fn predictions(
     let lap = |what: &str| log::info!("score: {what} done at {:.2}s", clock.elapsed().as_secs_f64());
     let (customers, x) = predict::features_at(model, daily, signals, as_of)?;
     lap("features");
-    let p = predict::apply(model, as_of, customers, x, true);
+    let p = predict::apply(model, as_of, customers, x, cfg.output.reasons);
     lap("predictions and contributions");
     Ok(p)
 }
@@ -156,7 +157,7 @@ pub fn score_frame(
     previous: Option<&PreviousRun>,
     health_history: &HashMap<String, [f64; 2]>,
 ) -> Result<ScoreRun> {
-    let preds = predictions(model, &features::daily_activity(tx)?, signals, as_of)?;
+    let preds = predictions(cfg, model, &features::daily_activity(tx)?, signals, as_of)?;
     score::score(cfg, model, &preds, signals, previous, health_history)
 }
 
@@ -196,7 +197,7 @@ pub fn score_to_parquet(
     };
     let (preds, mut run) =
         progress.step("score", &format!("scoring customers eligible at {as_of}"), || {
-            let mut preds = predictions(model, daily, signals, as_of)?;
+            let mut preds = predictions(cfg, model, daily, signals, as_of)?;
             let run = score::score(cfg, model, &preds, signals, previous.as_ref(), &health_history)?;
             // The reasons are in the scores now; monitoring needs only features and scores.
             preds.contributions = None;

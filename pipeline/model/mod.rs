@@ -8,6 +8,7 @@
 
 pub mod decision;
 pub mod load;
+pub mod record;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -139,6 +140,55 @@ pub struct GbdtInfo {
     /// a feature moves individual scores, the per-customer view of importance).
     #[serde(default)]
     pub churn_mean_abs_contribution: BTreeMap<String, f64>,
+    /// Whether those contributions are exact SHAP values (every model trained since fidelis
+    /// stored its trees' covers) or path attributions.
+    #[serde(default)]
+    pub churn_contributions_shap: bool,
+    /// For the features with the largest mean absolute contribution, holdout customers'
+    /// values and contributions (the evaluation report's dependence plots).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub churn_dependence: Vec<Dependence>,
+}
+
+/// One feature's dependence plot: `(value, contribution to the churn log-odds)` of holdout
+/// customers (an evenly spaced subset of the rows, missing values left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dependence {
+    pub feature: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+impl Dependence {
+    /// Features in the report's dependence plots.
+    pub const FEATURES: usize = 3;
+    /// Customers per plot at most.
+    pub const POINTS: usize = 400;
+
+    /// The plots of the [`Self::FEATURES`] features with the largest mean absolute
+    /// contribution (`mean_abs`, by column), from row-major contributions (`x.cols() + 1` a
+    /// row) of the rows of `x`.
+    pub fn top(
+        x: &crate::features::FeatureMatrix,
+        contributions: &[f64],
+        mean_abs: &[f64],
+    ) -> Vec<Dependence> {
+        let w = x.cols() + 1;
+        let mut order: Vec<usize> = (0..x.cols()).filter(|&c| mean_abs[c] > 0.0).collect();
+        order.sort_by(|&a, &b| mean_abs[b].total_cmp(&mean_abs[a]).then(a.cmp(&b)));
+        let step = x.rows.div_ceil(Self::POINTS).max(1);
+        order
+            .into_iter()
+            .take(Self::FEATURES)
+            .map(|c| Dependence {
+                feature: x.names[c].clone(),
+                points: (0..x.rows)
+                    .step_by(step)
+                    .map(|r| (x.get(r, c), contributions[r * w + c]))
+                    .filter(|p| p.0.is_finite() && p.1.is_finite())
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// `metrics.json`: the fixed-schema evaluation of one trained model.

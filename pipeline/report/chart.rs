@@ -63,11 +63,13 @@ pub struct Line {
     pub dashed: bool,
     /// Draw the points as dots (small series such as deciles or weekly values).
     pub dots: bool,
+    /// Only small dots, no line between them (a scatter of many points).
+    pub scatter: bool,
 }
 
 impl Line {
     pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>, color: usize) -> Line {
-        Line { name: name.into(), points, color, dashed: false, dots: false }
+        Line { name: name.into(), points, color, dashed: false, dots: false, scatter: false }
     }
 
     pub fn dashed(mut self) -> Line {
@@ -77,6 +79,11 @@ impl Line {
 
     pub fn dots(mut self) -> Line {
         self.dots = true;
+        self
+    }
+
+    pub fn scatter(mut self) -> Line {
+        self.scatter = true;
         self
     }
 }
@@ -201,6 +208,11 @@ pub fn line_chart(c: &LineChart) -> Result<String> {
         for l in &c.lines {
             let style = ShapeStyle::from(color(l.color)).stroke_width(2);
             let pts = l.points.iter().copied().filter(|p| p.0.is_finite() && p.1.is_finite());
+            if l.scatter {
+                let dot = ShapeStyle::from(color(l.color).mix(0.5)).filled();
+                chart.draw_series(pts.map(|p| Circle::new(p, 2, dot))).map_err(|e| chart_err(what, e))?;
+                continue;
+            }
             let series = if l.dashed {
                 chart.draw_series(DashedLineSeries::new(pts.collect::<Vec<_>>(), 6, 4, style))
             } else {

@@ -142,6 +142,10 @@ pub struct EvaluationReport {
     pub gains: Vec<GainsRow>,
     pub decision: DecisionView,
     pub features: Vec<FeatureRow>,
+    /// Whether the contributions are exact SHAP values (else path attributions).
+    pub contributions_shap: bool,
+    /// Dependence plots of the top features (empty for models trained before them).
+    pub dependence: Vec<crate::model::Dependence>,
     pub clv_deciles: Vec<ClvDecile>,
     pub revenue_capture: Vec<Curve>,
     pub comparison: Vec<ModelRow>,
@@ -466,6 +470,8 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         engine: m.gbdt.engine.clone(),
         churn_trees: m.gbdt.churn_trees,
         clv_trees: m.gbdt.clv_trees,
+        contributions_shap: m.gbdt.churn_contributions_shap,
+        dependence: m.gbdt.churn_dependence.clone(),
         data_path: info.validation.path.display().to_string(),
         transactions: info.validation.transactions,
         customers: info.validation.customers,
@@ -955,9 +961,10 @@ fn section_features(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
                 .total_cmp(&a.churn_mean_abs_contribution.unwrap_or(0.0))
         });
         let top: Vec<&FeatureRow> = by_contrib.into_iter().take(15).collect();
+        let what = if r.contributions_shap { "SHAP value" } else { "contribution" };
         let svg = chart::hbar_chart(&HBarChart {
-            title: "Mean |contribution| to the churn log-odds, holdout".into(),
-            x_label: "mean absolute contribution (log-odds)".into(),
+            title: format!("Mean |{what}| to the churn log-odds, holdout"),
+            x_label: format!("mean absolute {what} (log-odds)"),
             labels: top.iter().map(|f| f.feature.clone()).collect(),
             series: vec![(
                 "churn".into(),
@@ -968,9 +975,35 @@ fn section_features(d: &mut Doc, r: &EvaluationReport) -> Result<()> {
             "contributions",
             svg,
             &format!(
-                "Per customer, {} moves the churn score the most (on average {:.3} log-odds); these contributions are the `top_reasons` of the weekly scores.",
+                "Per customer, {} moves the churn score the most (on average {:.3} log-odds); these contributions ({}) are the `top_reasons` of the weekly scores.",
                 top.first().map_or("-", |f| f.feature.as_str()),
-                top.first().and_then(|f| f.churn_mean_abs_contribution).unwrap_or(f64::NAN)
+                top.first().and_then(|f| f.churn_mean_abs_contribution).unwrap_or(f64::NAN),
+                if r.contributions_shap {
+                    "exact SHAP values by TreeSHAP"
+                } else {
+                    "path attributions: a model trained before fidelis stored its trees' covers"
+                }
+            ),
+        );
+    }
+    for (i, dep) in r.dependence.iter().enumerate() {
+        let svg = chart::line_chart(&LineChart {
+            title: format!("SHAP dependence: {}", dep.feature),
+            x_label: dep.feature.clone(),
+            y_label: "SHAP value (churn log-odds)".into(),
+            lines: vec![Line::new("", dep.points.clone(), 0).scatter()],
+            hlines: vec![HLine { y: 0.0, label: "no effect".into(), color: 5 }],
+            ..Default::default()
+        })?;
+        let raises = dep.points.iter().filter(|p| p.1 > 0.0).count();
+        d.chart(
+            &format!("dependence-{}", i + 1),
+            svg,
+            &format!(
+                "Each dot is a holdout customer ({} shown): the value of {} and how much it moved that customer's churn log-odds; it raised the score for {} of them.",
+                dep.points.len(),
+                dep.feature,
+                raises
             ),
         );
     }

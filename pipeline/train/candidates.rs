@@ -193,6 +193,26 @@ pub struct BgnbdExplainer {
 }
 
 impl BgnbdExplainer {
+    /// The explainer of the BG/NBD `p` the scoring features use (fitted at the end of the
+    /// data) with the `rows`' median active days, recency and tenure as the reference; none
+    /// without a BG/NBD or with an input missing or never finite.
+    pub fn at_fit_rows(
+        x: &FeatureMatrix,
+        rows: &[usize],
+        p: Option<&crate::bgnbd::Probabilistic>,
+        horizon_days: i32,
+    ) -> Option<BgnbdExplainer> {
+        let p = p?;
+        let mut reference = [0.0; 3];
+        for (r, name) in reference.iter_mut().zip(BGNBD_INPUTS) {
+            let c = x.names.iter().position(|n| n == name)?;
+            let mut v: Vec<f64> = rows.iter().map(|&i| x.get(i, c)).filter(|v| v.is_finite()).collect();
+            v.sort_by(f64::total_cmp);
+            *r = *v.get(v.len() / 2)?;
+        }
+        Some(BgnbdExplainer { bgnbd: p.bgnbd, horizon_days: f64::from(horizon_days), reference })
+    }
+
     fn log_odds(&self, v: [f64; 3]) -> f64 {
         let (active, recency, tenure) = (v[0].max(1.0), v[1], v[2]);
         let c = crate::bgnbd::Rfm { x: active - 1.0, t_x: (tenure - recency).max(0.0), t: tenure };
@@ -227,6 +247,20 @@ impl BgnbdExplainer {
 }
 
 impl ChurnModel {
+    /// The BG/NBD mix's explainer ([`BgnbdExplainer::at_fit_rows`]); nothing for the other
+    /// mixes.
+    pub fn add_explainer(
+        &mut self,
+        x: &FeatureMatrix,
+        fit_rows: &[usize],
+        p: Option<&crate::bgnbd::Probabilistic>,
+        horizon_days: i32,
+    ) {
+        if self.mix == ChurnMix::Bgnbd {
+            self.explain = BgnbdExplainer::at_fit_rows(x, fit_rows, p, horizon_days);
+        }
+    }
+
     /// Per-row (GBDT, logistic) log-odds weights, falling back to the GBDT alone for an
     /// artifact without a logistic model.
     fn weights(&self) -> (f64, f64) {
@@ -300,6 +334,37 @@ impl ChurnModel {
             _ => None,
         };
         (combine(self.mix, g.as_deref(), l.as_deref()), c)
+    }
+}
+
+impl ChurnModel {
+    /// Exact SHAP values of the churn log-odds for the rows `rows` of `x` (every row when
+    /// `None`), row-major `rows x (cols + 1)`, the expected value last: the GBDT's by TreeSHAP,
+    /// the logistic regression's its coefficient times the standardized value (exact for a
+    /// linear model: the value's mean over the fit rows is 0), the BG/NBD mix's the Shapley
+    /// shares of its three inputs; a blend's are the weighted sum of its parts', so each row
+    /// still adds up to the log-odds scored. `None` when the GBDT's trees do not record their
+    /// covers (models trained before fidelis stored them).
+    pub fn shap_values(&self, x: &FeatureMatrix, rows: Option<&[usize]>) -> Option<Vec<f64>> {
+        let subset;
+        let xs = match rows {
+            Some(r) => {
+                subset = x.select_rows(r);
+                &subset
+            }
+            None => x,
+        };
+        let (wg, wl) = self.weights();
+        if self.mix == ChurnMix::Bgnbd || wg == 0.0 {
+            return Some(self.predict_with_contributions(xs).1);
+        }
+        let mut c: Vec<f64> = self.gbdt.shap(x, rows)?.into_iter().map(|v| wg * v).collect();
+        if let Some(l) = self.logistic.as_ref().filter(|_| wl > 0.0) {
+            for (a, v) in c.iter_mut().zip(l.contributions(xs)) {
+                *a += wl * v;
+            }
+        }
+        Some(c)
     }
 }
 
@@ -650,6 +715,42 @@ mod tests {
         // The regular: many active days and a recent purchase pull it down.
         let regular = &c[10..15];
         assert!(regular[0] < 0.0 && regular[2] < 0.0, "{regular:?}");
+    }
+
+    #[test]
+    fn shap_values_of_every_mix_add_up_to_the_log_odds_scored() {
+        let mut r = crate::rng::Rng::new(11);
+        let n = 600;
+        let cols: Vec<Vec<f64>> = (0..3).map(|_| (0..n).map(|_| r.uniform() * 4.0).collect()).collect();
+        let y: Vec<f64> = (0..n)
+            .map(|i| f64::from(u8::from(r.uniform() < sigmoid(cols[0][i] - cols[1][i] * cols[2][i] / 4.0))))
+            .collect();
+        let mut data: Vec<f64> = cols.concat();
+        data[5] = f64::NAN;
+        let x = FeatureMatrix { names: vec!["a".into(), "b".into(), "c".into()], rows: n, data };
+        let cfg = crate::config::GbdtConfig { iterations: 40, max_depth: 3, ..Default::default() };
+        let gbdt = Engine::fit(&cfg, crate::train::gbdt::Task::Churn, &x, &y, None).unwrap();
+        let logistic = Logistic::fit(&x, &y, 1.0).unwrap();
+        let rows = [0usize, 5, 17, 599];
+        for mix in [ChurnMix::Gbdt, ChurnMix::Logistic, ChurnMix::Blend] {
+            let model =
+                ChurnModel { mix, gbdt: gbdt.clone(), logistic: Some(logistic.clone()), explain: None };
+            let p = model.predict(&x);
+            let all = model.shap_values(&x, None).unwrap();
+            let some = model.shap_values(&x, Some(&rows)).unwrap();
+            for (k, &i) in rows.iter().enumerate() {
+                let row = &all[i * 4..i * 4 + 4];
+                assert!(
+                    (row.iter().sum::<f64>() - logit(p[i], 1e-12)).abs() < 1e-9,
+                    "{mix:?} row {i}: {row:?}"
+                );
+                assert_eq!(
+                    &some[k * 4..k * 4 + 4],
+                    row,
+                    "{mix:?}: a subset of rows gives those rows' values"
+                );
+            }
+        }
     }
 
     #[test]

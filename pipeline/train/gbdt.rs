@@ -73,6 +73,14 @@ pub trait Gbdt: Sized + Send + Sync {
         flat_output(task, flat, x, true)
     }
 
+    /// Exact SHAP values ([`super::shap`]) in margin units of the rows `rows` of `x` (every
+    /// row when `None`), row-major `rows x (cols + 1)`, the expected value last; each row adds
+    /// up to the margin. `None` when the trees do not record their covers (models trained
+    /// before fidelis stored them, forust-ml models).
+    fn shap(&self, _x: &FeatureMatrix, _rows: Option<&[usize]>) -> Option<Vec<f64>> {
+        None
+    }
+
     /// Total split gain per feature, normalized to sum to 1.
     fn importance_gain(&self, n_features: usize) -> Vec<f64>;
 
@@ -273,6 +281,11 @@ impl Gbdt for HistGbdt {
         (self.task, &self.flat)
     }
 
+    fn shap(&self, x: &FeatureMatrix, rows: Option<&[usize]>) -> Option<Vec<f64>> {
+        super::shap::covers_known(&self.trees)
+            .then(|| super::shap::tree_shap(self.base, &self.trees, x, rows))
+    }
+
     fn importance_gain(&self, n_features: usize) -> Vec<f64> {
         (0..n_features).map(|i| self.importance.get(i).copied().unwrap_or(0.0)).collect()
     }
@@ -363,6 +376,13 @@ impl Gbdt for AnyGbdt {
         match self {
             AnyGbdt::Hist(m) => m.compiled(),
             AnyGbdt::Forust(m) => m.compiled(),
+        }
+    }
+
+    fn shap(&self, x: &FeatureMatrix, rows: Option<&[usize]>) -> Option<Vec<f64>> {
+        match self {
+            AnyGbdt::Hist(m) => m.shap(x, rows),
+            AnyGbdt::Forust(_) => None,
         }
     }
 

@@ -131,9 +131,17 @@ pub(crate) struct Node {
     /// The node's Newton value (margin units, learning rate applied): a leaf's prediction;
     /// an inner node's value is what its subtree would predict as one leaf (contributions).
     pub value: f64,
+    /// Training rows that reached the node (TreeSHAP's cover); 0 in models written before
+    /// covers were stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cover: f64,
     /// The split's last left bin while fitting (not stored).
     #[serde(skip)]
     pub bin: u16,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -699,6 +707,7 @@ impl Grower<'_> {
             left: 0,
             right: 0,
             value,
+            cover: rows.len() as f64,
             bin: 0,
         });
         let split = hist.as_ref().and_then(|hist| self.best_split(hist, rows.len(), g, h));
@@ -762,6 +771,7 @@ impl Grower<'_> {
             left: l,
             right: r,
             value,
+            cover: rows.len() as f64,
             bin: s.bin,
         };
         id

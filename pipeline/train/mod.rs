@@ -21,6 +21,7 @@ pub mod linear;
 pub mod oot;
 pub mod poisson;
 pub mod refit;
+pub mod shap;
 pub mod uplift;
 
 use polars::prelude::*;

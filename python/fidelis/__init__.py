@@ -189,6 +189,29 @@ class Model:
             self._native.features(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
         )
 
+    def explain(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None) -> Any:
+        """Why each customer eligible at ``as_of`` got their churn score: ``customer_id``, one
+        column per feature with its contribution to the churn log-odds, and
+        ``expected_value``; each row adds up to the customer's log-odds before calibration.
+        The contributions are exact SHAP values (TreeSHAP for the GBDT, as ``shap``'s
+        ``TreeExplainer`` computes them; the logistic regression's and the BG/NBD's exactly;
+        a blend's weighted sum) and the table's schema metadata says ``method: shap``;
+        models trained before fidelis stored their trees' covers explain with path
+        attributions (``method: path``). The scores' ``top_reasons`` are each row's three
+        largest positive contributions.
+
+        >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
+        >>> tx = pq.read_table("tests/fixtures/model_v1/data/transactions.parquet")
+        >>> why = m.explain(tx, as_of="2024-12-31")
+        >>> why.num_rows, why.column_names[-1], why.schema.metadata[b"method"]  # an old model
+        (399, 'expected_value', b'path')
+        """
+        capsule, exact = self._native.explain(
+            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers)
+        )
+        table = _table(capsule)
+        return table.replace_schema_metadata({"method": "shap" if exact else "path"})
+
     def __repr__(self) -> str:
         return f"fidelis.Model({self.model_id!r}, dir={self.model_dir!r})"
 

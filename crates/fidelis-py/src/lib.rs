@@ -421,7 +421,13 @@ impl NativeModel {
         let local = py
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
-                let preds = fidelis::predict::predict_at(&self.model, &daily, &signals, as_of, true)?;
+                let preds = fidelis::predict::predict_at(
+                    &self.model,
+                    &daily,
+                    &signals,
+                    as_of,
+                    self.cfg.output.reasons,
+                )?;
                 let mut local = fidelis::score::local_scores(&self.cfg, &self.model, &preds, &signals)?;
                 fidelis::score::add_signal_columns(&mut local, &self.cfg, &signals, &preds, &history)?;
                 if drift {
@@ -725,6 +731,51 @@ impl NativeModel {
             .map_err(py_err)?;
         export_frame(py, frame)
     }
+
+    /// The churn reasons of every customer eligible at `as_of` (`predict::explain_at`):
+    /// `customer_id`, each feature's contribution to the churn log-odds, `expected_value`;
+    /// and whether they are exact SHAP values.
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    fn explain<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        as_of: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, bool)> {
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
+        let (frame, exact) = py
+            .detach(|| -> fidelis::error::Result<(DataFrame, bool)> {
+                let daily = fidelis::features::daily_activity(&tx.frame)?;
+                fidelis::predict::explain_at(&self.model, &daily, &signals, as_of)
+            })
+            .map_err(py_err)?;
+        Ok((export_frame(py, frame)?, exact))
+    }
+}
+
+/// TreeSHAP values of one stored GBDT (the text of a model directory's `churn.json` or
+/// `clv.json`) for a table of its features (columns in model order, every one numeric): one
+/// column per feature and `expected_value`, in the GBDT's margin units.
+#[pyfunction]
+fn tree_shap<'py>(
+    py: Python<'py>,
+    model_json: &str,
+    features: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyCapsule>> {
+    use fidelis::train::gbdt::{AnyGbdt, Gbdt};
+    let gbdt = AnyGbdt::from_json(model_json).map_err(py_err)?;
+    let df = import_frame(features, "features")?;
+    let names: Vec<String> = df.get_column_names().iter().map(|c| c.to_string()).collect();
+    let x = fidelis::features::FeatureMatrix::from_frame(&df, &names).map_err(py_err)?;
+    let values = gbdt.shap(&x, None).ok_or_else(|| {
+        PyValueError::new_err(
+            "the model's trees do not record their covers (trained before fidelis stored them)",
+        )
+    })?;
+    let frame = fidelis::predict::contributions_frame(Vec::new(), &names, &values).map_err(py_err)?;
+    export_frame(py, frame)
 }
 
 /// Load a model: a model directory, or a models directory (`latest`, or `model_id`);
@@ -954,6 +1005,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(top_size, m)?)?;
     m.add_function(wrap_pyfunction!(score_columns, m)?)?;
     m.add_function(wrap_pyfunction!(local_columns, m)?)?;
+    m.add_function(wrap_pyfunction!(tree_shap, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
     m.add_function(wrap_pyfunction!(merge_event_facts, m)?)?;

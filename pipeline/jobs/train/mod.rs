@@ -20,24 +20,22 @@ use crate::files::to_json_bytes;
 use crate::ingest::{self, Transactions, ValidationSummary};
 use crate::metrics;
 use crate::model::{
-    self, decision, file, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval,
-    DataFingerprint, DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, Role,
-    RolePredictions, SnapshotStats, TrainMetrics, TrainingSettings,
+    self, decision, file, record, BaselineEval, BaselinePredictions, CalibrationReport, ChurnEval, ClvEval,
+    DataFingerprint, DecisionArtifact, DecisionReport, Deployment, GbdtInfo, ModelInfo, RolePredictions,
+    TrainMetrics, TrainingSettings,
 };
 use crate::monitor::Reference;
 use crate::progress::Progress;
 use crate::schema;
 use crate::signals::{SignalData, SignalSpec};
 use crate::split::{self, SnapshotPlan};
-use crate::train::candidates::{
-    BgnbdExplainer, CandidateReport, ChurnMix, ChurnModel, ClvModel, BGNBD_INPUTS,
-};
+use crate::train::candidates::{CandidateReport, ChurnModel, ClvModel};
 use crate::train::gbdt::{Gbdt, Task};
 use crate::train::hist::Binned;
 use crate::train::oot::{self, OutOfTime, Trees};
 use crate::train::poisson::PoissonGbdt;
 use crate::train::uplift::UpliftReport;
-use crate::train::{baselines, choose, mean_abs_columns, pick, Dataset, Engine, RoleSet};
+use crate::train::{baselines, choose, mean_abs_columns, Dataset, Engine, RoleSet};
 
 /// Options of a training run beyond the config.
 #[derive(Debug, Clone, Default)]
@@ -273,9 +271,7 @@ fn fit_and_write(
         Ok::<_, Error>(Binned::new(&data.x, Some(&data.rows.fit), cfg.model.nbins as usize))
     })?;
     let mut fitted = fit_models(cfg, &inputs.plan, &data, &binned, &roles, progress)?;
-    if fitted.churn.mix == ChurnMix::Bgnbd {
-        fitted.churn.explain = bgnbd_explainer(cfg, &data.x, &data.rows.fit, probabilistic.as_ref());
-    }
+    fitted.churn.add_explainer(&data.x, &data.rows.fit, probabilistic.as_ref(), cfg.snapshots.horizon_days);
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let (uplift_report, uplift_model) = fit_uplift(cfg, frames.uplift, progress)?;
     // The refit and the comparison baselines are independent (and the baselines mostly
@@ -315,7 +311,7 @@ fn fit_and_write(
         decided.hold.of(&data.rows.holdout),
         &baseline_preds,
     )?;
-    let deployed = deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
+    let deployed = record::deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
     let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample, deployed };
     let (mut info, mut metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
     metrics.uplift = uplift_report;
@@ -355,77 +351,6 @@ fn fit_and_write(
         Ok::<_, Error>(dir)
     })?;
     Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
-}
-
-/// The reasons of the BG/NBD churn mix: the BG/NBD the scoring features use (fitted at the
-/// end of the data) and the fit rows' median active days, recency and tenure as the reference.
-fn bgnbd_explainer(
-    cfg: &Config,
-    x: &FeatureMatrix,
-    rows: &[usize],
-    p: Option<&Probabilistic>,
-) -> Option<BgnbdExplainer> {
-    let p = p?;
-    let mut reference = [0.0; 3];
-    for (r, name) in reference.iter_mut().zip(BGNBD_INPUTS) {
-        let c = x.names.iter().position(|n| n == name)?;
-        let mut v: Vec<f64> = rows.iter().map(|&i| x.get(i, c)).filter(|v| v.is_finite()).collect();
-        v.sort_by(f64::total_cmp);
-        *r = *v.get(v.len() / 2)?;
-    }
-    Some(BgnbdExplainer { bgnbd: p.bgnbd, horizon_days: f64::from(cfg.snapshots.horizon_days), reference })
-}
-
-/// What `metrics.json` says about the deployed models.
-fn deployment(
-    cfg: &Config,
-    data: &Dataset,
-    (churn, clv): (&ChurnModel, &ClvModel),
-    refit: bool,
-) -> Deployment {
-    // Refit: every row of the dataset; else the fit rows.
-    let days: Vec<i32> =
-        if refit { data.days.clone() } else { data.rows.fit.iter().map(|&i| data.days[i]).collect() };
-    let n = days.len();
-    let span = days
-        .iter()
-        .min()
-        .zip(days.iter().max())
-        .and_then(|(&a, &b)| Some((schema::date_of_day(a)?, schema::date_of_day(b)?)));
-    let labels_until = span.map(|(_, b)| b + chrono::Duration::days(i64::from(cfg.snapshots.horizon_days)));
-    let parts = if refit {
-        crate::train::refit::refit_parts(churn.mix, clv.mix, clv.poisson.is_some())
-    } else {
-        Vec::new()
-    };
-    let description = match (span, labels_until) {
-        (Some((a, b)), Some(u)) if refit => format!(
-            "refit on every matured label: {n} rows at the snapshots {a} to {b} (fit, validation and \
-             holdout; labels up to {u}), with the evaluated models' tree counts and penalty; parts \
-             refit: {}; the holdout numbers are those of the evaluated model, fitted on the fit \
-             snapshots only",
-            if parts.is_empty() {
-                "none (the shipped mixes fit nothing)".to_string()
-            } else {
-                parts.join(", ")
-            }
-        ),
-        (Some((a, b)), Some(u)) => format!(
-            "the evaluated model, fitted on {n} rows at the fit snapshots {a} to {b} (labels up to {u}); \
-             model.refit = false"
-        ),
-        _ => String::new(),
-    };
-    Deployment {
-        refit,
-        rows: n,
-        snapshots: span,
-        labels_until,
-        churn_trees: churn.gbdt.n_trees(),
-        clv_trees: clv.n_trees(),
-        refit_parts: parts,
-        description,
-    }
 }
 
 /// The validated inputs and the snapshot plan.
@@ -651,6 +576,8 @@ struct Decided {
     hold: RolePreds,
     /// Churn contributions on the holdout (for the mean |contribution| per feature).
     contributions_hold: Vec<f64>,
+    /// Whether they are exact SHAP values.
+    contributions_shap: bool,
 }
 
 /// The pooled effect of contacting at the latest date of the monitoring history (under
@@ -673,7 +600,11 @@ fn decide(
     progress: &Progress,
 ) -> Result<Decided> {
     let raw_val = f.churn.predict(&r.val.x);
-    let (raw_hold, contributions_hold) = f.churn.predict_with_contributions(&r.hold.x);
+    let raw_hold = f.churn.predict(&r.hold.x);
+    let (contributions_hold, contributions_shap) = match f.churn.shap_values(&r.hold.x, None) {
+        Some(c) => (c, true),
+        None => (f.churn.predict_with_contributions(&r.hold.x).1, false),
+    };
     let pooled = measured_effect(cfg)?;
     let measured = pooled.as_ref().map(|(as_of, p)| crate::experiment::Measured {
         as_of: *as_of,
@@ -703,7 +634,16 @@ fn decide(
     };
     let calibration = decision::calibration_report(calibrator.method(), choice, &hold.rows(&r.hold));
     let (decision, artifact) = decision::decide(d, save_rate, &val.rows(&r.val), &hold.rows(&r.hold));
-    Ok(Decided { calibrator, calibration, decision, artifact, val, hold, contributions_hold })
+    Ok(Decided {
+        calibrator,
+        calibration,
+        decision,
+        artifact,
+        val,
+        hold,
+        contributions_hold,
+        contributions_shap,
+    })
 }
 
 type BaselineResults = (BTreeMap<String, BaselineEval>, Vec<BaselinePredictions>);
@@ -778,16 +718,6 @@ struct Trained<'a> {
     deployed: Deployment,
 }
 
-/// What the report and `metrics.json` say about a training sample.
-pub fn training_sample_note(fraction: f64, rows: usize, kept: usize, max_rows: usize) -> String {
-    format!(
-        "trained on a sample: {kept} of {rows} rows (more than [model].max_rows = {max_rows}); the \
-         customers whose id hash falls below {:.4} of the range, every snapshot of each, so the \
-         holdout figures are on those customers too",
-        fraction
-    )
-}
-
 /// `model.json` and `metrics.json` of the run.
 fn describe(
     cfg: &Config,
@@ -816,27 +746,12 @@ fn describe(
         .find(|id| !models_dir.join(id).exists())
         .unwrap_or(stem);
     let importance = |imp: Vec<f64>| -> BTreeMap<String, f64> { names.iter().cloned().zip(imp).collect() };
-    let (snapshots, mut notes) = snapshot_stats(&inp.plan, data);
+    let (snapshots, mut notes) = record::snapshot_stats(&inp.plan, data);
     if let Some((fraction, rows)) = t.sample {
-        notes.push(training_sample_note(fraction, rows, data.frame.height(), cfg.model.max_rows));
+        notes.push(record::training_sample_note(fraction, rows, data.frame.height(), cfg.model.max_rows));
     }
-    let n_fit = data.rows.fit.len();
-    if cfg.baselines.enabled && n_fit > cfg.baselines.max_rows {
-        notes.push(format!(
-            "the comparison baselines (linfa, smartcore) were fitted on a seeded sample of {} of the {} \
-             fit rows (baselines.max_rows); the shipped models on all of them",
-            cfg.baselines.max_rows, n_fit
-        ));
-    }
-    if let Some(o) = f.oot.as_ref().filter(|o| !o.sampled.is_empty()) {
-        let each: Vec<String> = o.sampled.iter().map(|(k, n)| format!("{k} of {n}")).collect();
-        notes.push(format!(
-            "the purged models (candidate choice, calibration) were fitted on a deterministic sample of \
-             customers: {} rows with closed labels at the purged snapshots (decision.purged_max_rows = {})",
-            each.join(", "),
-            cfg.decision.purged_max_rows
-        ));
-    }
+    notes.extend(record::sample_notes(cfg, data.rows.fit.len(), f.oot.as_ref().map_or(&[], |o| &o.sampled)));
+    let mean_abs = mean_abs_columns(&d.contributions_hold, names.len());
     let metrics = TrainMetrics {
         model_id: model_id.clone(),
         holdout_snapshot: inp.plan.holdout,
@@ -862,7 +777,9 @@ fn describe(
             clv_poisson_trees: f.clv.poisson.as_ref().map(|p| p.n_trees()),
             churn_importance: importance(f.churn.gbdt.importance_gain(names.len())),
             clv_importance: importance(f.clv.importance_gain(names.len())),
-            churn_mean_abs_contribution: importance(mean_abs_columns(&d.contributions_hold, names.len())),
+            churn_mean_abs_contribution: importance(mean_abs.clone()),
+            churn_contributions_shap: d.contributions_shap,
+            churn_dependence: model::Dependence::top(&r.hold.x, &d.contributions_hold, &mean_abs),
         },
         calibration: d.calibration.clone(),
         decision: d.decision.clone(),
@@ -896,36 +813,4 @@ fn describe(
         uplift: None,
     };
     Ok((info, metrics))
-}
-
-/// Eligible customers, churn rate and mean CLV at each snapshot; a note for each snapshot
-/// where nobody was eligible (it is skipped: its rates are undefined).
-fn snapshot_stats(plan: &SnapshotPlan, data: &Dataset) -> (Vec<SnapshotStats>, Vec<String>) {
-    let (mut stats, mut notes) = (Vec::new(), Vec::new());
-    for t in plan.all() {
-        let d = schema::epoch_day(t);
-        let idx: Vec<usize> = (0..data.days.len()).filter(|&i| data.days[i] == d).collect();
-        let role = if t == plan.holdout {
-            Role::Holdout
-        } else if t == plan.validation {
-            Role::Validation
-        } else {
-            Role::Fit
-        };
-        if idx.is_empty() {
-            notes.push(format!(
-                "snapshot {t} ({}) skipped: no customer had a transaction in the eligibility window before it",
-                role.as_str()
-            ));
-            continue;
-        }
-        stats.push(SnapshotStats {
-            snapshot: t,
-            role,
-            eligible: idx.len(),
-            churn_rate: metrics::mean(&pick(&data.churn, &idx)),
-            mean_clv: metrics::mean(&pick(&data.clv, &idx)),
-        });
-    }
-    (stats, notes)
 }
