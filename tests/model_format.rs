@@ -66,14 +66,18 @@ fn a_model_of_the_first_format_loads_and_scores_as_it_did() {
         r.iter()
             .map(|v| {
                 let v = v.unwrap_or_default();
-                v.split(", ").map(|part| part.split('=').next().unwrap_or_default()).collect::<Vec<_>>().join(", ")
+                v.split(", ")
+                    .map(|part| part.split('=').next().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             })
             .collect()
     };
     assert_eq!(names(&then), names(&now));
-    assert!(names(&now).iter().zip(now.column("top_reasons").unwrap().str().unwrap().iter()).any(|(n, r)| {
-        r.is_some_and(|r| r.contains('=') && r != n)
-    }));
+    assert!(names(&now)
+        .iter()
+        .zip(now.column("top_reasons").unwrap().str().unwrap().iter())
+        .any(|(n, r)| { r.is_some_and(|r| r.contains('=') && r != n) }));
     for name in then.get_column_names() {
         if name == "contact" || name == "top_reasons" {
             continue;

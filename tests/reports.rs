@@ -172,6 +172,25 @@ fn evaluation_report_is_self_contained_and_prints_the_metrics() {
     // The ROC curve of the GBDT ends at (1, 1).
     let roc = j["roc"][0]["points"].as_array().unwrap();
     assert_eq!(roc.last().unwrap(), &serde_json::json!([1.0, 1.0]));
+    // Global importance by mean |SHAP| and a dependence plot of each of the three features
+    // with the largest, in the report and in metrics.json (where the points come from).
+    assert_eq!(m["gbdt"]["churn_contributions_shap"], true);
+    let mean_abs = m["gbdt"]["churn_mean_abs_contribution"].as_object().unwrap();
+    let mut top: Vec<(&String, f64)> = mean_abs.iter().map(|(k, v)| (k, num(v))).collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    let deps = m["gbdt"]["churn_dependence"].as_array().unwrap();
+    assert_eq!(deps.len(), 3);
+    for (i, (d, (name, _))) in deps.iter().zip(&top).enumerate() {
+        assert_eq!(d["feature"].as_str().unwrap(), name.as_str(), "dependence plots in mean |SHAP| order");
+        let points = d["points"].as_array().unwrap();
+        assert!(!points.is_empty() && points.len() <= 400);
+        let svg = fs::read_to_string(rdir.join(format!("charts/dependence-{}.svg", i + 1))).unwrap();
+        assert!(svg.contains(&format!("SHAP dependence: {name}")), "no dependence plot of {name}");
+        assert!(md.contains(&format!("({} shown): the value of {name}", points.len())), "{name}");
+    }
+    let svg = fs::read_to_string(rdir.join("charts/contributions.svg")).unwrap();
+    assert!(svg.contains("Mean |SHAP value| to the churn log-odds"));
+    assert!(md.contains("exact SHAP values by TreeSHAP"));
 }
 
 fn scores(dir: &Path, as_of: &str) -> DataFrame {

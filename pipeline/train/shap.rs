@@ -67,6 +67,10 @@ struct Cached<'a> {
     tree: &'a Tree,
     /// Split nodes in node order; a node's bit in the key is its position here.
     splits: Vec<usize>,
+    /// Their features, thresholds and missing-value sides, packed for the key.
+    features: Vec<usize>,
+    thresholds: Vec<f64>,
+    missing_left: Vec<bool>,
     /// Per key: `u32::MAX` (not seen) or the start of its values in `values`.
     slots: Vec<u32>,
     /// `(feature, value)` runs: each key's nonzero values, its run ended by `ends`.
@@ -80,17 +84,22 @@ impl<'a> Cached<'a> {
         (splits.len() <= MAX_KEY_BITS).then(|| Cached {
             tree,
             slots: vec![u32::MAX; 1 << splits.len()],
+            features: splits.iter().map(|&i| tree.nodes[i].feature).collect(),
+            thresholds: splits.iter().map(|&i| tree.nodes[i].threshold).collect(),
+            missing_left: splits.iter().map(|&i| tree.nodes[i].missing_left).collect(),
             splits,
             values: Vec::new(),
             ends: Vec::new(),
         })
     }
 
+    #[inline]
     fn key(&self, x: &[f64]) -> usize {
         let mut key = 0;
-        for (bit, &node) in self.splits.iter().enumerate() {
-            let n = &self.tree.nodes[node];
-            key |= usize::from(goes_left(n, x[n.feature])) << bit;
+        for bit in 0..self.features.len() {
+            let v = x[self.features[bit]];
+            let left = if v.is_nan() { self.missing_left[bit] } else { v <= self.thresholds[bit] };
+            key |= usize::from(left) << bit;
         }
         key
     }
@@ -150,25 +159,36 @@ pub(crate) fn tree_shap(base: f64, trees: &[Tree], x: &FeatureMatrix, rows: Opti
         let mut cached: Vec<Option<Cached>> = trees.iter().map(Cached::new).collect();
         let mut path = vec![PathElement::default(); path_len];
         let mut scratch = vec![0.0; cols];
-        let mut row = vec![0.0; cols];
-        for (k, phi) in chunk.chunks_mut(width).enumerate() {
-            let r = rows[c * per_chunk + k];
-            for (i, v) in row.iter_mut().enumerate() {
-                *v = x.get(r, i);
+        // A block of rows, row-major, walked by one tree after the other (the tree's table
+        // stays in cache over the block); each row still adds the trees in order.
+        let mut block = vec![0.0; BLOCK * cols];
+        for (b, phis) in chunk.chunks_mut(BLOCK * width).enumerate() {
+            let n = phis.len() / width;
+            let first = c * per_chunk + b * BLOCK;
+            for k in 0..n {
+                for i in 0..cols {
+                    block[k * cols + i] = x.get(rows[first + k], i);
+                }
             }
             for (tree, cache) in trees.iter().zip(cached.iter_mut()) {
-                match cache {
-                    Some(cache) => cache.add(&row, &mut phi[..cols], &mut path, &mut scratch),
-                    None => {
-                        let left = |node: usize| {
-                            let n = &tree.nodes[node];
-                            goes_left(n, row[n.feature])
-                        };
-                        recurse(tree, &left, phi, &mut path, 0, 0, 0, 1.0, 1.0, usize::MAX);
+                for k in 0..n {
+                    let row = &block[k * cols..(k + 1) * cols];
+                    let phi = &mut phis[k * width..(k + 1) * width];
+                    match cache {
+                        Some(cache) => cache.add(row, &mut phi[..cols], &mut path, &mut scratch),
+                        None => {
+                            let left = |node: usize| {
+                                let n = &tree.nodes[node];
+                                goes_left(n, row[n.feature])
+                            };
+                            recurse(tree, &left, phi, &mut path, 0, 0, 0, 1.0, 1.0, usize::MAX);
+                        }
                     }
                 }
             }
-            phi[cols] = bias;
+            for k in 0..n {
+                phis[k * width + cols] = bias;
+            }
         }
     });
     out
