@@ -12,23 +12,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use chrono::NaiveDate;
-use common::{ensure_data, ensure_model, median, record};
+use common::{ensure_data, ensure_model, record, timed};
 use fidelis::train::gbdt::Gbdt;
 use fidelis::Config;
-
-fn timed<T>(f: impl Fn() -> T) -> (T, f64) {
-    let mut secs = Vec::new();
-    let mut out = None;
-    for _ in 0..3 {
-        let t = Instant::now();
-        out = Some(f());
-        secs.push(t.elapsed().as_secs_f64());
-    }
-    (out.unwrap(), median(secs))
-}
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");

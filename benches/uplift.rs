@@ -27,16 +27,7 @@ use fidelis::train::uplift::{choose, gbdt_params, ExperimentRows, Learner, Uplif
 use fidelis::Config;
 use polars::prelude::*;
 
-fn timed<T>(f: impl Fn() -> T) -> (T, f64) {
-    let mut times = Vec::new();
-    let mut out = None;
-    for _ in 0..3 {
-        let t = Instant::now();
-        out = Some(f());
-        times.push(t.elapsed().as_secs_f64());
-    }
-    (out.unwrap(), common::median(times))
-}
+use common::timed;
 
 /// A matured run's scores of `n` customers: 62% selected, 10% of them control.
 fn scores(n: usize, with_experiment: bool) -> (DataFrame, HashMap<String, f64>) {

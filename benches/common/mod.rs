@@ -100,6 +100,18 @@ pub fn steps(stderr: &[u8]) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// `f` run three times: its last result and the median seconds.
+pub fn timed<T>(f: impl Fn() -> T) -> (T, f64) {
+    let mut times = Vec::new();
+    let mut out = None;
+    for _ in 0..3 {
+        let t = Instant::now();
+        out = Some(f());
+        times.push(t.elapsed().as_secs_f64());
+    }
+    (out.expect("three runs"), median(times))
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -111,7 +111,9 @@ def test_the_fixture_scores_as_it_did_when_it_was_made():
     assert "control" in group
     # And `top_reasons` show each feature's value and contribution: the features named are
     # those named then, in the same order.
-    names = [", ".join(p.split("=")[0] for p in r.split(", ")) if r else r for r in now.column("top_reasons").to_pylist()]
+    names = [
+        ", ".join(p.split("=")[0] for p in r.split(", ")) if r else r for r in now.column("top_reasons").to_pylist()
+    ]
     assert names == then.column("top_reasons").to_pylist()
     keep = [c for c in then.column_names if c not in ("contact", "top_reasons")]
     assert_same_rows(now.select(keep), then.select(keep))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import shap
 
@@ -35,7 +34,9 @@ def shap_model(gbdt: dict) -> dict:
                     [lf if n.get("missing_left") else r for n, lf, r in zip(nodes, left, right, strict=True)]
                 ),
                 "features": np.array([-2 if is_leaf else n["feature"] for n, is_leaf in zip(nodes, leaf, strict=True)]),
-                "thresholds": np.array([0.0 if is_leaf else n["threshold"] for n, is_leaf in zip(nodes, leaf, strict=True)]),
+                "thresholds": np.array(
+                    [0.0 if is_leaf else n["threshold"] for n, is_leaf in zip(nodes, leaf, strict=True)]
+                ),
                 "values": np.array([[n["value"]] for n in nodes]),
                 "node_sample_weight": np.array([float(n["cover"]) for n in nodes]),
             }
@@ -92,7 +93,9 @@ def test_explain_adds_up_and_names_the_top_reasons(demo):
     values = np.column_stack([features.column(c).to_numpy() for c in names])
     reasons = scores.column("top_reasons").to_pylist()
     for r in range(0, why.num_rows, 97):
-        order = sorted((i for i in range(len(names)) if contributions[r, i] > 0), key=lambda i: (-contributions[r, i], i))
+        order = sorted(
+            (i for i in range(len(names)) if contributions[r, i] > 0), key=lambda i: (-contributions[r, i], i)
+        )
         parsed = [part.split("=", 1)[0] for part in reasons[r].split(", ")] if reasons[r] else []
         assert parsed == [names[i] for i in order[:3]], reasons[r]
         if order:
