@@ -71,11 +71,12 @@ struct Cached<'a> {
     features: Vec<usize>,
     thresholds: Vec<f64>,
     missing_left: Vec<bool>,
-    /// Per key: `u32::MAX` (not seen) or the start of its values in `values`.
+    /// Per key: `u32::MAX` (not seen) or its index in `runs`.
     slots: Vec<u32>,
-    /// `(feature, value)` runs: each key's nonzero values, its run ended by `ends`.
-    values: Vec<(u32, f64)>,
-    ends: Vec<u32>,
+    /// Each key's nonzero values: `features_of[start..end]` and `values[start..end]`.
+    runs: Vec<(u32, u32)>,
+    features_of: Vec<u32>,
+    values: Vec<f64>,
 }
 
 impl<'a> Cached<'a> {
@@ -88,25 +89,29 @@ impl<'a> Cached<'a> {
             thresholds: splits.iter().map(|&i| tree.nodes[i].threshold).collect(),
             missing_left: splits.iter().map(|&i| tree.nodes[i].missing_left).collect(),
             splits,
+            runs: Vec::new(),
+            features_of: Vec::new(),
             values: Vec::new(),
-            ends: Vec::new(),
         })
     }
 
-    #[inline]
-    fn key(&self, x: &[f64]) -> usize {
-        let mut key = 0;
+    /// The keys of the `n` rows of a column-major block (`block[f * BLOCK + k]`: feature `f`
+    /// of row `k`), into `keys` (one split at a time over the rows: compares the compiler
+    /// vectorizes).
+    fn keys_into(&self, block: &[f64], n: usize, keys: &mut [u32]) {
+        keys[..n].fill(0);
         for bit in 0..self.features.len() {
-            let v = x[self.features[bit]];
-            let left = if v.is_nan() { self.missing_left[bit] } else { v <= self.thresholds[bit] };
-            key |= usize::from(left) << bit;
+            let (t, ml) = (self.thresholds[bit], self.missing_left[bit]);
+            let col = &block[self.features[bit] * BLOCK..self.features[bit] * BLOCK + n];
+            for (key, &v) in keys[..n].iter_mut().zip(col) {
+                *key |= u32::from((v <= t) | (v.is_nan() & ml)) << bit;
+            }
         }
-        key
     }
 
-    /// Adds the tree's values for the row `x` to `phi` (`scratch`: zeros, as long as `phi`).
-    fn add(&mut self, x: &[f64], phi: &mut [f64], path: &mut [PathElement], scratch: &mut [f64]) {
-        let key = self.key(x);
+    /// Adds the tree's values for the pattern `key` to `phi`, computing them the first time
+    /// (`scratch`: zeros, as long as `phi`).
+    fn add_key(&mut self, key: usize, phi: &mut [f64], path: &mut [PathElement], scratch: &mut [f64]) {
         if self.slots[key] == u32::MAX {
             let tree = self.tree;
             let splits = &self.splits;
@@ -115,18 +120,20 @@ impl<'a> Cached<'a> {
                 key & (1 << bit) != 0
             };
             recurse(tree, &left, scratch, path, 0, 0, 0, 1.0, 1.0, usize::MAX);
-            self.slots[key] = self.ends.len() as u32;
+            let start = self.features_of.len() as u32;
             for (f, v) in scratch.iter_mut().enumerate() {
                 if *v != 0.0 {
-                    self.values.push((f as u32, *v));
+                    self.features_of.push(f as u32);
+                    self.values.push(*v);
                     *v = 0.0;
                 }
             }
-            self.ends.push(self.values.len() as u32);
+            self.slots[key] = self.runs.len() as u32;
+            self.runs.push((start, self.features_of.len() as u32));
         }
-        let k = self.slots[key] as usize;
-        let start = if k == 0 { 0 } else { self.ends[k - 1] as usize };
-        for &(f, v) in &self.values[start..self.ends[k] as usize] {
+        let (start, end) = self.runs[self.slots[key] as usize];
+        let (start, end) = (start as usize, end as usize);
+        for (&f, &v) in self.features_of[start..end].iter().zip(&self.values[start..end]) {
             phi[f as usize] += v;
         }
     }
@@ -153,35 +160,56 @@ pub(crate) fn tree_shap(base: f64, trees: &[Tree], x: &FeatureMatrix, rows: Opti
     let path_len = (max_depth + 2) * (max_depth + 3) / 2;
     let mut out = vec![0.0; rows.len() * width];
     // A few chunks per thread, each with its own tables (filled once per chunk).
-    let chunks = (rayon::current_num_threads() * 2).clamp(1, rows.len().div_ceil(BLOCK).max(1));
+    let chunks = rayon::current_num_threads().clamp(1, rows.len().div_ceil(BLOCK).max(1));
     let per_chunk = rows.len().div_ceil(chunks).max(1);
     out.par_chunks_mut(per_chunk * width).enumerate().for_each(|(c, chunk)| {
         let mut cached: Vec<Option<Cached>> = trees.iter().map(Cached::new).collect();
         let mut path = vec![PathElement::default(); path_len];
         let mut scratch = vec![0.0; cols];
-        // A block of rows, row-major, walked by one tree after the other (the tree's table
+        // A block of rows, column-major, walked by one tree after the other (the tree's table
         // stays in cache over the block); each row still adds the trees in order.
         let mut block = vec![0.0; BLOCK * cols];
+        let mut keys = vec![0u32; BLOCK];
+        let mut row = vec![0.0; cols];
         for (b, phis) in chunk.chunks_mut(BLOCK * width).enumerate() {
             let n = phis.len() / width;
             let first = c * per_chunk + b * BLOCK;
-            for k in 0..n {
-                for i in 0..cols {
-                    block[k * cols + i] = x.get(rows[first + k], i);
+            for f in 0..cols {
+                let column = x.column(f);
+                for k in 0..n {
+                    block[f * BLOCK + k] = column[rows[first + k]];
                 }
             }
             for (tree, cache) in trees.iter().zip(cached.iter_mut()) {
-                for k in 0..n {
-                    let row = &block[k * cols..(k + 1) * cols];
-                    let phi = &mut phis[k * width..(k + 1) * width];
-                    match cache {
-                        Some(cache) => cache.add(row, &mut phi[..cols], &mut path, &mut scratch),
-                        None => {
+                match cache {
+                    Some(cache) => {
+                        cache.keys_into(&block, n, &mut keys);
+                        for (k, &key) in keys[..n].iter().enumerate() {
+                            let phi = &mut phis[k * width..k * width + cols];
+                            cache.add_key(key as usize, phi, &mut path, &mut scratch);
+                        }
+                    }
+                    None => {
+                        for k in 0..n {
+                            for (f, v) in row.iter_mut().enumerate() {
+                                *v = block[f * BLOCK + k];
+                            }
                             let left = |node: usize| {
                                 let n = &tree.nodes[node];
                                 goes_left(n, row[n.feature])
                             };
-                            recurse(tree, &left, phi, &mut path, 0, 0, 0, 1.0, 1.0, usize::MAX);
+                            recurse(
+                                tree,
+                                &left,
+                                &mut phis[k * width..],
+                                &mut path,
+                                0,
+                                0,
+                                0,
+                                1.0,
+                                1.0,
+                                usize::MAX,
+                            );
                         }
                     }
                 }
