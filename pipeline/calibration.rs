@@ -231,6 +231,11 @@ pub struct CalibrationChoice {
     /// same clear margin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_snapshot_ece: Option<(f64, f64)>,
+    /// Cross-fitted path (one snapshot, k-fold): the validation snapshot's ECE uncalibrated
+    /// and with the chosen calibrator fitted on the fit rows' cross-fitted predictions, an
+    /// earlier time (the second must be lower by the same clear margin, or no calibrator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_ece: Option<(f64, f64)>,
 }
 
 /// How much lower a calibrator's out-of-fold ECE must be than the uncalibrated one's.
@@ -250,6 +255,21 @@ fn gain(y: &[f64], none: &[f64], cal: &[f64]) -> (f64, f64) {
     let mean = d.iter().sum::<f64>() / n;
     let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1.0).max(1.0);
     (mean, 2.0 * (var / n).sqrt())
+}
+
+/// Whether an ECE went from `before` to `after` by a clear margin: [`ECE_MARGIN`], and a
+/// quarter of `before`.
+pub fn clearly_lower(before: f64, after: f64) -> bool {
+    after <= before - ECE_MARGIN.max(0.25 * before)
+}
+
+/// The calibrator of `method`'s kind fitted on `(p, y)` (none stays none).
+pub fn refit_like(method: &Calibrator, p: &[f64], y: &[f64]) -> Calibrator {
+    match method {
+        Calibrator::None => Calibrator::None,
+        Calibrator::Platt { .. } => fit_platt(p, y),
+        Calibrator::Isotonic { .. } => fit_isotonic(p, y),
+    }
 }
 
 /// Choose none, Platt or isotonic by cross-validated log loss on (p, y), then refit the
@@ -317,7 +337,6 @@ pub fn choose(
     let (mean_gain, required_gain) = gain(y, &raw, out_best);
     let bins = 10;
     let (ece_none, ece_best) = (ece(y, &raw, bins), ece(y, out_best, bins));
-    let clearly_lower = |before: f64, after: f64| after <= before - ECE_MARGIN.max(0.25 * before);
     // One left-out snapshot's labels, uncalibrated and best calibrated predictions.
     let left_out = |f: usize| {
         let rows: Vec<usize> = (0..n).filter(|&i| fold[i] == f).collect();
@@ -361,6 +380,7 @@ pub fn choose(
         required_gain,
         cv_ece_uncalibrated: ece_none,
         cv_ece_calibrated: ece_best,
+        forward_ece: None,
         latest_snapshot_ece,
     };
     (chosen, choice)

@@ -321,8 +321,27 @@ pub fn calibrator(
             "main model at validation",
         ),
     };
-    let (c, mut choice) = calibration::choose(&p, &y, &group, &dates, folds, seed);
+    let (mut c, mut choice) = calibration::choose(&p, &y, &group, &dates, folds, seed);
     choice.source = source.into();
+    // One snapshot, chosen k-fold: the calibrator must also carry forward in time. Fitted on
+    // the fit rows' cross-fitted predictions (an earlier snapshot), it must make the
+    // validation snapshot's ECE clearly lower, as the purged path asks of its latest snapshot.
+    let cross_fitted = oot.filter(|o| o.dates.is_empty() && !o.rows.is_empty());
+    if let (Some(o), true) = (cross_fitted, c != Calibrator::None) {
+        let p_fit = match churn_mix {
+            ChurnMix::Bgnbd => candidates::bgnbd_churn(&data.x.select_rows(&o.rows)),
+            _ => candidates::combine(churn_mix, Some(&o.churn_gbdt), Some(&o.churn_logistic_margin)),
+        };
+        let earlier = calibration::refit_like(&c, &p_fit, &pick(&data.churn, &o.rows));
+        let bins = 10;
+        let before = calibration::ece(y_val, raw_val, bins);
+        let after = calibration::ece(y_val, &earlier.apply_all(raw_val), bins);
+        choice.forward_ece = Some((before, after));
+        if !calibration::clearly_lower(before, after) {
+            c = Calibrator::None;
+            choice.method = c.method().into();
+        }
+    }
     (c, choice)
 }
 

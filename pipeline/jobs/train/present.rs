@@ -122,7 +122,10 @@ fn decision_summary(m: &TrainMetrics) -> String {
     let latest = c
         .choice
         .latest_snapshot_ece
-        .map_or(String::new(), |(b, a)| format!(" (the latest snapshot left out: {b:.4} -> {a:.4})"));
+        .map_or(String::new(), |(b, a)| format!(" (the latest snapshot left out: {b:.4} -> {a:.4})"))
+        + &c.choice.forward_ece.map_or(String::new(), |(b, a)| {
+            format!(" (fitted on the earlier fit rows, at validation: {b:.4} -> {a:.4})")
+        });
     let mut out = format!(
         "calibration: {} (over {} {} predictions of {} at {}: log loss none {:.5}, Platt {:.5}, \
          isotonic {:.5}; ECE none {:.4}, best calibrator {:.4}{latest}; a calibrator must lower both, \
