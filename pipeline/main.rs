@@ -75,6 +75,12 @@ enum Command {
         /// Their purchase rate is multiplied by this from the shift date.
         #[arg(long, default_value_t = 0.1, requires = "shift_date")]
         shift_rate: f64,
+        /// `rate`: the share of the customers buy at shift-rate times their rate from the
+        /// shift date. `acquisition`: the share are a new channel's customers, who join after
+        /// the shift date and buy at shift-rate times the usual rate (the base's mix changes,
+        /// each kind of customer behaves as before).
+        #[arg(long, value_enum, default_value_t = ShiftKindArg::Rate, requires = "shift_date")]
+        shift_kind: ShiftKindArg,
         /// `retail`: a purchase log (transactions.parquet). `saas`: subscriptions, also with
         /// product events and a customer table (events.parquet, customers.parquet).
         #[arg(long, value_enum, default_value_t = Kind::Retail)]
@@ -213,6 +219,12 @@ enum Kind {
     Saas,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ShiftKindArg {
+    Rate,
+    Acquisition,
+}
+
 #[derive(clap::Args)]
 struct BatchArgs {
     /// Configuration file (input and output; features come from the model's own config).
@@ -298,6 +310,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shift_date,
             shift_share,
             shift_rate,
+            shift_kind,
             kind,
             campaign,
             horizon_days,
@@ -307,6 +320,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 day: (d - start).num_days() as i32,
                 share: shift_share,
                 rate_factor: shift_rate,
+                kind: match shift_kind {
+                    ShiftKindArg::Rate => generate::ShiftKind::Rate,
+                    ShiftKindArg::Acquisition => generate::ShiftKind::Acquisition,
+                },
             });
             let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
             let kind = match kind {

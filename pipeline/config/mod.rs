@@ -736,6 +736,9 @@ pub struct MonitorConfig {
     pub psi_alert: f64,
     /// Alert when a run's realized ROC AUC is more than this below the holdout AUC.
     pub auc_drop_alert: f64,
+    /// Alert when a run's ROC AUC estimated from its calibrated probabilities (before its
+    /// labels mature) is more than this below the holdout's, estimated the same way.
+    pub estimated_auc_drop_alert: f64,
     /// Advise retraining when the model's data ends more than this many days before as_of.
     pub max_model_age_days: i64,
 }
@@ -873,7 +876,13 @@ impl Default for ReportConfig {
 
 impl Default for MonitorConfig {
     fn default() -> Self {
-        MonitorConfig { psi_warn: 0.1, psi_alert: 0.25, auc_drop_alert: 0.05, max_model_age_days: 35 }
+        MonitorConfig {
+            psi_warn: 0.1,
+            psi_alert: 0.25,
+            auc_drop_alert: 0.05,
+            estimated_auc_drop_alert: 0.05,
+            max_model_age_days: 35,
+        }
     }
 }
 
@@ -1206,6 +1215,12 @@ fn check_monitor(m: &MonitorConfig) -> Checked {
     }
     if !(m.auc_drop_alert > 0.0 && m.auc_drop_alert < 1.0) {
         return bad("monitor.auc_drop_alert", format!("must be in (0, 1), got {}", m.auc_drop_alert));
+    }
+    if !(m.estimated_auc_drop_alert > 0.0 && m.estimated_auc_drop_alert < 1.0) {
+        return bad(
+            "monitor.estimated_auc_drop_alert",
+            format!("must be in (0, 1), got {}", m.estimated_auc_drop_alert),
+        );
     }
     if m.max_model_age_days < 1 {
         return bad(

@@ -15,6 +15,10 @@
 //!   the customers (drawn from a separate stream, so the rest of the data is unchanged) buy
 //!   at a fraction of their rate, e.g. a competitor taking most of their business. Used to
 //!   test that monitoring sees drift and a realized-AUC drop after it and not before.
+//!   With the `acquisition` kind instead, the share are customers of a new channel who all
+//!   join after the day and buy at a fraction of the usual rate: the base's mix changes
+//!   (more new, irregular buyers, the hardest to call) while each kind of customer behaves
+//!   as before, the drift that estimated performance is meant to see before the labels.
 //!
 //! Output columns: `customer_id` (String, `C0000001`...), `ts` (Datetime ms), `amount` (f64).
 
@@ -40,12 +44,24 @@ pub struct GenerateOptions {
 }
 
 /// From `day` (days after the start), a `share` of the customers buy at `rate_factor` times
-/// their rate.
+/// their rate (`Rate`), or are new customers who join after `day` and buy at `rate_factor`
+/// times the rate they would have had (`Acquisition`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Shift {
     pub day: i32,
     pub share: f64,
     pub rate_factor: f64,
+    pub kind: ShiftKind,
+}
+
+/// What a [`Shift`] changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShiftKind {
+    /// Existing customers' behaviour: the share buy less from the day on.
+    #[default]
+    Rate,
+    /// The acquisition mix: the share join after the day, as slower buyers.
+    Acquisition,
 }
 
 impl Default for GenerateOptions {
@@ -190,8 +206,8 @@ fn customer_path(
     let contact = contact.map(|(day, _)| day);
     let mut r = Rng::for_item(opts.seed, idx as u64);
     let days = opts.days as f64;
-    let signup = (r.uniform().powf(0.8) * 0.9 * days).floor();
-    let rate = r.gamma(0.9, 1.0 / 7.5).max(1e-4);
+    let mut signup = (r.uniform().powf(0.8) * 0.9 * days).floor();
+    let mut rate = r.gamma(0.9, 1.0 / 7.5).max(1e-4);
     let level = r.gamma(2.0, 30.0).max(2.0);
     let p_leave = r.beta(1.0, 60.0);
     let start_ms = opts.start.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis();
@@ -205,9 +221,14 @@ fn customer_path(
         out.mess.push(mess);
     };
     // Drawn from its own stream: the default data does not depend on whether a shift is set.
-    let shifted = opts
-        .shift
-        .filter(|s| Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64).uniform() < s.share);
+    let mut shift_stream = Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64);
+    let mut shifted = opts.shift.filter(|s| shift_stream.uniform() < s.share);
+    if let Some(s) = shifted.filter(|s| s.kind == ShiftKind::Acquisition) {
+        let from = f64::from(s.day).clamp(0.0, days - 1.0);
+        signup = (from + shift_stream.uniform() * 0.9 * (days - from)).floor();
+        rate = (rate * s.rate_factor).max(1e-4);
+        shifted = None;
+    }
     let mut pending = contact.filter(|&c| c < days);
     let mut effect = contact.map(|_| (ContactEffect::Before, vec![(ContactEffect::Before, 1.0)]));
     let mut t = signup;
@@ -412,7 +433,7 @@ mod tests {
         let other = generate(&GenerateOptions { seed: 7, ..opts.clone() }).unwrap();
         assert!(!a.equals_missing(&other));
         // A shift changes only what happens after its day, and only for its share.
-        let shift = Shift { day: 400, share: 0.5, rate_factor: 0.1 };
+        let shift = Shift { day: 400, share: 0.5, rate_factor: 0.1, kind: ShiftKind::Rate };
         let s = generate(&GenerateOptions { shift: Some(shift), ..opts.clone() }).unwrap();
         let cut = (opts.start + chrono::Duration::days(400))
             .and_hms_opt(0, 0, 0)

@@ -109,13 +109,14 @@ pub fn run(cfg: &Config, opts: &BacktestOptions, progress: &Progress) -> Result<
             &loaded,
             d,
             Some(&batch.predictions),
+            Some(&batch.scores),
             &quiet,
         )?);
         d += Duration::days(opts.every_days);
     }
     if loaded.data_end > to {
         reports.push(progress.step("close", "closing pass at the end of the data", || {
-            super::monitor::monitor_at(&bcfg, &sinks, &loaded, loaded.data_end, None, &quiet)
+            super::monitor::monitor_at(&bcfg, &sinks, &loaded, loaded.data_end, None, None, &quiet)
         })?);
     }
     let deployed = trained.metrics.deployed.clone();
@@ -142,23 +143,46 @@ impl std::fmt::Display for BacktestOutcome {
         )?;
         writeln!(
             f,
-            "{:<12} {:>9} {:>9} {:>6} {:>6}  {:<24} {:>12}",
-            "as_of", "scored", "max PSI", "warn", "alert", "most drifted", "realized AUC"
+            "{:<12} {:>9} {:>9} {:>6} {:>6}  {:<24} {:>26} {:>12}",
+            "as_of",
+            "scored",
+            "max PSI",
+            "warn",
+            "alert",
+            "most drifted",
+            "estimated AUC [95%]",
+            "realized AUC"
         )?;
+        let mut inside = (0usize, 0usize);
         for (r, (d, n)) in self.reports.iter().zip(&self.scored) {
             let worst = r.drift.iter().max_by(|a, c| a.psi.total_cmp(&c.psi));
             let count = |s: Status| r.drift.iter().filter(|x| x.status == s).count();
             let realized = auc.get(d).map_or("-".to_string(), |a| format!("{a:.4}"));
+            let estimated = r.estimated.as_ref().map_or("-".to_string(), |e| {
+                let i = e.roc_auc;
+                if let Some(a) = auc.get(d) {
+                    inside = (inside.0 + usize::from(i.contains(*a)), inside.1 + 1);
+                }
+                format!("{:.4} [{:.4}, {:.4}]", i.value, i.low, i.high)
+            });
             writeln!(
                 f,
-                "{:<12} {:>9} {:>9.4} {:>6} {:>6}  {:<24} {:>12}",
+                "{:<12} {:>9} {:>9.4} {:>6} {:>6}  {:<24} {:>26} {:>12}",
                 d.to_string(),
                 n,
                 worst.map_or(f64::NAN, |w| w.psi),
                 count(Status::Warn),
                 count(Status::Alert),
                 worst.map_or("-", |w| w.item.as_str()),
+                estimated,
                 realized
+            )?;
+        }
+        if inside.1 > 0 {
+            writeln!(
+                f,
+                "realized AUC inside the interval estimated when the run was scored: {} of {} matured runs",
+                inside.0, inside.1
             )?;
         }
         // Every alert line, under the pass that raised it: the table counts drift alerts

@@ -15,7 +15,7 @@ use crate::config::{Config, DecisionConfig};
 use crate::error::Result;
 use crate::experiment::FirstEffects;
 use crate::model::{self, LoadedModel};
-use crate::monitor::{self, Drift, MonitorReport, Observed, Realized, Status};
+use crate::monitor::{self, Drift, EstimateCounts, Estimated, MonitorReport, Observed, Realized, Status};
 use crate::predict::{self, Predictions};
 use crate::progress::Progress;
 use crate::schema::{CHURN_SCORE, CLV_SCORE};
@@ -26,31 +26,42 @@ use crate::sink::{History, ScoreParquet, Sinks};
 /// transaction).
 pub fn run(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<MonitorReport> {
     let s = Session::open(cfg, Sinks::resolve(&cfg.output)?, opts.model.as_deref(), progress)?;
-    monitor_at(cfg, &s.sinks, &s, opts.as_of(s.data_end)?, None, progress)
+    let as_of = opts.as_of(s.data_end)?;
+    // The run scored at this as_of, if any: its performance is estimated from its scores.
+    let parquet = ScoreParquet::new(Path::new(&cfg.output.dir));
+    let scores = match parquet.run_dates()?.contains(&as_of) {
+        true => Some(parquet.read_scores(as_of)?),
+        false => None,
+    };
+    monitor_at(cfg, &s.sinks, &s, as_of, None, scores.as_ref(), progress)
 }
 
 /// Monitor at `as_of` and write the history (Parquet + every SQL sink). `predictions` are
-/// reused when they are of `as_of` (the weekly batch's).
+/// reused when they are of `as_of` (the weekly batch's); `scores`, the run scored at `as_of`,
+/// give its estimated performance.
 pub fn monitor_at(
     cfg: &Config,
     sinks: &Sinks,
     s: &Loaded,
     as_of: NaiveDate,
     predictions: Option<&Predictions>,
+    scores: Option<&DataFrame>,
     progress: &Progress,
 ) -> Result<MonitorReport> {
-    let report = observe(cfg, s, as_of, predictions, progress)?;
+    let report = observe(cfg, s, as_of, predictions, scores, progress)?;
     record(cfg, sinks, &report, progress)?;
     Ok(report)
 }
 
-/// Drift, realized performance and advice at `as_of`, without writing anything (the weekly
-/// job computes this beside the SQL load of the scores and records it after).
+/// Drift, the estimated performance of the run at `as_of` (its `scores`, when one was scored),
+/// realized performance and advice at `as_of`, without writing anything (the weekly job
+/// computes this beside the SQL load of the scores and records it after).
 pub fn observe(
     cfg: &Config,
     s: &Loaded,
     as_of: NaiveDate,
     predictions: Option<&Predictions>,
+    scores: Option<&DataFrame>,
     progress: &Progress,
 ) -> Result<MonitorReport> {
     let model = &s.model;
@@ -72,13 +83,45 @@ pub fn observe(
         current.insert(CLV_SCORE, &p.predicted_clv);
         Ok(monitor::drift(&reference, &current, &cfg.monitor))
     })?;
+    let estimated = match scores {
+        Some(scores) => Some(estimate(
+            model,
+            &EstimateCounts::of_scores(scores, &run_decision(&cfg.models_dir(), scores, model)?)?,
+            as_of,
+        )?),
+        None => None,
+    };
     let history = History::new(Path::new(&cfg.output.dir));
     let auc_history = history.realized_auc(as_of)?;
     let first_effects = history.first_effects(as_of)?;
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    assess(cfg, model, as_of, drift, realized, auc_history, first_effects)
+    let observed = Observations { drift, estimated, realized, auc_history, first_effects };
+    assess(cfg, model, as_of, observed, estimates(&history, as_of)?)
+}
+
+/// The estimated performance of the run `model` scored at `as_of` from its counts, its
+/// intervals allowing for the estimator's error on the model's holdout.
+pub fn estimate(model: &LoadedModel, counts: &EstimateCounts, as_of: NaiveDate) -> Result<Estimated> {
+    let check = model.metrics()?.decision.holdout_estimate;
+    Ok(counts.estimate(as_of, &check.map(|c| c.allowance()).unwrap_or_default()))
+}
+
+/// The estimates the history recorded for runs, at monitor dates other than `as_of`.
+pub fn estimates(history: &History, as_of: NaiveDate) -> Result<BTreeMap<NaiveDate, Estimated>> {
+    let rows = history.rows_of_kind("estimated", as_of)?;
+    Ok(monitor::estimate::by_run(rows.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v))))
+}
+
+/// What monitoring found at one date, before the alerts and advice.
+pub struct Observations {
+    pub drift: Vec<Drift>,
+    pub estimated: Option<Estimated>,
+    pub realized: Vec<Realized>,
+    /// Realized AUCs already in the history.
+    pub auc_history: BTreeMap<NaiveDate, f64>,
+    pub first_effects: FirstEffects,
 }
 
 /// Write `report` to the monitoring history (Parquet, then every SQL sink).
@@ -97,27 +140,29 @@ pub fn record(cfg: &Config, sinks: &Sinks, report: &MonitorReport, progress: &Pr
     Ok(())
 }
 
-/// Alerts and advice of `model` at `as_of` from the drift, the runs realized now and the
-/// realized AUCs already in the history (the CLI and the Spark job share it).
+/// Alerts and advice of `model` at `as_of` from what was observed and the estimates the
+/// history holds for earlier runs (the CLI and the Spark job share it).
 pub fn assess(
     cfg: &Config,
     model: &LoadedModel,
     as_of: NaiveDate,
-    drift: Vec<Drift>,
-    realized: Vec<Realized>,
-    auc_history: BTreeMap<NaiveDate, f64>,
-    first_effects: FirstEffects,
+    o: Observations,
+    estimates: BTreeMap<NaiveDate, Estimated>,
 ) -> Result<MonitorReport> {
+    let metrics = model.metrics()?;
     Ok(monitor::assess(
         Observed {
             as_of,
             model_id: &model.info.model_id,
-            holdout_auc: model.metrics()?.churn.holdout.roc_auc,
+            holdout_auc: metrics.churn.holdout.roc_auc,
             model_end: model.info.snapshots.last_ts.date(),
-            drift,
-            realized,
-            auc_history,
-            first_effects,
+            drift: o.drift,
+            estimated: o.estimated,
+            realized: o.realized,
+            estimates,
+            holdout_estimated_auc: metrics.decision.holdout_estimate.map_or(f64::NAN, |h| h.estimated[0]),
+            auc_history: o.auc_history,
+            first_effects: o.first_effects,
         },
         &cfg.monitor,
     ))
@@ -197,6 +242,25 @@ impl std::fmt::Display for MonitorReport {
         writeln!(f, "  {:<24} {:>8} {:>8}  status", "item (highest PSI first)", "PSI", "KS")?;
         for d in worst.iter().take(5) {
             writeln!(f, "  {:<24} {:>8.4} {:>8.4}  {}", d.item, d.psi, d.ks, d.status.as_str())?;
+        }
+        if let Some(e) = &r.estimated {
+            writeln!(
+                f,
+                "estimated performance of the run at {} (from its calibrated probabilities; holdout AUC {:.4} estimated the same way): {}",
+                e.run,
+                monitor::estimate_reference(r.holdout_auc, r.holdout_estimated_auc),
+                monitor::estimate::words(e)
+            )?;
+        }
+        for (e, run) in
+            r.matured_estimates.iter().filter_map(|e| Some((e, r.realized.iter().find(|x| x.run == e.run)?)))
+        {
+            writeln!(
+                f,
+                "run at {}, estimated when scored vs realized: {}",
+                e.run,
+                monitor::estimate::versus(e, &run.figures())
+            )?;
         }
         if r.auc_history.is_empty() {
             writeln!(f, "realized AUC: no run has a closed outcome window yet")?;

@@ -83,7 +83,14 @@ pub fn weekly(cfg: &Config, opts: &BatchOptions, progress: &Progress) -> Result<
     let (sql, findings) = rayon::join(
         || scored.write_sql(&s.sinks, progress),
         || -> Result<(MonitorReport, WeeklyReport)> {
-            let monitor = super::monitor::observe(cfg, &s, as_of, Some(&scored.preds), progress)?;
+            let monitor = super::monitor::observe(
+                cfg,
+                &s,
+                as_of,
+                Some(&scored.preds),
+                Some(&scored.run.scores),
+                progress,
+            )?;
             let report = progress.step("report_build", "building the weekly report", || {
                 crate::report::weekly::build_for_run(
                     cfg,

@@ -7,6 +7,7 @@ use crate::calibration::{self, CalibrationChoice};
 use crate::config::DecisionConfig;
 use crate::experiment::SaveRateSource;
 use crate::metrics;
+use crate::monitor::estimate::HoldoutCheck;
 use crate::threshold::{self, RiskBands};
 
 /// One role's rows as the decision sees them: raw and calibrated churn probabilities, the
@@ -58,6 +59,9 @@ pub fn decide(
     );
     let bands = RiskBands::from_config(d);
     let explanation = threshold::explain(d, &outcome);
+    let contact: Vec<bool> =
+        hold.calibrated.iter().map(|&p| threshold::contacts(chosen.threshold, p)).collect();
+    let holdout_estimate = HoldoutCheck::of(hold.calibrated, hold.clv, hold.churn, &contact, d);
     let report = DecisionReport {
         threshold: chosen.threshold,
         policy: d.value,
@@ -67,6 +71,7 @@ pub fn decide(
         explanation: explanation.clone(),
         holdout_bands: threshold::band_outcomes(&bands, hold.calibrated, hold.churn),
         save_rate: Some(save_rate.clone()),
+        holdout_estimate: Some(holdout_estimate),
     };
     let artifact = DecisionArtifact {
         threshold: chosen.threshold,

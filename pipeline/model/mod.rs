@@ -275,6 +275,11 @@ pub struct DecisionReport {
     /// Where the save rate came from (None in models trained before it was reported).
     #[serde(default)]
     pub save_rate: Option<crate::experiment::SaveRateSource>,
+    /// The holdout's ROC AUC, precision, recall and net value estimated from its calibrated
+    /// probabilities (as monitoring estimates a run's before its labels mature) and realized
+    /// (None in models trained before it was recorded).
+    #[serde(default)]
+    pub holdout_estimate: Option<crate::monitor::estimate::HoldoutCheck>,
 }
 
 /// `decision.json`: the rule `score` applies, with the curve it was chosen from.

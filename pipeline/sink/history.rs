@@ -120,6 +120,16 @@ impl History {
         ))
     }
 
+    /// The rows of kind `kind` recorded at a monitor date other than `except`: (item, metric,
+    /// value) (the performance each run estimated the day it was scored: `estimated`).
+    pub fn rows_of_kind(&self, kind: &str, except: NaiveDate) -> Result<Vec<(String, String, f64)>> {
+        self.rows(
+            col("kind")
+                .eq(lit(kind))
+                .and(col("as_of").cast(DataType::Int32).neq(lit(schema::epoch_day(except)))),
+        )
+    }
+
     /// The rows `kept`: (item, metric, value).
     fn rows(&self, kept: Expr) -> Result<Vec<(String, String, f64)>> {
         let Some(df) = self.read()? else { return Ok(Vec::new()) };

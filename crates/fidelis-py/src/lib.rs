@@ -648,12 +648,31 @@ impl NativeModel {
         serde_json::to_string(&realized).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
+    /// The estimate counts (`monitor::EstimateCounts`, JSON) of one batch of a run's scores
+    /// (`churn_probability`, `predicted_clv`, `contact`), with the decision settings of the
+    /// model that scored it: what one part contributes to the run's estimated performance.
+    fn estimate_counts(&self, py: Python<'_>, batch: &Bound<'_, PyAny>) -> PyResult<String> {
+        let df = import_frame(batch, "scores batch")?;
+        let models_dir = self.model.dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let counts = py
+            .detach(|| {
+                let decision = jobs::monitor::run_decision(&models_dir, &df, &self.model)?;
+                fidelis::monitor::EstimateCounts::of_scores(&df, &decision)
+            })
+            .map_err(py_err)?;
+        serde_json::to_string(&counts).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
     /// Monitoring at `as_of` from the drift counts of every part of the scored customers, the
     /// runs realized now (JSON of [`Self::realized`]), the realized AUCs already recorded
-    /// (`(run, auc)`) and the history's rows of the runs' effects among new customers
-    /// (`(item, metric, value)` of kind `effect`, items `<run> first[ band=...]`): the history rows (as
-    /// `metrics_history.parquet`), the printed report, whether to retrain, the alerts.
-    #[pyo3(signature = (as_of, counts, realized, auc_history, first_effects=Vec::new()))]
+    /// (`(run, auc)`), the history's rows of the runs' effects among new customers
+    /// (`(item, metric, value)` of kind `effect`, items `<run> first[ band=...]`), the merged
+    /// estimate counts of the run scored at `as_of` (JSON of [`Self::estimate_counts`], None
+    /// when none was) and the history's rows of kind `estimated` recorded at other dates
+    /// (`(item, metric, value)`): the history rows (as `metrics_history.parquet`), the printed
+    /// report, whether to retrain, the alerts.
+    #[pyo3(signature = (as_of, counts, realized, auc_history, first_effects=Vec::new(), estimate=None, estimates=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
     fn assess<'py>(
         &self,
         py: Python<'py>,
@@ -662,6 +681,8 @@ impl NativeModel {
         realized: Vec<String>,
         auc_history: Vec<(String, f64)>,
         first_effects: Vec<(String, String, f64)>,
+        estimate: Option<String>,
+        estimates: Vec<(String, String, f64)>,
     ) -> PyResult<(Bound<'py, PyCapsule>, String, bool, Vec<String>)> {
         let as_of = parse_date(as_of)?;
         let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
@@ -678,9 +699,19 @@ impl NativeModel {
         let first_effects = fidelis::experiment::first_effects(
             first_effects.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
         );
+        let estimated = match estimate {
+            Some(e) => {
+                let counts: fidelis::monitor::EstimateCounts = serde_json::from_str(&e).map_err(json)?;
+                Some(jobs::monitor::estimate(&self.model, &counts, as_of).map_err(py_err)?)
+            }
+            None => None,
+        };
+        let estimates = fidelis::monitor::estimate::by_run(
+            estimates.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
+        );
+        let observed = jobs::monitor::Observations { drift, estimated, realized, auc_history, first_effects };
         let report =
-            jobs::monitor::assess(&self.cfg, &self.model, as_of, drift, realized, auc_history, first_effects)
-                .map_err(py_err)?;
+            jobs::monitor::assess(&self.cfg, &self.model, as_of, observed, estimates).map_err(py_err)?;
         let rows = report.history_frame().map_err(py_err)?;
         Ok((export_frame(py, rows)?, report.to_string(), report.retrain, report.alerts.clone()))
     }
@@ -855,6 +886,16 @@ fn merge_counts(a: &str, b: &str) -> PyResult<String> {
     serde_json::to_string(&a).map_err(json)
 }
 
+/// Two sets of estimate counts (JSON of `NativeModel.estimate_counts`) merged into one
+/// (`EstimateCounts::merge`).
+#[pyfunction]
+fn merge_estimate_counts(a: &str, b: &str) -> PyResult<String> {
+    let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
+    let mut a: fidelis::monitor::EstimateCounts = serde_json::from_str(a).map_err(json)?;
+    a.merge(&serde_json::from_str(b).map_err(json)?);
+    serde_json::to_string(&a).map_err(json)
+}
+
 /// The size of the top-risk segment of `n` scored customers (`score::top_size`).
 #[pyfunction]
 fn top_size(top_share: f64, n: usize) -> u32 {
@@ -1008,6 +1049,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tree_shap, m)?)?;
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_estimate_counts, m)?)?;
     m.add_function(wrap_pyfunction!(merge_event_facts, m)?)?;
     m.add_function(wrap_pyfunction!(jdbc_targets, m)?)?;
     m.add_function(wrap_pyfunction!(create_stage, m)?)?;

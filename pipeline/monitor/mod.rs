@@ -29,6 +29,9 @@
 //! of the contact flags it wrote, with the decision settings of the model that scored it.
 //! Computed once per run: at the first monitor date where it is mature.
 
+pub mod estimate;
+pub use estimate::{EstimateCounts, Estimated};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::NaiveDate;
@@ -421,9 +424,25 @@ pub struct Realized {
     pub top10_capture: f64,
     pub contacted: usize,
     pub net_value: f64,
+    /// Churners among the contacted over the contacted, and over every churner.
+    #[serde(default = "nan")]
+    pub precision: f64,
+    #[serde(default = "nan")]
+    pub recall: f64,
     /// The measured effect of contacting in this run (its scores have a control group).
     #[serde(default)]
     pub effect: Option<RunEffect>,
+}
+
+impl Realized {
+    /// ROC AUC, precision, recall and net value: what the run estimated when it was scored.
+    pub fn figures(&self) -> estimate::Figures {
+        [self.roc_auc, self.precision, self.recall, self.net_value]
+    }
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 fn col_f64(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<f64>> {
@@ -459,17 +478,20 @@ pub fn realized(
     let churners = y.iter().sum::<f64>();
     let captured: f64 = y.iter().zip(&top).filter(|(_, &t)| t).map(|(v, _)| v).sum();
     let values = threshold::tp_values(decision, &p, &clv);
+    let [roc_auc, precision, recall, net_value] = estimate::figures(&y, &p, &contact, &values, decision);
     Ok(Realized {
         run,
         model_id,
         customers: y.len(),
         churn_rate: metrics::mean(&y),
-        roc_auc: metrics::roc_auc(&y, &p),
+        roc_auc,
         pr_auc: metrics::average_precision(&y, &p),
         brier: metrics::brier(&y, &p),
         top10_capture: if churners > 0.0 { captured / churners } else { f64::NAN },
         contacted: contact.iter().filter(|&&c| c).count(),
-        net_value: threshold::net_value_of(&contact, &y, &values, decision),
+        net_value,
+        precision,
+        recall,
         effect: run_effect(scores, &y, outcomes, &threshold::saved_values(decision, &clv), decision, &ctx)?,
     })
 }
@@ -608,8 +630,16 @@ pub struct MonitorReport {
     pub as_of: NaiveDate,
     pub model_id: String,
     pub drift: Vec<Drift>,
+    /// The performance of the run at this as_of estimated from its calibrated probabilities
+    /// (None when no run was scored at this as_of).
+    pub estimated: Option<Estimated>,
     /// Runs that matured at this as_of (computed now).
     pub realized: Vec<Realized>,
+    /// What the runs of `realized` estimated the day they were scored (those that did).
+    pub matured_estimates: Vec<Estimated>,
+    /// The holdout's ROC AUC estimated the same way (NaN for models trained before it was
+    /// recorded: the estimate is then compared with the realized holdout AUC).
+    pub holdout_estimated_auc: f64,
     /// Realized AUC of every mature run so far (history included), oldest first.
     pub auc_history: Vec<(NaiveDate, f64)>,
     /// The effect of contacting pooled over every matured run so far (history included).
@@ -631,8 +661,13 @@ pub struct Observed<'a> {
     /// Last day of the model's training data.
     pub model_end: NaiveDate,
     pub drift: Vec<Drift>,
+    /// The estimated performance of the run at `as_of`.
+    pub estimated: Option<Estimated>,
     /// Runs whose outcome window closed by `as_of`, not yet in the history.
     pub realized: Vec<Realized>,
+    /// The estimates recorded for earlier runs (by run).
+    pub estimates: BTreeMap<NaiveDate, Estimated>,
+    pub holdout_estimated_auc: f64,
     /// Realized AUC of the runs already in the history.
     pub auc_history: BTreeMap<NaiveDate, f64>,
     /// The effect among the customers new to the experiment ([`RunEffect::first`], per band
@@ -688,13 +723,18 @@ pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
     }
     let pooled = PooledEffect::of(&first);
     let mut alerts = alerts(&o.drift, o.realized.iter().map(|r| (r.run, r.roc_auc)), o.holdout_auc, cfg);
+    alerts.extend(estimate_alert(o.estimated.as_ref(), o.holdout_auc, o.holdout_estimated_auc, cfg));
     alerts.extend(effect_alerts(&o.realized, pooled.as_ref()));
     let (retrain, advice) = advice(alerts.len(), model_age_days, o.as_of, cfg);
+    let matured_estimates = o.realized.iter().filter_map(|r| o.estimates.get(&r.run).cloned()).collect();
     MonitorReport {
         as_of: o.as_of,
         model_id: o.model_id.to_string(),
         drift: o.drift,
+        estimated: o.estimated,
         realized: o.realized,
+        matured_estimates,
+        holdout_estimated_auc: o.holdout_estimated_auc,
         auc_history: auc_history.into_iter().collect(),
         pooled,
         holdout_auc: o.holdout_auc,
@@ -729,6 +769,50 @@ fn alerts(
         }
     }
     alerts
+}
+
+/// What an estimate is compared with: the holdout's AUC estimated the same way, else (models
+/// trained before it was recorded) the holdout's realized AUC.
+pub fn estimate_reference(holdout_auc: f64, holdout_estimated_auc: f64) -> f64 {
+    if holdout_estimated_auc.is_finite() {
+        holdout_estimated_auc
+    } else {
+        holdout_auc
+    }
+}
+
+fn estimate_dropped(
+    e: &Estimated,
+    holdout_auc: f64,
+    holdout_estimated_auc: f64,
+    cfg: &MonitorConfig,
+) -> bool {
+    auc_dropped(
+        e.roc_auc.value,
+        estimate_reference(holdout_auc, holdout_estimated_auc),
+        cfg.estimated_auc_drop_alert,
+    )
+}
+
+/// The alert when the run's estimated AUC dropped more than `estimated_auc_drop_alert`.
+fn estimate_alert(
+    e: Option<&Estimated>,
+    holdout_auc: f64,
+    holdout_estimated_auc: f64,
+    cfg: &MonitorConfig,
+) -> Option<String> {
+    let e = e.filter(|e| estimate_dropped(e, holdout_auc, holdout_estimated_auc, cfg))?;
+    let what = if holdout_estimated_auc.is_finite() { "estimated the same way" } else { "realized" };
+    Some(format!(
+        "ALERT estimated AUC of the run at {}: {:.4} [95% {:.4}, {:.4}] from its calibrated probabilities, more \
+         than {} below the holdout's {:.4} ({what}); its labels mature one horizon later",
+        e.run,
+        e.roc_auc.value,
+        e.roc_auc.low,
+        e.roc_auc.high,
+        cfg.estimated_auc_drop_alert,
+        estimate_reference(holdout_auc, holdout_estimated_auc)
+    ))
 }
 
 /// One line per matured run whose measured effect is harmful, and one when the pooled effect is.
@@ -852,8 +936,18 @@ const DRIFT_METRICS: [&str; 7] = [
     "missing_share_reference",
     "mean_reference",
 ];
-const REALIZED_METRICS: [&str; 8] =
-    ["roc_auc", "pr_auc", "brier", "top10_capture", "net_value", "churn_rate", "customers", "contacted"];
+const REALIZED_METRICS: [&str; 10] = [
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "top10_capture",
+    "net_value",
+    "churn_rate",
+    "customers",
+    "contacted",
+    "precision",
+    "recall",
+];
 
 impl MonitorReport {
     pub fn has_alert(&self) -> bool {
@@ -895,6 +989,8 @@ impl MonitorReport {
                 r.churn_rate,
                 r.customers as f64,
                 r.contacted as f64,
+                r.precision,
+                r.recall,
             ];
             for (m, v) in REALIZED_METRICS.iter().zip(values) {
                 push(
@@ -904,6 +1000,18 @@ impl MonitorReport {
                     v,
                     if *m == "roc_auc" { auc_status } else { Status::Info },
                 );
+            }
+        }
+        if let Some(e) = &self.estimated {
+            let run = e.run.to_string();
+            let dropped = estimate_dropped(e, self.holdout_auc, self.holdout_estimated_auc, &self.thresholds);
+            for (m, v) in estimate::METRICS.iter().zip(e.metrics()) {
+                let status = match *m {
+                    "roc_auc" if dropped => Status::Alert,
+                    "roc_auc" => Status::Ok,
+                    _ => Status::Info,
+                };
+                push("estimated", run.as_str(), *m, v, status);
             }
         }
         for r in &self.realized {
@@ -950,6 +1058,10 @@ impl MonitorReport {
         push("model", "model", "psi_warn", t.psi_warn, Status::Info);
         push("model", "model", "psi_alert", t.psi_alert, Status::Info);
         push("model", "model", "auc_drop_alert", t.auc_drop_alert, Status::Info);
+        push("model", "model", "estimated_auc_drop_alert", t.estimated_auc_drop_alert, Status::Info);
+        if self.holdout_estimated_auc.is_finite() {
+            push("model", "model", "holdout_estimated_roc_auc", self.holdout_estimated_auc, Status::Info);
+        }
         push("model", "model", "max_model_age_days", t.max_model_age_days as f64, Status::Info);
         rows
     }
@@ -1058,6 +1170,7 @@ impl MonitorReport {
             psi_warn: model("psi_warn").unwrap_or(d.psi_warn),
             psi_alert: model("psi_alert").unwrap_or(d.psi_alert),
             auc_drop_alert: model("auc_drop_alert").unwrap_or(d.auc_drop_alert),
+            estimated_auc_drop_alert: model("estimated_auc_drop_alert").unwrap_or(d.estimated_auc_drop_alert),
             max_model_age_days: model("max_model_age_days").map_or(d.max_model_age_days, |v| v as i64),
         };
         let holdout_auc = model("holdout_roc_auc").ok_or_else(|| missing("holdout AUC"))?;
@@ -1084,6 +1197,16 @@ impl MonitorReport {
             });
         }
         let realized = rows.realized_at(&here)?;
+        let holdout_estimated_auc = model("holdout_estimated_roc_auc").unwrap_or(f64::NAN);
+        let estimated = rows.estimated_at(&here);
+        let upto: Vec<usize> = (0..rows.day.len()).filter(|&i| rows.day[i] <= day).collect();
+        let matured_estimates = realized
+            .iter()
+            .filter_map(|r| {
+                let item = r.run.to_string();
+                Estimated::from_metrics(r.run, |m| rows.value_of(&upto, "estimated", &item, m))
+            })
+            .collect();
         let auc_history: BTreeMap<NaiveDate, f64> = (0..rows.day.len())
             .filter(|&i| rows.day[i] <= day && rows.kind[i] == "realized" && rows.metric[i] == "roc_auc")
             .filter_map(|i| Some((NaiveDate::parse_from_str(&rows.item[i], "%Y-%m-%d").ok()?, rows.value[i])))
@@ -1096,13 +1219,17 @@ impl MonitorReport {
             });
         let mut alerts =
             alerts(&drift, realized.iter().map(|r| (r.run, r.roc_auc)), holdout_auc, &thresholds);
+        alerts.extend(estimate_alert(estimated.as_ref(), holdout_auc, holdout_estimated_auc, &thresholds));
         alerts.extend(effect_alerts(&realized, pooled.as_ref()));
         let (retrain, advice) = advice(alerts.len(), model_age_days, as_of, &thresholds);
         Ok(MonitorReport {
             as_of,
             model_id: rows.model_id[here[0]].clone(),
             drift,
+            estimated,
             realized,
+            matured_estimates,
+            holdout_estimated_auc,
             auc_history: auc_history.into_iter().collect(),
             pooled,
             holdout_auc,
@@ -1173,10 +1300,20 @@ impl HistoryRows {
                 top10_capture: v("top10_capture"),
                 contacted: count("contacted"),
                 net_value: v("net_value"),
+                precision: v("precision"),
+                recall: v("recall"),
                 effect: self.effect_at(here, item),
             });
         }
         Ok(out)
+    }
+
+    /// The run estimated at the rows `here` (None when no run was scored there).
+    fn estimated_at(&self, here: &[usize]) -> Option<Estimated> {
+        let i = here.iter().find(|&&i| self.kind[i] == "estimated")?;
+        let item = self.item[*i].as_str();
+        let run = NaiveDate::parse_from_str(item, "%Y-%m-%d").ok()?;
+        Estimated::from_metrics(run, |m| self.value_of(here, "estimated", item, m))
     }
 
     /// The effect of the run `run` at the rows `here` (None when the history has none).
@@ -1270,6 +1407,8 @@ mod tests {
             top10_capture: 0.3,
             contacted: 270,
             net_value: 1.0,
+            precision: 0.4,
+            recall: 0.6,
             effect: Some(RunEffect::of(&rows, &d)),
         };
         let as_of = NaiveDate::from_ymd_opt(2024, 12, 31).unwrap();
@@ -1280,7 +1419,10 @@ mod tests {
                 holdout_auc: 0.8,
                 model_end: as_of,
                 drift: Vec::new(),
+                estimated: None,
                 realized: vec![realized.clone()],
+                estimates: BTreeMap::new(),
+                holdout_estimated_auc: f64::NAN,
                 auc_history: BTreeMap::new(),
                 first_effects: [((run - chrono::Duration::days(7), String::new()), earlier_first)].into(),
             },
