@@ -227,13 +227,13 @@ pub fn versus(e: &Estimated, realized: &Figures) -> String {
         .zip(e.intervals())
         .zip(realized)
         .map(|((name, i), &r)| {
-            let digits = match *name {
-                "roc_auc" => 4,
-                "net_value" => 0,
-                _ => 3,
+            let (label, digits) = match *name {
+                "roc_auc" => ("ROC AUC", 4),
+                "net_value" => ("net value", 0),
+                other => (other, 3),
             };
             format!(
-                "{name} {:.digits$} [95% {:.digits$}, {:.digits$}] vs {r:.digits$}{}",
+                "{label} {:.digits$} [95% {:.digits$}, {:.digits$}] vs {r:.digits$}{}",
                 i.value,
                 i.low,
                 i.high,

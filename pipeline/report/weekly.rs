@@ -17,7 +17,8 @@ use crate::experiment::Effect;
 use crate::features::Daily;
 use crate::format::{f4, int, money, pct};
 use crate::model::LoadedModel;
-use crate::monitor::{Drift, MonitorReport, Status};
+use crate::monitor::estimate::Figures;
+use crate::monitor::{Drift, Estimated, MonitorReport, Status};
 use crate::schema::{epoch_day, CUSTOMER};
 use crate::sink::ScoreParquet;
 use crate::threshold::RiskBands;
@@ -131,6 +132,20 @@ pub struct WeeklyReport {
     /// The effect pooled over those runs, each customer at its first selection.
     #[serde(default)]
     pub pooled: Option<crate::monitor::PooledEffect>,
+    /// Every run's performance estimated when it was scored, and realized once it matured,
+    /// oldest first (this run's included).
+    pub performance: Vec<RunPerformance>,
+    /// What the estimated AUC is compared with, and the alert line below it.
+    pub estimate_reference: f64,
+    pub estimate_alert_below: f64,
+}
+
+/// One run's estimated performance and, once it matured, its realized figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunPerformance {
+    pub estimated: Estimated,
+    /// ROC AUC, precision, recall, net value (None until the run matures).
+    pub realized: Option<Figures>,
 }
 
 /// What marketing does with each RFM segment (the usual playbook).
@@ -322,6 +337,7 @@ pub struct WeeklyInputs<'a> {
     pub experiment: Option<crate::experiment::HeldOut>,
     pub rank_by: crate::config::RankBy,
     pub effects: Vec<(NaiveDate, Effect)>,
+    pub performance: Vec<RunPerformance>,
 }
 
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
@@ -429,6 +445,10 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         rank_by: rank_by_words(w.rank_by).to_string(),
         effects: w.effects.clone(),
         pooled: m.pooled.clone(),
+        performance: w.performance.clone(),
+        estimate_reference: crate::monitor::estimate_reference(m.holdout_auc, m.holdout_estimated_auc),
+        estimate_alert_below: crate::monitor::estimate_reference(m.holdout_auc, m.holdout_estimated_auc)
+            - m.thresholds.estimated_auc_drop_alert,
     })
 }
 
@@ -535,6 +555,7 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     section_rfm(&mut d, r)?;
     section_drift(&mut d, r)?;
     section_auc(&mut d, r)?;
+    section_estimated(&mut d, r)?;
     section_effect(&mut d, r)?;
     section_kpis(&mut d, r)?;
     Ok(d)
@@ -931,6 +952,118 @@ fn section_auc(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     Ok(())
 }
 
+/// Runs shown in the estimated-vs-realized table (the newest).
+const PERFORMANCE_ROWS: usize = 12;
+
+fn section_estimated(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
+    d.section("estimated", "Performance before the labels: estimated when scored, realized later");
+    let Some(last) = r.performance.last() else {
+        d.para("No run has an estimate yet: each weekly run estimates its performance from its calibrated probabilities.");
+        return Ok(());
+    };
+    let e = &last.estimated;
+    d.para(&format!(
+        "This run's ROC AUC estimated from its calibrated probabilities: {} [95% {}, {}] against the holdout's {} \
+         estimated the same way (alert below {}). The estimate assumes the probabilities stay calibrated; \
+         its interval allows for the labels' chance and for how far the estimate was off on the model's \
+         holdout. A change in who the customers are shows here weeks before the labels mature; a change \
+         in how the same customers behave does not, until the realized figures arrive.",
+        f4(e.roc_auc.value),
+        f4(e.roc_auc.low),
+        f4(e.roc_auc.high),
+        f4(r.estimate_reference),
+        f4(r.estimate_alert_below)
+    ));
+    let day = |p: &RunPerformance| f64::from(epoch_day(p.estimated.run));
+    let line =
+        |f: fn(&RunPerformance) -> f64| r.performance.iter().map(|p| (day(p), f(p))).collect::<Vec<_>>();
+    let realized: Vec<(f64, f64)> =
+        r.performance.iter().filter_map(|p| Some((day(p), p.realized?[0]))).collect();
+    let all = r.performance.iter().flat_map(|p| [p.estimated.roc_auc.low, p.estimated.roc_auc.high]);
+    let lo = all.clone().fold(r.estimate_alert_below, f64::min) - 0.02;
+    let hi = all.fold(r.estimate_reference, f64::max) + 0.02;
+    let mut lines = vec![
+        Line::new("estimated", line(|p| p.estimated.roc_auc.value), 0).dots(),
+        Line::new("95% low", line(|p| p.estimated.roc_auc.low), 0).dashed(),
+        Line::new("95% high", line(|p| p.estimated.roc_auc.high), 0).dashed(),
+    ];
+    if !realized.is_empty() {
+        lines.push(Line::new("realized", realized, 1).dots());
+    }
+    let svg = chart::line_chart(&LineChart {
+        title: "Churn ROC AUC per run: estimated when scored, realized once matured".into(),
+        x_label: "run date".into(),
+        y_label: "ROC AUC".into(),
+        y: Some(lo.max(0.0)..hi.min(1.0)),
+        lines,
+        hlines: vec![
+            HLine {
+                y: r.estimate_reference,
+                label: format!("holdout {}", f4(r.estimate_reference)),
+                color: 2,
+            },
+            HLine {
+                y: r.estimate_alert_below,
+                label: format!("alert below {}", f4(r.estimate_alert_below)),
+                color: 5,
+            },
+        ],
+        dates: true,
+        legend_low: true,
+        ..LineChart::default()
+    })?;
+    let matured: Vec<&RunPerformance> = r.performance.iter().filter(|p| p.realized.is_some()).collect();
+    let inside =
+        matured.iter().filter(|p| p.realized.is_some_and(|f| p.estimated.roc_auc.contains(f[0]))).count();
+    d.chart(
+        "estimated_auc",
+        svg,
+        &if matured.is_empty() {
+            "No run has matured yet: the realized AUC joins the estimate one horizon after each run.".to_string()
+        } else {
+            format!("Realized AUC inside the interval estimated when the run was scored: {inside} of {} matured runs.", matured.len())
+        },
+    );
+    let interval = |i: &crate::monitor::estimate::Interval, f: fn(f64) -> String| {
+        format!("{} [{}, {}]", f(i.value), f(i.low), f(i.high))
+    };
+    let real =
+        |p: &RunPerformance, k: usize, f: fn(f64) -> String| p.realized.map_or("-".to_string(), |x| f(x[k]));
+    let shown = r.performance.iter().rev().take(PERFORMANCE_ROWS);
+    let rows: Vec<Vec<String>> = shown
+        .map(|p| {
+            let e = &p.estimated;
+            vec![
+                e.run.to_string(),
+                interval(&e.roc_auc, f4),
+                real(p, 0, f4),
+                interval(&e.precision, pct),
+                real(p, 1, pct),
+                interval(&e.recall, pct),
+                real(p, 2, pct),
+                interval(&e.net_value, money),
+                real(p, 3, money),
+            ]
+        })
+        .collect();
+    d.table(
+        &[
+            "run",
+            "AUC estimated [95%]",
+            "realized",
+            "precision estimated [95%]",
+            "realized",
+            "recall estimated [95%]",
+            "realized",
+            "net value estimated [95%]",
+            "realized",
+        ],
+        &rows,
+        None,
+    );
+    Ok(())
+}
+
 fn section_kpis(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
     d.section("kpis", "Retention KPIs");
     let k = &r.kpis;
@@ -1077,5 +1210,39 @@ pub fn build_for_run(
         experiment: crate::score::held_out_of(cfg, model, scores)?,
         rank_by: cfg.output.rank_by,
         effects: effects_of(cfg, monitor)?,
+        performance: performance_of(cfg, monitor)?,
     })
+}
+
+/// Every run's estimated performance up to the report's date (the history's and this run's),
+/// with the realized figures of those that matured.
+fn performance_of(cfg: &Config, monitor: &MonitorReport) -> Result<Vec<RunPerformance>> {
+    let history = crate::sink::History::new(Path::new(&cfg.output.dir));
+    let rows = history.rows_of_kind_until("estimated", monitor.as_of)?;
+    let mut estimated =
+        crate::monitor::estimate::by_run(rows.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)));
+    if let Some(e) = &monitor.estimated {
+        estimated.insert(e.run, e.clone());
+    }
+    let mut realized: BTreeMap<NaiveDate, BTreeMap<&str, f64>> = BTreeMap::new();
+    let rows = history.rows_of_kind_until("realized", monitor.as_of)?;
+    for (item, metric, value) in &rows {
+        if let Ok(run) = NaiveDate::parse_from_str(item, "%Y-%m-%d") {
+            realized.entry(run).or_default().insert(metric.as_str(), *value);
+        }
+    }
+    let mut figures: BTreeMap<NaiveDate, Figures> = realized
+        .into_iter()
+        .map(|(run, m)| {
+            let v = |k: &str| m.get(k).copied().unwrap_or(f64::NAN);
+            (run, [v("roc_auc"), v("precision"), v("recall"), v("net_value")])
+        })
+        .collect();
+    for r in &monitor.realized {
+        figures.insert(r.run, r.figures());
+    }
+    Ok(estimated
+        .into_values()
+        .map(|e| RunPerformance { realized: figures.get(&e.run).copied(), estimated: e })
+        .collect())
 }

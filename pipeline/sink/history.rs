@@ -130,6 +130,15 @@ impl History {
         )
     }
 
+    /// The rows of kind `kind` recorded up to `as_of` (what a report of that date shows).
+    pub fn rows_of_kind_until(&self, kind: &str, as_of: NaiveDate) -> Result<Vec<(String, String, f64)>> {
+        self.rows(
+            col("kind")
+                .eq(lit(kind))
+                .and(col("as_of").cast(DataType::Int32).lt_eq(lit(schema::epoch_day(as_of)))),
+        )
+    }
+
     /// The rows `kept`: (item, metric, value).
     fn rows(&self, kept: Expr) -> Result<Vec<(String, String, f64)>> {
         let Some(df) = self.read()? else { return Ok(Vec::new()) };

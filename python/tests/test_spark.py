@@ -320,6 +320,13 @@ def test_the_weekly_batch_and_its_monitoring_equal_the_cli(spark, demo, tmp_path
     drift = [r for r in history_rows(cli_history, "2024-12-01") if r[1] == "drift" and r[3] == "psi"]
     assert len(drift) > 10
     assert "realized AUC" in found["2024-12-08"].report
+    # Each run's performance estimated from its calibrated probabilities when it was scored
+    # (the same rows on Spark as in the CLI, above), and beside the realized figures once the
+    # run matures.
+    for d in dates:
+        est = {r[3]: struct_value(r[4]) for r in history_rows(cli_history, d) if r[1] == "estimated" and r[2] == d}
+        assert est["roc_auc_low"] < est["roc_auc"] < est["roc_auc_high"], (d, est)
+    assert "run at 2024-09-08, estimated when scored vs realized: ROC AUC" in found["2024-12-08"].report
 
 
 def pg_url() -> str:

@@ -32,6 +32,37 @@ def _drift_counts(local: Any, args: tuple[Any, ...]) -> str | None:
     return merged
 
 
+def _estimate_counts(scores: Any, args: tuple[Any, ...]) -> str | None:
+    """The estimate counts of a run's scores (``churn_probability``, ``predicted_clv``,
+    ``contact``, ``model_id``): counted per partition by the Rust core, merged by Spark
+    (``treeReduce``), exactly the CLI's; None when the run has no rows."""
+    columns = ["churn_probability", "predicted_clv", "contact", "model_id"]
+
+    def per_partition(batches: Any) -> Any:
+        tables = [pa.Table.from_batches([b]).select(columns) for b in batches if b.num_rows]
+        if tables:
+            t = pa.concat_tables(tables)
+            yield pa.RecordBatch.from_pydict({"counts": [_model(*args).estimate_counts(t.__arrow_c_stream__())]})
+
+    parts = scores.select(*columns).mapInArrow(per_partition, "counts string").rdd.map(lambda row: row[0])
+    if parts.isEmpty():
+        return None
+    merged: str = parts.treeReduce(_native.merge_estimate_counts)
+    return merged
+
+
+def _estimates(spark: Any, out: str, as_of: str) -> list[tuple[str, str, float]]:
+    """The history's rows of kind ``estimated`` recorded at other dates: what each earlier
+    run estimated when it was scored (shown beside its realized figures once it matures)."""
+    from pyspark.sql import functions as F
+
+    history = _read(spark, f"{out}/metrics_history")
+    if history is None:
+        return []
+    rows = history.filter((F.col("kind") == "estimated") & (F.col("as_of").cast("string") != as_of))
+    return [(r["item"], r["metric"], r["value"]) for r in rows.select("item", "metric", "value").collect()]
+
+
 def _realized(
     spark: Any, transactions: Any, args: tuple[Any, ...], as_of: str, out: str, buckets: int, contacts: Any = None
 ) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]]]:
@@ -177,6 +208,7 @@ def monitor(
     customers: Any = None,
     contacts: Any = None,
     _local_frame: Any = None,
+    _scores: Any = None,
 ) -> Monitoring:
     """``fidelis monitor`` on Spark: drift of the features and scores of every customer
     eligible at ``as_of`` against the model's reference (bin counts per partition by the
@@ -185,7 +217,8 @@ def monitor(
     retrain advice. With ``write``, the rows go to ``out/metrics_history/run=DATE/``
     (replacing that date only). ``events`` and ``customers`` as for :func:`score`;
     ``contacts``: the contact log (columns as ``[input.contacts]`` maps them), for the reach
-    of each group and the effect among the reached."""
+    of each group and the effect among the reached. The run under ``out/scores`` at ``as_of``
+    (if any) gets its performance estimated from its calibrated probabilities."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
@@ -193,9 +226,18 @@ def monitor(
     if local is None:
         local = _local(transactions, args, as_of, buckets, True, events, customers)
     counts = _drift_counts(local, args)
+    scores = _scores
+    if scores is None:
+        from pyspark.sql import functions as F
+
+        runs = _read(spark, f"{out}/scores")
+        if runs is not None and as_of in _date_strings(runs):
+            scores = runs.filter(F.col("as_of").cast("string") == as_of)
+    estimate = _estimate_counts(scores, args) if scores is not None else None
+    estimates = _estimates(spark, out, as_of)
     realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets, contacts)
     capsule, report, retrain, alerts = driver.assess(
-        as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects
+        as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects, estimate, estimates
     )
     rows = _plain_strings(_table(capsule))
     if write:
