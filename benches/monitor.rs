@@ -71,6 +71,37 @@ fn main() {
         last = monitor::drift(&reference, &current, &mcfg);
         drift_s.push(t.elapsed().as_secs_f64());
     }
+    // The run's performance estimated from its calibrated probabilities (CBPE): one pass over
+    // the scored customers, then the estimate from the counts; and the counts of 64 parts
+    // merged, as Spark's partitions are.
+    let mut r = fidelis::rng::Rng::new(1);
+    let p: Vec<f64> = (0..customers).map(|_| fidelis::math::sigmoid(-1.5 + 1.6 * r.normal())).collect();
+    let clv: Vec<f64> = x_cur.column(0).iter().map(|v| v.abs() * 10.0).collect();
+    let contact: Vec<bool> = p.iter().map(|&q| q >= 0.3).collect();
+    let d = fidelis::config::DecisionConfig::default();
+    let (mut estimate_s, mut merge_s) = (Vec::new(), Vec::new());
+    let none = monitor::estimate::Allowance::default();
+    let mut auc = f64::NAN;
+    for _ in 0..5 {
+        let t = Instant::now();
+        let e = monitor::EstimateCounts::of(&p, &clv, &contact, &d).estimate(NaiveDate::MIN, &none);
+        estimate_s.push(t.elapsed().as_secs_f64());
+        auc = e.roc_auc.value;
+        let step = customers.div_ceil(64);
+        let parts: Vec<monitor::EstimateCounts> = (0..customers)
+            .step_by(step)
+            .map(|s| {
+                let e = (s + step).min(customers);
+                monitor::EstimateCounts::of(&p[s..e], &clv[s..e], &contact[s..e], &d)
+            })
+            .collect();
+        let t = Instant::now();
+        let mut all = parts[0].clone();
+        parts[1..].iter().for_each(|x| all.merge(x));
+        let merged = all.estimate(NaiveDate::MIN, &none);
+        merge_s.push(t.elapsed().as_secs_f64());
+        assert_eq!(merged.roc_auc.value.to_bits(), auc.to_bits(), "the parts merge to the whole");
+    }
     let alerts = last.iter().filter(|d| d.status == Status::Alert).count();
     println!();
     println!(
@@ -82,7 +113,13 @@ fn main() {
     println!("{:<46} {:>10}", "step", "seconds");
     println!("{:<46} {:>10.3}", "reference (deciles, shares, sample)", median(build.clone()));
     println!("{:<46} {:>10.3}", "drift (PSI, KS, missing, mean; all features)", median(drift_s.clone()));
-    println!("items in alert between the two dates: {alerts} of {}", last.len());
+    println!(
+        "{:<46} {:>10.3}",
+        format!("estimated performance of {customers} (CBPE)"),
+        median(estimate_s.clone())
+    );
+    println!("{:<46} {:>10.3}", "  the same from 64 parts' counts, merged", median(merge_s.clone()));
+    println!("items in alert between the two dates: {alerts} of {}; estimated AUC {auc:.4}", last.len());
     common::record(bench, "monitor", || {
         serde_json::json!({
             "benchmark": "monitor",
@@ -93,6 +130,8 @@ fn main() {
             "reference_seconds_median": median(build),
             "drift_seconds_median": median(drift_s.clone()),
             "drift_seconds_runs": drift_s,
+            "estimate_seconds_median": median(estimate_s),
+            "estimate_merge_seconds_median": median(merge_s),
             "targets": {"drift_seconds": 5.0},
         })
     });

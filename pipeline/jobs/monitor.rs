@@ -84,11 +84,13 @@ pub fn observe(
         Ok(monitor::drift(&reference, &current, &cfg.monitor))
     })?;
     let estimated = match scores {
-        Some(scores) => Some(estimate(
-            model,
-            &EstimateCounts::of_scores(scores, &run_decision(&cfg.models_dir(), scores, model)?)?,
-            as_of,
-        )?),
+        Some(scores) => {
+            Some(progress.step("estimate", "performance estimated from the probabilities", || {
+                let counts =
+                    EstimateCounts::of_scores(scores, &run_decision(&cfg.models_dir(), scores, model)?)?;
+                estimate(model, &counts, as_of)
+            })?)
+        }
         None => None,
     };
     let history = History::new(Path::new(&cfg.output.dir));
