@@ -77,16 +77,15 @@ pub fn apply(
     x: FeatureMatrix,
     reasons: Reasons,
 ) -> Predictions {
-    let shap = match reasons {
-        Reasons::Shap => model.churn.shap_values(&x, None),
-        Reasons::Path | Reasons::None => None,
-    };
-    let (raw, contributions, shap) = match (reasons, shap) {
-        (_, Some(c)) => (model.churn.predict(&x), Some(c), true),
-        (Reasons::None, None) => (model.churn.predict(&x), None, false),
-        (_, None) => {
+    let (raw, contributions, shap) = match reasons {
+        Reasons::None => (model.churn.predict(&x), None, false),
+        Reasons::Path => {
             let (raw, c) = model.churn.predict_with_contributions(&x);
             (raw, Some(c), false)
+        }
+        Reasons::Shap => {
+            let (c, exact) = model.churn.explain(&x);
+            (model.churn.predict(&x), Some(c), exact)
         }
     };
     let churn_probability = model.calibrator.apply_all(&raw);
@@ -107,10 +106,7 @@ pub fn explain_at(
     as_of: NaiveDate,
 ) -> Result<(polars::prelude::DataFrame, bool)> {
     let (customers, x) = features_at(model, daily, signals, as_of)?;
-    let (values, exact) = match model.churn.shap_values(&x, None) {
-        Some(v) => (v, true),
-        None => (model.churn.predict_with_contributions(&x).1, false),
-    };
+    let (values, exact) = model.churn.explain(&x);
     Ok((contributions_frame(customers, &x.names, &values)?, exact))
 }
 

@@ -191,6 +191,22 @@ fn contact_effect(
     (force.unwrap_or_else(|| pick(&odds, u)), odds)
 }
 
+/// The customer's [`Shift`], drawn from its own stream (the default data does not depend on
+/// whether a shift is set): a rate shift is returned, to apply from its day; an acquisition
+/// shift moves the customer's sign-up after its day and scales its rate now (None returned).
+fn shift_of(opts: &GenerateOptions, idx: u32, signup: &mut f64, rate: &mut f64) -> Option<Shift> {
+    let days = f64::from(opts.days);
+    let mut stream = Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64);
+    let shifted = opts.shift.filter(|s| stream.uniform() < s.share)?;
+    if shifted.kind == ShiftKind::Rate {
+        return Some(shifted);
+    }
+    let from = f64::from(shifted.day).clamp(0.0, days - 1.0);
+    *signup = (from + stream.uniform() * 0.9 * (days - from)).floor();
+    *rate = (*rate * shifted.rate_factor).max(1e-4);
+    None
+}
+
 /// One customer's purchases, contacted on day `contact` or never: the draws up to the first
 /// purchase after the contact are those of the uncontacted customer, so the two paths are
 /// the customer's two potential outcomes. Returns what the contact did.
@@ -220,15 +236,7 @@ fn customer_path(
         out.amount.push(amount);
         out.mess.push(mess);
     };
-    // Drawn from its own stream: the default data does not depend on whether a shift is set.
-    let mut shift_stream = Rng::for_item(opts.seed ^ 0x5348_4946_5400_0000, idx as u64);
-    let mut shifted = opts.shift.filter(|s| shift_stream.uniform() < s.share);
-    if let Some(s) = shifted.filter(|s| s.kind == ShiftKind::Acquisition) {
-        let from = f64::from(s.day).clamp(0.0, days - 1.0);
-        signup = (from + shift_stream.uniform() * 0.9 * (days - from)).floor();
-        rate = (rate * s.rate_factor).max(1e-4);
-        shifted = None;
-    }
+    let shifted = shift_of(opts, idx, &mut signup, &mut rate);
     let mut pending = contact.filter(|&c| c < days);
     let mut effect = contact.map(|_| (ContactEffect::Before, vec![(ContactEffect::Before, 1.0)]));
     let mut t = signup;

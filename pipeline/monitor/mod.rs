@@ -954,8 +954,30 @@ impl MonitorReport {
         !self.alerts.is_empty()
     }
 
+    /// The history rows of the run estimated at this as_of (none without one).
+    fn estimated_rows(&self) -> Vec<Row> {
+        let Some(e) = &self.estimated else { return Vec::new() };
+        let dropped = estimate_dropped(e, self.holdout_auc, self.holdout_estimated_auc, &self.thresholds);
+        let status = |m: &str| match m {
+            "roc_auc" if dropped => Status::Alert,
+            "roc_auc" => Status::Ok,
+            _ => Status::Info,
+        };
+        estimate::METRICS
+            .iter()
+            .zip(e.metrics())
+            .map(|(m, value)| Row {
+                kind: "estimated",
+                item: e.run.to_string(),
+                metric: m,
+                value,
+                status: status(m),
+            })
+            .collect()
+    }
+
     fn rows(&self) -> Vec<Row> {
-        let mut rows = Vec::new();
+        let mut rows = self.estimated_rows();
         let mut push = |kind, item: &str, metric, value, status| {
             rows.push(Row { kind, item: item.to_string(), metric, value, status })
         };
@@ -1000,18 +1022,6 @@ impl MonitorReport {
                     v,
                     if *m == "roc_auc" { auc_status } else { Status::Info },
                 );
-            }
-        }
-        if let Some(e) = &self.estimated {
-            let run = e.run.to_string();
-            let dropped = estimate_dropped(e, self.holdout_auc, self.holdout_estimated_auc, &self.thresholds);
-            for (m, v) in estimate::METRICS.iter().zip(e.metrics()) {
-                let status = match *m {
-                    "roc_auc" if dropped => Status::Alert,
-                    "roc_auc" => Status::Ok,
-                    _ => Status::Info,
-                };
-                push("estimated", run.as_str(), *m, v, status);
             }
         }
         for r in &self.realized {

@@ -340,6 +340,15 @@ pub struct WeeklyInputs<'a> {
     pub performance: Vec<RunPerformance>,
 }
 
+/// The customers a scores table contacts.
+fn contacted_count(scores: &DataFrame) -> usize {
+    scores
+        .column("contact")
+        .ok()
+        .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
+        .unwrap_or(0)
+}
+
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let m = w.monitor;
     let c = ScoreColumns::of(w.scores)?;
@@ -414,12 +423,7 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         model_age_days: m.model_age_days,
         previous_run: w.previous.as_ref().map(|p| p.0),
         scored: n,
-        contacted: w
-            .scores
-            .column("contact")
-            .ok()
-            .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
-            .unwrap_or(0),
+        contacted: contacted_count(w.scores),
         top_size: top_n as usize,
         top_expected_loss,
         levels,
@@ -974,44 +978,7 @@ fn section_estimated(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         f4(r.estimate_reference),
         f4(r.estimate_alert_below)
     ));
-    let day = |p: &RunPerformance| f64::from(epoch_day(p.estimated.run));
-    let line =
-        |f: fn(&RunPerformance) -> f64| r.performance.iter().map(|p| (day(p), f(p))).collect::<Vec<_>>();
-    let realized: Vec<(f64, f64)> =
-        r.performance.iter().filter_map(|p| Some((day(p), p.realized?[0]))).collect();
-    let all = r.performance.iter().flat_map(|p| [p.estimated.roc_auc.low, p.estimated.roc_auc.high]);
-    let lo = all.clone().fold(r.estimate_alert_below, f64::min) - 0.02;
-    let hi = all.fold(r.estimate_reference, f64::max) + 0.02;
-    let mut lines = vec![
-        Line::new("estimated", line(|p| p.estimated.roc_auc.value), 0).dots(),
-        Line::new("95% low", line(|p| p.estimated.roc_auc.low), 0).dashed(),
-        Line::new("95% high", line(|p| p.estimated.roc_auc.high), 0).dashed(),
-    ];
-    if !realized.is_empty() {
-        lines.push(Line::new("realized", realized, 1).dots());
-    }
-    let svg = chart::line_chart(&LineChart {
-        title: "Churn ROC AUC per run: estimated when scored, realized once matured".into(),
-        x_label: "run date".into(),
-        y_label: "ROC AUC".into(),
-        y: Some(lo.max(0.0)..hi.min(1.0)),
-        lines,
-        hlines: vec![
-            HLine {
-                y: r.estimate_reference,
-                label: format!("holdout {}", f4(r.estimate_reference)),
-                color: 2,
-            },
-            HLine {
-                y: r.estimate_alert_below,
-                label: format!("alert below {}", f4(r.estimate_alert_below)),
-                color: 5,
-            },
-        ],
-        dates: true,
-        legend_low: true,
-        ..LineChart::default()
-    })?;
+    let svg = estimated_chart(r)?;
     let matured: Vec<&RunPerformance> = r.performance.iter().filter(|p| p.realized.is_some()).collect();
     let inside =
         matured.iter().filter(|p| p.realized.is_some_and(|f| p.estimated.roc_auc.contains(f[0]))).count();
@@ -1062,6 +1029,49 @@ fn section_estimated(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
         None,
     );
     Ok(())
+}
+
+/// Estimated AUC per run with its interval, the realized AUC of the matured runs, the holdout
+/// and the alert line.
+fn estimated_chart(r: &WeeklyReport) -> Result<String> {
+    let day = |p: &RunPerformance| f64::from(epoch_day(p.estimated.run));
+    let line =
+        |f: fn(&RunPerformance) -> f64| r.performance.iter().map(|p| (day(p), f(p))).collect::<Vec<_>>();
+    let realized: Vec<(f64, f64)> =
+        r.performance.iter().filter_map(|p| Some((day(p), p.realized?[0]))).collect();
+    let all = r.performance.iter().flat_map(|p| [p.estimated.roc_auc.low, p.estimated.roc_auc.high]);
+    let lo = all.clone().fold(r.estimate_alert_below, f64::min) - 0.02;
+    let hi = all.fold(r.estimate_reference, f64::max) + 0.02;
+    let mut lines = vec![
+        Line::new("estimated", line(|p| p.estimated.roc_auc.value), 0).dots(),
+        Line::new("95% low", line(|p| p.estimated.roc_auc.low), 0).dashed(),
+        Line::new("95% high", line(|p| p.estimated.roc_auc.high), 0).dashed(),
+    ];
+    if !realized.is_empty() {
+        lines.push(Line::new("realized", realized, 1).dots());
+    }
+    chart::line_chart(&LineChart {
+        title: "Churn ROC AUC per run: estimated when scored, realized once matured".into(),
+        x_label: "run date".into(),
+        y_label: "ROC AUC".into(),
+        y: Some(lo.max(0.0)..hi.min(1.0)),
+        lines,
+        hlines: vec![
+            HLine {
+                y: r.estimate_reference,
+                label: format!("holdout {}", f4(r.estimate_reference)),
+                color: 2,
+            },
+            HLine {
+                y: r.estimate_alert_below,
+                label: format!("alert below {}", f4(r.estimate_alert_below)),
+                color: 5,
+            },
+        ],
+        dates: true,
+        legend_low: true,
+        ..LineChart::default()
+    })
 }
 
 fn section_kpis(d: &mut Doc, r: &WeeklyReport) -> Result<()> {

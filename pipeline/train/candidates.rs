@@ -345,6 +345,17 @@ impl ChurnModel {
     /// shares of its three inputs; a blend's are the weighted sum of its parts', so each row
     /// still adds up to the log-odds scored. `None` when the GBDT's trees do not record their
     /// covers (models trained before fidelis stored them).
+    /// Each row's contributions to the churn log-odds (`x.cols() + 1` a row, the bias last):
+    /// exact SHAP values ([`Self::shap_values`]) when the model can give them, else path
+    /// attributions (trees without covers: models trained before fidelis stored them). The
+    /// flag says whether they are exact.
+    pub fn explain(&self, x: &FeatureMatrix) -> (Vec<f64>, bool) {
+        match self.shap_values(x, None) {
+            Some(c) => (c, true),
+            None => (self.predict_with_contributions(x).1, false),
+        }
+    }
+
     pub fn shap_values(&self, x: &FeatureMatrix, rows: Option<&[usize]>) -> Option<Vec<f64>> {
         let subset;
         let xs = match rows {

@@ -601,10 +601,7 @@ fn decide(
 ) -> Result<Decided> {
     let raw_val = f.churn.predict(&r.val.x);
     let raw_hold = f.churn.predict(&r.hold.x);
-    let (contributions_hold, contributions_shap) = match f.churn.shap_values(&r.hold.x, None) {
-        Some(c) => (c, true),
-        None => (f.churn.predict_with_contributions(&r.hold.x).1, false),
-    };
+    let (contributions_hold, contributions_shap) = f.churn.explain(&r.hold.x);
     let pooled = measured_effect(cfg)?;
     let measured = pooled.as_ref().map(|(as_of, p)| crate::experiment::Measured {
         as_of: *as_of,
