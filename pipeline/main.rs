@@ -13,6 +13,15 @@ use fidelis::generate::{self, GenerateOptions};
 use fidelis::progress::Progress;
 use fidelis::{jobs, Config};
 
+/// `println!` that does not panic when stdout is closed (`fidelis backtest | head`): what
+/// cannot be written is dropped and the run's exit code stands.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "fidelis",
@@ -285,7 +294,7 @@ fn failed_run(cfg: &Config, args: &BatchArgs, command: &str, e: fidelis::Error) 
     if !matches!(e, fidelis::Error::Locked { .. }) {
         let as_of = args.as_of.unwrap_or_else(|| chrono::Utc::now().date_naive());
         if let Some(d) = jobs::notify::run_failed(cfg, as_of, command, &e.to_string(), args.dry_run) {
-            println!("{d}");
+            out!("{d}");
         }
     }
     e
@@ -332,7 +341,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match campaign {
                 Some(output) => {
-                    println!(
+                    out!(
                         "{}",
                         jobs::generate::run_campaign(
                             &opts,
@@ -349,31 +358,31 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         )?
                     )
                 }
-                None => println!("{}", jobs::generate::run(&opts, kind, &out, &progress)?),
+                None => out!("{}", jobs::generate::run(&opts, kind, &out, &progress)?),
             }
         }
         Command::Validate { config, json } => {
             let outcome = jobs::validate::run(&load_config(&config)?, &progress)?;
             if json {
-                println!("{}", outcome.to_json()?);
+                out!("{}", outcome.to_json()?);
             } else {
-                println!("{outcome}");
+                out!("{outcome}");
             }
         }
         Command::Train { config, export_features, until } => {
             let opts = jobs::train::TrainOptions { cutoff: until, export_features };
-            println!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
+            out!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
         }
         Command::Evaluate { config, origins, until } => {
             let cfg = load_config(&config)?;
             let name = config.display().to_string();
-            println!("{}", jobs::evaluate::run(&cfg, &name, origins, until, &progress)?);
+            out!("{}", jobs::evaluate::run(&cfg, &name, origins, until, &progress)?);
         }
         Command::Score(args) => {
             let cfg = load_config(&args.config)?;
             let outcome = jobs::score::run(&cfg, &args.options(), &progress)
                 .map_err(|e| failed_run(&cfg, &args, "score", e))?;
-            println!("{outcome}");
+            out!("{outcome}");
             if delivery_failed(&outcome) {
                 return Ok(ExitCode::from(7));
             }
@@ -382,26 +391,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = load_config(&batch.config)?;
             let outcome = jobs::score::weekly(&cfg, &batch.options(), &progress)
                 .map_err(|e| failed_run(&cfg, &batch, "weekly", e))?;
-            println!("{outcome}");
+            out!("{outcome}");
             let (code, note) =
                 weekly_exit(outcome.monitor.has_alert() && fail_on_alert, delivery_failed(&outcome.batch));
             if let Some(note) = note {
-                println!("{note}");
+                out!("{note}");
             }
             return Ok(ExitCode::from(code));
         }
         Command::Monitor { batch, fail_on_alert } => {
             let report = jobs::monitor::run(&load_config(&batch.config)?, &batch.options(), &progress)?;
-            println!("{report}");
+            out!("{report}");
             return Ok(alert_exit(report.has_alert(), fail_on_alert));
         }
         Command::Report { config, model, weekly, as_of } => {
             let weekly = weekly.then_some(as_of);
-            println!("{}", jobs::report::run(&load_config(&config)?, model.as_deref(), weekly, &progress)?);
+            out!("{}", jobs::report::run(&load_config(&config)?, model.as_deref(), weekly, &progress)?);
         }
         Command::Backtest { config, from, to, every, out } => {
             let opts = jobs::backtest::BacktestOptions { from, to, every_days: every, out };
-            println!("{}", jobs::backtest::run(&load_config(&config)?, &opts, &progress)?);
+            out!("{}", jobs::backtest::run(&load_config(&config)?, &opts, &progress)?);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -426,8 +435,8 @@ fn main() -> ExitCode {
                 Some(e) => {
                     if let fidelis::Error::AfterScores { done, .. } = e {
                         // What was written stays written: say so where results go.
-                        println!("{done}");
-                        println!("the scores above are written; the rest of the run failed (exit 6)");
+                        out!("{done}");
+                        out!("the scores above are written; the rest of the run failed (exit 6)");
                     }
                     eprintln!("error: {e}");
                     ExitCode::from(e.exit_code())

@@ -271,6 +271,47 @@ fn weekly_report_shows_the_run() {
     assert!(!k["cohorts"].as_array().unwrap().is_empty());
 }
 
+/// Each run's performance estimated when it was scored, beside the realized figures of the
+/// runs that matured: the weekly report's table and chart hold what the history recorded.
+#[test]
+fn weekly_report_shows_estimated_beside_realized_performance() {
+    let dir = fixture();
+    let last = last_run(dir);
+    let j = json(&dir.join(format!("reports/weekly/{last}.json")));
+    let runs = j["performance"].as_array().unwrap();
+    let dates: Vec<&str> = runs.iter().map(|r| r["estimated"]["run"].as_str().unwrap()).collect();
+    assert_eq!(dates, [RUNS[0], RUNS[1], last.as_str()], "every run, oldest first");
+    let hist = read_parquet(&dir.join("output/monitoring/metrics_history.parquet")).unwrap();
+    let value = |kind: &str, item: &str, metric: &str| {
+        let df = hist
+            .clone()
+            .lazy()
+            .filter(
+                col("kind").eq(lit(kind)).and(col("item").eq(lit(item))).and(col("metric").eq(lit(metric))),
+            )
+            .collect()
+            .unwrap();
+        df.column("value").unwrap().f64().unwrap().get(0).unwrap()
+    };
+    for r in runs {
+        let run = r["estimated"]["run"].as_str().unwrap();
+        let auc = &r["estimated"]["roc_auc"];
+        let (v, lo, hi) =
+            (auc["value"].as_f64().unwrap(), auc["low"].as_f64().unwrap(), auc["high"].as_f64().unwrap());
+        assert!(lo < v && v < hi, "{run}: {lo} {v} {hi}");
+        assert_eq!(v, value("estimated", run, "roc_auc"), "{run}: the history's estimate");
+        match r["realized"].as_array() {
+            Some(f) => assert_eq!(f[0].as_f64().unwrap(), value("realized", run, "roc_auc"), "{run}"),
+            None => assert_eq!(run, last, "only the last run has not matured"),
+        }
+    }
+    let html = fs::read_to_string(dir.join(format!("reports/weekly/{last}.html"))).unwrap();
+    assert!(html.contains("Performance before the labels"));
+    assert!(html.contains("Realized AUC inside the interval estimated when the run was scored"));
+    let e = &runs[2]["estimated"]["roc_auc"];
+    assert!(html.contains(&f4(e["value"].as_f64().unwrap())), "this run's estimate is printed");
+}
+
 #[test]
 fn report_command_regenerates_the_same_files() {
     let dir = fixture();

@@ -263,7 +263,9 @@ pub fn figures(y: &[f64], p: &[f64], contact: &[bool], values: &[f64], d: &Decis
 /// interval allows for ([`Allowance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HoldoutCheck {
+    #[serde(with = "crate::math::nans_as_nulls")]
     pub estimated: Figures,
+    #[serde(with = "crate::math::nans_as_nulls")]
     pub realized: Figures,
 }
 
@@ -572,6 +574,21 @@ mod tests {
         let e = EstimateCounts::of(&p, &p, &none, &DecisionConfig::default())
             .estimate(chrono::NaiveDate::MIN, &Allowance::default());
         assert!((e.roc_auc.value - exact).abs() < 1e-4, "{:?} vs {exact}", e.roc_auc);
+    }
+
+    /// A holdout nobody is contacted in has no precision: NaN, written as null in
+    /// `metrics.json` and read back as NaN (JSON has no NaN).
+    #[test]
+    fn a_check_without_contacts_reads_back() {
+        let d = DecisionConfig::default();
+        let p = probabilities(500, 2);
+        let y: Vec<f64> = p.iter().map(|&q| f64::from(u8::from(q > 0.5))).collect();
+        let check = HoldoutCheck::of(&p, &p, &y, &vec![false; p.len()], &d);
+        assert!(check.estimated[1].is_nan() && check.realized[1].is_nan());
+        let back: HoldoutCheck = serde_json::from_str(&serde_json::to_string(&check).unwrap()).unwrap();
+        assert_eq!(back.estimated[0], check.estimated[0]);
+        assert!(back.estimated[1].is_nan() && back.realized[1].is_nan());
+        assert_eq!(back.allowance().precision, 0.0, "no gap where there is nothing to compare");
     }
 
     /// Any split of the customers, counted apart and merged, gives the same estimate to the bit.

@@ -417,17 +417,23 @@ pub struct Realized {
     pub run: NaiveDate,
     pub model_id: String,
     pub customers: usize,
+    #[serde(with = "crate::math::nan_as_null")]
     pub churn_rate: f64,
+    #[serde(with = "crate::math::nan_as_null")]
     pub roc_auc: f64,
+    #[serde(with = "crate::math::nan_as_null")]
     pub pr_auc: f64,
+    #[serde(with = "crate::math::nan_as_null")]
     pub brier: f64,
+    #[serde(with = "crate::math::nan_as_null")]
     pub top10_capture: f64,
     pub contacted: usize,
+    #[serde(with = "crate::math::nan_as_null")]
     pub net_value: f64,
     /// Churners among the contacted over the contacted, and over every churner.
-    #[serde(default = "nan")]
+    #[serde(default = "nan", with = "crate::math::nan_as_null")]
     pub precision: f64,
-    #[serde(default = "nan")]
+    #[serde(default = "nan", with = "crate::math::nan_as_null")]
     pub recall: f64,
     /// The measured effect of contacting in this run (its scores have a control group).
     #[serde(default)]
