@@ -110,6 +110,28 @@ pub fn explain_at(
     Ok((contributions_frame(customers, &x.names, &values)?, exact))
 }
 
+/// Why each customer eligible at `as_of` got its predicted CLV, as [`explain_at`] gives the
+/// churn reasons: exact SHAP values of the CLV model on the scale it says (revenue, or its log
+/// for the Poisson GBDT). An error for a model without them (the Poisson GBDT blended with
+/// the BG/NBD; trees without covers).
+pub fn explain_clv_at(
+    model: &LoadedModel,
+    daily: &Daily,
+    signals: &SignalData,
+    as_of: NaiveDate,
+) -> Result<(polars::prelude::DataFrame, crate::train::candidates::ClvScale)> {
+    let (customers, x) = features_at(model, daily, signals, as_of)?;
+    let (values, scale) = model.clv.shap_values(&x).ok_or_else(|| {
+        crate::error::Error::Data(format!(
+            "the CLV model of {} ({}) has no exact SHAP values: a blend of the Poisson GBDT and the \
+             BG/NBD adds up on no one scale, and trees trained before fidelis stored their covers have none",
+            model.info.model_id,
+            model.clv.mix.name()
+        ))
+    })?;
+    Ok((contributions_frame(customers, &x.names, &values)?, scale))
+}
+
 /// `customer_id`, one column per name and `expected_value` from row-major contributions
 /// (`names.len() + 1` a row, the bias last).
 pub fn contributions_frame(

@@ -438,6 +438,15 @@ pub fn combine_clv(mix: ClvMix, gbdt: Vec<f64>, x: &FeatureMatrix) -> Vec<f64> {
     }
 }
 
+/// The scale a CLV model's SHAP values add up on ([`ClvModel::shap_values`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClvScale {
+    /// Revenue over the horizon: a row's values add up to its predicted CLV.
+    Revenue,
+    /// Its logarithm, the Poisson GBDT's link: a row's values add up to ln(predicted CLV).
+    LogRevenue,
+}
+
 /// The shipped CLV model.
 pub struct ClvModel {
     pub mix: ClvMix,
@@ -459,6 +468,43 @@ impl ClvModel {
             None => self.gbdt.predict(x),
         };
         combine_clv(self.mix, base, x)
+    }
+
+    /// Exact SHAP values of the CLV prediction, row-major `rows x (cols + 1)` (the expected
+    /// value last), and the scale they add up on: the squared-loss GBDT's TreeSHAP values in
+    /// revenue; the Poisson GBDT's on its log scale; the BG/NBD + Gamma-Gamma revenue (a
+    /// feature of the model, `bgnbd_expected_revenue`) is its own contribution against a
+    /// baseline of none, so a blend (the mean of the two, the GBDT alone where the BG/NBD has
+    /// no value) gets half of each. None for the Poisson GBDT blended with the BG/NBD (a mean
+    /// of revenue and of an exponential has no scale both add up on) and for trees without
+    /// covers.
+    pub fn shap_values(&self, x: &FeatureMatrix) -> Option<(Vec<f64>, ClvScale)> {
+        let w = x.cols() + 1;
+        let bgnbd = x.names.iter().position(|n| n == BGNBD_REVENUE).filter(|_| self.mix.uses_bgnbd());
+        let revenue = |r: usize, c: usize| Some(x.get(r, c)).filter(|b| b.is_finite());
+        if !self.mix.uses_gbdt() {
+            let c = bgnbd?;
+            let mut v = vec![0.0; x.rows * w];
+            for r in 0..x.rows {
+                v[r * w + c] = revenue(r, c).unwrap_or(0.0);
+            }
+            return Some((v, ClvScale::Revenue));
+        }
+        let (mut v, scale) = match self.poisson_part() {
+            Some(p) => (p.shap(x)?, ClvScale::LogRevenue),
+            None => (self.gbdt.shap(x, None)?, ClvScale::Revenue),
+        };
+        let Some(c) = bgnbd else { return Some((v, scale)) };
+        if scale == ClvScale::LogRevenue {
+            return None;
+        }
+        for (r, row) in v.chunks_mut(w).enumerate() {
+            if let Some(b) = revenue(r, c) {
+                row.iter_mut().for_each(|a| *a *= 0.5);
+                row[c] += 0.5 * b;
+            }
+        }
+        Some((v, ClvScale::Revenue))
     }
 
     /// Trees of the GBDT the mix uses (0 for the BG/NBD alone).
@@ -760,6 +806,35 @@ mod tests {
                     row,
                     "{mix:?}: a subset of rows gives those rows' values"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn clv_shap_values_add_up_to_the_prediction_on_their_scale() {
+        let mut r = crate::rng::Rng::new(5);
+        let n = 500;
+        let cols: Vec<Vec<f64>> = (0..3).map(|_| (0..n).map(|_| r.uniform() * 4.0).collect()).collect();
+        let y: Vec<f64> =
+            (0..n).map(|i| (cols[0][i] * 20.0 + cols[1][i] * cols[2][i] * 5.0) * r.uniform()).collect();
+        let mut data: Vec<f64> = cols.concat();
+        data[2 * n + 7] = f64::NAN; // a customer without a BG/NBD revenue
+        let names = vec!["a".into(), "b".into(), BGNBD_REVENUE.to_string()];
+        let x = FeatureMatrix { names, rows: n, data };
+        let cfg = crate::config::GbdtConfig { iterations: 30, max_depth: 3, ..Default::default() };
+        let gbdt = Engine::fit(&cfg, crate::train::gbdt::Task::Clv, &x, &y, None).unwrap();
+        let poisson = PoissonGbdt::fit(&cfg, &x, &y, None).unwrap();
+        for mix in ClvMix::ALL {
+            let model = ClvModel { mix, gbdt: gbdt.clone(), poisson: Some(poisson.clone()) };
+            let pred = model.predict(&x);
+            let Some((v, scale)) = model.shap_values(&x) else {
+                assert_eq!(mix, ClvMix::PoissonBgnbd, "only the Poisson blend has no additive scale");
+                continue;
+            };
+            assert_eq!(scale == ClvScale::LogRevenue, mix == ClvMix::Poisson, "{mix:?}");
+            for (i, row) in v.chunks(4).enumerate() {
+                let want = if scale == ClvScale::LogRevenue { pred[i].ln() } else { pred[i] };
+                assert!((row.iter().sum::<f64>() - want).abs() < 1e-8, "{mix:?} row {i}: {row:?} vs {want}");
             }
         }
     }

@@ -106,6 +106,14 @@ impl PoissonGbdt {
         self.trees.len()
     }
 
+    /// Exact SHAP values on the link's scale, row-major `rows x (cols + 1)` (the expected value
+    /// last): each row adds up to the log of the predicted revenue. None when the trees do not
+    /// record their covers (models trained before fidelis stored them).
+    pub fn shap(&self, x: &FeatureMatrix) -> Option<Vec<f64>> {
+        super::shap::covers_known(&self.trees)
+            .then(|| super::shap::tree_shap(self.base, &self.trees, x, None))
+    }
+
     /// Total split gain per feature, normalized to sum to 1.
     pub fn importance_gain(&self, n_features: usize) -> Vec<f64> {
         (0..n_features).map(|i| self.importance.get(i).copied().unwrap_or(0.0)).collect()

@@ -189,7 +189,14 @@ class Model:
             self._native.features(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
         )
 
-    def explain(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None) -> Any:
+    def explain(
+        self,
+        transactions: Any,
+        as_of: Any = None,
+        events: Any = None,
+        customers: Any = None,
+        target: str = "churn",
+    ) -> Any:
         """Why each customer eligible at ``as_of`` got their churn score: ``customer_id``, one
         column per feature with its contribution to the churn log-odds, and
         ``expected_value``; each row adds up to the customer's log-odds before calibration.
@@ -200,15 +207,26 @@ class Model:
         attributions (``method: path``). The scores' ``top_reasons`` are each row's three
         largest positive contributions.
 
+        ``target="clv"``: the same for the predicted CLV, exact SHAP values on the scale the
+        schema metadata's ``scale`` names: ``revenue`` (the squared-loss GBDT; the BG/NBD +
+        Gamma-Gamma revenue, a feature of the model, is its own contribution; a blend gets
+        half of each), or ``log_revenue`` (the Poisson GBDT, whose rows add up to the log of
+        the predicted CLV). A model whose CLV is the Poisson GBDT blended with the BG/NBD has
+        no one scale and raises :class:`fidelis.errors.InputError`.
+
         >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
         >>> tx = pq.read_table("tests/fixtures/model_v1/data/transactions.parquet")
         >>> why = m.explain(tx, as_of="2024-12-31")
         >>> why.num_rows, why.column_names[-1], why.schema.metadata[b"method"]  # an old model
         (399, 'expected_value', b'path')
         """
-        capsule, exact = self._native.explain(
-            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers)
-        )
+        inputs = (_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
+        if target == "clv":
+            capsule, scale = self._native.explain_clv(*inputs)
+            return _table(capsule).replace_schema_metadata({"method": "shap", "scale": scale})
+        if target != "churn":
+            raise ValueError(f"target must be 'churn' or 'clv', got {target!r}")
+        capsule, exact = self._native.explain(*inputs)
         table = _table(capsule)
         return table.replace_schema_metadata({"method": "shap" if exact else "path"})
 

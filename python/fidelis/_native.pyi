@@ -52,6 +52,13 @@ class NativeModel:
         events: ArrowStream | None = None,
         customers: ArrowStream | None = None,
     ) -> tuple[ArrowStream, bool]: ...
+    def explain_clv(
+        self,
+        transactions: ArrowStream,
+        as_of: str | None = None,
+        events: ArrowStream | None = None,
+        customers: ArrowStream | None = None,
+    ) -> tuple[ArrowStream, str]: ...
     def score_local(
         self,
         transactions: ArrowStream,

@@ -6,9 +6,11 @@ for missing values, leaf values, cover = training rows reaching the node)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 import shap
 
 import fidelis
@@ -102,3 +104,27 @@ def test_explain_adds_up_and_names_the_top_reasons(demo):
             top = order[0]
             assert f"({contributions[r, top]:+.2f})" in reasons[r].split(", ")[0]
             assert np.isfinite(values[r, top]) or "=missing" in reasons[r].split(", ")[0]
+
+
+def test_explain_clv_adds_up_to_the_predicted_clv(demo):
+    """``Model.explain(target="clv")``: exact SHAP values of the CLV model, each row adding up
+    to the customer's predicted CLV (or its log for the Poisson GBDT, as the metadata's
+    ``scale`` says), rows in the scores' order."""
+    m = fidelis.load_model(demo / "models")
+    tx = pq.read_table(demo / "data/transactions.parquet")
+    mix = json.loads((Path(m.model_dir) / "model.json").read_text())["clv_model"]
+    if mix == "poisson_bgnbd":
+        with pytest.raises(fidelis.errors.InputError, match="no exact SHAP values"):
+            m.explain(tx, as_of="2024-12-31", target="clv")
+        return
+    why = m.explain(tx, as_of="2024-12-31", target="clv")
+    scores = m.score(tx, as_of="2024-12-31")
+    assert why.schema.metadata[b"method"] == b"shap"
+    assert why.column("customer_id").to_pylist() == scores.column("customer_id").to_pylist()
+    names = [c for c in why.column_names if c != "customer_id"]
+    total = np.sum(np.column_stack([why.column(c).to_numpy() for c in names]), axis=1)
+    clv = scores.column("predicted_clv").to_numpy()
+    want = np.log(clv) if why.schema.metadata[b"scale"] == b"log_revenue" else clv
+    assert np.max(np.abs(total - want)) < 1e-6, (mix, np.max(np.abs(total - want)))
+    with pytest.raises(ValueError, match="target must be"):
+        m.explain(tx, as_of="2024-12-31", target="ltv")

@@ -784,6 +784,32 @@ impl NativeModel {
             .map_err(py_err)?;
         Ok((export_frame(py, frame)?, exact))
     }
+
+    /// [`Self::explain`] for the predicted CLV (`predict::explain_clv_at`): the table and the
+    /// scale its rows add up on (`revenue` or `log_revenue`).
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    fn explain_clv<'py>(
+        &self,
+        py: Python<'py>,
+        transactions: &Bound<'py, PyAny>,
+        as_of: Option<&str>,
+        events: Option<&Bound<'py, PyAny>>,
+        customers: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, &'static str)> {
+        use fidelis::train::candidates::ClvScale;
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
+        let (frame, scale) = py
+            .detach(|| {
+                let daily = fidelis::features::daily_activity(&tx.frame)?;
+                fidelis::predict::explain_clv_at(&self.model, &daily, &signals, as_of)
+            })
+            .map_err(py_err)?;
+        let scale = match scale {
+            ClvScale::Revenue => "revenue",
+            ClvScale::LogRevenue => "log_revenue",
+        };
+        Ok((export_frame(py, frame)?, scale))
+    }
 }
 
 /// TreeSHAP values of one stored GBDT (the text of a model directory's `churn.json` or
