@@ -344,15 +344,23 @@ pub struct Effect {
 /// its interval the reduction's over the same difference); NaN without one.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Reach {
-    #[serde(rename = "reach_treatment", default = "nan", with = "crate::metrics::nan_as_null")]
+    #[serde(
+        rename = "reach_treatment",
+        default = "crate::metrics::nan",
+        with = "crate::metrics::nan_as_null"
+    )]
     pub treatment: f64,
-    #[serde(rename = "reach_control", default = "nan", with = "crate::metrics::nan_as_null")]
+    #[serde(rename = "reach_control", default = "crate::metrics::nan", with = "crate::metrics::nan_as_null")]
     pub control: f64,
-    #[serde(rename = "reached_reduction", default = "nan", with = "crate::metrics::nan_as_null")]
+    #[serde(
+        rename = "reached_reduction",
+        default = "crate::metrics::nan",
+        with = "crate::metrics::nan_as_null"
+    )]
     pub reduction: f64,
-    #[serde(rename = "reached_low", default = "nan", with = "crate::metrics::nan_as_null")]
+    #[serde(rename = "reached_low", default = "crate::metrics::nan", with = "crate::metrics::nan_as_null")]
     pub low: f64,
-    #[serde(rename = "reached_high", default = "nan", with = "crate::metrics::nan_as_null")]
+    #[serde(rename = "reached_high", default = "crate::metrics::nan", with = "crate::metrics::nan_as_null")]
     pub high: f64,
 }
 
@@ -361,10 +369,6 @@ impl Default for Reach {
     fn default() -> Reach {
         Reach { treatment: f64::NAN, control: f64::NAN, reduction: f64::NAN, low: f64::NAN, high: f64::NAN }
     }
-}
-
-fn nan() -> f64 {
-    f64::NAN
 }
 
 /// Below this difference in reach between the groups the Wald estimator is not computed

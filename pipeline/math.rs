@@ -82,36 +82,6 @@ impl ExactSum {
     }
 }
 
-/// Serde for an `f64` that may be NaN (a rate of nobody): JSON has no NaN, so it is written
-/// as null and read back as NaN.
-pub mod nan_as_null {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        v.is_finite().then_some(*v).serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-    }
-}
-
-/// [`nan_as_null`] for an array of `f64`.
-pub mod nans_as_nulls {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<S: Serializer, const N: usize>(v: &[f64; N], s: S) -> Result<S::Ok, S::Error> {
-        v.map(|x| x.is_finite().then_some(x)).to_vec().serialize(s)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[f64; N], D::Error> {
-        let v = Vec::<Option<f64>>::deserialize(d)?;
-        let n = v.len();
-        let v: Vec<f64> = v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect();
-        v.try_into().map_err(|_| serde::de::Error::invalid_length(n, &"an array of the expected length"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -285,6 +285,26 @@ pub mod nan_as_null {
     }
 }
 
+/// A serde default: NaN (a figure a file written before it existed does not hold).
+pub fn nan() -> f64 {
+    f64::NAN
+}
+
+/// [`nan_as_null`] for a fixed number of values.
+pub mod nan_as_null_array {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(v: &[f64; N], s: S) -> Result<S::Ok, S::Error> {
+        super::nan_as_null_vec::serialize(v, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[f64; N], D::Error> {
+        let v = super::nan_as_null_vec::deserialize(d)?;
+        let n = v.len();
+        v.try_into().map_err(|_| serde::de::Error::invalid_length(n, &"an array of the expected length"))
+    }
+}
+
 /// [`nan_as_null`] for a vector of values.
 pub mod nan_as_null_vec {
     use serde::{Deserialize, Deserializer, Serializer};

@@ -83,12 +83,10 @@ pub fn observe(
         current.insert(CLV_SCORE, &p.predicted_clv);
         Ok(monitor::drift(&reference, &current, &cfg.monitor))
     })?;
-    let estimated = match scores {
+    let counts = match scores {
         Some(scores) => {
             Some(progress.step("estimate", "performance estimated from the probabilities", || {
-                let counts =
-                    EstimateCounts::of_scores(scores, &run_decision(&cfg.models_dir(), scores, model)?)?;
-                estimate(model, &counts, as_of)
+                EstimateCounts::of_scores(scores, &run_decision(&cfg.models_dir(), scores, model)?)
             })?)
         }
         None => None,
@@ -99,15 +97,8 @@ pub fn observe(
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    let observed = Observations { drift, estimated, realized, auc_history, first_effects };
+    let observed = Observations { drift, counts, realized, auc_history, first_effects };
     assess(cfg, model, as_of, observed, estimates(&history, as_of)?)
-}
-
-/// The estimated performance of the run `model` scored at `as_of` from its counts, its
-/// intervals allowing for the estimator's error on the model's holdout.
-pub fn estimate(model: &LoadedModel, counts: &EstimateCounts, as_of: NaiveDate) -> Result<Estimated> {
-    let check = model.metrics()?.decision.holdout_estimate;
-    Ok(counts.estimate(as_of, &check.map(|c| c.allowance()).unwrap_or_default()))
 }
 
 /// The estimates the history recorded for runs, at monitor dates other than `as_of`.
@@ -119,7 +110,8 @@ pub fn estimates(history: &History, as_of: NaiveDate) -> Result<BTreeMap<NaiveDa
 /// What monitoring found at one date, before the alerts and advice.
 pub struct Observations {
     pub drift: Vec<Drift>,
-    pub estimated: Option<Estimated>,
+    /// The estimate counts of the run scored at the date (None when none was).
+    pub counts: Option<EstimateCounts>,
     pub realized: Vec<Realized>,
     /// Realized AUCs already in the history.
     pub auc_history: BTreeMap<NaiveDate, f64>,
@@ -143,7 +135,8 @@ pub fn record(cfg: &Config, sinks: &Sinks, report: &MonitorReport, progress: &Pr
 }
 
 /// Alerts and advice of `model` at `as_of` from what was observed and the estimates the
-/// history holds for earlier runs (the CLI and the Spark job share it).
+/// history holds for earlier runs (the CLI and the Spark job share it). The run's estimate
+/// allows for the estimator's error on the model's holdout.
 pub fn assess(
     cfg: &Config,
     model: &LoadedModel,
@@ -152,6 +145,8 @@ pub fn assess(
     estimates: BTreeMap<NaiveDate, Estimated>,
 ) -> Result<MonitorReport> {
     let metrics = model.metrics()?;
+    let check = metrics.decision.holdout_estimate;
+    let allowance = check.map(|c| c.allowance()).unwrap_or_default();
     Ok(monitor::assess(
         Observed {
             as_of,
@@ -159,10 +154,10 @@ pub fn assess(
             holdout_auc: metrics.churn.holdout.roc_auc,
             model_end: model.info.snapshots.last_ts.date(),
             drift: o.drift,
-            estimated: o.estimated,
+            estimated: o.counts.map(|c| c.estimate(as_of, &allowance)),
             realized: o.realized,
             estimates,
-            holdout_estimated_auc: metrics.decision.holdout_estimate.map_or(f64::NAN, |h| h.estimated[0]),
+            holdout_estimated_auc: check.map_or(f64::NAN, |h| h.estimated[0]),
             auc_history: o.auc_history,
             first_effects: o.first_effects,
         },
@@ -250,7 +245,7 @@ impl std::fmt::Display for MonitorReport {
                 f,
                 "estimated performance of the run at {} (from its calibrated probabilities; holdout AUC {:.4} estimated the same way): {}",
                 e.run,
-                monitor::estimate_reference(r.holdout_auc, r.holdout_estimated_auc),
+                r.estimate_reference(),
                 monitor::estimate::words(e)
             )?;
         }

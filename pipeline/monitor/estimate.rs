@@ -263,9 +263,9 @@ pub fn figures(y: &[f64], p: &[f64], contact: &[bool], values: &[f64], d: &Decis
 /// interval allows for ([`Allowance`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HoldoutCheck {
-    #[serde(with = "crate::math::nans_as_nulls")]
+    #[serde(with = "crate::metrics::nan_as_null_array")]
     pub estimated: Figures,
-    #[serde(with = "crate::math::nans_as_nulls")]
+    #[serde(with = "crate::metrics::nan_as_null_array")]
     pub realized: Figures,
 }
 
@@ -382,35 +382,11 @@ impl EstimateCounts {
 
     /// The counts of two disjoint sets of customers together.
     pub fn merge(&mut self, other: &EstimateCounts) {
-        let mut cells = Vec::with_capacity(self.cells.len().max(other.cells.len()));
-        let (mut a, mut b) = (self.cells.iter().peekable(), other.cells.iter().peekable());
-        loop {
-            match (a.peek(), b.peek()) {
-                (Some(&&(ca, ka)), Some(&&(cb, kb))) if ca == cb => {
-                    cells.push((ca, ka + kb));
-                    a.next();
-                    b.next();
-                }
-                (Some(&&x), Some(&&y)) => {
-                    cells.push(if x.0 < y.0 { x } else { y });
-                    if x.0 < y.0 {
-                        a.next()
-                    } else {
-                        b.next()
-                    };
-                }
-                (Some(&&x), None) => {
-                    cells.push(x);
-                    a.next();
-                }
-                (None, Some(&&y)) => {
-                    cells.push(y);
-                    b.next();
-                }
-                (None, None) => break,
-            }
+        let mut cells: std::collections::BTreeMap<u32, u64> = self.cells.iter().copied().collect();
+        for &(cell, k) in &other.cells {
+            *cells.entry(cell).or_default() += k;
         }
-        self.cells = cells;
+        self.cells = cells.into_iter().collect();
         self.missing += other.missing;
         self.contacted += other.contacted;
         for (x, y) in [
@@ -458,20 +434,6 @@ impl EstimateCounts {
             ),
         }
     }
-}
-
-/// The ROC AUC estimated from calibrated probabilities `p` alone (missing ones left out), as
-/// a run's estimate is: what training records for the holdout, so that a run's estimate is
-/// compared with the same estimate of the holdout.
-pub fn estimated_roc_auc(p: &[f64]) -> Interval {
-    let mut dense = vec![0u64; GRID];
-    for &q in p.iter().filter(|q| q.is_finite()) {
-        dense[cell_of(q) as usize] += 1;
-    }
-    let n = dense.iter().sum();
-    let cells: Vec<(u32, u64)> =
-        dense.iter().enumerate().filter(|(_, &k)| k > 0).map(|(b, &k)| (b as u32, k)).collect();
-    roc_auc(&cells, n, 0.0)
 }
 
 /// The estimated ROC AUC of customers on the grid (`cells`, `n` customers) and its interval.

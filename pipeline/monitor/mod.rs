@@ -417,23 +417,23 @@ pub struct Realized {
     pub run: NaiveDate,
     pub model_id: String,
     pub customers: usize,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub churn_rate: f64,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub roc_auc: f64,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub pr_auc: f64,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub brier: f64,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub top10_capture: f64,
     pub contacted: usize,
-    #[serde(with = "crate::math::nan_as_null")]
+    #[serde(with = "crate::metrics::nan_as_null")]
     pub net_value: f64,
     /// Churners among the contacted over the contacted, and over every churner.
-    #[serde(default = "nan", with = "crate::math::nan_as_null")]
+    #[serde(default = "crate::metrics::nan", with = "crate::metrics::nan_as_null")]
     pub precision: f64,
-    #[serde(default = "nan", with = "crate::math::nan_as_null")]
+    #[serde(default = "crate::metrics::nan", with = "crate::metrics::nan_as_null")]
     pub recall: f64,
     /// The measured effect of contacting in this run (its scores have a control group).
     #[serde(default)]
@@ -445,10 +445,6 @@ impl Realized {
     pub fn figures(&self) -> estimate::Figures {
         [self.roc_auc, self.precision, self.recall, self.net_value]
     }
-}
-
-fn nan() -> f64 {
-    f64::NAN
 }
 
 fn col_f64(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<f64>> {
@@ -958,6 +954,11 @@ const REALIZED_METRICS: [&str; 10] = [
 impl MonitorReport {
     pub fn has_alert(&self) -> bool {
         !self.alerts.is_empty()
+    }
+
+    /// What this date's estimated AUC is compared with ([`estimate_reference`]).
+    pub fn estimate_reference(&self) -> f64 {
+        estimate_reference(self.holdout_auc, self.holdout_estimated_auc)
     }
 
     /// The history rows of the run estimated at this as_of (none without one).

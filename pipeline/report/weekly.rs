@@ -450,9 +450,8 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         effects: w.effects.clone(),
         pooled: m.pooled.clone(),
         performance: w.performance.clone(),
-        estimate_reference: crate::monitor::estimate_reference(m.holdout_auc, m.holdout_estimated_auc),
-        estimate_alert_below: crate::monitor::estimate_reference(m.holdout_auc, m.holdout_estimated_auc)
-            - m.thresholds.estimated_auc_drop_alert,
+        estimate_reference: m.estimate_reference(),
+        estimate_alert_below: m.estimate_reference() - m.thresholds.estimated_auc_drop_alert,
     })
 }
 

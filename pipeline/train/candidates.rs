@@ -447,6 +447,15 @@ pub enum ClvScale {
     LogRevenue,
 }
 
+impl ClvScale {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClvScale::Revenue => "revenue",
+            ClvScale::LogRevenue => "log_revenue",
+        }
+    }
+}
+
 /// The shipped CLV model.
 pub struct ClvModel {
     pub mix: ClvMix,

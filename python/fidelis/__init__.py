@@ -220,15 +220,10 @@ class Model:
         >>> why.num_rows, why.column_names[-1], why.schema.metadata[b"method"]  # an old model
         (399, 'expected_value', b'path')
         """
-        inputs = (_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
-        if target == "clv":
-            capsule, scale = self._native.explain_clv(*inputs)
-            return _table(capsule).replace_schema_metadata({"method": "shap", "scale": scale})
-        if target != "churn":
-            raise ValueError(f"target must be 'churn' or 'clv', got {target!r}")
-        capsule, exact = self._native.explain(*inputs)
-        table = _table(capsule)
-        return table.replace_schema_metadata({"method": "shap" if exact else "path"})
+        capsule, metadata = self._native.explain(
+            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers), target
+        )
+        return _table(capsule).replace_schema_metadata(dict(metadata))
 
     def __repr__(self) -> str:
         return f"fidelis.Model({self.model_id!r}, dir={self.model_dir!r})"

@@ -51,14 +51,8 @@ class NativeModel:
         as_of: str | None = None,
         events: ArrowStream | None = None,
         customers: ArrowStream | None = None,
-    ) -> tuple[ArrowStream, bool]: ...
-    def explain_clv(
-        self,
-        transactions: ArrowStream,
-        as_of: str | None = None,
-        events: ArrowStream | None = None,
-        customers: ArrowStream | None = None,
-    ) -> tuple[ArrowStream, str]: ...
+        target: str = "churn",
+    ) -> tuple[ArrowStream, list[tuple[str, str]]]: ...
     def score_local(
         self,
         transactions: ArrowStream,

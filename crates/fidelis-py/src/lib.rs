@@ -699,17 +699,12 @@ impl NativeModel {
         let first_effects = fidelis::experiment::first_effects(
             first_effects.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
         );
-        let estimated = match estimate {
-            Some(e) => {
-                let counts: fidelis::monitor::EstimateCounts = serde_json::from_str(&e).map_err(json)?;
-                Some(jobs::monitor::estimate(&self.model, &counts, as_of).map_err(py_err)?)
-            }
-            None => None,
-        };
+        let counts: Option<fidelis::monitor::EstimateCounts> =
+            estimate.map(|e| serde_json::from_str(&e)).transpose().map_err(json)?;
         let estimates = fidelis::monitor::estimate::by_run(
             estimates.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
         );
-        let observed = jobs::monitor::Observations { drift, estimated, realized, auc_history, first_effects };
+        let observed = jobs::monitor::Observations { drift, counts, realized, auc_history, first_effects };
         let report =
             jobs::monitor::assess(&self.cfg, &self.model, as_of, observed, estimates).map_err(py_err)?;
         let rows = report.history_frame().map_err(py_err)?;
@@ -763,10 +758,12 @@ impl NativeModel {
         export_frame(py, frame)
     }
 
-    /// The churn reasons of every customer eligible at `as_of` (`predict::explain_at`):
-    /// `customer_id`, each feature's contribution to the churn log-odds, `expected_value`;
-    /// and whether they are exact SHAP values.
-    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    /// Why every customer eligible at `as_of` got its score: `customer_id`, each feature's
+    /// contribution, `expected_value`, and the table's metadata. `target` "churn": the churn
+    /// reasons (`predict::explain_at`), `method` "shap" (exact) or "path"; "clv": the CLV
+    /// model's SHAP values (`predict::explain_clv_at`), `method` "shap" and `scale` "revenue"
+    /// or "log_revenue".
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, target="churn"))]
     fn explain<'py>(
         &self,
         py: Python<'py>,
@@ -774,41 +771,25 @@ impl NativeModel {
         as_of: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyCapsule>, bool)> {
+        target: &str,
+    ) -> PyResult<(Bound<'py, PyCapsule>, Vec<(&'static str, &'static str)>)> {
+        if target != "churn" && target != "clv" {
+            return Err(PyValueError::new_err(format!("target must be 'churn' or 'clv', got {target:?}")));
+        }
         let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
-        let (frame, exact) = py
-            .detach(|| -> fidelis::error::Result<(DataFrame, bool)> {
+        let (frame, metadata) = py
+            .detach(|| -> fidelis::error::Result<(DataFrame, Vec<(&'static str, &'static str)>)> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
-                fidelis::predict::explain_at(&self.model, &daily, &signals, as_of)
+                if target == "clv" {
+                    let (frame, scale) =
+                        fidelis::predict::explain_clv_at(&self.model, &daily, &signals, as_of)?;
+                    return Ok((frame, vec![("method", "shap"), ("scale", scale.as_str())]));
+                }
+                let (frame, exact) = fidelis::predict::explain_at(&self.model, &daily, &signals, as_of)?;
+                Ok((frame, vec![("method", if exact { "shap" } else { "path" })]))
             })
             .map_err(py_err)?;
-        Ok((export_frame(py, frame)?, exact))
-    }
-
-    /// [`Self::explain`] for the predicted CLV (`predict::explain_clv_at`): the table and the
-    /// scale its rows add up on (`revenue` or `log_revenue`).
-    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
-    fn explain_clv<'py>(
-        &self,
-        py: Python<'py>,
-        transactions: &Bound<'py, PyAny>,
-        as_of: Option<&str>,
-        events: Option<&Bound<'py, PyAny>>,
-        customers: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyCapsule>, &'static str)> {
-        use fidelis::train::candidates::ClvScale;
-        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
-        let (frame, scale) = py
-            .detach(|| {
-                let daily = fidelis::features::daily_activity(&tx.frame)?;
-                fidelis::predict::explain_clv_at(&self.model, &daily, &signals, as_of)
-            })
-            .map_err(py_err)?;
-        let scale = match scale {
-            ClvScale::Revenue => "revenue",
-            ClvScale::LogRevenue => "log_revenue",
-        };
-        Ok((export_frame(py, frame)?, scale))
+        Ok((export_frame(py, frame)?, metadata))
     }
 }
 

@@ -51,25 +51,15 @@ def _estimate_counts(scores: Any, args: tuple[Any, ...]) -> str | None:
     return merged
 
 
-def _estimates(spark: Any, out: str, as_of: str) -> list[tuple[str, str, float]]:
-    """The history's rows of kind ``estimated`` recorded at other dates: what each earlier
-    run estimated when it was scored (shown beside its realized figures once it matures)."""
-    from pyspark.sql import functions as F
-
-    history = _read(spark, f"{out}/metrics_history")
-    if history is None:
-        return []
-    rows = history.filter((F.col("kind") == "estimated") & (F.col("as_of").cast("string") != as_of))
-    return [(r["item"], r["metric"], r["value"]) for r in rows.select("item", "metric", "value").collect()]
-
-
 def _realized(
     spark: Any, transactions: Any, args: tuple[Any, ...], as_of: str, out: str, buckets: int, contacts: Any = None
-) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]]]:
+) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]], list[tuple[str, str, float]]]:
     """Realized performance of the runs under ``out/scores`` whose outcome window closed by
     ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
     core takes the rows in customer order, whatever order Spark collects them in), and the
-    realized AUCs already recorded at other dates."""
+    realized AUCs already recorded at other dates, the history's rows of the runs' effects among
+    their new customers and of what each earlier run estimated when it was scored (kind
+    ``estimated``), both ``(item, metric, value)``."""
     import datetime as dt
 
     from pyspark.sql import functions as F
@@ -77,6 +67,7 @@ def _realized(
     driver = _model(*args)
     known: dict[str, Any] = {}
     first_effects: list[Any] = []
+    estimates: list[Any] = []
     migrate(spark, out)
     history = _read(spark, f"{out}/metrics_history")
     if history is not None:
@@ -100,14 +91,16 @@ def _realized(
             .select("item", "metric", "value")
             .collect()
         ]
+        earlier = history.filter((F.col("kind") == "estimated") & (F.col("as_of").cast("string") != as_of))
+        estimates = [(r["item"], r["metric"], r["value"]) for r in earlier.select("item", "metric", "value").collect()]
     runs = _read(spark, f"{out}/scores")
     if runs is None:
-        return [], known, first_effects
+        return [], known, first_effects, estimates
     horizon = dt.timedelta(days=driver.horizon_days)
     day = dt.date.fromisoformat
     candidates = [r for r in _date_strings(runs) if r not in known and day(r) + horizon <= day(as_of)]
     if not candidates:
-        return [], known, first_effects
+        return [], known, first_effects, estimates
     customer_col, _ = driver.columns
     # The run at which each customer entered the experiment (first run with a group): the
     # customers the pooled effect counts, at that run.
@@ -176,7 +169,7 @@ def _realized(
         )
         out_rows.append(driver.realized(run, table.__arrow_c_stream__()))
     activity.unpersist()
-    return out_rows, known, first_effects
+    return out_rows, known, first_effects, estimates
 
 
 class Monitoring:
@@ -208,7 +201,6 @@ def monitor(
     customers: Any = None,
     contacts: Any = None,
     _local_frame: Any = None,
-    _scores: Any = None,
 ) -> Monitoring:
     """``fidelis monitor`` on Spark: drift of the features and scores of every customer
     eligible at ``as_of`` against the model's reference (bin counts per partition by the
@@ -226,16 +218,14 @@ def monitor(
     if local is None:
         local = _local(transactions, args, as_of, buckets, True, events, customers)
     counts = _drift_counts(local, args)
-    scores = _scores
-    if scores is None:
-        from pyspark.sql import functions as F
+    from pyspark.sql import functions as F
 
-        runs = _read(spark, f"{out}/scores")
-        if runs is not None and as_of in _date_strings(runs):
-            scores = runs.filter(F.col("as_of").cast("string") == as_of)
+    scores = None
+    runs = _read(spark, f"{out}/scores")
+    if runs is not None and as_of in _date_strings(runs):
+        scores = runs.filter(F.col("as_of").cast("string") == as_of)
     estimate = _estimate_counts(scores, args) if scores is not None else None
-    estimates = _estimates(spark, out, as_of)
-    realized, known, first_effects = _realized(spark, transactions, args, as_of, out, buckets, contacts)
+    realized, known, first_effects, estimates = _realized(spark, transactions, args, as_of, out, buckets, contacts)
     capsule, report, retrain, alerts = driver.assess(
         as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects, estimate, estimates
     )
