@@ -89,6 +89,7 @@ bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installe
 	cargo bench --bench deliver
 	cargo bench --bench uplift
 	cargo bench --bench shap
+	scripts/with_postgres.sh cargo bench --bench input
 	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
 
 bench-spark: ## 1,000,000 customers scored by Spark local[2] and local[1] vs fidelis score (release builds; after make bench)
@@ -113,6 +114,9 @@ bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift trainin
 
 bench-shap: ## what exact SHAP reasons cost at 1,000,000 customers against the margins and path attributions
 	cargo bench --bench shap
+
+bench-input: ## reading 1,000,000 customers' transactions from Parquet and from a PostgreSQL query (a throwaway local server): wall, peak RSS per batch size
+	scripts/with_postgres.sh cargo bench --bench input
 
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
 	cargo bench --bench monitor

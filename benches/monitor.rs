@@ -37,7 +37,7 @@ fn main() {
     }
     let mut cfg = Config::default();
     cfg.input.transactions.path = file.display().to_string();
-    let tx = fidelis::ingest::load_transactions(&cfg.input.transactions).unwrap();
+    let tx = fidelis::ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows).unwrap();
     let spec = FeatureSpec::from_config(&cfg);
     let names = spec.names();
     let daily = features::daily_activity(&tx.frame).unwrap();

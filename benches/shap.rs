@@ -30,7 +30,7 @@ fn main() {
     let model = fidelis::model::load::load(&models, None).unwrap();
     let mut cfg = Config::default();
     cfg.input.transactions.path = file.display().to_string();
-    let tx = fidelis::ingest::load_transactions(&cfg.input.transactions).unwrap();
+    let tx = fidelis::ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows).unwrap();
     let daily = fidelis::features::daily_activity(&tx.frame).unwrap();
     let as_of = NaiveDate::from_ymd_opt(2025, 1, 1).unwrap();
     let signals = fidelis::signals::SignalData::default();

@@ -17,7 +17,7 @@ use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::config::{ContactsInput, CustomersInput, EventsInput, TransactionsInput};
+use crate::config::{ContactsInput, CustomersInput, EventsInput, InputSource, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
 use crate::table::{self, Mapping};
 
@@ -132,31 +132,26 @@ impl EventFacts {
     }
 }
 
-fn file_input(
-    path: &str,
+/// An optional input's rows as they are: the file, or the query (`section`'s format and
+/// source keys).
+fn read_source(
+    source: &impl InputSource,
     format: crate::config::FileFormat,
     has_header: bool,
     delimiter: &str,
-) -> TransactionsInput {
-    TransactionsInput {
-        path: path.into(),
+    batch_rows: usize,
+    section: &str,
+) -> Result<DataFrame> {
+    let input = TransactionsInput {
+        path: source.path().into(),
+        sql: source.sql().into(),
+        query: source.query().into(),
         format,
         has_header,
         delimiter: delimiter.into(),
         ..TransactionsInput::default()
-    }
-}
-
-/// An optional input's file as it is (the format options of its `section`).
-fn read_file(
-    path: &str,
-    format: crate::config::FileFormat,
-    has_header: bool,
-    delimiter: &str,
-    section: &str,
-) -> Result<DataFrame> {
-    let file = file_input(path, format, has_header, delimiter);
-    Ok(table::read_raw(Path::new(path), &file, section)?.0)
+    };
+    Ok(table::read_input(&input, batch_rows, section)?.frame)
 }
 
 fn require(path: &Path, df: &DataFrame, section: &str, keys: &[(&str, &str)]) -> Result<()> {
@@ -181,9 +176,10 @@ fn text_expr(name: &str) -> Expr {
 }
 
 /// Read and validate the event log of `[input.events]`.
-pub fn load_events(input: &EventsInput) -> Result<Events> {
-    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.events")?;
-    events_from_frame(raw, input, &input.path)
+pub fn load_events(input: &EventsInput, batch_rows: usize) -> Result<Events> {
+    let raw =
+        read_source(input, input.format, input.has_header, &input.delimiter, batch_rows, "input.events")?;
+    events_from_frame(raw, input, &input.source_name())
 }
 
 /// Read and validate an event log already in memory (`input`'s column mapping applies;
@@ -383,7 +379,14 @@ impl Contacts {
 
 /// Read and validate the contact log of `[input.contacts]`.
 pub fn load_contacts(input: &ContactsInput) -> Result<Contacts> {
-    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.contacts")?;
+    let file = TransactionsInput {
+        path: input.path.clone(),
+        format: input.format,
+        has_header: input.has_header,
+        delimiter: input.delimiter.clone(),
+        ..TransactionsInput::default()
+    };
+    let raw = table::read_raw(Path::new(&input.path), &file, "input.contacts")?.0;
     contacts_from_frame(raw, input, &input.path)
 }
 
@@ -674,9 +677,10 @@ fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
 }
 
 /// Read and validate the customer table of `[input.customers]`.
-pub fn load_customers(input: &CustomersInput) -> Result<Customers> {
-    let raw = read_file(&input.path, input.format, input.has_header, &input.delimiter, "input.customers")?;
-    customers_from_frame(raw, input, &input.path)
+pub fn load_customers(input: &CustomersInput, batch_rows: usize) -> Result<Customers> {
+    let raw =
+        read_source(input, input.format, input.has_header, &input.delimiter, batch_rows, "input.customers")?;
+    customers_from_frame(raw, input, &input.source_name())
 }
 
 /// Read and validate a customer table already in memory (`input`'s column mapping applies;

@@ -28,7 +28,7 @@ pub enum Error {
     /// A column named in the config's column mapping is not in the file.
     #[error(
         "{}: column `{column}` not found (mapped by config key [{section}].{key}); \
-         columns in the file: {found}",
+         columns read: {found}",
         path.display()
     )]
     MissingColumn { path: PathBuf, section: String, key: String, column: String, found: String },
@@ -129,4 +129,26 @@ impl<T> PolarsContext<T> for polars::error::PolarsResult<T> {
     fn polars(self, context: &str) -> Result<T> {
         self.map_err(|source| Error::Polars { context: context.to_string(), source })
     }
+}
+
+/// A PostgreSQL error as the server said it (severity, message, detail and hint) instead of the
+/// driver's bare "db error"; other errors with their chain of causes.
+pub fn pg_message(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            m.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            m.push_str(&format!(" hint: {h}"));
+        }
+        return m;
+    }
+    let mut m = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        m.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    m
 }

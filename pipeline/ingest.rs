@@ -27,7 +27,7 @@ use crate::config::TransactionsInput;
 use crate::error::{Error, PolarsContext, Result};
 use crate::format::int;
 use crate::table::{
-    check_no_nul, examples, latest_ms, ms_literal, numeric_expr, read_raw, row_blocks, ts_expr, Mapping,
+    check_no_nul, examples, ms_literal, numeric_expr, read_input, row_blocks, ts_expr, Mapping,
 };
 
 /// 1900-01-01T00:00:00Z: earlier timestamps are taken for damaged data, not history.
@@ -238,16 +238,15 @@ pub fn truncate(tx: Transactions, cutoff: chrono::NaiveDate) -> Result<Transacti
     Ok(Transactions { frame, summary })
 }
 
-/// Read, map and validate the transaction file described by `input`.
-pub fn load_transactions(input: &TransactionsInput) -> Result<Transactions> {
-    let path = PathBuf::from(&input.path);
+/// Read, map and validate the transaction log described by `input` (a file, or a query on
+/// PostgreSQL read `batch_rows` rows per round trip).
+pub fn load_transactions(input: &TransactionsInput, batch_rows: usize) -> Result<Transactions> {
     let clock = std::time::Instant::now();
-    let (raw, format) = read_raw(&path, input, "input.transactions")?;
-    log::debug!("ingest: file read at {:.2}s", clock.elapsed().as_secs_f64());
-    let columns = Mapping::new(input, latest_ms(&path, input.max_future_days));
-    columns.check_present(&path, &raw)?;
-    let format = format!("{format:?}").to_lowercase();
-    validate_frame(&path, &format, raw, &columns, input.max_invalid_share)
+    let raw = read_input(input, batch_rows, "input.transactions")?;
+    log::debug!("ingest: {} read at {:.2}s", raw.format, clock.elapsed().as_secs_f64());
+    let columns = Mapping::new(input, raw.latest_ms);
+    columns.check_present(&raw.name, &raw.frame)?;
+    validate_frame(&raw.name, &raw.format, raw.frame, &columns, input.max_invalid_share)
 }
 
 /// Map and validate a transaction frame already in memory (e.g. Arrow from Python or Spark)
@@ -804,7 +803,7 @@ mod tests {
             }
             let mut input = input_for(&write(dir.path(), name, &text));
             input.max_invalid_share = 1.0;
-            let t = load_transactions(&input).unwrap();
+            let t = load_transactions(&input, 1000).unwrap();
             assert_eq!(t.summary.customers, 3, "{name}");
             let f = &t.frame;
             let ids = f.column("customer_id").unwrap().str().unwrap().clone();
@@ -837,7 +836,7 @@ mod tests {
             text.push_str(&format!("c{i},2024-01-01,1\n"));
         }
         text.push_str("bad\0id,2024-01-02,1\n");
-        let err = load_transactions(&input_for(&write(dir.path(), "nul.csv", &text))).unwrap_err();
+        let err = load_transactions(&input_for(&write(dir.path(), "nul.csv", &text)), 1000).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{err}");
         let msg = err.to_string();
         assert!(
@@ -867,7 +866,7 @@ mod tests {
         let mut input = input_for(&write(dir.path(), "lines.csv", text));
         input.order_id = "invoice".into();
         input.drop_duplicates = Some(true);
-        let t = load_transactions(&input).unwrap();
+        let t = load_transactions(&input, 1000).unwrap();
         assert_eq!(t.summary.duplicates, 1, "only the repeated pear line");
         let amounts = t.frame.column("amount").unwrap().f64().unwrap().clone();
         assert_eq!(amounts.get(0), Some(4.0), "apple + pear, the repeat dropped");
@@ -876,7 +875,7 @@ mod tests {
             "product,customer_id,ts,amount\napple,a,2024-01-01,2\npear,a,2024-01-01,2\npear,a,2024-01-01,2\n";
         let mut input = input_for(&write(dir.path(), "rows.csv", text));
         input.drop_duplicates = Some(true);
-        let t = load_transactions(&input).unwrap();
+        let t = load_transactions(&input, 1000).unwrap();
         assert_eq!((t.summary.duplicates, t.frame.height()), (1, 2));
         assert_eq!(t.frame.get_column_names().len(), 3, "the whole-row text is not kept");
     }
@@ -887,7 +886,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text =
             "customer_id,ts,amount\na,2024-01-01,-5\na,2024-01-02,0\nb,2024-01-01,3.5\nb,2024-01-03,-0\n";
-        let t = load_transactions(&input_for(&write(dir.path(), "amounts.csv", text))).unwrap();
+        let t = load_transactions(&input_for(&write(dir.path(), "amounts.csv", text)), 1000).unwrap();
         let s = &t.summary;
         assert_eq!((s.negative_amounts, s.zero_amounts, s.customers), (1, 2, 2));
         assert_eq!(s.total_amount, -1.5);
@@ -910,7 +909,7 @@ mod tests {
         );
         let mut input = input_for(&p);
         input.max_invalid_share = 1.0;
-        let t = load_transactions(&input).unwrap();
+        let t = load_transactions(&input, 1000).unwrap();
         let s = &t.summary;
         assert_eq!(s.rows_read, 7);
         assert_eq!(s.rows_valid, 2);
@@ -930,7 +929,7 @@ mod tests {
     fn too_many_invalid_rows_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "t.csv", "customer_id,ts,amount\na,2024-01-01,x\nb,2024-01-01,1\n");
-        let err = load_transactions(&input_for(&p)).unwrap_err();
+        let err = load_transactions(&input_for(&p), 1000).unwrap_err();
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("max_invalid_share"), "{err}");
     }
@@ -955,7 +954,7 @@ mod tests {
             order_id: "basket".into(),
             ..input_for(&p)
         };
-        let t = load_transactions(&input).unwrap();
+        let t = load_transactions(&input, 1000).unwrap();
         assert_eq!(t.summary.orders, Some(2));
         let amounts: Vec<f64> =
             t.frame.column("amount").unwrap().f64().unwrap().into_no_null_iter().collect();
@@ -978,7 +977,7 @@ mod tests {
             amount: "value".into(),
             ..input_for(&p)
         };
-        let t = load_transactions(&input).unwrap();
+        let t = load_transactions(&input, 1000).unwrap();
         assert_eq!(t.summary.rows_valid, 2);
         assert_eq!(t.summary.customers, 2);
         assert_eq!(
@@ -991,25 +990,25 @@ mod tests {
     fn structural_errors_name_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         let empty = write(dir.path(), "e.csv", "");
-        let err = load_transactions(&input_for(&empty)).unwrap_err();
+        let err = load_transactions(&input_for(&empty), 1000).unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
         assert_eq!(err.exit_code(), 2);
 
         let header_only = write(dir.path(), "h.csv", "customer_id,ts,amount\n");
-        let err = load_transactions(&input_for(&header_only)).unwrap_err();
+        let err = load_transactions(&input_for(&header_only), 1000).unwrap_err();
         assert!(err.to_string().contains("no data rows"), "{err}");
 
         let missing = write(dir.path(), "m.csv", "customer_id,date,amount\na,2024-01-01,1\n");
-        let err = load_transactions(&input_for(&missing)).unwrap_err();
+        let err = load_transactions(&input_for(&missing), 1000).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`ts`") && msg.contains("timestamp") && msg.contains("date"), "{msg}");
 
         let odd = write(dir.path(), "x.json", "{}");
-        let err = load_transactions(&input_for(&odd)).unwrap_err();
+        let err = load_transactions(&input_for(&odd), 1000).unwrap_err();
         assert!(err.to_string().contains("cannot tell the format"), "{err}");
 
         let fake = write(dir.path(), "f.parquet", "customer_id,ts,amount\n");
-        let err = load_transactions(&input_for(&fake)).unwrap_err();
+        let err = load_transactions(&input_for(&fake), 1000).unwrap_err();
         assert!(err.to_string().contains("not a Parquet file"), "{err}");
     }
 }

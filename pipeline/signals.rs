@@ -56,15 +56,17 @@ pub struct SignalData {
 
 impl SignalData {
     pub fn load(cfg: &crate::config::Config) -> Result<SignalData> {
-        let events = if cfg.input.events.path.is_empty() {
-            None
+        use crate::config::InputSource;
+        let batch = cfg.input.sql_batch_rows;
+        let events = if cfg.input.events.is_given() {
+            Some(crate::activity::load_events(&cfg.input.events, batch)?)
         } else {
-            Some(crate::activity::load_events(&cfg.input.events)?)
+            None
         };
-        let customers = if cfg.input.customers.path.is_empty() {
-            None
+        let customers = if cfg.input.customers.is_given() {
+            Some(crate::activity::load_customers(&cfg.input.customers, batch)?)
         } else {
-            Some(crate::activity::load_customers(&cfg.input.customers)?)
+            None
         };
         Ok(SignalData { events, customers })
     }

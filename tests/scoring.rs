@@ -115,7 +115,7 @@ fn load(ws: &Path) -> (Config, LoadedModel, DataFrame) {
     let mut cfg = Config::load(&ws.join("fidelis.toml")).unwrap();
     cfg.input.transactions.path = ws.join("gen/transactions.parquet").display().to_string();
     let model = model::load(&ws.join("models"), None).unwrap();
-    let tx = ingest::load_transactions(&cfg.input.transactions).unwrap().frame;
+    let tx = ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows).unwrap().frame;
     (cfg, model, tx)
 }
 

@@ -25,7 +25,7 @@ fn events(dir: &Path, rows: &[(&str, &str, &str, &str)]) -> Events {
     }
     let path = dir.join("events.csv");
     fs::write(&path, text).unwrap();
-    load_events(&EventsInput { path: path.display().to_string(), ..EventsInput::default() }).unwrap()
+    load_events(&EventsInput { path: path.display().to_string(), ..EventsInput::default() }, 1000).unwrap()
 }
 
 #[test]
@@ -163,8 +163,8 @@ fn bad_event_and_customer_files_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("ev.csv");
     fs::write(&p, "customer_id,ts,event,value\nA,2024-01-01,login,\nA,2024-01-02,,\nB,nonsense,login,\nB,2024-01-03,nps,high\n").unwrap();
-    let err =
-        load_events(&EventsInput { path: p.display().to_string(), ..EventsInput::default() }).unwrap_err();
+    let err = load_events(&EventsInput { path: p.display().to_string(), ..EventsInput::default() }, 1000)
+        .unwrap_err();
     let m = err.to_string();
     for want in [
         "ev.csv",
@@ -180,19 +180,22 @@ fn bad_event_and_customer_files_are_clear_errors() {
     assert_eq!(err.exit_code(), 2);
     let p = dir.path().join("cust.csv");
     fs::write(&p, "customer_id,plan,csm_sentiment\nA,pro,green\nB,basic,purple\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
-        .unwrap_err();
+    let err =
+        load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }, 1000)
+            .unwrap_err();
     assert!(
         err.to_string().contains("column `csm_sentiment`, row 2: \"purple\": expected green, yellow or red"),
         "{err}"
     );
     fs::write(&p, "customer_id,plan\nA,pro\nA,basic\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
-        .unwrap_err();
+    let err =
+        load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }, 1000)
+            .unwrap_err();
     assert!(err.to_string().contains("row 2: customer \"A\" already on row 1"), "{err}");
     fs::write(&p, "id,plan\nA,pro\n").unwrap();
-    let err = load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() })
-        .unwrap_err();
+    let err =
+        load_customers(&CustomersInput { path: p.display().to_string(), ..CustomersInput::default() }, 1000)
+            .unwrap_err();
     assert!(err.to_string().contains("[input.customers].customer_id"), "{err}");
 }
 
@@ -220,7 +223,7 @@ fn customer_attributes_become_features() {
         attributes: vec!["income".into(), "size".into()],
         ..CustomersInput::default()
     };
-    let table = load_customers(&input).unwrap();
+    let table = load_customers(&input, 1000).unwrap();
     let kinds: Vec<(&str, bool)> = table.attributes.iter().map(|c| (c.name.as_str(), c.numeric)).collect();
     assert_eq!(kinds, [("income", false), ("size", true)]);
     let data = SignalData { events: None, customers: Some(table.clone()) };
@@ -271,13 +274,13 @@ fn customer_attributes_become_features() {
 
     // Scoring with a table where A's income is new: `other`, not an error.
     fs::write(&p, text.replace("A,mid,1", "A,brand new,1")).unwrap();
-    let data2 = SignalData { events: None, customers: Some(load_customers(&input).unwrap()) };
+    let data2 = SignalData { events: None, customers: Some(load_customers(&input, 1000).unwrap()) };
     let mut f = frame();
     signals::append(&mut f, &spec, &data2).unwrap();
     assert_eq!(f.column("attr_income_other").unwrap().f64().unwrap().get(0), Some(1.0));
     // The size column read as text (a stray word): refused, naming file and column.
     fs::write(&p, text.replace("A,mid,1", "A,mid,one")).unwrap();
-    let data3 = SignalData { events: None, customers: Some(load_customers(&input).unwrap()) };
+    let data3 = SignalData { events: None, customers: Some(load_customers(&input, 1000).unwrap()) };
     let err = signals::append(&mut frame(), &spec, &data3).unwrap_err().to_string();
     assert!(
         err.contains("cust.csv") && err.contains("column `size`, row 1: \"one\" is not a number"),
@@ -286,12 +289,12 @@ fn customer_attributes_become_features() {
     // An attribute the model needs but the configuration does not list.
     let fewer = CustomersInput { attributes: vec!["income".into()], ..input.clone() };
     fs::write(&p, &text).unwrap();
-    let data4 = SignalData { events: None, customers: Some(load_customers(&fewer).unwrap()) };
+    let data4 = SignalData { events: None, customers: Some(load_customers(&fewer, 1000).unwrap()) };
     let err = signals::append(&mut frame(), &spec, &data4).unwrap_err().to_string();
     assert!(err.contains("input.customers.attributes") && err.contains("`size`"), "{err}");
     // An attribute that is not in the file.
     let wrong = CustomersInput { attributes: vec!["incme".into()], ..input };
-    let err = load_customers(&wrong).unwrap_err().to_string();
+    let err = load_customers(&wrong, 1000).unwrap_err().to_string();
     assert!(err.contains("cust.csv") && err.contains("no column `incme`") && err.contains("income"), "{err}");
 }
 
@@ -392,7 +395,8 @@ mod property {
         }
         let path = dir.join(name);
         fs::write(&path, text).unwrap();
-        load_events(&EventsInput { path: path.display().to_string(), ..EventsInput::default() }).unwrap()
+        load_events(&EventsInput { path: path.display().to_string(), ..EventsInput::default() }, 1000)
+            .unwrap()
     }
 
     proptest! {

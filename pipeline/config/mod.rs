@@ -41,9 +41,12 @@ pub struct Config {
     pub paths: PathsConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
+    /// Inputs read by a query (`sql` + `query`): rows fetched per round trip (the rows held
+    /// as driver rows at once; the table itself is kept as columns, like a file's).
+    pub sql_batch_rows: usize,
     pub transactions: TransactionsInput,
     /// Optional product / activity events (empty path = none).
     pub events: EventsInput,
@@ -52,6 +55,64 @@ pub struct InputConfig {
     /// Optional contact log: what was actually done with the contact lists (empty path = none).
     pub contacts: ContactsInput,
 }
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        InputConfig {
+            sql_batch_rows: 50_000,
+            transactions: TransactionsInput::default(),
+            events: EventsInput::default(),
+            customers: CustomersInput::default(),
+            contacts: ContactsInput::default(),
+        }
+    }
+}
+
+/// `sql` as recorded (model.json): the URL without its password.
+fn serialize_redacted<S: serde::Serializer>(url: &str, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&targets::redact(url))
+}
+
+/// What an input is read from: a query on a PostgreSQL server when `sql` is set, else the
+/// file at `path`.
+pub trait InputSource {
+    fn path(&self) -> &str;
+    fn sql(&self) -> &str;
+    fn query(&self) -> &str;
+
+    /// Whether the input is given at all (an optional input without a path or a query is absent).
+    fn is_given(&self) -> bool {
+        !self.path().is_empty() || !self.sql().is_empty()
+    }
+
+    /// The source as messages, the validation summary and `model.json` name it: the file's
+    /// path, or the query on the URL without its password.
+    fn source_name(&self) -> String {
+        if self.sql().is_empty() {
+            self.path().to_string()
+        } else {
+            let query = self.query().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("{} query {query:?}", targets::redact(self.sql()))
+        }
+    }
+}
+
+macro_rules! input_source {
+    ($($t:ty),*) => {$(
+        impl InputSource for $t {
+            fn path(&self) -> &str {
+                &self.path
+            }
+            fn sql(&self) -> &str {
+                &self.sql
+            }
+            fn query(&self) -> &str {
+                &self.query
+            }
+        }
+    )*};
+}
+input_source!(TransactionsInput, EventsInput, CustomersInput);
 
 /// The contact log: one row per contact attempt (customer id, time, whether it reached the
 /// customer; optionally the channel or playbook). A run's customer counts as reached when a
@@ -101,6 +162,13 @@ impl Default for ContactsInput {
 #[serde(deny_unknown_fields, default)]
 pub struct EventsInput {
     pub path: String,
+    /// Read the input from PostgreSQL instead of a file: the server's URL
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`; use `${VAR}` for the password, which is
+    /// never recorded or printed) and `query`, whose result columns are mapped like a file's.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub sql: String,
+    /// The query that returns the rows (one statement, read in a read-only transaction).
+    pub query: String,
     pub format: FileFormat,
     pub has_header: bool,
     pub delimiter: String,
@@ -118,6 +186,8 @@ impl Default for EventsInput {
     fn default() -> Self {
         EventsInput {
             path: String::new(),
+            sql: String::new(),
+            query: String::new(),
             format: FileFormat::Auto,
             has_header: true,
             delimiter: ",".into(),
@@ -138,6 +208,13 @@ impl Default for EventsInput {
 #[serde(deny_unknown_fields, default)]
 pub struct CustomersInput {
     pub path: String,
+    /// Read the input from PostgreSQL instead of a file: the server's URL
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`; use `${VAR}` for the password, which is
+    /// never recorded or printed) and `query`, whose result columns are mapped like a file's.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub sql: String,
+    /// The query that returns the rows (one statement, read in a read-only transaction).
+    pub query: String,
     pub format: FileFormat,
     pub has_header: bool,
     pub delimiter: String,
@@ -161,6 +238,8 @@ impl Default for CustomersInput {
     fn default() -> Self {
         CustomersInput {
             path: String::new(),
+            sql: String::new(),
+            query: String::new(),
             format: FileFormat::Auto,
             has_header: true,
             delimiter: ",".into(),
@@ -195,6 +274,13 @@ pub enum FileFormat {
 #[serde(deny_unknown_fields, default)]
 pub struct TransactionsInput {
     pub path: String,
+    /// Read the input from PostgreSQL instead of a file: the server's URL
+    /// (`postgres://USER:PASSWORD@HOST:PORT/DB`; use `${VAR}` for the password, which is
+    /// never recorded or printed) and `query`, whose result columns are mapped like a file's.
+    #[serde(serialize_with = "serialize_redacted")]
+    pub sql: String,
+    /// The query that returns the rows (one statement, read in a read-only transaction).
+    pub query: String,
     pub format: FileFormat,
     /// CSV / whitespace files: does the first line hold column names?
     pub has_header: bool,
@@ -232,6 +318,8 @@ impl Default for TransactionsInput {
     fn default() -> Self {
         TransactionsInput {
             path: "data/generated/transactions.parquet".into(),
+            sql: String::new(),
+            query: String::new(),
             format: FileFormat::Auto,
             has_header: true,
             delimiter: ",".into(),
@@ -959,6 +1047,13 @@ impl Config {
             .map_err(|m| Error::config(origin, "input.customers.path", m))?;
         cfg.input.contacts.path = expand_env(&cfg.input.contacts.path)
             .map_err(|m| Error::config(origin, "input.contacts.path", m))?;
+        for (section, sql) in [
+            ("transactions", &mut cfg.input.transactions.sql),
+            ("events", &mut cfg.input.events.sql),
+            ("customers", &mut cfg.input.customers.sql),
+        ] {
+            *sql = expand_env(sql).map_err(|m| Error::config(origin, format!("input.{section}.sql"), m))?;
+        }
         cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
         for (i, url) in cfg.output.sql.iter_mut().enumerate() {
             *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
@@ -971,6 +1066,15 @@ impl Config {
     pub fn validate(&self, origin: &str) -> Result<()> {
         let all = || -> Checked {
             check_transactions(&self.input.transactions)?;
+            check_source("input.transactions", &self.input.transactions)?;
+            check_source("input.events", &self.input.events)?;
+            check_source("input.customers", &self.input.customers)?;
+            if self.input.sql_batch_rows == 0 || self.input.sql_batch_rows > i32::MAX as usize {
+                return bad(
+                    "input.sql_batch_rows",
+                    format!("must be in 1..={}, got {}", i32::MAX, self.input.sql_batch_rows),
+                );
+            }
             check_snapshots(&self.snapshots)?;
             check_features(&self.features)?;
             check_model(&self.model)?;
@@ -1015,9 +1119,35 @@ fn bad(key: &str, message: String) -> Checked {
     Err((key.to_string(), message))
 }
 
+/// An input read by a query needs both `sql` (a PostgreSQL URL) and `query`.
+fn check_source(section: &str, input: &impl InputSource) -> Checked {
+    match (input.sql().is_empty(), input.query().trim().is_empty()) {
+        (true, true) => Ok(()),
+        (true, false) => bad(
+            &format!("{section}.query"),
+            "needs `sql`, the PostgreSQL server's URL (postgres://USER@HOST:PORT/DB)".into(),
+        ),
+        (false, true) => {
+            bad(&format!("{section}.sql"), "needs `query`, the SELECT that returns the rows".into())
+        }
+        (false, false) => match targets::SqlTarget::parse(input.sql()) {
+            Ok(targets::SqlTarget::Postgres(_)) => Ok(()),
+            Ok(targets::SqlTarget::Sqlite(_)) => bad(
+                &format!("{section}.sql"),
+                "inputs are read from PostgreSQL (postgres://...); for a SQLite table, export it to a file"
+                    .into(),
+            ),
+            Err(m) => bad(&format!("{section}.sql"), m),
+        },
+    }
+}
+
 fn check_transactions(t: &TransactionsInput) -> Checked {
-    if t.path.trim().is_empty() {
-        return bad("input.transactions.path", "must name the transaction file".into());
+    if t.path.trim().is_empty() && t.sql.is_empty() {
+        return bad(
+            "input.transactions.path",
+            "must name the transaction file (or set `sql` and `query` to read it from PostgreSQL)".into(),
+        );
     }
     if t.customer_id.is_empty() {
         return bad("input.transactions.customer_id", "must name a column".into());

@@ -70,6 +70,36 @@ impl PgUrl {
         self.password.as_deref()
     }
 
+    /// The URL as shown in messages: its password replaced by `***`.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The driver's connection settings (no TLS: `sslmode` is `disable` or `prefer`).
+    pub fn client_config(&self) -> postgres::Config {
+        let mut c = postgres::Config::new();
+        c.host(&self.host).port(self.port);
+        if let Some(u) = &self.user {
+            c.user(u);
+        }
+        if let Some(p) = self.password() {
+            c.password(p);
+        }
+        if let Some(d) = &self.dbname {
+            c.dbname(d);
+        }
+        if let Some(t) = self.connect_timeout {
+            c.connect_timeout(std::time::Duration::from_secs(t));
+        }
+        if let Some(a) = &self.application_name {
+            c.application_name(a);
+        }
+        if let Some(o) = &self.options {
+            c.options(o);
+        }
+        c
+    }
+
     pub fn parse(url: &str) -> std::result::Result<PgUrl, String> {
         let (scheme, rest) = url.split_once("://").ok_or("expected postgres://...")?;
         let (userinfo, after) = match rest.rfind('@') {

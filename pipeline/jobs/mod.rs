@@ -75,7 +75,7 @@ impl Loaded {
     /// Read and validate the inputs of `cfg` for `model`.
     pub fn read(cfg: &Config, model: LoadedModel, progress: &Progress) -> Result<Loaded> {
         let tx = progress.step("ingest", "reading and validating transactions", || {
-            ingest::load_transactions(&cfg.input.transactions)
+            ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows)
         })?;
         let data_end = tx.data_end()?;
         let daily = progress.step("daily", "aggregating transactions per customer and day", || {

@@ -23,7 +23,7 @@ pub struct ValidateOutcome {
 
 pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
     let tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
+        ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows)
     })?;
     let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
     let contacts = match cfg.input.contacts.path.as_str() {

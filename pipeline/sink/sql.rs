@@ -573,25 +573,8 @@ mod postgres_sink {
 
     use super::*;
 
-    /// The server's own message (with detail and hint) instead of the bare "db error".
     fn msg(e: &postgres::Error) -> String {
-        if let Some(db) = e.as_db_error() {
-            let mut m = format!("{}: {}", db.severity(), db.message());
-            if let Some(d) = db.detail() {
-                m.push_str(&format!(" ({d})"));
-            }
-            if let Some(h) = db.hint() {
-                m.push_str(&format!(" hint: {h}"));
-            }
-            return m;
-        }
-        let mut m = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            m.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        m
+        crate::error::pg_message(e)
     }
 
     fn type_name(t: SqlType) -> &'static str {
@@ -606,27 +589,7 @@ mod postgres_sink {
     }
 
     fn connect(url: &PgUrl) -> std::result::Result<Client, String> {
-        let mut c = postgres::Config::new();
-        c.host(&url.host).port(url.port);
-        if let Some(u) = &url.user {
-            c.user(u);
-        }
-        if let Some(p) = url.password() {
-            c.password(p);
-        }
-        if let Some(d) = &url.dbname {
-            c.dbname(d);
-        }
-        if let Some(t) = url.connect_timeout {
-            c.connect_timeout(std::time::Duration::from_secs(t));
-        }
-        if let Some(a) = &url.application_name {
-            c.application_name(a);
-        }
-        if let Some(o) = &url.options {
-            c.options(o);
-        }
-        c.connect(NoTls).map_err(|e| format!("cannot connect: {}", msg(&e)))
+        url.client_config().connect(NoTls).map_err(|e| format!("cannot connect: {}", msg(&e)))
     }
 
     fn table(tables: &Tables, name: &str) -> String {

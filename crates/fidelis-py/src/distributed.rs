@@ -19,7 +19,7 @@ use pyo3::types::PyCapsule;
 use serde::{Deserialize, Serialize};
 
 use fidelis::bgnbd::{Probabilistic, Rfm};
-use fidelis::config::Config;
+use fidelis::config::{Config, InputSource};
 use fidelis::error::Error;
 use fidelis::features::{self, FeatureSpec, FitInput};
 use fidelis::ingest::{self, Fingerprint, ValidationSummary};
@@ -146,7 +146,7 @@ impl Trainer {
     /// `[input.customers]` with a path): `fidelis train` would use them.
     #[getter]
     fn signal_inputs(&self) -> (bool, bool) {
-        (!self.cfg.input.events.path.is_empty(), !self.cfg.input.customers.path.is_empty())
+        (self.cfg.input.events.is_given(), self.cfg.input.customers.is_given())
     }
 
     /// The customer id columns of the event log and the customer table.

@@ -13,7 +13,7 @@ use polars::prelude::*;
 
 use crate::bgnbd::Probabilistic;
 use crate::calibration::Calibrator;
-use crate::config::Config;
+use crate::config::{Config, InputSource};
 use crate::error::{Error, PolarsContext, Result};
 use crate::features::{self, FeatureMatrix, FeatureSpec};
 use crate::files::to_json_bytes;
@@ -396,7 +396,7 @@ fn read_inputs(
     progress: &Progress,
 ) -> Result<(Inputs, Transactions)> {
     let mut tx = progress.step("ingest", "reading and validating transactions", || {
-        ingest::load_transactions(&cfg.input.transactions)
+        ingest::load_transactions(&cfg.input.transactions, cfg.input.sql_batch_rows)
     })?;
     if let Some(c) = cutoff {
         tx = ingest::truncate(tx, c)?;
@@ -728,7 +728,7 @@ fn describe(
     let settings = serde_json::to_value(TrainingSettings::of(cfg, inp.cutoff))
         .map_err(|source| Error::Json { context: "recording the training settings".into(), source })?;
     let data_print = DataFingerprint {
-        path: cfg.input.transactions.path.clone(),
+        path: cfg.input.transactions.source_name(),
         rows: inp.fingerprint.rows,
         xxh3: inp.fingerprint.hex(),
     };

@@ -12,8 +12,10 @@ use chrono::{NaiveDate, NaiveDateTime};
 use polars::prelude::*;
 use rayon::prelude::*;
 
-use crate::config::{FileFormat, TransactionsInput};
+use crate::config::{FileFormat, InputSource, TransactionsInput};
 use crate::error::{Error, PolarsContext, Result};
+
+mod pg;
 
 /// Timestamp formats tried, in order, when `timestamp_format` is empty and the column is text.
 const ISO_FORMATS: &[&str] = &[
@@ -125,6 +127,36 @@ pub(crate) fn resolve_format(path: &Path, format: FileFormat, section: &str) -> 
             ),
         }),
     }
+}
+
+/// An input as read, before mapping: its rows, the format they were read as, and the name
+/// messages and the validation summary give the source (the path, or the query and server).
+pub(crate) struct RawInput {
+    pub(crate) frame: DataFrame,
+    pub(crate) format: String,
+    pub(crate) name: std::path::PathBuf,
+    /// The latest plausible time of a row (ms since the epoch): a file's modification time,
+    /// a query's now, plus `max_future_days`.
+    pub(crate) latest_ms: i64,
+}
+
+/// Read the input `input` describes: the query on its PostgreSQL server when `sql` is set
+/// (`batch_rows` rows per round trip), else the file at `path`.
+pub(crate) fn read_input(input: &TransactionsInput, batch_rows: usize, section: &str) -> Result<RawInput> {
+    let name = std::path::PathBuf::from(input.source_name());
+    if input.sql.is_empty() {
+        let (frame, format) = read_raw(&name, input, section)?;
+        let latest_ms = latest_ms(&name, input.max_future_days);
+        return Ok(RawInput { frame, format: format!("{format:?}").to_lowercase(), name, latest_ms });
+    }
+    let url = match crate::config::targets::SqlTarget::parse(&input.sql) {
+        Ok(crate::config::targets::SqlTarget::Postgres(url)) => url,
+        _ => return Err(Error::config("(config)", format!("{section}.sql"), "expected a postgres:// URL")),
+    };
+    let frame = pg::read_query(&url, &input.query, batch_rows, &name)?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let latest_ms = now_ms.saturating_add(input.max_future_days.saturating_mul(86_400_000));
+    Ok(RawInput { frame, format: "postgresql".into(), name, latest_ms })
 }
 
 /// Read `path` as `input` says (`section` names the config section in messages).

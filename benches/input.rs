@@ -1,0 +1,116 @@
+//! Reading the transaction log: the 1,000,000-customer generated Parquet file against the
+//! same rows in a PostgreSQL table read by a query (`[input.transactions] sql` + `query`), each
+//! through `fidelis validate` (read, map, validate: what every command does first), as a child
+//! process: wall seconds and peak RSS, the query at three `[input] sql_batch_rows` (the memory
+//! grows with the batch, not with the table). Prints a table and writes
+//! reports/bench/input.json.
+//!
+//! Needs a PostgreSQL server: `make bench` runs it under scripts/with_postgres.sh (a throwaway
+//! local server); without `FIDELIS_TEST_PG_URL` it says so and stops. `FIDELIS_BENCH_CUSTOMERS`
+//! changes the size; under `cargo test` it is a smoke run on 20,000 customers.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use common::{median, run};
+use polars::prelude::*;
+
+/// A fresh database `name` on the server of `admin` (dropped first if it exists); its URL.
+fn fresh_db(admin: &str, name: &str) -> String {
+    let mut c = postgres::Client::connect(admin, postgres::NoTls).unwrap();
+    c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).unwrap();
+    c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    format!("{}/{name}", admin.rsplit_once('/').unwrap().0)
+}
+
+/// The Parquet file's rows into a new table `tx`, through COPY (CSV as polars writes it).
+fn load(url: &str, file: &Path) -> f64 {
+    let t = Instant::now();
+    let mut df = ParquetReader::new(std::fs::File::open(file).unwrap()).finish().unwrap();
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.batch_execute("CREATE TABLE tx (customer_id text, ts timestamp, amount double precision)").unwrap();
+    let mut w = c.copy_in("COPY tx FROM STDIN (FORMAT csv, HEADER true)").unwrap();
+    CsvWriter::new(&mut w).include_header(true).finish(&mut df).unwrap();
+    w.finish().unwrap();
+    c.batch_execute("ANALYZE tx").unwrap();
+    t.elapsed().as_secs_f64()
+}
+
+fn config(root: &Path, name: &str, input: &str) -> String {
+    let path = root.join(format!("input_{name}.toml"));
+    std::fs::write(&path, format!("[input]\n{input}")).unwrap();
+    path.display().to_string()
+}
+
+/// `fidelis validate` `runs` times: median wall seconds, largest peak RSS, and its JSON summary.
+fn validate(cfg: &str, runs: usize) -> (f64, u64, serde_json::Value) {
+    let (mut walls, mut peak, mut summary) = (Vec::new(), 0, serde_json::Value::Null);
+    for _ in 0..runs {
+        let (out, secs, rss) = run(&["validate", "--config", cfg, "--json"], &[("RUST_LOG", "")]);
+        walls.push(secs);
+        peak = peak.max(rss);
+        summary = serde_json::from_slice(&out.stdout).unwrap();
+    }
+    (median(walls), peak, summary)
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let default_size = if bench { 1_000_000 } else { 20_000 };
+    let customers: usize =
+        std::env::var("FIDELIS_BENCH_CUSTOMERS").ok().and_then(|s| s.parse().ok()).unwrap_or(default_size);
+    let Some(admin) = std::env::var("FIDELIS_TEST_PG_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("input bench skipped: FIDELIS_TEST_PG_URL is not set (make bench starts a local server)");
+        return;
+    };
+    let root = PathBuf::from(if bench { "data/bench" } else { "data/bench/smoke" });
+    let file = common::ensure_data(&root, customers);
+    let url = fresh_db(&admin, "fidelis_bench_input");
+    let load_s = load(&url, &file);
+    eprintln!("loaded {} into PostgreSQL in {load_s:.1} s", file.display());
+
+    let runs = if bench { 3 } else { 1 };
+    let parquet =
+        config(&root, "parquet", &format!("[input.transactions]\npath = {:?}\n", file.display().to_string()));
+    let (p_wall, p_rss, p_summary) = validate(&parquet, runs);
+    let rows = p_summary["rows_read"].as_u64().unwrap_or_default();
+    println!(
+        "reading the transaction log of {customers} customers ({rows} rows): fidelis validate, child process"
+    );
+    println!("{:<44} {:>10} {:>12} {:>12}", "source", "wall, s", "peak RSS, GB", "M rows/s");
+    let line = |what: &str, wall: f64, rss: u64| {
+        println!("{what:<44} {wall:>10.2} {:>12.2} {:>12.2}", rss as f64 / 1e9, rows as f64 / wall / 1e6);
+    };
+    line(&format!("Parquet file (median of {runs})"), p_wall, p_rss);
+    let mut sql = Vec::new();
+    for batch in [10_000usize, 50_000, 1_000_000] {
+        let cfg = config(
+            &root,
+            &format!("sql_{batch}"),
+            &format!(
+                "sql_batch_rows = {batch}\n\n[input.transactions]\nsql = {url:?}\nquery = \"SELECT customer_id, ts, amount FROM tx\"\n"
+            ),
+        );
+        let (wall, rss, summary) = validate(&cfg, if batch == 50_000 { runs } else { 1 });
+        assert_eq!(summary["rows_valid"], p_summary["rows_valid"], "the query and the file give other rows");
+        line(&format!("PostgreSQL query, sql_batch_rows = {batch}"), wall, rss);
+        sql.push(serde_json::json!({"batch_rows": batch, "wall_seconds": wall, "peak_rss_bytes": rss}));
+    }
+    let default = &sql[1];
+    println!(
+        "query / file (sql_batch_rows = 50000): wall {:.2}x, peak RSS {:.2}x; loading the table (COPY) took {load_s:.1} s",
+        default["wall_seconds"].as_f64().unwrap() / p_wall,
+        default["peak_rss_bytes"].as_f64().unwrap() / p_rss as f64
+    );
+    common::record(bench, "input", || {
+        serde_json::json!({
+            "customers": customers,
+            "rows": rows,
+            "parquet": {"wall_seconds": p_wall, "peak_rss_bytes": p_rss},
+            "postgresql": sql,
+            "copy_load_seconds": load_s,
+        })
+    });
+}
