@@ -211,6 +211,9 @@ pub(crate) fn bucket_signals(
 }
 
 /// A trained model and the configuration that maps input columns and ranks scores.
+/// A table's metadata as key-value pairs (the Arrow schema's metadata on the Python side).
+type Metadata = Vec<(&'static str, &'static str)>;
+
 #[pyclass(name = "NativeModel", module = "fidelis._native", frozen)]
 struct NativeModel {
     model: LoadedModel,
@@ -772,7 +775,7 @@ impl NativeModel {
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
         target: &str,
-    ) -> PyResult<(Bound<'py, PyCapsule>, Vec<(&'static str, &'static str)>)> {
+    ) -> PyResult<(Bound<'py, PyCapsule>, Metadata)> {
         if target != "churn" && target != "clv" {
             return Err(PyValueError::new_err(format!("target must be 'churn' or 'clv', got {target:?}")));
         }
