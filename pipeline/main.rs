@@ -132,6 +132,11 @@ enum Command {
         /// there (a shortened history, or what a model trained then would have been).
         #[arg(long)]
         until: Option<NaiveDate>,
+        /// With [mlflow] registered_model: move the alias (e.g. champion) to the new version
+        /// whatever its holdout ROC AUC (by default it moves only when the new version's is at
+        /// least the aliased version's).
+        #[arg(long)]
+        promote: bool,
     },
     /// Rolling-origin evaluation: the whole training run repeated at the last ORIGINS
     /// snapshots whose labels are complete, each with only what was known then; the shipped
@@ -369,8 +374,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 out!("{outcome}");
             }
         }
-        Command::Train { config, export_features, until } => {
-            let opts = jobs::train::TrainOptions { cutoff: until, export_features };
+        Command::Train { config, export_features, until, promote } => {
+            let opts = jobs::train::TrainOptions { cutoff: until, export_features, promote };
             out!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
         }
         Command::Evaluate { config, origins, until } => {

@@ -39,6 +39,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub crm: CrmConfig,
     pub paths: PathsConfig,
+    pub mlflow: MlflowConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1008,6 +1009,61 @@ impl OutputConfig {
     }
 }
 
+/// Logging each `fidelis train` run to an MLflow tracking server and registering its model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MlflowConfig {
+    /// The tracking server (`http://host:5000`; empty = no MLflow). Credentials come from the
+    /// environment as MLflow's own clients take them: `MLFLOW_TRACKING_TOKEN`, or
+    /// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    pub tracking_uri: String,
+    /// The experiment the runs go to (created when missing).
+    pub experiment: String,
+    /// Register each trained model as a version of this registered model (empty = log the
+    /// run only).
+    pub registered_model: String,
+    /// The alias that names the model to deploy: moved to the new version when its holdout
+    /// ROC AUC is at least the aliased version's (or with `fidelis train --promote`); empty =
+    /// no alias.
+    pub alias: String,
+    /// Seconds before a request to the server is given up.
+    pub timeout_seconds: u64,
+}
+
+impl Default for MlflowConfig {
+    fn default() -> Self {
+        MlflowConfig {
+            tracking_uri: String::new(),
+            experiment: "fidelis".into(),
+            registered_model: String::new(),
+            alias: "champion".into(),
+            timeout_seconds: 60,
+        }
+    }
+}
+
+fn check_mlflow(m: &MlflowConfig) -> Checked {
+    if m.tracking_uri.is_empty() {
+        return Ok(());
+    }
+    if !(m.tracking_uri.starts_with("http://") || m.tracking_uri.starts_with("https://")) {
+        return bad(
+            "mlflow.tracking_uri",
+            format!(
+                "expected the tracking server's http:// or https:// URL, got {:?}",
+                targets::redact(&m.tracking_uri)
+            ),
+        );
+    }
+    if m.experiment.trim().is_empty() {
+        return bad("mlflow.experiment", "must name the experiment".into());
+    }
+    if m.timeout_seconds == 0 {
+        return bad("mlflow.timeout_seconds", "must be positive".into());
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PathsConfig {
@@ -1055,6 +1111,8 @@ impl Config {
             *sql = expand_env(sql).map_err(|m| Error::config(origin, format!("input.{section}.sql"), m))?;
         }
         cfg.output.dir = expand_env(&cfg.output.dir).map_err(|m| Error::config(origin, "output.dir", m))?;
+        cfg.mlflow.tracking_uri = expand_env(&cfg.mlflow.tracking_uri)
+            .map_err(|m| Error::config(origin, "mlflow.tracking_uri", m))?;
         for (i, url) in cfg.output.sql.iter_mut().enumerate() {
             *url = expand_env(url).map_err(|m| Error::config(origin, format!("output.sql[{i}]"), m))?;
         }
@@ -1097,6 +1155,7 @@ impl Config {
                 }
             }
             notify::check_crm(&self.crm)?;
+            check_mlflow(&self.mlflow)?;
             check_paths(&self.paths)
         };
         all().map_err(|(key, message)| Error::config(origin, key, message))

@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
 pub mod history;
+pub mod mlflow;
 pub mod notifications;
 pub mod parquet;
 pub mod sql;

@@ -22,6 +22,7 @@ from . import _native
 from .errors import FidelisError, InputError, LockedError, OutputError, ScoresWrittenError
 
 __all__ = [
+    "mlflow",
     "uplift",
     "Model",
     "load_model",
@@ -231,8 +232,10 @@ class Model:
 
 def load_model(path: str, model_id: str | None = None, config: str | None = None) -> Model:
     """Load a model: a model directory (``models/<id>``), or a models directory (the model its
-    ``latest`` names, or ``model_id``). ``config`` (a fidelis.toml) maps the input columns and
-    sets ranking; by default every default.
+    ``latest`` names, or ``model_id``), or a model logged to MLflow (``models:/churn@champion``,
+    ``models:/churn/3``, ``runs:/RUN_ID/model``: downloaded from the tracking server that
+    ``MLFLOW_TRACKING_URI`` names, see :mod:`fidelis.mlflow`). ``config`` (a fidelis.toml) maps
+    the input columns and sets ranking; by default every default.
 
     >>> fidelis.load_model("tests/fixtures/model_v1/models")
     fidelis.Model('20261129T143704Z-3c140140', dir='tests/fixtures/model_v1/models/20261129T143704Z-3c140140')
@@ -241,7 +244,10 @@ def load_model(path: str, model_id: str | None = None, config: str | None = None
     ...
     fidelis.errors.InputError: ...
     """
-    return Model(_native.load_model(str(path), model_id, None if config is None else str(config)))
+    path = str(path)
+    if path.startswith(mlflow.URI_SCHEMES):
+        path = mlflow.download(path)
+    return Model(_native.load_model(path, model_id, None if config is None else str(config)))
 
 
 def validate(config: str) -> dict[str, Any]:
@@ -260,4 +266,4 @@ def train(config: str) -> str:
     return _native.train(str(config))
 
 
-from . import uplift  # noqa: E402 - the submodule uses the helpers above
+from . import mlflow, uplift  # noqa: E402 - the submodules use the helpers above

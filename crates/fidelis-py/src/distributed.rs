@@ -443,8 +443,11 @@ impl Trainer {
             probabilistic: end.into_iter().next().and_then(|(_, p)| p),
             experiment,
         };
-        let opts =
-            jobs::train::TrainOptions { cutoff: None, export_features: export_features.map(Into::into) };
+        let opts = jobs::train::TrainOptions {
+            cutoff: None,
+            export_features: export_features.map(Into::into),
+            promote: false,
+        };
         let outcome = py
             .detach(|| jobs::train::run_prepared(&self.cfg, prepared, &opts, &Progress::hidden()))
             .map_err(py_err)?;

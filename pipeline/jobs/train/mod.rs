@@ -45,6 +45,8 @@ pub struct TrainOptions {
     /// Also write the feature matrix with labels and each row's role (fit / validation /
     /// holdout) to this Parquet file (for other tools: benchmarks, notebooks).
     pub export_features: Option<PathBuf>,
+    /// Move the MLflow alias to the new version whatever its metrics (`train --promote`).
+    pub promote: bool,
 }
 
 /// What a training run produced.
@@ -53,6 +55,8 @@ pub struct TrainOutcome {
     pub dir: PathBuf,
     /// The evaluation report (HTML; `.md` and `.json` beside it), when written.
     pub report: Option<PathBuf>,
+    /// The MLflow run and registration, when `[mlflow]` names a server.
+    pub mlflow: Option<crate::sink::mlflow::Logged>,
     pub info: ModelInfo,
     pub metrics: TrainMetrics,
 }
@@ -62,14 +66,26 @@ pub struct TrainOutcome {
 /// `latest`. A failure at any step leaves `latest` where it was.
 pub fn run(cfg: &Config, opts: &TrainOptions, progress: &Progress) -> Result<TrainOutcome> {
     let outcome = train_model(cfg, opts, progress)?;
-    publish(cfg, outcome, progress)
+    publish(cfg, outcome, opts.promote, progress)
 }
 
-/// Write the evaluation report of a written model, then point `latest` at it.
-fn publish(cfg: &Config, mut outcome: TrainOutcome, progress: &Progress) -> Result<TrainOutcome> {
+/// Write the evaluation report of a written model, log it to MLflow (`[mlflow]`), then point
+/// `latest` at it: a failure to log leaves `latest` where it was (the model directory stays,
+/// complete).
+fn publish(
+    cfg: &Config,
+    mut outcome: TrainOutcome,
+    promote: bool,
+    progress: &Progress,
+) -> Result<TrainOutcome> {
     let report = progress.step("report", "writing the evaluation report", || {
         crate::report::evaluation::write_evaluation(&outcome.dir, &cfg.models_dir(), &cfg.reports_dir())
     })?;
+    if !cfg.mlflow.tracking_uri.is_empty() {
+        outcome.mlflow = Some(progress.step("mlflow", "logging to MLflow", || {
+            crate::sink::mlflow::log_training(&cfg.mlflow, &outcome.dir, report.parent(), promote)
+        })?);
+    }
     outcome.report = Some(report);
     model::store::set_latest(&cfg.models_dir(), &outcome.model_id)?;
     Ok(outcome)
@@ -78,7 +94,7 @@ fn publish(cfg: &Config, mut outcome: TrainOutcome, progress: &Progress) -> Resu
 /// Train on the transactions before `cutoff` only (a backtest's model, as if trained that
 /// day; `None` = all of them), without a report; published as `latest` of `cfg`'s models.
 pub fn until(cfg: &Config, cutoff: Option<NaiveDate>, progress: &Progress) -> Result<TrainOutcome> {
-    let outcome = train_model(cfg, &TrainOptions { cutoff, export_features: None }, progress)?;
+    let outcome = train_model(cfg, &TrainOptions { cutoff, ..TrainOptions::default() }, progress)?;
     model::store::set_latest(&cfg.models_dir(), &outcome.model_id)?;
     Ok(outcome)
 }
@@ -182,7 +198,7 @@ pub fn run_prepared(
         uplift,
     };
     let outcome = fit_and_write(cfg, opts, &inputs, frames, progress)?;
-    publish(cfg, outcome, progress)
+    publish(cfg, outcome, false, progress)
 }
 
 /// Everything up to a model directory that was written and read back whole.
@@ -350,7 +366,7 @@ fn fit_and_write(
         }
         Ok::<_, Error>(dir)
     })?;
-    Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, info, metrics })
+    Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, mlflow: None, info, metrics })
 }
 
 /// The validated inputs and the snapshot plan.

@@ -33,6 +33,9 @@ impl std::fmt::Display for TrainOutcome {
         if let Some(r) = &self.report {
             write!(f, "\nevaluation report: {}", r.display())?;
         }
+        if let Some(m) = &self.mlflow {
+            write!(f, "\n{m}")?;
+        }
         Ok(())
     }
 }

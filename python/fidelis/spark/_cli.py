@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from fidelis.errors import ExitCode
+from fidelis.mlflow import URI_SCHEMES, download
 from fidelis.spark._core import _health_history, _previous
 
 
@@ -24,7 +25,11 @@ def main(argv: list[Any] | None = None) -> int:
         ("weekly", "score, write, then monitor (the weekly batch)"),
     ]:
         s = sub.add_parser(name, help=what)
-        s.add_argument("--model", required=True, help="model directory, or models directory (its latest)")
+        s.add_argument(
+            "--model",
+            required=True,
+            help="model directory, models directory (its latest), or MLflow URI (models:/churn@champion)",
+        )
         s.add_argument("--transactions", required=True, help="a Parquet path, or a table name")
         s.add_argument("--as-of", required=True)
         s.add_argument("--out", required=True, help="output root: scores/, top_risk/, metrics_history/")
@@ -71,6 +76,10 @@ def main(argv: list[Any] | None = None) -> int:
             return None
         return spark.read.parquet(source) if "/" in source or source.endswith(".parquet") else spark.table(source)
 
+    if args.command != "train" and args.model.startswith(URI_SCHEMES):
+        # A registered model: downloaded once, here, and shipped to the executors (SparkFiles).
+        args.model = download(args.model)
+        spark.sparkContext.addFile(args.model, recursive=True)
     tx = read(args.transactions)
     if args.command == "train":
         done = fs.train(

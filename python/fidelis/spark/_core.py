@@ -5,6 +5,7 @@ Arrow in and out), buckets by customer, cogrouped inputs, dropped-row counts, th
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,14 @@ def _model(path: str, model_id: str | None, config: str | None) -> Any:
     """The model, loaded once per Python worker."""
     key = (path, model_id, config)
     if key not in _MODELS:
-        _MODELS[key] = _native.load_model(path, model_id, config)
+        local = path
+        if not os.path.exists(path):
+            # A model the driver downloaded (an MLflow URI) and shipped with SparkContext.addFile.
+            from pyspark import SparkFiles
+
+            shipped = SparkFiles.get(os.path.basename(path.rstrip("/")))
+            local = shipped if os.path.exists(shipped) else path
+        _MODELS[key] = _native.load_model(local, model_id, config)
     return _MODELS[key]
 
 
