@@ -56,6 +56,57 @@ fn validate(cfg: &str, runs: usize) -> (f64, u64, serde_json::Value) {
     (median(walls), peak, summary)
 }
 
+/// The same file read from a local S3-compatible server (moto in server mode, from the test
+/// virtual environment `.venv`): `fidelis validate` with `path = "s3://..."`. Null when moto
+/// is not installed.
+fn s3_read(root: &Path, file: &Path, runs: usize, line: &dyn Fn(&str, f64, u64)) -> serde_json::Value {
+    let python = PathBuf::from(".venv/bin/python");
+    let has_moto =
+        std::process::Command::new(&python).args(["-c", "import moto"]).status().is_ok_and(|s| s.success());
+    if !has_moto {
+        println!("S3 read skipped: no moto in .venv (make python installs it)");
+        return serde_json::Value::Null;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(&python)
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "bench"),
+        ("AWS_SECRET_ACCESS_KEY", "bench"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+    ];
+    for (k, v) in env {
+        std::env::set_var(k, v);
+    }
+    // moto creates a bucket on a PUT of the bucket itself.
+    let client = fidelis::s3::Client::from_env().unwrap();
+    let bucket = fidelis::s3::S3Url { bucket: "bench".into(), key: String::new() };
+    client.put(&bucket, b"").unwrap();
+    let object = bucket.with_key("transactions.parquet");
+    client.put(&object, &std::fs::read(file).unwrap()).unwrap();
+    let cfg = config(root, "s3", &format!("[input.transactions]\npath = {:?}\n", object.to_string()));
+    let (mut walls, mut peak) = (Vec::new(), 0);
+    for _ in 0..runs {
+        let (_, secs, rss) = run(&["validate", "--config", &cfg, "--json"], &env);
+        walls.push(secs);
+        peak = peak.max(rss);
+    }
+    let wall = median(walls);
+    line(&format!("S3 object, local moto server (median of {runs})"), wall, peak);
+    let _ = server.kill();
+    let _ = server.wait();
+    serde_json::json!({"wall_seconds": wall, "peak_rss_bytes": peak})
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let default_size = if bench { 1_000_000 } else { 20_000 };
@@ -98,6 +149,7 @@ fn main() {
         line(&format!("PostgreSQL query, sql_batch_rows = {batch}"), wall, rss);
         sql.push(serde_json::json!({"batch_rows": batch, "wall_seconds": wall, "peak_rss_bytes": rss}));
     }
+    let s3 = s3_read(&root, &file, runs, &line);
     let default = &sql[1];
     println!(
         "query / file (sql_batch_rows = 50000): wall {:.2}x, peak RSS {:.2}x; loading the table (COPY) took {load_s:.1} s",
@@ -111,6 +163,7 @@ fn main() {
             "parquet": {"wall_seconds": p_wall, "peak_rss_bytes": p_rss},
             "postgresql": sql,
             "copy_load_seconds": load_s,
+            "s3": s3,
         })
     });
 }

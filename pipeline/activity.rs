@@ -386,7 +386,7 @@ pub fn load_contacts(input: &ContactsInput) -> Result<Contacts> {
         delimiter: input.delimiter.clone(),
         ..TransactionsInput::default()
     };
-    let raw = table::read_raw(Path::new(&input.path), &file, "input.contacts")?.0;
+    let raw = table::read_input(&file, 1, "input.contacts")?.frame;
     contacts_from_frame(raw, input, &input.path)
 }
 

@@ -106,6 +106,21 @@ impl Error {
         }
     }
 
+    /// The same error naming `to` where it named the file `from` (a downloaded copy named by
+    /// its source).
+    pub fn renamed(self, from: &std::path::Path, to: &std::path::Path) -> Self {
+        let swap = |p: PathBuf| if p == from { to.to_path_buf() } else { p };
+        match self {
+            Error::InputFile { path, message } => Error::InputFile { path: swap(path), message },
+            Error::InvalidRows { path, message } => Error::InvalidRows { path: swap(path), message },
+            Error::MissingColumn { path, section, key, column, found } => {
+                Error::MissingColumn { path: swap(path), section, key, column, found }
+            }
+            Error::Io { path, source } => Error::Io { path: swap(path), source },
+            other => other,
+        }
+    }
+
     pub fn config(path: impl Into<String>, key: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Config { path: path.into(), key: key.into(), message: message.into() }
     }

@@ -39,6 +39,7 @@ pub mod progress;
 pub mod qini;
 pub mod report;
 pub mod rng;
+pub mod s3;
 pub mod schema;
 pub mod score;
 pub mod signals;

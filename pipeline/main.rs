@@ -260,6 +260,30 @@ fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// Run `job` with the configuration's `s3://` roots mirrored locally (`jobs::remote`): pulled
+/// before, published after the job succeeded, or after it failed with its scores written
+/// (exit 6). A failed publish is exit 5.
+fn with_remote<T>(cfg: Config, job: impl FnOnce(&Config) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    let (local, mirror) = jobs::remote::Mirror::open(&cfg)?;
+    let result = job(&local);
+    let scores_written = match &result {
+        Ok(_) => true,
+        Err(e) => matches!(e.downcast_ref::<fidelis::Error>(), Some(fidelis::Error::AfterScores { .. })),
+    };
+    if scores_written {
+        let published = mirror.publish()?;
+        if published.uploaded + published.deleted > 0 {
+            log::info!(
+                "s3: {} files published, {} deleted, markers {:?}",
+                published.uploaded,
+                published.deleted,
+                published.markers
+            );
+        }
+    }
+    result
+}
+
 /// Exit code of a monitoring result: 3 with alerts when asked to fail on them.
 fn alert_exit(alerts: bool, fail_on_alert: bool) -> ExitCode {
     if alerts && fail_on_alert {
@@ -376,26 +400,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Train { config, export_features, until, promote } => {
             let opts = jobs::train::TrainOptions { cutoff: until, export_features, promote };
-            out!("{}", jobs::train::run(&load_config(&config)?, &opts, &progress)?);
+            let outcome =
+                with_remote(load_config(&config)?, |cfg| Ok(jobs::train::run(cfg, &opts, &progress)?))?;
+            out!("{outcome}");
         }
         Command::Evaluate { config, origins, until } => {
-            let cfg = load_config(&config)?;
             let name = config.display().to_string();
-            out!("{}", jobs::evaluate::run(&cfg, &name, origins, until, &progress)?);
+            let outcome = with_remote(load_config(&config)?, |cfg| {
+                Ok(jobs::evaluate::run(cfg, &name, origins, until, &progress)?)
+            })?;
+            out!("{outcome}");
         }
         Command::Score(args) => {
-            let cfg = load_config(&args.config)?;
-            let outcome = jobs::score::run(&cfg, &args.options(), &progress)
-                .map_err(|e| failed_run(&cfg, &args, "score", e))?;
+            let outcome = with_remote(load_config(&args.config)?, |cfg| {
+                Ok(jobs::score::run(cfg, &args.options(), &progress)
+                    .map_err(|e| failed_run(cfg, &args, "score", e))?)
+            })?;
             out!("{outcome}");
             if delivery_failed(&outcome) {
                 return Ok(ExitCode::from(7));
             }
         }
         Command::Weekly { batch, fail_on_alert } => {
-            let cfg = load_config(&batch.config)?;
-            let outcome = jobs::score::weekly(&cfg, &batch.options(), &progress)
-                .map_err(|e| failed_run(&cfg, &batch, "weekly", e))?;
+            let outcome = with_remote(load_config(&batch.config)?, |cfg| {
+                Ok(jobs::score::weekly(cfg, &batch.options(), &progress)
+                    .map_err(|e| failed_run(cfg, &batch, "weekly", e))?)
+            })?;
             out!("{outcome}");
             let (code, note) =
                 weekly_exit(outcome.monitor.has_alert() && fail_on_alert, delivery_failed(&outcome.batch));
@@ -405,13 +435,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
         Command::Monitor { batch, fail_on_alert } => {
-            let report = jobs::monitor::run(&load_config(&batch.config)?, &batch.options(), &progress)?;
+            let report = with_remote(load_config(&batch.config)?, |cfg| {
+                Ok(jobs::monitor::run(cfg, &batch.options(), &progress)?)
+            })?;
             out!("{report}");
             return Ok(alert_exit(report.has_alert(), fail_on_alert));
         }
         Command::Report { config, model, weekly, as_of } => {
             let weekly = weekly.then_some(as_of);
-            out!("{}", jobs::report::run(&load_config(&config)?, model.as_deref(), weekly, &progress)?);
+            let outcome = with_remote(load_config(&config)?, |cfg| {
+                Ok(jobs::report::run(cfg, model.as_deref(), weekly, &progress)?)
+            })?;
+            out!("{outcome}");
         }
         Command::Backtest { config, from, to, every, out } => {
             let opts = jobs::backtest::BacktestOptions { from, to, every_days: every, out };

@@ -1071,11 +1071,18 @@ pub struct PathsConfig {
     pub models_dir: String,
     /// Generated evaluation and weekly reports.
     pub reports_dir: String,
+    /// Where the local mirrors of `s3://` output and report roots live between runs (empty =
+    /// `$XDG_CACHE_HOME/fidelis/s3`, else `~/.cache/fidelis/s3`).
+    pub s3_cache_dir: String,
 }
 
 impl Default for PathsConfig {
     fn default() -> Self {
-        PathsConfig { models_dir: "models".into(), reports_dir: "reports".into() }
+        PathsConfig {
+            models_dir: "models".into(),
+            reports_dir: "reports".into(),
+            s3_cache_dir: String::new(),
+        }
     }
 }
 
@@ -1446,6 +1453,13 @@ fn check_paths(p: &PathsConfig) -> Checked {
         if v.trim().is_empty() {
             return bad(key, "must name a directory (it may not be empty)".into());
         }
+    }
+    if p.models_dir.starts_with("s3://") {
+        return bad(
+            "paths.models_dir",
+            "models are kept on a local or shared file system; to keep them in a registry, use [mlflow]"
+                .into(),
+        );
     }
     Ok(())
 }

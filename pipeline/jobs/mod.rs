@@ -8,6 +8,7 @@ pub mod evaluate;
 pub mod generate;
 pub mod monitor;
 pub mod notify;
+pub mod remote;
 pub mod report;
 pub mod score;
 pub mod train;

@@ -145,6 +145,9 @@ pub(crate) struct RawInput {
 pub(crate) fn read_input(input: &TransactionsInput, batch_rows: usize, section: &str) -> Result<RawInput> {
     let name = std::path::PathBuf::from(input.source_name());
     if input.sql.is_empty() {
+        if let Some(url) = crate::s3::S3Url::parse(&input.path) {
+            return read_s3(url, input, section, name);
+        }
         let (frame, format) = read_raw(&name, input, section)?;
         let latest_ms = latest_ms(&name, input.max_future_days);
         return Ok(RawInput { frame, format: format!("{format:?}").to_lowercase(), name, latest_ms });
@@ -157,6 +160,42 @@ pub(crate) fn read_input(input: &TransactionsInput, batch_rows: usize, section: 
     let now_ms = chrono::Utc::now().timestamp_millis();
     let latest_ms = now_ms.saturating_add(input.max_future_days.saturating_mul(86_400_000));
     Ok(RawInput { frame, format: "postgresql".into(), name, latest_ms })
+}
+
+/// An input file on S3 (`s3://bucket/key`): downloaded into a temporary directory (removed
+/// after), read as the file it is; messages name the URL; its rows may be timed up to the
+/// object's last modification + `max_future_days`.
+fn read_s3(
+    url: std::result::Result<crate::s3::S3Url, String>,
+    input: &TransactionsInput,
+    section: &str,
+    name: std::path::PathBuf,
+) -> Result<RawInput> {
+    let input_err = |message: String| Error::InputFile { path: name.clone(), message };
+    let url = url.map_err(input_err)?;
+    let client = crate::s3::Client::from_env().map_err(|e| input_err(e.message))?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("fidelis-s3-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| input_err(format!("cannot create {}: {e}", dir.display())))?;
+    let base = url.key.rsplit('/').next().filter(|b| !b.is_empty()).unwrap_or("object");
+    let local = dir.join(base);
+    let read = client
+        .get_to_file(&url, &local)
+        .map_err(|e| input_err(format!("cannot read the object ({}); check [{section}].path", e.message)))
+        .and_then(|(_, modified)| {
+            let (frame, format) = read_raw(&local, input, section).map_err(|e| e.renamed(&local, &name))?;
+            let slack = input.max_future_days.saturating_mul(86_400_000);
+            let latest_ms = modified.map_or(i64::MAX, |m| m.saturating_add(slack));
+            Ok(RawInput {
+                frame,
+                format: format!("{format:?}").to_lowercase(),
+                name: name.clone(),
+                latest_ms,
+            })
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    read
 }
 
 /// Read `path` as `input` says (`section` names the config section in messages).
