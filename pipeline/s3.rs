@@ -124,7 +124,8 @@ impl Client {
         let config_file = env("AWS_CONFIG_FILE")
             .map(std::path::PathBuf::from)
             .or_else(|| home().map(|h| h.join(".aws/config")));
-        let from_creds = |key: &str| creds_file.as_ref().and_then(|f| ini_value(f, std::slice::from_ref(&profile), key));
+        let from_creds =
+            |key: &str| creds_file.as_ref().and_then(|f| ini_value(f, std::slice::from_ref(&profile), key));
         let config_sections = [format!("profile {profile}"), profile.clone()];
         let from_config = |key: &str| config_file.as_ref().and_then(|f| ini_value(f, &config_sections, key));
         let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
