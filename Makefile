@@ -115,7 +115,7 @@ bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift trainin
 bench-shap: ## what exact SHAP reasons cost at 1,000,000 customers against the margins and path attributions
 	cargo bench --bench shap
 
-bench-input: ## reading 1,000,000 customers' transactions from Parquet and from a PostgreSQL query (a throwaway local server): wall, peak RSS per batch size
+bench-input: ## reading 1,000,000 customers' transactions from Parquet, from a PostgreSQL query (a throwaway local server; per batch size) and from a local S3-compatible server: wall, peak RSS
 	scripts/with_postgres.sh cargo bench --bench input
 
 bench-monitor: ## drift of every feature for 1,000,000 customers against a reference
