@@ -74,9 +74,27 @@ def keys(client, bucket: str, prefix: str = "") -> dict:
 
 
 def model_files(ws: Path) -> dict:
+    """Every file of the latest model with what names the run or the source left out: the model
+    id, model.json's creation time, timings, the checksum of metrics.json (which holds the id),
+    the recorded path of the transactions. What remains is the model."""
     latest = (ws / "models/latest").read_text().strip()
-    d = ws / "models" / latest
-    return {p.name: p.read_bytes() for p in d.iterdir() if p.name not in ("model.json", "metrics.json")}
+    files = {}
+    for p in (ws / "models" / latest).iterdir():
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            text = data.decode().replace(latest, "MODEL_ID")
+            if p.name == "model.json":
+                v = json.loads(text)
+                for k in ("created_at", "timings_s"):
+                    v.pop(k)
+                v["checksums"].pop("metrics.json")
+                v["settings"]["input"]["transactions"].pop("path")
+                v["data"].pop("path")
+                v["validation"].pop("path")
+                text = json.dumps(v, sort_keys=True)
+            data = text.encode()
+        files[p.name] = data
+    return files
 
 
 def test_the_transaction_log_on_s3_gives_the_models_and_scores_of_the_file(store, tmp_path):
