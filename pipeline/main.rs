@@ -91,9 +91,15 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ShiftKindArg::Rate, requires = "shift_date")]
         shift_kind: ShiftKindArg,
         /// `retail`: a purchase log (transactions.parquet). `saas`: subscriptions, also with
-        /// product events and a customer table (events.parquet, customers.parquet).
+        /// product events, a customer table and the subscription table (events.parquet,
+        /// customers.parquet, subscriptions.parquet).
         #[arg(long, value_enum, default_value_t = Kind::Retail)]
         kind: Kind,
+        /// With --kind saas: annual contracts paid up front beside monthly ones, cancellation
+        /// notices ahead of the end of the term, expansions beside downgrades, and the true
+        /// weekly hazard in hazard.parquet.
+        #[arg(long)]
+        contracts: bool,
         /// A campaign that followed fidelis: the output directory of weekly runs scored on
         /// these customers (same options and seed). Each customer in a run's experiment is
         /// contacted at its first run unless it is a control; writes the realized data
@@ -350,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shift_rate,
             shift_kind,
             kind,
+            contracts,
             campaign,
             horizon_days,
             campaign_response,
@@ -363,7 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ShiftKindArg::Acquisition => generate::ShiftKind::Acquisition,
                 },
             });
-            let opts = GenerateOptions { customers, seed, start, days, messy_share, shift };
+            let opts = GenerateOptions { customers, seed, start, days, messy_share, shift, contracts };
             let kind = match kind {
                 Kind::Retail => jobs::generate::Kind::Retail,
                 Kind::Saas => jobs::generate::Kind::Saas,

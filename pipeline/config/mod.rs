@@ -55,6 +55,61 @@ pub struct InputConfig {
     pub customers: CustomersInput,
     /// Optional contact log: what was actually done with the contact lists (empty path = none).
     pub contacts: ContactsInput,
+    /// Optional subscription table: contracts, their terms, MRR and cancellation notices
+    /// (empty path = none).
+    pub subscriptions: SubscriptionsInput,
+}
+
+/// The subscription table: one row per subscription period (a contract term, or a stretch of
+/// a running subscription at one MRR; a customer's successive rows show renewals, expansions
+/// and contractions; rows may overlap, e.g. two products). Every column but the id and
+/// `start` is optional (empty name = absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsInput {
+    pub path: String,
+    #[serde(serialize_with = "serialize_redacted")]
+    pub sql: String,
+    pub query: String,
+    pub format: FileFormat,
+    pub has_header: bool,
+    pub delimiter: String,
+    pub customer_id: String,
+    /// The first day of the period.
+    pub start: String,
+    /// The day after its last day (empty cell: running on). A fixed term's end is known from
+    /// its start; a running subscription's only once notice was given.
+    pub end: String,
+    /// `monthly`, `quarterly`, `semiannual`, `annual` (or `yearly`), or a number of months.
+    pub billing_period: String,
+    /// Monthly recurring revenue of the period (an annual contract's: its yearly price / 12).
+    pub mrr: String,
+    /// The day the customer gave notice of cancelling (or of not renewing) at the end of the
+    /// period; known from that day, not from the end.
+    pub cancelled_at: String,
+    /// The status as exported (informational only: it says how things stand at the export, so
+    /// nothing is learnt from it).
+    pub status: String,
+}
+
+impl Default for SubscriptionsInput {
+    fn default() -> Self {
+        SubscriptionsInput {
+            path: String::new(),
+            sql: String::new(),
+            query: String::new(),
+            format: FileFormat::Auto,
+            has_header: true,
+            delimiter: ",".into(),
+            customer_id: "customer_id".into(),
+            start: "start".into(),
+            end: "end".into(),
+            billing_period: "billing_period".into(),
+            mrr: "mrr".into(),
+            cancelled_at: "cancelled_at".into(),
+            status: "status".into(),
+        }
+    }
 }
 
 impl Default for InputConfig {
@@ -65,6 +120,7 @@ impl Default for InputConfig {
             events: EventsInput::default(),
             customers: CustomersInput::default(),
             contacts: ContactsInput::default(),
+            subscriptions: SubscriptionsInput::default(),
         }
     }
 }
@@ -113,7 +169,7 @@ macro_rules! input_source {
         }
     )*};
 }
-input_source!(TransactionsInput, EventsInput, CustomersInput);
+input_source!(TransactionsInput, EventsInput, CustomersInput, SubscriptionsInput);
 
 /// The contact log: one row per contact attempt (customer id, time, whether it reached the
 /// customer; optionally the channel or playbook). A run's customer counts as reached when a
@@ -1110,10 +1166,13 @@ impl Config {
             .map_err(|m| Error::config(origin, "input.customers.path", m))?;
         cfg.input.contacts.path = expand_env(&cfg.input.contacts.path)
             .map_err(|m| Error::config(origin, "input.contacts.path", m))?;
+        cfg.input.subscriptions.path = expand_env(&cfg.input.subscriptions.path)
+            .map_err(|m| Error::config(origin, "input.subscriptions.path", m))?;
         for (section, sql) in [
             ("transactions", &mut cfg.input.transactions.sql),
             ("events", &mut cfg.input.events.sql),
             ("customers", &mut cfg.input.customers.sql),
+            ("subscriptions", &mut cfg.input.subscriptions.sql),
         ] {
             *sql = expand_env(sql).map_err(|m| Error::config(origin, format!("input.{section}.sql"), m))?;
         }
@@ -1134,6 +1193,7 @@ impl Config {
             check_source("input.transactions", &self.input.transactions)?;
             check_source("input.events", &self.input.events)?;
             check_source("input.customers", &self.input.customers)?;
+            check_source("input.subscriptions", &self.input.subscriptions)?;
             if self.input.sql_batch_rows == 0 || self.input.sql_batch_rows > i32::MAX as usize {
                 return bad(
                     "input.sql_batch_rows",

@@ -41,6 +41,10 @@ pub struct GenerateOptions {
     pub messy_share: f64,
     /// A behaviour change from a given day (none by default).
     pub shift: Option<Shift>,
+    /// SaaS only: contracts as customer-success teams run them (annual terms paid up front
+    /// beside monthly ones, cancellation notices ahead of the end, expansions beside
+    /// downgrades) and the true weekly hazard written beside the data (`saas` module docs).
+    pub contracts: bool,
 }
 
 /// From `day` (days after the start), a `share` of the customers buy at `rate_factor` times
@@ -73,6 +77,7 @@ impl Default for GenerateOptions {
             days: 730,
             messy_share: 0.0002,
             shift: None,
+            contracts: false,
         }
     }
 }

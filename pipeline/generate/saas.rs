@@ -22,6 +22,24 @@
 //!
 //! Plans: basic (MRR ~ 50, 60%), pro (~ 200, 30%), enterprise (~ 1,200, 10%).
 //!
+//! The subscription table (`subscriptions.parquet`) follows each life: one row per stretch of
+//! constant MRR of a monthly subscription, one per term of an annual contract (`start`,
+//! `end`: null while a monthly subscription runs on; `billing_period`, `mrr`, `cancelled_at`:
+//! the day notice was given; `status` as of the end of the data: `active`, `renewed`,
+//! `cancelling` (notice given, the term not over), `ended`). A monthly subscriber who leaves
+//! gives notice at the end of the week it decides and has paid through 30 days after its last
+//! payment.
+//!
+//! With contracts ([`GenerateOptions::contracts`]; the tables above are otherwise unchanged,
+//! drawn from the same numbers): 45% of pro and enterprise and 15% of basic subscribers sign
+//! annual contracts (a 365-day term paid up front, 12 x MRR; renewed at its end unless notice
+//! was given, at the MRR reached meanwhile); a subscriber that decides to leave gives notice
+//! that day, and an annual one stays, using the product at its health less 0.3, until the
+//! term ends; with health above 0.8 an account expands (MRR x 1.5) with probability 0.03 at
+//! a billing date (an annual account's MRR changes at renewal). The true weekly hazard of each
+//! subscriber, while it has not given notice, goes to `hazard.parquet` (`customer_id`,
+//! `week_start`, `hazard`) for tests.
+//!
 //! A campaign (`fidelis generate --kind saas --campaign`, [`generate_saas_campaign`]): a
 //! contact acts at the end of the week it falls in. A subscriber who already cancelled is a
 //! lost cause; an unhealthy one (h < 0.45) is won back with probability 0.15 + 0.45
@@ -43,6 +61,9 @@ pub struct SaasData {
     pub transactions: DataFrame,
     pub events: DataFrame,
     pub customers: DataFrame,
+    pub subscriptions: DataFrame,
+    /// The true weekly hazard (contracts only; empty otherwise).
+    pub hazard: DataFrame,
 }
 
 fn poisson(r: &mut Rng, lambda: f64) -> u32 {
@@ -65,6 +86,19 @@ struct Out {
     tx: Vec<(u32, i64, f64)>,
     ev: Vec<(u32, i64, &'static str, Option<f64>)>,
     cust: Vec<CustomerRow>,
+    subs: Vec<SubRow>,
+    /// (subscriber, first day of the week, weekly hazard): contracts only.
+    hazard: Vec<(u32, i32, f64)>,
+}
+
+/// One row of the subscription table (days after the start).
+struct SubRow {
+    idx: u32,
+    start: i32,
+    end: Option<i32>,
+    annual: bool,
+    mrr: f64,
+    cancelled_at: Option<i32>,
 }
 
 struct CustomerRow {
@@ -215,32 +249,63 @@ fn customer_path(
     let mut h = (0.7 + 0.15 * r.normal()).clamp(0.05, 1.0);
     let mut sentiment = None;
     let (mut last_fail, mut last_critical) = (i32::MIN / 2, i32::MIN / 2);
+    // Contracts draw from their own stream: without them every other table is unchanged.
+    let mut cr = Rng::for_item(opts.seed ^ 0xC047_AC75, u64::from(idx));
+    let annual = opts.contracts && cr.bernoulli(if plan == "basic" { 0.15 } else { 0.45 });
+    let mut sub = Subscription { start: signup, mrr, annual, term_end: signup + 365, ..Subscription::default() };
+    if annual {
+        out.tx.push((idx, at(&mut r, signup), 12.0 * mrr));
+    }
     let mut week = 0;
     loop {
         let day0 = signup + 7 * week;
-        if day0 >= opts.days {
+        if day0 >= opts.days || sub.notice.is_some_and(|_| annual && day0 >= sub.term_end) {
             break;
         }
-        // Billing days in this week.
         for d in day0..(day0 + 7).min(opts.days) {
-            if (d - signup) % 30 == 0 {
+            if annual && d == sub.term_end && d > signup {
+                // Renewed (no notice): a new term at the MRR reached meanwhile.
+                if sub.notice.is_some() {
+                    break;
+                }
+                sub.close(idx, d, out);
+                sub.start = d;
+                sub.mrr = mrr;
+                sub.term_end = d + 365;
+                out.tx.push((idx, at(&mut r, d), 12.0 * mrr));
+            }
+            if (d - signup) % 30 == 0 && sub.notice.is_none() {
                 if r.bernoulli(0.02 + if h < 0.3 { 0.15 } else { 0.0 }) {
                     out.ev.push((idx, at(&mut r, d), "payment_failed", None));
                     last_fail = d;
                 }
-                out.tx.push((idx, at(&mut r, d), mrr));
+                if !annual {
+                    if mrr != sub.mrr {
+                        sub.close(idx, d, out);
+                        sub.start = d;
+                        sub.mrr = mrr;
+                    }
+                    out.tx.push((idx, at(&mut r, d), mrr));
+                    sub.paid_through = d + 30;
+                }
                 if h < 0.35 && r.bernoulli(0.05) {
                     out.ev.push((idx, at(&mut r, d), "downgrade", None));
                     mrr = (mrr * 50.0).round() / 100.0;
                 }
+                if opts.contracts && h > 0.8 && cr.bernoulli(0.03) {
+                    out.ev.push((idx, at(&mut r, d), "expansion", None));
+                    mrr = (mrr * 150.0).round() / 100.0;
+                }
             }
         }
-        let w = Week { idx, day0, days: opts.days, start_ms, h, week };
+        // Having given notice, an annual subscriber uses the product less until its term ends.
+        let used = if sub.notice.is_some() { (h - 0.3).max(0.0) } else { h };
+        let w = Week { idx, day0, days: opts.days, start_ms, h: used, week };
         if let Some(d) = product_events(&mut r, &w, out) {
             last_critical = d;
         }
         if week % 4 == 3 {
-            let seen = h + 0.12 * r.normal();
+            let seen = used + 0.12 * r.normal();
             let s = if seen > 0.5 {
                 "green"
             } else if seen < 0.3 {
@@ -249,6 +314,10 @@ fn customer_path(
                 "yellow"
             };
             sentiment = Some((s, day0));
+        }
+        if sub.notice.is_some() {
+            week += 1;
+            continue;
         }
         if let Some(c) = pending.filter(|&c| c < day0 + 7) {
             pending = None;
@@ -263,7 +332,14 @@ fn customer_path(
                     h = h.max(0.75);
                     (last_fail, last_critical) = (i32::MIN / 2, i32::MIN / 2);
                 }
-                ContactEffect::Annoyed => break,
+                ContactEffect::Annoyed => {
+                    sub.notice = Some(day0 + 7);
+                    if annual {
+                        week += 1;
+                        continue;
+                    }
+                    break;
+                }
                 _ => {}
             }
         }
@@ -278,17 +354,63 @@ fn customer_path(
                 + if end - last_fail <= 28 { 1.2 } else { 0.0 }
                 + if end - last_critical <= 28 { 0.8 } else { 0.0 },
         );
+        // The weeks that end within the data are at risk; a notice after its end is not given yet.
+        if opts.contracts && end <= opts.days {
+            out.hazard.push((idx, day0, hazard));
+        }
         if r.bernoulli(hazard) {
             // Cancelled before a contact later in the period: nothing to win back.
             if pending.is_some_and(|c| c >= signup && c < opts.days) {
                 effect = Some((ContactEffect::LostCause, vec![(ContactEffect::LostCause, 1.0)]));
             }
-            break;
+            sub.notice = Some(end);
+            if !annual {
+                break;
+            }
         }
         week += 1;
     }
+    sub.notice = sub.notice.filter(|&n| n <= opts.days);
+    let last_end = match (annual, sub.notice) {
+        (true, _) => Some(sub.term_end),
+        (false, Some(n)) => Some(sub.paid_through.max(n).max(sub.start + 1)),
+        (false, None) => None,
+    };
+    sub.close_last(idx, last_end, out);
     out.cust.push(CustomerRow { idx, signup, plan, mrr, csm, sentiment });
     effect
+}
+
+/// The subscription being lived: its current row and what ends it.
+#[derive(Default)]
+struct Subscription {
+    start: i32,
+    mrr: f64,
+    annual: bool,
+    /// The end of an annual term.
+    term_end: i32,
+    /// A monthly subscription's paid-through day.
+    paid_through: i32,
+    /// The day notice was given.
+    notice: Option<i32>,
+}
+
+impl Subscription {
+    /// The current row ends on `day` (a renewal or an MRR change).
+    fn close(&self, idx: u32, day: i32, out: &mut Out) {
+        out.subs.push(SubRow { idx, start: self.start, end: Some(day), annual: self.annual, mrr: self.mrr, cancelled_at: None });
+    }
+
+    fn close_last(&self, idx: u32, end: Option<i32>, out: &mut Out) {
+        out.subs.push(SubRow {
+            idx,
+            start: self.start,
+            end,
+            annual: self.annual,
+            mrr: self.mrr,
+            cancelled_at: self.notice,
+        });
+    }
 }
 
 fn id(i: u32) -> String {
@@ -397,7 +519,43 @@ fn assemble(opts: &GenerateOptions, one: impl Fn(u32, &mut Out) + Sync) -> Resul
         .polars("sentiment dates")?,
     ])
     .polars("assembling SaaS customers")?;
-    Ok(SaasData { transactions, events, customers })
+    let subs: Vec<&SubRow> = parts.iter().flat_map(|p| p.subs.iter()).collect();
+    let status: Vec<&str> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match (subs.get(i + 1).is_some_and(|n| n.idx == r.idx), r.end) {
+            (true, _) => "renewed",
+            (false, Some(e)) if e <= opts.days => "ended",
+            (false, _) if r.cancelled_at.is_some() => "cancelling",
+            (false, _) => "active",
+        })
+        .collect();
+    let dates = |v: Vec<Option<i32>>, name: &str| -> Result<Column> {
+        Column::new(name.into(), v.into_iter().map(|d| d.map(date)).collect::<Vec<_>>())
+            .cast(&DataType::Date)
+            .polars("subscription dates")
+    };
+    let subscriptions = DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), subs.iter().map(|r| id(r.idx)).collect::<Vec<_>>()),
+        dates(subs.iter().map(|r| Some(r.start)).collect(), "start")?,
+        dates(subs.iter().map(|r| r.end).collect(), "end")?,
+        Column::new(
+            "billing_period".into(),
+            subs.iter().map(|r| if r.annual { "annual" } else { "monthly" }).collect::<Vec<_>>(),
+        ),
+        Column::new("mrr".into(), subs.iter().map(|r| r.mrr).collect::<Vec<_>>()),
+        dates(subs.iter().map(|r| r.cancelled_at).collect(), "cancelled_at")?,
+        Column::new("status".into(), status),
+    ])
+    .polars("assembling SaaS subscriptions")?;
+    let hz: Vec<&(u32, i32, f64)> = parts.iter().flat_map(|p| p.hazard.iter()).collect();
+    let hazard = DataFrame::new_infer_height(vec![
+        Column::new("customer_id".into(), hz.iter().map(|h| id(h.0)).collect::<Vec<_>>()),
+        dates(hz.iter().map(|h| Some(h.1)).collect(), "week_start")?,
+        Column::new("hazard".into(), hz.iter().map(|h| h.2).collect::<Vec<_>>()),
+    ])
+    .polars("assembling the true hazard")?;
+    Ok(SaasData { transactions, events, customers, subscriptions, hazard })
 }
 
 #[cfg(test)]
@@ -445,5 +603,72 @@ mod tests {
             let (b, _) = payment_days(&opts, idx, Some((day, None)), Response::Nil);
             assert_eq!(a, b);
         }
+    }
+
+    /// The subscription table follows the payments, notices come before the ends, annual
+    /// contracts are paid up front per term, and the hazard written beside the data is the one
+    /// the notices were drawn from (their count is its sum over the weeks at risk).
+    #[test]
+    fn contracts_follow_the_payments_and_the_written_hazard_is_the_true_one() {
+        let opts = GenerateOptions { customers: 3000, contracts: true, ..GenerateOptions::default() };
+        let data = generate_saas(&opts).unwrap();
+        let plain = generate_saas(&GenerateOptions { contracts: false, ..opts.clone() }).unwrap();
+        assert_eq!(plain.hazard.height(), 0);
+        let monthly = plain.subscriptions.column("billing_period").unwrap().str().unwrap().clone();
+        assert!(monthly.iter().all(|p| p == Some("monthly")));
+        let subs = &data.subscriptions;
+        let col = |n: &str| subs.column(n).unwrap().clone();
+        let ids = col("customer_id");
+        let ids = ids.str().unwrap();
+        let day = |n: &str| -> Vec<Option<i32>> { col(n).date().unwrap().physical().iter().collect() };
+        let (start, end, notice) = (day("start"), day("end"), day("cancelled_at"));
+        let period = col("billing_period");
+        let period = period.str().unwrap();
+        let status = col("status");
+        let status = status.str().unwrap();
+        let mut annual_rows = 0;
+        for i in 0..subs.height() {
+            let next_same = i + 1 < subs.height() && ids.get(i + 1) == ids.get(i);
+            if let Some(e) = end[i] {
+                assert!(e > start[i].unwrap(), "row {i}");
+            }
+            if let Some(n) = notice[i] {
+                assert!(!next_same, "row {i}: a notice is on the last row of a subscription");
+                assert!(end[i].is_some_and(|e| n <= e), "row {i}: notice after the end");
+            }
+            if period.get(i) == Some("annual") {
+                annual_rows += 1;
+                assert_eq!(end[i].unwrap() - start[i].unwrap(), 365, "row {i}: an annual term is 365 days");
+            }
+            let expected = match (next_same, end[i]) {
+                (true, _) => "renewed",
+                (false, Some(e)) if e <= crate::schema::epoch_day(opts.start) + opts.days => "ended",
+                (false, _) if notice[i].is_some() => "cancelling",
+                (false, _) => "active",
+            };
+            assert_eq!(status.get(i), Some(expected), "row {i}");
+        }
+        let customers = data.customers.height() as f64;
+        assert!(annual_rows as f64 > 0.15 * customers, "{annual_rows} annual terms");
+        // Every annual term starts with its payment of 12 x MRR.
+        let tx_ids = data.transactions.column("customer_id").unwrap().str().unwrap().clone();
+        let tx_amount = data.transactions.column("amount").unwrap().f64().unwrap().clone();
+        let paid: std::collections::HashSet<(String, u64)> = (0..tx_ids.len())
+            .map(|i| (tx_ids.get(i).unwrap().to_string(), tx_amount.get(i).unwrap().to_bits()))
+            .collect();
+        let mrr = col("mrr");
+        let mrr = mrr.f64().unwrap();
+        for i in (0..subs.height()).filter(|&i| period.get(i) == Some("annual")) {
+            let key = (ids.get(i).unwrap().to_string(), (12.0 * mrr.get(i).unwrap()).to_bits());
+            assert!(paid.contains(&key), "row {i}: no payment of 12 x MRR for the term");
+        }
+        // Notices drawn from the hazard: their count is the hazard's sum over the weeks at risk
+        // (within 4 standard deviations).
+        let h = data.hazard.column("hazard").unwrap().f64().unwrap().clone();
+        let expected: f64 = h.iter().flatten().sum();
+        let sd: f64 = h.iter().flatten().map(|p| p * (1.0 - p)).sum::<f64>().sqrt();
+        let notices = notice.iter().filter(|n| n.is_some()).count() as f64;
+        assert!((notices - expected).abs() < 4.0 * sd, "{notices} notices, hazard sums to {expected:.1} (sd {sd:.1})");
+        assert!(notices > 0.2 * customers, "{notices}");
     }
 }

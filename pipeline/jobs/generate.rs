@@ -47,11 +47,16 @@ impl Kind {
 /// Write the three SaaS tables under `out`.
 fn write_saas(mut data: generate::saas::SaasData, out: &Path) -> Result<Vec<(PathBuf, usize, String)>> {
     let mut files = Vec::new();
-    for (name, df) in [
+    let mut tables = vec![
         ("transactions.parquet", &mut data.transactions),
         ("events.parquet", &mut data.events),
         ("customers.parquet", &mut data.customers),
-    ] {
+        ("subscriptions.parquet", &mut data.subscriptions),
+    ];
+    if data.hazard.height() > 0 {
+        tables.push(("hazard.parquet", &mut data.hazard));
+    }
+    for (name, df) in tables {
         let path = out.join(name);
         write_parquet_atomic(df, &path)?;
         files.push((path, df.height(), "rows".to_string()));

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::activity::EventsSummary;
-use crate::config::Config;
+use crate::config::{Config, InputSource};
 use crate::error::{Error, Result};
 use crate::ingest::{self, ValidationSummary};
 use crate::progress::Progress;
@@ -19,6 +19,8 @@ pub struct ValidateOutcome {
     pub customers: Option<(String, usize, Vec<String>)>,
     /// The contact log (`[input.contacts]`).
     pub contacts: Option<crate::activity::ContactsSummary>,
+    /// The subscription table (`[input.subscriptions]`): its source, rows, customers, columns.
+    pub subscriptions: Option<(String, usize, usize, Vec<String>)>,
 }
 
 pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
@@ -36,8 +38,17 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
                 .summary,
         ),
     };
+    let subscriptions = if cfg.input.subscriptions.is_given() {
+        let s = progress.step("subscriptions", "reading the subscription table", || {
+            crate::activity::load_subscriptions(&cfg.input.subscriptions, cfg.input.sql_batch_rows)
+        })?;
+        Some((s.path.display().to_string(), s.rows, s.by_customer.len(), s.columns))
+    } else {
+        None
+    };
     Ok(ValidateOutcome {
         contacts,
+        subscriptions,
         transactions: tx.summary,
         events: signals.events.map(|e| e.summary),
         customers: signals.customers.map(|c| (c.path.display().to_string(), c.rows.len(), c.columns)),
@@ -85,6 +96,9 @@ impl std::fmt::Display for ValidateOutcome {
                 write!(f, "\n  channels: {}", c.channels.join(", "))?;
             }
             write_dropped(f, &c.invalid)?;
+        }
+        if let Some((path, rows, customers, columns)) = &self.subscriptions {
+            write!(f, "\nsubscriptions: {path}: {rows} rows, {customers} customers, columns {}", columns.join(", "))?;
         }
         Ok(())
     }

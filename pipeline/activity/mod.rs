@@ -21,6 +21,9 @@ use crate::config::{ContactsInput, CustomersInput, EventsInput, InputSource, Tra
 use crate::error::{Error, PolarsContext, Result};
 use crate::table::{self, Mapping};
 
+pub mod subscriptions;
+pub use subscriptions::{load_subscriptions, Subscriptions};
+
 /// Rows of one invalid kind.
 #[derive(Debug, Clone, Serialize)]
 pub struct Invalid {

@@ -1,0 +1,318 @@
+//! The subscription table (`[input.subscriptions]`): contracts, their terms, MRR and
+//! cancellation notices, read and validated like the customer table (a bad cell is an error
+//! naming the file, column and row), and what of it is known at a date.
+//!
+//! Point in time: at a snapshot `t`, a period is known once it has started (`start <= t`...
+//! strictly, `start < t` for what happened before the snapshot day); a notice once it was
+//! given (`cancelled_at < t`); a period's end only when it is a fixed term (its billing
+//! period says when the term ends) or notice was given before `t`. The export's `status` and
+//! the ends of running subscriptions are never read as features.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use chrono::NaiveDate;
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{cell_error, read_source, require, Table};
+use crate::config::{InputSource, SubscriptionsInput};
+use crate::error::{Error, Result};
+use crate::schema::epoch_day;
+
+/// One period of a subscription (days since the epoch).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Period {
+    pub start: i32,
+    /// The day after its last day; `None`: running on at the end of the data.
+    pub end: Option<i32>,
+    /// Months per billing period (1 monthly, 12 annual); `None` when not given.
+    pub months: Option<u32>,
+    pub mrr: Option<f64>,
+    /// The day notice was given.
+    pub notice: Option<i32>,
+    /// The row of the table (1-based), for messages.
+    pub row: usize,
+}
+
+impl Period {
+    /// Whether a fixed-term contract (billed per more than one month).
+    pub fn fixed_term(&self) -> bool {
+        self.months.is_some_and(|m| m > 1)
+    }
+
+    /// The end as known at day `t`: a fixed term's from its start, any period's once notice
+    /// was given before `t`.
+    pub fn end_known_at(&self, t: i32) -> Option<i32> {
+        let term_end = self.months.filter(|&m| m > 1).map(|m| add_months(self.start, m));
+        match (term_end, self.notice) {
+            (Some(e), _) => Some(self.end.map_or(e, |x| x.min(e))),
+            (None, Some(n)) if n < t => self.end,
+            _ => None,
+        }
+    }
+
+    /// Live on day `t` (started, not yet ended).
+    pub fn live_at(&self, t: i32) -> bool {
+        self.start <= t && self.end.is_none_or(|e| t < e)
+    }
+}
+
+/// The day `months` calendar months after `day` (clamped to the month's last day).
+pub fn add_months(day: i32, months: u32) -> i32 {
+    let Some(d) = crate::schema::date_of_day(day) else { return day };
+    d.checked_add_months(chrono::Months::new(months)).map_or(day, epoch_day)
+}
+
+/// `monthly` (1), `quarterly` (3), `semiannual` (6), `annual` / `yearly` (12), or a number
+/// of months.
+pub fn parse_billing_period(s: &str) -> Option<u32> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "monthly" | "month" | "m" => Some(1),
+        "quarterly" | "quarter" | "q" => Some(3),
+        "semiannual" | "semi-annual" | "half-yearly" => Some(6),
+        "annual" | "annually" | "yearly" | "year" | "y" => Some(12),
+        other => other.parse::<f64>().ok().filter(|m| *m >= 1.0 && m.fract() == 0.0 && *m <= 120.0).map(|m| m as u32),
+    }
+}
+
+/// The validated subscription table.
+#[derive(Debug, Clone, Default)]
+pub struct Subscriptions {
+    pub path: PathBuf,
+    /// Each customer's periods, by start.
+    pub by_customer: HashMap<String, Vec<Period>>,
+    pub rows: usize,
+    /// Which optional columns the table has (contract names).
+    pub columns: Vec<String>,
+}
+
+/// A customer's subscription as known at a day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct State {
+    /// A period is live at the day.
+    pub live: bool,
+    /// Notice was given before the day on a live period: the customer is leaving.
+    pub noticed: bool,
+    /// MRR of the live periods.
+    pub mrr: f64,
+    pub tenure_days: i32,
+    /// Days to the end of the nearest live fixed term (its renewal), else to the next
+    /// monthly anniversary of a running subscription.
+    pub days_to_renewal: Option<i32>,
+    /// Months per billing period of the live period (the longest, when several).
+    pub months: Option<u32>,
+    /// Renewals so far: fixed terms that ended before the day and were followed on.
+    pub renewals: u32,
+}
+
+impl Subscriptions {
+    /// What is known of `customer`'s subscription at day `t` (only what started before `t`);
+    /// `None` when no period has started.
+    pub fn state_at(&self, customer: &str, t: i32) -> Option<State> {
+        let periods: Vec<&Period> = self.by_customer.get(customer)?.iter().filter(|p| p.start < t).collect();
+        let first = periods.first()?;
+        let live: Vec<&&Period> = periods.iter().filter(|p| p.end_known_at(t).is_none_or(|e| t < e)).collect();
+        let days_to_renewal = live
+            .iter()
+            .filter_map(|p| match p.end_known_at(t) {
+                Some(e) if p.fixed_term() => Some(e - t),
+                _ => {
+                    // The next monthly anniversary of the start.
+                    (1..=1200u32).map(|k| add_months(p.start, k)).find(|&d| d > t).map(|d| d - t)
+                }
+            })
+            .min();
+        let renewals = periods
+            .iter()
+            .filter(|p| p.fixed_term() && p.end.is_some_and(|e| e < t && periods.iter().any(|q| q.start == e)))
+            .count() as u32;
+        Some(State {
+            live: !live.is_empty(),
+            noticed: !live.is_empty() && live.iter().all(|p| p.notice.is_some_and(|n| n < t)),
+            mrr: live.iter().filter_map(|p| p.mrr).sum(),
+            tenure_days: t - first.start,
+            days_to_renewal,
+            months: live.iter().filter_map(|p| p.months).max(),
+            renewals,
+        })
+    }
+
+    /// The day `customer` stops having a live period (the end of the last chain of periods;
+    /// `None`: still subscribed at the end of the data). Uses every row: for labels only.
+    pub fn churn_day(&self, customer: &str) -> Option<i32> {
+        let periods = self.by_customer.get(customer)?;
+        let mut end = periods.first()?.end?;
+        for p in periods {
+            if p.start > end {
+                // A gap: the customer left at `end` and came back (a new subscriber later).
+                return Some(end);
+            }
+            end = end.max(p.end?);
+        }
+        Some(end)
+    }
+}
+
+/// Read and validate the subscription table of `[input.subscriptions]`.
+pub fn load_subscriptions(input: &SubscriptionsInput, batch_rows: usize) -> Result<Subscriptions> {
+    let raw = read_source(
+        input,
+        input.format,
+        input.has_header,
+        &input.delimiter,
+        batch_rows,
+        "input.subscriptions",
+    )?;
+    subscriptions_from_frame(raw, input, &input.source_name())
+}
+
+/// Validate a subscription table already in memory (`input`'s column mapping applies;
+/// `source` names it in messages).
+pub fn subscriptions_from_frame(raw: DataFrame, input: &SubscriptionsInput, source: &str) -> Result<Subscriptions> {
+    let path = PathBuf::from(source);
+    let section = "input.subscriptions";
+    require(&path, &raw, section, &[("customer_id", input.customer_id.as_str()), ("start", input.start.as_str())])?;
+    let t = Table { raw: &raw, path: &path };
+    let ids = t.text(&input.customer_id)?.unwrap_or_default();
+    let start = t.date(&input.start)?.unwrap_or_default();
+    let end = t.date(&input.end)?;
+    let mrr = t.number(&input.mrr)?;
+    let notice = t.date(&input.cancelled_at)?;
+    let period = t.text(&input.billing_period)?;
+    let mut by_customer: HashMap<String, Vec<Period>> = HashMap::new();
+    for (i, id) in ids.iter().enumerate() {
+        let id = id.clone().ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
+        let s = start[i].ok_or_else(|| cell_error(&path, &input.start, i, "missing start date".into()))?;
+        let e = end.as_ref().and_then(|v| v[i]);
+        if let Some(e) = e.filter(|&e| e <= s) {
+            return Err(cell_error(&path, &input.end, i, format!("{e} is not after the start {s}")));
+        }
+        let m = mrr.as_ref().and_then(|v| v[i]);
+        if let Some(m) = m.filter(|&m| m < 0.0) {
+            return Err(cell_error(&path, &input.mrr, i, format!("{m} is negative (a credit is not a subscription)")));
+        }
+        let n = notice.as_ref().and_then(|v| v[i]);
+        if let Some(n) = n {
+            if n < s {
+                return Err(cell_error(&path, &input.cancelled_at, i, format!("{n} is before the start {s}")));
+            }
+            if e.is_some_and(|e| n > e) {
+                return Err(cell_error(
+                    &path,
+                    &input.cancelled_at,
+                    i,
+                    format!("{n} is after the end {}", e.map_or(String::new(), |e| e.to_string())),
+                ));
+            }
+        }
+        let months = match period.as_ref().and_then(|v| v[i].as_deref()) {
+            None => None,
+            Some(p) => Some(parse_billing_period(p).ok_or_else(|| {
+                cell_error(
+                    &path,
+                    &input.billing_period,
+                    i,
+                    format!("{p:?}: expected monthly, quarterly, semiannual, annual or a number of months"),
+                )
+            })?),
+        };
+        by_customer.entry(id).or_default().push(Period {
+            start: epoch_day(s),
+            end: e.map(epoch_day),
+            months,
+            mrr: m,
+            notice: n.map(epoch_day),
+            row: i + 1,
+        });
+    }
+    for periods in by_customer.values_mut() {
+        periods.sort_by_key(|p| (p.start, p.row));
+    }
+    let columns = [
+        ("end", &input.end),
+        ("billing_period", &input.billing_period),
+        ("mrr", &input.mrr),
+        ("cancelled_at", &input.cancelled_at),
+    ]
+    .iter()
+    .filter(|(_, c)| t.present(c))
+    .map(|(k, _)| k.to_string())
+    .collect();
+    if ids.is_empty() {
+        return Err(Error::InputFile { path, message: "the subscription table has no rows".into() });
+    }
+    Ok(Subscriptions { path, by_customer, rows: ids.len(), columns })
+}
+
+/// A date as its epoch day (for tests and callers holding dates).
+pub fn day(d: NaiveDate) -> i32 {
+    epoch_day(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(rows: &[(&str, &str, &str, &str, &str, &str)]) -> Result<Subscriptions> {
+        let col = |k: usize| -> Vec<Option<String>> {
+            rows.iter()
+                .map(|r| {
+                    let v = [r.0, r.1, r.2, r.3, r.4, r.5][k];
+                    (!v.is_empty()).then(|| v.to_string())
+                })
+                .collect()
+        };
+        let raw = df!(
+            "customer_id" => col(0), "start" => col(1), "end" => col(2),
+            "billing_period" => col(3), "mrr" => col(4), "cancelled_at" => col(5),
+        )
+        .unwrap();
+        subscriptions_from_frame(raw, &SubscriptionsInput::default(), "subs.csv")
+    }
+
+    fn d(s: &str) -> i32 {
+        epoch_day(NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap())
+    }
+
+    #[test]
+    fn what_is_known_at_a_date_uses_notices_from_their_day_and_terms_from_their_start() {
+        let s = table(&[
+            // An annual contract renewed once, then notice in March for the June end.
+            ("A", "2022-06-01", "2023-06-01", "annual", "100", ""),
+            ("A", "2023-06-01", "2024-06-01", "annual", "150", "2024-03-10"),
+            // A monthly subscription that cancelled: its end is unknown until the notice.
+            ("M", "2023-01-15", "2024-02-15", "monthly", "40", "2024-01-20"),
+        ])
+        .unwrap();
+        let a = s.state_at("A", d("2024-03-01")).unwrap();
+        assert!(a.live && !a.noticed);
+        assert_eq!((a.mrr, a.days_to_renewal, a.months, a.renewals), (150.0, Some(92), Some(12), 1));
+        let a = s.state_at("A", d("2024-03-11")).unwrap();
+        assert!(a.live && a.noticed, "the notice is known from the day after it was given");
+        assert!(!s.state_at("A", d("2024-06-02")).unwrap().live);
+        let m = s.state_at("M", d("2024-01-10")).unwrap();
+        assert!(m.live && !m.noticed && m.days_to_renewal == Some(5), "{m:?}");
+        // Before the notice, the end in the export is not used: still live on 2024-02-20 as far
+        // as 2024-01-10 knows; after the notice the end is known.
+        assert_eq!(s.by_customer["M"][0].end_known_at(d("2024-01-10")), None);
+        assert_eq!(s.by_customer["M"][0].end_known_at(d("2024-01-21")), Some(d("2024-02-15")));
+        assert_eq!(s.churn_day("A"), Some(d("2024-06-01")));
+        assert_eq!(s.churn_day("M"), Some(d("2024-02-15")));
+        assert!(s.state_at("A", d("2022-06-01")).is_none(), "nothing started before the first day");
+    }
+
+    #[test]
+    fn a_bad_cell_names_its_column_and_row() {
+        let err = |rows: &[(&str, &str, &str, &str, &str, &str)]| table(rows).unwrap_err().to_string();
+        let ok = ("A", "2024-01-01", "", "monthly", "10", "");
+        assert!(err(&[ok, ("", "2024-01-01", "", "", "", "")]).contains("subs.csv: column `customer_id`, row 2: missing customer id"));
+        assert!(err(&[ok, ("B", "01/02/2024", "", "", "", "")]).contains("column `start`, row 2: \"01/02/2024\" is not a date"));
+        assert!(err(&[ok, ("B", "2024-02-01", "2024-01-01", "", "", "")]).contains("column `end`, row 2: 2024-01-01 is not after"));
+        assert!(err(&[ok, ("B", "2024-02-01", "", "weekly", "", "")]).contains("column `billing_period`, row 2: \"weekly\""));
+        assert!(err(&[ok, ("B", "2024-02-01", "", "", "-5", "")]).contains("column `mrr`, row 2: -5 is negative"));
+        assert!(err(&[ok, ("B", "2024-02-01", "2024-03-01", "", "", "2024-04-01")]).contains("column `cancelled_at`, row 2"));
+        assert_eq!(parse_billing_period("Annual"), Some(12));
+        assert_eq!(parse_billing_period("3"), Some(3));
+    }
+}
