@@ -432,3 +432,56 @@ mod property {
         }
     }
 }
+
+/// The generated subscription table reads through `[input.subscriptions]`: `fidelis validate`
+/// counts its rows and customers; a bad cell stops it naming the column and row (exit 2).
+#[test]
+fn the_subscription_table_validates_and_names_a_bad_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = fidelis(
+        &[
+            "generate",
+            "--kind",
+            "saas",
+            "--contracts",
+            "--customers",
+            "500",
+            "--seed",
+            "5",
+            "--out",
+            "gen",
+            "-q",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg = "[input.transactions]\npath = \"gen/transactions.parquet\"\n[input.subscriptions]\npath = \"gen/subs.csv\"\n";
+    fs::write(dir.path().join("v.toml"), cfg).unwrap();
+    let subs = ParquetReader::new(fs::File::open(dir.path().join("gen/subscriptions.parquet")).unwrap())
+        .finish()
+        .unwrap();
+    let rows = subs.height();
+    let mut csv = subs.clone();
+    CsvWriter::new(fs::File::create(dir.path().join("gen/subs.csv")).unwrap()).finish(&mut csv).unwrap();
+    let out = fidelis(&["validate", "--config", "v.toml"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!("subscriptions: gen/subs.csv: {rows} rows, 500 customers, columns end, billing_period, mrr, cancelled_at")),
+        "{text}"
+    );
+    // Row 3's notice moved before its start.
+    let mut lines: Vec<String> =
+        fs::read_to_string(dir.path().join("gen/subs.csv")).unwrap().lines().map(String::from).collect();
+    let mut cells: Vec<String> = lines[3].split(',').map(String::from).collect();
+    cells[5] = "2000-01-01".into();
+    lines[3] = cells.join(",");
+    fs::write(dir.path().join("gen/subs.csv"), lines.join("\n")).unwrap();
+    let out = fidelis(&["validate", "--config", "v.toml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("gen/subs.csv: column `cancelled_at`, row 3: 2000-01-01 is before the start"),
+        "{}",
+        stderr(&out)
+    );
+}

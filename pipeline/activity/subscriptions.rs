@@ -72,7 +72,11 @@ pub fn parse_billing_period(s: &str) -> Option<u32> {
         "quarterly" | "quarter" | "q" => Some(3),
         "semiannual" | "semi-annual" | "half-yearly" => Some(6),
         "annual" | "annually" | "yearly" | "year" | "y" => Some(12),
-        other => other.parse::<f64>().ok().filter(|m| *m >= 1.0 && m.fract() == 0.0 && *m <= 120.0).map(|m| m as u32),
+        other => other
+            .parse::<f64>()
+            .ok()
+            .filter(|m| *m >= 1.0 && m.fract() == 0.0 && *m <= 120.0)
+            .map(|m| m as u32),
     }
 }
 
@@ -112,7 +116,8 @@ impl Subscriptions {
     pub fn state_at(&self, customer: &str, t: i32) -> Option<State> {
         let periods: Vec<&Period> = self.by_customer.get(customer)?.iter().filter(|p| p.start < t).collect();
         let first = periods.first()?;
-        let live: Vec<&&Period> = periods.iter().filter(|p| p.end_known_at(t).is_none_or(|e| t < e)).collect();
+        let live: Vec<&&Period> =
+            periods.iter().filter(|p| p.end_known_at(t).is_none_or(|e| t < e)).collect();
         let days_to_renewal = live
             .iter()
             .filter_map(|p| match p.end_known_at(t) {
@@ -125,7 +130,9 @@ impl Subscriptions {
             .min();
         let renewals = periods
             .iter()
-            .filter(|p| p.fixed_term() && p.end.is_some_and(|e| e < t && periods.iter().any(|q| q.start == e)))
+            .filter(|p| {
+                p.fixed_term() && p.end.is_some_and(|e| e < t && periods.iter().any(|q| q.start == e))
+            })
             .count() as u32;
         Some(State {
             live: !live.is_empty(),
@@ -169,10 +176,19 @@ pub fn load_subscriptions(input: &SubscriptionsInput, batch_rows: usize) -> Resu
 
 /// Validate a subscription table already in memory (`input`'s column mapping applies;
 /// `source` names it in messages).
-pub fn subscriptions_from_frame(raw: DataFrame, input: &SubscriptionsInput, source: &str) -> Result<Subscriptions> {
+pub fn subscriptions_from_frame(
+    raw: DataFrame,
+    input: &SubscriptionsInput,
+    source: &str,
+) -> Result<Subscriptions> {
     let path = PathBuf::from(source);
     let section = "input.subscriptions";
-    require(&path, &raw, section, &[("customer_id", input.customer_id.as_str()), ("start", input.start.as_str())])?;
+    require(
+        &path,
+        &raw,
+        section,
+        &[("customer_id", input.customer_id.as_str()), ("start", input.start.as_str())],
+    )?;
     let t = Table { raw: &raw, path: &path };
     let ids = t.text(&input.customer_id)?.unwrap_or_default();
     let start = t.date(&input.start)?.unwrap_or_default();
@@ -182,7 +198,9 @@ pub fn subscriptions_from_frame(raw: DataFrame, input: &SubscriptionsInput, sour
     let period = t.text(&input.billing_period)?;
     let mut by_customer: HashMap<String, Vec<Period>> = HashMap::new();
     for (i, id) in ids.iter().enumerate() {
-        let id = id.clone().ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
+        let id = id
+            .clone()
+            .ok_or_else(|| cell_error(&path, &input.customer_id, i, "missing customer id".into()))?;
         let s = start[i].ok_or_else(|| cell_error(&path, &input.start, i, "missing start date".into()))?;
         let e = end.as_ref().and_then(|v| v[i]);
         if let Some(e) = e.filter(|&e| e <= s) {
@@ -190,12 +208,22 @@ pub fn subscriptions_from_frame(raw: DataFrame, input: &SubscriptionsInput, sour
         }
         let m = mrr.as_ref().and_then(|v| v[i]);
         if let Some(m) = m.filter(|&m| m < 0.0) {
-            return Err(cell_error(&path, &input.mrr, i, format!("{m} is negative (a credit is not a subscription)")));
+            return Err(cell_error(
+                &path,
+                &input.mrr,
+                i,
+                format!("{m} is negative (a credit is not a subscription)"),
+            ));
         }
         let n = notice.as_ref().and_then(|v| v[i]);
         if let Some(n) = n {
             if n < s {
-                return Err(cell_error(&path, &input.cancelled_at, i, format!("{n} is before the start {s}")));
+                return Err(cell_error(
+                    &path,
+                    &input.cancelled_at,
+                    i,
+                    format!("{n} is before the start {s}"),
+                ));
             }
             if e.is_some_and(|e| n > e) {
                 return Err(cell_error(
@@ -306,12 +334,19 @@ mod tests {
     fn a_bad_cell_names_its_column_and_row() {
         let err = |rows: &[(&str, &str, &str, &str, &str, &str)]| table(rows).unwrap_err().to_string();
         let ok = ("A", "2024-01-01", "", "monthly", "10", "");
-        assert!(err(&[ok, ("", "2024-01-01", "", "", "", "")]).contains("subs.csv: column `customer_id`, row 2: missing customer id"));
-        assert!(err(&[ok, ("B", "01/02/2024", "", "", "", "")]).contains("column `start`, row 2: \"01/02/2024\" is not a date"));
-        assert!(err(&[ok, ("B", "2024-02-01", "2024-01-01", "", "", "")]).contains("column `end`, row 2: 2024-01-01 is not after"));
-        assert!(err(&[ok, ("B", "2024-02-01", "", "weekly", "", "")]).contains("column `billing_period`, row 2: \"weekly\""));
-        assert!(err(&[ok, ("B", "2024-02-01", "", "", "-5", "")]).contains("column `mrr`, row 2: -5 is negative"));
-        assert!(err(&[ok, ("B", "2024-02-01", "2024-03-01", "", "", "2024-04-01")]).contains("column `cancelled_at`, row 2"));
+        assert!(err(&[ok, ("", "2024-01-01", "", "", "", "")])
+            .contains("subs.csv: column `customer_id`, row 2: missing customer id"));
+        assert!(err(&[ok, ("B", "01/02/2024", "", "", "", "")])
+            .contains("column `start`, row 2: \"01/02/2024\" is not a date"));
+        assert!(err(&[ok, ("B", "2024-02-01", "2024-01-01", "", "", "")])
+            .contains("column `end`, row 2: 2024-01-01 is not after"));
+        assert!(err(&[ok, ("B", "2024-02-01", "", "weekly", "", "")])
+            .contains("column `billing_period`, row 2: \"weekly\""));
+        assert!(
+            err(&[ok, ("B", "2024-02-01", "", "", "-5", "")]).contains("column `mrr`, row 2: -5 is negative")
+        );
+        assert!(err(&[ok, ("B", "2024-02-01", "2024-03-01", "", "", "2024-04-01")])
+            .contains("column `cancelled_at`, row 2"));
         assert_eq!(parse_billing_period("Annual"), Some(12));
         assert_eq!(parse_billing_period("3"), Some(3));
     }

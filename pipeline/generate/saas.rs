@@ -212,6 +212,19 @@ fn contact_effect(
     (force.unwrap_or_else(|| pick(&odds, u)), odds)
 }
 
+/// The CSM's view of a subscriber of health `h`: green above 0.5, red below 0.3 (seen with
+/// noise), yellow between.
+fn csm_review(r: &mut Rng, h: f64) -> &'static str {
+    let seen = h + 0.12 * r.normal();
+    if seen > 0.5 {
+        "green"
+    } else if seen < 0.3 {
+        "red"
+    } else {
+        "yellow"
+    }
+}
+
 fn customer(opts: &GenerateOptions, idx: u32, out: &mut Out) {
     customer_path(opts, idx, None, Response::Mixed, out);
 }
@@ -252,7 +265,8 @@ fn customer_path(
     // Contracts draw from their own stream: without them every other table is unchanged.
     let mut cr = Rng::for_item(opts.seed ^ 0xC047_AC75, u64::from(idx));
     let annual = opts.contracts && cr.bernoulli(if plan == "basic" { 0.15 } else { 0.45 });
-    let mut sub = Subscription { start: signup, mrr, annual, term_end: signup + 365, ..Subscription::default() };
+    let mut sub =
+        Subscription { start: signup, mrr, annual, term_end: signup + 365, ..Subscription::default() };
     if annual {
         out.tx.push((idx, at(&mut r, signup), 12.0 * mrr));
     }
@@ -262,42 +276,9 @@ fn customer_path(
         if day0 >= opts.days || sub.notice.is_some_and(|_| annual && day0 >= sub.term_end) {
             break;
         }
-        for d in day0..(day0 + 7).min(opts.days) {
-            if annual && d == sub.term_end && d > signup {
-                // Renewed (no notice): a new term at the MRR reached meanwhile.
-                if sub.notice.is_some() {
-                    break;
-                }
-                sub.close(idx, d, out);
-                sub.start = d;
-                sub.mrr = mrr;
-                sub.term_end = d + 365;
-                out.tx.push((idx, at(&mut r, d), 12.0 * mrr));
-            }
-            if (d - signup) % 30 == 0 && sub.notice.is_none() {
-                if r.bernoulli(0.02 + if h < 0.3 { 0.15 } else { 0.0 }) {
-                    out.ev.push((idx, at(&mut r, d), "payment_failed", None));
-                    last_fail = d;
-                }
-                if !annual {
-                    if mrr != sub.mrr {
-                        sub.close(idx, d, out);
-                        sub.start = d;
-                        sub.mrr = mrr;
-                    }
-                    out.tx.push((idx, at(&mut r, d), mrr));
-                    sub.paid_through = d + 30;
-                }
-                if h < 0.35 && r.bernoulli(0.05) {
-                    out.ev.push((idx, at(&mut r, d), "downgrade", None));
-                    mrr = (mrr * 50.0).round() / 100.0;
-                }
-                if opts.contracts && h > 0.8 && cr.bernoulli(0.03) {
-                    out.ev.push((idx, at(&mut r, d), "expansion", None));
-                    mrr = (mrr * 150.0).round() / 100.0;
-                }
-            }
-        }
+        let mut billing = Billing { idx, signup, start_ms, h, mrr, last_fail, sub };
+        billing.week(opts, day0, (&mut r, &mut cr), out);
+        Billing { mrr, last_fail, sub, .. } = billing;
         // Having given notice, an annual subscriber uses the product less until its term ends.
         let used = if sub.notice.is_some() { (h - 0.3).max(0.0) } else { h };
         let w = Week { idx, day0, days: opts.days, start_ms, h: used, week };
@@ -305,15 +286,7 @@ fn customer_path(
             last_critical = d;
         }
         if week % 4 == 3 {
-            let seen = used + 0.12 * r.normal();
-            let s = if seen > 0.5 {
-                "green"
-            } else if seen < 0.3 {
-                "red"
-            } else {
-                "yellow"
-            };
-            sentiment = Some((s, day0));
+            sentiment = Some((csm_review(&mut r, used), day0));
         }
         if sub.notice.is_some() {
             week += 1;
@@ -370,15 +343,70 @@ fn customer_path(
         }
         week += 1;
     }
-    sub.notice = sub.notice.filter(|&n| n <= opts.days);
-    let last_end = match (annual, sub.notice) {
-        (true, _) => Some(sub.term_end),
-        (false, Some(n)) => Some(sub.paid_through.max(n).max(sub.start + 1)),
-        (false, None) => None,
-    };
-    sub.close_last(idx, last_end, out);
+    sub.close_last(idx, opts.days, out);
     out.cust.push(CustomerRow { idx, signup, plan, mrr, csm, sentiment });
     effect
+}
+
+/// A subscriber's billing: payments, failed payments, MRR changes, renewals.
+struct Billing {
+    idx: u32,
+    signup: i32,
+    start_ms: i64,
+    /// Health this week.
+    h: f64,
+    mrr: f64,
+    last_fail: i32,
+    sub: Subscription,
+}
+
+impl Billing {
+    /// The billing days of the week from `day0`: an annual term renewed at its end (unless
+    /// notice was given), then every 30 days a payment attempt (failures are events), the
+    /// monthly payment, and a downgrade or (with contracts) an expansion. `r` is the life's
+    /// stream, `cr` the contracts' own.
+    fn week(&mut self, opts: &GenerateOptions, day0: i32, (r, cr): (&mut Rng, &mut Rng), out: &mut Out) {
+        let (idx, h) = (self.idx, self.h);
+        let sub = &mut self.sub;
+        let at = |r: &mut Rng, d: i32| time_on(self.start_ms, r, d);
+        for d in day0..(day0 + 7).min(opts.days) {
+            if sub.annual && d == sub.term_end && d > self.signup {
+                // Renewed (no notice): a new term at the MRR reached meanwhile.
+                if sub.notice.is_some() {
+                    break;
+                }
+                sub.close(idx, d, out);
+                sub.start = d;
+                sub.mrr = self.mrr;
+                sub.term_end = d + 365;
+                out.tx.push((idx, at(r, d), 12.0 * self.mrr));
+            }
+            if (d - self.signup) % 30 != 0 || sub.notice.is_some() {
+                continue;
+            }
+            if r.bernoulli(0.02 + if h < 0.3 { 0.15 } else { 0.0 }) {
+                out.ev.push((idx, at(r, d), "payment_failed", None));
+                self.last_fail = d;
+            }
+            if !sub.annual {
+                if self.mrr != sub.mrr {
+                    sub.close(idx, d, out);
+                    sub.start = d;
+                    sub.mrr = self.mrr;
+                }
+                out.tx.push((idx, at(r, d), self.mrr));
+                sub.paid_through = d + 30;
+            }
+            if h < 0.35 && r.bernoulli(0.05) {
+                out.ev.push((idx, at(r, d), "downgrade", None));
+                self.mrr = (self.mrr * 50.0).round() / 100.0;
+            }
+            if opts.contracts && h > 0.8 && cr.bernoulli(0.03) {
+                out.ev.push((idx, at(r, d), "expansion", None));
+                self.mrr = (self.mrr * 150.0).round() / 100.0;
+            }
+        }
+    }
 }
 
 /// The subscription being lived: its current row and what ends it.
@@ -398,10 +426,26 @@ struct Subscription {
 impl Subscription {
     /// The current row ends on `day` (a renewal or an MRR change).
     fn close(&self, idx: u32, day: i32, out: &mut Out) {
-        out.subs.push(SubRow { idx, start: self.start, end: Some(day), annual: self.annual, mrr: self.mrr, cancelled_at: None });
+        out.subs.push(SubRow {
+            idx,
+            start: self.start,
+            end: Some(day),
+            annual: self.annual,
+            mrr: self.mrr,
+            cancelled_at: None,
+        });
     }
 
-    fn close_last(&self, idx: u32, end: Option<i32>, out: &mut Out) {
+    /// The last row, at the end of the life or of the data (`days`): a notice after the data
+    /// is not given yet; an annual term ends when it ends, a cancelled monthly subscription
+    /// when it is paid through (at the notice at the earliest), a running one never.
+    fn close_last(&mut self, idx: u32, days: i32, out: &mut Out) {
+        self.notice = self.notice.filter(|&n| n <= days);
+        let end = match (self.annual, self.notice) {
+            (true, _) => Some(self.term_end),
+            (false, Some(n)) => Some(self.paid_through.max(n).max(self.start + 1)),
+            (false, None) => None,
+        };
         out.subs.push(SubRow {
             idx,
             start: self.start,
@@ -519,6 +563,13 @@ fn assemble(opts: &GenerateOptions, one: impl Fn(u32, &mut Out) + Sync) -> Resul
         .polars("sentiment dates")?,
     ])
     .polars("assembling SaaS customers")?;
+    let (subscriptions, hazard) = subscription_frames(opts, &parts)?;
+    Ok(SaasData { transactions, events, customers, subscriptions, hazard })
+}
+
+/// The subscription table and the true hazard of the generated lives.
+fn subscription_frames(opts: &GenerateOptions, parts: &[Out]) -> Result<(DataFrame, DataFrame)> {
+    let date = |d: i32| crate::schema::epoch_day(opts.start) + d;
     let subs: Vec<&SubRow> = parts.iter().flat_map(|p| p.subs.iter()).collect();
     let status: Vec<&str> = subs
         .iter()
@@ -555,7 +606,7 @@ fn assemble(opts: &GenerateOptions, one: impl Fn(u32, &mut Out) + Sync) -> Resul
         Column::new("hazard".into(), hz.iter().map(|h| h.2).collect::<Vec<_>>()),
     ])
     .polars("assembling the true hazard")?;
-    Ok(SaasData { transactions, events, customers, subscriptions, hazard })
+    Ok((subscriptions, hazard))
 }
 
 #[cfg(test)]
@@ -668,7 +719,10 @@ mod tests {
         let expected: f64 = h.iter().flatten().sum();
         let sd: f64 = h.iter().flatten().map(|p| p * (1.0 - p)).sum::<f64>().sqrt();
         let notices = notice.iter().filter(|n| n.is_some()).count() as f64;
-        assert!((notices - expected).abs() < 4.0 * sd, "{notices} notices, hazard sums to {expected:.1} (sd {sd:.1})");
+        assert!(
+            (notices - expected).abs() < 4.0 * sd,
+            "{notices} notices, hazard sums to {expected:.1} (sd {sd:.1})"
+        );
         assert!(notices > 0.2 * customers, "{notices}");
     }
 }

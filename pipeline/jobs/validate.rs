@@ -98,7 +98,11 @@ impl std::fmt::Display for ValidateOutcome {
             write_dropped(f, &c.invalid)?;
         }
         if let Some((path, rows, customers, columns)) = &self.subscriptions {
-            write!(f, "\nsubscriptions: {path}: {rows} rows, {customers} customers, columns {}", columns.join(", "))?;
+            write!(
+                f,
+                "\nsubscriptions: {path}: {rows} rows, {customers} customers, columns {}",
+                columns.join(", ")
+            )?;
         }
         Ok(())
     }
