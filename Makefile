@@ -70,7 +70,9 @@ VENV ?= .venv
 PYTHON ?= python3
 python: ## the Python package, built from the Rust core into $(VENV) (maturin develop), with PySpark: `import fidelis`
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1" "shap==0.51.0" "nannyml==0.13.1" statsmodels "apache-airflow==3.3.2" "mlflow==3.17.2" "moto[server]==5.1.18" "dagster==1.13.29" "ruff==0.17.6" "mypy==2.4.1"
+	# botocore below 1.43.118: nannyml's s3fs pins aiobotocore, which pins botocore; moto alone would
+	# take a newer one and leave pip no solution.
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" pytest pyarrow polars "pandas<3" "pyspark>=4.0,<5" duckdb "scikit-uplift==0.5.1" "shap==0.51.0" "nannyml==0.13.1" statsmodels "apache-airflow==3.3.2" "mlflow==3.17.2" "moto[server]==5.1.18" "botocore<1.43.118" "dagster==1.13.29" "ruff==0.17.6" "mypy==2.4.1"
 	VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin develop --quiet
 
 python-test: python python-lint ## the Python tests (pytest, python/tests) against the CLI built by cargo

@@ -137,14 +137,8 @@ impl EventFacts {
 
 /// An optional input's rows as they are: the file, or the query (`section`'s format and
 /// source keys).
-fn read_source(
-    source: &impl InputSource,
-    format: crate::config::FileFormat,
-    has_header: bool,
-    delimiter: &str,
-    batch_rows: usize,
-    section: &str,
-) -> Result<DataFrame> {
+fn read_source(source: &impl InputSource, batch_rows: usize, section: &str) -> Result<DataFrame> {
+    let (format, has_header, delimiter) = source.file_options();
     let input = TransactionsInput {
         path: source.path().into(),
         sql: source.sql().into(),
@@ -180,8 +174,7 @@ fn text_expr(name: &str) -> Expr {
 
 /// Read and validate the event log of `[input.events]`.
 pub fn load_events(input: &EventsInput, batch_rows: usize) -> Result<Events> {
-    let raw =
-        read_source(input, input.format, input.has_header, &input.delimiter, batch_rows, "input.events")?;
+    let raw = read_source(input, batch_rows, "input.events")?;
     events_from_frame(raw, input, &input.source_name())
 }
 
@@ -681,8 +674,7 @@ fn cell_error(path: &Path, column: &str, row: usize, message: String) -> Error {
 
 /// Read and validate the customer table of `[input.customers]`.
 pub fn load_customers(input: &CustomersInput, batch_rows: usize) -> Result<Customers> {
-    let raw =
-        read_source(input, input.format, input.has_header, &input.delimiter, batch_rows, "input.customers")?;
+    let raw = read_source(input, batch_rows, "input.customers")?;
     customers_from_frame(raw, input, &input.source_name())
 }
 

@@ -163,14 +163,7 @@ impl Subscriptions {
 
 /// Read and validate the subscription table of `[input.subscriptions]`.
 pub fn load_subscriptions(input: &SubscriptionsInput, batch_rows: usize) -> Result<Subscriptions> {
-    let raw = read_source(
-        input,
-        input.format,
-        input.has_header,
-        &input.delimiter,
-        batch_rows,
-        "input.subscriptions",
-    )?;
+    let raw = read_source(input, batch_rows, "input.subscriptions")?;
     subscriptions_from_frame(raw, input, &input.source_name())
 }
 

@@ -136,6 +136,8 @@ pub trait InputSource {
     fn path(&self) -> &str;
     fn sql(&self) -> &str;
     fn query(&self) -> &str;
+    /// How a file is read: its format, whether it has a header, the CSV separator.
+    fn file_options(&self) -> (FileFormat, bool, &str);
 
     /// Whether the input is given at all (an optional input without a path or a query is absent).
     fn is_given(&self) -> bool {
@@ -165,6 +167,9 @@ macro_rules! input_source {
             }
             fn query(&self) -> &str {
                 &self.query
+            }
+            fn file_options(&self) -> (FileFormat, bool, &str) {
+                (self.format, self.has_header, &self.delimiter)
             }
         }
     )*};

@@ -32,6 +32,48 @@ def run(args, cwd, check=True, env=None):
     return out
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# What a scheduler example's `outcome` makes of each exit code of `fidelis weekly` (its result,
+# or the name of the exception it raises), run in a subprocess: argv[1] is the example's folder.
+OUTCOMES = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import fidelis_weekly as m
+for code in (0, 3, 6, 7, 4, 2, 5):
+    try:
+        print(code, m.outcome(code, ""))
+    except Exception as e:
+        print(code, type(e).__name__)
+"""
+
+
+def example_outcomes(example: Path, env: dict) -> dict:
+    """`{exit code: outcome}` of the scheduler example `example` (examples/*/fidelis_weekly.py)."""
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", OUTCOMES, str(example.parent)], env=env, capture_output=True, text=True, check=True
+    )
+    return dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+
+
+def demo_workspace(demo: Path, ws: Path) -> Path:
+    """A working directory at ``ws`` with the demo's data and models (linked) and its config."""
+    ws.mkdir()
+    for name in ("data", "models"):
+        (ws / name).symlink_to(demo / name)
+    (ws / "fidelis.toml").write_text((demo / "fidelis.toml").read_text())
+    return ws
+
+
 def fixture_workspace(ws: Path, extra: str = "") -> Path:
     """A workspace at ``ws`` with the committed model fixture's model and data and a
     ``fidelis.toml`` writing to ``output`` (``extra``: more sections, before the output)."""

@@ -12,20 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fidelis_bin
+from conftest import ROOT, demo_workspace, example_outcomes, fidelis_bin
 
 DAG = ROOT / "examples/airflow/fidelis_weekly.py"
-
-MAPPING = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-import fidelis_weekly as m
-for code in (0, 3, 6, 7, 4, 2, 5):
-    try:
-        print(code, m.outcome(code, ""))
-    except Exception as e:
-        print(code, type(e).__name__)
-"""
 
 
 def airflow_env(tmp_path: Path) -> dict[str, str]:
@@ -42,10 +31,7 @@ def airflow_env(tmp_path: Path) -> dict[str, str]:
 
 def test_the_exit_codes_map_to_task_states(tmp_path: Path) -> None:
     env = airflow_env(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-c", MAPPING, str(DAG.parent)], env=env, capture_output=True, text=True, check=True
-    )
-    got = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    got = example_outcomes(DAG, env)
     assert got == {
         "0": "ok",
         "3": "alert",
@@ -59,11 +45,7 @@ def test_the_exit_codes_map_to_task_states(tmp_path: Path) -> None:
 
 def test_the_dag_runs_the_weekly_batch(demo: Path, tmp_path: Path) -> None:
     env = airflow_env(tmp_path)
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("data", "models"):
-        (ws / name).symlink_to(demo / name)
-    (ws / "fidelis.toml").write_text((demo / "fidelis.toml").read_text())
+    ws = demo_workspace(demo, tmp_path / "ws")
     airflow = Path(sys.executable).parent / "airflow"
     subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True, check=True)
     env.update(FIDELIS_BIN=str(fidelis_bin()), FIDELIS_DIR=str(ws))

@@ -12,20 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, fidelis_bin
+from conftest import ROOT, demo_workspace, example_outcomes, fidelis_bin
 
 JOB = ROOT / "examples/dagster/fidelis_weekly.py"
-
-MAPPING = r"""
-import sys
-sys.path.insert(0, sys.argv[1])
-import fidelis_weekly as m
-for code in (0, 3, 6, 7, 4, 2, 5):
-    try:
-        print(code, m.outcome(code, ""))
-    except Exception as e:
-        print(code, type(e).__name__)
-"""
 
 
 def dagster_env(tmp_path: Path) -> dict[str, str]:
@@ -39,10 +28,7 @@ def dagster_env(tmp_path: Path) -> dict[str, str]:
 
 def test_the_exit_codes_map_to_op_results(tmp_path: Path) -> None:
     env = dagster_env(tmp_path)
-    out = subprocess.run(
-        [sys.executable, "-c", MAPPING, str(JOB.parent)], env=env, capture_output=True, text=True, check=True
-    )
-    got = dict(line.split(" ", 1) for line in out.stdout.strip().splitlines())
+    got = example_outcomes(JOB, env)
     assert got == {
         "0": "ok",
         "3": "alert",
@@ -56,11 +42,7 @@ def test_the_exit_codes_map_to_op_results(tmp_path: Path) -> None:
 
 def test_the_job_runs_the_weekly_batch(demo: Path, tmp_path: Path) -> None:
     env = dagster_env(tmp_path)
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    for name in ("data", "models"):
-        (ws / name).symlink_to(demo / name)
-    (ws / "fidelis.toml").write_text((demo / "fidelis.toml").read_text())
+    ws = demo_workspace(demo, tmp_path / "ws")
     env.update(FIDELIS_BIN=str(fidelis_bin()), FIDELIS_DIR=str(ws))
     out = subprocess.run([sys.executable, str(JOB)], env=env, capture_output=True, text=True, timeout=600)
     log = out.stdout + out.stderr

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import fixture_workspace, run
+from conftest import fixture_workspace, free_port, run
 
 mlflow = pytest.importorskip("mlflow")
 
@@ -33,9 +32,7 @@ TOKEN = "mlflow-T0ken-never-written"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     d = tmp_path_factory.mktemp("mlflow")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(d / "server.log", "w")
     proc = subprocess.Popen(
         [

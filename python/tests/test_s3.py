@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import fixture_workspace, run
+from conftest import fixture_workspace, free_port, run
 
 boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto")
@@ -32,9 +32,7 @@ D1, D2 = "2024-12-03", "2024-12-10"
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     d = tmp_path_factory.mktemp("moto")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = open(d / "moto.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
