@@ -161,6 +161,91 @@ impl Subscriptions {
     }
 }
 
+/// The revenue movements of the customers subscribed at `from`, to `to` (MRR as the table
+/// says, looking back: every row is used).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Movement {
+    /// MRR at `from` of the customers subscribed then.
+    pub start_mrr: f64,
+    /// MRR added by customers that were not subscribed at `from`.
+    pub new: f64,
+    pub expansion: f64,
+    pub contraction: f64,
+    /// MRR at `from` of the customers not subscribed at `to`.
+    pub churned: f64,
+    /// Net revenue retention: the `from` customers' MRR at `to` over their MRR at `from`.
+    pub nrr: Option<f64>,
+    /// Gross revenue retention: as NRR, without expansion.
+    pub grr: Option<f64>,
+}
+
+/// MRR and its movements at a day: over the month before and the twelve months before.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RevenueKpis {
+    pub mrr: f64,
+    pub customers: usize,
+    pub month: Movement,
+    pub trailing_12_months: Movement,
+}
+
+impl Subscriptions {
+    /// `customer`'s MRR on day `t`: the sum over its periods live then.
+    pub fn mrr_at(&self, customer: &str, t: i32) -> f64 {
+        self.by_customer
+            .get(customer)
+            .map_or(0.0, |ps| ps.iter().filter(|p| p.live_at(t)).filter_map(|p| p.mrr).sum())
+    }
+
+    /// The movements from day `from` to day `to`.
+    pub fn movement(&self, from: i32, to: i32) -> Movement {
+        let mut m = Movement::default();
+        let mut kept = 0.0;
+        let mut kept_gross = 0.0;
+        let mut customers: Vec<&String> = self.by_customer.keys().collect();
+        customers.sort();
+        for c in customers {
+            let (a, b) = (self.mrr_at(c, from), self.mrr_at(c, to));
+            if a > 0.0 {
+                m.start_mrr += a;
+                kept += b;
+                kept_gross += a.min(b);
+                if b == 0.0 {
+                    m.churned += a;
+                } else if b > a {
+                    m.expansion += b - a;
+                } else {
+                    m.contraction += a - b;
+                }
+            } else {
+                m.new += b;
+            }
+        }
+        if m.start_mrr > 0.0 {
+            m.nrr = Some(kept / m.start_mrr);
+            m.grr = Some(kept_gross / m.start_mrr);
+        }
+        m
+    }
+
+    /// MRR, subscribed customers and the movements over the month and the twelve months
+    /// before day `t`.
+    pub fn revenue_at(&self, t: i32) -> RevenueKpis {
+        let months_before = |k: u32| {
+            crate::schema::date_of_day(t)
+                .and_then(|d| d.checked_sub_months(chrono::Months::new(k)))
+                .map_or(t - 30 * k as i32, epoch_day)
+        };
+        let live: Vec<f64> =
+            self.by_customer.keys().map(|c| self.mrr_at(c, t)).filter(|&m| m > 0.0).collect();
+        RevenueKpis {
+            mrr: live.iter().sum(),
+            customers: live.len(),
+            month: self.movement(months_before(1), t),
+            trailing_12_months: self.movement(months_before(12), t),
+        }
+    }
+}
+
 /// Read and validate the subscription table of `[input.subscriptions]`.
 pub fn load_subscriptions(input: &SubscriptionsInput, batch_rows: usize) -> Result<Subscriptions> {
     let raw = read_source(input, batch_rows, "input.subscriptions")?;
@@ -342,5 +427,32 @@ mod tests {
             .contains("column `cancelled_at`, row 2"));
         assert_eq!(parse_billing_period("Annual"), Some(12));
         assert_eq!(parse_billing_period("3"), Some(3));
+    }
+
+    #[test]
+    fn mrr_movements_add_up_to_nrr_and_grr() {
+        let s = table(&[
+            // Kept flat, expanded, contracted, churned, new.
+            ("F", "2023-01-01", "", "monthly", "100", ""),
+            ("E", "2023-01-01", "2024-03-01", "monthly", "100", ""),
+            ("E", "2024-03-01", "", "monthly", "150", ""),
+            ("C", "2023-01-01", "2024-03-01", "annual", "200", ""),
+            ("C", "2024-03-01", "", "annual", "120", ""),
+            ("X", "2023-01-01", "2024-03-10", "monthly", "50", "2024-02-20"),
+            ("N", "2024-03-05", "", "monthly", "70", ""),
+        ])
+        .unwrap();
+        let m = s.movement(d("2024-02-15"), d("2024-03-15"));
+        assert_eq!(
+            (m.start_mrr, m.new, m.expansion, m.contraction, m.churned),
+            (450.0, 70.0, 50.0, 80.0, 50.0)
+        );
+        // NRR = (450 + 50 - 80 - 50) / 450, GRR = (450 - 80 - 50) / 450.
+        assert!((m.nrr.unwrap() - 370.0 / 450.0).abs() < 1e-12);
+        assert!((m.grr.unwrap() - 320.0 / 450.0).abs() < 1e-12);
+        let k = s.revenue_at(d("2024-03-15"));
+        assert_eq!((k.mrr, k.customers), (440.0, 4));
+        assert_eq!(k.month, m);
+        assert_eq!(k.trailing_12_months.start_mrr, 450.0, "the same four customers a year before");
     }
 }
