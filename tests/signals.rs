@@ -470,6 +470,13 @@ fn the_subscription_table_validates_and_names_a_bad_cell() {
         text.contains(&format!("subscriptions: gen/subs.csv: {rows} rows, 500 customers, columns end, billing_period, mrr, cancelled_at")),
         "{text}"
     );
+    // Revenue at the end of the data: GRR never above 100%, NRR at least GRR.
+    let line =
+        text.lines().find(|l| l.contains("at the end of the data: MRR")).unwrap_or_else(|| panic!("{text}"));
+    let twelve = line.split("last 12 months NRR").nth(1).unwrap();
+    let pct = |v: &str| -> f64 { v.split('%').next().unwrap().trim().parse().unwrap() };
+    let (nrr, grr) = (pct(twelve), pct(twelve.rsplit("GRR").next().unwrap()));
+    assert!(grr > 0.0 && grr <= 100.0 && nrr >= grr, "{line}");
     // Row 3's notice moved before its start.
     let mut lines: Vec<String> =
         fs::read_to_string(dir.path().join("gen/subs.csv")).unwrap().lines().map(String::from).collect();

@@ -19,8 +19,10 @@ pub struct ValidateOutcome {
     pub customers: Option<(String, usize, Vec<String>)>,
     /// The contact log (`[input.contacts]`).
     pub contacts: Option<crate::activity::ContactsSummary>,
-    /// The subscription table (`[input.subscriptions]`): its source, rows, customers, columns.
-    pub subscriptions: Option<(String, usize, usize, Vec<String>)>,
+    /// The subscription table (`[input.subscriptions]`): its source, rows, customers, columns,
+    /// and the revenue at the end of the transactions.
+    pub subscriptions:
+        Option<(String, usize, usize, Vec<String>, crate::activity::subscriptions::RevenueKpis)>,
 }
 
 pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
@@ -42,7 +44,9 @@ pub fn run(cfg: &Config, progress: &Progress) -> Result<ValidateOutcome> {
         let s = progress.step("subscriptions", "reading the subscription table", || {
             crate::activity::load_subscriptions(&cfg.input.subscriptions, cfg.input.sql_batch_rows)
         })?;
-        Some((s.path.display().to_string(), s.rows, s.by_customer.len(), s.columns))
+        let end = crate::schema::epoch_day(tx.data_end()?);
+        let revenue = s.revenue_at(end);
+        Some((s.path.display().to_string(), s.rows, s.by_customer.len(), s.columns, revenue))
     } else {
         None
     };
@@ -97,11 +101,23 @@ impl std::fmt::Display for ValidateOutcome {
             }
             write_dropped(f, &c.invalid)?;
         }
-        if let Some((path, rows, customers, columns)) = &self.subscriptions {
+        if let Some((path, rows, customers, columns, r)) = &self.subscriptions {
             write!(
                 f,
                 "\nsubscriptions: {path}: {rows} rows, {customers} customers, columns {}",
                 columns.join(", ")
+            )?;
+            let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+            write!(
+                f,
+                "\n  at the end of the data: MRR {:.2} from {} customers; last month NRR {}, GRR {}; \
+                 last 12 months NRR {}, GRR {}",
+                r.mrr,
+                r.customers,
+                pct(r.month.nrr),
+                pct(r.month.grr),
+                pct(r.trailing_12_months.nrr),
+                pct(r.trailing_12_months.grr)
             )?;
         }
         Ok(())
