@@ -90,6 +90,33 @@ pub fn to_json_bytes<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>> {
         .map_err(|source| Error::Json { context: format!("serializing {what}"), source })
 }
 
+/// Every file under `dir` (recursively) as a `/`-separated path relative to it, in name
+/// order; names starting with `.` (temporaries, locks, hidden state) are left out, files and
+/// directories alike.
+pub fn relative_files(dir: &Path) -> Result<Vec<String>> {
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) -> Result<()> {
+        let mut entries: Vec<fs::DirEntry> =
+            fs::read_dir(dir).map_err(|e| Error::io(dir, e))?.filter_map(|e| e.ok()).collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') {
+                continue;
+            }
+            let r = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+            if e.path().is_dir() {
+                walk(&e.path(), &r, out)?;
+            } else {
+                out.push(r);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, "", &mut out)?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use chrono::NaiveDate;
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -351,14 +350,10 @@ pub fn subscriptions_from_frame(
     Ok(Subscriptions { path, by_customer, rows: ids.len(), columns })
 }
 
-/// A date as its epoch day (for tests and callers holding dates).
-pub fn day(d: NaiveDate) -> i32 {
-    epoch_day(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn table(rows: &[(&str, &str, &str, &str, &str, &str)]) -> Result<Subscriptions> {
         let col = |k: usize| -> Vec<Option<String>> {

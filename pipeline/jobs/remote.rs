@@ -81,24 +81,10 @@ fn cache_root(cfg: &Config) -> PathBuf {
         .join("fidelis/s3")
 }
 
-/// Every file under `dir` but dot-files (locks, temporaries, the manifest) and markers, as
-/// paths relative to `dir` with `/`.
-fn local_files(dir: &Path, rel: &str, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut entries: Vec<_> = entries.filter_map(|e| e.ok()).collect();
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name().to_string_lossy().to_string();
-        if name.starts_with('.') || name == MARKER {
-            continue;
-        }
-        let r = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
-        if e.path().is_dir() {
-            local_files(&e.path(), &r, out);
-        } else {
-            out.push(r);
-        }
-    }
+/// Every file under `dir` but dot-files (locks, temporaries, the manifest) and markers.
+fn local_files(dir: &Path) -> Result<Vec<String>> {
+    let files = crate::files::relative_files(dir)?;
+    Ok(files.into_iter().filter(|r| r.rsplit('/').next() != Some(MARKER)).collect())
 }
 
 fn hash_file(path: &Path) -> Option<u64> {
@@ -106,10 +92,8 @@ fn hash_file(path: &Path) -> Option<u64> {
     Some(xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
-fn snapshot(dir: &Path) -> BTreeMap<String, u64> {
-    let mut files = Vec::new();
-    local_files(dir, "", &mut files);
-    files.into_iter().filter_map(|r| hash_file(&dir.join(&r)).map(|h| (r, h))).collect()
+fn snapshot(dir: &Path) -> Result<BTreeMap<String, u64>> {
+    Ok(local_files(dir)?.into_iter().filter_map(|r| hash_file(&dir.join(&r)).map(|h| (r, h))).collect())
 }
 
 fn key_of(url: &S3Url, rel: &str) -> String {
@@ -185,14 +169,12 @@ impl Mirror {
             std::fs::rename(&tmp, &path).map_err(|e| Error::output(&path, e))?;
             manifest.objects.insert(rel.clone(), (etag.clone(), *size));
         }
-        let mut files = Vec::new();
-        local_files(&local, "", &mut files);
-        for rel in files.iter().filter(|r| !remote.contains_key(*r)) {
+        for rel in local_files(&local)?.iter().filter(|r| !remote.contains_key(*r)) {
             let _ = std::fs::remove_file(local.join(rel));
             manifest.objects.remove(rel);
         }
         manifest.objects.retain(|k, _| remote.contains_key(k));
-        let before = snapshot(&local);
+        let before = snapshot(&local)?;
         Ok(Root { url, local, manifest, before })
     }
 
@@ -208,7 +190,7 @@ impl Mirror {
     }
 
     fn publish_root(&self, root: &mut Root, done: &mut Published) -> Result<()> {
-        let after = snapshot(&root.local);
+        let after = snapshot(&root.local)?;
         let changed: Vec<&String> =
             after.iter().filter(|(r, h)| root.before.get(*r) != Some(h)).map(|(r, _)| r).collect();
         let removed: Vec<&String> = root.before.keys().filter(|r| !after.contains_key(*r)).collect();

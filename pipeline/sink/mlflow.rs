@@ -240,28 +240,23 @@ fn mlmodel(run_id: &str, model_id: &str, artifact_path: &str) -> String {
     )
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| Error::Json { context: path.display().to_string(), source })
+/// The model directory's records a run logs, read once.
+struct ModelFiles<'a> {
+    dir: &'a Path,
+    info: Value,
+    metrics: Value,
+    decision: Value,
 }
 
-/// The files of `dir` (recursively), as paths relative to it, in name order.
-fn files_under(dir: &Path, rel: &str, out: &mut Vec<(String, std::path::PathBuf)>) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for p in entries {
-        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-        let rel_name = if rel.is_empty() { name } else { format!("{rel}/{name}") };
-        if p.is_dir() {
-            files_under(&p, &rel_name, out)?;
-        } else {
-            out.push((rel_name, p));
-        }
+impl<'a> ModelFiles<'a> {
+    fn read(dir: &'a Path) -> Result<Self> {
+        Ok(ModelFiles {
+            dir,
+            info: crate::files::read_json(&dir.join(MODEL_JSON))?,
+            metrics: crate::files::read_json(&dir.join(METRICS_JSON))?,
+            decision: crate::files::read_json(&dir.join(DECISION_JSON)).unwrap_or(Value::Null),
+        })
     }
-    Ok(())
 }
 
 /// Log the model in `model_dir` (and its evaluation report in `report_dir`, when written) as
@@ -279,7 +274,8 @@ pub fn log_training(
         sink: sink.clone(),
         message: format!("{what}: {} ({})", f.message, f.code),
     };
-    let info = read_json(&model_dir.join(MODEL_JSON))?;
+    let model = ModelFiles::read(model_dir)?;
+    let info = &model.info;
     let model_id = info["model_id"].as_str().unwrap_or_default().to_string();
 
     let experiment_id = match client.get("experiments/get-by-name", &[("experiment_name", &cfg.experiment)]) {
@@ -314,7 +310,7 @@ pub fn log_training(
         .map_err(|f| fail("creating the run", f))?;
     let run_id = run["run"]["info"]["run_id"].as_str().unwrap_or_default().to_string();
     let artifact_uri = run["run"]["info"]["artifact_uri"].as_str().unwrap_or_default().to_string();
-    let logged = log_run(&client, &run_id, &artifact_uri, &model_id, model_dir, report_dir);
+    let logged = log_run(&client, &run_id, &artifact_uri, &model, report_dir);
     let status = if logged.is_ok() { "FINISHED" } else { "FAILED" };
     let ended = client.post(
         "runs/update",
@@ -333,8 +329,7 @@ pub fn log_training(
     if cfg.registered_model.is_empty() {
         return Ok(out);
     }
-    let (version, alias) =
-        register(&client, cfg, &fail, &info, model_dir, (&run_id, &artifact_uri), promote)?;
+    let (version, alias) = register(&client, cfg, &fail, &model, (&run_id, &artifact_uri), promote)?;
     out.version = Some(version);
     out.alias = alias;
     Ok(out)
@@ -350,11 +345,11 @@ fn register(
     client: &Client,
     cfg: &MlflowConfig,
     fail: &Fail<'_>,
-    info: &Value,
-    model_dir: &Path,
+    model: &ModelFiles<'_>,
     (run_id, artifact_uri): (&str, &str),
     promote: bool,
 ) -> Result<((String, String), Option<AliasMove>)> {
+    let info = &model.info;
     let model_id = info["model_id"].as_str().unwrap_or_default();
     let name = cfg.registered_model.as_str();
     if let Err(f) = client.get("registered-models/get", &[("name", name)]) {
@@ -368,8 +363,7 @@ fn register(
             }
         }
     }
-    let metrics_json = read_json(&model_dir.join(METRICS_JSON))?;
-    let auc = metrics_json["churn"]["holdout"]["roc_auc"].as_f64();
+    let auc = model.metrics["churn"]["holdout"]["roc_auc"].as_f64();
     let version_tags = json!([
         {"key": "fidelis.model_id", "value": model_id},
         {"key": "fidelis.data_fingerprint", "value": info["data"]["xxh3"].as_str().unwrap_or_default()},
@@ -452,15 +446,13 @@ fn log_run(
     client: &Client,
     run_id: &str,
     artifact_uri: &str,
-    model_id: &str,
-    model_dir: &Path,
+    model: &ModelFiles<'_>,
     report_dir: Option<&Path>,
 ) -> std::result::Result<(), (String, Failure)> {
     let local =
         |what: &str, e: Error| (what.to_string(), Failure { code: "LOCAL".into(), message: e.to_string() });
-    let info = read_json(&model_dir.join(MODEL_JSON)).map_err(|e| local("reading model.json", e))?;
     let mut params = Vec::new();
-    flatten(&info["settings"], "", &mut params);
+    flatten(&model.info["settings"], "", &mut params);
     for chunk in params.chunks(100) {
         // MLflow keeps parameter values up to 6,000 characters.
         let list: Vec<Value> = chunk
@@ -471,10 +463,8 @@ fn log_run(
             .post("runs/log-batch", &json!({"run_id": run_id, "params": list}))
             .map_err(|f| ("logging the parameters".to_string(), f))?;
     }
-    let m = read_json(&model_dir.join(METRICS_JSON)).map_err(|e| local("reading metrics.json", e))?;
-    let d = read_json(&model_dir.join(DECISION_JSON)).unwrap_or(Value::Null);
     let now = chrono::Utc::now().timestamp_millis();
-    let list: Vec<Value> = metrics(&m, &d)
+    let list: Vec<Value> = metrics(&model.metrics, &model.decision)
         .iter()
         .map(|(k, v)| json!({"key": k, "value": v, "timestamp": now, "step": 0}))
         .collect();
@@ -492,21 +482,22 @@ fn log_run(
     let upload = |path: &str, bytes: &[u8]| {
         client.put_artifact(root, path, bytes).map_err(|f| (format!("uploading {path}"), f))
     };
-    let mut files = Vec::new();
-    files_under(model_dir, "", &mut files).map_err(|e| local("listing the model directory", e))?;
-    for (rel, p) in &files {
-        let bytes = std::fs::read(p).map_err(|e| local("reading the model", Error::io(p, e)))?;
-        upload(&format!("model/{MODEL_DATA_DIR}/{rel}"), &bytes)?;
-    }
+    // Every file of `dir` under `prefix`.
+    let upload_dir = |dir: &Path, prefix: &str| {
+        let files = crate::files::relative_files(dir).map_err(|e| local("listing the files to log", e))?;
+        for rel in files {
+            let p = dir.join(&rel);
+            let bytes = std::fs::read(&p).map_err(|e| local("reading a file to log", Error::io(&p, e)))?;
+            upload(&format!("{prefix}/{rel}"), &bytes)?;
+        }
+        Ok(())
+    };
+    upload_dir(model.dir, &format!("model/{MODEL_DATA_DIR}"))?;
+    let model_id = model.info["model_id"].as_str().unwrap_or_default();
     upload("model/MLmodel", mlmodel(run_id, model_id, "model").as_bytes())?;
     upload("model/requirements.txt", format!("fidelis=={}\n", env!("CARGO_PKG_VERSION")).as_bytes())?;
     if let Some(dir) = report_dir {
-        let mut report = Vec::new();
-        files_under(dir, "", &mut report).map_err(|e| local("listing the report", e))?;
-        for (rel, p) in &report {
-            let bytes = std::fs::read(p).map_err(|e| local("reading the report", Error::io(p, e)))?;
-            upload(&format!("evaluation/{rel}"), &bytes)?;
-        }
+        upload_dir(dir, "evaluation")?;
     }
     Ok(())
 }

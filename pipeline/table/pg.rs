@@ -115,9 +115,8 @@ impl Builder {
             }
             Builder::Bool(b) => b.append_option(row.try_get::<_, Option<bool>>(i)?),
             Builder::Date(b) => {
-                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
                 let v = row.try_get::<_, Option<chrono::NaiveDate>>(i)?;
-                b.append_option(v.map(|d| (d - epoch).num_days() as i32));
+                b.append_option(v.map(crate::schema::epoch_day));
             }
             Builder::Timestamp(b) => {
                 let v = if *ty == Type::TIMESTAMPTZ {
