@@ -43,7 +43,7 @@ fn main() {
     let daily = features::daily_activity(&tx.frame).unwrap();
     let at = |d: &str| {
         let d = NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
-        FeatureMatrix::from_frame(&features::features_at(&daily, &spec, &[d]).unwrap(), &names).unwrap()
+        FeatureMatrix::from_frame(&features::features_at(&daily, &spec, &[d], None).unwrap(), &names).unwrap()
     };
     let tile = |x: FeatureMatrix| {
         let idx: Vec<usize> = (0..customers).map(|i| i % x.rows).collect();

@@ -108,7 +108,7 @@ fn main() {
     let first = NaiveDate::from_ymd_opt(2024, 7, 2).unwrap();
     let dates: Vec<NaiveDate> = (0..8).map(|k| first + Duration::weeks(k)).collect();
     let t0 = Instant::now();
-    let frame = features::dataset_at(&daily, &spec, &dates).unwrap();
+    let frame = features::dataset_at(&daily, &spec, &dates, None).unwrap();
     let features_s = t0.elapsed().as_secs_f64();
     let x = FeatureMatrix::from_frame(&frame, &names).unwrap();
     let ids: Vec<String> =

@@ -35,13 +35,22 @@
 //! Eligible at `t`: at least one transaction in `[t - eligibility_days, t)`.
 //! Labels: `churn` = 1 when there is no transaction (of any amount) in `[t, t + horizon)`;
 //! `clv` = sum of amounts in `[t, t + horizon)` (`clv_90` with the default horizon), 0 if none.
+//!
+//! With `[snapshots] churn = "cancellation"` ([`ChurnRule::Cancellation`]) the subscription
+//! table decides both instead: eligible at `t` = a transaction before `t` and a live
+//! subscription at `t` on which no notice was given before `t`
+//! ([`Subscriptions::state_at`]: only what was known then); `churn` = 1 when notice is given
+//! or the subscription ends unrenewed in `[t, t + horizon)` ([`Subscriptions::cancels_between`]).
+//! The transaction features are the same; a window without transactions is just zeros (an
+//! annual contract pays once a year).
 
 use chrono::NaiveDate;
 use polars::prelude::*;
 use rayon::prelude::*;
 
+use crate::activity::Subscriptions;
 use crate::bgnbd::{BgNbd, GammaGamma, Probabilistic, Rfm};
-use crate::config::Config;
+use crate::config::{ChurnRule, Config};
 use crate::error::{Error, PolarsContext, Result};
 use crate::schema::{epoch_day, CHURN, CLV, CUSTOMER, SNAPSHOT};
 
@@ -56,6 +65,9 @@ pub struct FeatureSpec {
     pub horizon_days: i32,
     /// BG/NBD + Gamma-Gamma features ([`PROBABILISTIC`]).
     pub probabilistic: bool,
+    /// Who is eligible and what churn is (models before it: inactivity).
+    #[serde(default)]
+    pub churn: ChurnRule,
 }
 
 /// The BG/NBD + Gamma-Gamma features, after the others when `features.bgnbd` is on.
@@ -81,6 +93,7 @@ impl FeatureSpec {
             eligibility_days: cfg.snapshots.eligibility_days,
             horizon_days: cfg.snapshots.horizon_days,
             probabilistic: cfg.features.bgnbd,
+            churn: cfg.snapshots.churn,
         }
     }
 
@@ -383,8 +396,9 @@ impl<'a> DailyParts<'a> {
 }
 
 /// The features of one customer at snapshot day `td` from its days `rows` (day-sorted), or
-/// `None` when it is not eligible. Writes `out` in [`FeatureSpec::names`] order; returns the
-/// number of rows before `td` (where the label window starts).
+/// `None` when it is not eligible (no day before `td`; under the inactivity rule, none in the
+/// eligibility window). Writes `out` in [`FeatureSpec::names`] order; returns the number of
+/// rows before `td` (where the label window starts).
 /// `acc` is scratch space of `3 * spec.windows.len()` values.
 fn customer_features(
     daily: &Daily,
@@ -397,7 +411,7 @@ fn customer_features(
 ) -> Option<usize> {
     let days = &daily.day[rows.clone()];
     let before = days.partition_point(|&d| d < td);
-    if before == 0 || days[before - 1] < td - spec.eligibility_days {
+    if before == 0 || (spec.churn == ChurnRule::Inactivity && days[before - 1] < td - spec.eligibility_days) {
         return None;
     }
     let nw = spec.windows.len();
@@ -591,10 +605,22 @@ fn build(
     snapshots: &[NaiveDate],
     labels: bool,
     models: Models,
+    subscriptions: Option<&Subscriptions>,
 ) -> Result<DataFrame> {
     if snapshots.is_empty() {
         return Err(Error::Data("no snapshot dates to build features for".into()));
     }
+    let subscriptions = match (spec.churn, subscriptions) {
+        (ChurnRule::Inactivity, _) => None,
+        (ChurnRule::Cancellation, Some(s)) => Some(s),
+        (ChurnRule::Cancellation, None) => {
+            return Err(Error::Data(
+                "churn is a cancellation here (snapshots.churn = \"cancellation\"): the subscription \
+                 table is needed ([input.subscriptions])"
+                    .into(),
+            ))
+        }
+    };
     let names = spec.names();
     let f = names.len();
     let mut snaps: Vec<i32> = snapshots.iter().map(|&t| epoch_day(t)).collect();
@@ -634,6 +660,12 @@ fn build(
                 let mut acc = vec![0.0; 3 * spec.windows.len()];
                 let mut row = vec![0.0; f];
                 for c in ch * CHUNK..((ch + 1) * CHUNK).min(n_customers) {
+                    let id = daily.customers[c].as_str();
+                    if let Some(subs) = subscriptions {
+                        if !subs.state_at(id, td).is_some_and(|s| s.live && !s.noticed) {
+                            continue;
+                        }
+                    }
                     let range = daily.range(c);
                     let Some(before) =
                         customer_features(daily, range.clone(), spec, td, &mut acc, model, &mut row)
@@ -651,7 +683,11 @@ fn build(
                             future_tx += f64::from(daily.n_tx[i]);
                             clv += daily.amount[i];
                         }
-                        part.churn.push(i32::from(future_tx == 0.0));
+                        let churned = match subscriptions {
+                            Some(subs) => subs.cancels_between(id, td, td + spec.horizon_days),
+                            None => future_tx == 0.0,
+                        };
+                        part.churn.push(i32::from(churned));
                         part.clv.push(clv);
                     }
                 }
@@ -691,8 +727,14 @@ fn build(
 /// Features of every eligible customer at each snapshot: `customer_id`, `snapshot` (Date),
 /// then [`FeatureSpec::names`]. Sorted by snapshot, then customer.
 /// BG/NBD features use models fitted on the data before each snapshot.
-pub fn features_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, false, Models::Fit)
+/// `subscriptions`: needed when the spec's churn is a cancellation (who is eligible).
+pub fn features_at(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    snapshots: &[NaiveDate],
+    subscriptions: Option<&Subscriptions>,
+) -> Result<DataFrame> {
+    build(daily, spec, snapshots, false, Models::Fit, subscriptions)
 }
 
 /// [`features_at`] with the BG/NBD features from given (a trained model's) parameters, so a
@@ -702,14 +744,20 @@ pub fn features_with(
     spec: &FeatureSpec,
     snapshots: &[NaiveDate],
     probabilistic: Option<&Probabilistic>,
+    subscriptions: Option<&Subscriptions>,
 ) -> Result<DataFrame> {
-    build(daily, spec, snapshots, false, Models::Fixed(probabilistic))
+    build(daily, spec, snapshots, false, Models::Fixed(probabilistic), subscriptions)
 }
 
 /// Features and labels (`churn`: 0/1 as Int32, `clv`: f64) of every eligible customer at each
 /// snapshot. Every snapshot needs `horizon_days` of observed data after it.
-pub fn dataset_at(daily: &Daily, spec: &FeatureSpec, snapshots: &[NaiveDate]) -> Result<DataFrame> {
-    build(daily, spec, snapshots, true, Models::Fit)
+pub fn dataset_at(
+    daily: &Daily,
+    spec: &FeatureSpec,
+    snapshots: &[NaiveDate],
+    subscriptions: Option<&Subscriptions>,
+) -> Result<DataFrame> {
+    build(daily, spec, snapshots, true, Models::Fit, subscriptions)
 }
 
 /// Features and labels at `snapshots` with one BG/NBD model for all of them (the one fitted
@@ -719,8 +767,9 @@ pub fn labelled_with(
     spec: &FeatureSpec,
     snapshots: &[NaiveDate],
     probabilistic: Option<&Probabilistic>,
+    subscriptions: Option<&Subscriptions>,
 ) -> Result<DataFrame> {
-    build(daily, spec, snapshots, true, Models::Fixed(probabilistic))
+    build(daily, spec, snapshots, true, Models::Fixed(probabilistic), subscriptions)
 }
 
 /// [`dataset_at`] with the BG/NBD models of each snapshot given (fitted on the whole base by
@@ -730,9 +779,10 @@ pub fn dataset_with(
     daily: &Daily,
     spec: &FeatureSpec,
     models: &[(NaiveDate, Option<Probabilistic>)],
+    subscriptions: Option<&Subscriptions>,
 ) -> Result<DataFrame> {
     let snapshots: Vec<NaiveDate> = models.iter().map(|(t, _)| *t).collect();
-    build(daily, spec, &snapshots, true, Models::PerSnapshot(models))
+    build(daily, spec, &snapshots, true, Models::PerSnapshot(models), subscriptions)
 }
 
 /// A dense column-major f64 matrix of features, the hand-off to the models.

@@ -43,13 +43,25 @@ pub fn features_at(
     model.check_inputs(signals)?;
     let spec = &model.info.feature_spec;
     let names = model.feature_names()?;
-    let mut frame = features::features_with(daily, spec, &[as_of], model.probabilistic()?)?;
+    let mut frame = features::features_with(
+        daily,
+        spec,
+        &[as_of],
+        model.probabilistic()?,
+        signals.subscriptions.as_ref(),
+    )?;
     crate::signals::append(&mut frame, &model.info.signals, signals)?;
     if frame.height() == 0 {
-        return Err(Error::Data(format!(
-            "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
-            spec.eligibility_days
-        )));
+        return Err(Error::Data(match spec.churn {
+            crate::config::ChurnRule::Inactivity => format!(
+                "no customer is eligible at {as_of}: none has a transaction in the {} days before it",
+                spec.eligibility_days
+            ),
+            crate::config::ChurnRule::Cancellation => format!(
+                "no customer is eligible at {as_of}: none has a live subscription without notice and \
+                 a transaction before it"
+            ),
+        }));
     }
     let x = FeatureMatrix::from_frame(&frame, &names)?;
     let ids = frame.column(CUSTOMER).polars("customer ids")?.str().polars("customer ids")?;

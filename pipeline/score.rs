@@ -374,16 +374,28 @@ pub const SIGNAL_COLUMNS: [(&str, ColumnType, bool, bool); 7] = [
     ("escalation", ColumnType::String, false, false),
 ];
 
-/// The signal columns scores gain with an event log and/or a customer table, in order.
-pub fn signal_schema(events: bool, customers: bool) -> Vec<(&'static str, ColumnType)> {
-    if !(events || customers) {
-        return Vec::new();
+/// The columns scores gain with a subscription table, after the signal columns: the MRR of
+/// the customer's live subscription at `as_of` and the days to its next renewal (a fixed
+/// term's end, a monthly subscription's next billing day), null without one.
+pub const SUBSCRIPTION_COLUMNS: [(&str, ColumnType); 2] =
+    [("mrr", ColumnType::Double), ("days_to_renewal", ColumnType::Int)];
+
+/// The signal columns scores gain with an event log and/or a customer table, then the
+/// subscription columns with a subscription table, in order.
+pub fn signal_schema(events: bool, customers: bool, subscriptions: bool) -> Vec<(&'static str, ColumnType)> {
+    let mut out: Vec<(&'static str, ColumnType)> = Vec::new();
+    if events || customers {
+        out.extend(
+            SIGNAL_COLUMNS
+                .iter()
+                .filter(|(_, _, e, c)| (!e || events) && (!c || customers))
+                .map(|&(n, t, _, _)| (n, t)),
+        );
     }
-    SIGNAL_COLUMNS
-        .iter()
-        .filter(|(_, _, e, c)| (!e || events) && (!c || customers))
-        .map(|&(n, t, _, _)| (n, t))
-        .collect()
+    if subscriptions {
+        out.extend(SUBSCRIPTION_COLUMNS);
+    }
+    out
 }
 
 /// The per-customer columns of the scores, which no other customer changes (a bucket of
@@ -486,14 +498,24 @@ pub fn add_signal_columns(
     preds: &Predictions,
     history: &HashMap<String, [f64; 2]>,
 ) -> Result<()> {
-    if signals.is_empty() {
-        return Ok(());
+    if signals.events.is_some() || signals.customers.is_some() {
+        let ctx = "risk levels";
+        let levels = df.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
+        let level: Vec<&str> = levels.iter().map(|v| v.unwrap_or_default()).collect();
+        for c in signal_columns(cfg, signals, &preds.customers, &level, preds.as_of, history)? {
+            df.with_column(c).polars("adding signal columns")?;
+        }
     }
-    let ctx = "risk levels";
-    let levels = df.column("risk_level").polars(ctx)?.str().polars(ctx)?.clone();
-    let level: Vec<&str> = levels.iter().map(|v| v.unwrap_or_default()).collect();
-    for c in signal_columns(cfg, signals, &preds.customers, &level, preds.as_of, history)? {
-        df.with_column(c).polars("adding signal columns")?;
+    if let Some(subs) = &signals.subscriptions {
+        let td = schema::epoch_day(preds.as_of);
+        let states: Vec<Option<crate::activity::subscriptions::State>> =
+            preds.customers.iter().map(|id| subs.state_at(id, td).filter(|s| s.live)).collect();
+        let mrr: Vec<Option<f64>> = states.iter().map(|s| s.as_ref().map(|s| s.mrr)).collect();
+        let renewal: Vec<Option<i32>> =
+            states.iter().map(|s| s.as_ref().and_then(|s| s.days_to_renewal)).collect();
+        for c in [Column::new("mrr".into(), mrr), Column::new("days_to_renewal".into(), renewal)] {
+            df.with_column(c).polars("adding the subscription columns")?;
+        }
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::activity::{Attribute, Customers, Events, Sentiment};
+use crate::activity::{Attribute, Customers, Events, Sentiment, Subscriptions};
 use crate::config::HealthConfig;
 use crate::error::{Error, PolarsContext, Result};
 use crate::schema::{epoch_day, CUSTOMER, SNAPSHOT};
@@ -52,6 +52,7 @@ pub const MAX_CATEGORIES: usize = 10;
 pub struct SignalData {
     pub events: Option<Events>,
     pub customers: Option<Customers>,
+    pub subscriptions: Option<Subscriptions>,
 }
 
 impl SignalData {
@@ -68,11 +69,24 @@ impl SignalData {
         } else {
             None
         };
-        Ok(SignalData { events, customers })
+        let subscriptions = if cfg.input.subscriptions.is_given() {
+            Some(crate::activity::load_subscriptions(&cfg.input.subscriptions, batch)?)
+        } else {
+            None
+        };
+        Ok(SignalData { events, customers, subscriptions })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.events.is_none() && self.customers.is_none()
+        self.events.is_none() && self.customers.is_none() && self.subscriptions.is_none()
+    }
+
+    /// The subscription table that decides churn under `spec`: `Some` when churn is a
+    /// cancellation (and the table was read).
+    pub fn churn_subscriptions(&self, spec: &crate::features::FeatureSpec) -> Option<&Subscriptions> {
+        (spec.churn == crate::config::ChurnRule::Cancellation)
+            .then_some(self.subscriptions.as_ref())
+            .flatten()
     }
 }
 
@@ -89,7 +103,22 @@ pub struct SignalSpec {
     /// `[input.customers].attributes`, in configuration order.
     #[serde(default)]
     pub attributes: Vec<AttributeSpec>,
+    /// The subscription features ([`SUBSCRIPTION_FEATURES`]), from `[input.subscriptions]`.
+    #[serde(default)]
+    pub subscriptions: bool,
 }
+
+/// The subscription features, when the model was trained with a subscription table: what is
+/// known at `t` ([`Subscriptions::state_at`]); -1 for a customer without a subscription then.
+pub const SUBSCRIPTION_FEATURES: [&str; 7] = [
+    "sub_mrr",
+    "sub_mrr_change_90d",
+    "sub_tenure_days",
+    "sub_days_to_renewal",
+    "sub_billing_months",
+    "sub_renewals",
+    "sub_noticed",
+];
 
 /// How one customer attribute becomes features.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,12 +166,15 @@ pub struct SignalCounts {
     pub customer_columns: std::collections::BTreeSet<String>,
     /// The attribute columns, in configuration order.
     pub attributes: Vec<AttributeCounts>,
+    /// A subscription table was given.
+    pub subscriptions: bool,
 }
 
 impl SignalCounts {
     pub fn of(data: &SignalData) -> SignalCounts {
         let mut c = SignalCounts {
             events: data.events.as_ref().map(|e| e.summary.events.clone()),
+            subscriptions: data.subscriptions.is_some(),
             ..Default::default()
         };
         if let Some(t) = &data.customers {
@@ -191,6 +223,7 @@ impl SignalCounts {
             add(self.plans.get_or_insert_with(BTreeMap::new), b);
         }
         add(&mut self.segments, &other.segments);
+        self.subscriptions |= other.subscriptions;
         self.customer_columns.extend(other.customer_columns.iter().cloned());
         for b in &other.attributes {
             match self.attributes.iter_mut().find(|a| a.column == b.column) {
@@ -210,7 +243,11 @@ impl SignalSpec {
     }
 
     pub fn from_counts(c: &SignalCounts, health: &HealthConfig) -> SignalSpec {
-        let mut s = SignalSpec { usage_drop_share: health.usage_drop_share, ..SignalSpec::default() };
+        let mut s = SignalSpec {
+            usage_drop_share: health.usage_drop_share,
+            subscriptions: c.subscriptions,
+            ..SignalSpec::default()
+        };
         if let Some(events) = &c.events {
             s.events = top(events.clone(), MAX_EVENT_NAMES);
             s.events.sort();
@@ -245,6 +282,11 @@ impl SignalSpec {
     /// Whether the features need an event log.
     pub fn needs_events(&self) -> bool {
         !self.events.is_empty() || self.nps_event.is_some()
+    }
+
+    /// Whether the features need a subscription table.
+    pub fn needs_subscriptions(&self) -> bool {
+        self.subscriptions
     }
 
     /// Whether the features need a customer table.
@@ -288,6 +330,9 @@ impl SignalSpec {
                     v.push(format!("attr_{k}_other"));
                 }
             }
+        }
+        if self.subscriptions {
+            v.extend(SUBSCRIPTION_FEATURES.iter().map(|s| s.to_string()));
         }
         v
     }
@@ -383,6 +428,22 @@ fn row_features(
                 out.extend((0..cats.len()).map(|i| f64::from(u8::from(hit == Some(i)))));
                 out.push(f64::from(u8::from(text.is_some() && hit.is_none())));
             }
+        }
+    }
+    if spec.subscriptions {
+        let state = data.subscriptions.as_ref().and_then(|s| Some((s.state_at(id, td)?, s)));
+        match state {
+            Some((now, subs)) => {
+                let before = subs.state_at(id, td - 90).map_or(0.0, |s| s.mrr);
+                out.push(now.mrr);
+                out.push(now.mrr - before);
+                out.push(f64::from(now.tenure_days));
+                out.push(now.days_to_renewal.map_or(-1.0, f64::from));
+                out.push(now.months.map_or(-1.0, f64::from));
+                out.push(f64::from(now.renewals));
+                out.push(f64::from(u8::from(now.noticed)));
+            }
+            None => out.extend(std::iter::repeat_n(-1.0, SUBSCRIPTION_FEATURES.len())),
         }
     }
 }

@@ -53,7 +53,7 @@ fn tiny_log_matches_hand_computed_features_and_labels() {
     ]);
     let t = d("2024-04-01");
     let daily = features::daily_activity(&tx).unwrap();
-    let df = features::dataset_at(&daily, &spec(), &[t]).unwrap();
+    let df = features::dataset_at(&daily, &spec(), &[t], None).unwrap();
 
     // B has nothing in [t-90, t): not eligible.
     assert_eq!(df.height(), 2);
@@ -112,10 +112,10 @@ fn features_at_several_snapshots_equal_one_at_a_time() {
     ]);
     let daily = features::daily_activity(&tx).unwrap();
     let snaps = [d("2024-02-10"), d("2024-03-10"), d("2024-04-10")];
-    let all = features::features_at(&daily, &spec(), &snaps).unwrap();
+    let all = features::features_at(&daily, &spec(), &snaps, None).unwrap();
     let mut parts = Vec::new();
     for t in snaps {
-        parts.push(features::features_at(&daily, &spec(), &[t]).unwrap());
+        parts.push(features::features_at(&daily, &spec(), &[t], None).unwrap());
     }
     let mut stacked = parts[0].clone();
     for p in &parts[1..] {
@@ -174,7 +174,7 @@ proptest! {
         // Half the time t is the day of an existing transaction (the boundary case).
         let t_day = if t_pick.0 { rows[t_pick.1.index(rows.len())].1.max(1) } else { t_pick.2 };
         let t = d("2023-01-01") + Duration::days(t_day);
-        let before = features::features_at(&features::daily_activity(&to_frame(&rows)).unwrap(), &spec(), &[t]).unwrap();
+        let before = features::features_at(&features::daily_activity(&to_frame(&rows)).unwrap(), &spec(), &[t], None).unwrap();
 
         let mut changed: Vec<(u8, i64, u32, f64)> = Vec::new();
         let mut future = rows.iter().filter(|r| r.1 >= t_day).cloned().collect::<Vec<_>>();
@@ -188,7 +188,7 @@ proptest! {
             }
         }
         changed.extend(future);
-        let after = features::features_at(&features::daily_activity(&to_frame(&changed)).unwrap(), &spec(), &[t]);
+        let after = features::features_at(&features::daily_activity(&to_frame(&changed)).unwrap(), &spec(), &[t], None);
         match after {
             Ok(after) => prop_assert!(frames_close(&before, &after).is_ok(), "features changed: {:?}", frames_close(&before, &after)),
             Err(e) => prop_assert!(false, "{e}"),
@@ -208,7 +208,7 @@ proptest! {
         let t = d("2023-01-01") + Duration::days(t_day);
         let h = 90;
         let labels = |rows: &[(u8, i64, u32, f64)]| {
-            let df = features::dataset_at(&features::daily_activity(&to_frame(rows)).unwrap(), &spec(), &[t]).unwrap();
+            let df = features::dataset_at(&features::daily_activity(&to_frame(rows)).unwrap(), &spec(), &[t], None).unwrap();
             df.select(["customer_id", "churn", "clv"]).unwrap()
         };
         let before = labels(&rows);
@@ -222,5 +222,192 @@ proptest! {
         changed.extend(late.iter().enumerate().map(|(i, (c, off, a))| (*c, t_day + h + if i % 2 == 0 { 0 } else { *off }, 0, *a)));
         let after = labels(&changed);
         prop_assert!(frames_close(&before, &after).is_ok(), "labels changed: {:?}", frames_close(&before, &after));
+    }
+}
+
+// Churn as a cancellation (`[snapshots] churn = "cancellation"`): who is eligible and the
+// subscription features use only what was known at t; the labels only what happened by
+// t + horizon.
+
+/// One subscription period: (customer 0..6, start day, end day, annual, mrr, notice day),
+/// days after 2023-01-01.
+type Sub = (u8, i64, Option<i64>, bool, f64, Option<i64>);
+
+fn day_text(day: i64) -> String {
+    (d("2023-01-01") + Duration::days(day)).to_string()
+}
+
+fn subscriptions(rows: &[Sub]) -> fidelis::activity::Subscriptions {
+    let text = |f: &dyn Fn(&Sub) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+    let raw = df!(
+        "customer_id" => text(&|r| Some(format!("c{}", r.0))),
+        "start" => text(&|r| Some(day_text(r.1))),
+        "end" => text(&|r| r.2.map(day_text)),
+        "billing_period" => text(&|r| Some(if r.3 { "annual" } else { "monthly" }.to_string())),
+        "mrr" => rows.iter().map(|r| r.4).collect::<Vec<f64>>(),
+        "cancelled_at" => text(&|r| r.5.map(day_text)),
+    )
+    .unwrap();
+    fidelis::activity::subscriptions::subscriptions_from_frame(raw, &Default::default(), "subs")
+        .expect("a valid generated table")
+}
+
+fn cancellation_spec() -> FeatureSpec {
+    FeatureSpec { churn: fidelis::config::ChurnRule::Cancellation, ..spec() }
+}
+
+/// Features at t (the subscription features appended) or features and labels.
+fn cancellation_frame(tx: &[(u8, i64, u32, f64)], subs: &[Sub], t: NaiveDate, labels: bool) -> DataFrame {
+    let daily = features::daily_activity(&to_frame(tx)).unwrap();
+    let s = subscriptions(subs);
+    let mut df = if labels {
+        features::dataset_at(&daily, &cancellation_spec(), &[t], Some(&s)).unwrap()
+    } else {
+        features::features_at(&daily, &cancellation_spec(), &[t], Some(&s)).unwrap()
+    };
+    let data = fidelis::signals::SignalData { subscriptions: Some(s), ..Default::default() };
+    let spec = fidelis::signals::SignalSpec { subscriptions: true, ..Default::default() };
+    fidelis::signals::append(&mut df, &spec, &data).unwrap();
+    df
+}
+
+/// Random subscription periods, valid (end after start, notice between them).
+fn arb_subs() -> impl Strategy<Value = Vec<Sub>> {
+    prop::collection::vec(
+        (
+            0u8..6,
+            0i64..380,
+            prop::option::of(1i64..400),
+            any::<bool>(),
+            10.0f64..500.0,
+            prop::option::of(0i64..400),
+        ),
+        1..14,
+    )
+    .prop_map(|rows| rows.into_iter().map(valid).collect())
+}
+
+/// `end` after `start`; a notice between them.
+fn valid(r: Sub) -> Sub {
+    let (c, start, end, annual, mrr, notice) = r;
+    let end = end.map(|e| start + e);
+    let notice = notice.map(|n| (start + n % 400).min(end.unwrap_or(i64::MAX)));
+    (c, start, end, annual, mrr, notice)
+}
+
+/// The periods as a later export may show them, for what is not known at `t_day`: periods
+/// starting at or after t replaced by `later`, and the end and notice of each period not yet
+/// ended and not yet noticed replaced (by `redraw`) with values at or after t.
+fn rewrite_from(subs: &[Sub], t_day: i64, redraw: &[(Option<i64>, Option<i64>)], later: &[Sub]) -> Vec<Sub> {
+    let mut out: Vec<Sub> = Vec::new();
+    for (i, r) in subs.iter().filter(|r| r.1 < t_day).enumerate() {
+        let mut r = *r;
+        let ended = r.2.is_some_and(|e| e < t_day);
+        let noticed = r.5.is_some_and(|n| n < t_day);
+        if !ended && !noticed {
+            let (end, notice) = redraw[i % redraw.len()];
+            r.2 = end.map(|e| t_day + e);
+            r.5 = notice.map(|n| (t_day + n).min(r.2.unwrap_or(i64::MAX)));
+        }
+        out.push(r);
+    }
+    out.extend(later.iter().map(|r| valid((r.0, t_day + r.1 % 200, r.2, r.3, r.4, r.5))));
+    out
+}
+
+/// The rows whose labels are defined: the periods as a later export shows them, where only
+/// what happens from `to_day` on changed.
+fn rewrite_after(
+    subs: &[Sub],
+    to_day: i64,
+    redraw: &[(Option<i64>, Option<i64>)],
+    later: &[Sub],
+) -> Vec<Sub> {
+    let mut out: Vec<Sub> = Vec::new();
+    for (i, r) in subs.iter().filter(|r| r.1 < to_day).enumerate() {
+        let mut r = *r;
+        let (end, notice) = redraw[i % redraw.len()];
+        if r.2.is_none_or(|e| e >= to_day) {
+            r.2 = end.map(|e| to_day + e);
+        }
+        if r.5.is_none_or(|n| n >= to_day) {
+            r.5 = notice.map(|n| to_day + n);
+        }
+        r.5 = r.5.map(|n| n.min(r.2.unwrap_or(i64::MAX)));
+        out.push(r);
+    }
+    out.extend(later.iter().map(|r| valid((r.0, to_day + r.1 % 200, r.2, r.3, r.4, r.5))));
+    out
+}
+
+#[test]
+fn a_notice_before_the_snapshot_is_used_and_one_after_it_is_not() {
+    let tx: Vec<(u8, i64, u32, f64)> = (0..4u8).map(|c| (c, 10, 9, 600.0)).collect();
+    let t_day = 200;
+    let t = d("2023-01-01") + Duration::days(t_day);
+    let subs: Vec<Sub> = vec![
+        // c0: annual, notice the day before t: leaving, not scored.
+        (0, 10, Some(375), true, 50.0, Some(t_day - 1)),
+        // c1: annual, notice on day t: scored, and churns in the horizon.
+        (1, 10, Some(375), true, 50.0, Some(t_day)),
+        // c2: the same contract without a notice: scored, stays.
+        (2, 10, Some(375), true, 50.0, None),
+        // c3: monthly, ended (without notice) before t: gone, not scored.
+        (3, 10, Some(t_day - 5), false, 50.0, None),
+    ];
+    let df = cancellation_frame(&tx, &subs, t, true);
+    let ids: Vec<&str> =
+        df.column("customer_id").unwrap().str().unwrap().iter().map(|v| v.unwrap()).collect();
+    assert_eq!(ids, ["c1", "c2"], "a cancelled or ended subscriber is never scored as active");
+    assert_eq!(value(&df, "c1", "churn"), 1.0);
+    assert_eq!(value(&df, "c2", "churn"), 0.0);
+    // Eleven months without a payment are not churn: the contract runs until day 375.
+    assert_eq!(value(&df, "c2", "count_90d"), 0.0);
+    // The notice on day t is not known at t: c1's features are c2's.
+    let row = |id: &str| {
+        let ids = df.column("customer_id").unwrap().str().unwrap().clone();
+        let i = ids.iter().position(|v| v == Some(id)).unwrap();
+        let x = df.drop_many(["customer_id", "churn", "clv"]);
+        x.get_row(i).unwrap().0.iter().map(|v| v.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(row("c1"), row("c2"));
+    assert_eq!(value(&df, "c2", "sub_days_to_renewal"), 10.0 + 365.0 - 200.0);
+    assert_eq!(value(&df, "c2", "sub_noticed"), 0.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Under churn = cancellation, nothing from t on (a notice given, an end reached or
+    /// changed, a new period) changes who is eligible at t or any feature there.
+    #[test]
+    fn cancellation_features_ignore_everything_from_t_on(
+        tx in arb_log(),
+        subs in arb_subs(),
+        t_day in 20i64..380,
+        redraw in prop::collection::vec((prop::option::of(0i64..300), prop::option::of(0i64..300)), 1..8),
+        later in arb_subs(),
+    ) {
+        let t = d("2023-01-01") + Duration::days(t_day);
+        let before = cancellation_frame(&tx, &subs, t, false);
+        let after = cancellation_frame(&tx, &rewrite_from(&subs, t_day, &redraw, &later), t, false);
+        prop_assert!(frames_close(&before, &after).is_ok(), "features changed: {:?}", frames_close(&before, &after));
+    }
+
+    /// Under churn = cancellation the labels look only up to t + horizon: a later export that
+    /// differs only from t + horizon on leaves churn unchanged.
+    #[test]
+    fn cancellation_labels_look_only_up_to_the_horizon(
+        tx in arb_log(),
+        subs in arb_subs(),
+        t_day in 20i64..300,
+        redraw in prop::collection::vec((prop::option::of(0i64..300), prop::option::of(0i64..300)), 1..8),
+        later in arb_subs(),
+    ) {
+        let t = d("2023-01-01") + Duration::days(t_day);
+        let labels = |s: &[Sub]| cancellation_frame(&tx, s, t, true).select(["customer_id", "churn"]).unwrap();
+        let before = labels(&subs);
+        let after = labels(&rewrite_after(&subs, t_day + 90, &redraw, &later));
+        prop_assert!(before.equals(&after), "labels changed:\n{before}\n{after}");
     }
 }

@@ -135,7 +135,7 @@ fn event_features_ignore_everything_from_t_on() {
         .unwrap()
     };
     let spec_of = |e: Events| {
-        let data = SignalData { events: Some(e), customers: None };
+        let data = SignalData { events: Some(e), ..Default::default() };
         let spec = SignalSpec::from_data(&data, &HealthConfig::default());
         (spec, data)
     };
@@ -226,7 +226,7 @@ fn customer_attributes_become_features() {
     let table = load_customers(&input, 1000).unwrap();
     let kinds: Vec<(&str, bool)> = table.attributes.iter().map(|c| (c.name.as_str(), c.numeric)).collect();
     assert_eq!(kinds, [("income", false), ("size", true)]);
-    let data = SignalData { events: None, customers: Some(table.clone()) };
+    let data = SignalData { customers: Some(table.clone()), ..Default::default() };
     let spec = SignalSpec::from_data(&data, &HealthConfig::default());
     let cats: Vec<String> =
         ["inc00", "inc01", "inc02", "inc03", "inc04", "inc05", "inc06", "inc07", "inc08", "mid"]
@@ -246,7 +246,7 @@ fn customer_attributes_become_features() {
     let half = |keep: fn(&str) -> bool| {
         let mut t = table.clone();
         t.rows.retain(|k, _| keep(k));
-        signals::SignalCounts::of(&SignalData { events: None, customers: Some(t) })
+        signals::SignalCounts::of(&SignalData { customers: Some(t), ..Default::default() })
     };
     let mut merged = half(|k| k < "K05");
     merged.merge(&half(|k| k >= "K05"));
@@ -274,13 +274,13 @@ fn customer_attributes_become_features() {
 
     // Scoring with a table where A's income is new: `other`, not an error.
     fs::write(&p, text.replace("A,mid,1", "A,brand new,1")).unwrap();
-    let data2 = SignalData { events: None, customers: Some(load_customers(&input, 1000).unwrap()) };
+    let data2 = SignalData { customers: Some(load_customers(&input, 1000).unwrap()), ..Default::default() };
     let mut f = frame();
     signals::append(&mut f, &spec, &data2).unwrap();
     assert_eq!(f.column("attr_income_other").unwrap().f64().unwrap().get(0), Some(1.0));
     // The size column read as text (a stray word): refused, naming file and column.
     fs::write(&p, text.replace("A,mid,1", "A,mid,one")).unwrap();
-    let data3 = SignalData { events: None, customers: Some(load_customers(&input, 1000).unwrap()) };
+    let data3 = SignalData { customers: Some(load_customers(&input, 1000).unwrap()), ..Default::default() };
     let err = signals::append(&mut frame(), &spec, &data3).unwrap_err().to_string();
     assert!(
         err.contains("cust.csv") && err.contains("column `size`, row 1: \"one\" is not a number"),
@@ -289,7 +289,7 @@ fn customer_attributes_become_features() {
     // An attribute the model needs but the configuration does not list.
     let fewer = CustomersInput { attributes: vec!["income".into()], ..input.clone() };
     fs::write(&p, &text).unwrap();
-    let data4 = SignalData { events: None, customers: Some(load_customers(&fewer, 1000).unwrap()) };
+    let data4 = SignalData { customers: Some(load_customers(&fewer, 1000).unwrap()), ..Default::default() };
     let err = signals::append(&mut frame(), &spec, &data4).unwrap_err().to_string();
     assert!(err.contains("input.customers.attributes") && err.contains("`size`"), "{err}");
     // An attribute that is not in the file.
@@ -413,14 +413,14 @@ mod property {
             let mut all = past.clone();
             all.extend(later.iter().map(|&(c, k, e, v)| (c, t + chrono::Duration::days(k), e, v)));
             let (a, b) = (write(dir.path(), "a.csv", &past), write(dir.path(), "b.csv", &all));
-            let union = SignalData { events: Some(b.clone()), customers: None };
+            let union = SignalData { events: Some(b.clone()), ..Default::default() };
             let spec = SignalSpec::from_data(&union, &HealthConfig::default());
             let frame = || DataFrame::new_infer_height(vec![
                 Column::new("customer_id".into(), IDS),
                 Column::new("snapshot".into(), [fidelis::schema::epoch_day(t); 3]).cast(&DataType::Date).unwrap(),
             ]).unwrap();
             let (mut x, mut y) = (frame(), frame());
-            signals::append(&mut x, &spec, &SignalData { events: Some(a.clone()), customers: None }).unwrap();
+            signals::append(&mut x, &spec, &SignalData { events: Some(a.clone()), ..Default::default() }).unwrap();
             signals::append(&mut y, &spec, &union).unwrap();
             prop_assert!(x.equals_missing(&y), "{}\n{}", x, y);
             // The health score at t is blind to them too.

@@ -40,15 +40,32 @@ impl Period {
         self.months.is_some_and(|m| m > 1)
     }
 
-    /// The end as known at day `t`: a fixed term's from its start, any period's once notice
-    /// was given before `t`.
+    /// The end as known at day `t`: one that passed before `t`, or, once notice was given
+    /// before `t`, the end it set (the export's end; else the next term boundary). An end in
+    /// the export without a notice is not known before it passes: a contract may renew, a
+    /// running subscription may be stopped early.
     pub fn end_known_at(&self, t: i32) -> Option<i32> {
-        let term_end = self.months.filter(|&m| m > 1).map(|m| add_months(self.start, m));
-        match (term_end, self.notice) {
-            (Some(e), _) => Some(self.end.map_or(e, |x| x.min(e))),
-            (None, Some(n)) if n < t => self.end,
+        match (self.end, self.notice) {
+            (Some(e), _) if e < t => Some(e),
+            (e, Some(n)) if n < t => e.or_else(|| self.next_boundary(t)),
             _ => None,
         }
+    }
+
+    /// Ended before day `t` (so known not to be live at `t`).
+    pub fn ended_before(&self, t: i32) -> bool {
+        self.end.is_some_and(|e| e < t)
+    }
+
+    /// The first billing boundary after day `t`: `start` plus a whole number of billing
+    /// periods (a month when not given). For a fixed term, its renewal.
+    fn next_boundary(&self, t: i32) -> Option<i32> {
+        use chrono::Datelike;
+        let (d0, dt) = (crate::schema::date_of_day(self.start)?, crate::schema::date_of_day(t)?);
+        let m = self.months.unwrap_or(1) as i32;
+        let months = (dt.year() - d0.year()) * 12 + dt.month() as i32 - d0.month() as i32;
+        let guess = (months / m).max(1) as u32;
+        (guess..).take(3).map(|k| add_months(self.start, k * m as u32)).find(|&d| d > t)
     }
 
     /// Live on day `t` (started, not yet ended).
@@ -100,8 +117,8 @@ pub struct State {
     /// MRR of the live periods.
     pub mrr: f64,
     pub tenure_days: i32,
-    /// Days to the end of the nearest live fixed term (its renewal), else to the next
-    /// monthly anniversary of a running subscription.
+    /// Days to the nearest billing boundary of a live period (a fixed term's renewal, a
+    /// monthly subscription's next billing day), or to its end once notice was given.
     pub days_to_renewal: Option<i32>,
     /// Months per billing period of the live period (the longest, when several).
     pub months: Option<u32>,
@@ -115,18 +132,9 @@ impl Subscriptions {
     pub fn state_at(&self, customer: &str, t: i32) -> Option<State> {
         let periods: Vec<&Period> = self.by_customer.get(customer)?.iter().filter(|p| p.start < t).collect();
         let first = periods.first()?;
-        let live: Vec<&&Period> =
-            periods.iter().filter(|p| p.end_known_at(t).is_none_or(|e| t < e)).collect();
-        let days_to_renewal = live
-            .iter()
-            .filter_map(|p| match p.end_known_at(t) {
-                Some(e) if p.fixed_term() => Some(e - t),
-                _ => {
-                    // The next monthly anniversary of the start.
-                    (1..=1200u32).map(|k| add_months(p.start, k)).find(|&d| d > t).map(|d| d - t)
-                }
-            })
-            .min();
+        let live: Vec<&&Period> = periods.iter().filter(|p| !p.ended_before(t)).collect();
+        let days_to_renewal =
+            live.iter().filter_map(|p| p.end_known_at(t).or_else(|| p.next_boundary(t)).map(|e| e - t)).min();
         let renewals = periods
             .iter()
             .filter(|p| {
@@ -142,6 +150,31 @@ impl Subscriptions {
             months: live.iter().filter_map(|p| p.months).max(),
             renewals,
         })
+    }
+
+    /// Whether `customer`, subscribed at day `from`, leaves in `[from, to)`: its chain of
+    /// periods live at `from` ends before `to` (a gap counts: a return is a new
+    /// subscription), or by `to` it has given notice on every period then live. Uses rows
+    /// up to `to`: for labels only.
+    pub fn cancels_between(&self, customer: &str, from: i32, to: i32) -> bool {
+        let Some(periods) = self.by_customer.get(customer) else { return true };
+        let mut end = from;
+        for p in periods {
+            if p.start > end {
+                break;
+            }
+            match p.end {
+                None => {
+                    end = i32::MAX;
+                    break;
+                }
+                Some(e) => end = end.max(e),
+            }
+        }
+        if end < to {
+            return true;
+        }
+        self.state_at(customer, to).is_none_or(|s| !s.live || s.noticed)
     }
 
     /// The day `customer` stops having a live period (the end of the last chain of periods;

@@ -419,6 +419,32 @@ pub struct SnapshotConfig {
     /// protocol). With a value > 0, fit snapshots are `first allowed + k * fit_step_days`
     /// whose label windows end by the validation snapshot (no overlap at all).
     pub fit_step_days: i32,
+    /// What churn is: no transaction in the horizon, or a cancellation (needs
+    /// `[input.subscriptions]`).
+    pub churn: ChurnRule,
+}
+
+/// What churn is (`[snapshots] churn`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChurnRule {
+    /// Eligible at t: a transaction in `[t - eligibility_days, t)`; churn: no transaction in
+    /// `[t, t + horizon_days)`.
+    #[default]
+    Inactivity,
+    /// Eligible at t: a live subscription without notice given before t (and a transaction
+    /// before t); churn: notice given, or the subscription ending unrenewed, in
+    /// `[t, t + horizon_days)`.
+    Cancellation,
+}
+
+impl ChurnRule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChurnRule::Inactivity => "inactivity",
+            ChurnRule::Cancellation => "cancellation",
+        }
+    }
 }
 
 impl Default for SnapshotConfig {
@@ -430,6 +456,7 @@ impl Default for SnapshotConfig {
             eligibility_days: 90,
             origin: String::new(),
             fit_step_days: 0,
+            churn: ChurnRule::Inactivity,
         }
     }
 }
@@ -1206,6 +1233,14 @@ impl Config {
                 );
             }
             check_snapshots(&self.snapshots)?;
+            if self.snapshots.churn == ChurnRule::Cancellation && !self.input.subscriptions.is_given() {
+                return bad(
+                    "snapshots.churn",
+                    "\"cancellation\" needs the subscription table: set [input.subscriptions] path (or sql \
+                     and query)"
+                        .to_string(),
+                );
+            }
             check_features(&self.features)?;
             check_model(&self.model)?;
             check_baselines(&self.baselines)?;

@@ -85,6 +85,11 @@ impl Loaded {
         let signals = progress.step("signals", "reading events and customers", || SignalData::load(cfg))?;
         Ok(Loaded { model, daily, validation: tx.summary, signals, data_end })
     }
+
+    /// The subscription table when the model's churn is a cancellation (outcomes follow it).
+    pub fn churn_subscriptions(&self) -> Option<&crate::activity::Subscriptions> {
+        self.signals.churn_subscriptions(&self.model.info.feature_spec)
+    }
 }
 
 /// What a scheduled command holds while it runs: the output lock, the output sinks

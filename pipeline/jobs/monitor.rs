@@ -199,7 +199,7 @@ fn realized_runs(
         if let Some(c) = &contacts {
             scores = monitor::with_reached(&scores, c, run, cfg.input.contacts.window_days)?;
         }
-        let outcomes = monitor::outcomes_between(&s.daily, run, run + horizon);
+        let outcomes = monitor::outcomes_between(&s.daily, s.churn_subscriptions(), run, run + horizon);
         let decision = run_decision(&cfg.models_dir(), &scores, &s.model)?;
         out.push(monitor::realized(run, &scores, &outcomes, &decision)?);
     }

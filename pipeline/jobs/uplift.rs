@@ -220,7 +220,13 @@ pub fn experiment_rows(
     if !selected.enough() {
         return Ok(Some((selected.runs, None)));
     }
-    let mut labelled = features::labelled_with(s.daily, s.spec, &selected.runs, s.probabilistic)?;
+    let mut labelled = features::labelled_with(
+        s.daily,
+        s.spec,
+        &selected.runs,
+        s.probabilistic,
+        s.signals.subscriptions.as_ref(),
+    )?;
     crate::signals::append(&mut labelled, s.signal_spec, s.signals)?;
     let runs = selected.runs.clone();
     Ok(Some((runs, Some(selected.rows(&labelled, s.names)?))))

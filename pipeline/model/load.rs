@@ -300,6 +300,13 @@ impl LoadedModel {
         if self.info.signals.needs_customers() && signals.customers.is_none() {
             return missing("input.customers", "a customer table");
         }
+        let cancellation = self.info.feature_spec.churn == crate::config::ChurnRule::Cancellation;
+        if (self.info.signals.needs_subscriptions() || cancellation) && signals.subscriptions.is_none() {
+            return missing(
+                "input.subscriptions",
+                if cancellation { "churn as a cancellation" } else { "a subscription table" },
+            );
+        }
         Ok(())
     }
 
@@ -380,6 +387,7 @@ fn upgrade_v1(obj: &mut Map<String, Value>) {
         eligibility_days: int("snapshots", "eligibility_days", s.eligibility_days),
         horizon_days: int("snapshots", "horizon_days", s.horizon_days),
         probabilistic: key("features", "bgnbd").and_then(Value::as_bool).unwrap_or(f.bgnbd),
+        churn: crate::config::ChurnRule::Inactivity,
     };
     obj.insert("feature_spec".into(), serde_json::to_value(spec).unwrap_or(Value::Null));
     let mut settings = Map::new();

@@ -457,20 +457,23 @@ fn col_bool(df: &DataFrame, name: &str, ctx: &str) -> Result<Vec<bool>> {
 }
 
 /// Realized metrics of the run `scores` (a run's scores table, rows in any order: they are
-/// taken in customer order, so that every sum is the same whoever stored them) given who was
-/// active in its outcome window and their revenue there (`outcomes`, [`outcomes_between`]):
-/// with a control group in the scores, the measured effect of contacting too.
+/// taken in customer order, so that every sum is the same whoever stored them) given each
+/// customer's outcome over its outcome window (`outcomes`, [`outcomes_between`]; a customer
+/// without one churned and spent nothing): with a control group in the scores, the measured
+/// effect of contacting too.
 pub fn realized(
     run: NaiveDate,
     scores: &DataFrame,
-    outcomes: &HashMap<String, f64>,
+    outcomes: &Outcomes,
     decision: &DecisionConfig,
 ) -> Result<Realized> {
     let ctx = format!("the scores of the run at {run}");
     let scores = &scores.sort([CUSTOMER], SortMultipleOptions::default()).polars(&ctx)?;
     let ids = scores.column(CUSTOMER).polars(&ctx)?.str().polars(&ctx)?;
-    let y: Vec<f64> =
-        ids.iter().map(|id| f64::from(u8::from(!id.is_some_and(|id| outcomes.contains_key(id))))).collect();
+    let y: Vec<f64> = ids
+        .iter()
+        .map(|id| f64::from(u8::from(id.and_then(|id| outcomes.get(id)).is_none_or(|o| o.churned))))
+        .collect();
     let p = col_f64(scores, "churn_probability", &ctx)?;
     let clv = col_f64(scores, "predicted_clv", &ctx)?;
     let contact = col_bool(scores, "contact", &ctx)?;
@@ -559,7 +562,7 @@ pub fn with_first_in_experiment(scores: &DataFrame, earlier: &HashSet<String>) -
 fn run_effect(
     scores: &DataFrame,
     y: &[f64],
-    outcomes: &HashMap<String, f64>,
+    outcomes: &Outcomes,
     values: &[f64],
     decision: &DecisionConfig,
     ctx: &str,
@@ -593,7 +596,7 @@ fn run_effect(
             Some(Outcome {
                 group,
                 churned: y[i] > 0.5,
-                revenue: outcomes.get(id).copied().unwrap_or(0.0),
+                revenue: outcomes.get(id).map_or(0.0, |o| o.revenue),
                 value: values[i],
                 band: band[i].as_deref().unwrap_or_default(),
                 playbook: playbook[i].as_deref().unwrap_or_default(),
@@ -609,21 +612,56 @@ fn run_effect(
     Ok(Some(RunEffect::of(&rows, decision)))
 }
 
-/// Customers with at least one transaction in `[from, to)`, with their revenue there (the
-/// sum of the amounts, refunds included).
-pub fn outcomes_between(daily: &Daily, from: NaiveDate, to: NaiveDate) -> HashMap<String, f64> {
+/// What one customer did over a run's outcome window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CustomerOutcome {
+    /// Churned as the model defines churn.
+    pub churned: bool,
+    /// The sum of its amounts there, refunds included.
+    pub revenue: f64,
+}
+
+/// Outcomes by customer; a customer without one churned and spent nothing.
+pub type Outcomes = HashMap<String, CustomerOutcome>;
+
+/// The outcomes over `[from, to)`. Churn as an inactivity (`subscriptions` None): the
+/// customers with a transaction there, none churned. As a cancellation: every customer with
+/// a transaction or a subscription, churned when it gave notice or its subscription ended
+/// unrenewed there ([`Subscriptions::cancels_between`]).
+pub fn outcomes_between(
+    daily: &Daily,
+    subscriptions: Option<&crate::activity::Subscriptions>,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Outcomes {
     let (from, to) = (schema::epoch_day(from), schema::epoch_day(to));
-    (0..daily.customers.len())
+    let mut out: Outcomes = (0..daily.customers.len())
         .filter_map(|c| {
             let days = daily.days_of(c);
             let first = days.partition_point(|&d| d < from);
             let last = days.partition_point(|&d| d < to);
-            (first < last).then(|| {
-                let base = daily.start[c];
-                (daily.customers[c].clone(), daily.amount[base + first..base + last].iter().sum())
-            })
+            let id = &daily.customers[c];
+            let churned = match subscriptions {
+                Some(s) => s.cancels_between(id, from, to),
+                None if first < last => false,
+                None => return None,
+            };
+            let base = daily.start[c];
+            let revenue = daily.amount[base + first..base + last].iter().sum();
+            Some((id.clone(), CustomerOutcome { churned, revenue }))
         })
-        .collect()
+        .collect();
+    if let Some(s) = subscriptions {
+        for id in s.by_customer.keys() {
+            if !out.contains_key(id) {
+                out.insert(
+                    id.clone(),
+                    CustomerOutcome { churned: s.cancels_between(id, from, to), revenue: 0.0 },
+                );
+            }
+        }
+    }
+    out
 }
 
 /// One monitoring result: what goes into the history and what is printed.

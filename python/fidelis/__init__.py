@@ -139,6 +139,7 @@ class Model:
         events: Any = None,
         customers: Any = None,
         return_summary: bool = False,
+        subscriptions: Any = None,
     ) -> Any:
         """The scores of every customer eligible at ``as_of`` (default: the day after the
         last transaction), as a ``pyarrow.Table`` with the columns and values of the CLI's
@@ -154,6 +155,9 @@ class Model:
         ``events`` and ``customers`` (an activity log and a customer table, mapped by the
         configuration given to :func:`load_model`) add the signal columns: health score and
         colour, usage drop, CSM sentiment, review flag and reason, escalation.
+        ``subscriptions`` (the subscription table, as ``[input.subscriptions]`` maps it) is
+        needed by a model trained with one: its churn a cancellation (only live subscribers
+        without notice are scored) or its subscription features.
 
         >>> import pyarrow.compute as pc
         >>> m = fidelis.load_model("tests/fixtures/model_v1/models")
@@ -168,7 +172,7 @@ class Model:
         {'customer_id': 'C0000473', 'risk_score': 91, 'risk_level': 'imminent', 'playbook': ...}
         """
         capsule, summary_json = self._native.score(
-            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers)
+            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers), _capsule(subscriptions)
         )
         summary = json.loads(summary_json)
         self.last_summary = summary
@@ -176,7 +180,14 @@ class Model:
         table = _table(capsule)
         return (table, summary) if return_summary else table
 
-    def features(self, transactions: Any, as_of: Any = None, events: Any = None, customers: Any = None) -> Any:
+    def features(
+        self,
+        transactions: Any,
+        as_of: Any = None,
+        events: Any = None,
+        customers: Any = None,
+        subscriptions: Any = None,
+    ) -> Any:
         """The model's features at ``as_of``: ``customer_id`` and one column per feature, the
         values the model scores (point in time: nothing on or after ``as_of`` is used).
 
@@ -187,7 +198,9 @@ class Model:
         {'customer_id': 'C0000003', 'recency_days': 6.0, 'count_life': 28.0}
         """
         return _table(
-            self._native.features(_capsule(transactions), _date(as_of), _capsule(events), _capsule(customers))
+            self._native.features(
+                _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers), _capsule(subscriptions)
+            )
         )
 
     def explain(
@@ -197,6 +210,7 @@ class Model:
         events: Any = None,
         customers: Any = None,
         target: str = "churn",
+        subscriptions: Any = None,
     ) -> Any:
         """Why each customer eligible at ``as_of`` got their churn score: ``customer_id``, one
         column per feature with its contribution to the churn log-odds, and
@@ -222,7 +236,7 @@ class Model:
         (399, 'expected_value', b'path')
         """
         capsule, metadata = self._native.explain(
-            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers), target
+            _capsule(transactions), _date(as_of), _capsule(events), _capsule(customers), target, _capsule(subscriptions)
         )
         return _table(capsule).replace_schema_metadata(dict(metadata))
 

@@ -27,6 +27,7 @@ use fidelis::jobs;
 use fidelis::progress::Progress;
 use fidelis::schema::CUSTOMER;
 
+use fidelis::activity::Subscriptions;
 use fidelis::signals::{SignalCounts, SignalSpec};
 
 use crate::{config_of, export_frame, import_frame, parse_date, polars_err, py_err};
@@ -77,14 +78,15 @@ impl Trainer {
         signal_spec: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
-        build: impl FnOnce(&features::Daily) -> fidelis::error::Result<DataFrame> + Send,
+        subscriptions: Option<&Bound<'py, PyAny>>,
+        build: impl FnOnce(&features::Daily, Option<&Subscriptions>) -> fidelis::error::Result<DataFrame> + Send,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let daily = self.daily(transactions)?;
-        let signals = crate::bucket_signals(&self.cfg, events, customers)?;
+        let signals = crate::bucket_signals(&self.cfg, events, customers, subscriptions)?;
         let spec = self.signal_spec_of(signal_spec)?;
         let df = py
             .detach(|| -> fidelis::error::Result<DataFrame> {
-                let mut df = build(&daily)?;
+                let mut df = build(&daily, signals.subscriptions.as_ref())?;
                 fidelis::signals::append(&mut df, &spec, &signals)?;
                 Ok(df)
             })
@@ -145,25 +147,28 @@ impl Trainer {
     /// Whether the configuration maps an event log and a customer table (`[input.events]`,
     /// `[input.customers]` with a path): `fidelis train` would use them.
     #[getter]
-    fn signal_inputs(&self) -> (bool, bool) {
-        (self.cfg.input.events.is_given(), self.cfg.input.customers.is_given())
+    fn signal_inputs(&self) -> (bool, bool, bool) {
+        let i = &self.cfg.input;
+        (i.events.is_given(), i.customers.is_given(), i.subscriptions.is_given())
     }
 
-    /// The customer id columns of the event log and the customer table.
+    /// The customer id columns of the event log, the customer table and the subscription table.
     #[getter]
-    fn signal_customer_columns(&self) -> (String, String) {
-        (self.cfg.input.events.customer_id.clone(), self.cfg.input.customers.customer_id.clone())
+    fn signal_customer_columns(&self) -> (String, String, String) {
+        let i = &self.cfg.input;
+        (i.events.customer_id.clone(), i.customers.customer_id.clone(), i.subscriptions.customer_id.clone())
     }
 
-    /// What one bucket's events and customer rows count toward the choice of the signal
-    /// features (`signals::SignalCounts`, JSON).
-    #[pyo3(signature = (events=None, customers=None))]
+    /// What one bucket's events, customer rows and subscription rows count toward the choice
+    /// of the signal features (`signals::SignalCounts`, JSON).
+    #[pyo3(signature = (events=None, customers=None, subscriptions=None))]
     fn signal_counts(
         &self,
         events: Option<&Bound<'_, PyAny>>,
         customers: Option<&Bound<'_, PyAny>>,
+        subscriptions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let data = crate::bucket_signals(&self.cfg, events, customers)?;
+        let data = crate::bucket_signals(&self.cfg, events, customers, subscriptions)?;
         serde_json::to_string(&SignalCounts::of(&data)).map_err(json_err)
     }
 
@@ -302,7 +307,7 @@ impl Trainer {
     /// Features and labels of the bucket's customers at every snapshot of `models` (the
     /// CLI's rows for them), with `__share`; with `signal_spec` (JSON), the signal features
     /// from the bucket's `events` and `customers` rows follow.
-    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None))]
+    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None, subscriptions=None))]
     fn dataset<'py>(
         &self,
         py: Python<'py>,
@@ -311,16 +316,23 @@ impl Trainer {
         signal_spec: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let models: Models = serde_json::from_str(models).map_err(json_err)?;
-        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
-            features::dataset_with(daily, &self.spec(), &models)
-        })
+        self.bucket_features(
+            py,
+            transactions,
+            signal_spec,
+            events,
+            customers,
+            subscriptions,
+            |daily, subs| features::dataset_with(daily, &self.spec(), &models, subs),
+        )
     }
 
     /// Features of the bucket's customers eligible at the end of the data (`models`: its one
     /// date and model), with `__share` (and the signal features, as [`Self::dataset`]).
-    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None))]
+    #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None, subscriptions=None))]
     fn at_end<'py>(
         &self,
         py: Python<'py>,
@@ -329,21 +341,28 @@ impl Trainer {
         signal_spec: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let models: Models = serde_json::from_str(models).map_err(json_err)?;
         let [(end, model)] = models.as_slice() else {
             return Err(PyValueError::new_err("at_end takes the model of one date"));
         };
-        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
-            features::features_with(daily, &self.spec(), &[*end], model.as_ref())
-        })
+        self.bucket_features(
+            py,
+            transactions,
+            signal_spec,
+            events,
+            customers,
+            subscriptions,
+            |daily, subs| features::features_with(daily, &self.spec(), &[*end], model.as_ref(), subs),
+        )
     }
 
     /// Features and labels of the bucket's customers at the experiment's runs `runs` with the
     /// end-of-data model (`models`: its one date and model), with `__share` (and the signal
     /// features, as [`Self::dataset`]): the uplift model's rows before they are matched to the
     /// experiment's customers.
-    #[pyo3(signature = (transactions, models, runs, signal_spec=None, events=None, customers=None))]
+    #[pyo3(signature = (transactions, models, runs, signal_spec=None, events=None, customers=None, subscriptions=None))]
     #[allow(clippy::too_many_arguments)]
     fn experiment<'py>(
         &self,
@@ -354,15 +373,22 @@ impl Trainer {
         signal_spec: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let models: Models = serde_json::from_str(models).map_err(json_err)?;
         let [(_, model)] = models.as_slice() else {
             return Err(PyValueError::new_err("experiment takes the end-of-data model"));
         };
         let runs = dates(&runs)?;
-        self.bucket_features(py, transactions, signal_spec, events, customers, |daily| {
-            features::labelled_with(daily, &self.spec(), &runs, model.as_ref())
-        })
+        self.bucket_features(
+            py,
+            transactions,
+            signal_spec,
+            events,
+            customers,
+            subscriptions,
+            |daily, subs| features::labelled_with(daily, &self.spec(), &runs, model.as_ref(), subs),
+        )
     }
 
     /// The experiment's matured runs from the runs' scores (a table with `as_of`, the

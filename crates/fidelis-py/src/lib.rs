@@ -183,6 +183,7 @@ pub(crate) fn bucket_signals(
     cfg: &Config,
     events: Option<&Bound<'_, PyAny>>,
     customers: Option<&Bound<'_, PyAny>>,
+    subscriptions: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<SignalData> {
     let events = match events {
         Some(e) => {
@@ -207,7 +208,23 @@ pub(crate) fn bucket_signals(
         }
         None => None,
     };
-    Ok(SignalData { events, customers })
+    let subscriptions = match subscriptions {
+        Some(c) => {
+            let df = import_frame_or_empty(c, "subscriptions")?;
+            Some(if df.height() == 0 {
+                fidelis::activity::Subscriptions::default()
+            } else {
+                fidelis::activity::subscriptions::subscriptions_from_frame(
+                    df,
+                    &cfg.input.subscriptions,
+                    "subscriptions",
+                )
+                .map_err(py_err)?
+            })
+        }
+        None => None,
+    };
+    Ok(SignalData { events, customers, subscriptions })
 }
 
 /// A trained model and the configuration that maps input columns and ranks scores.
@@ -229,6 +246,7 @@ impl NativeModel {
         &self,
         events: Option<&Bound<'_, PyAny>>,
         customers: Option<&Bound<'_, PyAny>>,
+        subscriptions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<SignalData> {
         let events = match events {
             Some(e) => Some(
@@ -252,7 +270,18 @@ impl NativeModel {
             ),
             None => None,
         };
-        Ok(SignalData { events, customers })
+        let subscriptions = match subscriptions {
+            Some(c) => Some(
+                fidelis::activity::subscriptions::subscriptions_from_frame(
+                    import_frame(c, "subscriptions")?,
+                    &self.cfg.input.subscriptions,
+                    "subscriptions",
+                )
+                .map_err(py_err)?,
+            ),
+            None => None,
+        };
+        Ok(SignalData { events, customers, subscriptions })
     }
 
     /// The inputs of a whole-frame call: transactions, the optional inputs, and `as_of`
@@ -263,9 +292,10 @@ impl NativeModel {
         as_of: Option<&str>,
         events: Option<&Bound<'_, PyAny>>,
         customers: Option<&Bound<'_, PyAny>>,
+        subscriptions: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(fidelis::ingest::Transactions, SignalData, NaiveDate)> {
         let tx = self.transactions(transactions)?;
-        let signals = self.signals(events, customers)?;
+        let signals = self.signals(events, customers, subscriptions)?;
         let as_of = match as_of {
             Some(d) => parse_date(d)?,
             None => tx.data_end().map_err(py_err)?,
@@ -354,7 +384,7 @@ impl NativeModel {
     /// last transaction), exactly as `fidelis score` writes it for a first run, and the
     /// validation summary of the transactions (JSON: rows read, kept, dropped by reason with
     /// examples, `customers_lost`).
-    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, subscriptions=None))]
     fn score<'py>(
         &self,
         py: Python<'py>,
@@ -362,9 +392,10 @@ impl NativeModel {
         as_of: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyCapsule>, String)> {
         let (tx, summary) = self.transactions_with_summary(transactions)?;
-        let signals = self.signals(events, customers)?;
+        let signals = self.signals(events, customers, subscriptions)?;
         let as_of = match as_of {
             Some(d) => parse_date(d)?,
             None => tx.data_end().map_err(py_err)?,
@@ -395,7 +426,7 @@ impl NativeModel {
     /// `history` the bucket's health scores of the two previous runs (`customer_id`, `older`,
     /// `newer`): the signal columns (health, usage drop, sentiment, review flag, escalation)
     /// follow the scores, as `fidelis score` writes them.
-    #[pyo3(signature = (transactions, as_of, drift=false, events=None, customers=None, facts=None, history=None))]
+    #[pyo3(signature = (transactions, as_of, drift=false, events=None, customers=None, facts=None, history=None, subscriptions=None))]
     #[allow(clippy::too_many_arguments)]
     fn score_local<'py>(
         &self,
@@ -407,13 +438,14 @@ impl NativeModel {
         customers: Option<&Bound<'py, PyAny>>,
         facts: Option<&str>,
         history: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let (tx, summary) = self.transactions_with_summary(transactions)?;
         if let Ok(mut last) = self.last_summary.lock() {
             *last = Some(summary);
         }
         let as_of = parse_date(as_of)?;
-        let mut signals = bucket_signals(&self.cfg, events, customers)?;
+        let mut signals = bucket_signals(&self.cfg, events, customers, subscriptions)?;
         if let (Some(e), Some(f)) = (signals.events.as_mut(), facts) {
             e.global = Some(serde_json::from_str(f).map_err(|e| PyValueError::new_err(e.to_string()))?);
         }
@@ -507,10 +539,12 @@ impl NativeModel {
 
     /// Refuse inputs the model cannot score from (as `fidelis score`: a model trained with
     /// events or a customer table needs them).
-    fn check_inputs(&self, events: bool, customers: bool) -> PyResult<()> {
+    #[pyo3(signature = (events, customers, subscriptions=false))]
+    fn check_inputs(&self, events: bool, customers: bool, subscriptions: bool) -> PyResult<()> {
         let signals = SignalData {
             events: events.then(fidelis::activity::Events::default),
             customers: customers.then(fidelis::activity::Customers::default),
+            subscriptions: subscriptions.then(fidelis::activity::Subscriptions::default),
         };
         self.model.check_inputs(&signals).map_err(py_err)
     }
@@ -518,9 +552,21 @@ impl NativeModel {
     /// The customer id columns of the transactions, the events and the customer table (the
     /// configuration's mapping).
     #[getter]
-    fn customer_columns(&self) -> (String, String, String) {
+    fn customer_columns(&self) -> (String, String, String, String) {
         let i = &self.cfg.input;
-        (i.transactions.customer_id.clone(), i.events.customer_id.clone(), i.customers.customer_id.clone())
+        (
+            i.transactions.customer_id.clone(),
+            i.events.customer_id.clone(),
+            i.customers.customer_id.clone(),
+            i.subscriptions.customer_id.clone(),
+        )
+    }
+
+    /// Whether the model's churn is a cancellation (its scoring and outcomes need the
+    /// subscription table).
+    #[getter]
+    fn churn_is_cancellation(&self) -> bool {
+        self.model.info.feature_spec.churn == fidelis::config::ChurnRule::Cancellation
     }
 
     /// The drift items of the model's reference and the column of `score_local(drift=True)`
@@ -553,15 +599,22 @@ impl NativeModel {
 
     /// Who was active when, for realized performance: for each run date in `runs`, one row
     /// (`kind` "active", `day` = the run, `customer_id`, `revenue` there) per customer of
-    /// `transactions` with a transaction in the run's outcome window (`[run, run + horizon)`);
-    /// and one row (`kind` "data_end", `day` = the day after the last transaction).
+    /// `transactions` that did not churn over the run's outcome window (`[run, run + horizon)`:
+    /// a transaction there; under churn = cancellation, no notice and no end there, from the
+    /// bucket's `subscriptions`), and (`kind` "churned") per customer that churned with
+    /// revenue or a subscription there; and one row (`kind` "data_end", `day` = the day after
+    /// the last transaction).
+    #[pyo3(signature = (transactions, runs, subscriptions=None))]
     fn activity<'py>(
         &self,
         py: Python<'py>,
         transactions: &Bound<'py, PyAny>,
         runs: Vec<String>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let tx = self.transactions(transactions)?;
+        let signals = bucket_signals(&self.cfg, None, None, subscriptions)?;
+        let subscriptions = signals.churn_subscriptions(&self.model.info.feature_spec);
         let runs = runs.iter().map(|r| parse_date(r)).collect::<PyResult<Vec<_>>>()?;
         let horizon = chrono::Duration::days(i64::from(self.model.info.feature_spec.horizon_days));
         let end = tx.data_end().map_err(py_err)?;
@@ -570,11 +623,15 @@ impl NativeModel {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
                 let mut rows = vec![("data_end", fidelis::schema::epoch_day(end), None, None)];
                 for run in runs {
-                    let mut active: Vec<(String, f64)> =
-                        fidelis::monitor::outcomes_between(&daily, run, run + horizon).into_iter().collect();
-                    active.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                    let mut outcomes: Vec<(String, fidelis::monitor::CustomerOutcome)> =
+                        fidelis::monitor::outcomes_between(&daily, subscriptions, run, run + horizon)
+                            .into_iter()
+                            .collect();
+                    outcomes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                     let day = fidelis::schema::epoch_day(run);
-                    rows.extend(active.into_iter().map(|(id, r)| ("active", day, Some(id), Some(r))));
+                    rows.extend(outcomes.into_iter().map(|(id, o)| {
+                        (if o.churned { "churned" } else { "active" }, day, Some(id), Some(o.revenue))
+                    }));
                 }
                 Ok(rows)
             })
@@ -622,8 +679,9 @@ impl NativeModel {
     }
 
     /// Realized performance (`monitor::Realized`, JSON) of the run at `run` from its scores
-    /// table in `risk_rank` order with a boolean `active` column (a transaction in the outcome
-    /// window) and `revenue` (there), with the decision settings of the model that scored it.
+    /// table in `risk_rank` order with a boolean `active` column (did not churn over the
+    /// outcome window: [`Self::activity`]) and `revenue` (there), with the decision settings
+    /// of the model that scored it.
     fn realized(&self, py: Python<'_>, run: &str, scores: &Bound<'_, PyAny>) -> PyResult<String> {
         let run = parse_date(run)?;
         let scores = import_frame(scores, "run scores")?;
@@ -634,18 +692,23 @@ impl NativeModel {
         let revenue = scores.column("revenue").map_err(polars_err("revenue"))?;
         let revenue = revenue.cast(&DataType::Float64).map_err(polars_err("revenue"))?;
         let revenue = revenue.f64().map_err(polars_err("revenue"))?;
-        let active = ids
+        let outcomes: fidelis::monitor::Outcomes = ids
             .iter()
             .zip(flags.iter())
             .zip(revenue.iter())
-            .filter(|((_, a), _)| a.unwrap_or(false))
-            .filter_map(|((id, _), r)| id.map(|id| (id.to_string(), r.unwrap_or(0.0))))
+            .filter_map(|((id, a), r)| {
+                let outcome = fidelis::monitor::CustomerOutcome {
+                    churned: !a.unwrap_or(false),
+                    revenue: r.unwrap_or(0.0),
+                };
+                id.map(|id| (id.to_string(), outcome))
+            })
             .collect();
         let models_dir = self.model.dir.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         let realized = py
             .detach(|| {
                 let decision = jobs::monitor::run_decision(&models_dir, &scores, &self.model)?;
-                fidelis::monitor::realized(run, &scores, &active, &decision)
+                fidelis::monitor::realized(run, &scores, &outcomes, &decision)
             })
             .map_err(py_err)?;
         serde_json::to_string(&realized).map_err(|e| PyValueError::new_err(e.to_string()))
@@ -736,7 +799,7 @@ impl NativeModel {
 
     /// The model's features of every customer eligible at `as_of`: `customer_id` and one
     /// column per feature, in model order.
-    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None))]
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, subscriptions=None))]
     fn features<'py>(
         &self,
         py: Python<'py>,
@@ -744,8 +807,9 @@ impl NativeModel {
         as_of: Option<&str>,
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
-        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers, subscriptions)?;
         let frame = py
             .detach(|| -> fidelis::error::Result<DataFrame> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
@@ -766,7 +830,7 @@ impl NativeModel {
     /// reasons (`predict::explain_at`), `method` "shap" (exact) or "path"; "clv": the CLV
     /// model's SHAP values (`predict::explain_clv_at`), `method` "shap" and `scale` "revenue"
     /// or "log_revenue".
-    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, target="churn"))]
+    #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, target="churn", subscriptions=None))]
     fn explain<'py>(
         &self,
         py: Python<'py>,
@@ -775,11 +839,12 @@ impl NativeModel {
         events: Option<&Bound<'py, PyAny>>,
         customers: Option<&Bound<'py, PyAny>>,
         target: &str,
+        subscriptions: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyCapsule>, Metadata)> {
         if target != "churn" && target != "clv" {
             return Err(PyValueError::new_err(format!("target must be 'churn' or 'clv', got {target:?}")));
         }
-        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers)?;
+        let (tx, signals, as_of) = self.inputs(transactions, as_of, events, customers, subscriptions)?;
         let (frame, metadata) = py
             .detach(|| -> fidelis::error::Result<(DataFrame, Vec<(&'static str, &'static str)>)> {
                 let daily = fidelis::features::daily_activity(&tx.frame)?;
@@ -919,11 +984,12 @@ fn score_columns() -> Vec<&'static str> {
 }
 
 /// The per-customer columns `score_local` returns (`score::LOCAL_COLUMNS`, then the signal
-/// columns an event log and/or a customer table add), as `(name, Spark SQL type)`.
+/// columns an event log and/or a customer table add, then the subscription columns), as
+/// `(name, Spark SQL type)`.
 #[pyfunction]
-#[pyo3(signature = (events=false, customers=false))]
-fn local_columns(events: bool, customers: bool) -> Vec<(&'static str, &'static str)> {
-    let signals = fidelis::score::signal_schema(events, customers);
+#[pyo3(signature = (events=false, customers=false, subscriptions=false))]
+fn local_columns(events: bool, customers: bool, subscriptions: bool) -> Vec<(&'static str, &'static str)> {
+    let signals = fidelis::score::signal_schema(events, customers, subscriptions);
     fidelis::score::LOCAL_COLUMNS.iter().chain(&signals).map(|&(n, t)| (n, t.name())).collect()
 }
 

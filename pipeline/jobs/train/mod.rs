@@ -434,7 +434,8 @@ fn build_frames(cfg: &Config, inp: &Inputs, tx: &Transactions, progress: &Progre
             let spec = &inp.spec;
             let probabilistic =
                 if spec.probabilistic { features::fit_probabilistic(&daily, inp.data_end) } else { None };
-            let dataset = features::dataset_at(&daily, spec, &snapshots)?;
+            let subscriptions = inp.signals.subscriptions.as_ref();
+            let dataset = features::dataset_at(&daily, spec, &snapshots, subscriptions)?;
             let uplift = if cfg.uplift.min_runs == 0 {
                 None
             } else {
@@ -453,7 +454,13 @@ fn build_frames(cfg: &Config, inp: &Inputs, tx: &Transactions, progress: &Progre
             Ok(Frames {
                 rows: dataset.height(),
                 dataset,
-                at_end: features::features_with(&daily, spec, &[inp.data_end], probabilistic.as_ref())?,
+                at_end: features::features_with(
+                    &daily,
+                    spec,
+                    &[inp.data_end],
+                    probabilistic.as_ref(),
+                    subscriptions,
+                )?,
                 probabilistic,
                 with_signals: false,
                 uplift,

@@ -42,6 +42,7 @@ def main(argv: list[Any] | None = None) -> int:
         )
         s.add_argument("--events", help="the event log (a Parquet path or a table), for a model trained with it")
         s.add_argument("--customers", help="the customer table (a Parquet path or a table)")
+        s.add_argument("--subscriptions", help="the subscription table (a Parquet path or a table)")
         if name != "score":
             s.add_argument(
                 "--contacts", help="the contact log (a Parquet path or a table), as [input.contacts] maps it"
@@ -56,6 +57,7 @@ def main(argv: list[Any] | None = None) -> int:
     t.add_argument("--export-features", help="also write the training rows with their role (Parquet)")
     t.add_argument("--events", help="the event log (a Parquet path or a table), when the configuration maps one")
     t.add_argument("--customers", help="the customer table (a Parquet path or a table)")
+    t.add_argument("--subscriptions", help="the subscription table (a Parquet path or a table)")
     t.add_argument("--scores", help="the weekly runs' scores (a Parquet path or a table), for the uplift model")
     args = p.parse_args(argv)
     # Spark's Python workers start `spark.pyspark.python`, else $PYSPARK_PYTHON, else
@@ -90,11 +92,18 @@ def main(argv: list[Any] | None = None) -> int:
             export_features=args.export_features,
             events=read(args.events),
             customers=read(args.customers),
+            subscriptions=read(args.subscriptions),
             scores=read(args.scores),
         )
         print(done)
         return ExitCode.OK
-    common = dict(buckets=args.buckets, config=args.config, events=read(args.events), customers=read(args.customers))
+    common = dict(
+        buckets=args.buckets,
+        config=args.config,
+        events=read(args.events),
+        customers=read(args.customers),
+        subscriptions=read(args.subscriptions),
+    )
     if args.command == "score":
         previous = _previous(spark, args.out, args.as_of)
         history = _health_history(spark, args.out, args.as_of) if common["events"] is not None else None

@@ -186,24 +186,27 @@ def _local(
     events: Any = None,
     customers: Any = None,
     history: Any = None,
+    subscriptions: Any = None,
 ) -> Any:
     """The per-customer columns of every bucket, computed by the Rust core on the executors
     (cached: the whole-base columns and drift read it again). With ``drift``, the model's
-    features follow (``feature__<name>``), for drift. With events and/or a customer table, the
-    inputs are cogrouped by bucket (tagged and unioned: one group holds every input's rows of
+    features follow (``feature__<name>``), for drift. With events, a customer table or a
+    subscription table, the inputs are cogrouped by bucket (tagged and unioned: one group holds every input's rows of
     its customers), the events' whole-log facts are merged first, and the signal columns
     follow."""
 
     driver = _model(*args)
-    driver.check_inputs(events is not None, customers is not None)
-    tx_col, ev_col, cu_col = driver.customer_columns
-    columns: list[tuple[str, str]] = _native.local_columns(events is not None, customers is not None)
+    driver.check_inputs(events is not None, customers is not None, subscriptions is not None)
+    tx_col, ev_col, cu_col, su_col = driver.customer_columns
+    columns: list[tuple[str, str]] = _native.local_columns(
+        events is not None, customers is not None, subscriptions is not None
+    )
     if drift:
         columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]
     schema = ", ".join(f"`{name}` {t}" for name, t in columns)
     counts = transactions.sparkSession.sparkContext.accumulator({}, _DropCounts())
     _LAST_COUNTS[:] = [counts]
-    if events is None and customers is None:
+    if events is None and customers is None and subscriptions is None:
 
         def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
             m = _model(*args)
@@ -215,7 +218,13 @@ def _local(
 
     facts = _event_facts(events, args, ev_col, buckets) if events is not None else None
     wide, kinds = _cogrouped(
-        [("t", transactions, tx_col), ("e", events, ev_col), ("c", customers, cu_col), ("h", history, "customer_id")]
+        [
+            ("t", transactions, tx_col),
+            ("e", events, ev_col),
+            ("c", customers, cu_col),
+            ("h", history, "customer_id"),
+            ("s", subscriptions, su_col),
+        ]
     )
     empty = _empty(columns)
 
@@ -225,7 +234,9 @@ def _local(
             return empty
         stream = _stream_of(parts)
         m = _model(*args)
-        out = m.score_local(stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h"))
+        out = m.score_local(
+            stream("t"), as_of, drift, stream("e"), stream("c"), facts, stream("h"), subscriptions=stream("s")
+        )
         counts.add(_summary_counts(m.take_summary()))
         return _plain_strings(_table(out))
 

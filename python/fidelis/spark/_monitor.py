@@ -8,7 +8,21 @@ from typing import Any
 import pyarrow as pa
 
 from fidelis import _native
-from fidelis.spark._core import _date_strings, _key_of, _local, _model, _per_partition, _plain_strings, _read, _table
+from fidelis.errors import InputError
+from fidelis.spark._core import (
+    _cogrouped,
+    _date_strings,
+    _empty,
+    _key_of,
+    _local,
+    _model,
+    _per_partition,
+    _plain_strings,
+    _read,
+    _split,
+    _stream_of,
+    _table,
+)
 from fidelis.spark._write import _hive_write, migrate
 
 
@@ -52,7 +66,14 @@ def _estimate_counts(scores: Any, args: tuple[Any, ...]) -> str | None:
 
 
 def _realized(
-    spark: Any, transactions: Any, args: tuple[Any, ...], as_of: str, out: str, buckets: int, contacts: Any = None
+    spark: Any,
+    transactions: Any,
+    args: tuple[Any, ...],
+    as_of: str,
+    out: str,
+    buckets: int,
+    contacts: Any = None,
+    subscriptions: Any = None,
 ) -> tuple[list[str], dict[str, float], list[tuple[str, str, float]], list[tuple[str, str, float]]]:
     """Realized performance of the runs under ``out/scores`` whose outcome window closed by
     ``as_of`` and within the data, not yet in ``out/metrics_history`` (JSON each; the Rust
@@ -112,11 +133,30 @@ def _realized(
             .agg(F.min(F.col("as_of").cast("string")).alias("__entered"))
         )
 
-    def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
-        return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
-
     schema = "kind string, day date, customer_id string, revenue double"
-    activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
+    if driver.churn_is_cancellation:
+        # Churn is a cancellation: each bucket's outcomes need its subscription rows.
+        if subscriptions is None:
+            raise InputError(f"model {driver.model_id} defines churn as a cancellation: pass subscriptions=")
+        su_col = driver.customer_columns[3]
+        wide, kinds = _cogrouped([("t", transactions, customer_col), ("s", subscriptions, su_col)])
+        empty = _empty([("kind", "string"), ("day", "date"), ("customer_id", "string"), ("revenue", "double")])
+
+        def per_group(rows: pa.RecordBatchReader) -> pa.Table:
+            parts = _split(rows.read_all(), kinds)
+            if parts["t"].num_rows == 0:
+                return empty
+            stream = _stream_of(parts)
+            found = _model(*args).activity(stream("t"), candidates, subscriptions=stream("s"))
+            return _plain_strings(_table(found))
+
+        activity = _per_partition(wide, "__key", buckets, per_group, schema).cache()
+    else:
+
+        def per_partition(rows: pa.RecordBatchReader) -> pa.Table:
+            return _plain_strings(_table(_model(*args).activity(rows.__arrow_c_stream__(), candidates)))
+
+        activity = _per_partition(transactions, _key_of(customer_col), buckets, per_partition, schema).cache()
     data_end = activity.filter(F.col("kind") == "data_end").agg(F.max("day")).collect()[0][0]
     out_rows = []
     # The contact log is small (a row per call): the driver validates it once per run, as the
@@ -125,8 +165,9 @@ def _realized(
     for run in candidates:
         if data_end is None or day(run) + horizon > data_end:
             continue
-        active = activity.filter((F.col("kind") == "active") & (F.col("day") == F.lit(run).cast("date")))
-        active = active.select("customer_id", F.lit(True).alias("active"), "revenue")
+        # "active": did not churn over the window; "churned" (churn as a cancellation): with revenue.
+        active = activity.filter(F.col("kind").isin("active", "churned") & (F.col("day") == F.lit(run).cast("date")))
+        active = active.select("customer_id", (F.col("kind") == "active").alias("active"), "revenue")
         scores = runs.filter(F.col("as_of").cast("string") == run)
         if log is not None:
             pairs = driver.reached(run, log.__arrow_c_stream__())
@@ -200,6 +241,7 @@ def monitor(
     events: Any = None,
     customers: Any = None,
     contacts: Any = None,
+    subscriptions: Any = None,
     _local_frame: Any = None,
 ) -> Monitoring:
     """``fidelis monitor`` on Spark: drift of the features and scores of every customer
@@ -207,7 +249,9 @@ def monitor(
     Rust core, merged by Spark, PSI and KS by the Rust core: the CLI's figures), realized
     performance of the runs under ``out/scores`` whose outcome window has closed, alerts and
     retrain advice. With ``write``, the rows go to ``out/metrics_history/run=DATE/``
-    (replacing that date only). ``events`` and ``customers`` as for :func:`score`;
+    (replacing that date only). ``events``, ``customers`` and ``subscriptions`` as for
+    :func:`score` (under churn = cancellation the outcomes of matured runs follow the
+    subscription table);
     ``contacts``: the contact log (columns as ``[input.contacts]`` maps them), for the reach
     of each group and the effect among the reached. The run under ``out/scores`` at ``as_of``
     (if any) gets its performance estimated from its calibrated probabilities."""
@@ -216,7 +260,7 @@ def monitor(
     driver = _model(*args)
     local = _local_frame
     if local is None:
-        local = _local(transactions, args, as_of, buckets, True, events, customers)
+        local = _local(transactions, args, as_of, buckets, True, events, customers, None, subscriptions)
     counts = _drift_counts(local, args)
     from pyspark.sql import functions as F
 
@@ -225,7 +269,9 @@ def monitor(
     if runs is not None and as_of in _date_strings(runs):
         scores = runs.filter(F.col("as_of").cast("string") == as_of)
     estimate = _estimate_counts(scores, args) if scores is not None else None
-    realized, known, first_effects, estimates = _realized(spark, transactions, args, as_of, out, buckets, contacts)
+    realized, known, first_effects, estimates = _realized(
+        spark, transactions, args, as_of, out, buckets, contacts, subscriptions
+    )
     capsule, report, retrain, alerts = driver.assess(
         as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects, estimate, estimates
     )

@@ -150,7 +150,7 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     else:
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
     per_customer = {n for n, _ in _native.local_columns()}
-    signals = [n for n, _ in _native.local_columns(True, True) if n not in per_customer and n in local.columns]
+    signals = [n for n, _ in _native.local_columns(True, True, True) if n not in per_customer and n in local.columns]
     # Persisted: the scores are written twice (all of them, then the top-risk segment) and
     # counted; without it each action would recompute every window.
     return scored.select(*_native.score_columns(), *signals).persist()
@@ -169,6 +169,7 @@ def score(
     previous: Any = None,
     rank_rows: int = RANK_ROWS,
     history: Any = None,
+    subscriptions: Any = None,
 ) -> Any:
     """The scores of every customer of ``transactions`` (a Spark DataFrame with the columns
     the configuration maps) eligible at ``as_of``, as a Spark DataFrame with the columns and
@@ -180,10 +181,12 @@ def score(
     a model trained with them; the signal columns (health, usage drop, CSM sentiment, review
     flag and reason, escalation) then follow, as ``fidelis score`` writes them. ``history``:
     the health scores of the two previous runs (``customer_id``, ``older``, ``newer``; what
-    :func:`weekly` reads from its output) for the "health falling" review flag."""
+    :func:`weekly` reads from its output) for the "health falling" review flag.
+    ``subscriptions``: the subscription table of a model trained with one (its churn a
+    cancellation, or its subscription features)."""
     as_of = str(as_of)[:10]
     args = (str(model_dir), model_id, config)
-    local = _local(transactions, args, as_of, buckets, False, events, customers, history)
+    local = _local(transactions, args, as_of, buckets, False, events, customers, history, subscriptions)
     scored = _assemble(local, _model(*args), previous, rank_rows)
     _report_dropped()  # `_assemble` has counted the cached per-customer rows
     return scored

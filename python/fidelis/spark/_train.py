@@ -47,18 +47,20 @@ def _per_bucket(bucketed: Any, config: str | None, method: str, schema: str, *ar
     return bucketed.groupBy("__bucket").applyInArrow(run, schema)
 
 
-def _signal_spec(events: Any, customers: Any, config: str | None, buckets: int) -> str | None:
+def _signal_spec(events: Any, customers: Any, subscriptions: Any, config: str | None, buckets: int) -> str | None:
     """The signal features (JSON) chosen from every bucket's counts of event names and
-    customer categories; None without events and a customer table."""
-    if events is None and customers is None:
+    customer categories (and whether a subscription table was given); None without events,
+    a customer table and a subscription table."""
+    if events is None and customers is None and subscriptions is None:
         return None
-    ev_col, cu_col = _trainer(config).signal_customer_columns
-    wide, kinds = _cogrouped([("e", events, ev_col), ("c", customers, cu_col)])
+    ev_col, cu_col, su_col = _trainer(config).signal_customer_columns
+    wide, kinds = _cogrouped([("e", events, ev_col), ("c", customers, cu_col), ("s", subscriptions, su_col)])
 
     def counts(rows: pa.RecordBatchReader) -> pa.Table:
         parts = _split(rows.read_all(), kinds)
         stream = _stream_of(parts)
-        return pa.table({"counts": [_trainer(config).signal_counts(stream("e"), stream("c"))]})
+        found = _trainer(config).signal_counts(stream("e"), stream("c"), stream("s"))
+        return pa.table({"counts": [found]})
 
     found = _per_partition(wide, "__key", buckets, counts, "counts string").collect()
     spec: str = _trainer(config).signal_spec(sorted(r[0] for r in found))
@@ -77,7 +79,7 @@ def _features_per_bucket(
 ) -> Any:
     """``Trainer.dataset`` / ``Trainer.at_end`` / ``Trainer.experiment`` (at ``runs``) on
     every bucket: of the bucketed transactions (``kinds`` None), or of the cogrouped
-    transactions, events and customer rows."""
+    transactions, events, customer rows and subscription rows."""
     schema = ", ".join(f"`{n}` {t}" for n, t in columns)
     empty = _empty(columns)
     given = (models,) if runs is None else (models, runs)
@@ -91,7 +93,7 @@ def _features_per_bucket(
             if parts["t"].num_rows == 0:
                 return empty
             stream = _stream_of(parts)
-            out = getattr(t, method)(stream("t"), *given, spec, stream("e"), stream("c"))
+            out = getattr(t, method)(stream("t"), *given, spec, stream("e"), stream("c"), stream("s"))
         return _plain_strings(_table(out))
 
     return source.groupBy("__bucket").applyInArrow(run, schema)
@@ -148,6 +150,7 @@ def train(
     events: Any = None,
     customers: Any = None,
     scores: Any = None,
+    subscriptions: Any = None,
 ) -> Trained:
     """``fidelis train`` with the per-customer work on Spark: validation, the BG/NBD fit
     inputs and the features and labels at every snapshot run on the executors per bucket of
@@ -156,9 +159,10 @@ def train(
     ``[model].max_rows`` customer sample when the dataset is larger) and trains, writes the
     model directory and the evaluation report under the configuration's paths, and publishes
     ``latest``: the model ``fidelis train`` makes of the same rows and configuration.
-    ``events`` and ``customers``: the event log and customer table (required when the
-    configuration maps them, as ``fidelis train`` would read them); the signal features are
-    chosen from counts merged over the buckets and computed per bucket.
+    ``events``, ``customers`` and ``subscriptions``: the event log, customer table and
+    subscription table (required when the configuration maps them, as ``fidelis train``
+    would read them); the signal features are chosen from counts merged over the buckets and
+    computed per bucket.
     ``export_features``: also write the training rows with their role to this Parquet file
     on the driver (as ``fidelis train --export-features``). ``scores``: the weekly runs'
     scores (e.g. ``spark.read.parquet(out + "/scores")``): with an experiment's matured runs
@@ -170,16 +174,15 @@ def train(
     from fidelis.errors import InputError
 
     trainer = _trainer(config)
-    for mapped, given, section in zip(
-        trainer.signal_inputs, (events, customers), ("input.events", "input.customers"), strict=True
+    for mapped, given, name in zip(
+        trainer.signal_inputs, (events, customers, subscriptions), ("events", "customers", "subscriptions"), strict=True
     ):
         if mapped and given is None:
             raise InputError(
-                f"the configuration maps [{section}] (fidelis train would use it): pass it to train() "
-                f"as {'events' if section == 'input.events' else 'customers'}="
+                f"the configuration maps [input.{name}] (fidelis train would use it): pass it to train() as {name}="
             )
     customer_col = trainer.customer_column
-    ev_col, cu_col = trainer.signal_customer_columns
+    ev_col, cu_col, su_col = trainer.signal_customer_columns
     bucketed = _bucketed(transactions, customer_col, buckets).cache()
     try:
         # 1. Validate every bucket; merge (in bucket order) into the time range and the plan.
@@ -211,7 +214,7 @@ def train(
         snapshot_models = json.dumps([m for m in models if m[0] != data_end])
         end_model = json.dumps([m for m in models if m[0] == data_end])
         # 3. The signal features, chosen from counts over every bucket.
-        signal_spec = _signal_spec(events, customers, config, buckets)
+        signal_spec = _signal_spec(events, customers, subscriptions, config, buckets)
         # 4. Features and labels per bucket (with each bucket's events and customer rows);
         # only the training sample reaches the driver.
         # The column order of the CLI's frames: features, labels, then the signal features.
@@ -224,7 +227,12 @@ def train(
             source, kinds = bucketed, None
         else:
             wide, kinds = _cogrouped(
-                [("t", transactions, customer_col), ("e", events, ev_col), ("c", customers, cu_col)]
+                [
+                    ("t", transactions, customer_col),
+                    ("e", events, ev_col),
+                    ("c", customers, cu_col),
+                    ("s", subscriptions, su_col),
+                ]
             )
             source = wide.withColumn("__bucket", _bucket_of("__key", buckets))
         dataset = _features_per_bucket(source, kinds, config, "dataset", data_columns, snapshot_models, signal_spec)

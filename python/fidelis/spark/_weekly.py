@@ -35,6 +35,7 @@ def weekly(
     rank_rows: int = RANK_ROWS,
     sql: bool = False,
     contacts: Any = None,
+    subscriptions: Any = None,
 ) -> Weekly:
     """``fidelis weekly`` on Spark: score every eligible customer (``score_change`` against the
     latest run before ``as_of`` under ``out/scores``), write ``out/scores`` and
@@ -46,7 +47,7 @@ def weekly(
     args = (str(model_dir), model_id, config)
     driver = _model(*args)
     history = _health_history(spark, out, as_of) if events is not None else None
-    local = _local(transactions, args, as_of, buckets, True, events, customers, history)
+    local = _local(transactions, args, as_of, buckets, True, events, customers, history, subscriptions)
     scores = _assemble(local, driver, _previous(spark, out, as_of), rank_rows)
     _report_dropped()
     write(scores, out)
@@ -63,6 +64,7 @@ def weekly(
         model_id=model_id,
         config=config,
         contacts=contacts,
+        subscriptions=subscriptions,
         _local_frame=local,
     )
     local.unpersist()
