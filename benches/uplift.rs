@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -30,7 +29,7 @@ use polars::prelude::*;
 use common::timed;
 
 /// A matured run's scores of `n` customers: 62% selected, 10% of them control.
-fn scores(n: usize, with_experiment: bool) -> (DataFrame, HashMap<String, f64>) {
+fn scores(n: usize, with_experiment: bool) -> (DataFrame, fidelis::monitor::Outcomes) {
     let mut r = fidelis::rng::Rng::new(7);
     let ids: Vec<String> = (0..n).map(|i| format!("C{i:07}")).collect();
     let p: Vec<f64> = (0..n).map(|_| r.uniform()).collect();
@@ -44,11 +43,11 @@ fn scores(n: usize, with_experiment: bool) -> (DataFrame, HashMap<String, f64>) 
         .collect();
     let bands = ["low", "moderate", "high", "critical", "imminent"];
     let band: Vec<&str> = p.iter().map(|&q| bands[((q * 5.0) as usize).min(4)]).collect();
-    let outcomes: HashMap<String, f64> = ids
+    let outcomes: fidelis::monitor::Outcomes = ids
         .iter()
         .zip(&p)
         .filter(|(_, &q)| r.uniform() > q * 0.6)
-        .map(|(id, _)| (id.clone(), 50.0))
+        .map(|(id, _)| (id.clone(), fidelis::monitor::CustomerOutcome { churned: false, revenue: 50.0 }))
         .collect();
     let mut cols = vec![
         Column::new("customer_id".into(), ids.clone()),

@@ -40,7 +40,9 @@
 //! table decides both instead: eligible at `t` = a transaction before `t` and a live
 //! subscription at `t` on which no notice was given before `t`
 //! ([`Subscriptions::state_at`]: only what was known then); `churn` = 1 when notice is given
-//! or the subscription ends unrenewed in `[t, t + horizon)` ([`Subscriptions::cancels_between`]).
+//! or the subscription ends unrenewed in `[t, t + horizon)` ([`Subscriptions::cancels_between`]),
+//! and the survival label [`CANCEL_PERIOD`] says in which month of the year after `t` it
+//! cancels.
 //! The transaction features are the same; a window without transactions is just zeros (an
 //! annual contract pays once a year).
 
@@ -591,7 +593,62 @@ struct Part {
     values: Vec<f64>,
     churn: Vec<i32>,
     clv: Vec<f64>,
+    cancel_period: Vec<i32>,
 }
+
+/// The subscription table that decides eligibility and churn under `spec` (`None` under the
+/// inactivity rule); an error when churn is a cancellation and there is none.
+fn churn_table<'a>(
+    spec: &FeatureSpec,
+    subscriptions: Option<&'a Subscriptions>,
+) -> Result<Option<&'a Subscriptions>> {
+    match (spec.churn, subscriptions) {
+        (ChurnRule::Inactivity, _) => Ok(None),
+        (ChurnRule::Cancellation, Some(s)) => Ok(Some(s)),
+        (ChurnRule::Cancellation, None) => Err(Error::Data(
+            "churn is a cancellation here (snapshots.churn = \"cancellation\"): the subscription table is \
+             needed ([input.subscriptions])"
+                .into(),
+        )),
+    }
+}
+
+/// One customer's labels at snapshot day `td` from its days `after` (those from `td` on):
+/// churned, revenue over the horizon, and (churn as a cancellation) the period it cancels in.
+fn customer_labels(
+    daily: &Daily,
+    after: std::ops::Range<usize>,
+    id: &str,
+    td: i32,
+    spec: &FeatureSpec,
+    subscriptions: Option<&Subscriptions>,
+) -> (bool, f64, Option<i32>) {
+    let (mut future_tx, mut clv) = (0.0, 0.0);
+    for i in after {
+        if daily.day[i] >= td + spec.horizon_days {
+            break;
+        }
+        future_tx += f64::from(daily.n_tx[i]);
+        clv += daily.amount[i];
+    }
+    match subscriptions {
+        Some(subs) => {
+            let k = PERIOD_ENDS.iter().position(|&e| subs.cancels_between(id, td, td + e));
+            (subs.cancels_between(id, td, td + spec.horizon_days), clv, Some(k.map_or(-1, |k| k as i32)))
+        }
+        None => (future_tx == 0.0, clv, None),
+    }
+}
+
+/// The survival periods after a snapshot, by their last day (days after it): monthly for a
+/// year, the first three ending on the horizons reported (30, 60, 90 days) and the sixth on
+/// 180, the last on 365.
+pub const PERIOD_ENDS: [i32; 12] = [30, 60, 90, 120, 150, 180, 210, 240, 270, 300, 330, 365];
+
+/// Survival label column (churn as a cancellation): the period of [`PERIOD_ENDS`] in which the
+/// customer cancels (0-based), -1 when it does not within the year (as far as the data shows:
+/// the trainer censors at the end of the data).
+pub const CANCEL_PERIOD: &str = "cancel_period";
 
 const CHUNK: usize = 4096;
 
@@ -610,17 +667,7 @@ fn build(
     if snapshots.is_empty() {
         return Err(Error::Data("no snapshot dates to build features for".into()));
     }
-    let subscriptions = match (spec.churn, subscriptions) {
-        (ChurnRule::Inactivity, _) => None,
-        (ChurnRule::Cancellation, Some(s)) => Some(s),
-        (ChurnRule::Cancellation, None) => {
-            return Err(Error::Data(
-                "churn is a cancellation here (snapshots.churn = \"cancellation\"): the subscription \
-                 table is needed ([input.subscriptions])"
-                    .into(),
-            ))
-        }
-    };
+    let subscriptions = churn_table(spec, subscriptions)?;
     let names = spec.names();
     let f = names.len();
     let mut snaps: Vec<i32> = snapshots.iter().map(|&t| epoch_day(t)).collect();
@@ -675,20 +722,17 @@ fn build(
                     part.customer.push(c as u32);
                     part.values.extend_from_slice(&row);
                     if labels {
-                        let (mut future_tx, mut clv) = (0.0, 0.0);
-                        for i in range.start + before..range.end {
-                            if daily.day[i] >= td + spec.horizon_days {
-                                break;
-                            }
-                            future_tx += f64::from(daily.n_tx[i]);
-                            clv += daily.amount[i];
-                        }
-                        let churned = match subscriptions {
-                            Some(subs) => subs.cancels_between(id, td, td + spec.horizon_days),
-                            None => future_tx == 0.0,
-                        };
+                        let (churned, clv, cancel) = customer_labels(
+                            daily,
+                            range.start + before..range.end,
+                            id,
+                            td,
+                            spec,
+                            subscriptions,
+                        );
                         part.churn.push(i32::from(churned));
                         part.clv.push(clv);
+                        part.cancel_period.extend(cancel);
                     }
                 }
                 part
@@ -716,12 +760,22 @@ fn build(
         columns.push(Column::new(name.into(), v));
     }
     if labels {
-        let churn: Vec<i32> = parts.iter().flat_map(|(_, p)| p.churn.iter().copied()).collect();
-        let clv: Vec<f64> = parts.iter().flat_map(|(_, p)| p.clv.iter().copied()).collect();
-        columns.push(Column::new(CHURN.into(), churn));
-        columns.push(Column::new(CLV.into(), clv));
+        columns.extend(label_columns(&parts, subscriptions.is_some()));
     }
     DataFrame::new_infer_height(columns).polars(ctx)
+}
+
+/// The label columns of the parts: churn, CLV and, with churn as a cancellation, the period
+/// it cancels in.
+fn label_columns(parts: &[(i32, Part)], survival: bool) -> Vec<Column> {
+    let churn: Vec<i32> = parts.iter().flat_map(|(_, p)| p.churn.iter().copied()).collect();
+    let clv: Vec<f64> = parts.iter().flat_map(|(_, p)| p.clv.iter().copied()).collect();
+    let mut out = vec![Column::new(CHURN.into(), churn), Column::new(CLV.into(), clv)];
+    if survival {
+        let k: Vec<i32> = parts.iter().flat_map(|(_, p)| p.cancel_period.iter().copied()).collect();
+        out.push(Column::new(CANCEL_PERIOD.into(), k));
+    }
+    out
 }
 
 /// Features of every eligible customer at each snapshot: `customer_id`, `snapshot` (Date),

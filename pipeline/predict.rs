@@ -27,6 +27,8 @@ pub struct Predictions {
     /// Whether the contributions are exact SHAP values (else path attributions: a model
     /// trained before fidelis stored its trees' covers).
     pub shap: bool,
+    /// Survival curves, when the model has a survival model (churn as a cancellation).
+    pub survival: Option<crate::train::survival::Curves>,
     /// The estimated reduction in churn probability if contacted, when the model has an
     /// uplift model.
     pub uplift: Option<Vec<f64>>,
@@ -103,7 +105,18 @@ pub fn apply(
     let churn_probability = model.calibrator.apply_all(&raw);
     let predicted_clv = model.clv.predict(&x);
     let uplift = model.uplift.as_ref().map(|u| u.predict(&x));
-    Predictions { as_of, customers, x, churn_probability, predicted_clv, contributions, shap, uplift }
+    let survival = model.survival.as_ref().map(|s| s.curves(&x));
+    Predictions {
+        as_of,
+        customers,
+        x,
+        churn_probability,
+        predicted_clv,
+        contributions,
+        shap,
+        uplift,
+        survival,
+    }
 }
 
 /// The churn reasons of every customer eligible at `as_of` as a table: `customer_id`, one

@@ -380,9 +380,32 @@ pub const SIGNAL_COLUMNS: [(&str, ColumnType, bool, bool); 7] = [
 pub const SUBSCRIPTION_COLUMNS: [(&str, ColumnType); 2] =
     [("mrr", ColumnType::Double), ("days_to_renewal", ColumnType::Int)];
 
+/// The columns a model with a survival model (churn as a cancellation) adds after them: the
+/// probability of still being subscribed 30, 60, 90, 180 and 365 days on, the expected days
+/// subscribed over the year (restricted mean), the subscription CLV (a year of MRR times the
+/// probability of being subscribed at each month's start, discounted at
+/// `decision.annual_discount_rate`), and the probability of being subscribed at the next
+/// renewal (null beyond a year or without one).
+pub const SURVIVAL_COLUMNS: [(&str, ColumnType); 8] = [
+    ("survival_30d", ColumnType::Double),
+    ("survival_60d", ColumnType::Double),
+    ("survival_90d", ColumnType::Double),
+    ("survival_180d", ColumnType::Double),
+    ("survival_365d", ColumnType::Double),
+    ("expected_lifetime_days", ColumnType::Double),
+    ("subscription_clv", ColumnType::Double),
+    ("renewal_probability", ColumnType::Double),
+];
+
 /// The signal columns scores gain with an event log and/or a customer table, then the
-/// subscription columns with a subscription table, in order.
-pub fn signal_schema(events: bool, customers: bool, subscriptions: bool) -> Vec<(&'static str, ColumnType)> {
+/// subscription columns with a subscription table (and the survival columns with a survival
+/// model), in order.
+pub fn signal_schema(
+    events: bool,
+    customers: bool,
+    subscriptions: bool,
+    survival: bool,
+) -> Vec<(&'static str, ColumnType)> {
     let mut out: Vec<(&'static str, ColumnType)> = Vec::new();
     if events || customers {
         out.extend(
@@ -394,6 +417,9 @@ pub fn signal_schema(events: bool, customers: bool, subscriptions: bool) -> Vec<
     }
     if subscriptions {
         out.extend(SUBSCRIPTION_COLUMNS);
+        if survival {
+            out.extend(SURVIVAL_COLUMNS);
+        }
     }
     out
 }
@@ -513,7 +539,31 @@ pub fn add_signal_columns(
         let mrr: Vec<Option<f64>> = states.iter().map(|s| s.as_ref().map(|s| s.mrr)).collect();
         let renewal: Vec<Option<i32>> =
             states.iter().map(|s| s.as_ref().and_then(|s| s.days_to_renewal)).collect();
-        for c in [Column::new("mrr".into(), mrr), Column::new("days_to_renewal".into(), renewal)] {
+        let mut cols = vec![
+            Column::new("mrr".into(), mrr.clone()),
+            Column::new("days_to_renewal".into(), renewal.clone()),
+        ];
+        if let Some(curves) = &preds.survival {
+            let n = preds.customers.len();
+            for d in crate::train::survival::REPORTED {
+                cols.push(Column::new(
+                    format!("survival_{d}d").into(),
+                    (0..n).map(|i| curves.at(i, d)).collect::<Vec<_>>(),
+                ));
+            }
+            cols.push(Column::new(
+                "expected_lifetime_days".into(),
+                (0..n).map(|i| curves.rmst(i)).collect::<Vec<_>>(),
+            ));
+            let rate = cfg.decision.annual_discount_rate;
+            let clv: Vec<f64> =
+                (0..n).map(|i| curves.subscription_clv(i, mrr[i].unwrap_or(0.0), rate)).collect();
+            cols.push(Column::new("subscription_clv".into(), clv));
+            let at_renewal: Vec<Option<f64>> =
+                (0..n).map(|i| renewal[i].and_then(|d| curves.interpolate(i, d))).collect();
+            cols.push(Column::new("renewal_probability".into(), at_renewal));
+        }
+        for c in cols {
             df.with_column(c).polars("adding the subscription columns")?;
         }
     }

@@ -367,12 +367,16 @@ fn a_notice_before_the_snapshot_is_used_and_one_after_it_is_not() {
     let row = |id: &str| {
         let ids = df.column("customer_id").unwrap().str().unwrap().clone();
         let i = ids.iter().position(|v| v == Some(id)).unwrap();
-        let x = df.drop_many(["customer_id", "churn", "clv"]);
+        let x = df.drop_many(["customer_id", "churn", "clv", "cancel_period"]);
         x.get_row(i).unwrap().0.iter().map(|v| v.to_string()).collect::<Vec<_>>()
     };
     assert_eq!(row("c1"), row("c2"));
     assert_eq!(value(&df, "c2", "sub_days_to_renewal"), 10.0 + 365.0 - 200.0);
     assert_eq!(value(&df, "c2", "sub_noticed"), 0.0);
+    // Time to churn: c1 cancels in the first month; c2's contract ends unrenewed on day 375,
+    // 175 days on: in the month ending on day 180.
+    assert_eq!(value(&df, "c1", "cancel_period"), 0.0);
+    assert_eq!(value(&df, "c2", "cancel_period"), 5.0);
 }
 
 proptest! {

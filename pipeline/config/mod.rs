@@ -668,6 +668,8 @@ pub struct DecisionConfig {
     pub fp_cost: f64,
     /// Cost charged on every contact, churner or not.
     pub contact_cost: f64,
+    /// Yearly rate the subscription CLV discounts future months at (churn as a cancellation).
+    pub annual_discount_rate: f64,
     /// Share of contacted churners a contact saves: a number in (0, 1] (assumed) or
     /// `"measured"` (the control group's pooled effect; see `experiment::resolve_save_rate`).
     /// A saved churner is worth `tp_value x save_rate` (flat) or `CLV x save_rate` (clv).
@@ -720,6 +722,7 @@ impl Default for DecisionConfig {
             tp_value: 65.0,
             fp_cost: 3.0,
             contact_cost: 0.0,
+            annual_discount_rate: 0.1,
             save_rate: SaveRate::Assumed(1.0),
             measured_save_rate_width: 0.1,
             value: ValuePolicy::Flat,
@@ -1629,6 +1632,12 @@ fn check_experiment(e: &ExperimentConfig) -> Checked {
 }
 
 fn check_decision(d: &DecisionConfig, escalation: &EscalationConfig) -> Checked {
+    if !(0.0..=1.0).contains(&d.annual_discount_rate) {
+        return bad(
+            "decision.annual_discount_rate",
+            format!("must be a yearly rate in [0, 1], got {}", d.annual_discount_rate),
+        );
+    }
     for (key, v) in [
         ("decision.tp_value", d.tp_value),
         ("decision.fp_cost", d.fp_cost),

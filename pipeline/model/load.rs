@@ -39,6 +39,8 @@ pub struct LoadedModel {
     pub decision: DecisionArtifact,
     /// The uplift model, when one shipped with this model.
     pub uplift: Option<crate::train::uplift::UpliftModel>,
+    /// The survival model, when one shipped with this model.
+    pub survival: Option<crate::train::survival::SurvivalModel>,
 }
 
 fn artifact_error(path: &Path, message: impl Into<String>) -> Error {
@@ -122,8 +124,20 @@ pub fn load(models_dir: &Path, id: Option<&str>) -> Result<LoadedModel> {
             Some(m)
         }
     };
+    let survival = if info.survival {
+        let p = dir.join(file::SURVIVAL);
+        let bytes = read_checked(&dir, &info, file::SURVIVAL)?;
+        let text = String::from_utf8(bytes).map_err(|_| artifact_error(&p, "not UTF-8 text"))?;
+        Some(
+            crate::train::survival::SurvivalModel::from_json(&text)
+                .map_err(|e| artifact_error(&p, e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let model = LoadedModel {
         uplift,
+        survival,
         churn: ChurnModel {
             mix: info.churn_model,
             gbdt: engine(file::CHURN_GBDT)?,

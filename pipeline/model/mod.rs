@@ -57,6 +57,9 @@ pub mod file {
     /// The uplift model (`train::uplift::UpliftModel`), only when one shipped
     /// (`model.json`'s `uplift` names its learner).
     pub const UPLIFT: &str = "uplift.json";
+    /// The survival (discrete-time hazard) model (`train::survival`), only with churn as a
+    /// cancellation (`model.json`'s `survival` is true).
+    pub const SURVIVAL: &str = "survival.json";
     /// Every file a model of this format has.
     pub const ALL: [&str; 10] = [
         MODEL,
@@ -221,6 +224,9 @@ pub struct TrainMetrics {
     /// How the uplift model was chosen and judged, when the experiment had matured runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplift: Option<crate::train::uplift::UpliftReport>,
+    /// The survival model against its baseline, with churn as a cancellation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub survival: Option<crate::train::survival::SurvivalReport>,
 }
 
 /// The deployed models: the evaluated ones, or those refit on every matured label
@@ -362,6 +368,9 @@ pub struct ModelInfo {
     /// The learner of the shipped uplift model (`uplift.json`), if one shipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplift: Option<crate::train::uplift::Learner>,
+    /// A survival model (`survival.json`) shipped with this model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub survival: bool,
 }
 
 fn format_v1() -> u32 {

@@ -22,6 +22,7 @@ pub mod oot;
 pub mod poisson;
 pub mod refit;
 pub mod shap;
+pub mod survival;
 pub mod uplift;
 
 use polars::prelude::*;

@@ -6,6 +6,7 @@ training makes the CLI's model, and nobody who gave notice before the run is sco
 from __future__ import annotations
 
 import datetime
+import json
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,18 @@ def test_the_python_api_scores_only_live_subscribers_as_the_cli_does(contracts):
     # Annual subscribers months after their payment are scored, not taken for inactive.
     features = m.features(t["transactions"], as_of=DATES[0], subscriptions=t["subscriptions"])
     assert pc.sum(pc.greater(features["recency_days"], 90)).as_py() > 50
+    # Time to churn: S falls with time, the restricted mean lies within the year, and the
+    # renewal probability is S at the renewal day.
+    s = {d: ours[f"survival_{d}d"].to_numpy() for d in (30, 60, 90, 180, 365)}
+    assert (s[30] >= s[60]).all() and (s[60] >= s[90]).all() and (s[90] >= s[180]).all() and (s[180] >= s[365]).all()
+    life = ours["expected_lifetime_days"].to_numpy()
+    assert ((life > 0) & (life <= 365)).all() and (life >= 365 * s[365]).all()
+    renewal = ours.filter(pc.less_equal(ours["days_to_renewal"], 30))
+    assert renewal.num_rows > 0
+    assert (renewal["renewal_probability"].to_numpy() >= renewal["survival_30d"].to_numpy() - 1e-12).all()
+    report = json.loads(next((contracts / "models").glob("*/metrics.json")).read_text())["survival"]
+    assert report["holdout_rows"] > 300 and 0 <= report["model"]["concordance"] <= 1
+    assert report["model"]["s90_ece"] < 0.1 and report["mix"] in ("gbdt", "logistic", "blend")
     # A model whose churn is a cancellation cannot score without the table.
     with pytest.raises(fidelis.InputError, match="input.subscriptions"):
         m.score(t["transactions"], as_of=DATES[0])
@@ -80,7 +93,8 @@ def test_the_weekly_batch_on_spark_equals_the_cli_and_measures_cancellations(spa
     cli_out = cli_weekly(contracts, DATES, "cli-weekly")
     frames = {}
     for seed, name in enumerate(TABLES):
-        pq.write_table(shuffled(pq.read_table(contracts / f"data/{name}.parquet"), seed=seed), tmp_path / f"{name}.parquet")
+        table = shuffled(pq.read_table(contracts / f"data/{name}.parquet"), seed=seed)
+        pq.write_table(table, tmp_path / f"{name}.parquet")
         frames[name] = spark.read.parquet(str(tmp_path / f"{name}.parquet"))
     out = tmp_path / "spark-weekly"
     for d in DATES:
@@ -119,7 +133,8 @@ def test_spark_training_with_subscriptions_makes_the_cli_model(spark, contracts,
     monkeypatch.chdir(ws)
     frames = {}
     for seed, name in enumerate(TABLES):
-        pq.write_table(shuffled(pq.read_table(ws / f"data/{name}.parquet"), seed=seed + 5), tmp_path / f"{name}.parquet")
+        table = shuffled(pq.read_table(ws / f"data/{name}.parquet"), seed=seed + 5)
+        pq.write_table(table, tmp_path / f"{name}.parquet")
         frames[name] = spark.read.parquet(str(tmp_path / f"{name}.parquet"))
     with pytest.raises(InputError, match=r"input.subscriptions.*subscriptions="):
         fs.train(spark, frames["transactions"], config=str(ws / "fidelis.toml"), buckets=7)

@@ -71,6 +71,7 @@ impl Trainer {
 
     /// `build`'s frame of one bucket with the signal features of `signal_spec` (from the
     /// bucket's events and customer rows) appended and `__share`, as a capsule.
+    #[allow(clippy::too_many_arguments)]
     fn bucket_features<'py>(
         &self,
         py: Python<'py>,
@@ -150,6 +151,13 @@ impl Trainer {
     fn signal_inputs(&self) -> (bool, bool, bool) {
         let i = &self.cfg.input;
         (i.events.is_given(), i.customers.is_given(), i.subscriptions.is_given())
+    }
+
+    /// Whether the training rows carry the survival label (`features::CANCEL_PERIOD`, after
+    /// `clv`): churn is a cancellation.
+    #[getter]
+    fn survival_label(&self) -> bool {
+        self.cfg.snapshots.churn == fidelis::config::ChurnRule::Cancellation
     }
 
     /// The customer id columns of the event log, the customer table and the subscription table.
@@ -308,6 +316,7 @@ impl Trainer {
     /// CLI's rows for them), with `__share`; with `signal_spec` (JSON), the signal features
     /// from the bucket's `events` and `customers` rows follow.
     #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None, subscriptions=None))]
+    #[allow(clippy::too_many_arguments)]
     fn dataset<'py>(
         &self,
         py: Python<'py>,
@@ -333,6 +342,7 @@ impl Trainer {
     /// Features of the bucket's customers eligible at the end of the data (`models`: its one
     /// date and model), with `__share` (and the signal features, as [`Self::dataset`]).
     #[pyo3(signature = (transactions, models, signal_spec=None, events=None, customers=None, subscriptions=None))]
+    #[allow(clippy::too_many_arguments)]
     fn at_end<'py>(
         &self,
         py: Python<'py>,

@@ -569,6 +569,12 @@ impl NativeModel {
         self.model.info.feature_spec.churn == fidelis::config::ChurnRule::Cancellation
     }
 
+    /// Whether the model has a survival model (its scores gain the survival columns).
+    #[getter]
+    fn has_survival(&self) -> bool {
+        self.model.survival.is_some()
+    }
+
     /// The drift items of the model's reference and the column of `score_local(drift=True)`
     /// each is read from.
     #[getter]
@@ -831,6 +837,7 @@ impl NativeModel {
     /// model's SHAP values (`predict::explain_clv_at`), `method` "shap" and `scale` "revenue"
     /// or "log_revenue".
     #[pyo3(signature = (transactions, as_of=None, events=None, customers=None, target="churn", subscriptions=None))]
+    #[allow(clippy::too_many_arguments)]
     fn explain<'py>(
         &self,
         py: Python<'py>,
@@ -987,9 +994,14 @@ fn score_columns() -> Vec<&'static str> {
 /// columns an event log and/or a customer table add, then the subscription columns), as
 /// `(name, Spark SQL type)`.
 #[pyfunction]
-#[pyo3(signature = (events=false, customers=false, subscriptions=false))]
-fn local_columns(events: bool, customers: bool, subscriptions: bool) -> Vec<(&'static str, &'static str)> {
-    let signals = fidelis::score::signal_schema(events, customers, subscriptions);
+#[pyo3(signature = (events=false, customers=false, subscriptions=false, survival=false))]
+fn local_columns(
+    events: bool,
+    customers: bool,
+    subscriptions: bool,
+    survival: bool,
+) -> Vec<(&'static str, &'static str)> {
+    let signals = fidelis::score::signal_schema(events, customers, subscriptions, survival);
     fidelis::score::LOCAL_COLUMNS.iter().chain(&signals).map(|&(n, t)| (n, t.name())).collect()
 }
 

@@ -272,12 +272,9 @@ fn fit_and_write(
     }
     let data = Dataset::new(dataset, &inputs.names, &inputs.plan)?;
     let probabilistic = frames.probabilistic;
+    let (holdout_day, end_day) = (schema::epoch_day(inputs.plan.holdout), schema::epoch_day(inputs.data_end));
     if let Some(path) = &opts.export_features {
-        let mut out = data.frame.clone();
-        out.with_column(Column::new("role".into(), data.roles())).polars("adding roles")?;
-        progress.step("export", &format!("writing {}", path.display()), || {
-            crate::sink::write_parquet_atomic(&mut out, path)
-        })?;
+        export_features(&data, path, (holdout_day, end_day), progress)?;
     }
     // Validation and holdout as matrices of their own (small); the fit rows are only read
     // through indices into `data` (a copy of them is the largest allocation of a big run).
@@ -290,6 +287,7 @@ fn fit_and_write(
     fitted.churn.add_explainer(&data.x, &data.rows.fit, probabilistic.as_ref(), cfg.snapshots.horizon_days);
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let (uplift_report, uplift_model) = fit_uplift(cfg, frames.uplift, progress)?;
+    let survival = fit_survival(cfg, &data, (holdout_day, end_day), progress)?;
     // The refit and the comparison baselines are independent (and the baselines mostly
     // single-threaded): side by side, each step timed on its own wall clock.
     let (refitted, baselines) = rayon::join(
@@ -321,17 +319,19 @@ fn fit_and_write(
         &decided.calibrator.apply_all(&churn_model.predict(&x_end)),
         &clv_model.predict(&x_end),
     );
-    let predictions = model::predictions_frame(
+    let mut predictions = model::predictions_frame(
         &data.frame,
         decided.val.of(&data.rows.validation),
         decided.hold.of(&data.rows.holdout),
         &baseline_preds,
     )?;
+    add_survival_predictions(&mut predictions, data.rows.validation.len(), survival.as_ref().map(|s| &s.2))?;
     let deployed = record::deployment(cfg, &data, (churn_model, clv_model), refitted.is_some());
     let run = Trained { inp: inputs, data: &data, r: &roles, f: &fitted, d: &decided, sample, deployed };
     let (mut info, mut metrics) = describe(cfg, &run, baseline_evals, probabilistic, progress)?;
     metrics.uplift = uplift_report;
     info.uplift = uplift_model.as_ref().map(|m| m.learner);
+    let survival = record_survival(&mut info, &mut metrics, survival);
     let mut files = vec![
         (file::METRICS, to_json_bytes(&metrics, file::METRICS)?),
         (file::CHURN_GBDT, churn_model.gbdt.to_json()?.into_bytes()),
@@ -345,6 +345,9 @@ fn fit_and_write(
     ];
     if let Some(m) = &uplift_model {
         files.push((file::UPLIFT, m.to_json()?.into_bytes()));
+    }
+    if let Some(m) = &survival {
+        files.push((file::SURVIVAL, m.to_json()?.into_bytes()));
     }
     // model.json names every other file with its checksum, and is written with them.
     info.checksums = files.iter().map(|(name, bytes)| (name.to_string(), model::sha256_hex(bytes))).collect();
@@ -367,6 +370,73 @@ fn fit_and_write(
         Ok::<_, Error>(dir)
     })?;
     Ok(TrainOutcome { model_id: info.model_id.clone(), dir, report: None, mlflow: None, info, metrics })
+}
+
+/// The survival model with churn as a cancellation (`None` otherwise).
+fn fit_survival(
+    cfg: &Config,
+    data: &Dataset,
+    (holdout, end): (i32, i32),
+    progress: &Progress,
+) -> Result<Option<SurvivalParts>> {
+    progress.step("survival", "fitting the time-to-cancellation model", || {
+        crate::train::survival::train(&cfg.model, &cfg.model.logistic_l2, cfg.model.refit, data, holdout, end)
+    })
+}
+
+/// The survival report into `metrics.json`, its presence into `model.json`; the model to write.
+fn record_survival(
+    info: &mut ModelInfo,
+    metrics: &mut TrainMetrics,
+    survival: Option<SurvivalParts>,
+) -> Option<crate::train::survival::SurvivalModel> {
+    info.survival = survival.is_some();
+    survival.map(|(report, model, _)| {
+        metrics.survival = Some(report);
+        model
+    })
+}
+
+type SurvivalParts = (
+    crate::train::survival::SurvivalReport,
+    crate::train::survival::SurvivalModel,
+    crate::train::survival::HoldoutSurvival,
+);
+
+/// `--export-features`: the training rows with their role and, with churn as a
+/// cancellation, each row's follow-up as the evaluation sees it (for survival models fitted
+/// elsewhere on the same rows: benches/compare/survival.py).
+fn export_features(
+    data: &Dataset,
+    path: &std::path::Path,
+    (holdout, end): (i32, i32),
+    progress: &Progress,
+) -> Result<()> {
+    let mut out = data.frame.clone();
+    out.with_column(Column::new("role".into(), data.roles())).polars("adding roles")?;
+    if let Some((days, event)) = crate::train::survival::evaluation_follow_up(data, holdout, end)? {
+        out.with_column(Column::new("survival_days".into(), days)).polars("adding follow-up")?;
+        out.with_column(Column::new("survival_event".into(), event)).polars("adding follow-up")?;
+    }
+    progress.step("export", &format!("writing {}", path.display()), || {
+        crate::sink::write_parquet_atomic(&mut out, path)
+    })
+}
+
+/// The evaluated survival model's holdout predictions, if any, in `predictions.parquet` (after
+/// the `n_val` validation rows, which get none).
+fn add_survival_predictions(
+    predictions: &mut DataFrame,
+    n_val: usize,
+    h: Option<&crate::train::survival::HoldoutSurvival>,
+) -> Result<()> {
+    let Some(h) = h else { return Ok(()) };
+    for (name, v) in [("survival_90d", &h.s90), ("expected_lifetime_days", &h.rmst)] {
+        let col: Vec<Option<f64>> =
+            std::iter::repeat_n(None, n_val).chain(v.iter().map(|&x| Some(x))).collect();
+        predictions.with_column(Column::new(name.into(), col)).polars("adding survival predictions")?;
+    }
+    Ok(())
 }
 
 /// The validated inputs and the snapshot plan.
@@ -807,6 +877,7 @@ fn describe(
         deployed: t.deployed.clone(),
         notes,
         uplift: None,
+        survival: None,
     };
     let horizon = chrono::Duration::days(i64::from(cfg.snapshots.horizon_days));
     let info = ModelInfo {
@@ -831,6 +902,7 @@ fn describe(
         bgnbd_explainer: f.churn.explain,
         clv_model: f.clv.mix,
         uplift: None,
+        survival: false,
     };
     Ok((info, metrics))
 }

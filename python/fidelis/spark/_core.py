@@ -199,7 +199,7 @@ def _local(
     driver.check_inputs(events is not None, customers is not None, subscriptions is not None)
     tx_col, ev_col, cu_col, su_col = driver.customer_columns
     columns: list[tuple[str, str]] = _native.local_columns(
-        events is not None, customers is not None, subscriptions is not None
+        events is not None, customers is not None, subscriptions is not None, driver.has_survival
     )
     if drift:
         columns += [(c, "double") for _, c in driver.drift_columns if c.startswith("feature__")]

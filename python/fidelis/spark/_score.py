@@ -150,7 +150,8 @@ def _assemble(local: Any, driver: Any, previous: Any, rank_rows: int = RANK_ROWS
     else:
         scored = scored.withColumn("score_change", F.lit(None).cast("int"))
     per_customer = {n for n, _ in _native.local_columns()}
-    signals = [n for n, _ in _native.local_columns(True, True, True) if n not in per_customer and n in local.columns]
+    every = _native.local_columns(True, True, True, True)
+    signals = [n for n, _ in every if n not in per_customer and n in local.columns]
     # Persisted: the scores are written twice (all of them, then the top-risk segment) and
     # counted; without it each action would recompute every window.
     return scored.select(*_native.score_columns(), *signals).persist()

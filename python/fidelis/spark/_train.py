@@ -221,7 +221,8 @@ def train(
         base = [(n, "double") for n in trainer.feature_names(None)]
         signal = [(n, "double") for n in trainer.feature_names(signal_spec)[len(base) :]]
         key = [("customer_id", "string"), ("snapshot", "date")]
-        data_columns = key + base + [("churn", "int"), ("clv", "double")] + signal + [("__share", "double")]
+        labels = [("churn", "int"), ("clv", "double")] + ([("cancel_period", "int")] if trainer.survival_label else [])
+        data_columns = key + base + labels + signal + [("__share", "double")]
         end_columns = key + base + signal + [("__share", "double")]
         if signal_spec is None:
             source, kinds = bucketed, None
