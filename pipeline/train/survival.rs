@@ -274,31 +274,27 @@ pub fn harrell_c(time: &[f64], event: &[bool], risk: &[f64]) -> f64 {
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| time[a].total_cmp(&time[b]));
     let (mut concordant, mut comparable) = (0.0, 0.0);
+    let mut pair = |i: usize, j: usize| {
+        comparable += 1.0;
+        if risk[i] > risk[j] {
+            concordant += 1.0;
+        } else if risk[i] == risk[j] {
+            concordant += 0.5;
+        }
+    };
     for (ii, &i) in order.iter().enumerate() {
         if !event[i] {
             continue;
         }
         for &j in &order[ii + 1..] {
-            if time[j] == time[i] && event[j] {
-                continue;
-            }
-            comparable += 1.0;
-            if risk[i] > risk[j] {
-                concordant += 1.0;
-            } else if risk[i] == risk[j] {
-                concordant += 0.5;
+            if !(time[j] == time[i] && event[j]) {
+                pair(i, j);
             }
         }
         // Rows earlier in `order` with the same time and no event are comparable too.
         for &j in order[..ii].iter().rev().take_while(|&&j| time[j] == time[i]) {
-            if event[j] {
-                continue;
-            }
-            comparable += 1.0;
-            if risk[i] > risk[j] {
-                concordant += 1.0;
-            } else if risk[i] == risk[j] {
-                concordant += 0.5;
+            if !event[j] {
+                pair(i, j);
             }
         }
     }
