@@ -4,9 +4,10 @@
 //!
 //! Point in time: at a snapshot `t`, a period is known once it has started (`start <= t`...
 //! strictly, `start < t` for what happened before the snapshot day); a notice once it was
-//! given (`cancelled_at < t`); a period's end only when it is a fixed term (its billing
-//! period says when the term ends) or notice was given before `t`. The export's `status` and
-//! the ends of running subscriptions are never read as features.
+//! given (`cancelled_at < t`); a period's end once it has passed or notice was given before
+//! `t` (a contract may renew, a running subscription may be stopped early: an end the export
+//! shows in the future is not known before); the next renewal from the start and the billing
+//! period. The export's `status` is never read.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
