@@ -540,8 +540,8 @@ pub fn add_signal_columns(
         let renewal: Vec<Option<i32>> =
             states.iter().map(|s| s.as_ref().and_then(|s| s.days_to_renewal)).collect();
         let mut cols = vec![
-            Column::new("mrr".into(), mrr.clone()),
-            Column::new("days_to_renewal".into(), renewal.clone()),
+            Column::new("mrr".into(), mrr.as_slice()),
+            Column::new("days_to_renewal".into(), renewal.as_slice()),
         ];
         if let Some(curves) = &preds.survival {
             let n = preds.customers.len();

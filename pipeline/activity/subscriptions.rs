@@ -159,39 +159,32 @@ impl Subscriptions {
     /// up to `to`: for labels only.
     pub fn cancels_between(&self, customer: &str, from: i32, to: i32) -> bool {
         let Some(periods) = self.by_customer.get(customer) else { return true };
-        let mut end = from;
-        for p in periods {
-            if p.start > end {
-                break;
-            }
-            match p.end {
-                None => {
-                    end = i32::MAX;
-                    break;
-                }
-                Some(e) => end = end.max(e),
-            }
-        }
-        if end < to {
+        if chain_end(periods, from).is_some_and(|end| end < to) {
             return true;
         }
         self.state_at(customer, to).is_none_or(|s| !s.live || s.noticed)
     }
 
-    /// The day `customer` stops having a live period (the end of the last chain of periods;
+    /// The day `customer` stops having a live period (the end of its first chain of periods;
     /// `None`: still subscribed at the end of the data). Uses every row: for labels only.
     pub fn churn_day(&self, customer: &str) -> Option<i32> {
         let periods = self.by_customer.get(customer)?;
-        let mut end = periods.first()?.end?;
-        for p in periods {
-            if p.start > end {
-                // A gap: the customer left at `end` and came back (a new subscriber later).
-                return Some(end);
-            }
-            end = end.max(p.end?);
-        }
-        Some(end)
+        chain_end(periods, periods.first()?.start)
     }
+}
+
+/// The end of the chain of `periods` (by start) live at day `from`: walking periods that
+/// start by the current end, the first day none is live (a gap ends the chain: a return is a
+/// new subscription); `None` when the chain runs on.
+fn chain_end(periods: &[Period], from: i32) -> Option<i32> {
+    let mut end = from;
+    for p in periods {
+        if p.start > end {
+            break;
+        }
+        end = end.max(p.end?);
+    }
+    Some(end)
 }
 
 /// The revenue movements of the customers subscribed at `from`, to `to` (MRR as the table
