@@ -684,6 +684,7 @@ pub fn signal_columns(
             sentiment.iter().map(|s| s.map(|s| s.as_str())).collect::<Vec<_>>(),
         ));
     }
+    let (subs, td) = (signals.subscriptions.as_ref(), schema::epoch_day(as_of));
     let mut flag = Vec::with_capacity(ids.len());
     let mut reason = Vec::with_capacity(ids.len());
     let mut escalation = Vec::with_capacity(ids.len());
@@ -693,8 +694,18 @@ pub fn signal_columns(
         let why = signals::review_reasons(level[i], h, sentiment[i], past);
         flag.push(!why.is_empty());
         reason.push((!why.is_empty()).then(|| why.join("; ")));
-        let arr = customers.and_then(|c| c.rows.get(id)).and_then(|c| c.arr());
-        escalation.push(signals::escalation(&cfg.escalation, level[i], arr));
+        // ARR from the customer table, else 12 x the live subscription's MRR.
+        let sub = subs.and_then(|s| s.state_at(id, td).filter(|s| s.live));
+        let arr = customers
+            .and_then(|c| c.rows.get(id))
+            .and_then(|c| c.arr())
+            .or(sub.as_ref().map(|s| 12.0 * s.mrr));
+        escalation.push(signals::escalation(
+            &cfg.escalation,
+            level[i],
+            arr,
+            sub.and_then(|s| s.days_to_renewal),
+        ));
     }
     cols.push(Column::new("review_flag".into(), flag));
     cols.push(Column::new("review_reason".into(), reason));

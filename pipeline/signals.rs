@@ -671,12 +671,21 @@ pub fn review_reasons(
     why
 }
 
-/// The first escalation rule that fires for a customer of `arr` in risk `level`.
-pub fn escalation(rules: &crate::config::EscalationConfig, level: &str, arr: Option<f64>) -> Option<String> {
+/// The first escalation rule that fires for a customer of `arr` in risk `level` whose next
+/// renewal is `days_to_renewal` away.
+pub fn escalation(
+    rules: &crate::config::EscalationConfig,
+    level: &str,
+    arr: Option<f64>,
+    days_to_renewal: Option<i32>,
+) -> Option<String> {
     let arr = arr?;
-    rules.rule_for(level, Some(arr)).map(|r| {
+    rules.rule_for(level, Some(arr), days_to_renewal).map(|r| {
+        let renewal = r.max_days_to_renewal.map_or(String::new(), |m| {
+            format!(", renewal in {} days (<= {m})", days_to_renewal.unwrap_or_default())
+        });
         format!(
-            "ARR {} > {} in {level}: {}",
+            "ARR {} > {} in {level}{renewal}: {}",
             crate::format::int(arr.round() as i128),
             crate::format::int(r.min_arr.round() as i128),
             r.action

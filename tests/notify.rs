@@ -490,6 +490,7 @@ fn rules_filter_by_arr_and_level_and_cap_the_list() {
         min_arr: 10_000.0,
         level: "critical".into(),
         action: "manager immediately".into(),
+        max_days_to_renewal: None,
         recipients: Vec::new(),
     }];
     deliver(&cfg, 0, false);
@@ -510,6 +511,19 @@ fn rules_filter_by_arr_and_level_and_cap_the_list() {
     let text = slack.requests()[2].json()["text"].as_str().unwrap().to_string();
     assert_eq!(ids(&text), ["C"], "{text}");
     assert!(text.contains("... and 1 more: reports/weekly/report.html"), "{text}");
+
+    // max_days_to_renewal keeps the accounts renewing within the window; one without a known
+    // renewal is left out. B renews in 30 days, C in 200, A's renewal is unknown.
+    let mut now = runs()[1].1.clone();
+    let renewal: Vec<Option<i32>> = vec![None, Some(30), Some(200), Some(10)];
+    now.with_column(Column::new("days_to_renewal".into(), renewal)).unwrap();
+    cfg.notify.rules[0].max_accounts = 20;
+    cfg.notify.rules[0].max_days_to_renewal = Some(90);
+    cfg.notify.rules[0].name = "renewing".into();
+    deliver_with(&cfg, 1, &[], &now, false);
+    let text = slack.requests()[3].json()["text"].as_str().unwrap().to_string();
+    assert_eq!(ids(&text), ["B"], "{text}");
+    assert!(text.contains("renews in 30 days"), "{text}");
 }
 
 #[test]

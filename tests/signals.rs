@@ -97,7 +97,7 @@ fn review_flags_fire_exactly_on_the_accounts_built_for_them() {
     assert!(signals::review_reasons("low", Some(&yellow), None, &[90.0, 70.0]).is_empty(), "no longer green");
 
     let rules = EscalationConfig::default();
-    let esc = |level: &str, arr: Option<f64>| signals::escalation(&rules, level, arr);
+    let esc = |level: &str, arr: Option<f64>| signals::escalation(&rules, level, arr, None);
     assert_eq!(
         esc("critical", Some(12_000.0)).as_deref(),
         Some("ARR 12,000 > 10,000 in critical: manager immediately")
@@ -114,6 +114,33 @@ fn review_flags_fire_exactly_on_the_accounts_built_for_them() {
     );
     assert_eq!(esc("imminent", Some(1e6)), None);
     assert_eq!(esc("critical", None), None);
+
+    // A renewal-driven rule first: it fires only within its window, and never without a
+    // known renewal; outside it the next rule applies.
+    let mut rules = EscalationConfig::default();
+    rules.rules.insert(
+        0,
+        fidelis::config::EscalationRule {
+            min_arr: 5_000.0,
+            level: "critical".into(),
+            action: "CSM call before the renewal".into(),
+            max_days_to_renewal: Some(90),
+            recipients: Vec::new(),
+        },
+    );
+    let esc = |arr: f64, days: Option<i32>| signals::escalation(&rules, "critical", Some(arr), days);
+    assert_eq!(
+        esc(12_000.0, Some(45)).as_deref(),
+        Some("ARR 12,000 > 5,000 in critical, renewal in 45 days (<= 90): CSM call before the renewal")
+    );
+    assert_eq!(esc(12_000.0, Some(90)).as_deref().map(|s| s.ends_with("before the renewal")), Some(true));
+    assert_eq!(
+        esc(12_000.0, Some(91)).as_deref(),
+        Some("ARR 12,000 > 10,000 in critical: manager immediately"),
+        "outside the window the next rule fires"
+    );
+    assert_eq!(esc(8_000.0, None), None, "no known renewal, and under the next rule's ARR");
+    assert_eq!(esc(8_000.0, Some(30)).as_deref().map(|s| s.contains("renewal in 30 days")), Some(true));
 }
 
 #[test]

@@ -7,7 +7,7 @@ Run on a model trained with churn as a cancellation and the rows it was trained 
 validation / holdout) and each row's follow-up as fidelis's evaluation sees it
 (`survival_days`, `survival_event`: the fit and validation rows observed until the holdout
 snapshot, the holdout rows until the end of the data). Cox and GBSA are fitted on the fit
-rows (signed-log1p standardized features for Cox, a 20,000-row customer sample for GBSA) and
+and validation rows, as fidelis's evaluated model is (signed-log1p standardized features for Cox, a 20,000-row customer sample for GBSA) and
 ranked by their risk on the holdout rows; fidelis's holdout predictions are the evaluated
 model's restricted mean lifetime in the model's `predictions.parquet`. Every model's
 concordance is Harrell's C from `lifelines.utils.concordance_index` on the same holdout rows
@@ -36,7 +36,9 @@ NOT_FEATURES = {"customer_id", "snapshot", "churn", "clv", "cancel_period", "rol
 def main(features: str, model_dir: str) -> dict:
     df = pd.read_parquet(features)
     names = [c for c in df.columns if c not in NOT_FEATURES]
-    fit = df[(df["role"] == "fit") & (df["survival_days"] > 0)]
+    # What fidelis's evaluated model learns from: every period of the fit and validation rows
+    # observed by the holdout snapshot.
+    fit = df[(df["role"] != "holdout") & (df["survival_days"] > 0)]
     hold = df[df["role"] == "holdout"].sort_values("customer_id")
     out: dict = {"fit_rows": len(fit), "holdout_rows": len(hold), "holdout_events": int(hold["survival_event"].sum())}
 

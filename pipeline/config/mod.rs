@@ -1008,6 +1008,10 @@ pub struct EscalationRule {
     /// ... and the customer's risk level is this one.
     pub level: String,
     pub action: String,
+    /// ... and, when set, the next renewal is at most this many days away (a customer without
+    /// a known renewal never fires such a rule): renewal-driven escalations.
+    #[serde(default)]
+    pub max_days_to_renewal: Option<i32>,
     /// Email addresses told of a new escalation by the email channels of a `[[notify.rules]]`
     /// entry listening to `escalation` (besides the account's CSM and the channel's `to`).
     #[serde(default)]
@@ -1015,10 +1019,20 @@ pub struct EscalationRule {
 }
 
 impl EscalationConfig {
-    /// The first rule that fires for a customer of `arr` in risk `level` (none without ARR).
-    pub fn rule_for(&self, level: &str, arr: Option<f64>) -> Option<&EscalationRule> {
+    /// The first rule that fires for a customer of `arr` in risk `level` whose next renewal
+    /// is `days_to_renewal` away (none without ARR).
+    pub fn rule_for(
+        &self,
+        level: &str,
+        arr: Option<f64>,
+        days_to_renewal: Option<i32>,
+    ) -> Option<&EscalationRule> {
         let arr = arr?;
-        self.rules.iter().find(|r| r.level == level && arr > r.min_arr)
+        self.rules.iter().find(|r| {
+            r.level == level
+                && arr > r.min_arr
+                && r.max_days_to_renewal.is_none_or(|m| days_to_renewal.is_some_and(|d| d <= m))
+        })
     }
 }
 
@@ -1028,6 +1042,7 @@ impl Default for EscalationConfig {
             min_arr,
             level: level.into(),
             action: action.into(),
+            max_days_to_renewal: None,
             recipients: Vec::new(),
         };
         EscalationConfig {

@@ -171,6 +171,11 @@ pub struct RuleConfig {
     /// Account events only in these risk levels (empty = any).
     #[serde(default)]
     pub levels: Vec<String>,
+    /// Account events only for accounts whose next renewal (the scores' `days_to_renewal`,
+    /// with `[input.subscriptions]`) is at most this many days away; accounts without a known
+    /// renewal are left out (unset = every account).
+    #[serde(default)]
+    pub max_days_to_renewal: Option<i32>,
     /// At most this many accounts listed in one message; the rest are counted and pointed
     /// to the weekly report.
     #[serde(default = "default_max_accounts")]

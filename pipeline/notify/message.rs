@@ -51,6 +51,10 @@ fn title(n: &Notice) -> String {
 fn account_line(a: &Account) -> String {
     let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
     let arr = a.arr.map_or(String::new(), |v| format!(", ARR {}", money(v)));
+    let arr = match a.days_to_renewal {
+        Some(d) => format!("{arr}, renews in {d} days"),
+        None => arr,
+    };
     let csm = a.csm.as_deref().map_or(String::new(), |c| format!(", CSM {c}"));
     one_line(&format!(
         "{} - {} ({}, churn {:.0}%), CLV {}, expected loss {}{arr}{csm}: {what}. Playbook: {}",
@@ -144,6 +148,7 @@ pub fn webhook(n: &Notice) -> Value {
                 "playbook": a.scored.playbook,
                 "health_score": a.health_score,
                 "arr": a.arr,
+                "days_to_renewal": a.days_to_renewal,
                 "csm": a.csm,
             })
         })

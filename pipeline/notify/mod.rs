@@ -146,6 +146,8 @@ pub struct Account {
     pub scored: Scored,
     pub health_score: Option<f64>,
     pub arr: Option<f64>,
+    /// Days to the next renewal (with subscriptions).
+    pub days_to_renewal: Option<i32>,
     pub csm: Option<String>,
     /// The events of this account, with what changed ("health yellow -> red (34)").
     pub events: Vec<(EventKind, String)>,
@@ -248,6 +250,7 @@ pub fn account_events(
         f64_col(scores, "health_score")?,
     );
     let (review, reason) = (bool_col(scores, "review_flag")?, text_col(scores, "review_reason")?);
+    let (mrr, renewal) = (f64_col(scores, "mrr")?, f64_col(scores, "days_to_renewal")?);
     let group = text_col(scores, crate::schema::EXPERIMENT_GROUP)?;
     let none = Before::default();
     let mut out = Vec::new();
@@ -271,12 +274,14 @@ pub fn account_events(
             }
         }
         let customer = customers.and_then(|c| c.rows.get(id));
-        let arr = customer.and_then(|c| c.arr());
+        // ARR from the customer table, else 12 x the subscription's MRR (as the escalation).
+        let arr = customer.and_then(|c| c.arr()).or(mrr[i].map(|m| 12.0 * m));
+        let days_to_renewal = renewal[i].map(|d| d as i32);
         let mut recipients = Vec::new();
         if let Some(e) = &esc[i] {
             if was.is_none_or(|w| w.escalation.as_ref() != Some(e)) {
                 events.push((EventKind::Escalation, format!("escalation: {e}")));
-                if let Some(r) = escalation.rule_for(&lvl, arr) {
+                if let Some(r) = escalation.rule_for(&lvl, arr, days_to_renewal) {
                     recipients.clone_from(&r.recipients);
                 }
             }
@@ -292,6 +297,7 @@ pub fn account_events(
             scored: row,
             health_score: health[i],
             arr,
+            days_to_renewal,
             csm: customer.and_then(|c| c.csm.clone()),
             events,
             escalation_recipients: recipients,
@@ -356,6 +362,7 @@ fn rule_accounts(rule: &RuleConfig, accounts: &[Account]) -> Vec<Account> {
         .iter()
         .filter(|a| rule.levels.is_empty() || rule.levels.contains(&a.scored.risk_level))
         .filter(|a| rule.min_arr <= 0.0 || a.arr.is_some_and(|arr| arr >= rule.min_arr))
+        .filter(|a| rule.max_days_to_renewal.is_none_or(|m| a.days_to_renewal.is_some_and(|d| d <= m)))
         .filter_map(|a| {
             let events: Vec<_> = a.events.iter().filter(|(k, _)| rule.events.contains(k)).cloned().collect();
             (!events.is_empty()).then(|| Account { events, ..a.clone() })

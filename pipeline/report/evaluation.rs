@@ -154,6 +154,8 @@ pub struct EvaluationReport {
     pub previous: Option<PreviousModel>,
     /// How the uplift model was chosen and judged (None without a matured experiment).
     pub uplift: Option<crate::train::uplift::UpliftReport>,
+    /// The time-to-cancellation model (churn as a cancellation).
+    pub survival: Option<crate::train::survival::SurvivalReport>,
 }
 
 const MAX_POINTS: usize = 200;
@@ -500,6 +502,7 @@ pub fn evaluate(model_dir: &Path, models_dir: &Path) -> Result<EvaluationReport>
         candidates: m.candidates.clone(),
         previous: previous_model(models_dir, &m.model_id),
         uplift: m.uplift.clone(),
+        survival: m.survival.clone(),
     })
 }
 
@@ -535,6 +538,9 @@ pub fn render(r: &EvaluationReport) -> Result<Doc> {
     section_decision(&mut d, r)?;
     section_features(&mut d, r)?;
     section_clv(&mut d, r)?;
+    if let Some(s) = &r.survival {
+        super::survival::section(&mut d, s)?;
+    }
     section_comparison(&mut d, r)?;
     if let Some(u) = &r.uplift {
         super::uplift::section(&mut d, u)?;

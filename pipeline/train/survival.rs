@@ -440,16 +440,29 @@ pub struct SurvivalEval {
     pub s90_observed: f64,
 }
 
-/// One candidate hazard model on the validation rows.
+/// One candidate hazard model, judged out of time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SurvivalCandidate {
     pub mix: SurvivalMix,
+    /// The logistic part's penalty (the GBDT alone has none: the chosen one is shown).
     pub l2: f64,
-    #[serde(with = "crate::metrics::nan_as_null")]
-    pub validation_concordance: f64,
+    /// Mean Harrell's C of purged models over the purged snapshots (see [`train`]).
+    #[serde(with = "crate::metrics::nan_as_null", default = "nan")]
+    pub out_of_time_concordance: f64,
+    #[serde(default)]
+    pub out_of_time_groups: Vec<f64>,
+    /// Of the paired per-snapshot difference to the best candidate.
+    #[serde(default)]
+    pub standard_error: Option<f64>,
+    #[serde(default)]
+    pub chosen: bool,
     /// On the holdout rows: for information, never for the choice.
     #[serde(with = "crate::metrics::nan_as_null")]
     pub holdout_concordance: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 /// The survival part of `metrics.json`.
@@ -458,6 +471,9 @@ pub struct SurvivalReport {
     /// The shipped hazard model and its logistic part's penalty.
     pub mix: SurvivalMix,
     pub l2: f64,
+    /// What the candidates were chosen on.
+    #[serde(default)]
+    pub basis: String,
     pub candidates: Vec<SurvivalCandidate>,
     /// The hazard GBDT on the holdout.
     pub model: SurvivalEval,
@@ -478,6 +494,79 @@ pub struct SurvivalReport {
     pub clv_gini: f64,
     #[serde(with = "crate::metrics::nan_as_null")]
     pub clv_gini_mrr_tenure: f64,
+    /// Observed (Kaplan-Meier) against predicted survival on the holdout, by predicted risk.
+    #[serde(default)]
+    pub curves: Vec<CurveGroup>,
+}
+
+/// Observed against predicted survival of a group of holdout rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurveGroup {
+    pub name: String,
+    pub rows: usize,
+    /// Mean predicted `S` at each period end ([`PERIOD_ENDS`]).
+    pub predicted: Vec<f64>,
+    /// The sBG baseline's mean `S` at each period end.
+    pub sbg: Vec<f64>,
+    /// Kaplan-Meier `S` at each period end the group is observed through (at least
+    /// [`MIN_AT_RISK`] rows at risk), in order; shorter than `predicted` when the data ends.
+    pub observed: Vec<f64>,
+}
+
+/// Rows at risk below which a Kaplan-Meier step is not reported.
+pub const MIN_AT_RISK: usize = 20;
+
+/// Kaplan-Meier `S` at each period end of rows followed as `follow`, while at least
+/// [`MIN_AT_RISK`] are at risk.
+pub fn kaplan_meier(follow: &[(usize, bool)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    let mut alive = 1.0;
+    for k in 0..PERIOD_ENDS.len() {
+        let at_risk = follow.iter().filter(|f| f.0 > k).count();
+        if at_risk < MIN_AT_RISK {
+            break;
+        }
+        let events = follow.iter().filter(|f| f.1 && f.0 == k + 1).count();
+        alive *= 1.0 - events as f64 / at_risk as f64;
+        out.push(alive);
+    }
+    out
+}
+
+/// The holdout's curve groups: every row, then thirds by predicted restricted mean lifetime
+/// (shortest first).
+fn curve_groups(
+    model: &[[f64; PERIOD_ENDS.len()]],
+    sbg: &[[f64; PERIOD_ENDS.len()]],
+    follow: &[(usize, bool)],
+) -> Vec<CurveGroup> {
+    let curves = Curves { s: model.to_vec() };
+    let mut order: Vec<usize> = (0..model.len()).collect();
+    order.sort_by(|&a, &b| curves.rmst(a).total_cmp(&curves.rmst(b)).then(a.cmp(&b)));
+    let n = order.len();
+    let mut parts = vec![("every holdout row".to_string(), order.clone())];
+    for (k, name) in ["highest-risk third", "middle third", "lowest-risk third"].iter().enumerate() {
+        parts.push((name.to_string(), order[k * n / 3..(k + 1) * n / 3].to_vec()));
+    }
+    let mean_curve = |s: &[[f64; PERIOD_ENDS.len()]], rows: &[usize]| -> Vec<f64> {
+        (0..PERIOD_ENDS.len())
+            .map(|k| rows.iter().map(|&r| s[r][k]).sum::<f64>() / rows.len().max(1) as f64)
+            .collect()
+    };
+    parts
+        .into_iter()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(name, rows)| {
+            let f: Vec<(usize, bool)> = rows.iter().map(|&r| follow[r]).collect();
+            CurveGroup {
+                name,
+                rows: rows.len(),
+                predicted: mean_curve(model, &rows),
+                sbg: mean_curve(sbg, &rows),
+                observed: kaplan_meier(&f),
+            }
+        })
+        .collect()
 }
 
 /// The billing cohort of a row from its `sub_billing_months` feature.
@@ -595,81 +684,184 @@ pub struct HoldoutSurvival {
     pub rmst: Vec<f64>,
 }
 
+/// Harrell's C of the restricted mean lifetime of `m`'s curves for rows `x` followed as `follow`.
+fn concordance_of(m: &SurvivalModel, x: &FeatureMatrix, follow: &[(usize, bool)]) -> f64 {
+    let c = m.curves(x);
+    let time: Vec<f64> = follow.iter().map(|f| f64::from(PERIOD_ENDS[f.0.max(1) - 1])).collect();
+    let event: Vec<bool> = follow.iter().map(|f| f.1).collect();
+    let risk: Vec<f64> = (0..x.rows).map(|i| -c.rmst(i)).collect();
+    harrell_c(&time, &event, &risk)
+}
+
+/// The candidates in report order: the GBDT, then the logistic and the blend at each penalty.
+fn candidate_list(l2s: &[f64]) -> Vec<(SurvivalMix, usize)> {
+    let mut out = vec![(SurvivalMix::Gbdt, 0)];
+    for i in 0..l2s.len() {
+        out.push((SurvivalMix::Logistic, i));
+        out.push((SurvivalMix::Blend, i));
+    }
+    out
+}
+
+/// The GBDT and a logistic regression per penalty, fitted on the same person-period rows.
+struct Fitted {
+    gbdt: HistGbdt,
+    logistic: Vec<crate::train::linear::Logistic>,
+}
+
+impl Fitted {
+    fn fit(params: &GbdtConfig, l2s: &[f64], pp: &(FeatureMatrix, Vec<f64>)) -> Result<Fitted> {
+        let gbdt = HistGbdt::fit(params, Task::Churn, &pp.0, &pp.1, None)?;
+        let logistic = l2s
+            .iter()
+            .map(|&l2| crate::train::linear::Logistic::fit(&pp.0, &pp.1, l2))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Fitted { gbdt, logistic })
+    }
+
+    fn model(&self, (mix, i): (SurvivalMix, usize)) -> SurvivalModel {
+        SurvivalModel { mix, gbdt: self.gbdt.clone(), logistic: self.logistic[i].clone() }
+    }
+}
+
+/// Each candidate's Harrell's C at each purged snapshot `s` (epoch days): models fitted only
+/// on the periods observed by `s` of the rows before it, judged on the rows at `s` followed
+/// until `until` (the holdout snapshot). Snapshots with nothing to learn or judge are skipped.
+fn out_of_time(
+    params: &GbdtConfig,
+    l2s: &[f64],
+    (x, days, cancel): (&FeatureMatrix, &[i32], &[i32]),
+    purged: &[i32],
+    until: i32,
+) -> Result<(Vec<i32>, Vec<Vec<f64>>)> {
+    use rayon::prelude::*;
+    let list = candidate_list(l2s);
+    let groups: Vec<Option<(i32, Vec<f64>)>> = purged
+        .par_iter()
+        .map(|&s| -> Result<Option<(i32, Vec<f64>)>> {
+            let before: Vec<usize> = (0..days.len()).filter(|&r| days[r] < s).collect();
+            let at: Vec<usize> = (0..days.len()).filter(|&r| days[r] == s).collect();
+            let pp = person_periods(x, &before, days, cancel, s);
+            let follow: Vec<(usize, bool)> =
+                at.iter().map(|&r| follow_up(days[r], cancel[r], until)).collect();
+            if at.is_empty() || !pp.1.iter().any(|&v| v > 0.0) || !follow.iter().any(|f| f.1) {
+                return Ok(None);
+            }
+            let fitted = Fitted::fit(params, l2s, &pp)?;
+            let x_at = x.select_rows(&at);
+            Ok(Some((s, list.iter().map(|&c| concordance_of(&fitted.model(c), &x_at, &follow)).collect())))
+        })
+        .collect::<Result<_>>()?;
+    let groups: Vec<(i32, Vec<f64>)> = groups.into_iter().flatten().collect();
+    let dates = groups.iter().map(|g| g.0).collect();
+    // Per candidate, its C at each snapshot.
+    let per_candidate = (0..list.len()).map(|c| groups.iter().map(|g| g.1[c]).collect()).collect();
+    Ok((dates, per_candidate))
+}
+
+/// The one-standard-error choice among the candidates of [`candidate_list`] from their
+/// per-snapshot C: the penalty by the logistic's mean C, then the simplest of logistic,
+/// blend, GBDT (at that penalty) within one standard error of the best. Returns the chosen
+/// index and every candidate's standard error (`None` for those not in the final comparison).
+fn choose(l2s: &[f64], groups: &[Vec<f64>]) -> (usize, Vec<Option<f64>>) {
+    let list = candidate_list(l2s);
+    let means: Vec<f64> = groups.iter().map(|g| crate::metrics::mean(g)).collect();
+    let logistic: Vec<usize> = (0..list.len()).filter(|&i| list[i].0 == SurvivalMix::Logistic).collect();
+    let means_l: Vec<f64> = logistic.iter().map(|&i| means[i]).collect();
+    let l2 = list[logistic[crate::train::candidates::best_index(&means_l)]].1;
+    let order: Vec<usize> = [(SurvivalMix::Logistic, l2), (SurvivalMix::Blend, l2), (SurvivalMix::Gbdt, 0)]
+        .iter()
+        .filter_map(|c| list.iter().position(|k| k == c))
+        .collect();
+    let (chosen, se) = crate::train::candidates::one_se_choice(&means, groups, &order);
+    let se = (0..list.len()).map(|i| if order.contains(&i) { se[i] } else { None }).collect();
+    (chosen, se)
+}
+
 /// Fit and judge the survival model on a dataset whose churn is a cancellation (it has the
-/// [`crate::features::CANCEL_PERIOD`] label; `None` without it): the evaluated model on the
-/// periods observed by the holdout snapshot (early-stopped on the validation rows'), judged
-/// on the holdout rows followed to the end of the data against the sBG baseline; the shipped
-/// model refit on every observed period when `refit`.
+/// [`crate::features::CANCEL_PERIOD`] label; `None` without it).
+///
+/// The GBDT's tree count is early-stopped on a fifth of the fit customers (by a hash of the
+/// id) with the other four fifths fitted. The candidates (the GBDT, the logistic at each
+/// penalty, their blend) are chosen out of time: at each purged snapshot (`purged`, epoch
+/// days: those of the churn model's choice, or the validation snapshot without them), models
+/// fitted only on what was observed by it predict its rows, judged by Harrell's C until the
+/// holdout snapshot; the one-standard-error rule picks the simplest. The evaluated model is
+/// fitted on every period of the fit and validation rows observed by the holdout snapshot and
+/// judged on the holdout rows followed to the end of the data, against the sBG baseline; the
+/// shipped model is refit on every observed period when `refit`.
 pub fn train(
     params: &GbdtConfig,
     l2s: &[f64],
     refit: bool,
     data: &crate::train::Dataset,
-    holdout: i32,
-    data_end: i32,
+    purged: &[i32],
+    (holdout, data_end): (i32, i32),
 ) -> Result<Option<(SurvivalReport, SurvivalModel, HoldoutSurvival)>> {
     let Some(cancel) = cancel_periods(data)? else { return Ok(None) };
-    let (x, days, rows) = (&data.x, &data.days, &data.rows);
-    // The GBDT stops early on a fifth of the fit customers (by a hash of the id), so that
-    // the validation rows judge every candidate on rows none of them has seen.
+    let (x, days, rows) = (&data.x, &data.days[..], &data.rows);
+    // The tree count: four fifths of the fit customers fitted, the other fifth stops.
     let hashes = data.customer_hashes()?;
     let (stop_rows, fit_rows): (Vec<usize>, Vec<usize>) = rows.fit.iter().partition(|&&r| hashes[r] % 5 == 0);
-    let fit = person_periods(x, &fit_rows, days, &cancel, holdout);
-    let valid = person_periods(x, &stop_rows, days, &cancel, holdout);
-    let valid = (!valid.1.is_empty() && valid.1.iter().any(|&v| v > 0.0)).then_some(valid);
-    // The candidates, judged by Harrell's C on the validation rows (followed until the
-    // holdout snapshot): each L2 penalty for the logistic part, each mix. Their holdout C
-    // (followed to the end of the data) is reported beside, for information only.
-    let val_x = x.select_rows(&rows.validation);
-    let val_follow: Vec<(usize, bool)> =
-        rows.validation.iter().map(|&r| follow_up(days[r], cancel[r], holdout)).collect();
+    let stop = person_periods(x, &stop_rows, days, &cancel, holdout);
+    let stop = (stop.1.iter().any(|&v| v > 0.0)).then_some(stop);
+    let four_fifths = person_periods(x, &fit_rows, days, &cancel, holdout);
+    if !four_fifths.1.iter().any(|&v| v > 0.0) {
+        return Err(Error::Model {
+            model: "survival".into(),
+            message: "no cancellation among the observed periods: nothing to learn the hazard from".into(),
+        });
+    }
+    let stopped = HistGbdt::fit(
+        params,
+        Task::Churn,
+        &four_fifths.0,
+        &four_fifths.1,
+        stop.as_ref().map(|v| (&v.0, &v.1[..])),
+    )?;
+    let trees = GbdtConfig { iterations: stopped.n_trees().max(1), ..params.clone() };
+    // The out-of-time choice.
+    let validation_day = rows.validation.first().map(|&r| days[r]);
+    let purged: Vec<i32> =
+        if purged.is_empty() { validation_day.into_iter().collect() } else { purged.to_vec() };
+    let (dates, groups) = out_of_time(&trees, l2s, (x, days, &cancel), &purged, holdout)?;
+    let (chosen, se) = choose(l2s, &groups);
+    let list = candidate_list(l2s);
+    // The evaluated models: every period observed by the holdout snapshot.
+    let mut learn: Vec<usize> = rows.fit.iter().chain(&rows.validation).copied().collect();
+    learn.sort_unstable();
+    let fit = person_periods(x, &learn, days, &cancel, holdout);
+    let fitted = Fitted::fit(&trees, l2s, &fit)?;
     let hold_x = x.select_rows(&rows.holdout);
     let follow: Vec<(usize, bool)> =
         rows.holdout.iter().map(|&r| follow_up(days[r], cancel[r], data_end)).collect();
-    let c_of = |m: &SurvivalModel, x: &FeatureMatrix, follow: &[(usize, bool)]| -> f64 {
-        let c = m.curves(x);
-        let time: Vec<f64> = follow.iter().map(|f| f64::from(PERIOD_ENDS[f.0.max(1) - 1])).collect();
-        let event: Vec<bool> = follow.iter().map(|f| f.1).collect();
-        let risk: Vec<f64> = (0..x.rows).map(|i| -c.rmst(i)).collect();
-        harrell_c(&time, &event, &risk)
-    };
-    let mut best: Option<(f64, SurvivalModel)> = None;
-    let mut candidates = Vec::new();
-    let gbdt = HistGbdt::fit(params, Task::Churn, &fit.0, &fit.1, valid.as_ref().map(|v| (&v.0, &v.1[..])))?;
-    for (i, &l2) in l2s.iter().enumerate() {
-        let logistic = crate::train::linear::Logistic::fit(&fit.0, &fit.1, l2)?;
-        for mix in [SurvivalMix::Gbdt, SurvivalMix::Logistic, SurvivalMix::Blend] {
-            if mix == SurvivalMix::Gbdt && i > 0 {
-                continue; // the GBDT does not depend on the penalty
-            }
-            let m = SurvivalModel { mix, gbdt: gbdt.clone(), logistic: logistic.clone() };
-            let c = c_of(&m, &val_x, &val_follow);
-            candidates.push(SurvivalCandidate {
-                mix,
-                l2,
-                validation_concordance: c,
-                holdout_concordance: c_of(&m, &hold_x, &follow),
-            });
-            if best.as_ref().is_none_or(|(b, _)| c > *b) {
-                best = Some((c, m));
-            }
-        }
-    }
-    let Some((_, evaluated)) = best else {
-        return Err(Error::Model { model: "survival".into(), message: "no candidate".into() });
-    };
+    let candidates: Vec<SurvivalCandidate> = list
+        .iter()
+        .enumerate()
+        .map(|(i, &(mix, l))| SurvivalCandidate {
+            mix,
+            l2: l2s[if mix == SurvivalMix::Gbdt { list[chosen].1 } else { l }],
+            out_of_time_concordance: crate::metrics::mean(&groups[i]),
+            out_of_time_groups: groups[i].clone(),
+            standard_error: se[i],
+            chosen: i == chosen,
+            holdout_concordance: concordance_of(&fitted.model((mix, l)), &hold_x, &follow),
+        })
+        .collect();
+    let evaluated = fitted.model(list[chosen]);
     let churn90: Vec<f64> =
         follow.iter().map(|&(p, event)| f64::from(u8::from(event && PERIOD_ENDS[p - 1] <= 90))).collect();
     let curves = evaluated.curves(&hold_x);
     let model_eval = evaluate(&curves.s, &follow, &churn90);
-    // The baseline: sBG per billing cohort, fitted on the fit rows' periods.
-    let fit_follow: Vec<(usize, bool)> =
-        rows.fit.iter().map(|&r| follow_up(days[r], cancel[r], holdout)).collect();
-    let sbg_cohorts: std::collections::BTreeMap<String, Sbg> = sbg_rows(x, &rows.fit, &fit_follow)
+    // The baseline: sBG per billing cohort, fitted on the same periods.
+    let learn_follow: Vec<(usize, bool)> =
+        learn.iter().map(|&r| follow_up(days[r], cancel[r], holdout)).collect();
+    let sbg_cohorts: std::collections::BTreeMap<String, Sbg> = sbg_rows(x, &learn, &learn_follow)
         .into_iter()
         .filter_map(|(k, v)| Some((k, Sbg::fit(&v)?)))
         .collect();
-    let sbg_eval = evaluate(&sbg_curves(&sbg_cohorts, x, &rows.holdout), &follow, &churn90);
+    let sbg_holdout = sbg_curves(&sbg_cohorts, x, &rows.holdout);
+    let sbg_eval = evaluate(&sbg_holdout, &follow, &churn90);
     // Subscription CLV (a year of MRR x S, undiscounted) against the holdout's revenue.
     let hold_mrr = feature(&hold_x, "sub_mrr").unwrap_or_else(|| vec![0.0; hold_x.rows]);
     let hold_tenure = feature(&hold_x, "sub_tenure_days").unwrap_or_else(|| vec![0.0; hold_x.rows]);
@@ -680,17 +872,16 @@ pub fn train(
     let (deployed, deployed_periods) = if refit {
         let all: Vec<usize> = (0..x.rows).collect();
         let every = person_periods(x, &all, days, &cancel, data_end);
-        let trees = GbdtConfig { iterations: evaluated.gbdt.n_trees().max(1), ..params.clone() };
         let model =
             SurvivalModel::fit(&trees, evaluated.logistic.l2, evaluated.mix, (&every.0, &every.1), None)?;
         (model, every.1.len())
     } else {
-        let n = fit.1.len();
-        (evaluated, n)
+        (evaluated, fit.1.len())
     };
     let report = SurvivalReport {
         mix: deployed.mix,
         l2: deployed.logistic.l2,
+        basis: basis(&dates),
         candidates,
         model: model_eval,
         sbg: sbg_eval,
@@ -702,12 +893,26 @@ pub fn train(
         holdout_periods: follow.iter().map(|f| f.0).sum(),
         clv_gini: crate::metrics::normalized_gini(&actual, &sub_clv),
         clv_gini_mrr_tenure: crate::metrics::normalized_gini(&actual, &naive),
+        curves: curve_groups(&curves.s, &sbg_holdout, &follow),
     };
     let holdout = HoldoutSurvival {
         s90: (0..hold_x.rows).map(|i| curves.at(i, 90)).collect(),
         rmst: (0..hold_x.rows).map(|i| curves.rmst(i)).collect(),
     };
     Ok(Some((report, deployed, holdout)))
+}
+
+/// What the candidates were chosen on, in words.
+fn basis(dates: &[i32]) -> String {
+    if dates.is_empty() {
+        return "no snapshot with both a cancellation to learn and one to judge: the logistic ships".into();
+    }
+    let d: Vec<String> =
+        dates.iter().filter_map(|&d| crate::schema::date_of_day(d)).map(|d| d.to_string()).collect();
+    format!(
+        "Harrell's C of purged hazard models at {}, each followed until the holdout snapshot",
+        d.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -773,6 +978,47 @@ mod tests {
         }
         let fit = Sbg::fit(&rows).expect("a fit");
         assert!((fit.alpha - 1.0).abs() < 0.05 && (fit.beta - 3.0).abs() < 0.15, "{fit:?}");
+    }
+
+    #[test]
+    fn kaplan_meier_by_hand_stops_where_too_few_are_at_risk() {
+        // 40 rows: 10 cancel in period 0, 10 are censored after period 0 (observed 1 period),
+        // 20 are followed 2 periods with 5 cancelling in period 1; none goes further.
+        let mut follow = vec![(1, true); 10];
+        follow.extend(vec![(1, false); 10]);
+        follow.extend(vec![(2, true); 5]);
+        follow.extend(vec![(2, false); 15]);
+        let km = kaplan_meier(&follow);
+        assert_eq!(km.len(), 2, "20 at risk in period 1, none after: {km:?}");
+        assert!((km[0] - 0.75).abs() < 1e-12);
+        assert!((km[1] - 0.75 * 0.75).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_out_of_time_choice_keeps_the_simpler_candidate_within_one_se() {
+        // Candidates: gbdt, logistic(l2 1), blend(l2 1), logistic(l2 10), blend(l2 10).
+        let l2s = [1.0, 10.0];
+        let g = |v: [f64; 3]| v.to_vec();
+        // The GBDT leads by a little, well inside the noise: the logistic at l2 10 ships.
+        let groups = vec![
+            g([0.67, 0.69, 0.63]),
+            g([0.64, 0.66, 0.63]),
+            g([0.65, 0.68, 0.64]),
+            g([0.65, 0.68, 0.64]),
+            g([0.66, 0.68, 0.63]),
+        ];
+        let (chosen, se) = choose(&l2s, &groups);
+        assert_eq!(candidate_list(&l2s)[chosen], (SurvivalMix::Logistic, 1));
+        assert!(se[1].is_none() && se[2].is_none(), "the other penalty is not in the final comparison");
+        // A clear, consistent lead of the GBDT: it ships.
+        let groups = vec![
+            g([0.72, 0.73, 0.74]),
+            g([0.64, 0.66, 0.63]),
+            g([0.65, 0.68, 0.64]),
+            g([0.65, 0.67, 0.64]),
+            g([0.66, 0.68, 0.64]),
+        ];
+        assert_eq!(candidate_list(&l2s)[choose(&l2s, &groups).0], (SurvivalMix::Gbdt, 0));
     }
 
     #[test]

@@ -287,7 +287,7 @@ fn fit_and_write(
     fitted.churn.add_explainer(&data.x, &data.rows.fit, probabilistic.as_ref(), cfg.snapshots.horizon_days);
     let decided = decide(cfg, &inputs.plan, &data, &roles, &fitted, progress)?;
     let (uplift_report, uplift_model) = fit_uplift(cfg, frames.uplift, progress)?;
-    let survival = fit_survival(cfg, &data, (holdout_day, end_day), progress)?;
+    let survival = fit_survival(cfg, &data, fitted.oot.as_ref(), (holdout_day, end_day), progress)?;
     // The refit and the comparison baselines are independent (and the baselines mostly
     // single-threaded): side by side, each step timed on its own wall clock.
     let (refitted, baselines) = rayon::join(
@@ -376,11 +376,16 @@ fn fit_and_write(
 fn fit_survival(
     cfg: &Config,
     data: &Dataset,
-    (holdout, end): (i32, i32),
+    oot: Option<&OutOfTime>,
+    days: (i32, i32),
     progress: &Progress,
 ) -> Result<Option<SurvivalParts>> {
+    // The churn choice's purged snapshots (none when it cross-fitted).
+    let purged: Vec<i32> =
+        oot.map(|o| o.dates.iter().map(|&d| schema::epoch_day(d)).collect()).unwrap_or_default();
+    let purged = &purged[..];
     progress.step("survival", "fitting the time-to-cancellation model", || {
-        crate::train::survival::train(&cfg.model, &cfg.model.logistic_l2, cfg.model.refit, data, holdout, end)
+        crate::train::survival::train(&cfg.model, &cfg.model.logistic_l2, cfg.model.refit, data, purged, days)
     })
 }
 

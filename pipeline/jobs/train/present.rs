@@ -26,6 +26,9 @@ impl std::fmt::Display for TrainOutcome {
                 )?;
             }
         }
+        if let Some(s) = &self.metrics.survival {
+            write!(f, "{}", survival_lines(s))?;
+        }
         if !self.metrics.deployed.description.is_empty() {
             writeln!(f, "deployed: {}", self.metrics.deployed.description)?;
         }
@@ -38,6 +41,43 @@ impl std::fmt::Display for TrainOutcome {
         }
         Ok(())
     }
+}
+
+/// The time-to-cancellation model: its holdout figures beside the sBG's, and its candidates.
+fn survival_lines(s: &crate::train::survival::SurvivalReport) -> String {
+    let mut out = format!(
+        "time to cancellation: hazard {} (l2 {}, {} trees); holdout ({} rows): Harrell's C {:.4} \
+         (sBG per billing cohort {:.4}), integrated Brier {:.4} (sBG {:.4}), S(90) ECE {:.4}; \
+         subscription CLV Gini {:.4} (MRR x tenure {:.4})\n  candidates, chosen on {}:\n",
+        s.mix.name(),
+        s.l2,
+        s.trees,
+        s.holdout_rows,
+        s.model.concordance,
+        s.sbg.concordance,
+        s.model.integrated_brier,
+        s.sbg.integrated_brier,
+        s.model.s90_ece,
+        s.clv_gini,
+        s.clv_gini_mrr_tenure,
+        s.basis
+    );
+    for c in &s.candidates {
+        out.push_str(&format!(
+            "  {:<18} l2 {:<7} choice C {:.4} (SE {})  holdout C {:.4}{}\n",
+            c.mix.name(),
+            if c.mix == crate::train::survival::SurvivalMix::Gbdt {
+                "-".to_string()
+            } else {
+                c.l2.to_string()
+            },
+            c.out_of_time_concordance,
+            c.standard_error.map_or("-".to_string(), |e| format!("{e:.4}")),
+            c.holdout_concordance,
+            if c.chosen { "  <- shipped" } else { "" }
+        ));
+    }
+    out
 }
 
 /// The comparison table printed at the end of `fidelis train`.
