@@ -377,8 +377,8 @@ pub const SIGNAL_COLUMNS: [(&str, ColumnType, bool, bool); 7] = [
 /// The columns scores gain with a subscription table, after the signal columns: the MRR of
 /// the customer's live subscription at `as_of` and the days to its next renewal (a fixed
 /// term's end, a monthly subscription's next billing day), null without one.
-pub const SUBSCRIPTION_COLUMNS: [(&str, ColumnType); 2] =
-    [("mrr", ColumnType::Double), ("days_to_renewal", ColumnType::Int)];
+pub const SUBSCRIPTION_COLUMNS: [(&str, ColumnType); 3] =
+    [("mrr", ColumnType::Double), ("billing_months", ColumnType::Int), ("days_to_renewal", ColumnType::Int)];
 
 /// The columns a model with a survival model (churn as a cancellation) adds after them: the
 /// probability of still being subscribed 30, 60, 90, 180 and 365 days on, the expected days
@@ -541,6 +541,13 @@ pub fn add_signal_columns(
             states.iter().map(|s| s.as_ref().and_then(|s| s.days_to_renewal)).collect();
         let mut cols = vec![
             Column::new("mrr".into(), mrr.as_slice()),
+            Column::new(
+                "billing_months".into(),
+                states
+                    .iter()
+                    .map(|s| s.as_ref().and_then(|s| s.months).map(|m| m as i32))
+                    .collect::<Vec<_>>(),
+            ),
             Column::new("days_to_renewal".into(), renewal.as_slice()),
         ];
         if let Some(curves) = &preds.survival {

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use polars::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{cell_error, read_source, require, Table};
 use crate::config::{InputSource, SubscriptionsInput};
@@ -189,7 +189,7 @@ fn chain_end(periods: &[Period], from: i32) -> Option<i32> {
 
 /// The revenue movements of the customers subscribed at `from`, to `to` (MRR as the table
 /// says, looking back: every row is used).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Movement {
     /// MRR at `from` of the customers subscribed then.
     pub start_mrr: f64,
@@ -206,12 +206,114 @@ pub struct Movement {
 }
 
 /// MRR and its movements at a day: over the month before and the twelve months before.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct RevenueKpis {
     pub mrr: f64,
     pub customers: usize,
     pub month: Movement,
     pub trailing_12_months: Movement,
+}
+
+/// Money in millionths, as an integer: sums of it are exact, so parts summed in any order
+/// (customers in any order, Spark's partitions merged in any tree) give the same figures.
+fn micros(v: f64) -> i64 {
+    (v * 1e6).round() as i64
+}
+
+fn money(v: i64) -> f64 {
+    v as f64 / 1e6
+}
+
+/// The sums a [`Movement`] is made of, over some customers (see [`RevenueParts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovementParts {
+    start: i64,
+    kept: i64,
+    kept_gross: i64,
+    new: i64,
+    expansion: i64,
+    contraction: i64,
+    churned: i64,
+}
+
+impl MovementParts {
+    /// One customer with MRR `a` at the start and `b` at the end.
+    fn add(&mut self, a: f64, b: f64) {
+        let (a, b) = (micros(a), micros(b));
+        if a > 0 {
+            self.start += a;
+            self.kept += b;
+            self.kept_gross += a.min(b);
+            if b == 0 {
+                self.churned += a;
+            } else if b > a {
+                self.expansion += b - a;
+            } else {
+                self.contraction += a - b;
+            }
+        } else {
+            self.new += b;
+        }
+    }
+
+    fn merge(&mut self, o: &MovementParts) {
+        self.start += o.start;
+        self.kept += o.kept;
+        self.kept_gross += o.kept_gross;
+        self.new += o.new;
+        self.expansion += o.expansion;
+        self.contraction += o.contraction;
+        self.churned += o.churned;
+    }
+
+    fn finish(&self) -> Movement {
+        let ratio = |v: i64| (self.start > 0).then(|| v as f64 / self.start as f64);
+        Movement {
+            start_mrr: money(self.start),
+            new: money(self.new),
+            expansion: money(self.expansion),
+            contraction: money(self.contraction),
+            churned: money(self.churned),
+            nrr: ratio(self.kept),
+            grr: ratio(self.kept_gross),
+        }
+    }
+}
+
+/// [`RevenueKpis`] of some customers at a day, as exact sums: the parts of disjoint sets of
+/// customers merge into those of their union (the Spark job counts a partition of customers
+/// each and merges them), and [`RevenueParts::finish`] gives the figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevenueParts {
+    mrr: i64,
+    customers: u64,
+    month: MovementParts,
+    year: MovementParts,
+}
+
+impl RevenueParts {
+    pub fn merge(&mut self, o: &RevenueParts) {
+        self.mrr += o.mrr;
+        self.customers += o.customers;
+        self.month.merge(&o.month);
+        self.year.merge(&o.year);
+    }
+
+    pub fn finish(&self) -> RevenueKpis {
+        RevenueKpis {
+            mrr: money(self.mrr),
+            customers: self.customers as usize,
+            month: self.month.finish(),
+            trailing_12_months: self.year.finish(),
+        }
+    }
+}
+
+/// The day `k` calendar months before day `t`.
+fn months_before(t: i32, k: u32) -> i32 {
+    crate::schema::date_of_day(t)
+        .and_then(|d| d.checked_sub_months(chrono::Months::new(k)))
+        .map_or(t - 30 * k as i32, epoch_day)
 }
 
 impl Subscriptions {
@@ -224,51 +326,33 @@ impl Subscriptions {
 
     /// The movements from day `from` to day `to`.
     pub fn movement(&self, from: i32, to: i32) -> Movement {
-        let mut m = Movement::default();
-        let mut kept = 0.0;
-        let mut kept_gross = 0.0;
-        let mut customers: Vec<&String> = self.by_customer.keys().collect();
-        customers.sort();
-        for c in customers {
-            let (a, b) = (self.mrr_at(c, from), self.mrr_at(c, to));
-            if a > 0.0 {
-                m.start_mrr += a;
-                kept += b;
-                kept_gross += a.min(b);
-                if b == 0.0 {
-                    m.churned += a;
-                } else if b > a {
-                    m.expansion += b - a;
-                } else {
-                    m.contraction += a - b;
-                }
-            } else {
-                m.new += b;
+        let mut m = MovementParts::default();
+        for c in self.by_customer.keys() {
+            m.add(self.mrr_at(c, from), self.mrr_at(c, to));
+        }
+        m.finish()
+    }
+
+    /// The parts of [`Self::revenue_at`] over every customer of the table.
+    pub fn revenue_parts(&self, t: i32) -> RevenueParts {
+        let (month, year) = (months_before(t, 1), months_before(t, 12));
+        let mut p = RevenueParts::default();
+        for c in self.by_customer.keys() {
+            let now = self.mrr_at(c, t);
+            if now > 0.0 {
+                p.mrr += micros(now);
+                p.customers += 1;
             }
+            p.month.add(self.mrr_at(c, month), now);
+            p.year.add(self.mrr_at(c, year), now);
         }
-        if m.start_mrr > 0.0 {
-            m.nrr = Some(kept / m.start_mrr);
-            m.grr = Some(kept_gross / m.start_mrr);
-        }
-        m
+        p
     }
 
     /// MRR, subscribed customers and the movements over the month and the twelve months
     /// before day `t`.
     pub fn revenue_at(&self, t: i32) -> RevenueKpis {
-        let months_before = |k: u32| {
-            crate::schema::date_of_day(t)
-                .and_then(|d| d.checked_sub_months(chrono::Months::new(k)))
-                .map_or(t - 30 * k as i32, epoch_day)
-        };
-        let live: Vec<f64> =
-            self.by_customer.keys().map(|c| self.mrr_at(c, t)).filter(|&m| m > 0.0).collect();
-        RevenueKpis {
-            mrr: live.iter().sum(),
-            customers: live.len(),
-            month: self.movement(months_before(1), t),
-            trailing_12_months: self.movement(months_before(12), t),
-        }
+        self.revenue_parts(t).finish()
     }
 }
 
@@ -476,5 +560,18 @@ mod tests {
         assert_eq!((k.mrr, k.customers), (440.0, 4));
         assert_eq!(k.month, m);
         assert_eq!(k.trailing_12_months.start_mrr, 450.0, "the same four customers a year before");
+        // Parts of disjoint customer sets merge into the whole, in any order.
+        let t = d("2024-03-15");
+        let half = |keep: &[&str]| {
+            let mut part = s.clone();
+            part.by_customer.retain(|c, _| keep.contains(&c.as_str()));
+            part.revenue_parts(t)
+        };
+        let (mut a, b) = (half(&["F", "E", "N"]), half(&["C", "X"]));
+        let mut ba = b;
+        ba.merge(&a);
+        a.merge(&b);
+        assert_eq!(a, ba);
+        assert_eq!(a.finish(), s.revenue_at(t));
     }
 }

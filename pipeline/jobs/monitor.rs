@@ -97,7 +97,8 @@ pub fn observe(
     let realized = progress.step("realized", "realized performance of matured runs", || {
         realized_runs(cfg, s, as_of, &auc_history)
     })?;
-    let observed = Observations { drift, counts, realized, auc_history, first_effects };
+    let revenue = s.signals.subscriptions.as_ref().map(|x| x.revenue_at(crate::schema::epoch_day(as_of)));
+    let observed = Observations { drift, counts, realized, auc_history, first_effects, revenue };
     assess(cfg, model, as_of, observed, estimates(&history, as_of)?)
 }
 
@@ -116,6 +117,8 @@ pub struct Observations {
     /// Realized AUCs already in the history.
     pub auc_history: BTreeMap<NaiveDate, f64>,
     pub first_effects: FirstEffects,
+    /// MRR and its movements at the date (with a subscription table).
+    pub revenue: Option<crate::activity::subscriptions::RevenueKpis>,
 }
 
 /// Write `report` to the monitoring history (Parquet, then every SQL sink).
@@ -160,6 +163,7 @@ pub fn assess(
             holdout_estimated_auc: check.map_or(f64::NAN, |h| h.estimated[0]),
             auc_history: o.auc_history,
             first_effects: o.first_effects,
+            revenue: o.revenue,
         },
         &cfg.monitor,
     ))
@@ -314,9 +318,37 @@ impl std::fmt::Display for MonitorReport {
                 monitor::effect_words(&p.effect)
             )?;
         }
+        if let Some(k) = &r.revenue {
+            writeln!(f, "{}", revenue_words(k))?;
+        }
         for a in &r.alerts {
             writeln!(f, "{a}")?;
         }
         write!(f, "{}", r.advice)
     }
+}
+
+/// "recurring revenue: MRR 123,456 (1,234 subscribers); last month NRR 99.1%, ...".
+pub fn revenue_words(k: &crate::activity::subscriptions::RevenueKpis) -> String {
+    use crate::format::{int, money};
+    let ratio = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", 100.0 * v));
+    let movement = |m: &crate::activity::subscriptions::Movement| {
+        format!(
+            "NRR {}, GRR {} (MRR {} at the start: new +{}, expansion +{}, contraction -{}, churned -{})",
+            ratio(m.nrr),
+            ratio(m.grr),
+            money(m.start_mrr),
+            money(m.new),
+            money(m.expansion),
+            money(m.contraction),
+            money(m.churned)
+        )
+    };
+    format!(
+        "recurring revenue: MRR {} ({} subscribers); last month {}; trailing 12 months {}",
+        money(k.mrr),
+        int(k.customers as i64),
+        movement(&k.month),
+        movement(&k.trailing_12_months)
+    )
 }

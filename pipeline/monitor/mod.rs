@@ -39,6 +39,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::activity::subscriptions::{Movement, RevenueKpis};
 use crate::config::{DecisionConfig, MonitorConfig};
 use crate::error::{Error, PolarsContext, Result};
 use crate::experiment::{Effect, FirstEffects, Group, Outcome, RunEffect, FIRST, POOLED};
@@ -691,6 +692,8 @@ pub struct MonitorReport {
     pub advice: String,
     /// The thresholds in force (`[monitor]`).
     pub thresholds: MonitorConfig,
+    /// MRR, NRR, GRR and the MRR movements at `as_of` (with a subscription table).
+    pub revenue: Option<RevenueKpis>,
 }
 
 /// What monitoring at one date is computed from (the monitor job gathers it).
@@ -713,6 +716,8 @@ pub struct Observed<'a> {
     /// The effect among the customers new to the experiment ([`RunEffect::first`], per band
     /// too) of the runs already in the history.
     pub first_effects: FirstEffects,
+    /// The recurring revenue at `as_of` (with a subscription table).
+    pub revenue: Option<RevenueKpis>,
 }
 
 /// The effect of contacting pooled over the matured runs ([`crate::experiment::pooled`]).
@@ -783,6 +788,7 @@ pub fn assess(o: Observed, cfg: &MonitorConfig) -> MonitorReport {
         retrain,
         advice,
         thresholds: cfg.clone(),
+        revenue: o.revenue,
     }
 }
 
@@ -954,6 +960,22 @@ fn reach_words(e: &Effect) -> String {
     )
 }
 
+/// The history's metrics of a revenue movement (kind `revenue`, items `month` and
+/// `trailing_12_months`); NRR and GRR NaN without MRR at the start.
+const REVENUE_METRICS: [&str; 7] = ["start_mrr", "new", "expansion", "contraction", "churned", "nrr", "grr"];
+
+fn movement_values(m: &Movement) -> [f64; 7] {
+    [
+        m.start_mrr,
+        m.new,
+        m.expansion,
+        m.contraction,
+        m.churned,
+        m.nrr.unwrap_or(f64::NAN),
+        m.grr.unwrap_or(f64::NAN),
+    ]
+}
+
 /// Primary key of the campaign effect table ([`MonitorReport::effect_frame`]).
 pub const CAMPAIGN_EFFECT_KEY: &[&str] = &["as_of", "run", "stratum", "stratum_value"];
 
@@ -1118,6 +1140,15 @@ impl MonitorReport {
             push("model", "model", "holdout_estimated_roc_auc", self.holdout_estimated_auc, Status::Info);
         }
         push("model", "model", "max_model_age_days", t.max_model_age_days as f64, Status::Info);
+        if let Some(r) = &self.revenue {
+            push("revenue", "mrr", "mrr", r.mrr, Status::Info);
+            push("revenue", "mrr", "customers", r.customers as f64, Status::Info);
+            for (item, m) in [("month", &r.month), ("trailing_12_months", &r.trailing_12_months)] {
+                for (metric, v) in REVENUE_METRICS.iter().zip(movement_values(m)) {
+                    push("revenue", item, metric, v, Status::Info);
+                }
+            }
+        }
         rows
     }
 
@@ -1277,6 +1308,27 @@ impl MonitorReport {
         alerts.extend(estimate_alert(estimated.as_ref(), holdout_auc, holdout_estimated_auc, &thresholds));
         alerts.extend(effect_alerts(&realized, pooled.as_ref()));
         let (retrain, advice) = advice(alerts.len(), model_age_days, as_of, &thresholds);
+        let revenue = rows.value_of(&here, "revenue", "mrr", "mrr").map(|mrr| {
+            let movement = |item: &str| {
+                let v = |m: &str| rows.value_of(&here, "revenue", item, m).unwrap_or(f64::NAN);
+                let ratio = |m: &str| Some(v(m)).filter(|x| x.is_finite());
+                Movement {
+                    start_mrr: v("start_mrr"),
+                    new: v("new"),
+                    expansion: v("expansion"),
+                    contraction: v("contraction"),
+                    churned: v("churned"),
+                    nrr: ratio("nrr"),
+                    grr: ratio("grr"),
+                }
+            };
+            RevenueKpis {
+                mrr,
+                customers: rows.value_of(&here, "revenue", "mrr", "customers").map_or(0, |v| v as usize),
+                month: movement("month"),
+                trailing_12_months: movement("trailing_12_months"),
+            }
+        });
         Ok(MonitorReport {
             as_of,
             model_id: rows.model_id[here[0]].clone(),
@@ -1293,6 +1345,7 @@ impl MonitorReport {
             retrain,
             advice,
             thresholds,
+            revenue,
         })
     }
 }
@@ -1480,6 +1533,19 @@ mod tests {
                 holdout_estimated_auc: f64::NAN,
                 auc_history: BTreeMap::new(),
                 first_effects: [((run - chrono::Duration::days(7), String::new()), earlier_first)].into(),
+                revenue: Some(RevenueKpis {
+                    mrr: 1000.0,
+                    customers: 9,
+                    month: Movement {
+                        start_mrr: 990.0,
+                        churned: 40.0,
+                        nrr: Some(0.96),
+                        grr: Some(0.95),
+                        ..Movement::default()
+                    },
+                    // Nobody subscribed a year before: no NRR.
+                    trailing_12_months: Movement { new: 1000.0, ..Movement::default() },
+                }),
             },
             &MonitorConfig::default(),
         );
@@ -1493,6 +1559,9 @@ mod tests {
         assert_eq!(json(&back.realized[0].effect), json(&realized.effect));
         let pooled = |v: &Option<PooledEffect>| serde_json::to_string(v).unwrap();
         assert_eq!(pooled(&back.pooled), pooled(&report.pooled));
+        // The recurring revenue comes back from the history as it went in (a regenerated
+        // weekly report shows the run's NRR and GRR).
+        assert_eq!(back.revenue, report.revenue);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod chart;
 pub mod evaluation;
 pub mod kpi;
+pub mod renewals;
 pub mod survival;
 pub mod uplift;
 pub mod weekly;

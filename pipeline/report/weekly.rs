@@ -138,6 +138,12 @@ pub struct WeeklyReport {
     /// What the estimated AUC is compared with, and the alert line below it.
     pub estimate_reference: f64,
     pub estimate_alert_below: f64,
+    /// Renewals of the next 90 days (with subscriptions).
+    #[serde(default)]
+    pub renewals: Option<super::renewals::RenewalsView>,
+    /// MRR, NRR, GRR and the MRR movements (with subscriptions).
+    #[serde(default)]
+    pub revenue: Option<crate::activity::subscriptions::RevenueKpis>,
 }
 
 /// One run's estimated performance and, once it matured, its realized figures.
@@ -395,7 +401,10 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let risers_total = risers.len();
     let risers = risers.into_iter().take(SHOWN).map(|i| c.row(i)).collect();
 
-    let (kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
+    let (mut kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
+    if let Some(r) = &m.revenue {
+        (kpis.nrr, kpis.grr) = (r.trailing_12_months.nrr, r.trailing_12_months.grr);
+    }
     let revenue_of = |i: usize| revenue.get(c.ids[i]).copied().unwrap_or(0.0);
     let total_revenue: f64 = (0..n).map(revenue_of).sum();
     let mut seg: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
@@ -452,6 +461,8 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
         performance: w.performance.clone(),
         estimate_reference: m.estimate_reference(),
         estimate_alert_below: m.estimate_reference() - m.thresholds.estimated_auc_drop_alert,
+        renewals: super::renewals::renewals(w.scores)?,
+        revenue: m.revenue,
     })
 }
 
@@ -553,6 +564,9 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     section_status(&mut d, r)?;
     section_levels(&mut d, r)?;
     section_worth_saving(&mut d, r)?;
+    if let Some(v) = &r.renewals {
+        super::renewals::section_renewals(&mut d, v);
+    }
     section_top(&mut d, r)?;
     section_risers(&mut d, r)?;
     section_rfm(&mut d, r)?;
@@ -560,6 +574,9 @@ pub fn render(r: &WeeklyReport) -> Result<Doc> {
     section_auc(&mut d, r)?;
     section_estimated(&mut d, r)?;
     section_effect(&mut d, r)?;
+    if let Some(k) = &r.revenue {
+        super::renewals::section_revenue(&mut d, k);
+    }
     section_kpis(&mut d, r)?;
     Ok(d)
 }
@@ -1126,11 +1143,18 @@ fn section_kpis(d: &mut Doc, r: &WeeklyReport) -> Result<()> {
             format!("{:.2}", k.simple_ltv),
             format!("ARPU x gross margin ({}) / monthly churn", k.gross_margin),
         ],
-        vec![
-            "NRR / GRR".into(),
-            "-".into(),
-            "need recurring revenue (MRR) per customer, not in a transaction log".into(),
-        ],
+        match (k.nrr, k.grr) {
+            (Some(n), Some(g)) => vec![
+                "NRR / GRR, last 12 months".into(),
+                format!("{} / {}", pct(n), pct(g)),
+                "from the subscription table's MRR (section Recurring revenue)".into(),
+            ],
+            _ => vec![
+                "NRR / GRR".into(),
+                "-".into(),
+                "need recurring revenue (MRR) per customer: `[input.subscriptions]`".into(),
+            ],
+        },
     ];
     d.table(&["KPI", "value", "formula"], &rows, None);
     d.para(&format!(

@@ -116,6 +116,8 @@ def test_the_weekly_batch_on_spark_equals_the_cli_and_measures_cancellations(spa
         same_as_cli(ours.select(cli.column_names), cli)
         expected = history_rows(cli_history, d)
         assert expected and history_rows(ours_history, d) == expected, d
+        # MRR, NRR and GRR recorded by both, to the bit (exact sums over Spark's partitions).
+        assert {r[3] for r in expected if r[1] == "revenue"} >= {"mrr", "nrr", "grr", "churned"}, d
     # The first run matured at the second: its realized AUC is measured against cancellations.
     realized = [r for r in history_rows(cli_history, DATES[1]) if r[1] == "realized" and r[2] == DATES[0]]
     assert any(r[3] == "roc_auc" for r in realized), realized

@@ -720,6 +720,23 @@ impl NativeModel {
         serde_json::to_string(&realized).map_err(|e| PyValueError::new_err(e.to_string()))
     }
 
+    /// The recurring-revenue parts (`RevenueParts`, JSON) at `as_of` of the customers of one
+    /// batch of the subscription table (every row of each of its customers in the batch):
+    /// merged with [`merge_revenue_parts`] over disjoint batches, the MRR, NRR and GRR the CLI
+    /// records, exactly.
+    fn revenue_parts(&self, py: Python<'_>, as_of: &str, batch: &Bound<'_, PyAny>) -> PyResult<String> {
+        let t = fidelis::schema::epoch_day(parse_date(as_of)?);
+        let df = import_frame(batch, "subscriptions")?;
+        let cfg = &self.cfg.input.subscriptions;
+        let parts = py
+            .detach(|| {
+                fidelis::activity::subscriptions::subscriptions_from_frame(df, cfg, "subscriptions")
+                    .map(|s| s.revenue_parts(t))
+            })
+            .map_err(py_err)?;
+        serde_json::to_string(&parts).map_err(|e| PyValueError::new_err(e.to_string()))
+    }
+
     /// The estimate counts (`monitor::EstimateCounts`, JSON) of one batch of a run's scores
     /// (`churn_probability`, `predicted_clv`, `contact`), with the decision settings of the
     /// model that scored it: what one part contributes to the run's estimated performance.
@@ -740,10 +757,11 @@ impl NativeModel {
     /// (`(run, auc)`), the history's rows of the runs' effects among new customers
     /// (`(item, metric, value)` of kind `effect`, items `<run> first[ band=...]`), the merged
     /// estimate counts of the run scored at `as_of` (JSON of [`Self::estimate_counts`], None
-    /// when none was) and the history's rows of kind `estimated` recorded at other dates
-    /// (`(item, metric, value)`): the history rows (as `metrics_history.parquet`), the printed
+    /// when none was), the history's rows of kind `estimated` recorded at other dates
+    /// (`(item, metric, value)`) and the merged revenue parts of the subscription table (JSON of
+    /// [`Self::revenue_parts`], None without one): the history rows (as `metrics_history.parquet`), the printed
     /// report, whether to retrain, the alerts.
-    #[pyo3(signature = (as_of, counts, realized, auc_history, first_effects=Vec::new(), estimate=None, estimates=Vec::new()))]
+    #[pyo3(signature = (as_of, counts, realized, auc_history, first_effects=Vec::new(), estimate=None, estimates=Vec::new(), revenue=None))]
     #[allow(clippy::too_many_arguments)]
     fn assess<'py>(
         &self,
@@ -755,6 +773,7 @@ impl NativeModel {
         first_effects: Vec<(String, String, f64)>,
         estimate: Option<String>,
         estimates: Vec<(String, String, f64)>,
+        revenue: Option<String>,
     ) -> PyResult<(Bound<'py, PyCapsule>, String, bool, Vec<String>)> {
         let as_of = parse_date(as_of)?;
         let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
@@ -776,7 +795,11 @@ impl NativeModel {
         let estimates = fidelis::monitor::estimate::by_run(
             estimates.iter().map(|(i, m, v)| (i.as_str(), m.as_str(), *v)),
         );
-        let observed = jobs::monitor::Observations { drift, counts, realized, auc_history, first_effects };
+        let revenue: Option<fidelis::activity::subscriptions::RevenueParts> =
+            revenue.map(|r| serde_json::from_str(&r)).transpose().map_err(json)?;
+        let revenue = revenue.map(|r| r.finish());
+        let observed =
+            jobs::monitor::Observations { drift, counts, realized, auc_history, first_effects, revenue };
         let report =
             jobs::monitor::assess(&self.cfg, &self.model, as_of, observed, estimates).map_err(py_err)?;
         let rows = report.history_frame().map_err(py_err)?;
@@ -978,6 +1001,16 @@ fn merge_estimate_counts(a: &str, b: &str) -> PyResult<String> {
     serde_json::to_string(&a).map_err(json)
 }
 
+/// Two sets of revenue parts (JSON of `NativeModel.revenue_parts`) merged into one
+/// (`RevenueParts::merge`: exact sums, any order).
+#[pyfunction]
+fn merge_revenue_parts(a: &str, b: &str) -> PyResult<String> {
+    let json = |e: serde_json::Error| PyValueError::new_err(e.to_string());
+    let mut a: fidelis::activity::subscriptions::RevenueParts = serde_json::from_str(a).map_err(json)?;
+    a.merge(&serde_json::from_str(b).map_err(json)?);
+    serde_json::to_string(&a).map_err(json)
+}
+
 /// The size of the top-risk segment of `n` scored customers (`score::top_size`).
 #[pyfunction]
 fn top_size(top_share: f64, n: usize) -> u32 {
@@ -1138,6 +1171,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rfm_from_ranks, m)?)?;
     m.add_function(wrap_pyfunction!(merge_counts, m)?)?;
     m.add_function(wrap_pyfunction!(merge_estimate_counts, m)?)?;
+    m.add_function(wrap_pyfunction!(merge_revenue_parts, m)?)?;
     m.add_function(wrap_pyfunction!(merge_event_facts, m)?)?;
     m.add_function(wrap_pyfunction!(jdbc_targets, m)?)?;
     m.add_function(wrap_pyfunction!(create_stage, m)?)?;

@@ -65,6 +65,28 @@ def _estimate_counts(scores: Any, args: tuple[Any, ...]) -> str | None:
     return merged
 
 
+def _revenue_parts(subscriptions: Any, args: tuple[Any, ...], as_of: str, buckets: int) -> str | None:
+    """The recurring-revenue parts at ``as_of`` of the subscription table: every customer's rows
+    in one partition (hash of the customer column), summed there by the Rust core, merged by
+    Spark (``treeReduce``; exact integer sums, so the CLI's figures whatever the partitioning);
+    None for an empty table."""
+    driver = _model(*args)
+    su_col = driver.customer_columns[3]
+
+    def per_partition(batches: Any) -> Any:
+        tables = [pa.Table.from_batches([b]) for b in batches if b.num_rows]
+        if tables:
+            t = pa.concat_tables(tables)
+            yield pa.RecordBatch.from_pydict({"parts": [_model(*args).revenue_parts(as_of, t.__arrow_c_stream__())]})
+
+    parts = subscriptions.repartition(buckets, su_col).mapInArrow(per_partition, "parts string").rdd
+    parts = parts.map(lambda row: row[0])
+    if parts.isEmpty():
+        return None
+    merged: str = parts.treeReduce(_native.merge_revenue_parts)
+    return merged
+
+
 def _realized(
     spark: Any,
     transactions: Any,
@@ -272,8 +294,16 @@ def monitor(
     realized, known, first_effects, estimates = _realized(
         spark, transactions, args, as_of, out, buckets, contacts, subscriptions
     )
+    revenue = _revenue_parts(subscriptions, args, as_of, buckets) if subscriptions is not None else None
     capsule, report, retrain, alerts = driver.assess(
-        as_of, [counts] if counts else [], realized, sorted(known.items()), first_effects, estimate, estimates
+        as_of,
+        [counts] if counts else [],
+        realized,
+        sorted(known.items()),
+        first_effects,
+        estimate,
+        estimates,
+        revenue,
     )
     rows = _plain_strings(_table(capsule))
     if write:
