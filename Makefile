@@ -24,8 +24,8 @@ demo: generate validate train weekly backtest ## generate 50,000 customers and r
 bin: ## build the fidelis binary (debug profile) with cargo's progress
 	cargo build --bin fidelis
 
-demo-saas: bin ## SaaS demo: 5,000 subscriptions with events and a customer table; train; three weekly runs (health, review flags, escalations)
-	$(FIDELIS) generate --kind saas --customers 5000 --seed $(SEED) --out data/saas
+demo-saas: bin ## SaaS demo: 5,000 contracts (monthly, annual) with events and a customer table; churn = cancellation, survival; three weekly runs (renewals, NRR/GRR, health, escalations)
+	$(FIDELIS) generate --kind saas --contracts --customers 5000 --seed $(SEED) --out data/saas
 	$(FIDELIS) validate --config configs/saas.toml
 	$(FIDELIS) train --config configs/saas.toml
 	$(FIDELIS) weekly --config configs/saas.toml --as-of 2024-12-17 --dry-run

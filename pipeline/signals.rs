@@ -682,7 +682,8 @@ pub fn escalation(
     let arr = arr?;
     rules.rule_for(level, Some(arr), days_to_renewal).map(|r| {
         let renewal = r.max_days_to_renewal.map_or(String::new(), |m| {
-            format!(", renewal in {} days (<= {m})", days_to_renewal.unwrap_or_default())
+            let d = days_to_renewal.unwrap_or_default();
+            format!(", renewal in {d} day{} (<= {m})", if d == 1 { "" } else { "s" })
         });
         format!(
             "ARR {} > {} in {level}{renewal}: {}",

@@ -52,7 +52,7 @@ fn account_line(a: &Account) -> String {
     let what = a.events.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join("; ");
     let arr = a.arr.map_or(String::new(), |v| format!(", ARR {}", money(v)));
     let arr = match a.days_to_renewal {
-        Some(d) => format!("{arr}, renews in {d} days"),
+        Some(d) => format!("{arr}, renews in {d} day{}", if d == 1 { "" } else { "s" }),
         None => arr,
     };
     let csm = a.csm.as_deref().map_or(String::new(), |c| format!(", CSM {c}"));
