@@ -14,7 +14,7 @@ SEED ?= 42
 # shown: the first build compiles the dependencies and takes a while).
 FIDELIS := $(CARGO_TARGET_DIR)/debug/fidelis
 
-.PHONY: bin python python-test python-lint help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift bench-shap lint fmt datasets clean
+.PHONY: bin python python-test python-lint help demo demo-saas generate validate train evaluate score weekly report monitor backtest test bench bench-spark bench-spark-10m bench-deps bench-score bench-monitor bench-uplift bench-shap bench-subscriptions lint fmt datasets clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -91,6 +91,7 @@ bench: ## every stage at 100k/300k/1M customers (+ LightGBM/DuckDB when installe
 	cargo bench --bench deliver
 	cargo bench --bench uplift
 	cargo bench --bench shap
+	cargo bench --bench subscriptions
 	scripts/with_postgres.sh cargo bench --bench input
 	if command -v java >/dev/null 2>&1; then $(MAKE) bench-spark; else echo "bench-spark skipped: no Java runtime"; fi
 
@@ -113,6 +114,9 @@ bench-score: ## the weekly batch on 1,000,000 generated customers: wall time, pe
 
 bench-uplift: ## the effect and Qini on a 1,000,000-customer run; uplift training at 100,000 customers x 8 runs
 	cargo bench --bench uplift
+
+bench-subscriptions: ## train and score 100,000 generated contracts with churn as a cancellation (survival model included): wall, peak RSS, steps
+	cargo bench --bench subscriptions
 
 bench-shap: ## what exact SHAP reasons cost at 1,000,000 customers against the margins and path attributions
 	cargo bench --bench shap

@@ -87,7 +87,7 @@ pub fn section(d: &mut Doc, s: &SurvivalReport) -> Result<()> {
                 if c.mix == SurvivalMix::Gbdt { "-".into() } else { c.l2.to_string() },
                 f4(c.out_of_time_concordance),
                 c.standard_error.map_or("-".into(), f4),
-                f4(c.holdout_concordance),
+                if c.holdout_concordance.is_finite() { f4(c.holdout_concordance) } else { "-".into() },
                 if c.chosen { "shipped".into() } else { String::new() },
             ]
         })

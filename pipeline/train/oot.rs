@@ -238,7 +238,7 @@ fn purged_snapshots(training: &[NaiveDate], days: &[i32], max: usize, min_rows: 
 /// `rows` when at most `max` (or `max` is 0), else the rows of a deterministic share of
 /// customers (hash below the share `max / rows`): about `max` rows, every snapshot of each
 /// customer kept, in order.
-fn sample_customers(rows: Vec<usize>, customers: &[u64], max: usize) -> Vec<usize> {
+pub fn sample_customers(rows: Vec<usize>, customers: &[u64], max: usize) -> Vec<usize> {
     if max == 0 || rows.len() <= max {
         return rows;
     }

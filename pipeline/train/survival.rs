@@ -272,34 +272,58 @@ impl Curves {
 /// Harrell's concordance: among pairs where the shorter observed time ends in an event, the
 /// share where that row has the higher `risk` (ties in risk count one half; pairs with equal
 /// times count when exactly one is an event and that one is taken as the shorter).
+///
+/// `O(n log n)`: rows by time, longest first, counted into a Fenwick tree over the risk ranks;
+/// each event is compared with every row of a longer time (and the censored rows of its own).
 pub fn harrell_c(time: &[f64], event: &[bool], risk: &[f64]) -> f64 {
     let n = time.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| time[a].total_cmp(&time[b]));
-    let (mut concordant, mut comparable) = (0.0, 0.0);
-    let mut pair = |i: usize, j: usize| {
-        comparable += 1.0;
-        if risk[i] > risk[j] {
-            concordant += 1.0;
-        } else if risk[i] == risk[j] {
-            concordant += 0.5;
+    let mut levels: Vec<f64> = risk.to_vec();
+    levels.sort_by(f64::total_cmp);
+    levels.dedup_by(|a, b| a.total_cmp(b).is_eq());
+    let rank = |v: f64| levels.partition_point(|l| l.total_cmp(&v).is_lt());
+    let mut tree = vec![0u64; levels.len() + 1];
+    let add = |tree: &mut [u64], k: usize| {
+        let mut i = k + 1;
+        while i < tree.len() {
+            tree[i] += 1;
+            i += i & i.wrapping_neg();
         }
     };
-    for (ii, &i) in order.iter().enumerate() {
-        if !event[i] {
-            continue;
+    // Rows inserted with a risk rank below `k`.
+    let below = |tree: &[u64], k: usize| {
+        let (mut i, mut sum) = (k, 0u64);
+        while i > 0 {
+            sum += tree[i];
+            i -= i & i.wrapping_neg();
         }
-        for &j in &order[ii + 1..] {
-            if !(time[j] == time[i] && event[j]) {
-                pair(i, j);
-            }
+        sum
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| time[b].total_cmp(&time[a]));
+    let (mut concordant, mut comparable) = (0.0, 0.0);
+    let mut inserted = 0u64;
+    let mut g = 0;
+    while g < n {
+        let mut end = g;
+        while end < n && time[order[end]] == time[order[g]] {
+            end += 1;
         }
-        // Rows earlier in `order` with the same time and no event are comparable too.
-        for &j in order[..ii].iter().rev().take_while(|&&j| time[j] == time[i]) {
-            if !event[j] {
-                pair(i, j);
-            }
+        let group = &order[g..end];
+        for &j in group.iter().filter(|&&j| !event[j]) {
+            add(&mut tree, rank(risk[j]));
+            inserted += 1;
         }
+        for &i in group.iter().filter(|&&i| event[i]) {
+            let k = rank(risk[i]);
+            let (lower, upto) = (below(&tree, k), below(&tree, k + 1));
+            concordant += lower as f64 + 0.5 * (upto - lower) as f64;
+            comparable += inserted as f64;
+        }
+        for &i in group.iter().filter(|&&i| event[i]) {
+            add(&mut tree, rank(risk[i]));
+            inserted += 1;
+        }
+        g = end;
     }
     if comparable > 0.0 {
         concordant / comparable
@@ -703,34 +727,49 @@ fn candidate_list(l2s: &[f64]) -> Vec<(SurvivalMix, usize)> {
     out
 }
 
-/// The GBDT and a logistic regression per penalty, fitted on the same person-period rows.
+/// The GBDT and a logistic regression per penalty (`None`: not fitted), fitted on the same
+/// person-period rows.
 struct Fitted {
     gbdt: HistGbdt,
-    logistic: Vec<crate::train::linear::Logistic>,
+    logistic: Vec<Option<crate::train::linear::Logistic>>,
 }
 
 impl Fitted {
-    fn fit(params: &GbdtConfig, l2s: &[f64], pp: &(FeatureMatrix, Vec<f64>)) -> Result<Fitted> {
+    /// The GBDT, and the logistic at every penalty (`only`: at that one alone).
+    fn fit(
+        params: &GbdtConfig,
+        l2s: &[f64],
+        pp: &(FeatureMatrix, Vec<f64>),
+        only: Option<usize>,
+    ) -> Result<Fitted> {
         let gbdt = HistGbdt::fit(params, Task::Churn, &pp.0, &pp.1, None)?;
         let logistic = l2s
             .iter()
-            .map(|&l2| crate::train::linear::Logistic::fit(&pp.0, &pp.1, l2))
+            .enumerate()
+            .map(|(i, &l2)| {
+                only.is_none_or(|o| o == i)
+                    .then(|| crate::train::linear::Logistic::fit(&pp.0, &pp.1, l2))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Fitted { gbdt, logistic })
     }
 
-    fn model(&self, (mix, i): (SurvivalMix, usize)) -> SurvivalModel {
-        SurvivalModel { mix, gbdt: self.gbdt.clone(), logistic: self.logistic[i].clone() }
+    fn model(&self, (mix, i): (SurvivalMix, usize)) -> Option<SurvivalModel> {
+        Some(SurvivalModel { mix, gbdt: self.gbdt.clone(), logistic: self.logistic[i].clone()? })
     }
 }
 
 /// Each candidate's Harrell's C at each purged snapshot `s` (epoch days): models fitted only
 /// on the periods observed by `s` of the rows before it, judged on the rows at `s` followed
 /// until `until` (the holdout snapshot). Snapshots with nothing to learn or judge are skipped.
+///
+/// Above `max_rows` snapshot rows before a snapshot, its models learn from a deterministic
+/// sample of customers (every snapshot of each kept one; `decision.purged_max_rows`, as the
+/// churn choice's purged models).
 fn out_of_time(
-    params: &GbdtConfig,
-    l2s: &[f64],
-    (x, days, cancel): (&FeatureMatrix, &[i32], &[i32]),
+    (params, l2s, max_rows): (&GbdtConfig, &[f64], usize),
+    (x, days, cancel, hashes): (&FeatureMatrix, &[i32], &[i32], &[u64]),
     purged: &[i32],
     until: i32,
 ) -> Result<(Vec<i32>, Vec<Vec<f64>>)> {
@@ -740,6 +779,7 @@ fn out_of_time(
         .par_iter()
         .map(|&s| -> Result<Option<(i32, Vec<f64>)>> {
             let before: Vec<usize> = (0..days.len()).filter(|&r| days[r] < s).collect();
+            let before = crate::train::oot::sample_customers(before, hashes, max_rows);
             let at: Vec<usize> = (0..days.len()).filter(|&r| days[r] == s).collect();
             let pp = person_periods(x, &before, days, cancel, s);
             let follow: Vec<(usize, bool)> =
@@ -747,9 +787,10 @@ fn out_of_time(
             if at.is_empty() || !pp.1.iter().any(|&v| v > 0.0) || !follow.iter().any(|f| f.1) {
                 return Ok(None);
             }
-            let fitted = Fitted::fit(params, l2s, &pp)?;
+            let fitted = Fitted::fit(params, l2s, &pp, None)?;
             let x_at = x.select_rows(&at);
-            Ok(Some((s, list.iter().map(|&c| concordance_of(&fitted.model(c), &x_at, &follow)).collect())))
+            let c = |m: Option<SurvivalModel>| m.map_or(f64::NAN, |m| concordance_of(&m, &x_at, &follow));
+            Ok(Some((s, list.iter().map(|&k| c(fitted.model(k))).collect())))
         })
         .collect::<Result<_>>()?;
     let groups: Vec<(i32, Vec<f64>)> = groups.into_iter().flatten().collect();
@@ -790,9 +831,12 @@ fn choose(l2s: &[f64], groups: &[Vec<f64>]) -> (usize, Vec<Option<f64>>) {
 /// fitted on every period of the fit and validation rows observed by the holdout snapshot and
 /// judged on the holdout rows followed to the end of the data, against the sBG baseline; the
 /// shipped model is refit on every observed period when `refit`.
+///
+/// Above `max_rows` snapshot rows (`decision.purged_max_rows`), the tree count and the purged
+/// models learn from a sample of customers, and the evaluated model is fitted for the chosen
+/// candidate only (the others' holdout C is then not reported).
 pub fn train(
-    params: &GbdtConfig,
-    l2s: &[f64],
+    (params, l2s, max_rows): (&GbdtConfig, &[f64], usize),
     refit: bool,
     data: &crate::train::Dataset,
     purged: &[i32],
@@ -802,7 +846,8 @@ pub fn train(
     let (x, days, rows) = (&data.x, &data.days[..], &data.rows);
     // The tree count: four fifths of the fit customers fitted, the other fifth stops.
     let hashes = data.customer_hashes()?;
-    let (stop_rows, fit_rows): (Vec<usize>, Vec<usize>) = rows.fit.iter().partition(|&&r| hashes[r] % 5 == 0);
+    let sampled = crate::train::oot::sample_customers(rows.fit.clone(), &hashes, max_rows);
+    let (stop_rows, fit_rows): (Vec<usize>, Vec<usize>) = sampled.iter().partition(|&&r| hashes[r] % 5 == 0);
     let stop = person_periods(x, &stop_rows, days, &cancel, holdout);
     let stop = (stop.1.iter().any(|&v| v > 0.0)).then_some(stop);
     let four_fifths = person_periods(x, &fit_rows, days, &cancel, holdout);
@@ -824,14 +869,16 @@ pub fn train(
     let validation_day = rows.validation.first().map(|&r| days[r]);
     let purged: Vec<i32> =
         if purged.is_empty() { validation_day.into_iter().collect() } else { purged.to_vec() };
-    let (dates, groups) = out_of_time(&trees, l2s, (x, days, &cancel), &purged, holdout)?;
+    let (dates, groups) =
+        out_of_time((&trees, l2s, max_rows), (x, days, &cancel, &hashes), &purged, holdout)?;
     let (chosen, se) = choose(l2s, &groups);
     let list = candidate_list(l2s);
     // The evaluated models: every period observed by the holdout snapshot.
     let mut learn: Vec<usize> = rows.fit.iter().chain(&rows.validation).copied().collect();
     learn.sort_unstable();
     let fit = person_periods(x, &learn, days, &cancel, holdout);
-    let fitted = Fitted::fit(&trees, l2s, &fit)?;
+    let every_candidate = max_rows == 0 || learn.len() <= max_rows;
+    let fitted = Fitted::fit(&trees, l2s, &fit, (!every_candidate).then_some(list[chosen].1))?;
     let hold_x = x.select_rows(&rows.holdout);
     let follow: Vec<(usize, bool)> =
         rows.holdout.iter().map(|&r| follow_up(days[r], cancel[r], data_end)).collect();
@@ -845,10 +892,15 @@ pub fn train(
             out_of_time_groups: groups[i].clone(),
             standard_error: se[i],
             chosen: i == chosen,
-            holdout_concordance: concordance_of(&fitted.model((mix, l)), &hold_x, &follow),
+            holdout_concordance: fitted
+                .model((mix, l))
+                .map_or(f64::NAN, |m| concordance_of(&m, &hold_x, &follow)),
         })
         .collect();
-    let evaluated = fitted.model(list[chosen]);
+    let evaluated = fitted.model(list[chosen]).ok_or_else(|| Error::Model {
+        model: "survival".into(),
+        message: "the chosen candidate was not fitted".into(),
+    })?;
     let churn90: Vec<f64> =
         follow.iter().map(|&(p, event)| f64::from(u8::from(event && PERIOD_ENDS[p - 1] <= 90))).collect();
     let curves = evaluated.curves(&hold_x);
@@ -944,6 +996,42 @@ mod tests {
         // Equal times, one event one censored: comparable, the event's risk higher.
         assert_eq!(harrell_c(&[2.0, 2.0], &[false, true], &[0.0, 1.0]), 1.0);
         assert_eq!(harrell_c(&[2.0, 2.0], &[false, true], &[1.0, 0.0]), 0.0);
+        // Two events at the same time are not a comparable pair.
+        assert!(harrell_c(&[2.0, 2.0], &[true, true], &[1.0, 0.0]).is_nan());
+    }
+
+    /// Every pair, as the definition says.
+    fn harrell_by_pairs(time: &[f64], event: &[bool], risk: &[f64]) -> f64 {
+        let (mut concordant, mut comparable) = (0.0, 0.0);
+        for i in 0..time.len() {
+            for j in 0..time.len() {
+                let shorter = time[i] < time[j] || (time[i] == time[j] && !event[j]);
+                if i != j && event[i] && shorter {
+                    comparable += 1.0;
+                    concordant += if risk[i] > risk[j] {
+                        1.0
+                    } else if risk[i] == risk[j] {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        concordant / comparable
+    }
+
+    #[test]
+    fn harrells_c_counts_every_comparable_pair() {
+        // Coarse times and risks: many ties of both kinds.
+        let mut r = crate::rng::Rng::new(5);
+        for n in [2, 7, 50, 400] {
+            let time: Vec<f64> = (0..n).map(|_| (r.uniform() * 6.0).floor()).collect();
+            let event: Vec<bool> = (0..n).map(|_| r.uniform() < 0.4).collect();
+            let risk: Vec<f64> = (0..n).map(|_| (r.uniform() * 5.0).floor()).collect();
+            let (fast, slow) = (harrell_c(&time, &event, &risk), harrell_by_pairs(&time, &event, &risk));
+            assert!(fast == slow || (fast.is_nan() && slow.is_nan()), "n {n}: {fast} vs {slow}");
+        }
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn survival_lines(s: &crate::train::survival::SurvivalReport) -> String {
     );
     for c in &s.candidates {
         out.push_str(&format!(
-            "  {:<18} l2 {:<7} choice C {:.4} (SE {})  holdout C {:.4}{}\n",
+            "  {:<18} l2 {:<7} choice C {:.4} (SE {})  holdout C {}{}\n",
             c.mix.name(),
             if c.mix == crate::train::survival::SurvivalMix::Gbdt {
                 "-".to_string()
@@ -73,7 +73,11 @@ fn survival_lines(s: &crate::train::survival::SurvivalReport) -> String {
             },
             c.out_of_time_concordance,
             c.standard_error.map_or("-".to_string(), |e| format!("{e:.4}")),
-            c.holdout_concordance,
+            if c.holdout_concordance.is_finite() {
+                format!("{:.4}", c.holdout_concordance)
+            } else {
+                "-".into()
+            },
             if c.chosen { "  <- shipped" } else { "" }
         ));
     }
