@@ -403,16 +403,23 @@ impl Sbg {
         if rows.is_empty() || !rows.iter().any(|r| r.1) {
             return None;
         }
+        // The likelihood depends on a row through its month and label only: counted once.
+        let mut counts: std::collections::BTreeMap<u64, (f64, f64, f64)> = Default::default();
+        for &(month, y) in rows {
+            let e = counts.entry(month.to_bits()).or_insert((month, 0.0, 0.0));
+            if y {
+                e.1 += 1.0;
+            } else {
+                e.2 += 1.0;
+            }
+        }
         let ll = |a: f64, b: f64| -> f64 {
             let m = Sbg { alpha: a, beta: b };
-            rows.iter()
-                .map(|&(month, y)| {
+            counts
+                .values()
+                .map(|&(month, events, kept)| {
                     let h = m.hazard(month).clamp(1e-12, 1.0 - 1e-12);
-                    if y {
-                        h.ln()
-                    } else {
-                        (1.0 - h).ln()
-                    }
+                    events * h.ln() + kept * (1.0 - h).ln()
                 })
                 .sum()
         };
