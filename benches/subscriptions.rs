@@ -1,7 +1,7 @@
 //! Subscriptions at scale (issue 31): `fidelis train` and `fidelis score` with churn as a
 //! cancellation on generated contracts (`generate --kind saas --contracts`: monthly and annual
-//! contracts, notices, renewals; the transactions and the subscription table configured, the
-//! events and customer table left out), as whole processes: wall time and peak RSS of each,
+//! contracts, notices, renewals, product events, a customer table: all four inputs configured,
+//! as `configs/saas.toml` does), as whole processes: wall time and peak RSS of each,
 //! the training's own step timings (features and labels, the churn and CLV candidates, the
 //! time-to-cancellation model with its out-of-time choice and refit), the person-period rows
 //! the survival model learns from, and the scoring run (median of 3) with the survival,
@@ -55,10 +55,13 @@ fn main() {
         &cfg,
         format!(
             "[input.transactions]\npath = {:?}\n\n[input.subscriptions]\npath = {:?}\n\n\
+             [input.events]\npath = {:?}\n\n[input.customers]\npath = {:?}\n\n\
              [snapshots]\neligibility_days = 31\nchurn = \"cancellation\"\n\n\
              [output]\ndir = {:?}\nsql = []\n\n[paths]\nmodels_dir = {:?}\nreports_dir = {:?}\n",
             path(data.join("transactions.parquet")),
             path(data.join("subscriptions.parquet")),
+            path(data.join("events.parquet")),
+            path(data.join("customers.parquet")),
             path(dir.join("output")),
             path(dir.join("models")),
             path(dir.join("reports")),

@@ -7,11 +7,12 @@ Run on a model trained with churn as a cancellation and the rows it was trained 
 validation / holdout) and each row's follow-up as fidelis's evaluation sees it
 (`survival_days`, `survival_event`: the fit and validation rows observed until the holdout
 snapshot, the holdout rows until the end of the data). Cox and GBSA are fitted on the fit
-and validation rows, as fidelis's evaluated model is (signed-log1p standardized features for Cox, a 20,000-row customer sample for GBSA) and
-ranked by their risk on the holdout rows; fidelis's holdout predictions are the evaluated
-model's restricted mean lifetime in the model's `predictions.parquet`. Every model's
-concordance is Harrell's C from `lifelines.utils.concordance_index` on the same holdout rows
-(and fidelis's is checked equal to the C its `metrics.json` reports).
+and validation rows, as fidelis's evaluated model is (signed-log1p standardized features for
+Cox, a 20,000-row customer sample for GBSA) and ranked by their risk on the holdout rows;
+fidelis's holdout predictions are the evaluated model's restricted mean lifetime in the
+model's `predictions.parquet`. Every model's concordance is Harrell's C from
+`lifelines.utils.concordance_index` on the same holdout rows (and fidelis's is checked equal
+to the C its `metrics.json` reports).
 
 Usage: python3 benches/compare/survival.py FEATURES.parquet MODEL_DIR   (lifelines and
 scikit-survival installed). Prints one JSON object.

@@ -1140,14 +1140,25 @@ impl MonitorReport {
             push("model", "model", "holdout_estimated_roc_auc", self.holdout_estimated_auc, Status::Info);
         }
         push("model", "model", "max_model_age_days", t.max_model_age_days as f64, Status::Info);
-        if let Some(r) = &self.revenue {
-            push("revenue", "mrr", "mrr", r.mrr, Status::Info);
-            push("revenue", "mrr", "customers", r.customers as f64, Status::Info);
-            for (item, m) in [("month", &r.month), ("trailing_12_months", &r.trailing_12_months)] {
-                for (metric, v) in REVENUE_METRICS.iter().zip(movement_values(m)) {
-                    push("revenue", item, metric, v, Status::Info);
-                }
-            }
+        rows.extend(self.revenue_rows());
+        rows
+    }
+
+    /// The recurring revenue's history rows (none without a subscription table).
+    fn revenue_rows(&self) -> Vec<Row> {
+        let Some(r) = &self.revenue else { return Vec::new() };
+        let row = |item: &str, metric, value| Row {
+            kind: "revenue",
+            item: item.to_string(),
+            metric,
+            value,
+            status: Status::Info,
+        };
+        let mut rows = vec![row("mrr", "mrr", r.mrr), row("mrr", "customers", r.customers as f64)];
+        for (item, m) in [("month", &r.month), ("trailing_12_months", &r.trailing_12_months)] {
+            rows.extend(
+                REVENUE_METRICS.iter().zip(movement_values(m)).map(|(metric, v)| row(item, metric, v)),
+            );
         }
         rows
     }
@@ -1308,27 +1319,7 @@ impl MonitorReport {
         alerts.extend(estimate_alert(estimated.as_ref(), holdout_auc, holdout_estimated_auc, &thresholds));
         alerts.extend(effect_alerts(&realized, pooled.as_ref()));
         let (retrain, advice) = advice(alerts.len(), model_age_days, as_of, &thresholds);
-        let revenue = rows.value_of(&here, "revenue", "mrr", "mrr").map(|mrr| {
-            let movement = |item: &str| {
-                let v = |m: &str| rows.value_of(&here, "revenue", item, m).unwrap_or(f64::NAN);
-                let ratio = |m: &str| Some(v(m)).filter(|x| x.is_finite());
-                Movement {
-                    start_mrr: v("start_mrr"),
-                    new: v("new"),
-                    expansion: v("expansion"),
-                    contraction: v("contraction"),
-                    churned: v("churned"),
-                    nrr: ratio("nrr"),
-                    grr: ratio("grr"),
-                }
-            };
-            RevenueKpis {
-                mrr,
-                customers: rows.value_of(&here, "revenue", "mrr", "customers").map_or(0, |v| v as usize),
-                month: movement("month"),
-                trailing_12_months: movement("trailing_12_months"),
-            }
-        });
+        let revenue = rows.revenue_at(&here);
         Ok(MonitorReport {
             as_of,
             model_id: rows.model_id[here[0]].clone(),
@@ -1385,6 +1376,30 @@ impl HistoryRows {
         here.iter()
             .find(|&&i| self.kind[i] == kind && self.item[i] == item && self.metric[i] == metric)
             .map(|&i| self.value[i])
+    }
+
+    /// The recurring revenue of the rows `here` (None when they hold none).
+    fn revenue_at(&self, here: &[usize]) -> Option<RevenueKpis> {
+        let mrr = self.value_of(here, "revenue", "mrr", "mrr")?;
+        let movement = |item: &str| {
+            let v = |m: &str| self.value_of(here, "revenue", item, m).unwrap_or(f64::NAN);
+            let ratio = |m: &str| Some(v(m)).filter(|x| x.is_finite());
+            Movement {
+                start_mrr: v("start_mrr"),
+                new: v("new"),
+                expansion: v("expansion"),
+                contraction: v("contraction"),
+                churned: v("churned"),
+                nrr: ratio("nrr"),
+                grr: ratio("grr"),
+            }
+        };
+        Some(RevenueKpis {
+            mrr,
+            customers: self.value_of(here, "revenue", "mrr", "customers").map_or(0, |v| v as usize),
+            month: movement("month"),
+            trailing_12_months: movement("trailing_12_months"),
+        })
     }
 
     /// The runs realized at the rows `here`.

@@ -355,6 +355,33 @@ fn contacted_count(scores: &DataFrame) -> usize {
         .unwrap_or(0)
 }
 
+/// The RFM segments of the scored customers: size, share of the last 365 days' revenue
+/// (`revenue` per customer), mean churn probability; largest first.
+fn segment_rows(c: &ScoreColumns, revenue: &HashMap<&str, f64>) -> Vec<SegmentRow> {
+    let n = c.len();
+    let revenue_of = |i: usize| revenue.get(c.ids[i]).copied().unwrap_or(0.0);
+    let total_revenue: f64 = (0..n).map(revenue_of).sum();
+    let mut seg: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
+    for i in 0..n {
+        let e = seg.entry(c.segment[i]).or_default();
+        e.0 += 1;
+        e.1 += revenue_of(i);
+        e.2 += c.p[i];
+    }
+    let mut segments: Vec<SegmentRow> = seg
+        .into_iter()
+        .map(|(s, (count, rev, p))| SegmentRow {
+            segment: s.to_string(),
+            customers: count,
+            revenue_share_365d: if total_revenue != 0.0 { rev / total_revenue } else { f64::NAN },
+            mean_churn_probability: p / count as f64,
+            action: segment_action(s).to_string(),
+        })
+        .collect();
+    segments.sort_by_key(|s| std::cmp::Reverse(s.customers));
+    segments
+}
+
 pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let m = w.monitor;
     let c = ScoreColumns::of(w.scores)?;
@@ -401,30 +428,13 @@ pub fn build(w: &WeeklyInputs) -> Result<WeeklyReport> {
     let risers_total = risers.len();
     let risers = risers.into_iter().take(SHOWN).map(|i| c.row(i)).collect();
 
-    let (mut kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
-    if let Some(r) = &m.revenue {
-        (kpis.nrr, kpis.grr) = (r.trailing_12_months.nrr, r.trailing_12_months.grr);
-    }
-    let revenue_of = |i: usize| revenue.get(c.ids[i]).copied().unwrap_or(0.0);
-    let total_revenue: f64 = (0..n).map(revenue_of).sum();
-    let mut seg: BTreeMap<&str, (usize, f64, f64)> = BTreeMap::new();
-    for i in 0..n {
-        let e = seg.entry(c.segment[i]).or_default();
-        e.0 += 1;
-        e.1 += revenue_of(i);
-        e.2 += c.p[i];
-    }
-    let mut segments: Vec<SegmentRow> = seg
-        .into_iter()
-        .map(|(s, (count, rev, p))| SegmentRow {
-            segment: s.to_string(),
-            customers: count,
-            revenue_share_365d: if total_revenue != 0.0 { rev / total_revenue } else { f64::NAN },
-            mean_churn_probability: p / count as f64,
-            action: segment_action(s).to_string(),
-        })
-        .collect();
-    segments.sort_by_key(|s| std::cmp::Reverse(s.customers));
+    let (kpis, revenue) = kpi::compute(w.daily, m.as_of, w.active_days, w.gross_margin);
+    let kpis = kpi::Kpis {
+        nrr: m.revenue.and_then(|r| r.trailing_12_months.nrr),
+        grr: m.revenue.and_then(|r| r.trailing_12_months.grr),
+        ..kpis
+    };
+    let segments = segment_rows(&c, &revenue);
 
     Ok(WeeklyReport {
         as_of: m.as_of,

@@ -660,6 +660,15 @@ fn sbg_curves(
         .collect()
 }
 
+/// The sBG of each billing cohort (and of all, `"all"`) on the rows `rows` followed as `follow`.
+fn sbg_fit(
+    x: &FeatureMatrix,
+    rows: &[usize],
+    follow: &[(usize, bool)],
+) -> std::collections::BTreeMap<String, Sbg> {
+    sbg_rows(x, rows, follow).into_iter().filter_map(|(k, v)| Some((k, Sbg::fit(&v)?))).collect()
+}
+
 /// The sBG person-period rows (month of tenure, cancelled) of each cohort, and of all.
 fn sbg_rows(
     x: &FeatureMatrix,
@@ -915,19 +924,11 @@ pub fn train(
     // The baseline: sBG per billing cohort, fitted on the same periods.
     let learn_follow: Vec<(usize, bool)> =
         learn.iter().map(|&r| follow_up(days[r], cancel[r], holdout)).collect();
-    let sbg_cohorts: std::collections::BTreeMap<String, Sbg> = sbg_rows(x, &learn, &learn_follow)
-        .into_iter()
-        .filter_map(|(k, v)| Some((k, Sbg::fit(&v)?)))
-        .collect();
+    let sbg_cohorts = sbg_fit(x, &learn, &learn_follow);
     let sbg_holdout = sbg_curves(&sbg_cohorts, x, &rows.holdout);
     let sbg_eval = evaluate(&sbg_holdout, &follow, &churn90);
-    // Subscription CLV (a year of MRR x S, undiscounted) against the holdout's revenue.
-    let hold_mrr = feature(&hold_x, "sub_mrr").unwrap_or_else(|| vec![0.0; hold_x.rows]);
-    let hold_tenure = feature(&hold_x, "sub_tenure_days").unwrap_or_else(|| vec![0.0; hold_x.rows]);
-    let sub_clv: Vec<f64> =
-        (0..hold_x.rows).map(|i| curves.subscription_clv(i, hold_mrr[i].max(0.0), 0.0)).collect();
-    let naive: Vec<f64> = hold_mrr.iter().zip(&hold_tenure).map(|(m, t)| m.max(0.0) * t.max(0.0)).collect();
     let actual: Vec<f64> = rows.holdout.iter().map(|&r| data.clv[r]).collect();
+    let (clv_gini, clv_gini_mrr_tenure) = clv_ginis(&curves, &hold_x, &actual);
     let (deployed, deployed_periods) = if refit {
         let all: Vec<usize> = (0..x.rows).collect();
         let every = person_periods(x, &all, days, &cancel, data_end);
@@ -950,8 +951,8 @@ pub fn train(
         trees: deployed.gbdt.n_trees(),
         holdout_rows: rows.holdout.len(),
         holdout_periods: follow.iter().map(|f| f.0).sum(),
-        clv_gini: crate::metrics::normalized_gini(&actual, &sub_clv),
-        clv_gini_mrr_tenure: crate::metrics::normalized_gini(&actual, &naive),
+        clv_gini,
+        clv_gini_mrr_tenure,
         curves: curve_groups(&curves.s, &sbg_holdout, &follow),
     };
     let holdout = HoldoutSurvival {
@@ -959,6 +960,16 @@ pub fn train(
         rmst: (0..hold_x.rows).map(|i| curves.rmst(i)).collect(),
     };
     Ok(Some((report, deployed, holdout)))
+}
+
+/// The normalized Gini against `actual` revenue of the subscription CLV (a year of MRR x S,
+/// undiscounted) of rows `x` with curves `curves`, and of the MRR x tenure baseline.
+fn clv_ginis(curves: &Curves, x: &FeatureMatrix, actual: &[f64]) -> (f64, f64) {
+    let mrr = feature(x, "sub_mrr").unwrap_or_else(|| vec![0.0; x.rows]);
+    let tenure = feature(x, "sub_tenure_days").unwrap_or_else(|| vec![0.0; x.rows]);
+    let sub_clv: Vec<f64> = (0..x.rows).map(|i| curves.subscription_clv(i, mrr[i].max(0.0), 0.0)).collect();
+    let naive: Vec<f64> = mrr.iter().zip(&tenure).map(|(m, t)| m.max(0.0) * t.max(0.0)).collect();
+    (crate::metrics::normalized_gini(actual, &sub_clv), crate::metrics::normalized_gini(actual, &naive))
 }
 
 /// What the candidates were chosen on, in words.
