@@ -523,6 +523,10 @@ pub struct GbdtConfig {
     /// Fit the Poisson-loss CLV GBDT candidate (off saves its fits: about 40% of `train` at
     /// 100k customers).
     pub clv_poisson: bool,
+    /// With churn as a cancellation: the time-to-cancellation model's fits (tree count,
+    /// purged models, evaluated, shipped) learn from a deterministic sample of customers of
+    /// about this many snapshot rows (each becomes up to 12 person-period rows; 0 = never).
+    pub survival_max_rows: usize,
     /// After choosing and evaluating, refit the shipped models (same settings and tree counts,
     /// the chosen logistic penalty) on every snapshot whose labels are complete, validation
     /// and holdout included, and deploy that: the model `score` uses learns the most recent
@@ -551,6 +555,7 @@ impl Default for GbdtConfig {
             seed: 42,
             logistic_l2: vec![1.0, 10.0, 100.0, 1000.0],
             clv_poisson: true,
+            survival_max_rows: 100_000,
             refit: true,
             max_rows: 10_000_000,
         }

@@ -781,8 +781,7 @@ impl Fitted {
 /// until `until` (the holdout snapshot). Snapshots with nothing to learn or judge are skipped.
 ///
 /// Above `max_rows` snapshot rows before a snapshot, its models learn from a deterministic
-/// sample of customers (every snapshot of each kept one; `decision.purged_max_rows`, as the
-/// churn choice's purged models).
+/// sample of customers (every snapshot of each kept one; `model.survival_max_rows`).
 fn out_of_time(
     (params, l2s, max_rows): (&GbdtConfig, &[f64], usize),
     (x, days, cancel, hashes): (&FeatureMatrix, &[i32], &[i32], &[u64]),
@@ -848,9 +847,9 @@ fn choose(l2s: &[f64], groups: &[Vec<f64>]) -> (usize, Vec<Option<f64>>) {
 /// judged on the holdout rows followed to the end of the data, against the sBG baseline; the
 /// shipped model is refit on every observed period when `refit`.
 ///
-/// Above `max_rows` snapshot rows (`decision.purged_max_rows`), the tree count and the purged
-/// models learn from a sample of customers, and the evaluated model is fitted for the chosen
-/// candidate only (the others' holdout C is then not reported).
+/// Above `max_rows` snapshot rows (`model.survival_max_rows`), every fit learns from a
+/// deterministic sample of customers of about that many rows, and the evaluated model is
+/// fitted for the chosen candidate only (the others' holdout C is then not reported).
 pub fn train(
     (params, l2s, max_rows): (&GbdtConfig, &[f64], usize),
     refit: bool,
@@ -892,8 +891,9 @@ pub fn train(
     // The evaluated models: every period observed by the holdout snapshot.
     let mut learn: Vec<usize> = rows.fit.iter().chain(&rows.validation).copied().collect();
     learn.sort_unstable();
-    let fit = person_periods(x, &learn, days, &cancel, holdout);
     let every_candidate = max_rows == 0 || learn.len() <= max_rows;
+    let learn = crate::train::oot::sample_customers(learn, &hashes, max_rows);
+    let fit = person_periods(x, &learn, days, &cancel, holdout);
     let fitted = Fitted::fit(&trees, l2s, &fit, (!every_candidate).then_some(list[chosen].1))?;
     let hold_x = x.select_rows(&rows.holdout);
     let follow: Vec<(usize, bool)> =
@@ -930,7 +930,7 @@ pub fn train(
     let actual: Vec<f64> = rows.holdout.iter().map(|&r| data.clv[r]).collect();
     let (clv_gini, clv_gini_mrr_tenure) = clv_ginis(&curves, &hold_x, &actual);
     let (deployed, deployed_periods) = if refit {
-        let all: Vec<usize> = (0..x.rows).collect();
+        let all = crate::train::oot::sample_customers((0..x.rows).collect(), &hashes, max_rows);
         let every = person_periods(x, &all, days, &cancel, data_end);
         let model =
             SurvivalModel::fit(&trees, evaluated.logistic.l2, evaluated.mix, (&every.0, &every.1), None)?;

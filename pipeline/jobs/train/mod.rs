@@ -385,7 +385,7 @@ fn fit_survival(
         oot.map(|o| o.dates.iter().map(|&d| schema::epoch_day(d)).collect()).unwrap_or_default();
     let purged = &purged[..];
     progress.step("survival", "fitting the time-to-cancellation model", || {
-        let (m, max_rows) = (&cfg.model, cfg.decision.purged_max_rows);
+        let (m, max_rows) = (&cfg.model, cfg.model.survival_max_rows);
         crate::train::survival::train((m, &m.logistic_l2, max_rows), m.refit, data, purged, days)
     })
 }
