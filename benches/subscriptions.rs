@@ -8,7 +8,9 @@
 //! renewal and revenue columns.
 //!
 //! `make bench-subscriptions` (or `cargo bench --bench subscriptions`): 100,000 subscriptions
-//! (`FIDELIS_BENCH_SUBSCRIPTIONS`, data cached under data/bench/saas_N); prints a table and
+//! (`FIDELIS_BENCH_SUBSCRIPTIONS`, data cached under data/bench/saas_N;
+//! `FIDELIS_BENCH_SAAS_INPUTS=core`: the transactions and the subscription table only, without
+//! the events and the customer table); prints a table and
 //! writes reports/bench/subscriptions.json. Under `cargo test`, a smoke run at 1,500.
 
 mod common;
@@ -68,6 +70,14 @@ fn main() {
         ),
     )
     .unwrap();
+    if std::env::var("FIDELIS_BENCH_SAAS_INPUTS").is_ok_and(|v| v == "core") {
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let core: Vec<&str> = text
+            .split("\n\n")
+            .filter(|b| !b.contains("[input.events]") && !b.contains("[input.customers]"))
+            .collect();
+        std::fs::write(&cfg, core.join("\n\n")).unwrap();
+    }
     let c = cfg.to_str().unwrap();
     let env = [("RUST_LOG", "info"), ("FIDELIS_PG_URL", "")];
     let (_, train_s, train_rss) = run(&["train", "--config", c, "-q"], &env);
@@ -122,6 +132,7 @@ fn main() {
     record(bench, "subscriptions", || {
         json!({
             "subscriptions": n,
+            "config": std::fs::read_to_string(&cfg).unwrap_or_default(),
             "snapshot_rows": rows,
             "train": {"wall_s": train_s, "peak_rss_mb": mb(train_rss), "steps_s": t.clone()},
             "score": {"wall_s_median_of_3": score_s, "peak_rss_mb": mb(score_rss), "scored": scored},
