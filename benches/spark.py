@@ -133,11 +133,22 @@ def main() -> int:
     n = scored_count(work / "cli")
     print(f"cli: {cli['wall_s']:.2f} s, {cli['peak_rss_mb']:.0f} MB, {n} scored", file=sys.stderr)
     results = {"customers": size, "scored": n, "as_of": AS_OF, "cli": cli}
+    events = work / "eventlog"
     for cores in [2, 1]:
         out = work / f"local_{cores}"
         cmd = [sys.executable, "-m", "fidelis.spark", "score", "--model", str(models), "--transactions", str(tx)]
         cmd += ["--as-of", AS_OF, "--out", str(out), "--buckets", "64"]
-        r = measure(cmd, spark_env(cores), ROOT)
+        env = spark_env(cores)
+        if cores == 2:
+            # Spark's event log (its own listener, written as the jobs end: no measurable cost):
+            # where the run's time goes, per job and stage.
+            events.mkdir()
+            env["PYSPARK_SUBMIT_ARGS"] = env["PYSPARK_SUBMIT_ARGS"].replace(
+                " pyspark-shell",
+                f" --conf spark.eventLog.enabled=true --conf spark.eventLog.dir=file://{events}"
+                " --conf spark.eventLog.compress=false pyspark-shell",
+            )
+        r = measure(cmd, env, ROOT)
         got = scored_count(out)
         if got != n:
             sys.exit(f"Spark local[{cores}] scored {got} customers, the CLI {n}")
@@ -150,6 +161,8 @@ def main() -> int:
         r = measure([sys.executable, str(Path(__file__).resolve()), "--probe", probe, str(tx)], spark_env(2), ROOT)
         print(f"spark local[2] {probe}: {r['wall_s']:.2f} s", file=sys.stderr)
         results[f"spark_local_2_{probe}"] = r
+    logs = sorted(events.iterdir())
+    results["spark_local_2_breakdown"] = breakdown(logs[0], results["spark_local_2"]["wall_s"]) if logs else None
     keys = ["cli", "spark_local_2", "spark_local_1", "spark_local_2_session", "spark_local_2_to_python"]
     for key in keys:
         results[key].pop("stdout", None)
@@ -169,8 +182,95 @@ def main() -> int:
         f"{results['rss_ratio_spark2_vs_cli']}x memory; 1 -> 2 cores: {results['speedup_1_to_2_cores']}x faster"
     )
     print(f"floor (session + every row to Python, no work) / CLI: {results['floor_ratio_vs_cli']}x")
+    if results["spark_local_2_breakdown"]:
+        print_breakdown(results["spark_local_2_breakdown"])
     print(f"written to {record('spark', results)} (spark)")
     return 0
+
+
+def breakdown(log: Path, wall_s: float) -> dict:
+    """Where a run's time went, from Spark's event log: the process's wall time split into
+    the start-up before the session, each job (by the line of the job's Python code that ran
+    it) with its stages (wall, tasks' summed run time, rows and bytes through the shuffle, the
+    Python workers' metrics), the driver's time between jobs, and the stop."""
+    app: dict = {}
+    jobs: dict = {}
+    stages: dict = {}
+    tasks: dict = {}
+    # Spark 4 writes a directory of rolled files (`events_<n>_<app>`); older ones one file.
+    files = sorted(log.glob("events_*"), key=lambda f: int(f.name.split("_")[1])) if log.is_dir() else [log]
+    lines = (line for part in files for line in part.read_text().splitlines())
+    if True:
+        for line in lines:
+            e = json.loads(line)
+            kind = e["Event"]
+            if kind == "SparkListenerApplicationStart":
+                app["start"] = e["Timestamp"]
+            elif kind == "SparkListenerApplicationEnd":
+                app["end"] = e["Timestamp"]
+            elif kind == "SparkListenerJobStart":
+                site = (e.get("Properties") or {}).get("callSite.short", "?")
+                jobs[e["Job ID"]] = {"site": site, "start": e["Submission Time"], "stages": e["Stage IDs"]}
+            elif kind == "SparkListenerJobEnd":
+                jobs[e["Job ID"]]["end"] = e["Completion Time"]
+            elif kind == "SparkListenerStageCompleted":
+                info = e["Stage Info"]
+                acc = {a["Name"]: a.get("Value") for a in info.get("Accumulables", [])}
+                stages[info["Stage ID"]] = {
+                    "name": info["Stage Name"],
+                    "tasks": info["Number of Tasks"],
+                    "wall_ms": info["Completion Time"] - info["Submission Time"],
+                    "python": {k: v for k, v in acc.items() if "Python" in k or "python" in k},
+                }
+            elif kind == "SparkListenerTaskEnd" and e.get("Task Metrics"):
+                m = e["Task Metrics"]
+                t = tasks.setdefault(e["Stage ID"], {"run_ms": 0, "shuffle_write_mb": 0.0, "shuffle_read_mb": 0.0})
+                t["run_ms"] += m.get("Executor Run Time", 0)
+                t["shuffle_write_mb"] += m.get("Shuffle Write Metrics", {}).get("Shuffle Bytes Written", 0) / 1e6
+                r = m.get("Shuffle Read Metrics", {})
+                t["shuffle_read_mb"] += (r.get("Remote Bytes Read", 0) + r.get("Local Bytes Read", 0)) / 1e6
+    out_jobs = []
+    busy = 0.0
+    for jid in sorted(jobs):
+        j = jobs[jid]
+        secs = (j.get("end", j["start"]) - j["start"]) / 1e3
+        busy += secs
+        job_stages = []
+        for sid in j["stages"]:
+            if sid in stages:
+                st = dict(stages[sid], **tasks.get(sid, {}))
+                st["wall_s"] = st.pop("wall_ms") / 1e3
+                job_stages.append(st)
+        out_jobs.append({"job": jid, "site": j["site"], "wall_s": round(secs, 2), "stages": job_stages})
+    session = (app.get("end", 0) - app.get("start", 0)) / 1e3
+    return {
+        "wall_s": wall_s,
+        "session_s": round(session, 2),
+        "jobs_s": round(busy, 2),
+        "driver_between_jobs_s": round(session - busy, 2),
+        "outside_session_s": round(wall_s - session, 2),
+        "jobs": out_jobs,
+    }
+
+
+def print_breakdown(b: dict) -> None:
+    print(f"\nSpark local[2], where the {b['wall_s']:.1f} s went (event log):")
+    print(f"  JVM start-up, imports and stop (outside the session): {b['outside_session_s']:.1f} s")
+    print(f"  Spark jobs: {b['jobs_s']:.1f} s; driver work between jobs: {b['driver_between_jobs_s']:.1f} s")
+    by_site: dict = {}
+    for j in b["jobs"]:
+        by_site[j["site"]] = by_site.get(j["site"], 0.0) + j["wall_s"]
+    for site, secs in sorted(by_site.items(), key=lambda kv: -kv[1]):
+        print(f"  {secs:8.2f} s  {site}")
+    print("  stages over 1 s (wall, tasks' run time summed, shuffle written / read):")
+    for j in b["jobs"]:
+        for st in j["stages"]:
+            if st["wall_s"] >= 1.0:
+                print(
+                    f"    job {j['job']:>2} {st['wall_s']:7.2f} s  run {st.get('run_ms', 0) / 1e3:7.2f} s  "
+                    f"{st.get('shuffle_write_mb', 0):7.1f} / {st.get('shuffle_read_mb', 0):7.1f} MB  "
+                    f"{st['tasks']:>4} tasks  {st['name'][:60]}"
+                )
 
 
 def record(section: str, results: dict) -> Path:

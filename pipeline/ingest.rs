@@ -15,7 +15,9 @@
 //! [`ValidationSummary`]; when more than `max_invalid_share` of rows fail, ingest fails.
 //! Structural problems (missing file or column, empty file, unknown format) are errors.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
@@ -425,18 +427,19 @@ fn valid_rows(parsed: DataFrame, reasons: &Int32Chunked, m: &Mapping, n_dropped:
         return Ok(Kept { frame: sort_lines(df)?, rows_valid, orders: Some(n), duplicates });
     }
     // The valid rows in (customer, ts) order with one gather (no copy at all when the file is
-    // already in that order), unless customers are scattered over the file (a time-ordered
-    // log): then a general sort.
+    // already in that order), whether each customer's rows are together in the file or
+    // scattered over it (a time-ordered log).
     let clock = std::time::Instant::now();
     let all = parsed.lazy().select(keep).collect().polars("keeping valid rows")?;
     log::debug!("ingest: columns kept at +{:.2}s", clock.elapsed().as_secs_f64());
     // With whole rows to compare, the general sort (which orders by them too).
-    let order = if whole_rows { None } else { customer_order(&all, reasons)? };
-    log::debug!("ingest: customer order found at +{:.2}s", clock.elapsed().as_secs_f64());
-    let mut frame = match order {
-        Some(idx) if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) => all,
-        Some(idx) => all.take(&IdxCa::from_vec("idx".into(), idx)).polars("ordering transactions")?,
-        None => sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?,
+    let mut frame = if whole_rows {
+        sort_lines(all.filter(&reasons.equal(0)).polars("keeping valid rows")?)?
+    } else {
+        match in_customer_order(&all, reasons, n_dropped, clock)? {
+            Some(ordered) => ordered,
+            None => all,
+        }
     };
     let rows_valid = frame.height();
     log::debug!("ingest: rows in order at +{:.2}s", clock.elapsed().as_secs_f64());
@@ -629,10 +632,17 @@ fn sum_order_lines(valid: DataFrame, drop_duplicates: bool) -> Result<(DataFrame
 }
 
 /// Up to three (row number, raw value) pairs of the rows selected by `mask`.
-/// The rows with reason code 0 in (customer_id, ts, amount) order (stable), when each customer's
-/// rows form few runs in the file (a log exported per customer, even with unordered times);
-/// `None` when customers are scattered (more runs than half the rows).
-fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Vec<IdxSize>>> {
+/// The rows with reason code 0 in (customer_id, ts, amount) order (stable; the order a sort by
+/// those columns keeping the file order of ties gives). Customers' rows are gathered as runs in
+/// the file (a log exported per customer, even with unordered times) or, when customers are
+/// scattered (more runs than half the rows: a log in time order, a shuffled partition), by
+/// customer through a hash table; either way only the distinct ids are sorted as strings
+/// (a sort of every row by its id string is most of the cost of a general sort).
+/// Returns the row positions and each customer's id and number of rows, in that order.
+fn customer_order<'a>(
+    frame: &'a DataFrame,
+    reasons: &Int32Chunked,
+) -> Result<(Vec<IdxSize>, Vec<Count<'a>>)> {
     let ids = frame.column("customer_id").polars("customer_id")?.str().polars("customer_id")?;
     let ts = frame.column("ts").polars("ts")?.datetime().polars("ts")?.physical();
     // Runs of one customer: (id, range of `valid`), in one sequential pass.
@@ -647,7 +657,8 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
             Some(run) if run.0 == id => run.2 += 1,
             _ => {
                 if runs.len() > ids.len() / 2 {
-                    return Ok(None);
+                    (valid, runs) = grouped_by_customer(ids, reasons);
+                    break;
                 }
                 runs.push((id, valid.len(), valid.len() + 1));
             }
@@ -658,6 +669,7 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
     let ts: Vec<i64> = ts.iter().map(|t| t.unwrap_or(i64::MIN)).collect();
     let amount = frame.column("amount").polars("amount")?.f64().polars("amount")?;
     let mut out = Vec::with_capacity(valid.len());
+    let mut customers = Vec::new();
     let mut g = 0;
     while g < runs.len() {
         let customer = runs[g].0;
@@ -666,6 +678,7 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
             out.extend_from_slice(&valid[runs[g].1..runs[g].2]);
             g += 1;
         }
+        customers.push((customer, out.len() - start));
         let rows = &mut out[start..];
         rows.sort_by_key(|&i| ts[i as usize]);
         // Rows at the same time: by amount (rare, so amounts are looked up only there).
@@ -680,7 +693,95 @@ fn customer_order(frame: &DataFrame, reasons: &Int32Chunked) -> Result<Option<Ve
             i = j;
         }
     }
-    Ok(Some(out))
+    Ok((out, customers))
+}
+
+/// The valid rows of `all` (customer_id, ts, amount) in (customer, ts, amount) order (see
+/// [`customer_order`]); None when they already are (no row dropped, none moved). The ids are
+/// written in order from each customer's id (a gather by position of 30 million strings costs
+/// more than the ordering), the times and amounts gathered.
+fn in_customer_order(
+    all: &DataFrame,
+    reasons: &Int32Chunked,
+    n_dropped: usize,
+    clock: std::time::Instant,
+) -> Result<Option<DataFrame>> {
+    let (idx, customers) = customer_order(all, reasons)?;
+    log::debug!("ingest: customer order found at +{:.2}s", clock.elapsed().as_secs_f64());
+    if n_dropped == 0 && idx.iter().enumerate().all(|(i, &r)| i as IdxSize == r) {
+        return Ok(None);
+    }
+    let ctx = "ordering transactions";
+    let rest =
+        all.select(["ts", "amount"]).polars(ctx)?.take(&IdxCa::from_vec("idx".into(), idx)).polars(ctx)?;
+    let ids: StringChunked = customers.iter().flat_map(|&(id, n)| std::iter::repeat_n(id, n)).collect();
+    let mut columns = vec![ids.with_name("customer_id".into()).into_column()];
+    columns.extend(rest.columns().iter().cloned());
+    Ok(Some(DataFrame::new_infer_height(columns).polars(ctx)?))
+}
+
+/// A customer's rows: its id and a range of positions.
+type Run<'a> = (&'a str, usize, usize);
+
+/// A customer's id and its number of rows.
+type Count<'a> = (&'a str, usize);
+
+/// The rows with reason code 0 gathered by customer (each customer's rows in file order) and
+/// each customer's run in them. The rows are dealt by a hash of their id into shards, in
+/// file order; each shard (a few thousand distinct ids: its table stays in cache) numbers its
+/// ids and counting-sorts its rows by them, the shards in parallel; their runs are laid end
+/// to end. Which customer comes first does not matter: the caller sorts the runs by id.
+fn grouped_by_customer<'a>(ids: &'a StringChunked, reasons: &Int32Chunked) -> (Vec<IdxSize>, Vec<Run<'a>>) {
+    const SHARD_BITS: u32 = 6;
+    let state = foldhash::fast::FixedState::default();
+    let mut shards: Vec<Vec<(IdxSize, &'a str)>> = vec![Vec::new(); 1 << SHARD_BITS];
+    for (i, (id, r)) in ids.iter().zip(reasons.iter()).enumerate() {
+        if r != Some(0) {
+            continue;
+        }
+        let id = id.unwrap_or_default();
+        shards[(state.hash_one(id) >> (64 - SHARD_BITS)) as usize].push((i as IdxSize, id));
+    }
+    let parts: Vec<(Vec<IdxSize>, Vec<Run<'a>>)> = shards
+        .into_par_iter()
+        .map(|rows| {
+            let mut number: HashMap<&str, u32, foldhash::fast::FixedState> = HashMap::default();
+            let mut first: Vec<&str> = Vec::new();
+            let groups: Vec<u32> = rows
+                .iter()
+                .map(|&(_, id)| {
+                    *number.entry(id).or_insert_with(|| {
+                        first.push(id);
+                        (first.len() - 1) as u32
+                    })
+                })
+                .collect();
+            let mut start = vec![0usize; first.len() + 1];
+            for &g in &groups {
+                start[g as usize + 1] += 1;
+            }
+            for g in 0..first.len() {
+                start[g + 1] += start[g];
+            }
+            let runs: Vec<(&str, usize, usize)> =
+                first.iter().enumerate().map(|(g, &id)| (id, start[g], start[g + 1])).collect();
+            let mut valid: Vec<IdxSize> = vec![0; rows.len()];
+            for (&(i, _), g) in rows.iter().zip(groups) {
+                let at = &mut start[g as usize];
+                valid[*at] = i;
+                *at += 1;
+            }
+            (valid, runs)
+        })
+        .collect();
+    let mut valid: Vec<IdxSize> = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
+    let mut runs: Vec<(&str, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+    for (rows, part_runs) in parts {
+        let base = valid.len();
+        runs.extend(part_runs.into_iter().map(|(id, lo, hi)| (id, base + lo, base + hi)));
+        valid.extend(rows);
+    }
+    (valid, runs)
 }
 
 /// Distinct customers of a frame in customer order.
@@ -824,6 +925,44 @@ mod tests {
         assert_eq!(load("scattered.csv", &[1, 5, 3, 6, 0, 4, 2], false), want);
         // Already in order, and ids that need trimming.
         assert_eq!(load("sorted.csv", &[5, 4, 1, 3, 0, 6, 2], true), want);
+    }
+
+    /// A log in time order (customers scattered: grouped through the hash table) comes out as
+    /// a stable sort of the valid rows by (customer, ts, amount) does it, ties and all.
+    #[test]
+    fn a_time_ordered_log_comes_out_as_the_sort_by_customer_time_and_amount() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = crate::rng::Rng::new(7);
+        let mut rows: Vec<(String, i64, f64)> = (0..4000)
+            .map(|_| {
+                let c = format!("c{}", rng.below(300));
+                // Few days and few amounts: many ties on time and on (time, amount).
+                (c, rng.below(20) as i64, (rng.below(6) as f64) * 2.5 - 2.5)
+            })
+            .collect();
+        rows.sort_by_key(|r| r.1);
+        let mut text = String::from("customer_id,ts,amount\n");
+        for (c, d, a) in &rows {
+            text.push_str(&format!("{c},2024-01-{:02},{a}\n", d + 1));
+        }
+        text.push_str("c1,,3\n");
+        let mut input = input_for(&write(dir.path(), "time.csv", &text));
+        input.max_invalid_share = 1.0;
+        let got = load_transactions(&input, 1000).unwrap().frame;
+        let want = got
+            .clone()
+            .lazy()
+            .sort(["customer_id", "ts", "amount"], SortMultipleOptions::default().with_maintain_order(true))
+            .collect()
+            .unwrap();
+        assert!(got.equals(&want));
+        let mut expected = rows.clone();
+        expected.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.total_cmp(&b.2)));
+        // Exact duplicates are dropped (`drop_duplicates`, on by default).
+        expected.dedup();
+        assert_eq!(got.height(), expected.len());
+        let amounts: Vec<f64> = got.column("amount").unwrap().f64().unwrap().into_no_null_iter().collect();
+        assert_eq!(amounts, expected.iter().map(|r| r.2).collect::<Vec<_>>());
     }
 
     /// Fault 11: a NUL byte inside an id past the start of a file passed `validate` (only the
