@@ -74,7 +74,7 @@ def largest_task_share(tx: Path, buckets: int) -> float:
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
 
-    from fidelis.spark import _key_of
+    from fidelis.spark._core import _key_of
 
     spark = SparkSession.builder.getOrCreate()
     df = spark.read.parquet(str(tx)).repartition(buckets, _key_of("customer_id"))
