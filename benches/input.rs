@@ -39,21 +39,22 @@ fn load(url: &str, file: &Path) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// `file`'s rows sorted by time (cached beside it as `transactions_by_time.parquet`), sorted
-/// by a child process (this binary with `--sort-by-time`): a child's peak RSS starts at its
-/// parent's (Linux carries the high-water mark over fork and exec), so the bench itself stays
-/// small.
+/// This bench binary run again with `args` (see `main`), its standard output. Work that holds
+/// the data in memory runs there: a child's peak RSS starts at its parent's (Linux carries the
+/// high-water mark over fork and exec), so the bench itself stays small.
+fn in_child(args: &[&str]) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap()).args(args).output().unwrap();
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `file`'s rows sorted by time (cached beside it as `transactions_by_time.parquet`; sorted in
+/// a child process).
 fn time_ordered(file: &Path) -> PathBuf {
     let out = file.with_file_name("transactions_by_time.parquet");
     if !out.is_file() {
         let tmp = out.with_extension("parquet.tmp");
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .arg("--sort-by-time")
-            .arg(file)
-            .arg(&tmp)
-            .status()
-            .unwrap();
-        assert!(status.success(), "sorting {} by time failed", file.display());
+        in_child(&["--sort-by-time", file.to_str().unwrap(), tmp.to_str().unwrap()]);
         std::fs::rename(&tmp, &out).unwrap();
     }
     out
@@ -154,14 +155,9 @@ fn main() {
     let root = PathBuf::from(if bench { "data/bench" } else { "data/bench/smoke" });
     let file = common::ensure_data(&root, customers);
     let url = fresh_db(&admin, "fidelis_bench_input");
-    // In a child process, like the sort (see `time_ordered`): the file read into memory would
-    // otherwise set the floor of every later child's peak RSS.
-    let loaded = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--load", url.as_str(), file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(loaded.status.success(), "loading the table failed: {}", String::from_utf8_lossy(&loaded.stderr));
-    let load_s: f64 = String::from_utf8_lossy(&loaded.stdout).trim().parse().unwrap();
+    // In a child process (see `in_child`): the file read into memory would otherwise set the
+    // floor of every later child's peak RSS.
+    let load_s: f64 = in_child(&["--load", url.as_str(), file.to_str().unwrap()]).trim().parse().unwrap();
     eprintln!("loaded {} into PostgreSQL in {load_s:.1} s", file.display());
 
     let runs = if bench { 3 } else { 1 };

@@ -199,36 +199,34 @@ def breakdown(log: Path, wall_s: float) -> dict:
     tasks: dict = {}
     # Spark 4 writes a directory of rolled files (`events_<n>_<app>`); older ones one file.
     files = sorted(log.glob("events_*"), key=lambda f: int(f.name.split("_")[1])) if log.is_dir() else [log]
-    lines = (line for part in files for line in part.read_text().splitlines())
-    if True:
-        for line in lines:
-            e = json.loads(line)
-            kind = e["Event"]
-            if kind == "SparkListenerApplicationStart":
-                app["start"] = e["Timestamp"]
-            elif kind == "SparkListenerApplicationEnd":
-                app["end"] = e["Timestamp"]
-            elif kind == "SparkListenerJobStart":
-                site = (e.get("Properties") or {}).get("callSite.short", "?")
-                jobs[e["Job ID"]] = {"site": site, "start": e["Submission Time"], "stages": e["Stage IDs"]}
-            elif kind == "SparkListenerJobEnd":
-                jobs[e["Job ID"]]["end"] = e["Completion Time"]
-            elif kind == "SparkListenerStageCompleted":
-                info = e["Stage Info"]
-                acc = {a["Name"]: a.get("Value") for a in info.get("Accumulables", [])}
-                stages[info["Stage ID"]] = {
-                    "name": info["Stage Name"],
-                    "tasks": info["Number of Tasks"],
-                    "wall_ms": info["Completion Time"] - info["Submission Time"],
-                    "python": {k: v for k, v in acc.items() if "Python" in k or "python" in k},
-                }
-            elif kind == "SparkListenerTaskEnd" and e.get("Task Metrics"):
-                m = e["Task Metrics"]
-                t = tasks.setdefault(e["Stage ID"], {"run_ms": 0, "shuffle_write_mb": 0.0, "shuffle_read_mb": 0.0})
-                t["run_ms"] += m.get("Executor Run Time", 0)
-                t["shuffle_write_mb"] += m.get("Shuffle Write Metrics", {}).get("Shuffle Bytes Written", 0) / 1e6
-                r = m.get("Shuffle Read Metrics", {})
-                t["shuffle_read_mb"] += (r.get("Remote Bytes Read", 0) + r.get("Local Bytes Read", 0)) / 1e6
+    for line in (line for part in files for line in part.read_text().splitlines()):
+        e = json.loads(line)
+        kind = e["Event"]
+        if kind == "SparkListenerApplicationStart":
+            app["start"] = e["Timestamp"]
+        elif kind == "SparkListenerApplicationEnd":
+            app["end"] = e["Timestamp"]
+        elif kind == "SparkListenerJobStart":
+            site = (e.get("Properties") or {}).get("callSite.short", "?")
+            jobs[e["Job ID"]] = {"site": site, "start": e["Submission Time"], "stages": e["Stage IDs"]}
+        elif kind == "SparkListenerJobEnd":
+            jobs[e["Job ID"]]["end"] = e["Completion Time"]
+        elif kind == "SparkListenerStageCompleted":
+            info = e["Stage Info"]
+            acc = {a["Name"]: a.get("Value") for a in info.get("Accumulables", [])}
+            stages[info["Stage ID"]] = {
+                "name": info["Stage Name"],
+                "tasks": info["Number of Tasks"],
+                "wall_ms": info["Completion Time"] - info["Submission Time"],
+                "python": {k: v for k, v in acc.items() if "Python" in k or "python" in k},
+            }
+        elif kind == "SparkListenerTaskEnd" and e.get("Task Metrics"):
+            m = e["Task Metrics"]
+            t = tasks.setdefault(e["Stage ID"], {"run_ms": 0, "shuffle_write_mb": 0.0, "shuffle_read_mb": 0.0})
+            t["run_ms"] += m.get("Executor Run Time", 0)
+            t["shuffle_write_mb"] += m.get("Shuffle Write Metrics", {}).get("Shuffle Bytes Written", 0) / 1e6
+            r = m.get("Shuffle Read Metrics", {})
+            t["shuffle_read_mb"] += (r.get("Remote Bytes Read", 0) + r.get("Local Bytes Read", 0)) / 1e6
     out_jobs = []
     busy = 0.0
     for jid in sorted(jobs):
@@ -257,11 +255,6 @@ def print_breakdown(b: dict) -> None:
     print(f"\nSpark local[2], where the {b['wall_s']:.1f} s went (event log):")
     print(f"  JVM start-up, imports and stop (outside the session): {b['outside_session_s']:.1f} s")
     print(f"  Spark jobs: {b['jobs_s']:.1f} s; driver work between jobs: {b['driver_between_jobs_s']:.1f} s")
-    by_site: dict = {}
-    for j in b["jobs"]:
-        by_site[j["site"]] = by_site.get(j["site"], 0.0) + j["wall_s"]
-    for site, secs in sorted(by_site.items(), key=lambda kv: -kv[1]):
-        print(f"  {secs:8.2f} s  {site}")
     print("  stages over 1 s (wall, tasks' run time summed, shuffle written / read):")
     for j in b["jobs"]:
         for st in j["stages"]:

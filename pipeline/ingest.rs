@@ -631,7 +631,6 @@ fn sum_order_lines(valid: DataFrame, drop_duplicates: bool) -> Result<(DataFrame
     Ok((df, duplicates))
 }
 
-/// Up to three (row number, raw value) pairs of the rows selected by `mask`.
 /// The rows with reason code 0 in (customer_id, ts, amount) order (stable; the order a sort by
 /// those columns keeping the file order of ties gives). Customers' rows are gathered as runs in
 /// the file (a log exported per customer, even with unordered times) or, when customers are
@@ -647,7 +646,7 @@ fn customer_order<'a>(
     let ts = frame.column("ts").polars("ts")?.datetime().polars("ts")?.physical();
     // Runs of one customer: (id, range of `valid`), in one sequential pass.
     let mut valid: Vec<IdxSize> = Vec::with_capacity(ids.len());
-    let mut runs: Vec<(&str, usize, usize)> = Vec::new();
+    let mut runs: Vec<Run> = Vec::new();
     for (i, (id, r)) in ids.iter().zip(reasons.iter()).enumerate() {
         if r != Some(0) {
             continue;
@@ -763,7 +762,7 @@ fn grouped_by_customer<'a>(ids: &'a StringChunked, reasons: &Int32Chunked) -> (V
             for g in 0..first.len() {
                 start[g + 1] += start[g];
             }
-            let runs: Vec<(&str, usize, usize)> =
+            let runs: Vec<Run> =
                 first.iter().enumerate().map(|(g, &id)| (id, start[g], start[g + 1])).collect();
             let mut valid: Vec<IdxSize> = vec![0; rows.len()];
             for (&(i, _), g) in rows.iter().zip(groups) {
@@ -775,7 +774,7 @@ fn grouped_by_customer<'a>(ids: &'a StringChunked, reasons: &Int32Chunked) -> (V
         })
         .collect();
     let mut valid: Vec<IdxSize> = Vec::with_capacity(parts.iter().map(|p| p.0.len()).sum());
-    let mut runs: Vec<(&str, usize, usize)> = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
+    let mut runs: Vec<Run> = Vec::with_capacity(parts.iter().map(|p| p.1.len()).sum());
     for (rows, part_runs) in parts {
         let base = valid.len();
         runs.extend(part_runs.into_iter().map(|(id, lo, hi)| (id, base + lo, base + hi)));
